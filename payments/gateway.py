@@ -1,0 +1,49 @@
+"""A fake payment gateway client with the idempotency semantics of a real one."""
+
+import threading
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A capture as the gateway recorded it."""
+
+    capture_id: str
+    authorization_id: str
+    amount: Decimal
+    currency: str
+
+
+class FakeGatewayClient:
+    """Stands in for a card processor's API.
+
+    Like Stripe or Adyen, a capture sent again with the same idempotency key returns
+    the first capture instead of charging twice; ``captures`` lists real ones.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, Capture] = {}
+        self.captures: list[Capture] = []
+
+    def authorize(self, *, amount: Decimal, currency: str) -> str:
+        """Reserve the amount on the card; returns the authorization id."""
+        return f"auth_{uuid.uuid4().hex}"
+
+    def capture(
+        self, *, authorization_id: str, amount: Decimal, currency: str, idempotency_key: str
+    ) -> Capture:
+        """Collect an authorized amount, at most once per idempotency key."""
+        with self._lock:
+            if idempotency_key in self._by_key:
+                return self._by_key[idempotency_key]
+            capture = Capture(f"cap_{uuid.uuid4().hex}", authorization_id, amount, currency)
+            self._by_key[idempotency_key] = capture
+            self.captures.append(capture)
+            return capture
+
+
+#: The process's gateway client.
+gateway = FakeGatewayClient()

@@ -1,0 +1,162 @@
+"""Django settings.
+
+This is the one place that reads the environment (12-factor). Every variable has a
+default that works on a developer machine: PostgreSQL on 127.0.0.1 and, when
+``SQS_ENDPOINT_URL`` is set, an SQS server on loopback. With ``SQS_ENDPOINT_URL``
+unset, the broker is real Amazon SQS and credentials come from the standard AWS chain.
+"""
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+DEBUG = _env_bool("DJANGO_DEBUG", True)
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
+    SECRET_KEY = "django-insecure-development-only-key"  # noqa: S105 - debug only
+
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",")
+    if host.strip()
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "scheduler",
+    "payments",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "project.wsgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/longdelay"),
+        conn_max_age=60,
+        conn_health_checks=True,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "INFO"},
+    "loggers": {
+        # botocore logs every request at DEBUG and some retries at INFO.
+        "botocore": {"level": "WARNING"},
+    },
+}
+
+# --- Amazon SQS -------------------------------------------------------------------------
+SQS_ENDPOINT_URL = os.environ.get("SQS_ENDPOINT_URL") or None
+AWS_REGION = os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+SCHEDULER_QUEUE_NAME = os.environ.get("SCHEDULER_QUEUE_NAME") or "scheduler-jobs"
+
+if SQS_ENDPOINT_URL:
+    _endpoint = urlsplit(SQS_ENDPOINT_URL)
+    if _endpoint.scheme not in {"http", "https"} or not _endpoint.hostname:
+        raise ImproperlyConfigured(
+            f"SQS_ENDPOINT_URL must look like http://host:port, got {SQS_ENDPOINT_URL!r}."
+        )
+    # An emulator (moto, ElasticMQ) accepts any credentials; kombu has no endpoint
+    # option, so the endpoint travels as the broker URL's host and port.
+    CELERY_BROKER_URL = f"sqs://local:local@{_endpoint.netloc}"
+    _sqs_is_secure = _endpoint.scheme == "https"
+else:
+    # Real AWS: kombu and boto3 take credentials from the standard chain (IAM role).
+    CELERY_BROKER_URL = "sqs://"
+    _sqs_is_secure = True
+
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "region": AWS_REGION,
+    "is_secure": _sqs_is_secure,
+    # Long polling: a receive call returns as soon as a message becomes visible, so a
+    # job released by DelaySeconds reaches a worker at once, with few empty receives.
+    "wait_time_seconds": 10,
+    # After an empty long poll, poll again almost at once rather than sleeping a second.
+    "polling_interval": 0.1,
+    # Jobs are claimed in PostgreSQL and acknowledged before they run (the lease, not
+    # SQS, recovers a dead worker), so this only has to cover the eta wait of under a
+    # second and the time to claim.
+    "visibility_timeout": 300,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_DEFAULT_QUEUE = SCHEDULER_QUEUE_NAME
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+# One message at a time per worker process: a prefetched message would wait behind a
+# long job instead of going to an idle worker.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

@@ -1,0 +1,20 @@
+"""Long-delay jobs for Django + Celery on Amazon SQS.
+
+``schedule_at``, ``schedule_in``, ``cancel`` and ``reschedule`` are the public API.
+They are imported lazily so that ``import scheduler`` works before Django is set up.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scheduler.services import cancel, reschedule, schedule_at, schedule_in
+
+__all__ = ["cancel", "reschedule", "schedule_at", "schedule_in"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from scheduler import services
+
+        return getattr(services, name)
+    raise AttributeError(f"module 'scheduler' has no attribute {name!r}")

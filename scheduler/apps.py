@@ -1,0 +1,23 @@
+"""App configuration: system checks, and the dispatch schedule after migrate."""
+
+from typing import Any
+
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _ensure_dispatch_schedule(**kwargs: Any) -> None:
+    from scheduler.beat import ensure_dispatch_schedule
+
+    ensure_dispatch_schedule()
+
+
+class SchedulerConfig(AppConfig):
+    name = "scheduler"
+    verbose_name = "Scheduler"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from scheduler import checks  # noqa: F401 - registers the system checks
+
+        post_migrate.connect(_ensure_dispatch_schedule, sender=self)

@@ -1,0 +1,74 @@
+"""System checks: the scheduler's settings must respect SQS's limits and each other."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
+from django.core.checks import CheckMessage, Error, register
+
+from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
+from scheduler.sqs import is_valid_queue_name
+
+
+@register()
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Validate every ``SCHEDULER_*`` setting and the relations between them."""
+    errors: list[CheckMessage] = []
+    for setting in SchedulerSettings.int_settings():
+        value = setting.__get__(scheduler_settings, SchedulerSettings)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            errors.append(
+                Error(
+                    f"{setting.setting_name} must be a positive integer, got {value!r}.",
+                    id="scheduler.E001",
+                )
+            )
+    if errors:
+        return errors
+
+    s = scheduler_settings
+    if s.MAX_DELAY_SECONDS > SQS_MAX_DELAY_SECONDS:
+        errors.append(
+            Error(
+                f"SCHEDULER_MAX_DELAY_SECONDS is {s.MAX_DELAY_SECONDS}; SQS accepts at most "
+                f"{SQS_MAX_DELAY_SECONDS}.",
+                id="scheduler.E002",
+            )
+        )
+    if s.LOOKAHEAD_SECONDS > s.MAX_DELAY_SECONDS:
+        errors.append(
+            Error(
+                f"SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS}) must not exceed "
+                f"SCHEDULER_MAX_DELAY_SECONDS ({s.MAX_DELAY_SECONDS}): a job sent earlier "
+                "than SQS can hold it back would start early.",
+                id="scheduler.E003",
+            )
+        )
+    if s.DISPATCH_INTERVAL_SECONDS >= s.LOOKAHEAD_SECONDS:
+        errors.append(
+            Error(
+                f"SCHEDULER_DISPATCH_INTERVAL_SECONDS ({s.DISPATCH_INTERVAL_SECONDS}) must be "
+                f"less than SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS}), or jobs "
+                "reach SQS after they are due.",
+                id="scheduler.E004",
+            )
+        )
+    if s.RETRY_BACKOFF_MAX_SECONDS < s.RETRY_BACKOFF_SECONDS:
+        errors.append(
+            Error(
+                "SCHEDULER_RETRY_BACKOFF_MAX_SECONDS must be at least "
+                "SCHEDULER_RETRY_BACKOFF_SECONDS.",
+                id="scheduler.E005",
+            )
+        )
+    if not is_valid_queue_name(s.QUEUE_NAME):
+        errors.append(
+            Error(
+                f"SCHEDULER_QUEUE_NAME {s.QUEUE_NAME!r} is not a valid SQS queue name "
+                "(1-80 letters, digits, '-' or '_').",
+                id="scheduler.E006",
+            )
+        )
+    return errors

@@ -1,0 +1,194 @@
+"""A job is a row in PostgreSQL first and an SQS message only in its last minutes."""
+
+from datetime import datetime, timedelta
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
+    """The vocabulary of the dispatcher and the admin."""
+
+    def active(self) -> "ScheduledJobQuerySet":
+        return self.filter(status__in=ScheduledJob.ACTIVE_STATUSES)
+
+    def due(self, *, within: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":
+        """Scheduled jobs whose run_at is at most ``within`` from now (served by an index)."""
+        now = now or timezone.now()
+        return self.filter(status=ScheduledJob.Status.SCHEDULED, run_at__lte=now + within)
+
+    def stale(self, *, after: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":
+        """Enqueued jobs nobody claimed ``after`` past both their run_at and their send."""
+        cutoff = (now or timezone.now()) - after
+        return self.filter(
+            status=ScheduledJob.Status.ENQUEUED, run_at__lt=cutoff, enqueued_at__lt=cutoff
+        )
+
+    def lease_expired(
+        self, *, lease: timedelta, now: datetime | None = None
+    ) -> "ScheduledJobQuerySet":
+        """Running jobs whose worker has held them longer than the lease."""
+        return self.filter(
+            status=ScheduledJob.Status.RUNNING, started_at__lt=(now or timezone.now()) - lease
+        )
+
+
+class ScheduledJob(models.Model):
+    """A Celery task to run once at ``run_at``, stored until it is nearly due."""
+
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        ENQUEUED = "enqueued", "Enqueued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATUSES = (Status.SCHEDULED, Status.ENQUEUED, Status.RUNNING)
+    FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    task_name = models.CharField(max_length=255)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=80)
+    run_at = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField()
+    # NULL, not "", for "no key": the partial unique constraint ignores NULLs.
+    unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # A fresh token per dispatch: only the message that carries it can claim the job.
+    dispatch_token = models.UUIDField(null=True, blank=True, editable=False)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScheduledJobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-run_at"]
+        indexes = [
+            # The dispatcher's due query: scheduled rows by run_at.
+            models.Index(
+                fields=["run_at"], name="scheduler_job_due_idx", condition=Q(status="scheduled")
+            ),
+            models.Index(
+                fields=["run_at"],
+                name="scheduler_job_enqueued_idx",
+                condition=Q(status="enqueued"),
+            ),
+            models.Index(
+                fields=["started_at"],
+                name="scheduler_job_running_idx",
+                condition=Q(status="running"),
+            ),
+            models.Index(fields=["finished_at"], name="scheduler_job_finished_idx"),
+            models.Index(fields=["status", "run_at"], name="scheduler_job_status_idx"),
+            models.Index(fields=["task_name", "run_at"], name="scheduler_job_task_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["unique_key"],
+                condition=Q(status__in=["scheduled", "enqueued", "running"]),
+                name="scheduler_job_unique_active_key",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[
+                        "scheduled",
+                        "enqueued",
+                        "running",
+                        "succeeded",
+                        "failed",
+                        "cancelled",
+                    ]
+                ),
+                name="scheduler_job_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_attempts__gte=1), name="scheduler_job_max_attempts_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(attempts__lte=models.F("max_attempts")),
+                name="scheduler_job_attempts_within_max",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["enqueued", "running"]) | Q(dispatch_token__isnull=False),
+                name="scheduler_job_in_flight_has_token",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="running") | Q(started_at__isnull=False),
+                name="scheduler_job_running_has_start",
+            ),
+            models.CheckConstraint(
+                condition=~Q(task_name=""), name="scheduler_job_task_name_not_empty"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.task_name} at {self.run_at:%Y-%m-%d %H:%M:%S%z} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def lateness(self) -> timedelta | None:
+        """How late the latest attempt started, relative to run_at."""
+        if self.started_at is None:
+            return None
+        return self.started_at - self.run_at
+
+
+class JobAttempt(models.Model):
+    """One execution of a job by a worker, kept as history."""
+
+    class Outcome(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        ERROR = "error", "Error"
+        LEASE_EXPIRED = "lease_expired", "Lease expired"
+
+    job = models.ForeignKey(ScheduledJob, on_delete=models.CASCADE, related_name="history")
+    number = models.PositiveIntegerField()
+    dispatch_token = models.UUIDField()
+    # The run_at this attempt was due at: lateness is started_at - scheduled_for.
+    scheduled_for = models.DateTimeField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.RUNNING)
+    error = models.TextField(blank=True, default="")
+    worker = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["job_id", "number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "dispatch_token"], name="scheduler_attempt_once"
+            ),
+        ]
+        indexes = [models.Index(fields=["finished_at"], name="scheduler_attempt_finished_idx")]
+
+    def __str__(self) -> str:
+        return f"job #{self.job_id} attempt {self.number}: {self.outcome}"
+
+
+class DispatcherHeartbeat(models.Model):
+    """The latest tick of one dispatcher process, for monitoring."""
+
+    dispatcher = models.CharField(max_length=255, primary_key=True)
+    last_tick_at = models.DateTimeField()
+    jobs_sent = models.PositiveIntegerField(default=0)
+    jobs_recovered = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-last_tick_at"]
+
+    def __str__(self) -> str:
+        return f"{self.dispatcher} at {self.last_tick_at:%Y-%m-%d %H:%M:%S%z}"

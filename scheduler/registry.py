@@ -1,0 +1,42 @@
+"""Which Celery tasks a job may name, and how a name becomes a task."""
+
+from functools import cache
+
+from celery import Task, current_app
+
+# The scheduler's own tasks and Celery's built-ins are never the target of a job.
+_RESERVED_PREFIXES = ("celery.", "scheduler.")
+
+
+def task_name_of(task: "Task | str") -> str:
+    """The registered name of a task object, or the name itself."""
+    if isinstance(task, str):
+        return task
+    name = getattr(task, "name", None)
+    if not isinstance(name, str):
+        raise TypeError(f"expected a Celery task or a task name, got {task!r}")
+    return name
+
+
+def schedulable_task_names() -> list[str]:
+    """Every registered task that a job may run, sorted."""
+    tasks = _registered_tasks()
+    return sorted(name for name in tasks if not name.startswith(_RESERVED_PREFIXES))
+
+
+def get_task(name: str) -> Task:
+    """The registered task called ``name``; ``KeyError`` if it cannot be scheduled."""
+    if name.startswith(_RESERVED_PREFIXES):
+        raise KeyError(name)
+    return _registered_tasks()[name]
+
+
+def _registered_tasks() -> dict[str, Task]:
+    _import_task_modules()
+    return dict(current_app.tasks)
+
+
+@cache
+def _import_task_modules() -> None:
+    # Outside a worker, installed apps' tasks modules are imported only on demand.
+    current_app.loader.import_default_modules()

@@ -1,0 +1,102 @@
+"""Shared fixtures: a real SQS server (moto, over HTTP) and per-test queues."""
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+import requests
+
+from scheduler.publisher import OutgoingMessage, PublishResult, SQSPublisher
+from tests.processes import BIN, free_port, running, wait_until
+
+
+@pytest.fixture(scope="session")
+def sqs_endpoint() -> Iterator[str]:
+    """A moto SQS server in its own process, so freezegun cannot stop its clock."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with running("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]):
+
+        def answers() -> bool:
+            try:
+                return requests.get(f"{endpoint}/moto-api/", timeout=1).status_code < 500
+            except requests.RequestException:
+                return False
+
+        assert wait_until(answers, timeout=30), "moto server did not start"
+        yield endpoint
+
+
+@dataclass
+class SqsQueue:
+    """A fresh queue on the SQS server, for one test."""
+
+    name: str
+    url: str
+    client: Any
+
+    def receive(self, *, wait: int = 0, max_messages: int = 10) -> list[dict[str, Any]]:
+        """Receive and delete visible messages; each decoded to its Celery envelope."""
+        response = self.client.receive_message(
+            QueueUrl=self.url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=wait
+        )
+        messages = response.get("Messages", [])
+        for message in messages:
+            self.client.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return [decode(message["Body"]) for message in messages]
+
+    def count(self) -> int:
+        attributes = self.client.get_queue_attributes(
+            QueueUrl=self.url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesDelayed",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )["Attributes"]
+        return sum(int(value) for value in attributes.values())
+
+
+def decode(body: str) -> dict[str, Any]:
+    envelope = json.loads(base64.b64decode(body))
+    envelope["decoded_body"] = json.loads(base64.b64decode(envelope["body"]))
+    return envelope
+
+
+@pytest.fixture
+def sqs_queue(sqs_endpoint: str, settings: Any) -> SqsQueue:
+    """Points the app at the SQS server and a queue of its own."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    settings.SQS_ENDPOINT_URL = sqs_endpoint
+    settings.SCHEDULER_QUEUE_NAME = name
+    client = boto3.client(
+        "sqs",
+        endpoint_url=sqs_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    url = client.create_queue(QueueName=name)["QueueUrl"]
+    return SqsQueue(name=name, url=url, client=client)
+
+
+class RecordingPublisher(SQSPublisher):
+    """The real publisher, also keeping what it was asked to send."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[OutgoingMessage] = []
+
+    def publish(self, messages: Any) -> PublishResult:
+        self.published.extend(messages)
+        return super().publish(messages)
+
+
+@pytest.fixture
+def publisher(sqs_queue: SqsQueue) -> RecordingPublisher:
+    return RecordingPublisher()

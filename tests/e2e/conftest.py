@@ -1,0 +1,71 @@
+"""Real `celery worker` and `celery beat` processes against the test database and SQS."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from scheduler.beat import ensure_dispatch_schedule
+from tests import settings_fast
+from tests.conftest import SqsQueue
+from tests.processes import BIN, Process, running
+
+FAST_SETTINGS = {
+    name: getattr(settings_fast, name)
+    for name in dir(settings_fast)
+    if name.startswith("SCHEDULER_") and name != "SCHEDULER_QUEUE_NAME"
+}
+
+
+@pytest.fixture
+def e2e_env(transactional_db: None, sqs_queue: SqsQueue, settings: Any) -> dict[str, str]:
+    """Environment for child processes: this test's database, SQS server and queue."""
+    for name, value in FAST_SETTINGS.items():
+        setattr(settings, name, value)
+    db = connection.settings_dict
+    return {
+        "DJANGO_SETTINGS_MODULE": "tests.settings_fast",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "SQS_ENDPOINT_URL": settings.SQS_ENDPOINT_URL,
+        "SCHEDULER_QUEUE_NAME": sqs_queue.name,
+    }
+
+
+@pytest.fixture
+def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
+    args = [
+        str(BIN / "celery"),
+        "-A",
+        "project",
+        "worker",
+        "--loglevel=INFO",
+        "--concurrency=2",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-Q",
+        e2e_env["SCHEDULER_QUEUE_NAME"],
+        "-n",
+        "e2e@%h",
+    ]
+    with running("worker", args, e2e_env) as process:
+        process.wait_for_output("ready.", timeout=60)
+        yield process
+
+
+@pytest.fixture
+def beat(e2e_env: dict[str, str], tmp_path: Any) -> Iterator[Process]:
+    ensure_dispatch_schedule()
+    args = [
+        str(BIN / "celery"),
+        "-A",
+        "project",
+        "beat",
+        "--loglevel=INFO",
+        "--pidfile",
+        str(tmp_path / "beat.pid"),
+    ]
+    with running("beat", args, e2e_env) as process:
+        process.wait_for_output("beat: Starting", timeout=60)
+        yield process

@@ -1,0 +1,93 @@
+"""Starting and stopping the real processes tests need, on free ports."""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class Process:
+    """A child process whose output goes to a temporary file, read by the test."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix=f"{name}-", suffix=".log", delete=False
+        )
+        self.popen = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stop() reaches its children
+        )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_for_output(self, text: str, *, timeout: float) -> None:
+        if (
+            not wait_until(
+                lambda: text in self.output() or self.popen.poll() is not None,
+                timeout=timeout,
+                interval=0.1,
+            )
+            or text not in self.output()
+        ):
+            raise RuntimeError(
+                f"{self.name} did not print {text!r} within {timeout}s "
+                f"(exit code {self.popen.poll()}):\n{self.output()[-5000:]}"
+            )
+
+    def stop(self, timeout: float = 15) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout)
+        self.log.close()
+        # Worker pool children are in the same group; make sure none outlived it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def running(name: str, args: list[str], env: dict[str, str] | None = None) -> Iterator[Process]:
+    process = Process(name, args, env)
+    try:
+        yield process
+    except BaseException:
+        sys.stderr.write(f"--- {name} output ---\n{process.output()[-8000:]}\n")
+        raise
+    finally:
+        process.stop()

@@ -1,0 +1,6 @@
+"""Settings for the test suite: the project's, plus a test app with test tasks."""
+
+from project.settings import *  # noqa: F403
+from project.settings import INSTALLED_APPS
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
