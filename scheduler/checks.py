@@ -4,9 +4,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
+from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 
 from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
+from scheduler.registry import schedulable_task_names
 from scheduler.sqs import is_valid_queue_name
 
 
@@ -72,3 +74,29 @@ def check_settings(
             )
         )
     return errors
+
+
+@register()
+def check_admin_tasks(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """``SCHEDULER_ADMIN_TASKS`` must list registered, schedulable task names."""
+    value = getattr(settings, "SCHEDULER_ADMIN_TASKS", [])
+    if not isinstance(value, list | tuple) or not all(isinstance(name, str) for name in value):
+        return [
+            Error(
+                f"SCHEDULER_ADMIN_TASKS must be a list of task names, got {value!r}.",
+                id="scheduler.E010",
+            )
+        ]
+    known = set(schedulable_task_names())
+    return [
+        Error(
+            f"SCHEDULER_ADMIN_TASKS names {name!r}, which is not a registered Celery task "
+            "that jobs may run.",
+            hint="Check the spelling, or that the app defining the task is installed.",
+            id="scheduler.E011",
+        )
+        for name in value
+        if name not in known
+    ]

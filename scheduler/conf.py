@@ -66,6 +66,15 @@ class SchedulerSettings:
         name: str = getattr(django_settings, "SCHEDULER_QUEUE_NAME", "scheduler-jobs")
         return name
 
+    @property
+    def ADMIN_TASKS(self) -> tuple[str, ...]:  # noqa: N802 - named like the setting
+        """Task names an operator may schedule from the admin (``SCHEDULER_ADMIN_TASKS``).
+
+        Empty by default: a task runs with whatever arguments the operator types, so
+        each one is opted in explicitly. ``scheduler.checks`` rejects unknown names.
+        """
+        return tuple(getattr(django_settings, "SCHEDULER_ADMIN_TASKS", ()))
+
     @classmethod
     def int_settings(cls) -> list[IntSetting]:
         """Every integer setting, for checks and documentation."""

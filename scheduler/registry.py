@@ -3,6 +3,7 @@
 from functools import cache
 
 from celery import Task, current_app
+from django.utils.module_loading import autodiscover_modules
 
 # The scheduler's own tasks and Celery's built-ins are never the target of a job.
 _RESERVED_PREFIXES = ("celery.", "scheduler.")
@@ -39,4 +40,6 @@ def _registered_tasks() -> dict[str, Task]:
 @cache
 def _import_task_modules() -> None:
     # Outside a worker, installed apps' tasks modules are imported only on demand.
-    current_app.loader.import_default_modules()
+    # Django's own discovery, not Celery's loader: that one runs the system checks
+    # inside a worker, and a check may ask for the task names.
+    autodiscover_modules("tasks")

@@ -277,23 +277,26 @@ def purge_finished(*, now: datetime, limit: int = 1000) -> int:
 def claim(*, job_id: int, token: UUID, worker: str) -> tuple[ScheduledJob, JobAttempt] | None:
     """Take an enqueued job for this delivery, or None if the message is not current.
 
-    In READ COMMITTED the UPDATE waits for a dispatcher transaction that still holds
-    the row and re-checks the committed version, so an early message still claims.
+    The row is locked first: a message can arrive before the dispatcher that sent it
+    commits. A bare conditional UPDATE would not wait then, because PostgreSQL only
+    waits on rows whose committed version matches the WHERE clause (still
+    ``scheduled``, without the token); ``SELECT … FOR UPDATE`` waits for the
+    dispatcher's lock and returns the row as committed.
     """
     now = timezone.now()
     with transaction.atomic():
-        claimed = ScheduledJob.objects.filter(
-            pk=job_id, status=Status.ENQUEUED, dispatch_token=token
-        ).update(
+        job = ScheduledJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.status != Status.ENQUEUED or job.dispatch_token != token:
+            return None
+        # Still a compare-and-set, though the row lock already guarantees the match.
+        ScheduledJob.objects.filter(pk=job_id, status=Status.ENQUEUED, dispatch_token=token).update(
             status=Status.RUNNING,
             attempts=F("attempts") + 1,
             started_at=now,
             finished_at=None,
             updated_at=now,
         )
-        if not claimed:
-            return None
-        job = ScheduledJob.objects.get(pk=job_id)
+        job.status, job.attempts, job.started_at = Status.RUNNING, job.attempts + 1, now
         attempt = JobAttempt.objects.create(
             job=job,
             number=job.attempts,

@@ -1,0 +1,89 @@
+"""Transitions applied to many jobs at once (the admin's actions).
+
+Each job goes through the same service as a single call, so every rule and log line
+applies; a job that is not in a legal state, or that changes state meanwhile, is
+skipped rather than failing the whole batch.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import QuerySet
+
+from scheduler import services
+from scheduler.exceptions import DuplicateJobError, InvalidTransitionError, JobNotFoundError
+from scheduler.models import ScheduledJob
+
+logger = logging.getLogger(__name__)
+
+Status = ScheduledJob.Status
+
+#: The states from which each bulk operation can move a job.
+CANCELLABLE = (Status.SCHEDULED, Status.ENQUEUED)
+RESCHEDULABLE = (Status.SCHEDULED, Status.ENQUEUED)
+RETRYABLE = (Status.FAILED, Status.CANCELLED)
+RUNNABLE = (*RESCHEDULABLE, *RETRYABLE)
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """How many of the selected jobs changed, and how many were left as they were."""
+
+    changed: int
+    skipped: int
+
+
+def cancel_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
+    """Cancel every scheduled or enqueued job among ``jobs``."""
+    return _each(jobs, CANCELLABLE, "cancel", lambda pk, run_at: services.cancel(pk))
+
+
+def run_jobs_now(jobs: QuerySet[ScheduledJob]) -> BulkResult:
+    """Run every job among ``jobs`` that has not started as soon as possible."""
+    return _each(jobs, RUNNABLE, "run_now", lambda pk, run_at: services.run_now(pk))
+
+
+def retry_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
+    """Schedule every failed or cancelled job among ``jobs`` again, now."""
+    return _each(jobs, RETRYABLE, "retry", lambda pk, run_at: services.retry(pk))
+
+
+def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime) -> BulkResult:
+    """Move every scheduled or enqueued job among ``jobs`` to ``to``."""
+    return _each(jobs, RESCHEDULABLE, "reschedule", lambda pk, run_at: services.reschedule(pk, to))
+
+
+def shift_jobs(jobs: QuerySet[ScheduledJob], *, by: timedelta) -> BulkResult:
+    """Move every scheduled or enqueued job among ``jobs`` by ``by`` from its own run_at."""
+    return _each(
+        jobs,
+        RESCHEDULABLE,
+        "shift",
+        lambda pk, run_at: services.reschedule(pk, run_at + by),
+    )
+
+
+def _each(
+    jobs: QuerySet[ScheduledJob],
+    allowed: tuple[str, ...],
+    operation: str,
+    apply: Callable[[int, datetime], object],
+) -> BulkResult:
+    selected = jobs.count()
+    changed = 0
+    candidates = jobs.filter(status__in=allowed).order_by("pk").values_list("pk", "run_at")
+    for pk, run_at in candidates.iterator():
+        try:
+            # cancel() answers False for a job that another request cancelled first.
+            if apply(pk, run_at) is not False:
+                changed += 1
+        except (InvalidTransitionError, DuplicateJobError, JobNotFoundError) as error:
+            # The job moved on (or its key was taken) since it was selected.
+            logger.info("bulk job skipped operation=%s job_id=%s reason=%s", operation, pk, error)
+    result = BulkResult(changed=changed, skipped=selected - changed)
+    logger.info(
+        "bulk jobs operation=%s changed=%s skipped=%s", operation, result.changed, result.skipped
+    )
+    return result

@@ -1,0 +1,303 @@
+"""Admin forms: schedule a job, or move a scheduled one, through the services."""
+
+import json
+import zoneinfo
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from scheduler import services
+from scheduler.conf import scheduler_settings
+from scheduler.models import ScheduledJob
+from scheduler.registry import schedulable_task_names
+from scheduler.sqs import is_valid_queue_name
+
+UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
+#: Far enough for any business delay, near enough that datetime arithmetic cannot overflow.
+MAX_DELAY_AMOUNT = 100_000
+#: A time typed for "now" is a little in the past by the time the form is sent.
+PAST_TOLERANCE = timedelta(minutes=1)
+
+
+@cache
+def time_zone_choices() -> list[tuple[str, str]]:
+    """Every IANA time zone, sorted, as form choices."""
+    return [(name, name) for name in sorted(zoneinfo.available_timezones())]
+
+
+def admin_task_choices() -> list[tuple[str, str]]:
+    """The allow-listed tasks that are registered, in the setting's order."""
+    registered = set(schedulable_task_names())
+    return [(name, name) for name in scheduler_settings.ADMIN_TASKS if name in registered]
+
+
+def local_run_at(local: datetime | None, zone_name: str | None) -> datetime:
+    """The wall-clock time ``local`` read in ``zone_name``, as an aware datetime.
+
+    Raises ValidationError when either is missing, for a time that the zone skips or
+    repeats at a daylight saving change, and for a time in the past.
+    """
+    if local is None:
+        raise ValidationError("Enter a date and time.", code="required")
+    if zone_name is None:
+        raise ValidationError("Choose the time zone of this date and time.", code="required")
+    zone = zoneinfo.ZoneInfo(zone_name)
+    wall = local.replace(tzinfo=None)
+    run_at = wall.replace(tzinfo=zone)
+    if run_at.utcoffset() != wall.replace(tzinfo=zone, fold=1).utcoffset():
+        exists = run_at.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall
+        raise ValidationError(
+            f"{wall:%Y-%m-%d %H:%M} {'happens twice' if exists else 'does not exist'} in "
+            f"{zone_name} (a daylight saving change); choose another time.",
+            code="ambiguous_time",
+        )
+    if run_at < timezone.now() - PAST_TOLERANCE:
+        raise ValidationError(
+            f"{wall:%Y-%m-%d %H:%M} in {zone_name} is in the past; to run as soon as "
+            "possible, use “in 0 minutes” or the “Run now” action.",
+            code="past",
+        )
+    return run_at
+
+
+class WhenForm(forms.ModelForm):  # type: ignore[type-arg]
+    """When a job should run: a date-time in a chosen time zone, or in N minutes/hours/days."""
+
+    AT, IN = "at", "in"
+
+    when = forms.ChoiceField(
+        choices=[(AT, "At a date and time"), (IN, "In a number of minutes, hours or days")],
+        initial=AT,
+        widget=forms.RadioSelect,
+    )
+    run_at_local = forms.DateTimeField(
+        label="Date and time",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Read in the time zone below; stored in UTC.",
+    )
+    time_zone = forms.ChoiceField(
+        choices=time_zone_choices,
+        help_text="Your browser's time zone is filled in when the page loads.",
+    )
+    delay_amount = forms.IntegerField(
+        label="In", required=False, min_value=0, max_value=MAX_DELAY_AMOUNT
+    )
+    delay_unit = forms.ChoiceField(
+        label="Unit", choices=[(unit, unit) for unit in UNITS], initial="minutes"
+    )
+
+    when_fields = ("when", "run_at_local", "time_zone", "delay_amount", "delay_unit")
+
+    class Meta:
+        model = ScheduledJob
+        fields: tuple[str, ...] = ()
+
+    class Media:
+        js = ("scheduler/browser-time-zone.js",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _default_to_browser_time_zone(self)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if cleaned.get("when") == self.IN:
+            amount = cleaned.get("delay_amount")
+            if amount is None:
+                self.add_error("delay_amount", "Enter how many minutes, hours or days from now.")
+            else:
+                seconds = amount * UNITS[cleaned.get("delay_unit", "minutes")]
+                cleaned["run_at"] = timezone.now() + timedelta(seconds=seconds)
+            return cleaned
+        try:
+            cleaned["run_at"] = local_run_at(cleaned.get("run_at_local"), cleaned.get("time_zone"))
+        except ValidationError as error:
+            self.add_error("run_at_local", error)
+        return cleaned
+
+
+class ScheduleJobForm(WhenForm):
+    """Schedule an allow-listed task with JSON arguments, through ``schedule_at``."""
+
+    task_name = forms.ChoiceField(
+        label="Task",
+        choices=admin_task_choices,
+        help_text="Only the tasks listed in the SCHEDULER_ADMIN_TASKS setting.",
+    )
+    args_json = forms.CharField(
+        label="Arguments",
+        initial="[]",
+        widget=forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}),
+        help_text='A JSON list of positional arguments, e.g. ["a", 2].',
+    )
+    kwargs_json = forms.CharField(
+        label="Keyword arguments",
+        initial="{}",
+        widget=forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}),
+        help_text='A JSON object of keyword arguments, e.g. {"payment_id": 42}.',
+    )
+    queue_name = forms.CharField(
+        label="Queue",
+        required=False,
+        max_length=80,
+        help_text="Leave empty for the default queue.",
+    )
+    attempts_limit = forms.IntegerField(
+        label="Max attempts",
+        required=False,
+        min_value=1,
+        max_value=100,
+        help_text="Leave empty for the default.",
+    )
+    key = forms.CharField(
+        label="Unique key",
+        required=False,
+        max_length=255,
+        help_text="No other active job may hold the same key.",
+    )
+
+    job_fields = ("task_name", "args_json", "kwargs_json", "queue_name", "attempts_limit", "key")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["attempts_limit"].widget.attrs["placeholder"] = str(
+            scheduler_settings.DEFAULT_MAX_ATTEMPTS
+        )
+        self.fields["queue_name"].widget.attrs["placeholder"] = scheduler_settings.QUEUE_NAME
+
+    def clean_args_json(self) -> list[Any]:
+        value = _json_field(self.cleaned_data["args_json"], "Arguments")
+        if not isinstance(value, list):
+            raise ValidationError(
+                'Arguments must be a JSON list, e.g. [] or [1, "two"].', code="not_list"
+            )
+        return value
+
+    def clean_kwargs_json(self) -> dict[str, Any]:
+        value = _json_field(self.cleaned_data["kwargs_json"], "Keyword arguments")
+        if not isinstance(value, dict):
+            raise ValidationError(
+                'Keyword arguments must be a JSON object, e.g. {} or {"id": 1}.',
+                code="not_object",
+            )
+        return value
+
+    def clean_queue_name(self) -> str | None:
+        queue: str = self.cleaned_data["queue_name"].strip()
+        if queue and not is_valid_queue_name(queue):
+            raise ValidationError(
+                "A queue name is 1-80 letters, digits, '-' or '_'.", code="invalid_queue"
+            )
+        return queue or None
+
+    def clean_key(self) -> str | None:
+        key: str = self.cleaned_data["key"].strip()
+        if not key:
+            return None
+        holder = ScheduledJob.objects.active().filter(unique_key=key).values_list("pk", flat=True)
+        if holder_id := holder.first():
+            raise ValidationError(
+                f"Job #{holder_id} is active with this unique key; "
+                "cancel it or choose another key.",
+                code="duplicate_key",
+            )
+        return key
+
+    def save(self, commit: bool = True) -> ScheduledJob:
+        """Schedule the job (``commit`` is ignored: the service always writes)."""
+        data = self.cleaned_data
+        self.instance = services.schedule_at(
+            data["task_name"],
+            data["run_at"],
+            data["args_json"],
+            data["kwargs_json"],
+            queue=data["queue_name"],
+            max_attempts=data["attempts_limit"],
+            unique_key=data["key"],
+        )
+        return self.instance
+
+
+class RescheduleJobForm(WhenForm):
+    """Move a scheduled job to another time, through ``reschedule``."""
+
+    def save(self, commit: bool = True) -> ScheduledJob:
+        """Reschedule the job (``commit`` is ignored: the service always writes)."""
+        self.instance = services.reschedule(self.instance, self.cleaned_data["run_at"])
+        return self.instance
+
+
+class BulkRescheduleForm(forms.Form):
+    """The reschedule action's choice: to a date-time, or shifted by an offset."""
+
+    TO, BY = "to", "by"
+
+    mode = forms.ChoiceField(
+        choices=[(TO, "To a date and time"), (BY, "By an offset from each job's run_at")],
+        initial=TO,
+        widget=forms.RadioSelect,
+    )
+    run_at_local = WhenForm.base_fields["run_at_local"]
+    time_zone = WhenForm.base_fields["time_zone"]
+    offset_amount = forms.IntegerField(
+        label="Offset",
+        required=False,
+        min_value=-MAX_DELAY_AMOUNT,
+        max_value=MAX_DELAY_AMOUNT,
+        help_text="Negative to move jobs earlier.",
+    )
+    offset_unit = WhenForm.base_fields["delay_unit"]
+
+    class Media:
+        js = WhenForm.Media.js
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _default_to_browser_time_zone(self)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        if cleaned.get("mode") == self.BY:
+            amount = cleaned.get("offset_amount")
+            if not amount:
+                self.add_error("offset_amount", "Enter a non-zero offset.")
+            else:
+                cleaned["offset"] = timedelta(seconds=amount * UNITS[cleaned["offset_unit"]])
+            return cleaned
+        try:
+            cleaned["run_at"] = local_run_at(cleaned.get("run_at_local"), cleaned.get("time_zone"))
+        except ValidationError as error:
+            self.add_error("run_at_local", error)
+        return cleaned
+
+
+def _default_to_browser_time_zone(form: forms.BaseForm) -> None:
+    field = form.fields["time_zone"]
+    field.initial = timezone.get_current_timezone_name()
+    if not form.is_bound:
+        # browser-time-zone.js replaces the initial zone with the browser's; a bound
+        # form keeps what the operator chose.
+        field.widget.attrs["data-browser-time-zone"] = "true"
+
+
+def _json_field(text: str, label: str) -> Any:
+    try:
+        value = json.loads(text)
+        # JSON accepts NaN, Infinity and 1e999; none of them survives being stored.
+        json.dumps(value, allow_nan=False)
+    except json.JSONDecodeError as error:
+        raise ValidationError(
+            f"{label} are not valid JSON: {error.msg} at line {error.lineno}, "
+            f"column {error.colno}.",
+            code="invalid_json",
+        ) from None
+    except ValueError:
+        raise ValidationError(
+            f"{label} must not contain NaN or infinite numbers.", code="not_finite"
+        ) from None
+    return value

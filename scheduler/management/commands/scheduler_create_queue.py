@@ -1,0 +1,27 @@
+"""``python manage.py scheduler_create_queue``: create or update the SQS queue and its DLQ."""
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from scheduler.queues import ensure_queue
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the scheduler's SQS queue (SCHEDULER_QUEUE_NAME) and its dead-letter queue "
+        "<name>-dlq, or bring their attributes up to date. Safe to run again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--name", help="Queue name (default: SCHEDULER_QUEUE_NAME).")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            setup = ensure_queue(options["name"])
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        self.stdout.write(f"queue url={setup.url} arn={setup.arn}")
+        self.stdout.write(f"dead-letter queue url={setup.dlq_url} arn={setup.dlq_arn}")
+        for key, value in sorted(setup.attributes.items()):
+            self.stdout.write(f"  {key}={value}")

@@ -1,0 +1,90 @@
+"""Creating the scheduler's SQS queue and its dead-letter queue, idempotently.
+
+CreateQueue fails when the queue exists with other attributes, so each queue is
+created by name alone (which returns the existing queue's URL) and its attributes are
+then set with SetQueueAttributes: a second run converges instead of failing.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from scheduler.conf import scheduler_settings
+from scheduler.sqs import get_client, is_valid_queue_name
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+logger = logging.getLogger(__name__)
+
+DLQ_SUFFIX = "-dlq"
+#: Messages are superseded after SCHEDULER_STALE_AFTER_SECONDS (the job is re-dispatched
+#: with a new token), so a day is only for looking at them during an incident, and keeps
+#: the backlog of obsolete copies small after a long worker outage.
+MESSAGE_RETENTION_SECONDS = 24 * 3600
+#: SQS's maximum: a message in the dead-letter queue is kept long enough to be examined.
+DLQ_RETENTION_SECONDS = 14 * 24 * 3600
+#: A message is deleted when its job starts, so it is received again only when a worker
+#: died holding it or waited past the visibility timeout; five such receives make it
+#: poison. Its job is not lost: the dispatcher re-dispatches a job that stays enqueued.
+MAX_RECEIVE_COUNT = 5
+
+
+@dataclass(frozen=True)
+class QueueSetup:
+    """The queue and dead-letter queue as they are after :func:`ensure_queue`."""
+
+    url: str
+    arn: str
+    dlq_url: str
+    dlq_arn: str
+    attributes: dict[str, str]
+
+
+def queue_attributes(dlq_arn: str) -> dict[str, str]:
+    """The main queue's attributes; timings come from the worker's transport options.
+
+    kombu passes the visibility timeout only when it creates a missing queue and never
+    on ReceiveMessage, so the queue attribute is what the worker gets: it must equal
+    ``visibility_timeout``. Long polling is passed on every receive by kombu and set
+    here too for any other consumer.
+    """
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    return {
+        "VisibilityTimeout": str(options["visibility_timeout"]),
+        "ReceiveMessageWaitTimeSeconds": str(options["wait_time_seconds"]),
+        "MessageRetentionPeriod": str(MESSAGE_RETENTION_SECONDS),
+        # Each message carries its own DelaySeconds; a queue default would add to it.
+        "DelaySeconds": "0",
+        "RedrivePolicy": json.dumps(
+            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
+        ),
+    }
+
+
+def ensure_queue(name: str | None = None) -> QueueSetup:
+    """Create or update the queue ``name`` (default ``SCHEDULER_QUEUE_NAME``) and its DLQ."""
+    name = name or scheduler_settings.QUEUE_NAME
+    # The DLQ name adds four characters, and must be valid too.
+    if not is_valid_queue_name(f"{name}{DLQ_SUFFIX}"):
+        raise ValueError(f"{name!r} is not a valid SQS queue name (1-76 letters, digits, - or _)")
+    client = get_client()
+    dlq_url, dlq_arn = _ensure(
+        client, f"{name}{DLQ_SUFFIX}", {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+    )
+    attributes = queue_attributes(dlq_arn)
+    url, arn = _ensure(client, name, attributes)
+    logger.info("sqs queue ready queue=%s url=%s dlq_url=%s", name, url, dlq_url)
+    return QueueSetup(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn, attributes=attributes)
+
+
+def _ensure(client: "SQSClient", name: str, attributes: dict[str, str]) -> tuple[str, str]:
+    url = client.create_queue(QueueName=name)["QueueUrl"]
+    client.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
+    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    return url, arn

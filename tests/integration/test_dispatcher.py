@@ -1,0 +1,244 @@
+"""The dispatcher against real PostgreSQL and an SQS server, with time frozen and moved."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from freezegun import freeze_time
+
+from payments.services import authorize_payment
+from scheduler.dispatcher import Dispatcher
+from scheduler.models import DispatcherHeartbeat, ScheduledJob
+from scheduler.publisher import EXECUTE_TASK_NAME, OutgoingMessage
+from tests.conftest import RecordingPublisher
+from tests.factories import make_jobs
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+Status = ScheduledJob.Status
+
+
+def test_two_week_capture_waits_in_postgres_until_within_lookahead(sqs_queue, publisher):
+    with freeze_time(T0) as clock:
+        payment = authorize_payment(amount="25.00", currency="eur")
+        job = payment.capture_job
+        assert job.run_at == T0 + timedelta(days=14)
+        dispatcher = Dispatcher(publisher=publisher)
+
+        for moment in (timedelta(days=1), timedelta(days=13, hours=23, minutes=54)):
+            clock.move_to(T0 + moment)
+            assert dispatcher.run_once().sent == 0
+        job.refresh_from_db()
+        assert job.status == Status.SCHEDULED
+        assert sqs_queue.count() == 0
+
+        # 300 s (the default lookahead) before run_at, and 0.4 s more: due.
+        clock.move_to(job.run_at - timedelta(seconds=299.6))
+        assert dispatcher.run_once().sent == 1
+
+    [message] = publisher.published
+    assert message.job_id == job.pk
+    assert message.delay_seconds == 299  # run_at - now, rounded down; the eta covers 0.6 s
+    assert message.eta == job.run_at
+    job.refresh_from_db()
+    assert job.status == Status.ENQUEUED
+    assert job.dispatch_token == message.dispatch_token
+    [received] = sqs_queue.receive(wait=0) or [None]
+    # DelaySeconds holds it back for real, so it is not visible yet.
+    assert received is None
+    assert sqs_queue.count() == 1
+
+
+def test_delay_is_never_above_the_limit_nor_sent_before_the_lookahead(
+    sqs_queue, publisher, settings
+):
+    settings.SCHEDULER_MAX_DELAY_SECONDS = 120
+    settings.SCHEDULER_LOOKAHEAD_SECONDS = 60
+    settings.SCHEDULER_STALE_AFTER_SECONDS = 3600
+    with freeze_time(T0) as clock:
+        make_jobs([T0 + timedelta(seconds=s) for s in (30, 59, 60, 61, 600)])
+        dispatcher = Dispatcher(publisher=publisher)
+        assert dispatcher.run_once().sent == 3
+        assert [m.delay_seconds for m in publisher.published] == [30, 59, 60]
+        clock.tick(1)
+        dispatcher.run_once()
+        clock.move_to(T0 + timedelta(seconds=540))
+        dispatcher.run_once()
+    assert [m.delay_seconds for m in publisher.published] == [30, 59, 60, 60, 60]
+    # Each was sent exactly when run_at - now reached the 60 s lookahead, never earlier.
+
+
+def test_past_due_jobs_go_out_with_delay_zero_in_run_at_order(sqs_queue, publisher):
+    with freeze_time(T0):
+        jobs = make_jobs([T0 - timedelta(hours=h) for h in (1, 5, 3, 48, 2)])
+        assert Dispatcher(publisher=publisher).run_once().sent == 5
+    assert [m.delay_seconds for m in publisher.published] == [0] * 5
+    expected = [job.pk for job in sorted(jobs, key=lambda job: job.run_at)]
+    assert [m.job_id for m in publisher.published] == expected
+    received = sqs_queue.receive()
+    assert {m["decoded_body"][0][0] for m in received} == set(expected)
+
+
+def test_messages_are_celery_tasks_carrying_only_id_and_token(sqs_queue, publisher):
+    with freeze_time(T0):
+        [job] = make_jobs([T0 - timedelta(seconds=1)], args=["secret-card-number"])
+        Dispatcher(publisher=publisher).run_once()
+    [envelope] = sqs_queue.receive()
+    job.refresh_from_db()
+    assert envelope["headers"]["task"] == EXECUTE_TASK_NAME
+    assert envelope["headers"]["eta"] == job.run_at.isoformat()
+    assert envelope["decoded_body"][0] == [job.pk, str(job.dispatch_token)]
+    assert envelope["decoded_body"][1] == {}
+    assert "secret-card-number" not in str(envelope)
+    assert envelope["properties"]["delivery_info"]["routing_key"] == sqs_queue.name
+
+
+def test_batches_of_ten_per_send_message_batch_call(sqs_queue, publisher, settings):
+    settings.SCHEDULER_BATCH_SIZE = 25
+    calls: list[int] = []
+    client = publisher.client
+    real = client.send_message_batch
+
+    def counting(**kwargs):
+        calls.append(len(kwargs["Entries"]))
+        return real(**kwargs)
+
+    client.send_message_batch = counting
+    publisher._client = client
+    with freeze_time(T0):
+        make_jobs([T0] * 57)
+        result = Dispatcher(publisher=publisher).run_once()
+    assert result.sent == 57
+    # Batches of 25 rows, each sent ten to a call.
+    assert calls == [10, 10, 5, 10, 10, 5, 7]
+    assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == 57
+
+
+class RejectingPublisher(RecordingPublisher):
+    """Asks SQS for an impossible delay for some jobs, which SQS rejects per entry."""
+
+    def __init__(self, reject: set[int]) -> None:
+        super().__init__()
+        self.reject = reject
+
+    def publish(self, messages):
+        messages = [
+            OutgoingMessage(**{**m.__dict__, "delay_seconds": 1000})
+            if m.job_id in self.reject
+            else m
+            for m in messages
+        ]
+        return super().publish(messages)
+
+
+def test_a_rejected_entry_leaves_its_job_scheduled_for_the_next_tick(sqs_queue):
+    with freeze_time(T0):
+        jobs = make_jobs([T0] * 3)
+        bad = jobs[1]
+        result = Dispatcher(publisher=RejectingPublisher({bad.pk})).run_once()
+        assert (result.sent, result.failed) == (2, 1)
+        assert result.errors == ["sqs rejected 1 message(s)"]
+        statuses = dict(ScheduledJob.objects.values_list("pk", "status"))
+        assert statuses == {jobs[0].pk: "enqueued", bad.pk: "scheduled", jobs[2].pk: "enqueued"}
+        bad.refresh_from_db()
+        assert bad.dispatch_token is None
+
+        result = Dispatcher(publisher=RecordingPublisher()).run_once()
+        assert (result.sent, result.failed) == (1, 0)
+    assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == 3
+    assert len(sqs_queue.receive()) == 3
+
+
+def test_an_sqs_outage_leaves_every_job_scheduled_and_reports_the_error(sqs_queue, settings):
+    with freeze_time(T0):
+        make_jobs([T0 - timedelta(minutes=1)] * 12)
+        settings.SQS_ENDPOINT_URL = "http://127.0.0.1:9"  # nothing listens there
+        result = Dispatcher().run_once()
+        assert result.sent == 0
+        assert result.failed == 12
+        assert len(result.errors) == 1
+        assert "Could not connect" in result.errors[0]
+        assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 12
+        heartbeat = DispatcherHeartbeat.objects.get()
+        assert heartbeat.errors == 1
+        assert "Could not connect" in heartbeat.last_error
+
+        settings.SQS_ENDPOINT_URL = sqs_queue.client.meta.endpoint_url
+        assert Dispatcher().run_once().sent == 12
+    assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == 12
+
+
+def test_stale_enqueued_jobs_are_dispatched_again(sqs_queue, publisher, settings):
+    settings.SCHEDULER_STALE_AFTER_SECONDS = 300
+    with freeze_time(T0) as clock:
+        [job] = make_jobs([T0 + timedelta(seconds=10)])
+        dispatcher = Dispatcher(publisher=publisher)
+        dispatcher.run_once()
+        job.refresh_from_db()
+        first_token = job.dispatch_token
+        sqs_queue.receive(wait=11)  # the message is lost: nobody claims the job
+
+        clock.move_to(T0 + timedelta(seconds=10 + 299))
+        assert dispatcher.run_once().requeued_stale == 0
+        clock.move_to(T0 + timedelta(seconds=10 + 301))
+        result = dispatcher.run_once()
+    assert (result.requeued_stale, result.sent) == (1, 1)
+    job.refresh_from_db()
+    assert job.status == Status.ENQUEUED
+    assert job.dispatch_token not in (None, first_token)
+    assert [m.delay_seconds for m in publisher.published] == [10, 0]
+
+
+def _queries_for_one_tick(django_assert_max_num_queries, publisher, count):
+    with freeze_time(T0):
+        ScheduledJob.objects.all().delete()
+        make_jobs([T0 + timedelta(seconds=i % 60) for i in range(count)])
+        dispatcher = Dispatcher(publisher=publisher)
+        dispatcher._last_purge = float("inf")  # purging is hourly, measured separately
+        with django_assert_max_num_queries(10) as captured:
+            assert dispatcher.run_once().sent == count
+        return len(captured.captured_queries)
+
+
+def test_tick_query_count_does_not_grow_with_jobs_sent(
+    sqs_queue, publisher, django_assert_max_num_queries
+):
+    few = _queries_for_one_tick(django_assert_max_num_queries, publisher, 3)
+    many = _queries_for_one_tick(django_assert_max_num_queries, publisher, 90)
+    assert few == many
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dispatchers_ticking_at_once_send_each_job_exactly_once(sqs_queue, settings):
+    settings.SCHEDULER_BATCH_SIZE = 7
+    jobs = make_jobs([datetime.now(UTC) - timedelta(seconds=1)] * 40)
+    publishers = [RecordingPublisher(), RecordingPublisher()]
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def tick(publisher):
+        try:
+            barrier.wait()
+            Dispatcher(publisher=publisher).run_once()
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=tick, args=(p,)) for p in publishers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    sent = [m.job_id for p in publishers for m in p.published]
+    assert sorted(sent) == sorted(job.pk for job in jobs)
+    assert all(p.published for p in publishers), "both dispatchers took part"
+    received = []
+    while batch := sqs_queue.receive():
+        received.extend(m["decoded_body"][0][0] for m in batch)
+    assert sorted(received) == sorted(sent)
+    tokens = dict(ScheduledJob.objects.values_list("pk", "dispatch_token"))
+    assert {m.job_id: m.dispatch_token for p in publishers for m in p.published} == tokens

@@ -1,0 +1,227 @@
+"""Worker-side execution against real PostgreSQL: claim, run, record, retry."""
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection, transaction
+from freezegun import freeze_time
+
+from scheduler import cancel, reschedule, schedule_at
+from scheduler.dispatcher import Dispatcher
+from scheduler.execution import Outcome, execute_job
+from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.services import mark_enqueued
+from tests.conftest import RecordingPublisher
+from tests.testapp.tasks import read_runs
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+Status = ScheduledJob.Status
+
+
+def _dispatch(job, *, now=T0):
+    """Send one job the way the dispatcher does and return its token."""
+    token = uuid.uuid4()
+    with transaction.atomic():
+        ScheduledJob.objects.select_for_update().get(pk=job.pk)
+        assert mark_enqueued({job.pk: token}, now=now) == 1
+    return token
+
+
+@freeze_time(T0)
+def test_a_job_runs_with_its_stored_arguments_and_succeeds(tmp_path):
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", T0, [path], {"label": "hello"})
+    token = _dispatch(job)
+    assert execute_job(job_id=job.pk, token=token, worker="w1") == Outcome.SUCCEEDED
+    assert [label for label, _ in read_runs(path)] == ["hello"]
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.started_at, job.finished_at) == (
+        Status.SUCCEEDED,
+        1,
+        T0,
+        T0,
+    )
+    [attempt] = job.history.all()
+    assert (attempt.number, attempt.outcome, attempt.worker) == (1, "succeeded", "w1")
+    assert (attempt.scheduled_for, attempt.started_at, attempt.error) == (T0, T0, "")
+
+
+def test_the_same_message_delivered_twice_runs_the_job_once(tmp_path):
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", T0, [path, "once"])
+    token = _dispatch(job)
+    assert execute_job(job_id=job.pk, token=token, worker="w1") == Outcome.SUCCEEDED
+    assert execute_job(job_id=job.pk, token=token, worker="w2") == Outcome.DROPPED
+    assert len(read_runs(path)) == 1
+    assert JobAttempt.objects.count() == 1
+
+
+def test_cancelled_and_rescheduled_jobs_drop_their_old_message(tmp_path):
+    path = str(tmp_path / "runs")
+    cancelled = schedule_at("testapp.record", T0, [path, "cancelled"])
+    moved = schedule_at("testapp.record", T0, [path, "moved"])
+    cancelled_token, moved_token = _dispatch(cancelled), _dispatch(moved)
+    cancel(cancelled)
+    reschedule(moved, T0 + timedelta(days=1))
+    assert execute_job(job_id=cancelled.pk, token=cancelled_token, worker="w") == Outcome.DROPPED
+    assert execute_job(job_id=moved.pk, token=moved_token, worker="w") == Outcome.DROPPED
+    assert read_runs(path) == []
+    # The moved job runs only with the token of its new dispatch.
+    new_token = _dispatch(moved, now=T0 + timedelta(days=1))
+    assert execute_job(job_id=moved.pk, token=new_token, worker="w") == Outcome.SUCCEEDED
+    assert [label for label, _ in read_runs(path)] == ["moved"]
+
+
+def test_forged_or_unknown_messages_do_nothing(tmp_path):
+    job = schedule_at("testapp.record", T0, [str(tmp_path / "runs"), "x"])
+    assert execute_job(job_id=job.pk, token=uuid.uuid4(), worker="w") == Outcome.DROPPED
+    assert execute_job(job_id=999999, token=uuid.uuid4(), worker="w") == Outcome.DROPPED
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.SCHEDULED, 0)
+
+
+def test_a_failing_job_is_retried_through_postgres_with_backoff_then_fails(tmp_path, settings):
+    settings.SCHEDULER_RETRY_BACKOFF_SECONDS = 2 * 3600  # hours-long back-off
+    settings.SCHEDULER_RETRY_BACKOFF_MAX_SECONDS = 24 * 3600
+    path = str(tmp_path / "runs")
+    with freeze_time(T0) as clock:
+        job = schedule_at("testapp.fail", T0, [path, "flaky"], max_attempts=3)
+        run_ats = [T0]
+        for attempt in (1, 2, 3):
+            clock.move_to(run_ats[-1])
+            token = _dispatch(job, now=run_ats[-1])
+            outcome = execute_job(job_id=job.pk, token=token, worker="w")
+            job.refresh_from_db()
+            if attempt < 3:
+                assert outcome == Outcome.RETRYING
+                assert job.status == Status.SCHEDULED
+                nominal = 2 * 3600 * 2 ** (attempt - 1)
+                waited = (job.run_at - run_ats[-1]).total_seconds()
+                assert nominal / 2 <= waited <= nominal  # exponential, with jitter
+                run_ats.append(job.run_at)
+            else:
+                assert outcome == Outcome.FAILED
+    assert job.status == Status.FAILED
+    assert (job.attempts, job.finished_at) == (3, run_ats[-1])
+    assert "RuntimeError: task flaky failed on purpose" in job.last_error
+    attempts = list(job.history.order_by("number"))
+    assert [a.number for a in attempts] == [1, 2, 3]
+    assert [a.outcome for a in attempts] == ["error"] * 3
+    assert [a.scheduled_for for a in attempts] == run_ats
+    for attempt in attempts:
+        assert attempt.error.startswith("Traceback (most recent call last)")
+        assert "in fail" in attempt.error
+        assert "RuntimeError: task flaky failed on purpose" in attempt.error
+    assert len(read_runs(path)) == 3
+
+
+def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(sqs_queue, settings, tmp_path):
+    settings.SCHEDULER_RETRY_BACKOFF_SECONDS = 3 * 3600
+    with freeze_time(T0) as clock:
+        job = schedule_at("testapp.fail", T0, [str(tmp_path / "runs"), "x"], max_attempts=2)
+        publisher = RecordingPublisher()
+        dispatcher = Dispatcher(publisher=publisher)
+        assert dispatcher.run_once().sent == 1
+        job.refresh_from_db()
+        assert execute_job(job_id=job.pk, token=job.dispatch_token, worker="w") == "retrying"
+        job.refresh_from_db()
+        assert job.run_at >= T0 + timedelta(hours=1, minutes=30)
+        clock.move_to(job.run_at - timedelta(minutes=10))
+        assert dispatcher.run_once().sent == 0
+        clock.move_to(job.run_at - timedelta(seconds=30))
+        assert dispatcher.run_once().sent == 1
+    assert publisher.published[-1].delay_seconds == 30
+
+
+def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings, sqs_queue):
+    settings.SCHEDULER_LEASE_SECONDS = 600
+    with freeze_time(T0) as clock:
+        job = schedule_at("testapp.noop", T0, max_attempts=2)
+        from scheduler import services
+
+        token = _dispatch(job)
+        zombie = services.claim(job_id=job.pk, token=token, worker="dead-worker")
+        assert zombie is not None
+        dispatcher = Dispatcher(publisher=RecordingPublisher())
+        clock.move_to(T0 + timedelta(seconds=599))
+        assert dispatcher.run_once().leases_expired == 0
+        clock.move_to(T0 + timedelta(seconds=601))
+        assert dispatcher.run_once().leases_expired == 1
+        job.refresh_from_db()
+        # Back to scheduled after a back-off, and (within the lookahead) sent again at once.
+        assert job.status == Status.ENQUEUED
+        assert job.run_at > T0 + timedelta(seconds=601)
+        assert job.dispatch_token != token
+        assert "lease expired" in job.last_error
+        [attempt] = job.history.all()
+        assert attempt.outcome == JobAttempt.Outcome.LEASE_EXPIRED
+        # The presumed-dead worker finishes after all: its outcome changes nothing.
+        assert services.record_success(job=zombie[0], attempt=zombie[1]) is False
+        job.refresh_from_db()
+        assert job.status == Status.ENQUEUED
+
+        # Out of attempts, an expired lease fails the job.
+        clock.move_to(job.run_at)
+        assert services.claim(job_id=job.pk, token=job.dispatch_token, worker="dead-again")
+        clock.tick(601)
+        assert dispatcher.run_once().leases_expired == 1
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.FAILED, 2)
+    assert [a.outcome for a in job.history.order_by("number")] == ["lease_expired"] * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_path):
+    """The claim waits for the dispatcher's row lock, then sees the committed token."""
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", T0, [path, "early"])
+    token = uuid.uuid4()
+    locked = threading.Event()
+    outcomes: list[str] = []
+
+    def dispatcher_transaction():
+        try:
+            with transaction.atomic():
+                ScheduledJob.objects.select_for_update().get(pk=job.pk)
+                mark_enqueued({job.pk: token}, now=T0)
+                locked.set()
+                time.sleep(1.0)  # the message is already in SQS; commit comes later
+        finally:
+            connection.close()
+
+    def worker():
+        try:
+            locked.wait(10)
+            outcomes.append(execute_job(job_id=job.pk, token=token, worker="early-bird"))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=dispatcher_transaction), threading.Thread(target=worker)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes == [Outcome.SUCCEEDED]
+    assert time.monotonic() - started >= 1.0  # the claim waited for the commit
+    assert len(read_runs(path)) == 1
+    # A second delivery of the same message, after the commit, is dropped.
+    assert execute_job(job_id=job.pk, token=token, worker="late") == Outcome.DROPPED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_whose_dispatch_rolled_back_is_dropped(tmp_path):
+    job = schedule_at("testapp.record", T0, [str(tmp_path / "runs"), "x"])
+    token = uuid.uuid4()
+    with pytest.raises(RuntimeError), transaction.atomic():
+        ScheduledJob.objects.select_for_update().get(pk=job.pk)
+        mark_enqueued({job.pk: token}, now=T0)
+        raise RuntimeError("dispatcher crashed before commit")
+    assert execute_job(job_id=job.pk, token=token, worker="w") == Outcome.DROPPED
+    job.refresh_from_db()
+    assert job.status == Status.SCHEDULED

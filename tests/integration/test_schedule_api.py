@@ -1,0 +1,306 @@
+"""The public API: schedule_at, schedule_in, cancel, reschedule (and retry, run_now)."""
+
+import math
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+from freezegun import freeze_time
+
+from scheduler import cancel, reschedule, schedule_at, schedule_in
+from scheduler.exceptions import (
+    DuplicateJobError,
+    InvalidArgumentsError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    UnknownTaskError,
+)
+from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.services import retry, run_now
+from tests.testapp.tasks import noop
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+Status = ScheduledJob.Status
+
+
+def test_schedule_at_stores_the_job_with_defaults(settings):
+    settings.SCHEDULER_QUEUE_NAME = "jobs-default"
+    job = schedule_at(noop, T0 + timedelta(days=14), [1, "two"], {"three": [3.0, None]})
+    job = ScheduledJob.objects.get(pk=job.pk)
+    assert job.task_name == "testapp.noop"
+    assert job.args == [1, "two"]
+    assert job.kwargs == {"three": [3.0, None]}
+    assert job.run_at == T0 + timedelta(days=14)
+    assert job.status == Status.SCHEDULED
+    assert (job.attempts, job.max_attempts) == (0, 5)
+    assert job.queue == "jobs-default"
+    assert job.unique_key is None
+    assert job.dispatch_token is None
+
+
+def test_schedule_at_accepts_a_task_name_options_and_other_time_zones():
+    tokyo = datetime(2026, 12, 8, 21, 0, tzinfo=timezone.get_fixed_timezone(9 * 60))
+    job = schedule_at(
+        "testapp.noop", tokyo, (1, 2), queue="payments", max_attempts=1, unique_key="k1"
+    )
+    job.refresh_from_db()
+    assert job.run_at == datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+    assert job.args == [1, 2]
+    assert (job.queue, job.max_attempts, job.unique_key) == ("payments", 1, "k1")
+
+
+@freeze_time(T0)
+def test_schedule_in_takes_a_timedelta_or_seconds():
+    assert schedule_in(noop, timedelta(days=14)).run_at == T0 + timedelta(days=14)
+    assert schedule_in(noop, 90).run_at == T0 + timedelta(seconds=90)
+    assert schedule_in(noop, 1.5).run_at == T0 + timedelta(seconds=1.5)
+    # In the past means "as soon as possible".
+    assert schedule_in(noop, -60).run_at == T0 - timedelta(seconds=60)
+
+
+BAD_INPUTS = [
+    pytest.param(
+        lambda: schedule_at(noop, datetime(2026, 12, 1, 12, 0)),
+        ValueError,
+        "timezone-aware",
+        id="naive-datetime",
+    ),
+    pytest.param(lambda: schedule_at(noop, date(2026, 12, 1)), TypeError, "datetime", id="date"),
+    pytest.param(
+        lambda: schedule_at("testapp.nope", T0), UnknownTaskError, "testapp.nope", id="unknown"
+    ),
+    pytest.param(
+        lambda: schedule_at("scheduler.dispatch", T0),
+        UnknownTaskError,
+        "scheduler.dispatch",
+        id="internal-task",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, [datetime(2026, 1, 1, tzinfo=UTC)]),
+        InvalidArgumentsError,
+        "JSON",
+        id="datetime-arg",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, [Decimal("1.10")]),
+        InvalidArgumentsError,
+        "JSON",
+        id="decimal-arg",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, [{1, 2}]), InvalidArgumentsError, "JSON", id="set-arg"
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, [math.nan]), InvalidArgumentsError, "JSON", id="nan-arg"
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, [(1, 2)]),
+        InvalidArgumentsError,
+        "round trip",
+        id="nested-tuple",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, [], {"n": {1: "one"}}),
+        InvalidArgumentsError,
+        "round trip",
+        id="int-key",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, [], {3: "x"}),
+        InvalidArgumentsError,
+        "keys must be strings",
+        id="kwargs-key",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, "abc"), InvalidArgumentsError, "list or tuple", id="str-args"
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, [], ["x"]),
+        InvalidArgumentsError,
+        "mapping",
+        id="list-kwargs",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, max_attempts=0),
+        InvalidArgumentsError,
+        "max_attempts",
+        id="zero-attempts",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, max_attempts=-3),
+        InvalidArgumentsError,
+        "max_attempts",
+        id="negative-attempts",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, max_attempts=True),
+        InvalidArgumentsError,
+        "max_attempts",
+        id="bool-attempts",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, queue="bad queue!"),
+        InvalidArgumentsError,
+        "queue",
+        id="queue-name",
+    ),
+    pytest.param(
+        lambda: schedule_at(noop, T0, unique_key="  "),
+        InvalidArgumentsError,
+        "unique_key",
+        id="blank-key",
+    ),
+    pytest.param(lambda: schedule_in(noop, "10"), TypeError, "timedelta", id="string-delay"),
+    pytest.param(
+        lambda: schedule_in(noop, math.inf), InvalidArgumentsError, "finite", id="inf-delay"
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "message"), BAD_INPUTS)
+def test_bad_input_raises_and_writes_nothing(call, error, message):
+    existing = schedule_at(noop, T0, unique_key="taken")
+    before = list(ScheduledJob.objects.values())
+    with pytest.raises(error, match=message):
+        call()
+    assert list(ScheduledJob.objects.values()) == before
+    assert existing.pk == before[0]["id"]
+
+
+def test_unique_key_held_by_an_active_job_raises_and_writes_nothing():
+    first = schedule_at(noop, T0, unique_key="payment:1")
+    with transaction.atomic():
+        with pytest.raises(DuplicateJobError, match="payment:1"):
+            schedule_at(noop, T0 + timedelta(hours=1), unique_key="payment:1")
+        # The caller's transaction is still usable: the failed insert had its savepoint.
+        assert ScheduledJob.objects.count() == 1
+    assert list(ScheduledJob.objects.values_list("pk", flat=True)) == [first.pk]
+    # Once the holder is no longer active, the key is free again.
+    assert cancel(first)
+    second = schedule_at(noop, T0, unique_key="payment:1")
+    assert second.pk != first.pk
+
+
+def test_a_rolled_back_transaction_leaves_no_job():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        schedule_at(noop, T0)
+        raise RuntimeError("the business transaction failed")
+    assert not ScheduledJob.objects.exists()
+
+
+def _job(status, **fields):
+    defaults = {
+        "task_name": "testapp.noop",
+        "queue": "q",
+        "run_at": T0,
+        "max_attempts": 3,
+        "status": status,
+    }
+    if status in (Status.ENQUEUED, Status.RUNNING):
+        fields.setdefault("dispatch_token", "6f1e1b4e-1d1c-4c56-8f8f-111111111111")
+    if status == Status.RUNNING:
+        fields.setdefault("started_at", T0)
+    return ScheduledJob.objects.create(**{**defaults, **fields})
+
+
+@freeze_time(T0)
+@pytest.mark.parametrize("status", [Status.SCHEDULED, Status.ENQUEUED])
+def test_cancel_a_scheduled_or_enqueued_job(status):
+    job = _job(status)
+    assert cancel(job.pk) is True
+    job.refresh_from_db()
+    assert (job.status, job.finished_at, job.dispatch_token) == (Status.CANCELLED, T0, None)
+    assert cancel(job) is False  # already cancelled
+
+
+@pytest.mark.parametrize("status", [Status.RUNNING, Status.SUCCEEDED, Status.FAILED])
+def test_cancel_is_refused_once_running_or_finished(status):
+    job = _job(status)
+    with pytest.raises(InvalidTransitionError, match=f"it is {status}"):
+        cancel(job)
+    job.refresh_from_db()
+    assert job.status == status
+
+
+def test_unknown_ids_raise():
+    with pytest.raises(JobNotFoundError):
+        cancel(123456)
+    with pytest.raises(JobNotFoundError):
+        reschedule(123456, T0)
+    with pytest.raises(TypeError):
+        cancel("12")
+
+
+@pytest.mark.parametrize("status", [Status.SCHEDULED, Status.ENQUEUED])
+def test_reschedule_moves_the_job_and_forgets_its_message(status):
+    job = _job(status)
+    new_time = T0 + timedelta(days=3)
+    job = reschedule(job, new_time)
+    assert (job.status, job.run_at, job.dispatch_token) == (Status.SCHEDULED, new_time, None)
+
+
+def test_reschedule_rejects_naive_times_and_finished_jobs():
+    job = _job(Status.SCHEDULED)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        reschedule(job, datetime(2027, 1, 1))
+    done = _job(Status.SUCCEEDED)
+    with pytest.raises(InvalidTransitionError, match="cannot reschedule"):
+        reschedule(done, T0 + timedelta(days=1))
+    job.refresh_from_db()
+    done.refresh_from_db()
+    assert (job.run_at, done.run_at, done.status) == (T0, T0, Status.SUCCEEDED)
+
+
+@freeze_time(T0)
+@pytest.mark.parametrize("status", [Status.FAILED, Status.CANCELLED])
+def test_retry_gives_a_finished_job_a_fresh_set_of_attempts(status):
+    job = _job(status, attempts=3, finished_at=T0 - timedelta(hours=1), last_error="boom")
+    job = retry(job)
+    assert (job.status, job.run_at, job.attempts, job.finished_at) == (
+        Status.SCHEDULED,
+        T0,
+        0,
+        None,
+    )
+    with pytest.raises(InvalidTransitionError):
+        retry(job)
+
+
+def test_retry_refuses_when_the_unique_key_was_taken_meanwhile():
+    old = _job(Status.FAILED, unique_key="k", finished_at=T0)
+    schedule_at(noop, T0, unique_key="k")
+    with pytest.raises(DuplicateJobError):
+        retry(old)
+    old.refresh_from_db()
+    assert old.status == Status.FAILED
+
+
+@freeze_time(T0)
+def test_run_now_reschedules_or_retries():
+    waiting = _job(Status.SCHEDULED, run_at=T0 + timedelta(days=9))
+    failed = _job(Status.FAILED, attempts=3, finished_at=T0)
+    assert run_now(waiting).run_at == T0
+    assert run_now(failed).status == Status.SCHEDULED
+    with pytest.raises(InvalidTransitionError):
+        run_now(_job(Status.RUNNING))
+    assert not JobAttempt.objects.exists()
+
+
+def test_the_database_enforces_the_invariants():
+    from django.db import IntegrityError
+
+    for fields in (
+        {"status": "bogus"},
+        {"max_attempts": 0},
+        {"attempts": 4, "max_attempts": 3},
+        {"status": Status.ENQUEUED, "dispatch_token": None},
+        {"task_name": ""},
+    ):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            ScheduledJob.objects.create(
+                **{"task_name": "t", "queue": "q", "run_at": T0, "max_attempts": 3, **fields}
+            )

@@ -1,0 +1,49 @@
+import pytest
+from django.test import override_settings
+
+from scheduler.checks import check_settings
+
+
+def ids(**overrides):
+    with override_settings(**overrides):
+        return [error.id for error in check_settings()]
+
+
+def test_defaults_pass():
+    assert ids() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"SCHEDULER_BATCH_SIZE": 0}, "scheduler.E001"),
+        ({"SCHEDULER_LEASE_SECONDS": "60"}, "scheduler.E001"),
+        (
+            {"SCHEDULER_MAX_DELAY_SECONDS": 901, "SCHEDULER_LOOKAHEAD_SECONDS": 300},
+            "scheduler.E002",
+        ),
+        (
+            {"SCHEDULER_MAX_DELAY_SECONDS": 100, "SCHEDULER_LOOKAHEAD_SECONDS": 101},
+            "scheduler.E003",
+        ),
+        (
+            {"SCHEDULER_LOOKAHEAD_SECONDS": 5, "SCHEDULER_DISPATCH_INTERVAL_SECONDS": 5},
+            "scheduler.E004",
+        ),
+        ({"SCHEDULER_RETRY_BACKOFF_MAX_SECONDS": 10}, "scheduler.E005"),
+        ({"SCHEDULER_QUEUE_NAME": "has.dots"}, "scheduler.E006"),
+    ],
+)
+def test_each_bad_setting_is_reported(overrides, expected):
+    assert expected in ids(**overrides)
+
+
+def test_lowered_limits_for_tests_are_consistent():
+    assert (
+        ids(
+            SCHEDULER_MAX_DELAY_SECONDS=4,
+            SCHEDULER_LOOKAHEAD_SECONDS=3,
+            SCHEDULER_DISPATCH_INTERVAL_SECONDS=1,
+        )
+        == []
+    )
