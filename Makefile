@@ -24,3 +24,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+
+.PHONY: run
+
+## Run the whole system locally: web, Celery worker and beat (README "Quick start").
+## Options go in ARGS, e.g. `make run ARGS="--port 8001"`; see `make run ARGS=--help`.
+run: venv
+	$(BIN)/python -m project.run $(ARGS)

@@ -2,6 +2,8 @@
 
 import random
 
+_RNG = random.Random()  # noqa: S311 - jitter, not cryptography
+
 
 def exponential_backoff(
     attempt: int, *, base: float, cap: float, rng: random.Random | None = None
@@ -15,6 +17,6 @@ def exponential_backoff(
     if attempt < 1:
         raise ValueError(f"attempt must be at least 1, got {attempt}")
     # Cap the exponent first: 2 ** attempt overflows a float for large attempts.
-    nominal = min(cap, base * 2 ** min(attempt - 1, 64))
+    nominal = min(cap, base * 2.0 ** min(attempt - 1, 64))
     half = nominal / 2
-    return half + (rng or random).uniform(0, half)
+    return half + (rng or _RNG).uniform(0, half)

@@ -5,7 +5,7 @@ served by the job table's indexes, whatever the number of rows.
 """
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db.models import (
@@ -55,8 +55,8 @@ class PercentileCont(Aggregate):
 
 
 @dataclass(frozen=True)
-class Count_:
-    """A labelled figure."""
+class Figure:
+    """A labelled number."""
 
     label: str
     value: int
@@ -121,8 +121,8 @@ class Snapshot:
     """Every figure of the monitoring page at one instant."""
 
     now: datetime
-    by_status: list[Count_]
-    due: list[Count_]
+    by_status: list[Figure]
+    due: list[Figure]
     due_by_day: list[DayDue]
     overdue: int
     heartbeats: Heartbeats
@@ -133,6 +133,16 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "total", sum(count.value for count in self.by_status))
+
+    @property
+    def due_by_day_peak(self) -> int:
+        """The tallest bar of the due-by-day chart, its scale."""
+        return max((day.count for day in self.due_by_day), default=0)
+
+    @property
+    def finished_peak(self) -> int:
+        """The tallest bar of the finished-by-hour chart, its scale."""
+        return max((hour.total for hour in self.finished_by_hour), default=0)
 
 
 def snapshot(now: datetime | None = None) -> Snapshot:
@@ -151,7 +161,7 @@ def snapshot(now: datetime | None = None) -> Snapshot:
     )
 
 
-def status_counts() -> list[Count_]:
+def status_counts() -> list[Figure]:
     """How many jobs are in each status, every status listed."""
     counts = dict(
         ScheduledJob.objects.order_by()
@@ -159,19 +169,16 @@ def status_counts() -> list[Count_]:
         .annotate(n=Count("pk"))
         .values_list("status", "n")
     )
-    return [Count_(label, counts.get(value, 0)) for value, label in Status.choices]
+    return [Figure(label, counts.get(value, 0)) for value, label in Status.choices]
 
 
-def due_counts(*, now: datetime) -> list[Count_]:
+def due_counts(*, now: datetime) -> list[Figure]:
     """Pending jobs due within the next hour, day, week and month."""
     pending = ScheduledJob.objects.filter(status__in=PENDING, run_at__gt=now)
     counts = pending.aggregate(
-        **{
-            label: Count("pk", filter=Q(run_at__lte=now + window))
-            for label, window in DUE_WINDOWS
-        }
+        **{label: Count("pk", filter=Q(run_at__lte=now + window)) for label, window in DUE_WINDOWS}
     )
-    return [Count_(label, counts[label]) for label, _ in DUE_WINDOWS]
+    return [Figure(label, counts[label]) for label, _ in DUE_WINDOWS]
 
 
 def due_by_day(*, now: datetime, days: int = 30) -> list[DayDue]:
@@ -267,13 +274,13 @@ def failures_by_task(*, now: datetime) -> list[TaskFailures]:
 
 def finished_by_hour(*, now: datetime, hours: int = 24) -> list[HourFinished]:
     """Jobs that succeeded or failed in each of the last ``hours`` hours, oldest first."""
-    current = now.replace(minute=0, second=0, microsecond=0)
+    current = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     first = current - timedelta(hours=hours - 1)
     rows = (
         ScheduledJob.objects.filter(
             status__in=(Status.SUCCEEDED, Status.FAILED), finished_at__gte=first
         )
-        .annotate(hour=TruncHour("finished_at"))
+        .annotate(hour=TruncHour("finished_at", tzinfo=UTC))
         .order_by()
         .values("hour")
         .annotate(

@@ -59,7 +59,7 @@ def encode_message(message: OutgoingMessage) -> str:
     headers, properties, body, _ = current_app.amqp.as_task_v2(
         task_id,
         EXECUTE_TASK_NAME,
-        args=[message.job_id, str(message.dispatch_token)],
+        args=(message.job_id, str(message.dispatch_token)),
         eta=message.eta,
     )
     content_type, content_encoding, payload = dumps(body, serializer="json")

@@ -1,6 +1,7 @@
 """Which Celery tasks a job may name, and how a name becomes a task."""
 
 from functools import cache
+from typing import Any
 
 from celery import Task, current_app
 from django.utils.module_loading import autodiscover_modules
@@ -9,7 +10,7 @@ from django.utils.module_loading import autodiscover_modules
 _RESERVED_PREFIXES = ("celery.", "scheduler.")
 
 
-def task_name_of(task: "Task | str") -> str:
+def task_name_of(task: Task[Any, Any] | str) -> str:
     """The registered name of a task object, or the name itself."""
     if isinstance(task, str):
         return task
@@ -25,14 +26,14 @@ def schedulable_task_names() -> list[str]:
     return sorted(name for name in tasks if not name.startswith(_RESERVED_PREFIXES))
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str) -> Task[Any, Any]:
     """The registered task called ``name``; ``KeyError`` if it cannot be scheduled."""
     if name.startswith(_RESERVED_PREFIXES):
         raise KeyError(name)
     return _registered_tasks()[name]
 
 
-def _registered_tasks() -> dict[str, Task]:
+def _registered_tasks() -> dict[str, Task[Any, Any]]:
     _import_task_modules()
     return dict(current_app.tasks)
 

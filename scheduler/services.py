@@ -45,7 +45,7 @@ _LAST_ERROR_LENGTH = 2000
 
 
 def schedule_at(
-    task: Task | str,
+    task: Task[Any, Any] | str,
     run_at: datetime,
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
@@ -90,7 +90,7 @@ def schedule_at(
 
 
 def schedule_in(
-    task: Task | str,
+    task: Task[Any, Any] | str,
     delay: timedelta | float,
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,

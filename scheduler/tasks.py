@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(name="scheduler.execute_job", bind=True, ignore_result=True)
-def execute_job(self: Task, job_id: int, dispatch_token: str) -> str:
+def execute_job(self: Task[Any, Any], job_id: int, dispatch_token: str) -> str:
     """Run the job a dispatched message names, if the message is still current."""
     try:
         token = UUID(dispatch_token)

@@ -242,3 +242,34 @@ def test_two_dispatchers_ticking_at_once_send_each_job_exactly_once(sqs_queue, s
     assert sorted(received) == sorted(sent)
     tokens = dict(ScheduledJob.objects.values_list("pk", "dispatch_token"))
     assert {m.job_id: m.dispatch_token for p in publishers for m in p.published} == tokens
+
+
+def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(sqs_queue, settings):
+    settings.SCHEDULER_RETENTION_DAYS = 30
+    with freeze_time(T0) as clock:
+        payment = authorize_payment(amount="1.00", currency="EUR")
+        old_done = make_jobs([T0 - timedelta(days=40)], status=Status.SUCCEEDED)[0]
+        ScheduledJob.objects.filter(pk__in=[old_done.pk, payment.capture_job_id]).update(
+            status=Status.SUCCEEDED, finished_at=T0 - timedelta(days=31)
+        )
+        recent = make_jobs([T0], status=Status.FAILED, finished_at=T0 - timedelta(days=29))[0]
+        waiting = make_jobs([T0 + timedelta(days=60)])[0]
+        dispatcher = Dispatcher(publisher=RecordingPublisher(), name="tick-test")
+        assert dispatcher.run_once().purged == 2
+        remaining = set(ScheduledJob.objects.values_list("pk", flat=True))
+        assert remaining == {recent.pk, waiting.pk}
+        payment.refresh_from_db()
+        assert payment.capture_job is None  # the payment itself is kept
+
+        heartbeat = DispatcherHeartbeat.objects.get(dispatcher="tick-test")
+        assert (heartbeat.last_tick_at, heartbeat.jobs_sent, heartbeat.errors) == (T0, 0, 0)
+
+        make_jobs(
+            [T0 - timedelta(days=1)], status=Status.CANCELLED, finished_at=T0 - timedelta(days=99)
+        )
+        clock.tick(60)
+        assert dispatcher.run_once().purged == 0  # purging runs once an hour
+        clock.tick(3600)
+        assert dispatcher.run_once().purged == 1
+        heartbeat.refresh_from_db()
+        assert heartbeat.last_tick_at == T0 + timedelta(seconds=3660)

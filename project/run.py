@@ -1,0 +1,278 @@
+"""``python -m project.run`` (``make run``): the whole system on this machine, in one command.
+
+Creates the database if missing, migrates, creates the demo admin user (debug only),
+starts an embedded SQS server on loopback unless SQS or AWS is configured, creates
+the queue, runs the demo the first time, then runs the Procfile (web, worker, beat)
+under honcho. Ctrl-C stops honcho, which stops its processes, then the SQS server.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import botocore.session
+import django
+import psycopg2  # type: ignore[import-untyped]  # no stubs pinned; two calls used
+from django.conf import settings
+from psycopg2 import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PROCFILE = ROOT / "Procfile"
+DEMO_ADMIN = ("admin", "admin")
+_START_TIMEOUT = 30.0
+
+
+class RunError(Exception):
+    """A problem the user can fix; reported as one line, without a traceback."""
+
+
+def say(message: str) -> None:
+    """One line from the runner, labelled like honcho's own."""
+    print(f"{time.strftime('%H:%M:%S')} run    | {message}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare everything, run the Procfile until Ctrl-C, and clean up."""
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    if _answers(args.port):
+        print(f"error: port {args.port} is already in use: pass --port", file=sys.stderr)
+        return 2
+    try:
+        ensure_database()
+        django.setup()
+        with sqs_endpoint(args.sqs_port) as endpoint:
+            env = _child_env(endpoint)
+            _prepare(endpoint, demo=args.demo)
+            return run_procfile(args.port, env)
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        say("interrupted before start-up finished; stopped")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="make run", description=__doc__)
+    parser.add_argument(
+        "--port", type=int, default=8000, help="web server port on 127.0.0.1 (default 8000)"
+    )
+    parser.add_argument(
+        "--sqs-port",
+        type=int,
+        default=9324,
+        help="embedded SQS server port on 127.0.0.1, when one is started (default 9324)",
+    )
+    parser.add_argument(
+        "--no-demo",
+        dest="demo",
+        action="store_false",
+        help="do not create the demo payments when there are no jobs yet",
+    )
+    return parser
+
+
+def ensure_database() -> None:
+    """Create the database named by DATABASE_URL if it does not exist yet."""
+    db = settings.DATABASES["default"]
+    params = {
+        "user": db.get("USER") or None,
+        "password": db.get("PASSWORD") or None,
+        "host": db.get("HOST") or None,
+        "port": db.get("PORT") or None,
+        "connect_timeout": 5,
+    }
+    try:
+        psycopg2.connect(dbname=db["NAME"], **params).close()
+        return
+    except psycopg2.OperationalError as error:
+        first_error = _first_line(error)
+    try:
+        # The maintenance database answers even when ours does not exist yet.
+        connection = psycopg2.connect(dbname="postgres", **params)
+    except psycopg2.OperationalError:
+        where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}"
+        raise RunError(
+            f"cannot connect to PostgreSQL at {where} ({first_error}). Start PostgreSQL "
+            "(e.g. `sudo service postgresql start`) or set DATABASE_URL, "
+            "e.g. postgres://user:password@host:5432/longdelay"
+        ) from None
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]])
+            if cursor.fetchone() is None:
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+                say(f"created database {db['NAME']}")
+            else:
+                raise RunError(f"cannot connect to database {db['NAME']}: {first_error}")
+    finally:
+        connection.close()
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+@contextmanager
+def sqs_endpoint(port: int) -> Iterator[str | None]:
+    """The SQS endpoint to use: the configured one, AWS (None), or an embedded server."""
+    if settings.SQS_ENDPOINT_URL:
+        say(f"SQS: {settings.SQS_ENDPOINT_URL} (SQS_ENDPOINT_URL)")
+        yield settings.SQS_ENDPOINT_URL
+        return
+    if _has_aws_credentials():
+        say(f"SQS: Amazon SQS in {settings.AWS_REGION} (AWS credentials found)")
+        yield None
+        return
+    with embedded_sqs(port) as endpoint:
+        yield endpoint
+
+
+def _has_aws_credentials() -> bool:
+    # Only the local sources (environment, config files): asking the EC2 or container
+    # metadata endpoints would stall for seconds on a laptop.
+    resolver: Any = botocore.session.get_session().get_component("credential_provider")
+    for provider in ("container-role", "iam-role"):
+        resolver.remove(provider)
+    return resolver.load_credentials() is not None
+
+
+@contextmanager
+def embedded_sqs(port: int) -> Iterator[str]:
+    """A moto SQS server on loopback for as long as the context lasts."""
+    if _answers(port):
+        raise RunError(f"port {port} is already in use: pass --sqs-port to pick another")
+    server = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # Its own session: Ctrl-C must not stop it before the worker has stopped.
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + _START_TIMEOUT
+        while not _answers(port):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RunError(f"the embedded SQS server did not start on port {port}")
+            time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        say(f"SQS: embedded server at {endpoint} (in memory, stopped with the rest)")
+        yield endpoint
+    finally:
+        _stop(server)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _stop(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _child_env(endpoint: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        # Lines reach honcho as they are written, so the logs interleave in order.
+        "PYTHONUNBUFFERED": "1",
+    }
+    if endpoint:
+        env["SQS_ENDPOINT_URL"] = endpoint
+    return env
+
+
+def _prepare(endpoint: str | None, *, demo: bool) -> None:
+    from django.core.management import call_command
+    from django.test.utils import override_settings
+
+    from scheduler.models import ScheduledJob
+    from scheduler.queues import ensure_queue
+
+    call_command("migrate", interactive=False, verbosity=0)
+    say("database migrated")
+    _ensure_demo_admin()
+    if endpoint:
+        # The embedded server's address is known only now, after settings were loaded.
+        with override_settings(SQS_ENDPOINT_URL=endpoint):
+            setup = ensure_queue()
+        say(f"queue ready: {setup.url} (dead-letter queue {setup.dlq_url})")
+    else:
+        say("Amazon SQS: create the queue once with `python manage.py scheduler_create_queue`")
+    if demo and not ScheduledJob.objects.exists():
+        say("no jobs yet: creating the demo payments (python manage.py scheduler_demo)")
+        call_command("scheduler_demo")
+
+
+def _ensure_demo_admin() -> None:
+    from django.contrib.auth import get_user_model
+
+    if not settings.DEBUG:
+        say("DJANGO_DEBUG is off: no demo admin user; use `python manage.py createsuperuser`")
+        return
+    username, password = DEMO_ADMIN
+    users = get_user_model().objects
+    if not users.filter(username=username).exists():
+        users.create_superuser(username, f"{username}@example.com", password)
+        say(f"created the demo admin user {username!r} with password {password!r}")
+
+
+def run_procfile(port: int, env: dict[str, str]) -> int:
+    """Run the Procfile under honcho until it stops; Ctrl-C or SIGTERM stops it."""
+    honcho = subprocess.Popen(
+        [
+            *(str(BIN / "honcho"), "start", "--procfile", str(PROCFILE)),
+            *("--app-root", str(ROOT), "--port", str(port)),
+        ],
+        env=env,
+        # Its own session, so that a terminal's Ctrl-C reaches it once, from us.
+        start_new_session=True,
+    )
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if honcho.poll() is None:
+            honcho.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    announced = False
+    while True:
+        try:
+            return honcho.wait(timeout=0.25)
+        except subprocess.TimeoutExpired:
+            if not announced and _answers(port):
+                announced = True
+                _announce(port)
+
+
+def _announce(port: int) -> None:
+    say(f"ready: admin at http://127.0.0.1:{port}/admin/")
+    if settings.DEBUG:
+        say("log in as {} / {} (demo user)".format(*DEMO_ADMIN))
+    say("press Ctrl-C to stop everything")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
