@@ -52,15 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         ensure_database()
         django.setup()
         with sqs_endpoint(args.sqs_port) as endpoint:
-            env = _child_env(endpoint)
             _prepare(endpoint, demo=args.demo)
-            return run_procfile(args.port, env)
+            returncode = run_procfile(args.port, _child_env(endpoint))
     except RunError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
         say("interrupted before start-up finished; stopped")
         return 130
+    say(f"every process has stopped (honcho exit code {returncode})")
+    return returncode
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -240,7 +241,10 @@ def _ensure_demo_admin() -> None:
 
 
 def run_procfile(port: int, env: dict[str, str]) -> int:
-    """Run the Procfile under honcho until it stops; Ctrl-C or SIGTERM stops it."""
+    """Run the Procfile under honcho until it stops; Ctrl-C or SIGTERM stops it.
+
+    Returns 0 when stopped on request, else honcho's exit code (a process failed).
+    """
     honcho = subprocess.Popen(
         [
             *(str(BIN / "honcho"), "start", "--procfile", str(PROCFILE)),
@@ -251,7 +255,11 @@ def run_procfile(port: int, env: dict[str, str]) -> int:
         start_new_session=True,
     )
 
+    stopping = False
+
     def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         if honcho.poll() is None:
             honcho.send_signal(signal.SIGINT)
 
@@ -260,7 +268,8 @@ def run_procfile(port: int, env: dict[str, str]) -> int:
     announced = False
     while True:
         try:
-            return honcho.wait(timeout=0.25)
+            returncode = honcho.wait(timeout=0.25)
+            return 0 if stopping else returncode
         except subprocess.TimeoutExpired:
             if not announced and _answers(port):
                 announced = True

@@ -5,7 +5,7 @@ than ``COUNT_LIMIT`` rows.
 """
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin
 from django.core.paginator import Paginator
@@ -29,7 +29,8 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     @cached_property
     def count(self) -> int:
         """The number of rows, or ``COUNT_LIMIT + 1`` when there are more."""
-        return int(self.object_list[: COUNT_LIMIT + 1].count())
+        rows = cast("QuerySet[ScheduledJob]", self.object_list)
+        return rows[: COUNT_LIMIT + 1].count()
 
     @property
     def is_capped(self) -> bool:

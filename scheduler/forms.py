@@ -4,7 +4,7 @@ import json
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -64,7 +64,14 @@ def local_run_at(local: datetime | None, zone_name: str | None) -> datetime:
     return run_at
 
 
-class WhenForm(forms.ModelForm):  # type: ignore[type-arg]
+# ModelForm is generic only in django-stubs.
+if TYPE_CHECKING:
+    JobModelForm = forms.ModelForm[ScheduledJob]
+else:
+    JobModelForm = forms.ModelForm
+
+
+class WhenForm(JobModelForm):
     """When a job should run: a date-time in a chosen time zone, or in N minutes/hours/days."""
 
     AT, IN = "at", "in"

@@ -28,7 +28,7 @@ from scheduler.exceptions import (
     JobNotFoundError,
     UnknownTaskError,
 )
-from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
 from scheduler.registry import get_task, task_name_of
 from scheduler.sqs import is_valid_queue_name
 
@@ -262,12 +262,17 @@ def expire_leases(*, now: datetime) -> int:
 
 
 def purge_finished(*, now: datetime, limit: int = 1000) -> int:
-    """Delete up to ``limit`` jobs that finished more than the retention period ago."""
+    """Delete up to ``limit`` jobs that finished more than the retention period ago.
+
+    Also deletes the heartbeats of dispatchers silent for a day.
+    """
     cutoff = now - timedelta(days=scheduler_settings.RETENTION_DAYS)
     old = ScheduledJob.objects.filter(
         status__in=ScheduledJob.FINISHED_STATUSES, finished_at__lt=cutoff
     ).values("pk")[:limit]
     deleted, _ = ScheduledJob.objects.filter(pk__in=list(old.values_list("pk", flat=True))).delete()
+    # Every dispatcher process leaves a heartbeat row; forget those long gone.
+    DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
     return deleted
 
 

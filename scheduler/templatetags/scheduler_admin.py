@@ -13,7 +13,7 @@ register = template.Library()
 def duration(value: timedelta | float | None) -> str:
     """A duration (timedelta or seconds) as operators read it: "0.250 s", "3 min 5 s"."""
     if value is None:
-        return "–"
+        return "-"
     seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
     sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
     if seconds < 60:

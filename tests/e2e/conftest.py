@@ -69,3 +69,12 @@ def beat(e2e_env: dict[str, str], tmp_path: Any) -> Iterator[Process]:
     with running("beat", args, e2e_env) as process:
         process.wait_for_output("beat: Starting", timeout=60)
         yield process
+
+
+@pytest.fixture
+def dispatch_command(e2e_env: dict[str, str]) -> Iterator[Process]:
+    """`python manage.py scheduler_dispatch`, the dispatcher loop without beat."""
+    args = [str(BIN / "python"), "manage.py", "scheduler_dispatch"]
+    with running("scheduler_dispatch", args, e2e_env) as process:
+        process.wait_for_output("dispatch tick", timeout=60)
+        yield process

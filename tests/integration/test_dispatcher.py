@@ -261,6 +261,7 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(sqs_queue, 
         payment.refresh_from_db()
         assert payment.capture_job is None  # the payment itself is kept
 
+        DispatcherHeartbeat.objects.create(dispatcher="gone:1", last_tick_at=T0 - timedelta(days=2))
         heartbeat = DispatcherHeartbeat.objects.get(dispatcher="tick-test")
         assert (heartbeat.last_tick_at, heartbeat.jobs_sent, heartbeat.errors) == (T0, 0, 0)
 
@@ -271,5 +272,8 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(sqs_queue, 
         assert dispatcher.run_once().purged == 0  # purging runs once an hour
         clock.tick(3600)
         assert dispatcher.run_once().purged == 1
+        assert list(DispatcherHeartbeat.objects.values_list("dispatcher", flat=True)) == [
+            "tick-test"
+        ]
         heartbeat.refresh_from_db()
         assert heartbeat.last_tick_at == T0 + timedelta(seconds=3660)

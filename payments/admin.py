@@ -1,0 +1,84 @@
+"""Payments in the admin, each with its capture job's state and a link to it."""
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from payments.models import Payment
+from scheduler.templatetags.scheduler_admin import status_label
+
+# ModelAdmin is generic only in django-stubs.
+if TYPE_CHECKING:
+    PaymentAdminBase = admin.ModelAdmin[Payment]
+else:
+    PaymentAdminBase = admin.ModelAdmin
+
+
+@admin.register(Payment)
+class PaymentAdmin(PaymentAdminBase):
+    """Read-only: payments change through payments.services, never by hand."""
+
+    list_display = (
+        "id",
+        "amount",
+        "currency",
+        "status",
+        "authorized_at",
+        "capture_job_link",
+        "capture_job_status",
+        "capture_job_run_at",
+    )
+    list_filter = ("status",)
+    list_select_related = ("capture_job",)
+    search_fields = ("=authorization_id", "=capture_id")
+    show_full_result_count = False
+    date_hierarchy = "authorized_at"
+    fields = readonly_fields = (
+        "amount",
+        "currency",
+        "status",
+        "authorization_id",
+        "authorized_at",
+        "capture_id",
+        "captured_at",
+        "capture_job_link",
+        "capture_job_status",
+        "capture_job_run_at",
+    )
+
+    class Media:
+        css = {"all": ("scheduler/admin.css",)}
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="capture job")
+    def capture_job_link(self, payment: Payment) -> SafeString | str:
+        if payment.capture_job_id is None:
+            return "-"
+        url = reverse("admin:scheduler_scheduledjob_change", args=[payment.capture_job_id])
+        return format_html('<a href="{}">#{}</a>', url, payment.capture_job_id)
+
+    @admin.display(description="capture status", ordering="capture_job__status")
+    def capture_job_status(self, payment: Payment) -> SafeString | str:
+        job = payment.capture_job
+        if job is None:
+            return "-"
+        return status_label(job.status, job.get_status_display())
+
+    @admin.display(description="capture at", ordering="capture_job__run_at")
+    def capture_job_run_at(self, payment: Payment) -> datetime | str:
+        job = payment.capture_job
+        return "-" if job is None else job.run_at
+

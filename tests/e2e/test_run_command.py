@@ -1,0 +1,177 @@
+"""`make run`, as the README documents it: the whole system up, a job through it, Ctrl-C.
+
+The command runs as a user would start it (its own process group, as a terminal gives
+it), on free ports, against a database of its own that it creates and this test drops.
+It runs the demo on first start; the demo's +10 s capture must then succeed through the
+real beat (dispatcher), SQS server and worker. Ctrl-C is a SIGINT to the process group.
+"""
+
+import contextlib
+import os
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+from django.db import connection
+from psycopg2 import sql
+
+from payments.models import Payment
+from scheduler.models import ScheduledJob
+from tests.processes import ROOT, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time) of a live process, None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # the command name may hold spaces
+    if fields[0] in {"Z", "X"}:
+        return None
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def descendants(root: int) -> dict[int, tuple[int, str]]:
+    """Every live descendant of ``root``: pid -> (start time, command line)."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := proc_stat(int(entry.name))):
+            children.setdefault(stat[1], []).append(int(entry.name))
+            starts[int(entry.name)] = stat[2]
+    found: dict[int, tuple[int, str]] = {}
+    pending = list(children.get(root, []))
+    while pending:
+        pid = pending.pop()
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            found[pid] = (starts[pid], cmdline)
+        pending.extend(children.get(pid, []))
+    return found
+
+
+def still_running(processes: dict[int, tuple[int, str]]) -> dict[int, str]:
+    """Those of ``processes`` still alive (the same start time rules out a reused pid)."""
+    return {
+        pid: cmdline
+        for pid, (start, cmdline) in processes.items()
+        if (stat := proc_stat(pid)) is not None and stat[2] == start
+    }
+
+
+@pytest.fixture
+def run_database() -> Iterator[str]:
+    """A database URL whose database does not exist yet; dropped afterwards."""
+    db = connection.settings_dict
+    name = f"longdelay_run_e2e_{uuid.uuid4().hex[:10]}"
+    yield f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
+    admin = psycopg2.connect(
+        dbname="postgres", user=db["USER"], host=db["HOST"], port=db["PORT"] or None
+    )
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
+        admin.close()
+
+
+def run_env(database_url: str) -> dict[str, str]:
+    """The caller's environment without any SQS or AWS configuration, so SQS is embedded."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("AWS_", "SQS_", "SCHEDULER_", "DJANGO_"))
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    return env
+
+
+def capture_rows(database_url: str) -> list[tuple[str, str]]:
+    """(job status, payment status) of each demo payment, soonest capture first."""
+    query = sql.SQL(
+        "SELECT j.status, p.status FROM {payment} p JOIN {job} j ON p.capture_job_id = j.id "
+        "ORDER BY j.run_at"
+    ).format(
+        payment=sql.Identifier(Payment._meta.db_table),
+        job=sql.Identifier(ScheduledJob._meta.db_table),
+    )
+    with contextlib.closing(psycopg2.connect(database_url)) as db, db.cursor() as cursor:
+        cursor.execute(query)
+        return list(cursor.fetchall())
+
+
+def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
+    run_database: str, tmp_path: Path
+) -> None:
+    web_port, sqs_port = free_port(), free_port()
+    log_path = tmp_path / "make-run.log"
+    with log_path.open("wb") as log:
+        make = subprocess.Popen(
+            ["make", "run", f"ARGS=--port {web_port} --sqs-port {sqs_port}"],
+            cwd=ROOT,
+            env=run_env(run_database),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a process group of its own, like a terminal's job
+        )
+    started: dict[int, tuple[int, str]] = {}
+    try:
+
+        def web_answers() -> bool:
+            try:
+                response = requests.get(f"http://127.0.0.1:{web_port}/admin/login/", timeout=2)
+            except requests.RequestException:
+                return False
+            return response.status_code == 200
+
+        assert wait_until(web_answers, timeout=90, interval=0.5), log_path.read_text()
+        assert wait_until(
+            lambda: f"ready: admin at http://127.0.0.1:{web_port}/admin/" in log_path.read_text(),
+            timeout=10,
+        )
+        # The first start ran the demo: captures at +10 s, +2 min, +20 min and +14 days.
+        rows = capture_rows(run_database)
+        assert len(rows) == 4
+        assert [payment for _, payment in rows[1:]] == ["authorized"] * 3
+
+        assert wait_until(
+            lambda: capture_rows(run_database)[0] == ("succeeded", "captured"),
+            timeout=60,
+            interval=0.5,
+        ), log_path.read_text()[-5000:]
+        assert [job for job, _ in capture_rows(run_database)[2:]] == ["scheduled", "scheduled"]
+
+        started = descendants(make.pid)
+        commands = " | ".join(cmdline for _, cmdline in started.values())
+        for expected in ("project.run", "moto_server", "honcho", "runserver", "worker", "beat"):
+            assert expected in commands, commands
+
+        os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal
+        make.wait(timeout=60)
+        assert wait_until(lambda: not still_running(started), timeout=10), still_running(started)
+        output = log_path.read_text()
+        for label in ("web.1", "worker.1", "beat.1"):
+            assert f"{label} stopped" in output, output[-3000:]
+        assert "every process has stopped" in output, output[-3000:]
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
+            make.wait()
+        for pid in still_running(started):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
