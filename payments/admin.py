@@ -81,4 +81,3 @@ class PaymentAdmin(PaymentAdminBase):
     def capture_job_run_at(self, payment: Payment) -> datetime | str:
         job = payment.capture_job
         return "-" if job is None else job.run_at
-

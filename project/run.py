@@ -21,7 +21,7 @@ from typing import Any
 
 import botocore.session
 import django
-import psycopg2  # type: ignore[import-untyped]  # no stubs pinned; two calls used
+import psycopg2
 from django.conf import settings
 from psycopg2 import sql
 
@@ -45,10 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     """Prepare everything, run the Procfile until Ctrl-C, and clean up."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    if _answers(args.port):
-        print(f"error: port {args.port} is already in use: pass --port", file=sys.stderr)
-        return 2
     try:
+        if _answers(args.port):
+            raise RunError(f"port {args.port} is already in use: pass --port to pick another")
         ensure_database()
         django.setup()
         with sqs_endpoint(args.sqs_port) as endpoint:
@@ -60,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("interrupted before start-up finished; stopped")
         return 130
-    say(f"every process has stopped (honcho exit code {returncode})")
+    if returncode:
+        say(f"a process exited on its own (exit code {returncode}), so all were stopped")
+    say("every process has stopped")
     return returncode
 
 

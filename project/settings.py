@@ -160,3 +160,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- Admin ------------------------------------------------------------------------------
+# Tasks an operator may schedule from the admin (none unless listed).
+SCHEDULER_ADMIN_TASKS = ["payments.capture_payment"]

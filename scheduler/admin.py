@@ -127,6 +127,8 @@ class ScheduledJobAdmin(JobAdminBase):
     list_per_page = 50
     paginator = CappedCountPaginator
     show_full_result_count = False
+    # Facet counts are one COUNT per filter choice over the whole table.
+    show_facets = admin.ShowFacets.NEVER
     actions = ("cancel_selected", "run_selected_now", "retry_selected", "reschedule_selected")
     inlines = (JobAttemptInline,)
     detail_fields = (
@@ -245,6 +247,11 @@ class ScheduledJobAdmin(JobAdminBase):
 
     def save_model(self, request: HttpRequest, obj: ScheduledJob, form: Any, change: bool) -> None:
         """Nothing left to save: ``save_form`` went through the service."""
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        """No many-to-many to save; the read-only attempts formsets save nothing."""
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
 
     def changeform_view(
         self,

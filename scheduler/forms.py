@@ -35,16 +35,14 @@ def admin_task_choices() -> list[tuple[str, str]]:
     return [(name, name) for name in scheduler_settings.ADMIN_TASKS if name in registered]
 
 
-def local_run_at(local: datetime | None, zone_name: str | None) -> datetime:
+def local_run_at(local: datetime | None, zone_name: str) -> datetime:
     """The wall-clock time ``local`` read in ``zone_name``, as an aware datetime.
 
-    Raises ValidationError when either is missing, for a time that the zone skips or
+    Raises ValidationError when it is missing, for a time that the zone skips or
     repeats at a daylight saving change, and for a time in the past.
     """
     if local is None:
         raise ValidationError("Enter a date and time.", code="required")
-    if zone_name is None:
-        raise ValidationError("Choose the time zone of this date and time.", code="required")
     zone = zoneinfo.ZoneInfo(zone_name)
     wall = local.replace(tzinfo=None)
     run_at = wall.replace(tzinfo=zone)
@@ -121,10 +119,7 @@ class WhenForm(JobModelForm):
                 seconds = amount * UNITS[cleaned.get("delay_unit", "minutes")]
                 cleaned["run_at"] = timezone.now() + timedelta(seconds=seconds)
             return cleaned
-        try:
-            cleaned["run_at"] = local_run_at(cleaned.get("run_at_local"), cleaned.get("time_zone"))
-        except ValidationError as error:
-            self.add_error("run_at_local", error)
+        _clean_local_run_at(self, cleaned)
         return cleaned
 
 
@@ -276,11 +271,18 @@ class BulkRescheduleForm(forms.Form):
             else:
                 cleaned["offset"] = timedelta(seconds=amount * UNITS[cleaned["offset_unit"]])
             return cleaned
-        try:
-            cleaned["run_at"] = local_run_at(cleaned.get("run_at_local"), cleaned.get("time_zone"))
-        except ValidationError as error:
-            self.add_error("run_at_local", error)
+        _clean_local_run_at(self, cleaned)
         return cleaned
+
+
+def _clean_local_run_at(form: forms.BaseForm, cleaned: dict[str, Any]) -> None:
+    """Set ``cleaned["run_at"]`` from the date-time and time zone fields, or add an error."""
+    if form.has_error("run_at_local") or form.has_error("time_zone"):
+        return  # already reported once
+    try:
+        cleaned["run_at"] = local_run_at(cleaned.get("run_at_local"), cleaned["time_zone"])
+    except ValidationError as error:
+        form.add_error("run_at_local", error)
 
 
 def _default_to_browser_time_zone(form: forms.BaseForm) -> None:

@@ -87,6 +87,8 @@ class ScheduledJob(models.Model):
                 condition=Q(status="running"),
             ),
             models.Index(fields=["finished_at"], name="scheduler_job_finished_idx"),
+            # The admin's ordering and date hierarchy over all statuses.
+            models.Index(fields=["run_at"], name="scheduler_job_run_at_idx"),
             models.Index(fields=["status", "run_at"], name="scheduler_job_status_idx"),
             models.Index(fields=["task_name", "run_at"], name="scheduler_job_task_idx"),
         ]
@@ -171,7 +173,11 @@ class JobAttempt(models.Model):
                 fields=["job", "dispatch_token"], name="scheduler_attempt_once"
             ),
         ]
-        indexes = [models.Index(fields=["finished_at"], name="scheduler_attempt_finished_idx")]
+        indexes = [
+            models.Index(fields=["finished_at"], name="scheduler_attempt_finished_idx"),
+            # Monitoring: lateness of the attempts started in the last hour or day.
+            models.Index(fields=["started_at"], name="scheduler_attempt_started_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"job #{self.job_id} attempt {self.number}: {self.outcome}"

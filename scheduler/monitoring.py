@@ -176,9 +176,12 @@ def due_counts(*, now: datetime) -> list[Figure]:
     """Pending jobs due within the next hour, day, week and month."""
     pending = ScheduledJob.objects.filter(status__in=PENDING, run_at__gt=now)
     counts = pending.aggregate(
-        **{label: Count("pk", filter=Q(run_at__lte=now + window)) for label, window in DUE_WINDOWS}
+        **{
+            _alias(label): Count("pk", filter=Q(run_at__lte=now + window))
+            for label, window in DUE_WINDOWS
+        }
     )
-    return [Figure(label, counts[label]) for label, _ in DUE_WINDOWS]
+    return [Figure(label, counts[_alias(label)]) for label, _ in DUE_WINDOWS]
 
 
 def due_by_day(*, now: datetime, days: int = 30) -> list[DayDue]:
@@ -223,9 +226,9 @@ def lateness(*, now: datetime) -> list[Lateness]:
     aggregates: dict[str, Any] = {}
     for label, window in LATENESS_WINDOWS:
         started = Q(started_at__gte=now - window, started_at__lte=now)
-        aggregates[f"{label} attempts"] = Count("pk", filter=started)
+        aggregates[_alias(label, "attempts")] = Count("pk", filter=started)
         for name, fraction in PERCENTILES:
-            aggregates[f"{label} {name}"] = PercentileCont(
+            aggregates[_alias(label, name)] = PercentileCont(
                 late, fraction, filter=started, output_field=DurationField()
             )
     oldest = now - max(window for _, window in LATENESS_WINDOWS)
@@ -237,10 +240,10 @@ def lateness(*, now: datetime) -> list[Lateness]:
     return [
         Lateness(
             label=label,
-            attempts=row[f"{label} attempts"],
-            p50=seconds(row[f"{label} p50"]),
-            p95=seconds(row[f"{label} p95"]),
-            p99=seconds(row[f"{label} p99"]),
+            attempts=row[_alias(label, "attempts")],
+            p50=seconds(row[_alias(label, "p50")]),
+            p95=seconds(row[_alias(label, "p95")]),
+            p99=seconds(row[_alias(label, "p99")]),
         )
         for label, _ in LATENESS_WINDOWS
     ]
@@ -291,3 +294,8 @@ def finished_by_hour(*, now: datetime, hours: int = 24) -> list[HourFinished]:
     by_hour = {row["hour"]: (row["succeeded"], row["failed"]) for row in rows}
     hours_shown = (first + timedelta(hours=offset) for offset in range(hours))
     return [HourFinished(hour, *by_hour.get(hour, (0, 0))) for hour in hours_shown]
+
+
+def _alias(*words: str) -> str:
+    # SQL column aliases cannot contain spaces.
+    return "_".join(words).replace(" ", "_")

@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,21 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
         for pid in still_running(started):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_make_run_without_postgres_says_so_in_one_line() -> None:
+    unused = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "project.run", "--port", str(free_port())],
+        cwd=ROOT,
+        env=run_env(f"postgres://postgres@127.0.0.1:{unused}/longdelay"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot connect to PostgreSQL at 127.0.0.1:{unused}"), line
+    assert "Start PostgreSQL" in line
+    assert "DATABASE_URL" in line

@@ -1,0 +1,188 @@
+"""The job list's actions: each calls a service, and reports changed and skipped jobs."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from freezegun import freeze_time
+
+from scheduler import services
+from scheduler.models import ScheduledJob
+from tests.integration.admin_helpers import CHANGELIST, T0, Status, job, messages_of
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def frozen():
+    with freeze_time(T0) as frozen_time:
+        yield frozen_time
+
+
+@pytest.fixture
+def one_of_each():
+    """One job in every status, due in a day."""
+    return {status: job(status, run_at=T0 + timedelta(days=1)) for status in Status}
+
+
+def act(client, action, jobs, **extra):
+    data = {"action": action, "index": "0", "_selected_action": [j.pk for j in jobs], **extra}
+    return client.post(CHANGELIST, data, follow=True)
+
+
+def statuses(jobs):
+    return {status: ScheduledJob.objects.get(pk=j.pk).status for status, j in jobs.items()}
+
+
+def test_cancel_changes_scheduled_and_enqueued_and_skips_the_rest(admin_client, one_of_each):
+    response = act(admin_client, "cancel_selected", one_of_each.values())
+    assert messages_of(response) == [
+        "Cancelled 2 jobs; skipped 4 that were not scheduled or enqueued."
+    ]
+    assert statuses(one_of_each) == {
+        Status.SCHEDULED: Status.CANCELLED,
+        Status.ENQUEUED: Status.CANCELLED,
+        Status.RUNNING: Status.RUNNING,
+        Status.SUCCEEDED: Status.SUCCEEDED,
+        Status.FAILED: Status.FAILED,
+        Status.CANCELLED: Status.CANCELLED,
+    }
+
+
+def test_run_now_moves_pending_and_ended_jobs_to_now(admin_client, one_of_each):
+    response = act(admin_client, "run_selected_now", one_of_each.values())
+    assert messages_of(response) == [
+        "Set to run now 4 jobs; skipped 2 that were running or succeeded."
+    ]
+    for status in (Status.SCHEDULED, Status.ENQUEUED, Status.FAILED, Status.CANCELLED):
+        moved = ScheduledJob.objects.get(pk=one_of_each[status].pk)
+        assert (moved.status, moved.run_at, moved.dispatch_token) == (Status.SCHEDULED, T0, None)
+    assert ScheduledJob.objects.get(pk=one_of_each[Status.RUNNING].pk).status == Status.RUNNING
+
+
+def test_retry_reschedules_failed_and_cancelled_jobs_with_fresh_attempts(admin_client, one_of_each):
+    response = act(admin_client, "retry_selected", one_of_each.values())
+    assert messages_of(response) == [
+        "Retried 2 jobs; skipped 4 that were not failed or cancelled, "
+        "or whose unique key an active job holds."
+    ]
+    retried = ScheduledJob.objects.get(pk=one_of_each[Status.FAILED].pk)
+    assert (retried.status, retried.attempts, retried.run_at) == (Status.SCHEDULED, 0, T0)
+
+
+def test_retry_skips_a_job_whose_unique_key_an_active_job_holds(admin_client):
+    failed = job(Status.FAILED, unique_key="k1")
+    job(Status.SCHEDULED, unique_key="k1")
+    response = act(admin_client, "retry_selected", [failed])
+    assert messages_of(response) == [
+        "Retried 0 jobs; skipped 1 that were not failed or cancelled, "
+        "or whose unique key an active job holds."
+    ]
+    assert ScheduledJob.objects.get(pk=failed.pk).status == Status.FAILED
+
+
+def test_reschedule_asks_for_the_time_on_an_intermediate_page(admin_client, one_of_each):
+    response = act(admin_client, "reschedule_selected", one_of_each.values())
+    assert response.templates[0].name == "admin/scheduler/scheduledjob/reschedule.html"
+    content = response.content.decode()
+    assert "Move 6 selected jobs." in content
+    for selected in one_of_each.values():
+        assert f'name="_selected_action" value="{selected.pk}"' in content
+    assert ScheduledJob.objects.filter(run_at=T0 + timedelta(days=1)).count() == 6
+
+
+def test_reschedule_to_a_time_in_the_operators_zone(admin_client, one_of_each):
+    response = act(
+        admin_client,
+        "reschedule_selected",
+        one_of_each.values(),
+        apply="Reschedule",
+        mode="to",
+        run_at_local="2026-12-24T18:00",
+        time_zone="America/New_York",
+        offset_unit="minutes",
+    )
+    assert messages_of(response) == [
+        "Rescheduled 2 jobs; skipped 4 that were not scheduled or enqueued."
+    ]
+    new_time = datetime(2026, 12, 24, 23, 0, tzinfo=UTC)
+    for status in (Status.SCHEDULED, Status.ENQUEUED):
+        moved = ScheduledJob.objects.get(pk=one_of_each[status].pk)
+        assert (moved.status, moved.run_at) == (Status.SCHEDULED, new_time)
+    assert ScheduledJob.objects.get(pk=one_of_each[Status.FAILED].pk).run_at != new_time
+
+
+def test_reschedule_by_an_offset_shifts_each_job_from_its_own_time(admin_client):
+    early = job(run_at=T0 + timedelta(hours=1))
+    late = job(Status.ENQUEUED, run_at=T0 + timedelta(days=3))
+    response = act(
+        admin_client,
+        "reschedule_selected",
+        [early, late],
+        apply="Reschedule",
+        mode="by",
+        offset_amount="-30",
+        offset_unit="minutes",
+        time_zone="UTC",
+    )
+    assert messages_of(response) == ["Rescheduled 2 jobs."]
+    assert ScheduledJob.objects.get(pk=early.pk).run_at == T0 + timedelta(minutes=30)
+    assert ScheduledJob.objects.get(pk=late.pk).run_at == T0 + timedelta(days=3, minutes=-30)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ({"mode": "by", "offset_amount": "0"}, "Enter a non-zero offset."),
+        ({"mode": "by", "offset_amount": ""}, "Enter a non-zero offset."),
+        ({"mode": "to", "run_at_local": ""}, "Enter a date and time."),
+        ({"mode": "to", "run_at_local": "2026-11-01T10:00"}, "is in the past"),
+    ],
+)
+def test_reschedule_form_errors_keep_the_jobs_where_they_are(admin_client, data, error):
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    response = act(
+        admin_client,
+        "reschedule_selected",
+        [scheduled],
+        apply="Reschedule",
+        offset_unit="minutes",
+        time_zone="UTC",
+        **data,
+    )
+    assert error in response.content.decode()
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(days=1)
+
+
+def test_select_all_acts_on_every_job_matching_the_filters(admin_client):
+    for _ in range(3):
+        job(Status.SCHEDULED)
+    job(Status.SUCCEEDED)
+    noop_in_other_queue = job(Status.SCHEDULED, queue="other")
+    response = admin_client.post(
+        f"{CHANGELIST}?queue=scheduler-jobs",
+        {"action": "cancel_selected", "index": "0", "select_across": "1", "_selected_action": "0"},
+        follow=True,
+    )
+    assert messages_of(response) == [
+        "Cancelled 3 jobs; skipped 1 that were not scheduled or enqueued."
+    ]
+    assert ScheduledJob.objects.get(pk=noop_in_other_queue.pk).status == Status.SCHEDULED
+
+
+def test_a_job_that_changes_state_during_the_action_is_skipped(admin_client, monkeypatch):
+    scheduled = job()
+    original = services.cancel
+
+    def claimed_first(job_or_id):
+        ScheduledJob.objects.filter(pk=scheduled.pk).update(
+            status=Status.RUNNING,
+            started_at=T0,
+            dispatch_token="00000000-0000-0000-0000-000000000001",
+        )
+        return original(job_or_id)
+
+    monkeypatch.setattr(services, "cancel", claimed_first)
+    response = act(admin_client, "cancel_selected", [scheduled])
+    assert messages_of(response) == [
+        "Cancelled 0 jobs; skipped 1 that were not scheduled or enqueued."
+    ]

@@ -1,0 +1,276 @@
+"""Scheduling and rescheduling one job from the admin's forms."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from freezegun import freeze_time
+
+from scheduler import services
+from scheduler.forms import RescheduleJobForm
+from scheduler.models import JobAttempt, ScheduledJob
+from tests.integration.admin_helpers import (
+    ADD,
+    CHANGELIST,
+    T0,
+    Status,
+    change_url,
+    job,
+    messages_of,
+)
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("allow_test_tasks")]
+
+
+@pytest.fixture
+def allow_test_tasks(settings):
+    settings.SCHEDULER_ADMIN_TASKS = ["testapp.noop", "testapp.record"]
+
+
+@pytest.fixture(autouse=True)
+def frozen():
+    with freeze_time(T0) as frozen_time:
+        yield frozen_time
+
+
+def form_data(**overrides):
+    data = {
+        "task_name": "testapp.noop",
+        "args_json": '[1, "two"]',
+        "kwargs_json": '{"three": 3}',
+        "queue_name": "",
+        "attempts_limit": "",
+        "key": "",
+        "when": "at",
+        "run_at_local": "2026-12-01T09:30",
+        "time_zone": "Europe/Paris",
+        "delay_amount": "",
+        "delay_unit": "minutes",
+    }
+    data.update(overrides)
+    return data
+
+
+def reschedule_data(**overrides):
+    # The attempts inline's management form travels with every change form.
+    data = {
+        "when": "in",
+        "delay_amount": "5",
+        "delay_unit": "minutes",
+        "time_zone": "UTC",
+        "history-TOTAL_FORMS": "0",
+        "history-INITIAL_FORMS": "0",
+    }
+    data.update(overrides)
+    return data
+
+
+def errors_of(response):
+    assert response.status_code == 200, response
+    return response.context["adminform"].form.errors
+
+
+def test_add_page_offers_only_allow_listed_registered_tasks(admin_client, settings):
+    settings.SCHEDULER_ADMIN_TASKS = ["testapp.record", "testapp.missing"]
+    response = admin_client.get(ADD)
+    choices = response.context["adminform"].form.fields["task_name"].choices
+    assert choices == [("testapp.record", "testapp.record")]
+    assert b'type="datetime-local"' in response.content
+    assert b"browser-time-zone.js" in response.content
+
+
+def test_schedule_at_a_local_time_stores_utc(admin_client):
+    response = admin_client.post(ADD, form_data(queue_name="ops", attempts_limit="2", key="k1"))
+    assert response.status_code == 302
+    assert response["Location"] == CHANGELIST
+    job = ScheduledJob.objects.get()
+    assert job.task_name == "testapp.noop"
+    assert job.args == [1, "two"]
+    assert job.kwargs == {"three": 3}
+    assert job.run_at == datetime(2026, 12, 1, 8, 30, tzinfo=UTC)
+    assert (job.queue, job.max_attempts, job.unique_key) == ("ops", 2, "k1")
+    assert job.status == Status.SCHEDULED
+
+
+def test_schedule_in_a_number_of_hours_uses_defaults(admin_client, settings):
+    settings.SCHEDULER_DEFAULT_MAX_ATTEMPTS = 4
+    response = admin_client.post(
+        ADD, form_data(when="in", delay_amount="3", delay_unit="hours", args_json="[]")
+    )
+    assert response.status_code == 302
+    job = ScheduledJob.objects.get()
+    assert job.run_at == T0 + timedelta(hours=3)
+    assert (job.queue, job.max_attempts, job.unique_key) == ("scheduler-jobs", 4, None)
+
+
+def test_in_zero_minutes_means_as_soon_as_possible(admin_client):
+    admin_client.post(ADD, form_data(when="in", delay_amount="0"))
+    assert ScheduledJob.objects.get().run_at == T0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        (
+            {"task_name": "testapp.fail"},
+            "task_name",
+            "Select a valid choice. testapp.fail is not one of the available choices.",
+        ),
+        ({"args_json": "[1,"}, "args_json", "Arguments are not valid JSON: Expecting value"),
+        ({"args_json": '{"a": 1}'}, "args_json", "Arguments must be a JSON list"),
+        ({"args_json": "[NaN]"}, "args_json", "Arguments must not contain NaN"),
+        ({"kwargs_json": "[1]"}, "kwargs_json", "Keyword arguments must be a JSON object"),
+        ({"kwargs_json": '{"a": 1e999}'}, "kwargs_json", "must not contain NaN or infinite"),
+        ({"kwargs_json": ""}, "kwargs_json", "This field is required."),
+        ({"run_at_local": ""}, "run_at_local", "Enter a date and time."),
+        ({"run_at_local": "tomorrow"}, "run_at_local", "Enter a valid date/time."),
+        ({"time_zone": "Mars/Olympus"}, "time_zone", "Select a valid choice."),
+        (
+            {"run_at_local": "2026-11-24T12:00", "time_zone": "Europe/Paris"},
+            "run_at_local",
+            "2026-11-24 12:00 in Europe/Paris is in the past",
+        ),
+        (
+            {"run_at_local": "2027-03-28T02:30", "time_zone": "Europe/Paris"},
+            "run_at_local",
+            "2027-03-28 02:30 does not exist in Europe/Paris",
+        ),
+        (
+            {"run_at_local": "2027-10-31T02:30", "time_zone": "Europe/Paris"},
+            "run_at_local",
+            "2027-10-31 02:30 happens twice in Europe/Paris",
+        ),
+        ({"when": "in", "delay_amount": ""}, "delay_amount", "Enter how many minutes"),
+        ({"when": "in", "delay_amount": "-1"}, "delay_amount", "greater than or equal to 0"),
+        ({"when": "in", "delay_amount": "100001"}, "delay_amount", "less than or equal to"),
+        ({"when": "later"}, "when", "Select a valid choice."),
+        ({"queue_name": "has.dots"}, "queue_name", "A queue name is 1-80 letters"),
+        ({"attempts_limit": "0"}, "attempts_limit", "greater than or equal to 1"),
+    ],
+)
+def test_each_invalid_input_is_reported_on_its_field(admin_client, overrides, field, message):
+    errors = errors_of(admin_client.post(ADD, form_data(**overrides)))
+    assert list(errors) == [field]
+    assert message in errors[field][0]
+    assert not ScheduledJob.objects.exists()
+
+
+def test_a_unique_key_held_by_an_active_job_is_reported(admin_client):
+    holder = job(Status.ENQUEUED, unique_key="k1")
+    errors = errors_of(admin_client.post(ADD, form_data(key="k1")))
+    assert errors["key"] == [
+        f"Job #{holder.pk} is active with this unique key; cancel it or choose another key."
+    ]
+    assert ScheduledJob.objects.count() == 1
+
+
+def test_a_unique_key_of_a_finished_job_can_be_reused(admin_client):
+    job(Status.SUCCEEDED, unique_key="k1")
+    assert admin_client.post(ADD, form_data(key="k1")).status_code == 302
+    assert ScheduledJob.objects.filter(unique_key="k1", status=Status.SCHEDULED).exists()
+
+
+def test_a_task_removed_from_the_allow_list_cannot_be_posted(admin_client, settings):
+    settings.SCHEDULER_ADMIN_TASKS = []
+    errors = errors_of(admin_client.post(ADD, form_data()))
+    assert "task_name" in errors
+
+
+def test_a_scheduled_job_page_reschedules_through_the_service(admin_client):
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    page = admin_client.get(change_url(scheduled))
+    assert isinstance(page.context["adminform"].form, RescheduleJobForm)
+    response = admin_client.post(
+        change_url(scheduled),
+        reschedule_data(delay_amount="2", delay_unit="days"),
+    )
+    assert response.status_code == 302
+    scheduled.refresh_from_db()
+    assert scheduled.run_at == T0 + timedelta(days=2)
+    assert scheduled.status == Status.SCHEDULED
+
+
+def test_posting_to_a_job_that_left_scheduled_meanwhile_is_forbidden(admin_client):
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    admin_client.get(change_url(scheduled))
+    # A worker claims the job between the form's checks and the service call.
+    ScheduledJob.objects.filter(pk=scheduled.pk).update(
+        status=Status.SUCCEEDED, finished_at=T0, started_at=T0
+    )
+    response = admin_client.post(
+        change_url(scheduled),
+        reschedule_data(),
+        follow=True,
+    )
+    assert response.status_code == 403
+    scheduled.refresh_from_db()
+    assert scheduled.status == Status.SUCCEEDED
+
+
+def test_a_service_refusal_during_the_post_becomes_a_message(admin_client, monkeypatch):
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    original = services.reschedule
+
+    def claimed_first(job_or_id, run_at):
+        ScheduledJob.objects.filter(pk=scheduled.pk).update(status=Status.CANCELLED, finished_at=T0)
+        return original(job_or_id, run_at)
+
+    monkeypatch.setattr(services, "reschedule", claimed_first)
+    response = admin_client.post(
+        change_url(scheduled),
+        reschedule_data(),
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert messages_of(response) == [
+        f"cannot reschedule job {scheduled.pk}: it is cancelled; "
+        "only a job that is scheduled or enqueued can be"
+    ]
+    scheduled.refresh_from_db()
+    # The admin's transaction rolled back the concurrent change along with everything.
+    assert scheduled.run_at == T0 + timedelta(days=1)
+
+
+@pytest.mark.parametrize("status", [s for s in Status if s != Status.SCHEDULED])
+def test_a_job_that_left_scheduled_is_read_only(admin_client, status):
+    other = job(status)
+    page = admin_client.get(change_url(other))
+    assert page.status_code == 200
+    assert b'name="_save"' not in page.content
+    assert b'name="when"' not in page.content
+    assert admin_client.post(change_url(other), {}).status_code == 403
+
+
+def test_job_page_shows_pretty_arguments_and_every_attempt_with_its_traceback(admin_client):
+    failed = job(
+        Status.FAILED,
+        args=[1, {"b": [2]}],
+        kwargs={"payment_id": 42},
+        attempts=2,
+        last_error="RuntimeError: second",
+    )
+    for number, error in (
+        (1, "Traceback (most recent call last):\nRuntimeError: first"),
+        (2, "Traceback (most recent call last):\nRuntimeError: second"),
+    ):
+        JobAttempt.objects.create(
+            job=failed,
+            number=number,
+            dispatch_token=f"00000000-0000-0000-0000-00000000000{number}",
+            scheduled_for=T0,
+            started_at=T0 + timedelta(seconds=number),
+            finished_at=T0 + timedelta(seconds=number + 1),
+            outcome=JobAttempt.Outcome.ERROR,
+            error=error,
+            worker="w1",
+        )
+    content = admin_client.get(change_url(failed)).content.decode()
+    assert (
+        '<pre class="job-json">[\n  1,\n  {\n    &quot;b&quot;: [\n      2\n    ]\n  }\n]</pre>'
+        in content
+    )
+    assert "&quot;payment_id&quot;: 42" in content
+    assert content.count('<details class="job-traceback">') == 2
+    assert "<summary>RuntimeError: first</summary>" in content
+    assert "<summary>RuntimeError: second</summary>" in content
+    assert "2.000 s" in content  # the second attempt's lateness
+    assert 'class="job-status job-status-failed"' in content

@@ -1,0 +1,142 @@
+"""The job list: what it shows, how it filters and searches, and what it costs."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from freezegun import freeze_time
+
+from payments.services import authorize_payment
+from scheduler import changelist
+from scheduler.models import ScheduledJob
+from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, job, job_fields
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def frozen():
+    with freeze_time(T0) as frozen_time:
+        yield frozen_time
+
+
+def many_jobs(count, start=0):
+    statuses = list(Status)
+    ScheduledJob.objects.bulk_create(
+        ScheduledJob(
+            **job_fields(
+                statuses[i % len(statuses)],
+                run_at=T0 + timedelta(minutes=i),
+                last_error="Traceback\nValueError: bad" if i % 7 == 0 else "",
+                unique_key=f"bulk:{i}",
+            )
+        )
+        for i in range(start, start + count)
+    )
+
+
+def list_queries(client, query=""):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"{CHANGELIST}{query}")
+    assert response.status_code == 200
+    return len(queries), response
+
+
+@pytest.mark.parametrize("query", ["", "?status__exact=failed", "?q=testapp", "?run_at=next_day"])
+def test_list_query_count_does_not_depend_on_the_number_of_rows(admin_client, query):
+    many_jobs(10)
+    few, _ = list_queries(admin_client, query)
+    many_jobs(990, start=10)
+    many, response = list_queries(admin_client, query)
+    assert few == many
+    assert many <= 8
+    assert len(response.context["cl"].result_list) <= 50
+
+
+def test_list_never_counts_past_the_limit(admin_client, monkeypatch):
+    monkeypatch.setattr(changelist, "COUNT_LIMIT", 20)
+    many_jobs(30)
+    _, response = list_queries(admin_client)
+    content = response.content.decode()
+    assert "More than 20 scheduled jobs: narrow the list with filters or search." in content
+    _, response = list_queries(admin_client, "?status__exact=failed")
+    assert "5 scheduled jobs" in response.content.decode()
+
+
+def test_list_shows_status_label_lateness_attempts_and_short_error(admin_client):
+    failed = job(
+        Status.FAILED,
+        attempts=2,
+        max_attempts=3,
+        started_at=T0 + timedelta(seconds=1.25),
+        last_error="Traceback (most recent call last):\n" + "x" * 10 + "\nValueError: " + "y" * 100,
+    )
+    content = admin_client.get(CHANGELIST).content.decode()
+    assert '<span class="job-status job-status-failed">Failed</span>' in content
+    assert "1.250 s" in content
+    assert "2/3" in content
+    assert "ValueError: " + "y" * 68 + "…" in content
+    assert f'href="{MONITORING}"' in content
+    assert reverse("admin:scheduler_scheduledjob_change", args=[failed.pk]) in content
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("?status__exact=failed", ["failed"]),
+        ("?task=testapp.record", ["record"]),
+        ("?queue=other", ["other queue"]),
+        ("?run_at=next_hour", ["soon"]),
+        ("?run_at=past_day", ["failed", "other queue"]),
+        ("?q=testapp.rec", ["record"]),
+        ("?q=key:", ["keyed"]),
+        ("?q=999999999999999999999", []),
+        ("?run_at__year=2027", ["next year"]),
+    ],
+)
+def test_filters_and_search(admin_client, query, expected):
+    names = {
+        "failed": job(Status.FAILED, run_at=T0 - timedelta(hours=2)),
+        "record": job(task_name="testapp.record", run_at=T0 + timedelta(days=3)),
+        "other queue": job(queue="other", run_at=T0 - timedelta(hours=1)),
+        "soon": job(run_at=T0 + timedelta(minutes=30)),
+        "keyed": job(unique_key="key:1", run_at=T0 + timedelta(days=2)),
+        "next year": job(run_at=T0 + timedelta(days=60)),
+    }
+    result = admin_client.get(f"{CHANGELIST}{query}").context["cl"].result_list
+    by_pk = {j.pk: name for name, j in names.items()}
+    assert sorted(by_pk[j.pk] for j in result) == sorted(expected)
+
+
+def test_search_by_id(admin_client):
+    wanted, _ = job(), job()
+    result = admin_client.get(f"{CHANGELIST}?q=%23{wanted.pk}").context["cl"].result_list
+    assert [j.pk for j in result] == [wanted.pk]
+
+
+def test_queue_filter_keeps_the_other_filters_and_lists_no_queue_from_the_table(admin_client):
+    job(queue="rare-queue")
+    content = admin_client.get(f"{CHANGELIST}?status__exact=failed").content.decode()
+    assert '<input type="hidden" name="status__exact" value="failed">' in content
+    assert 'placeholder="Other queue…"' in content
+    assert "rare-queue" not in content
+
+
+def test_payments_list_links_each_capture_job_with_its_status_and_time(admin_client):
+    payments = [authorize_payment(amount="10.00", currency="EUR") for _ in range(3)]
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(reverse("admin:payments_payment_changelist"))
+    content = response.content.decode()
+    for payment in payments:
+        url = reverse("admin:scheduler_scheduledjob_change", args=[payment.capture_job_id])
+        assert f'<a href="{url}">#{payment.capture_job_id}</a>' in content
+    assert content.count('<span class="job-status job-status-scheduled">Scheduled</span>') == 3
+    assert "Dec. 8, 2026" in content  # 14 days after T0
+    assert len(queries) <= 8
+    detail = admin_client.get(reverse("admin:payments_payment_change", args=[payments[0].pk]))
+    first_job_url = reverse(
+        "admin:scheduler_scheduledjob_change", args=[payments[0].capture_job_id]
+    )
+    assert f'<a href="{first_job_url}">' in detail.content.decode()
