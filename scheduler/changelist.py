@@ -37,28 +37,36 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
         return self.count > COUNT_LIMIT
 
 
-class TaskFilter(admin.SimpleListFilter):
-    """Filter by task, choosing among the registered tasks (no query)."""
+class _FieldEqualsFilter(admin.SimpleListFilter):
+    """Jobs whose ``field`` equals the chosen value; the choices cost no query."""
 
-    title = "task"
-    parameter_name = "task"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = set(schedulable_task_names()) | set(scheduler_settings.ADMIN_TASKS)
-        return [(name, name) for name in sorted(names)]
+    field: str
 
     def queryset(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> QuerySet[ScheduledJob]:
         value = self.value()
-        return queryset.filter(task_name=value) if value else queryset
+        return queryset.filter(**{self.field: value}) if value else queryset
 
 
-class QueueFilter(admin.SimpleListFilter):
+class TaskFilter(_FieldEqualsFilter):
+    """Filter by task, choosing among the registered tasks (no query)."""
+
+    title = "task"
+    parameter_name = "task"
+    field = "task_name"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        names = set(schedulable_task_names()) | set(scheduler_settings.ADMIN_TASKS)
+        return [(name, name) for name in sorted(names)]
+
+
+class QueueFilter(_FieldEqualsFilter):
     """Filter by queue: the default queue as a link, any other typed in (no query)."""
 
     title = "queue"
     parameter_name = "queue"
+    field = "queue"
     template = "admin/scheduler/scheduledjob/queue_filter.html"
 
     def __init__(
@@ -79,12 +87,6 @@ class QueueFilter(admin.SimpleListFilter):
         if chosen and chosen not in queues:
             queues.append(chosen)
         return [(queue, queue) for queue in queues]
-
-    def queryset(
-        self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
-    ) -> QuerySet[ScheduledJob]:
-        value = self.value()
-        return queryset.filter(queue=value) if value else queryset
 
 
 class RunAtFilter(admin.SimpleListFilter):
