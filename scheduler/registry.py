@@ -1,5 +1,6 @@
 """Which Celery tasks a job may name, and how a name becomes a task."""
 
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -33,9 +34,10 @@ def get_task(name: str) -> Task[Any, Any]:
     return _registered_tasks()[name]
 
 
-def _registered_tasks() -> dict[str, Task[Any, Any]]:
+def _registered_tasks() -> Mapping[str, Task[Any, Any]]:
     _import_task_modules()
-    return dict(current_app.tasks)
+    tasks: Mapping[str, Task[Any, Any]] = current_app.tasks
+    return tasks
 
 
 @cache
