@@ -24,6 +24,7 @@ def check_settings(
             errors.append(
                 Error(
                     f"{setting.setting_name} must be a positive integer, got {value!r}.",
+                    hint=setting.help_text,
                     id="scheduler.E001",
                 )
             )

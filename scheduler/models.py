@@ -11,6 +11,7 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
     """The vocabulary of the dispatcher and the admin."""
 
     def active(self) -> "ScheduledJobQuerySet":
+        """Jobs that hold their unique_key: scheduled, enqueued or running."""
         return self.filter(status__in=ScheduledJob.ACTIVE_STATUSES)
 
     def due(self, *, within: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":
@@ -133,10 +134,6 @@ class ScheduledJob(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.task_name} at {self.run_at:%Y-%m-%d %H:%M:%S%z} ({self.status})"
-
-    @property
-    def is_active(self) -> bool:
-        return self.status in self.ACTIVE_STATUSES
 
     @property
     def lateness(self) -> timedelta | None:

@@ -4,7 +4,7 @@ Plain functions of the database and ``now``; each is one or two aggregate querie
 served by the job table's indexes, whatever the number of rows.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -129,10 +129,11 @@ class Snapshot:
     lateness: list[Lateness]
     failures: list[TaskFailures]
     finished_by_hour: list[HourFinished]
-    total: int = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "total", sum(count.value for count in self.by_status))
+    @property
+    def total(self) -> int:
+        """Jobs in every status."""
+        return sum(count.value for count in self.by_status)
 
     @property
     def due_by_day_peak(self) -> int:
