@@ -30,4 +30,4 @@ lint: venv
 ## Run the whole system locally: web, Celery worker and beat (README "Quick start").
 ## Options go in ARGS, e.g. `make run ARGS="--port 8001"`; see `make run ARGS=--help`.
 run: venv
-	$(BIN)/python -m project.run $(ARGS)
+	$(BIN)/python -m devtools.run $(ARGS)

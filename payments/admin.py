@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from payments.models import Payment
-from scheduler.templatetags.scheduler_admin import status_label
+from scheduler.admin.display import status_label
 
 # ModelAdmin is generic only in django-stubs.
 if TYPE_CHECKING:

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from scheduler.conf import DEFAULT_QUEUE_NAME
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -115,15 +117,19 @@ LOGGING = {
 }
 
 # --- Amazon SQS -------------------------------------------------------------------------
-SQS_ENDPOINT_URL = os.environ.get("SQS_ENDPOINT_URL") or None
-AWS_REGION = os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-SCHEDULER_QUEUE_NAME = os.environ.get("SCHEDULER_QUEUE_NAME") or "scheduler-jobs"
+# The scheduler app reads these as its own SCHEDULER_SQS_* settings; Celery's broker is
+# configured from the same values so that the two cannot disagree.
+SCHEDULER_SQS_ENDPOINT_URL = os.environ.get("SQS_ENDPOINT_URL") or None
+SCHEDULER_SQS_REGION = os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+SCHEDULER_QUEUE_NAME = os.environ.get("SCHEDULER_QUEUE_NAME") or DEFAULT_QUEUE_NAME
+SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS = 300
+SCHEDULER_SQS_WAIT_TIME_SECONDS = 10
 
-if SQS_ENDPOINT_URL:
-    _endpoint = urlsplit(SQS_ENDPOINT_URL)
+if SCHEDULER_SQS_ENDPOINT_URL:
+    _endpoint = urlsplit(SCHEDULER_SQS_ENDPOINT_URL)
     if _endpoint.scheme not in {"http", "https"} or not _endpoint.hostname:
         raise ImproperlyConfigured(
-            f"SQS_ENDPOINT_URL must look like http://host:port, got {SQS_ENDPOINT_URL!r}."
+            f"SQS_ENDPOINT_URL must look like http://host:port, got {SCHEDULER_SQS_ENDPOINT_URL!r}."
         )
     # An emulator (moto, ElasticMQ) accepts any credentials; kombu has no endpoint
     # option, so the endpoint travels as the broker URL's host and port.
@@ -135,17 +141,17 @@ else:
     _sqs_is_secure = True
 
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "region": AWS_REGION,
+    "region": SCHEDULER_SQS_REGION,
     "is_secure": _sqs_is_secure,
     # Long polling: a receive call returns as soon as a message becomes visible, so a
     # job released by DelaySeconds reaches a worker at once, with few empty receives.
-    "wait_time_seconds": 10,
+    "wait_time_seconds": SCHEDULER_SQS_WAIT_TIME_SECONDS,
     # After an empty long poll, poll again almost at once rather than sleeping a second.
     "polling_interval": 0.1,
     # Jobs are claimed in PostgreSQL and acknowledged before they run (the lease, not
     # SQS, recovers a dead worker), so this only has to cover the eta wait of under a
     # second and the time to claim.
-    "visibility_timeout": 300,
+    "visibility_timeout": SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = SCHEDULER_QUEUE_NAME

@@ -7,7 +7,7 @@ from django.db.models.signals import post_migrate
 
 
 def _ensure_dispatch_schedule(**kwargs: Any) -> None:
-    from scheduler.beat import ensure_dispatch_schedule
+    from scheduler.dispatch.beat import ensure_dispatch_schedule
 
     ensure_dispatch_schedule()
 

@@ -4,12 +4,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.apps import AppConfig
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, register
 
 from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
 from scheduler.registry import schedulable_task_names
-from scheduler.sqs import is_valid_queue_name
 
 
 @register()
@@ -18,14 +16,14 @@ def check_settings(
 ) -> list[CheckMessage]:
     """Validate every ``SCHEDULER_*`` setting and the relations between them."""
     errors: list[CheckMessage] = []
-    for setting in SchedulerSettings.int_settings():
-        value = setting.__get__(scheduler_settings, SchedulerSettings)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    for setting in SchedulerSettings.all_settings():
+        value = setting.raw()
+        if not setting.is_valid(value):
             errors.append(
                 Error(
-                    f"{setting.setting_name} must be a positive integer, got {value!r}.",
+                    f"{setting.setting_name} must be {setting.expected}, got {value!r}.",
                     hint=setting.help_text,
-                    id="scheduler.E001",
+                    id=setting.error_id,
                 )
             )
     if errors:
@@ -66,14 +64,6 @@ def check_settings(
                 id="scheduler.E005",
             )
         )
-    if not is_valid_queue_name(s.QUEUE_NAME):
-        errors.append(
-            Error(
-                f"SCHEDULER_QUEUE_NAME {s.QUEUE_NAME!r} is not a valid SQS queue name "
-                "(1-80 letters, digits, '-' or '_').",
-                id="scheduler.E006",
-            )
-        )
     return errors
 
 
@@ -82,7 +72,7 @@ def check_admin_tasks(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
     """``SCHEDULER_ADMIN_TASKS`` must list registered, schedulable task names."""
-    value = getattr(settings, "SCHEDULER_ADMIN_TASKS", [])
+    value = scheduler_settings.admin_tasks_raw()
     if not isinstance(value, list | tuple) or not all(isinstance(name, str) for name in value):
         return [
             Error(

@@ -1,70 +1,208 @@
 """The scheduler's settings, with their defaults, read lazily from Django settings.
 
-Every value is looked up on each access, so ``override_settings`` and the pytest
-``settings`` fixture take effect at once. ``scheduler.checks`` validates them.
+This is the only module of the app that reads ``django.conf.settings``. Every value is
+looked up on each access, so ``override_settings`` and the pytest ``settings`` fixture
+take effect at once. Each setting knows its own type and range; ``scheduler.checks``
+reports a bad value as a system-check error naming the setting.
 """
 
-from typing import Any, overload
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
+from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 
+from scheduler.validation import is_valid_queue_name
+
 #: SQS holds a message back at most 15 minutes (DelaySeconds 0-900).
 SQS_MAX_DELAY_SECONDS = 900
+#: SQS hides a received message at most 12 hours.
+SQS_MAX_VISIBILITY_TIMEOUT = 12 * 3600
+#: SQS long polls at most 20 seconds.
+SQS_MAX_WAIT_TIME_SECONDS = 20
+#: The queue jobs go to when neither the job nor ``SCHEDULER_QUEUE_NAME`` names one.
+DEFAULT_QUEUE_NAME = "scheduler-jobs"
+
+T = TypeVar("T")
 
 
-class IntSetting:
-    """A ``SCHEDULER_<ATTRIBUTE>`` Django setting with a default."""
+class Setting(ABC, Generic[T]):
+    """A ``SCHEDULER_<ATTRIBUTE>`` Django setting: its default, help and validation."""
 
-    def __init__(self, default: int, help_text: str) -> None:
+    #: What a valid value is, for the check's message ("a positive integer").
+    expected = "a value"
+
+    def __init__(self, default: T, help_text: str, *, error_id: str = "scheduler.E001") -> None:
         self.default = default
         self.help_text = help_text
+        #: The system check's id when the value is invalid.
+        self.error_id = error_id
         self.setting_name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.setting_name = f"SCHEDULER_{name}"
 
     @overload
-    def __get__(self, instance: None, owner: type) -> "IntSetting": ...
+    def __get__(self, instance: None, owner: type) -> "Setting[T]": ...
     @overload
-    def __get__(self, instance: object, owner: type) -> int: ...
-    def __get__(self, instance: object | None, owner: type) -> "int | IntSetting":
+    def __get__(self, instance: object, owner: type) -> T: ...
+    def __get__(self, instance: object | None, owner: type) -> "T | Setting[T]":
         if instance is None:
             return self
-        value: Any = getattr(django_settings, self.setting_name, self.default)
+        value: Any = self.raw()
         return value  # type: ignore[no-any-return]
+
+    def raw(self) -> object:
+        """The configured value, unchecked."""
+        return getattr(django_settings, self.setting_name, self.default)
+
+    @abstractmethod
+    def is_valid(self, value: object) -> bool:
+        """Whether ``value`` has the right type and range."""
+
+
+class PositiveInt(Setting[int]):
+    """A whole number of at least 1 (not a bool, not a string)."""
+
+    expected = "a positive integer"
+
+    def __init__(self, default: int, help_text: str, *, maximum: int | None = None) -> None:
+        super().__init__(default, help_text)
+        self.maximum = maximum
+        if maximum is not None:
+            self.expected = f"an integer from 1 to {maximum}"
+
+    def is_valid(self, value: object) -> bool:
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and value >= 1
+            and (self.maximum is None or value <= self.maximum)
+        )
+
+
+class PositiveSeconds(Setting[float]):
+    """A finite number of seconds greater than 0; fractions allowed (0.5)."""
+
+    expected = "a positive number of seconds"
+
+    def is_valid(self, value: object) -> bool:
+        return (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value > 0
+        )
+
+
+def _is_text(value: object, validator: Callable[[str], bool] | None) -> bool:
+    """A non-empty string that ``validator`` (if any) accepts."""
+    return isinstance(value, str) and bool(value) and (validator is None or validator(value))
+
+
+class Text(Setting[str]):
+    """A non-empty string; ``validator`` may narrow it further."""
+
+    expected = "a non-empty string"
+
+    def __init__(
+        self,
+        default: str,
+        help_text: str,
+        *,
+        validator: Callable[[str], bool] | None = None,
+        expected: str | None = None,
+        error_id: str = "scheduler.E001",
+    ) -> None:
+        super().__init__(default, help_text, error_id=error_id)
+        self.validator = validator
+        self.expected = expected or self.expected
+
+    def is_valid(self, value: object) -> bool:
+        return _is_text(value, self.validator)
+
+
+class OptionalText(Setting[str | None]):
+    """None, or a non-empty string that ``validator`` may narrow further."""
+
+    expected = "a non-empty string or None"
+
+    def __init__(
+        self,
+        default: str | None,
+        help_text: str,
+        *,
+        validator: Callable[[str], bool] | None = None,
+        expected: str | None = None,
+    ) -> None:
+        super().__init__(default, help_text)
+        self.validator = validator
+        self.expected = expected or self.expected
+
+    def is_valid(self, value: object) -> bool:
+        return value is None or _is_text(value, self.validator)
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
 class SchedulerSettings:
     """The ``SCHEDULER_*`` settings, by their name without the prefix."""
 
-    MAX_DELAY_SECONDS = IntSetting(
+    MAX_DELAY_SECONDS = PositiveInt(
         SQS_MAX_DELAY_SECONDS, "Longest per-message DelaySeconds sent to SQS (at most 900)."
     )
-    LOOKAHEAD_SECONDS = IntSetting(
+    LOOKAHEAD_SECONDS = PositiveInt(
         300, "How long before its run_at a job is sent to SQS (at most MAX_DELAY_SECONDS)."
     )
-    DISPATCH_INTERVAL_SECONDS = IntSetting(
-        5, "How often the dispatcher ticks (less than LOOKAHEAD_SECONDS)."
+    DISPATCH_INTERVAL_SECONDS = PositiveSeconds(
+        5, "How often the dispatcher ticks, in seconds (less than LOOKAHEAD_SECONDS; 0.5 is fine)."
     )
-    LEASE_SECONDS = IntSetting(
+    LEASE_SECONDS = PositiveInt(
         3600, "A running job not finished this long after it started is presumed dead."
     )
-    STALE_AFTER_SECONDS = IntSetting(
+    STALE_AFTER_SECONDS = PositiveInt(
         300, "An enqueued job not claimed this long after run_at is re-dispatched."
     )
-    RETRY_BACKOFF_SECONDS = IntSetting(30, "The first retry back-off; it doubles per attempt.")
-    RETRY_BACKOFF_MAX_SECONDS = IntSetting(6 * 3600, "The cap on the retry back-off.")
-    DEFAULT_MAX_ATTEMPTS = IntSetting(5, "max_attempts of a job scheduled without one.")
-    BATCH_SIZE = IntSetting(100, "Rows the dispatcher claims per transaction.")
-    RETENTION_DAYS = IntSetting(
+    RETRY_BACKOFF_SECONDS = PositiveInt(30, "The first retry back-off; it doubles per attempt.")
+    RETRY_BACKOFF_MAX_SECONDS = PositiveInt(6 * 3600, "The cap on the retry back-off.")
+    DEFAULT_MAX_ATTEMPTS = PositiveInt(5, "max_attempts of a job scheduled without one.")
+    BATCH_SIZE = PositiveInt(100, "Rows the dispatcher claims per transaction.")
+    RETENTION_DAYS = PositiveInt(
         30, "Finished jobs (succeeded, failed, cancelled) older than this are deleted."
     )
-
-    @property
-    def QUEUE_NAME(self) -> str:  # noqa: N802 - named like the setting
-        """The default SQS queue (``SCHEDULER_QUEUE_NAME``, from the environment)."""
-        name: str = getattr(django_settings, "SCHEDULER_QUEUE_NAME", "scheduler-jobs")
-        return name
+    QUEUE_NAME = Text(
+        DEFAULT_QUEUE_NAME,
+        "The default queue of jobs: 1-80 letters, digits, '-' or '_'.",
+        validator=is_valid_queue_name,
+        expected="a queue name of 1-80 letters, digits, '-' or '_'",
+        error_id="scheduler.E006",
+    )
+    SQS_ENDPOINT_URL = OptionalText(
+        None,
+        "An SQS-compatible server (moto, ElasticMQ), e.g. http://127.0.0.1:9324; "
+        "None for Amazon SQS.",
+        validator=_is_http_url,
+        expected="None or an http(s) URL",
+    )
+    SQS_REGION = OptionalText(
+        None, "The AWS region of the queue; None for boto3's default (AWS_DEFAULT_REGION)."
+    )
+    SQS_VISIBILITY_TIMEOUT_SECONDS = PositiveInt(
+        300,
+        "The queue's visibility timeout: it covers a message from receipt to the job's "
+        "start, not the job. Keep Celery's broker visibility_timeout equal.",
+        maximum=SQS_MAX_VISIBILITY_TIMEOUT,
+    )
+    SQS_WAIT_TIME_SECONDS = PositiveInt(
+        10,
+        "The queue's long-poll wait. Keep Celery's broker wait_time_seconds equal.",
+        maximum=SQS_MAX_WAIT_TIME_SECONDS,
+    )
 
     @property
     def ADMIN_TASKS(self) -> tuple[str, ...]:  # noqa: N802 - named like the setting
@@ -73,12 +211,18 @@ class SchedulerSettings:
         Empty by default: a task runs with whatever arguments the operator types, so
         each one is opted in explicitly. ``scheduler.checks`` rejects unknown names.
         """
-        return tuple(getattr(django_settings, "SCHEDULER_ADMIN_TASKS", ()))
+        configured = self.admin_tasks_raw()
+        return tuple(configured) if isinstance(configured, list | tuple) else ()
+
+    @staticmethod
+    def admin_tasks_raw() -> object:
+        """``SCHEDULER_ADMIN_TASKS`` as configured, unchecked."""
+        return getattr(django_settings, "SCHEDULER_ADMIN_TASKS", ())
 
     @classmethod
-    def int_settings(cls) -> list[IntSetting]:
-        """Every integer setting, for checks and documentation."""
-        return [value for value in vars(cls).values() if isinstance(value, IntSetting)]
+    def all_settings(cls) -> list[Setting[Any]]:
+        """Every typed setting, for checks and documentation."""
+        return [value for value in vars(cls).values() if isinstance(value, Setting)]
 
 
 scheduler_settings = SchedulerSettings()

@@ -8,17 +8,28 @@ class SchedulerError(Exception):
 class UnknownTaskError(SchedulerError, LookupError):
     """The task name is not a registered Celery task that may be scheduled."""
 
+    def __init__(self, task_name: str) -> None:
+        super().__init__(f"{task_name!r} is not a registered Celery task that can be scheduled")
+        self.task_name = task_name
+
 
 class InvalidArgumentsError(SchedulerError, ValueError):
-    """The job's arguments or options are not acceptable (e.g. not JSON)."""
+    """A job's argument or option is not acceptable; ``field`` names which one."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field} {reason}")
+        self.field = field
+        self.reason = reason
 
 
 class DuplicateJobError(SchedulerError):
-    """An active job already holds the unique key."""
+    """An active job already holds the unique key (``holder_id`` if it is still there)."""
 
-    def __init__(self, unique_key: str) -> None:
-        super().__init__(f"an active job already holds unique_key={unique_key!r}")
+    def __init__(self, unique_key: str, holder_id: int | None = None) -> None:
+        holder = f" (#{holder_id})" if holder_id is not None else ""
+        super().__init__(f"an active job{holder} already holds unique_key={unique_key!r}")
         self.unique_key = unique_key
+        self.holder_id = holder_id
 
 
 class JobNotFoundError(SchedulerError, LookupError):

@@ -6,48 +6,52 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from scheduler import states
+from scheduler.states import Status
+
+#: A job still pending this long after its run_at should have started: it is overdue.
+OVERDUE_AFTER = timedelta(minutes=1)
+
 
 class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
     """The vocabulary of the dispatcher and the admin."""
 
     def active(self) -> "ScheduledJobQuerySet":
         """Jobs that hold their unique_key: scheduled, enqueued or running."""
-        return self.filter(status__in=ScheduledJob.ACTIVE_STATUSES)
+        return self.filter(status__in=states.ACTIVE)
+
+    def finished(self) -> "ScheduledJobQuerySet":
+        """Jobs that ended: succeeded, failed or cancelled."""
+        return self.filter(status__in=states.FINISHED)
 
     def due(self, *, within: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":
         """Scheduled jobs whose run_at is at most ``within`` from now (served by an index)."""
         now = now or timezone.now()
-        return self.filter(status=ScheduledJob.Status.SCHEDULED, run_at__lte=now + within)
+        return self.filter(status=Status.SCHEDULED, run_at__lte=now + within)
 
     def stale(self, *, after: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":
         """Enqueued jobs nobody claimed ``after`` past both their run_at and their send."""
         cutoff = (now or timezone.now()) - after
-        return self.filter(
-            status=ScheduledJob.Status.ENQUEUED, run_at__lt=cutoff, enqueued_at__lt=cutoff
-        )
+        return self.filter(status=Status.ENQUEUED, run_at__lt=cutoff, enqueued_at__lt=cutoff)
 
     def lease_expired(
         self, *, lease: timedelta, now: datetime | None = None
     ) -> "ScheduledJobQuerySet":
         """Running jobs whose worker has held them longer than the lease."""
+        return self.filter(status=Status.RUNNING, started_at__lt=(now or timezone.now()) - lease)
+
+    def overdue(self, *, now: datetime | None = None) -> "ScheduledJobQuerySet":
+        """Pending jobs more than OVERDUE_AFTER past their run_at (should be none)."""
         return self.filter(
-            status=ScheduledJob.Status.RUNNING, started_at__lt=(now or timezone.now()) - lease
+            status__in=states.PENDING, run_at__lt=(now or timezone.now()) - OVERDUE_AFTER
         )
 
 
 class ScheduledJob(models.Model):
     """A Celery task to run once at ``run_at``, stored until it is nearly due."""
 
-    class Status(models.TextChoices):
-        SCHEDULED = "scheduled", "Scheduled"
-        ENQUEUED = "enqueued", "Enqueued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
-
-    ACTIVE_STATUSES = (Status.SCHEDULED, Status.ENQUEUED, Status.RUNNING)
-    FINISHED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+    #: The statuses and their transitions are in :mod:`scheduler.states`.
+    Status = Status
 
     task_name = models.CharField(max_length=255)
     args = models.JSONField(default=list, blank=True)
@@ -75,17 +79,19 @@ class ScheduledJob(models.Model):
         indexes = [
             # The dispatcher's due query: scheduled rows by run_at.
             models.Index(
-                fields=["run_at"], name="scheduler_job_due_idx", condition=Q(status="scheduled")
+                fields=["run_at"],
+                name="scheduler_job_due_idx",
+                condition=Q(status=Status.SCHEDULED),
             ),
             models.Index(
                 fields=["run_at"],
                 name="scheduler_job_enqueued_idx",
-                condition=Q(status="enqueued"),
+                condition=Q(status=Status.ENQUEUED),
             ),
             models.Index(
                 fields=["started_at"],
                 name="scheduler_job_running_idx",
-                condition=Q(status="running"),
+                condition=Q(status=Status.RUNNING),
             ),
             models.Index(fields=["finished_at"], name="scheduler_job_finished_idx"),
             # The admin's ordering and date hierarchy over all statuses.
@@ -96,20 +102,11 @@ class ScheduledJob(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["unique_key"],
-                condition=Q(status__in=["scheduled", "enqueued", "running"]),
+                condition=Q(status__in=list(states.ACTIVE)),
                 name="scheduler_job_unique_active_key",
             ),
             models.CheckConstraint(
-                condition=Q(
-                    status__in=[
-                        "scheduled",
-                        "enqueued",
-                        "running",
-                        "succeeded",
-                        "failed",
-                        "cancelled",
-                    ]
-                ),
+                condition=Q(status__in=list(states.ALL)),
                 name="scheduler_job_status_valid",
             ),
             models.CheckConstraint(
@@ -120,11 +117,11 @@ class ScheduledJob(models.Model):
                 name="scheduler_job_attempts_within_max",
             ),
             models.CheckConstraint(
-                condition=~Q(status__in=["enqueued", "running"]) | Q(dispatch_token__isnull=False),
+                condition=~Q(status__in=list(states.IN_FLIGHT)) | Q(dispatch_token__isnull=False),
                 name="scheduler_job_in_flight_has_token",
             ),
             models.CheckConstraint(
-                condition=~Q(status="running") | Q(started_at__isnull=False),
+                condition=~Q(status=Status.RUNNING) | Q(started_at__isnull=False),
                 name="scheduler_job_running_has_start",
             ),
             models.CheckConstraint(

@@ -1,14 +1,14 @@
 """Scheduling services: the public API and every transition of a job's state.
 
-Each transition is one compare-and-set UPDATE (``filter(pk=…, status__in=ALLOWED)``):
-a job that is not in an allowed state is left as it is and the caller gets
-:class:`~scheduler.exceptions.InvalidTransitionError`.
+Each transition of :mod:`scheduler.states` is applied as one compare-and-set UPDATE
+(``filter(pk=…, status__in=transition.sources)``): a job that is not in an allowed
+state is left as it is and the caller gets
+:class:`~scheduler.exceptions.InvalidTransitionError`. Input is checked by
+:mod:`scheduler.validation` before anything is written.
 """
 
-import json
 import logging
-import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,25 +16,24 @@ from uuid import UUID
 
 from celery import Task
 from django.db import IntegrityError, transaction
-from django.db.models import Case, DateTimeField, F, UUIDField, Value, When
+from django.db.models import Case, DateTimeField, F, QuerySet, UUIDField, Value, When
 from django.utils import timezone
 
+from scheduler import states, validation
 from scheduler.backoff import exponential_backoff
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import (
     DuplicateJobError,
-    InvalidArgumentsError,
     InvalidTransitionError,
     JobNotFoundError,
     UnknownTaskError,
 )
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
 from scheduler.registry import get_task, task_name_of
-from scheduler.sqs import is_valid_queue_name
+from scheduler.states import Status, Transition
 
 logger = logging.getLogger(__name__)
 
-Status = ScheduledJob.Status
 JobOrId = ScheduledJob | int
 
 _UNIQUE_KEY_CONSTRAINT = "scheduler_job_unique_active_key"
@@ -60,22 +59,21 @@ def schedule_at(
     job. ``run_at`` must be timezone-aware; a past ``run_at`` means as soon as
     possible. Invalid input raises and writes nothing.
     """
-    _require_aware(run_at, "run_at")
+    validation.aware_datetime(run_at, "run_at")
     name = task_name_of(task)
     try:
         get_task(name)
     except KeyError:
-        raise UnknownTaskError(
-            f"{name!r} is not a registered Celery task that can be scheduled"
-        ) from None
+        raise UnknownTaskError(name) from None
     job = ScheduledJob(
         task_name=name,
-        args=_json_args(args),
-        kwargs=_json_kwargs(kwargs),
-        queue=_queue(queue),
+        args=validation.job_args(args),
+        kwargs=validation.job_kwargs(kwargs),
+        queue=validation.queue_name(queue) or scheduler_settings.QUEUE_NAME,
         run_at=run_at,
-        max_attempts=_max_attempts(max_attempts),
-        unique_key=_unique_key(unique_key),
+        max_attempts=validation.max_attempts(max_attempts)
+        or scheduler_settings.DEFAULT_MAX_ATTEMPTS,
+        unique_key=validation.unique_key(unique_key),
     )
     with _unique_key_guard(job.unique_key):
         job.save(force_insert=True)
@@ -100,15 +98,9 @@ def schedule_in(
     unique_key: str | None = None,
 ) -> ScheduledJob:
     """Schedule ``task`` to run ``delay`` (a timedelta or seconds) from now."""
-    if isinstance(delay, bool) or not isinstance(delay, timedelta | int | float):
-        raise TypeError(f"delay must be a timedelta or a number of seconds, got {delay!r}")
-    if not isinstance(delay, timedelta):
-        if not math.isfinite(delay):
-            raise InvalidArgumentsError(f"delay must be finite, got {delay!r}")
-        delay = timedelta(seconds=delay)
     return schedule_at(
         task,
-        timezone.now() + delay,
+        timezone.now() + validation.delay(delay),
         args,
         kwargs,
         queue=queue,
@@ -125,16 +117,9 @@ def cancel(job_or_id: JobOrId) -> bool:
     """
     job_id = _job_id(job_or_id)
     try:
-        _transition(
-            job_id,
-            action="cancel",
-            allowed=(Status.SCHEDULED, Status.ENQUEUED),
-            status=Status.CANCELLED,
-            finished_at=timezone.now(),
-            dispatch_token=None,
-        )
+        _transition_one(job_id, states.CANCEL, finished_at=timezone.now(), dispatch_token=None)
     except InvalidTransitionError as error:
-        if error.status == Status.CANCELLED:
+        if error.status == states.CANCEL.target:
             return False
         raise
     logger.info("job cancelled job_id=%s", job_id)
@@ -143,14 +128,9 @@ def cancel(job_or_id: JobOrId) -> bool:
 
 def reschedule(job_or_id: JobOrId, run_at: datetime) -> ScheduledJob:
     """Move a scheduled or enqueued job to a new ``run_at`` (a message in SQS is dropped)."""
-    _require_aware(run_at, "run_at")
+    validation.aware_datetime(run_at, "run_at")
     job_id = _job_id(job_or_id)
-    _transition(
-        job_id,
-        action="reschedule",
-        allowed=(Status.SCHEDULED, Status.ENQUEUED),
-        **_back_to_scheduled(run_at),
-    )
+    _transition_one(job_id, states.RESCHEDULE, **_waiting_until(run_at))
     logger.info("job rescheduled job_id=%s run_at=%s", job_id, run_at.isoformat())
     return ScheduledJob.objects.get(pk=job_id)
 
@@ -158,7 +138,7 @@ def reschedule(job_or_id: JobOrId, run_at: datetime) -> ScheduledJob:
 def retry(job_or_id: JobOrId, run_at: datetime | None = None) -> ScheduledJob:
     """Schedule a failed or cancelled job again (now by default), with a fresh set of attempts."""
     if run_at is not None:
-        _require_aware(run_at, "run_at")
+        validation.aware_datetime(run_at, "run_at")
     job_id = _job_id(job_or_id)
     unique_key = (
         job_or_id.unique_key
@@ -166,13 +146,12 @@ def retry(job_or_id: JobOrId, run_at: datetime | None = None) -> ScheduledJob:
         else ScheduledJob.objects.filter(pk=job_id).values_list("unique_key", flat=True).first()
     )
     with _unique_key_guard(unique_key):
-        _transition(
+        _transition_one(
             job_id,
-            action="retry",
-            allowed=(Status.FAILED, Status.CANCELLED),
+            states.RETRY,
             attempts=0,
             finished_at=None,
-            **_back_to_scheduled(run_at or timezone.now()),
+            **_waiting_until(run_at or timezone.now()),
         )
     logger.info("job retried job_id=%s", job_id)
     return ScheduledJob.objects.get(pk=job_id)
@@ -182,7 +161,7 @@ def run_now(job_or_id: JobOrId) -> ScheduledJob:
     """Run a job as soon as possible: reschedule it to now, or retry it if it ended."""
     job_id = _job_id(job_or_id)
     status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-    if status in (Status.FAILED, Status.CANCELLED):
+    if status in states.RETRY.sources:
         return retry(job_id)
     return reschedule(job_id, timezone.now())
 
@@ -201,8 +180,12 @@ def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
         *(When(pk=job_id, then=Value(token)) for job_id, token in tokens.items()),
         output_field=UUIDField(),
     )
-    return ScheduledJob.objects.filter(pk__in=list(tokens), status=Status.SCHEDULED).update(
-        status=Status.ENQUEUED, dispatch_token=token_by_id, enqueued_at=now, updated_at=now
+    return _apply(
+        states.DISPATCH,
+        ScheduledJob.objects.filter(pk__in=list(tokens)),
+        dispatch_token=token_by_id,
+        enqueued_at=now,
+        updated_at=now,
     )
 
 
@@ -211,8 +194,8 @@ def requeue_stale(*, now: datetime) -> int:
     stale = ScheduledJob.objects.stale(
         after=timedelta(seconds=scheduler_settings.STALE_AFTER_SECONDS), now=now
     )
-    count = stale.update(
-        status=Status.SCHEDULED, dispatch_token=None, enqueued_at=None, updated_at=now
+    count = _apply(
+        states.REQUEUE_STALE, stale, dispatch_token=None, enqueued_at=None, updated_at=now
     )
     if count:
         logger.warning("stale enqueued jobs re-dispatched count=%s", count)
@@ -236,9 +219,12 @@ def expire_leases(*, now: datetime) -> int:
         }
         failed = [pk for pk, attempts, limit in expired if attempts >= limit]
         if retry_at:
-            ScheduledJob.objects.filter(pk__in=list(retry_at), status=Status.RUNNING).update(
+            _apply(
+                states.LEASE_RETRY,
+                ScheduledJob.objects.filter(pk__in=list(retry_at)),
                 last_error=message,
-                **_back_to_scheduled(
+                updated_at=now,
+                **_waiting_until(
                     Case(
                         *(When(pk=pk, then=Value(at)) for pk, at in retry_at.items()),
                         output_field=DateTimeField(),
@@ -246,8 +232,12 @@ def expire_leases(*, now: datetime) -> int:
                 ),
             )
         if failed:
-            ScheduledJob.objects.filter(pk__in=failed, status=Status.RUNNING).update(
-                status=Status.FAILED, finished_at=now, last_error=message, updated_at=now
+            _apply(
+                states.LEASE_FAIL,
+                ScheduledJob.objects.filter(pk__in=failed),
+                finished_at=now,
+                last_error=message,
+                updated_at=now,
             )
         JobAttempt.objects.filter(
             job_id__in=[pk for pk, _, _ in expired], outcome=JobAttempt.Outcome.RUNNING
@@ -267,9 +257,7 @@ def purge_finished(*, now: datetime, limit: int = 1000) -> int:
     Also deletes the heartbeats of dispatchers silent for a day.
     """
     cutoff = now - timedelta(days=scheduler_settings.RETENTION_DAYS)
-    old = ScheduledJob.objects.filter(
-        status__in=ScheduledJob.FINISHED_STATUSES, finished_at__lt=cutoff
-    ).values("pk")[:limit]
+    old = ScheduledJob.objects.finished().filter(finished_at__lt=cutoff).values("pk")[:limit]
     deleted, _ = ScheduledJob.objects.filter(pk__in=list(old.values_list("pk", flat=True))).delete()
     # Every dispatcher process leaves a heartbeat row; forget those long gone.
     DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
@@ -291,17 +279,18 @@ def claim(*, job_id: int, token: UUID, worker: str) -> tuple[ScheduledJob, JobAt
     now = timezone.now()
     with transaction.atomic():
         job = ScheduledJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is None or job.status != Status.ENQUEUED or job.dispatch_token != token:
+        if job is None or job.status not in states.CLAIM.sources or job.dispatch_token != token:
             return None
         # Still a compare-and-set, though the row lock already guarantees the match.
-        ScheduledJob.objects.filter(pk=job_id, status=Status.ENQUEUED, dispatch_token=token).update(
-            status=Status.RUNNING,
+        _apply(
+            states.CLAIM,
+            ScheduledJob.objects.filter(pk=job_id, dispatch_token=token),
             attempts=F("attempts") + 1,
             started_at=now,
             finished_at=None,
             updated_at=now,
         )
-        job.status, job.attempts, job.started_at = Status.RUNNING, job.attempts + 1, now
+        job.status, job.attempts, job.started_at = states.CLAIM.target, job.attempts + 1, now
         attempt = JobAttempt.objects.create(
             job=job,
             number=job.attempts,
@@ -317,11 +306,8 @@ def record_success(*, job: ScheduledJob, attempt: JobAttempt) -> bool:
     """Mark a claimed job succeeded; False if its lease was taken away meanwhile."""
     now = timezone.now()
     with transaction.atomic():
-        updated = _running(job).update(
-            status=Status.SUCCEEDED,
-            finished_at=now,
-            last_error="",
-            updated_at=now,
+        updated = _apply(
+            states.SUCCEED, _claimed(job), finished_at=now, last_error="", updated_at=now
         )
         _finish_attempt(attempt, JobAttempt.Outcome.SUCCEEDED, now=now)
     return bool(updated)
@@ -333,27 +319,48 @@ def record_error(*, job: ScheduledJob, attempt: JobAttempt, error: str) -> Statu
     Returns the job's new status, or None if its lease was taken away meanwhile.
     """
     now = timezone.now()
-    last_error = error[-_LAST_ERROR_LENGTH:]
+    changes: dict[str, Any] = {"last_error": error[-_LAST_ERROR_LENGTH:], "updated_at": now}
     if job.attempts < job.max_attempts:
-        new_status = Status.SCHEDULED
-        changes = {**_back_to_scheduled(now + _backoff(job.attempts)), "last_error": last_error}
+        transition = states.RETRY_LATER
+        changes.update(_waiting_until(now + _backoff(job.attempts)))
     else:
-        new_status = Status.FAILED
-        changes = {"status": Status.FAILED, "finished_at": now, "last_error": last_error}
+        transition = states.FAIL
+        changes.update(finished_at=now)
     with transaction.atomic():
-        updated = _running(job).update(updated_at=now, **changes)
+        updated = _apply(transition, _claimed(job), **changes)
         _finish_attempt(attempt, JobAttempt.Outcome.ERROR, now=now, error=error)
-    return new_status if updated else None
+    return transition.target if updated else None
 
 
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _running(job: ScheduledJob) -> Any:
-    # Only the delivery that claimed the job may record its outcome.
-    return ScheduledJob.objects.filter(
-        pk=job.pk, status=Status.RUNNING, dispatch_token=job.dispatch_token
+def _apply(transition: Transition, jobs: QuerySet[ScheduledJob], **changes: Any) -> int:
+    """The compare-and-set of ``transition``: move those of ``jobs`` still in its sources.
+
+    Every change of status goes through here, so none can bypass the table of
+    :mod:`scheduler.states`. Returns how many jobs moved.
+    """
+    return jobs.filter(status__in=transition.sources).update(status=transition.target, **changes)
+
+
+def _transition_one(job_id: int, transition: Transition, **changes: Any) -> None:
+    """Apply ``transition`` to one job, or raise why it could not be applied."""
+    if _apply(
+        transition, ScheduledJob.objects.filter(pk=job_id), updated_at=timezone.now(), **changes
+    ):
+        return
+    status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    if status is None:
+        raise JobNotFoundError(job_id)
+    raise InvalidTransitionError(
+        job_id=job_id, action=transition.name, status=status, allowed=transition.sources
     )
+
+
+def _claimed(job: ScheduledJob) -> QuerySet[ScheduledJob]:
+    # Only the delivery that claimed the job may record its outcome.
+    return ScheduledJob.objects.filter(pk=job.pk, dispatch_token=job.dispatch_token)
 
 
 def _finish_attempt(attempt: JobAttempt, outcome: str, *, now: datetime, error: str = "") -> None:
@@ -362,14 +369,9 @@ def _finish_attempt(attempt: JobAttempt, outcome: str, *, now: datetime, error: 
     )
 
 
-def _back_to_scheduled(run_at: Any) -> dict[str, Any]:
-    return {
-        "status": Status.SCHEDULED,
-        "run_at": run_at,
-        "dispatch_token": None,
-        "enqueued_at": None,
-        "started_at": None,
-    }
+def _waiting_until(run_at: Any) -> dict[str, Any]:
+    """The fields of a job that goes back to waiting in PostgreSQL for ``run_at``."""
+    return {"run_at": run_at, "dispatch_token": None, "enqueued_at": None, "started_at": None}
 
 
 def _backoff(failed_attempts: int) -> timedelta:
@@ -382,18 +384,6 @@ def _backoff(failed_attempts: int) -> timedelta:
     )
 
 
-def _transition(job_id: int, *, action: str, allowed: tuple[str, ...], **changes: Any) -> None:
-    updated = ScheduledJob.objects.filter(pk=job_id, status__in=allowed).update(
-        updated_at=timezone.now(), **changes
-    )
-    if updated:
-        return
-    status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-    if status is None:
-        raise JobNotFoundError(job_id)
-    raise InvalidTransitionError(job_id=job_id, action=action, status=status, allowed=allowed)
-
-
 @contextmanager
 def _unique_key_guard(unique_key: str | None) -> Iterator[None]:
     """A savepoint that turns the active-unique-key violation into DuplicateJobError."""
@@ -402,7 +392,10 @@ def _unique_key_guard(unique_key: str | None) -> Iterator[None]:
             yield
     except IntegrityError as error:
         if unique_key is not None and _UNIQUE_KEY_CONSTRAINT in str(error):
-            raise DuplicateJobError(unique_key) from error
+            holder = ScheduledJob.objects.active().filter(unique_key=unique_key)
+            raise DuplicateJobError(
+                unique_key, holder.values_list("pk", flat=True).first()
+            ) from error
         raise
 
 
@@ -412,87 +405,3 @@ def _job_id(job_or_id: JobOrId) -> int:
     if isinstance(job_or_id, bool) or not isinstance(job_or_id, int):
         raise TypeError(f"expected a ScheduledJob or its id, got {job_or_id!r}")
     return job_or_id
-
-
-def _require_aware(value: object, name: str) -> None:
-    if not isinstance(value, datetime):
-        raise TypeError(f"{name} must be a datetime, got {value!r}")
-    if timezone.is_naive(value):
-        raise ValueError(
-            f"{name} must be timezone-aware (e.g. django.utils.timezone.now() + delta), "
-            f"got naive {value.isoformat()}"
-        )
-
-
-def _json_args(args: Iterable[Any]) -> list[Any]:
-    if isinstance(args, str | bytes | Mapping) or not isinstance(args, Sequence):
-        raise InvalidArgumentsError(f"args must be a list or tuple, got {args!r}")
-    value = list(args)
-    _require_json_round_trip(value, "args")
-    return value
-
-
-def _json_kwargs(kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
-    if kwargs is None:
-        return {}
-    if not isinstance(kwargs, Mapping):
-        raise InvalidArgumentsError(f"kwargs must be a mapping, got {kwargs!r}")
-    value = dict(kwargs)
-    if not all(isinstance(key, str) for key in value):
-        raise InvalidArgumentsError("kwargs keys must be strings")
-    _require_json_round_trip(value, "kwargs")
-    return value
-
-
-def _require_json_round_trip(value: object, name: str) -> None:
-    """The stored arguments must come back equal: no tuples, dates, Decimals, NaN."""
-    try:
-        round_tripped = json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as error:
-        raise InvalidArgumentsError(f"{name} must be JSON-serialisable: {error}") from None
-    if round_tripped != value or not _same_types(round_tripped, value):
-        raise InvalidArgumentsError(
-            f"{name} do not survive a JSON round trip unchanged: {value!r} comes back as "
-            f"{round_tripped!r} (use lists, not tuples, and string keys)"
-        )
-
-
-def _same_types(a: object, b: object) -> bool:
-    # 1 == 1.0 and True == 1 in Python, but a task would receive a different type.
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list) and isinstance(b, list):
-        return all(_same_types(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return all(_same_types(a[key], b[key]) for key in a)
-    return True
-
-
-def _queue(queue: str | None) -> str:
-    if queue is None or queue == "":
-        return scheduler_settings.QUEUE_NAME
-    if not is_valid_queue_name(queue):
-        raise InvalidArgumentsError(
-            f"queue {queue!r} is not a valid queue name (1-80 letters, digits, '-' or '_')"
-        )
-    return queue
-
-
-def _max_attempts(max_attempts: int | None) -> int:
-    if max_attempts is None:
-        return scheduler_settings.DEFAULT_MAX_ATTEMPTS
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
-        raise InvalidArgumentsError(
-            f"max_attempts must be a positive integer, got {max_attempts!r}"
-        )
-    return max_attempts
-
-
-def _unique_key(unique_key: str | None) -> str | None:
-    if unique_key is None:
-        return None
-    if not isinstance(unique_key, str) or not unique_key.strip() or len(unique_key) > 255:
-        raise InvalidArgumentsError(
-            f"unique_key must be a non-empty string of at most 255 characters, got {unique_key!r}"
-        )
-    return unique_key

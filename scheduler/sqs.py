@@ -1,32 +1,25 @@
-"""The SQS client and queue names, configured from Django settings."""
+"""The SQS client, configured from the ``SCHEDULER_SQS_*`` settings."""
 
-import re
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from django.conf import settings
+
+from scheduler.conf import scheduler_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
-# kombu maps other characters of a Celery queue name to different SQS names; keeping to
-# this set makes the Celery queue name and the SQS queue name the same string.
-_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
-
-
-def is_valid_queue_name(name: object) -> bool:
-    """Whether ``name`` is usable both as a Celery queue and as an SQS queue name."""
-    return isinstance(name, str) and _QUEUE_NAME.fullmatch(name) is not None
-
 
 def client_kwargs() -> dict[str, Any]:
-    """boto3 client arguments: the emulator endpoint with dummy credentials, or AWS."""
-    kwargs: dict[str, Any] = {"region_name": settings.AWS_REGION}
-    if settings.SQS_ENDPOINT_URL:
+    """boto3 client arguments: an SQS-compatible server with dummy credentials, or AWS."""
+    kwargs: dict[str, Any] = {}
+    if scheduler_settings.SQS_REGION:
+        kwargs["region_name"] = scheduler_settings.SQS_REGION
+    if endpoint := scheduler_settings.SQS_ENDPOINT_URL:
         kwargs.update(
-            endpoint_url=settings.SQS_ENDPOINT_URL,
+            endpoint_url=endpoint,
             aws_access_key_id="local",
             aws_secret_access_key="local",  # noqa: S106 - emulators accept any key
         )

@@ -1,4 +1,8 @@
-"""The scheduler's Celery tasks: thin wrappers over the services."""
+"""The scheduler's Celery tasks (where Celery's autodiscovery looks): thin entry points.
+
+The worker side lives in :mod:`scheduler.worker`, the dispatcher in
+:mod:`scheduler.dispatch`.
+"""
 
 import logging
 import os
@@ -9,8 +13,8 @@ from uuid import UUID
 
 from celery import Task, shared_task
 
-from scheduler.dispatcher import Dispatcher
-from scheduler.execution import execute_job as execute
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.worker.execution import run_job
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +29,7 @@ def execute_job(self: Task[Any, Any], job_id: int, dispatch_token: str) -> str:
         logger.warning("message dropped job_id=%r reason=malformed", job_id)
         return "dropped"
     worker = f"{self.request.hostname or 'worker'}:{os.getpid()}"
-    return execute(job_id=job_id, token=token, worker=worker).value
+    return run_job(job_id=job_id, token=token, worker=worker).value
 
 
 @cache

@@ -11,7 +11,7 @@ import boto3
 import pytest
 import requests
 
-from scheduler.publisher import OutgoingMessage, PublishResult, SQSPublisher
+from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPublisher
 from tests.processes import BIN, free_port, running, wait_until
 
 
@@ -62,6 +62,17 @@ class SqsQueue:
         return sum(int(value) for value in attributes.values())
 
 
+def sqs_client(endpoint: str) -> Any:
+    """A boto3 SQS client of the caller's own for the test SQS server."""
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+
+
 def decode(body: str) -> dict[str, Any]:
     envelope = json.loads(base64.b64decode(body))
     envelope["decoded_body"] = json.loads(base64.b64decode(envelope["body"]))
@@ -72,15 +83,9 @@ def decode(body: str) -> dict[str, Any]:
 def sqs_queue(sqs_endpoint: str, settings: Any) -> SqsQueue:
     """Points the app at the SQS server and a queue of its own."""
     name = f"test-{uuid.uuid4().hex[:12]}"
-    settings.SQS_ENDPOINT_URL = sqs_endpoint
+    settings.SCHEDULER_SQS_ENDPOINT_URL = sqs_endpoint
     settings.SCHEDULER_QUEUE_NAME = name
-    client = boto3.client(
-        "sqs",
-        endpoint_url=sqs_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    client = sqs_client(sqs_endpoint)
     url = client.create_queue(QueueName=name)["QueueUrl"]
     return SqsQueue(name=name, url=url, client=client)
 

@@ -6,15 +6,19 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from scheduler.beat import ensure_dispatch_schedule
+from scheduler.dispatch.beat import ensure_dispatch_schedule
+from tests import settings as base_settings
 from tests import settings_fast
 from tests.conftest import SqsQueue
 from tests.processes import BIN, Process, running
 
+# The scheduler settings that settings_fast lowers, for this process to agree with the
+# child processes.
 FAST_SETTINGS = {
     name: getattr(settings_fast, name)
     for name in dir(settings_fast)
-    if name.startswith("SCHEDULER_") and name != "SCHEDULER_QUEUE_NAME"
+    if name.startswith("SCHEDULER_")
+    and getattr(settings_fast, name) != getattr(base_settings, name, None)
 }
 
 
@@ -27,7 +31,7 @@ def e2e_env(transactional_db: None, sqs_queue: SqsQueue, settings: Any) -> dict[
     return {
         "DJANGO_SETTINGS_MODULE": "tests.settings_fast",
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "SQS_ENDPOINT_URL": settings.SQS_ENDPOINT_URL,
+        "SQS_ENDPOINT_URL": settings.SCHEDULER_SQS_ENDPOINT_URL,
         "SCHEDULER_QUEUE_NAME": sqs_queue.name,
     }
 

@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from scheduler import cancel, reschedule, schedule_at
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import ScheduledJob
 from tests.conftest import RecordingPublisher
 from tests.processes import wait_until

@@ -22,7 +22,10 @@ def test_the_dispatch_command_sends_jobs_and_stops_cleanly_on_sigterm(
     assert wait_until(lambda: len(read_runs(path)) == 1, timeout=30), dispatch_command.output()
     [(_, ran_at)] = read_runs(path)
     assert 0 <= ran_at - job.run_at.timestamp() < 2.0
-    assert ScheduledJob.objects.get(pk=job.pk).status == "succeeded"
+    # The body ran; the outcome is recorded just after it.
+    assert wait_until(
+        lambda: ScheduledJob.objects.get(pk=job.pk).status == "succeeded", timeout=5
+    )
     heartbeat = DispatcherHeartbeat.objects.get(
         dispatcher__endswith=f":{dispatch_command.popen.pid}"
     )

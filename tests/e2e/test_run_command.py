@@ -159,7 +159,7 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
 
         started = descendants(make.pid)
         commands = " | ".join(cmdline for _, cmdline in started.values())
-        for expected in ("project.run", "moto_server", "honcho", "runserver", "worker", "beat"):
+        for expected in ("devtools.run", "moto_server", "runserver", "worker", "beat"):
             assert expected in commands, commands
 
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal
@@ -181,7 +181,7 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
 def test_make_run_without_postgres_says_so_in_one_line() -> None:
     unused = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "project.run", "--port", str(free_port())],
+        [sys.executable, "-m", "devtools.run", "--port", str(free_port())],
         cwd=ROOT,
         env=run_env(f"postgres://postgres@127.0.0.1:{unused}/longdelay"),
         capture_output=True,

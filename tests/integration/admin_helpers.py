@@ -8,6 +8,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
+from scheduler import states
 from scheduler.models import ScheduledJob
 
 Status = ScheduledJob.Status
@@ -41,7 +42,7 @@ def job_fields(status: str, *, run_at: datetime, **fields: Any) -> dict[str, Any
     if status in (Status.RUNNING, Status.SUCCEEDED, Status.FAILED):
         values["started_at"] = run_at + timedelta(seconds=1)
         values["attempts"] = 1
-    if status in ScheduledJob.FINISHED_STATUSES:
+    if status in states.FINISHED:
         values["finished_at"] = run_at + timedelta(seconds=2)
     values.update(fields)
     return values

@@ -6,7 +6,7 @@ import pytest
 from freezegun import freeze_time
 
 from scheduler import services
-from scheduler.forms import RescheduleJobForm
+from scheduler.admin.forms import RescheduleJobForm
 from scheduler.models import JobAttempt, ScheduledJob
 from tests.integration.admin_helpers import (
     ADD,

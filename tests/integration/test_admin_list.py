@@ -9,7 +9,7 @@ from django.urls import reverse
 from freezegun import freeze_time
 
 from payments.services import authorize_payment
-from scheduler import changelist
+from scheduler.admin import changelist
 from scheduler.models import ScheduledJob
 from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, job, job_fields
 

@@ -6,9 +6,9 @@ from datetime import date, timedelta
 import pytest
 from freezegun import freeze_time
 
-from scheduler import monitoring
+from scheduler.admin import monitoring
+from scheduler.admin.monitoring import Figure, TaskFailures
 from scheduler.models import DispatcherHeartbeat, JobAttempt
-from scheduler.monitoring import Figure, TaskFailures
 from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, job
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler import schedule_at
-from scheduler.beat import DISPATCH_PERIODIC_TASK_NAME, ensure_dispatch_schedule
+from scheduler.dispatch.beat import DISPATCH_PERIODIC_TASK_NAME, ensure_dispatch_schedule
 from scheduler.models import ScheduledJob
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +47,7 @@ def test_dispatch_command_once_sends_due_jobs(sqs_queue):
 
 def test_dispatch_command_once_fails_when_sqs_is_down(sqs_queue, settings):
     schedule_at("testapp.noop", timezone.now())
-    settings.SQS_ENDPOINT_URL = "http://127.0.0.1:9"
+    settings.SCHEDULER_SQS_ENDPOINT_URL = "http://127.0.0.1:9"
     with pytest.raises(SystemExit) as exit_info:
         call_command("scheduler_dispatch", "--once", stdout=StringIO())
     assert exit_info.value.code == 1

@@ -9,13 +9,17 @@ import boto3
 import pytest
 from django.core.management import CommandError, call_command
 
-from scheduler.queues import DLQ_RETENTION_SECONDS, MAX_RECEIVE_COUNT, MESSAGE_RETENTION_SECONDS
+from scheduler.dispatch.queues import (
+    DLQ_RETENTION_SECONDS,
+    MAX_RECEIVE_COUNT,
+    MESSAGE_RETENTION_SECONDS,
+)
 
 
 @pytest.fixture
 def queue_name(sqs_endpoint: str, settings: Any) -> str:
     name = f"create-{uuid.uuid4().hex[:12]}"
-    settings.SQS_ENDPOINT_URL = sqs_endpoint
+    settings.SCHEDULER_SQS_ENDPOINT_URL = sqs_endpoint
     settings.SCHEDULER_QUEUE_NAME = name
     return name
 
@@ -45,10 +49,7 @@ def test_creates_queue_and_dead_letter_queue_idempotently(
     out = io.StringIO()
     call_command("scheduler_create_queue", stdout=out)
     # A changed setting is applied by the second run instead of failing on the name.
-    settings.CELERY_BROKER_TRANSPORT_OPTIONS = {
-        **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
-        "visibility_timeout": 600,
-    }
+    settings.SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS = 600
     call_command("scheduler_create_queue", stdout=out)
 
     names = [

@@ -8,10 +8,11 @@ from django.db import connection
 from freezegun import freeze_time
 
 from payments.services import authorize_payment
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.dispatch.publisher import EXECUTE_TASK_NAME, OutgoingMessage, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
-from scheduler.publisher import EXECUTE_TASK_NAME, OutgoingMessage
-from tests.conftest import RecordingPublisher
+from scheduler.testing import InMemoryPublisher
+from tests.conftest import RecordingPublisher, sqs_client
 from tests.factories import make_jobs
 
 pytestmark = pytest.mark.django_db
@@ -51,12 +52,11 @@ def test_two_week_capture_waits_in_postgres_until_within_lookahead(sqs_queue, pu
     assert sqs_queue.count() == 1
 
 
-def test_delay_is_never_above_the_limit_nor_sent_before_the_lookahead(
-    sqs_queue, publisher, settings
-):
+def test_delay_is_never_above_the_limit_nor_sent_before_the_lookahead(settings):
     settings.SCHEDULER_MAX_DELAY_SECONDS = 120
     settings.SCHEDULER_LOOKAHEAD_SECONDS = 60
     settings.SCHEDULER_STALE_AFTER_SECONDS = 3600
+    publisher = InMemoryPublisher()
     with freeze_time(T0) as clock:
         make_jobs([T0 + timedelta(seconds=s) for s in (30, 59, 60, 61, 600)])
         dispatcher = Dispatcher(publisher=publisher)
@@ -95,10 +95,11 @@ def test_messages_are_celery_tasks_carrying_only_id_and_token(sqs_queue, publish
     assert envelope["properties"]["delivery_info"]["routing_key"] == sqs_queue.name
 
 
-def test_batches_of_ten_per_send_message_batch_call(sqs_queue, publisher, settings):
+def test_batches_of_ten_per_send_message_batch_call(sqs_queue, settings):
     settings.SCHEDULER_BATCH_SIZE = 25
     calls: list[int] = []
-    client = publisher.client
+    # A client of this test's own, not the process-wide one.
+    client = sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL)
     real = client.send_message_batch
 
     def counting(**kwargs):
@@ -106,7 +107,7 @@ def test_batches_of_ten_per_send_message_batch_call(sqs_queue, publisher, settin
         return real(**kwargs)
 
     client.send_message_batch = counting
-    publisher._client = client
+    publisher = SQSPublisher(client=client)
     with freeze_time(T0):
         make_jobs([T0] * 57)
         result = Dispatcher(publisher=publisher).run_once()
@@ -154,7 +155,7 @@ def test_a_rejected_entry_leaves_its_job_scheduled_for_the_next_tick(sqs_queue):
 def test_an_sqs_outage_leaves_every_job_scheduled_and_reports_the_error(sqs_queue, settings):
     with freeze_time(T0):
         make_jobs([T0 - timedelta(minutes=1)] * 12)
-        settings.SQS_ENDPOINT_URL = "http://127.0.0.1:9"  # nothing listens there
+        settings.SCHEDULER_SQS_ENDPOINT_URL = "http://127.0.0.1:9"  # nothing listens there
         result = Dispatcher().run_once()
         assert result.sent == 0
         assert result.failed == 12
@@ -165,20 +166,21 @@ def test_an_sqs_outage_leaves_every_job_scheduled_and_reports_the_error(sqs_queu
         assert heartbeat.errors == 1
         assert "Could not connect" in heartbeat.last_error
 
-        settings.SQS_ENDPOINT_URL = sqs_queue.client.meta.endpoint_url
+        settings.SCHEDULER_SQS_ENDPOINT_URL = sqs_queue.client.meta.endpoint_url
         assert Dispatcher().run_once().sent == 12
     assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == 12
 
 
-def test_stale_enqueued_jobs_are_dispatched_again(sqs_queue, publisher, settings):
+def test_stale_enqueued_jobs_are_dispatched_again(settings):
     settings.SCHEDULER_STALE_AFTER_SECONDS = 300
+    publisher = InMemoryPublisher()
     with freeze_time(T0) as clock:
         [job] = make_jobs([T0 + timedelta(seconds=10)])
         dispatcher = Dispatcher(publisher=publisher)
         dispatcher.run_once()
         job.refresh_from_db()
         first_token = job.dispatch_token
-        sqs_queue.receive(wait=11)  # the message is lost: nobody claims the job
+        # The message is lost: nobody claims the job.
 
         clock.move_to(T0 + timedelta(seconds=10 + 299))
         assert dispatcher.run_once().requeued_stale == 0
@@ -191,22 +193,20 @@ def test_stale_enqueued_jobs_are_dispatched_again(sqs_queue, publisher, settings
     assert [m.delay_seconds for m in publisher.published] == [10, 0]
 
 
-def _queries_for_one_tick(django_assert_max_num_queries, publisher, count):
+def _queries_for_one_tick(django_assert_max_num_queries, count):
     with freeze_time(T0):
         ScheduledJob.objects.all().delete()
         make_jobs([T0 + timedelta(seconds=i % 60) for i in range(count)])
-        dispatcher = Dispatcher(publisher=publisher)
+        dispatcher = Dispatcher(publisher=InMemoryPublisher())
         dispatcher._last_purge = float("inf")  # purging is hourly, measured separately
         with django_assert_max_num_queries(10) as captured:
             assert dispatcher.run_once().sent == count
         return len(captured.captured_queries)
 
 
-def test_tick_query_count_does_not_grow_with_jobs_sent(
-    sqs_queue, publisher, django_assert_max_num_queries
-):
-    few = _queries_for_one_tick(django_assert_max_num_queries, publisher, 3)
-    many = _queries_for_one_tick(django_assert_max_num_queries, publisher, 90)
+def test_tick_query_count_does_not_grow_with_jobs_sent(django_assert_max_num_queries):
+    few = _queries_for_one_tick(django_assert_max_num_queries, 3)
+    many = _queries_for_one_tick(django_assert_max_num_queries, 90)
     assert few == many
 
 
@@ -244,7 +244,7 @@ def test_two_dispatchers_ticking_at_once_send_each_job_exactly_once(sqs_queue, s
     assert {m.job_id: m.dispatch_token for p in publishers for m in p.published} == tokens
 
 
-def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(sqs_queue, settings):
+def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(settings):
     settings.SCHEDULER_RETENTION_DAYS = 30
     with freeze_time(T0) as clock:
         payment = authorize_payment(amount="1.00", currency="EUR")
@@ -254,7 +254,7 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(sqs_queue, 
         )
         recent = make_jobs([T0], status=Status.FAILED, finished_at=T0 - timedelta(days=29))[0]
         waiting = make_jobs([T0 + timedelta(days=60)])[0]
-        dispatcher = Dispatcher(publisher=RecordingPublisher(), name="tick-test")
+        dispatcher = Dispatcher(publisher=InMemoryPublisher(), name="tick-test")
         assert dispatcher.run_once().purged == 2
         remaining = set(ScheduledJob.objects.values_list("pk", flat=True))
         assert remaining == {recent.pk, waiting.pk}

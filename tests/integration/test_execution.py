@@ -10,11 +10,11 @@ from django.db import connection, transaction
 from freezegun import freeze_time
 
 from scheduler import cancel, reschedule, schedule_at
-from scheduler.dispatcher import Dispatcher
-from scheduler.execution import Outcome, execute_job
+from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import mark_enqueued
-from tests.conftest import RecordingPublisher
+from scheduler.testing import InMemoryPublisher
+from scheduler.worker.execution import Outcome, run_job
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -37,7 +37,7 @@ def test_a_job_runs_with_its_stored_arguments_and_succeeds(tmp_path):
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", T0, [path], {"label": "hello"})
     token = _dispatch(job)
-    assert execute_job(job_id=job.pk, token=token, worker="w1") == Outcome.SUCCEEDED
+    assert run_job(job_id=job.pk, token=token, worker="w1") == Outcome.SUCCEEDED
     assert [label for label, _ in read_runs(path)] == ["hello"]
     job.refresh_from_db()
     assert (job.status, job.attempts, job.started_at, job.finished_at) == (
@@ -55,8 +55,8 @@ def test_the_same_message_delivered_twice_runs_the_job_once(tmp_path):
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", T0, [path, "once"])
     token = _dispatch(job)
-    assert execute_job(job_id=job.pk, token=token, worker="w1") == Outcome.SUCCEEDED
-    assert execute_job(job_id=job.pk, token=token, worker="w2") == Outcome.DROPPED
+    assert run_job(job_id=job.pk, token=token, worker="w1") == Outcome.SUCCEEDED
+    assert run_job(job_id=job.pk, token=token, worker="w2") == Outcome.DROPPED
     assert len(read_runs(path)) == 1
     assert JobAttempt.objects.count() == 1
 
@@ -68,19 +68,19 @@ def test_cancelled_and_rescheduled_jobs_drop_their_old_message(tmp_path):
     cancelled_token, moved_token = _dispatch(cancelled), _dispatch(moved)
     cancel(cancelled)
     reschedule(moved, T0 + timedelta(days=1))
-    assert execute_job(job_id=cancelled.pk, token=cancelled_token, worker="w") == Outcome.DROPPED
-    assert execute_job(job_id=moved.pk, token=moved_token, worker="w") == Outcome.DROPPED
+    assert run_job(job_id=cancelled.pk, token=cancelled_token, worker="w") == Outcome.DROPPED
+    assert run_job(job_id=moved.pk, token=moved_token, worker="w") == Outcome.DROPPED
     assert read_runs(path) == []
     # The moved job runs only with the token of its new dispatch.
     new_token = _dispatch(moved, now=T0 + timedelta(days=1))
-    assert execute_job(job_id=moved.pk, token=new_token, worker="w") == Outcome.SUCCEEDED
+    assert run_job(job_id=moved.pk, token=new_token, worker="w") == Outcome.SUCCEEDED
     assert [label for label, _ in read_runs(path)] == ["moved"]
 
 
 def test_forged_or_unknown_messages_do_nothing(tmp_path):
     job = schedule_at("testapp.record", T0, [str(tmp_path / "runs"), "x"])
-    assert execute_job(job_id=job.pk, token=uuid.uuid4(), worker="w") == Outcome.DROPPED
-    assert execute_job(job_id=999999, token=uuid.uuid4(), worker="w") == Outcome.DROPPED
+    assert run_job(job_id=job.pk, token=uuid.uuid4(), worker="w") == Outcome.DROPPED
+    assert run_job(job_id=999999, token=uuid.uuid4(), worker="w") == Outcome.DROPPED
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.SCHEDULED, 0)
 
@@ -95,7 +95,7 @@ def test_a_failing_job_is_retried_through_postgres_with_backoff_then_fails(tmp_p
         for attempt in (1, 2, 3):
             clock.move_to(run_ats[-1])
             token = _dispatch(job, now=run_ats[-1])
-            outcome = execute_job(job_id=job.pk, token=token, worker="w")
+            outcome = run_job(job_id=job.pk, token=token, worker="w")
             job.refresh_from_db()
             if attempt < 3:
                 assert outcome == Outcome.RETRYING
@@ -120,15 +120,15 @@ def test_a_failing_job_is_retried_through_postgres_with_backoff_then_fails(tmp_p
     assert len(read_runs(path)) == 3
 
 
-def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(sqs_queue, settings, tmp_path):
+def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(settings, tmp_path):
     settings.SCHEDULER_RETRY_BACKOFF_SECONDS = 3 * 3600
     with freeze_time(T0) as clock:
         job = schedule_at("testapp.fail", T0, [str(tmp_path / "runs"), "x"], max_attempts=2)
-        publisher = RecordingPublisher()
+        publisher = InMemoryPublisher()
         dispatcher = Dispatcher(publisher=publisher)
         assert dispatcher.run_once().sent == 1
         job.refresh_from_db()
-        assert execute_job(job_id=job.pk, token=job.dispatch_token, worker="w") == "retrying"
+        assert run_job(job_id=job.pk, token=job.dispatch_token, worker="w") == "retrying"
         job.refresh_from_db()
         assert job.run_at >= T0 + timedelta(hours=1, minutes=30)
         clock.move_to(job.run_at - timedelta(minutes=10))
@@ -138,7 +138,7 @@ def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(sqs_queue, settings,
     assert publisher.published[-1].delay_seconds == 30
 
 
-def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings, sqs_queue):
+def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
     settings.SCHEDULER_LEASE_SECONDS = 600
     with freeze_time(T0) as clock:
         job = schedule_at("testapp.noop", T0, max_attempts=2)
@@ -147,7 +147,7 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings, s
         token = _dispatch(job)
         zombie = services.claim(job_id=job.pk, token=token, worker="dead-worker")
         assert zombie is not None
-        dispatcher = Dispatcher(publisher=RecordingPublisher())
+        dispatcher = Dispatcher(publisher=InMemoryPublisher())
         clock.move_to(T0 + timedelta(seconds=599))
         assert dispatcher.run_once().leases_expired == 0
         clock.move_to(T0 + timedelta(seconds=601))
@@ -197,7 +197,7 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
     def worker():
         try:
             locked.wait(10)
-            outcomes.append(execute_job(job_id=job.pk, token=token, worker="early-bird"))
+            outcomes.append(run_job(job_id=job.pk, token=token, worker="early-bird"))
         finally:
             connection.close()
 
@@ -211,7 +211,7 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
     assert time.monotonic() - started >= 1.0  # the claim waited for the commit
     assert len(read_runs(path)) == 1
     # A second delivery of the same message, after the commit, is dropped.
-    assert execute_job(job_id=job.pk, token=token, worker="late") == Outcome.DROPPED
+    assert run_job(job_id=job.pk, token=token, worker="late") == Outcome.DROPPED
 
 
 @pytest.mark.django_db(transaction=True)
@@ -222,6 +222,6 @@ def test_a_message_whose_dispatch_rolled_back_is_dropped(tmp_path):
         ScheduledJob.objects.select_for_update().get(pk=job.pk)
         mark_enqueued({job.pk: token}, now=T0)
         raise RuntimeError("dispatcher crashed before commit")
-    assert execute_job(job_id=job.pk, token=token, worker="w") == Outcome.DROPPED
+    assert run_job(job_id=job.pk, token=token, worker="w") == Outcome.DROPPED
     job.refresh_from_db()
     assert job.status == Status.SCHEDULED

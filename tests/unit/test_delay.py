@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from scheduler.dispatcher import delay_seconds
+from scheduler.dispatch.dispatcher import delay_seconds
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

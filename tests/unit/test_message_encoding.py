@@ -3,7 +3,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from scheduler.publisher import EXECUTE_TASK_NAME, OutgoingMessage, encode_message
+from scheduler.dispatch.publisher import EXECUTE_TASK_NAME, OutgoingMessage, encode_message
 
 
 def test_the_sqs_body_is_a_celery_protocol_2_message_in_kombus_envelope():

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scheduler.queues import ensure_queue
+from scheduler.dispatch.queues import ensure_queue
 
 
 class Command(BaseCommand):

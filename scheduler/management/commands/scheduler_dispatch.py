@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from scheduler.dispatcher import Dispatcher
+from scheduler.dispatch.dispatcher import Dispatcher
 
 
 class Command(BaseCommand):

@@ -1,28 +1,30 @@
-"""``python -m project.run`` (``make run``): the whole system on this machine, in one command.
+"""``python -m devtools.run`` (``make run``): the whole system on this machine, in one command.
 
-Creates the database if missing, migrates, creates the demo admin user (debug only),
-starts an embedded SQS server on loopback unless SQS or AWS is configured, creates
-the queue, runs the demo the first time, then runs the Procfile (web, worker, beat)
-under honcho. Ctrl-C stops honcho, which stops its processes, then the SQS server.
+Development tooling, not part of a deployment. Creates the database if missing,
+migrates, creates the demo admin user (debug only), starts an embedded SQS server on
+loopback unless SQS or AWS is configured, creates the queue, runs the demo the first
+time, then runs the Procfile's processes with honcho's manager, which interleaves
+their output and stops them all on Ctrl-C; then the SQS server is stopped.
 """
 
 import argparse
 import os
-import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import botocore.session
 import django
 import psycopg2
 from django.conf import settings
+from honcho.environ import parse_procfile
+from honcho.manager import SIGNALS, Manager
 from psycopg2 import sql
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,12 +132,12 @@ def _first_line(error: Exception) -> str:
 @contextmanager
 def sqs_endpoint(port: int) -> Iterator[str | None]:
     """The SQS endpoint to use: the configured one, AWS (None), or an embedded server."""
-    if settings.SQS_ENDPOINT_URL:
-        say(f"SQS: {settings.SQS_ENDPOINT_URL} (SQS_ENDPOINT_URL)")
-        yield settings.SQS_ENDPOINT_URL
+    if settings.SCHEDULER_SQS_ENDPOINT_URL:
+        say(f"SQS: {settings.SCHEDULER_SQS_ENDPOINT_URL} (SQS_ENDPOINT_URL)")
+        yield settings.SCHEDULER_SQS_ENDPOINT_URL
         return
     if _has_aws_credentials():
-        say(f"SQS: Amazon SQS in {settings.AWS_REGION} (AWS credentials found)")
+        say(f"SQS: Amazon SQS in {settings.SCHEDULER_SQS_REGION} (AWS credentials found)")
         yield None
         return
     with embedded_sqs(port) as endpoint:
@@ -210,15 +212,15 @@ def _prepare(endpoint: str | None, *, demo: bool) -> None:
     from django.core.management import call_command
     from django.test.utils import override_settings
 
+    from scheduler.dispatch.queues import ensure_queue
     from scheduler.models import ScheduledJob
-    from scheduler.queues import ensure_queue
 
     call_command("migrate", interactive=False, verbosity=0)
     say("database migrated")
     _ensure_demo_admin()
     if endpoint:
         # The embedded server's address is known only now, after settings were loaded.
-        with override_settings(SQS_ENDPOINT_URL=endpoint):
+        with override_settings(SCHEDULER_SQS_ENDPOINT_URL=endpoint):
             setup = ensure_queue()
         say(f"queue ready: {setup.url} (dead-letter queue {setup.dlq_url})")
     else:
@@ -242,39 +244,29 @@ def _ensure_demo_admin() -> None:
 
 
 def run_procfile(port: int, env: dict[str, str]) -> int:
-    """Run the Procfile under honcho until it stops; Ctrl-C or SIGTERM stops it.
+    """Run the Procfile's processes with honcho's manager until Ctrl-C or one exits.
 
-    Returns 0 when stopped on request, else honcho's exit code (a process failed).
+    Returns 0 when stopped on request (Ctrl-C, SIGTERM), else the exit code of the
+    process that stopped first.
     """
-    honcho = subprocess.Popen(
-        [
-            *(str(BIN / "honcho"), "start", "--procfile", str(PROCFILE)),
-            *("--app-root", str(ROOT), "--port", str(port)),
-        ],
-        env=env,
-        # Its own session, so that a terminal's Ctrl-C reaches it once, from us.
-        start_new_session=True,
-    )
+    manager = Manager()
+    for name, command in parse_procfile(PROCFILE.read_text()).processes.items():
+        # honcho's own naming, as `honcho start` prints it.
+        manager.add_process(f"{name}.1", command, env={**env, "PORT": str(port)}, cwd=str(ROOT))
+    threading.Thread(target=_announce_when_listening, args=(port,), daemon=True).start()
+    manager.loop()
+    stopped_on_request = {signal["rc"] for signal in SIGNALS.values()}
+    returncode = manager.returncode or 0
+    return 0 if returncode in stopped_on_request else returncode
 
-    stopping = False
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
-        if honcho.poll() is None:
-            honcho.send_signal(signal.SIGINT)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    announced = False
-    while True:
-        try:
-            returncode = honcho.wait(timeout=0.25)
-            return 0 if stopping else returncode
-        except subprocess.TimeoutExpired:
-            if not announced and _answers(port):
-                announced = True
-                _announce(port)
+def _announce_when_listening(port: int) -> None:
+    deadline = time.monotonic() + 5 * _START_TIMEOUT
+    while time.monotonic() < deadline:
+        if _answers(port):
+            _announce(port)
+            return
+        time.sleep(0.25)
 
 
 def _announce(port: int) -> None:

@@ -1,4 +1,11 @@
-"""Admin forms: schedule a job, or move a scheduled one, through the services."""
+"""Admin forms: schedule a job, or move a scheduled one, through the services.
+
+The forms parse what the operator typed (JSON text, a local date-time); every rule about
+the job itself is the service's. A form validates by calling the service in a savepoint
+and showing its exceptions on the fields they name: the form can never accept what the
+service refuses, and a unique key taken meanwhile is refused by the database, not by a
+check that could race.
+"""
 
 import json
 import zoneinfo
@@ -8,13 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from scheduler import services
 from scheduler.conf import scheduler_settings
+from scheduler.exceptions import (
+    DuplicateJobError,
+    InvalidArgumentsError,
+    SchedulerError,
+    UnknownTaskError,
+)
 from scheduler.models import ScheduledJob
 from scheduler.registry import schedulable_task_names
-from scheduler.sqs import is_valid_queue_name
 
 UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
 #: Far enough for any business delay, near enough that datetime arithmetic cannot overflow.
@@ -126,6 +139,16 @@ class WhenForm(JobModelForm):
 class ScheduleJobForm(WhenForm):
     """Schedule an allow-listed task with JSON arguments, through ``schedule_at``."""
 
+    #: The form field (and its label) showing each of ``schedule_at``'s arguments.
+    SERVICE_FIELDS = {
+        "args": ("args_json", "Arguments"),
+        "kwargs": ("kwargs_json", "Keyword arguments"),
+        "queue": ("queue_name", "Queue"),
+        "max_attempts": ("attempts_limit", "Max attempts"),
+        "unique_key": ("key", "Unique key"),
+        "run_at": ("run_at_local", "Run at"),
+    }
+
     task_name = forms.ChoiceField(
         label="Task",
         choices=admin_task_choices,
@@ -189,44 +212,68 @@ class ScheduleJobForm(WhenForm):
             )
         return value
 
-    def clean_queue_name(self) -> str | None:
+    def clean_queue_name(self) -> str:
         queue: str = self.cleaned_data["queue_name"].strip()
-        if queue and not is_valid_queue_name(queue):
-            raise ValidationError(
-                "A queue name is 1-80 letters, digits, '-' or '_'.", code="invalid_queue"
-            )
-        return queue or None
+        return queue
 
     def clean_key(self) -> str | None:
         key: str = self.cleaned_data["key"].strip()
-        if not key:
-            return None
-        holder = ScheduledJob.objects.active().filter(unique_key=key).values_list("pk", flat=True)
-        if holder_id := holder.first():
-            raise ValidationError(
-                f"Job #{holder_id} is active with this unique key; "
-                "cancel it or choose another key.",
-                code="duplicate_key",
+        return key or None
+
+    def clean(self) -> dict[str, Any]:
+        """Schedule the job once every field is valid, in a savepoint.
+
+        Success leaves the job in ``instance``; a refusal rolls the savepoint back and
+        is shown on its field, so an invalid form has written nothing.
+        """
+        data = super().clean()
+        if self.errors:
+            return data
+        try:
+            with transaction.atomic():
+                self.instance = services.schedule_at(
+                    data["task_name"],
+                    data["run_at"],
+                    data["args_json"],
+                    data["kwargs_json"],
+                    queue=data["queue_name"],
+                    max_attempts=data["attempts_limit"],
+                    unique_key=data["key"],
+                )
+        except SchedulerError as error:
+            self._add_service_error(error)
+        return data
+
+    def _add_service_error(self, error: SchedulerError) -> None:
+        """Show a refusal of ``schedule_at`` on the field it concerns."""
+        if isinstance(error, InvalidArgumentsError) and error.field in self.SERVICE_FIELDS:
+            field, label = self.SERVICE_FIELDS[error.field]
+            self.add_error(field, ValidationError(f"{label} {error.reason}.", code="invalid"))
+        elif isinstance(error, DuplicateJobError):
+            holder = f"Job #{error.holder_id}" if error.holder_id else "Another job"
+            self.add_error(
+                "key",
+                ValidationError(
+                    f"{holder} is active with this unique key; cancel it or choose another key.",
+                    code="duplicate_key",
+                ),
             )
-        return key
+        elif isinstance(error, UnknownTaskError):
+            self.add_error("task_name", ValidationError(str(error), code="unknown_task"))
+        else:
+            self.add_error(None, ValidationError(str(error), code="refused"))
 
     def save(self, commit: bool = True) -> ScheduledJob:
-        """Schedule the job (``commit`` is ignored: the service always writes)."""
-        data = self.cleaned_data
-        self.instance = services.schedule_at(
-            data["task_name"],
-            data["run_at"],
-            data["args_json"],
-            data["kwargs_json"],
-            queue=data["queue_name"],
-            max_attempts=data["attempts_limit"],
-            unique_key=data["key"],
-        )
+        """The job ``clean()`` scheduled (``commit`` is ignored: the service wrote it)."""
         return self.instance
 
 
 class RescheduleJobForm(WhenForm):
-    """Move a scheduled job to another time, through ``reschedule``."""
+    """Move a scheduled job to another time, through ``reschedule``.
+
+    A refusal here is about the job, not the input (it left ``scheduled`` meanwhile):
+    the admin reports it as a message.
+    """
 
     def save(self, commit: bool = True) -> ScheduledJob:
         """Reschedule the job (``commit`` is ignored: the service always writes)."""
@@ -296,17 +343,10 @@ def _default_to_browser_time_zone(form: forms.BaseForm) -> None:
 
 def _json_field(text: str, label: str) -> Any:
     try:
-        value = json.loads(text)
-        # JSON accepts NaN, Infinity and 1e999; none of them survives being stored.
-        json.dumps(value, allow_nan=False)
+        return json.loads(text)
     except json.JSONDecodeError as error:
         raise ValidationError(
             f"{label} are not valid JSON: {error.msg} at line {error.lineno}, "
             f"column {error.colno}.",
             code="invalid_json",
         ) from None
-    except ValueError:
-        raise ValidationError(
-            f"{label} must not contain NaN or infinite numbers.", code="not_finite"
-        ) from None
-    return value

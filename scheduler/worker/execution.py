@@ -7,6 +7,7 @@ from uuid import UUID
 
 from scheduler import services
 from scheduler.registry import get_task
+from scheduler.states import Status
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ class Outcome(enum.StrEnum):
     LEASE_LOST = "lease_lost"
 
 
-def execute_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
+def run_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
     """Handle one ``(job_id, dispatch_token)`` message, exactly once in effect."""
     claimed = services.claim(job_id=job_id, token=token, worker=worker)
     if claimed is None:
@@ -47,7 +48,7 @@ def execute_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
         if status is None:
             logger.warning("job lease lost job_id=%s outcome=error", job.pk)
             return Outcome.LEASE_LOST
-        outcome = Outcome.RETRYING if status == services.Status.SCHEDULED else Outcome.FAILED
+        outcome = Outcome.RETRYING if status == Status.SCHEDULED else Outcome.FAILED
         logger.warning(
             "job error job_id=%s task=%s attempt=%s/%s outcome=%s error=%s",
             job.pk,

@@ -12,19 +12,11 @@ from datetime import datetime, timedelta
 
 from django.db.models import QuerySet
 
-from scheduler import services
+from scheduler import services, states
 from scheduler.exceptions import DuplicateJobError, InvalidTransitionError, JobNotFoundError
 from scheduler.models import ScheduledJob
 
 logger = logging.getLogger(__name__)
-
-Status = ScheduledJob.Status
-
-#: The states from which each bulk operation can move a job.
-CANCELLABLE = (Status.SCHEDULED, Status.ENQUEUED)
-RESCHEDULABLE = (Status.SCHEDULED, Status.ENQUEUED)
-RETRYABLE = (Status.FAILED, Status.CANCELLED)
-RUNNABLE = (*RESCHEDULABLE, *RETRYABLE)
 
 
 @dataclass(frozen=True)
@@ -37,29 +29,34 @@ class BulkResult:
 
 def cancel_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
     """Cancel every scheduled or enqueued job among ``jobs``."""
-    return _each(jobs, CANCELLABLE, "cancel", lambda pk, run_at: services.cancel(pk))
+    return _each(jobs, states.CANCEL.sources, "cancel", lambda pk, run_at: services.cancel(pk))
 
 
 def run_jobs_now(jobs: QuerySet[ScheduledJob]) -> BulkResult:
     """Run every job among ``jobs`` that has not started as soon as possible."""
-    return _each(jobs, RUNNABLE, "run_now", lambda pk, run_at: services.run_now(pk))
+    return _each(jobs, states.RUNNABLE, "run_now", lambda pk, run_at: services.run_now(pk))
 
 
 def retry_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
     """Schedule every failed or cancelled job among ``jobs`` again, now."""
-    return _each(jobs, RETRYABLE, "retry", lambda pk, run_at: services.retry(pk))
+    return _each(jobs, states.RETRY.sources, "retry", lambda pk, run_at: services.retry(pk))
 
 
 def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime) -> BulkResult:
     """Move every scheduled or enqueued job among ``jobs`` to ``to``."""
-    return _each(jobs, RESCHEDULABLE, "reschedule", lambda pk, run_at: services.reschedule(pk, to))
+    return _each(
+        jobs,
+        states.RESCHEDULE.sources,
+        "reschedule",
+        lambda pk, run_at: services.reschedule(pk, to),
+    )
 
 
 def shift_jobs(jobs: QuerySet[ScheduledJob], *, by: timedelta) -> BulkResult:
     """Move every scheduled or enqueued job among ``jobs`` by ``by`` from its own run_at."""
     return _each(
         jobs,
-        RESCHEDULABLE,
+        states.RESCHEDULE.sources,
         "shift",
         lambda pk, run_at: services.reschedule(pk, run_at + by),
     )

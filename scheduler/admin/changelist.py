@@ -15,8 +15,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from scheduler.conf import scheduler_settings
-from scheduler.models import ScheduledJob
-from scheduler.monitoring import OVERDUE_AFTER, PENDING
+from scheduler.models import ScheduledJob, ScheduledJobQuerySet
 from scheduler.registry import schedulable_task_names
 
 #: Beyond this many matching rows the list says "more than" instead of counting.
@@ -115,7 +114,8 @@ class RunAtFilter(admin.SimpleListFilter):
         value = self.value()
         now = timezone.now()
         if value == self.OVERDUE:
-            return queryset.filter(status__in=PENDING, run_at__lt=now - OVERDUE_AFTER)
+            # The admin's queryset comes from the model's manager: it has the vocabulary.
+            return cast(ScheduledJobQuerySet, queryset).overdue(now=now)
         if value in self.WINDOWS:
             _, start, end = self.WINDOWS[value]
             return queryset.filter(run_at__gte=now + start, run_at__lt=now + end)

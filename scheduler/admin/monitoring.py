@@ -19,13 +19,11 @@ from django.db.models import (
 from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
 
+from scheduler import states
 from scheduler.conf import scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
+from scheduler.states import Status
 
-Status = ScheduledJob.Status
-
-#: A scheduled or enqueued job this long past its run_at should have started.
-OVERDUE_AFTER = timedelta(minutes=1)
 #: The dispatcher is presumed down when its last tick is this many intervals old.
 HEARTBEAT_STALE_INTERVALS = 3
 DUE_WINDOWS = (
@@ -36,8 +34,6 @@ DUE_WINDOWS = (
 )
 LATENESS_WINDOWS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-#: Jobs that have not started yet.
-PENDING = (Status.SCHEDULED, Status.ENQUEUED)
 FAILED_OUTCOMES = (JobAttempt.Outcome.ERROR, JobAttempt.Outcome.LEASE_EXPIRED)
 
 
@@ -175,7 +171,7 @@ def status_counts() -> list[Figure]:
 
 def due_counts(*, now: datetime) -> list[Figure]:
     """Pending jobs due within the next hour, day, week and month."""
-    pending = ScheduledJob.objects.filter(status__in=PENDING, run_at__gt=now)
+    pending = ScheduledJob.objects.filter(status__in=states.PENDING, run_at__gt=now)
     counts = pending.aggregate(
         **{
             _alias(label): Count("pk", filter=Q(run_at__lte=now + window))
@@ -191,7 +187,7 @@ def due_by_day(*, now: datetime, days: int = 30) -> list[DayDue]:
     zone = timezone.get_current_timezone()
     end = datetime.combine(today + timedelta(days=days), datetime.min.time(), tzinfo=zone)
     counts = dict(
-        ScheduledJob.objects.filter(status__in=PENDING, run_at__gt=now, run_at__lt=end)
+        ScheduledJob.objects.filter(status__in=states.PENDING, run_at__gt=now, run_at__lt=end)
         .annotate(day=TruncDate("run_at", tzinfo=zone))
         .order_by()
         .values("day")
@@ -205,8 +201,8 @@ def due_by_day(*, now: datetime, days: int = 30) -> list[DayDue]:
 
 
 def overdue_count(*, now: datetime) -> int:
-    """Scheduled or enqueued jobs more than OVERDUE_AFTER past their run_at (should be 0)."""
-    return ScheduledJob.objects.filter(status__in=PENDING, run_at__lt=now - OVERDUE_AFTER).count()
+    """Scheduled or enqueued jobs that should have started by now (should be 0)."""
+    return ScheduledJob.objects.overdue(now=now).count()
 
 
 def heartbeats(*, now: datetime, limit: int = 10) -> Heartbeats:

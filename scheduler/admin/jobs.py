@@ -1,7 +1,8 @@
 """The operator's interface: schedule, find and act on jobs, and watch the scheduler.
 
-Every change goes through :mod:`scheduler.services` (one job) or :mod:`scheduler.bulk`
-(the actions); the monitoring figures come from :mod:`scheduler.monitoring`.
+Every change goes through :mod:`scheduler.services` (one job) or
+:mod:`scheduler.admin.bulk` (the actions); the monitoring figures come from
+:mod:`scheduler.admin.monitoring`.
 """
 
 import json
@@ -20,18 +21,18 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_safe
 
-from scheduler import bulk, monitoring
-from scheduler.changelist import (
+from scheduler.admin import bulk, monitoring
+from scheduler.admin.changelist import (
     CappedCountPaginator,
     QueueFilter,
     RunAtFilter,
     TaskFilter,
     search_filter,
 )
+from scheduler.admin.display import duration, status_label
+from scheduler.admin.forms import BulkRescheduleForm, RescheduleJobForm, ScheduleJobForm, WhenForm
 from scheduler.exceptions import SchedulerError
-from scheduler.forms import BulkRescheduleForm, RescheduleJobForm, ScheduleJobForm, WhenForm
 from scheduler.models import JobAttempt, ScheduledJob
-from scheduler.templatetags.scheduler_admin import duration, status_label
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from django.conf import settings
-
 from scheduler.conf import scheduler_settings
-from scheduler.sqs import get_client, is_valid_queue_name
+from scheduler.sqs import get_client
+from scheduler.validation import is_valid_queue_name
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -45,17 +44,16 @@ class QueueSetup:
 
 
 def queue_attributes(dlq_arn: str) -> dict[str, str]:
-    """The main queue's attributes; timings come from the worker's transport options.
+    """The main queue's attributes, from the ``SCHEDULER_SQS_*`` settings.
 
     kombu passes the visibility timeout only when it creates a missing queue and never
-    on ReceiveMessage, so the queue attribute is what the worker gets: it must equal
-    ``visibility_timeout``. Long polling is passed on every receive by kombu and set
-    here too for any other consumer.
+    on ReceiveMessage, so the queue attribute is what the worker gets: Celery's
+    ``visibility_timeout`` transport option should equal it. Long polling is passed on
+    every receive by kombu and set here too for any other consumer.
     """
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
     return {
-        "VisibilityTimeout": str(options["visibility_timeout"]),
-        "ReceiveMessageWaitTimeSeconds": str(options["wait_time_seconds"]),
+        "VisibilityTimeout": str(scheduler_settings.SQS_VISIBILITY_TIMEOUT_SECONDS),
+        "ReceiveMessageWaitTimeSeconds": str(scheduler_settings.SQS_WAIT_TIME_SECONDS),
         "MessageRetentionPeriod": str(MESSAGE_RETENTION_SECONDS),
         # Each message carries its own DelaySeconds; a queue default would add to it.
         "DelaySeconds": "0",

@@ -21,8 +21,8 @@ from django.utils import timezone
 from scheduler import services
 from scheduler.backoff import exponential_backoff
 from scheduler.conf import scheduler_settings
+from scheduler.dispatch.publisher import OutgoingMessage, Publisher, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
-from scheduler.publisher import OutgoingMessage, SQSPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -50,24 +50,38 @@ class TickResult:
     errors: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class BatchResult:
+    """What one claimed batch became: rows claimed, sent and refused by the queue."""
+
+    claimed: int
+    sent: int
+    failed: int
+    error: str | None = None
+
+
 class Dispatcher:
     """Runs dispatch ticks, once (``run_once``) or in a loop (``run``)."""
 
-    def __init__(self, publisher: SQSPublisher | None = None, name: str | None = None) -> None:
-        self.publisher = publisher or SQSPublisher()
+    def __init__(self, publisher: Publisher | None = None, name: str | None = None) -> None:
+        self.publisher: Publisher = publisher or SQSPublisher()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._last_purge = -math.inf
         self._stopping = False
 
-    def run_once(self) -> TickResult:
-        """One tick: recover lost jobs, then send every due job in batches."""
+    def run_once(self, *, now: datetime | None = None) -> TickResult:
+        """One tick: recover lost jobs, then send every due job in batches.
+
+        ``now`` fixes the tick's time (tests); by default each batch reads the clock, so
+        the delays of the last batch of a long tick are not computed from its start.
+        """
         result = TickResult()
-        now = timezone.now()
+        started = now or timezone.now()
         try:
-            result.requeued_stale = services.requeue_stale(now=now)
-            result.leases_expired = services.expire_leases(now=now)
+            result.requeued_stale = services.requeue_stale(now=started)
+            result.leases_expired = services.expire_leases(now=started)
             if time.monotonic() - self._last_purge >= _PURGE_EVERY_SECONDS:
-                result.purged = services.purge_finished(now=now)
+                result.purged = services.purge_finished(now=started)
                 self._last_purge = time.monotonic()
         except DatabaseError as error:
             result.errors.append(f"recovery: {type(error).__name__}: {error}")
@@ -76,16 +90,18 @@ class Dispatcher:
         batch_size = scheduler_settings.BATCH_SIZE
         while True:
             try:
-                claimed, sent, failed = self._dispatch_batch(batch_size, result)
+                batch = self._dispatch_batch(batch_size, now=now or timezone.now())
             except DatabaseError as error:
                 result.errors.append(f"dispatch: {type(error).__name__}: {error}")
                 logger.exception("dispatcher batch failed dispatcher=%s", self.name)
                 break
-            result.sent += sent
-            result.failed += failed
+            result.sent += batch.sent
+            result.failed += batch.failed
+            if batch.error:
+                result.errors.append(batch.error)
             # A short batch means nothing more is due; a failure means SQS is unwell,
             # and the failed jobs, still scheduled, would only be claimed again.
-            if claimed < batch_size or failed:
+            if batch.claimed < batch_size or batch.failed:
                 break
 
         self._record_heartbeat(result)
@@ -144,12 +160,11 @@ class Dispatcher:
         while not self._stopping and time.monotonic() < deadline:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
-    def _dispatch_batch(self, batch_size: int, result: TickResult) -> tuple[int, int, int]:
-        """Claim, send and mark one batch in one transaction: (claimed, sent, failed)."""
+    def _dispatch_batch(self, batch_size: int, *, now: datetime) -> BatchResult:
+        """Claim, send and mark one batch in one transaction."""
         lookahead = timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
         max_delay = scheduler_settings.MAX_DELAY_SECONDS
         with transaction.atomic():
-            now = timezone.now()
             due = list(
                 ScheduledJob.objects.due(within=lookahead, now=now)
                 .order_by("run_at", "pk")
@@ -157,7 +172,7 @@ class Dispatcher:
                 .only("pk", "run_at", "queue")[:batch_size]
             )
             if not due:
-                return 0, 0, 0
+                return BatchResult(claimed=0, sent=0, failed=0)
             messages = [
                 OutgoingMessage(
                     job_id=job.pk,
@@ -172,11 +187,14 @@ class Dispatcher:
             sent = set(published.sent)
             tokens = {m.job_id: m.dispatch_token for m in messages if m.job_id in sent}
             services.mark_enqueued(tokens, now=now)
+        error = None
         if published.error:
-            result.errors.append(f"sqs: {published.error}")
+            error = f"sqs: {published.error}"
         elif published.failed:
-            result.errors.append(f"sqs rejected {len(published.failed)} message(s)")
-        return len(due), len(published.sent), len(published.failed)
+            error = f"sqs rejected {len(published.failed)} message(s)"
+        return BatchResult(
+            claimed=len(due), sent=len(published.sent), failed=len(published.failed), error=error
+        )
 
     def _record_heartbeat(self, result: TickResult) -> None:
         try:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import current_app
@@ -51,6 +51,14 @@ class PublishResult:
     error: str | None = None
 
 
+class Publisher(Protocol):
+    """Hands jobs to a queue and says which arrived: SQS, or memory in tests."""
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
+        """Send ``messages``; a job missing from ``sent`` stays scheduled for the next tick."""
+        ...
+
+
 def encode_message(message: OutgoingMessage) -> str:
     """The SQS message body a Celery worker decodes into an ``execute_job`` call."""
     task_id = str(uuid.uuid4())
@@ -82,7 +90,7 @@ def encode_message(message: OutgoingMessage) -> str:
 
 
 class SQSPublisher:
-    """Publishes messages with SendMessageBatch and reports the outcome per job."""
+    """A :class:`Publisher` that sends with SendMessageBatch and reports per job."""
 
     def __init__(self, client: "SQSClient | None" = None) -> None:
         self._client = client

@@ -1,0 +1,141 @@
+"""The rules a job's input must follow, shared by the services and the admin forms.
+
+Each function returns the normalised value or raises
+:class:`~scheduler.exceptions.InvalidArgumentsError` naming the offending field, so a
+form can show the service's own message on its own field. Nothing here touches the
+database.
+"""
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from scheduler.exceptions import InvalidArgumentsError
+
+#: kombu maps other characters of a Celery queue name to different SQS names; keeping to
+#: this set makes the Celery queue name and the SQS queue name the same string.
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+QUEUE_NAME_RULE = "A queue name is 1-80 letters, digits, '-' or '_'."
+UNIQUE_KEY_MAX_LENGTH = 255
+
+
+def is_valid_queue_name(name: object) -> bool:
+    """Whether ``name`` is usable both as a Celery queue and as an SQS queue name."""
+    return isinstance(name, str) and _QUEUE_NAME.fullmatch(name) is not None
+
+
+def aware_datetime(value: object, field: str = "run_at") -> datetime:
+    """``value`` if it is a timezone-aware datetime.
+
+    A non-datetime raises TypeError; a naive one raises InvalidArgumentsError (a
+    ValueError), since a naive time means a different instant on every server.
+    """
+    if not isinstance(value, datetime):
+        raise TypeError(f"{field} must be a datetime, got {value!r}")
+    if timezone.is_naive(value):
+        raise InvalidArgumentsError(
+            field,
+            "must be timezone-aware (e.g. django.utils.timezone.now() + delta), "
+            f"got naive {value.isoformat()}",
+        )
+    return value
+
+
+def delay(value: object) -> timedelta:
+    """A delay given as a timedelta or a finite number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
+        raise TypeError(f"delay must be a timedelta or a number of seconds, got {value!r}")
+    if isinstance(value, timedelta):
+        return value
+    if not math.isfinite(value):
+        raise InvalidArgumentsError("delay", f"must be finite, got {value!r}")
+    return timedelta(seconds=value)
+
+
+def job_args(value: object) -> list[Any]:
+    """Positional arguments: a list or tuple that survives a JSON round trip."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise InvalidArgumentsError("args", f"must be a list or tuple, got {value!r}")
+    args = list(value)
+    _require_json_round_trip(args, "args")
+    return args
+
+
+def job_kwargs(value: object) -> dict[str, Any]:
+    """Keyword arguments: a mapping with string keys that survives a JSON round trip."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgumentsError("kwargs", f"must be a mapping, got {value!r}")
+    kwargs = dict(value)
+    if not all(isinstance(key, str) for key in kwargs):
+        raise InvalidArgumentsError("kwargs", "keys must be strings")
+    _require_json_round_trip(kwargs, "kwargs")
+    return kwargs
+
+
+def queue_name(value: object) -> str | None:
+    """A queue name, or None (empty included) for the default queue."""
+    if value is None or value == "":
+        return None
+    if not is_valid_queue_name(value):
+        raise InvalidArgumentsError("queue", f"{value!r} is not valid. {QUEUE_NAME_RULE}")
+    return str(value)
+
+
+def max_attempts(value: object) -> int | None:
+    """A positive number of attempts, or None for the default."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentsError("max_attempts", f"must be a positive integer, got {value!r}")
+    return value
+
+
+def unique_key(value: object) -> str | None:
+    """A non-blank key of at most 255 characters, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > UNIQUE_KEY_MAX_LENGTH:
+        raise InvalidArgumentsError(
+            "unique_key",
+            f"must be a non-empty string of at most {UNIQUE_KEY_MAX_LENGTH} characters, "
+            f"got {value!r}",
+        )
+    return value
+
+
+def _require_json_round_trip(value: object, field: str) -> None:
+    """The stored arguments must come back equal: no tuples, dates, Decimals, NaN."""
+    try:
+        round_tripped = json.loads(json.dumps(value, allow_nan=False))
+    except ValueError as error:
+        if "Out of range float" in str(error):
+            raise InvalidArgumentsError(
+                field, "must not contain NaN or infinite numbers, which JSON cannot store"
+            ) from None
+        raise InvalidArgumentsError(field, f"must be JSON-serialisable: {error}") from None
+    except TypeError as error:
+        raise InvalidArgumentsError(field, f"must be JSON-serialisable: {error}") from None
+    if round_tripped != value or not _same_types(round_tripped, value):
+        raise InvalidArgumentsError(
+            field,
+            f"do not survive a JSON round trip unchanged: {value!r} comes back as "
+            f"{round_tripped!r} (use lists, not tuples, and string keys)",
+        )
+
+
+def _same_types(a: object, b: object) -> bool:
+    # 1 == 1.0 and True == 1 in Python, but a task would receive a different type.
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list) and isinstance(b, list):
+        return all(_same_types(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_same_types(a[key], b[key]) for key in a)
+    return True
