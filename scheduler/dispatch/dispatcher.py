@@ -18,11 +18,11 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
-from scheduler import services
 from scheduler.backoff import exponential_backoff
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.publisher import OutgoingMessage, Publisher, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
+from scheduler.services import dispatching
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +78,10 @@ class Dispatcher:
         result = TickResult()
         started = now or timezone.now()
         try:
-            result.requeued_stale = services.requeue_stale(now=started)
-            result.leases_expired = services.expire_leases(now=started)
+            result.requeued_stale = dispatching.requeue_stale(now=started)
+            result.leases_expired = dispatching.expire_leases(now=started)
             if time.monotonic() - self._last_purge >= _PURGE_EVERY_SECONDS:
-                result.purged = services.purge_finished(now=started)
+                result.purged = dispatching.purge_finished(now=started)
                 self._last_purge = time.monotonic()
         except DatabaseError as error:
             result.errors.append(f"recovery: {type(error).__name__}: {error}")
@@ -186,7 +186,7 @@ class Dispatcher:
             published = self.publisher.publish(messages)
             sent = set(published.sent)
             tokens = {m.job_id: m.dispatch_token for m in messages if m.job_id in sent}
-            services.mark_enqueued(tokens, now=now)
+            dispatching.mark_enqueued(tokens, now=now)
         error = None
         if published.error:
             error = f"sqs: {published.error}"

@@ -5,8 +5,8 @@ import logging
 import traceback
 from uuid import UUID
 
-from scheduler import services
 from scheduler.registry import get_task
+from scheduler.services import running
 from scheduler.states import Status
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class Outcome(enum.StrEnum):
 
 def run_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
     """Handle one ``(job_id, dispatch_token)`` message, exactly once in effect."""
-    claimed = services.claim(job_id=job_id, token=token, worker=worker)
+    claimed = running.claim(job_id=job_id, token=token, worker=worker)
     if claimed is None:
         logger.info("message dropped job_id=%s token=%s reason=not-current", job_id, token)
         return Outcome.DROPPED
@@ -44,7 +44,7 @@ def run_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
         get_task(job.task_name)(*job.args, **job.kwargs)
     except Exception:
         error = traceback.format_exc()
-        status = services.record_error(job=job, attempt=attempt, error=error)
+        status = running.record_error(job=job, attempt=attempt, error=error)
         if status is None:
             logger.warning("job lease lost job_id=%s outcome=error", job.pk)
             return Outcome.LEASE_LOST
@@ -59,7 +59,7 @@ def run_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
             error.strip().splitlines()[-1],
         )
         return outcome
-    if not services.record_success(job=job, attempt=attempt):
+    if not running.record_success(job=job, attempt=attempt):
         logger.warning("job lease lost job_id=%s outcome=succeeded", job.pk)
         return Outcome.LEASE_LOST
     logger.info("job succeeded job_id=%s task=%s", job.pk, job.task_name)

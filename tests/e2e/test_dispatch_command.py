@@ -23,9 +23,7 @@ def test_the_dispatch_command_sends_jobs_and_stops_cleanly_on_sigterm(
     [(_, ran_at)] = read_runs(path)
     assert 0 <= ran_at - job.run_at.timestamp() < 2.0
     # The body ran; the outcome is recorded just after it.
-    assert wait_until(
-        lambda: ScheduledJob.objects.get(pk=job.pk).status == "succeeded", timeout=5
-    )
+    assert wait_until(lambda: ScheduledJob.objects.get(pk=job.pk).status == "succeeded", timeout=5)
     heartbeat = DispatcherHeartbeat.objects.get(
         dispatcher__endswith=f":{dispatch_command.popen.pid}"
     )

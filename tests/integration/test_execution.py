@@ -12,7 +12,7 @@ from freezegun import freeze_time
 from scheduler import cancel, reschedule, schedule_at
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import JobAttempt, ScheduledJob
-from scheduler.services import mark_enqueued
+from scheduler.services.dispatching import mark_enqueued
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome, run_job
 from tests.testapp.tasks import read_runs
@@ -142,10 +142,10 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
     settings.SCHEDULER_LEASE_SECONDS = 600
     with freeze_time(T0) as clock:
         job = schedule_at("testapp.noop", T0, max_attempts=2)
-        from scheduler import services
+        from scheduler.services import running
 
         token = _dispatch(job)
-        zombie = services.claim(job_id=job.pk, token=token, worker="dead-worker")
+        zombie = running.claim(job_id=job.pk, token=token, worker="dead-worker")
         assert zombie is not None
         dispatcher = Dispatcher(publisher=InMemoryPublisher())
         clock.move_to(T0 + timedelta(seconds=599))
@@ -161,13 +161,13 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
         [attempt] = job.history.all()
         assert attempt.outcome == JobAttempt.Outcome.LEASE_EXPIRED
         # The presumed-dead worker finishes after all: its outcome changes nothing.
-        assert services.record_success(job=zombie[0], attempt=zombie[1]) is False
+        assert running.record_success(job=zombie[0], attempt=zombie[1]) is False
         job.refresh_from_db()
         assert job.status == Status.ENQUEUED
 
         # Out of attempts, an expired lease fails the job.
         clock.move_to(job.run_at)
-        assert services.claim(job_id=job.pk, token=job.dispatch_token, worker="dead-again")
+        assert running.claim(job_id=job.pk, token=job.dispatch_token, worker="dead-again")
         clock.tick(601)
         assert dispatcher.run_once().leases_expired == 1
     job.refresh_from_db()

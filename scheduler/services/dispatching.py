@@ -1,0 +1,111 @@
+"""The dispatcher's transitions: jobs sent to SQS, lost messages, dead workers, retention."""
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from django.db import transaction
+from django.db.models import Case, DateTimeField, UUIDField, Value, When
+
+from scheduler import states
+from scheduler.conf import scheduler_settings
+from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
+from scheduler.services.transitions import apply, retry_delay, waiting_until
+
+logger = logging.getLogger(__name__)
+
+
+def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
+    """Record that these jobs were sent to SQS, each with its fresh dispatch token.
+
+    One UPDATE whatever the number of jobs; the caller holds their row locks.
+    """
+    if not tokens:
+        return 0
+    token_by_id = Case(
+        *(When(pk=job_id, then=Value(token)) for job_id, token in tokens.items()),
+        output_field=UUIDField(),
+    )
+    return apply(
+        states.DISPATCH,
+        ScheduledJob.objects.filter(pk__in=list(tokens)),
+        dispatch_token=token_by_id,
+        enqueued_at=now,
+        updated_at=now,
+    )
+
+
+def requeue_stale(*, now: datetime) -> int:
+    """Put back jobs that were sent to SQS but never claimed (message lost, queue purged)."""
+    stale = ScheduledJob.objects.stale(
+        after=timedelta(seconds=scheduler_settings.STALE_AFTER_SECONDS), now=now
+    )
+    count = apply(
+        states.REQUEUE_STALE, stale, dispatch_token=None, enqueued_at=None, updated_at=now
+    )
+    if count:
+        logger.warning("stale enqueued jobs re-dispatched count=%s", count)
+    return count
+
+
+def expire_leases(*, now: datetime) -> int:
+    """Retry (or fail, when out of attempts) running jobs whose worker presumably died."""
+    lease = timedelta(seconds=scheduler_settings.LEASE_SECONDS)
+    with transaction.atomic():
+        expired = list(
+            ScheduledJob.objects.lease_expired(lease=lease, now=now)
+            .select_for_update(skip_locked=True)
+            .values_list("pk", "attempts", "max_attempts")[: scheduler_settings.BATCH_SIZE]
+        )
+        if not expired:
+            return 0
+        message = f"lease expired: no outcome {lease} after the attempt started"
+        retry_at = {
+            pk: now + retry_delay(attempts) for pk, attempts, limit in expired if attempts < limit
+        }
+        failed = [pk for pk, attempts, limit in expired if attempts >= limit]
+        if retry_at:
+            apply(
+                states.LEASE_RETRY,
+                ScheduledJob.objects.filter(pk__in=list(retry_at)),
+                last_error=message,
+                updated_at=now,
+                **waiting_until(
+                    Case(
+                        *(When(pk=pk, then=Value(at)) for pk, at in retry_at.items()),
+                        output_field=DateTimeField(),
+                    )
+                ),
+            )
+        if failed:
+            apply(
+                states.LEASE_FAIL,
+                ScheduledJob.objects.filter(pk__in=failed),
+                finished_at=now,
+                last_error=message,
+                updated_at=now,
+            )
+        JobAttempt.objects.filter(
+            job_id__in=[pk for pk, _, _ in expired], outcome=JobAttempt.Outcome.RUNNING
+        ).update(outcome=JobAttempt.Outcome.LEASE_EXPIRED, finished_at=now, error=message)
+    logger.warning(
+        "job leases expired retried=%s failed=%s job_ids=%s",
+        len(retry_at),
+        len(failed),
+        [pk for pk, _, _ in expired],
+    )
+    return len(expired)
+
+
+def purge_finished(*, now: datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` jobs that finished more than the retention period ago.
+
+    Also deletes the heartbeats of dispatchers silent for a day.
+    """
+    cutoff = now - timedelta(days=scheduler_settings.RETENTION_DAYS)
+    old = ScheduledJob.objects.finished().filter(finished_at__lt=cutoff).values("pk")[:limit]
+    deleted, _ = ScheduledJob.objects.filter(pk__in=list(old.values_list("pk", flat=True))).delete()
+    # Every dispatcher process leaves a heartbeat row; forget those long gone.
+    DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
+    return deleted
