@@ -65,9 +65,18 @@ class ScheduledJob(models.Model):
     unique_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     # A fresh token per dispatch: only the message that carries it can claim the job.
     dispatch_token = models.UUIDField(null=True, blank=True, editable=False)
+    # Not started by then, never started: it ends expired.
+    deadline = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Messages sent with the current token, and when to send another if none is claimed.
+    sends = models.PositiveIntegerField(default=0)
+    resend_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Renewed by the worker while the task runs; the lease counts from here.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The task's return value (JSON), for django.tasks' get_result().
+    result = models.JSONField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -83,9 +92,10 @@ class ScheduledJob(models.Model):
                 name="scheduler_job_due_idx",
                 condition=Q(status=Status.SCHEDULED),
             ),
+            # Re-sends of enqueued jobs that nobody claimed.
             models.Index(
-                fields=["run_at"],
-                name="scheduler_job_enqueued_idx",
+                fields=["resend_at"],
+                name="scheduler_job_resend_idx",
                 condition=Q(status=Status.ENQUEUED),
             ),
             models.Index(

@@ -7,13 +7,14 @@ monitoring and the model's constraints read the same table.
 ::
 
     scheduled ──dispatch──► enqueued ──claim──► running ──succeed──► succeeded
-       ▲                                            ├──retry_later──► scheduled
-       │                                            ├──fail──► failed
-       │                                            └──lease_expired──► scheduled or failed
-       └── retry (failed, cancelled) ◄── admin or API
+       ▲                     │  ▲                   ├──retry_later──► scheduled
+       │                     └──┘ resend            ├──fail──► failed
+       │                     │                      └──lease_retry / lease_fail──► scheduled/failed
+       │                     └──put_back (paused)──► scheduled
+       └── retry (failed, cancelled, expired) ◄── admin or API
     scheduled | enqueued ──cancel──► cancelled
     scheduled | enqueued ──reschedule──► scheduled
-    enqueued ──requeue_stale──► scheduled
+    scheduled | enqueued ──expire (deadline passed before it started)──► expired
 """
 
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class Status(models.TextChoices):
     FAILED = "failed", "Failed"
     #: Cancelled before it started. Terminal, until retried.
     CANCELLED = "cancelled", "Cancelled"
+    #: Its deadline passed before it started, so it never will. Terminal, until retried.
+    EXPIRED = "expired", "Expired"
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,18 @@ REQUEUE_STALE = Transition(
     (Status.ENQUEUED,),
     Status.SCHEDULED,
     "no worker claimed it long after it was due: dispatch it again",
+)
+RESEND = Transition(
+    "resend",
+    (Status.ENQUEUED,),
+    Status.ENQUEUED,
+    "no worker claimed it: send its message again with the same token, each wait doubled",
+)
+PUT_BACK = Transition(
+    "put_back",
+    (Status.ENQUEUED,),
+    Status.SCHEDULED,
+    "its kind is paused: a worker handed it back, to be sent again on resume",
 )
 CLAIM = Transition(
     "claim", (Status.ENQUEUED,), Status.RUNNING, "a worker holding the current token took it"
@@ -92,9 +107,15 @@ RESCHEDULE = Transition(
     Status.SCHEDULED,
     "moved to another run_at before it started",
 )
+EXPIRE = Transition(
+    "expire",
+    (Status.SCHEDULED, Status.ENQUEUED),
+    Status.EXPIRED,
+    "its deadline passed before it started: it never will",
+)
 RETRY = Transition(
     "retry",
-    (Status.FAILED, Status.CANCELLED),
+    (Status.FAILED, Status.CANCELLED, Status.EXPIRED),
     Status.SCHEDULED,
     "an operator or the API runs an ended job again, with fresh attempts",
 )
@@ -102,6 +123,8 @@ RETRY = Transition(
 TRANSITIONS: tuple[Transition, ...] = (
     DISPATCH,
     REQUEUE_STALE,
+    RESEND,
+    PUT_BACK,
     CLAIM,
     SUCCEED,
     RETRY_LATER,
@@ -110,6 +133,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     LEASE_FAIL,
     CANCEL,
     RESCHEDULE,
+    EXPIRE,
     RETRY,
 )
 
@@ -122,6 +146,11 @@ ACTIVE: tuple[Status, ...] = (*PENDING, Status.RUNNING)
 #: Carrying a dispatch token: only the message with that token may claim or finish it.
 IN_FLIGHT: tuple[Status, ...] = (Status.ENQUEUED, Status.RUNNING)
 #: Ended: kept as history until the retention period purges it.
-FINISHED: tuple[Status, ...] = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+FINISHED: tuple[Status, ...] = (
+    Status.SUCCEEDED,
+    Status.FAILED,
+    Status.CANCELLED,
+    Status.EXPIRED,
+)
 #: "Run now" reschedules a pending job and retries an ended one.
 RUNNABLE: tuple[Status, ...] = (*RESCHEDULE.sources, *RETRY.sources)

@@ -64,4 +64,3 @@ def job_id_of(job_or_id: JobOrId) -> int:
     if isinstance(job_or_id, bool) or not isinstance(job_or_id, int):
         raise TypeError(f"expected a ScheduledJob or its id, got {job_or_id!r}")
     return job_or_id
-

@@ -36,7 +36,7 @@ def statuses(jobs):
 def test_cancel_changes_scheduled_and_enqueued_and_skips_the_rest(admin_client, one_of_each):
     response = act(admin_client, "cancel_selected", one_of_each.values())
     assert messages_of(response) == [
-        "Cancelled 2 jobs; skipped 4 that were not scheduled or enqueued."
+        "Cancelled 2 jobs; skipped 5 that were not scheduled or enqueued."
     ]
     assert statuses(one_of_each) == {
         Status.SCHEDULED: Status.CANCELLED,
@@ -45,15 +45,22 @@ def test_cancel_changes_scheduled_and_enqueued_and_skips_the_rest(admin_client, 
         Status.SUCCEEDED: Status.SUCCEEDED,
         Status.FAILED: Status.FAILED,
         Status.CANCELLED: Status.CANCELLED,
+        Status.EXPIRED: Status.EXPIRED,
     }
 
 
 def test_run_now_moves_pending_and_ended_jobs_to_now(admin_client, one_of_each):
     response = act(admin_client, "run_selected_now", one_of_each.values())
     assert messages_of(response) == [
-        "Set to run now 4 jobs; skipped 2 that were running or succeeded."
+        "Set to run now 5 jobs; skipped 2 that were running or succeeded."
     ]
-    for status in (Status.SCHEDULED, Status.ENQUEUED, Status.FAILED, Status.CANCELLED):
+    for status in (
+        Status.SCHEDULED,
+        Status.ENQUEUED,
+        Status.FAILED,
+        Status.CANCELLED,
+        Status.EXPIRED,
+    ):
         moved = ScheduledJob.objects.get(pk=one_of_each[status].pk)
         assert (moved.status, moved.run_at, moved.dispatch_token) == (Status.SCHEDULED, T0, None)
     assert ScheduledJob.objects.get(pk=one_of_each[Status.RUNNING].pk).status == Status.RUNNING
@@ -62,7 +69,7 @@ def test_run_now_moves_pending_and_ended_jobs_to_now(admin_client, one_of_each):
 def test_retry_reschedules_failed_and_cancelled_jobs_with_fresh_attempts(admin_client, one_of_each):
     response = act(admin_client, "retry_selected", one_of_each.values())
     assert messages_of(response) == [
-        "Retried 2 jobs; skipped 4 that were not failed or cancelled, "
+        "Retried 3 jobs; skipped 4 that were not failed or cancelled, "
         "or whose unique key an active job holds."
     ]
     retried = ScheduledJob.objects.get(pk=one_of_each[Status.FAILED].pk)
@@ -84,10 +91,10 @@ def test_reschedule_asks_for_the_time_on_an_intermediate_page(admin_client, one_
     response = act(admin_client, "reschedule_selected", one_of_each.values())
     assert response.templates[0].name == "admin/scheduler/scheduledjob/reschedule.html"
     content = response.content.decode()
-    assert "Move 6 selected jobs." in content
+    assert "Move 7 selected jobs." in content
     for selected in one_of_each.values():
         assert f'name="_selected_action" value="{selected.pk}"' in content
-    assert ScheduledJob.objects.filter(run_at=T0 + timedelta(days=1)).count() == 6
+    assert ScheduledJob.objects.filter(run_at=T0 + timedelta(days=1)).count() == 7
 
 
 def test_reschedule_to_a_time_in_the_operators_zone(admin_client, one_of_each):
@@ -102,7 +109,7 @@ def test_reschedule_to_a_time_in_the_operators_zone(admin_client, one_of_each):
         offset_unit="minutes",
     )
     assert messages_of(response) == [
-        "Rescheduled 2 jobs; skipped 4 that were not scheduled or enqueued."
+        "Rescheduled 2 jobs; skipped 5 that were not scheduled or enqueued."
     ]
     new_time = datetime(2026, 12, 24, 23, 0, tzinfo=UTC)
     for status in (Status.SCHEDULED, Status.ENQUEUED):

@@ -109,6 +109,7 @@ def test_snapshot_figures_on_a_known_data_set():
         Figure("Succeeded", 3),
         Figure("Failed", 2),
         Figure("Cancelled", 1),
+        Figure("Expired", 0),
     ]
     assert snapshot.total == 17
     assert snapshot.due == [

@@ -1,0 +1,52 @@
+"""What a dispatched message carries, shared by the dispatcher and the worker.
+
+A job's message is a Celery task message for the job's own task (its name, its
+queue), with no arguments: they stay in PostgreSQL. Two message headers name the job
+and the dispatch token that may claim it. A message without them is an ordinary Celery
+task message.
+"""
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+#: The job's primary key, as a decimal string.
+JOB_ID_HEADER = "scheduler_job_id"
+#: The job's dispatch token, as a UUID string.
+DISPATCH_TOKEN_HEADER = "scheduler_dispatch_token"  # noqa: S105 - a header name
+
+
+class MalformedMessageError(ValueError):
+    """A message names a job but its headers cannot be read."""
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """The job a message is for, and the token that lets it claim the job."""
+
+    job_id: int
+    dispatch_token: uuid.UUID
+
+    def headers(self) -> dict[str, str]:
+        """The message headers that carry this reference."""
+        return {JOB_ID_HEADER: str(self.job_id), DISPATCH_TOKEN_HEADER: str(self.dispatch_token)}
+
+
+def job_ref(headers: Mapping[str, object] | None) -> JobRef | None:
+    """The job a message's headers name; None for an ordinary task message.
+
+    Raises MalformedMessageError when the headers are there but not readable.
+    """
+    if not headers or (JOB_ID_HEADER not in headers and DISPATCH_TOKEN_HEADER not in headers):
+        return None
+    raw_id, raw_token = headers.get(JOB_ID_HEADER), headers.get(DISPATCH_TOKEN_HEADER)
+    try:
+        job_id = int(str(raw_id))
+        token = uuid.UUID(str(raw_token))
+    except (TypeError, ValueError):
+        raise MalformedMessageError(
+            f"unreadable scheduler headers job_id={raw_id!r} token={raw_token!r}"
+        ) from None
+    if job_id < 1:
+        raise MalformedMessageError(f"unreadable scheduler headers job_id={raw_id!r}")
+    return JobRef(job_id=job_id, dispatch_token=token)
