@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from typing_extensions import override
 
 from payments.models import Payment
 from scheduler.admin.display import status_label
@@ -54,12 +55,15 @@ class PaymentAdmin(PaymentAdminBase):
     class Media:
         css = {"all": ("scheduler/admin.css",)}
 
+    @override
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    @override
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @override
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 

@@ -28,7 +28,7 @@ class FakeGatewayClient:
         self._by_key: dict[str, Capture] = {}
         self.captures: list[Capture] = []
 
-    def authorize(self, *, amount: Decimal, currency: str) -> str:
+    def authorize(self, *, amount: Decimal, currency: str) -> str:  # noqa: ARG002 - a fake
         """Reserve the amount on the card; returns the authorization id."""
         return f"auth_{uuid.uuid4().hex}"
 

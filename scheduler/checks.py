@@ -12,7 +12,8 @@ from scheduler.registry import schedulable_task_names
 
 @register()
 def check_settings(
-    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
 ) -> list[CheckMessage]:
     """Validate every ``SCHEDULER_*`` setting and the relations between them."""
     errors: list[CheckMessage] = []
@@ -69,7 +70,8 @@ def check_settings(
 
 @register()
 def check_admin_tasks(
-    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
 ) -> list[CheckMessage]:
     """``SCHEDULER_ADMIN_TASKS`` must list registered, schedulable task names."""
     value = scheduler_settings.admin_tasks_raw()

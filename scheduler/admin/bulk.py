@@ -29,17 +29,17 @@ class BulkResult:
 
 def cancel_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
     """Cancel every scheduled or enqueued job among ``jobs``."""
-    return _each(jobs, states.CANCEL.sources, "cancel", lambda pk, run_at: services.cancel(pk))
+    return _each(jobs, states.CANCEL.sources, "cancel", lambda pk, _run_at: services.cancel(pk))
 
 
 def run_jobs_now(jobs: QuerySet[ScheduledJob]) -> BulkResult:
     """Run every job among ``jobs`` that has not started as soon as possible."""
-    return _each(jobs, states.RUNNABLE, "run_now", lambda pk, run_at: services.run_now(pk))
+    return _each(jobs, states.RUNNABLE, "run_now", lambda pk, _run_at: services.run_now(pk))
 
 
 def retry_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
     """Schedule every failed or cancelled job among ``jobs`` again, now."""
-    return _each(jobs, states.RETRY.sources, "retry", lambda pk, run_at: services.retry(pk))
+    return _each(jobs, states.RETRY.sources, "retry", lambda pk, _run_at: services.retry(pk))
 
 
 def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime) -> BulkResult:
@@ -48,7 +48,7 @@ def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime) -> BulkResult
         jobs,
         states.RESCHEDULE.sources,
         "reschedule",
-        lambda pk, run_at: services.reschedule(pk, to),
+        lambda pk, _run_at: services.reschedule(pk, to),
     )
 
 

@@ -13,6 +13,7 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
+from typing_extensions import override
 
 from scheduler.conf import scheduler_settings
 from scheduler.models import ScheduledJob, ScheduledJobQuerySet
@@ -41,6 +42,7 @@ class _FieldEqualsFilter(admin.SimpleListFilter):
 
     field: str
 
+    @override
     def queryset(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> QuerySet[ScheduledJob]:
@@ -55,6 +57,7 @@ class TaskFilter(_FieldEqualsFilter):
     parameter_name = "task"
     field = "task_name"
 
+    @override
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         names = set(schedulable_task_names()) | set(scheduler_settings.ADMIN_TASKS)
         return [(name, name) for name in sorted(names)]
@@ -80,6 +83,7 @@ class QueueFilter(_FieldEqualsFilter):
         ]
         super().__init__(request, params, model, model_admin)
 
+    @override
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         queues = [scheduler_settings.QUEUE_NAME]
         chosen = self.value()
@@ -104,10 +108,12 @@ class RunAtFilter(admin.SimpleListFilter):
         "next_month": ("Next 30 days", timedelta(0), timedelta(days=30)),
     }
 
+    @override
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         windows = [(value, label) for value, (label, _, _) in self.WINDOWS.items()]
         return [(self.OVERDUE, "Overdue (not started)"), *windows]
 
+    @override
     def queryset(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> QuerySet[ScheduledJob]:

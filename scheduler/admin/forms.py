@@ -17,6 +17,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from typing_extensions import override
 
 from scheduler import services
 from scheduler.conf import scheduler_settings
@@ -263,6 +264,7 @@ class ScheduleJobForm(WhenForm):
         else:
             self.add_error(None, ValidationError(str(error), code="refused"))
 
+    @override
     def save(self, commit: bool = True) -> ScheduledJob:
         """The job ``clean()`` scheduled (``commit`` is ignored: the service wrote it)."""
         return self.instance
@@ -275,6 +277,7 @@ class RescheduleJobForm(WhenForm):
     the admin reports it as a message.
     """
 
+    @override
     def save(self, commit: bool = True) -> ScheduledJob:
         """Reschedule the job (``commit`` is ignored: the service always writes)."""
         self.instance = services.reschedule(self.instance, self.cleaned_data["run_at"])

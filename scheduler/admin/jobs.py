@@ -20,6 +20,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_safe
+from typing_extensions import override
 
 from scheduler.admin import bulk, monitoring
 from scheduler.admin.changelist import (
@@ -72,18 +73,22 @@ class JobAttemptInline(AttemptInlineBase):
     can_delete = False
     show_change_link = False
 
+    @override
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Attempts belong to the job: whoever may view the job may view them.
         return request.user.has_perm("scheduler.view_scheduledjob") or request.user.has_perm(
             "scheduler.change_scheduledjob"
         )
 
+    @override
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @override
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @override
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
@@ -163,12 +168,14 @@ class ScheduledJobAdmin(JobAdminBase):
             return False
         return super().has_change_permission(request, obj)
 
+    @override
     def has_delete_permission(self, request: HttpRequest, obj: ScheduledJob | None = None) -> bool:
         # Jobs are history: cancel them; retention purges finished ones.
         return False
 
     # --- list -------------------------------------------------------------------------
 
+    @override
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob], search_term: str
     ) -> tuple[QuerySet[ScheduledJob], bool]:
@@ -233,14 +240,17 @@ class ScheduledJobAdmin(JobAdminBase):
             return details
         return [*details, ("Reschedule", {"fields": WhenForm.when_fields})]
 
+    @override
     def get_readonly_fields(
         self, request: HttpRequest, obj: ScheduledJob | None = None
     ) -> tuple[str, ...]:
         return () if obj is None else self.detail_fields
 
+    @override
     def get_inlines(self, request: HttpRequest, obj: ScheduledJob | None) -> list[Any]:
         return [] if obj is None else list(self.inlines)
 
+    @override
     def save_form(self, request: HttpRequest, form: Any, change: bool) -> ScheduledJob:
         """The form writes through a service (schedule_at or reschedule)."""
         job: ScheduledJob = form.save()

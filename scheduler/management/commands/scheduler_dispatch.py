@@ -30,7 +30,7 @@ class Command(BaseCommand):
                 raise SystemExit(1)
             return
 
-        def stop(signum: int, frame: FrameType | None) -> None:
+        def stop(signum: int, _frame: FrameType | None) -> None:
             self.stderr.write(f"signal {signum}: stopping after the current tick")
             dispatcher.stop()
 
