@@ -1,17 +1,16 @@
 """Payments in the admin, each with its capture job's state and a link to it."""
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.contrib import admin
-from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from typing_extensions import override
 
 from payments.models import Payment
 from scheduler.admin.display import status_label
+from scheduler.admin.readonly import ReadOnlyAdminMixin
 
 # ModelAdmin is generic only in django-stubs.
 if TYPE_CHECKING:
@@ -21,7 +20,7 @@ else:
 
 
 @admin.register(Payment)
-class PaymentAdmin(PaymentAdminBase):
+class PaymentAdmin(ReadOnlyAdminMixin, PaymentAdminBase):
     """Read-only: payments change through payments.services, never by hand."""
 
     list_display = (
@@ -54,18 +53,6 @@ class PaymentAdmin(PaymentAdminBase):
 
     class Media:
         css = {"all": ("scheduler/admin.css",)}
-
-    @override
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @override
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @override
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="capture job")
     def capture_job_link(self, payment: Payment) -> SafeString | str:

@@ -51,74 +51,23 @@ class Transition:
     meaning: str
 
 
-DISPATCH = Transition(
-    "dispatch", (Status.SCHEDULED,), Status.ENQUEUED, "the dispatcher sent it to SQS"
-)
-REQUEUE_STALE = Transition(
-    "requeue_stale",
-    (Status.ENQUEUED,),
-    Status.SCHEDULED,
-    "no worker claimed it long after it was due: dispatch it again",
-)
-RESEND = Transition(
-    "resend",
-    (Status.ENQUEUED,),
-    Status.ENQUEUED,
-    "no worker claimed it: send its message again with the same token, each wait doubled",
-)
-PUT_BACK = Transition(
-    "put_back",
-    (Status.ENQUEUED,),
-    Status.SCHEDULED,
-    "its kind is paused: a worker handed it back, to be sent again on resume",
-)
-CLAIM = Transition(
-    "claim", (Status.ENQUEUED,), Status.RUNNING, "a worker holding the current token took it"
-)
-SUCCEED = Transition("succeed", (Status.RUNNING,), Status.SUCCEEDED, "the task returned")
-RETRY_LATER = Transition(
-    "retry_later",
-    (Status.RUNNING,),
-    Status.SCHEDULED,
-    "the attempt failed and attempts are left: run again after a back-off",
-)
-FAIL = Transition("fail", (Status.RUNNING,), Status.FAILED, "the last attempt failed")
-LEASE_RETRY = Transition(
-    "lease_retry",
-    (Status.RUNNING,),
-    Status.SCHEDULED,
-    "its worker is presumed dead and attempts are left",
-)
-LEASE_FAIL = Transition(
-    "lease_fail",
-    (Status.RUNNING,),
-    Status.FAILED,
-    "its worker is presumed dead and no attempt is left",
-)
-CANCEL = Transition(
-    "cancel",
-    (Status.SCHEDULED, Status.ENQUEUED),
-    Status.CANCELLED,
-    "an operator or the API cancelled it before it started",
-)
-RESCHEDULE = Transition(
-    "reschedule",
-    (Status.SCHEDULED, Status.ENQUEUED),
-    Status.SCHEDULED,
-    "moved to another run_at before it started",
-)
-EXPIRE = Transition(
-    "expire",
-    (Status.SCHEDULED, Status.ENQUEUED),
-    Status.EXPIRED,
-    "its deadline passed before it started: it never will",
-)
-RETRY = Transition(
-    "retry",
-    (Status.FAILED, Status.CANCELLED, Status.EXPIRED),
-    Status.SCHEDULED,
-    "an operator or the API runs an ended job again, with fresh attempts",
-)
+_S = Status
+# fmt: off
+DISPATCH = Transition("dispatch", (_S.SCHEDULED,), _S.ENQUEUED, "sent to SQS with a fresh token")
+REQUEUE_STALE = Transition("requeue_stale", (_S.ENQUEUED,), _S.SCHEDULED, "unclaimed: send anew")
+RESEND = Transition("resend", (_S.ENQUEUED,), _S.ENQUEUED, "unclaimed: same token, re-sent")
+PUT_BACK = Transition("put_back", (_S.ENQUEUED,), _S.SCHEDULED, "paused: sent again on resume")
+CLAIM = Transition("claim", (_S.ENQUEUED,), _S.RUNNING, "taken by the current token's message")
+SUCCEED = Transition("succeed", (_S.RUNNING,), _S.SUCCEEDED, "the task returned")
+RETRY_LATER = Transition("retry_later", (_S.RUNNING,), _S.SCHEDULED, "failed, attempts left")
+FAIL = Transition("fail", (_S.RUNNING,), _S.FAILED, "the last attempt failed")
+LEASE_RETRY = Transition("lease_retry", (_S.RUNNING,), _S.SCHEDULED, "worker gone, attempts left")
+LEASE_FAIL = Transition("lease_fail", (_S.RUNNING,), _S.FAILED, "worker gone, no attempt left")
+CANCEL = Transition("cancel", (_S.SCHEDULED, _S.ENQUEUED), _S.CANCELLED, "called off before it ran")
+RESCHEDULE = Transition("reschedule", (_S.SCHEDULED, _S.ENQUEUED), _S.SCHEDULED, "moved in time")
+EXPIRE = Transition("expire", (_S.SCHEDULED, _S.ENQUEUED), _S.EXPIRED, "its deadline passed")
+RETRY = Transition("retry", (_S.FAILED, _S.CANCELLED, _S.EXPIRED), _S.SCHEDULED, "run again, anew")
+# fmt: on
 
 TRANSITIONS: tuple[Transition, ...] = (
     DISPATCH,

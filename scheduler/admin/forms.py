@@ -76,6 +76,19 @@ def local_run_at(local: datetime | None, zone_name: str) -> datetime:
     return run_at
 
 
+def _json_text(label: str, initial: str, help_text: str) -> forms.CharField:
+    return forms.CharField(
+        label=label,
+        initial=initial,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}),
+        help_text=help_text,
+    )
+
+
+def _optional_text(label: str, max_length: int, help_text: str) -> forms.CharField:
+    return forms.CharField(label=label, required=False, max_length=max_length, help_text=help_text)
+
+
 # ModelForm is generic only in django-stubs.
 if TYPE_CHECKING:
     JobModelForm = forms.ModelForm[ScheduledJob]
@@ -83,7 +96,20 @@ else:
     JobModelForm = forms.ModelForm
 
 
-class WhenForm(JobModelForm):
+class BrowserTimeZoneMixin(forms.BaseForm):
+    """Preselects the operator's browser time zone in the ``time_zone`` field."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["time_zone"]
+        field.initial = timezone.get_current_timezone_name()
+        if not self.is_bound:
+            # browser-time-zone.js replaces the initial zone with the browser's; a bound
+            # form keeps what the operator chose.
+            field.widget.attrs["data-browser-time-zone"] = "true"
+
+
+class WhenForm(BrowserTimeZoneMixin, JobModelForm):
     """When a job should run: a date-time in a chosen time zone, or in N minutes/hours/days."""
 
     AT, IN = "at", "in"
@@ -119,21 +145,15 @@ class WhenForm(JobModelForm):
     class Media:
         js = ("scheduler/browser-time-zone.js",)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _default_to_browser_time_zone(self)
-
+    @override
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
-        if cleaned.get("when") == self.IN:
-            amount = cleaned.get("delay_amount")
-            if amount is None:
-                self.add_error("delay_amount", "Enter how many minutes, hours or days from now.")
-            else:
-                seconds = amount * UNITS[cleaned.get("delay_unit", "minutes")]
-                cleaned["run_at"] = timezone.now() + timedelta(seconds=seconds)
-            return cleaned
-        _clean_local_run_at(self, cleaned)
+        if cleaned.get("when") != self.IN:
+            _clean_local_run_at(self, cleaned)
+        elif (
+            delta := _amount(self, cleaned, "delay", "Enter how many minutes, hours or days.")
+        ) is not None:
+            cleaned["run_at"] = timezone.now() + delta
         return cleaned
 
 
@@ -155,24 +175,11 @@ class ScheduleJobForm(WhenForm):
         choices=admin_task_choices,
         help_text="Only the tasks listed in the SCHEDULER_ADMIN_TASKS setting.",
     )
-    args_json = forms.CharField(
-        label="Arguments",
-        initial="[]",
-        widget=forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}),
-        help_text='A JSON list of positional arguments, e.g. ["a", 2].',
+    args_json = _json_text("Arguments", "[]", 'A JSON list of positional arguments, e.g. ["a", 2].')
+    kwargs_json = _json_text(
+        "Keyword arguments", "{}", 'A JSON object of keyword arguments, e.g. {"payment_id": 42}.'
     )
-    kwargs_json = forms.CharField(
-        label="Keyword arguments",
-        initial="{}",
-        widget=forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField"}),
-        help_text='A JSON object of keyword arguments, e.g. {"payment_id": 42}.',
-    )
-    queue_name = forms.CharField(
-        label="Queue",
-        required=False,
-        max_length=80,
-        help_text="Leave empty for the default queue.",
-    )
+    queue_name = _optional_text("Queue", 80, "Leave empty for the default queue.")
     attempts_limit = forms.IntegerField(
         label="Max attempts",
         required=False,
@@ -180,12 +187,7 @@ class ScheduleJobForm(WhenForm):
         max_value=100,
         help_text="Leave empty for the default.",
     )
-    key = forms.CharField(
-        label="Unique key",
-        required=False,
-        max_length=255,
-        help_text="No other active job may hold the same key.",
-    )
+    key = _optional_text("Unique key", 255, "No other active job may hold the same key.")
 
     job_fields = ("task_name", "args_json", "kwargs_json", "queue_name", "attempts_limit", "key")
 
@@ -284,7 +286,7 @@ class RescheduleJobForm(WhenForm):
         return self.instance
 
 
-class BulkRescheduleForm(forms.Form):
+class BulkRescheduleForm(BrowserTimeZoneMixin, forms.Form):
     """The reschedule action's choice: to a date-time, or shifted by an offset."""
 
     TO, BY = "to", "by"
@@ -305,24 +307,30 @@ class BulkRescheduleForm(forms.Form):
     )
     offset_unit = WhenForm.base_fields["delay_unit"]
 
-    class Media:
-        js = WhenForm.Media.js
+    Media = WhenForm.Media
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _default_to_browser_time_zone(self)
-
+    @override
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
-        if cleaned.get("mode") == self.BY:
-            amount = cleaned.get("offset_amount")
-            if not amount:
-                self.add_error("offset_amount", "Enter a non-zero offset.")
-            else:
-                cleaned["offset"] = timedelta(seconds=amount * UNITS[cleaned["offset_unit"]])
-            return cleaned
-        _clean_local_run_at(self, cleaned)
+        if cleaned.get("mode") != self.BY:
+            _clean_local_run_at(self, cleaned)
+        elif (offset := _amount(self, cleaned, "offset", "Enter a non-zero offset.")) is not None:
+            cleaned["offset"] = offset
         return cleaned
+
+
+def _amount(
+    form: forms.BaseForm, cleaned: dict[str, Any], prefix: str, missing: str
+) -> timedelta | None:
+    """The ``<prefix>_amount`` of ``<prefix>_unit`` as a timedelta, or None with an error.
+
+    Zero is an amount for a delay ("in 0 minutes") but not for an offset.
+    """
+    amount = cleaned.get(f"{prefix}_amount")
+    if amount is None or (amount == 0 and prefix == "offset"):
+        form.add_error(f"{prefix}_amount", missing)
+        return None
+    return timedelta(seconds=amount * UNITS[cleaned.get(f"{prefix}_unit", "minutes")])
 
 
 def _clean_local_run_at(form: forms.BaseForm, cleaned: dict[str, Any]) -> None:
@@ -333,15 +341,6 @@ def _clean_local_run_at(form: forms.BaseForm, cleaned: dict[str, Any]) -> None:
         cleaned["run_at"] = local_run_at(cleaned.get("run_at_local"), cleaned["time_zone"])
     except ValidationError as error:
         form.add_error("run_at_local", error)
-
-
-def _default_to_browser_time_zone(form: forms.BaseForm) -> None:
-    field = form.fields["time_zone"]
-    field.initial = timezone.get_current_timezone_name()
-    if not form.is_bound:
-        # browser-time-zone.js replaces the initial zone with the browser's; a bound
-        # form keeps what the operator chose.
-        field.widget.attrs["data-browser-time-zone"] = "true"
 
 
 def _json_field(text: str, label: str) -> Any:

@@ -32,6 +32,7 @@ from scheduler.admin.changelist import (
 )
 from scheduler.admin.display import duration, status_label
 from scheduler.admin.forms import BulkRescheduleForm, RescheduleJobForm, ScheduleJobForm, WhenForm
+from scheduler.admin.readonly import ReadOnlyAdminMixin
 from scheduler.exceptions import SchedulerError
 from scheduler.models import JobAttempt, ScheduledJob
 
@@ -54,7 +55,7 @@ else:
     JobAdminBase = admin.ModelAdmin
 
 
-class JobAttemptInline(AttemptInlineBase):
+class JobAttemptInline(ReadOnlyAdminMixin, AttemptInlineBase):
     """Every attempt of a job, with its traceback (read-only history)."""
 
     model = JobAttempt
@@ -79,18 +80,6 @@ class JobAttemptInline(AttemptInlineBase):
         return request.user.has_perm("scheduler.view_scheduledjob") or request.user.has_perm(
             "scheduler.change_scheduledjob"
         )
-
-    @override
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @override
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @override
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="late by")
     def attempt_lateness(self, attempt: JobAttempt) -> str:

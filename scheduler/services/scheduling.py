@@ -4,11 +4,12 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 
 from celery import Task
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from typing_extensions import Unpack
 
 from scheduler import validation
 from scheduler.conf import scheduler_settings
@@ -19,6 +20,14 @@ from scheduler.registry import get_task, task_name_of
 logger = logging.getLogger(__name__)
 
 _UNIQUE_KEY_CONSTRAINT = "scheduler_job_unique_active_key"
+
+
+class JobOptions(TypedDict, total=False):
+    """The keyword options of :func:`schedule_at`, shared by its variants."""
+
+    queue: str | None
+    max_attempts: int | None
+    unique_key: str | None
 
 
 def schedule_at(
@@ -70,21 +79,13 @@ def schedule_in(
     delay: timedelta | float,
     args: Sequence[Any] = (),
     kwargs: Mapping[str, Any] | None = None,
-    *,
-    queue: str | None = None,
-    max_attempts: int | None = None,
-    unique_key: str | None = None,
+    **options: Unpack[JobOptions],
 ) -> ScheduledJob:
-    """Schedule ``task`` to run ``delay`` (a timedelta or seconds) from now."""
-    return schedule_at(
-        task,
-        timezone.now() + validation.delay(delay),
-        args,
-        kwargs,
-        queue=queue,
-        max_attempts=max_attempts,
-        unique_key=unique_key,
-    )
+    """Schedule ``task`` to run ``delay`` (a timedelta or seconds) from now.
+
+    Takes the same keyword options as :func:`schedule_at`.
+    """
+    return schedule_at(task, timezone.now() + validation.delay(delay), args, kwargs, **options)
 
 
 @contextmanager

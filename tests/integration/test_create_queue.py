@@ -5,7 +5,6 @@ import json
 import uuid
 from typing import Any
 
-import boto3
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -14,6 +13,7 @@ from scheduler.dispatch.queues import (
     MAX_RECEIVE_COUNT,
     MESSAGE_RETENTION_SECONDS,
 )
+from tests.conftest import sqs_client
 
 
 @pytest.fixture
@@ -26,13 +26,7 @@ def queue_name(sqs_endpoint: str, settings: Any) -> str:
 
 @pytest.fixture
 def client(sqs_endpoint: str) -> Any:
-    return boto3.client(
-        "sqs",
-        endpoint_url=sqs_endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    return sqs_client(sqs_endpoint)
 
 
 def attributes(client: Any, name: str) -> dict[str, str]:
