@@ -1,6 +1,7 @@
 """A job is a row in PostgreSQL first and an SQS message only in its last minutes."""
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import models
 from django.db.models import Q
@@ -185,6 +186,44 @@ class JobAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"job #{self.job_id} attempt {self.number}: {self.outcome}"
+
+
+class PauseQuerySet(models.QuerySet["Pause"]):
+    """Which pauses hold a job back."""
+
+    def covering(self, *, task_name: Any, queue: Any) -> "PauseQuerySet":
+        """Pauses that cover a job of ``task_name`` on ``queue`` (values or OuterRefs)."""
+        return self.filter(Q(task_name="") | Q(task_name=task_name), Q(queue="") | Q(queue=queue))
+
+
+class Pause(models.Model):
+    """A kind of job that must not start now: a task, a queue, or a task on one queue.
+
+    An empty ``task_name`` or ``queue`` means any. Jobs of a paused kind stay in
+    PostgreSQL (a message already in SQS is handed back by the worker); on resume,
+    the row is deleted and each of them runs once, oldest first.
+    """
+
+    task_name = models.CharField(max_length=255, blank=True, default="")
+    queue = models.CharField(max_length=80, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    paused_by = models.CharField(max_length=150, blank=True, default="")
+    paused_at = models.DateTimeField(default=timezone.now)
+
+    objects = PauseQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-paused_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["task_name", "queue"], name="scheduler_pause_once"),
+            models.CheckConstraint(
+                condition=~Q(task_name="") | ~Q(queue=""), name="scheduler_pause_names_a_kind"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        kind = " on ".join(part for part in (self.task_name, self.queue) if part)
+        return f"paused: {kind}"
 
 
 class DispatcherHeartbeat(models.Model):
