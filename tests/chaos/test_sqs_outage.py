@@ -1,0 +1,43 @@
+"""The SQS server stopped (SIGSTOP, state kept) during dispatch and during consumption."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from scheduler.models import ScheduledJob
+from tests.chaos.conftest import scale
+from tests.chaos.effects import Workload, spread
+from tests.processes import wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+OUTAGE_SECONDS = 6
+
+
+def test_sqs_stopped_during_dispatch(cluster, sqs_server):
+    workload = Workload("sqs-dispatch")
+    # Jobs keep coming due through the outage: the dispatcher has to send some then.
+    workload.schedule_both(scale(40, 400), at=spread(timezone.now() + timedelta(seconds=3), 0.5))
+    cluster.start_workers(2)
+    cluster.start_dispatchers(1)
+    assert wait_until(lambda: workload.statuses().get("succeeded", 0) > 0, timeout=30)
+    with sqs_server.paused(OUTAGE_SECONDS):
+        pass
+    workload.settle(timeout=120).assert_clean(plain_once=True)
+
+
+def test_sqs_stopped_during_consumption(cluster, sqs_server):
+    workload = Workload("sqs-consume")
+    count = scale(40, 400)
+    workload.schedule_both(count, at=spread(timezone.now() + timedelta(seconds=5), 0.1))
+    cluster.start_dispatchers(1)
+    # Everything is in SQS before the outage; the workers are consuming when it starts.
+    assert wait_until(
+        lambda: ScheduledJob.objects.filter(status="enqueued").count() == count, timeout=30
+    ), workload.statuses()
+    cluster.start_workers(2)
+    assert wait_until(lambda: workload.statuses().get("succeeded", 0) > 0, timeout=30)
+    with sqs_server.paused(OUTAGE_SECONDS):
+        pass
+    workload.settle(timeout=120).assert_clean(plain_once=True)
