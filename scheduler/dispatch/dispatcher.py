@@ -46,6 +46,7 @@ class TickResult:
     failed: int = 0
     requeued_stale: int = 0
     leases_expired: int = 0
+    expired: int = 0
     purged: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -80,6 +81,7 @@ class Dispatcher:
         try:
             result.requeued_stale = dispatching.requeue_stale(now=started)
             result.leases_expired = dispatching.expire_leases(now=started)
+            result.expired = dispatching.expire_missed(now=started)
             if time.monotonic() - self._last_purge >= _PURGE_EVERY_SECONDS:
                 result.purged = dispatching.purge_finished(now=started)
                 self._last_purge = time.monotonic()
@@ -108,12 +110,13 @@ class Dispatcher:
         log = logger.warning if result.errors or result.failed else logger.info
         log(
             "dispatch tick dispatcher=%s sent=%s failed=%s requeued_stale=%s "
-            "leases_expired=%s purged=%s errors=%s",
+            "leases_expired=%s expired=%s purged=%s errors=%s",
             self.name,
             result.sent,
             result.failed,
             result.requeued_stale,
             result.leases_expired,
+            result.expired,
             result.purged,
             len(result.errors),
         )

@@ -28,10 +28,10 @@ class Outcome(enum.StrEnum):
 def run_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
     """Handle one ``(job_id, dispatch_token)`` message, exactly once in effect."""
     claimed = running.claim(job_id=job_id, token=token, worker=worker)
-    if claimed is None:
-        logger.info("message dropped job_id=%s token=%s reason=not-current", job_id, token)
+    if isinstance(claimed, running.Refusal):
+        logger.info("message dropped job_id=%s token=%s reason=%s", job_id, token, claimed)
         return Outcome.DROPPED
-    job, attempt = claimed
+    job, attempt = claimed.job, claimed.attempt
     logger.info(
         "job started job_id=%s task=%s attempt=%s/%s lateness=%.3fs",
         job.pk,

@@ -146,7 +146,7 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
 
         token = _dispatch(job)
         zombie = running.claim(job_id=job.pk, token=token, worker="dead-worker")
-        assert zombie is not None
+        assert isinstance(zombie, running.Claim)
         dispatcher = Dispatcher(publisher=InMemoryPublisher())
         clock.move_to(T0 + timedelta(seconds=599))
         assert dispatcher.run_once().leases_expired == 0
@@ -161,13 +161,14 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
         [attempt] = job.history.all()
         assert attempt.outcome == JobAttempt.Outcome.LEASE_EXPIRED
         # The presumed-dead worker finishes after all: its outcome changes nothing.
-        assert running.record_success(job=zombie[0], attempt=zombie[1]) is False
+        assert running.record_success(job=zombie.job, attempt=zombie.attempt) is False
         job.refresh_from_db()
         assert job.status == Status.ENQUEUED
 
         # Out of attempts, an expired lease fails the job.
         clock.move_to(job.run_at)
-        assert running.claim(job_id=job.pk, token=job.dispatch_token, worker="dead-again")
+        claimed = running.claim(job_id=job.pk, token=job.dispatch_token, worker="dead-again")
+        assert isinstance(claimed, running.Claim)
         clock.tick(601)
         assert dispatcher.run_once().leases_expired == 1
     job.refresh_from_db()
