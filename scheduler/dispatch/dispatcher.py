@@ -172,7 +172,7 @@ class Dispatcher:
                 ScheduledJob.objects.due(within=lookahead, now=now)
                 .order_by("run_at", "pk")
                 .select_for_update(skip_locked=True)
-                .only("pk", "run_at", "queue")[:batch_size]
+                .only("pk", "run_at", "queue", "task_name")[:batch_size]
             )
             if not due:
                 return BatchResult(claimed=0, sent=0, failed=0)
@@ -180,6 +180,7 @@ class Dispatcher:
                 OutgoingMessage(
                     job_id=job.pk,
                     dispatch_token=uuid.uuid4(),
+                    task_name=job.task_name,
                     queue=job.queue,
                     eta=job.run_at,
                     delay_seconds=delay_seconds(job.run_at, now, max_delay),

@@ -31,7 +31,8 @@ class _Paused(TypedDict):
 class Refusal(enum.StrEnum):
     """Why a message did not claim its job (it is acknowledged and nothing runs)."""
 
-    #: A duplicate, or a job cancelled, moved, finished or re-dispatched since.
+    #: A duplicate, a job cancelled, moved, finished or re-dispatched since, or a
+    #: message for another task than the job's.
     NOT_CURRENT = "not-current"
     #: The job's deadline passed before it could start: it is now expired.
     EXPIRED = "expired"
@@ -47,8 +48,11 @@ class Claim:
     attempt: JobAttempt
 
 
-def claim(*, job_id: int, token: UUID, worker: str) -> Claim | Refusal:
+def claim(*, job_id: int, token: UUID, task_name: str, worker: str) -> Claim | Refusal:
     """Take an enqueued job for this delivery, or say why the message may not run it.
+
+    ``task_name`` is the task the message was delivered to: a message for another
+    task than the job's is not current, whatever its token.
 
     The row is locked first: a message can arrive before the dispatcher that sent it
     commits. A bare conditional UPDATE would not wait then, because PostgreSQL only
@@ -69,7 +73,12 @@ def claim(*, job_id: int, token: UUID, worker: str) -> Claim | Refusal:
             .filter(pk=job_id)
             .first(),
         )
-        if job is None or job.status not in states.CLAIM.sources or job.dispatch_token != token:
+        if (
+            job is None
+            or job.status not in states.CLAIM.sources
+            or job.dispatch_token != token
+            or job.task_name != task_name
+        ):
             return Refusal.NOT_CURRENT
         current = ScheduledJob.objects.filter(pk=job_id, dispatch_token=token)
         if job.deadline is not None and now >= job.deadline:

@@ -103,8 +103,14 @@ def test_a_message_that_arrives_after_the_deadline_expires_its_job_at_the_worker
     job = schedule_at("testapp.record", T0, [path, "late"], deadline=T0 + timedelta(seconds=5))
     token = _dispatch(job)
     with freeze_time(T0 + timedelta(seconds=5)), django_capture_on_commit_callbacks(execute=True):
-        assert running.claim(job_id=job.pk, token=token, worker="w") == running.Refusal.EXPIRED
-        assert run_job(job_id=job.pk, token=token, worker="w") == Outcome.DROPPED
+        assert (
+            running.claim(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
+            == running.Refusal.EXPIRED
+        )
+        assert (
+            run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
+            == Outcome.DROPPED
+        )
     job.refresh_from_db()
     assert (job.status, job.dispatch_token, job.attempts) == (Status.EXPIRED, None, 0)
     assert read_runs(path) == []
@@ -178,7 +184,9 @@ def test_a_message_of_a_paused_kind_is_put_back_not_run(tmp_path):
     job = schedule_at("testapp.record", T0, [path, "held"])
     token = _dispatch(job)
     Pause.objects.create(task_name="testapp.record", reason="incident")
-    assert run_job(job_id=job.pk, token=token, worker="w") == Outcome.DROPPED
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w") == Outcome.DROPPED
+    )
     job.refresh_from_db()
     assert (job.status, job.dispatch_token, job.run_at, job.attempts) == (
         Status.SCHEDULED,
@@ -189,9 +197,14 @@ def test_a_message_of_a_paused_kind_is_put_back_not_run(tmp_path):
     assert read_runs(path) == []
     # The old message stays dropped after the resume; the new dispatch runs it once.
     Pause.objects.all().delete()
-    assert run_job(job_id=job.pk, token=token, worker="w") == Outcome.DROPPED
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w") == Outcome.DROPPED
+    )
     new_token = _dispatch(job)
-    assert run_job(job_id=job.pk, token=new_token, worker="w") == Outcome.SUCCEEDED
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=new_token, worker="w")
+        == Outcome.SUCCEEDED
+    )
     assert [label for label, _ in read_runs(path)] == ["held"]
 
 
@@ -204,8 +217,14 @@ def test_outcome_signals_are_sent_after_commit_and_never_on_rollback(
     bad = schedule_at("testapp.fail", T0, [path, "bad"], max_attempts=1)
     gone = schedule_at("testapp.noop", T0 + timedelta(days=1))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert run_job(job_id=ok.pk, token=_dispatch(ok), worker="w") == Outcome.SUCCEEDED
-        assert run_job(job_id=bad.pk, token=_dispatch(bad), worker="w") == Outcome.FAILED
+        assert (
+            run_job(job_id=ok.pk, task_name=ok.task_name, token=_dispatch(ok), worker="w")
+            == Outcome.SUCCEEDED
+        )
+        assert (
+            run_job(job_id=bad.pk, task_name=bad.task_name, token=_dispatch(bad), worker="w")
+            == Outcome.FAILED
+        )
         assert cancel(gone)
     # Nothing is sent before the transaction commits…
     assert received == []
