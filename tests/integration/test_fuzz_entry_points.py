@@ -109,6 +109,7 @@ VALID = {
     "queue": st.sampled_from([None, "jobs"]),
     "max_attempts": st.none() | st.integers(1, 10),
     "unique_key": st.none() | st.uuids().map(str),
+    "deadline": st.none(),
 }
 FUZZED = {
     "task": tasks,
@@ -118,6 +119,7 @@ FUZZED = {
     "queue": queues,
     "max_attempts": attempts,
     "unique_key": unique_keys,
+    "deadline": instants | st.none(),
 }
 
 
@@ -138,6 +140,7 @@ def test_schedule_at(data):
         queue=value["queue"],
         max_attempts=value["max_attempts"],
         unique_key=value["unique_key"],
+        deadline=value["deadline"],
     )
     if created is not None:
         stored = ScheduledJob.objects.get(pk=created.pk)
