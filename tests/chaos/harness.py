@@ -127,12 +127,14 @@ class Cluster:
         self.workdir = workdir
         self.workers: list[Process] = []
         self.dispatchers: list[Process] = []
+        #: Processes killed by :meth:`kill`, kept for their logs.
+        self.killed: list[Process] = []
         self._count: dict[str, int] = defaultdict(int)
         self._journals: list[Path] = []
 
     def dump_output(self, tail: int = 6000) -> None:
         """Write the end of every process's log to stderr (after a failure)."""
-        for process in [*self.workers, *self.dispatchers]:
+        for process in [*self.workers, *self.dispatchers, *self.killed]:
             sys.stderr.write(f"--- {process.name} output ---\n{process.output()[-tail:]}\n")
 
     def _env(self, role: str) -> tuple[str, dict[str, str]]:
@@ -204,13 +206,10 @@ class Cluster:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.popen.pid, signal.SIGKILL)
         process.popen.wait(10)
-
-    def stop(self, process: Process) -> None:
-        """Stop a process gracefully (SIGTERM to its group)."""
-        process.stop()
         for group in (self.workers, self.dispatchers):
             if process in group:
                 group.remove(process)
+        self.killed.append(process)
 
     def terminate_connections(self, role: str) -> int:
         """``pg_terminate_backend`` every connection of this cluster's ``role`` processes."""
@@ -234,15 +233,20 @@ class Cluster:
         return sends
 
     def worker_output(self) -> str:
-        """Every worker's log so far, concatenated."""
-        return "".join(process.output() for process in self.workers)
+        """Every worker's log so far (killed ones' included), concatenated."""
+        return "".join(
+            process.output()
+            for process in [*self.workers, *self.killed]
+            if "worker" in process.name
+        )
 
     def close(self) -> None:
         """Stop every process still running."""
-        for process in [*self.dispatchers, *self.workers]:
+        for process in [*self.dispatchers, *self.workers, *self.killed]:
             process.stop()
         self.dispatchers.clear()
         self.workers.clear()
+        self.killed.clear()
 
 
 def child_env(*, database: dict[str, Any], endpoint: str, queue: str) -> dict[str, str]:
