@@ -125,24 +125,20 @@ class ScheduledJob(models.Model):
                 name="scheduler_job_resend_idx",
                 condition=Q(status=Status.ENQUEUED),
             ),
-            # Expired leases; the admin's running list. Keyed on started_at, which a
-            # heartbeat does not change.
-            models.Index(
-                fields=["started_at"],
-                name="scheduler_job_running_idx",
-                condition=Q(status=Status.RUNNING),
-            ),
             # The purge of finished jobs past retention: a tuple once per job, at its end.
             models.Index(
                 fields=["finished_at"],
                 name="scheduler_job_finished_idx",
                 condition=Q(status__in=list(states.FINISHED)),
             ),
-            # The admin's lists of jobs that ended badly, by status, latest first.
+            # Every status but the two big ones, latest first: enqueued and running jobs
+            # (recovery, the admin's lists, also when ordered by the default -run_at)
+            # and jobs that ended badly. Scheduled jobs have due_idx (also on run_at);
+            # succeeded ones, most rows, are read through the run_at index.
             models.Index(
                 fields=["status", "run_at"],
-                name="scheduler_job_ended_badly_idx",
-                condition=Q(status__in=[Status.FAILED, Status.CANCELLED, Status.EXPIRED]),
+                name="scheduler_job_status_idx",
+                condition=~Q(status__in=[Status.SCHEDULED, Status.SUCCEEDED]),
             ),
             # The admin's ordering and date hierarchy over all statuses.
             models.Index(fields=["run_at"], name="scheduler_job_run_at_idx"),

@@ -1,8 +1,10 @@
 """Fewer index tuples per job, and room for HOT updates (issue 9.8; bench/storage.py).
 
-- Indexes that every status change rewrote become partial (finished jobs, jobs that
-  ended badly, failed attempts) or go (the full (status, run_at) index; the attempts'
-  job_id index, which the unique (job, dispatch_token) index already serves).
+- Indexes that every status change rewrote become partial: (status, run_at) skips the
+  two big statuses, scheduled (due_idx serves it) and succeeded; finished_at is indexed
+  for finished jobs only, attempts' finished_at for failed attempts only. Two go: the
+  running jobs' started_at index ((status, run_at) serves them) and the attempts'
+  job_id index (the unique (job, dispatch_token) index leads with job_id).
 - The active unique-key index skips jobs without a key.
 - fillfactor 70 on the job table, so a heartbeat (and most status changes) finds room
   on the row's own page. It applies to pages written from now on; to repack an
@@ -67,11 +69,12 @@ class Migration(migrations.Migration):
         AddIndexConcurrently(
             model_name="scheduledjob",
             index=models.Index(
-                condition=models.Q(("status__in", ["failed", "cancelled", "expired"])),
+                condition=models.Q(("status__in", ["scheduled", "succeeded"]), _negated=True),
                 fields=["status", "run_at"],
-                name="scheduler_job_ended_badly_idx",
+                name="scheduler_job_status_idx",
             ),
         ),
+        RemoveIndexConcurrently(model_name="scheduledjob", name="scheduler_job_running_idx"),
         RemoveIndexConcurrently(model_name="scheduledjob", name="scheduler_job_finished_idx"),
         AddIndexConcurrently(
             model_name="scheduledjob",
