@@ -176,6 +176,10 @@ def queries() -> dict[str, Any]:
         .values("pk")[:100],
         "dispatcher: deadlines passed": jobs.missed_deadline(now=now).values("pk")[:100],
         "dispatcher: unclaimed enqueued jobs": jobs.stale(after=window, now=now).values("pk")[:100],
+        # The re-send of unclaimed jobs (issue 8.1, "dispatch"), by resend_at.
+        "dispatcher: re-sends due": jobs.filter(status="enqueued", resend_at__lte=now)
+        .order_by("resend_at")
+        .values("pk")[:100],
         "dispatcher: leases expired": jobs.lease_expired(lease=window, now=now).values("pk")[:100],
         "dispatcher: purge": jobs.finished()
         .filter(finished_at__lt=now - timedelta(days=25))
