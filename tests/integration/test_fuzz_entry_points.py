@@ -20,7 +20,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler import cancel, reschedule, schedule_at, schedule_in
+from scheduler import cancel, reschedule, schedule_at, schedule_in, schedule_many
 from scheduler.exceptions import InvalidArgumentsError, SchedulerError
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import retry, run_now
@@ -148,6 +148,24 @@ def test_schedule_at(data):
         assert stored.kwargs == (value["kwargs"] or {})
         assert stored.run_at == value["run_at"]
         stored.delete()
+
+
+@FUZZ
+@given(data=st.data())
+def test_schedule_many(data):
+    # A valid item, then one with one or two fuzzed fields: all or nothing.
+    items = []
+    for _ in range(2):
+        fuzzed = data.draw(st.sets(st.sampled_from(sorted(VALID)), max_size=2))
+        value = {
+            name: data.draw((FUZZED if name in fuzzed else VALID)[name], label=name)
+            for name in VALID
+        }
+        items.append(value)
+    created = _call(schedule_many, items)
+    if created is not None:
+        assert ScheduledJob.objects.filter(pk__in=[job.pk for job in created]).count() == 2
+        ScheduledJob.objects.filter(pk__in=[job.pk for job in created]).delete()
 
 
 @FUZZ
