@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--database", default="bench_soak", help="database (tables replaced)")
+    parser.add_argument(
+        "--logs", type=Path, default=Path("soak-logs"), help="where the processes' logs go"
+    )
     return parser.parse_args(argv)
 
 
@@ -116,10 +119,15 @@ def _soak(args: argparse.Namespace, rng: random.Random, sqs: "SqsServer") -> "Re
                 cluster, workload, [workload.planned[label] for label in to_cancel], args, rng, sqs
             )
             say(f"window over, draining (at most {args.drain_minutes} min): {_progress(workload)}")
-            report = workload.settle(timeout=args.drain_minutes * 60)
+            deadline = time.monotonic() + args.drain_minutes * 60
+            while workload.unfinished() and time.monotonic() < deadline:
+                _replace_exited(cluster, args)
+                time.sleep(1)
             say(f"drained: {_progress(workload)}")
-            return report
+            return workload.report()
         finally:
+            cluster.save_logs(args.logs)
+            say(f"process logs in {args.logs}/")
             cluster.close()
 
 
@@ -171,6 +179,7 @@ def _run_with_faults(
     next_kill = began + rng.expovariate(1 / args.kill_every)
     next_progress = began + 30
     while time.monotonic() < window_end:
+        _replace_exited(cluster, args)
         soon = timezone.now() + timedelta(seconds=2)
         while pending and pending[0].run_at <= soon:
             workload.cancel(pending.pop(0))
@@ -189,6 +198,12 @@ def _run_with_faults(
             say(_progress(workload))
             next_progress += 30
         time.sleep(0.2)
+
+
+def _replace_exited(cluster: "Cluster", args: argparse.Namespace) -> None:
+    # As ECS or systemd would: a worker that exits on its own is replaced.
+    if replaced := cluster.replace_exited_workers(concurrency=args.concurrency):
+        say(f"{replaced} worker(s) exited on their own: replaced")
 
 
 def _progress(workload: "Workload") -> str:

@@ -127,14 +127,20 @@ class Cluster:
         self.workdir = workdir
         self.workers: list[Process] = []
         self.dispatchers: list[Process] = []
-        #: Processes killed by :meth:`kill`, kept for their logs.
-        self.killed: list[Process] = []
+        #: Processes killed (:meth:`kill`) or that exited on their own, kept for their logs.
+        self.exited: list[Process] = []
         self._count: dict[str, int] = defaultdict(int)
         self._journals: list[Path] = []
 
+    def save_logs(self, directory: Path) -> None:
+        """Write every process's whole log to ``directory/<name>.log``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for process in [*self.workers, *self.dispatchers, *self.exited]:
+            (directory / f"{process.name}.log").write_text(process.output())
+
     def dump_output(self, tail: int = 6000) -> None:
         """Write the end of every process's log to stderr (after a failure)."""
-        for process in [*self.workers, *self.dispatchers, *self.killed]:
+        for process in [*self.workers, *self.dispatchers, *self.exited]:
             sys.stderr.write(f"--- {process.name} output ---\n{process.output()[-tail:]}\n")
 
     def _env(self, role: str) -> tuple[str, dict[str, str]]:
@@ -209,7 +215,17 @@ class Cluster:
         for group in (self.workers, self.dispatchers):
             if process in group:
                 group.remove(process)
-        self.killed.append(process)
+        self.exited.append(process)
+
+    def replace_exited_workers(self, *, concurrency: int) -> int:
+        """Start a worker for each that exited on its own, as a supervisor would; how many."""
+        exited = [process for process in self.workers if process.popen.poll() is not None]
+        for process in exited:
+            self.workers.remove(process)
+            self.exited.append(process)
+        if exited:
+            self.start_workers(len(exited), concurrency=concurrency)
+        return len(exited)
 
     def terminate_connections(self, role: str) -> int:
         """``pg_terminate_backend`` every connection of this cluster's ``role`` processes."""
@@ -233,20 +249,20 @@ class Cluster:
         return sends
 
     def worker_output(self) -> str:
-        """Every worker's log so far (killed ones' included), concatenated."""
+        """Every worker's log so far (exited ones included), concatenated."""
         return "".join(
             process.output()
-            for process in [*self.workers, *self.killed]
+            for process in [*self.workers, *self.exited]
             if "worker" in process.name
         )
 
     def close(self) -> None:
         """Stop every process still running."""
-        for process in [*self.dispatchers, *self.workers, *self.killed]:
+        for process in [*self.dispatchers, *self.workers, *self.exited]:
             process.stop()
         self.dispatchers.clear()
         self.workers.clear()
-        self.killed.clear()
+        self.exited.clear()
 
 
 def child_env(*, database: dict[str, Any], endpoint: str, queue: str) -> dict[str, str]:

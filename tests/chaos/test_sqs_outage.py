@@ -1,10 +1,12 @@
-"""The SQS server stopped (SIGSTOP, state kept) during dispatch and during consumption."""
+"""The SQS server stopped (SIGSTOP, state kept) during dispatch and during consumption,
+and restarted (every message lost)."""
 
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
+from scheduler.dispatch.queues import ensure_queue
 from scheduler.models import ScheduledJob
 from tests.chaos.conftest import scale
 from tests.chaos.effects import Workload, spread
@@ -40,4 +42,18 @@ def test_sqs_stopped_during_consumption(cluster, sqs_server):
     assert wait_until(lambda: workload.statuses().get("succeeded", 0) > 0, timeout=30)
     with sqs_server.paused(OUTAGE_SECONDS):
         pass
+    workload.settle(timeout=120).assert_clean(plain_once=True)
+
+
+def test_sqs_restarted_losing_every_message(cluster, sqs_server):
+    workload = Workload("sqs-restart")
+    count = scale(40, 400)
+    workload.schedule_both(count, at=spread(timezone.now() + timedelta(seconds=3), 0.25))
+    cluster.start_workers(2)
+    cluster.start_dispatchers(1)
+    assert wait_until(lambda: workload.statuses().get("succeeded", 0) > 0, timeout=30)
+    sqs_server.restart()
+    # As an operator would after losing the server: `manage.py scheduler_create_queue`.
+    ensure_queue()
+    # Jobs whose messages were lost are sent again; those sent after run as usual.
     workload.settle(timeout=120).assert_clean(plain_once=True)
