@@ -11,7 +11,6 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ from typing import Any
 import requests
 from django.db import connection
 
-from tests.conftest import sqs_client
-from tests.processes import BIN, Process, free_port, wait_until
+from tests.conftest import SqsQueue, sqs_client
+from tests.processes import BIN, Process, celery_worker_args, free_port, wait_until
 
 #: Child processes' Django settings: every period lowered to seconds.
 CHAOS_SETTINGS_MODULE = "tests.settings_chaos"
@@ -62,14 +61,11 @@ class SqsServer:
         os.killpg(self.process.popen.pid, signal.SIGCONT)
         self._paused = False
 
-    @contextlib.contextmanager
-    def paused(self, seconds: float) -> Iterator[None]:
-        """Stopped for ``seconds`` from entering the block, and on again when it ends."""
+    def pause_for(self, seconds: float) -> None:
+        """Stopped for ``seconds``, then on again."""
         self.pause()
-        started = time.monotonic()
         try:
-            yield
-            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+            time.sleep(seconds)
         finally:
             self.resume()
 
@@ -77,15 +73,7 @@ class SqsServer:
         """Messages in ``queue`` (visible, delayed and in flight), as SQS counts them."""
         client = sqs_client(self.endpoint)
         url = client.get_queue_url(QueueName=queue)["QueueUrl"]
-        attributes = client.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=[
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesDelayed",
-                "ApproximateNumberOfMessagesNotVisible",
-            ],
-        )["Attributes"]
-        return sum(int(value) for value in attributes.values())
+        return SqsQueue(name=queue, url=url, client=client).count()
 
     def restart(self) -> None:
         """Stop and start on the same port: every queue and message is gone."""
@@ -155,21 +143,9 @@ class Cluster:
         started = []
         for _ in range(count):
             name, env = self._env("worker")
-            args = [
-                str(BIN / "celery"),
-                "-A",
-                "project",
-                "worker",
-                "--loglevel=INFO",
-                f"--concurrency={concurrency}",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-Q",
-                self.env["SCHEDULER_QUEUE_NAME"],
-                "-n",
-                f"{name}@%h",
-            ]
+            args = celery_worker_args(
+                queue=self.env["SCHEDULER_QUEUE_NAME"], name=name, concurrency=concurrency
+            )
             started.append(Process(name, args, env))
         self.workers.extend(started)
         for process in started:

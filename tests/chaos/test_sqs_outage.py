@@ -17,16 +17,18 @@ pytestmark = pytest.mark.timeout(240)
 OUTAGE_SECONDS = 6
 
 
-def test_sqs_stopped_during_dispatch(cluster, sqs_server):
-    workload = Workload("sqs-dispatch")
+@pytest.mark.parametrize("outage", ["stopped", "restarted"])
+def test_sqs_outage_while_jobs_are_dispatched(cluster, sqs_server, outage):
+    """Stopped (SIGSTOP, state kept) or restarted (every message lost) as jobs come due."""
+    workload = Workload(f"sqs-{outage}")
     # Jobs keep coming due through the outage: the dispatcher has to send some then.
     workload.schedule_both(scale(40, 400), at=spread(timezone.now() + timedelta(seconds=3), 0.5))
     cluster.start_workers(2)
     cluster.start_dispatchers(1)
-    assert wait_until(lambda: workload.statuses().get("succeeded", 0) > 0, timeout=30)
-    with sqs_server.paused(OUTAGE_SECONDS):
-        pass
-    workload.settle(timeout=120).assert_clean(plain_once=True)
+    if outage == "stopped":
+        _once_jobs_succeed(workload, lambda: sqs_server.pause_for(OUTAGE_SECONDS))
+    else:
+        _once_jobs_succeed(workload, lambda: _restart(sqs_server))
 
 
 def test_sqs_stopped_during_consumption(cluster, sqs_server):
@@ -39,21 +41,17 @@ def test_sqs_stopped_during_consumption(cluster, sqs_server):
         lambda: ScheduledJob.objects.filter(status="enqueued").count() == count, timeout=30
     ), workload.statuses()
     cluster.start_workers(2)
-    assert wait_until(lambda: workload.statuses().get("succeeded", 0) > 0, timeout=30)
-    with sqs_server.paused(OUTAGE_SECONDS):
-        pass
-    workload.settle(timeout=120).assert_clean(plain_once=True)
+    _once_jobs_succeed(workload, lambda: sqs_server.pause_for(OUTAGE_SECONDS))
 
 
-def test_sqs_restarted_losing_every_message(cluster, sqs_server):
-    workload = Workload("sqs-restart")
-    count = scale(40, 400)
-    workload.schedule_both(count, at=spread(timezone.now() + timedelta(seconds=3), 0.25))
-    cluster.start_workers(2)
-    cluster.start_dispatchers(1)
-    assert wait_until(lambda: workload.statuses().get("succeeded", 0) > 0, timeout=30)
+def _restart(sqs_server):
     sqs_server.restart()
     # As an operator would after losing the server: `manage.py scheduler_create_queue`.
     ensure_queue()
-    # Jobs whose messages were lost are sent again; those sent after run as usual.
+
+
+def _once_jobs_succeed(workload, outage):
+    """Once jobs are succeeding, cause the outage; then every job must run once."""
+    assert wait_until(lambda: workload.statuses().get("succeeded", 0) > 0, timeout=30)
+    outage()
     workload.settle(timeout=120).assert_clean(plain_once=True)

@@ -10,7 +10,7 @@ from scheduler.dispatch.beat import ensure_dispatch_schedule
 from tests import settings as base_settings
 from tests import settings_fast
 from tests.conftest import SqsQueue
-from tests.processes import BIN, Process, running
+from tests.processes import BIN, Process, celery_worker_args, running
 
 # The scheduler settings that settings_fast lowers, for this process to agree with the
 # child processes.
@@ -38,21 +38,7 @@ def e2e_env(transactional_db: None, sqs_queue: SqsQueue, settings: Any) -> dict[
 
 @pytest.fixture
 def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
-    args = [
-        str(BIN / "celery"),
-        "-A",
-        "project",
-        "worker",
-        "--loglevel=INFO",
-        "--concurrency=2",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-Q",
-        e2e_env["SCHEDULER_QUEUE_NAME"],
-        "-n",
-        "e2e@%h",
-    ]
+    args = celery_worker_args(queue=e2e_env["SCHEDULER_QUEUE_NAME"], name="e2e")
     with running("worker", args, e2e_env) as process:
         process.wait_for_output("ready.", timeout=60)
         yield process

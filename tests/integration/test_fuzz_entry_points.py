@@ -131,17 +131,7 @@ def test_schedule_at(data):
     value = {
         name: data.draw((FUZZED if name in fuzzed else VALID)[name], label=name) for name in VALID
     }
-    created = _call(
-        schedule_at,
-        value["task"],
-        value["run_at"],
-        value["args"],
-        value["kwargs"],
-        queue=value["queue"],
-        max_attempts=value["max_attempts"],
-        unique_key=value["unique_key"],
-        deadline=value["deadline"],
-    )
+    created = _call(schedule_at, **value)
     if created is not None:
         stored = ScheduledJob.objects.get(pk=created.pk)
         assert stored.args == list(value["args"])
@@ -289,21 +279,27 @@ def _login(client):
     client.force_login(user)
 
 
+#: The fields saying when, shared by the add and the reschedule forms.
+WHEN_FIELDS = {
+    "when": st.sampled_from(["at", "in"]) | form_text,
+    "run_at_local": local_times,
+    "time_zone": zones | form_text,
+    "delay_amount": numbers,
+    "delay_unit": st.sampled_from(["minutes", "hours", "days"]) | form_text,
+}
+
+
 @FUZZ
 @given(
     form=st.fixed_dictionaries(
         {
+            **WHEN_FIELDS,
             "task_name": st.just("testapp.noop") | form_text,
             "args_json": json_texts,
             "kwargs_json": st.dictionaries(form_text, json_values).map(json.dumps) | json_texts,
             "queue_name": st.sampled_from(["", "jobs", "a" * 81]) | form_text,
             "attempts_limit": numbers,
             "key": form_text,
-            "when": st.sampled_from(["at", "in"]) | form_text,
-            "run_at_local": local_times,
-            "time_zone": zones | form_text,
-            "delay_amount": numbers,
-            "delay_unit": st.sampled_from(["minutes", "hours", "days"]) | form_text,
         }
     )
 )
@@ -322,17 +318,7 @@ def test_admin_add_form(staff, form):
 
 
 @FUZZ
-@given(
-    form=st.fixed_dictionaries(
-        {
-            "when": st.sampled_from(["at", "in"]) | form_text,
-            "run_at_local": local_times,
-            "time_zone": zones | form_text,
-            "delay_amount": numbers,
-            "delay_unit": st.sampled_from(["minutes", "hours", "days"]) | form_text,
-        }
-    )
-)
+@given(form=st.fixed_dictionaries(WHEN_FIELDS))
 def test_admin_reschedule_form(staff, form):
     _login(staff)
     run_at = datetime(2030, 1, 1, tzinfo=UTC)
