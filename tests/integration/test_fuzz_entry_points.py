@@ -1,8 +1,8 @@
 """Bad input, fuzzed: every public entry point refuses it clearly and writes nothing.
 
-Hypothesis throws odd values at ``schedule_at``, ``schedule_in``, ``reschedule``,
-``cancel``, ``retry`` and ``run_now``, and odd form data at the admin's add and
-reschedule forms through the test client. An entry point may accept a value (then
+Hypothesis throws odd values at ``schedule_at``, ``schedule_in``, ``schedule_many``,
+``reschedule``, ``cancel``, ``retry`` and ``run_now``, and odd form data at the admin's
+add and reschedule forms through the test client. An entry point may accept a value (then
 what it stored must read back the same) or refuse it with a clear exception (a
 ``SchedulerError``, ``ValueError`` or ``TypeError``; a form error in the admin); it must
 never fail with a database error or leave anything written.
