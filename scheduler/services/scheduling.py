@@ -15,7 +15,7 @@ from scheduler import validation
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import DuplicateJobError, UnknownTaskError
 from scheduler.models import ScheduledJob
-from scheduler.registry import get_task, task_name_of
+from scheduler.registry import get_task, routed_queue, task_name_of
 
 logger = logging.getLogger(__name__)
 
@@ -46,36 +46,52 @@ def schedule_at(
 
     The job is inserted in the caller's transaction: if that rolls back, there is no
     job. ``run_at`` must be timezone-aware; a past ``run_at`` means as soon as
-    possible. A job not started by its ``deadline`` (aware, after ``run_at``) never
-    starts: it ends ``expired``. Invalid input raises and writes nothing.
+    possible. Without a ``queue``, the job goes where Celery routes the task (its
+    ``queue`` option or ``task_routes``), else to ``SCHEDULER_QUEUE_NAME``. A job not
+    started by its ``deadline`` (aware, after ``run_at``) never starts: it ends
+    ``expired``. Invalid input raises and writes nothing.
     """
-    validation.aware_datetime(run_at, "run_at")
-    name = task_name_of(task)
-    try:
-        get_task(name)
-    except KeyError:
-        raise UnknownTaskError(name) from None
-    job = ScheduledJob(
-        task_name=name,
-        args=validation.job_args(args),
-        kwargs=validation.job_kwargs(kwargs),
-        queue=validation.queue_name(queue) or scheduler_settings.QUEUE_NAME,
-        run_at=run_at,
-        max_attempts=validation.max_attempts(max_attempts)
+    fields = {
+        "max_attempts": validation.max_attempts(max_attempts)
         or scheduler_settings.DEFAULT_MAX_ATTEMPTS,
-        unique_key=validation.unique_key(unique_key),
-        deadline=validation.deadline(deadline, run_at=run_at),
+        "unique_key": validation.unique_key(unique_key),
+    }
+    return _insert(task, run_at, args, kwargs, queue=queue, deadline=deadline, **fields)
+
+
+def schedule_call(
+    task: Task[Any, Any],
+    run_at: datetime,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    *,
+    celery_task_id: str,
+    queue: object,
+    deadline: datetime | None,
+    retries: int,
+) -> ScheduledJob:
+    """A Celery call delayed beyond SQS's reach, as a job run once at ``run_at``.
+
+    ``apply_async`` of a :class:`~scheduler.worker.task.SchedulerTask` calls this, in
+    the caller's transaction. The job keeps Celery's rules: it records the call's
+    ``celery_task_id``, it has the attempts the task's ``max_retries`` leaves after
+    ``retries`` (Celery's count so far), and an error fails it unless the task retries
+    itself (``self.retry()``, ``autoretry_for``). ``queue`` is the call's own (a name or
+    a kombu Queue), or None for the task's route. Invalid input raises and writes
+    nothing.
+    """
+    allowed_retries = (
+        task.max_retries
+        if task.max_retries is not None
+        else retries + scheduler_settings.DEFAULT_MAX_ATTEMPTS - 1
     )
-    with unique_key_guard(job.unique_key):
-        job.save(force_insert=True)
-    logger.info(
-        "job scheduled job_id=%s task=%s run_at=%s queue=%s",
-        job.pk,
-        name,
-        run_at.isoformat(),
-        job.queue,
-    )
-    return job
+    fields = {
+        "attempts": retries,
+        "max_attempts": max(retries, allowed_retries) + 1,
+        "retry_on_error": False,
+        "celery_task_id": celery_task_id,
+    }
+    return _insert(task, run_at, args, kwargs, queue=queue, deadline=deadline, **fields)
 
 
 def schedule_in(
@@ -105,3 +121,43 @@ def unique_key_guard(unique_key: str | None) -> Iterator[None]:
                 unique_key, holder.values_list("pk", flat=True).first()
             ) from error
         raise
+
+
+def _insert(
+    task: Task[Any, Any] | str,
+    run_at: datetime,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    *,
+    queue: object,
+    deadline: datetime | None,
+    **fields: Any,
+) -> ScheduledJob:
+    """Validate and insert one job; raises, writing nothing, on invalid input."""
+    validation.aware_datetime(run_at, "run_at")
+    name = task_name_of(task)
+    try:
+        task_object = get_task(name)
+    except KeyError:
+        raise UnknownTaskError(name) from None
+    job_args, job_kwargs = validation.job_args(args), validation.job_kwargs(kwargs)
+    job = ScheduledJob(
+        task_name=name,
+        args=job_args,
+        kwargs=job_kwargs,
+        queue=validation.queue_name(routed_queue(task_object, job_args, job_kwargs, queue))
+        or scheduler_settings.QUEUE_NAME,
+        run_at=run_at,
+        deadline=validation.deadline(deadline, run_at=run_at),
+        **fields,
+    )
+    with unique_key_guard(job.unique_key):
+        job.save(force_insert=True)
+    logger.info(
+        "job scheduled job_id=%s task=%s run_at=%s queue=%s",
+        job.pk,
+        job.task_name,
+        job.run_at.isoformat(),
+        job.queue,
+    )
+    return job
