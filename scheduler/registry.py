@@ -22,14 +22,17 @@ def task_name_of(task: Task[Any, Any] | str) -> str:
 
 
 def routed_queue(
-    task: Task[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any], explicit: object = None
+    task: Task[Any, Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    explicit: str | None = None,
 ) -> object:
-    """The queue a call of ``task`` goes to under Celery's routing, by name.
+    """The name of the queue a call of ``task`` goes to under Celery's routing.
 
-    ``explicit`` (a queue name or a kombu Queue, as ``apply_async(queue=…)`` takes)
-    wins, then the task's own ``queue`` option, then the first ``task_routes`` match;
-    None when nothing names a queue (the caller picks its default). Anything else is
-    returned as it is, for validation to reject.
+    ``explicit`` wins, then the task's own ``queue`` option, then the first
+    ``task_routes`` match (a name, or a kombu Queue); None when nothing names a queue
+    (the caller picks its default). What is not a name is returned as it is, for
+    validation to reject.
     """
     queue = explicit or getattr(task, "queue", None)
     if not queue:

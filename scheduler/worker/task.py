@@ -206,7 +206,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                     "cannot be kept: a call delayed beyond SCHEDULER_MAX_DELAY_SECONDS "
                     "becomes a scheduled job, which runs no callbacks and joins no canvas",
                 )
-        expires = options.get("expires", self.expires)
+        expires, queue = options.get("expires", self.expires), options.get("queue")
         celery_task_id = task_id or uuid()
         schedule_call(
             self,
@@ -214,7 +214,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             args or (),
             kwargs,
             celery_task_id=celery_task_id,
-            queue=options.get("queue"),
+            queue=getattr(queue, "name", queue),  # a name or a kombu Queue
             deadline=None if expires is None else _point_in_time(self, expires, now=now),
             retries=options.get("retries") or 0,
         )
