@@ -14,7 +14,7 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
 from scheduler.testing import InMemoryPublisher
 from tests.processes import wait_until
-from tests.testapp.models import SignalRecord
+from tests.testapp.models import Effect
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,7 +26,9 @@ def _status(job):
 
 
 def _signals(task_name):
-    return sorted(SignalRecord.objects.filter(task_name=task_name).values_list("signal", flat=True))
+    """The Celery signals a worker sent for ``task_name`` (tests/testapp/signals.py)."""
+    labels = Effect.objects.filter(label__endswith=f" {task_name}").values_list("label", flat=True)
+    return sorted(label.split()[0] for label in labels)
 
 
 def test_logs_and_signals_show_the_jobs_own_task_name_and_its_retry(worker, beat, tmp_path):

@@ -1,23 +1,25 @@
-"""Evidence tables the tests read: database effects of jobs, and Celery signals seen."""
+"""The chaos suite's evidence: what the test tasks did, written by the tasks themselves."""
 
 from django.db import models
 
 
 class Effect(models.Model):
-    """A row a task body writes: what an atomic task must write once or not at all."""
+    """One run of a test task's body, as its side effect.
+
+    A plain task commits its row at once; an atomic task writes it in the job's
+    transaction, so a run that does not succeed leaves none.
+    """
 
     label = models.CharField(max_length=100)
-    created_at = models.DateTimeField(auto_now_add=True)
+    atomic = models.BooleanField()
+    at = models.DateTimeField()
+    pid = models.PositiveIntegerField()
 
-    objects: "models.Manager[Effect]" = models.Manager()
+    # Declared for mypy: the project settings that django-stubs reads omit the test app.
+    objects: models.Manager["Effect"] = models.Manager()
 
+    class Meta:
+        indexes = [models.Index(fields=["label"], name="testapp_effect_label_idx")]
 
-class SignalRecord(models.Model):
-    """A Celery signal a worker process sent for a task that asks to be observed."""
-
-    signal = models.CharField(max_length=40)
-    task_name = models.CharField(max_length=255)
-    task_id = models.CharField(max_length=255, blank=True, default="")
-    detail = models.TextField(blank=True, default="")
-
-    objects: "models.Manager[SignalRecord]" = models.Manager()
+    def __str__(self) -> str:
+        return f"{self.label} at {self.at:%H:%M:%S.%f}"

@@ -1,45 +1,45 @@
-"""Celery signal receivers that record, in the database, what a worker process reports.
+"""Celery signal receivers that record, as Effect rows, what a worker process reports.
 
-Only tasks declared with ``record_signals=True`` are recorded, so the other tests pay
-nothing.
+Only tasks declared with ``record_signals=True`` are recorded (label ``"<signal>
+<task name>"``), so the other tests pay nothing.
 """
 
+import os
 from typing import Any
 
 from celery import signals
+from django.utils import timezone
 
-from tests.testapp.models import SignalRecord
+from tests.testapp.models import Effect
 
 
-def _record(name: str, task: Any, task_id: str | None, detail: object = "") -> None:
+def _record(signal: str, task: Any) -> None:
     if getattr(task, "record_signals", False):
-        SignalRecord.objects.create(
-            signal=name, task_name=task.name, task_id=task_id or "", detail=str(detail)
+        Effect.objects.create(
+            label=f"{signal} {task.name}", atomic=False, at=timezone.now(), pid=os.getpid()
         )
 
 
 @signals.task_prerun.connect
-def _prerun(sender: Any = None, task_id: str | None = None, **kwargs: Any) -> None:
-    _record("task_prerun", sender, task_id)
+def _prerun(sender: Any = None, **kwargs: Any) -> None:
+    _record("task_prerun", sender)
 
 
 @signals.task_postrun.connect
-def _postrun(sender: Any = None, task_id: str | None = None, **kwargs: Any) -> None:
-    _record("task_postrun", sender, task_id, kwargs.get("state"))
+def _postrun(sender: Any = None, **kwargs: Any) -> None:
+    _record("task_postrun", sender)
 
 
 @signals.task_success.connect
-def _success(sender: Any = None, result: object = None, **kwargs: Any) -> None:
-    _record("task_success", sender, sender.request.id if sender else None, result)
+def _success(sender: Any = None, **kwargs: Any) -> None:
+    _record("task_success", sender)
 
 
 @signals.task_failure.connect
-def _failure(
-    sender: Any = None, task_id: str | None = None, exception: object = None, **kwargs: Any
-) -> None:
-    _record("task_failure", sender, task_id, repr(exception))
+def _failure(sender: Any = None, **kwargs: Any) -> None:
+    _record("task_failure", sender)
 
 
 @signals.task_retry.connect
-def _retry(sender: Any = None, request: Any = None, reason: object = None, **kwargs: Any) -> None:
-    _record("task_retry", sender, getattr(request, "id", None), reason)
+def _retry(sender: Any = None, **kwargs: Any) -> None:
+    _record("task_retry", sender)

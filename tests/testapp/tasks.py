@@ -1,10 +1,12 @@
 """Tasks the tests schedule. Each run appends a line to a file, as evidence."""
 
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from celery import shared_task
+from django.utils import timezone
 
 from scheduler.worker.task import SchedulerTask
 from tests.testapp.models import Effect
@@ -100,7 +102,7 @@ def atomic_write(
 ) -> int:
     """Writes an Effect row; then touches ``marker``, holds the first attempt ``hold``
     seconds, and raises if ``fail``: the write must vanish with an error or a crash."""
-    effect = Effect.objects.create(label=label)
+    effect = Effect.objects.create(label=label, atomic=True, at=timezone.now(), pid=os.getpid())
     if marker:
         Path(marker).touch()
     if hold and self.request.retries == 0:
