@@ -131,3 +131,11 @@ def returns_a_set() -> set[int]:
 @shared_task(name="testapp.rate_limited", rate_limit="30/m")
 def rate_limited(path: str, label: str) -> None:
     record_run(path, label)
+
+
+@shared_task(name="testapp.time_limited", bind=True, time_limit=1)
+def time_limited(self: Any, path: str, label: str) -> None:
+    """Runs past its one-second hard time limit on its first attempt."""
+    record_run(path, f"{label}:{self.request.retries}")
+    if self.request.retries == 0:
+        time.sleep(30)
