@@ -5,6 +5,7 @@ Only tasks declared with ``record_signals=True`` are recorded (label ``"<signal>
 """
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 from celery import signals
@@ -12,34 +13,18 @@ from django.utils import timezone
 
 from tests.testapp.models import Effect
 
-
-def _record(signal: str, task: Any) -> None:
-    if getattr(task, "record_signals", False):
-        Effect.objects.create(
-            label=f"{signal} {task.name}", atomic=False, at=timezone.now(), pid=os.getpid()
-        )
+RECORDED = ("task_prerun", "task_postrun", "task_success", "task_failure", "task_retry")
 
 
-@signals.task_prerun.connect
-def _prerun(sender: Any = None, **kwargs: Any) -> None:
-    _record("task_prerun", sender)
+def _recorder(signal: str) -> Callable[..., None]:
+    def record(sender: Any = None, **kwargs: Any) -> None:
+        if getattr(sender, "record_signals", False):
+            Effect.objects.create(
+                label=f"{signal} {sender.name}", atomic=False, at=timezone.now(), pid=os.getpid()
+            )
+
+    return record
 
 
-@signals.task_postrun.connect
-def _postrun(sender: Any = None, **kwargs: Any) -> None:
-    _record("task_postrun", sender)
-
-
-@signals.task_success.connect
-def _success(sender: Any = None, **kwargs: Any) -> None:
-    _record("task_success", sender)
-
-
-@signals.task_failure.connect
-def _failure(sender: Any = None, **kwargs: Any) -> None:
-    _record("task_failure", sender)
-
-
-@signals.task_retry.connect
-def _retry(sender: Any = None, **kwargs: Any) -> None:
-    _record("task_retry", sender)
+for _signal in RECORDED:
+    getattr(signals, _signal).connect(_recorder(_signal), weak=False)
