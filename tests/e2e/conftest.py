@@ -1,5 +1,6 @@
 """Real `celery worker` and `celery beat` processes against the test database and SQS."""
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,11 +37,18 @@ def e2e_env(transactional_db: None, sqs_queue: SqsQueue, settings: Any) -> dict[
     }
 
 
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str], node: str = "e2e") -> Iterator[Process]:
+    """A `celery worker` consuming the test's queue, started and ready, stopped on exit."""
+    args = celery_worker_args(queue=env["SCHEDULER_QUEUE_NAME"], name=node)
+    with running(f"worker-{node}", args, env) as process:
+        process.wait_for_output("ready.", timeout=60)
+        yield process
+
+
 @pytest.fixture
 def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
-    args = celery_worker_args(queue=e2e_env["SCHEDULER_QUEUE_NAME"], name="e2e")
-    with running("worker", args, e2e_env) as process:
-        process.wait_for_output("ready.", timeout=60)
+    with celery_worker(e2e_env) as process:
         yield process
 
 
