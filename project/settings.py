@@ -80,9 +80,13 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "project.wsgi.application"
 
+# PostgreSQL. With DATABASE_URL unset, the default below; `make run` and `make test` then
+# start an embedded PostgreSQL instead when nothing answers there (devtools/database.py).
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/longdelay"
+DATABASE_URL = os.environ.get("DATABASE_URL") or None
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/longdelay"),
+        DATABASE_URL or DEFAULT_DATABASE_URL,
         conn_max_age=60,
         conn_health_checks=True,
     )
