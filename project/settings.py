@@ -171,6 +171,10 @@ CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
+# --- Metrics ----------------------------------------------------------------------------
+# /metrics wants "Authorization: Bearer <token>" once this is set (README "Metrics").
+SCHEDULER_METRICS_TOKEN = os.environ.get("SCHEDULER_METRICS_TOKEN") or None
+
 # --- Admin ------------------------------------------------------------------------------
 # Tasks an operator may schedule from the admin (none unless listed).
 SCHEDULER_ADMIN_TASKS = ["payments.capture_payment"]

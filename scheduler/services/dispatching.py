@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import Case, DateTimeField, UUIDField, Value, When
+from django.db.models import Case, DateTimeField, F, UUIDField, Value, When
 
 from scheduler import states
 from scheduler.conf import scheduler_settings
@@ -109,3 +109,27 @@ def purge_finished(*, now: datetime, limit: int = 1000) -> int:
     # Every dispatcher process leaves a heartbeat row; forget those long gone.
     DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
     return deleted
+
+
+def record_tick(
+    *, dispatcher: str, now: datetime, sent: int, recovered: int, errors: list[str]
+) -> None:
+    """Record a dispatcher's tick on its heartbeat row: this tick's figures, and totals.
+
+    The totals only grow (Prometheus counters); the row is this dispatcher's alone, so
+    the update and, on its first tick, the insert cannot race with another process.
+    """
+    latest = {
+        "last_tick_at": now,
+        "jobs_sent": sent,
+        "jobs_recovered": recovered,
+        "errors": len(errors),
+        "last_error": "\n".join(errors)[:2000],
+    }
+    updated = DispatcherHeartbeat.objects.filter(dispatcher=dispatcher).update(
+        sent_total=F("sent_total") + sent, errors_total=F("errors_total") + len(errors), **latest
+    )
+    if not updated:
+        DispatcherHeartbeat.objects.create(
+            dispatcher=dispatcher, sent_total=sent, errors_total=len(errors), **latest
+        )

@@ -1,0 +1,231 @@
+"""Prometheus metrics at ``/metrics``, read from PostgreSQL at scrape time.
+
+Every figure comes from the tables, not from counters in the memory of one process, so
+it is the same whichever web process Prometheus reaches, however many workers and
+dispatchers run, and it survives their restarts: no multiprocess directory, nothing to
+aggregate. A scrape costs a fixed number of index-served queries (seven at most) and one SQS call
+(the dead-letter queue's depth), whatever the number of rows.
+
+Include the view in the project's URLs (``path("metrics", metrics.view)``). It is open
+unless ``SCHEDULER_METRICS_TOKEN`` is set; then it wants ``Authorization: Bearer <token>``.
+"""
+
+import hmac
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.db import DatabaseError
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.http import require_safe
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+
+from scheduler.conf import scheduler_settings
+from scheduler.dispatch.queues import DLQ_SUFFIX
+from scheduler.models import (
+    EXACT_COUNT_LIMIT,
+    DispatcherHeartbeat,
+    JobAttempt,
+    ScheduledJob,
+    job_counts_by_status,
+)
+from scheduler.sqs import get_client
+
+logger = logging.getLogger(__name__)
+
+#: Upper bounds of the lateness histogram's buckets, in seconds: from the eta wait of a
+#: job on time to an hour late.
+LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+#: "Due soon" for the due-in-the-next-minute gauge.
+DUE_SOON = timedelta(minutes=1)
+
+
+class SchedulerCollector:
+    """A Prometheus collector of the scheduler's state, from the database."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or timezone.now()
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric, read at ``now``."""
+        yield self._jobs()
+        yield from self._pending()
+        yield from self._attempts()
+        yield from self._dispatchers()
+        dlq = self._dlq_depth()
+        if dlq is not None:
+            yield dlq
+
+    def _jobs(self) -> Metric:
+        jobs = GaugeMetricFamily(
+            "scheduler_jobs",
+            f"Jobs by status. Exact up to {EXACT_COUNT_LIMIT} per status; beyond (the "
+            "history), PostgreSQL's estimate from its table statistics.",
+            labels=["status"],
+        )
+        for status, count in job_counts_by_status(exact_up_to=EXACT_COUNT_LIMIT).items():
+            jobs.add_metric([status.value], count.value)
+        return jobs
+
+    def _pending(self) -> Iterator[Metric]:
+        overdue = (
+            ScheduledJob.objects.overdue(now=self.now)
+            .order_by()
+            .aggregate(count=Count("pk"), oldest=Min("run_at"))
+        )
+        soon = ScheduledJob.objects.upcoming(within=DUE_SOON, now=self.now).count()
+        yield GaugeMetricFamily(
+            "scheduler_jobs_overdue",
+            "Scheduled or enqueued jobs more than a minute past their run_at (should be 0).",
+            value=overdue["count"],
+        )
+        oldest = overdue["oldest"]
+        yield GaugeMetricFamily(
+            "scheduler_jobs_oldest_overdue_seconds",
+            "How long past its run_at the oldest overdue job is; 0 when none is overdue.",
+            value=(self.now - oldest).total_seconds() if oldest else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "scheduler_jobs_due_next_minute",
+            "Scheduled or enqueued jobs whose run_at is within the next minute.",
+            value=soon,
+        )
+
+    def _attempts(self) -> Iterator[Metric]:
+        window = timedelta(seconds=scheduler_settings.METRICS_WINDOW_SECONDS)
+        since = self.now - window
+        lateness = GaugeHistogramMetricFamily(
+            "scheduler_job_lateness_seconds",
+            f"How late attempts started after their run_at, by task: the attempts started "
+            f"in the last {window.total_seconds():.0f} s (a window, so no rate() on it).",
+            labels=["task"],
+        )
+        late = ExpressionWrapper(F("started_at") - F("scheduled_for"), output_field=DurationField())
+        buckets = {
+            f"le_{index}": Count("pk", filter=Q(lateness__lte=timedelta(seconds=bound)))
+            for index, bound in enumerate(LATENESS_BUCKETS)
+        }
+        rows = (
+            JobAttempt.objects.filter(started_at__gt=since, started_at__lte=self.now)
+            .alias(lateness=late)
+            .order_by()
+            .values("job__task_name")
+            .annotate(count=Count("pk"), total=Sum("lateness"), **buckets)
+        )
+        for row in sorted(rows, key=lambda row: row["job__task_name"]):
+            cumulative = [
+                (_bound(bound), row[f"le_{index}"]) for index, bound in enumerate(LATENESS_BUCKETS)
+            ]
+            lateness.add_metric(
+                [row["job__task_name"]],
+                [*cumulative, ("+Inf", row["count"])],
+                gsum_value=row["total"].total_seconds(),
+            )
+        yield lateness
+
+        attempts = GaugeMetricFamily(
+            "scheduler_job_attempts",
+            f"Attempts that finished in the last {window.total_seconds():.0f} s, by task and "
+            "outcome (succeeded, error, lease_expired).",
+            labels=["task", "outcome"],
+        )
+        finished = (
+            JobAttempt.objects.filter(finished_at__gt=since, finished_at__lte=self.now)
+            .order_by()
+            .values_list("job__task_name", "outcome")
+            .annotate(n=Count("pk"))
+        )
+        for task_name, outcome, count in sorted(finished):
+            attempts.add_metric([task_name, outcome], count)
+        yield attempts
+
+    def _dispatchers(self) -> Iterator[Metric]:
+        labels = ["dispatcher"]
+        sent = CounterMetricFamily(
+            "scheduler_dispatched",
+            "Jobs each dispatcher sent to SQS since its first tick.",
+            labels=labels,
+        )
+        errors = CounterMetricFamily(
+            "scheduler_dispatch_errors",
+            "Failed dispatch steps (SQS or database errors) of each dispatcher.",
+            labels=labels,
+        )
+        last_tick = GaugeMetricFamily(
+            "scheduler_dispatcher_last_tick_timestamp_seconds",
+            "When each dispatcher last ticked (Unix time); dispatchers silent for a day "
+            "are forgotten.",
+            labels=labels,
+        )
+        rows = DispatcherHeartbeat.objects.order_by("dispatcher").values_list(
+            "dispatcher", "sent_total", "errors_total", "last_tick_at"
+        )
+        for name, sent_total, errors_total, tick in rows:
+            sent.add_metric([name], sent_total)
+            errors.add_metric([name], errors_total)
+            last_tick.add_metric([name], tick.timestamp())
+        yield from (sent, errors, last_tick)
+
+    def _dlq_depth(self) -> Metric | None:
+        """The dead-letter queue's depth; None (left out) when SQS cannot be read."""
+        name = f"{scheduler_settings.QUEUE_NAME}{DLQ_SUFFIX}"
+        client = get_client(quick=True)
+        try:
+            url = client.get_queue_url(QueueName=name)["QueueUrl"]
+            attributes = client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+        except (BotoCoreError, ClientError) as error:
+            logger.warning(
+                "metrics dlq depth unavailable queue=%s error=%s", name, type(error).__name__
+            )
+            return None
+        depth = GaugeMetricFamily(
+            "scheduler_dlq_messages",
+            "Messages in the dead-letter queue (SQS's approximate count).",
+            labels=["queue"],
+        )
+        depth.add_metric([name], int(attributes["ApproximateNumberOfMessages"]))
+        return depth
+
+
+def _bound(seconds: float) -> str:
+    # The "le" label as Prometheus' own clients write it.
+    return repr(float(seconds))
+
+
+def _authorized(request: HttpRequest, token: str) -> bool:
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        credentials.strip().encode(), token.encode()
+    )
+
+
+@require_safe
+def view(request: HttpRequest) -> HttpResponse:
+    """The metrics, in the text format Prometheus asked for (OpenMetrics or 0.0.4)."""
+    token = scheduler_settings.METRICS_TOKEN
+    if token is not None and not _authorized(request, token):
+        response = HttpResponse(
+            "A bearer token is required: Authorization: Bearer <SCHEDULER_METRICS_TOKEN>\n",
+            status=401,
+            content_type="text/plain",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    try:
+        body = encode(SchedulerCollector())
+    except DatabaseError:
+        logger.exception("metrics scrape failed reason=database")
+        return HttpResponse("The database cannot be read.\n", status=503, content_type="text/plain")
+    return HttpResponse(body, content_type=content_type, headers={"Cache-Control": "no-store"})
