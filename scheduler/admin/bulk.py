@@ -13,7 +13,12 @@ from datetime import datetime, timedelta
 from django.db.models import QuerySet
 
 from scheduler import services, states
-from scheduler.exceptions import DuplicateJobError, InvalidTransitionError, JobNotFoundError
+from scheduler.exceptions import (
+    DuplicateJobError,
+    InvalidArgumentsError,
+    InvalidTransitionError,
+    JobNotFoundError,
+)
 from scheduler.models import ScheduledJob
 
 logger = logging.getLogger(__name__)
@@ -76,8 +81,13 @@ def _each(
             # cancel() answers False for a job that another request cancelled first.
             if apply(pk, run_at) is not False:
                 changed += 1
-        except (InvalidTransitionError, DuplicateJobError, JobNotFoundError) as error:
-            # The job moved on (or its key was taken) since it was selected.
+        except (
+            InvalidTransitionError,
+            DuplicateJobError,
+            JobNotFoundError,
+            InvalidArgumentsError,
+        ) as error:
+            # The job moved on, its key was taken, or its deadline forbids the move.
             logger.info("bulk job skipped operation=%s job_id=%s reason=%s", operation, pk, error)
     result = BulkResult(changed=changed, skipped=selected - changed)
     logger.info(

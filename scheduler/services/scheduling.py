@@ -28,6 +28,7 @@ class JobOptions(TypedDict, total=False):
     queue: str | None
     max_attempts: int | None
     unique_key: str | None
+    deadline: datetime | None
 
 
 def schedule_at(
@@ -39,12 +40,14 @@ def schedule_at(
     queue: str | None = None,
     max_attempts: int | None = None,
     unique_key: str | None = None,
+    deadline: datetime | None = None,
 ) -> ScheduledJob:
     """Schedule ``task(*args, **kwargs)`` to run at ``run_at``.
 
     The job is inserted in the caller's transaction: if that rolls back, there is no
     job. ``run_at`` must be timezone-aware; a past ``run_at`` means as soon as
-    possible. Invalid input raises and writes nothing.
+    possible. A job not started by its ``deadline`` (aware, after ``run_at``) never
+    starts: it ends ``expired``. Invalid input raises and writes nothing.
     """
     validation.aware_datetime(run_at, "run_at")
     name = task_name_of(task)
@@ -61,6 +64,7 @@ def schedule_at(
         max_attempts=validation.max_attempts(max_attempts)
         or scheduler_settings.DEFAULT_MAX_ATTEMPTS,
         unique_key=validation.unique_key(unique_key),
+        deadline=validation.deadline(deadline, run_at=run_at),
     )
     with unique_key_guard(job.unique_key):
         job.save(force_insert=True)
