@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+import django
 from django.core.exceptions import ImproperlyConfigured
 
 from scheduler.conf import DEFAULT_QUEUE_NAME
@@ -170,6 +171,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+
+# --- django.tasks ----------------------------------------------------------------------
+# Django 6.0's django.tasks, or the django-tasks backport on 5.2, with jobs as its tasks.
+TASKS = {"default": {"BACKEND": "scheduler.backends.SchedulerBackend"}}
+if django.VERSION < (6, 0):
+    INSTALLED_APPS.append("django_tasks")  # the backport's system checks
 
 # --- Metrics ----------------------------------------------------------------------------
 # /metrics wants "Authorization: Bearer <token>" once this is set (README "Metrics").
