@@ -3,8 +3,8 @@
 Every figure comes from the tables, not from counters in the memory of one process, so
 it is the same whichever web process Prometheus reaches, however many workers and
 dispatchers run, and it survives their restarts: no multiprocess directory, nothing to
-aggregate. A scrape costs a fixed number of index-served queries (seven at most) and one SQS call
-(the dead-letter queue's depth), whatever the number of rows.
+aggregate. A scrape costs at most seven index-served queries and one SQS call (the
+dead-letter queue's depth), whatever the number of rows.
 
 Include the view in the project's URLs (``path("metrics", metrics.view)``). It is open
 unless ``SCHEDULER_METRICS_TOKEN`` is set; then it wants ``Authorization: Bearer <token>``.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_run_command import descendants, run_env, still_running
+from tests.e2e.test_run_command import descendants, kill_left_over, run_env, still_running
 from tests.processes import ROOT, wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -143,9 +143,4 @@ def test_make_run_without_postgres_starts_an_embedded_one(data_dir: Path, tmp_pa
             assert output.index(f"{label} stopped") < stopped, output[-3000:]
         assert "Successful postgres command" not in output  # the wheel's own chatter
     finally:
-        if runner.poll() is None:
-            os.killpg(runner.pid, signal.SIGKILL)
-            runner.wait()
-        for pid in still_running(started):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_left_over(runner, started)

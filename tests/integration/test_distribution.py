@@ -87,51 +87,21 @@ def test_installed_wheel_works_in_another_project(wheel: Path, tmp_path: Path) -
     project = tmp_path / "project"
     project.mkdir()
     (project / "other_settings.py").write_text(
-        textwrap.dedent(
-            """
-            SECRET_KEY = "test"
-            USE_TZ = True
-            INSTALLED_APPS = [
-                "django.contrib.admin",
-                "django.contrib.auth",
-                "django.contrib.contenttypes",
-                "django.contrib.sessions",
-                "django.contrib.messages",
-                "django_celery_beat",
-                "scheduler",
-            ]
-            MIDDLEWARE = [
-                "django.contrib.sessions.middleware.SessionMiddleware",
-                "django.contrib.auth.middleware.AuthenticationMiddleware",
-                "django.contrib.messages.middleware.MessageMiddleware",
-            ]
-            DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}}
-            TEMPLATES = [
-                {
-                    "BACKEND": "django.template.backends.django.DjangoTemplates",
-                    "APP_DIRS": True,
-                    "OPTIONS": {
-                        "context_processors": [
-                            "django.template.context_processors.request",
-                            "django.contrib.auth.context_processors.auth",
-                            "django.contrib.messages.context_processors.messages",
-                        ]
-                    },
-                }
-            ]
-            """
-        )
+        'SECRET_KEY = "test"\n'
+        "USE_TZ = True\n"
+        'INSTALLED_APPS = ["django.contrib.contenttypes", "django_celery_beat", "scheduler"]\n'
+        'DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x"}}\n'
     )
     script = textwrap.dedent(
         """
-        import importlib.util, django
+        import importlib.util, pathlib, django
         from django.core.management import call_command
-        from django.template.loader import get_template
         django.setup()
         import scheduler
         print(scheduler.__file__)
         print(scheduler.__version__)
-        get_template("admin/scheduler/scheduledjob/monitoring.html")
+        templates = pathlib.Path(scheduler.__file__).parent / "templates"
+        assert (templates / "admin/scheduler/scheduledjob/monitoring.html").is_file()
         call_command("check")
         call_command("makemigrations", "scheduler", "--check", "--dry-run")
         print("demo importable:", importlib.util.find_spec("payments") is not None)

@@ -175,24 +175,23 @@ def attempt(of, number, *, outcome, error="", worker="w1:1", started=T0):
 TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom\n'
 
 
-def test_status_mapping_and_attempts():
-    backend = task_backends["default"]
-    expected = {
-        Status.SCHEDULED: TaskResultStatus.READY,
-        Status.ENQUEUED: TaskResultStatus.READY,
-        Status.RUNNING: TaskResultStatus.RUNNING,
-        Status.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
-        Status.FAILED: TaskResultStatus.FAILED,
-        Status.CANCELLED: TaskResultStatus.FAILED,
-        Status.EXPIRED: TaskResultStatus.FAILED,
-    }
-    for status, django_status in expected.items():
-        row = job(status, task_name=ADD, args=[1, 2])
-        result = backend.get_result(str(row.pk))
-        assert result.status == django_status, status
-        assert result.is_finished == (
-            status in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED)
-        )
+@pytest.mark.parametrize(
+    ("status", "django_status", "finished"),
+    [
+        ("scheduled", "READY", False),
+        ("enqueued", "READY", False),
+        ("running", "RUNNING", False),
+        ("succeeded", "SUCCESSFUL", True),
+        ("failed", "FAILED", True),
+        ("cancelled", "FAILED", True),
+        ("expired", "FAILED", True),
+    ],
+)
+def test_status_mapping(status, django_status, finished):
+    row = job(status, task_name=ADD, args=[1, 2])
+    result = task_backends["default"].get_result(str(row.pk))
+    assert result.status == TaskResultStatus[django_status]
+    assert result.is_finished is finished
 
 
 def test_a_success_reads_back_its_return_value():

@@ -49,18 +49,6 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
 
 
-def attempt(of, *, late, started, outcome=JobAttempt.Outcome.SUCCEEDED, finished=None):
-    return JobAttempt(
-        job=of,
-        number=1,
-        dispatch_token=uuid.uuid4(),
-        scheduled_for=started - late,
-        started_at=started,
-        finished_at=finished,
-        outcome=outcome,
-    )
-
-
 @pytest.fixture(autouse=True)
 def frozen():
     with freeze_time(T0) as frozen_time:
@@ -91,30 +79,30 @@ def known_data():
     failing = job(Status.FAILED, task_name="testapp.fail", run_at=T0 - HOUR)
     # Attempts started in the last five minutes: noop late by 0.2, 0.7, 3 and 40 s; fail
     # late by 2 s (an error) and 1200 s (a lease expired); older attempts do not count.
-    late = [0.2, 0.7, 3, 40]
-    attempts = [
-        attempt(done[0], late=s * SECOND, started=T0 - MINUTE, finished=T0 - 50 * SECOND)
-        for s in late
+    # (job, seconds late, started seconds ago, finished seconds ago, outcome)
+    ok, error, lost = (
+        JobAttempt.Outcome.SUCCEEDED,
+        JobAttempt.Outcome.ERROR,
+        JobAttempt.Outcome.LEASE_EXPIRED,
+    )
+    attempts = [(done[0], late, 60, 50, ok) for late in (0.2, 0.7, 3, 40)] + [
+        (failing, 2, 120, 120, error),
+        (failing, 1200, 240, 180, lost),
+        (done[1], 5, 600, 600, ok),
+        (done[2], 5, 3 * 3600, 3 * 3600, ok),
     ]
-    attempts += [
-        attempt(
-            failing,
-            late=2 * SECOND,
-            started=T0 - 2 * MINUTE,
-            finished=T0 - 2 * MINUTE,
-            outcome=JobAttempt.Outcome.ERROR,
-        ),
-        attempt(
-            failing,
-            late=1200 * SECOND,
-            started=T0 - 4 * MINUTE,
-            finished=T0 - 3 * MINUTE,
-            outcome=JobAttempt.Outcome.LEASE_EXPIRED,
-        ),
-        attempt(done[1], late=5 * SECOND, started=T0 - 10 * MINUTE, finished=T0 - 10 * MINUTE),
-        attempt(done[2], late=5 * SECOND, started=T0 - 3 * HOUR, finished=T0 - 3 * HOUR),
-    ]
-    JobAttempt.objects.bulk_create(attempts)
+    JobAttempt.objects.bulk_create(
+        JobAttempt(
+            job=of,
+            number=1,
+            dispatch_token=uuid.uuid4(),
+            scheduled_for=T0 - (ago + late) * SECOND,
+            started_at=T0 - ago * SECOND,
+            finished_at=T0 - finished_ago * SECOND,
+            outcome=outcome,
+        )
+        for of, late, ago, finished_ago, outcome in attempts
+    )
     DispatcherHeartbeat.objects.create(
         dispatcher="host-a:1",
         last_tick_at=T0 - 2 * SECOND,
