@@ -189,7 +189,7 @@ class SchedulerBackend(BaseTaskBackend):
             yield checks.Error(
                 f"TASKS[{self.alias!r}]['OPTIONS'] has unknown keys: {sorted(unknown)}.",
                 hint=f"{type(self).__name__} accepts {sorted(_OPTIONS)}.",
-                id="scheduler.E020",
+                id="scheduler.E030",
             )
         max_attempts = self.options.get("MAX_ATTEMPTS")
         if max_attempts is not None and (
@@ -198,7 +198,7 @@ class SchedulerBackend(BaseTaskBackend):
             yield checks.Error(
                 f"TASKS[{self.alias!r}]['OPTIONS']['MAX_ATTEMPTS'] must be a positive integer, "
                 f"got {max_attempts!r}.",
-                id="scheduler.E021",
+                id="scheduler.E031",
             )
 
     @staticmethod

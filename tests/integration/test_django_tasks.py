@@ -133,9 +133,9 @@ def test_max_attempts_option(settings):
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"MAX_ATTEMPTS": 0}, "scheduler.E021"),
-        ({"MAX_ATTEMPTS": "3"}, "scheduler.E021"),
-        ({"RETRIES": 3}, "scheduler.E020"),
+        ({"MAX_ATTEMPTS": 0}, "scheduler.E031"),
+        ({"MAX_ATTEMPTS": "3"}, "scheduler.E031"),
+        ({"RETRIES": 3}, "scheduler.E030"),
     ],
 )
 def test_bad_options_fail_the_system_checks(settings, options, expected):
