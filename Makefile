@@ -53,6 +53,22 @@ check: lint
 	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings=tests.settings
 
+<<<<<<< HEAD
+=======
+.PHONY: bench
+
+## Every benchmark script in bench/ (all but the harness), at BENCH_SIZE (tiny: CI proves
+## each still runs; full: the figures in BENCHMARKS.md). `make bench BENCH_SIZE=full`.
+BENCH_SIZE ?= tiny
+bench: venv
+	@set -e; for script in $(filter-out bench/__init__.py bench/harness.py,$(wildcard bench/*.py)); do \
+		echo "== $$script --size $(BENCH_SIZE)"; \
+		$(BIN)/python -m bench.$$(basename $$script .py) --size $(BENCH_SIZE); \
+	done
+
+.PHONY: run
+
+>>>>>>> main
 ## Run the whole system locally: web, Celery worker and beat (README "Quick start").
 ## Options go in ARGS, e.g. `make run ARGS="--port 8001"`; see `make run ARGS=--help`.
 run: venv

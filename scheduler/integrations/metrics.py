@@ -3,7 +3,7 @@
 Every figure comes from the tables, not from counters in the memory of one process, so
 it is the same whichever web process Prometheus reaches, however many workers and
 dispatchers run, and it survives their restarts: no multiprocess directory, nothing to
-aggregate. A scrape costs at most seven index-served queries and one SQS call (the
+aggregate. A scrape costs at most six index-served queries and one SQS call (the
 dead-letter queue's depth), whatever the number of rows.
 
 Include the view in the project's URLs (``path("metrics", metrics.view)``). It is open
@@ -101,52 +101,50 @@ class SchedulerCollector:
         )
 
     def _attempts(self) -> Iterator[Metric]:
+        """The attempts started in the window: their lateness by task, their outcomes."""
         window = timedelta(seconds=scheduler_settings.METRICS_WINDOW_SECONDS)
-        since = self.now - window
+        seconds = f"{window.total_seconds():.0f} s"
         lateness = GaugeHistogramMetricFamily(
             "scheduler_job_lateness_seconds",
             f"How late attempts started after their run_at, by task: the attempts started "
-            f"in the last {window.total_seconds():.0f} s (a window, so no rate() on it).",
+            f"in the last {seconds} (a window, so no rate() on it).",
             labels=["task"],
+        )
+        outcomes = GaugeMetricFamily(
+            "scheduler_job_attempts",
+            f"Attempts started in the last {seconds}, by task and outcome so far (running, "
+            "succeeded, error, lease_expired).",
+            labels=["task", "outcome"],
         )
         late = ExpressionWrapper(F("started_at") - F("scheduled_for"), output_field=DurationField())
         buckets = {
             f"le_{index}": Count("pk", filter=Q(lateness__lte=timedelta(seconds=bound)))
             for index, bound in enumerate(LATENESS_BUCKETS)
         }
+        # One query, on the started_at index: a row per task and outcome.
         rows = (
-            JobAttempt.objects.filter(started_at__gt=since, started_at__lte=self.now)
+            JobAttempt.objects.filter(started_at__gt=self.now - window, started_at__lte=self.now)
             .alias(lateness=late)
             .order_by()
-            .values("job__task_name")
+            .values("job__task_name", "outcome")
             .annotate(count=Count("pk"), total=Sum("lateness"), **buckets)
         )
-        for row in sorted(rows, key=lambda row: row["job__task_name"]):
-            cumulative = [
-                (_bound(bound), row[f"le_{index}"]) for index, bound in enumerate(LATENESS_BUCKETS)
-            ]
+        by_task: dict[str, list[float]] = {}
+        for row in sorted(rows, key=lambda row: (row["job__task_name"], row["outcome"])):
+            outcomes.add_metric([row["job__task_name"], row["outcome"]], row["count"])
+            figures = [row[f"le_{index}"] for index in range(len(LATENESS_BUCKETS))]
+            figures += [row["count"], row["total"].total_seconds()]
+            totals = by_task.setdefault(row["job__task_name"], [0.0] * len(figures))
+            by_task[row["job__task_name"]] = [a + b for a, b in zip(totals, figures, strict=True)]
+        for task_name, figures in by_task.items():
+            *cumulative, count, total = figures
             lateness.add_metric(
-                [row["job__task_name"]],
-                [*cumulative, ("+Inf", row["count"])],
-                gsum_value=row["total"].total_seconds(),
+                [task_name],
+                [*zip(map(_bound, LATENESS_BUCKETS), cumulative, strict=True), ("+Inf", count)],
+                gsum_value=total,
             )
         yield lateness
-
-        attempts = GaugeMetricFamily(
-            "scheduler_job_attempts",
-            f"Attempts that finished in the last {window.total_seconds():.0f} s, by task and "
-            "outcome (succeeded, error, lease_expired).",
-            labels=["task", "outcome"],
-        )
-        finished = (
-            JobAttempt.objects.filter(finished_at__gt=since, finished_at__lte=self.now)
-            .order_by()
-            .values_list("job__task_name", "outcome")
-            .annotate(n=Count("pk"))
-        )
-        for task_name, outcome, count in sorted(finished):
-            attempts.add_metric([task_name, outcome], count)
-        yield attempts
+        yield outcomes
 
     def _dispatchers(self) -> Iterator[Metric]:
         labels = ["dispatcher"]
