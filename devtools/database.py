@@ -70,12 +70,14 @@ def answers(host: str, port: int) -> bool:
         return False
 
 
+def _default_server() -> tuple[str, int]:
+    default = settings.DATABASES["default"]
+    return default.get("HOST") or "127.0.0.1", int(default.get("PORT") or 5432)
+
+
 def embedded_needed() -> bool:
     """DATABASE_URL is unset and nothing answers where the settings' default points."""
-    if settings.DATABASE_URL is not None:
-        return False
-    default = settings.DATABASES["default"]
-    return not answers(default.get("HOST") or "127.0.0.1", int(default.get("PORT") or 5432))
+    return settings.DATABASE_URL is None and not answers(*_default_server())
 
 
 @contextlib.contextmanager
@@ -88,6 +90,8 @@ def database(say: Say, *, data_dir: Path = DATA_DIR) -> Iterator[str | None]:
     if not embedded_needed():
         yield None
         return
+    host, port = _default_server()
+    say(f"PostgreSQL: nothing answers on {host}:{port} and DATABASE_URL is unset")
     default = settings.DATABASES["default"]
     with embedded_server(say, data_dir=data_dir) as server:
         url = server.url(default["NAME"])
@@ -113,7 +117,7 @@ def embedded_server(say: Say, *, data_dir: Path = DATA_DIR) -> Iterator[Server]:
     user = _server_user()
     _initialise(data_dir, user)
     server = Server(port=_free_port(), data_dir=data_dir)
-    say("PostgreSQL: nothing answers on 127.0.0.1:5432; starting an embedded server")
+    say(f"PostgreSQL: starting the embedded server (data in {_shown(data_dir)})")
     try:
         log = str(data_dir / "server.log")
         _pg_ctl(
@@ -125,8 +129,8 @@ def embedded_server(say: Say, *, data_dir: Path = DATA_DIR) -> Iterator[Server]:
             start_new_session=True,
         )
         say(
-            f"PostgreSQL: embedded server at 127.0.0.1:{server.port}, user {SUPERUSER}, "
-            f"data in {_shown(data_dir)} (stopped on exit)"
+            f"PostgreSQL: embedded server at 127.0.0.1:{server.port}, user {SUPERUSER} "
+            "(stopped on exit)"
         )
         yield server
     finally:

@@ -95,12 +95,15 @@ def test_make_run_without_postgres_starts_an_embedded_one(data_dir: Path, tmp_pa
         )
         assert ready in log_path.read_text(), log_path.read_text()[-5000:]
         output = log_path.read_text()
-        assert "PostgreSQL: nothing answers on 127.0.0.1:5432" in output
+        assert "PostgreSQL: nothing answers on 127.0.0.1:5432 and DATABASE_URL is unset" in output
+        assert (
+            f"PostgreSQL: starting the embedded server (data in {data_dir.relative_to(ROOT)})"
+            in output
+        )
         [location] = [
             line for line in output.splitlines() if "PostgreSQL: embedded server at" in line
         ]
         port = int(location.split("embedded server at 127.0.0.1:")[1].split(",")[0])
-        assert f"data in {data_dir.relative_to(ROOT)}" in location
         assert (data_dir / "PG_VERSION").exists()
 
         # unshare's child: the runner itself, inside the namespace.

@@ -39,6 +39,10 @@ def test_starts_says_where_and_stops(data_dir):
         assert postgres_processes(data_dir)
     assert not answers("127.0.0.1", server.port)
     assert not postgres_processes(data_dir)
+    assert (
+        said[0]
+        == f"PostgreSQL: starting the embedded server (data in {data_dir.relative_to(ROOT)})"
+    )
     assert said[1].startswith(f"PostgreSQL: embedded server at 127.0.0.1:{server.port}, ")
     assert said[-1] == "PostgreSQL: embedded server stopped"
     # Its data stays for the next run, which starts on it again.
