@@ -53,8 +53,6 @@ check: lint
 	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings=tests.settings
 
-<<<<<<< HEAD
-=======
 .PHONY: bench
 
 ## Every benchmark script in bench/ (all but the harness), at BENCH_SIZE (tiny: CI proves
@@ -66,9 +64,6 @@ bench: venv
 		$(BIN)/python -m bench.$$(basename $$script .py) --size $(BENCH_SIZE); \
 	done
 
-.PHONY: run
-
->>>>>>> main
 ## Run the whole system locally: web, Celery worker and beat (README "Quick start").
 ## Options go in ARGS, e.g. `make run ARGS="--port 8001"`; see `make run ARGS=--help`.
 run: venv
