@@ -36,9 +36,10 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from typing_extensions import override
 
-from scheduler import protocol, services, signals
+from scheduler import services, signals
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.states import Status
+from scheduler.worker.task import job_run
 
 if TYPE_CHECKING or django.VERSION < (6, 0):
     from django_tasks import DEFAULT_TASK_QUEUE_NAME, TaskContext, TaskResult, TaskResultStatus
@@ -114,9 +115,9 @@ def _execute(
     kwargs: dict[str, Any],
 ) -> Any:
     """The Celery task's body: call the function, with its context if it takes one."""
-    ref = protocol.job_ref(vars(celery_task.request))
+    run = job_run(celery_task)
     backend = task.get_backend()
-    result = backend.get_result(str(ref.job_id)) if ref is not None else None
+    result = backend.get_result(str(run.job.pk)) if run is not None else None
     if result is not None:
         task_started.send(sender=type(backend), task_result=result)
     if task.takes_context:

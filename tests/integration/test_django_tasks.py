@@ -19,6 +19,7 @@ from scheduler.backends import SchedulerBackend
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.integrations.django_tasks import WorkerLost
 from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.testing import run_due_jobs
 from tests.integration.admin_helpers import T0, Status, job
 from tests.tasksapp import tasks
 
@@ -254,3 +255,17 @@ def test_each_task_is_also_a_celery_task_of_its_path():
     for declared in (tasks.add, tasks.whoami, tasks.add_later):
         celery_task = get_task(declared.module_path)
         assert celery_task.name == declared.module_path
+
+
+def test_run_due_jobs_runs_django_tasks_in_a_test(frozen):
+    later = tasks.whoami.using(run_after=T0 + timedelta(days=30)).enqueue("later")
+    now = tasks.add.enqueue(2, 3)
+    assert [job.pk for job in run_due_jobs()] == [int(now.id)]
+    now.refresh()
+    assert (now.status, now.return_value) == (TaskResultStatus.SUCCESSFUL, 5)
+    later.refresh()
+    assert later.status == TaskResultStatus.READY
+    frozen.move_to(T0 + timedelta(days=30))
+    run_due_jobs()
+    later.refresh()
+    assert later.return_value == {"id": later.id, "attempt": 1, "label": "later"}
