@@ -95,7 +95,10 @@ def test_installed_wheel_works_in_another_project(wheel: Path, tmp_path: Path) -
     script = textwrap.dedent(
         """
         import importlib.util, pathlib, django
+        from celery import Celery
         from django.core.management import call_command
+        # The other project's Celery app, with the app's Task class as the README says.
+        Celery("other", task_cls="scheduler.worker.task:SchedulerTask").set_default()
         django.setup()
         import scheduler
         print(scheduler.__file__)
