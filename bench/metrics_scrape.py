@@ -37,7 +37,7 @@ def fill(total: int) -> None:
             INSERT INTO scheduler_scheduledjob
                 (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
                  sends, last_error, created_at, updated_at, started_at, finished_at,
-                 dispatch_token, enqueued_at)
+                 dispatch_token, enqueued_at, retry_on_error)
             SELECT 'bench.task_' || (i %% 20), '[]', '{}', 'scheduler-jobs', run_at, status,
                    CASE WHEN status IN ('succeeded', 'failed', 'running') THEN 1 ELSE 0 END,
                    5, 0, '', now(), now(),
@@ -45,7 +45,7 @@ def fill(total: int) -> None:
                    CASE WHEN status IN ('succeeded', 'failed', 'cancelled', 'expired')
                         THEN run_at + interval '1 second' END,
                    CASE WHEN status IN ('enqueued', 'running') THEN gen_random_uuid() END,
-                   CASE WHEN status IN ('enqueued', 'running') THEN run_at END
+                   CASE WHEN status IN ('enqueued', 'running') THEN run_at END, true
             FROM (
                 SELECT i,
                        CASE WHEN i <= 50 THEN 'enqueued'
