@@ -27,12 +27,19 @@ def client_kwargs() -> dict[str, Any]:
 
 
 @cache
-def _client(frozen_kwargs: tuple[tuple[str, Any], ...]) -> "SQSClient":
-    # Short timeouts and few retries: the dispatcher holds row locks while it sends.
-    config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
+def _client(frozen_kwargs: tuple[tuple[str, Any], ...], *, quick: bool) -> "SQSClient":
+    if quick:
+        config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 0})
+    else:
+        # Short timeouts and few retries: the dispatcher holds row locks while it sends.
+        config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
     return boto3.client("sqs", config=config, **dict(frozen_kwargs))
 
 
-def get_client() -> "SQSClient":
-    """A cached SQS client for the current settings (thread-safe, as boto3 clients are)."""
-    return _client(tuple(sorted(client_kwargs().items())))
+def get_client(*, quick: bool = False) -> "SQSClient":
+    """A cached SQS client for the current settings (thread-safe, as boto3 clients are).
+
+    ``quick``: second-long timeouts and no retry, for a read that must not hold up its
+    caller (a metrics scrape) when SQS is slow or out of reach.
+    """
+    return _client(tuple(sorted(client_kwargs().items())), quick=quick)
