@@ -1,52 +1,134 @@
-"""The dispatcher's transitions: jobs sent to SQS, lost messages, dead workers, retention."""
+"""The dispatcher's transitions: jobs sent to SQS, lost messages, dead workers, retention.
+
+The hot path is two statements per batch: :func:`lock_due` (``SELECT … FOR UPDATE SKIP
+LOCKED``) and :func:`mark_enqueued` (one ``UPDATE … FROM unnest``), with the sends in
+between, in the caller's transaction. Rows are read as tuples, never as models.
+"""
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 from uuid import UUID
 
-from django.db import transaction
-from django.db.models import Case, DateTimeField, UUIDField, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, DateTimeField, F, Func, UUIDField, Value, When
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from scheduler import signals, states
 from scheduler.conf import scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
-from scheduler.services.transitions import apply, retry_delay, waiting_until
+from scheduler.services.transitions import apply, apply_each, retry_delay, waiting_until
 
 logger = logging.getLogger(__name__)
+
+#: The longest wait between two copies of an unclaimed job's message: half the one-day
+#: retention of the queue (``scheduler_create_queue``), so that however long workers
+#: are away, a copy is always waiting in SQS for them.
+MAX_RESEND_WAIT = timedelta(hours=12)
+
+
+class Pending(NamedTuple):
+    """A job locked by a dispatcher to be sent: what its message needs."""
+
+    job_id: int
+    task_name: str
+    queue: str
+    run_at: datetime
+    #: The token its message carries: a fresh one to dispatch, the current one to re-send.
+    dispatch_token: UUID
+    #: Messages sent so far with the current token.
+    sends: int
+
+
+_PENDING_COLUMNS = ("pk", "task_name", "queue", "run_at", "token", "sends")
+
+
+def any_due(*, now: datetime) -> bool:
+    """Whether a job is due within the lookahead: one indexed probe, no lock, no transaction.
+
+    An empty tick costs this query and its heartbeat, whatever the table holds.
+    """
+    lookahead = timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
+    return ScheduledJob.objects.due(within=lookahead, now=now).exists()
+
+
+def lock_due(*, now: datetime, limit: int) -> list[Pending]:
+    """Lock up to ``limit`` jobs due within the lookahead, oldest first, with fresh tokens.
+
+    Jobs another dispatcher holds are skipped. The caller's transaction keeps the locks
+    until :func:`mark_enqueued`; a worker's claim waits for them.
+    """
+    lookahead = timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
+    rows = (
+        # By run_at alone, as the partial index on due jobs is: a tie-break column would
+        # make PostgreSQL sort every due row before taking the first few.
+        ScheduledJob.objects.due(within=lookahead, now=now)
+        .order_by("run_at")
+        .select_for_update(skip_locked=True)
+        .annotate(token=Func(function="gen_random_uuid", output_field=UUIDField()))
+        .values_list(*_PENDING_COLUMNS)[:limit]
+    )
+    return [Pending._make(row) for row in rows]
 
 
 def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
     """Record that these jobs were sent to SQS, each with its fresh dispatch token.
 
-    One UPDATE whatever the number of jobs; the caller holds their row locks.
+    One UPDATE whatever the number of jobs; the caller holds their row locks. Each is
+    sent again if still unclaimed ``SCHEDULER_STALE_AFTER_SECONDS`` after it was due,
+    or after now for a job sent late.
     """
-    if not tokens:
-        return 0
-    token_by_id = Case(
-        *(When(pk=job_id, then=Value(token)) for job_id, token in tokens.items()),
-        output_field=UUIDField(),
-    )
-    return apply(
+    return apply_each(
         states.DISPATCH,
-        ScheduledJob.objects.filter(pk__in=list(tokens)),
-        dispatch_token=token_by_id,
+        list(tokens),
+        {"dispatch_token": list(tokens.values())},
+        sends=1,
         enqueued_at=now,
+        updated_at=now,
+        resend_at=RawSQL("GREATEST(run_at, %s) + %s", [now, resend_wait(1)]),
+    )
+
+
+def any_resend(*, now: datetime) -> bool:
+    """Whether an enqueued job waits to be sent again: one indexed probe, no lock."""
+    return ScheduledJob.objects.resend_due(now=now).exists()
+
+
+def lock_resends(*, now: datetime, limit: int) -> list[Pending]:
+    """Lock up to ``limit`` enqueued jobs that nobody claimed by their ``resend_at``."""
+    rows = (
+        ScheduledJob.objects.resend_due(now=now)
+        .order_by("resend_at")
+        .select_for_update(skip_locked=True)
+        .annotate(token=F("dispatch_token"))
+        .values_list(*_PENDING_COLUMNS)[:limit]
+    )
+    return [Pending._make(row) for row in rows]
+
+
+def mark_resent(jobs: Sequence[Pending], *, now: datetime) -> int:
+    """Record one more copy of each of ``jobs`` sent; the next waits twice as long."""
+    sends = [job.sends + 1 for job in jobs]
+    return apply_each(
+        states.RESEND,
+        [job.job_id for job in jobs],
+        {"sends": sends, "resend_at": [now + resend_wait(count) for count in sends]},
         updated_at=now,
     )
 
 
-def requeue_stale(*, now: datetime) -> int:
-    """Put back jobs that were sent to SQS but never claimed (message lost, queue purged)."""
-    stale = ScheduledJob.objects.stale(
-        after=timedelta(seconds=scheduler_settings.STALE_AFTER_SECONDS), now=now
-    )
-    count = apply(
-        states.REQUEUE_STALE, stale, dispatch_token=None, enqueued_at=None, updated_at=now
-    )
-    if count:
-        logger.warning("stale enqueued jobs re-dispatched count=%s", count)
-    return count
+def resend_wait(sends: int) -> timedelta:
+    """How long after its ``sends``-th message an unclaimed job is sent again.
+
+    ``SCHEDULER_STALE_AFTER_SECONDS`` after the first, twice that after the second, and
+    so on up to :data:`MAX_RESEND_WAIT`: workers away for T leave a job with
+    1 + log2(T / STALE_AFTER + 1) copies, not one per stale period.
+    """
+    stale_after = scheduler_settings.STALE_AFTER_SECONDS
+    doublings = min(max(sends - 1, 0), 32)  # beyond that, the cap applies anyway
+    return min(timedelta(seconds=stale_after * 2**doublings), MAX_RESEND_WAIT)
 
 
 def expire_missed(*, now: datetime) -> int:
@@ -150,3 +232,24 @@ def purge_finished(*, now: datetime, limit: int = 1000) -> int:
     # Every dispatcher process leaves a heartbeat row; forget those long gone.
     DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
     return deleted
+
+
+def record_heartbeat(*, dispatcher: str, sent: int, recovered: int, errors: Sequence[str]) -> None:
+    """Record a dispatcher's latest tick, for monitoring: one statement, committed lazily.
+
+    A heartbeat lost in a database crash costs nothing, so its commit does not wait for
+    the disk (``synchronous_commit`` off for its own transaction only): waiting would
+    cost several milliseconds a tick.
+    """
+    table = connection.ops.quote_name(DispatcherHeartbeat._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)) "  # noqa: S608
+            f"INSERT INTO {table} "
+            "(dispatcher, last_tick_at, jobs_sent, jobs_recovered, errors, last_error) "
+            "SELECT %s, %s, %s, %s, %s, %s FROM lazy ON CONFLICT (dispatcher) DO UPDATE SET "
+            "last_tick_at = EXCLUDED.last_tick_at, jobs_sent = EXCLUDED.jobs_sent, "
+            "jobs_recovered = EXCLUDED.jobs_recovered, errors = EXCLUDED.errors, "
+            "last_error = EXCLUDED.last_error",
+            [dispatcher, timezone.now(), sent, recovered, len(errors), "\n".join(errors)[:2000]],
+        )

@@ -1,5 +1,6 @@
 """Real `celery worker` and `celery beat` processes against the test database and SQS."""
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,30 +37,38 @@ def e2e_env(transactional_db: None, sqs_queue: SqsQueue, settings: Any) -> dict[
     }
 
 
-@pytest.fixture
-def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str], *, concurrency: int = 2) -> Iterator[Process]:
+    """A `celery worker` on the test queue, ready, stopped on exit."""
     args = [
         str(BIN / "celery"),
         "-A",
         "project",
         "worker",
         "--loglevel=INFO",
-        "--concurrency=2",
+        f"--concurrency={concurrency}",
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
         "-Q",
-        e2e_env["SCHEDULER_QUEUE_NAME"],
+        env["SCHEDULER_QUEUE_NAME"],
         "-n",
         "e2e@%h",
     ]
-    with running("worker", args, e2e_env) as process:
+    with running("worker", args, env) as process:
         process.wait_for_output("ready.", timeout=60)
         yield process
 
 
 @pytest.fixture
-def beat(e2e_env: dict[str, str], tmp_path: Any) -> Iterator[Process]:
+def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
+    with celery_worker(e2e_env) as process:
+        yield process
+
+
+@contextlib.contextmanager
+def celery_beat(env: dict[str, str], *, pidfile: Any) -> Iterator[Process]:
+    """`celery beat` (the dispatcher), started, stopped on exit."""
     ensure_dispatch_schedule()
     args = [
         str(BIN / "celery"),
@@ -68,10 +77,16 @@ def beat(e2e_env: dict[str, str], tmp_path: Any) -> Iterator[Process]:
         "beat",
         "--loglevel=INFO",
         "--pidfile",
-        str(tmp_path / "beat.pid"),
+        str(pidfile),
     ]
-    with running("beat", args, e2e_env) as process:
+    with running("beat", args, env) as process:
         process.wait_for_output("beat: Starting", timeout=60)
+        yield process
+
+
+@pytest.fixture
+def beat(e2e_env: dict[str, str], tmp_path: Any) -> Iterator[Process]:
+    with celery_beat(e2e_env, pidfile=tmp_path / "beat.pid") as process:
         yield process
 
 

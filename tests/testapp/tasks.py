@@ -33,3 +33,9 @@ def fail(path: str, label: str) -> None:
 @shared_task(name="testapp.noop")
 def noop(*args: object, **kwargs: object) -> None:
     """Does nothing."""
+
+
+@shared_task(name="testapp.sleep")
+def sleep(seconds: float) -> None:
+    """Keeps its worker process busy."""
+    time.sleep(seconds)
