@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from scheduler.backoff import exponential_backoff
 from scheduler.conf import scheduler_settings
-from scheduler.dispatch.publisher import OutgoingMessage, Publisher, SQSPublisher
+from scheduler.dispatch.publisher import OutgoingMessage, Publisher, PublishResult, SQSPublisher
 from scheduler.services import dispatching
 from scheduler.services.dispatching import Pending
 
@@ -42,10 +42,6 @@ def delay_seconds(run_at: datetime, now: datetime, *, max_delay: int, lead: floa
     return max(0, min(max_delay, math.floor((run_at - now).total_seconds() - lead)))
 
 
-def _mark_enqueued(jobs: Sequence[Pending], *, now: datetime) -> int:
-    return dispatching.mark_enqueued({job.job_id: job.dispatch_token for job in jobs}, now=now)
-
-
 @dataclass
 class TickResult:
     """What one tick did."""
@@ -61,12 +57,39 @@ class TickResult:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """What one claimed batch became: rows claimed, sent and refused by the queue."""
+    """What one batch became: jobs taken, sent and refused by the queue."""
 
-    claimed: int
+    taken: int
     sent: int
     failed: int
     error: str | None = None
+
+    @classmethod
+    def of(cls, taken: int, published: PublishResult) -> "BatchResult":
+        """The result of sending ``taken`` jobs as ``published``."""
+        error = None
+        if published.error:
+            error = f"sqs: {published.error}"
+        elif published.failed:
+            error = f"sqs rejected {len(published.failed)} message(s)"
+        return cls(taken, len(published.sent), len(published.failed), error)
+
+
+def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage]:
+    """The messages of ``jobs``, each released by SQS just before its run_at."""
+    max_delay = scheduler_settings.MAX_DELAY_SECONDS
+    lead = scheduler_settings.DELIVERY_LEAD_SECONDS
+    return [
+        OutgoingMessage(
+            job_id=job.job_id,
+            dispatch_token=job.dispatch_token,
+            task_name=job.task_name,
+            queue=job.queue,
+            eta=job.run_at,
+            delay_seconds=delay_seconds(job.run_at, now, max_delay=max_delay, lead=lead),
+        )
+        for job in jobs
+    ]
 
 
 class Dispatcher:
@@ -90,7 +113,7 @@ class Dispatcher:
             self._recover(result, now=now or timezone.now())
             self._next_recovery = time.monotonic() + scheduler_settings.RECOVERY_INTERVAL_SECONDS
         result.sent, result.failed = self._send_all(
-            dispatching.any_due, dispatching.lock_due, _mark_enqueued, result, now=now
+            dispatching.any_due, self._dispatch_batch, result, now=now
         )
         self._record_heartbeat(result)
         log = logger.warning if result.errors or result.failed else logger.info
@@ -111,11 +134,7 @@ class Dispatcher:
     def _recover(self, result: TickResult, *, now: datetime) -> None:
         """Re-send unclaimed jobs, retry dead workers' jobs, expire missed ones, purge hourly."""
         result.resent, _ = self._send_all(
-            dispatching.any_resend,
-            dispatching.lock_resends,
-            dispatching.mark_resent,
-            result,
-            now=now,
+            dispatching.any_resend, self._resend_batch, result, now=now
         )
         try:
             result.leases_expired = dispatching.expire_leases(now=now)
@@ -171,13 +190,12 @@ class Dispatcher:
     def _send_all(
         self,
         waiting: Callable[..., bool],
-        lock: Callable[..., list[Pending]],
-        mark: Callable[..., int],
+        send_batch: Callable[..., BatchResult],
         result: TickResult,
         *,
         now: datetime | None,
     ) -> tuple[int, int]:
-        """If anything is ``waiting``, send batches of what ``lock`` returns and ``mark`` them.
+        """If anything is ``waiting``, send it in batches until none is left.
 
         Returns how many jobs were sent and how many SQS refused.
         """
@@ -188,63 +206,55 @@ class Dispatcher:
             if not waiting(now=now or timezone.now()):
                 return sent, failed
             while True:
-                batch = self._send_batch(lock, mark, batch_size, now=now or timezone.now())
+                batch = send_batch(batch_size, now=now or timezone.now())
                 sent += batch.sent
                 failed += batch.failed
                 if batch.error:
                     result.errors.append(batch.error)
                 # A short batch means nothing more is waiting; a failure means SQS is
                 # unwell, and the failed jobs, left as they were, would only come back.
-                if batch.claimed < batch_size or batch.failed:
+                if batch.taken < batch_size or batch.failed:
                     return sent, failed
         except DatabaseError as error:
-            result.errors.append(f"{lock.__name__}: {type(error).__name__}: {error}")
+            result.errors.append(f"{send_batch.__name__}: {type(error).__name__}: {error}")
             logger.exception("dispatcher batch failed dispatcher=%s", self.name)
             return sent, failed
 
-    def _send_batch(
-        self,
-        lock: Callable[..., list[Pending]],
-        mark: Callable[..., int],
-        batch_size: int,
-        *,
-        now: datetime,
-    ) -> BatchResult:
-        """Lock, send and mark one batch in one transaction: the locks last as long as the sends.
+    def _dispatch_batch(self, batch_size: int, *, now: datetime) -> BatchResult:
+        """Lock, send and mark one batch of due jobs in one transaction.
 
-        If the process dies after sending and before committing, the jobs are as they
-        were: a dispatched job is still scheduled, and the worker drops its message,
-        whose token never committed, once the lock is gone; a re-sent job's copy carries
-        its current token and is counted one short. Either way each job runs once.
+        The locks last as long as the sends: a worker whose message arrives first waits
+        for the commit. If the process dies after sending and before committing, the
+        jobs are still scheduled and the messages' tokens never committed: each message
+        is dropped by the worker once the locks are gone, and the next tick sends the
+        jobs again. Nothing is lost, nothing runs twice.
         """
-        max_delay = scheduler_settings.MAX_DELAY_SECONDS
-        lead = scheduler_settings.DELIVERY_LEAD_SECONDS
         with transaction.atomic():
-            jobs = lock(now=now, limit=batch_size)
+            jobs = dispatching.lock_due(now=now, limit=batch_size)
             if not jobs:
-                return BatchResult(claimed=0, sent=0, failed=0)
-            messages = [
-                OutgoingMessage(
-                    job_id=job.job_id,
-                    dispatch_token=job.dispatch_token,
-                    task_name=job.task_name,
-                    queue=job.queue,
-                    eta=job.run_at,
-                    delay_seconds=delay_seconds(job.run_at, now, max_delay=max_delay, lead=lead),
-                )
-                for job in jobs
-            ]
-            published = self.publisher.publish(messages)
+                return BatchResult(taken=0, sent=0, failed=0)
+            published = self.publisher.publish(_messages(jobs, now=now))
             sent = set(published.sent)
-            mark([job for job in jobs if job.job_id in sent], now=now)
-        error = None
-        if published.error:
-            error = f"sqs: {published.error}"
-        elif published.failed:
-            error = f"sqs rejected {len(published.failed)} message(s)"
-        return BatchResult(
-            claimed=len(jobs), sent=len(published.sent), failed=len(published.failed), error=error
-        )
+            dispatching.mark_enqueued(
+                {job.job_id: job.dispatch_token for job in jobs if job.job_id in sent}, now=now
+            )
+        return BatchResult.of(len(jobs), published)
+
+    def _resend_batch(self, batch_size: int, *, now: datetime) -> BatchResult:
+        """Send one more copy, same token, of a batch of jobs nobody claimed in time.
+
+        The copies are counted (and the next one scheduled) before they go out, so no
+        lock is held while they do; those SQS refuses are given back.
+        """
+        jobs = dispatching.take_resends(now=now, limit=batch_size)
+        if not jobs:
+            return BatchResult(taken=0, sent=0, failed=0)
+        published = self.publisher.publish(_messages(jobs, now=now))
+        if published.failed:
+            dispatching.untake_resends(
+                [job for job in jobs if job.job_id in published.failed], now=now
+            )
+        return BatchResult.of(len(jobs), published)
 
     def _record_heartbeat(self, result: TickResult) -> None:
         try:

@@ -12,14 +12,20 @@ from typing import NamedTuple
 from uuid import UUID
 
 from django.db import connection, transaction
-from django.db.models import Case, DateTimeField, F, Func, UUIDField, Value, When
+from django.db.models import Case, DateTimeField, Func, UUIDField, Value, When
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from scheduler import signals, states
 from scheduler.conf import scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
-from scheduler.services.transitions import apply, apply_each, retry_delay, waiting_until
+from scheduler.services.transitions import (
+    apply,
+    apply_each,
+    apply_next,
+    retry_delay,
+    waiting_until,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ class Pending(NamedTuple):
     sends: int
 
 
-_PENDING_COLUMNS = ("pk", "task_name", "queue", "run_at", "token", "sends")
+_PENDING_COLUMNS = ("id", "task_name", "queue", "run_at", "dispatch_token", "sends")
 
 
 def any_due(*, now: datetime) -> bool:
@@ -68,7 +74,7 @@ def lock_due(*, now: datetime, limit: int) -> list[Pending]:
         .order_by("run_at")
         .select_for_update(skip_locked=True)
         .annotate(token=Func(function="gen_random_uuid", output_field=UUIDField()))
-        .values_list(*_PENDING_COLUMNS)[:limit]
+        .values_list("id", "task_name", "queue", "run_at", "token", "sends")[:limit]
     )
     return [Pending._make(row) for row in rows]
 
@@ -87,7 +93,10 @@ def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
         sends=1,
         enqueued_at=now,
         updated_at=now,
-        resend_at=RawSQL("GREATEST(run_at, %s) + %s", [now, resend_wait(1)]),
+        resend_at=RawSQL(
+            "GREATEST(run_at, %s) + %s",
+            [now, min(timedelta(seconds=scheduler_settings.STALE_AFTER_SECONDS), MAX_RESEND_WAIT)],
+        ),
     )
 
 
@@ -96,39 +105,41 @@ def any_resend(*, now: datetime) -> bool:
     return ScheduledJob.objects.resend_due(now=now).exists()
 
 
-def lock_resends(*, now: datetime, limit: int) -> list[Pending]:
-    """Lock up to ``limit`` enqueued jobs that nobody claimed by their ``resend_at``."""
-    rows = (
-        ScheduledJob.objects.resend_due(now=now)
-        .order_by("resend_at")
-        .select_for_update(skip_locked=True)
-        .annotate(token=F("dispatch_token"))
-        .values_list(*_PENDING_COLUMNS)[:limit]
+def take_resends(*, now: datetime, limit: int) -> list[Pending]:
+    """Count one more copy for up to ``limit`` jobs nobody claimed by their ``resend_at``.
+
+    Returns them to send again with their token; the next copy waits twice as long.
+    One statement, committed before the copies go out: a worker claiming one of these
+    jobs meanwhile never waits for the sends. Should the process die before sending,
+    the job keeps the copies it had and gets the next after the doubled wait.
+    """
+    stale_after = scheduler_settings.STALE_AFTER_SECONDS
+    rows = apply_next(
+        states.RESEND,
+        ScheduledJob.objects.resend_due(now=now),
+        order_by="resend_at",
+        limit=limit,
+        returning=_PENDING_COLUMNS,
+        sends=RawSQL("sends + 1", []),
+        # The wait after the (sends + 1)-th copy: STALE_AFTER * 2 ** sends, capped.
+        resend_at=RawSQL(
+            "%s + LEAST(%s * power(2, LEAST(sends, 32)), %s) * interval '1 second'",
+            [now, stale_after, MAX_RESEND_WAIT.total_seconds()],
+        ),
+        updated_at=now,
     )
     return [Pending._make(row) for row in rows]
 
 
-def mark_resent(jobs: Sequence[Pending], *, now: datetime) -> int:
-    """Record one more copy of each of ``jobs`` sent; the next waits twice as long."""
-    sends = [job.sends + 1 for job in jobs]
+def untake_resends(jobs: Sequence[Pending], *, now: datetime) -> int:
+    """Give back the copies of ``jobs`` that SQS did not take: the next recovery retries."""
     return apply_each(
         states.RESEND,
         [job.job_id for job in jobs],
-        {"sends": sends, "resend_at": [now + resend_wait(count) for count in sends]},
+        {"sends": [job.sends - 1 for job in jobs]},
+        resend_at=now,
         updated_at=now,
     )
-
-
-def resend_wait(sends: int) -> timedelta:
-    """How long after its ``sends``-th message an unclaimed job is sent again.
-
-    ``SCHEDULER_STALE_AFTER_SECONDS`` after the first, twice that after the second, and
-    so on up to :data:`MAX_RESEND_WAIT`: workers away for T leave a job with
-    1 + log2(T / STALE_AFTER + 1) copies, not one per stale period.
-    """
-    stale_after = scheduler_settings.STALE_AFTER_SECONDS
-    doublings = min(max(sends - 1, 0), 32)  # beyond that, the cap applies anyway
-    return min(timedelta(seconds=stale_after * 2**doublings), MAX_RESEND_WAIT)
 
 
 def expire_missed(*, now: datetime) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Field, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -45,27 +45,17 @@ def apply_each(
     """
     if not job_ids:
         return 0
-    meta = ScheduledJob._meta
+    fields = [_field(name) for name in ("id", *per_job)]
     quote = connection.ops.quote_name
-    names = ["id", *per_job]
-    fields = [_concrete(meta.get_field(name)) for name in names]
-    assignments = [f"{quote(field.column)} = v.{quote(field.column)}" for field in fields[1:]]
-    params: list[Any] = []
-    for name, value in {"status": transition.target, **changes}.items():
-        field = _concrete(meta.get_field(name))
-        if isinstance(value, RawSQL):  # computed from the row's own columns
-            assignments.append(f"{quote(field.column)} = {value.sql}")
-            params.extend(value.params)
-        else:
-            assignments.append(f"{quote(field.column)} = %s")
-            params.append(field.get_db_prep_save(value, connection))
+    per_job_set = [f"{quote(field.column)} = v.{quote(field.column)}" for field in fields[1:]]
+    changed, params = _set_clause(transition, changes)
     arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
     columns = ", ".join(quote(field.column) for field in fields)
-    table = quote(meta.db_table)
-    changed = ", ".join(assignments)
+    table = quote(ScheduledJob._meta.db_table)
     # Every name comes from the model's meta and every value is a parameter.
-    sql = f"UPDATE {table} SET {changed} FROM unnest({arrays}) AS v({columns}) WHERE "  # noqa: S608
-    sql += f"{table}.{quote('id')} = v.{quote('id')} AND {table}.{quote('status')} = ANY(%s)"
+    sql = f"UPDATE {table} SET {', '.join([*per_job_set, changed])} "  # noqa: S608
+    sql += f"FROM unnest({arrays}) AS v({columns}) "
+    sql += f"WHERE {table}.{quote('id')} = v.{quote('id')} AND {table}.{quote('status')} = ANY(%s)"
     with connection.cursor() as cursor:
         cursor.execute(
             sql, [*params, list(job_ids), *map(list, per_job.values()), list(transition.sources)]
@@ -74,10 +64,61 @@ def apply_each(
         return moved
 
 
-def _concrete(field: object) -> "Field[Any, Any]":
-    """A field stored in a column of its own (not a relation's reverse side)."""
+def apply_next(
+    transition: Transition,
+    jobs: QuerySet[ScheduledJob],
+    *,
+    order_by: str,
+    limit: int,
+    returning: Sequence[str],
+    **changes: Any,
+) -> list[tuple[Any, ...]]:
+    """The compare-and-set of ``transition`` for the first ``limit`` of ``jobs``.
+
+    Jobs another transaction holds are skipped. One ``UPDATE … WHERE id IN (SELECT …
+    FOR UPDATE SKIP LOCKED) RETURNING``, committed at once: no lock outlives it. Returns
+    the ``returning`` fields of each job moved, as they are after the change.
+    """
+    with transaction.atomic():  # Django compiles FOR UPDATE only inside a transaction
+        chosen = (
+            jobs.filter(status__in=transition.sources)
+            .order_by(order_by)
+            .select_for_update(skip_locked=True)
+            .values("pk")[:limit]
+        )
+        chosen_sql, chosen_params = chosen.query.sql_with_params()
+        changed, params = _set_clause(transition, changes)
+        quote = connection.ops.quote_name
+        table = quote(ScheduledJob._meta.db_table)
+        columns = ", ".join(quote(_field(name).column) for name in returning)
+        sql = f"UPDATE {table} SET {changed} WHERE {quote('id')} IN ({chosen_sql}) "  # noqa: S608
+        sql += f"AND {quote('status')} = ANY(%s) RETURNING {columns}"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, *chosen_params, list(transition.sources)])
+            moved: list[tuple[Any, ...]] = cursor.fetchall()
+            return moved
+
+
+def _set_clause(transition: Transition, changes: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """``status = target`` and ``changes`` as SQL assignments, with their parameters."""
+    quote = connection.ops.quote_name
+    assignments, params = [], []
+    for name, value in {"status": transition.target, **changes}.items():
+        field = _field(name)
+        if isinstance(value, RawSQL):  # computed from the row's own columns
+            assignments.append(f"{quote(field.column)} = {value.sql}")
+            params.extend(value.params)
+        else:
+            assignments.append(f"{quote(field.column)} = %s")
+            params.append(field.get_db_prep_save(value, connection))
+    return ", ".join(assignments), params
+
+
+def _field(name: str) -> "Field[Any, Any]":
+    """The job's field ``name``, which must have a column of its own."""
+    field = ScheduledJob._meta.get_field(name)
     if not isinstance(field, Field) or not field.column:
-        raise TypeError(f"{field!r} is not a column of the job table")
+        raise TypeError(f"{name!r} is not a column of the job table")
     return field
 
 

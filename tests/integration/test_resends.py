@@ -151,7 +151,8 @@ def test_a_resend_that_fails_is_tried_again_at_the_next_recovery():
         assert (down.attempts, result.resent) == (1, 0)
         assert result.errors
         job.refresh_from_db()
-        assert (job.sends, job.resend_at) == (1, T0 + timedelta(seconds=STALE))
+        # The copy SQS did not take is given back, to be tried at the next recovery.
+        assert (job.sends, job.resend_at) == (1, T0 + timedelta(seconds=STALE + 1))
         result = Dispatcher(publisher=publisher).run_once()
     assert result.resent == 1
     assert [m.dispatch_token for m in publisher.published] == [job.dispatch_token] * 2
