@@ -19,6 +19,7 @@ whatever was sent before; moto's costs grow with its queue, so SQS-bound figures
 moto would overstate the server's share.
 """
 
+import functools
 import logging
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import boto3
 import requests
 
 from bench.harness import Row, parser, print_table, setup_django, stopwatch
@@ -78,6 +80,9 @@ def main() -> None:
     args = parser(__doc__ or "").parse_args()
     size = SIZES[args.size]
     setup_django(args.database)
+    from django.conf import settings
+
+    settings.DEBUG = False  # as in production: no query log kept for every statement
     logging.getLogger("scheduler").setLevel(logging.WARNING)
     print(f"# bench.dispatcher --size {args.size}")
     empty_rows: list[Row] = []
@@ -353,11 +358,23 @@ def _encoded_messages(count: int) -> list[dict[str, Any]]:
     ]
 
 
+@functools.cache
+def _plain_client(endpoint: str) -> Any:
+    """A boto3 SQS client with boto3's defaults, as an application would make one."""
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",  # noqa: S106 - the stand-in takes any key
+    )
+
+
 def _boto3_send(entries: list[dict[str, Any]], *, threads: int) -> tuple[float, float]:
     """Send ``entries`` ten to a call with plain boto3: (wall seconds, CPU seconds)."""
-    from scheduler.sqs import get_client
+    from django.conf import settings
 
-    client = get_client()
+    client = _plain_client(settings.SCHEDULER_SQS_ENDPOINT_URL)
     url = client.get_queue_url(QueueName="bench")["QueueUrl"]
     chunks = [entries[i : i + 10] for i in range(0, len(entries), 10)]
     cpu = time.process_time()

@@ -20,6 +20,7 @@ from scheduler import signals, states
 from scheduler.conf import scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
 from scheduler.services.transitions import (
+    LAZY_COMMIT,
     apply,
     apply_each,
     apply_next,
@@ -85,11 +86,17 @@ def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
     One UPDATE whatever the number of jobs; the caller holds their row locks. Each is
     sent again if still unclaimed ``SCHEDULER_STALE_AFTER_SECONDS`` after it was due,
     or after now for a job sent late.
+
+    The commit need not wait for the disk: should a database crash undo it, the jobs
+    are scheduled again and their messages carry tokens that never were, which the
+    worker drops, as after a dispatcher killed between its sends and its commit. A
+    worker's claim commits durably after this commit, and with it everything before.
     """
     return apply_each(
         states.DISPATCH,
         list(tokens),
         {"dispatch_token": list(tokens.values())},
+        durable=False,
         sends=1,
         enqueued_at=now,
         updated_at=now,
@@ -255,8 +262,7 @@ def record_heartbeat(*, dispatcher: str, sent: int, recovered: int, errors: Sequ
     table = connection.ops.quote_name(DispatcherHeartbeat._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            "WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)) "  # noqa: S608
-            f"INSERT INTO {table} "
+            f"{LAZY_COMMIT}INSERT INTO {table} "  # noqa: S608
             "(dispatcher, last_tick_at, jobs_sent, jobs_recovered, errors, last_error) "
             "SELECT %s, %s, %s, %s, %s, %s FROM lazy ON CONFLICT (dispatcher) DO UPDATE SET "
             "last_tick_at = EXCLUDED.last_tick_at, jobs_sent = EXCLUDED.jobs_sent, "

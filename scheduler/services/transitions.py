@@ -21,6 +21,10 @@ from scheduler.states import Transition
 
 JobOrId = ScheduledJob | int
 
+#: A CTE ``lazy`` that turns ``synchronous_commit`` off for the current transaction, from
+#: within the statement that joins it: its commit returns without waiting for the disk.
+LAZY_COMMIT = "WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) "
+
 
 def apply(transition: Transition, jobs: QuerySet[ScheduledJob], **changes: Any) -> int:
     """The compare-and-set of ``transition``: move those of ``jobs`` still in its sources.
@@ -34,6 +38,8 @@ def apply_each(
     transition: Transition,
     job_ids: Sequence[int],
     per_job: Mapping[str, Sequence[Any]],
+    *,
+    durable: bool = True,
     **changes: Any,
 ) -> int:
     """The compare-and-set of ``transition`` for many jobs, each with values of its own.
@@ -42,6 +48,10 @@ def apply_each(
     same for all (a value, or a ``RawSQL`` of the row's columns). One ``UPDATE … FROM
     unnest(…)`` whatever the number of jobs: the values travel as arrays, not as one SQL
     expression per job. Returns how many moved.
+
+    ``durable=False`` lets the transaction's commit return before its record reaches
+    the disk (``synchronous_commit`` off for this transaction only), for changes a
+    database crash may undo without harm.
     """
     if not job_ids:
         return 0
@@ -53,8 +63,10 @@ def apply_each(
     columns = ", ".join(quote(field.column) for field in fields)
     table = quote(ScheduledJob._meta.db_table)
     # Every name comes from the model's meta and every value is a parameter.
-    sql = f"UPDATE {table} SET {', '.join([*per_job_set, changed])} "  # noqa: S608
+    sql = LAZY_COMMIT if not durable else ""
+    sql += f"UPDATE {table} SET {', '.join([*per_job_set, changed])} "  # noqa: S608
     sql += f"FROM unnest({arrays}) AS v({columns}) "
+    sql += "" if durable else "CROSS JOIN lazy "
     sql += f"WHERE {table}.{quote('id')} = v.{quote('id')} AND {table}.{quote('status')} = ANY(%s)"
     with connection.cursor() as cursor:
         cursor.execute(
