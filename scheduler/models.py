@@ -101,9 +101,12 @@ class ScheduledJob(models.Model):
     class Meta:
         ordering = ["-run_at"]
         indexes = [
-            # The dispatcher's due query: scheduled rows by run_at.
+            # The dispatcher's due query: scheduled rows by run_at, then id. The id makes
+            # it the only index that serves that order, so PostgreSQL never takes the
+            # plain run_at index instead, where every job a tick has just marked
+            # enqueued stays ahead of the next batch and is stepped over again.
             models.Index(
-                fields=["run_at"],
+                fields=["run_at", "id"],
                 name="scheduler_job_due_idx",
                 condition=Q(status=Status.SCHEDULED),
             ),

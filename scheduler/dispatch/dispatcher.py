@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
@@ -112,8 +113,9 @@ class Dispatcher:
         if time.monotonic() >= self._next_recovery:
             self._recover(result, now=now or timezone.now())
             self._next_recovery = time.monotonic() + scheduler_settings.RECOVERY_INTERVAL_SECONDS
+        due = dispatching.DueJobs(now=now or timezone.now(), limit=scheduler_settings.BATCH_SIZE)
         result.sent, result.failed = self._send_all(
-            dispatching.any_due, self._dispatch_batch, result, now=now
+            dispatching.any_due, partial(self._dispatch_batch, due), result, now=now
         )
         self._record_heartbeat(result)
         log = logger.warning if result.errors or result.failed else logger.info
@@ -206,7 +208,7 @@ class Dispatcher:
             if not waiting(now=now or timezone.now()):
                 return sent, failed
             while True:
-                batch = send_batch(batch_size, now=now or timezone.now())
+                batch = send_batch(now=now or timezone.now())
                 sent += batch.sent
                 failed += batch.failed
                 if batch.error:
@@ -216,11 +218,11 @@ class Dispatcher:
                 if batch.taken < batch_size or batch.failed:
                     return sent, failed
         except DatabaseError as error:
-            result.errors.append(f"{send_batch.__name__}: {type(error).__name__}: {error}")
+            result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
             logger.exception("dispatcher batch failed dispatcher=%s", self.name)
             return sent, failed
 
-    def _dispatch_batch(self, batch_size: int, *, now: datetime) -> BatchResult:
+    def _dispatch_batch(self, due: dispatching.DueJobs, *, now: datetime) -> BatchResult:
         """Lock, send and mark one batch of due jobs in one transaction.
 
         The locks last as long as the sends: a worker whose message arrives first waits
@@ -230,7 +232,7 @@ class Dispatcher:
         jobs again. Nothing is lost, nothing runs twice.
         """
         with transaction.atomic():
-            jobs = dispatching.lock_due(now=now, limit=batch_size)
+            jobs = due.lock()
             if not jobs:
                 return BatchResult(taken=0, sent=0, failed=0)
             published = self.publisher.publish(_messages(jobs, now=now))
@@ -240,13 +242,13 @@ class Dispatcher:
             )
         return BatchResult.of(len(jobs), published)
 
-    def _resend_batch(self, batch_size: int, *, now: datetime) -> BatchResult:
+    def _resend_batch(self, *, now: datetime) -> BatchResult:
         """Send one more copy, same token, of a batch of jobs nobody claimed in time.
 
         The copies are counted (and the next one scheduled) before they go out, so no
         lock is held while they do; those SQS refuses are given back.
         """
-        jobs = dispatching.take_resends(now=now, limit=batch_size)
+        jobs = dispatching.take_resends(now=now, limit=scheduler_settings.BATCH_SIZE)
         if not jobs:
             return BatchResult(taken=0, sent=0, failed=0)
         published = self.publisher.publish(_messages(jobs, now=now))

@@ -8,7 +8,7 @@ between, in the caller's transaction. Rows are read as tuples, never as models.
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connection, transaction
@@ -61,23 +61,37 @@ def any_due(*, now: datetime) -> bool:
     return ScheduledJob.objects.due(within=lookahead, now=now).exists()
 
 
-def lock_due(*, now: datetime, limit: int) -> list[Pending]:
-    """Lock up to ``limit`` jobs due within the lookahead, oldest first, with fresh tokens.
+class DueJobs:
+    """The jobs due at one tick, locked a batch at a time, oldest first, with fresh tokens.
 
-    Jobs another dispatcher holds are skipped. The caller's transaction keeps the locks
-    until :func:`mark_enqueued`; a worker's claim waits for them.
+    The query is compiled once per tick and run once per batch: building it again with
+    the ORM would cost more than running it. Jobs another dispatcher holds are skipped.
     """
-    lookahead = timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
-    rows = (
-        # By run_at alone, as the partial index on due jobs is: a tie-break column would
-        # make PostgreSQL sort every due row before taking the first few.
-        ScheduledJob.objects.due(within=lookahead, now=now)
-        .order_by("run_at")
-        .select_for_update(skip_locked=True)
-        .annotate(token=Func(function="gen_random_uuid", output_field=UUIDField()))
-        .values_list("id", "task_name", "queue", "run_at", "token", "sends")[:limit]
-    )
-    return [Pending._make(row) for row in rows]
+
+    def __init__(self, *, now: datetime, limit: int) -> None:
+        self.now = now
+        self.limit = limit
+        self._query: tuple[str, tuple[Any, ...]] | None = None
+
+    def lock(self) -> list[Pending]:
+        """The next batch, locked in the caller's transaction until :func:`mark_enqueued`.
+
+        A worker whose message arrives before that commit waits for it.
+        """
+        if self._query is None:
+            lookahead = timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
+            due = (
+                # The order of the partial index on due jobs, so that it is the one used.
+                ScheduledJob.objects.due(within=lookahead, now=self.now)
+                .order_by("run_at", "id")
+                .select_for_update(skip_locked=True)
+                .annotate(token=Func(function="gen_random_uuid", output_field=UUIDField()))
+                .values_list("id", "task_name", "queue", "run_at", "token", "sends")
+            )
+            self._query = due[: self.limit].query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(*self._query)
+            return [Pending._make(row) for row in cursor.fetchall()]
 
 
 def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:

@@ -1,7 +1,9 @@
-"""Every enqueued job has a time to be re-sent (bounded re-sends with the same token).
+"""The dispatcher's next wave.
 
-Jobs enqueued before this migration get one: STALE_AFTER after they were due, or after
-they were sent if that was later; the constraint then keeps it so.
+Every enqueued job has a time to be re-sent (bounded re-sends with the same token): jobs
+enqueued before this migration get one, STALE_AFTER after they were due or were sent,
+whichever is later, and a constraint keeps it so. The due index orders by (run_at, id),
+the order of the dispatcher's claim, so that no other index can serve it.
 """
 
 from django.db import migrations, models
@@ -28,6 +30,15 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        migrations.RemoveIndex(model_name="scheduledjob", name="scheduler_job_due_idx"),
+        migrations.AddIndex(
+            model_name="scheduledjob",
+            index=models.Index(
+                condition=models.Q(("status", "scheduled")),
+                fields=["run_at", "id"],
+                name="scheduler_job_due_idx",
+            ),
+        ),
         migrations.RunPython(give_enqueued_jobs_a_resend_time, migrations.RunPython.noop),
         migrations.AddConstraint(
             model_name="scheduledjob",
