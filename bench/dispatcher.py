@@ -33,10 +33,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import boto3
 import requests
 
 from bench.harness import Row, parser, print_table, setup_django, stopwatch
+from tests.conftest import sqs_client
+
+_plain_client = functools.cache(sqs_client)
 
 
 @dataclass(frozen=True)
@@ -362,22 +364,11 @@ def _encoded_messages(count: int) -> list[dict[str, Any]]:
     ]
 
 
-@functools.cache
-def _plain_client(endpoint: str) -> Any:
-    """A boto3 SQS client with boto3's defaults, as an application would make one."""
-    return boto3.client(
-        "sqs",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",  # noqa: S106 - the stand-in takes any key
-    )
-
-
 def _boto3_send(entries: list[dict[str, Any]], *, threads: int) -> tuple[float, float]:
     """Send ``entries`` ten to a call with plain boto3: (wall seconds, CPU seconds)."""
     from django.conf import settings
 
+    # A client with boto3's defaults, as an application would make one.
     client = _plain_client(settings.SCHEDULER_SQS_ENDPOINT_URL)
     url = client.get_queue_url(QueueName="bench")["QueueUrl"]
     chunks = [entries[i : i + 10] for i in range(0, len(entries), 10)]

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 from celery import current_app
-from kombu.serialization import dumps
+from kombu import Connection
 
 from scheduler.dispatch.publisher import MessageEncoder, OutgoingMessage, encode_message
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER, JobRef, job_ref
@@ -52,26 +52,24 @@ def test_every_message_gets_its_own_task_id_and_delivery_tag():
 
 
 def celery_envelope(message, *, task_id, delivery_tag):
-    """What Celery's own ``as_task_v2`` and kombu's SQS transport make of ``message``."""
-    headers, properties, body, _ = current_app.amqp.as_task_v2(
+    """The envelope Celery's own ``send_task_message`` makes of ``message`` with kombu.
+
+    kombu's SQS transport is its virtual transport, whose envelope the in-memory one
+    keeps as it is; SQS then only base64-encodes it as JSON. kombu draws its own
+    delivery tag, replaced by ``delivery_tag``.
+    """
+    task = current_app.amqp.as_task_v2(
         task_id, message.task_name, args=(), kwargs={}, eta=message.eta
     )
-    headers.update(JobRef(message.job_id, message.dispatch_token).headers())
-    content_type, content_encoding, payload = dumps(body, serializer="json")
-    return {
-        "body": base64.b64encode(payload.encode()).decode(),
-        "content-encoding": content_encoding,
-        "content-type": content_type,
-        "headers": headers,
-        "properties": {
-            **properties,
-            "delivery_mode": 2,
-            "delivery_info": {"exchange": "", "routing_key": message.queue},
-            "priority": 0,
-            "body_encoding": "base64",
-            "delivery_tag": delivery_tag,
-        },
-    }
+    task.headers.update(JobRef(message.job_id, message.dispatch_token).headers())
+    with Connection("memory://") as connection:
+        channel = connection.default_channel
+        current_app.amqp.send_task_message(
+            connection.Producer(channel), message.task_name, task, queue=message.queue, retry=False
+        )
+        envelope = channel._get(message.queue)
+    envelope["properties"]["delivery_tag"] = delivery_tag
+    return envelope
 
 
 @pytest.mark.parametrize(
