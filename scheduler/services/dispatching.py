@@ -109,7 +109,8 @@ def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
     return apply_each(
         states.DISPATCH,
         list(tokens),
-        {"dispatch_token": list(tokens.values())},
+        # As text: psycopg2 adapts strings in C, UUIDs one by one in Python.
+        {"dispatch_token": [str(token) for token in tokens.values()]},
         durable=False,
         sends=1,
         enqueued_at=now,
