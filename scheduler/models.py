@@ -100,11 +100,18 @@ class ScheduledJob(models.Model):
 
     class Meta:
         ordering = ["-run_at"]
+        # Every status change rewrites the row and adds a tuple to every index whose
+        # predicate the new version matches; a heartbeat changes no indexed column, so
+        # it is a HOT update (no index tuple) as long as the page has room: the
+        # migration sets a fillfactor for that. So: partial indexes wherever a query
+        # reads one status, and nothing indexed that the worker writes while a job
+        # runs (heartbeat_at, updated_at). bench/storage.py shows the query each
+        # index serves (EXPLAIN) and what a job's life writes.
         indexes = [
-            # The dispatcher's due query: scheduled rows by run_at, then id. The id makes
-            # it the only index that serves that order, so PostgreSQL never takes the
-            # plain run_at index instead, where every job a tick has just marked
-            # enqueued stays ahead of the next batch and is stepped over again.
+            # The dispatcher's due query, also the admin's list of scheduled jobs: by
+            # run_at, then id. The id makes it the only index that serves that order,
+            # so PostgreSQL never takes the plain run_at index instead, where every job
+            # a tick has just marked enqueued stays ahead of the next batch.
             models.Index(
                 fields=["run_at", "id"],
                 name="scheduler_job_due_idx",
@@ -116,27 +123,37 @@ class ScheduledJob(models.Model):
                 name="scheduler_job_deadline_idx",
                 condition=Q(status__in=list(states.PENDING), deadline__isnull=False),
             ),
-            # Re-sends of enqueued jobs that nobody claimed.
+            # Re-sends of enqueued jobs that nobody claimed; the admin's enqueued list.
             models.Index(
                 fields=["resend_at"],
                 name="scheduler_job_resend_idx",
                 condition=Q(status=Status.ENQUEUED),
             ),
+            # The purge of finished jobs past retention: a tuple once per job, at its end.
             models.Index(
-                fields=["started_at"],
-                name="scheduler_job_running_idx",
-                condition=Q(status=Status.RUNNING),
+                fields=["finished_at"],
+                name="scheduler_job_finished_idx",
+                condition=Q(status__in=list(states.FINISHED)),
             ),
-            models.Index(fields=["finished_at"], name="scheduler_job_finished_idx"),
+            # Every status but the two big ones, latest first: enqueued and running jobs
+            # (recovery, the admin's lists, also when ordered by the default -run_at)
+            # and jobs that ended badly. Scheduled jobs have due_idx (also on run_at);
+            # succeeded ones, most rows, are read through the run_at index.
+            models.Index(
+                fields=["status", "run_at"],
+                name="scheduler_job_status_idx",
+                condition=~Q(status__in=[Status.SCHEDULED, Status.SUCCEEDED]),
+            ),
             # The admin's ordering and date hierarchy over all statuses.
             models.Index(fields=["run_at"], name="scheduler_job_run_at_idx"),
-            models.Index(fields=["status", "run_at"], name="scheduler_job_status_idx"),
+            # The admin's task filter, latest first.
             models.Index(fields=["task_name", "run_at"], name="scheduler_job_task_idx"),
         ]
         constraints = [
+            # Jobs without a key (most) have no tuple in this index.
             models.UniqueConstraint(
                 fields=["unique_key"],
-                condition=Q(status__in=list(states.ACTIVE)),
+                condition=Q(status__in=list(states.ACTIVE), unique_key__isnull=False),
                 name="scheduler_job_unique_active_key",
             ),
             models.CheckConstraint(
@@ -188,7 +205,10 @@ class JobAttempt(models.Model):
         ERROR = "error", "Error"
         LEASE_EXPIRED = "lease_expired", "Lease expired"
 
-    job = models.ForeignKey(ScheduledJob, on_delete=models.CASCADE, related_name="history")
+    # No index of its own: the unique (job, dispatch_token) index leads with job_id.
+    job = models.ForeignKey(
+        ScheduledJob, on_delete=models.CASCADE, related_name="history", db_index=False
+    )
     number = models.PositiveIntegerField()
     dispatch_token = models.UUIDField()
     # The run_at this attempt was due at: lateness is started_at - scheduled_for.
@@ -207,7 +227,13 @@ class JobAttempt(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["finished_at"], name="scheduler_attempt_finished_idx"),
+            # Monitoring: the attempts that failed recently. Partial, so the end of an
+            # attempt that succeeded adds no tuple here.
+            models.Index(
+                fields=["finished_at"],
+                name="scheduler_attempt_finished_idx",
+                condition=Q(outcome__in=["error", "lease_expired"]),  # Outcome.ERROR, LEASE_EXPIRED
+            ),
             # Monitoring: lateness of the attempts started in the last hour or day.
             models.Index(fields=["started_at"], name="scheduler_attempt_started_idx"),
         ]

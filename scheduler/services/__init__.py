@@ -5,6 +5,15 @@ and the worker's transitions live in :mod:`.dispatching` and :mod:`.running`.
 """
 
 from scheduler.services.operations import cancel, reschedule, retry, run_now
-from scheduler.services.scheduling import schedule_at, schedule_in
+from scheduler.services.scheduling import JobSpec, schedule_at, schedule_in, schedule_many
 
-__all__ = ["cancel", "reschedule", "retry", "run_now", "schedule_at", "schedule_in"]
+__all__ = [
+    "JobSpec",
+    "cancel",
+    "reschedule",
+    "retry",
+    "run_now",
+    "schedule_at",
+    "schedule_in",
+    "schedule_many",
+]
