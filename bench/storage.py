@@ -91,8 +91,8 @@ def fill_mix(count: int) -> None:
             """
             INSERT INTO scheduler_scheduledjob
                 (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
-                 unique_key, dispatch_token, deadline, enqueued_at, sends, started_at,
-                 heartbeat_at, finished_at, last_error, created_at, updated_at)
+                 unique_key, dispatch_token, deadline, enqueued_at, sends, resend_at,
+                 started_at, heartbeat_at, finished_at, last_error, created_at, updated_at)
             SELECT 'bench.task_' || (i %% 10), jsonb_build_array(i), '{"currency": "EUR"}',
                    'scheduler-jobs', run_at, status,
                    CASE WHEN status IN ('scheduled', 'enqueued') THEN 0 ELSE 1 END, 5,
@@ -102,6 +102,7 @@ def fill_mix(count: int) -> None:
                         THEN run_at + interval '7 days' END,
                    CASE WHEN status <> 'scheduled' THEN run_at END,
                    CASE WHEN status <> 'scheduled' THEN 1 ELSE 0 END,
+                   CASE WHEN status = 'enqueued' THEN run_at + interval '5 minutes' END,
                    CASE WHEN status NOT IN ('scheduled', 'enqueued', 'cancelled')
                         THEN run_at END,
                    CASE WHEN status = 'running' THEN now() END,

@@ -33,10 +33,10 @@ logger = logging.getLogger(__name__)
 
 #: SendMessageBatch takes at most ten entries.
 SQS_BATCH_LIMIT = 10
-#: SendMessageBatch calls in flight at once per process: a batch of 100 jobs goes out in
-#: about one round trip. boto3 clients are thread-safe, and their connection pool holds
-#: ten connections.
-SEND_THREADS = 8
+#: SendMessageBatch calls in flight at once per process: a batch of 100 jobs (the default
+#: SCHEDULER_BATCH_SIZE) goes out in one round trip. boto3 clients are thread-safe, and
+#: their connection pool holds ten connections.
+SEND_THREADS = 10
 
 
 @dataclass(frozen=True)
