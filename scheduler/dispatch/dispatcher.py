@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
 
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
@@ -113,9 +112,8 @@ class Dispatcher:
         if time.monotonic() >= self._next_recovery:
             self._recover(result, now=now or timezone.now())
             self._next_recovery = time.monotonic() + scheduler_settings.RECOVERY_INTERVAL_SECONDS
-        due = dispatching.DueJobs(now=now or timezone.now(), limit=scheduler_settings.BATCH_SIZE)
         result.sent, result.failed = self._send_all(
-            dispatching.any_due, partial(self._dispatch_batch, due), result, now=now
+            dispatching.any_due, self._dispatch_batch, result, now=now
         )
         self._record_heartbeat(result)
         log = logger.warning if result.errors or result.failed else logger.info
@@ -222,7 +220,7 @@ class Dispatcher:
             logger.exception("dispatcher batch failed dispatcher=%s", self.name)
             return sent, failed
 
-    def _dispatch_batch(self, due: dispatching.DueJobs, *, now: datetime) -> BatchResult:
+    def _dispatch_batch(self, *, now: datetime) -> BatchResult:
         """Lock, send and mark one batch of due jobs in one transaction.
 
         The locks last as long as the sends: a worker whose message arrives first waits
@@ -232,7 +230,7 @@ class Dispatcher:
         jobs again. Nothing is lost, nothing runs twice.
         """
         with transaction.atomic():
-            jobs = due.lock()
+            jobs = dispatching.lock_due(now=now, limit=scheduler_settings.BATCH_SIZE)
             if not jobs:
                 return BatchResult(taken=0, sent=0, failed=0)
             published = self.publisher.publish(_messages(jobs, now=now))

@@ -7,12 +7,12 @@ between, in the caller's transaction. Rows are read as tuples, never as models.
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connection, transaction
-from django.db.models import Case, DateTimeField, Func, UUIDField, Value, When
+from django.db.models import Case, DateTimeField, Func, QuerySet, UUIDField, Value, When
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
@@ -57,44 +57,56 @@ def any_due(*, now: datetime) -> bool:
 
     An empty tick costs this query and its heartbeat, whatever the table holds.
     """
-    lookahead = timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
-    due = ScheduledJob.objects.due(within=lookahead, now=now).order_by("run_at", "id")
-    # In the claim's order, so that PostgreSQL reads the partial index of due jobs and
-    # not the plain run_at index, whose oldest entries are every job already sent.
-    return due.values_list("id", flat=True).first() is not None
+    with connection.cursor() as cursor:
+        cursor.execute(*_due_query(now=now, limit=1, lock=False))
+        return cursor.fetchone() is not None
 
 
-class DueJobs:
-    """The jobs due at one tick, locked a batch at a time, oldest first, with fresh tokens.
+def lock_due(*, now: datetime, limit: int) -> list[Pending]:
+    """Lock up to ``limit`` jobs due within the lookahead, oldest first, with fresh tokens.
 
-    The query is compiled once per tick and run once per batch: building it again with
-    the ORM would cost more than running it. Jobs another dispatcher holds are skipped.
+    Jobs another dispatcher holds are skipped. The caller's transaction keeps the locks
+    until :func:`mark_enqueued`; a worker whose message arrives before that commit
+    waits for it.
     """
+    with connection.cursor() as cursor:
+        cursor.execute(*_due_query(now=now, limit=limit, lock=True))
+        return [Pending._make(row) for row in cursor.fetchall()]
 
-    def __init__(self, *, now: datetime, limit: int) -> None:
-        self.now = now
-        self.limit = limit
-        self._query: tuple[str, tuple[Any, ...]] | None = None
 
-    def lock(self) -> list[Pending]:
-        """The next batch, locked in the caller's transaction until :func:`mark_enqueued`.
+#: The "now" the due queries are compiled with; see :func:`_due_query`.
+_COMPILED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+_compiled: dict[tuple[int, int, bool], tuple[str, tuple[Any, ...]]] = {}
 
-        A worker whose message arrives before that commit waits for it.
-        """
-        if self._query is None:
-            lookahead = timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
-            due = (
-                # The order of the partial index on due jobs, so that it is the one used.
-                ScheduledJob.objects.due(within=lookahead, now=self.now)
-                .order_by("run_at", "id")
-                .select_for_update(skip_locked=True)
+
+def _due_query(*, now: datetime, limit: int, lock: bool) -> tuple[str, list[Any]]:
+    """The SQL and parameters of ``ScheduledJob.objects.due()`` at ``now``, in claim order.
+
+    Building the query with the ORM costs more than running it, so it is compiled once
+    per process (and lookahead, limit and lock): every time in it is now plus a fixed
+    offset, so shifting the compiled times by ``now`` gives the query at ``now``. In
+    the claim's order, (run_at, id), so that PostgreSQL reads the partial index of due
+    jobs, never the plain run_at index whose oldest entries are every job already sent.
+    """
+    lookahead = scheduler_settings.LOOKAHEAD_SECONDS
+    key = (lookahead, limit, lock)
+    if key not in _compiled:
+        due = ScheduledJob.objects.due(
+            within=timedelta(seconds=lookahead), now=_COMPILED_AT
+        ).order_by("run_at", "id")
+        rows: QuerySet[Any, Any] = due.values_list("id")
+        if lock:
+            rows = (
+                due.select_for_update(skip_locked=True)
                 .annotate(token=Func(function="gen_random_uuid", output_field=UUIDField()))
                 .values_list("id", "task_name", "queue", "run_at", "token", "sends")
             )
-            self._query = due[: self.limit].query.sql_with_params()
-        with connection.cursor() as cursor:
-            cursor.execute(*self._query)
-            return [Pending._make(row) for row in cursor.fetchall()]
+        # Django compiles FOR UPDATE only inside a transaction.
+        with transaction.atomic():
+            _compiled[key] = rows[:limit].query.sql_with_params()
+    sql, params = _compiled[key]
+    shift = now - _COMPILED_AT
+    return sql, [value + shift if isinstance(value, datetime) else value for value in params]
 
 
 def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
