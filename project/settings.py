@@ -170,7 +170,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler that runs dispatcher ticks in the beat process
+# itself: they never wait in the job queue behind long jobs (README "How many processes").
+CELERY_BEAT_SCHEDULER = "scheduler.dispatch.beat:DispatchingScheduler"
 
 # --- django.tasks ----------------------------------------------------------------------
 # Django 6.0's django.tasks, or the django-tasks backport on 5.2, with jobs as its tasks.

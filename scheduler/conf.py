@@ -179,7 +179,14 @@ class SchedulerSettings:
         "the exact eta (less than LOOKAHEAD_SECONDS).",
     )
     STALE_AFTER_SECONDS = PositiveInt(
-        300, "An enqueued job not claimed this long after run_at is re-dispatched."
+        300,
+        "An enqueued job not claimed this long after run_at is re-sent with the same token; "
+        "each further re-send waits twice as long.",
+    )
+    RECOVERY_INTERVAL_SECONDS = PositiveSeconds(
+        5,
+        "How often a dispatcher re-sends unclaimed jobs, retries jobs whose lease expired "
+        "and expires jobs past their deadline (ticks in between only send due jobs).",
     )
     RETRY_BACKOFF_SECONDS = PositiveInt(30, "The first retry back-off; it doubles per attempt.")
     RETRY_BACKOFF_MAX_SECONDS = PositiveInt(6 * 3600, "The cap on the retry back-off.")

@@ -12,8 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from scheduler.conf import scheduler_settings
-
 #: The job's primary key, as a decimal string.
 JOB_ID_HEADER = "scheduler_job_id"
 #: The job's dispatch token, as a UUID string.
@@ -56,13 +54,13 @@ def job_ref(headers: Mapping[str, object] | None) -> JobRef | None:
     return JobRef(job_id=job_id, dispatch_token=token)
 
 
-def delivery_delay_seconds(eta: datetime, *, now: datetime) -> int:
-    """Whole seconds SQS should hold back a message due at ``eta``.
+def delivery_delay_seconds(eta: datetime, *, now: datetime, max_delay: int, lead: float) -> int:
+    """Whole seconds SQS should hold back a message due at ``eta``: ``eta - now - lead``.
 
-    SQS releases it ``SCHEDULER_DELIVERY_LEAD_SECONDS`` before the eta, so a worker
-    already holds it when it is due and the message's exact eta decides the start,
-    whatever SQS's release jitter; a worker never holds it much longer than the lead.
-    Rounded down, between 0 and ``SCHEDULER_MAX_DELAY_SECONDS``.
+    SQS releases it ``lead`` seconds (``SCHEDULER_DELIVERY_LEAD_SECONDS``) before the
+    eta, so a worker already holds it when it is due and the message's exact eta decides
+    the start, whatever SQS's release jitter (moto re-checks delayed messages only once a
+    second); a worker never holds it much longer than the lead. Rounded down, so SQS
+    never releases it after ``eta - lead``; between 0 and ``max_delay``.
     """
-    seconds = (eta - now).total_seconds() - scheduler_settings.DELIVERY_LEAD_SECONDS
-    return max(0, min(scheduler_settings.MAX_DELAY_SECONDS, math.floor(seconds)))
+    return max(0, min(max_delay, math.floor((eta - now).total_seconds() - lead)))

@@ -20,15 +20,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DLQ_SUFFIX = "-dlq"
-#: Messages are superseded after SCHEDULER_STALE_AFTER_SECONDS (the job is re-dispatched
-#: with a new token), so a day is only for looking at them during an incident, and keeps
-#: the backlog of obsolete copies small after a long worker outage.
+#: An unclaimed job is sent again with the same token, each copy waiting twice as long
+#: as the last but at most half a day (``services.dispatching.MAX_RESEND_WAIT``), so a
+#: copy always outlives the gap to the next; a day keeps few copies after a long outage.
 MESSAGE_RETENTION_SECONDS = 24 * 3600
 #: SQS's maximum: a message in the dead-letter queue is kept long enough to be examined.
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 #: A message is deleted when its job starts, so it is received again only when a worker
 #: died holding it or waited past the visibility timeout; five such receives make it
-#: poison. Its job is not lost: the dispatcher re-dispatches a job that stays enqueued.
+#: poison. Its job is not lost: the dispatcher sends a job that stays enqueued again.
 MAX_RECEIVE_COUNT = 5
 
 

@@ -182,7 +182,12 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             if (eta - now).total_seconds() > scheduler_settings.MAX_DELAY_SECONDS:
                 options.update(link=link, link_error=link_error)
                 return self._schedule_as_job(eta, args, kwargs, task_id, options, now=now)
-            delay = protocol.delivery_delay_seconds(eta, now=now)
+            delay = protocol.delivery_delay_seconds(
+                eta,
+                now=now,
+                max_delay=scheduler_settings.MAX_DELAY_SECONDS,
+                lead=scheduler_settings.DELIVERY_LEAD_SECONDS,
+            )
             if delay:
                 options["delay_seconds"] = delay
         return super().apply_async(

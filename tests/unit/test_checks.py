@@ -49,6 +49,8 @@ def test_defaults_pass():
             "scheduler.E007",
         ),
         ({"SCHEDULER_DELIVERY_LEAD_SECONDS": 300}, "scheduler.E008"),
+        ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": 0}, "scheduler.E001"),
+        ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": "5"}, "scheduler.E001"),
     ],
 )
 def test_each_bad_setting_is_reported(overrides, expected):
