@@ -226,6 +226,61 @@ class Pause(models.Model):
         return f"paused: {kind}"
 
 
+class AuditAction(models.TextChoices):
+    """What an operator did."""
+
+    SCHEDULE = "schedule", "Schedule"
+    CANCEL = "cancel", "Cancel"
+    RESCHEDULE = "reschedule", "Reschedule"
+    RETRY = "retry", "Retry"
+    RUN_NOW = "run_now", "Run now"
+    PAUSE = "pause", "Pause"
+    RESUME = "resume", "Resume"
+    RESEND = "resend", "Re-send"
+
+
+class AuditEntry(models.Model):
+    """One operator action (who, when, why, on which job), written with the action itself.
+
+    Services write an entry only when they are given an ``actor``: code that schedules
+    thousands of jobs pays nothing. The job's id is kept (without a foreign-key
+    constraint) after retention purges the job, so the trail outlives it.
+    """
+
+    Action = AuditAction
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.CharField(max_length=150)
+    reason = models.TextField(blank=True, default="")
+    job = models.ForeignKey(
+        ScheduledJob,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="audit_entries",
+    )
+    details = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name_plural = "audit entries"
+        constraints = [
+            models.CheckConstraint(condition=~Q(actor=""), name="scheduler_audit_has_actor"),
+            models.CheckConstraint(
+                condition=Q(action__in=list(AuditAction)),
+                name="scheduler_audit_action_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        target = f" job #{self.job_id}" if self.job_id else ""
+        return (
+            f"{self.get_action_display()}{target} by {self.actor} at {self.at:%Y-%m-%d %H:%M:%S%z}"
+        )
+
+
 class DispatcherHeartbeat(models.Model):
     """The latest tick of one dispatcher process, for monitoring."""
 

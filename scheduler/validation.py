@@ -22,6 +22,8 @@ from scheduler.exceptions import InvalidArgumentsError
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 QUEUE_NAME_RULE = "A queue name is 1-80 letters, digits, '-' or '_'."
 UNIQUE_KEY_MAX_LENGTH = 255
+#: As long as a Django username.
+ACTOR_MAX_LENGTH = 150
 
 
 def is_valid_queue_name(name: object) -> bool:
@@ -108,6 +110,26 @@ def unique_key(value: object) -> str | None:
             f"got {value!r}",
         )
     return value
+
+
+def actor(value: object) -> str | None:
+    """Who acts (a username, for the audit trail), or None for code that records nothing."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > ACTOR_MAX_LENGTH:
+        raise InvalidArgumentsError(
+            "actor",
+            f"must be None or a non-empty string of at most {ACTOR_MAX_LENGTH} characters, "
+            f"got {value!r}",
+        )
+    return value
+
+
+def reason(value: object) -> str:
+    """Why an operator acts, as typed (stripped); may be empty."""
+    if not isinstance(value, str):
+        raise InvalidArgumentsError("reason", f"must be a string, got {value!r}")
+    return value.strip()
 
 
 def _require_json_round_trip(value: object, field: str) -> None:

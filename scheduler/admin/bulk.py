@@ -27,38 +27,62 @@ class BulkResult:
     skipped: int
 
 
-def cancel_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
+@dataclass(frozen=True)
+class Operator:
+    """Who acts and why, for the audit trail (one entry per changed job)."""
+
+    actor: str
+    reason: str = ""
+
+    def audit(self) -> dict[str, str]:
+        """The audit keywords the services take."""
+        return {"actor": self.actor, "reason": self.reason}
+
+
+def cancel_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     """Cancel every scheduled or enqueued job among ``jobs``."""
-    return _each(jobs, states.CANCEL.sources, "cancel", lambda pk, _run_at: services.cancel(pk))
+    return _each(
+        jobs,
+        states.CANCEL.sources,
+        "cancel",
+        lambda pk, _run_at: services.cancel(pk, **by.audit()),
+    )
 
 
-def run_jobs_now(jobs: QuerySet[ScheduledJob]) -> BulkResult:
+def run_jobs_now(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     """Run every job among ``jobs`` that has not started as soon as possible."""
-    return _each(jobs, states.RUNNABLE, "run_now", lambda pk, _run_at: services.run_now(pk))
+    return _each(
+        jobs, states.RUNNABLE, "run_now", lambda pk, _run_at: services.run_now(pk, **by.audit())
+    )
 
 
-def retry_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
-    """Schedule every failed or cancelled job among ``jobs`` again, now."""
-    return _each(jobs, states.RETRY.sources, "retry", lambda pk, _run_at: services.retry(pk))
+def retry_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
+    """Schedule every failed, cancelled or expired job among ``jobs`` again, now."""
+    return _each(
+        jobs,
+        states.RETRY.sources,
+        "retry",
+        lambda pk, _run_at: services.retry(pk, **by.audit()),
+    )
 
 
-def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime) -> BulkResult:
+def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime, by: Operator) -> BulkResult:
     """Move every scheduled or enqueued job among ``jobs`` to ``to``."""
     return _each(
         jobs,
         states.RESCHEDULE.sources,
         "reschedule",
-        lambda pk, _run_at: services.reschedule(pk, to),
+        lambda pk, _run_at: services.reschedule(pk, to, **by.audit()),
     )
 
 
-def shift_jobs(jobs: QuerySet[ScheduledJob], *, by: timedelta) -> BulkResult:
-    """Move every scheduled or enqueued job among ``jobs`` by ``by`` from its own run_at."""
+def shift_jobs(jobs: QuerySet[ScheduledJob], *, offset: timedelta, by: Operator) -> BulkResult:
+    """Move every scheduled or enqueued job among ``jobs`` by ``offset`` from its own run_at."""
     return _each(
         jobs,
         states.RESCHEDULE.sources,
         "shift",
-        lambda pk, run_at: services.reschedule(pk, run_at + by),
+        lambda pk, run_at: services.reschedule(pk, run_at + offset, **by.audit()),
     )
 
 

@@ -4,7 +4,18 @@ The public API is re-exported here (``scheduler.services.retry`` …); the dispa
 and the worker's transitions live in :mod:`.dispatching` and :mod:`.running`.
 """
 
-from scheduler.services.operations import cancel, reschedule, retry, run_now
+from scheduler.services.operations import cancel, reschedule, resend, retry, run_now
+from scheduler.services.pausing import pause, resume
 from scheduler.services.scheduling import schedule_at, schedule_in
 
-__all__ = ["cancel", "reschedule", "retry", "run_now", "schedule_at", "schedule_in"]
+__all__ = [
+    "cancel",
+    "pause",
+    "reschedule",
+    "resend",
+    "resume",
+    "retry",
+    "run_now",
+    "schedule_at",
+    "schedule_in",
+]

@@ -16,6 +16,7 @@ from scheduler.conf import scheduler_settings
 from scheduler.exceptions import DuplicateJobError, UnknownTaskError
 from scheduler.models import ScheduledJob
 from scheduler.registry import get_task, task_name_of
+from scheduler.services import audit
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ class JobOptions(TypedDict, total=False):
     queue: str | None
     max_attempts: int | None
     unique_key: str | None
+    reason: str
+    actor: str | None
 
 
 def schedule_at(
@@ -39,14 +42,18 @@ def schedule_at(
     queue: str | None = None,
     max_attempts: int | None = None,
     unique_key: str | None = None,
+    reason: str = "",
+    actor: str | None = None,
 ) -> ScheduledJob:
     """Schedule ``task(*args, **kwargs)`` to run at ``run_at``.
 
     The job is inserted in the caller's transaction: if that rolls back, there is no
     job. ``run_at`` must be timezone-aware; a past ``run_at`` means as soon as
-    possible. Invalid input raises and writes nothing.
+    possible. Invalid input raises and writes nothing. With an ``actor`` (an operator's
+    username), the audit trail records who scheduled it and why.
     """
     validation.aware_datetime(run_at, "run_at")
+    reason, actor = validation.reason(reason), validation.actor(actor)
     name = task_name_of(task)
     try:
         get_task(name)
@@ -64,6 +71,13 @@ def schedule_at(
     )
     with unique_key_guard(job.unique_key):
         job.save(force_insert=True)
+        audit.record(
+            audit.Action.SCHEDULE,
+            actor=actor,
+            reason=reason,
+            job_id=job.pk,
+            run_at=run_at.isoformat(),
+        )
     logger.info(
         "job scheduled job_id=%s task=%s run_at=%s queue=%s",
         job.pk,
