@@ -65,6 +65,23 @@ def check_settings(
                 id="scheduler.E005",
             )
         )
+    if s.HEARTBEAT_INTERVAL_SECONDS * 2 > s.LEASE_SECONDS:
+        errors.append(
+            Error(
+                f"SCHEDULER_HEARTBEAT_INTERVAL_SECONDS ({s.HEARTBEAT_INTERVAL_SECONDS}) must be "
+                f"at most half of SCHEDULER_LEASE_SECONDS ({s.LEASE_SECONDS}), or one late "
+                "heartbeat makes a live job look dead.",
+                id="scheduler.E007",
+            )
+        )
+    if s.DELIVERY_LEAD_SECONDS >= s.LOOKAHEAD_SECONDS:
+        errors.append(
+            Error(
+                f"SCHEDULER_DELIVERY_LEAD_SECONDS ({s.DELIVERY_LEAD_SECONDS}) must be less than "
+                f"SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS}).",
+                id="scheduler.E008",
+            )
+        )
     return errors
 
 

@@ -163,7 +163,15 @@ class SchedulerSettings:
         5, "How often the dispatcher ticks, in seconds (less than LOOKAHEAD_SECONDS; 0.5 is fine)."
     )
     LEASE_SECONDS = PositiveInt(
-        3600, "A running job not finished this long after it started is presumed dead."
+        60, "A running job whose worker sent no heartbeat for this long is presumed dead."
+    )
+    HEARTBEAT_INTERVAL_SECONDS = PositiveSeconds(
+        10, "How often a worker renews the lease of the job it runs (at most half the lease)."
+    )
+    DELIVERY_LEAD_SECONDS = PositiveSeconds(
+        2,
+        "How long before its run_at a job's message reaches a worker, which then waits out "
+        "the exact eta (less than LOOKAHEAD_SECONDS).",
     )
     STALE_AFTER_SECONDS = PositiveInt(
         300, "An enqueued job not claimed this long after run_at is re-dispatched."

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from scheduler import states
@@ -26,9 +26,22 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
         return self.filter(status__in=states.FINISHED)
 
     def due(self, *, within: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":
-        """Scheduled jobs whose run_at is at most ``within`` from now (served by an index)."""
+        """Scheduled jobs to send: run_at at most ``within`` from now, not past their
+        deadline, not of a paused kind (served by an index)."""
         now = now or timezone.now()
-        return self.filter(status=Status.SCHEDULED, run_at__lte=now + within)
+        return (
+            self.filter(status=Status.SCHEDULED, run_at__lte=now + within)
+            .exclude(deadline__lte=now)
+            .exclude(
+                Exists(
+                    Pause.objects.covering(task_name=OuterRef("task_name"), queue=OuterRef("queue"))
+                )
+            )
+        )
+
+    def missed_deadline(self, *, now: datetime | None = None) -> "ScheduledJobQuerySet":
+        """Jobs not started whose deadline has passed: they must expire."""
+        return self.filter(status__in=states.EXPIRE.sources, deadline__lte=now or timezone.now())
 
     def stale(self, *, after: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":
         """Enqueued jobs nobody claimed ``after`` past both their run_at and their send."""
@@ -92,6 +105,12 @@ class ScheduledJob(models.Model):
                 fields=["run_at"],
                 name="scheduler_job_due_idx",
                 condition=Q(status=Status.SCHEDULED),
+            ),
+            # Pending jobs whose deadline passes: the dispatcher expires them.
+            models.Index(
+                fields=["deadline"],
+                name="scheduler_job_deadline_idx",
+                condition=Q(status__in=list(states.PENDING), deadline__isnull=False),
             ),
             # Re-sends of enqueued jobs that nobody claimed.
             models.Index(

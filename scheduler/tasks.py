@@ -1,35 +1,19 @@
 """The scheduler's Celery tasks (where Celery's autodiscovery looks): thin entry points.
 
-The worker side lives in :mod:`scheduler.worker`, the dispatcher in
-:mod:`scheduler.dispatch`.
+Jobs run as their own tasks (see :mod:`scheduler.worker.task`); the dispatcher's tick
+is here, its code in :mod:`scheduler.dispatch`.
 """
 
 import logging
-import os
 from dataclasses import asdict
 from functools import cache
 from typing import Any
-from uuid import UUID
 
-from celery import Task, shared_task
+from celery import shared_task
 
 from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.worker.execution import run_job
 
 logger = logging.getLogger(__name__)
-
-
-@shared_task(name="scheduler.execute_job", bind=True, ignore_result=True)
-def execute_job(self: Task[Any, Any], job_id: int, dispatch_token: str) -> str:
-    """Run the job a dispatched message names, if the message is still current."""
-    try:
-        token = UUID(dispatch_token)
-        job_id = int(job_id)
-    except (TypeError, ValueError):
-        logger.warning("message dropped job_id=%r reason=malformed", job_id)
-        return "dropped"
-    worker = f"{self.request.hostname or 'worker'}:{os.getpid()}"
-    return run_job(job_id=job_id, token=token, worker=worker).value
 
 
 @cache

@@ -48,6 +48,19 @@ def aware_datetime(value: object, field: str = "run_at") -> datetime:
     return value
 
 
+def deadline(value: object, *, run_at: datetime) -> datetime | None:
+    """None, or an aware datetime after ``run_at``: the job never starts after it."""
+    if value is None:
+        return None
+    value = aware_datetime(value, "deadline")
+    if value <= run_at:
+        raise InvalidArgumentsError(
+            "deadline",
+            f"must be after run_at ({run_at.isoformat()}), got {value.isoformat()}",
+        )
+    return value
+
+
 def delay(value: object) -> timedelta:
     """A delay given as a timedelta or a finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, timedelta | int | float):

@@ -13,7 +13,12 @@ from datetime import datetime, timedelta
 from django.db.models import QuerySet
 
 from scheduler import services, states
-from scheduler.exceptions import DuplicateJobError, InvalidTransitionError, JobNotFoundError
+from scheduler.exceptions import (
+    DuplicateJobError,
+    InvalidArgumentsError,
+    InvalidTransitionError,
+    JobNotFoundError,
+)
 from scheduler.models import ScheduledJob
 
 logger = logging.getLogger(__name__)
@@ -34,10 +39,6 @@ class Operator:
     actor: str
     reason: str = ""
 
-    def audit(self) -> dict[str, str]:
-        """The audit keywords the services take."""
-        return {"actor": self.actor, "reason": self.reason}
-
 
 def cancel_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     """Cancel every scheduled or enqueued job among ``jobs``."""
@@ -45,14 +46,17 @@ def cancel_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
         jobs,
         states.CANCEL.sources,
         "cancel",
-        lambda pk, _run_at: services.cancel(pk, **by.audit()),
+        lambda pk, _run_at: services.cancel(pk, reason=by.reason, actor=by.actor),
     )
 
 
 def run_jobs_now(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     """Run every job among ``jobs`` that has not started as soon as possible."""
     return _each(
-        jobs, states.RUNNABLE, "run_now", lambda pk, _run_at: services.run_now(pk, **by.audit())
+        jobs,
+        states.RUNNABLE,
+        "run_now",
+        lambda pk, _run_at: services.run_now(pk, reason=by.reason, actor=by.actor),
     )
 
 
@@ -62,7 +66,7 @@ def retry_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
         jobs,
         states.RETRY.sources,
         "retry",
-        lambda pk, _run_at: services.retry(pk, **by.audit()),
+        lambda pk, _run_at: services.retry(pk, reason=by.reason, actor=by.actor),
     )
 
 
@@ -72,7 +76,7 @@ def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime, by: Operator)
         jobs,
         states.RESCHEDULE.sources,
         "reschedule",
-        lambda pk, _run_at: services.reschedule(pk, to, **by.audit()),
+        lambda pk, _run_at: services.reschedule(pk, to, reason=by.reason, actor=by.actor),
     )
 
 
@@ -82,7 +86,9 @@ def shift_jobs(jobs: QuerySet[ScheduledJob], *, offset: timedelta, by: Operator)
         jobs,
         states.RESCHEDULE.sources,
         "shift",
-        lambda pk, run_at: services.reschedule(pk, run_at + offset, **by.audit()),
+        lambda pk, run_at: services.reschedule(
+            pk, run_at + offset, reason=by.reason, actor=by.actor
+        ),
     )
 
 
@@ -100,8 +106,13 @@ def _each(
             # cancel() answers False for a job that another request cancelled first.
             if apply(pk, run_at) is not False:
                 changed += 1
-        except (InvalidTransitionError, DuplicateJobError, JobNotFoundError) as error:
-            # The job moved on (or its key was taken) since it was selected.
+        except (
+            InvalidTransitionError,
+            DuplicateJobError,
+            JobNotFoundError,
+            InvalidArgumentsError,
+        ) as error:
+            # The job moved on, its key was taken, or its deadline forbids the move.
             logger.info("bulk job skipped operation=%s job_id=%s reason=%s", operation, pk, error)
     result = BulkResult(changed=changed, skipped=selected - changed)
     logger.info(

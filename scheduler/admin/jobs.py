@@ -439,6 +439,7 @@ class ScheduledJobAdmin(JobAdminBase):
             "opts": self.opts,
             "media": self.media,
             "snapshot": monitoring.snapshot(),
+            "lateness_buckets": [label for label, _ in monitoring.LATENESS_BUCKETS],
             "refresh_seconds": MONITORING_REFRESH_SECONDS,
             "overdue_url": f"{changelist_url}?run_at={RunAtFilter.OVERDUE}",
             "changelist_url": changelist_url,
@@ -551,9 +552,8 @@ class ScheduledJobAdmin(JobAdminBase):
         form = form_class(request.POST)
         if not form.is_valid():
             problems = [
-                f"{form.fields[name].label}: {' '.join(errors)}"
-                if name in form.fields
-                else errors[0]
+                f"{form.fields[name].label if name in form.fields else ''}: "
+                + " ".join(str(error) for error in errors)
                 for name, errors in form.errors.items()
             ]
             self.message_user(request, " ".join(problems), messages.ERROR)

@@ -15,10 +15,10 @@ says so and shows an estimate ("≈"):
   otherwise.
 """
 
+import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from django.db import connection
@@ -50,8 +50,10 @@ from scheduler.states import Status
 HEARTBEAT_STALE_INTERVALS = 3
 #: Counts are exact up to this many rows; an estimate beyond.
 EXACT_COUNT_LIMIT = 10_000
-#: Lateness percentiles and histograms read at most this many attempts per window.
-SAMPLE_SIZE = 20_000
+#: A sample (of a window's attempts, of the jobs) reads at most this many ids.
+SAMPLE_SIZE = 10_000
+#: Pending jobs counted one by one (per status), soonest first, for the due charts.
+DUE_EXACT_ROWS = 50_000
 LATENESS_WINDOWS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 #: Upper bounds of the lateness histogram's buckets; the last one is open.
@@ -95,15 +97,21 @@ class PercentileCont(Aggregate):
 
     @override
     def as_sql(
-        self, compiler: Any, connection: Any, **extra_context: Any
-    ) -> tuple[str, tuple[Any, ...]]:
+        self,
+        compiler: Any,
+        connection: Any,
+        function: str | None = None,
+        template: str | None = None,
+        arg_joiner: str | None = None,
+        **extra_context: Any,
+    ) -> tuple[str, Any]:
         fraction, expression = (compiler.compile(part) for part in self.source_expressions[:2])
         sql = f"{self.function}({fraction[0]}) WITHIN GROUP (ORDER BY {expression[0]})"
         return sql, (*fraction[1], *expression[1])
 
 
 @dataclass(frozen=True)
-class Count_:
+class Tally:
     """A count that may be an estimate; ``exact`` says which."""
 
     value: int
@@ -119,7 +127,7 @@ class StatusCount:
 
     status: str
     label: str
-    count: Count_
+    count: Tally
 
 
 @dataclass(frozen=True)
@@ -132,16 +140,50 @@ class Bucket:
 
 
 @dataclass(frozen=True)
+class Bar:
+    """One bar of an SVG bar chart, in the chart's units (600 wide, bars up to 100 high)."""
+
+    x: float
+    width: float
+    height: float
+    bucket: Bucket
+    #: Whether the axis shows this bar's label (not every bar has room for one).
+    labelled: bool
+
+
+@dataclass(frozen=True)
 class Histogram:
     """Buckets of a chart, with whether the counts are exact or scaled from a sample."""
 
     buckets: list[Bucket]
     exact: bool
 
+    CHART_WIDTH = 600
+    BAR_HEIGHT = 100
+    LABELS = 8
+
     @property
     def peak(self) -> int:
         """The tallest bar, the chart's scale."""
         return max((bucket.count for bucket in self.buckets), default=0)
+
+    @property
+    def bars(self) -> list[Bar]:
+        """The buckets as bars scaled to the peak, with about LABELS labels on the axis."""
+        if not self.buckets:
+            return []
+        slot = self.CHART_WIDTH / len(self.buckets)
+        every = math.ceil(len(self.buckets) / self.LABELS)
+        return [
+            Bar(
+                x=round(index * slot, 2),
+                width=round(slot * 0.8, 2),
+                height=round(self.BAR_HEIGHT * bucket.count / self.peak, 2) if self.peak else 0,
+                bucket=bucket,
+                labelled=index % every == 0,
+            )
+            for index, bucket in enumerate(self.buckets)
+        ]
 
 
 @dataclass(frozen=True)
@@ -184,16 +226,36 @@ class TaskFailures:
 
 
 @dataclass(frozen=True)
+class DispatcherHealth:
+    """One dispatcher's last tick, how long ago it was, and whether that is recent enough."""
+
+    beat: DispatcherHeartbeat
+    age: timedelta
+    healthy: bool
+
+
+@dataclass(frozen=True)
 class Heartbeats:
     """The dispatchers' latest ticks, newest first, and whether they look alive."""
 
     recent: list[DispatcherHeartbeat]
     stale_after: timedelta
     latest_age: timedelta | None
+    now: datetime
 
     @property
     def healthy(self) -> bool:
+        """Whether the newest tick is recent: some dispatcher is running."""
         return self.latest_age is not None and self.latest_age <= self.stale_after
+
+    @property
+    def dispatchers(self) -> list[DispatcherHealth]:
+        """Each recent dispatcher with its health."""
+        return [
+            DispatcherHealth(beat, age, age <= self.stale_after)
+            for beat in self.recent
+            for age in [self.now - beat.last_tick_at]
+        ]
 
 
 @dataclass(frozen=True)
@@ -224,7 +286,7 @@ class Snapshot:
 
     now: datetime
     by_status: list[StatusCount]
-    overdue: Count_
+    overdue: Tally
     oldest_overdue: datetime | None
     due_hourly: Histogram
     due_daily: Histogram
@@ -236,10 +298,10 @@ class Snapshot:
     dead_letters: DeadLetterQueue
 
     @property
-    def total(self) -> Count_:
+    def total(self) -> Tally:
         """Jobs in every status."""
         counts = [row.count for row in self.by_status]
-        return Count_(sum(c.value for c in counts), all(c.exact for c in counts))
+        return Tally(sum(c.value for c in counts), all(c.exact for c in counts))
 
     @property
     def oldest_overdue_age(self) -> timedelta | None:
@@ -250,14 +312,16 @@ def snapshot(now: datetime | None = None) -> Snapshot:
     """All the monitoring figures, computed at ``now``."""
     now = now or timezone.now()
     overdue, oldest = overdue_jobs(now=now)
-    lateness_windows, finished = attempts_in_windows(now=now)
+    ids = bounds(now=now)
+    lateness_windows, finished = attempts_in_windows(now=now, bounds=ids)
+    due_hourly, due_daily = due_charts(now=now, bounds=ids)
     return Snapshot(
         now=now,
         by_status=status_counts(),
         overdue=overdue,
         oldest_overdue=oldest,
-        due_hourly=due_histogram(now=now, unit="hour", periods=48),
-        due_daily=due_histogram(now=now, unit="day", periods=30),
+        due_hourly=due_hourly,
+        due_daily=due_daily,
         heartbeats=heartbeats(now=now),
         lateness=lateness_windows,
         finished_hourly=finished,
@@ -304,15 +368,15 @@ def status_counts() -> list[StatusCount]:
         StatusCount(
             status,
             label,
-            Count_(capped[status])
+            Tally(capped[status])
             if capped[status] <= EXACT_COUNT_LIMIT
-            else Count_(max(EXACT_COUNT_LIMIT + 1, round(rows * estimates.get(status, 0))), False),
+            else Tally(max(EXACT_COUNT_LIMIT + 1, round(rows * estimates.get(status, 0))), False),
         )
         for status, label in Status.choices
     ]
 
 
-def overdue_jobs(*, now: datetime) -> tuple[Count_, datetime | None]:
+def overdue_jobs(*, now: datetime) -> tuple[Tally, datetime | None]:
     """Pending jobs more than OVERDUE_AFTER past their run_at (capped), and the oldest run_at.
 
     The oldest is the smaller of each pending status's minimum run_at, each one index
@@ -337,102 +401,164 @@ def overdue_jobs(*, now: datetime) -> tuple[Count_, datetime | None]:
         )
         count, oldest = cursor.fetchone() or (0, None)
     if count > EXACT_COUNT_LIMIT:
-        return Count_(EXACT_COUNT_LIMIT, exact=False), oldest
-    return Count_(count), oldest if oldest is not None and oldest < cutoff else None
+        return Tally(EXACT_COUNT_LIMIT, exact=False), oldest
+    return Tally(count), oldest if oldest is not None and oldest < cutoff else None
 
 
-def due_histogram(*, now: datetime, unit: str, periods: int) -> Histogram:
-    """Pending jobs due in each of the next ``periods`` hours or days (local time).
+def due_charts(*, now: datetime, bounds: "Bounds") -> tuple[Histogram, Histogram]:
+    """Pending jobs due per hour for the next 48 hours, and per day for the next 30 days.
 
-    Exact (one GROUP BY over the pending jobs' index) while the window holds at most
-    EXACT_COUNT_LIMIT jobs; otherwise every k-th job of the window, in run_at order,
-    is counted and scaled by k.
+    Periods are in the current time zone. The soonest DUE_EXACT_ROWS scheduled (and as
+    many enqueued) jobs are counted one by one, in index order; periods after the last
+    one counted are estimated from every k-th job id, and marked so.
     """
     zone = timezone.get_current_timezone()
-    step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
-    first = _truncate(timezone.localtime(now, zone), unit)
-    starts = [_add(first, step, offset) for offset in range(periods)]
-    end = _add(first, step, periods)
-    pending = ScheduledJob.objects.filter(status__in=states.PENDING, run_at__gte=now, run_at__lt=end)
-    in_window = pending.order_by()[: EXACT_COUNT_LIMIT + 1].count()
-    every = 1
-    if in_window > EXACT_COUNT_LIMIT:
-        every = math.ceil(_estimated_pending(now, end) / EXACT_COUNT_LIMIT) or 1
-        pending = pending.filter(
-            pk__in=RawSQL(
-                f"SELECT id FROM (SELECT id, row_number() OVER (ORDER BY run_at) AS n "
-                f"FROM {ScheduledJob._meta.db_table} WHERE status = ANY(%s::text[]) "
-                "AND run_at >= %s AND run_at < %s) AS ranked WHERE n %% %s = 0",
-                (list(states.PENDING), now, end, every),
+    local = timezone.localtime(now, zone).replace(minute=0, second=0, microsecond=0)
+    hours = [_shift(local, timedelta(hours=1), offset) for offset in range(49)]
+    days = [_shift(local.replace(hour=0), timedelta(days=1), offset) for offset in range(31)]
+    exact, cut = _due_exact(now=now, end=days[-1], zone=zone)
+    sampled = _due_sampled(since=cut, end=days[-1], bounds=bounds, zone=zone)
+    counts = {
+        hour: exact.get(hour, 0) + sampled.get(hour, 0) for hour in exact.keys() | sampled.keys()
+    }
+
+    def histogram(starts: list[datetime], label: str) -> Histogram:
+        buckets = [
+            Bucket(
+                start.strftime(label),
+                start,
+                sum(n for hour, n in counts.items() if start <= hour < stop),
             )
-        )
-    counts = dict(
-        pending.annotate(period=Trunc("run_at", unit, tzinfo=zone))
-        .order_by()
-        .values("period")
-        .annotate(n=Count("pk"))
-        .values_list("period", "n")
-    )
-    label = "%H:%M" if unit == "hour" else "%a %d %b"
-    return Histogram(
-        [Bucket(start.strftime(label), start, counts.get(start, 0) * every) for start in starts],
-        exact=every == 1,
-    )
+            for start, stop in itertools.pairwise(starts)
+        ]
+        return Histogram(buckets, exact=cut >= starts[-1])
+
+    return histogram(hours, "%H:%M"), histogram(days, "%a %d %b")
 
 
-def _estimated_pending(start: datetime, end: datetime) -> int:
-    """The planner's estimate of pending jobs due in [start, end) (no rows read)."""
-    return EXACT_COUNT_LIMIT * 10
+def _due_exact(
+    *, now: datetime, end: datetime, zone: tzinfo
+) -> tuple[dict[datetime, int], datetime]:
+    """Pending jobs due per local hour, counted up to DUE_EXACT_ROWS per status; and up to when.
 
-
-def attempts_in_windows(*, now: datetime) -> tuple[list[LatenessWindow], Histogram]:
-    """Lateness per task over each window, and attempts finished per hour over the last day.
-
-    Each window reads at most SAMPLE_SIZE attempts: every k-th attempt id between
-    the window's first attempt and the last one (attempt ids grow with time).
+    Returns the counts and the run_at up to which they are complete (``end`` if all were
+    counted).
     """
-    longest = max(window for _, window in LATENESS_WINDOWS)
-    bounds = _id_bounds(now=now, since=[now - window for _, window in LATENESS_WINDOWS])
-    windows = [
-        _lateness_window(label, now - window, now, lowest, bounds.highest)
-        for (label, window), lowest in zip(LATENESS_WINDOWS, bounds.lowest, strict=True)
-    ]
-    finished = _finished_hourly(now - longest, now, bounds.lowest[-1], bounds.highest)
-    return windows, finished
+    table = ScheduledJob._meta.db_table
+    soonest = " UNION ALL ".join(
+        f"(SELECT %s AS status, run_at FROM {table} WHERE status = %s AND run_at >= %s "  # noqa: S608
+        "AND run_at < %s ORDER BY run_at LIMIT %s)"
+        for _ in states.PENDING
+    )
+    params: list[Any] = [str(zone)]
+    for status in states.PENDING:
+        params += [status, status, now, end, DUE_EXACT_ROWS]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT status, date_trunc('hour', run_at, %s), count(*), max(run_at) "  # noqa: S608
+            f"FROM ({soonest}) AS soonest GROUP BY 1, 2",
+            params,
+        )
+        rows = cursor.fetchall()
+    counts: dict[datetime, int] = {}
+    read: dict[str, int] = {}
+    last: dict[str, datetime] = {}
+    for status, hour, count, latest in rows:
+        counts[hour] = counts.get(hour, 0) + count
+        read[status] = read.get(status, 0) + count
+        last[status] = max(latest, last.get(status, latest))
+    # A status read up to the limit may have more jobs after its last one counted.
+    cuts = [last[status] for status, count in read.items() if count >= DUE_EXACT_ROWS]
+    return counts, min(cuts, default=end)
+
+
+def _due_sampled(
+    *, since: datetime, end: datetime, bounds: "Bounds", zone: tzinfo
+) -> dict[datetime, int]:
+    """Pending jobs due per local hour after ``since``, from every k-th job id, times k."""
+    lowest, highest = (bounds.first_job, bounds.last_job) if since < end else (1, 0)
+    every = max(1, math.ceil((highest - lowest + 1) / SAMPLE_SIZE))
+    rows = (
+        ScheduledJob.objects.filter(
+            pk__in=_every_id(lowest, highest, every),
+            status__in=states.PENDING,
+            run_at__gt=since,
+            run_at__lt=end,
+        )
+        .annotate(hour=Trunc("run_at", "hour", tzinfo=zone))
+        .order_by()
+        .values("hour")
+        .annotate(n=Count("pk"))
+        .values_list("hour", "n")
+    )
+    return {hour: count * every for hour, count in rows}
+
+
+def _every_id(lowest: int, highest: int, every: int) -> RawSQL:
+    """The ids from ``lowest`` to ``highest``, every ``every``-th (a subquery)."""
+    return RawSQL(
+        "SELECT generate_series(%s::bigint, %s::bigint, %s::bigint)", (lowest, highest, every)
+    )
 
 
 @dataclass(frozen=True)
-class _IdBounds:
-    lowest: list[int]
-    highest: int
+class Bounds:
+    """Id ranges to sample from: all jobs, and the attempts of each lateness window."""
+
+    first_job: int
+    last_job: int
+    #: The id of the first attempt started in each of LATENESS_WINDOWS (last id + 1: none).
+    first_attempts: list[int]
+    last_attempt: int
 
 
-def _id_bounds(*, now: datetime, since: Sequence[datetime]) -> _IdBounds:
-    """The id of the first attempt started at or after each of ``since``, and the last id."""
-    table = JobAttempt._meta.db_table
+def bounds(*, now: datetime) -> Bounds:
+    """The id bounds every sample starts from, in one query of index probes."""
+    jobs, attempts = ScheduledJob._meta.db_table, JobAttempt._meta.db_table
     firsts = ", ".join(
-        f"(SELECT id FROM {table} WHERE started_at >= %s ORDER BY started_at LIMIT 1)"
-        for _ in since
+        f"(SELECT id FROM {attempts} WHERE started_at >= %s ORDER BY started_at LIMIT 1)"  # noqa: S608
+        for _ in LATENESS_WINDOWS
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT (SELECT max(id) FROM {table}), {firsts}",  # noqa: S608 - model's table
-            list(since),
+            f"SELECT (SELECT min(id) FROM {jobs}), (SELECT max(id) FROM {jobs}), "  # noqa: S608
+            f"(SELECT max(id) FROM {attempts}), {firsts}",
+            [now - window for _, window in LATENESS_WINDOWS],
         )
-        highest, *lowest = cursor.fetchone() or (None,)
-    highest = highest or 0
-    # An empty window gets an empty id range.
-    return _IdBounds([highest + 1 if low is None else low for low in lowest], highest)
+        first_job, last_job, last_attempt, *first_attempts = cursor.fetchone()
+    last_attempt = last_attempt or 0
+    return Bounds(
+        first_job=first_job or 1,
+        last_job=last_job or 0,
+        first_attempts=[last_attempt + 1 if first is None else first for first in first_attempts],
+        last_attempt=last_attempt,
+    )
 
 
-def _sample(since: datetime, until: datetime, lowest: int, highest: int) -> tuple[QuerySet[JobAttempt], int]:
+def attempts_in_windows(*, now: datetime, bounds: Bounds) -> tuple[list[LatenessWindow], Histogram]:
+    """Lateness per task over each window, and attempts finished per hour over the last day.
+
+    Each window reads at most SAMPLE_SIZE attempts: every k-th attempt id from the
+    window's first attempt to the last one (attempt ids grow with time).
+    """
+    windows = [
+        _lateness_window(label, now - window, now, first, bounds.last_attempt)
+        for (label, window), first in zip(LATENESS_WINDOWS, bounds.first_attempts, strict=True)
+    ]
+    longest = max(window for _, window in LATENESS_WINDOWS)
+    finished = _finished_hourly(now - longest, now, bounds.first_attempts[-1], bounds.last_attempt)
+    return windows, finished
+
+
+def _sample(
+    since: datetime, until: datetime, lowest: int, highest: int
+) -> tuple[QuerySet[JobAttempt], int]:
     """Every k-th attempt id in [lowest, highest] started in [since, until), and k."""
     every = max(1, math.ceil((highest - lowest + 1) / SAMPLE_SIZE))
-    ids = RawSQL("SELECT generate_series(%s::bigint, %s::bigint, %s::bigint)", (lowest, highest, every))
-    return (
-        JobAttempt.objects.filter(pk__in=ids, started_at__gte=since, started_at__lt=until).order_by(),
-        every,
+    attempts = JobAttempt.objects.filter(
+        pk__in=_every_id(lowest, highest, every), started_at__gte=since, started_at__lt=until
     )
+    return attempts.order_by(), every
 
 
 def _lateness_window(
@@ -454,7 +580,9 @@ def _lateness_window(
     per_task = sample.values("job__task_name").annotate(**figures).order_by("job__task_name")
     rows = [_lateness(ALL_TASKS, sample.aggregate(**figures), every)]
     rows += [_lateness(row["job__task_name"], row, every) for row in per_task]
-    return LatenessWindow(label, [row for row in rows if row.attempts or row.task_name == ALL_TASKS], every)
+    return LatenessWindow(
+        label, [row for row in rows if row.attempts or row.task_name == ALL_TASKS], every
+    )
 
 
 def _lateness(task_name: str, row: dict[str, Any], every: int) -> Lateness:
@@ -522,6 +650,7 @@ def heartbeats(*, now: datetime, limit: int = 10) -> Heartbeats:
             seconds=HEARTBEAT_STALE_INTERVALS * scheduler_settings.DISPATCH_INTERVAL_SECONDS
         ),
         latest_age=now - recent[0].last_tick_at if recent else None,
+        now=now,
     )
 
 
@@ -536,12 +665,6 @@ def dead_letter_queue() -> DeadLetterQueue:
     return DeadLetterQueue(letters, jobs)
 
 
-def _truncate(moment: datetime, unit: str) -> datetime:
-    moment = moment.replace(minute=0, second=0, microsecond=0)
-    return moment.replace(hour=0) if unit == "day" else moment
-
-
-def _add(start: datetime, step: timedelta, count: int) -> datetime:
+def _shift(start: datetime, step: timedelta, count: int) -> datetime:
     # Wall-clock arithmetic, re-localised: a day is 23 or 25 hours across a DST change.
-    zone = start.tzinfo
-    return timezone.make_aware(start.replace(tzinfo=None) + step * count, zone)
+    return timezone.make_aware(start.replace(tzinfo=None) + step * count, start.tzinfo)

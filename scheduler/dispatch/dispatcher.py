@@ -46,6 +46,7 @@ class TickResult:
     failed: int = 0
     requeued_stale: int = 0
     leases_expired: int = 0
+    expired: int = 0
     purged: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -80,6 +81,7 @@ class Dispatcher:
         try:
             result.requeued_stale = dispatching.requeue_stale(now=started)
             result.leases_expired = dispatching.expire_leases(now=started)
+            result.expired = dispatching.expire_missed(now=started)
             if time.monotonic() - self._last_purge >= _PURGE_EVERY_SECONDS:
                 result.purged = dispatching.purge_finished(now=started)
                 self._last_purge = time.monotonic()
@@ -108,12 +110,13 @@ class Dispatcher:
         log = logger.warning if result.errors or result.failed else logger.info
         log(
             "dispatch tick dispatcher=%s sent=%s failed=%s requeued_stale=%s "
-            "leases_expired=%s purged=%s errors=%s",
+            "leases_expired=%s expired=%s purged=%s errors=%s",
             self.name,
             result.sent,
             result.failed,
             result.requeued_stale,
             result.leases_expired,
+            result.expired,
             result.purged,
             len(result.errors),
         )
@@ -169,7 +172,7 @@ class Dispatcher:
                 ScheduledJob.objects.due(within=lookahead, now=now)
                 .order_by("run_at", "pk")
                 .select_for_update(skip_locked=True)
-                .only("pk", "run_at", "queue")[:batch_size]
+                .only("pk", "run_at", "queue", "task_name")[:batch_size]
             )
             if not due:
                 return BatchResult(claimed=0, sent=0, failed=0)
@@ -177,6 +180,7 @@ class Dispatcher:
                 OutgoingMessage(
                     job_id=job.pk,
                     dispatch_token=uuid.uuid4(),
+                    task_name=job.task_name,
                     queue=job.queue,
                     eta=job.run_at,
                     delay_seconds=delay_seconds(job.run_at, now, max_delay),

@@ -1,7 +1,8 @@
 """Sends due jobs to SQS as Celery messages, ten to a SendMessageBatch call.
 
-A message carries only ``(job_id, dispatch_token)`` for the ``scheduler.execute_job``
-task, in Celery's protocol 2 inside kombu's SQS envelope, so a stock worker runs it.
+A job's message is a Celery protocol-2 message for the job's own task, inside kombu's
+SQS envelope, with no arguments and the job's reference in its headers
+(:mod:`scheduler.protocol`): a worker runs it as that task, under its name.
 The payload stays in PostgreSQL: SQS size limits do not apply and a forged or stale
 message can do nothing.
 """
@@ -19,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery import current_app
 from kombu.serialization import dumps
 
+from scheduler.protocol import JobRef
 from scheduler.sqs import get_client
 
 if TYPE_CHECKING:
@@ -26,7 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-EXECUTE_TASK_NAME = "scheduler.execute_job"
 #: SendMessageBatch takes at most ten entries.
 SQS_BATCH_LIMIT = 10
 
@@ -37,6 +38,7 @@ class OutgoingMessage:
 
     job_id: int
     dispatch_token: uuid.UUID
+    task_name: str
     queue: str
     eta: datetime
     delay_seconds: int
@@ -60,16 +62,14 @@ class Publisher(Protocol):
 
 
 def encode_message(message: OutgoingMessage) -> str:
-    """The SQS message body a Celery worker decodes into an ``execute_job`` call."""
+    """The SQS message body a Celery worker runs as the job's own task."""
     task_id = str(uuid.uuid4())
     # The eta makes the worker wait out the fraction of a second DelaySeconds cannot
     # express, so the job never starts before its run_at.
     headers, properties, body, _ = current_app.amqp.as_task_v2(
-        task_id,
-        EXECUTE_TASK_NAME,
-        args=(message.job_id, str(message.dispatch_token)),
-        eta=message.eta,
+        task_id, message.task_name, args=(), kwargs={}, eta=message.eta
     )
+    headers.update(JobRef(message.job_id, message.dispatch_token).headers())
     content_type, content_encoding, payload = dumps(body, serializer="json")
     envelope = {
         "body": base64.b64encode(payload.encode()).decode(),

@@ -2,13 +2,13 @@
 
 from typing import Any
 
-from scheduler.models import AuditEntry
+from scheduler.models import AuditAction, AuditEntry
 
-Action = AuditEntry.Action
+Action = AuditAction
 
 
 def record(
-    action: AuditEntry.Action,
+    action: AuditAction,
     *,
     actor: str | None,
     reason: str,

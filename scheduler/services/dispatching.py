@@ -8,7 +8,7 @@ from uuid import UUID
 from django.db import transaction
 from django.db.models import Case, DateTimeField, UUIDField, Value, When
 
-from scheduler import states
+from scheduler import signals, states
 from scheduler.conf import scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
 from scheduler.services.transitions import apply, retry_delay, waiting_until
@@ -49,6 +49,39 @@ def requeue_stale(*, now: datetime) -> int:
     return count
 
 
+def expire_missed(*, now: datetime) -> int:
+    """Expire pending jobs whose deadline has passed: they must never start.
+
+    A message already in SQS for such a job is dropped by the worker. One query when
+    there is nothing to expire.
+    """
+    missed = ScheduledJob.objects.missed_deadline(now=now)
+    if not missed.exists():
+        return 0
+    with transaction.atomic():
+        locked = list(
+            missed.select_for_update(skip_locked=True).values_list("pk", "task_name", "deadline")[
+                : scheduler_settings.BATCH_SIZE
+            ]
+        )
+        apply(
+            states.EXPIRE,
+            ScheduledJob.objects.filter(pk__in=[pk for pk, _, _ in locked]),
+            finished_at=now,
+            dispatch_token=None,
+            resend_at=None,
+            updated_at=now,
+        )
+        for pk, task_name, deadline in locked:
+            signals.send_on_commit(
+                signals.job_expired, job_id=pk, task_name=task_name, deadline=deadline
+            )
+    logger.warning(
+        "jobs expired count=%s job_ids=%s reason=deadline", len(locked), [pk for pk, _, _ in locked]
+    )
+    return len(locked)
+
+
 def expire_leases(*, now: datetime) -> int:
     """Retry (or fail, when out of attempts) running jobs whose worker presumably died."""
     lease = timedelta(seconds=scheduler_settings.LEASE_SECONDS)
@@ -56,15 +89,19 @@ def expire_leases(*, now: datetime) -> int:
         expired = list(
             ScheduledJob.objects.lease_expired(lease=lease, now=now)
             .select_for_update(skip_locked=True)
-            .values_list("pk", "attempts", "max_attempts")[: scheduler_settings.BATCH_SIZE]
+            .values_list("pk", "attempts", "max_attempts", "task_name")[
+                : scheduler_settings.BATCH_SIZE
+            ]
         )
         if not expired:
             return 0
         message = f"lease expired: no outcome {lease} after the attempt started"
         retry_at = {
-            pk: now + retry_delay(attempts) for pk, attempts, limit in expired if attempts < limit
+            pk: now + retry_delay(attempts)
+            for pk, attempts, limit, _ in expired
+            if attempts < limit
         }
-        failed = [pk for pk, attempts, limit in expired if attempts >= limit]
+        failed = {pk: task for pk, attempts, limit, task in expired if attempts >= limit}
         if retry_at:
             apply(
                 states.LEASE_RETRY,
@@ -81,19 +118,23 @@ def expire_leases(*, now: datetime) -> int:
         if failed:
             apply(
                 states.LEASE_FAIL,
-                ScheduledJob.objects.filter(pk__in=failed),
+                ScheduledJob.objects.filter(pk__in=list(failed)),
                 finished_at=now,
                 last_error=message,
                 updated_at=now,
             )
+            for pk, task_name in failed.items():
+                signals.send_on_commit(
+                    signals.job_failed, job_id=pk, task_name=task_name, error=message
+                )
         JobAttempt.objects.filter(
-            job_id__in=[pk for pk, _, _ in expired], outcome=JobAttempt.Outcome.RUNNING
+            job_id__in=[pk for pk, *_ in expired], outcome=JobAttempt.Outcome.RUNNING
         ).update(outcome=JobAttempt.Outcome.LEASE_EXPIRED, finished_at=now, error=message)
     logger.warning(
         "job leases expired retried=%s failed=%s job_ids=%s",
         len(retry_at),
         len(failed),
-        [pk for pk, _, _ in expired],
+        [pk for pk, *_ in expired],
     )
     return len(expired)
 

@@ -2,13 +2,14 @@
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from scheduler import states, validation
-from scheduler.exceptions import InvalidTransitionError
-from scheduler.models import ScheduledJob
+from scheduler import signals, states, validation
+from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError
+from scheduler.models import AuditAction, ScheduledJob
 from scheduler.services import audit
 from scheduler.services.scheduling import unique_key_guard
 from scheduler.services.transitions import JobOrId, apply_one, job_id_of, waiting_until
@@ -33,84 +34,64 @@ def cancel(job_or_id: JobOrId, *, reason: str = "", actor: str | None = None) ->
         if error.status == states.CANCEL.target:
             return False
         raise
+    task_name = ScheduledJob.objects.filter(pk=job_id).values_list("task_name", flat=True).get()
+    signals.send_on_commit(signals.job_cancelled, job_id=job_id, task_name=task_name)
     logger.info("job cancelled job_id=%s actor=%s", job_id, actor)
     return True
 
 
 def reschedule(
-    job_or_id: JobOrId, run_at: datetime, *, reason: str = "", actor: str | None = None
+    job_or_id: JobOrId,
+    run_at: datetime,
+    *,
+    deadline: datetime | None = None,
+    reason: str = "",
+    actor: str | None = None,
 ) -> ScheduledJob:
-    """Move a scheduled or enqueued job to a new ``run_at`` (a message in SQS is dropped)."""
-    return _reschedule(job_or_id, run_at, audit.Action.RESCHEDULE, reason=reason, actor=actor)
+    """Move a scheduled or enqueued job to a new ``run_at`` (a message in SQS is dropped).
+
+    The job keeps its deadline unless a new ``deadline`` is given; a ``run_at`` not
+    before the deadline raises InvalidArgumentsError.
+    """
+    return _reschedule(
+        job_or_id, run_at, deadline, audit.Action.RESCHEDULE, reason=reason, actor=actor
+    )
 
 
 def retry(
     job_or_id: JobOrId,
     run_at: datetime | None = None,
     *,
+    deadline: datetime | None = None,
     reason: str = "",
     actor: str | None = None,
 ) -> ScheduledJob:
-    """Schedule a failed or cancelled job again (now by default), with a fresh set of attempts."""
-    return _retry(job_or_id, run_at, audit.Action.RETRY, reason=reason, actor=actor)
+    """Schedule an ended job again (now by default), with a fresh set of attempts.
+
+    Failed, cancelled and expired jobs can be retried. The job keeps its deadline
+    unless a new ``deadline`` is given: an expired job needs one.
+    """
+    return _retry(job_or_id, run_at, deadline, audit.Action.RETRY, reason=reason, actor=actor)
 
 
-def run_now(job_or_id: JobOrId, *, reason: str = "", actor: str | None = None) -> ScheduledJob:
-    """Run a job as soon as possible: reschedule it to now, or retry it if it ended."""
+def run_now(
+    job_or_id: JobOrId,
+    *,
+    deadline: datetime | None = None,
+    reason: str = "",
+    actor: str | None = None,
+) -> ScheduledJob:
+    """Run a job as soon as possible: reschedule it to now, or retry it if it ended.
+
+    ``deadline``, if given, replaces the job's deadline (an expired job needs one).
+    """
     job_id = job_id_of(job_or_id)
     status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
     if status in states.RETRY.sources:
-        return _retry(job_id, None, audit.Action.RUN_NOW, reason=reason, actor=actor)
-    return _reschedule(job_id, timezone.now(), audit.Action.RUN_NOW, reason=reason, actor=actor)
-
-
-def _reschedule(
-    job_or_id: JobOrId,
-    run_at: datetime,
-    action: audit.Action,
-    *,
-    reason: str,
-    actor: str | None,
-) -> ScheduledJob:
-    validation.aware_datetime(run_at, "run_at")
-    reason, actor = validation.reason(reason), validation.actor(actor)
-    job_id = job_id_of(job_or_id)
-    with transaction.atomic():
-        apply_one(job_id, states.RESCHEDULE, **waiting_until(run_at))
-        audit.record(action, actor=actor, reason=reason, job_id=job_id, run_at=run_at.isoformat())
-    logger.info(
-        "job rescheduled job_id=%s run_at=%s action=%s actor=%s",
-        job_id,
-        run_at.isoformat(),
-        action,
-        actor,
+        return _retry(job_id, None, deadline, audit.Action.RUN_NOW, reason=reason, actor=actor)
+    return _reschedule(
+        job_id, timezone.now(), deadline, audit.Action.RUN_NOW, reason=reason, actor=actor
     )
-    return ScheduledJob.objects.get(pk=job_id)
-
-
-def _retry(
-    job_or_id: JobOrId,
-    run_at: datetime | None,
-    action: audit.Action,
-    *,
-    reason: str,
-    actor: str | None,
-) -> ScheduledJob:
-    if run_at is not None:
-        validation.aware_datetime(run_at, "run_at")
-    reason, actor = validation.reason(reason), validation.actor(actor)
-    job_id = job_id_of(job_or_id)
-    unique_key = (
-        job_or_id.unique_key
-        if isinstance(job_or_id, ScheduledJob)
-        else ScheduledJob.objects.filter(pk=job_id).values_list("unique_key", flat=True).first()
-    )
-    run_at = run_at or timezone.now()
-    with transaction.atomic(), unique_key_guard(unique_key):
-        apply_one(job_id, states.RETRY, attempts=0, finished_at=None, **waiting_until(run_at))
-        audit.record(action, actor=actor, reason=reason, job_id=job_id, run_at=run_at.isoformat())
-    logger.info("job retried job_id=%s action=%s actor=%s", job_id, action, actor)
-    return ScheduledJob.objects.get(pk=job_id)
 
 
 def resend(job_or_id: JobOrId, *, reason: str = "", actor: str | None = None) -> ScheduledJob:
@@ -128,3 +109,92 @@ def resend(job_or_id: JobOrId, *, reason: str = "", actor: str | None = None) ->
         audit.record(audit.Action.RESEND, actor=actor, reason=reason, job_id=job_id)
     logger.info("job re-send requested job_id=%s actor=%s", job_id, actor)
     return ScheduledJob.objects.get(pk=job_id)
+
+
+def _reschedule(
+    job_or_id: JobOrId,
+    run_at: datetime,
+    deadline: datetime | None,
+    action: AuditAction,
+    *,
+    reason: str,
+    actor: str | None,
+) -> ScheduledJob:
+    validation.aware_datetime(run_at, "run_at")
+    reason, actor = validation.reason(reason), validation.actor(actor)
+    job_id = job_id_of(job_or_id)
+    changes = _deadline_changes(job_id, run_at, deadline)
+    with transaction.atomic():
+        apply_one(job_id, states.RESCHEDULE, **waiting_until(run_at), **changes)
+        _record(action, job_id, run_at, changes, reason=reason, actor=actor)
+    logger.info(
+        "job rescheduled job_id=%s run_at=%s action=%s actor=%s",
+        job_id,
+        run_at.isoformat(),
+        action,
+        actor,
+    )
+    return ScheduledJob.objects.get(pk=job_id)
+
+
+def _retry(
+    job_or_id: JobOrId,
+    run_at: datetime | None,
+    deadline: datetime | None,
+    action: AuditAction,
+    *,
+    reason: str,
+    actor: str | None,
+) -> ScheduledJob:
+    if run_at is not None:
+        validation.aware_datetime(run_at, "run_at")
+    reason, actor = validation.reason(reason), validation.actor(actor)
+    run_at = run_at or timezone.now()
+    job_id = job_id_of(job_or_id)
+    changes = _deadline_changes(job_id, run_at, deadline)
+    unique_key = (
+        job_or_id.unique_key
+        if isinstance(job_or_id, ScheduledJob)
+        else ScheduledJob.objects.filter(pk=job_id).values_list("unique_key", flat=True).first()
+    )
+    with transaction.atomic(), unique_key_guard(unique_key):
+        apply_one(
+            job_id,
+            states.RETRY,
+            attempts=0,
+            finished_at=None,
+            **waiting_until(run_at),
+            **changes,
+        )
+        _record(action, job_id, run_at, changes, reason=reason, actor=actor)
+    logger.info("job retried job_id=%s action=%s actor=%s", job_id, action, actor)
+    return ScheduledJob.objects.get(pk=job_id)
+
+
+def _record(
+    action: AuditAction,
+    job_id: int,
+    run_at: datetime,
+    changes: dict[str, Any],
+    *,
+    reason: str,
+    actor: str | None,
+) -> None:
+    details = {"run_at": run_at.isoformat()}
+    if changes.get("deadline") is not None:
+        details["deadline"] = changes["deadline"].isoformat()
+    audit.record(action, actor=actor, reason=reason, job_id=job_id, **details)
+
+
+def _deadline_changes(job_id: int, run_at: datetime, deadline: datetime | None) -> dict[str, Any]:
+    """The deadline to store when a job moves to ``run_at``: a new one, or a check of its own."""
+    if deadline is not None:
+        return {"deadline": validation.deadline(deadline, run_at=run_at)}
+    current = ScheduledJob.objects.filter(pk=job_id).values_list("deadline", flat=True).first()
+    if current is not None and current <= run_at:
+        raise InvalidArgumentsError(
+            "deadline",
+            f"{current.isoformat()} is not after the new run_at {run_at.isoformat()}: "
+            "give a new deadline",
+        )
+    return {}

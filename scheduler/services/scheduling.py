@@ -29,6 +29,7 @@ class JobOptions(TypedDict, total=False):
     queue: str | None
     max_attempts: int | None
     unique_key: str | None
+    deadline: datetime | None
     reason: str
     actor: str | None
 
@@ -42,6 +43,7 @@ def schedule_at(
     queue: str | None = None,
     max_attempts: int | None = None,
     unique_key: str | None = None,
+    deadline: datetime | None = None,
     reason: str = "",
     actor: str | None = None,
 ) -> ScheduledJob:
@@ -49,8 +51,9 @@ def schedule_at(
 
     The job is inserted in the caller's transaction: if that rolls back, there is no
     job. ``run_at`` must be timezone-aware; a past ``run_at`` means as soon as
-    possible. Invalid input raises and writes nothing. With an ``actor`` (an operator's
-    username), the audit trail records who scheduled it and why.
+    possible. A job not started by its ``deadline`` (aware, after ``run_at``) never
+    starts: it ends ``expired``. Invalid input raises and writes nothing. With an
+    ``actor`` (an operator's username), the audit trail records who scheduled it and why.
     """
     validation.aware_datetime(run_at, "run_at")
     reason, actor = validation.reason(reason), validation.actor(actor)
@@ -68,6 +71,7 @@ def schedule_at(
         max_attempts=validation.max_attempts(max_attempts)
         or scheduler_settings.DEFAULT_MAX_ATTEMPTS,
         unique_key=validation.unique_key(unique_key),
+        deadline=validation.deadline(deadline, run_at=run_at),
     )
     with unique_key_guard(job.unique_key):
         job.save(force_insert=True)

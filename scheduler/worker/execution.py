@@ -1,4 +1,4 @@
-"""Running a job on a worker: claim it, run the target task's body, record the outcome."""
+"""Running a job on a worker: claim it, run its task's body, record the outcome."""
 
 import enum
 import logging
@@ -18,20 +18,20 @@ class Outcome(enum.StrEnum):
     SUCCEEDED = "succeeded"
     RETRYING = "retrying"
     FAILED = "failed"
-    #: The message was a duplicate, or its job was cancelled, rescheduled or lost its
-    #: lease: it was acknowledged and nothing ran.
+    #: The message was a duplicate, or its job was cancelled, rescheduled, expired,
+    #: paused or lost its lease: it was acknowledged and nothing ran.
     DROPPED = "dropped"
     #: The job ran but its lease expired meanwhile, so another outcome was recorded.
     LEASE_LOST = "lease_lost"
 
 
-def run_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
-    """Handle one ``(job_id, dispatch_token)`` message, exactly once in effect."""
-    claimed = running.claim(job_id=job_id, token=token, worker=worker)
-    if claimed is None:
-        logger.info("message dropped job_id=%s token=%s reason=not-current", job_id, token)
+def run_job(*, job_id: int, token: UUID, task_name: str, worker: str) -> Outcome:
+    """Handle one message for job ``job_id`` delivered to ``task_name``, exactly once in effect."""
+    claimed = running.claim(job_id=job_id, token=token, task_name=task_name, worker=worker)
+    if isinstance(claimed, running.Refusal):
+        logger.info("message dropped job_id=%s token=%s reason=%s", job_id, token, claimed)
         return Outcome.DROPPED
-    job, attempt = claimed
+    job, attempt = claimed.job, claimed.attempt
     logger.info(
         "job started job_id=%s task=%s attempt=%s/%s lateness=%.3fs",
         job.pk,
@@ -41,7 +41,7 @@ def run_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
         job.lateness.total_seconds() if job.lateness else 0.0,
     )
     try:
-        get_task(job.task_name)(*job.args, **job.kwargs)
+        result = get_task(job.task_name).run(*job.args, **job.kwargs)
     except Exception:
         error = traceback.format_exc()
         status = running.record_error(job=job, attempt=attempt, error=error)
@@ -59,7 +59,7 @@ def run_job(*, job_id: int, token: UUID, worker: str) -> Outcome:
             error.strip().splitlines()[-1],
         )
         return outcome
-    if not running.record_success(job=job, attempt=attempt):
+    if not running.record_success(job=job, attempt=attempt, result=result):
         logger.warning("job lease lost job_id=%s outcome=succeeded", job.pk)
         return Outcome.LEASE_LOST
     logger.info("job succeeded job_id=%s task=%s", job.pk, job.task_name)

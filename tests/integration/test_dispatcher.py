@@ -9,8 +9,9 @@ from freezegun import freeze_time
 
 from payments.services import authorize_payment
 from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.dispatch.publisher import EXECUTE_TASK_NAME, OutgoingMessage, SQSPublisher
+from scheduler.dispatch.publisher import OutgoingMessage, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
+from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import RecordingPublisher, sqs_client
 from tests.factories import make_jobs
@@ -78,18 +79,20 @@ def test_past_due_jobs_go_out_with_delay_zero_in_run_at_order(sqs_queue, publish
     expected = [job.pk for job in sorted(jobs, key=lambda job: job.run_at)]
     assert [m.job_id for m in publisher.published] == expected
     received = sqs_queue.receive()
-    assert {m["decoded_body"][0][0] for m in received} == set(expected)
+    assert {int(m["headers"][JOB_ID_HEADER]) for m in received} == set(expected)
 
 
-def test_messages_are_celery_tasks_carrying_only_id_and_token(sqs_queue, publisher):
+def test_messages_are_the_jobs_own_task_carrying_only_id_and_token(sqs_queue, publisher):
     with freeze_time(T0):
         [job] = make_jobs([T0 - timedelta(seconds=1)], args=["secret-card-number"])
         Dispatcher(publisher=publisher).run_once()
     [envelope] = sqs_queue.receive()
     job.refresh_from_db()
-    assert envelope["headers"]["task"] == EXECUTE_TASK_NAME
+    assert envelope["headers"]["task"] == job.task_name
     assert envelope["headers"]["eta"] == job.run_at.isoformat()
-    assert envelope["decoded_body"][0] == [job.pk, str(job.dispatch_token)]
+    assert envelope["headers"][JOB_ID_HEADER] == str(job.pk)
+    assert envelope["headers"][DISPATCH_TOKEN_HEADER] == str(job.dispatch_token)
+    assert envelope["decoded_body"][0] == []
     assert envelope["decoded_body"][1] == {}
     assert "secret-card-number" not in str(envelope)
     assert envelope["properties"]["delivery_info"]["routing_key"] == sqs_queue.name
@@ -238,7 +241,7 @@ def test_two_dispatchers_ticking_at_once_send_each_job_exactly_once(sqs_queue, s
     assert all(p.published for p in publishers), "both dispatchers took part"
     received = []
     while batch := sqs_queue.receive():
-        received.extend(m["decoded_body"][0][0] for m in batch)
+        received.extend(int(m["headers"][JOB_ID_HEADER]) for m in batch)
     assert sorted(received) == sorted(sent)
     tokens = dict(ScheduledJob.objects.values_list("pk", "dispatch_token"))
     assert {m.job_id: m.dispatch_token for p in publishers for m in p.published} == tokens

@@ -37,7 +37,10 @@ def test_a_job_runs_with_its_stored_arguments_and_succeeds(tmp_path):
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", T0, [path], {"label": "hello"})
     token = _dispatch(job)
-    assert run_job(job_id=job.pk, token=token, worker="w1") == Outcome.SUCCEEDED
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w1")
+        == Outcome.SUCCEEDED
+    )
     assert [label for label, _ in read_runs(path)] == ["hello"]
     job.refresh_from_db()
     assert (job.status, job.attempts, job.started_at, job.finished_at) == (
@@ -55,8 +58,13 @@ def test_the_same_message_delivered_twice_runs_the_job_once(tmp_path):
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", T0, [path, "once"])
     token = _dispatch(job)
-    assert run_job(job_id=job.pk, token=token, worker="w1") == Outcome.SUCCEEDED
-    assert run_job(job_id=job.pk, token=token, worker="w2") == Outcome.DROPPED
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w1")
+        == Outcome.SUCCEEDED
+    )
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w2") == Outcome.DROPPED
+    )
     assert len(read_runs(path)) == 1
     assert JobAttempt.objects.count() == 1
 
@@ -68,19 +76,36 @@ def test_cancelled_and_rescheduled_jobs_drop_their_old_message(tmp_path):
     cancelled_token, moved_token = _dispatch(cancelled), _dispatch(moved)
     cancel(cancelled)
     reschedule(moved, T0 + timedelta(days=1))
-    assert run_job(job_id=cancelled.pk, token=cancelled_token, worker="w") == Outcome.DROPPED
-    assert run_job(job_id=moved.pk, token=moved_token, worker="w") == Outcome.DROPPED
+    assert (
+        run_job(
+            job_id=cancelled.pk, task_name=cancelled.task_name, token=cancelled_token, worker="w"
+        )
+        == Outcome.DROPPED
+    )
+    assert (
+        run_job(job_id=moved.pk, task_name=moved.task_name, token=moved_token, worker="w")
+        == Outcome.DROPPED
+    )
     assert read_runs(path) == []
     # The moved job runs only with the token of its new dispatch.
     new_token = _dispatch(moved, now=T0 + timedelta(days=1))
-    assert run_job(job_id=moved.pk, token=new_token, worker="w") == Outcome.SUCCEEDED
+    assert (
+        run_job(job_id=moved.pk, task_name=moved.task_name, token=new_token, worker="w")
+        == Outcome.SUCCEEDED
+    )
     assert [label for label, _ in read_runs(path)] == ["moved"]
 
 
 def test_forged_or_unknown_messages_do_nothing(tmp_path):
     job = schedule_at("testapp.record", T0, [str(tmp_path / "runs"), "x"])
-    assert run_job(job_id=job.pk, token=uuid.uuid4(), worker="w") == Outcome.DROPPED
-    assert run_job(job_id=999999, token=uuid.uuid4(), worker="w") == Outcome.DROPPED
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=uuid.uuid4(), worker="w")
+        == Outcome.DROPPED
+    )
+    assert (
+        run_job(job_id=999999, task_name="testapp.noop", token=uuid.uuid4(), worker="w")
+        == Outcome.DROPPED
+    )
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.SCHEDULED, 0)
 
@@ -95,7 +120,7 @@ def test_a_failing_job_is_retried_through_postgres_with_backoff_then_fails(tmp_p
         for attempt in (1, 2, 3):
             clock.move_to(run_ats[-1])
             token = _dispatch(job, now=run_ats[-1])
-            outcome = run_job(job_id=job.pk, token=token, worker="w")
+            outcome = run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
             job.refresh_from_db()
             if attempt < 3:
                 assert outcome == Outcome.RETRYING
@@ -128,7 +153,10 @@ def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(settings, tmp_path):
         dispatcher = Dispatcher(publisher=publisher)
         assert dispatcher.run_once().sent == 1
         job.refresh_from_db()
-        assert run_job(job_id=job.pk, token=job.dispatch_token, worker="w") == "retrying"
+        assert (
+            run_job(job_id=job.pk, task_name=job.task_name, token=job.dispatch_token, worker="w")
+            == "retrying"
+        )
         job.refresh_from_db()
         assert job.run_at >= T0 + timedelta(hours=1, minutes=30)
         clock.move_to(job.run_at - timedelta(minutes=10))
@@ -145,8 +173,10 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
         from scheduler.services import running
 
         token = _dispatch(job)
-        zombie = running.claim(job_id=job.pk, token=token, worker="dead-worker")
-        assert zombie is not None
+        zombie = running.claim(
+            job_id=job.pk, task_name=job.task_name, token=token, worker="dead-worker"
+        )
+        assert isinstance(zombie, running.Claim)
         dispatcher = Dispatcher(publisher=InMemoryPublisher())
         clock.move_to(T0 + timedelta(seconds=599))
         assert dispatcher.run_once().leases_expired == 0
@@ -161,13 +191,16 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
         [attempt] = job.history.all()
         assert attempt.outcome == JobAttempt.Outcome.LEASE_EXPIRED
         # The presumed-dead worker finishes after all: its outcome changes nothing.
-        assert running.record_success(job=zombie[0], attempt=zombie[1]) is False
+        assert running.record_success(job=zombie.job, attempt=zombie.attempt) is False
         job.refresh_from_db()
         assert job.status == Status.ENQUEUED
 
         # Out of attempts, an expired lease fails the job.
         clock.move_to(job.run_at)
-        assert running.claim(job_id=job.pk, token=job.dispatch_token, worker="dead-again")
+        claimed = running.claim(
+            job_id=job.pk, task_name=job.task_name, token=job.dispatch_token, worker="dead-again"
+        )
+        assert isinstance(claimed, running.Claim)
         clock.tick(601)
         assert dispatcher.run_once().leases_expired == 1
     job.refresh_from_db()
@@ -197,7 +230,9 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
     def worker():
         try:
             locked.wait(10)
-            outcomes.append(run_job(job_id=job.pk, token=token, worker="early-bird"))
+            outcomes.append(
+                run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="early-bird")
+            )
         finally:
             connection.close()
 
@@ -211,7 +246,10 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
     assert time.monotonic() - started >= 1.0  # the claim waited for the commit
     assert len(read_runs(path)) == 1
     # A second delivery of the same message, after the commit, is dropped.
-    assert run_job(job_id=job.pk, token=token, worker="late") == Outcome.DROPPED
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="late")
+        == Outcome.DROPPED
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -222,6 +260,8 @@ def test_a_message_whose_dispatch_rolled_back_is_dropped(tmp_path):
         ScheduledJob.objects.select_for_update().get(pk=job.pk)
         mark_enqueued({job.pk: token}, now=T0)
         raise RuntimeError("dispatcher crashed before commit")
-    assert run_job(job_id=job.pk, token=token, worker="w") == Outcome.DROPPED
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w") == Outcome.DROPPED
+    )
     job.refresh_from_db()
     assert job.status == Status.SCHEDULED

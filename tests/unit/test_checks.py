@@ -32,10 +32,33 @@ def test_defaults_pass():
         ),
         ({"SCHEDULER_RETRY_BACKOFF_MAX_SECONDS": 10}, "scheduler.E005"),
         ({"SCHEDULER_QUEUE_NAME": "has.dots"}, "scheduler.E006"),
+        ({"SCHEDULER_DISPATCH_INTERVAL_SECONDS": 0}, "scheduler.E001"),
+        ({"SCHEDULER_DISPATCH_INTERVAL_SECONDS": float("nan")}, "scheduler.E001"),
+        ({"SCHEDULER_SQS_ENDPOINT_URL": "localhost:9324"}, "scheduler.E001"),
+        ({"SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS": 43201}, "scheduler.E001"),
+        ({"SCHEDULER_SQS_WAIT_TIME_SECONDS": 21}, "scheduler.E001"),
+        ({"SCHEDULER_SQS_REGION": ""}, "scheduler.E001"),
+        (
+            {"SCHEDULER_LEASE_SECONDS": 10, "SCHEDULER_HEARTBEAT_INTERVAL_SECONDS": 6},
+            "scheduler.E007",
+        ),
+        ({"SCHEDULER_DELIVERY_LEAD_SECONDS": 300}, "scheduler.E008"),
     ],
 )
 def test_each_bad_setting_is_reported(overrides, expected):
     assert expected in ids(**overrides)
+
+
+def test_an_error_names_the_setting_and_what_it_must_be():
+    with override_settings(SCHEDULER_DISPATCH_INTERVAL_SECONDS="5"):
+        [error] = check_settings()
+    assert error.msg == (
+        "SCHEDULER_DISPATCH_INTERVAL_SECONDS must be a positive number of seconds, got '5'."
+    )
+
+
+def test_a_fractional_dispatch_interval_is_fine():
+    assert ids(SCHEDULER_DISPATCH_INTERVAL_SECONDS=0.5) == []
 
 
 def test_lowered_limits_for_tests_are_consistent():

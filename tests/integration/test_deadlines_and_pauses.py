@@ -1,0 +1,251 @@
+"""Deadlines and pauses, enforced at the dispatcher and at the worker's claim; signals."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import transaction
+from freezegun import freeze_time
+
+from scheduler import schedule_at, schedule_in, signals
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.exceptions import InvalidArgumentsError
+from scheduler.models import Pause, ScheduledJob
+from scheduler.services import cancel, reschedule, retry, run_now, running
+from scheduler.services.dispatching import mark_enqueued
+from scheduler.testing import InMemoryPublisher
+from scheduler.worker.execution import Outcome, run_job
+from tests.testapp.tasks import read_runs
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+Status = ScheduledJob.Status
+
+
+@pytest.fixture
+def received():
+    """Every scheduler signal sent during the test, as (name, kwargs)."""
+    caught: list[tuple[str, dict]] = []
+
+    def receiver_for(name):
+        def receive(sender, **kwargs):
+            kwargs.pop("signal")
+            caught.append((name, kwargs))
+
+        return receive
+
+    receivers = {
+        name: receiver_for(name)
+        for name in ("job_succeeded", "job_failed", "job_expired", "job_cancelled")
+    }
+    for name, receiver in receivers.items():
+        getattr(signals, name).connect(receiver)
+    yield caught
+    for name, receiver in receivers.items():
+        getattr(signals, name).disconnect(receiver)
+
+
+def _dispatch(job):
+    token = uuid.uuid4()
+    with transaction.atomic():
+        ScheduledJob.objects.select_for_update().get(pk=job.pk)
+        assert mark_enqueued({job.pk: token}, now=T0) == 1
+    return token
+
+
+@freeze_time(T0)
+def test_a_deadline_is_stored_and_bad_deadlines_write_nothing():
+    job = schedule_at("testapp.noop", T0, deadline=T0 + timedelta(hours=1))
+    assert job.deadline == T0 + timedelta(hours=1)
+    assert schedule_in("testapp.noop", 60, deadline=T0 + timedelta(minutes=2)).deadline == (
+        T0 + timedelta(minutes=2)
+    )
+    before = ScheduledJob.objects.count()
+    with pytest.raises(ValueError, match="deadline must be timezone-aware"):
+        schedule_at("testapp.noop", T0, deadline=datetime(2026, 12, 1))
+    with pytest.raises(InvalidArgumentsError, match="deadline must be after run_at") as error:
+        schedule_at("testapp.noop", T0 + timedelta(hours=2), deadline=T0 + timedelta(hours=1))
+    assert error.value.field == "deadline"
+    with pytest.raises(InvalidArgumentsError, match="deadline"):
+        schedule_in("testapp.noop", 60, deadline=T0)
+    assert ScheduledJob.objects.count() == before
+
+
+def test_the_dispatcher_never_sends_a_job_past_its_deadline_and_expires_it(
+    received, django_capture_on_commit_callbacks, caplog
+):
+    publisher = InMemoryPublisher()
+    with freeze_time(T0) as clock:
+        late = schedule_at("testapp.noop", T0, deadline=T0 + timedelta(seconds=30))
+        on_time = schedule_at("testapp.noop", T0 + timedelta(seconds=40))
+        clock.move_to(T0 + timedelta(seconds=31))
+        with django_capture_on_commit_callbacks(execute=True):
+            result = Dispatcher(publisher=publisher).run_once()
+    assert [message.job_id for message in publisher.published] == [on_time.pk]
+    assert result.expired == 1
+    late.refresh_from_db()
+    assert (late.status, late.finished_at) == (Status.EXPIRED, T0 + timedelta(seconds=31))
+    assert received == [
+        (
+            "job_expired",
+            {"job_id": late.pk, "task_name": "testapp.noop", "deadline": late.deadline},
+        )
+    ]
+    assert f"jobs expired count=1 job_ids=[{late.pk}] reason=deadline" in caplog.text
+
+
+@freeze_time(T0)
+def test_a_message_that_arrives_after_the_deadline_expires_its_job_at_the_worker(
+    received, django_capture_on_commit_callbacks, tmp_path
+):
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", T0, [path, "late"], deadline=T0 + timedelta(seconds=5))
+    token = _dispatch(job)
+    with freeze_time(T0 + timedelta(seconds=5)), django_capture_on_commit_callbacks(execute=True):
+        assert (
+            running.claim(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
+            == running.Refusal.EXPIRED
+        )
+        assert (
+            run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
+            == Outcome.DROPPED
+        )
+    job.refresh_from_db()
+    assert (job.status, job.dispatch_token, job.attempts) == (Status.EXPIRED, None, 0)
+    assert read_runs(path) == []
+    assert [name for name, _ in received] == ["job_expired"]
+
+
+def test_an_expired_job_is_revived_only_with_a_new_deadline():
+    with freeze_time(T0):
+        job = schedule_at("testapp.noop", T0, deadline=T0 + timedelta(seconds=5))
+    ScheduledJob.objects.filter(pk=job.pk).update(status=Status.EXPIRED, finished_at=T0)
+    later = T0 + timedelta(minutes=10)
+    with freeze_time(later), pytest.raises(InvalidArgumentsError, match="give a new deadline"):
+        retry(job)
+    with freeze_time(later), pytest.raises(InvalidArgumentsError, match="give a new deadline"):
+        run_now(job)
+    assert ScheduledJob.objects.get(pk=job.pk).status == Status.EXPIRED
+    with freeze_time(later):
+        revived = run_now(job, deadline=later + timedelta(hours=1))
+    assert (revived.status, revived.run_at, revived.deadline) == (
+        Status.SCHEDULED,
+        later,
+        later + timedelta(hours=1),
+    )
+
+
+@freeze_time(T0)
+def test_rescheduling_past_the_deadline_needs_a_new_deadline():
+    job = schedule_at("testapp.noop", T0 + timedelta(hours=1), deadline=T0 + timedelta(hours=2))
+    with pytest.raises(InvalidArgumentsError, match="deadline"):
+        reschedule(job, T0 + timedelta(hours=3))
+    assert ScheduledJob.objects.get(pk=job.pk).run_at == T0 + timedelta(hours=1)
+    moved = reschedule(job, T0 + timedelta(hours=3), deadline=T0 + timedelta(hours=4))
+    assert (moved.run_at, moved.deadline) == (T0 + timedelta(hours=3), T0 + timedelta(hours=4))
+
+
+@pytest.mark.parametrize(
+    ("pause", "held"),
+    [
+        ({"task_name": "testapp.noop"}, {"noop-default", "noop-other"}),
+        ({"queue": "other"}, {"noop-other", "record-other"}),
+        ({"task_name": "testapp.noop", "queue": "other"}, {"noop-other"}),
+    ],
+    ids=["task", "queue", "task-on-queue"],
+)
+@freeze_time(T0)
+def test_the_dispatcher_holds_back_paused_kinds_and_sends_them_oldest_first_on_resume(pause, held):
+    jobs = {
+        "noop-default": schedule_at("testapp.noop", T0 - timedelta(seconds=1)),
+        "noop-other": schedule_at("testapp.noop", T0 - timedelta(seconds=3), queue="other"),
+        "record-other": schedule_at(
+            "testapp.record", T0 - timedelta(seconds=2), ["/dev/null", "x"], queue="other"
+        ),
+    }
+    by_id = {job.pk: name for name, job in jobs.items()}
+    Pause.objects.create(**pause)
+    publisher = InMemoryPublisher()
+    dispatcher = Dispatcher(publisher=publisher)
+    dispatcher.run_once()
+    assert {by_id[m.job_id] for m in publisher.published} == set(jobs) - held
+    Pause.objects.all().delete()
+    publisher.published.clear()
+    dispatcher.run_once()
+    resumed = [by_id[m.job_id] for m in publisher.published]
+    assert set(resumed) == held
+    assert resumed == sorted(resumed, key=lambda name: jobs[name].run_at)
+
+
+@freeze_time(T0)
+def test_a_message_of_a_paused_kind_is_put_back_not_run(tmp_path):
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", T0, [path, "held"])
+    token = _dispatch(job)
+    Pause.objects.create(task_name="testapp.record", reason="incident")
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w") == Outcome.DROPPED
+    )
+    job.refresh_from_db()
+    assert (job.status, job.dispatch_token, job.run_at, job.attempts) == (
+        Status.SCHEDULED,
+        None,
+        T0,
+        0,
+    )
+    assert read_runs(path) == []
+    # The old message stays dropped after the resume; the new dispatch runs it once.
+    Pause.objects.all().delete()
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w") == Outcome.DROPPED
+    )
+    new_token = _dispatch(job)
+    assert (
+        run_job(job_id=job.pk, task_name=job.task_name, token=new_token, worker="w")
+        == Outcome.SUCCEEDED
+    )
+    assert [label for label, _ in read_runs(path)] == ["held"]
+
+
+@freeze_time(T0)
+def test_outcome_signals_are_sent_after_commit_and_never_on_rollback(
+    received, django_capture_on_commit_callbacks, tmp_path
+):
+    path = str(tmp_path / "runs")
+    ok = schedule_at("testapp.record", T0, [path, "ok"])
+    bad = schedule_at("testapp.fail", T0, [path, "bad"], max_attempts=1)
+    gone = schedule_at("testapp.noop", T0 + timedelta(days=1))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert (
+            run_job(job_id=ok.pk, task_name=ok.task_name, token=_dispatch(ok), worker="w")
+            == Outcome.SUCCEEDED
+        )
+        assert (
+            run_job(job_id=bad.pk, task_name=bad.task_name, token=_dispatch(bad), worker="w")
+            == Outcome.FAILED
+        )
+        assert cancel(gone)
+    # Nothing is sent before the transaction commits…
+    assert received == []
+    for callback in callbacks:
+        callback()
+    assert [(name, kwargs["job_id"], kwargs["task_name"]) for name, kwargs in received] == [
+        ("job_succeeded", ok.pk, "testapp.record"),
+        ("job_failed", bad.pk, "testapp.fail"),
+        ("job_cancelled", gone.pk, "testapp.noop"),
+    ]
+    assert "RuntimeError: task bad failed on purpose" in received[1][1]["error"]
+
+    # …and nothing at all when it rolls back.
+    received.clear()
+    other = schedule_at("testapp.noop", T0 + timedelta(days=1))
+    with (
+        django_capture_on_commit_callbacks(execute=True) as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        cancel(other)
+        raise RuntimeError("the caller's transaction fails")
+    assert callbacks == []
+    assert received == []
