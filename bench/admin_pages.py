@@ -49,7 +49,11 @@ class Page:
 
 
 def main() -> None:
-    args = parser(__doc__ or "").parse_args()
+    arguments = parser(__doc__ or "")
+    arguments.add_argument(
+        "--only", default="", help="time only the pages whose name contains this text"
+    )
+    args = arguments.parse_args()
     size = SIZES[args.size]
     setup_django(args.database)
     from django.db import connection
@@ -68,7 +72,7 @@ def main() -> None:
             with stopwatch() as elapsed:
                 fill(size)
             print(f"filled in {elapsed():.0f} s", flush=True)
-        measure(pages(), size)
+        measure([page for page in pages() if args.only in page.what], size)
 
 
 @contextmanager
@@ -186,9 +190,9 @@ def fill(size: int) -> None:
         cursor.execute(
             """
             INSERT INTO scheduler_jobattempt
-                (job_id, number, dispatch_token, scheduled_for, started_at, finished_at,
-                 outcome, error, worker)
-            SELECT id, attempts, gen_random_uuid(), run_at, started_at, finished_at,
+                (job_id, task_name, number, dispatch_token, scheduled_for, started_at,
+                 finished_at, outcome, error, worker)
+            SELECT id, task_name, attempts, gen_random_uuid(), run_at, started_at, finished_at,
                    CASE status WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'error'
                                ELSE 'running' END,
                    last_error, 'bench@host:1'

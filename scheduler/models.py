@@ -124,6 +124,21 @@ class ScheduledJob(models.Model):
                 condition=Q(status=Status.RUNNING),
             ),
             models.Index(fields=["finished_at"], name="scheduler_job_finished_idx"),
+            # Monitoring: jobs that failed for good in the last day.
+            models.Index(
+                fields=["finished_at"],
+                name="scheduler_job_failed_idx",
+                condition=Q(status=Status.FAILED),
+            ),
+            # The admin's queue filter, ordered by run_at.
+            models.Index(fields=["queue", "run_at"], name="scheduler_job_queue_idx"),
+            # The admin's search by the start of a unique key (LIKE 'prefix%').
+            models.Index(
+                fields=["unique_key"],
+                name="scheduler_job_key_prefix_idx",
+                opclasses=["varchar_pattern_ops"],
+                condition=Q(unique_key__isnull=False),
+            ),
             # The admin's ordering and date hierarchy over all statuses.
             models.Index(fields=["run_at"], name="scheduler_job_run_at_idx"),
             models.Index(fields=["status", "run_at"], name="scheduler_job_status_idx"),
@@ -180,6 +195,8 @@ class JobAttempt(models.Model):
         LEASE_EXPIRED = "lease_expired", "Lease expired"
 
     job = models.ForeignKey(ScheduledJob, on_delete=models.CASCADE, related_name="history")
+    # The job's task, copied: monitoring groups a day of attempts by task without a join.
+    task_name = models.CharField(max_length=255, blank=True, default="")
     number = models.PositiveIntegerField()
     dispatch_token = models.UUIDField()
     # The run_at this attempt was due at: lateness is started_at - scheduled_for.

@@ -29,7 +29,7 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     @cached_property
     def count(self) -> int:
         """The number of rows, or ``COUNT_LIMIT + 1`` when there are more."""
-        rows = cast("QuerySet[ScheduledJob]", self.object_list)
+        rows = cast("QuerySet[Any]", self.object_list)
         return rows[: COUNT_LIMIT + 1].count()
 
     @property
@@ -59,8 +59,7 @@ class TaskFilter(_FieldEqualsFilter):
 
     @override
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = set(schedulable_task_names()) | set(scheduler_settings.ADMIN_TASKS)
-        return [(name, name) for name in sorted(names)]
+        return [(name, name) for name in sorted(_known_task_names())]
 
 
 class QueueFilter(_FieldEqualsFilter):
@@ -131,11 +130,18 @@ class RunAtFilter(admin.SimpleListFilter):
 def search_filter(term: str) -> Q:
     """Jobs matching a search term: its id, or the start of a task name or unique key.
 
-    Prefix matches (not "contains") so that the (task_name, run_at) index can serve
-    the task name part.
+    A number is a job id and nothing else: one primary-key probe. Otherwise the task
+    names starting with the term are looked up among the known tasks (no LIKE over
+    the table; the term itself counts too, for tasks no longer registered), and unique
+    keys by prefix, served by their pattern index.
     """
     term = term.strip().removeprefix("#")
-    condition = Q(task_name__startswith=term) | Q(unique_key__startswith=term)
-    if term.isdigit() and len(term) <= 18:  # beyond that, not a bigint
-        condition |= Q(pk=int(term))
-    return condition
+    if term.isdigit():
+        # Beyond a bigint, no job has that id.
+        return Q(pk=int(term)) if len(term) <= 18 else Q(pk__in=[])
+    names = {term, *(name for name in _known_task_names() if name.startswith(term))}
+    return Q(task_name__in=sorted(names)) | Q(unique_key__startswith=term)
+
+
+def _known_task_names() -> set[str]:
+    return set(schedulable_task_names()) | set(scheduler_settings.ADMIN_TASKS)

@@ -1,24 +1,25 @@
 """The scheduler's health in figures, for the admin's monitoring page.
 
-Plain functions of the database and ``now``, each a fixed number of queries whose cost
-does not grow with the table: with ten million jobs the page still answers in well
-under 100 ms. Where an exact figure would have to read millions of rows, the page
-says so and shows an estimate ("≈"):
+Plain functions of the database and ``now``: a fixed number of queries, each reading a
+bounded number of index entries, so the page answers in well under 100 ms with ten
+million jobs. Where an exact figure would read millions of rows, the page shows an
+estimate, marked "≈":
 
-- counts by status are exact up to ``EXACT_COUNT_LIMIT`` (an index-only scan that
-  stops there), beyond it PostgreSQL's own statistics (pg_class, pg_stats) estimate them;
-- lateness and finished attempts come from a systematic sample of at most
-  ``SAMPLE_SIZE`` attempts of the window (every k-th attempt id), exact when the
-  window holds fewer;
-- jobs due per hour and per day are counted exactly while the window holds at most
-  ``EXACT_COUNT_LIMIT`` pending jobs, and from a sample of the pending jobs' index
-  otherwise.
+- jobs per status are counted up to ``EXACT_COUNT_LIMIT`` each (an index scan that
+  stops there); beyond, PostgreSQL's statistics estimate them (pg_class.reltuples
+  times the status's frequency in pg_stats, as of the table's last ANALYZE);
+- jobs due are counted per hour (next 48 hours) and per day (next 30 days) up to a
+  cap per period; a period over its cap is estimated from a block sample of the table
+  (``TABLESAMPLE SYSTEM``, about ``SAMPLE_PAGES`` pages);
+- lateness and failed attempts per task come from every k-th attempt id of the window
+  (attempt ids grow with their start), at most ``SAMPLE_SIZE`` attempts, exact when
+  the window holds fewer.
 """
 
 import itertools
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from django.db import connection
@@ -31,12 +32,10 @@ from django.db.models import (
     F,
     FloatField,
     Q,
-    QuerySet,
     Value,
     When,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Trunc
 from django.utils import timezone
 from typing_extensions import override
 
@@ -50,10 +49,13 @@ from scheduler.states import Status
 HEARTBEAT_STALE_INTERVALS = 3
 #: Counts are exact up to this many rows; an estimate beyond.
 EXACT_COUNT_LIMIT = 10_000
-#: A sample (of a window's attempts, of the jobs) reads at most this many ids.
-SAMPLE_SIZE = 10_000
-#: Pending jobs counted one by one (per status), soonest first, for the due charts.
-DUE_EXACT_ROWS = 50_000
+#: Jobs due are counted up to this many per hour and per day; an estimate beyond.
+HOUR_CAP = 5_000
+DAY_CAP = 2_000
+#: The block sample behind those estimates reads about this many pages of the table.
+SAMPLE_PAGES = 2_000
+#: A lateness window reads at most this many attempts.
+SAMPLE_SIZE = 5_000
 LATENESS_WINDOWS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 #: Upper bounds of the lateness histogram's buckets; the last one is open.
@@ -70,7 +72,6 @@ LATENESS_BUCKETS = (
     ("≥ 1 h", None),
 )
 FAILED_OUTCOMES = (JobAttempt.Outcome.ERROR, JobAttempt.Outcome.LEASE_EXPIRED)
-ALL_TASKS = "All tasks"
 
 
 class PercentileCont(Aggregate):
@@ -192,6 +193,7 @@ class Lateness:
 
     task_name: str
     attempts: int
+    failed: int
     p50: float | None
     p95: float | None
     p99: float | None
@@ -204,7 +206,7 @@ class Lateness:
 
 @dataclass(frozen=True)
 class LatenessWindow:
-    """Lateness per task (and for all tasks, first) over one window."""
+    """Lateness per task over one window."""
 
     label: str
     rows: list[Lateness]
@@ -214,6 +216,17 @@ class LatenessWindow:
     @property
     def exact(self) -> bool:
         return self.sample_step == 1
+
+    @property
+    def histogram(self) -> Histogram:
+        """Attempts of every task by how late they started."""
+        return Histogram(
+            [
+                Bucket(label, None, sum(row.histogram[index] for row in self.rows))
+                for index, (label, _) in enumerate(LATENESS_BUCKETS)
+            ],
+            exact=self.exact,
+        )
 
 
 @dataclass(frozen=True)
@@ -292,7 +305,6 @@ class Snapshot:
     due_daily: Histogram
     heartbeats: Heartbeats
     lateness: list[LatenessWindow]
-    finished_hourly: Histogram
     failures: list[TaskFailures]
     paused: list[PausedKind]
     dead_letters: DeadLetterQueue
@@ -311,39 +323,62 @@ class Snapshot:
 def snapshot(now: datetime | None = None) -> Snapshot:
     """All the monitoring figures, computed at ``now``."""
     now = now or timezone.now()
+    statistics = table_statistics()
     overdue, oldest = overdue_jobs(now=now)
-    ids = bounds(now=now)
-    lateness_windows, finished = attempts_in_windows(now=now, bounds=ids)
-    due_hourly, due_daily = due_charts(now=now, bounds=ids)
+    due_hourly, due_daily = due_charts(now=now, statistics=statistics)
+    lateness = lateness_windows(now=now)
     return Snapshot(
         now=now,
-        by_status=status_counts(),
+        by_status=status_counts(statistics),
         overdue=overdue,
         oldest_overdue=oldest,
         due_hourly=due_hourly,
         due_daily=due_daily,
         heartbeats=heartbeats(now=now),
-        lateness=lateness_windows,
-        finished_hourly=finished,
-        failures=failures_by_task(now=now),
+        lateness=lateness,
+        failures=failures_by_task(now=now, day=lateness[-1]),
         paused=[PausedKind(p, describe(p.task_name, p.queue)) for p in Pause.objects.all()],
         dead_letters=dead_letter_queue(),
     )
 
 
-def status_counts() -> list[StatusCount]:
-    """Jobs per status: exact up to EXACT_COUNT_LIMIT, else PostgreSQL's estimate.
+@dataclass(frozen=True)
+class TableStatistics:
+    """What PostgreSQL's statistics say of the job table (as of its last ANALYZE)."""
 
-    Two queries: capped counts (each an index scan that stops at the limit), and the
-    table's row estimate with the status column's most common values and frequencies.
-    """
-    table = ScheduledJob._meta.db_table
+    rows: int
+    pages: int
+    #: The share of rows in each of the status column's most common values.
+    status_frequencies: dict[str, float]
+
+
+def table_statistics() -> TableStatistics:
+    """The job table's estimated rows and pages, and its statuses' frequencies (no scan)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT greatest(class.reltuples, 0)::bigint, class.relpages,
+                   stats.most_common_vals::text::text[], stats.most_common_freqs
+            FROM pg_class AS class
+            LEFT JOIN pg_stats AS stats ON stats.schemaname = current_schema()
+                AND stats.tablename = class.relname AND stats.attname = 'status'
+            WHERE class.oid = %s::regclass
+            """,
+            [ScheduledJob._meta.db_table],
+        )
+        rows, pages, values, frequencies = cursor.fetchone()
+    return TableStatistics(rows, pages, dict(zip(values or [], frequencies or [], strict=True)))
+
+
+def status_counts(statistics: TableStatistics) -> list[StatusCount]:
+    """Jobs per status: exact up to EXACT_COUNT_LIMIT, else PostgreSQL's estimate."""
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             SELECT wanted.status, (
                 SELECT count(*) FROM (
-                    SELECT 1 FROM {table} AS job WHERE job.status = wanted.status LIMIT %s
+                    SELECT 1 FROM {ScheduledJob._meta.db_table} AS job
+                    WHERE job.status = wanted.status LIMIT %s
                 ) AS capped
             )
             FROM unnest(%s::text[]) AS wanted(status)
@@ -351,29 +386,14 @@ def status_counts() -> list[StatusCount]:
             [EXACT_COUNT_LIMIT + 1, list(states.ALL)],
         )
         capped = dict(cursor.fetchall())
-        cursor.execute(
-            """
-            SELECT greatest(class.reltuples, 0)::bigint,
-                   stats.most_common_vals::text::text[], stats.most_common_freqs
-            FROM pg_class AS class
-            LEFT JOIN pg_stats AS stats ON stats.schemaname = current_schema()
-                AND stats.tablename = class.relname AND stats.attname = 'status'
-            WHERE class.oid = %s::regclass
-            """,
-            [table],
-        )
-        rows, values, frequencies = cursor.fetchone() or (0, None, None)
-    estimates = dict(zip(values or [], frequencies or [], strict=True))
-    return [
-        StatusCount(
-            status,
-            label,
-            Tally(capped[status])
-            if capped[status] <= EXACT_COUNT_LIMIT
-            else Tally(max(EXACT_COUNT_LIMIT + 1, round(rows * estimates.get(status, 0))), False),
-        )
-        for status, label in Status.choices
-    ]
+
+    def count(status: str) -> Tally:
+        if capped[status] <= EXACT_COUNT_LIMIT:
+            return Tally(capped[status])
+        estimate = round(statistics.rows * statistics.status_frequencies.get(status, 0))
+        return Tally(max(EXACT_COUNT_LIMIT + 1, estimate), exact=False)
+
+    return [StatusCount(status, label, count(status)) for status, label in Status.choices]
 
 
 def overdue_jobs(*, now: datetime) -> tuple[Tally, datetime | None]:
@@ -399,174 +419,128 @@ def overdue_jobs(*, now: datetime) -> tuple[Tally, datetime | None]:
             """,  # noqa: S608 - the table name is the model's
             [list(states.PENDING), cutoff, EXACT_COUNT_LIMIT + 1, *states.PENDING],
         )
-        count, oldest = cursor.fetchone() or (0, None)
+        count, oldest = cursor.fetchone()
+    oldest = oldest if oldest is not None and oldest < cutoff else None
     if count > EXACT_COUNT_LIMIT:
         return Tally(EXACT_COUNT_LIMIT, exact=False), oldest
-    return Tally(count), oldest if oldest is not None and oldest < cutoff else None
+    return Tally(count), oldest
 
 
-def due_charts(*, now: datetime, bounds: "Bounds") -> tuple[Histogram, Histogram]:
-    """Pending jobs due per hour for the next 48 hours, and per day for the next 30 days.
+def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram, Histogram]:
+    """Pending jobs due per hour for the next 48 hours and per day for the next 30 days.
 
-    Periods are in the current time zone. The soonest DUE_EXACT_ROWS scheduled (and as
-    many enqueued) jobs are counted one by one, in index order; periods after the last
-    one counted are estimated from every k-th job id, and marked so.
+    Periods are in the current time zone. Each is counted up to its cap (HOUR_CAP,
+    DAY_CAP); one over it is estimated from a block sample of the table.
     """
     zone = timezone.get_current_timezone()
-    local = timezone.localtime(now, zone).replace(minute=0, second=0, microsecond=0)
-    hours = [_shift(local, timedelta(hours=1), offset) for offset in range(49)]
-    days = [_shift(local.replace(hour=0), timedelta(days=1), offset) for offset in range(31)]
-    exact, cut = _due_exact(now=now, end=days[-1], zone=zone)
-    sampled = _due_sampled(since=cut, end=days[-1], bounds=bounds, zone=zone)
-    counts = {
-        hour: exact.get(hour, 0) + sampled.get(hour, 0) for hour in exact.keys() | sampled.keys()
-    }
-
-    def histogram(starts: list[datetime], label: str) -> Histogram:
-        buckets = [
-            Bucket(
-                start.strftime(label),
-                start,
-                sum(n for hour, n in counts.items() if start <= hour < stop),
-            )
-            for start, stop in itertools.pairwise(starts)
-        ]
-        return Histogram(buckets, exact=cut >= starts[-1])
-
-    return histogram(hours, "%H:%M"), histogram(days, "%a %d %b")
-
-
-def _due_exact(
-    *, now: datetime, end: datetime, zone: tzinfo
-) -> tuple[dict[datetime, int], datetime]:
-    """Pending jobs due per local hour, counted up to DUE_EXACT_ROWS per status; and up to when.
-
-    Returns the counts and the run_at up to which they are complete (``end`` if all were
-    counted).
-    """
-    table = ScheduledJob._meta.db_table
-    soonest = " UNION ALL ".join(
-        f"(SELECT %s AS status, run_at FROM {table} WHERE status = %s AND run_at >= %s "  # noqa: S608
-        "AND run_at < %s ORDER BY run_at LIMIT %s)"
-        for _ in states.PENDING
+    hour = timezone.localtime(now, zone).replace(minute=0, second=0, microsecond=0)
+    hours = [_shift(hour, timedelta(hours=1), offset) for offset in range(49)]
+    day = hour.replace(hour=0)
+    days = [_shift(day, timedelta(days=1), offset) for offset in range(31)]
+    hourly = _capped_counts(hours, now=now, cap=HOUR_CAP)
+    daily = _capped_counts(days, now=now, cap=DAY_CAP)
+    over = any(n > HOUR_CAP for n in hourly.values()) or any(n > DAY_CAP for n in daily.values())
+    sampled = _sampled_per_hour(
+        now=now, end=days[-1], zone=zone, pages=statistics.pages, wanted=over
     )
-    params: list[Any] = [str(zone)]
-    for status in states.PENDING:
-        params += [status, status, now, end, DUE_EXACT_ROWS]
+
+    def histogram(
+        starts: list[datetime], counted: dict[datetime, int], cap: int, label: str
+    ) -> Histogram:
+        buckets, exact = [], True
+        for start, stop in itertools.pairwise(starts):
+            count = counted[start]
+            if count > cap:
+                exact = False
+                estimate = sum(n for moment, n in sampled.items() if start <= moment < stop)
+                count = max(count, estimate)
+            buckets.append(Bucket(start.strftime(label), start, count))
+        return Histogram(buckets, exact)
+
+    return histogram(hours, hourly, HOUR_CAP, "%H:%M"), histogram(days, daily, DAY_CAP, "%a %d %b")
+
+
+def _capped_counts(starts: list[datetime], *, now: datetime, cap: int) -> dict[datetime, int]:
+    """Pending jobs due in each period [starts[i], starts[i + 1]) from now, up to cap + 1."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT status, date_trunc('hour', run_at, %s), count(*), max(run_at) "  # noqa: S608
-            f"FROM ({soonest}) AS soonest GROUP BY 1, 2",
-            params,
+            f"""
+            SELECT period.start, (
+                SELECT count(*) FROM (
+                    SELECT 1 FROM {ScheduledJob._meta.db_table}
+                    WHERE status = ANY(%s::text[]) AND run_at >= greatest(period.start, %s)
+                      AND run_at < period.stop
+                    LIMIT %s
+                ) AS capped
+            )
+            FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS period(start, stop)
+            """,  # noqa: S608 - the table name is the model's
+            [list(states.PENDING), now, cap + 1, starts[:-1], starts[1:]],
+        )
+        counted = dict(cursor.fetchall())
+    return {start: counted[start] for start in starts[:-1]}
+
+
+def _sampled_per_hour(
+    *, now: datetime, end: datetime, zone: tzinfo, pages: int, wanted: bool
+) -> dict[datetime, int]:
+    """Pending jobs due per local hour up to ``end``, estimated from a block sample.
+
+    About SAMPLE_PAGES pages of the table are read (none unless ``wanted``), and each
+    count is scaled by the inverse of the share read.
+    """
+    percent = min(100.0, 100.0 * SAMPLE_PAGES / pages) if wanted and pages else 0.0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT date_trunc('hour', run_at, %s), count(*)
+            FROM {ScheduledJob._meta.db_table} TABLESAMPLE SYSTEM (%s)
+            WHERE status = ANY(%s::text[]) AND run_at >= %s AND run_at < %s
+            GROUP BY 1
+            """,  # noqa: S608 - the table name is the model's
+            [str(zone), percent, list(states.PENDING), now, end],
         )
         rows = cursor.fetchall()
-    counts: dict[datetime, int] = {}
-    read: dict[str, int] = {}
-    last: dict[str, datetime] = {}
-    for status, hour, count, latest in rows:
-        counts[hour] = counts.get(hour, 0) + count
-        read[status] = read.get(status, 0) + count
-        last[status] = max(latest, last.get(status, latest))
-    # A status read up to the limit may have more jobs after its last one counted.
-    cuts = [last[status] for status, count in read.items() if count >= DUE_EXACT_ROWS]
-    return counts, min(cuts, default=end)
+    scale = 100.0 / percent if percent else 0.0
+    return {hour: round(count * scale) for hour, count in rows}
 
 
-def _due_sampled(
-    *, since: datetime, end: datetime, bounds: "Bounds", zone: tzinfo
-) -> dict[datetime, int]:
-    """Pending jobs due per local hour after ``since``, from every k-th job id, times k."""
-    lowest, highest = (bounds.first_job, bounds.last_job) if since < end else (1, 0)
-    every = max(1, math.ceil((highest - lowest + 1) / SAMPLE_SIZE))
-    rows = (
-        ScheduledJob.objects.filter(
-            pk__in=_every_id(lowest, highest, every),
-            status__in=states.PENDING,
-            run_at__gt=since,
-            run_at__lt=end,
-        )
-        .annotate(hour=Trunc("run_at", "hour", tzinfo=zone))
-        .order_by()
-        .values("hour")
-        .annotate(n=Count("pk"))
-        .values_list("hour", "n")
-    )
-    return {hour: count * every for hour, count in rows}
+def lateness_windows(*, now: datetime) -> list[LatenessWindow]:
+    """Lateness and failed attempts per task over each of LATENESS_WINDOWS.
 
-
-def _every_id(lowest: int, highest: int, every: int) -> RawSQL:
-    """The ids from ``lowest`` to ``highest``, every ``every``-th (a subquery)."""
-    return RawSQL(
-        "SELECT generate_series(%s::bigint, %s::bigint, %s::bigint)", (lowest, highest, every)
-    )
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """Id ranges to sample from: all jobs, and the attempts of each lateness window."""
-
-    first_job: int
-    last_job: int
-    #: The id of the first attempt started in each of LATENESS_WINDOWS (last id + 1: none).
-    first_attempts: list[int]
-    last_attempt: int
-
-
-def bounds(*, now: datetime) -> Bounds:
-    """The id bounds every sample starts from, in one query of index probes."""
-    jobs, attempts = ScheduledJob._meta.db_table, JobAttempt._meta.db_table
+    Each window reads at most SAMPLE_SIZE attempts: every k-th attempt id from the
+    window's first attempt to the last one (attempt ids grow with their start).
+    """
+    attempts = JobAttempt._meta.db_table
     firsts = ", ".join(
         f"(SELECT id FROM {attempts} WHERE started_at >= %s ORDER BY started_at LIMIT 1)"  # noqa: S608
         for _ in LATENESS_WINDOWS
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT (SELECT min(id) FROM {jobs}), (SELECT max(id) FROM {jobs}), "  # noqa: S608
-            f"(SELECT max(id) FROM {attempts}), {firsts}",
+            f"SELECT (SELECT max(id) FROM {attempts}), {firsts}",  # noqa: S608
             [now - window for _, window in LATENESS_WINDOWS],
         )
-        first_job, last_job, last_attempt, *first_attempts = cursor.fetchone()
-    last_attempt = last_attempt or 0
-    return Bounds(
-        first_job=first_job or 1,
-        last_job=last_job or 0,
-        first_attempts=[last_attempt + 1 if first is None else first for first in first_attempts],
-        last_attempt=last_attempt,
-    )
-
-
-def attempts_in_windows(*, now: datetime, bounds: Bounds) -> tuple[list[LatenessWindow], Histogram]:
-    """Lateness per task over each window, and attempts finished per hour over the last day.
-
-    Each window reads at most SAMPLE_SIZE attempts: every k-th attempt id from the
-    window's first attempt to the last one (attempt ids grow with time).
-    """
-    windows = [
-        _lateness_window(label, now - window, now, first, bounds.last_attempt)
-        for (label, window), first in zip(LATENESS_WINDOWS, bounds.first_attempts, strict=True)
+        last, *firsts_found = cursor.fetchone()
+    last = last or 0
+    return [
+        _lateness_window(label, now - window, now, last + 1 if first is None else first, last)
+        for (label, window), first in zip(LATENESS_WINDOWS, firsts_found, strict=True)
     ]
-    longest = max(window for _, window in LATENESS_WINDOWS)
-    finished = _finished_hourly(now - longest, now, bounds.first_attempts[-1], bounds.last_attempt)
-    return windows, finished
-
-
-def _sample(
-    since: datetime, until: datetime, lowest: int, highest: int
-) -> tuple[QuerySet[JobAttempt], int]:
-    """Every k-th attempt id in [lowest, highest] started in [since, until), and k."""
-    every = max(1, math.ceil((highest - lowest + 1) / SAMPLE_SIZE))
-    attempts = JobAttempt.objects.filter(
-        pk__in=_every_id(lowest, highest, every), started_at__gte=since, started_at__lt=until
-    )
-    return attempts.order_by(), every
 
 
 def _lateness_window(
     label: str, since: datetime, until: datetime, lowest: int, highest: int
 ) -> LatenessWindow:
-    sample, every = _sample(since, until, lowest, highest)
+    every = max(1, math.ceil((highest - lowest + 1) / SAMPLE_SIZE))
+    sample = JobAttempt.objects.filter(
+        pk__in=_every_id(lowest, highest, every), started_at__gte=since, started_at__lt=until
+    )
     late = ExpressionWrapper(F("started_at") - F("scheduled_for"), output_field=DurationField())
-    figures: dict[str, Any] = {"attempts": Count("pk")}
+    figures: dict[str, Any] = {
+        "attempts": Count("pk"),
+        "failed": Count("pk", filter=Q(outcome__in=FAILED_OUTCOMES)),
+    }
     for name, fraction in PERCENTILES:
         figures[name] = PercentileCont(late, fraction, output_field=DurationField())
     lower: timedelta | None = None
@@ -576,22 +550,18 @@ def _lateness_window(
             in_bucket &= Q(late__lt=upper)
         figures[f"bucket_{index}"] = Count("pk", filter=in_bucket)
         lower = upper
-    sample = sample.alias(late=late)
-    per_task = sample.values("job__task_name").annotate(**figures).order_by("job__task_name")
-    rows = [_lateness(ALL_TASKS, sample.aggregate(**figures), every)]
-    rows += [_lateness(row["job__task_name"], row, every) for row in per_task]
-    return LatenessWindow(
-        label, [row for row in rows if row.attempts or row.task_name == ALL_TASKS], every
-    )
+    rows = sample.alias(late=late).order_by("task_name").values("task_name").annotate(**figures)
+    return LatenessWindow(label, [_lateness(row, every) for row in rows], every)
 
 
-def _lateness(task_name: str, row: dict[str, Any], every: int) -> Lateness:
+def _lateness(row: dict[str, Any], every: int) -> Lateness:
     def seconds(value: timedelta | None) -> float | None:
         return None if value is None else value.total_seconds()
 
     return Lateness(
-        task_name=task_name,
+        task_name=row["task_name"],
         attempts=row["attempts"] * every,
+        failed=row["failed"] * every,
         p50=seconds(row["p50"]),
         p95=seconds(row["p95"]),
         p99=seconds(row["p99"]),
@@ -599,44 +569,31 @@ def _lateness(task_name: str, row: dict[str, Any], every: int) -> Lateness:
     )
 
 
-def _finished_hourly(since: datetime, until: datetime, lowest: int, highest: int) -> Histogram:
-    """Attempts that ended per hour (UTC) since ``since``, failed ones counted apart."""
-    sample, every = _sample(since, until, lowest, highest)
-    rows = (
-        sample.filter(finished_at__isnull=False)
-        .annotate(hour=Trunc("finished_at", "hour", tzinfo=UTC))
-        .values("hour")
-        .annotate(n=Count("pk"))
-        .values_list("hour", "n")
-    )
-    counts = dict(rows)
-    first = until.astimezone(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
-    hours = [first + timedelta(hours=offset) for offset in range(24)]
-    return Histogram(
-        [Bucket(hour.strftime("%H:%M"), hour, counts.get(hour, 0) * every) for hour in hours],
-        exact=every == 1,
+def _every_id(lowest: int, highest: int, every: int) -> RawSQL:
+    """The ids from ``lowest`` to ``highest``, every ``every``-th (a subquery)."""
+    return RawSQL(
+        "SELECT generate_series(%s::bigint, %s::bigint, %s::bigint)", (lowest, highest, every)
     )
 
 
-def failures_by_task(*, now: datetime) -> list[TaskFailures]:
-    """Failed attempts, and jobs that failed for good, in the last 24 hours, by task.
-
-    Both from the failed attempts (a job that failed for good ended with one), so
-    neither query reads the day's successes.
-    """
-    failed = JobAttempt.objects.filter(
-        outcome__in=FAILED_OUTCOMES, finished_at__gte=now - timedelta(hours=24)
-    )
-    rows = (
-        failed.order_by()
-        .values("job__task_name")
-        .annotate(
-            attempts=Count("pk"),
-            jobs=Count("job", distinct=True, filter=Q(job__status=Status.FAILED)),
+def failures_by_task(*, now: datetime, day: LatenessWindow) -> list[TaskFailures]:
+    """Per task: failed attempts of the last day (from its lateness sample) and jobs
+    that failed for good in the last 24 hours (a partial index of failed jobs)."""
+    jobs = dict(
+        ScheduledJob.objects.filter(
+            status=Status.FAILED, finished_at__gte=now - timedelta(hours=24)
         )
+        .order_by()
+        .values_list("task_name")
+        .annotate(n=Count("pk"))
+        .values_list("task_name", "n")
     )
+    attempts = {row.task_name: row.failed for row in day.rows if row.failed}
     return sorted(
-        (TaskFailures(row["job__task_name"], row["attempts"], row["jobs"]) for row in rows),
+        (
+            TaskFailures(name, attempts.get(name, 0), jobs.get(name, 0))
+            for name in attempts.keys() | jobs.keys()
+        ),
         key=lambda failures: (-failures.failed_attempts, -failures.failed_jobs, failures.task_name),
     )
 
