@@ -529,10 +529,12 @@ class ScheduledJobAdmin(JobAdminBase):
         """
         context = dict(extra_context or {})
         if object_id is not None and object_id.isdigit() and self._may_operate(request):
-            status = ScheduledJob.objects.filter(pk=object_id).values_list("status", flat=True)
+            status = (
+                ScheduledJob.objects.filter(pk=object_id).values_list("status", flat=True).first()
+            )
             context.update(
-                retry_form=RetryJobForm() if status.first() in states.RETRY.sources else None,
-                resend_form=ReasonForm() if status.first() in states.RESEND.sources else None,
+                retry_form=RetryJobForm() if status in states.RETRY.sources else None,
+                resend_form=ReasonForm() if status in states.RESEND.sources else None,
             )
         try:
             return super().changeform_view(request, object_id, form_url, context)
