@@ -186,7 +186,7 @@ def fill(size: int) -> None:
                 },
             )
             print(f"  {status}: {counts[status]:,}", flush=True)
-        # One attempt per started job (the failed ones' last), as the worker records it.
+        # One attempt per started job (the failed ones' last).
         cursor.execute(
             """
             INSERT INTO scheduler_jobattempt
@@ -197,6 +197,8 @@ def fill(size: int) -> None:
                                ELSE 'running' END,
                    last_error, 'bench@host:1'
             FROM scheduler_scheduledjob WHERE started_at IS NOT NULL
+            -- As the worker inserts them: in the order they started.
+            ORDER BY started_at
             """
         )
         cursor.execute(

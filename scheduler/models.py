@@ -106,6 +106,12 @@ class ScheduledJob(models.Model):
                 name="scheduler_job_due_idx",
                 condition=Q(status=Status.SCHEDULED),
             ),
+            # Overdue jobs (admin filter, monitoring): pending jobs by run_at.
+            models.Index(
+                fields=["run_at"],
+                name="scheduler_job_pending_idx",
+                condition=Q(status__in=list(states.PENDING)),
+            ),
             # Pending jobs whose deadline passes: the dispatcher expires them.
             models.Index(
                 fields=["deadline"],

@@ -30,7 +30,8 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     def count(self) -> int:
         """The number of rows, or ``COUNT_LIMIT + 1`` when there are more."""
         rows = cast("QuerySet[Any]", self.object_list)
-        return rows[: COUNT_LIMIT + 1].count()
+        # Unordered: the planner may count from whichever index serves the filter.
+        return rows.order_by()[: COUNT_LIMIT + 1].count()
 
     @property
     def is_capped(self) -> bool:
