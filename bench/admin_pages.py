@@ -174,6 +174,9 @@ def fill(size: int) -> None:
                     FROM (SELECT i, random() AS r_task
                           FROM generate_series(1, %(count)s) AS i) AS numbers
                 ) AS generated
+                -- Pending jobs were scheduled over weeks, with delays from minutes to a
+                -- month: their rows lie among the others in no run_at order.
+                ORDER BY CASE WHEN %(status)s = 'scheduled' THEN random() END
                 """,  # noqa: S608 - only this module's constants are formatted in
                 {
                     "queue": scheduler_settings.QUEUE_NAME,

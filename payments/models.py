@@ -37,8 +37,9 @@ class Payment(models.Model):
     class Meta:
         ordering = ["-authorized_at"]
         indexes = [
-            # The admin's list, newest first.
+            # The admin's list, newest first, and filtered by status.
             models.Index(fields=["authorized_at"], name="payments_authorized_at_idx"),
+            models.Index(fields=["status", "authorized_at"], name="payments_status_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payments_amount_positive"),

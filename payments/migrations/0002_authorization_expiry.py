@@ -46,6 +46,10 @@ class Migration(migrations.Migration):
             model_name="payment",
             index=models.Index(fields=["authorized_at"], name="payments_authorized_at_idx"),
         ),
+        migrations.AddIndex(
+            model_name="payment",
+            index=models.Index(fields=["status", "authorized_at"], name="payments_status_idx"),
+        ),
         migrations.AddConstraint(
             model_name="payment",
             constraint=models.CheckConstraint(

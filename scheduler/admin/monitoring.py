@@ -53,7 +53,7 @@ EXACT_COUNT_LIMIT = 10_000
 HOUR_CAP = 5_000
 DAY_CAP = 2_000
 #: The block sample behind those estimates reads about this many pages of the table.
-SAMPLE_PAGES = 2_000
+SAMPLE_PAGES = 500
 #: A lateness window reads at most this many attempts.
 SAMPLE_SIZE = 5_000
 LATENESS_WINDOWS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
