@@ -56,6 +56,8 @@ DAY_CAP = 2_000
 SAMPLE_PAGES = 500
 #: A lateness window reads at most this many attempts.
 SAMPLE_SIZE = 5_000
+#: How far back from a window's start its first attempt id is looked for.
+ID_ORDER_SLACK = timedelta(minutes=1)
 LATENESS_WINDOWS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 #: Upper bounds of the lateness histogram's buckets; the last one is open.
@@ -519,7 +521,8 @@ def lateness_windows(*, now: datetime) -> list[LatenessWindow]:
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT (SELECT max(id) FROM {attempts}), {firsts}",  # noqa: S608
-            [now - window for _, window in LATENESS_WINDOWS],
+            # Ids follow start times only roughly (clocks of workers, commit order).
+            [now - window - ID_ORDER_SLACK for _, window in LATENESS_WINDOWS],
         )
         last, *firsts_found = cursor.fetchone()
     last = last or 0

@@ -1,48 +1,12 @@
 """An operator in a real browser (Debian's Chromium, headless): schedule, find, cancel, watch."""
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
-from django.db import connections
 from django.utils import timezone
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from scheduler.models import ScheduledJob
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Page]:
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM
-    # calls are still synchronous, between browser steps.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context(
-            timezone_id="Europe/Paris", viewport={"width": 1400, "height": 1000}
-        )
-        context.set_default_timeout(15_000)
-        try:
-            yield context.new_page()
-        finally:
-            # The ORM calls made while Playwright's loop ran opened a connection of
-            # their own; close it so the test database can be dropped.
-            connections.close_all()
-            browser.close()
+from tests.e2e.conftest import ARTIFACTS
 
 
 def test_operator_schedules_finds_cancels_and_monitors_a_job(
@@ -97,5 +61,6 @@ def test_operator_schedules_finds_cancels_and_monitors_a_job(
     expect(page.locator("h1")).to_have_text("Scheduler monitoring")
     expect(page.locator("#status-cancelled")).to_have_text("1")
     expect(page.locator("#overdue")).to_have_text("0")
-    assert page.locator("svg.monitoring-chart").count() == 2
+    # Due per hour and per day, lateness over the last hour and day.
+    assert page.locator("svg.monitoring-chart").count() == 4
     page.screenshot(path=str(ARTIFACTS / "admin-monitoring.png"), full_page=True)

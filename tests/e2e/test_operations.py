@@ -67,7 +67,10 @@ def test_a_capture_whose_authorization_lapsed_in_sqs_expires_at_the_worker(
     e2e_env, request, settings
 ):
     payment = authorize_payment(
-        amount="19.99", currency="EUR", capture_in=timedelta(seconds=1), valid_for=timedelta(seconds=3)
+        amount="19.99",
+        currency="EUR",
+        capture_in=timedelta(seconds=1),
+        valid_for=timedelta(seconds=3),
     )
     assert Dispatcher().run_once().sent == 1
     # No worker until the authorization has lapsed: the message waits in SQS.

@@ -23,7 +23,6 @@ from tests.integration.admin_helpers import (
 )
 from tests.integration.test_admin_actions import act
 from tests.integration.test_admin_forms import form_data, reschedule_data
-from tests.processes import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -34,8 +33,6 @@ PAUSE = reverse("admin:scheduler_pause")
 @pytest.fixture(autouse=True)
 def setup(settings):
     settings.SCHEDULER_ADMIN_TASKS = ["testapp.noop"]
-    # Nothing answers there: the monitoring page reports the dead-letter queue unavailable.
-    settings.SCHEDULER_SQS_ENDPOINT_URL = f"http://127.0.0.1:{free_port()}"
     with freeze_time(T0) as frozen:
         yield frozen
 
