@@ -114,26 +114,22 @@ def max_attempts(value: object) -> int | None:
 
 def unique_key(value: object) -> str | None:
     """A non-blank key of at most 255 characters, or None."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip() or len(value) > UNIQUE_KEY_MAX_LENGTH:
-        raise InvalidArgumentsError(
-            "unique_key",
-            f"must be a non-empty string of at most {UNIQUE_KEY_MAX_LENGTH} characters, "
-            f"got {value!r}",
-        )
-    return value
+    return _optional_name(value, "unique_key", UNIQUE_KEY_MAX_LENGTH)
 
 
 def actor(value: object) -> str | None:
     """Who acts (a username, for the audit trail), or None for code that records nothing."""
+    return _optional_name(value, "actor", ACTOR_MAX_LENGTH)
+
+
+def _optional_name(value: object, field: str, max_length: int) -> str | None:
+    """None, or a string that is not blank and at most ``max_length`` long."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > ACTOR_MAX_LENGTH:
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
         raise InvalidArgumentsError(
-            "actor",
-            f"must be None or a non-empty string of at most {ACTOR_MAX_LENGTH} characters, "
-            f"got {value!r}",
+            field,
+            f"must be a non-empty string of at most {max_length} characters, got {value!r}",
         )
     return value
 

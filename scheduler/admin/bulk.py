@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from django.db.models import QuerySet
 
@@ -32,6 +33,13 @@ class BulkResult:
     skipped: int
 
 
+class Who(TypedDict):
+    """The audit keywords every operator service takes."""
+
+    reason: str
+    actor: str | None
+
+
 @dataclass(frozen=True)
 class Operator:
     """Who acts and why, for the audit trail (one entry per changed job)."""
@@ -39,35 +47,25 @@ class Operator:
     actor: str
     reason: str = ""
 
+    @property
+    def who(self) -> Who:
+        """The keywords with which every operator service records its audit entry."""
+        return {"reason": self.reason, "actor": self.actor}
+
 
 def cancel_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     """Cancel every scheduled or enqueued job among ``jobs``."""
-    return _each(
-        jobs,
-        states.CANCEL.sources,
-        "cancel",
-        lambda pk, _run_at: services.cancel(pk, reason=by.reason, actor=by.actor),
-    )
+    return _each(jobs, states.CANCEL.sources, "cancel", lambda pk, _: services.cancel(pk, **by.who))
 
 
 def run_jobs_now(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     """Run every job among ``jobs`` that has not started as soon as possible."""
-    return _each(
-        jobs,
-        states.RUNNABLE,
-        "run_now",
-        lambda pk, _run_at: services.run_now(pk, reason=by.reason, actor=by.actor),
-    )
+    return _each(jobs, states.RUNNABLE, "run_now", lambda pk, _: services.run_now(pk, **by.who))
 
 
 def retry_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     """Schedule every failed, cancelled or expired job among ``jobs`` again, now."""
-    return _each(
-        jobs,
-        states.RETRY.sources,
-        "retry",
-        lambda pk, _run_at: services.retry(pk, reason=by.reason, actor=by.actor),
-    )
+    return _each(jobs, states.RETRY.sources, "retry", lambda pk, _: services.retry(pk, **by.who))
 
 
 def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime, by: Operator) -> BulkResult:
@@ -76,7 +74,7 @@ def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime, by: Operator)
         jobs,
         states.RESCHEDULE.sources,
         "reschedule",
-        lambda pk, _run_at: services.reschedule(pk, to, reason=by.reason, actor=by.actor),
+        lambda pk, _run_at: services.reschedule(pk, to, **by.who),
     )
 
 
@@ -86,9 +84,7 @@ def shift_jobs(jobs: QuerySet[ScheduledJob], *, offset: timedelta, by: Operator)
         jobs,
         states.RESCHEDULE.sources,
         "shift",
-        lambda pk, run_at: services.reschedule(
-            pk, run_at + offset, reason=by.reason, actor=by.actor
-        ),
+        lambda pk, run_at: services.reschedule(pk, run_at + offset, **by.who),
     )
 
 

@@ -460,15 +460,9 @@ class ScheduledJobAdmin(JobAdminBase):
     def pause_view(self, request: HttpRequest) -> HttpResponse:
         """Pause a kind of job (from the monitoring page)."""
 
-        def pause(data: dict[str, Any]) -> str:
-            paused = services.pause(
-                data["task"] or None,
-                data["queue"] or None,
-                reason=data["reason"],
-                actor=_actor(request),
-            )
-            kind = services.pausing.describe(paused.task_name, paused.queue)
-            return f"Paused {kind}: none of its jobs starts until it is resumed."
+        def pause(data: dict[str, Any], who: bulk.Who) -> str:
+            paused = services.pause(data["task"] or None, data["queue"] or None, **who)
+            return f"Paused {_kind(paused)}: none of its jobs starts until it is resumed."
 
         return self._operate(request, PauseForm, pause, _monitoring_url())
 
@@ -476,29 +470,17 @@ class ScheduledJobAdmin(JobAdminBase):
         """Lift one pause (from the monitoring page); its held jobs run, oldest first."""
         paused = get_object_or_404(Pause, pk=pause_id)
 
-        def resume(data: dict[str, Any]) -> str:
-            services.resume(
-                paused.task_name or None,
-                paused.queue or None,
-                reason=data["reason"],
-                actor=_actor(request),
-            )
-            kind = services.pausing.describe(paused.task_name, paused.queue)
-            return f"Resumed {kind}: its held jobs run once each, oldest first."
+        def resume(_data: dict[str, Any], who: bulk.Who) -> str:
+            services.resume(paused.task_name or None, paused.queue or None, **who)
+            return f"Resumed {_kind(paused)}: its held jobs run once each, oldest first."
 
         return self._operate(request, ReasonForm, resume, _monitoring_url())
 
     def retry_job_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
         """Run an ended job again (from its page), optionally with a new deadline."""
 
-        def retry(data: dict[str, Any]) -> str:
-            services.retry(
-                job_id,
-                data["run_at"],
-                deadline=data["deadline"],
-                reason=data["reason"],
-                actor=_actor(request),
-            )
+        def retry(data: dict[str, Any], who: bulk.Who) -> str:
+            services.retry(job_id, data["run_at"], deadline=data["deadline"], **who)
             return f"Job #{job_id} is scheduled again."
 
         return self._operate(request, RetryJobForm, retry, _change_url(job_id))
@@ -506,8 +488,8 @@ class ScheduledJobAdmin(JobAdminBase):
     def resend_job_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
         """Have the dispatcher re-send an enqueued job's message (same token)."""
 
-        def resend(data: dict[str, Any]) -> str:
-            services.resend(job_id, reason=data["reason"], actor=_actor(request))
+        def resend(_data: dict[str, Any], who: bulk.Who) -> str:
+            services.resend(job_id, **who)
             return (
                 f"Job #{job_id}'s message will be sent again at the dispatcher's next tick, "
                 "with the same token."
@@ -553,10 +535,11 @@ class ScheduledJobAdmin(JobAdminBase):
         self,
         request: HttpRequest,
         form_class: type[forms.Form],
-        operation: Callable[[dict[str, Any]], str],
+        operation: Callable[[dict[str, Any], bulk.Who], str],
         redirect_to: str,
     ) -> HttpResponse:
-        """Run ``operation`` on the posted form's data; its outcome becomes a message."""
+        """Run ``operation`` on the posted form's data, in the user's name and with the
+        reason typed; its outcome becomes a message."""
         if not self._may_operate(request):
             raise PermissionDenied
         form = form_class(request.POST)
@@ -569,12 +552,17 @@ class ScheduledJobAdmin(JobAdminBase):
             self.message_user(request, " ".join(problems), messages.ERROR)
         else:
             try:
-                done = operation(form.cleaned_data)
+                who = bulk.Operator(_actor(request), form.cleaned_data["reason"]).who
+                done = operation(form.cleaned_data, who)
             except SchedulerError as error:
                 self.message_user(request, str(error), messages.ERROR)
             else:
                 self.message_user(request, done, messages.SUCCESS)
         return HttpResponseRedirect(redirect_to)
+
+
+def _kind(paused: Pause) -> str:
+    return services.pausing.describe(paused.task_name, paused.queue)
 
 
 def _actor(request: HttpRequest) -> str:

@@ -65,16 +65,21 @@ def test_a_capture_that_could_never_run_in_time_is_refused(capture_in, valid_for
     assert not ScheduledJob.objects.exists()
 
 
-def test_an_expired_capture_marks_the_payment_capture_missed_after_commit(
-    django_capture_on_commit_callbacks,
-):
+def two_day_authorization():
+    """Authorized at T0 for two days, its capture due after one."""
     with freeze_time(T0):
-        payment = authorize_payment(
+        return authorize_payment(
             amount="30.00",
             currency="EUR",
             capture_in=timedelta(days=1),
             valid_for=timedelta(days=2),
         )
+
+
+def test_an_expired_capture_marks_the_payment_capture_missed_after_commit(
+    django_capture_on_commit_callbacks,
+):
+    payment = two_day_authorization()
     # The dispatcher was down past the authorization's expiry: the capture expires.
     with (
         freeze_time(T0 + timedelta(days=3)),
@@ -105,13 +110,7 @@ def test_an_expired_capture_marks_the_payment_capture_missed_after_commit(
 def test_an_expiry_that_rolls_back_leaves_the_payment_authorized(
     django_capture_on_commit_callbacks,
 ):
-    with freeze_time(T0):
-        payment = authorize_payment(
-            amount="30.00",
-            currency="EUR",
-            capture_in=timedelta(days=1),
-            valid_for=timedelta(days=2),
-        )
+    payment = two_day_authorization()
     with (
         django_capture_on_commit_callbacks() as callbacks,
         pytest.raises(RuntimeError),
