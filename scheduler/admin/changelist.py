@@ -129,19 +129,19 @@ class RunAtFilter(admin.SimpleListFilter):
 
 
 def search_filter(term: str) -> Q:
-    """Jobs matching a search term: its id, or the start of a task name or unique key.
+    """Jobs matching a search term: a job id, the start of a task name, or of a unique key.
 
-    A number is a job id and nothing else: one primary-key probe. Otherwise the task
-    names starting with the term are looked up among the known tasks (no LIKE over
-    the table; the term itself counts too, for tasks no longer registered), and unique
-    keys by prefix, served by their pattern index.
+    A number is a job id and nothing else: one primary-key probe. Text that starts a
+    known task name finds those tasks' jobs (looked up among the registered tasks, no
+    LIKE over the table); any other text is the start of a unique key, served by its
+    pattern index. One condition each, so the list's capped count reads one index.
     """
     term = term.strip().removeprefix("#")
     if term.isdigit():
         # Beyond a bigint, no job has that id.
         return Q(pk=int(term)) if len(term) <= 18 else Q(pk__in=[])
-    names = {term, *(name for name in _known_task_names() if name.startswith(term))}
-    return Q(task_name__in=sorted(names)) | Q(unique_key__startswith=term)
+    names = sorted(name for name in _known_task_names() if name.startswith(term))
+    return Q(task_name__in=names) if names else Q(unique_key__startswith=term)
 
 
 def _known_task_names() -> set[str]:

@@ -165,7 +165,9 @@ class ScheduledJobAdmin(JobAdminBase):
     date_hierarchy = "run_at"
     # Searching is search_filter's (get_search_results); this shows the search box.
     search_fields = ("task_name", "unique_key")
-    search_help_text = "A job id, or the start of a task name or of a unique key."
+    search_help_text = (
+        "A job id (42 or #42), the start of a task name, or else the start of a unique key."
+    )
     # Newest first, served by the primary key; a filtered list is ordered by run_at
     # instead (get_ordering), which the filters' composite indexes serve.
     ordering = ("-id",)

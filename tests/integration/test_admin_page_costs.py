@@ -101,7 +101,7 @@ def test_a_task_name_search_matches_known_task_names_not_a_scan(admin_client):
     add_rows(6, 0)
     _, queries = cost(admin_client, f"{CHANGELIST}?q=testapp.f")
     sql = next(q["sql"] for q in queries.captured_queries if '"args"' in q["sql"])
-    assert "\"task_name\" IN ('testapp.f', 'testapp.fail')" in sql
-    assert '"task_name"::text LIKE' not in sql
+    assert "\"task_name\" IN ('testapp.fail')" in sql
+    assert "LIKE" not in sql
     response = admin_client.get(f"{CHANGELIST}?q=testapp.f")
     assert {j.task_name for j in response.context["cl"].result_list} == {"testapp.fail"}
