@@ -54,6 +54,12 @@ def get_client(*, glance: bool = False) -> "SQSClient":
     return _client(tuple(sorted(client_kwargs().items())), _GLANCE_CONFIG if glance else _CONFIG)
 
 
+@cache
+def _queue_url(frozen_kwargs: tuple[tuple[str, Any], ...], name: str) -> str:
+    # One lookup per queue and endpoint: a queue's URL does not change.
+    return _client(frozen_kwargs, _GLANCE_CONFIG).get_queue_url(QueueName=name)["QueueUrl"]
+
+
 def dead_letter_queue(queue: str) -> str:
     """The name of ``queue``'s dead-letter queue."""
     return f"{queue}{DLQ_SUFFIX}"
@@ -80,7 +86,7 @@ def peek_dead_letters(queue: str, *, limit: int = 10) -> DeadLetters:
     name = dead_letter_queue(queue)
     client = get_client(glance=True)
     try:
-        url = client.get_queue_url(QueueName=name)["QueueUrl"]
+        url = _queue_url(tuple(sorted(client_kwargs().items())), name)
         attributes = client.get_queue_attributes(
             QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]

@@ -11,13 +11,14 @@ estimate, marked "≈":
 - jobs due are counted per hour (next 48 hours) and per day (next 30 days) up to a
   cap per period; a period over its cap is estimated from a block sample of the table
   (``TABLESAMPLE SYSTEM``, about ``SAMPLE_PAGES`` pages);
-- lateness and failed attempts per task come from every k-th attempt id of the window
-  (attempt ids grow with their start), at most ``SAMPLE_SIZE`` attempts, exact when
-  the window holds fewer.
+- lateness and failed attempts per task come from at most ``SAMPLE_SIZE`` attempts of
+  the window, in runs of consecutive ids spread over it (attempt ids grow with their
+  start), exact when the window holds fewer.
 """
 
 import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -45,6 +46,8 @@ from scheduler.models import OVERDUE_AFTER, DispatcherHeartbeat, JobAttempt, Pau
 from scheduler.services.pausing import describe
 from scheduler.states import Status
 
+#: Runs the page's SQS calls beside its queries (they touch no database connection).
+_SQS_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scheduler-monitoring")
 #: The dispatcher is presumed down when its last tick is this many intervals old.
 HEARTBEAT_STALE_INTERVALS = 3
 #: Counts are exact up to this many rows; an estimate beyond.
@@ -54,8 +57,9 @@ HOUR_CAP = 5_000
 DAY_CAP = 2_000
 #: The block sample behind those estimates reads about this many pages of the table.
 SAMPLE_PAGES = 500
-#: A lateness window reads at most this many attempts.
-SAMPLE_SIZE = 5_000
+#: A lateness window reads at most this many attempts, in runs of consecutive ids.
+SAMPLE_SIZE = 2_000
+RUN_LENGTH = 50
 #: How far back from a window's start its first attempt id is looked for.
 ID_ORDER_SLACK = timedelta(minutes=1)
 LATENESS_WINDOWS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
@@ -212,12 +216,12 @@ class LatenessWindow:
 
     label: str
     rows: list[Lateness]
-    #: 1 when every attempt of the window was read; k when every k-th was.
-    sample_step: int
+    #: 1 when every attempt of the window was read; else how many each one read stands for.
+    scale: float
 
     @property
     def exact(self) -> bool:
-        return self.sample_step == 1
+        return self.scale == 1
 
     @property
     def histogram(self) -> Histogram:
@@ -325,6 +329,8 @@ class Snapshot:
 def snapshot(now: datetime | None = None) -> Snapshot:
     """All the monitoring figures, computed at ``now``."""
     now = now or timezone.now()
+    # SQS answers while PostgreSQL does: the page waits for the slower, not for both.
+    letters = _SQS_CALLS.submit(sqs.peek_dead_letters, scheduler_settings.QUEUE_NAME)
     statistics = table_statistics()
     overdue, oldest = overdue_jobs(now=now)
     due_hourly, due_daily = due_charts(now=now, statistics=statistics)
@@ -340,7 +346,7 @@ def snapshot(now: datetime | None = None) -> Snapshot:
         lateness=lateness,
         failures=failures_by_task(now=now, day=lateness[-1]),
         paused=[PausedKind(p, describe(p.task_name, p.queue)) for p in Pause.objects.all()],
-        dead_letters=dead_letter_queue(),
+        dead_letters=dead_letter_queue(letters.result()),
     )
 
 
@@ -489,18 +495,19 @@ def _sampled_per_hour(
     """Pending jobs due per local hour up to ``end``, estimated from a block sample.
 
     About SAMPLE_PAGES pages of the table are read (none unless ``wanted``), and each
-    count is scaled by the inverse of the share read.
+    count is scaled by the inverse of the share read. The same pages for an hour: the
+    page's reloads find them in PostgreSQL's cache, and the estimate does not jitter.
     """
     percent = min(100.0, 100.0 * SAMPLE_PAGES / pages) if wanted and pages else 0.0
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
             SELECT date_trunc('hour', run_at, %s), count(*)
-            FROM {ScheduledJob._meta.db_table} TABLESAMPLE SYSTEM (%s)
+            FROM {ScheduledJob._meta.db_table} TABLESAMPLE SYSTEM (%s) REPEATABLE (%s)
             WHERE status = ANY(%s::text[]) AND run_at >= %s AND run_at < %s
             GROUP BY 1
             """,  # noqa: S608 - the table name is the model's
-            [str(zone), percent, list(states.PENDING), now, end],
+            [str(zone), percent, now.timestamp() // 3600, list(states.PENDING), now, end],
         )
         rows = cursor.fetchall()
     scale = 100.0 / percent if percent else 0.0
@@ -510,8 +517,8 @@ def _sampled_per_hour(
 def lateness_windows(*, now: datetime) -> list[LatenessWindow]:
     """Lateness and failed attempts per task over each of LATENESS_WINDOWS.
 
-    Each window reads at most SAMPLE_SIZE attempts: every k-th attempt id from the
-    window's first attempt to the last one (attempt ids grow with their start).
+    Each window reads at most SAMPLE_SIZE attempts between the window's first attempt
+    id and the last one (attempt ids grow with their start): see _attempt_runs.
     """
     attempts = JobAttempt._meta.db_table
     firsts = ", ".join(
@@ -535,48 +542,69 @@ def lateness_windows(*, now: datetime) -> list[LatenessWindow]:
 def _lateness_window(
     label: str, since: datetime, until: datetime, lowest: int, highest: int
 ) -> LatenessWindow:
-    every = max(1, math.ceil((highest - lowest + 1) / SAMPLE_SIZE))
-    sample = JobAttempt.objects.filter(
-        pk__in=_every_id(lowest, highest, every), started_at__gte=since, started_at__lt=until
-    )
+    ids, scale = _attempt_runs(lowest, highest)
+    # The window is a filter of each figure, not of the rows: with it in the WHERE
+    # clause the planner would rather scan the window's start-time index than look up
+    # the sampled ids.
+    window = Q(started_at__gte=since, started_at__lt=until)
     late = ExpressionWrapper(F("started_at") - F("scheduled_for"), output_field=DurationField())
     figures: dict[str, Any] = {
-        "attempts": Count("pk"),
-        "failed": Count("pk", filter=Q(outcome__in=FAILED_OUTCOMES)),
+        "attempts": Count("pk", filter=window),
+        "failed": Count("pk", filter=window & Q(outcome__in=FAILED_OUTCOMES)),
     }
     for name, fraction in PERCENTILES:
-        figures[name] = PercentileCont(late, fraction, output_field=DurationField())
+        figures[name] = PercentileCont(late, fraction, filter=window, output_field=DurationField())
     lower: timedelta | None = None
     for index, (_, upper) in enumerate(LATENESS_BUCKETS):
-        in_bucket = Q() if lower is None else Q(late__gte=lower)
+        in_bucket = window if lower is None else window & Q(late__gte=lower)
         if upper is not None:
             in_bucket &= Q(late__lt=upper)
         figures[f"bucket_{index}"] = Count("pk", filter=in_bucket)
         lower = upper
-    rows = sample.alias(late=late).order_by("task_name").values("task_name").annotate(**figures)
-    return LatenessWindow(label, [_lateness(row, every) for row in rows], every)
+    rows = (
+        JobAttempt.objects.filter(pk__in=ids)
+        .alias(late=late)
+        .order_by("task_name")
+        .values("task_name")
+        .annotate(**figures)
+    )
+    return LatenessWindow(label, [_lateness(row, scale) for row in rows if row["attempts"]], scale)
 
 
-def _lateness(row: dict[str, Any], every: int) -> Lateness:
+def _lateness(row: dict[str, Any], scale: float) -> Lateness:
     def seconds(value: timedelta | None) -> float | None:
         return None if value is None else value.total_seconds()
 
     return Lateness(
         task_name=row["task_name"],
-        attempts=row["attempts"] * every,
-        failed=row["failed"] * every,
+        attempts=round(row["attempts"] * scale),
+        failed=round(row["failed"] * scale),
         p50=seconds(row["p50"]),
         p95=seconds(row["p95"]),
         p99=seconds(row["p99"]),
-        histogram=[row[f"bucket_{index}"] * every for index in range(len(LATENESS_BUCKETS))],
+        histogram=[round(row[f"bucket_{index}"] * scale) for index in range(len(LATENESS_BUCKETS))],
     )
 
 
-def _every_id(lowest: int, highest: int, every: int) -> RawSQL:
-    """The ids from ``lowest`` to ``highest``, every ``every``-th (a subquery)."""
-    return RawSQL(
-        "SELECT generate_series(%s::bigint, %s::bigint, %s::bigint)", (lowest, highest, every)
+def _attempt_runs(lowest: int, highest: int) -> tuple[RawSQL, float]:
+    """Attempt ids to read between ``lowest`` and ``highest``, and what each one stands for.
+
+    Every id when there are at most SAMPLE_SIZE; otherwise SAMPLE_SIZE ids in runs of
+    RUN_LENGTH consecutive ids spread evenly over the range: consecutive attempts lie
+    in the same pages, so the sample reads few pages, and the runs cover the whole
+    window (an incident at any hour shows).
+    """
+    span = highest - lowest + 1
+    if span <= SAMPLE_SIZE:
+        spacing, length = max(span, 1), max(span, 1)
+    else:
+        spacing, length = math.ceil(span / (SAMPLE_SIZE // RUN_LENGTH)), RUN_LENGTH
+    ids = RawSQL(
+        "SELECT start + offset_in_run FROM generate_series(%s::bigint, %s::bigint, %s::bigint)"
+        " AS start, generate_series(0, %s - 1) AS offset_in_run",
+        (lowest, highest, spacing, length),
     )
+    return ids, spacing / length
 
 
 def failures_by_task(*, now: datetime, day: LatenessWindow) -> list[TaskFailures]:
@@ -614,9 +642,8 @@ def heartbeats(*, now: datetime, limit: int = 10) -> Heartbeats:
     )
 
 
-def dead_letter_queue() -> DeadLetterQueue:
-    """The default queue's DLQ: its depth, and the jobs of the messages at its head."""
-    letters = sqs.peek_dead_letters(scheduler_settings.QUEUE_NAME)
+def dead_letter_queue(letters: sqs.DeadLetters) -> DeadLetterQueue:
+    """The jobs a peek at the dead-letter queue found (one query, none if it found none)."""
     jobs = list(
         ScheduledJob.objects.filter(pk__in=letters.job_ids)
         .only("pk", "task_name", "status", "run_at")

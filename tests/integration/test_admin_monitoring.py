@@ -207,6 +207,7 @@ def test_counts_beyond_the_exact_limit_are_postgresql_estimates(monkeypatch):
 @pytest.mark.usefixtures("known_data")
 def test_large_windows_are_sampled_and_say_so(monkeypatch):
     monkeypatch.setattr(monitoring, "SAMPLE_SIZE", 25)
+    monkeypatch.setattr(monitoring, "RUN_LENGTH", 5)
     monkeypatch.setattr(monitoring, "HOUR_CAP", 1)
     monkeypatch.setattr(monitoring, "DAY_CAP", 2)
     # The whole (small) table is the block sample: the estimates are the true counts.
@@ -216,9 +217,9 @@ def test_large_windows_are_sampled_and_say_so(monkeypatch):
     snapshot = monitoring.snapshot()
     hour = snapshot.lateness[0]
     assert not hour.exact
-    assert hour.sample_step > 1
+    assert hour.scale > 1
     (noop,) = hour.rows
-    # Every k-th of the 100 attempts, counted k times.
+    # Runs of consecutive attempts, scaled to the whole window.
     assert 80 <= noop.attempts <= 120
     assert 40 <= noop.p50 <= 60
     # The 12:00 hour (2 jobs) and today (3) are over their caps: estimated, and marked.

@@ -105,5 +105,5 @@ def test_a_job_purged_since_its_message_was_dead_lettered_is_named(sqs_queue, dl
     Dispatcher(publisher=publisher).run_once()
     dead_letter(sqs_queue)
     ScheduledJob.objects.filter(pk=gone.pk).delete()
-    dlq = monitoring.dead_letter_queue()
+    dlq = monitoring.dead_letter_queue(peek_dead_letters(sqs_queue.name))
     assert (dlq.jobs, dlq.missing_ids) == ([], [gone.pk])
