@@ -30,6 +30,17 @@ check: lint
 	$(BIN)/lint-imports
 	$(BIN)/python manage.py makemigrations --check --dry-run --settings=tests.settings
 
+.PHONY: bench
+
+## Every benchmark script in bench/ (all but the harness), at BENCH_SIZE (tiny: CI proves
+## each still runs; full: the figures in BENCHMARKS.md). `make bench BENCH_SIZE=full`.
+BENCH_SIZE ?= tiny
+bench: venv
+	@set -e; for script in $(filter-out bench/__init__.py bench/harness.py,$(wildcard bench/*.py)); do \
+		echo "== $$script --size $(BENCH_SIZE)"; \
+		$(BIN)/python -m bench.$$(basename $$script .py) --size $(BENCH_SIZE); \
+	done
+
 .PHONY: run
 
 ## Run the whole system locally: web, Celery worker and beat (README "Quick start").

@@ -100,6 +100,11 @@ def median_of(runs: int, measure: Callable[[], float]) -> float:
     return statistics.median(measure() for _ in range(runs))
 
 
+def median_of_values(values: Sequence[float]) -> float:
+    """The median of measurements already taken (e.g. interleaved with a baseline's)."""
+    return statistics.median(values)
+
+
 @dataclass(frozen=True)
 class Row:
     """One line of a result table: this project's figure beside its baseline's."""

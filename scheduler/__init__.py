@@ -1,15 +1,23 @@
 """Long-delay jobs for Django + Celery on Amazon SQS.
 
-``schedule_at``, ``schedule_in``, ``cancel`` and ``reschedule`` are the public API.
+``schedule_at``, ``schedule_in``, ``schedule_many`` (with ``JobSpec``), ``cancel`` and
+``reschedule`` are the public API.
 They are imported lazily so that ``import scheduler`` works before Django is set up.
 """
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scheduler.services import cancel, reschedule, schedule_at, schedule_in
+    from scheduler.services import (
+        JobSpec,
+        cancel,
+        reschedule,
+        schedule_at,
+        schedule_in,
+        schedule_many,
+    )
 
-__all__ = ["cancel", "reschedule", "schedule_at", "schedule_in"]
+__all__ = ["JobSpec", "cancel", "reschedule", "schedule_at", "schedule_in", "schedule_many"]
 
 
 def __getattr__(name: str) -> Any:

@@ -4,6 +4,9 @@
 class SchedulerError(Exception):
     """Base class of the scheduler's errors."""
 
+    #: In a batch (``schedule_many``), the position of the job at fault; else None.
+    index: int | None = None
+
 
 class UnknownTaskError(SchedulerError, LookupError):
     """The task name is not a registered Celery task that may be scheduled."""
@@ -25,9 +28,11 @@ class InvalidArgumentsError(SchedulerError, ValueError):
 class DuplicateJobError(SchedulerError):
     """An active job already holds the unique key (``holder_id`` if it is still there)."""
 
-    def __init__(self, unique_key: str, holder_id: int | None = None) -> None:
+    def __init__(
+        self, unique_key: str, holder_id: int | None = None, *, detail: str | None = None
+    ) -> None:
         holder = f" (#{holder_id})" if holder_id is not None else ""
-        super().__init__(f"an active job{holder} already holds unique_key={unique_key!r}")
+        super().__init__(detail or f"an active job{holder} already holds unique_key={unique_key!r}")
         self.unique_key = unique_key
         self.holder_id = holder_id
 

@@ -8,6 +8,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from scheduler import states
+from scheduler.conf import DEFAULT_QUEUE_NAME
 from scheduler.states import Status
 
 #: A job still pending this long after its run_at should have started: it is overdue.
@@ -99,18 +100,19 @@ class ScheduledJob(models.Model):
 
     class Meta:
         ordering = ["-run_at"]
+        # Every status change rewrites the row and adds a tuple to every index whose
+        # predicate the new version matches; a heartbeat changes no indexed column, so
+        # it is a HOT update (no index tuple) as long as the page has room: the
+        # migration sets a fillfactor for that. So: partial indexes wherever a query
+        # reads one status, and nothing indexed that the worker writes while a job
+        # runs (heartbeat_at, updated_at). bench/storage.py shows the query each
+        # index serves (EXPLAIN) and what a job's life writes.
         indexes = [
-            # The dispatcher's due query: scheduled rows by run_at.
+            # The dispatcher's due query; also the admin's list of scheduled jobs.
             models.Index(
                 fields=["run_at"],
                 name="scheduler_job_due_idx",
                 condition=Q(status=Status.SCHEDULED),
-            ),
-            # Overdue jobs (admin filter, monitoring): pending jobs by run_at.
-            models.Index(
-                fields=["run_at"],
-                name="scheduler_job_pending_idx",
-                condition=Q(status__in=list(states.PENDING)),
             ),
             # Pending jobs whose deadline passes: the dispatcher expires them.
             models.Index(
@@ -118,26 +120,40 @@ class ScheduledJob(models.Model):
                 name="scheduler_job_deadline_idx",
                 condition=Q(status__in=list(states.PENDING), deadline__isnull=False),
             ),
-            # Re-sends of enqueued jobs that nobody claimed.
+            # Re-sends of enqueued jobs that nobody claimed; the admin's enqueued list.
             models.Index(
                 fields=["resend_at"],
                 name="scheduler_job_resend_idx",
                 condition=Q(status=Status.ENQUEUED),
             ),
+            # The purge of finished jobs past retention: a tuple once per job, at its end.
             models.Index(
-                fields=["started_at"],
-                name="scheduler_job_running_idx",
-                condition=Q(status=Status.RUNNING),
+                fields=["finished_at"],
+                name="scheduler_job_finished_idx",
+                condition=Q(status__in=list(states.FINISHED)),
             ),
-            models.Index(fields=["finished_at"], name="scheduler_job_finished_idx"),
+            # Every status but the two big ones, latest first: enqueued and running jobs
+            # (recovery, the admin's lists, also when ordered by the default -run_at)
+            # and jobs that ended badly. Scheduled jobs have due_idx (also on run_at);
+            # succeeded ones, most rows, are read through the run_at index.
+            models.Index(
+                fields=["status", "run_at"],
+                name="scheduler_job_status_idx",
+                condition=~Q(status__in=[Status.SCHEDULED, Status.SUCCEEDED]),
+            ),
             # Monitoring: jobs that failed for good in the last day.
             models.Index(
                 fields=["finished_at"],
                 name="scheduler_job_failed_idx",
                 condition=Q(status=Status.FAILED),
             ),
-            # The admin's queue filter, ordered by run_at.
-            models.Index(fields=["queue", "run_at"], name="scheduler_job_queue_idx"),
+            # The admin's filter by another queue than the default one (whose jobs, most
+            # rows, are read through the run_at index), ordered by run_at.
+            models.Index(
+                fields=["queue", "run_at"],
+                name="scheduler_job_queue_idx",
+                condition=~Q(queue=DEFAULT_QUEUE_NAME),
+            ),
             # The admin's search by the start of a unique key (LIKE 'prefix%').
             models.Index(
                 fields=["unique_key"],
@@ -147,13 +163,14 @@ class ScheduledJob(models.Model):
             ),
             # The admin's ordering and date hierarchy over all statuses.
             models.Index(fields=["run_at"], name="scheduler_job_run_at_idx"),
-            models.Index(fields=["status", "run_at"], name="scheduler_job_status_idx"),
+            # The admin's task filter, latest first.
             models.Index(fields=["task_name", "run_at"], name="scheduler_job_task_idx"),
         ]
         constraints = [
+            # Jobs without a key (most) have no tuple in this index.
             models.UniqueConstraint(
                 fields=["unique_key"],
-                condition=Q(status__in=list(states.ACTIVE)),
+                condition=Q(status__in=list(states.ACTIVE), unique_key__isnull=False),
                 name="scheduler_job_unique_active_key",
             ),
             models.CheckConstraint(
@@ -200,7 +217,10 @@ class JobAttempt(models.Model):
         ERROR = "error", "Error"
         LEASE_EXPIRED = "lease_expired", "Lease expired"
 
-    job = models.ForeignKey(ScheduledJob, on_delete=models.CASCADE, related_name="history")
+    # No index of its own: the unique (job, dispatch_token) index leads with job_id.
+    job = models.ForeignKey(
+        ScheduledJob, on_delete=models.CASCADE, related_name="history", db_index=False
+    )
     # The job's task, copied: monitoring groups a day of attempts by task without a join.
     task_name = models.CharField(max_length=255, blank=True, default="")
     number = models.PositiveIntegerField()
@@ -221,7 +241,13 @@ class JobAttempt(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["finished_at"], name="scheduler_attempt_finished_idx"),
+            # Monitoring: the attempts that failed recently. Partial, so the end of an
+            # attempt that succeeded adds no tuple here.
+            models.Index(
+                fields=["finished_at"],
+                name="scheduler_attempt_finished_idx",
+                condition=Q(outcome__in=["error", "lease_expired"]),  # Outcome.ERROR, LEASE_EXPIRED
+            ),
             # Monitoring: lateness of the attempts started in the last hour or day.
             models.Index(fields=["started_at"], name="scheduler_attempt_started_idx"),
         ]

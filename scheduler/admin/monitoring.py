@@ -380,24 +380,23 @@ def table_statistics() -> TableStatistics:
 
 def status_counts(statistics: TableStatistics) -> list[StatusCount]:
     """Jobs per status: exact up to EXACT_COUNT_LIMIT, else PostgreSQL's estimate."""
+    # One subquery per status, the status a literal: the planner can then use the
+    # status's partial index (due_idx, status_idx) and stop at the limit.
+    capped = ", ".join(
+        f"(SELECT count(*) FROM (SELECT 1 FROM {ScheduledJob._meta.db_table} "  # noqa: S608
+        "WHERE status = %s LIMIT %s) AS capped)"
+        for _ in states.ALL
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""
-            SELECT wanted.status, (
-                SELECT count(*) FROM (
-                    SELECT 1 FROM {ScheduledJob._meta.db_table} AS job
-                    WHERE job.status = wanted.status LIMIT %s
-                ) AS capped
-            )
-            FROM unnest(%s::text[]) AS wanted(status)
-            """,  # noqa: S608 - the table name is the model's
-            [EXACT_COUNT_LIMIT + 1, list(states.ALL)],
+            f"SELECT {capped}",
+            [value for status in states.ALL for value in (status, EXACT_COUNT_LIMIT + 1)],
         )
-        capped = dict(cursor.fetchall())
+        capped_counts = dict(zip(states.ALL, cursor.fetchone(), strict=True))
 
     def count(status: str) -> Tally:
-        if capped[status] <= EXACT_COUNT_LIMIT:
-            return Tally(capped[status])
+        if capped_counts[status] <= EXACT_COUNT_LIMIT:
+            return Tally(capped_counts[status])
         estimate = round(statistics.rows * statistics.status_frequencies.get(status, 0))
         return Tally(max(EXACT_COUNT_LIMIT + 1, estimate), exact=False)
 
@@ -412,20 +411,23 @@ def overdue_jobs(*, now: datetime) -> tuple[Tally, datetime | None]:
     """
     table = ScheduledJob._meta.db_table
     cutoff = now - OVERDUE_AFTER
+    # Per status, the status a literal: each reads its own partial index.
+    capped = " + ".join(
+        f"(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE status = %s "  # noqa: S608
+        "AND run_at < %s LIMIT %s) AS capped)"
+        for _ in states.PENDING
+    )
+    minimums = ", ".join(
+        f"(SELECT min(run_at) FROM {table} WHERE status = %s)"  # noqa: S608
+        for _ in states.PENDING
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""
-            SELECT (
-                SELECT count(*) FROM (
-                    SELECT 1 FROM {table}
-                    WHERE status = ANY(%s::text[]) AND run_at < %s LIMIT %s
-                ) AS capped
-            ), least(
-                (SELECT min(run_at) FROM {table} WHERE status = %s),
-                (SELECT min(run_at) FROM {table} WHERE status = %s)
-            )
-            """,  # noqa: S608 - the table name is the model's
-            [list(states.PENDING), cutoff, EXACT_COUNT_LIMIT + 1, *states.PENDING],
+            f"SELECT {capped}, least({minimums})",
+            [
+                *(v for status in states.PENDING for v in (status, cutoff, EXACT_COUNT_LIMIT + 1)),
+                *states.PENDING,
+            ],
         )
         count, oldest = cursor.fetchone()
     oldest = oldest if oldest is not None and oldest < cutoff else None
@@ -470,20 +472,21 @@ def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram
 
 def _capped_counts(starts: list[datetime], *, now: datetime, cap: int) -> dict[datetime, int]:
     """Pending jobs due in each period [starts[i], starts[i + 1]) from now, up to cap + 1."""
+    per_status = " + ".join(
+        f"(SELECT count(*) FROM (SELECT 1 FROM {ScheduledJob._meta.db_table} "  # noqa: S608
+        "WHERE status = %s AND run_at >= greatest(period.start, %s) AND run_at < period.stop "
+        "LIMIT %s) AS capped)"
+        for _ in states.PENDING
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""
-            SELECT period.start, (
-                SELECT count(*) FROM (
-                    SELECT 1 FROM {ScheduledJob._meta.db_table}
-                    WHERE status = ANY(%s::text[]) AND run_at >= greatest(period.start, %s)
-                      AND run_at < period.stop
-                    LIMIT %s
-                ) AS capped
-            )
-            FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS period(start, stop)
-            """,  # noqa: S608 - the table name is the model's
-            [list(states.PENDING), now, cap + 1, starts[:-1], starts[1:]],
+            f"SELECT period.start, {per_status} "  # noqa: S608 - the model's table name
+            "FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS period(start, stop)",
+            [
+                *(v for status in states.PENDING for v in (status, now, cap + 1)),
+                starts[:-1],
+                starts[1:],
+            ],
         )
         counted = dict(cursor.fetchall())
     return {start: counted[start] for start in starts[:-1]}

@@ -6,9 +6,10 @@ and the worker's transitions live in :mod:`.dispatching` and :mod:`.running`.
 
 from scheduler.services.operations import cancel, reschedule, resend, retry, run_now
 from scheduler.services.pausing import pause, resume
-from scheduler.services.scheduling import schedule_at, schedule_in
+from scheduler.services.scheduling import JobSpec, schedule_at, schedule_in, schedule_many
 
 __all__ = [
+    "JobSpec",
     "cancel",
     "pause",
     "reschedule",
@@ -18,4 +19,5 @@ __all__ = [
     "run_now",
     "schedule_at",
     "schedule_in",
+    "schedule_many",
 ]

@@ -1,19 +1,22 @@
 """Scheduling jobs: the public entry points that insert them."""
 
+import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from celery import Task
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.utils import timezone
 from typing_extensions import Unpack
 
 from scheduler import validation
 from scheduler.conf import scheduler_settings
-from scheduler.exceptions import DuplicateJobError, UnknownTaskError
+from scheduler.exceptions import DuplicateJobError, SchedulerError, UnknownTaskError
 from scheduler.models import ScheduledJob
 from scheduler.registry import get_task, task_name_of
 from scheduler.services import audit
@@ -21,6 +24,16 @@ from scheduler.services import audit
 logger = logging.getLogger(__name__)
 
 _UNIQUE_KEY_CONSTRAINT = "scheduler_job_unique_active_key"
+_CONFLICT_DETAIL = re.compile(r"Key \(unique_key\)=\((.*)\) already exists\.", re.DOTALL)
+
+E = TypeVar("E", bound=Exception)
+
+#: How a field's value is written into the JSON that carries a batch's rows; other
+#: fields' values (strings, numbers, JSON fields' own values) go in as they are.
+_JSON_ENCODERS: dict[str, Callable[[Any], Any]] = {
+    "DateTimeField": datetime.isoformat,
+    "UUIDField": str,
+}
 
 
 class JobOptions(TypedDict, total=False):
@@ -32,6 +45,21 @@ class JobOptions(TypedDict, total=False):
     deadline: datetime | None
     reason: str
     actor: str | None
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for :func:`schedule_many`: the arguments :func:`schedule_at` takes."""
+
+    task: Task[Any, Any] | str
+    run_at: datetime
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] | None = None
+    _: KW_ONLY
+    queue: str | None = None
+    max_attempts: int | None = None
+    unique_key: str | None = None
+    deadline: datetime | None = None
 
 
 def schedule_at(
@@ -55,23 +83,18 @@ def schedule_at(
     starts: it ends ``expired``. Invalid input raises and writes nothing. With an
     ``actor`` (an operator's username), the audit trail records who scheduled it and why.
     """
-    validation.aware_datetime(run_at, "run_at")
     reason, actor = validation.reason(reason), validation.actor(actor)
-    name = task_name_of(task)
-    try:
-        get_task(name)
-    except KeyError:
-        raise UnknownTaskError(name) from None
-    job = ScheduledJob(
-        task_name=name,
-        args=validation.job_args(args),
-        kwargs=validation.job_kwargs(kwargs),
-        queue=validation.queue_name(queue) or scheduler_settings.QUEUE_NAME,
-        run_at=run_at,
-        max_attempts=validation.max_attempts(max_attempts)
-        or scheduler_settings.DEFAULT_MAX_ATTEMPTS,
-        unique_key=validation.unique_key(unique_key),
-        deadline=validation.deadline(deadline, run_at=run_at),
+    job = _new_job(
+        JobSpec(
+            task,
+            run_at,
+            args,
+            kwargs,
+            queue=queue,
+            max_attempts=max_attempts,
+            unique_key=unique_key,
+            deadline=deadline,
+        )
     )
     with unique_key_guard(job.unique_key):
         job.save(force_insert=True)
@@ -85,11 +108,37 @@ def schedule_at(
     logger.info(
         "job scheduled job_id=%s task=%s run_at=%s queue=%s",
         job.pk,
-        name,
+        job.task_name,
         run_at.isoformat(),
         job.queue,
     )
     return job
+
+
+def schedule_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[ScheduledJob]:
+    """Schedule many jobs in one INSERT, all or none: the bulk form of :func:`schedule_at`.
+
+    Each item is a :class:`JobSpec` or a dict of its fields (``{"task": …, "run_at": …}``).
+    Every item is validated as ``schedule_at`` validates its arguments; a bad one raises
+    that same error, its message and ``index`` naming the item (``jobs[3]: …``). A
+    ``unique_key`` repeated within the batch, or held by an active job, raises
+    :class:`~scheduler.exceptions.DuplicateJobError`. On any error nothing is written and
+    the caller's transaction stays usable. Returns the jobs, saved, in the given order.
+    """
+    new_jobs = [_new_job_at(index, item) for index, item in enumerate(jobs)]
+    if not new_jobs:
+        return []
+    keys = [job.unique_key for job in new_jobs]
+    _refuse_repeated_keys(keys)
+    with unique_key_guard(*keys):
+        _insert(new_jobs)
+    logger.info(
+        "jobs scheduled count=%s first_job_id=%s last_job_id=%s",
+        len(new_jobs),
+        new_jobs[0].pk,
+        new_jobs[-1].pk,
+    )
+    return new_jobs
 
 
 def schedule_in(
@@ -107,15 +156,119 @@ def schedule_in(
 
 
 @contextmanager
-def unique_key_guard(unique_key: str | None) -> Iterator[None]:
-    """A savepoint that turns the active-unique-key violation into DuplicateJobError."""
+def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
+    """A savepoint that turns the active-unique-key violation into DuplicateJobError.
+
+    ``unique_keys`` are those of the jobs written inside; among several, the error's
+    ``index`` says whose key is held.
+    """
     try:
         with transaction.atomic():
             yield
     except IntegrityError as error:
-        if unique_key is not None and _UNIQUE_KEY_CONSTRAINT in str(error):
-            holder = ScheduledJob.objects.active().filter(unique_key=unique_key)
-            raise DuplicateJobError(
-                unique_key, holder.values_list("pk", flat=True).first()
-            ) from error
-        raise
+        if not any(unique_keys) or _UNIQUE_KEY_CONSTRAINT not in str(error):
+            raise
+        key = _conflicting_key(error) or next(key for key in unique_keys if key)
+        holder = ScheduledJob.objects.active().filter(unique_key=key)
+        duplicate = DuplicateJobError(key, holder.values_list("pk", flat=True).first())
+        if len(unique_keys) > 1 and key in unique_keys:
+            raise _at_index(duplicate, unique_keys.index(key)) from error
+        raise duplicate from error
+
+
+def _new_job(spec: JobSpec) -> ScheduledJob:
+    """The unsaved job ``spec`` describes, validated and with its defaults."""
+    validation.aware_datetime(spec.run_at, "run_at")
+    name = task_name_of(spec.task)
+    try:
+        get_task(name)
+    except KeyError:
+        raise UnknownTaskError(name) from None
+    return ScheduledJob(
+        task_name=name,
+        args=validation.job_args(spec.args),
+        kwargs=validation.job_kwargs(spec.kwargs),
+        queue=validation.queue_name(spec.queue) or scheduler_settings.QUEUE_NAME,
+        run_at=spec.run_at,
+        max_attempts=validation.max_attempts(spec.max_attempts)
+        or scheduler_settings.DEFAULT_MAX_ATTEMPTS,
+        unique_key=validation.unique_key(spec.unique_key),
+        deadline=validation.deadline(spec.deadline, run_at=spec.run_at),
+    )
+
+
+def _new_job_at(index: int, item: object) -> ScheduledJob:
+    """:func:`_new_job` for the ``index``-th item of a batch, whose errors name it."""
+    try:
+        if isinstance(item, Mapping):
+            item = JobSpec(**item)
+        if not isinstance(item, JobSpec):
+            raise TypeError(f"expected a JobSpec or a dict of its fields, got {item!r}")
+        return _new_job(item)
+    except (SchedulerError, TypeError, ValueError) as error:
+        raise _at_index(error, index) from None
+
+
+def _at_index(error: E, index: int) -> E:
+    """``error``, its message prefixed with the batch position it is about."""
+    error.args = (f"jobs[{index}]: {error}",)
+    if isinstance(error, SchedulerError):
+        error.index = index
+    return error
+
+
+def _refuse_repeated_keys(keys: Sequence[str | None]) -> None:
+    first_use: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in first_use:
+            detail = (
+                f"unique_key={key!r} is also the key of jobs[{first_use[key]}] of the same batch"
+            )
+            raise _at_index(DuplicateJobError(key, detail=detail), index)
+        first_use[key] = index
+
+
+def _insert(jobs: list[ScheduledJob]) -> None:
+    """INSERT ``jobs`` in one statement with one parameter, and set their pks.
+
+    The rows travel as one JSON array that PostgreSQL unpacks (``jsonb_to_recordset``):
+    one parameter for ten thousand jobs as for one (``bulk_create`` splits a batch
+    into statements of at most 65,535 parameters, and has every value adapted one by
+    one), encoded by the json module in C.
+    """
+    meta = ScheduledJob._meta
+    connection = connections[router.db_for_write(ScheduledJob)]
+    fields = [field for field in meta.concrete_fields if not field.primary_key]
+    encoders = [(field, _JSON_ENCODERS.get(field.get_internal_type())) for field in fields]
+    rows = [
+        {
+            field.column: value if encode is None or value is None else encode(value)
+            for field, encode in encoders
+            for value in (field.pre_save(job, add=True),)
+        }
+        for job in jobs
+    ]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    types = ", ".join(f"{quote(field.column)} {field.db_type(connection)}" for field in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608 - names, not input
+            f"SELECT {columns} FROM ROWS FROM (jsonb_to_recordset(%s::jsonb) AS ({types})) "
+            f"WITH ORDINALITY AS batch ({columns}, position) "
+            f"ORDER BY position RETURNING {quote(meta.pk.column)}",
+            [json.dumps(rows, allow_nan=False)],
+        )
+        for job, (pk,) in zip(jobs, cursor.fetchall(), strict=True):
+            job.pk = pk
+            job._state.adding = False
+            job._state.db = connection.alias
+
+
+def _conflicting_key(error: IntegrityError) -> str | None:
+    # PostgreSQL names the key: 'Key (unique_key)=(payment:7) already exists.'
+    diag = getattr(error.__cause__, "diag", None)
+    match = _CONFLICT_DETAIL.fullmatch(getattr(diag, "message_detail", None) or "")
+    return match.group(1) if match else None

@@ -1,0 +1,159 @@
+"""schedule_many: many jobs in one statement, all-or-nothing, the same validation as schedule_at."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from scheduler import JobSpec, schedule_at, schedule_many
+from scheduler.exceptions import DuplicateJobError, InvalidArgumentsError, UnknownTaskError
+from scheduler.models import ScheduledJob
+from tests.testapp.tasks import noop, record
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+Status = ScheduledJob.Status
+
+
+def _stored(job):
+    row = dict(ScheduledJob.objects.filter(pk=job.pk).values().get())
+    row.pop("created_at"), row.pop("updated_at")
+    return row
+
+
+def test_stores_every_job_as_schedule_at_would(settings):
+    settings.SCHEDULER_QUEUE_NAME = "jobs-default"
+    specs = [
+        JobSpec(noop, T0 + timedelta(days=14), [1, "two"], {"three": [3.0, None]}),
+        JobSpec(
+            "testapp.record",
+            T0,
+            kwargs={"path": "/tmp/x", "label": "a"},
+            queue="payments",
+            max_attempts=1,
+            unique_key="k1",
+            deadline=T0 + timedelta(hours=1),
+        ),
+    ]
+    jobs = schedule_many(specs)
+    assert [job.task_name for job in jobs] == ["testapp.noop", "testapp.record"]
+    assert all(job.pk for job in jobs)
+    with transaction.atomic():
+        alone = [
+            schedule_at(noop, T0 + timedelta(days=14), [1, "two"], {"three": [3.0, None]}),
+            schedule_at(
+                "testapp.record",
+                T0,
+                kwargs={"path": "/tmp/x", "label": "a"},
+                queue="payments",
+                max_attempts=1,
+                unique_key="k1-alone",
+                deadline=T0 + timedelta(hours=1),
+            ),
+        ]
+        expected_rows = [_stored(job) for job in alone]
+        transaction.set_rollback(True)
+    for many, expected in zip(jobs, expected_rows, strict=True):
+        got = _stored(many)
+        got.pop("id"), expected.pop("id")
+        expected["unique_key"] = got["unique_key"]
+        assert got == expected
+    assert _stored(jobs[0])["queue"] == "jobs-default"
+    assert _stored(jobs[1])["deadline"] == T0 + timedelta(hours=1)
+
+
+def test_accepts_dicts_and_returns_jobs_in_order():
+    jobs = schedule_many(
+        [{"task": noop, "run_at": T0 + timedelta(seconds=i), "args": [i]} for i in range(5)]
+    )
+    assert [job.args for job in jobs] == [[i] for i in range(5)]
+    assert [ScheduledJob.objects.get(pk=job.pk).args for job in jobs] == [[i] for i in range(5)]
+    assert all(job.status == Status.SCHEDULED for job in jobs)
+
+
+def test_inserts_in_one_statement_whatever_the_number_of_jobs():
+    specs = [JobSpec(noop, T0, [i], unique_key=f"key:{i}") for i in range(3000)]
+    with CaptureQueriesContext(connection) as queries:
+        schedule_many(specs)
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) == 1
+    # A savepoint around it, so a duplicate key leaves the caller's transaction usable.
+    assert len(queries.captured_queries) <= 3
+    assert ScheduledJob.objects.count() == 3000
+
+
+def test_an_empty_batch_writes_nothing_and_runs_no_query():
+    with CaptureQueriesContext(connection) as queries:
+        assert schedule_many([]) == []
+    assert queries.captured_queries == []
+
+
+BAD_ITEMS = [
+    pytest.param(
+        JobSpec(noop, datetime(2026, 12, 1, 12, 0)), ValueError, "timezone-aware", id="naive"
+    ),
+    pytest.param(JobSpec(noop, date(2026, 12, 1)), TypeError, "datetime", id="date"),
+    pytest.param(JobSpec("testapp.nope", T0), UnknownTaskError, "testapp.nope", id="unknown"),
+    pytest.param(JobSpec(noop, T0, (1, (2, 3))), InvalidArgumentsError, "args", id="tuple-arg"),
+    pytest.param(JobSpec(noop, T0, kwargs={1: 2}), InvalidArgumentsError, "kwargs", id="int-key"),
+    pytest.param(JobSpec(noop, T0, queue="bad name"), InvalidArgumentsError, "queue", id="queue"),
+    pytest.param(
+        JobSpec(noop, T0, max_attempts=0), InvalidArgumentsError, "max_attempts", id="att"
+    ),
+    pytest.param(JobSpec(noop, T0, unique_key=" "), InvalidArgumentsError, "unique_key", id="key"),
+    pytest.param(JobSpec(noop, T0, deadline=T0), InvalidArgumentsError, "deadline", id="deadline"),
+    pytest.param({"task": noop}, TypeError, "run_at", id="dict-without-run_at"),
+    pytest.param({"task": noop, "run_at": T0, "when": 1}, TypeError, "when", id="dict-unknown-key"),
+    pytest.param(42, TypeError, "JobSpec", id="not-a-spec"),
+]
+
+
+@pytest.mark.parametrize(("bad", "error", "message"), BAD_ITEMS)
+def test_a_bad_item_raises_naming_its_index_and_writes_nothing(bad, error, message):
+    existing = schedule_at(noop, T0)
+    specs = [JobSpec(noop, T0), JobSpec(record, T0, ["/tmp/x", "y"]), bad, JobSpec(noop, T0)]
+    with pytest.raises(error, match=message) as raised:
+        schedule_many(specs)
+    assert "jobs[2]" in str(raised.value)
+    if isinstance(raised.value, InvalidArgumentsError | UnknownTaskError):
+        assert raised.value.index == 2
+    assert list(ScheduledJob.objects.values_list("pk", flat=True)) == [existing.pk]
+
+
+def test_a_key_repeated_within_the_batch_raises_and_writes_nothing():
+    specs = [JobSpec(noop, T0, unique_key=key) for key in ("a", "b", "c", "b")]
+    with pytest.raises(DuplicateJobError, match=r"jobs\[3\].*'b'.*jobs\[1\]") as raised:
+        schedule_many(specs)
+    assert (raised.value.unique_key, raised.value.index) == ("b", 3)
+    assert not ScheduledJob.objects.exists()
+
+
+def test_a_key_held_by_an_active_job_raises_and_keeps_the_callers_transaction_usable():
+    holder = schedule_at(noop, T0, unique_key="payment:7")
+    ended = schedule_at(noop, T0, unique_key="payment:8")
+    ScheduledJob.objects.filter(pk=ended.pk).update(status=Status.CANCELLED)
+    specs = [JobSpec(noop, T0, unique_key=f"payment:{i}") for i in range(10)]
+    with transaction.atomic():
+        with pytest.raises(DuplicateJobError, match="payment:7") as raised:
+            schedule_many(specs)
+        assert raised.value.holder_id == holder.pk
+        assert raised.value.index == 7
+        # Nothing of the batch was written, and the transaction goes on.
+        assert ScheduledJob.objects.count() == 2
+    # Without the holder's key the same batch goes in whole (a cancelled job frees its key).
+    jobs = schedule_many([spec for spec in specs if spec.unique_key != "payment:7"])
+    assert len(jobs) == 9
+
+
+def test_a_rolled_back_transaction_leaves_no_job():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        schedule_many([JobSpec(noop, T0), JobSpec(noop, T0)])
+        raise RuntimeError("the business transaction failed")
+    assert not ScheduledJob.objects.exists()
+
+
+def test_takes_any_iterable_once():
+    jobs = schedule_many(JobSpec(noop, T0 + timedelta(minutes=i)) for i in range(3))
+    assert len(jobs) == 3
