@@ -270,3 +270,17 @@ def test_the_payments_admin_shows_the_authorization_expiry_and_a_missed_capture(
         reverse("admin:payments_payment_changelist") + "?status__exact=capture_missed"
     ).content.decode()
     assert f"{payment.pk}</a>" in content
+
+
+def test_the_audit_trail_lists_every_action_with_or_without_a_job(admin_client):
+    scheduled = job()
+    act(admin_client, "cancel_selected", [scheduled], reason="duplicate")
+    admin_client.post(PAUSE, {"task": "testapp.noop", "queue": "", "reason": "incident"})
+    content = admin_client.get(reverse("admin:scheduler_auditentry_changelist")).content.decode()
+    assert f'<a href="{change_url(scheduled)}">#{scheduled.pk}</a>' in content
+    for text in ("Cancel", "duplicate", "Pause", "incident", "2026-11-24 12:00:00"):
+        assert text in content
+    entry = AuditEntry.objects.get(action=Action.PAUSE)
+    page = admin_client.get(reverse("admin:scheduler_auditentry_change", args=[entry.pk]))
+    assert page.status_code == 200
+    assert "_save" not in page.content.decode()  # read-only
