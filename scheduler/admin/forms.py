@@ -321,11 +321,26 @@ class ScheduleJobForm(WhenForm):
 class RescheduleJobForm(WhenForm):
     """Move a scheduled job to another time, through ``reschedule``.
 
-    A refusal here is about the job, not the input (it left ``scheduled`` meanwhile):
-    the admin reports it as a message.
+    A refusal here is about the job, not the input (it left ``scheduled`` meanwhile, or
+    its own deadline falls before the new time): the admin reports it as a message.
     """
 
+    deadline_local = _local_datetime_field(
+        "New deadline", "Optional, in the time zone above; empty keeps the job's deadline."
+    )
     reason = reason_field()
+
+    #: The fields of the job page's "Reschedule" section.
+    reschedule_fields = (*WhenForm.when_fields, "deadline_local", "reason")
+
+    @override
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        cleaned["deadline"] = _optional_local_datetime(self, cleaned, "deadline_local")
+        run_at = cleaned.get("run_at")
+        if cleaned["deadline"] is not None and run_at is not None and cleaned["deadline"] <= run_at:
+            self.add_error("deadline_local", "The deadline must be after the new run time.")
+        return cleaned
 
     @override
     def save(self, commit: bool = True) -> ScheduledJob:
@@ -333,6 +348,7 @@ class RescheduleJobForm(WhenForm):
         self.instance = services.reschedule(
             self.instance,
             self.cleaned_data["run_at"],
+            deadline=self.cleaned_data["deadline"],
             reason=self.cleaned_data["reason"],
             actor=self.actor,
         )

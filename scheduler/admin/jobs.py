@@ -301,7 +301,7 @@ class ScheduledJobAdmin(JobAdminBase):
         details: _FieldsetSpec = [(None, {"fields": self.detail_fields})]
         if not self.has_change_permission(request, obj):
             return details
-        return [*details, ("Reschedule", {"fields": (*WhenForm.when_fields, "reason")})]
+        return [*details, ("Reschedule", {"fields": RescheduleJobForm.reschedule_fields})]
 
     @override
     def get_readonly_fields(

@@ -284,3 +284,30 @@ def test_the_audit_trail_lists_every_action_with_or_without_a_job(admin_client):
     page = admin_client.get(reverse("admin:scheduler_auditentry_change", args=[entry.pk]))
     assert page.status_code == 200
     assert "_save" not in page.content.decode()  # read-only
+
+
+def test_a_scheduled_job_page_moves_the_deadline_with_the_run_time(admin_client):
+    scheduled = job(run_at=T0 + timedelta(hours=1), deadline=T0 + timedelta(hours=2))
+    # Moving it past its own deadline needs a new one: the service's refusal is shown.
+    response = admin_client.post(
+        change_url(scheduled), reschedule_data(delay_amount="3", delay_unit="hours"), follow=True
+    )
+    assert "give a new deadline" in messages_of(response)[0]
+    response = admin_client.post(
+        change_url(scheduled),
+        reschedule_data(delay_amount="3", delay_unit="hours", deadline_local="2026-11-24T14:00"),
+    )
+    assert "The deadline must be after the new run time." in str(
+        response.context["adminform"].form.errors
+    )
+    admin_client.post(
+        change_url(scheduled),
+        reschedule_data(
+            delay_amount="3", delay_unit="hours", deadline_local="2026-11-24T16:00", reason="r"
+        ),
+    )
+    moved = ScheduledJob.objects.get(pk=scheduled.pk)
+    assert (moved.run_at, moved.deadline.isoformat()) == (
+        T0 + timedelta(hours=3),
+        "2026-11-24T16:00:00+00:00",
+    )
