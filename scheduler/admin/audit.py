@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from scheduler.admin.changelist import CappedCountPaginator
-from scheduler.admin.display import timestamp_column
+from scheduler.admin.display import audit_details, timestamp_column
 from scheduler.admin.readonly import ReadOnlyAdminMixin
 from scheduler.models import AuditEntry
 
@@ -23,16 +23,20 @@ else:
 class AuditEntryAdmin(ReadOnlyAdminMixin, AuditAdminBase):
     """Read-only: entries are written by the services, with the actions they record."""
 
-    list_display = ("when", "action", "actor", "reason", "job_link", "details")
+    list_display = ("when", "action", "actor", "reason", "job_link", "what")
     list_filter = ("action",)
     search_fields = ("=actor",)
     ordering = ("-pk",)
     sortable_by = ()
     paginator = CappedCountPaginator
     show_full_result_count = False
-    fields = readonly_fields = ("when", "action", "actor", "reason", "job_link", "details")
+    fields = readonly_fields = ("when", "action", "actor", "reason", "job_link", "what")
 
     when = timestamp_column("at", "when")
+
+    @admin.display(description="details")
+    def what(self, entry: AuditEntry) -> str:
+        return audit_details(entry.details)
 
     @admin.display(description="job")
     def job_link(self, entry: AuditEntry) -> SafeString | str:

@@ -50,3 +50,17 @@ def timestamp_column(field: str, description: str) -> Callable[[Any, Any], str]:
         return timestamp(getattr(obj, field))
 
     return admin.display(description=description, ordering=field)(show)
+
+
+def audit_details(details: dict[str, Any]) -> str:
+    """An audit entry's details as operators read them: "run at 2026-11-24 12:00:05"."""
+    parts = []
+    for key, value in details.items():
+        shown = value
+        if isinstance(value, str):
+            try:
+                shown = timestamp(datetime.fromisoformat(value))
+            except ValueError:
+                shown = value or "any"
+        parts.append(f"{key.replace('_', ' ')} {shown}")
+    return "; ".join(parts) or "-"

@@ -34,7 +34,7 @@ from scheduler.admin.changelist import (
     TaskFilter,
     search_filter,
 )
-from scheduler.admin.display import duration, status_label, timestamp_column
+from scheduler.admin.display import audit_details, duration, status_label, timestamp_column
 from scheduler.admin.forms import (
     BulkRescheduleForm,
     PauseForm,
@@ -131,7 +131,7 @@ class AuditEntryInline(ReadOnlyAdminMixin, AuditInlineBase):
     model = AuditEntry
     verbose_name = "audit entry"
     verbose_name_plural = "audit trail"
-    fields = readonly_fields = ("when", "action", "actor", "reason", "details")
+    fields = readonly_fields = ("when", "action", "actor", "reason", "what")
     ordering = ("at", "pk")
     extra = 0
     can_delete = False
@@ -142,6 +142,10 @@ class AuditEntryInline(ReadOnlyAdminMixin, AuditInlineBase):
     @override
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return _may_view_job(request)
+
+    @admin.display(description="details")
+    def what(self, entry: AuditEntry) -> str:
+        return audit_details(entry.details)
 
 
 @admin.register(ScheduledJob)
