@@ -75,14 +75,21 @@ class ReasonActionForm(helpers.ActionForm):
     reason = reason_field()
 
 
-def _may_view_job(request: HttpRequest) -> bool:
-    # A job's history belongs to it: whoever may view the job may view it.
-    return request.user.has_perm("scheduler.view_scheduledjob") or request.user.has_perm(
-        "scheduler.change_scheduledjob"
-    )
+class JobHistoryInline(ReadOnlyAdminMixin):
+    """Rows of a job's history on its page: read-only, seen by whoever may view the job."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    @override
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("scheduler.view_scheduledjob") or request.user.has_perm(
+            "scheduler.change_scheduledjob"
+        )
 
 
-class JobAttemptInline(ReadOnlyAdminMixin, AttemptInlineBase):
+class JobAttemptInline(JobHistoryInline, AttemptInlineBase):
     """Every attempt of a job, with its traceback (read-only history)."""
 
     model = JobAttempt
@@ -97,17 +104,10 @@ class JobAttemptInline(ReadOnlyAdminMixin, AttemptInlineBase):
         "worker",
         "traceback",
     )
-    extra = 0
-    can_delete = False
-    show_change_link = False
 
     due = timestamp_column("scheduled_for", "due at")
     started = timestamp_column("started_at", "started")
     finished = timestamp_column("finished_at", "finished")
-
-    @override
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _may_view_job(request)
 
     @admin.display(description="late by")
     def attempt_lateness(self, attempt: JobAttempt) -> str:
@@ -125,7 +125,7 @@ class JobAttemptInline(ReadOnlyAdminMixin, AttemptInlineBase):
         )
 
 
-class AuditEntryInline(ReadOnlyAdminMixin, AuditInlineBase):
+class AuditEntryInline(JobHistoryInline, AuditInlineBase):
     """Who did what to the job, when and why (the audit trail, read-only)."""
 
     model = AuditEntry
@@ -133,15 +133,8 @@ class AuditEntryInline(ReadOnlyAdminMixin, AuditInlineBase):
     verbose_name_plural = "audit trail"
     fields = readonly_fields = ("when", "action", "actor", "reason", "what")
     ordering = ("at", "pk")
-    extra = 0
-    can_delete = False
-    show_change_link = False
 
     when = timestamp_column("at", "when")
-
-    @override
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _may_view_job(request)
 
     @admin.display(description="details")
     def what(self, entry: AuditEntry) -> str:
