@@ -52,8 +52,17 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
     def lease_expired(
         self, *, lease: timedelta, now: datetime | None = None
     ) -> "ScheduledJobQuerySet":
-        """Running jobs whose worker has held them longer than the lease."""
-        return self.filter(status=Status.RUNNING, started_at__lt=(now or timezone.now()) - lease)
+        """Running jobs whose worker sent no heartbeat for ``lease``: presumed dead.
+
+        The lease counts from the last heartbeat (the claim is the first), so a live
+        job keeps it however long it runs. Served by the (status, run_at) index:
+        ``heartbeat_at`` itself is in no index, which keeps each heartbeat a HOT update.
+        """
+        cutoff = (now or timezone.now()) - lease
+        return self.filter(
+            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff),
+            status=Status.RUNNING,
+        )
 
     def overdue(self, *, now: datetime | None = None) -> "ScheduledJobQuerySet":
         """Pending jobs more than OVERDUE_AFTER past their run_at (should be none)."""
@@ -87,12 +96,20 @@ class ScheduledJob(models.Model):
     sends = models.PositiveIntegerField(default=0)
     resend_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
-    # Renewed by the worker while the task runs; the lease counts from here.
+    # Renewed by the worker while the task runs; the lease counts from here. In no
+    # index, so that a heartbeat is a HOT update.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # The task's return value (JSON), for django.tasks' get_result().
     result = models.JSONField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # Whether an error the task does not retry itself is retried (a job scheduled by
+    # schedule_at) or fails the job (a Celery call made a job, as Celery would).
+    retry_on_error = models.BooleanField(default=True)
+    # The id apply_async returned, when a Celery call beyond the SQS delay made this job.
+    celery_task_id = models.CharField(  # noqa: DJ001 - NULL: no call made this job
+        max_length=255, null=True, blank=True, editable=False
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -165,6 +182,12 @@ class ScheduledJob(models.Model):
             models.Index(fields=["run_at"], name="scheduler_job_run_at_idx"),
             # The admin's task filter, latest first.
             models.Index(fields=["task_name", "run_at"], name="scheduler_job_task_idx"),
+            # AsyncResult ids of Celery calls made jobs.
+            models.Index(
+                fields=["celery_task_id"],
+                name="scheduler_job_celery_id_idx",
+                condition=Q(celery_task_id__isnull=False),
+            ),
         ]
         constraints = [
             # Jobs without a key (most) have no tuple in this index.
@@ -214,6 +237,8 @@ class JobAttempt(models.Model):
     class Outcome(models.TextChoices):
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
+        #: The task asked to run again (``self.retry()``, ``autoretry_for``).
+        RETRIED = "retried", "Retried"
         ERROR = "error", "Error"
         LEASE_EXPIRED = "lease_expired", "Lease expired"
 

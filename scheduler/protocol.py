@@ -8,9 +8,13 @@ task message.
 
 import base64
 import json
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+
+from scheduler.conf import scheduler_settings
 
 #: The job's primary key, as a decimal string.
 JOB_ID_HEADER = "scheduler_job_id"
@@ -52,6 +56,18 @@ def job_ref(headers: Mapping[str, object] | None) -> JobRef | None:
     if job_id < 1:
         raise MalformedMessageError(f"unreadable scheduler headers job_id={raw_id!r}")
     return JobRef(job_id=job_id, dispatch_token=token)
+
+
+def delivery_delay_seconds(eta: datetime, *, now: datetime) -> int:
+    """Whole seconds SQS should hold back a message due at ``eta``.
+
+    SQS releases it ``SCHEDULER_DELIVERY_LEAD_SECONDS`` before the eta, so a worker
+    already holds it when it is due and the message's exact eta decides the start,
+    whatever SQS's release jitter; a worker never holds it much longer than the lead.
+    Rounded down, between 0 and ``SCHEDULER_MAX_DELAY_SECONDS``.
+    """
+    seconds = (eta - now).total_seconds() - scheduler_settings.DELIVERY_LEAD_SECONDS
+    return max(0, min(scheduler_settings.MAX_DELAY_SECONDS, math.floor(seconds)))
 
 
 def job_ref_from_sqs_body(body: object) -> JobRef | None:

@@ -1,6 +1,6 @@
 """Which Celery tasks a job may name, and how a name becomes a task."""
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -19,6 +19,31 @@ def task_name_of(task: Task[Any, Any] | str) -> str:
     if not isinstance(name, str):
         raise TypeError(f"expected a Celery task or a task name, got {task!r}")
     return name
+
+
+def routed_queue(
+    task: Task[Any, Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    explicit: str | None = None,
+) -> object:
+    """The name of the queue a call of ``task`` goes to under Celery's routing.
+
+    ``explicit`` wins, then the task's own ``queue`` option, then the first
+    ``task_routes`` match (a name, or a kombu Queue); None when nothing names a queue
+    (the caller picks its default). What is not a name is returned as it is, for
+    validation to reject.
+    """
+    queue = explicit or getattr(task, "queue", None)
+    if not queue:
+        router: Any = task.app.amqp.router
+        route = (
+            router.lookup_route(task.name, list(args), dict(kwargs), {}, task)
+            if router.routes
+            else None
+        )
+        queue = route.get("queue") if isinstance(route, Mapping) else route
+    return getattr(queue, "name", queue)
 
 
 def schedulable_task_names() -> list[str]:

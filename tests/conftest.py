@@ -10,6 +10,8 @@ from typing import Any
 import boto3
 import pytest
 import requests
+from celery import signals as celery_signals
+from kombu import Connection
 
 from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPublisher
 from tests.processes import BIN, free_port, running, wait_until
@@ -39,6 +41,36 @@ def sqs_endpoint() -> Iterator[str]:
 
         assert wait_until(answers, timeout=30), "moto server did not start"
         yield endpoint
+
+
+@pytest.fixture
+def published() -> Iterator[list[dict[str, Any]]]:
+    """The task name, headers and properties of every Celery message this process
+    publishes during the test."""
+    sent: list[dict[str, Any]] = []
+
+    def receive(
+        sender: str | None = None,
+        headers: dict[str, Any] | None = None,
+        properties: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        sent.append({"task": sender, "headers": dict(headers or {}), "properties": properties})
+
+    celery_signals.before_task_publish.connect(receive, weak=False)
+    yield sent
+    celery_signals.before_task_publish.disconnect(receive)
+
+
+@pytest.fixture
+def broker(sqs_endpoint: str) -> Iterator[Connection]:
+    """A kombu connection to the SQS server, as the project configures Celery's broker,
+    for the Celery messages the test process itself publishes."""
+    host = sqs_endpoint.removeprefix("http://")
+    with Connection(
+        f"sqs://local:local@{host}", transport_options={"region": "us-east-1", "is_secure": False}
+    ) as connection:
+        yield connection
 
 
 @dataclass

@@ -1,10 +1,16 @@
 """Helpers to make jobs for tests."""
 
+import uuid
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
+
 from scheduler.conf import scheduler_settings
 from scheduler.models import ScheduledJob
+from scheduler.registry import get_task
+from scheduler.services.dispatching import mark_enqueued
+from scheduler.worker.execution import Handled, run_job
 
 
 def make_jobs(run_ats: list[datetime], **fields: Any) -> list[ScheduledJob]:
@@ -17,4 +23,20 @@ def make_jobs(run_ats: list[datetime], **fields: Any) -> list[ScheduledJob]:
     defaults.update(fields)
     return ScheduledJob.objects.bulk_create(
         [ScheduledJob(run_at=run_at, **defaults) for run_at in run_ats]
+    )
+
+
+def dispatch_one(job: ScheduledJob, *, now: datetime) -> uuid.UUID:
+    """Mark one job enqueued the way the dispatcher does (no message) and return its token."""
+    token = uuid.uuid4()
+    with transaction.atomic():
+        ScheduledJob.objects.select_for_update().get(pk=job.pk)
+        assert mark_enqueued({job.pk: token}, now=now) == 1
+    return token
+
+
+def deliver(*, job_id: int, task_name: str, token: uuid.UUID, worker: str = "w") -> Handled:
+    """Hand one message of a job to the worker's path, as SchedulerTask does for it."""
+    return run_job(
+        job_id=job_id, token=token, task_name=task_name, worker=worker, runner=get_task(task_name)
     )

@@ -4,3 +4,6 @@ from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+
+# A route, for the tests of a job's default queue.
+CELERY_TASK_ROUTES = {"testapp.routed": {"queue": "routed-queue"}}

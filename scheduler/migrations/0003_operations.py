@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('scheduler', '0006_fewer_index_writes'),
+        ('scheduler', '0004_worker'),
     ]
 
     operations = [

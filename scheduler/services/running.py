@@ -1,17 +1,19 @@
-"""The worker's transitions: claim a job for one delivery, record how it ran."""
+"""The worker's transitions: claim a job for one delivery, renew its lease, record how it ran."""
 
 import enum
+import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from uuid import UUID
 
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
-from scheduler import signals, states
+from scheduler import signals, states, validation
 from scheduler.models import JobAttempt, Pause, ScheduledJob
 from scheduler.services.transitions import apply, retry_delay, waiting_until
 from scheduler.states import Status
@@ -122,50 +124,140 @@ def claim(*, job_id: int, token: UUID, task_name: str, worker: str) -> Claim | R
     return Claim(job=job, attempt=attempt)
 
 
+def heartbeat(*, job_id: int, token: UUID) -> bool:
+    """Renew the lease of a job this delivery runs; False once it is no longer running.
+
+    One small UPDATE of a column in no index (a HOT update), locking the row only for
+    the statement: the lease counts from ``heartbeat_at``.
+    """
+    return bool(
+        ScheduledJob.objects.filter(
+            pk=job_id, status=states.CLAIM.target, dispatch_token=token
+        ).update(heartbeat_at=timezone.now())
+    )
+
+
 def record_success(*, job: ScheduledJob, attempt: JobAttempt, result: Any = None) -> bool:
-    """Mark a claimed job succeeded; False if its lease was taken away meanwhile."""
-    now = timezone.now()
-    with transaction.atomic():
-        updated = apply(
-            states.SUCCEED, _claimed(job), finished_at=now, last_error="", updated_at=now
-        )
-        _finish_attempt(attempt, JobAttempt.Outcome.SUCCEEDED, now=now)
-        if updated:
-            signals.send_on_commit(
-                signals.job_succeeded, job_id=job.pk, task_name=job.task_name, result=result
-            )
-    return bool(updated)
+    """Mark a claimed job succeeded, keeping ``result`` if JSON can store it.
 
-
-def record_error(*, job: ScheduledJob, attempt: JobAttempt, error: str) -> Status | None:
-    """Retry a claimed job later through PostgreSQL, or fail it after ``max_attempts``.
-
-    Returns the job's new status, or None if its lease was taken away meanwhile.
+    Returns False if the job's lease was taken away meanwhile (nothing is changed).
     """
     now = timezone.now()
-    changes: dict[str, Any] = {"last_error": error[-_LAST_ERROR_LENGTH:], "updated_at": now}
-    if job.attempts < job.max_attempts:
+    updated = _record(
+        job,
+        attempt,
+        states.SUCCEED,
+        JobAttempt.Outcome.SUCCEEDED,
+        now=now,
+        finished_at=now,
+        last_error="",
+        result=_storable(job, result),
+    )
+    if updated:
+        signals.send_on_commit(
+            signals.job_succeeded, job_id=job.pk, task_name=job.task_name, result=result
+        )
+    return updated
+
+
+def record_error(
+    *, job: ScheduledJob, attempt: JobAttempt, error: str, retry: bool = True
+) -> Status | None:
+    """Retry a claimed job later through PostgreSQL, or fail it.
+
+    The job fails when ``retry`` is false or it has used its ``max_attempts``. Returns
+    the job's new status, or None if its lease was taken away meanwhile.
+    """
+    now = timezone.now()
+    retry_at = now + retry_delay(job.attempts) if retry else None
+    return _retry_or_fail(job, attempt, retry_at, JobAttempt.Outcome.ERROR, error, now=now)
+
+
+def record_retry(
+    *,
+    job: ScheduledJob,
+    attempt: JobAttempt,
+    run_at: datetime,
+    reason: str,
+    args: Sequence[Any] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+) -> Status | None:
+    """Run a claimed job again at ``run_at``, as its task asked (``self.retry()``).
+
+    New ``args``/``kwargs``, when given, replace the stored ones (they must survive a
+    JSON round trip: InvalidArgumentsError, and nothing written, otherwise). A job with
+    no attempt left fails instead. Returns the job's new status, or None if its lease
+    was taken away meanwhile.
+    """
+    changes: dict[str, Any] = {}
+    if args is not None:
+        changes["args"] = validation.job_args(args)
+    if kwargs is not None:
+        changes["kwargs"] = validation.job_kwargs(kwargs)
+    return _retry_or_fail(
+        job, attempt, run_at, JobAttempt.Outcome.RETRIED, reason, now=timezone.now(), **changes
+    )
+
+
+def _retry_or_fail(
+    job: ScheduledJob,
+    attempt: JobAttempt,
+    retry_at: datetime | None,
+    outcome: str,
+    error: str,
+    *,
+    now: datetime,
+    **changes: Any,
+) -> Status | None:
+    """Back to scheduled at ``retry_at`` while attempts are left, else failed."""
+    if retry_at is not None and job.attempts < job.max_attempts:
         transition = states.RETRY_LATER
-        changes.update(waiting_until(now + retry_delay(job.attempts)))
+        changes.update(waiting_until(retry_at))
     else:
         transition = states.FAIL
         changes.update(finished_at=now)
+    last_error = error[-_LAST_ERROR_LENGTH:]
+    if not _record(
+        job, attempt, transition, outcome, now=now, error=error, last_error=last_error, **changes
+    ):
+        return None
+    if transition is states.FAIL:
+        signals.send_on_commit(
+            signals.job_failed, job_id=job.pk, task_name=job.task_name, error=error
+        )
+    return transition.target
+
+
+def _record(
+    job: ScheduledJob,
+    attempt: JobAttempt,
+    transition: states.Transition,
+    outcome: str,
+    *,
+    now: datetime,
+    error: str = "",
+    **changes: Any,
+) -> bool:
+    """Apply the outcome's transition and close the attempt, together."""
     with transaction.atomic():
-        updated = apply(transition, _claimed(job), **changes)
-        _finish_attempt(attempt, JobAttempt.Outcome.ERROR, now=now, error=error)
-        if updated and transition is states.FAIL:
-            signals.send_on_commit(
-                signals.job_failed, job_id=job.pk, task_name=job.task_name, error=error
-            )
-    return transition.target if updated else None
+        # Only the delivery that claimed the job may record its outcome.
+        updated = apply(
+            transition,
+            ScheduledJob.objects.filter(pk=job.pk, dispatch_token=job.dispatch_token),
+            updated_at=now,
+            **changes,
+        )
+        JobAttempt.objects.filter(pk=attempt.pk, outcome=JobAttempt.Outcome.RUNNING).update(
+            outcome=outcome, finished_at=now, error=error
+        )
+    return bool(updated)
 
 
-def _claimed(job: ScheduledJob) -> QuerySet[ScheduledJob]:
-    # Only the delivery that claimed the job may record its outcome.
-    return ScheduledJob.objects.filter(pk=job.pk, dispatch_token=job.dispatch_token)
-
-
-def _finish_attempt(attempt: JobAttempt, outcome: str, *, now: datetime, error: str = "") -> None:
-    JobAttempt.objects.filter(pk=attempt.pk, outcome=JobAttempt.Outcome.RUNNING).update(
-        outcome=outcome, finished_at=now, error=error
-    )
+def _storable(job: ScheduledJob, result: Any) -> Any:
+    """``result`` if a JSON column can hold it; None (and a warning) otherwise."""
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        logger.warning("job result not stored job_id=%s reason=%s", job.pk, error)
+        return None
+    return result

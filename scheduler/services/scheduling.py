@@ -18,7 +18,7 @@ from scheduler import validation
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import DuplicateJobError, SchedulerError, UnknownTaskError
 from scheduler.models import ScheduledJob
-from scheduler.registry import get_task, task_name_of
+from scheduler.registry import get_task, routed_queue, task_name_of
 from scheduler.services import audit
 
 logger = logging.getLogger(__name__)
@@ -79,40 +79,68 @@ def schedule_at(
 
     The job is inserted in the caller's transaction: if that rolls back, there is no
     job. ``run_at`` must be timezone-aware; a past ``run_at`` means as soon as
-    possible. A job not started by its ``deadline`` (aware, after ``run_at``) never
-    starts: it ends ``expired``. Invalid input raises and writes nothing. With an
-    ``actor`` (an operator's username), the audit trail records who scheduled it and why.
+    possible. Without a ``queue``, the job goes where Celery routes the task (its
+    ``queue`` option or ``task_routes``), else to ``SCHEDULER_QUEUE_NAME``. A job not
+    started by its ``deadline`` (aware, after ``run_at``) never starts: it ends
+    ``expired``. Invalid input raises and writes nothing. With an ``actor`` (an
+    operator's username), the audit trail records who scheduled it and why.
     """
     reason, actor = validation.reason(reason), validation.actor(actor)
-    job = _new_job(
-        JobSpec(
-            task,
-            run_at,
-            args,
-            kwargs,
-            queue=queue,
-            max_attempts=max_attempts,
-            unique_key=unique_key,
-            deadline=deadline,
-        )
+    return _save(
+        _new_job(
+            JobSpec(
+                task,
+                run_at,
+                args,
+                kwargs,
+                queue=queue,
+                max_attempts=max_attempts,
+                unique_key=unique_key,
+                deadline=deadline,
+            )
+        ),
+        reason=reason,
+        actor=actor,
     )
-    with unique_key_guard(job.unique_key):
-        job.save(force_insert=True)
-        audit.record(
-            audit.Action.SCHEDULE,
-            actor=actor,
-            reason=reason,
-            job_id=job.pk,
-            run_at=run_at.isoformat(),
-        )
-    logger.info(
-        "job scheduled job_id=%s task=%s run_at=%s queue=%s",
-        job.pk,
-        job.task_name,
-        run_at.isoformat(),
-        job.queue,
+
+
+def schedule_call(
+    task: Task[Any, Any],
+    run_at: datetime,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    *,
+    celery_task_id: str,
+    queue: str | None,
+    deadline: datetime | None,
+    retries: int,
+) -> ScheduledJob:
+    """A Celery call delayed beyond SQS's reach, as a job run once at ``run_at``.
+
+    ``apply_async`` of a :class:`~scheduler.worker.task.SchedulerTask` calls this, in
+    the caller's transaction. The job keeps Celery's rules: it records the call's
+    ``celery_task_id``, it has the attempts the task's ``max_retries`` leaves after
+    ``retries`` (Celery's count so far), and an error fails it unless the task retries
+    itself (``self.retry()``, ``autoretry_for``). Without a ``queue``, the task's
+    route applies. Invalid input raises and writes nothing.
+    """
+    allowed_retries = (
+        task.max_retries
+        if task.max_retries is not None
+        else retries + scheduler_settings.DEFAULT_MAX_ATTEMPTS - 1
     )
-    return job
+    spec = JobSpec(
+        task,
+        run_at,
+        args,
+        kwargs,
+        queue=queue,
+        max_attempts=max(retries, allowed_retries) + 1,
+        deadline=deadline,
+    )
+    return _save(
+        _new_job(spec, attempts=retries, retry_on_error=False, celery_task_id=celery_task_id)
+    )
 
 
 def schedule_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[ScheduledJob]:
@@ -176,25 +204,50 @@ def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
         raise duplicate from error
 
 
-def _new_job(spec: JobSpec) -> ScheduledJob:
-    """The unsaved job ``spec`` describes, validated and with its defaults."""
+def _new_job(spec: JobSpec, **fields: Any) -> ScheduledJob:
+    """The unsaved job ``spec`` describes (with ``fields``), validated and with its
+    defaults."""
     validation.aware_datetime(spec.run_at, "run_at")
     name = task_name_of(spec.task)
     try:
-        get_task(name)
+        task = get_task(name)
     except KeyError:
         raise UnknownTaskError(name) from None
+    args, kwargs = validation.job_args(spec.args), validation.job_kwargs(spec.kwargs)
     return ScheduledJob(
         task_name=name,
-        args=validation.job_args(spec.args),
-        kwargs=validation.job_kwargs(spec.kwargs),
-        queue=validation.queue_name(spec.queue) or scheduler_settings.QUEUE_NAME,
+        args=args,
+        kwargs=kwargs,
+        queue=validation.queue_name(routed_queue(task, args, kwargs, spec.queue))
+        or scheduler_settings.QUEUE_NAME,
         run_at=spec.run_at,
         max_attempts=validation.max_attempts(spec.max_attempts)
         or scheduler_settings.DEFAULT_MAX_ATTEMPTS,
         unique_key=validation.unique_key(spec.unique_key),
         deadline=validation.deadline(spec.deadline, run_at=spec.run_at),
+        **fields,
     )
+
+
+def _save(job: ScheduledJob, *, reason: str = "", actor: str | None = None) -> ScheduledJob:
+    """INSERT one new job, in the caller's transaction, with its audit entry if any."""
+    with unique_key_guard(job.unique_key):
+        job.save(force_insert=True)
+        audit.record(
+            audit.Action.SCHEDULE,
+            actor=actor,
+            reason=reason,
+            job_id=job.pk,
+            run_at=job.run_at.isoformat(),
+        )
+    logger.info(
+        "job scheduled job_id=%s task=%s run_at=%s queue=%s",
+        job.pk,
+        job.task_name,
+        job.run_at.isoformat(),
+        job.queue,
+    )
+    return job
 
 
 def _new_job_at(index: int, item: object) -> ScheduledJob:

@@ -1,19 +1,32 @@
-"""Running a job on a worker: claim it, run its task's body, record the outcome."""
+"""Running one delivery of a job: claim it, run its body under a heartbeat, record the outcome.
+
+:func:`run_job` is the one path every delivery takes: a Celery worker's (through
+:class:`~scheduler.worker.task.SchedulerTask`), :func:`scheduler.testing.run_due_jobs`,
+and any other front end that runs jobs, which passes its own :class:`JobRunner`.
+"""
 
 import enum
 import logging
 import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
 from uuid import UUID
 
-from scheduler.registry import get_task
+from django.db import transaction
+
+from scheduler import validation
+from scheduler.conf import scheduler_settings
+from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import running
 from scheduler.states import Status
+from scheduler.worker.heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
 
 
 class Outcome(enum.StrEnum):
-    """What handling one message did."""
+    """What handling one delivery did."""
 
     SUCCEEDED = "succeeded"
     RETRYING = "retrying"
@@ -21,17 +34,100 @@ class Outcome(enum.StrEnum):
     #: The message was a duplicate, or its job was cancelled, rescheduled, expired,
     #: paused or lost its lease: it was acknowledged and nothing ran.
     DROPPED = "dropped"
-    #: The job ran but its lease expired meanwhile, so another outcome was recorded.
+    #: The job ran but its lease expired meanwhile, so another outcome was recorded
+    #: (an atomic body's writes were rolled back).
     LEASE_LOST = "lease_lost"
 
 
-def run_job(*, job_id: int, token: UUID, task_name: str, worker: str) -> Outcome:
-    """Handle one message for job ``job_id`` delivered to ``task_name``, exactly once in effect."""
+@dataclass(frozen=True)
+class PendingRetry:
+    """The body asked to run again at ``run_at``, with new arguments if given."""
+
+    run_at: datetime
+    reason: str
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+
+
+@dataclass
+class JobRun:
+    """One attempt of a claimed job, as its body's runner sees it."""
+
+    job: ScheduledJob
+    attempt: JobAttempt
+    #: Set when the body asks to run again (``self.retry()``): recorded when it ends.
+    retry: PendingRetry | None = None
+    #: Set when the body gives up retrying (Celery's ``max_retries``): an error fails
+    #: the job even with attempts left.
+    final: bool = False
+
+    @property
+    def attempts_left(self) -> int:
+        """Attempts after this one that the job's ``max_attempts`` allows."""
+        return self.job.max_attempts - self.job.attempts
+
+    def request_retry(
+        self,
+        *,
+        run_at: datetime,
+        reason: str,
+        args: Any = None,
+        kwargs: Any = None,
+    ) -> None:
+        """Run the job again at ``run_at`` once the body ends (raises on arguments
+        that JSON cannot store, so that the body fails rather than the recording)."""
+        self.retry = PendingRetry(
+            run_at=validation.aware_datetime(run_at, "run_at"),
+            reason=reason,
+            args=None if args is None else validation.job_args(args),
+            kwargs=None if kwargs is None else validation.job_kwargs(kwargs),
+        )
+
+
+class JobRunner(Protocol):
+    """What runs a job's body: a :class:`~scheduler.worker.task.SchedulerTask`, or
+    another front end's adapter."""
+
+    #: Run the body and the success transition in one database transaction.
+    atomic: bool
+
+    def run_job_body(self, run: JobRun) -> Any:
+        """Call the body with the job's stored arguments and return its result."""
+        ...
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What one delivery did, and what its body returned or raised (already recorded)."""
+
+    outcome: Outcome
+    result: Any = None
+    error: Exception | None = None
+
+
+class _BodyError(Exception):
+    """Carries an exception of the body past the atomic block it rolls back."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def run_job(*, job_id: int, token: UUID, task_name: str, worker: str, runner: JobRunner) -> Handled:
+    """Handle one delivery of job ``job_id`` to ``task_name``, exactly once in effect.
+
+    The claim commits first. The body then runs under a heartbeat that renews the
+    lease; the heartbeat stops before the outcome is recorded. An atomic runner's body
+    and its success commit together, so an error, a crash or a lost lease rolls its
+    writes back. An exception of the body is recorded (a retry through PostgreSQL, or
+    failed) and returned in :attr:`Handled.error` for the caller to re-raise.
+    """
     claimed = running.claim(job_id=job_id, token=token, task_name=task_name, worker=worker)
     if isinstance(claimed, running.Refusal):
-        logger.info("message dropped job_id=%s token=%s reason=%s", job_id, token, claimed)
-        return Outcome.DROPPED
-    job, attempt = claimed.job, claimed.attempt
+        logger.info("message dropped job_id=%s task=%s reason=%s", job_id, task_name, claimed)
+        return Handled(Outcome.DROPPED)
+    run = JobRun(job=claimed.job, attempt=claimed.attempt)
+    job = run.job
     logger.info(
         "job started job_id=%s task=%s attempt=%s/%s lateness=%.3fs",
         job.pk,
@@ -40,27 +136,92 @@ def run_job(*, job_id: int, token: UUID, task_name: str, worker: str) -> Outcome
         job.max_attempts,
         job.lateness.total_seconds() if job.lateness else 0.0,
     )
+    interval = scheduler_settings.HEARTBEAT_INTERVAL_SECONDS
     try:
-        result = get_task(job.task_name).run(*job.args, **job.kwargs)
-    except Exception:
-        error = traceback.format_exc()
-        status = running.record_error(job=job, attempt=attempt, error=error)
-        if status is None:
-            logger.warning("job lease lost job_id=%s outcome=error", job.pk)
-            return Outcome.LEASE_LOST
-        outcome = Outcome.RETRYING if status == Status.SCHEDULED else Outcome.FAILED
-        logger.warning(
-            "job error job_id=%s task=%s attempt=%s/%s outcome=%s error=%s",
-            job.pk,
-            job.task_name,
-            job.attempts,
-            job.max_attempts,
-            outcome,
-            error.strip().splitlines()[-1],
+        with Heartbeat(job_id=job.pk, token=token, interval=interval) as heartbeat:
+            if runner.atomic:
+                with transaction.atomic():
+                    result = _call_body(runner, run)
+                    heartbeat.stop()
+                    outcome = _record_return(run, result)
+                    if outcome is Outcome.LEASE_LOST:
+                        # Another delivery may run the job again: not this body's writes.
+                        transaction.set_rollback(True)
+            else:
+                result = _call_body(runner, run)
+                heartbeat.stop()
+                outcome = _record_return(run, result)
+    except _BodyError as failed:
+        return Handled(_record_raise(run, failed.error), error=failed.error)
+    return Handled(outcome, result=result)
+
+
+def _call_body(runner: JobRunner, run: JobRun) -> Any:
+    try:
+        return runner.run_job_body(run)
+    except Exception as error:
+        raise _BodyError(error) from error
+
+
+def _record_return(run: JobRun, result: Any) -> Outcome:
+    """The body returned: success, or the retry it asked for without raising."""
+    if run.retry is not None:
+        return _record_retry(run, run.retry)
+    if running.record_success(job=run.job, attempt=run.attempt, result=result):
+        logger.info("job succeeded job_id=%s task=%s", run.job.pk, run.job.task_name)
+        return Outcome.SUCCEEDED
+    logger.warning("job lease lost job_id=%s outcome=succeeded", run.job.pk)
+    return Outcome.LEASE_LOST
+
+
+def _record_raise(run: JobRun, error: Exception) -> Outcome:
+    """The body raised: the retry it asked for, or an error (retried or failed)."""
+    if run.retry is not None:
+        return _record_retry(run, run.retry)
+    job = run.job
+    details = "".join(traceback.format_exception(error))
+    status = running.record_error(
+        job=job, attempt=run.attempt, error=details, retry=job.retry_on_error and not run.final
+    )
+    outcome = _outcome(status)
+    log = logger.info if outcome is Outcome.RETRYING else logger.warning
+    log(
+        "job error job_id=%s task=%s attempt=%s/%s outcome=%s error=%s",
+        job.pk,
+        job.task_name,
+        job.attempts,
+        job.max_attempts,
+        outcome,
+        details.strip().splitlines()[-1],
+    )
+    return outcome
+
+
+def _record_retry(run: JobRun, retry: PendingRetry) -> Outcome:
+    job = run.job
+    outcome = _outcome(
+        running.record_retry(
+            job=job,
+            attempt=run.attempt,
+            run_at=retry.run_at,
+            reason=retry.reason,
+            args=retry.args,
+            kwargs=retry.kwargs,
         )
-        return outcome
-    if not running.record_success(job=job, attempt=attempt, result=result):
-        logger.warning("job lease lost job_id=%s outcome=succeeded", job.pk)
+    )
+    logger.info(
+        "job retry job_id=%s task=%s attempt=%s/%s outcome=%s run_at=%s",
+        job.pk,
+        job.task_name,
+        job.attempts,
+        job.max_attempts,
+        outcome,
+        retry.run_at.isoformat(),
+    )
+    return outcome
+
+
+def _outcome(status: Status | None) -> Outcome:
+    if status is None:
         return Outcome.LEASE_LOST
-    logger.info("job succeeded job_id=%s task=%s", job.pk, job.task_name)
-    return Outcome.SUCCEEDED
+    return Outcome.RETRYING if status == Status.SCHEDULED else Outcome.FAILED

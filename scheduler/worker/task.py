@@ -1,42 +1,260 @@
-"""The app-wide Celery Task class: a message for a scheduled job runs through the claim.
+"""The app-wide Celery Task class: jobs run as their own task, long countdowns become jobs.
 
 Set it on the project's Celery app (``Celery(..., task_cls="scheduler.worker.task:
-SchedulerTask")``) and every task is one: a message the dispatcher sent for a job (its
-headers name the job and its dispatch token, see :mod:`scheduler.protocol`) claims the
-job, runs the task's body with the job's stored arguments and records the outcome; any
-other message is an ordinary Celery task call.
+SchedulerTask")``; the system check ``scheduler.E020`` says when it is missing) and
+every task is one:
+
+- A message the dispatcher sent for a job (its headers name the job and its dispatch
+  token, see :mod:`scheduler.protocol`) claims the job, runs the task's body with the
+  job's stored arguments under a heartbeat, and records the outcome. Celery's tracer
+  wraps it all, so logs and signals carry the task's own name, and its time limits,
+  rate limit and ``autoretry_for`` apply; ``self.retry()`` becomes a retry through
+  PostgreSQL. A malformed, forged, replayed or stale message is dropped with one log
+  line. Any other message is an ordinary Celery task call.
+- ``apply_async(countdown=…/eta=…)`` and ``self.retry(countdown=…)`` of any task go to
+  SQS with a per-message ``DelaySeconds`` within ``SCHEDULER_MAX_DELAY_SECONDS``, and
+  become a job beyond it.
+- ``@shared_task(atomic=True)`` runs the body in one database transaction, which for a
+  job also holds the success transition.
 """
 
 import logging
 import os
+import socket
+from datetime import datetime, timedelta
+from numbers import Real
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore, Retry
+from celery.result import AsyncResult
+from celery.utils.iso8601 import parse_iso8601
+from celery.utils.serialization import raise_with_context
+from celery.utils.time import maybe_make_aware
+from django.db import transaction
+from django.utils import timezone
+from kombu.utils.uuid import uuid
 from typing_extensions import override
 
 from scheduler import protocol
-from scheduler.worker.execution import run_job
+from scheduler.conf import scheduler_settings
+from scheduler.exceptions import InvalidArgumentsError
+from scheduler.services.scheduling import schedule_call
+from scheduler.worker.execution import Handled, JobRun, Outcome, run_job
 
 logger = logging.getLogger(__name__)
+
+#: The request attribute that holds the job a task body runs for.
+_JOB_RUN = "scheduler_job_run"
+#: apply_async options that a job cannot keep: it runs no callbacks and joins no canvas.
+_CANVAS_OPTIONS = ("link", "link_error", "chain", "chord", "group_id")
 
 
 class SchedulerTask(Task):  # type: ignore[type-arg]
     """A Celery task that also runs the scheduler's jobs of its name."""
 
+    #: ``@shared_task(atomic=True)``: the body runs in one database transaction; for a
+    #: job, the success transition commits with it.
+    atomic: bool = False
+
     @override
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            ref = protocol.job_ref(vars(self.request))
-        except protocol.MalformedMessageError as error:
-            logger.warning("message dropped task=%s reason=malformed detail=%s", self.name, error)
-            return None
-        if ref is None:
-            return super().__call__(*args, **kwargs)
-        if args or kwargs:
-            # The arguments of a job live in PostgreSQL; a message bringing its own is forged.
-            logger.warning("message dropped job_id=%s reason=unexpected-arguments", ref.job_id)
-            return None
-        worker = f"{self.request.hostname or 'worker'}:{os.getpid()}"
+        # A direct call from inside a job's body is an ordinary call, not a delivery.
+        if _job_run(self) is None:
+            try:
+                ref = protocol.job_ref(vars(self.request))
+            except protocol.MalformedMessageError as error:
+                logger.warning(
+                    "message dropped task=%s reason=malformed detail=%.200s", self.name, error
+                )
+                raise Ignore() from None
+            if ref is not None:
+                if args or kwargs:
+                    # A job's arguments live in PostgreSQL: a message bringing its own is forged.
+                    logger.warning(
+                        "message dropped job_id=%s task=%s reason=unexpected-arguments",
+                        ref.job_id,
+                        self.name,
+                    )
+                    raise Ignore()
+                return self._to_celery(self.handle_job_message(ref))
+        if self.atomic:
+            with transaction.atomic():
+                return super().__call__(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def handle_job_message(self, ref: protocol.JobRef) -> Handled:
+        """Claim, run and record the job ``ref`` names, as a worker does for its message."""
+        worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
         return run_job(
-            job_id=ref.job_id, token=ref.dispatch_token, task_name=self.name, worker=worker
-        ).value
+            job_id=ref.job_id,
+            token=ref.dispatch_token,
+            task_name=self.name,
+            worker=worker,
+            runner=self,
+        )
+
+    def run_job_body(self, run: JobRun) -> Any:
+        """Run the body with the job's arguments (a :class:`JobRunner`).
+
+        The request shows the job's arguments, and Celery's retry count continued by
+        the job's attempts, so ``self.request.retries`` and ``retry_backoff`` work.
+        """
+        job = run.job
+        self.push_request(
+            args=job.args, kwargs=job.kwargs, retries=job.attempts - 1, **{_JOB_RUN: run}
+        )
+        try:
+            return self.run(*job.args, **job.kwargs)
+        finally:
+            self.pop_request()
+
+    @override
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: Exception | None = None,
+        throw: bool = True,
+        eta: datetime | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """Celery's retry; inside a job, a retry through PostgreSQL (no new message).
+
+        The job goes back to scheduled for ``eta`` or ``countdown`` (the task's
+        ``default_retry_delay`` by default), with new ``args``/``kwargs`` if given,
+        while both the job's ``max_attempts`` and Celery's ``max_retries`` allow it;
+        otherwise, as Celery does, ``exc`` (or MaxRetriesExceededError) is raised and
+        the job fails.
+        """
+        run = _job_run(self)
+        if run is None:
+            return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+        limit = self.max_retries if max_retries is None else max_retries
+        if run.attempts_left < 1 or (limit is not None and self.request.retries >= limit):
+            run.final = True
+            if exc is not None:
+                raise_with_context(exc)
+            raise self.MaxRetriesExceededError(
+                f"Can't retry {self.name}[{self.request.id}]: job {run.job.pk} made "
+                f"{run.job.attempts} of its {run.job.max_attempts} attempts "
+                f"(max_retries={limit})"
+            )
+        if eta is None and countdown is None:
+            countdown = self.default_retry_delay
+        when: Any = eta or countdown  # Celery shows seconds or a time
+        signal = Retry(exc=exc, when=when)
+        run.request_retry(
+            run_at=_aware(self, eta) if eta else timezone.now() + timedelta(seconds=countdown or 0),
+            reason=str(signal),
+            args=args,
+            kwargs=kwargs,
+        )
+        if throw:
+            raise signal
+        return signal
+
+    @override
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> AsyncResult[Any]:
+        """Celery's apply_async; a delay beyond SQS's reach makes a job instead.
+
+        With a ``countdown`` or ``eta`` within ``SCHEDULER_MAX_DELAY_SECONDS`` the
+        message carries its own SQS ``DelaySeconds`` (up to the delivery lead before
+        its eta), so no worker holds it for long. Beyond that the call becomes a job in
+        the caller's transaction (arguments must be JSON; ``expires`` becomes its
+        deadline) and the AsyncResult's id is the job's ``celery_task_id``.
+        """
+        eta = _eta(self, options)
+        if eta is not None and not self.app.conf.task_always_eager:
+            now = timezone.now()
+            if (eta - now).total_seconds() > scheduler_settings.MAX_DELAY_SECONDS:
+                options.update(link=link, link_error=link_error)
+                return self._schedule_as_job(eta, args, kwargs, task_id, options, now=now)
+            delay = protocol.delivery_delay_seconds(eta, now=now)
+            if delay:
+                options["delay_seconds"] = delay
+        return super().apply_async(
+            args, kwargs, task_id, producer, link, link_error, shadow, **options
+        )
+
+    def _schedule_as_job(
+        self,
+        eta: datetime,
+        args: Any,
+        kwargs: Any,
+        task_id: str | None,
+        options: dict[str, Any],
+        *,
+        now: datetime,
+    ) -> AsyncResult[Any]:
+        for name in _CANVAS_OPTIONS:
+            if options.get(name):
+                raise InvalidArgumentsError(
+                    name,
+                    "cannot be kept: a call delayed beyond SCHEDULER_MAX_DELAY_SECONDS "
+                    "becomes a scheduled job, which runs no callbacks and joins no canvas",
+                )
+        expires, queue = options.get("expires", self.expires), options.get("queue")
+        celery_task_id = task_id or uuid()
+        schedule_call(
+            self,
+            eta,
+            args or (),
+            kwargs,
+            celery_task_id=celery_task_id,
+            queue=getattr(queue, "name", queue),  # a name or a kombu Queue
+            deadline=None if expires is None else _point_in_time(self, expires, now=now),
+            retries=options.get("retries") or 0,
+        )
+        return self.AsyncResult(celery_task_id)
+
+    def _to_celery(self, handled: Handled) -> Any:
+        """A job delivery's outcome, as Celery's tracer understands it."""
+        if handled.error is not None:
+            # Already recorded: raising tells Celery (task_failure / task_retry, the log).
+            raise handled.error
+        if handled.outcome is Outcome.DROPPED:
+            raise Ignore()
+        return handled.result
+
+
+def _job_run(task: Task) -> JobRun | None:  # type: ignore[type-arg]
+    """The job whose body ``task`` is running, if any."""
+    run: JobRun | None = getattr(task.request, _JOB_RUN, None)
+    return run
+
+
+def _eta(task: Task, options: dict[str, Any]) -> datetime | None:  # type: ignore[type-arg]
+    """When apply_async's options ask the task to run; Celery's countdown wins."""
+    countdown = options.get("countdown")
+    if countdown:
+        return timezone.now() + timedelta(seconds=float(countdown))
+    eta = options.get("eta")
+    return _aware(task, eta) if eta else None
+
+
+def _point_in_time(task: Task, value: Any, *, now: datetime) -> datetime:  # type: ignore[type-arg]
+    """Celery's ``expires``: seconds from now, a datetime or an ISO 8601 string."""
+    if isinstance(value, Real) and not isinstance(value, bool):
+        return now + timedelta(seconds=float(value))
+    return _aware(task, value)
+
+
+def _aware(task: Task, value: datetime | str) -> datetime:  # type: ignore[type-arg]
+    """A datetime from Celery's options; naive ones are in the app's time zone, as Celery
+    reads them."""
+    moment = parse_iso8601(value) if isinstance(value, str) else value
+    aware: datetime = maybe_make_aware(moment, task.app.timezone)
+    return aware

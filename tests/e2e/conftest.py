@@ -1,5 +1,6 @@
 """Real `celery worker` and `celery beat` processes against the test database and SQS."""
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ def e2e_env(transactional_db: None, sqs_queue: SqsQueue, settings: Any) -> dict[
     }
 
 
-@pytest.fixture
-def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
+@contextlib.contextmanager
+def celery_worker(env: dict[str, str], node: str = "e2e") -> Iterator[Process]:
+    """A `celery worker` consuming the test's queue, started and ready, stopped on exit."""
     args = [
         str(BIN / "celery"),
         "-A",
@@ -51,12 +53,18 @@ def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
         "--without-mingle",
         "--without-heartbeat",
         "-Q",
-        e2e_env["SCHEDULER_QUEUE_NAME"],
+        env["SCHEDULER_QUEUE_NAME"],
         "-n",
-        "e2e@%h",
+        f"{node}@%h",
     ]
-    with running("worker", args, e2e_env) as process:
+    with running(f"worker-{node}", args, env) as process:
         process.wait_for_output("ready.", timeout=60)
+        yield process
+
+
+@pytest.fixture
+def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
+    with celery_worker(e2e_env) as process:
         yield process
 
 

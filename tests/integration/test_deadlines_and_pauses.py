@@ -14,7 +14,8 @@ from scheduler.models import Pause, ScheduledJob
 from scheduler.services import cancel, reschedule, retry, run_now, running
 from scheduler.services.dispatching import mark_enqueued
 from scheduler.testing import InMemoryPublisher
-from scheduler.worker.execution import Outcome, run_job
+from scheduler.worker.execution import Outcome
+from tests.factories import deliver
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -108,7 +109,7 @@ def test_a_message_that_arrives_after_the_deadline_expires_its_job_at_the_worker
             == running.Refusal.EXPIRED
         )
         assert (
-            run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
+            deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w").outcome
             == Outcome.DROPPED
         )
     job.refresh_from_db()
@@ -185,7 +186,8 @@ def test_a_message_of_a_paused_kind_is_put_back_not_run(tmp_path):
     token = _dispatch(job)
     Pause.objects.create(task_name="testapp.record", reason="incident")
     assert (
-        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w") == Outcome.DROPPED
+        deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w").outcome
+        == Outcome.DROPPED
     )
     job.refresh_from_db()
     assert (job.status, job.dispatch_token, job.run_at, job.attempts) == (
@@ -198,11 +200,12 @@ def test_a_message_of_a_paused_kind_is_put_back_not_run(tmp_path):
     # The old message stays dropped after the resume; the new dispatch runs it once.
     Pause.objects.all().delete()
     assert (
-        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w") == Outcome.DROPPED
+        deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w").outcome
+        == Outcome.DROPPED
     )
     new_token = _dispatch(job)
     assert (
-        run_job(job_id=job.pk, task_name=job.task_name, token=new_token, worker="w")
+        deliver(job_id=job.pk, task_name=job.task_name, token=new_token, worker="w").outcome
         == Outcome.SUCCEEDED
     )
     assert [label for label, _ in read_runs(path)] == ["held"]
@@ -218,11 +221,13 @@ def test_outcome_signals_are_sent_after_commit_and_never_on_rollback(
     gone = schedule_at("testapp.noop", T0 + timedelta(days=1))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert (
-            run_job(job_id=ok.pk, task_name=ok.task_name, token=_dispatch(ok), worker="w")
+            deliver(job_id=ok.pk, task_name=ok.task_name, token=_dispatch(ok), worker="w").outcome
             == Outcome.SUCCEEDED
         )
         assert (
-            run_job(job_id=bad.pk, task_name=bad.task_name, token=_dispatch(bad), worker="w")
+            deliver(
+                job_id=bad.pk, task_name=bad.task_name, token=_dispatch(bad), worker="w"
+            ).outcome
             == Outcome.FAILED
         )
         assert cancel(gone)

@@ -14,7 +14,8 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services.dispatching import mark_enqueued
 from scheduler.testing import InMemoryPublisher
-from scheduler.worker.execution import Outcome, run_job
+from scheduler.worker.execution import Outcome
+from tests.factories import deliver
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -38,7 +39,7 @@ def test_a_job_runs_with_its_stored_arguments_and_succeeds(tmp_path):
     job = schedule_at("testapp.record", T0, [path], {"label": "hello"})
     token = _dispatch(job)
     assert (
-        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w1")
+        deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w1").outcome
         == Outcome.SUCCEEDED
     )
     assert [label for label, _ in read_runs(path)] == ["hello"]
@@ -59,11 +60,12 @@ def test_the_same_message_delivered_twice_runs_the_job_once(tmp_path):
     job = schedule_at("testapp.record", T0, [path, "once"])
     token = _dispatch(job)
     assert (
-        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w1")
+        deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w1").outcome
         == Outcome.SUCCEEDED
     )
     assert (
-        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w2") == Outcome.DROPPED
+        deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w2").outcome
+        == Outcome.DROPPED
     )
     assert len(read_runs(path)) == 1
     assert JobAttempt.objects.count() == 1
@@ -77,20 +79,20 @@ def test_cancelled_and_rescheduled_jobs_drop_their_old_message(tmp_path):
     cancel(cancelled)
     reschedule(moved, T0 + timedelta(days=1))
     assert (
-        run_job(
+        deliver(
             job_id=cancelled.pk, task_name=cancelled.task_name, token=cancelled_token, worker="w"
-        )
+        ).outcome
         == Outcome.DROPPED
     )
     assert (
-        run_job(job_id=moved.pk, task_name=moved.task_name, token=moved_token, worker="w")
+        deliver(job_id=moved.pk, task_name=moved.task_name, token=moved_token, worker="w").outcome
         == Outcome.DROPPED
     )
     assert read_runs(path) == []
     # The moved job runs only with the token of its new dispatch.
     new_token = _dispatch(moved, now=T0 + timedelta(days=1))
     assert (
-        run_job(job_id=moved.pk, task_name=moved.task_name, token=new_token, worker="w")
+        deliver(job_id=moved.pk, task_name=moved.task_name, token=new_token, worker="w").outcome
         == Outcome.SUCCEEDED
     )
     assert [label for label, _ in read_runs(path)] == ["moved"]
@@ -99,11 +101,11 @@ def test_cancelled_and_rescheduled_jobs_drop_their_old_message(tmp_path):
 def test_forged_or_unknown_messages_do_nothing(tmp_path):
     job = schedule_at("testapp.record", T0, [str(tmp_path / "runs"), "x"])
     assert (
-        run_job(job_id=job.pk, task_name=job.task_name, token=uuid.uuid4(), worker="w")
+        deliver(job_id=job.pk, task_name=job.task_name, token=uuid.uuid4(), worker="w").outcome
         == Outcome.DROPPED
     )
     assert (
-        run_job(job_id=999999, task_name="testapp.noop", token=uuid.uuid4(), worker="w")
+        deliver(job_id=999999, task_name="testapp.noop", token=uuid.uuid4(), worker="w").outcome
         == Outcome.DROPPED
     )
     job.refresh_from_db()
@@ -120,7 +122,9 @@ def test_a_failing_job_is_retried_through_postgres_with_backoff_then_fails(tmp_p
         for attempt in (1, 2, 3):
             clock.move_to(run_ats[-1])
             token = _dispatch(job, now=run_ats[-1])
-            outcome = run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
+            outcome = deliver(
+                job_id=job.pk, task_name=job.task_name, token=token, worker="w"
+            ).outcome
             job.refresh_from_db()
             if attempt < 3:
                 assert outcome == Outcome.RETRYING
@@ -154,7 +158,9 @@ def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(settings, tmp_path):
         assert dispatcher.run_once().sent == 1
         job.refresh_from_db()
         assert (
-            run_job(job_id=job.pk, task_name=job.task_name, token=job.dispatch_token, worker="w")
+            deliver(
+                job_id=job.pk, task_name=job.task_name, token=job.dispatch_token, worker="w"
+            ).outcome
             == "retrying"
         )
         job.refresh_from_db()
@@ -231,7 +237,9 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
         try:
             locked.wait(10)
             outcomes.append(
-                run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="early-bird")
+                deliver(
+                    job_id=job.pk, task_name=job.task_name, token=token, worker="early-bird"
+                ).outcome
             )
         finally:
             connection.close()
@@ -247,7 +255,7 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
     assert len(read_runs(path)) == 1
     # A second delivery of the same message, after the commit, is dropped.
     assert (
-        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="late")
+        deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="late").outcome
         == Outcome.DROPPED
     )
 
@@ -261,7 +269,8 @@ def test_a_message_whose_dispatch_rolled_back_is_dropped(tmp_path):
         mark_enqueued({job.pk: token}, now=T0)
         raise RuntimeError("dispatcher crashed before commit")
     assert (
-        run_job(job_id=job.pk, task_name=job.task_name, token=token, worker="w") == Outcome.DROPPED
+        deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w").outcome
+        == Outcome.DROPPED
     )
     job.refresh_from_db()
     assert job.status == Status.SCHEDULED

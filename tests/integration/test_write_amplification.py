@@ -62,15 +62,15 @@ def renew_lease(claimed: running.Claim) -> None:
         )
 
 
-def run_jobs(*, heartbeats: int) -> int:
+def run_jobs(*, heartbeats: int) -> float:
     """As a worker runs them: each job claimed, its lease renewed, then finished.
 
-    Returns how many of the heartbeats were HOT updates.
+    Returns the share of the heartbeats that were HOT updates.
     """
     schedule_many(JobSpec("testapp.noop", timezone.now()) for _ in range(JOBS))
     publisher = InMemoryPublisher()
     assert Dispatcher(publisher, name="test").run_once().sent == JOBS
-    hot_heartbeats = 0
+    hot_heartbeats = renewals = 0
     for message in publisher.published:
         claimed = running.claim(
             job_id=message.job_id,
@@ -82,10 +82,12 @@ def run_jobs(*, heartbeats: int) -> int:
         for _ in range(heartbeats):
             updated, hot = hot_updates()
             renew_lease(claimed)
-            assert hot_updates()[0] == updated + 1
-            hot_heartbeats += hot_updates()[1] - hot
+            now_updated, now_hot = hot_updates()
+            renewals += now_updated - updated
+            hot_heartbeats += now_hot - hot
         assert running.record_success(job=claimed.job, attempt=claimed.attempt)
-    return hot_heartbeats
+    assert renewals == heartbeats * JOBS
+    return hot_heartbeats / renewals
 
 
 def test_a_jobs_life_writes_few_index_tuples(empty_tables):
@@ -103,7 +105,9 @@ def test_a_jobs_life_writes_few_index_tuples(empty_tables):
 
 
 def test_heartbeats_are_hot_updates(empty_tables):
-    assert run_jobs(heartbeats=3) == 3 * JOBS
+    # A heartbeat changes no indexed column: it is HOT unless its page is full, which
+    # the fillfactor makes rare (an indexed heartbeat_at would make the share 0).
+    assert run_jobs(heartbeats=3) >= 0.9
 
 
 def test_the_job_table_leaves_room_for_hot_updates(db):

@@ -1,9 +1,15 @@
 """Tasks the tests schedule. Each run appends a line to a file, as evidence."""
 
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 from celery import shared_task
+from django.utils import timezone
+
+from scheduler.worker.task import SchedulerTask
+from tests.testapp.models import Effect
 
 
 def record_run(path: str, label: str) -> None:
@@ -33,3 +39,103 @@ def fail(path: str, label: str) -> None:
 @shared_task(name="testapp.noop")
 def noop(*args: object, **kwargs: object) -> None:
     """Does nothing."""
+
+
+@shared_task(name="testapp.echo")
+def echo(value: Any) -> Any:
+    """Returns its argument, as the job's result."""
+    return value
+
+
+@shared_task(
+    name="testapp.observed", bind=True, base=SchedulerTask, record_signals=True, max_retries=3
+)
+def observed(self: Any, path: str, label: str, countdown: float = 1.0) -> str:
+    """Records ``label:retries:task id``; the first run retries itself after ``countdown``."""
+    record_run(path, f"{label}:{self.request.retries}:{self.request.id}")
+    if self.request.retries == 0:
+        raise self.retry(countdown=countdown)
+    return label
+
+
+@shared_task(name="testapp.fail_observed", base=SchedulerTask, record_signals=True)
+def fail_observed(path: str, label: str) -> None:
+    record_run(path, label)
+    raise RuntimeError(f"task {label} failed on purpose")
+
+
+@shared_task(
+    name="testapp.soft_limited", base=SchedulerTask, soft_time_limit=1, record_signals=True
+)
+def soft_limited(path: str, label: str) -> None:
+    """Runs past its one-second soft time limit."""
+    record_run(path, label)
+    time.sleep(10)
+
+
+@shared_task(
+    name="testapp.autoretry",
+    bind=True,
+    autoretry_for=(ValueError,),
+    retry_kwargs={"countdown": 30},
+    max_retries=5,
+)
+def autoretry(self: Any, path: str, label: str) -> str:
+    """Raises ValueError on its first run, which ``autoretry_for`` turns into a retry."""
+    record_run(path, f"{label}:{self.request.retries}")
+    if self.request.retries == 0:
+        raise ValueError(f"{label} not yet")
+    return label
+
+
+@shared_task(name="testapp.sleep_first", bind=True)
+def sleep_first(self: Any, path: str, label: str, seconds: float) -> None:
+    """Records its start; the first attempt then runs for ``seconds``."""
+    record_run(path, f"{label}:{self.request.retries}")
+    if self.request.retries == 0:
+        time.sleep(seconds)
+
+
+@shared_task(name="testapp.atomic_write", bind=True, base=SchedulerTask, atomic=True)
+def atomic_write(
+    self: Any, label: str, marker: str = "", hold: float = 0, fail: bool = False
+) -> int:
+    """Writes an Effect row; then touches ``marker``, holds the first attempt ``hold``
+    seconds, and raises if ``fail``: the write must vanish with an error or a crash."""
+    effect = Effect.objects.create(label=label, atomic=True, at=timezone.now(), pid=os.getpid())
+    if marker:
+        Path(marker).touch()
+    if hold and self.request.retries == 0:
+        time.sleep(hold)
+    if fail:
+        raise RuntimeError(f"{label} failed after writing")
+    return int(effect.pk)
+
+
+@shared_task(name="testapp.on_own_queue", queue="own-queue")
+def on_own_queue() -> None:
+    """Declares its queue, as Celery's ``queue`` task option."""
+
+
+@shared_task(name="testapp.routed")
+def routed() -> None:
+    """Routed by ``CELERY_TASK_ROUTES`` in the test settings."""
+
+
+@shared_task(name="testapp.returns_a_set")
+def returns_a_set() -> set[int]:
+    """Returns what JSON cannot store."""
+    return {1, 2}
+
+
+@shared_task(name="testapp.rate_limited", rate_limit="30/m")
+def rate_limited(path: str, label: str) -> None:
+    record_run(path, label)
+
+
+@shared_task(name="testapp.time_limited", bind=True, time_limit=1)
+def time_limited(self: Any, path: str, label: str) -> None:
+    """Runs past its one-second hard time limit on its first attempt."""
+    record_run(path, f"{label}:{self.request.retries}")
+    if self.request.retries == 0:
+        time.sleep(30)

@@ -1,0 +1,65 @@
+"""The lease of a running job, renewed from a thread of its own while the body runs."""
+
+import logging
+import threading
+from types import TracebackType
+from uuid import UUID
+
+from django.db import DatabaseError, connections
+
+from scheduler.services import running
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    """Renews one running job's lease every ``interval`` seconds until stopped.
+
+    Each beat is one small UPDATE on the thread's own database connection (the body's
+    connection may be inside a long transaction); no lock is held between beats. A
+    failed beat is logged and the next one tried: the lease tolerates a missed beat or
+    two (``SCHEDULER_HEARTBEAT_INTERVAL_SECONDS`` is at most half the lease).
+    """
+
+    def __init__(self, *, job_id: int, token: UUID, interval: float) -> None:
+        self.job_id = job_id
+        self.token = token
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"scheduler-heartbeat-{job_id}", daemon=True
+        )
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop beating; returns once the thread is done (or a beat stuck in the
+        database has had its chance: a late beat can only renew a job still running)."""
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(max(1.0, self.interval))
+
+    def _beat(self) -> None:
+        try:
+            while not self._stopped.wait(self.interval):
+                try:
+                    alive = running.heartbeat(job_id=self.job_id, token=self.token)
+                except DatabaseError as error:
+                    logger.warning("job heartbeat failed job_id=%s error=%s", self.job_id, error)
+                    connections.close_all()  # reconnect on the next beat
+                    continue
+                if not alive:
+                    logger.warning("job lease lost job_id=%s at=heartbeat", self.job_id)
+                    return
+        finally:
+            connections.close_all()  # this thread's connection only

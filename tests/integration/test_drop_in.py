@@ -1,0 +1,134 @@
+"""Drop-in for existing Celery code: apply_async(countdown/eta) of any task, decided with
+time frozen. Within SCHEDULER_MAX_DELAY_SECONDS a message goes to SQS with its own
+DelaySeconds; beyond it the call becomes a job in the caller's transaction."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import transaction
+from freezegun import freeze_time
+
+from scheduler.exceptions import InvalidArgumentsError
+from scheduler.models import ScheduledJob
+from scheduler.worker.execution import Outcome
+from tests.factories import deliver, dispatch_one
+from tests.testapp.tasks import fail, observed, read_runs, record
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+TWO_WEEKS = 14 * 24 * 3600
+Status = ScheduledJob.Status
+
+
+@freeze_time(T0)
+def test_a_countdown_beyond_the_max_delay_becomes_a_job_that_records_the_task_id(
+    tmp_path, published
+):
+    path = str(tmp_path / "runs")
+
+    result = record.apply_async((path, "later"), countdown=TWO_WEEKS)
+
+    job = ScheduledJob.objects.get(celery_task_id=result.id)
+    assert (job.task_name, job.args, job.kwargs) == ("testapp.record", [path, "later"], {})
+    assert (job.run_at, job.status) == (T0 + timedelta(days=14), Status.SCHEDULED)
+    # Celery's rules: the task's max_retries bound its retries, an error is not retried.
+    assert (job.max_attempts, job.retry_on_error) == (record.max_retries + 1, False)
+    assert published == []  # nothing went to the broker
+
+
+@freeze_time(T0)
+def test_an_eta_beyond_the_max_delay_becomes_a_job_at_that_exact_time(settings):
+    settings.SCHEDULER_MAX_DELAY_SECONDS = 600
+    eta = T0 + timedelta(seconds=600, microseconds=1)
+    result = record.apply_async(("/dev/null", "x"), eta=eta, task_id="my-own-id")
+    assert result.id == "my-own-id"
+    assert ScheduledJob.objects.get(celery_task_id="my-own-id").run_at == eta
+
+
+@freeze_time(T0)
+def test_the_job_is_written_in_the_callers_transaction():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS)
+        assert ScheduledJob.objects.count() == 1
+        raise RuntimeError("the business transaction rolls back")
+    assert ScheduledJob.objects.count() == 0
+
+
+@freeze_time(T0)
+def test_expires_becomes_the_jobs_deadline_and_the_routed_queue_applies():
+    from tests.testapp.tasks import on_own_queue
+
+    result = on_own_queue.apply_async(countdown=TWO_WEEKS, expires=TWO_WEEKS + 3600)
+    job = ScheduledJob.objects.get(celery_task_id=result.id)
+    assert (job.deadline, job.queue) == (T0 + timedelta(days=14, hours=1), "own-queue")
+    explicit = on_own_queue.apply_async(countdown=TWO_WEEKS, queue="elsewhere")
+    assert ScheduledJob.objects.get(celery_task_id=explicit.id).queue == "elsewhere"
+
+
+@freeze_time(T0)
+@pytest.mark.parametrize(
+    ("args", "options", "field"),
+    [
+        ((datetime.now(UTC), "x"), {}, "args"),  # JSON cannot store it
+        (("/dev/null", "x"), {"link": record.s("/dev/null", "next")}, "link"),
+        (("/dev/null", "x"), {"expires": 60}, "deadline"),  # expires before its eta
+    ],
+)
+def test_what_a_job_cannot_keep_is_refused_and_nothing_is_written(args, options, field):
+    with pytest.raises(InvalidArgumentsError) as raised:
+        record.apply_async(args, countdown=TWO_WEEKS, **options)
+    assert raised.value.field == field
+    assert ScheduledJob.objects.count() == 0
+
+
+@freeze_time(T0)
+def test_a_countdown_within_the_max_delay_goes_to_sqs_with_its_own_delay(
+    published, broker, sqs_queue, settings
+):
+    settings.SCHEDULER_DELIVERY_LEAD_SECONDS = 2
+
+    record.apply_async(("/dev/null", "soon"), countdown=60, queue=sqs_queue.name, connection=broker)
+
+    [message] = published
+    # SQS holds it until two seconds before its time; the exact eta travels with it.
+    assert message["properties"]["delay_seconds"] == 58
+    assert message["headers"]["eta"] == (T0 + timedelta(seconds=60)).isoformat()
+    attributes = sqs_queue.client.get_queue_attributes(
+        QueueUrl=sqs_queue.url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert ScheduledJob.objects.count() == 0
+
+
+@freeze_time(T0)
+def test_a_call_without_countdown_is_an_ordinary_message(published, broker, sqs_queue):
+    record.apply_async(("/dev/null", "now"), queue=sqs_queue.name, connection=broker)
+    [message] = published
+    assert "delay_seconds" not in message["properties"]
+    assert message["headers"]["eta"] is None
+
+
+def test_a_job_made_from_a_celery_call_is_not_retried_after_an_error_but_self_retry_is(
+    tmp_path,
+):
+    path = str(tmp_path / "runs")
+    with freeze_time(T0) as clock:
+        failing = fail.apply_async((path, "once"), countdown=TWO_WEEKS)
+        retrying = observed.apply_async((path, "twice", 60), countdown=TWO_WEEKS)
+        clock.move_to(T0 + timedelta(days=14))
+        outcomes = []
+        for result in (failing, retrying):
+            job = ScheduledJob.objects.get(celery_task_id=result.id)
+            token = dispatch_one(job, now=T0 + timedelta(days=14))
+            handled = deliver(job_id=job.pk, token=token, task_name=job.task_name)
+            outcomes.append(handled.outcome)
+    assert outcomes == [Outcome.FAILED, Outcome.RETRYING]
+    failed = ScheduledJob.objects.get(celery_task_id=failing.id)
+    assert (failed.status, failed.attempts) == (Status.FAILED, 1)  # as Celery: no retry
+    retried = ScheduledJob.objects.get(celery_task_id=retrying.id)
+    assert (retried.status, retried.run_at) == (
+        Status.SCHEDULED,
+        T0 + timedelta(days=14, seconds=60),
+    )
+    assert len(read_runs(path)) == 2

@@ -1,0 +1,195 @@
+"""A job runs as its own task: Celery's retry, autoretry, routing and results, in PostgreSQL.
+
+Each message goes through the worker's own path (claim, run, record) against real
+PostgreSQL; the end-to-end tests run the same with a real worker.
+"""
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from celery.exceptions import MaxRetriesExceededError, Retry
+from freezegun import freeze_time
+
+from scheduler import schedule_at
+from scheduler.exceptions import InvalidArgumentsError
+from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.services import running
+from scheduler.worker.execution import Outcome
+from tests.factories import deliver, dispatch_one
+from tests.testapp.tasks import read_runs
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+Status = ScheduledJob.Status
+
+
+def dispatch_and_deliver(job, *, now=T0):
+    """Dispatch ``job`` and hand its message to the worker's path."""
+    token = dispatch_one(job, now=now)
+    return deliver(job_id=job.pk, token=token, task_name=job.task_name)
+
+
+@freeze_time(T0)
+def test_self_retry_in_a_job_goes_back_to_postgres_without_a_message(tmp_path, published):
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.observed", T0, [path, "again"], {"countdown": 3600}, max_attempts=3)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    assert isinstance(handled.error, Retry)  # Celery's own retry, for task_retry and the log
+    job.refresh_from_db()
+    assert (job.status, job.run_at, job.attempts) == (Status.SCHEDULED, T0 + timedelta(hours=1), 1)
+    assert job.dispatch_token is None
+    [attempt] = job.history.all()
+    assert attempt.outcome == JobAttempt.Outcome.RETRIED
+    assert "Retry in 3600s" in attempt.error
+    assert published == []  # no Celery message: the retry waits in PostgreSQL
+
+    # The second attempt sees itself as Celery's retry number 1, and succeeds.
+    with freeze_time(job.run_at):
+        handled = dispatch_and_deliver(job, now=job.run_at)
+    assert (handled.outcome, handled.result) == (Outcome.SUCCEEDED, "again")
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result) == (Status.SUCCEEDED, 2, "again")
+    assert [label.split(":")[:2] for label, _ in read_runs(path)] == [
+        ["again", "0"],
+        ["again", "1"],
+    ]
+
+
+@freeze_time(T0)
+def test_self_retry_without_attempts_left_fails_the_job_as_celery_would():
+    job = schedule_at("testapp.observed", T0, ["/dev/null", "last"], max_attempts=1)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.FAILED
+    assert isinstance(handled.error, MaxRetriesExceededError)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.FAILED, 1)
+    assert "MaxRetriesExceededError" in job.last_error
+
+
+@freeze_time(T0)
+def test_autoretry_for_becomes_a_retry_through_postgres(tmp_path):
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.autoretry", T0, [path, "auto"], max_attempts=2)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    job.refresh_from_db()
+    assert (job.status, job.run_at) == (Status.SCHEDULED, T0 + timedelta(seconds=30))
+    assert "ValueError" in job.history.get().error
+
+
+@freeze_time(T0)
+def test_an_error_is_recorded_then_handed_to_celery(tmp_path):
+    job = schedule_at("testapp.fail", T0, [str(tmp_path / "runs"), "boom"], max_attempts=2)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    assert isinstance(handled.error, RuntimeError)
+    assert str(handled.error) == "task boom failed on purpose"
+    job.refresh_from_db()
+    assert job.status == Status.SCHEDULED
+    assert "RuntimeError: task boom failed on purpose" in job.last_error
+
+
+@freeze_time(T0)
+def test_the_return_value_is_stored_as_json():
+    job = schedule_at("testapp.echo", T0, [{"captured": True, "amount": "9.99"}])
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.result == {"captured": True, "amount": "9.99"}
+    job.refresh_from_db()
+    assert (job.status, job.result) == (Status.SUCCEEDED, {"captured": True, "amount": "9.99"})
+
+
+@freeze_time(T0)
+def test_a_return_value_json_cannot_store_is_dropped_with_a_warning(caplog):
+    job = schedule_at("testapp.returns_a_set", T0)
+
+    with caplog.at_level(logging.WARNING):
+        handled = dispatch_and_deliver(job)
+
+    assert (handled.outcome, handled.result) == (Outcome.SUCCEEDED, {1, 2})
+    job.refresh_from_db()
+    assert (job.status, job.result) == (Status.SUCCEEDED, None)
+    assert f"job result not stored job_id={job.pk}" in caplog.text
+
+
+@freeze_time(T0)
+def test_retry_with_new_arguments_stores_them(tmp_path):
+    job = schedule_at("testapp.observed", T0, [str(tmp_path / "runs"), "a"], max_attempts=2)
+    token = dispatch_one(job, now=T0)
+    claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
+    assert isinstance(claimed, running.Claim)
+    assert running.record_retry(
+        job=claimed.job,
+        attempt=claimed.attempt,
+        run_at=T0 + timedelta(minutes=5),
+        reason="Retry in 300s",
+        args=[str(tmp_path / "runs"), "b"],
+        kwargs={},
+    )
+    job.refresh_from_db()
+    assert (job.args[1], job.status, job.run_at) == (
+        "b",
+        Status.SCHEDULED,
+        T0 + timedelta(minutes=5),
+    )
+
+
+@freeze_time(T0)
+def test_a_retry_with_arguments_json_cannot_store_is_refused():
+    job = schedule_at("testapp.noop", T0)
+    token = dispatch_one(job, now=T0)
+    claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
+    with pytest.raises(InvalidArgumentsError):
+        running.record_retry(
+            job=claimed.job,
+            attempt=claimed.attempt,
+            run_at=T0,
+            reason="Retry",
+            args=[datetime.now(UTC)],
+            kwargs={},
+        )
+    job.refresh_from_db()
+    assert job.status == Status.RUNNING
+
+
+def test_the_claim_is_a_fixed_small_number_of_queries(django_assert_num_queries):
+    jobs = [schedule_at("testapp.noop", T0) for _ in range(3)]
+    for job in jobs:
+        token = dispatch_one(job, now=T0)
+        # SAVEPOINT, SELECT … FOR UPDATE, UPDATE (claim), INSERT (attempt), RELEASE.
+        with django_assert_num_queries(5):
+            claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
+        assert isinstance(claimed, running.Claim)
+    # A refused message costs the SELECT alone.
+    with django_assert_num_queries(3):
+        refused = running.claim(
+            job_id=jobs[0].pk, token=uuid.uuid4(), task_name="testapp.noop", worker="w"
+        )
+    assert refused == running.Refusal.NOT_CURRENT
+
+
+@pytest.mark.parametrize(
+    ("task", "queue", "expected"),
+    [
+        ("testapp.on_own_queue", None, "own-queue"),  # the task's queue option
+        ("testapp.routed", None, "routed-queue"),  # CELERY_TASK_ROUTES
+        ("testapp.routed", "explicit", "explicit"),  # an explicit queue wins
+        ("testapp.noop", None, "default-jobs"),  # no route: SCHEDULER_QUEUE_NAME
+    ],
+)
+def test_a_job_goes_to_its_tasks_routed_queue(settings, task, queue, expected):
+    settings.SCHEDULER_QUEUE_NAME = "default-jobs"
+    assert schedule_at(task, T0, queue=queue).queue == expected

@@ -1,0 +1,215 @@
+"""Heartbeat leases and atomic tasks, against real PostgreSQL and real threads."""
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection, connections
+from django.db.models.signals import post_save
+from django.utils import timezone
+from freezegun import freeze_time
+
+from payments.gateway import gateway
+from payments.models import Payment
+from payments.services import authorize_payment
+from scheduler import schedule_at
+from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.services import dispatching, running
+from scheduler.worker.execution import Outcome
+from tests.factories import deliver, dispatch_one
+from tests.testapp.models import Effect
+from tests.testapp.tasks import read_runs
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+Status = ScheduledJob.Status
+LEASE = timedelta(seconds=60)
+
+
+def claim(job, *, now=T0):
+    token = dispatch_one(job, now=now)
+    claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
+    assert isinstance(claimed, running.Claim)
+    return claimed
+
+
+def dispatch_and_deliver(job):
+    token = dispatch_one(job, now=timezone.now())
+    return deliver(job_id=job.pk, token=token, task_name=job.task_name)
+
+
+def in_another_thread(function):
+    """Run ``function`` on its own thread and database connection, and wait for it."""
+
+    def target():
+        try:
+            function()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+
+
+@pytest.mark.django_db
+def test_a_heartbeat_is_one_update_of_the_running_job_with_its_token(django_assert_num_queries):
+    with freeze_time(T0) as clock:
+        job = schedule_at("testapp.noop", T0)
+        claimed = claim(job)
+        clock.tick(30)
+        with django_assert_num_queries(1) as captured:
+            assert running.heartbeat(job_id=job.pk, token=claimed.job.dispatch_token)
+        [query] = captured.captured_queries
+        assert query["sql"].startswith('UPDATE "scheduler_scheduledjob" SET "heartbeat_at"')
+        job.refresh_from_db()
+        assert job.heartbeat_at == T0 + timedelta(seconds=30)
+        # Another delivery's token, or a job no longer running, renews nothing.
+        assert not running.heartbeat(job_id=job.pk, token=uuid.uuid4())
+        assert running.record_success(job=claimed.job, attempt=claimed.attempt)
+        assert not running.heartbeat(job_id=job.pk, token=claimed.job.dispatch_token)
+
+
+@pytest.mark.django_db
+def test_the_heartbeat_is_a_hot_update_because_no_index_holds_heartbeat_at():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'scheduler_scheduledjob'"
+        )
+        indexes = cursor.fetchall()
+    assert indexes
+    assert [name for name, definition in indexes if "heartbeat_at" in definition] == []
+
+    job = schedule_at("testapp.noop", T0)
+    claimed = claim(job)
+
+    def hot_updates():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_stat_get_xact_tuples_hot_updated('scheduler_scheduledjob'::regclass)"
+            )
+            return cursor.fetchone()[0]
+
+    before = hot_updates()
+    assert running.heartbeat(job_id=job.pk, token=claimed.job.dispatch_token)
+    assert hot_updates() == before + 1
+
+
+@pytest.mark.django_db
+def test_the_lease_counts_from_the_last_heartbeat_not_from_the_start():
+    with freeze_time(T0) as clock:
+        job = schedule_at("testapp.noop", T0)
+        claimed = claim(job)
+        clock.tick(50)
+        assert running.heartbeat(job_id=job.pk, token=claimed.job.dispatch_token)
+        expired = ScheduledJob.objects.lease_expired
+        # Started 100 s ago, but its last heartbeat was 50 s ago: alive.
+        assert not expired(lease=LEASE, now=T0 + timedelta(seconds=100)).exists()
+        assert expired(lease=LEASE, now=T0 + timedelta(seconds=111)).get() == job
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_job_is_never_retried_however_long_it_runs(settings, tmp_path):
+    settings.SCHEDULER_LEASE_SECONDS = 1
+    settings.SCHEDULER_HEARTBEAT_INTERVAL_SECONDS = 0.2
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.sleep_first", timezone.now(), [path, "long", 3.0])
+    outcomes = []
+
+    def work():
+        outcomes.append(dispatch_and_deliver(job).outcome)
+
+    worker = threading.Thread(target=lambda: in_another_thread(work))
+    worker.start()
+    expired = 0
+    while worker.is_alive():  # a dispatcher ticking meanwhile, three leases long
+        expired += dispatching.expire_leases(now=timezone.now())
+        time.sleep(0.1)
+    worker.join()
+
+    assert (expired, outcomes) == (0, [Outcome.SUCCEEDED])
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.SUCCEEDED, 1)
+    assert job.heartbeat_at - job.started_at >= timedelta(seconds=2.5)
+    assert len(read_runs(path)) == 1
+    # The heartbeat stopped with the job.
+    assert not [t for t in threading.enumerate() if t.name.startswith("scheduler-heartbeat")]
+
+
+@pytest.mark.django_db
+def test_an_atomic_body_that_writes_then_fails_leaves_nothing():
+    job = schedule_at("testapp.atomic_write", timezone.now(), ["doomed"], {"fail": True})
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    assert Effect.objects.count() == 0
+    job.refresh_from_db()
+    assert job.status == Status.SCHEDULED
+    assert "RuntimeError: doomed failed after writing" in job.last_error
+    assert job.history.get().outcome == JobAttempt.Outcome.ERROR
+
+
+@pytest.mark.django_db
+def test_an_atomic_body_commits_with_its_success():
+    job = schedule_at("testapp.atomic_write", timezone.now(), ["kept"])
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.SUCCEEDED
+    effect = Effect.objects.get()
+    job.refresh_from_db()
+    assert (job.status, job.result, effect.label) == (Status.SUCCEEDED, effect.pk, "kept")
+
+
+def _lose_the_lease_on_the_side():
+    """The dispatcher, on its own connection, finds the job's lease expired."""
+    in_another_thread(lambda: dispatching.expire_leases(now=timezone.now() + timedelta(days=1)))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_atomic_body_is_rolled_back_when_its_success_cannot_be_recorded():
+    job = schedule_at("testapp.atomic_write", timezone.now(), ["orphan"], max_attempts=2)
+
+    def expire_on_write(sender, **kwargs):
+        _lose_the_lease_on_the_side()
+
+    post_save.connect(expire_on_write, sender=Effect, weak=False)
+    try:
+        handled = dispatch_and_deliver(job)
+    finally:
+        post_save.disconnect(expire_on_write, sender=Effect)
+
+    assert handled.outcome == Outcome.LEASE_LOST
+    assert Effect.objects.count() == 0  # another attempt will write it: not twice
+    job.refresh_from_db()
+    assert job.status == Status.SCHEDULED
+    assert job.history.get().outcome == JobAttempt.Outcome.LEASE_EXPIRED
+
+    job.refresh_from_db()
+    assert dispatch_and_deliver(job).outcome == Outcome.SUCCEEDED
+    assert Effect.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_payment_capture_is_atomic_with_its_success(monkeypatch):
+    payment = authorize_payment(amount="12.00", currency="EUR", capture_in=timedelta(0))
+    job = payment.capture_job
+    real_capture = gateway.capture
+
+    def capture_while_the_lease_is_lost(**kwargs):
+        _lose_the_lease_on_the_side()
+        return real_capture(**kwargs)
+
+    monkeypatch.setattr(gateway, "capture", capture_while_the_lease_is_lost)
+    assert dispatch_and_deliver(job).outcome == Outcome.LEASE_LOST
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.AUTHORIZED  # rolled back with the outcome
+
+    monkeypatch.setattr(gateway, "capture", real_capture)
+    job.refresh_from_db()
+    assert dispatch_and_deliver(job).outcome == Outcome.SUCCEEDED
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.CAPTURED
+    assert len([c for c in gateway.captures if c.authorization_id == payment.authorization_id]) == 1

@@ -1,0 +1,101 @@
+"""scheduler.testing.run_due_jobs: "run every job due by T" for users' own tests."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from freezegun import freeze_time
+
+from payments.services import authorize_payment
+from scheduler import schedule_at, schedule_in, signals
+from scheduler.models import ScheduledJob
+from scheduler.testing import run_due_jobs
+from tests.testapp.tasks import read_runs
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+Status = ScheduledJob.Status
+
+
+@pytest.fixture
+def succeeded():
+    """The ids of jobs whose job_succeeded signal was sent."""
+    ids: list[int] = []
+
+    def receive(sender, job_id, **kwargs):
+        ids.append(job_id)
+
+    signals.job_succeeded.connect(receive)
+    yield ids
+    signals.job_succeeded.disconnect(receive)
+
+
+def test_it_runs_what_is_due_through_the_workers_claim_and_records_outcomes(
+    tmp_path, succeeded, django_capture_on_commit_callbacks
+):
+    path = str(tmp_path / "runs")
+    with freeze_time(T0) as clock:
+        past = schedule_at("testapp.record", T0 - timedelta(hours=1), [path, "past"])
+        now = schedule_at("testapp.echo", T0, ["now"])
+        later = schedule_in("testapp.record", timedelta(days=14), [path, "later"])
+
+        with django_capture_on_commit_callbacks(execute=True):
+            ran = run_due_jobs()
+
+        assert [(job.pk, job.status) for job in ran] == [
+            (past.pk, Status.SUCCEEDED),
+            (now.pk, Status.SUCCEEDED),
+        ]
+        assert ran[1].result == "now"
+        assert [label for label, _ in read_runs(path)] == ["past"]
+        assert sorted(succeeded) == sorted([past.pk, now.pk])
+        later.refresh_from_db()
+        assert later.status == Status.SCHEDULED
+        assert now.history.get().worker.startswith("scheduler.testing:")
+
+        assert run_due_jobs() == []  # nothing runs twice
+        clock.move_to(T0 + timedelta(days=14))
+        assert [job.pk for job in run_due_jobs()] == [later.pk]
+    assert [label for label, _ in read_runs(path)] == ["past", "later"]
+
+
+@freeze_time(T0)
+def test_until_runs_jobs_due_by_then_and_their_retries_due_by_then(tmp_path):
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.observed", T0 + timedelta(hours=1), [path, "x", 600])
+
+    assert run_due_jobs() == []
+    first, second = run_due_jobs(until=T0 + timedelta(hours=1))
+    # The first run retried itself ten minutes after now: still due by `until`.
+    assert (first.pk, first.status, first.run_at) == (
+        job.pk,
+        Status.SCHEDULED,
+        T0 + timedelta(seconds=600),
+    )
+    assert (second.pk, second.status, second.attempts) == (job.pk, Status.SUCCEEDED, 2)
+
+
+@freeze_time(T0)
+def test_an_error_is_recorded_not_raised(tmp_path):
+    schedule_at("testapp.fail", T0, [str(tmp_path / "runs"), "boom"], max_attempts=1)
+    [job] = run_due_jobs()
+    assert job.status == Status.FAILED
+    assert "RuntimeError: task boom failed on purpose" in job.last_error
+
+
+@freeze_time(T0)
+def test_it_sends_nothing_to_a_broker(published):
+    schedule_at("testapp.noop", T0)
+    assert [job.status for job in run_due_jobs()] == [Status.SUCCEEDED]
+    assert published == []
+
+
+def test_the_readme_example(db):
+    with freeze_time("2026-01-01 12:00") as clock:
+        payment = authorize_payment(amount="10.00", currency="EUR")
+        assert run_due_jobs() == []
+        clock.tick(timedelta(days=14))
+        [job] = run_due_jobs()
+    assert job.status == "succeeded"
+    payment.refresh_from_db()
+    assert payment.status == "captured"
