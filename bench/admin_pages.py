@@ -151,7 +151,7 @@ def fill(size: int) -> None:
                 INSERT INTO scheduler_scheduledjob
                     (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
                      unique_key, dispatch_token, deadline, enqueued_at, sends, started_at,
-                     finished_at, last_error, created_at, updated_at)
+                     finished_at, last_error, retry_on_error, created_at, updated_at)
                 SELECT task_name, '[]', '{{}}', %(queue)s, run_at, %(status)s, %(attempts)s, 5,
                        CASE WHEN task_name = 'payments.capture_payment'
                             THEN 'payments:capture:' || %(status)s || '-' || i END,
@@ -165,7 +165,7 @@ def fill(size: int) -> None:
                        CASE WHEN %(status)s = 'failed'
                             THEN 'Traceback (most recent call last):\nRuntimeError: declined'
                             ELSE '' END,
-                       run_at - interval '14 days', run_at
+                       true, run_at - interval '14 days', run_at
                 FROM (
                     SELECT i, {task_case} AS task_name,
                            {start} + (i::float / %(count)s * %(days)s) * interval '1 day'
