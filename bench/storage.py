@@ -92,7 +92,8 @@ def fill_mix(count: int) -> None:
             INSERT INTO scheduler_scheduledjob
                 (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
                  unique_key, dispatch_token, deadline, enqueued_at, sends, started_at,
-                 heartbeat_at, finished_at, last_error, created_at, updated_at)
+                 heartbeat_at, finished_at, last_error, created_at, updated_at,
+                 retry_on_error)
             SELECT 'bench.task_' || (i %% 10), jsonb_build_array(i), '{"currency": "EUR"}',
                    'scheduler-jobs', run_at, status,
                    CASE WHEN status IN ('scheduled', 'enqueued') THEN 0 ELSE 1 END, 5,
@@ -108,7 +109,7 @@ def fill_mix(count: int) -> None:
                    CASE WHEN status IN ('succeeded', 'failed', 'cancelled')
                         THEN run_at + interval '1 second' END,
                    CASE WHEN status = 'failed' THEN 'RuntimeError: boom' ELSE '' END,
-                   run_at - interval '14 days', run_at
+                   run_at - interval '14 days', run_at, true
             FROM (
                 SELECT i, mix.status,
                        CASE WHEN mix.status = 'scheduled'

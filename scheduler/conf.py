@@ -150,6 +150,11 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
+def _is_token(value: str) -> bool:
+    # It travels in an HTTP header, compared byte for byte.
+    return value.isascii() and value.isprintable() and " " not in value
+
+
 class SchedulerSettings:
     """The ``SCHEDULER_*`` settings, by their name without the prefix."""
 
@@ -210,6 +215,20 @@ class SchedulerSettings:
         10,
         "The queue's long-poll wait. Keep Celery's broker wait_time_seconds equal.",
         maximum=SQS_MAX_WAIT_TIME_SECONDS,
+    )
+
+    METRICS_TOKEN = OptionalText(
+        None,
+        "The bearer token /metrics requires (Authorization: Bearer <token>); None leaves "
+        "it open, for a network where only Prometheus reaches it.",
+        validator=_is_token,
+        expected="None or printable ASCII without spaces",
+    )
+    METRICS_WINDOW_SECONDS = PositiveInt(
+        300,
+        "/metrics' lateness histogram and attempt counts cover the attempts of this many "
+        "seconds before the scrape.",
+        maximum=24 * 3600,
     )
 
     @property

@@ -1,9 +1,12 @@
 """A job is a row in PostgreSQL first and an SQS message only in its last minutes."""
 
+import operator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -66,9 +69,17 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
 
     def overdue(self, *, now: datetime | None = None) -> "ScheduledJobQuerySet":
         """Pending jobs more than OVERDUE_AFTER past their run_at (should be none)."""
-        return self.filter(
-            status__in=states.PENDING, run_at__lt=(now or timezone.now()) - OVERDUE_AFTER
-        )
+        return self.filter(_pending(run_at__lt=(now or timezone.now()) - OVERDUE_AFTER))
+
+
+def _pending(**lookups: Any) -> Q:
+    """Pending jobs matching ``lookups``, one condition per status.
+
+    Scheduled and enqueued jobs are in different partial indexes; ``status IN (…)``
+    would match neither index's predicate and scan the table, while an OR of one
+    condition per status reads each index (a BitmapOr).
+    """
+    return reduce(operator.or_, (Q(status=status, **lookups) for status in states.PENDING))
 
 
 class ScheduledJob(models.Model):
@@ -231,6 +242,72 @@ class ScheduledJob(models.Model):
         return self.started_at - self.run_at
 
 
+@dataclass(frozen=True)
+class JobCount:
+    """How many jobs are in one status; ``exact`` False for a planner estimate."""
+
+    value: int
+    exact: bool
+
+
+#: Jobs counted one by one per status at most; beyond, the count is an estimate.
+EXACT_COUNT_LIMIT = 10_000
+
+
+def job_counts_by_status(*, exact_up_to: int = EXACT_COUNT_LIMIT) -> dict[Status, JobCount]:
+    """Jobs in each status, at a small cost however many rows the table holds.
+
+    Each status is counted exactly up to ``exact_up_to`` rows (an index-only scan that
+    stops there; the active statuses stay well under it). A status with more rows — the
+    history of succeeded jobs, typically — gets PostgreSQL's own estimate instead: its
+    share among the table's sampled rows (``pg_stats``) times the table's estimated row
+    count (``pg_class.reltuples``), both kept fresh by autovacuum's ANALYZE.
+    """
+    table_name, column_name = (
+        ScheduledJob._meta.db_table,
+        ScheduledJob._meta.get_field("status").column,
+    )
+    table, column = connection.ops.quote_name(table_name), connection.ops.quote_name(column_name)
+    capped = " UNION ALL ".join(
+        # Identifiers quoted from the model's own names; every value is a parameter.
+        f"SELECT %s, count(*) FROM (SELECT 1 FROM {table} WHERE {column} = %s LIMIT %s) AS s"  # noqa: S608
+        for _ in Status
+    )
+    params: list[str | int] = []
+    for status in Status:
+        params += [status.value, status.value, exact_up_to + 1]
+    with connection.cursor() as cursor:
+        cursor.execute(capped, params)
+        counted = {Status(status): count for status, count in cursor.fetchall()}
+        over = [status for status, count in counted.items() if count > exact_up_to]
+        shares = _status_shares(cursor, table=table_name, column=column_name) if over else {}
+    return {
+        status: JobCount(count, exact=True)
+        if status not in over
+        else JobCount(max(exact_up_to + 1, round(shares.get(status, 0.0))), exact=False)
+        for status, count in counted.items()
+    }
+
+
+def _status_shares(cursor: Any, *, table: str, column: str) -> dict[Status, float]:
+    """The planner's estimated number of rows per status value."""
+    cursor.execute(
+        """
+        SELECT greatest(c.reltuples, 0), s.most_common_vals::text::text[], s.most_common_freqs
+        FROM pg_class c
+        LEFT JOIN pg_stats s
+            ON s.schemaname = current_schema() AND s.tablename = c.relname AND s.attname = %s
+        WHERE c.oid = to_regclass(%s)
+        """,
+        [column, table],
+    )
+    row = cursor.fetchone()
+    if row is None or row[1] is None:
+        return {}
+    rows, values, frequencies = row
+    return {Status(v): rows * f for v, f in zip(values, frequencies, strict=True) if v in Status}
+
+
 class JobAttempt(models.Model):
     """One execution of a job by a worker, kept as history."""
 
@@ -383,6 +460,9 @@ class DispatcherHeartbeat(models.Model):
     jobs_recovered = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
+    # Since this dispatcher's first tick, for metrics: each row only grows.
+    sent_total = models.PositiveBigIntegerField(default=0)
+    errors_total = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-last_tick_at"]

@@ -35,29 +35,30 @@ logger = logging.getLogger(__name__)
 #: A queue's dead-letter queue is named after it with this suffix.
 DLQ_SUFFIX = "-dlq"
 
-# Short timeouts and few retries: the dispatcher holds row locks while it sends.
-_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
-# A page an operator waits for says "unavailable" rather than hang.
-_GLANCE_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1})
-
 
 @cache
-def _client(frozen_kwargs: tuple[tuple[str, Any], ...], config: Config) -> "SQSClient":
+def _client(frozen_kwargs: tuple[tuple[str, Any], ...], *, quick: bool) -> "SQSClient":
+    if quick:
+        config = Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 0})
+    else:
+        # Short timeouts and few retries: the dispatcher holds row locks while it sends.
+        config = Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
     return boto3.client("sqs", config=config, **dict(frozen_kwargs))
 
 
-def get_client(*, glance: bool = False) -> "SQSClient":
+def get_client(*, quick: bool = False) -> "SQSClient":
     """A cached SQS client for the current settings (thread-safe, as boto3 clients are).
 
-    ``glance`` gives one with one-second timeouts and no retry, for pages.
+    ``quick``: second-long timeouts and no retry, for a read that must not hold up its
+    caller (a metrics scrape) when SQS is slow or out of reach.
     """
-    return _client(tuple(sorted(client_kwargs().items())), _GLANCE_CONFIG if glance else _CONFIG)
+    return _client(tuple(sorted(client_kwargs().items())), quick=quick)
 
 
 @cache
 def _queue_url(frozen_kwargs: tuple[tuple[str, Any], ...], name: str) -> str:
     # One lookup per queue and endpoint: a queue's URL does not change.
-    return _client(frozen_kwargs, _GLANCE_CONFIG).get_queue_url(QueueName=name)["QueueUrl"]
+    return _client(frozen_kwargs, quick=True).get_queue_url(QueueName=name)["QueueUrl"]
 
 
 def dead_letter_queue(queue: str) -> str:
@@ -84,7 +85,7 @@ def peek_dead_letters(queue: str, *, limit: int = 10) -> DeadLetters:
     are. An SQS error is reported in ``error``, never raised.
     """
     name = dead_letter_queue(queue)
-    client = get_client(glance=True)
+    client = get_client(quick=True)
     try:
         url = _queue_url(tuple(sorted(client_kwargs().items())), name)
         attributes = client.get_queue_attributes(

@@ -21,7 +21,7 @@ from django.utils import timezone
 from scheduler.backoff import exponential_backoff
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.publisher import OutgoingMessage, Publisher, SQSPublisher
-from scheduler.models import DispatcherHeartbeat, ScheduledJob
+from scheduler.models import ScheduledJob
 from scheduler.services import dispatching
 
 logger = logging.getLogger(__name__)
@@ -202,26 +202,12 @@ class Dispatcher:
 
     def _record_heartbeat(self, result: TickResult) -> None:
         try:
-            DispatcherHeartbeat.objects.bulk_create(
-                [
-                    DispatcherHeartbeat(
-                        dispatcher=self.name,
-                        last_tick_at=timezone.now(),
-                        jobs_sent=result.sent,
-                        jobs_recovered=result.requeued_stale + result.leases_expired,
-                        errors=len(result.errors),
-                        last_error="\n".join(result.errors)[:2000],
-                    )
-                ],
-                update_conflicts=True,
-                unique_fields=["dispatcher"],
-                update_fields=[
-                    "last_tick_at",
-                    "jobs_sent",
-                    "jobs_recovered",
-                    "errors",
-                    "last_error",
-                ],
+            dispatching.record_tick(
+                dispatcher=self.name,
+                now=timezone.now(),
+                sent=result.sent,
+                recovered=result.requeued_stale + result.leases_expired,
+                errors=result.errors,
             )
         except DatabaseError:
             logger.exception("dispatcher heartbeat failed dispatcher=%s", self.name)

@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('scheduler', '0004_worker'),
+        ('scheduler', '0007_dispatcher_totals'),
     ]
 
     operations = [

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Case, DateTimeField, UUIDField, Value, When
 
 from scheduler import signals, states
@@ -150,3 +150,36 @@ def purge_finished(*, now: datetime, limit: int = 1000) -> int:
     # Every dispatcher process leaves a heartbeat row; forget those long gone.
     DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
     return deleted
+
+
+def record_tick(
+    *, dispatcher: str, now: datetime, sent: int, recovered: int, errors: list[str]
+) -> None:
+    """Record a dispatcher's tick on its heartbeat row: this tick's figures, and totals.
+
+    One upsert, whether or not the row exists: the totals only grow (Prometheus
+    counters), added to in the same statement that writes the tick.
+    """
+    table = connection.ops.quote_name(DispatcherHeartbeat._meta.db_table)
+    latest = ["last_tick_at", "jobs_sent", "jobs_recovered", "errors", "last_error"]
+    totals = ["sent_total", "errors_total"]
+    columns = ["dispatcher", *latest, *totals]
+    assignments = [f"{name} = EXCLUDED.{name}" for name in latest]
+    assignments += [f"{name} = {table}.{name} + EXCLUDED.{name}" for name in totals]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            # Names from this module and the model; every value is a parameter.
+            f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+            f"VALUES ({', '.join(['%s'] * len(columns))}) "
+            f"ON CONFLICT (dispatcher) DO UPDATE SET {', '.join(assignments)}",
+            [
+                dispatcher,
+                now,
+                sent,
+                recovered,
+                len(errors),
+                "\n".join(errors)[:2000],
+                sent,
+                len(errors),
+            ],
+        )
