@@ -2,12 +2,10 @@
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection, connections
-from playwright.sync_api import Page, sync_playwright
+from django.db import connection
 
 from scheduler.dispatch.beat import ensure_dispatch_schedule
 from tests import settings as base_settings
@@ -92,37 +90,3 @@ def dispatch_command(e2e_env: dict[str, str]) -> Iterator[Process]:
     with running("scheduler_dispatch", args, e2e_env) as process:
         process.wait_for_output("dispatch tick", timeout=60)
         yield process
-
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Page]:
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM
-    # calls are still synchronous, between browser steps.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        context = browser.new_context(
-            timezone_id="Europe/Paris", viewport={"width": 1400, "height": 1000}
-        )
-        context.set_default_timeout(15_000)
-        try:
-            yield context.new_page()
-        finally:
-            # The ORM calls made while Playwright's loop ran opened a connection of
-            # their own; close it so the test database can be dropped.
-            connections.close_all()
-            browser.close()
