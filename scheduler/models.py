@@ -11,6 +11,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from scheduler import states
+from scheduler.conf import DEFAULT_QUEUE_NAME
 from scheduler.states import Status
 
 #: A job still pending this long after its run_at should have started: it is overdue.
@@ -172,6 +173,26 @@ class ScheduledJob(models.Model):
                 name="scheduler_job_status_idx",
                 condition=~Q(status__in=[Status.SCHEDULED, Status.SUCCEEDED]),
             ),
+            # Monitoring: jobs that failed for good in the last day.
+            models.Index(
+                fields=["finished_at"],
+                name="scheduler_job_failed_idx",
+                condition=Q(status=Status.FAILED),
+            ),
+            # The admin's filter by another queue than the default one (whose jobs, most
+            # rows, are read through the run_at index), ordered by run_at.
+            models.Index(
+                fields=["queue", "run_at"],
+                name="scheduler_job_queue_idx",
+                condition=~Q(queue=DEFAULT_QUEUE_NAME),
+            ),
+            # The admin's search by the start of a unique key (LIKE 'prefix%').
+            models.Index(
+                fields=["unique_key"],
+                name="scheduler_job_key_prefix_idx",
+                opclasses=["varchar_pattern_ops"],
+                condition=Q(unique_key__isnull=False),
+            ),
             # The admin's ordering and date hierarchy over all statuses.
             models.Index(fields=["run_at"], name="scheduler_job_run_at_idx"),
             # The admin's task filter, latest first.
@@ -311,6 +332,8 @@ class JobAttempt(models.Model):
     job = models.ForeignKey(
         ScheduledJob, on_delete=models.CASCADE, related_name="history", db_index=False
     )
+    # The job's task, copied: monitoring groups a day of attempts by task without a join.
+    task_name = models.CharField(max_length=255, blank=True, default="")
     number = models.PositiveIntegerField()
     dispatch_token = models.UUIDField()
     # The run_at this attempt was due at: lateness is started_at - scheduled_for.
@@ -380,6 +403,61 @@ class Pause(models.Model):
     def __str__(self) -> str:
         kind = " on ".join(part for part in (self.task_name, self.queue) if part)
         return f"paused: {kind}"
+
+
+class AuditAction(models.TextChoices):
+    """What an operator did."""
+
+    SCHEDULE = "schedule", "Schedule"
+    CANCEL = "cancel", "Cancel"
+    RESCHEDULE = "reschedule", "Reschedule"
+    RETRY = "retry", "Retry"
+    RUN_NOW = "run_now", "Run now"
+    PAUSE = "pause", "Pause"
+    RESUME = "resume", "Resume"
+    RESEND = "resend", "Re-send"
+
+
+class AuditEntry(models.Model):
+    """One operator action (who, when, why, on which job), written with the action itself.
+
+    Services write an entry only when they are given an ``actor``: code that schedules
+    thousands of jobs pays nothing. The job's id is kept (without a foreign-key
+    constraint) after retention purges the job, so the trail outlives it.
+    """
+
+    Action = AuditAction
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.CharField(max_length=150)
+    reason = models.TextField(blank=True, default="")
+    job = models.ForeignKey(
+        ScheduledJob,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="audit_entries",
+    )
+    details = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name_plural = "audit entries"
+        constraints = [
+            models.CheckConstraint(condition=~Q(actor=""), name="scheduler_audit_has_actor"),
+            models.CheckConstraint(
+                condition=Q(action__in=list(AuditAction)),
+                name="scheduler_audit_action_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        target = f" job #{self.job_id}" if self.job_id else ""
+        return (
+            f"{self.get_action_display()}{target} by {self.actor} at {self.at:%Y-%m-%d %H:%M:%S%z}"
+        )
 
 
 class DispatcherHeartbeat(models.Model):

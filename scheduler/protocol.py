@@ -6,6 +6,8 @@ and the dispatch token that may claim it. A message without them is an ordinary 
 task message.
 """
 
+import base64
+import json
 import math
 import uuid
 from collections.abc import Mapping
@@ -64,3 +66,32 @@ def delivery_delay_seconds(eta: datetime, *, now: datetime, max_delay: int, lead
     never releases it after ``eta - lead``; between 0 and ``max_delay``.
     """
     return max(0, min(max_delay, math.floor((eta - now).total_seconds() - lead)))
+
+
+def job_ref_from_sqs_body(body: object) -> JobRef | None:
+    """The job an SQS message body is for, or None for anything else.
+
+    The body is kombu's envelope, JSON and usually base64-encoded, with the job's
+    headers in its ``headers``. Tolerant of anything: a body that is not such an
+    envelope, an ordinary task message, or unreadable headers all give None.
+    """
+    if not isinstance(body, str | bytes):
+        return None
+    envelope = _json_envelope(body)
+    headers = envelope.get("headers") if isinstance(envelope, dict) else None
+    if not isinstance(headers, Mapping):
+        return None
+    try:
+        return job_ref(headers)
+    except MalformedMessageError:
+        return None
+
+
+def _json_envelope(body: str | bytes) -> object:
+    # kombu base64-encodes the JSON envelope unless sqs_base64_encoding is off.
+    for decode in (lambda raw: base64.b64decode(raw, validate=True), lambda raw: raw):
+        try:
+            return json.loads(decode(body))
+        except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError too
+            continue
+    return None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scheduler.conf import scheduler_settings
-from scheduler.sqs import get_client
+from scheduler.sqs import dead_letter_queue, get_client
 from scheduler.validation import is_valid_queue_name
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DLQ_SUFFIX = "-dlq"
 #: An unclaimed job is sent again with the same token, each copy waiting twice as long
 #: as the last but at most half a day (``services.dispatching.MAX_RESEND_WAIT``), so a
 #: copy always outlives the gap to the next; a day keeps few copies after a long outage.
@@ -67,11 +66,11 @@ def ensure_queue(name: str | None = None) -> QueueSetup:
     """Create or update the queue ``name`` (default ``SCHEDULER_QUEUE_NAME``) and its DLQ."""
     name = name or scheduler_settings.QUEUE_NAME
     # The DLQ name adds four characters, and must be valid too.
-    if not is_valid_queue_name(f"{name}{DLQ_SUFFIX}"):
+    if not is_valid_queue_name(dead_letter_queue(name)):
         raise ValueError(f"{name!r} is not a valid SQS queue name (1-76 letters, digits, - or _)")
     client = get_client()
     dlq_url, dlq_arn = _ensure(
-        client, f"{name}{DLQ_SUFFIX}", {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+        client, dead_letter_queue(name), {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
     )
     attributes = queue_attributes(dlq_arn)
     url, arn = _ensure(client, name, attributes)

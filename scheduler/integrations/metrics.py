@@ -31,7 +31,6 @@ from prometheus_client.exposition import choose_encoder
 
 from scheduler import states
 from scheduler.conf import scheduler_settings
-from scheduler.dispatch.queues import DLQ_SUFFIX
 from scheduler.models import (
     EXACT_COUNT_LIMIT,
     OVERDUE_AFTER,
@@ -40,7 +39,7 @@ from scheduler.models import (
     ScheduledJob,
     job_counts_by_status,
 )
-from scheduler.sqs import get_client
+from scheduler.sqs import dead_letter_queue, get_client
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ class SchedulerCollector:
 
     def _dlq_depth(self) -> Metric | None:
         """The dead-letter queue's depth; None (left out) when SQS cannot be read."""
-        name = f"{scheduler_settings.QUEUE_NAME}{DLQ_SUFFIX}"
+        name = dead_letter_queue(scheduler_settings.QUEUE_NAME)
         client = get_client(quick=True)
         try:
             url = client.get_queue_url(QueueName=name)["QueueUrl"]
