@@ -7,6 +7,7 @@ from django.db import transaction
 from freezegun import freeze_time
 
 from scheduler import services
+from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.exceptions import (
     InvalidArgumentsError,
     InvalidTransitionError,
@@ -14,6 +15,7 @@ from scheduler.exceptions import (
     UnknownTaskError,
 )
 from scheduler.models import AuditEntry, Pause, ScheduledJob
+from scheduler.testing import InMemoryPublisher
 from tests.integration.admin_helpers import T0, Status, job
 
 pytestmark = pytest.mark.django_db
@@ -49,7 +51,9 @@ def test_every_job_action_by_an_operator_is_recorded_with_who_when_and_why():
     services.cancel(scheduled, actor="carol", reason="duplicate order")
     services.retry(scheduled, actor="carol", reason="not a duplicate after all")
     ScheduledJob.objects.filter(pk=scheduled.pk).update(
-        status=Status.ENQUEUED, dispatch_token="00000000-0000-0000-0000-000000000001"
+        status=Status.ENQUEUED,
+        dispatch_token="00000000-0000-0000-0000-000000000001",
+        resend_at=T0 + timedelta(minutes=5),
     )
     services.resend(scheduled, actor="dave", reason="dead-lettered")
     assert trail(scheduled) == [
@@ -197,6 +201,10 @@ def test_resend_asks_the_dispatcher_to_send_an_enqueued_job_again_with_its_token
         token,
         T0,
     )
+    # The dispatcher's next tick sends it again, with the same token.
+    publisher = InMemoryPublisher()
+    Dispatcher(publisher=publisher).run_once()
+    assert [(m.job_id, m.dispatch_token) for m in publisher.published] == [(enqueued.pk, token)]
 
 
 @pytest.mark.parametrize("status", [Status.SCHEDULED, Status.RUNNING, Status.SUCCEEDED])
