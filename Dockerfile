@@ -8,7 +8,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so that a code change does not reinstall them.
+# Dependencies first, so that a code change does not reinstall them. Runtime only:
+# requirements-dev.txt (tests, linters, the local SQS and PostgreSQL servers) stays out.
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 

@@ -1,23 +1,46 @@
 # The two commands a newcomer needs: `make run` (the whole system) and `make test`.
+# Python 3.11+ is all they need: without a PostgreSQL server, both start an embedded one.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint check
+# The Django 6.0 leg: its own virtual environment, on Python 3.12 or later (pyenv's if any).
+PYTHON_DJANGO6 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12) python3.12)
+VENV_DJANGO6 := .venv-django6
+BIN_DJANGO6 := $(VENV_DJANGO6)/bin
+# What the Django 6.0 leg runs (README "Tests").
+TESTS_DJANGO6 ?= tests/unit tests/integration tests/e2e --ignore=tests/e2e/test_admin_browser.py
+
+.PHONY: venv venv-django6 test test-django6 lint check run
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt | $(BIN)/python
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
 venv: $(VENV)/.installed
 
-## Run the whole test suite (PostgreSQL must be running; everything else is started by the tests).
+$(BIN_DJANGO6)/python:
+	$(PYTHON_DJANGO6) -m venv $(VENV_DJANGO6)
+
+$(VENV_DJANGO6)/.installed: requirements-django6.txt | $(BIN_DJANGO6)/python
+	$(BIN_DJANGO6)/pip install --quiet --upgrade pip
+	$(BIN_DJANGO6)/pip install --quiet -r requirements-django6.txt
+	touch $@
+
+venv-django6: $(VENV_DJANGO6)/.installed
+
+## Run the test suite (pytest arguments go in ARGS, e.g. `make test ARGS="tests/unit -x"`).
+## Everything it needs is started by the tests, PostgreSQL too when none is running.
 test: venv
-	$(BIN)/pytest
+	$(BIN)/python -m devtools.test $(ARGS)
+
+## The Django 6.0 leg of CI: the suite on Django 6.0 and Python 3.12 (README "Tests").
+test-django6: venv-django6
+	$(BIN_DJANGO6)/python -m devtools.test $(TESTS_DJANGO6) $(ARGS)
 
 ## ruff and mypy.
 lint: venv
@@ -40,8 +63,6 @@ bench: venv
 		echo "== $$script --size $(BENCH_SIZE)"; \
 		$(BIN)/python -m bench.$$(basename $$script .py) --size $(BENCH_SIZE); \
 	done
-
-.PHONY: run
 
 ## Run the whole system locally: web, Celery worker and beat (README "Quick start").
 ## Options go in ARGS, e.g. `make run ARGS="--port 8001"`; see `make run ARGS=--help`.

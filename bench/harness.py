@@ -65,10 +65,10 @@ def fill_scheduled(count: int, *, task_name: str = "testapp.noop", due_in_days: 
             """
             INSERT INTO scheduler_scheduledjob
                 (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
-                 sends, last_error, created_at, updated_at)
+                 sends, last_error, created_at, updated_at, retry_on_error)
             SELECT %s, '[]', '{}', %s,
                    now() + (i::float / %s * %s) * interval '1 day',
-                   'scheduled', 0, 5, 0, '', now(), now()
+                   'scheduled', 0, 5, 0, '', now(), now(), true
             FROM generate_series(1, %s) AS i
             """,
             [task_name, scheduler_settings.QUEUE_NAME, count, due_in_days, count],

@@ -91,8 +91,9 @@ def fill_mix(count: int) -> None:
             """
             INSERT INTO scheduler_scheduledjob
                 (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
-                 unique_key, dispatch_token, deadline, enqueued_at, sends, started_at,
-                 heartbeat_at, finished_at, last_error, created_at, updated_at)
+                 unique_key, dispatch_token, deadline, enqueued_at, sends, resend_at,
+                 started_at, heartbeat_at, finished_at, last_error, created_at, updated_at,
+                 retry_on_error)
             SELECT 'bench.task_' || (i %% 10), jsonb_build_array(i), '{"currency": "EUR"}',
                    'scheduler-jobs', run_at, status,
                    CASE WHEN status IN ('scheduled', 'enqueued') THEN 0 ELSE 1 END, 5,
@@ -102,13 +103,14 @@ def fill_mix(count: int) -> None:
                         THEN run_at + interval '7 days' END,
                    CASE WHEN status <> 'scheduled' THEN run_at END,
                    CASE WHEN status <> 'scheduled' THEN 1 ELSE 0 END,
+                   CASE WHEN status = 'enqueued' THEN run_at + interval '5 minutes' END,
                    CASE WHEN status NOT IN ('scheduled', 'enqueued', 'cancelled')
                         THEN run_at END,
                    CASE WHEN status = 'running' THEN now() END,
                    CASE WHEN status IN ('succeeded', 'failed', 'cancelled')
                         THEN run_at + interval '1 second' END,
                    CASE WHEN status = 'failed' THEN 'RuntimeError: boom' ELSE '' END,
-                   run_at - interval '14 days', run_at
+                   run_at - interval '14 days', run_at, true
             FROM (
                 SELECT i, mix.status,
                        CASE WHEN mix.status = 'scheduled'
@@ -175,9 +177,8 @@ def queries() -> dict[str, Any]:
         .select_for_update(skip_locked=True)
         .values("pk")[:100],
         "dispatcher: deadlines passed": jobs.missed_deadline(now=now).values("pk")[:100],
-        "dispatcher: unclaimed enqueued jobs": jobs.stale(after=window, now=now).values("pk")[:100],
-        # The re-send of unclaimed jobs (issue 8.1, "dispatch"), by resend_at.
-        "dispatcher: re-sends due": jobs.filter(status="enqueued", resend_at__lte=now)
+        # The re-send of unclaimed jobs (issue 8.1), by resend_at.
+        "dispatcher: re-sends due": jobs.resend_due(now=now)
         .order_by("resend_at")
         .values("pk")[:100],
         "dispatcher: leases expired": jobs.lease_expired(lease=window, now=now).values("pk")[:100],

@@ -1,10 +1,12 @@
-"""``python -m devtools.run`` (``make run``): the whole system on this machine, in one command.
+"""``python -m devtools.run`` (``make run``): the whole system on this machine, at once.
 
-Development tooling, not part of a deployment. Creates the database if missing,
-migrates, creates the demo admin user (debug only), starts an embedded SQS server on
-loopback unless SQS or AWS is configured, creates the queue, runs the demo the first
-time, then runs the Procfile's processes with honcho's manager, which interleaves
-their output and stops them all on Ctrl-C; then the SQS server is stopped.
+Development tooling, not part of a deployment. Starts an embedded PostgreSQL when
+DATABASE_URL is unset and nothing answers on 127.0.0.1:5432 (:mod:`devtools.database`),
+creates the database if missing, migrates, creates the demo admin user (debug only),
+starts an embedded SQS server on loopback unless SQS or AWS is configured, creates the
+queue, runs the demo the first time, then runs the Procfile's processes with honcho's
+manager, which interleaves their output and stops them all on Ctrl-C; then the SQS
+server and the embedded PostgreSQL, if any, are stopped.
 """
 
 import argparse
@@ -27,6 +29,8 @@ from honcho.environ import parse_procfile
 from honcho.manager import SIGNALS, Manager
 from psycopg2 import sql
 
+from devtools.database import DATA_DIR, EmbeddedPostgresError, database, stop_on_sigterm
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PROCFILE = ROOT / "Procfile"
@@ -47,15 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     """Prepare everything, run the Procfile until Ctrl-C, and clean up."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    stop_on_sigterm()
     try:
         if _answers(args.port):
             raise RunError(f"port {args.port} is already in use: pass --port to pick another")
-        ensure_database()
-        django.setup()
-        with sqs_endpoint(args.sqs_port) as endpoint:
-            _prepare(endpoint, demo=args.demo)
-            returncode = run_procfile(args.port, _child_env(endpoint))
-    except RunError as error:
+        with database(say, data_dir=args.pgdata):
+            ensure_database()
+            django.setup()
+            with sqs_endpoint(args.sqs_port) as endpoint:
+                _prepare(endpoint, demo=args.demo)
+                returncode = run_procfile(args.port, _child_env(endpoint))
+    except (RunError, EmbeddedPostgresError) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
@@ -77,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=9324,
         help="embedded SQS server port on 127.0.0.1, when one is started (default 9324)",
+    )
+    parser.add_argument(
+        "--pgdata",
+        type=Path,
+        default=DATA_DIR,
+        help="data folder of the embedded PostgreSQL, when one is started (default .data/postgres)",
     )
     parser.add_argument(
         "--no-demo",

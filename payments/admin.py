@@ -1,6 +1,5 @@
 """Payments in the admin, each with its capture job's state and a link to it."""
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.contrib import admin
@@ -9,7 +8,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from payments.models import Payment
-from scheduler.admin.display import status_label
+from scheduler.admin.changelist import CappedCountPaginator
+from scheduler.admin.display import status_label, timestamp, timestamp_column
 from scheduler.admin.readonly import ReadOnlyAdminMixin
 
 # ModelAdmin is generic only in django-stubs.
@@ -27,8 +27,9 @@ class PaymentAdmin(ReadOnlyAdminMixin, PaymentAdminBase):
         "id",
         "amount",
         "currency",
-        "status",
-        "authorized_at",
+        "payment_status",
+        "authorized",
+        "expires",
         "capture_job_link",
         "capture_job_status",
         "capture_job_run_at",
@@ -36,23 +37,37 @@ class PaymentAdmin(ReadOnlyAdminMixin, PaymentAdminBase):
     list_filter = ("status",)
     list_select_related = ("capture_job",)
     search_fields = ("=authorization_id", "=capture_id")
+    # Newest first from an index; no count of millions of rows, no other sort.
+    ordering = ("-authorized_at", "-id")
+    sortable_by = ("id", "authorized")
+    paginator = CappedCountPaginator
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
     date_hierarchy = "authorized_at"
     fields = readonly_fields = (
         "amount",
         "currency",
-        "status",
+        "payment_status",
         "authorization_id",
-        "authorized_at",
+        "authorized",
+        "expires",
         "capture_id",
-        "captured_at",
+        "captured",
         "capture_job_link",
         "capture_job_status",
         "capture_job_run_at",
     )
 
+    authorized = timestamp_column("authorized_at", "authorized at")
+    expires = timestamp_column("authorization_expires_at", "authorization expires")
+    captured = timestamp_column("captured_at", "captured at")
+
     class Media:
         css = {"all": ("scheduler/admin.css",)}
+
+    @admin.display(description="status", ordering="status")
+    def payment_status(self, payment: Payment) -> SafeString:
+        return status_label(payment.status, payment.get_status_display())
 
     @admin.display(description="capture job")
     def capture_job_link(self, payment: Payment) -> SafeString | str:
@@ -68,7 +83,7 @@ class PaymentAdmin(ReadOnlyAdminMixin, PaymentAdminBase):
             return "-"
         return status_label(job.status, job.get_status_display())
 
-    @admin.display(description="capture at", ordering="capture_job__run_at")
-    def capture_job_run_at(self, payment: Payment) -> datetime | str:
+    @admin.display(description="capture at")
+    def capture_job_run_at(self, payment: Payment) -> str:
         job = payment.capture_job
-        return "-" if job is None else job.run_at
+        return "-" if job is None else timestamp(job.run_at)

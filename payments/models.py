@@ -7,12 +7,19 @@ from django.utils import timezone
 from scheduler.models import ScheduledJob
 
 
+class PaymentStatus(models.TextChoices):
+    """Where a payment is: authorized, then captured (or its capture missed)."""
+
+    AUTHORIZED = "authorized", "Authorized"
+    CAPTURED = "captured", "Captured"
+    #: The authorization lapsed before the capture ran: the money was never collected.
+    CAPTURE_MISSED = "capture_missed", "Capture missed"
+
+
 class Payment(models.Model):
     """An authorized card payment, captured later by a scheduled job."""
 
-    class Status(models.TextChoices):
-        AUTHORIZED = "authorized", "Authorized"
-        CAPTURED = "captured", "Captured"
+    Status = PaymentStatus
 
     amount = models.DecimalField(max_digits=12, decimal_places=2)
     currency = models.CharField(max_length=3)
@@ -23,14 +30,26 @@ class Payment(models.Model):
         ScheduledJob, on_delete=models.SET_NULL, null=True, blank=True, related_name="payment"
     )
     authorized_at = models.DateTimeField(default=timezone.now)
+    # The card network releases the hold then; a capture after it would be refused.
+    authorization_expires_at = models.DateTimeField()
     captured_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-authorized_at"]
+        indexes = [
+            # The admin's list, newest first, and filtered by status.
+            models.Index(fields=["authorized_at"], name="payments_authorized_at_idx"),
+            models.Index(fields=["status", "authorized_at"], name="payments_status_idx"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gt=0), name="payments_amount_positive"),
             models.CheckConstraint(
-                condition=Q(status__in=["authorized", "captured"]), name="payments_status_valid"
+                condition=Q(status__in=list(PaymentStatus)),
+                name="payments_status_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(authorization_expires_at__gt=models.F("authorized_at")),
+                name="payments_authorization_expires_after_it_starts",
             ),
             models.CheckConstraint(
                 condition=~Q(status="captured")

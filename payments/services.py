@@ -9,45 +9,70 @@ from django.utils import timezone
 
 from payments.gateway import gateway
 from payments.models import Payment
-from scheduler import schedule_in
+from scheduler import schedule_at
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CAPTURE_DELAY = timedelta(days=14)
+#: How long the demo's authorizations hold the money. A card-not-present authorization
+#: usually lasts about 7 days; capturing 14 days out needs an extended authorization,
+#: which card networks keep for about 30 days (some merchant categories only).
+STANDARD_AUTHORIZATION_VALIDITY = timedelta(days=7)
+EXTENDED_AUTHORIZATION_VALIDITY = timedelta(days=30)
 CAPTURE_TASK_NAME = "payments.capture_payment"
 
 
 def authorize_payment(
-    *, amount: Decimal | str | int, currency: str, capture_in: timedelta | None = None
+    *,
+    amount: Decimal | str | int,
+    currency: str,
+    capture_in: timedelta | None = None,
+    valid_for: timedelta = EXTENDED_AUTHORIZATION_VALIDITY,
 ) -> Payment:
     """Authorize a payment and, in the same transaction, schedule its capture.
 
-    The capture runs ``capture_in`` from now (14 days by default). If the caller's
+    The authorization holds the money for ``valid_for`` (an extended authorization, 30
+    days, by default). The capture runs ``capture_in`` from now (14 days by default),
+    with the authorization's expiry as its deadline: a capture that could not start
+    by then never runs, and the payment becomes ``capture_missed``. If the caller's
     transaction rolls back, neither the payment nor its capture job exists.
     """
     amount = _amount(amount)
     currency = _currency(currency)
-    if capture_in is not None and not isinstance(capture_in, timedelta):
-        raise TypeError(f"capture_in must be a timedelta, got {capture_in!r}")
+    capture_in = DEFAULT_CAPTURE_DELAY if capture_in is None else capture_in
+    for name, value in (("capture_in", capture_in), ("valid_for", valid_for)):
+        if not isinstance(value, timedelta):
+            raise TypeError(f"{name} must be a timedelta, got {value!r}")
+    if not timedelta(0) <= capture_in < valid_for:
+        raise ValueError(
+            f"capture_in ({capture_in}) must be at least 0 and less than the authorization's "
+            f"validity ({valid_for}), or the capture could never run"
+        )
+    now = timezone.now()
     with transaction.atomic():
         payment = Payment.objects.create(
             amount=amount,
             currency=currency,
             authorization_id=gateway.authorize(amount=amount, currency=currency),
+            authorized_at=now,
+            authorization_expires_at=now + valid_for,
         )
-        payment.capture_job = schedule_in(
+        payment.capture_job = schedule_at(
             CAPTURE_TASK_NAME,
-            capture_in if capture_in is not None else DEFAULT_CAPTURE_DELAY,
+            now + capture_in,
             kwargs={"payment_id": payment.pk},
             unique_key=f"payments:capture:{payment.pk}",
+            deadline=payment.authorization_expires_at,
         )
         payment.save(update_fields=["capture_job"])
     logger.info(
-        "payment authorized payment_id=%s amount=%s currency=%s capture_job_id=%s",
+        "payment authorized payment_id=%s amount=%s currency=%s capture_job_id=%s "
+        "authorization_expires_at=%s",
         payment.pk,
         amount,
         currency,
         payment.capture_job.pk,
+        payment.authorization_expires_at.isoformat(),
     )
     return payment
 
@@ -74,6 +99,27 @@ def capture_payment(*, payment_id: int) -> Payment:
         payment.captured_at = timezone.now()
         payment.save(update_fields=["status", "capture_id", "captured_at"])
     logger.info("payment captured payment_id=%s capture_id=%s", payment_id, capture.capture_id)
+    return payment
+
+
+def mark_capture_missed(*, capture_job_id: int) -> Payment | None:
+    """Record that the capture job of a payment expired: its authorization lapsed.
+
+    Only an authorized payment changes (a second call, or a payment captured some other
+    way, is left as it is); returns the payment, or None if no payment has this job.
+    """
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().filter(capture_job_id=capture_job_id).first()
+        if payment is None or payment.status != Payment.Status.AUTHORIZED:
+            return payment
+        payment.status = Payment.Status.CAPTURE_MISSED
+        payment.save(update_fields=["status"])
+    logger.warning(
+        "payment capture missed payment_id=%s capture_job_id=%s authorization_expires_at=%s",
+        payment.pk,
+        capture_job_id,
+        payment.authorization_expires_at.isoformat(),
+    )
     return payment
 
 

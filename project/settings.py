@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import dj_database_url
+import django
 from django.core.exceptions import ImproperlyConfigured
 
 from scheduler.conf import DEFAULT_QUEUE_NAME
@@ -80,9 +81,13 @@ TEMPLATES = [
 
 WSGI_APPLICATION = "project.wsgi.application"
 
+# PostgreSQL. With DATABASE_URL unset, the default below; `make run` and `make test` then
+# start an embedded PostgreSQL instead when nothing answers there (devtools/database.py).
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/longdelay"
+DATABASE_URL = os.environ.get("DATABASE_URL") or None
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/longdelay"),
+        DATABASE_URL or DEFAULT_DATABASE_URL,
         conn_max_age=60,
         conn_health_checks=True,
     )
@@ -203,7 +208,19 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler that runs dispatcher ticks in the beat process
+# itself: they never wait in the job queue behind long jobs (README "How many processes").
+CELERY_BEAT_SCHEDULER = "scheduler.dispatch.beat:DispatchingScheduler"
+
+# --- django.tasks ----------------------------------------------------------------------
+# Django 6.0's django.tasks, or the django-tasks backport on 5.2, with jobs as its tasks.
+TASKS = {"default": {"BACKEND": "scheduler.backends.SchedulerBackend"}}
+if django.VERSION < (6, 0):
+    INSTALLED_APPS.append("django_tasks")  # the backport's system checks
+
+# --- Metrics ----------------------------------------------------------------------------
+# /metrics wants "Authorization: Bearer <token>" once this is set (README "Metrics").
+SCHEDULER_METRICS_TOKEN = os.environ.get("SCHEDULER_METRICS_TOKEN") or None
 
 # --- Admin ------------------------------------------------------------------------------
 # Tasks an operator may schedule from the admin (none unless listed).

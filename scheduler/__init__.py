@@ -7,6 +7,9 @@ They are imported lazily so that ``import scheduler`` works before Django is set
 
 from typing import TYPE_CHECKING, Any
 
+#: The distribution's version (``long-delay-jobs``); see CHANGELOG.md.
+__version__ = "0.2.0"
+
 if TYPE_CHECKING:
     from scheduler.services import (
         JobSpec,

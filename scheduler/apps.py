@@ -19,6 +19,7 @@ class SchedulerConfig(AppConfig):
 
     def ready(self) -> None:
         from scheduler import checks  # noqa: F401 - registers the system checks
+        from scheduler.dispatch import beat  # noqa: F401 - registers the beat scheduler check
         from scheduler.worker import checks as worker_checks  # noqa: F401 - and the worker's
 
         post_migrate.connect(_ensure_dispatch_schedule, sender=self)

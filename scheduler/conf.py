@@ -150,6 +150,11 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in {"http", "https"} and bool(parts.hostname)
 
 
+def _is_token(value: str) -> bool:
+    # It travels in an HTTP header, compared byte for byte.
+    return value.isascii() and value.isprintable() and " " not in value
+
+
 class SchedulerSettings:
     """The ``SCHEDULER_*`` settings, by their name without the prefix."""
 
@@ -174,7 +179,14 @@ class SchedulerSettings:
         "the exact eta (less than LOOKAHEAD_SECONDS).",
     )
     STALE_AFTER_SECONDS = PositiveInt(
-        300, "An enqueued job not claimed this long after run_at is re-dispatched."
+        300,
+        "An enqueued job not claimed this long after run_at is re-sent with the same token; "
+        "each further re-send waits twice as long.",
+    )
+    RECOVERY_INTERVAL_SECONDS = PositiveSeconds(
+        5,
+        "How often a dispatcher re-sends unclaimed jobs, retries jobs whose lease expired "
+        "and expires jobs past their deadline (ticks in between only send due jobs).",
     )
     RETRY_BACKOFF_SECONDS = PositiveInt(30, "The first retry back-off; it doubles per attempt.")
     RETRY_BACKOFF_MAX_SECONDS = PositiveInt(6 * 3600, "The cap on the retry back-off.")
@@ -210,6 +222,20 @@ class SchedulerSettings:
         10,
         "The queue's long-poll wait. Keep Celery's broker wait_time_seconds equal.",
         maximum=SQS_MAX_WAIT_TIME_SECONDS,
+    )
+
+    METRICS_TOKEN = OptionalText(
+        None,
+        "The bearer token /metrics requires (Authorization: Bearer <token>); None leaves "
+        "it open, for a network where only Prometheus reaches it.",
+        validator=_is_token,
+        expected="None or printable ASCII without spaces",
+    )
+    METRICS_WINDOW_SECONDS = PositiveInt(
+        300,
+        "/metrics' lateness histogram and attempt counts cover the attempts of this many "
+        "seconds before the scrape.",
+        maximum=24 * 3600,
     )
 
     @property

@@ -56,3 +56,12 @@ class InvalidTransitionError(SchedulerError):
         self.job_id = job_id
         self.action = action
         self.status = status
+
+
+class PauseError(SchedulerError):
+    """A pause or resume that would change nothing: the kind is already (not) paused."""
+
+    def __init__(self, message: str, *, task_name: str, queue: str) -> None:
+        super().__init__(message)
+        self.task_name = task_name
+        self.queue = queue

@@ -1,13 +1,17 @@
 """A job is a row in PostgreSQL first and an SQS message only in its last minutes."""
 
+import operator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import reduce
 from typing import Any
 
-from django.db import models
+from django.db import connection, models
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from scheduler import states
+from scheduler.conf import DEFAULT_QUEUE_NAME
 from scheduler.states import Status
 
 #: A job still pending this long after its run_at should have started: it is overdue.
@@ -29,24 +33,25 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
         """Scheduled jobs to send: run_at at most ``within`` from now, not past their
         deadline, not of a paused kind (served by an index)."""
         now = now or timezone.now()
+        paused = Exists(
+            Pause.objects.covering(task_name=OuterRef("task_name"), queue=OuterRef("queue"))
+        )
+        # "No pause at all, or none covering the job": PostgreSQL checks the first once
+        # per query, and estimates it sanely. The correlated check alone makes it expect
+        # almost no row to pass, so it plans a batch as if it had to scan every due row.
         return (
             self.filter(status=Status.SCHEDULED, run_at__lte=now + within)
             .exclude(deadline__lte=now)
-            .exclude(
-                Exists(
-                    Pause.objects.covering(task_name=OuterRef("task_name"), queue=OuterRef("queue"))
-                )
-            )
+            .filter(~Exists(Pause.objects.all()) | ~paused)
         )
 
     def missed_deadline(self, *, now: datetime | None = None) -> "ScheduledJobQuerySet":
         """Jobs not started whose deadline has passed: they must expire."""
         return self.filter(status__in=states.EXPIRE.sources, deadline__lte=now or timezone.now())
 
-    def stale(self, *, after: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":
-        """Enqueued jobs nobody claimed ``after`` past both their run_at and their send."""
-        cutoff = (now or timezone.now()) - after
-        return self.filter(status=Status.ENQUEUED, run_at__lt=cutoff, enqueued_at__lt=cutoff)
+    def resend_due(self, *, now: datetime | None = None) -> "ScheduledJobQuerySet":
+        """Enqueued jobs nobody claimed by their ``resend_at``: send them again."""
+        return self.filter(status=Status.ENQUEUED, resend_at__lte=now or timezone.now())
 
     def lease_expired(
         self, *, lease: timedelta, now: datetime | None = None
@@ -65,9 +70,17 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
 
     def overdue(self, *, now: datetime | None = None) -> "ScheduledJobQuerySet":
         """Pending jobs more than OVERDUE_AFTER past their run_at (should be none)."""
-        return self.filter(
-            status__in=states.PENDING, run_at__lt=(now or timezone.now()) - OVERDUE_AFTER
-        )
+        return self.filter(_pending(run_at__lt=(now or timezone.now()) - OVERDUE_AFTER))
+
+
+def _pending(**lookups: Any) -> Q:
+    """Pending jobs matching ``lookups``, one condition per status.
+
+    Scheduled and enqueued jobs are in different partial indexes; ``status IN (…)``
+    would match neither index's predicate and scan the table, while an OR of one
+    condition per status reads each index (a BitmapOr).
+    """
+    return reduce(operator.or_, (Q(status=status, **lookups) for status in states.PENDING))
 
 
 class ScheduledJob(models.Model):
@@ -124,9 +137,12 @@ class ScheduledJob(models.Model):
         # runs (heartbeat_at, updated_at). bench/storage.py shows the query each
         # index serves (EXPLAIN) and what a job's life writes.
         indexes = [
-            # The dispatcher's due query; also the admin's list of scheduled jobs.
+            # The dispatcher's due query, also the admin's list of scheduled jobs: by
+            # run_at, then id. The id makes it the only index that serves that order,
+            # so PostgreSQL never takes the plain run_at index instead, where every job
+            # a tick has just marked enqueued stays ahead of the next batch.
             models.Index(
-                fields=["run_at"],
+                fields=["run_at", "id"],
                 name="scheduler_job_due_idx",
                 condition=Q(status=Status.SCHEDULED),
             ),
@@ -156,6 +172,26 @@ class ScheduledJob(models.Model):
                 fields=["status", "run_at"],
                 name="scheduler_job_status_idx",
                 condition=~Q(status__in=[Status.SCHEDULED, Status.SUCCEEDED]),
+            ),
+            # Monitoring: jobs that failed for good in the last day.
+            models.Index(
+                fields=["finished_at"],
+                name="scheduler_job_failed_idx",
+                condition=Q(status=Status.FAILED),
+            ),
+            # The admin's filter by another queue than the default one (whose jobs, most
+            # rows, are read through the run_at index), ordered by run_at.
+            models.Index(
+                fields=["queue", "run_at"],
+                name="scheduler_job_queue_idx",
+                condition=~Q(queue=DEFAULT_QUEUE_NAME),
+            ),
+            # The admin's search by the start of a unique key (LIKE 'prefix%').
+            models.Index(
+                fields=["unique_key"],
+                name="scheduler_job_key_prefix_idx",
+                opclasses=["varchar_pattern_ops"],
+                condition=Q(unique_key__isnull=False),
             ),
             # The admin's ordering and date hierarchy over all statuses.
             models.Index(fields=["run_at"], name="scheduler_job_run_at_idx"),
@@ -194,6 +230,11 @@ class ScheduledJob(models.Model):
                 condition=~Q(status=Status.RUNNING) | Q(started_at__isnull=False),
                 name="scheduler_job_running_has_start",
             ),
+            # An enqueued job whose message is lost is sent again: never one without a date.
+            models.CheckConstraint(
+                condition=~Q(status=Status.ENQUEUED) | Q(resend_at__isnull=False),
+                name="scheduler_job_enqueued_has_resend",
+            ),
             models.CheckConstraint(
                 condition=~Q(task_name=""), name="scheduler_job_task_name_not_empty"
             ),
@@ -208,6 +249,72 @@ class ScheduledJob(models.Model):
         if self.started_at is None:
             return None
         return self.started_at - self.run_at
+
+
+@dataclass(frozen=True)
+class JobCount:
+    """How many jobs are in one status; ``exact`` False for a planner estimate."""
+
+    value: int
+    exact: bool
+
+
+#: Jobs counted one by one per status at most; beyond, the count is an estimate.
+EXACT_COUNT_LIMIT = 10_000
+
+
+def job_counts_by_status(*, exact_up_to: int = EXACT_COUNT_LIMIT) -> dict[Status, JobCount]:
+    """Jobs in each status, at a small cost however many rows the table holds.
+
+    Each status is counted exactly up to ``exact_up_to`` rows (an index-only scan that
+    stops there; the active statuses stay well under it). A status with more rows — the
+    history of succeeded jobs, typically — gets PostgreSQL's own estimate instead: its
+    share among the table's sampled rows (``pg_stats``) times the table's estimated row
+    count (``pg_class.reltuples``), both kept fresh by autovacuum's ANALYZE.
+    """
+    table_name, column_name = (
+        ScheduledJob._meta.db_table,
+        ScheduledJob._meta.get_field("status").column,
+    )
+    table, column = connection.ops.quote_name(table_name), connection.ops.quote_name(column_name)
+    capped = " UNION ALL ".join(
+        # Identifiers quoted from the model's own names; every value is a parameter.
+        f"SELECT %s, count(*) FROM (SELECT 1 FROM {table} WHERE {column} = %s LIMIT %s) AS s"  # noqa: S608
+        for _ in Status
+    )
+    params: list[str | int] = []
+    for status in Status:
+        params += [status.value, status.value, exact_up_to + 1]
+    with connection.cursor() as cursor:
+        cursor.execute(capped, params)
+        counted = {Status(status): count for status, count in cursor.fetchall()}
+        over = [status for status, count in counted.items() if count > exact_up_to]
+        shares = _status_shares(cursor, table=table_name, column=column_name) if over else {}
+    return {
+        status: JobCount(count, exact=True)
+        if status not in over
+        else JobCount(max(exact_up_to + 1, round(shares.get(status, 0.0))), exact=False)
+        for status, count in counted.items()
+    }
+
+
+def _status_shares(cursor: Any, *, table: str, column: str) -> dict[Status, float]:
+    """The planner's estimated number of rows per status value."""
+    cursor.execute(
+        """
+        SELECT greatest(c.reltuples, 0), s.most_common_vals::text::text[], s.most_common_freqs
+        FROM pg_class c
+        LEFT JOIN pg_stats s
+            ON s.schemaname = current_schema() AND s.tablename = c.relname AND s.attname = %s
+        WHERE c.oid = to_regclass(%s)
+        """,
+        [column, table],
+    )
+    row = cursor.fetchone()
+    if row is None or row[1] is None:
+        return {}
+    rows, values, frequencies = row
+    return {Status(v): rows * f for v, f in zip(values, frequencies, strict=True) if v in Status}
 
 
 class JobAttempt(models.Model):
@@ -225,6 +332,8 @@ class JobAttempt(models.Model):
     job = models.ForeignKey(
         ScheduledJob, on_delete=models.CASCADE, related_name="history", db_index=False
     )
+    # The job's task, copied: monitoring groups a day of attempts by task without a join.
+    task_name = models.CharField(max_length=255, blank=True, default="")
     number = models.PositiveIntegerField()
     dispatch_token = models.UUIDField()
     # The run_at this attempt was due at: lateness is started_at - scheduled_for.
@@ -296,6 +405,61 @@ class Pause(models.Model):
         return f"paused: {kind}"
 
 
+class AuditAction(models.TextChoices):
+    """What an operator did."""
+
+    SCHEDULE = "schedule", "Schedule"
+    CANCEL = "cancel", "Cancel"
+    RESCHEDULE = "reschedule", "Reschedule"
+    RETRY = "retry", "Retry"
+    RUN_NOW = "run_now", "Run now"
+    PAUSE = "pause", "Pause"
+    RESUME = "resume", "Resume"
+    RESEND = "resend", "Re-send"
+
+
+class AuditEntry(models.Model):
+    """One operator action (who, when, why, on which job), written with the action itself.
+
+    Services write an entry only when they are given an ``actor``: code that schedules
+    thousands of jobs pays nothing. The job's id is kept (without a foreign-key
+    constraint) after retention purges the job, so the trail outlives it.
+    """
+
+    Action = AuditAction
+
+    action = models.CharField(max_length=16, choices=Action.choices)
+    actor = models.CharField(max_length=150)
+    reason = models.TextField(blank=True, default="")
+    job = models.ForeignKey(
+        ScheduledJob,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        null=True,
+        blank=True,
+        related_name="audit_entries",
+    )
+    details = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-pk"]
+        verbose_name_plural = "audit entries"
+        constraints = [
+            models.CheckConstraint(condition=~Q(actor=""), name="scheduler_audit_has_actor"),
+            models.CheckConstraint(
+                condition=Q(action__in=list(AuditAction)),
+                name="scheduler_audit_action_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        target = f" job #{self.job_id}" if self.job_id else ""
+        return (
+            f"{self.get_action_display()}{target} by {self.actor} at {self.at:%Y-%m-%d %H:%M:%S%z}"
+        )
+
+
 class DispatcherHeartbeat(models.Model):
     """The latest tick of one dispatcher process, for monitoring."""
 
@@ -305,6 +469,9 @@ class DispatcherHeartbeat(models.Model):
     jobs_recovered = models.PositiveIntegerField(default=0)
     errors = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
+    # Since this dispatcher's first tick, for metrics: each row only grows.
+    sent_total = models.PositiveBigIntegerField(default=0)
+    errors_total = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-last_tick_at"]

@@ -6,13 +6,13 @@ and the dispatch token that may claim it. A message without them is an ordinary 
 task message.
 """
 
+import base64
+import json
 import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-
-from scheduler.conf import scheduler_settings
 
 #: The job's primary key, as a decimal string.
 JOB_ID_HEADER = "scheduler_job_id"
@@ -56,13 +56,42 @@ def job_ref(headers: Mapping[str, object] | None) -> JobRef | None:
     return JobRef(job_id=job_id, dispatch_token=token)
 
 
-def delivery_delay_seconds(eta: datetime, *, now: datetime) -> int:
-    """Whole seconds SQS should hold back a message due at ``eta``.
+def delivery_delay_seconds(eta: datetime, *, now: datetime, max_delay: int, lead: float) -> int:
+    """Whole seconds SQS should hold back a message due at ``eta``: ``eta - now - lead``.
 
-    SQS releases it ``SCHEDULER_DELIVERY_LEAD_SECONDS`` before the eta, so a worker
-    already holds it when it is due and the message's exact eta decides the start,
-    whatever SQS's release jitter; a worker never holds it much longer than the lead.
-    Rounded down, between 0 and ``SCHEDULER_MAX_DELAY_SECONDS``.
+    SQS releases it ``lead`` seconds (``SCHEDULER_DELIVERY_LEAD_SECONDS``) before the
+    eta, so a worker already holds it when it is due and the message's exact eta decides
+    the start, whatever SQS's release jitter (moto re-checks delayed messages only once a
+    second); a worker never holds it much longer than the lead. Rounded down, so SQS
+    never releases it after ``eta - lead``; between 0 and ``max_delay``.
     """
-    seconds = (eta - now).total_seconds() - scheduler_settings.DELIVERY_LEAD_SECONDS
-    return max(0, min(scheduler_settings.MAX_DELAY_SECONDS, math.floor(seconds)))
+    return max(0, min(max_delay, math.floor((eta - now).total_seconds() - lead)))
+
+
+def job_ref_from_sqs_body(body: object) -> JobRef | None:
+    """The job an SQS message body is for, or None for anything else.
+
+    The body is kombu's envelope, JSON and usually base64-encoded, with the job's
+    headers in its ``headers``. Tolerant of anything: a body that is not such an
+    envelope, an ordinary task message, or unreadable headers all give None.
+    """
+    if not isinstance(body, str | bytes):
+        return None
+    envelope = _json_envelope(body)
+    headers = envelope.get("headers") if isinstance(envelope, dict) else None
+    if not isinstance(headers, Mapping):
+        return None
+    try:
+        return job_ref(headers)
+    except MalformedMessageError:
+        return None
+
+
+def _json_envelope(body: str | bytes) -> object:
+    # kombu base64-encodes the JSON envelope unless sqs_base64_encoding is off.
+    for decode in (lambda raw: base64.b64decode(raw, validate=True), lambda raw: raw):
+        try:
+            return json.loads(decode(body))
+        except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError too
+            continue
+    return None

@@ -54,7 +54,6 @@ class Transition:
 _S = Status
 # fmt: off
 DISPATCH = Transition("dispatch", (_S.SCHEDULED,), _S.ENQUEUED, "sent to SQS with a fresh token")
-REQUEUE_STALE = Transition("requeue_stale", (_S.ENQUEUED,), _S.SCHEDULED, "unclaimed: send anew")
 RESEND = Transition("resend", (_S.ENQUEUED,), _S.ENQUEUED, "unclaimed: same token, re-sent")
 PUT_BACK = Transition("put_back", (_S.ENQUEUED,), _S.SCHEDULED, "paused: sent again on resume")
 CLAIM = Transition("claim", (_S.ENQUEUED,), _S.RUNNING, "taken by the current token's message")
@@ -71,7 +70,6 @@ RETRY = Transition("retry", (_S.FAILED, _S.CANCELLED, _S.EXPIRED), _S.SCHEDULED,
 
 TRANSITIONS: tuple[Transition, ...] = (
     DISPATCH,
-    REQUEUE_STALE,
     RESEND,
     PUT_BACK,
     CLAIM,

@@ -1,7 +1,7 @@
 """The scheduler's Celery tasks (where Celery's autodiscovery looks): thin entry points.
 
 Jobs run as their own tasks (see :mod:`scheduler.worker.task`); the dispatcher's tick
-is here, its code in :mod:`scheduler.dispatch`.
+is here for beat schedulers that send it as a task, its code in :mod:`scheduler.dispatch`.
 """
 
 import logging
@@ -24,5 +24,9 @@ def _dispatcher() -> Dispatcher:
 
 @shared_task(name="scheduler.dispatch", ignore_result=True)
 def dispatch() -> dict[str, Any]:
-    """One dispatcher tick; django-celery-beat calls it every dispatch interval."""
+    """One dispatcher tick, for a beat scheduler other than ``DispatchingScheduler``.
+
+    That one runs the tick in beat itself; any other sends this task every dispatch
+    interval, and the tick then waits in the job queue (``scheduler.W001`` warns).
+    """
     return asdict(_dispatcher().run_once())

@@ -24,6 +24,8 @@ QUEUE_NAME_RULE = "A queue name is 1-80 letters, digits, '-' or '_'."
 UNIQUE_KEY_MAX_LENGTH = 255
 #: The largest value of the PositiveIntegerField that stores max_attempts.
 MAX_ATTEMPTS_LIMIT = 2**31 - 1
+#: As long as a Django username.
+ACTOR_MAX_LENGTH = 150
 
 
 def is_valid_queue_name(name: object) -> bool:
@@ -131,16 +133,32 @@ def max_attempts(value: object) -> int | None:
 
 def unique_key(value: object) -> str | None:
     """A non-blank key of at most 255 characters, or None."""
+    return _optional_name(value, "unique_key", UNIQUE_KEY_MAX_LENGTH)
+
+
+def actor(value: object) -> str | None:
+    """Who acts (a username, for the audit trail), or None for code that records nothing."""
+    return _optional_name(value, "actor", ACTOR_MAX_LENGTH)
+
+
+def _optional_name(value: object, field: str, max_length: int) -> str | None:
+    """None, or a string that is not blank and at most ``max_length`` long."""
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > UNIQUE_KEY_MAX_LENGTH:
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
         raise InvalidArgumentsError(
-            "unique_key",
-            f"must be a non-empty string of at most {UNIQUE_KEY_MAX_LENGTH} characters, "
-            f"got {value!r}",
+            field,
+            f"must be a non-empty string of at most {max_length} characters, got {value!r}",
         )
-    _require_storable_text(value, "unique_key")
+    _require_storable_text(value, field)
     return value
+
+
+def reason(value: object) -> str:
+    """Why an operator acts, as typed (stripped); may be empty."""
+    if not isinstance(value, str):
+        raise InvalidArgumentsError("reason", f"must be a string, got {value!r}")
+    return value.strip()
 
 
 def _require_json_round_trip(value: object, field: str) -> None:

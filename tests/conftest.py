@@ -17,6 +17,15 @@ from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPubl
 from tests.processes import BIN, free_port, running, wait_until
 
 
+@pytest.fixture(autouse=True)
+def offline_sqs(settings: Any) -> None:
+    """No test reaches Amazon SQS: unless it asks for the local server, nothing answers.
+
+    (The admin's monitoring page looks at the dead-letter queue on every load.)
+    """
+    settings.SCHEDULER_SQS_ENDPOINT_URL = "http://127.0.0.1:9"
+
+
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:
     """A moto SQS server in its own process, so freezegun cannot stop its clock."""

@@ -1,9 +1,9 @@
-"""Settings for the test suite: the project's, plus a test app with test tasks."""
+"""Settings for the test suite: the project's, plus test apps with test tasks."""
 
 from project.settings import *  # noqa: F403
 from project.settings import INSTALLED_APPS
 
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp", "tests.tasksapp"]
 
 # A route, for the tests of a job's default queue.
 CELERY_TASK_ROUTES = {"testapp.routed": {"queue": "routed-queue"}}

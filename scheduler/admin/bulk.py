@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypedDict
 
 from django.db.models import QuerySet
 
@@ -32,38 +33,58 @@ class BulkResult:
     skipped: int
 
 
-def cancel_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
+class Who(TypedDict):
+    """The audit keywords every operator service takes."""
+
+    reason: str
+    actor: str | None
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who acts and why, for the audit trail (one entry per changed job)."""
+
+    actor: str
+    reason: str = ""
+
+    @property
+    def who(self) -> Who:
+        """The keywords with which every operator service records its audit entry."""
+        return {"reason": self.reason, "actor": self.actor}
+
+
+def cancel_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     """Cancel every scheduled or enqueued job among ``jobs``."""
-    return _each(jobs, states.CANCEL.sources, "cancel", lambda pk, _run_at: services.cancel(pk))
+    return _each(jobs, states.CANCEL.sources, "cancel", lambda pk, _: services.cancel(pk, **by.who))
 
 
-def run_jobs_now(jobs: QuerySet[ScheduledJob]) -> BulkResult:
+def run_jobs_now(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     """Run every job among ``jobs`` that has not started as soon as possible."""
-    return _each(jobs, states.RUNNABLE, "run_now", lambda pk, _run_at: services.run_now(pk))
+    return _each(jobs, states.RUNNABLE, "run_now", lambda pk, _: services.run_now(pk, **by.who))
 
 
-def retry_jobs(jobs: QuerySet[ScheduledJob]) -> BulkResult:
-    """Schedule every failed or cancelled job among ``jobs`` again, now."""
-    return _each(jobs, states.RETRY.sources, "retry", lambda pk, _run_at: services.retry(pk))
+def retry_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
+    """Schedule every failed, cancelled or expired job among ``jobs`` again, now."""
+    return _each(jobs, states.RETRY.sources, "retry", lambda pk, _: services.retry(pk, **by.who))
 
 
-def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime) -> BulkResult:
+def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime, by: Operator) -> BulkResult:
     """Move every scheduled or enqueued job among ``jobs`` to ``to``."""
     return _each(
         jobs,
         states.RESCHEDULE.sources,
         "reschedule",
-        lambda pk, _run_at: services.reschedule(pk, to),
+        lambda pk, _run_at: services.reschedule(pk, to, **by.who),
     )
 
 
-def shift_jobs(jobs: QuerySet[ScheduledJob], *, by: timedelta) -> BulkResult:
-    """Move every scheduled or enqueued job among ``jobs`` by ``by`` from its own run_at."""
+def shift_jobs(jobs: QuerySet[ScheduledJob], *, offset: timedelta, by: Operator) -> BulkResult:
+    """Move every scheduled or enqueued job among ``jobs`` by ``offset`` from its own run_at."""
     return _each(
         jobs,
         states.RESCHEDULE.sources,
         "shift",
-        lambda pk, run_at: services.reschedule(pk, run_at + by),
+        lambda pk, run_at: services.reschedule(pk, run_at + offset, **by.who),
     )
 
 

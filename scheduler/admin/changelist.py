@@ -4,19 +4,21 @@ No filter reads the table to build its choices, and the paginator never counts m
 than ``COUNT_LIMIT`` rows.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 from typing_extensions import override
 
+from scheduler import states
 from scheduler.conf import scheduler_settings
-from scheduler.models import ScheduledJob, ScheduledJobQuerySet
+from scheduler.models import OVERDUE_AFTER, ScheduledJob
 from scheduler.registry import schedulable_task_names
 
 #: Beyond this many matching rows the list says "more than" instead of counting.
@@ -29,8 +31,9 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     @cached_property
     def count(self) -> int:
         """The number of rows, or ``COUNT_LIMIT + 1`` when there are more."""
-        rows = cast("QuerySet[ScheduledJob]", self.object_list)
-        return rows[: COUNT_LIMIT + 1].count()
+        rows = cast("QuerySet[Any]", self.object_list)
+        # Unordered: the planner may count from whichever index serves the filter.
+        return rows.order_by()[: COUNT_LIMIT + 1].count()
 
     @property
     def is_capped(self) -> bool:
@@ -59,8 +62,7 @@ class TaskFilter(_FieldEqualsFilter):
 
     @override
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        names = set(schedulable_task_names()) | set(scheduler_settings.ADMIN_TASKS)
-        return [(name, name) for name in sorted(names)]
+        return [(name, name) for name in sorted(_known_task_names())]
 
 
 class QueueFilter(_FieldEqualsFilter):
@@ -120,22 +122,46 @@ class RunAtFilter(admin.SimpleListFilter):
         value = self.value()
         now = timezone.now()
         if value == self.OVERDUE:
-            # The admin's queryset comes from the model's manager: it has the vocabulary.
-            return cast(ScheduledJobQuerySet, queryset).overdue(now=now)
+            return queryset.filter(pk__in=overdue_ids(now=now))
         if value in self.WINDOWS:
             _, start, end = self.WINDOWS[value]
             return queryset.filter(run_at__gte=now + start, run_at__lt=now + end)
         return queryset
 
 
-def search_filter(term: str) -> Q:
-    """Jobs matching a search term: its id, or the start of a task name or unique key.
+def overdue_ids(*, now: datetime) -> RawSQL:
+    """The ids of the overdue jobs (at most COUNT_LIMIT + 1 per pending status), latest first.
 
-    Prefix matches (not "contains") so that the (task_name, run_at) index can serve
-    the task name part.
+    One branch per status, each matching its own partial index (scheduled: due_idx;
+    enqueued: status_idx): with ``status IN (…)`` and the list's ORDER BY run_at, the
+    planner would walk the run_at index through the whole history to find none.
+    """
+    branch = (
+        f"(SELECT id FROM {ScheduledJob._meta.db_table} WHERE status = %s AND run_at < %s "  # noqa: S608
+        "ORDER BY run_at DESC LIMIT %s)"
+    )
+    cutoff = now - OVERDUE_AFTER
+    return RawSQL(  # noqa: S611 - the model's table name; values are parameters
+        " UNION ALL ".join(branch for _ in states.PENDING),
+        [value for status in states.PENDING for value in (status, cutoff, COUNT_LIMIT + 1)],
+    )
+
+
+def search_filter(term: str) -> Q:
+    """Jobs matching a search term: a job id, the start of a task name, or of a unique key.
+
+    A number is a job id and nothing else: one primary-key probe. Text that starts a
+    known task name finds those tasks' jobs (looked up among the registered tasks, no
+    LIKE over the table); any other text is the start of a unique key, served by its
+    pattern index. One condition each, so the list's capped count reads one index.
     """
     term = term.strip().removeprefix("#")
-    condition = Q(task_name__startswith=term) | Q(unique_key__startswith=term)
-    if term.isdigit() and len(term) <= 18:  # beyond that, not a bigint
-        condition |= Q(pk=int(term))
-    return condition
+    if term.isdigit():
+        # Beyond a bigint, no job has that id.
+        return Q(pk=int(term)) if len(term) <= 18 else Q(pk__in=[])
+    names = sorted(name for name in _known_task_names() if name.startswith(term))
+    return Q(task_name__in=names) if names else Q(unique_key__startswith=term)
+
+
+def _known_task_names() -> set[str]:
+    return set(schedulable_task_names()) | set(scheduler_settings.ADMIN_TASKS)

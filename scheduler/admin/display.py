@@ -1,7 +1,11 @@
 """How the admin shows durations and statuses; used by its pages and template filters."""
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.contrib import admin
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
@@ -27,3 +31,36 @@ def duration(value: timedelta | float | None) -> str:
 def status_label(status: str, label: str) -> SafeString:
     """A job status as a coloured label (colours in scheduler/admin.css)."""
     return format_html('<span class="job-status job-status-{}">{}</span>', status, label)
+
+
+def timestamp(value: datetime | None) -> str:
+    """A date and time to the second, in the current time zone: "2026-11-24 12:00:05"."""
+    if value is None:
+        return "-"
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def timestamp_column(field: str, description: str) -> Callable[[Any, Any], str]:
+    """An admin column or read-only field showing the date-time ``field`` to the second.
+
+    The admin's own rendering of a DateTimeField drops the seconds.
+    """
+
+    def show(model_admin: Any, obj: Any) -> str:  # noqa: ARG001 - the admin passes itself
+        return timestamp(getattr(obj, field))
+
+    return admin.display(description=description, ordering=field)(show)
+
+
+def audit_details(details: dict[str, Any]) -> str:
+    """An audit entry's details as operators read them: "run at 2026-11-24 12:00:05"."""
+    parts = []
+    for key, value in details.items():
+        shown = value
+        if isinstance(value, str):
+            try:
+                shown = timestamp(datetime.fromisoformat(value))
+            except ValueError:
+                shown = value or "any"
+        parts.append(f"{key.replace('_', ' ')} {shown}")
+    return "; ".join(parts) or "-"

@@ -35,6 +35,7 @@ UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
 MAX_DELAY_AMOUNT = 100_000
 #: A time typed for "now" is a little in the past by the time the form is sent.
 PAST_TOLERANCE = timedelta(minutes=1)
+REASON_MAX_LENGTH = 1000
 
 
 @cache
@@ -55,6 +56,22 @@ def local_run_at(local: datetime | None, zone_name: str) -> datetime:
     Raises ValidationError when it is missing, for a time that the zone skips or
     repeats at a daylight saving change, and for a time in the past.
     """
+    run_at = local_datetime(local, zone_name)
+    if run_at < timezone.now() - PAST_TOLERANCE:
+        raise ValidationError(
+            f"{run_at:%Y-%m-%d %H:%M} in {zone_name} is in the past; to run as soon as "
+            "possible, use “in 0 minutes” or the “Run now” action.",
+            code="past",
+        )
+    return run_at
+
+
+def local_datetime(local: datetime | None, zone_name: str) -> datetime:
+    """The wall-clock time ``local`` read in ``zone_name``, as an aware datetime.
+
+    Raises ValidationError when it is missing, and for a time that the zone skips or
+    repeats at a daylight saving change.
+    """
     if local is None:
         raise ValidationError("Enter a date and time.", code="required")
     zone = zoneinfo.ZoneInfo(zone_name)
@@ -66,12 +83,6 @@ def local_run_at(local: datetime | None, zone_name: str) -> datetime:
             f"{wall:%Y-%m-%d %H:%M} {'happens twice' if exists else 'does not exist'} in "
             f"{zone_name} (a daylight saving change); choose another time.",
             code="ambiguous_time",
-        )
-    if run_at < timezone.now() - PAST_TOLERANCE:
-        raise ValidationError(
-            f"{wall:%Y-%m-%d %H:%M} in {zone_name} is in the past; to run as soon as "
-            "possible, use “in 0 minutes” or the “Run now” action.",
-            code="past",
         )
     return run_at
 
@@ -87,6 +98,28 @@ def _json_text(label: str, initial: str, help_text: str) -> forms.CharField:
 
 def _optional_text(label: str, max_length: int, help_text: str) -> forms.CharField:
     return forms.CharField(label=label, required=False, max_length=max_length, help_text=help_text)
+
+
+def reason_field(*, required: bool = False) -> forms.CharField:
+    """Why the operator acts; kept in the audit trail."""
+    return forms.CharField(
+        label="Reason",
+        required=required,
+        max_length=REASON_MAX_LENGTH,
+        help_text="Why you do this; kept in the audit trail with your name.",
+    )
+
+
+def _local_datetime_field(label: str, help_text: str) -> forms.DateTimeField:
+    return forms.DateTimeField(
+        label=label,
+        required=False,
+        widget=forms.DateTimeInput(
+            attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"
+        ),
+        input_formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"],
+        help_text=help_text,
+    )
 
 
 # ModelForm is generic only in django-stubs.
@@ -119,11 +152,8 @@ class WhenForm(BrowserTimeZoneMixin, JobModelForm):
         initial=AT,
         widget=forms.RadioSelect,
     )
-    run_at_local = forms.DateTimeField(
-        label="Date and time",
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
-        help_text="Read in the time zone below; stored in UTC.",
+    run_at_local = _local_datetime_field(
+        "Date and time", "Read in the time zone below; stored in UTC."
     )
     time_zone = forms.ChoiceField(
         choices=time_zone_choices,
@@ -144,6 +174,9 @@ class WhenForm(BrowserTimeZoneMixin, JobModelForm):
 
     class Media:
         js = ("scheduler/browser-time-zone.js",)
+
+    #: The operator's username, set by the admin on the form class it builds.
+    actor: str | None = None
 
     @override
     def clean(self) -> dict[str, Any]:
@@ -168,6 +201,8 @@ class ScheduleJobForm(WhenForm):
         "max_attempts": ("attempts_limit", "Max attempts"),
         "unique_key": ("key", "Unique key"),
         "run_at": ("run_at_local", "Run at"),
+        "deadline": ("deadline_local", "Deadline"),
+        "reason": ("reason", "Reason"),
     }
 
     task_name = forms.ChoiceField(
@@ -188,8 +223,15 @@ class ScheduleJobForm(WhenForm):
         help_text="Leave empty for the default.",
     )
     key = _optional_text("Unique key", 255, "No other active job may hold the same key.")
+    deadline_local = _local_datetime_field(
+        "Deadline",
+        "Optional, in the time zone above: a job not started by then never starts (it "
+        "expires). Leave empty for none.",
+    )
+    reason = reason_field()
 
     job_fields = ("task_name", "args_json", "kwargs_json", "queue_name", "attempts_limit", "key")
+    audit_fields = ("deadline_local", "reason")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -230,6 +272,7 @@ class ScheduleJobForm(WhenForm):
         is shown on its field, so an invalid form has written nothing.
         """
         data = super().clean()
+        deadline = _optional_local_datetime(self, data, "deadline_local")
         if self.errors:
             return data
         try:
@@ -242,6 +285,9 @@ class ScheduleJobForm(WhenForm):
                     queue=data["queue_name"],
                     max_attempts=data["attempts_limit"],
                     unique_key=data["key"],
+                    deadline=deadline,
+                    reason=data["reason"],
+                    actor=self.actor,
                 )
         except SchedulerError as error:
             self._add_service_error(error)
@@ -275,14 +321,37 @@ class ScheduleJobForm(WhenForm):
 class RescheduleJobForm(WhenForm):
     """Move a scheduled job to another time, through ``reschedule``.
 
-    A refusal here is about the job, not the input (it left ``scheduled`` meanwhile):
-    the admin reports it as a message.
+    A refusal here is about the job, not the input (it left ``scheduled`` meanwhile, or
+    its own deadline falls before the new time): the admin reports it as a message.
     """
+
+    deadline_local = _local_datetime_field(
+        "New deadline", "Optional, in the time zone above; empty keeps the job's deadline."
+    )
+    reason = reason_field()
+
+    #: The fields of the job page's "Reschedule" section.
+    reschedule_fields = (*WhenForm.when_fields, "deadline_local", "reason")
+
+    @override
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        cleaned["deadline"] = _optional_local_datetime(self, cleaned, "deadline_local")
+        run_at = cleaned.get("run_at")
+        if cleaned["deadline"] is not None and run_at is not None and cleaned["deadline"] <= run_at:
+            self.add_error("deadline_local", "The deadline must be after the new run time.")
+        return cleaned
 
     @override
     def save(self, commit: bool = True) -> ScheduledJob:
         """Reschedule the job (``commit`` is ignored: the service always writes)."""
-        self.instance = services.reschedule(self.instance, self.cleaned_data["run_at"])
+        self.instance = services.reschedule(
+            self.instance,
+            self.cleaned_data["run_at"],
+            deadline=self.cleaned_data["deadline"],
+            reason=self.cleaned_data["reason"],
+            actor=self.actor,
+        )
         return self.instance
 
 
@@ -306,6 +375,7 @@ class BulkRescheduleForm(BrowserTimeZoneMixin, forms.Form):
         help_text="Negative to move jobs earlier.",
     )
     offset_unit = WhenForm.base_fields["delay_unit"]
+    reason = reason_field()
 
     Media = WhenForm.Media
 
@@ -317,6 +387,63 @@ class BulkRescheduleForm(BrowserTimeZoneMixin, forms.Form):
         elif (offset := _amount(self, cleaned, "offset", "Enter a non-zero offset.")) is not None:
             cleaned["offset"] = offset
         return cleaned
+
+
+class RetryJobForm(BrowserTimeZoneMixin, forms.Form):
+    """Run an ended job (failed, cancelled, expired) again, optionally with a new deadline."""
+
+    run_at_local = _local_datetime_field(
+        "Run at", "Empty for as soon as possible; read in the time zone below."
+    )
+    time_zone = WhenForm.base_fields["time_zone"]
+    deadline_local = _local_datetime_field(
+        "New deadline", "Empty for none: an expired job needs a later deadline, or none."
+    )
+    reason = reason_field()
+
+    Media = WhenForm.Media
+
+    @override
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        cleaned["run_at"] = _optional_local_datetime(self, cleaned, "run_at_local")
+        cleaned["deadline"] = _optional_local_datetime(self, cleaned, "deadline_local")
+        return cleaned
+
+
+class ReasonForm(forms.Form):
+    """Only a reason: to re-send a job's message, or to resume a paused kind."""
+
+    reason = reason_field()
+
+
+class PauseForm(forms.Form):
+    """Pause a task, a queue, or a task on one queue (``services.pause``)."""
+
+    task = forms.ChoiceField(
+        label="Task", required=False, choices=lambda: [("", "Any task"), *_task_choices()]
+    )
+    queue = forms.CharField(
+        label="Queue", required=False, max_length=80, help_text="Empty for any queue."
+    )
+    reason = reason_field(required=True)
+
+
+def _task_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in schedulable_task_names()]
+
+
+def _optional_local_datetime(
+    form: forms.BaseForm, cleaned: dict[str, Any], field: str
+) -> datetime | None:
+    """The optional date-time ``field`` read in the form's time zone, or None (error added)."""
+    if cleaned.get(field) is None or form.has_error("time_zone"):
+        return None
+    try:
+        return local_datetime(cleaned[field], cleaned["time_zone"])
+    except ValidationError as error:
+        form.add_error(field, error)
+        return None
 
 
 def _amount(

@@ -7,21 +7,25 @@ Every change goes through :mod:`scheduler.services` (one job) or
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
 from typing_extensions import override
 
+from scheduler import services, states
 from scheduler.admin import bulk, monitoring
 from scheduler.admin.changelist import (
     CappedCountPaginator,
@@ -30,11 +34,20 @@ from scheduler.admin.changelist import (
     TaskFilter,
     search_filter,
 )
-from scheduler.admin.display import duration, status_label
-from scheduler.admin.forms import BulkRescheduleForm, RescheduleJobForm, ScheduleJobForm, WhenForm
+from scheduler.admin.display import audit_details, duration, status_label, timestamp_column
+from scheduler.admin.forms import (
+    BulkRescheduleForm,
+    PauseForm,
+    ReasonForm,
+    RescheduleJobForm,
+    RetryJobForm,
+    ScheduleJobForm,
+    WhenForm,
+    reason_field,
+)
 from scheduler.admin.readonly import ReadOnlyAdminMixin
 from scheduler.exceptions import SchedulerError
-from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.models import AuditEntry, JobAttempt, Pause, ScheduledJob
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +62,34 @@ if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
 
     AttemptInlineBase = admin.TabularInline[JobAttempt, ScheduledJob]
+    AuditInlineBase = admin.TabularInline[AuditEntry, ScheduledJob]
     JobAdminBase = admin.ModelAdmin[ScheduledJob]
 else:
-    AttemptInlineBase = admin.TabularInline
+    AttemptInlineBase = AuditInlineBase = admin.TabularInline
     JobAdminBase = admin.ModelAdmin
 
 
-class JobAttemptInline(ReadOnlyAdminMixin, AttemptInlineBase):
+class ReasonActionForm(helpers.ActionForm):
+    """The action bar, with the reason the audit trail keeps for each changed job."""
+
+    reason = reason_field()
+
+
+class JobHistoryInline(ReadOnlyAdminMixin):
+    """Rows of a job's history on its page: read-only, seen by whoever may view the job."""
+
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    @override
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("scheduler.view_scheduledjob") or request.user.has_perm(
+            "scheduler.change_scheduledjob"
+        )
+
+
+class JobAttemptInline(JobHistoryInline, AttemptInlineBase):
     """Every attempt of a job, with its traceback (read-only history)."""
 
     model = JobAttempt
@@ -63,23 +97,17 @@ class JobAttemptInline(ReadOnlyAdminMixin, AttemptInlineBase):
     fields = readonly_fields = (
         "number",
         "outcome",
-        "scheduled_for",
-        "started_at",
+        "due",
+        "started",
         "attempt_lateness",
-        "finished_at",
+        "finished",
         "worker",
         "traceback",
     )
-    extra = 0
-    can_delete = False
-    show_change_link = False
 
-    @override
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        # Attempts belong to the job: whoever may view the job may view them.
-        return request.user.has_perm("scheduler.view_scheduledjob") or request.user.has_perm(
-            "scheduler.change_scheduledjob"
-        )
+    due = timestamp_column("scheduled_for", "due at")
+    started = timestamp_column("started_at", "started")
+    finished = timestamp_column("finished_at", "finished")
 
     @admin.display(description="late by")
     def attempt_lateness(self, attempt: JobAttempt) -> str:
@@ -97,6 +125,22 @@ class JobAttemptInline(ReadOnlyAdminMixin, AttemptInlineBase):
         )
 
 
+class AuditEntryInline(JobHistoryInline, AuditInlineBase):
+    """Who did what to the job, when and why (the audit trail, read-only)."""
+
+    model = AuditEntry
+    verbose_name = "audit entry"
+    verbose_name_plural = "audit trail"
+    fields = readonly_fields = ("when", "action", "actor", "reason", "what")
+    ordering = ("at", "pk")
+
+    when = timestamp_column("at", "when")
+
+    @admin.display(description="details")
+    def what(self, entry: AuditEntry) -> str:
+        return audit_details(entry.details)
+
+
 @admin.register(ScheduledJob)
 class ScheduledJobAdmin(JobAdminBase):
     """Jobs: schedule one, find any, act on many; read-only once a job left ``scheduled``."""
@@ -105,8 +149,10 @@ class ScheduledJobAdmin(JobAdminBase):
         "id",
         "task_name",
         "status_label",
-        "run_at",
+        "run_at_seconds",
+        "started",
         "lateness",
+        "finished",
         "attempts_of_max",
         "queue",
         "short_error",
@@ -116,35 +162,52 @@ class ScheduledJobAdmin(JobAdminBase):
     date_hierarchy = "run_at"
     # Searching is search_filter's (get_search_results); this shows the search box.
     search_fields = ("task_name", "unique_key")
-    search_help_text = "A job id, or the start of a task name or of a unique key."
-    # Newest first, served by the primary key; the model's -run_at would sort every row.
+    search_help_text = (
+        "A job id (42 or #42), the start of a task name, or else the start of a unique key."
+    )
+    # Newest first, served by the primary key; a filtered list is ordered by run_at
+    # instead (get_ordering), which the filters' composite indexes serve.
     ordering = ("-id",)
+    # Sorting by any other column would sort millions of rows.
+    sortable_by = ("id", "run_at_seconds")
     list_per_page = 50
     paginator = CappedCountPaginator
     show_full_result_count = False
     # Facet counts are one COUNT per filter choice over the whole table.
     show_facets = admin.ShowFacets.NEVER
     actions = ("cancel_selected", "run_selected_now", "retry_selected", "reschedule_selected")
-    inlines = (JobAttemptInline,)
+    action_form = ReasonActionForm
+    inlines = (JobAttemptInline, AuditEntryInline)
     detail_fields = (
         "id",
         "task_name",
         "status_label",
-        "run_at",
+        "run_at_seconds",
+        "deadline_seconds",
         "queue",
         "attempts_of_max",
         "unique_key",
         "pretty_args",
         "pretty_kwargs",
-        "created_at",
-        "enqueued_at",
-        "started_at",
+        "created",
+        "enqueued",
+        "sends",
+        "started",
         "lateness",
-        "finished_at",
+        "finished",
         "full_error",
-        "updated_at",
+        "updated",
     )
     change_list_template = "admin/scheduler/scheduledjob/change_list.html"
+    change_form_template = "admin/scheduler/scheduledjob/change_form.html"
+
+    run_at_seconds = timestamp_column("run_at", "run at")
+    deadline_seconds = timestamp_column("deadline", "deadline")
+    created = timestamp_column("created_at", "created")
+    enqueued = timestamp_column("enqueued_at", "sent to SQS")
+    started = timestamp_column("started_at", "started")
+    finished = timestamp_column("finished_at", "finished")
+    updated = timestamp_column("updated_at", "updated")
 
     class Media:
         css = ADMIN_CSS
@@ -163,6 +226,11 @@ class ScheduledJobAdmin(JobAdminBase):
         return False
 
     # --- list -------------------------------------------------------------------------
+
+    @override
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        narrowed = any(name not in ("o", "p") for name in request.GET)
+        return ("-run_at", "-id") if narrowed else tuple(self.ordering or ())
 
     @override
     def get_search_results(
@@ -213,7 +281,9 @@ class ScheduledJobAdmin(JobAdminBase):
         change: bool = False,
         **kwargs: Any,
     ) -> "type[ModelForm[ScheduledJob]]":
-        kwargs["form"] = ScheduleJobForm if obj is None else RescheduleJobForm
+        form: type[WhenForm] = ScheduleJobForm if obj is None else RescheduleJobForm
+        # The form calls the service itself, in the operator's name.
+        kwargs["form"] = type(form.__name__, (form,), {"actor": _actor(request)})
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fieldsets(
@@ -223,11 +293,12 @@ class ScheduledJobAdmin(JobAdminBase):
             return [
                 (None, {"fields": ScheduleJobForm.job_fields}),
                 ("When", {"fields": WhenForm.when_fields}),
+                ("Deadline and reason", {"fields": ScheduleJobForm.audit_fields}),
             ]
         details: _FieldsetSpec = [(None, {"fields": self.detail_fields})]
         if not self.has_change_permission(request, obj):
             return details
-        return [*details, ("Reschedule", {"fields": WhenForm.when_fields})]
+        return [*details, ("Reschedule", {"fields": RescheduleJobForm.reschedule_fields})]
 
     @override
     def get_readonly_fields(
@@ -253,23 +324,6 @@ class ScheduledJobAdmin(JobAdminBase):
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
 
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        """Add or view a job; a service's refusal becomes a message, not an error page."""
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except SchedulerError as error:
-            # The job moved on, or its unique key was taken, after the form was checked;
-            # the admin's transaction rolled back, so nothing was written.
-            logger.info("admin change refused job_id=%s reason=%s", object_id, error)
-            self.message_user(request, str(error), messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
-
     @admin.display(description="arguments")
     def pretty_args(self, job: ScheduledJob) -> SafeString:
         return _pretty_json(job.args)
@@ -288,22 +342,24 @@ class ScheduledJobAdmin(JobAdminBase):
 
     @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
-        result = bulk.cancel_jobs(queryset)
+        result = bulk.cancel_jobs(queryset, by=_operator(request))
         self._report(request, "Cancelled", result, "were not scheduled or enqueued")
 
     @admin.action(description="Run selected jobs now", permissions=["change"])
     def run_selected_now(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
-        result = bulk.run_jobs_now(queryset)
+        result = bulk.run_jobs_now(queryset, by=_operator(request))
         self._report(request, "Set to run now", result, "were running or succeeded")
 
-    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["change"])
+    @admin.action(
+        description="Retry selected failed, cancelled or expired jobs", permissions=["change"]
+    )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
-        result = bulk.retry_jobs(queryset)
+        result = bulk.retry_jobs(queryset, by=_operator(request))
         self._report(
             request,
             "Retried",
             result,
-            "were not failed or cancelled, or whose unique key an active job holds",
+            "were not failed, cancelled or expired, or whose unique key an active job holds",
         )
 
     @admin.action(description="Reschedule selected jobs…", permissions=["change"])
@@ -311,12 +367,16 @@ class ScheduledJobAdmin(JobAdminBase):
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> TemplateResponse | None:
         """Ask for the new time on an intermediate page, then move the jobs."""
-        form = BulkRescheduleForm(request.POST if "apply" in request.POST else None)
+        form = BulkRescheduleForm(
+            request.POST if "apply" in request.POST else None,
+            initial={"reason": request.POST.get("reason", "")},
+        )
         if form.is_bound and form.is_valid():
+            by = bulk.Operator(_actor(request), form.cleaned_data["reason"])
             if form.cleaned_data["mode"] == BulkRescheduleForm.BY:
-                result = bulk.shift_jobs(queryset, by=form.cleaned_data["offset"])
+                result = bulk.shift_jobs(queryset, offset=form.cleaned_data["offset"], by=by)
             else:
-                result = bulk.reschedule_jobs(queryset, to=form.cleaned_data["run_at"])
+                result = bulk.reschedule_jobs(queryset, to=form.cleaned_data["run_at"], by=by)
             self._report(request, "Rescheduled", result, "were not scheduled or enqueued")
             return None
         select_across = request.POST.get("select_across") == "1"
@@ -346,15 +406,34 @@ class ScheduledJobAdmin(JobAdminBase):
         level = messages.SUCCESS if result.changed else messages.WARNING
         self.message_user(request, f"{message}.", level)
 
-    # --- monitoring -------------------------------------------------------------------
+    # --- monitoring and operations -----------------------------------------------------
 
     def get_urls(self) -> list[URLPattern]:
-        monitoring_url = path(
-            "monitoring/",
-            self.admin_site.admin_view(require_safe(self.monitoring_view)),
-            name="scheduler_scheduledjob_monitoring",
-        )
-        return [monitoring_url, *super().get_urls()]
+        view = self.admin_site.admin_view
+        urls = [
+            path(
+                "monitoring/",
+                view(require_safe(self.monitoring_view)),
+                name="scheduler_scheduledjob_monitoring",
+            ),
+            path("pause/", view(require_POST(self.pause_view)), name="scheduler_pause"),
+            path(
+                "pause/<int:pause_id>/resume/",
+                view(require_POST(self.resume_view)),
+                name="scheduler_resume",
+            ),
+            path(
+                "<int:job_id>/retry/",
+                view(require_POST(self.retry_job_view)),
+                name="scheduler_scheduledjob_retry",
+            ),
+            path(
+                "<int:job_id>/resend/",
+                view(require_POST(self.resend_job_view)),
+                name="scheduler_scheduledjob_resend",
+            ),
+        ]
+        return [*urls, *super().get_urls()]
 
     def monitoring_view(self, request: HttpRequest) -> TemplateResponse:
         """The scheduler's health at a glance; needs the job's view permission."""
@@ -367,11 +446,139 @@ class ScheduledJobAdmin(JobAdminBase):
             "opts": self.opts,
             "media": self.media,
             "snapshot": monitoring.snapshot(),
+            "lateness_buckets": [label for label, _ in monitoring.LATENESS_BUCKETS],
             "refresh_seconds": MONITORING_REFRESH_SECONDS,
             "overdue_url": f"{changelist_url}?run_at={RunAtFilter.OVERDUE}",
             "changelist_url": changelist_url,
+            "can_operate": self._may_operate(request),
+            "pause_form": PauseForm(),
+            "resume_form": ReasonForm(),
         }
         return TemplateResponse(request, "admin/scheduler/scheduledjob/monitoring.html", context)
+
+    def pause_view(self, request: HttpRequest) -> HttpResponse:
+        """Pause a kind of job (from the monitoring page)."""
+
+        def pause(data: dict[str, Any], who: bulk.Who) -> str:
+            paused = services.pause(data["task"] or None, data["queue"] or None, **who)
+            return f"Paused {_kind(paused)}: none of its jobs starts until it is resumed."
+
+        return self._operate(request, PauseForm, pause, _monitoring_url())
+
+    def resume_view(self, request: HttpRequest, pause_id: int) -> HttpResponse:
+        """Lift one pause (from the monitoring page); its held jobs run, oldest first."""
+        paused = get_object_or_404(Pause, pk=pause_id)
+
+        def resume(_data: dict[str, Any], who: bulk.Who) -> str:
+            services.resume(paused.task_name or None, paused.queue or None, **who)
+            return f"Resumed {_kind(paused)}: its held jobs run once each, oldest first."
+
+        return self._operate(request, ReasonForm, resume, _monitoring_url())
+
+    def retry_job_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        """Run an ended job again (from its page), optionally with a new deadline."""
+
+        def retry(data: dict[str, Any], who: bulk.Who) -> str:
+            services.retry(job_id, data["run_at"], deadline=data["deadline"], **who)
+            return f"Job #{job_id} is scheduled again."
+
+        return self._operate(request, RetryJobForm, retry, _change_url(job_id))
+
+    def resend_job_view(self, request: HttpRequest, job_id: int) -> HttpResponse:
+        """Have the dispatcher re-send an enqueued job's message (same token)."""
+
+        def resend(_data: dict[str, Any], who: bulk.Who) -> str:
+            services.resend(job_id, **who)
+            return (
+                f"Job #{job_id}'s message will be sent again at the dispatcher's next tick, "
+                "with the same token."
+            )
+
+        return self._operate(request, ReasonForm, resend, _change_url(job_id))
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        """Add or view a job; a service's refusal becomes a message, not an error page.
+
+        A job's page also offers what its status allows: retry (with a new deadline)
+        for an ended job, re-sending its message for an enqueued one.
+        """
+        context = dict(extra_context or {})
+        if object_id is not None and object_id.isdigit() and self._may_operate(request):
+            status = (
+                ScheduledJob.objects.filter(pk=object_id).values_list("status", flat=True).first()
+            )
+            context.update(
+                retry_form=RetryJobForm() if status in states.RETRY.sources else None,
+                resend_form=ReasonForm() if status in states.RESEND.sources else None,
+            )
+        try:
+            return super().changeform_view(request, object_id, form_url, context)
+        except SchedulerError as error:
+            # The job moved on, or its unique key was taken, after the form was checked;
+            # the admin's transaction rolled back, so nothing was written.
+            logger.info("admin change refused job_id=%s reason=%s", object_id, error)
+            self.message_user(request, str(error), messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+    def _may_operate(self, request: HttpRequest) -> bool:
+        # The model-wide permission: the job-level one is False once a job left scheduled.
+        return super().has_change_permission(request)
+
+    def _operate(
+        self,
+        request: HttpRequest,
+        form_class: type[forms.Form],
+        operation: Callable[[dict[str, Any], bulk.Who], str],
+        redirect_to: str,
+    ) -> HttpResponse:
+        """Run ``operation`` on the posted form's data, in the user's name and with the
+        reason typed; its outcome becomes a message."""
+        if not self._may_operate(request):
+            raise PermissionDenied
+        form = form_class(request.POST)
+        if not form.is_valid():
+            problems = [
+                f"{form.fields[name].label if name in form.fields else ''}: "
+                + " ".join(str(error) for error in errors)
+                for name, errors in form.errors.items()
+            ]
+            self.message_user(request, " ".join(problems), messages.ERROR)
+        else:
+            try:
+                who = bulk.Operator(_actor(request), form.cleaned_data["reason"]).who
+                done = operation(form.cleaned_data, who)
+            except SchedulerError as error:
+                self.message_user(request, str(error), messages.ERROR)
+            else:
+                self.message_user(request, done, messages.SUCCESS)
+        return HttpResponseRedirect(redirect_to)
+
+
+def _kind(paused: Pause) -> str:
+    return services.pausing.describe(paused.task_name, paused.queue)
+
+
+def _actor(request: HttpRequest) -> str:
+    return request.user.get_username()
+
+
+def _operator(request: HttpRequest) -> bulk.Operator:
+    """The user behind an action, with the reason typed in the action bar."""
+    return bulk.Operator(_actor(request), request.POST.get("reason", ""))
+
+
+def _monitoring_url() -> str:
+    return reverse("admin:scheduler_scheduledjob_monitoring")
+
+
+def _change_url(job_id: int) -> str:
+    return reverse("admin:scheduler_scheduledjob_change", args=[job_id])
 
 
 def _pretty_json(value: Any) -> SafeString:

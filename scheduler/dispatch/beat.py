@@ -1,29 +1,53 @@
-"""The django-celery-beat schedule that drives the dispatcher."""
+"""Celery beat as the dispatcher: the dispatch schedule, and the scheduler that runs it in-process.
+
+``CELERY_BEAT_SCHEDULER = "scheduler.dispatch.beat:DispatchingScheduler"`` makes
+``celery beat`` run a dispatcher tick itself each time the dispatch PeriodicTask is due,
+instead of sending a tick message that a worker would run: ticks never wait in the job
+queue behind long jobs, and a deployment needs no process of its own for them. Every
+other periodic task is sent as django-celery-beat's ``DatabaseScheduler`` sends it.
+"""
 
 import logging
+import math
+from collections.abc import Sequence
+from typing import Any
 
+from celery import current_app
+from celery.beat import ScheduleEntry
+from celery.utils.imports import symbol_by_name
+from django.apps import AppConfig
+from django.core.checks import CheckMessage, Warning, register
 from django.db import transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.schedulers import DatabaseScheduler
+from typing_extensions import override
 
 from scheduler.conf import scheduler_settings
+from scheduler.dispatch.dispatcher import Dispatcher
 
 logger = logging.getLogger(__name__)
 
 DISPATCH_PERIODIC_TASK_NAME = "scheduler: dispatch due jobs"
 DISPATCH_TASK_NAME = "scheduler.dispatch"
+#: The value of ``CELERY_BEAT_SCHEDULER`` that makes beat the dispatcher.
+DISPATCHING_SCHEDULER = "scheduler.dispatch.beat:DispatchingScheduler"
 
 
 def ensure_dispatch_schedule() -> PeriodicTask:
     """Create or update the PeriodicTask that runs a dispatcher tick every interval.
 
-    Idempotent. A tick not started within one interval expires, so a backlog of
-    ticks queued while workers were down is not run all at once.
+    Idempotent. A fractional interval (0.5 s) is kept to the microsecond. If a plain
+    beat scheduler sends the tick as a task instead, a tick not started within the
+    interval expires, so a backlog of ticks queued while workers were busy is not run
+    all at once.
     """
     interval = scheduler_settings.DISPATCH_INTERVAL_SECONDS
+    if float(interval).is_integer():
+        every, period = int(interval), IntervalSchedule.SECONDS
+    else:
+        every, period = round(interval * 1_000_000), IntervalSchedule.MICROSECONDS
     with transaction.atomic():
-        schedule, _ = IntervalSchedule.objects.get_or_create(
-            every=interval, period=IntervalSchedule.SECONDS
-        )
+        schedule, _ = IntervalSchedule.objects.get_or_create(every=every, period=period)
         task, created = PeriodicTask.objects.update_or_create(
             name=DISPATCH_PERIODIC_TASK_NAME,
             defaults={
@@ -32,13 +56,63 @@ def ensure_dispatch_schedule() -> PeriodicTask:
                 "crontab": None,
                 "solar": None,
                 "clocked": None,
-                "expire_seconds": interval,
+                "expire_seconds": math.ceil(interval),
                 "queue": scheduler_settings.QUEUE_NAME,
                 "description": "Sends jobs that are nearly due from PostgreSQL to SQS "
-                "(created by the scheduler app after migrate).",
+                "(created by the scheduler app after migrate; run by beat itself).",
             },
         )
     logger.info(
         "dispatch schedule %s every_seconds=%s", "created" if created else "updated", interval
     )
     return task
+
+
+class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
+    """django-celery-beat's scheduler, running the dispatch entry's ticks in this process.
+
+    A tick blocks beat while it runs (milliseconds when little is due); other periodic
+    tasks wait for it, which is why the dispatch interval should stay well above a
+    tick's length. An error in a tick is logged and beat goes on.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._dispatcher: Dispatcher | None = None
+        super().__init__(*args, **kwargs)
+
+    @override
+    def apply_entry(self, entry: ScheduleEntry, producer: Any = None) -> None:
+        if entry.task != DISPATCH_TASK_NAME:
+            super().apply_entry(entry, producer=producer)
+            return
+        # django-celery-beat closes obsolete database connections every loop.
+        if self._dispatcher is None:
+            # One per process: it keeps its SQS queue URLs and its recovery cadence.
+            self._dispatcher = Dispatcher()
+        try:
+            self._dispatcher.run_once()
+        except Exception:
+            logger.exception("dispatch tick crashed in beat dispatcher=%s", self._dispatcher.name)
+
+
+@register()
+def check_beat_scheduler(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when Celery beat would send dispatcher ticks through the job queue."""
+    configured = current_app.conf.beat_scheduler
+    try:
+        scheduler = symbol_by_name(configured)
+    except (ImportError, AttributeError, ValueError):
+        scheduler = None
+    if isinstance(scheduler, type) and issubclass(scheduler, DispatchingScheduler):
+        return []
+    return [
+        Warning(
+            f"Celery's beat scheduler is {configured!r}: beat will send dispatcher ticks as "
+            "tasks on the job queue, where they wait behind running jobs.",
+            hint=f'Set CELERY_BEAT_SCHEDULER = "{DISPATCHING_SCHEDULER}" to run them in beat.',
+            id="scheduler.W001",
+        )
+    ]

@@ -1,9 +1,12 @@
 """The dispatcher: moves jobs that are nearly due from PostgreSQL to SQS.
 
-Each tick recovers lost work (stale enqueued jobs, expired leases), then claims due
-rows with ``FOR UPDATE SKIP LOCKED`` in batches, sends them with ``DelaySeconds =
-run_at - now`` so SQS releases them on time, and marks them enqueued with a fresh
-dispatch token. Any number of dispatchers may tick at once.
+Each tick claims due rows with ``FOR UPDATE SKIP LOCKED`` in batches, sends them with
+``DelaySeconds = run_at - now - DELIVERY_LEAD`` so SQS releases them just before their
+time, and marks them enqueued with a fresh dispatch token, all in one short transaction
+per batch. Every ``SCHEDULER_RECOVERY_INTERVAL_SECONDS`` a tick first recovers lost work:
+unclaimed jobs are sent again with the same token, jobs whose lease expired are retried,
+jobs past their deadline expire; hourly, old jobs are purged. Any number of dispatchers
+may tick at once.
 """
 
 import logging
@@ -11,31 +14,23 @@ import math
 import os
 import socket
 import time
-import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from scheduler.backoff import exponential_backoff
 from scheduler.conf import scheduler_settings
-from scheduler.dispatch.publisher import OutgoingMessage, Publisher, SQSPublisher
-from scheduler.models import DispatcherHeartbeat, ScheduledJob
+from scheduler.dispatch.publisher import OutgoingMessage, Publisher, PublishResult, SQSPublisher
+from scheduler.protocol import delivery_delay_seconds
 from scheduler.services import dispatching
+from scheduler.services.dispatching import Pending
 
 logger = logging.getLogger(__name__)
 
 _PURGE_EVERY_SECONDS = 3600.0
-
-
-def delay_seconds(run_at: datetime, now: datetime, max_delay: int) -> int:
-    """Whole seconds SQS should hold the message: ``run_at - now`` clamped to the limit.
-
-    Rounded down, so SQS never releases the message after run_at; the message's eta
-    covers the remaining fraction of a second.
-    """
-    return max(0, min(max_delay, math.floor((run_at - now).total_seconds())))
 
 
 @dataclass
@@ -44,7 +39,7 @@ class TickResult:
 
     sent: int = 0
     failed: int = 0
-    requeued_stale: int = 0
+    resent: int = 0
     leases_expired: int = 0
     expired: int = 0
     purged: int = 0
@@ -53,12 +48,41 @@ class TickResult:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """What one claimed batch became: rows claimed, sent and refused by the queue."""
+    """What one batch became: jobs taken, sent and refused by the queue."""
 
-    claimed: int
+    taken: int
     sent: int
     failed: int
     error: str | None = None
+
+    @classmethod
+    def of(cls, taken: int, published: PublishResult) -> "BatchResult":
+        """The result of sending ``taken`` jobs as ``published``."""
+        error = None
+        if published.error:
+            error = f"sqs: {published.error}"
+        elif published.failed:
+            error = f"sqs rejected {len(published.failed)} message(s)"
+        return cls(taken, len(published.sent), len(published.failed), error)
+
+
+def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage]:
+    """The messages of ``jobs``, each released by SQS just before its run_at."""
+    max_delay = scheduler_settings.MAX_DELAY_SECONDS
+    lead = scheduler_settings.DELIVERY_LEAD_SECONDS
+    return [
+        OutgoingMessage(
+            job_id=job.job_id,
+            dispatch_token=job.dispatch_token,
+            task_name=job.task_name,
+            queue=job.queue,
+            eta=job.run_at,
+            delay_seconds=delivery_delay_seconds(
+                job.run_at, now=now, max_delay=max_delay, lead=lead
+            ),
+        )
+        for job in jobs
+    ]
 
 
 class Dispatcher:
@@ -67,60 +91,53 @@ class Dispatcher:
     def __init__(self, publisher: Publisher | None = None, name: str | None = None) -> None:
         self.publisher: Publisher = publisher or SQSPublisher()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self._last_purge = -math.inf
+        self._next_recovery = -math.inf
+        self._next_purge = -math.inf
         self._stopping = False
 
     def run_once(self, *, now: datetime | None = None) -> TickResult:
-        """One tick: recover lost jobs, then send every due job in batches.
+        """One tick: recover lost jobs when their interval has passed, then send due jobs.
 
         ``now`` fixes the tick's time (tests); by default each batch reads the clock, so
         the delays of the last batch of a long tick are not computed from its start.
         """
         result = TickResult()
-        started = now or timezone.now()
-        try:
-            result.requeued_stale = dispatching.requeue_stale(now=started)
-            result.leases_expired = dispatching.expire_leases(now=started)
-            result.expired = dispatching.expire_missed(now=started)
-            if time.monotonic() - self._last_purge >= _PURGE_EVERY_SECONDS:
-                result.purged = dispatching.purge_finished(now=started)
-                self._last_purge = time.monotonic()
-        except DatabaseError as error:
-            result.errors.append(f"recovery: {type(error).__name__}: {error}")
-            logger.exception("dispatcher recovery failed dispatcher=%s", self.name)
-
-        batch_size = scheduler_settings.BATCH_SIZE
-        while True:
-            try:
-                batch = self._dispatch_batch(batch_size, now=now or timezone.now())
-            except DatabaseError as error:
-                result.errors.append(f"dispatch: {type(error).__name__}: {error}")
-                logger.exception("dispatcher batch failed dispatcher=%s", self.name)
-                break
-            result.sent += batch.sent
-            result.failed += batch.failed
-            if batch.error:
-                result.errors.append(batch.error)
-            # A short batch means nothing more is due; a failure means SQS is unwell,
-            # and the failed jobs, still scheduled, would only be claimed again.
-            if batch.claimed < batch_size or batch.failed:
-                break
-
+        if time.monotonic() >= self._next_recovery:
+            self._recover(result, now=now or timezone.now())
+            self._next_recovery = time.monotonic() + scheduler_settings.RECOVERY_INTERVAL_SECONDS
+        result.sent, result.failed = self._send_all(
+            dispatching.any_due, self._dispatch_batch, result, now=now
+        )
         self._record_heartbeat(result)
         log = logger.warning if result.errors or result.failed else logger.info
         log(
-            "dispatch tick dispatcher=%s sent=%s failed=%s requeued_stale=%s "
+            "dispatch tick dispatcher=%s sent=%s failed=%s resent=%s "
             "leases_expired=%s expired=%s purged=%s errors=%s",
             self.name,
             result.sent,
             result.failed,
-            result.requeued_stale,
+            result.resent,
             result.leases_expired,
             result.expired,
             result.purged,
             len(result.errors),
         )
         return result
+
+    def _recover(self, result: TickResult, *, now: datetime) -> None:
+        """Re-send unclaimed jobs, retry dead workers' jobs, expire missed ones, purge hourly."""
+        result.resent, _ = self._send_all(
+            dispatching.any_resend, self._resend_batch, result, now=now
+        )
+        try:
+            result.leases_expired = dispatching.expire_leases(now=now)
+            result.expired = dispatching.expire_missed(now=now)
+            if time.monotonic() >= self._next_purge:
+                result.purged = dispatching.purge_finished(now=now)
+                self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
+        except DatabaseError as error:
+            result.errors.append(f"recovery: {type(error).__name__}: {error}")
+            logger.exception("dispatcher recovery failed dispatcher=%s", self.name)
 
     def run(self, *, max_ticks: int | None = None) -> None:
         """Tick every ``SCHEDULER_DISPATCH_INTERVAL_SECONDS`` until ``stop()``.
@@ -163,65 +180,83 @@ class Dispatcher:
         while not self._stopping and time.monotonic() < deadline:
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
-    def _dispatch_batch(self, batch_size: int, *, now: datetime) -> BatchResult:
-        """Claim, send and mark one batch in one transaction."""
-        lookahead = timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
-        max_delay = scheduler_settings.MAX_DELAY_SECONDS
+    def _send_all(
+        self,
+        waiting: Callable[..., bool],
+        send_batch: Callable[..., BatchResult],
+        result: TickResult,
+        *,
+        now: datetime | None,
+    ) -> tuple[int, int]:
+        """If anything is ``waiting``, send it in batches until none is left.
+
+        Returns how many jobs were sent and how many SQS refused.
+        """
+        batch_size = scheduler_settings.BATCH_SIZE
+        sent = failed = 0
+        try:
+            # Probing first keeps a tick with nothing to send out of any transaction.
+            if not waiting(now=now or timezone.now()):
+                return sent, failed
+            while True:
+                batch = send_batch(now=now or timezone.now())
+                sent += batch.sent
+                failed += batch.failed
+                if batch.error:
+                    result.errors.append(batch.error)
+                # A short batch means nothing more is waiting; a failure means SQS is
+                # unwell, and the failed jobs, left as they were, would only come back.
+                if batch.taken < batch_size or batch.failed:
+                    return sent, failed
+        except DatabaseError as error:
+            result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
+            logger.exception("dispatcher batch failed dispatcher=%s", self.name)
+            return sent, failed
+
+    def _dispatch_batch(self, *, now: datetime) -> BatchResult:
+        """Lock, send and mark one batch of due jobs in one transaction.
+
+        The locks last as long as the sends: a worker whose message arrives first waits
+        for the commit. If the process dies after sending and before committing, the
+        jobs are still scheduled and the messages' tokens never committed: each message
+        is dropped by the worker once the locks are gone, and the next tick sends the
+        jobs again. Nothing is lost, nothing runs twice.
+        """
         with transaction.atomic():
-            due = list(
-                ScheduledJob.objects.due(within=lookahead, now=now)
-                .order_by("run_at", "pk")
-                .select_for_update(skip_locked=True)
-                .only("pk", "run_at", "queue", "task_name")[:batch_size]
-            )
-            if not due:
-                return BatchResult(claimed=0, sent=0, failed=0)
-            messages = [
-                OutgoingMessage(
-                    job_id=job.pk,
-                    dispatch_token=uuid.uuid4(),
-                    task_name=job.task_name,
-                    queue=job.queue,
-                    eta=job.run_at,
-                    delay_seconds=delay_seconds(job.run_at, now, max_delay),
-                )
-                for job in due
-            ]
-            published = self.publisher.publish(messages)
+            jobs = dispatching.lock_due(now=now, limit=scheduler_settings.BATCH_SIZE)
+            if not jobs:
+                return BatchResult(taken=0, sent=0, failed=0)
+            published = self.publisher.publish(_messages(jobs, now=now))
             sent = set(published.sent)
-            tokens = {m.job_id: m.dispatch_token for m in messages if m.job_id in sent}
-            dispatching.mark_enqueued(tokens, now=now)
-        error = None
-        if published.error:
-            error = f"sqs: {published.error}"
-        elif published.failed:
-            error = f"sqs rejected {len(published.failed)} message(s)"
-        return BatchResult(
-            claimed=len(due), sent=len(published.sent), failed=len(published.failed), error=error
-        )
+            dispatching.mark_enqueued(
+                {job.job_id: job.dispatch_token for job in jobs if job.job_id in sent}, now=now
+            )
+        return BatchResult.of(len(jobs), published)
+
+    def _resend_batch(self, *, now: datetime) -> BatchResult:
+        """Send one more copy, same token, of a batch of jobs nobody claimed in time.
+
+        The copies are counted (and the next one scheduled) before they go out, so no
+        lock is held while they do; those SQS refuses are given back.
+        """
+        jobs = dispatching.take_resends(now=now, limit=scheduler_settings.BATCH_SIZE)
+        if not jobs:
+            return BatchResult(taken=0, sent=0, failed=0)
+        published = self.publisher.publish(_messages(jobs, now=now))
+        if published.failed:
+            dispatching.untake_resends(
+                [job for job in jobs if job.job_id in published.failed], now=now
+            )
+        return BatchResult.of(len(jobs), published)
 
     def _record_heartbeat(self, result: TickResult) -> None:
         try:
-            DispatcherHeartbeat.objects.bulk_create(
-                [
-                    DispatcherHeartbeat(
-                        dispatcher=self.name,
-                        last_tick_at=timezone.now(),
-                        jobs_sent=result.sent,
-                        jobs_recovered=result.requeued_stale + result.leases_expired,
-                        errors=len(result.errors),
-                        last_error="\n".join(result.errors)[:2000],
-                    )
-                ],
-                update_conflicts=True,
-                unique_fields=["dispatcher"],
-                update_fields=[
-                    "last_tick_at",
-                    "jobs_sent",
-                    "jobs_recovered",
-                    "errors",
-                    "last_error",
-                ],
+            dispatching.record_tick(
+                dispatcher=self.name,
+                now=timezone.now(),
+                sent=result.sent,
+                recovered=result.resent + result.leases_expired,
+                errors=result.errors,
             )
         except DatabaseError:
             logger.exception("dispatcher heartbeat failed dispatcher=%s", self.name)

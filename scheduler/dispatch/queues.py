@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from scheduler.conf import scheduler_settings
-from scheduler.sqs import get_client
+from scheduler.sqs import dead_letter_queue, get_client
 from scheduler.validation import is_valid_queue_name
 
 if TYPE_CHECKING:
@@ -19,16 +19,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DLQ_SUFFIX = "-dlq"
-#: Messages are superseded after SCHEDULER_STALE_AFTER_SECONDS (the job is re-dispatched
-#: with a new token), so a day is only for looking at them during an incident, and keeps
-#: the backlog of obsolete copies small after a long worker outage.
+#: An unclaimed job is sent again with the same token, each copy waiting twice as long
+#: as the last but at most half a day (``services.dispatching.MAX_RESEND_WAIT``), so a
+#: copy always outlives the gap to the next; a day keeps few copies after a long outage.
 MESSAGE_RETENTION_SECONDS = 24 * 3600
 #: SQS's maximum: a message in the dead-letter queue is kept long enough to be examined.
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 #: A message is deleted when its job starts, so it is received again only when a worker
 #: died holding it or waited past the visibility timeout; five such receives make it
-#: poison. Its job is not lost: the dispatcher re-dispatches a job that stays enqueued.
+#: poison. Its job is not lost: the dispatcher sends a job that stays enqueued again.
 MAX_RECEIVE_COUNT = 5
 
 
@@ -67,11 +66,11 @@ def ensure_queue(name: str | None = None) -> QueueSetup:
     """Create or update the queue ``name`` (default ``SCHEDULER_QUEUE_NAME``) and its DLQ."""
     name = name or scheduler_settings.QUEUE_NAME
     # The DLQ name adds four characters, and must be valid too.
-    if not is_valid_queue_name(f"{name}{DLQ_SUFFIX}"):
+    if not is_valid_queue_name(dead_letter_queue(name)):
         raise ValueError(f"{name!r} is not a valid SQS queue name (1-76 letters, digits, - or _)")
     client = get_client()
     dlq_url, dlq_arn = _ensure(
-        client, f"{name}{DLQ_SUFFIX}", {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+        client, dead_letter_queue(name), {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
     )
     attributes = queue_attributes(dlq_arn)
     url, arn = _ensure(client, name, attributes)

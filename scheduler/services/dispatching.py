@@ -1,52 +1,181 @@
-"""The dispatcher's transitions: jobs sent to SQS, lost messages, dead workers, retention."""
+"""The dispatcher's transitions: jobs sent to SQS, lost messages, dead workers, retention.
+
+The hot path is two statements per batch: :func:`lock_due` (``SELECT … FOR UPDATE SKIP
+LOCKED``) and :func:`mark_enqueued` (one ``UPDATE … FROM unnest``), with the sends in
+between, in the caller's transaction. Rows are read as tuples, never as models.
+"""
 
 import logging
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 from uuid import UUID
 
-from django.db import transaction
-from django.db.models import Case, DateTimeField, UUIDField, Value, When
+from django.db import connection, transaction
+from django.db.models import Case, DateTimeField, Func, QuerySet, UUIDField, Value, When
+from django.db.models.expressions import RawSQL
 
 from scheduler import signals, states
 from scheduler.conf import scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
-from scheduler.services.transitions import apply, retry_delay, waiting_until
+from scheduler.services.transitions import (
+    LAZY_COMMIT,
+    apply,
+    apply_each,
+    apply_next,
+    retry_delay,
+    waiting_until,
+)
 
 logger = logging.getLogger(__name__)
+
+#: The longest wait between two copies of an unclaimed job's message: half the one-day
+#: retention of the queue (``scheduler_create_queue``), so that however long workers
+#: are away, a copy is always waiting in SQS for them.
+MAX_RESEND_WAIT = timedelta(hours=12)
+
+
+class Pending(NamedTuple):
+    """A job locked by a dispatcher to be sent: what its message needs."""
+
+    job_id: int
+    task_name: str
+    queue: str
+    run_at: datetime
+    #: The token its message carries: a fresh one to dispatch, the current one to re-send.
+    dispatch_token: UUID
+    #: Messages sent so far with the current token.
+    sends: int
+
+
+_PENDING_COLUMNS = ("id", "task_name", "queue", "run_at", "dispatch_token", "sends")
+
+
+def any_due(*, now: datetime) -> bool:
+    """Whether a job is due within the lookahead: one indexed probe, no lock, no transaction.
+
+    An empty tick costs this query and its heartbeat, whatever the table holds.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(*_due_query(now=now, limit=1, lock=False))
+        return cursor.fetchone() is not None
+
+
+def lock_due(*, now: datetime, limit: int) -> list[Pending]:
+    """Lock up to ``limit`` jobs due within the lookahead, oldest first, with fresh tokens.
+
+    Jobs another dispatcher holds are skipped. The caller's transaction keeps the locks
+    until :func:`mark_enqueued`; a worker whose message arrives before that commit
+    waits for it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(*_due_query(now=now, limit=limit, lock=True))
+        return [Pending._make(row) for row in cursor.fetchall()]
+
+
+#: The "now" the due queries are compiled with; see :func:`_due_query`.
+_COMPILED_AT = datetime(2000, 1, 1, tzinfo=UTC)
+_compiled: dict[tuple[int, int, bool], tuple[str, tuple[Any, ...]]] = {}
+
+
+def _due_query(*, now: datetime, limit: int, lock: bool) -> tuple[str, list[Any]]:
+    """The SQL and parameters of ``ScheduledJob.objects.due()`` at ``now``, in claim order.
+
+    Building the query with the ORM costs more than running it, so it is compiled once
+    per process (and lookahead, limit and lock): every time in it is now plus a fixed
+    offset, so shifting the compiled times by ``now`` gives the query at ``now``. In
+    the claim's order, (run_at, id), so that PostgreSQL reads the partial index of due
+    jobs, never the plain run_at index whose oldest entries are every job already sent.
+    """
+    lookahead = scheduler_settings.LOOKAHEAD_SECONDS
+    key = (lookahead, limit, lock)
+    if key not in _compiled:
+        due = ScheduledJob.objects.due(
+            within=timedelta(seconds=lookahead), now=_COMPILED_AT
+        ).order_by("run_at", "id")
+        rows: QuerySet[Any, Any] = due.values_list("id")
+        if lock:
+            rows = (
+                due.select_for_update(skip_locked=True)
+                .annotate(token=Func(function="gen_random_uuid", output_field=UUIDField()))
+                .values_list("id", "task_name", "queue", "run_at", "token", "sends")
+            )
+        # Django compiles FOR UPDATE only inside a transaction.
+        with transaction.atomic():
+            _compiled[key] = rows[:limit].query.sql_with_params()
+    sql, params = _compiled[key]
+    shift = now - _COMPILED_AT
+    return sql, [value + shift if isinstance(value, datetime) else value for value in params]
 
 
 def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
     """Record that these jobs were sent to SQS, each with its fresh dispatch token.
 
-    One UPDATE whatever the number of jobs; the caller holds their row locks.
+    One UPDATE whatever the number of jobs; the caller holds their row locks. Each is
+    sent again if still unclaimed ``SCHEDULER_STALE_AFTER_SECONDS`` after it was due,
+    or after now for a job sent late.
+
+    The commit need not wait for the disk: should a database crash undo it, the jobs
+    are scheduled again and their messages carry tokens that never were, which the
+    worker drops, as after a dispatcher killed between its sends and its commit. A
+    worker's claim commits durably after this commit, and with it everything before.
     """
-    if not tokens:
-        return 0
-    token_by_id = Case(
-        *(When(pk=job_id, then=Value(token)) for job_id, token in tokens.items()),
-        output_field=UUIDField(),
-    )
-    return apply(
+    return apply_each(
         states.DISPATCH,
-        ScheduledJob.objects.filter(pk__in=list(tokens)),
-        dispatch_token=token_by_id,
+        list(tokens),
+        # As text: psycopg2 adapts strings in C, UUIDs one by one in Python.
+        {"dispatch_token": [str(token) for token in tokens.values()]},
+        durable=False,
+        sends=1,
         enqueued_at=now,
         updated_at=now,
+        resend_at=RawSQL(
+            "GREATEST(run_at, %s) + %s",
+            [now, min(timedelta(seconds=scheduler_settings.STALE_AFTER_SECONDS), MAX_RESEND_WAIT)],
+        ),
     )
 
 
-def requeue_stale(*, now: datetime) -> int:
-    """Put back jobs that were sent to SQS but never claimed (message lost, queue purged)."""
-    stale = ScheduledJob.objects.stale(
-        after=timedelta(seconds=scheduler_settings.STALE_AFTER_SECONDS), now=now
+def any_resend(*, now: datetime) -> bool:
+    """Whether an enqueued job waits to be sent again: one indexed probe, no lock."""
+    return ScheduledJob.objects.resend_due(now=now).exists()
+
+
+def take_resends(*, now: datetime, limit: int) -> list[Pending]:
+    """Count one more copy for up to ``limit`` jobs nobody claimed by their ``resend_at``.
+
+    Returns them to send again with their token; the next copy waits twice as long.
+    One statement, committed before the copies go out: a worker claiming one of these
+    jobs meanwhile never waits for the sends. Should the process die before sending,
+    the job keeps the copies it had and gets the next after the doubled wait.
+    """
+    stale_after = scheduler_settings.STALE_AFTER_SECONDS
+    rows = apply_next(
+        states.RESEND,
+        ScheduledJob.objects.resend_due(now=now),
+        order_by="resend_at",
+        limit=limit,
+        returning=_PENDING_COLUMNS,
+        sends=RawSQL("sends + 1", []),
+        # The wait after the (sends + 1)-th copy: STALE_AFTER * 2 ** sends, capped.
+        resend_at=RawSQL(
+            "%s + LEAST(%s * power(2, LEAST(sends, 32)), %s) * interval '1 second'",
+            [now, stale_after, MAX_RESEND_WAIT.total_seconds()],
+        ),
+        updated_at=now,
     )
-    count = apply(
-        states.REQUEUE_STALE, stale, dispatch_token=None, enqueued_at=None, updated_at=now
+    return [Pending._make(row) for row in rows]
+
+
+def untake_resends(jobs: Sequence[Pending], *, now: datetime) -> int:
+    """Give back the copies of ``jobs`` that SQS did not take: the next recovery retries."""
+    return apply_each(
+        states.RESEND,
+        [job.job_id for job in jobs],
+        {"sends": [job.sends - 1 for job in jobs]},
+        resend_at=now,
+        updated_at=now,
     )
-    if count:
-        logger.warning("stale enqueued jobs re-dispatched count=%s", count)
-    return count
 
 
 def expire_missed(*, now: datetime) -> int:
@@ -95,7 +224,7 @@ def expire_leases(*, now: datetime) -> int:
         )
         if not expired:
             return 0
-        message = f"lease expired: no outcome {lease} after the attempt started"
+        message = f"lease expired: no heartbeat for {lease}"
         retry_at = {
             pk: now + retry_delay(attempts)
             for pk, attempts, limit, _ in expired
@@ -150,3 +279,39 @@ def purge_finished(*, now: datetime, limit: int = 1000) -> int:
     # Every dispatcher process leaves a heartbeat row; forget those long gone.
     DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
     return deleted
+
+
+def record_tick(
+    *, dispatcher: str, now: datetime, sent: int, recovered: int, errors: Sequence[str]
+) -> None:
+    """Record a dispatcher's tick on its heartbeat row: this tick's figures, and totals.
+
+    One upsert, whether or not the row exists: the totals only grow (Prometheus
+    counters), added to in the same statement that writes the tick. A heartbeat lost in
+    a database crash costs nothing, so its commit does not wait for the disk
+    (``synchronous_commit`` off for its own transaction only): waiting would cost
+    several milliseconds a tick.
+    """
+    table = connection.ops.quote_name(DispatcherHeartbeat._meta.db_table)
+    latest = ["last_tick_at", "jobs_sent", "jobs_recovered", "errors", "last_error"]
+    totals = ["sent_total", "errors_total"]
+    columns = ["dispatcher", *latest, *totals]
+    assignments = [f"{name} = EXCLUDED.{name}" for name in latest]
+    assignments += [f"{name} = {table}.{name} + EXCLUDED.{name}" for name in totals]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            # Names from this module and the model; every value is a parameter.
+            f"{LAZY_COMMIT}INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+            f"SELECT {', '.join(['%s'] * len(columns))} FROM lazy "
+            f"ON CONFLICT (dispatcher) DO UPDATE SET {', '.join(assignments)}",
+            [
+                dispatcher,
+                now,
+                sent,
+                recovered,
+                len(errors),
+                "\n".join(errors)[:2000],
+                sent,
+                len(errors),
+            ],
+        )

@@ -1,65 +1,154 @@
-"""What operators (and code) do to jobs that exist: cancel, reschedule, retry, run now."""
+"""What operators (and code) do to jobs that exist: cancel, reschedule, retry, run now, re-send."""
 
 import logging
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
 from scheduler import signals, states, validation
 from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError
-from scheduler.models import ScheduledJob
+from scheduler.models import AuditAction, ScheduledJob
+from scheduler.services import audit
 from scheduler.services.scheduling import unique_key_guard
 from scheduler.services.transitions import JobOrId, apply_one, job_id_of, waiting_until
 
 logger = logging.getLogger(__name__)
 
 
-def cancel(job_or_id: JobOrId) -> bool:
+def cancel(job_or_id: JobOrId, *, reason: str = "", actor: str | None = None) -> bool:
     """Cancel a scheduled or enqueued job; False if it was already cancelled.
 
     A message already in SQS is dropped by the worker: its dispatch token no longer
     matches. Cancelling a running or finished job raises InvalidTransitionError.
+    With an ``actor``, the audit trail records who cancelled it and why.
     """
+    reason, actor = validation.reason(reason), validation.actor(actor)
     job_id = job_id_of(job_or_id)
     try:
-        apply_one(job_id, states.CANCEL, finished_at=timezone.now(), dispatch_token=None)
+        with transaction.atomic():
+            apply_one(job_id, states.CANCEL, finished_at=timezone.now(), dispatch_token=None)
+            audit.record(audit.Action.CANCEL, actor=actor, reason=reason, job_id=job_id)
     except InvalidTransitionError as error:
         if error.status == states.CANCEL.target:
             return False
         raise
     task_name = ScheduledJob.objects.filter(pk=job_id).values_list("task_name", flat=True).get()
     signals.send_on_commit(signals.job_cancelled, job_id=job_id, task_name=task_name)
-    logger.info("job cancelled job_id=%s", job_id)
+    logger.info("job cancelled job_id=%s actor=%s", job_id, actor)
     return True
 
 
 def reschedule(
-    job_or_id: JobOrId, run_at: datetime, *, deadline: datetime | None = None
+    job_or_id: JobOrId,
+    run_at: datetime,
+    *,
+    deadline: datetime | None = None,
+    reason: str = "",
+    actor: str | None = None,
 ) -> ScheduledJob:
     """Move a scheduled or enqueued job to a new ``run_at`` (a message in SQS is dropped).
 
     The job keeps its deadline unless a new ``deadline`` is given; a ``run_at`` not
     before the deadline raises InvalidArgumentsError.
     """
-    validation.aware_datetime(run_at, "run_at")
-    job_id = job_id_of(job_or_id)
-    changes = _deadline_changes(job_id, run_at, deadline)
-    apply_one(job_id, states.RESCHEDULE, **waiting_until(run_at), **changes)
-    logger.info("job rescheduled job_id=%s run_at=%s", job_id, run_at.isoformat())
-    return ScheduledJob.objects.get(pk=job_id)
+    return _reschedule(
+        job_or_id, run_at, deadline, audit.Action.RESCHEDULE, reason=reason, actor=actor
+    )
 
 
 def retry(
-    job_or_id: JobOrId, run_at: datetime | None = None, *, deadline: datetime | None = None
+    job_or_id: JobOrId,
+    run_at: datetime | None = None,
+    *,
+    deadline: datetime | None = None,
+    reason: str = "",
+    actor: str | None = None,
 ) -> ScheduledJob:
     """Schedule an ended job again (now by default), with a fresh set of attempts.
 
     Failed, cancelled and expired jobs can be retried. The job keeps its deadline
     unless a new ``deadline`` is given: an expired job needs one.
     """
+    return _retry(job_or_id, run_at, deadline, audit.Action.RETRY, reason=reason, actor=actor)
+
+
+def run_now(
+    job_or_id: JobOrId,
+    *,
+    deadline: datetime | None = None,
+    reason: str = "",
+    actor: str | None = None,
+) -> ScheduledJob:
+    """Run a job as soon as possible: reschedule it to now, or retry it if it ended.
+
+    ``deadline``, if given, replaces the job's deadline (an expired job needs one).
+    """
+    job_id = job_id_of(job_or_id)
+    status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    if status in states.RETRY.sources:
+        return _retry(job_id, None, deadline, audit.Action.RUN_NOW, reason=reason, actor=actor)
+    return _reschedule(
+        job_id, timezone.now(), deadline, audit.Action.RUN_NOW, reason=reason, actor=actor
+    )
+
+
+def resend(job_or_id: JobOrId, *, reason: str = "", actor: str | None = None) -> ScheduledJob:
+    """Send an enqueued job's message again, through the dispatcher's fenced path.
+
+    The job keeps its dispatch token: the dispatcher re-sends it at its next tick, and
+    whichever copy a worker claims first runs, the other is dropped. For use when its
+    message was dead-lettered or lost. A job that is not enqueued any more raises
+    InvalidTransitionError saying what it is now (running, finished, moved back).
+    """
+    reason, actor = validation.reason(reason), validation.actor(actor)
+    job_id = job_id_of(job_or_id)
+    with transaction.atomic():
+        apply_one(job_id, states.RESEND, resend_at=timezone.now())
+        audit.record(audit.Action.RESEND, actor=actor, reason=reason, job_id=job_id)
+    logger.info("job re-send requested job_id=%s actor=%s", job_id, actor)
+    return ScheduledJob.objects.get(pk=job_id)
+
+
+def _reschedule(
+    job_or_id: JobOrId,
+    run_at: datetime,
+    deadline: datetime | None,
+    action: AuditAction,
+    *,
+    reason: str,
+    actor: str | None,
+) -> ScheduledJob:
+    validation.aware_datetime(run_at, "run_at")
+    reason, actor = validation.reason(reason), validation.actor(actor)
+    job_id = job_id_of(job_or_id)
+    changes = _deadline_changes(job_id, run_at, deadline)
+    with transaction.atomic():
+        apply_one(job_id, states.RESCHEDULE, **waiting_until(run_at), **changes)
+        _record(action, job_id, run_at, changes, reason=reason, actor=actor)
+    logger.info(
+        "job rescheduled job_id=%s run_at=%s action=%s actor=%s",
+        job_id,
+        run_at.isoformat(),
+        action,
+        actor,
+    )
+    return ScheduledJob.objects.get(pk=job_id)
+
+
+def _retry(
+    job_or_id: JobOrId,
+    run_at: datetime | None,
+    deadline: datetime | None,
+    action: AuditAction,
+    *,
+    reason: str,
+    actor: str | None,
+) -> ScheduledJob:
     if run_at is not None:
         validation.aware_datetime(run_at, "run_at")
+    reason, actor = validation.reason(reason), validation.actor(actor)
     run_at = run_at or timezone.now()
     job_id = job_id_of(job_or_id)
     changes = _deadline_changes(job_id, run_at, deadline)
@@ -68,7 +157,7 @@ def retry(
         if isinstance(job_or_id, ScheduledJob)
         else ScheduledJob.objects.filter(pk=job_id).values_list("unique_key", flat=True).first()
     )
-    with unique_key_guard(unique_key):
+    with transaction.atomic(), unique_key_guard(unique_key):
         apply_one(
             job_id,
             states.RETRY,
@@ -77,20 +166,24 @@ def retry(
             **waiting_until(run_at),
             **changes,
         )
-    logger.info("job retried job_id=%s", job_id)
+        _record(action, job_id, run_at, changes, reason=reason, actor=actor)
+    logger.info("job retried job_id=%s action=%s actor=%s", job_id, action, actor)
     return ScheduledJob.objects.get(pk=job_id)
 
 
-def run_now(job_or_id: JobOrId, *, deadline: datetime | None = None) -> ScheduledJob:
-    """Run a job as soon as possible: reschedule it to now, or retry it if it ended.
-
-    ``deadline``, if given, replaces the job's deadline (an expired job needs one).
-    """
-    job_id = job_id_of(job_or_id)
-    status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-    if status in states.RETRY.sources:
-        return retry(job_id, deadline=deadline)
-    return reschedule(job_id, timezone.now(), deadline=deadline)
+def _record(
+    action: AuditAction,
+    job_id: int,
+    run_at: datetime,
+    changes: dict[str, Any],
+    *,
+    reason: str,
+    actor: str | None,
+) -> None:
+    details = {"run_at": run_at.isoformat()}
+    if changes.get("deadline") is not None:
+        details["deadline"] = changes["deadline"].isoformat()
+    audit.record(action, actor=actor, reason=reason, job_id=job_id, **details)
 
 
 def _deadline_changes(job_id: int, run_at: datetime, deadline: datetime | None) -> dict[str, Any]:

@@ -114,6 +114,7 @@ def claim(*, job_id: int, token: UUID, task_name: str, worker: str) -> Claim | R
         job.status, job.attempts, job.started_at = states.CLAIM.target, job.attempts + 1, now
         attempt = JobAttempt.objects.create(
             job=job,
+            task_name=job.task_name,
             number=job.attempts,
             dispatch_token=token,
             scheduled_for=job.run_at,

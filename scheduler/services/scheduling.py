@@ -19,6 +19,7 @@ from scheduler.conf import scheduler_settings
 from scheduler.exceptions import DuplicateJobError, SchedulerError, UnknownTaskError
 from scheduler.models import ScheduledJob
 from scheduler.registry import get_task, routed_queue, task_name_of
+from scheduler.services import audit
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class JobOptions(TypedDict, total=False):
     max_attempts: int | None
     unique_key: str | None
     deadline: datetime | None
+    reason: str
+    actor: str | None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ def schedule_at(
     max_attempts: int | None = None,
     unique_key: str | None = None,
     deadline: datetime | None = None,
+    reason: str = "",
+    actor: str | None = None,
 ) -> ScheduledJob:
     """Schedule ``task(*args, **kwargs)`` to run at ``run_at``.
 
@@ -77,8 +82,10 @@ def schedule_at(
     possible. Without a ``queue``, the job goes where Celery routes the task (its
     ``queue`` option or ``task_routes``), else to ``SCHEDULER_QUEUE_NAME``. A job not
     started by its ``deadline`` (aware, after ``run_at``) never starts: it ends
-    ``expired``. Invalid input raises and writes nothing.
+    ``expired``. Invalid input raises and writes nothing. With an ``actor`` (an
+    operator's username), the audit trail records who scheduled it and why.
     """
+    reason, actor = validation.reason(reason), validation.actor(actor)
     return _save(
         _new_job(
             JobSpec(
@@ -91,7 +98,9 @@ def schedule_at(
                 unique_key=unique_key,
                 deadline=deadline,
             )
-        )
+        ),
+        reason=reason,
+        actor=actor,
     )
 
 
@@ -221,10 +230,17 @@ def _new_job(spec: JobSpec, **fields: Any) -> ScheduledJob:
     )
 
 
-def _save(job: ScheduledJob) -> ScheduledJob:
-    """INSERT one new job, in the caller's transaction."""
+def _save(job: ScheduledJob, *, reason: str = "", actor: str | None = None) -> ScheduledJob:
+    """INSERT one new job, in the caller's transaction, with its audit entry if any."""
     with unique_key_guard(job.unique_key):
         job.save(force_insert=True)
+        audit.record(
+            audit.Action.SCHEDULE,
+            actor=actor,
+            reason=reason,
+            job_id=job.pk,
+            run_at=job.run_at.isoformat(),
+        )
     logger.info(
         "job scheduled job_id=%s task=%s run_at=%s queue=%s",
         job.pk,

@@ -4,10 +4,13 @@ Every service applies the transitions of :mod:`scheduler.states` through :func:`
 so none can bypass the table.
 """
 
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db import connection, transaction
+from django.db.models import Field, QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from scheduler.backoff import exponential_backoff
@@ -18,6 +21,10 @@ from scheduler.states import Transition
 
 JobOrId = ScheduledJob | int
 
+#: A CTE ``lazy`` that turns ``synchronous_commit`` off for the current transaction, from
+#: within the statement that joins it: its commit returns without waiting for the disk.
+LAZY_COMMIT = "WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) "
+
 
 def apply(transition: Transition, jobs: QuerySet[ScheduledJob], **changes: Any) -> int:
     """The compare-and-set of ``transition``: move those of ``jobs`` still in its sources.
@@ -25,6 +32,106 @@ def apply(transition: Transition, jobs: QuerySet[ScheduledJob], **changes: Any) 
     Returns how many jobs moved.
     """
     return jobs.filter(status__in=transition.sources).update(status=transition.target, **changes)
+
+
+def apply_each(
+    transition: Transition,
+    job_ids: Sequence[int],
+    per_job: Mapping[str, Sequence[Any]],
+    *,
+    durable: bool = True,
+    **changes: Any,
+) -> int:
+    """The compare-and-set of ``transition`` for many jobs, each with values of its own.
+
+    ``per_job`` maps a field to one value per job of ``job_ids``; ``changes`` are the
+    same for all (a value, or a ``RawSQL`` of the row's columns). One ``UPDATE … FROM
+    unnest(…)`` whatever the number of jobs: the values travel as arrays, not as one SQL
+    expression per job. Returns how many moved.
+
+    ``durable=False`` lets the transaction's commit return before its record reaches
+    the disk (``synchronous_commit`` off for this transaction only), for changes a
+    database crash may undo without harm.
+    """
+    if not job_ids:
+        return 0
+    fields = [_field(name) for name in ("id", *per_job)]
+    quote = connection.ops.quote_name
+    per_job_set = [f"{quote(field.column)} = v.{quote(field.column)}" for field in fields[1:]]
+    changed, params = _set_clause(transition, changes)
+    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
+    columns = ", ".join(quote(field.column) for field in fields)
+    table = quote(ScheduledJob._meta.db_table)
+    # Every name comes from the model's meta and every value is a parameter.
+    sql = LAZY_COMMIT if not durable else ""
+    sql += f"UPDATE {table} SET {', '.join([*per_job_set, changed])} "  # noqa: S608
+    sql += f"FROM unnest({arrays}) AS v({columns}) "
+    sql += "" if durable else "CROSS JOIN lazy "
+    sql += f"WHERE {table}.{quote('id')} = v.{quote('id')} AND {table}.{quote('status')} = ANY(%s)"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql, [*params, list(job_ids), *map(list, per_job.values()), list(transition.sources)]
+        )
+        moved: int = cursor.rowcount
+        return moved
+
+
+def apply_next(
+    transition: Transition,
+    jobs: QuerySet[ScheduledJob],
+    *,
+    order_by: str,
+    limit: int,
+    returning: Sequence[str],
+    **changes: Any,
+) -> list[tuple[Any, ...]]:
+    """The compare-and-set of ``transition`` for the first ``limit`` of ``jobs``.
+
+    Jobs another transaction holds are skipped. One ``UPDATE … WHERE id IN (SELECT …
+    FOR UPDATE SKIP LOCKED) RETURNING``, committed at once: no lock outlives it. Returns
+    the ``returning`` fields of each job moved, as they are after the change.
+    """
+    with transaction.atomic():  # Django compiles FOR UPDATE only inside a transaction
+        chosen = (
+            jobs.filter(status__in=transition.sources)
+            .order_by(order_by)
+            .select_for_update(skip_locked=True)
+            .values("pk")[:limit]
+        )
+        chosen_sql, chosen_params = chosen.query.sql_with_params()
+        changed, params = _set_clause(transition, changes)
+        quote = connection.ops.quote_name
+        table = quote(ScheduledJob._meta.db_table)
+        columns = ", ".join(quote(_field(name).column) for name in returning)
+        sql = f"UPDATE {table} SET {changed} WHERE {quote('id')} IN ({chosen_sql}) "  # noqa: S608
+        sql += f"AND {quote('status')} = ANY(%s) RETURNING {columns}"
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, *chosen_params, list(transition.sources)])
+            moved: list[tuple[Any, ...]] = cursor.fetchall()
+            return moved
+
+
+def _set_clause(transition: Transition, changes: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """``status = target`` and ``changes`` as SQL assignments, with their parameters."""
+    quote = connection.ops.quote_name
+    assignments, params = [], []
+    for name, value in {"status": transition.target, **changes}.items():
+        field = _field(name)
+        if isinstance(value, RawSQL):  # computed from the row's own columns
+            assignments.append(f"{quote(field.column)} = {value.sql}")
+            params.extend(value.params)
+        else:
+            assignments.append(f"{quote(field.column)} = %s")
+            params.append(field.get_db_prep_save(value, connection))
+    return ", ".join(assignments), params
+
+
+def _field(name: str) -> "Field[Any, Any]":
+    """The job's field ``name``, which must have a column of its own."""
+    field = ScheduledJob._meta.get_field(name)
+    if not isinstance(field, Field) or not field.column:
+        raise TypeError(f"{name!r} is not a column of the job table")
+    return field
 
 
 def apply_one(job_id: int, transition: Transition, **changes: Any) -> None:
@@ -43,7 +150,14 @@ def apply_one(job_id: int, transition: Transition, **changes: Any) -> None:
 
 def waiting_until(run_at: Any) -> dict[str, Any]:
     """The fields of a job that goes back to waiting in PostgreSQL for ``run_at``."""
-    return {"run_at": run_at, "dispatch_token": None, "enqueued_at": None, "started_at": None}
+    return {
+        "run_at": run_at,
+        "dispatch_token": None,
+        "enqueued_at": None,
+        "started_at": None,
+        "sends": 0,
+        "resend_at": None,
+    }
 
 
 def retry_delay(failed_attempts: int) -> timedelta:

@@ -60,7 +60,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
     @override
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # A direct call from inside a job's body is an ordinary call, not a delivery.
-        if _job_run(self) is None:
+        if job_run(self) is None:
             try:
                 ref = protocol.job_ref(vars(self.request))
             except protocol.MalformedMessageError as error:
@@ -129,7 +129,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         otherwise, as Celery does, ``exc`` (or MaxRetriesExceededError) is raised and
         the job fails.
         """
-        run = _job_run(self)
+        run = job_run(self)
         if run is None:
             return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
         limit = self.max_retries if max_retries is None else max_retries
@@ -182,7 +182,12 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             if (eta - now).total_seconds() > scheduler_settings.MAX_DELAY_SECONDS:
                 options.update(link=link, link_error=link_error)
                 return self._schedule_as_job(eta, args, kwargs, task_id, options, now=now)
-            delay = protocol.delivery_delay_seconds(eta, now=now)
+            delay = protocol.delivery_delay_seconds(
+                eta,
+                now=now,
+                max_delay=scheduler_settings.MAX_DELAY_SECONDS,
+                lead=scheduler_settings.DELIVERY_LEAD_SECONDS,
+            )
             if delay:
                 options["delay_seconds"] = delay
         return super().apply_async(
@@ -230,7 +235,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         return handled.result
 
 
-def _job_run(task: Task) -> JobRun | None:  # type: ignore[type-arg]
+def job_run(task: Task) -> JobRun | None:  # type: ignore[type-arg]
     """The job whose body ``task`` is running, if any."""
     run: JobRun | None = getattr(task.request, _JOB_RUN, None)
     return run

@@ -38,9 +38,11 @@ def e2e_env(transactional_db: None, sqs_queue: SqsQueue, settings: Any) -> dict[
 
 
 @contextlib.contextmanager
-def celery_worker(env: dict[str, str], node: str = "e2e") -> Iterator[Process]:
+def celery_worker(
+    env: dict[str, str], node: str = "e2e", *, concurrency: int = 2
+) -> Iterator[Process]:
     """A `celery worker` consuming the test's queue, started and ready, stopped on exit."""
-    args = celery_worker_args(queue=env["SCHEDULER_QUEUE_NAME"], name=node)
+    args = celery_worker_args(queue=env["SCHEDULER_QUEUE_NAME"], name=node, concurrency=concurrency)
     with running(f"worker-{node}", args, env) as process:
         process.wait_for_output("ready.", timeout=60)
         yield process
@@ -52,8 +54,9 @@ def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
         yield process
 
 
-@pytest.fixture
-def beat(e2e_env: dict[str, str], tmp_path: Any) -> Iterator[Process]:
+@contextlib.contextmanager
+def celery_beat(env: dict[str, str], *, pidfile: Any) -> Iterator[Process]:
+    """`celery beat` (the dispatcher), started, stopped on exit."""
     ensure_dispatch_schedule()
     args = [
         str(BIN / "celery"),
@@ -62,10 +65,16 @@ def beat(e2e_env: dict[str, str], tmp_path: Any) -> Iterator[Process]:
         "beat",
         "--loglevel=INFO",
         "--pidfile",
-        str(tmp_path / "beat.pid"),
+        str(pidfile),
     ]
-    with running("beat", args, e2e_env) as process:
+    with running("beat", args, env) as process:
         process.wait_for_output("beat: Starting", timeout=60)
+        yield process
+
+
+@pytest.fixture
+def beat(e2e_env: dict[str, str], tmp_path: Any) -> Iterator[Process]:
+    with celery_beat(e2e_env, pidfile=tmp_path / "beat.pid") as process:
         yield process
 
 

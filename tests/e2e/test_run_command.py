@@ -68,6 +68,16 @@ def still_running(processes: dict[int, tuple[int, str]]) -> dict[int, str]:
     }
 
 
+def kill_left_over(group: subprocess.Popen[bytes], started: dict[int, tuple[int, str]]) -> None:
+    """After a failure: kill the process group ``group`` leads and what it started."""
+    if group.poll() is None:
+        os.killpg(group.pid, signal.SIGKILL)
+        group.wait()
+    for pid in still_running(started):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def run_database() -> Iterator[str]:
     """A database URL whose database does not exist yet; dropped afterwards."""
@@ -170,12 +180,7 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
             assert f"{label} stopped" in output, output[-3000:]
         assert "every process has stopped" in output, output[-3000:]
     finally:
-        if make.poll() is None:
-            os.killpg(make.pid, signal.SIGKILL)
-            make.wait()
-        for pid in still_running(started):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_left_over(make, started)
 
 
 def test_make_run_without_postgres_says_so_in_one_line() -> None:

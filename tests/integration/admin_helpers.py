@@ -39,6 +39,8 @@ def job_fields(status: str, *, run_at: datetime, **fields: Any) -> dict[str, Any
     if status in (Status.ENQUEUED, Status.RUNNING):
         values["dispatch_token"] = uuid.uuid4()
         values["enqueued_at"] = run_at - timedelta(minutes=5)
+    if status == Status.ENQUEUED:
+        values["resend_at"] = run_at + timedelta(minutes=5)
     if status in (Status.RUNNING, Status.SUCCEEDED, Status.FAILED):
         values["started_at"] = run_at + timedelta(seconds=1)
         values["attempts"] = 1

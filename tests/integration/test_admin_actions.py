@@ -69,7 +69,7 @@ def test_run_now_moves_pending_and_ended_jobs_to_now(admin_client, one_of_each):
 def test_retry_reschedules_failed_and_cancelled_jobs_with_fresh_attempts(admin_client, one_of_each):
     response = act(admin_client, "retry_selected", one_of_each.values())
     assert messages_of(response) == [
-        "Retried 3 jobs; skipped 4 that were not failed or cancelled, "
+        "Retried 3 jobs; skipped 4 that were not failed, cancelled or expired, "
         "or whose unique key an active job holds."
     ]
     retried = ScheduledJob.objects.get(pk=one_of_each[Status.FAILED].pk)
@@ -81,7 +81,7 @@ def test_retry_skips_a_job_whose_unique_key_an_active_job_holds(admin_client):
     job(Status.SCHEDULED, unique_key="k1")
     response = act(admin_client, "retry_selected", [failed])
     assert messages_of(response) == [
-        "Retried 0 jobs; skipped 1 that were not failed or cancelled, "
+        "Retried 0 jobs; skipped 1 that were not failed, cancelled or expired, "
         "or whose unique key an active job holds."
     ]
     assert ScheduledJob.objects.get(pk=failed.pk).status == Status.FAILED
@@ -180,13 +180,13 @@ def test_a_job_that_changes_state_during_the_action_is_skipped(admin_client, mon
     scheduled = job()
     original = services.cancel
 
-    def claimed_first(job_or_id):
+    def claimed_first(job_or_id, **audit):
         ScheduledJob.objects.filter(pk=scheduled.pk).update(
             status=Status.RUNNING,
             started_at=T0,
             dispatch_token="00000000-0000-0000-0000-000000000001",
         )
-        return original(job_or_id)
+        return original(job_or_id, **audit)
 
     monkeypatch.setattr(services, "cancel", claimed_first)
     response = act(admin_client, "cancel_selected", [scheduled])

@@ -51,7 +51,7 @@ def form_data(**overrides):
 
 
 def reschedule_data(**overrides):
-    # The attempts inline's management form travels with every change form.
+    # The attempts' and audit trail's management forms travel with every change form.
     data = {
         "when": "in",
         "delay_amount": "5",
@@ -59,6 +59,8 @@ def reschedule_data(**overrides):
         "time_zone": "UTC",
         "history-TOTAL_FORMS": "0",
         "history-INITIAL_FORMS": "0",
+        "audit_entries-TOTAL_FORMS": "0",
+        "audit_entries-INITIAL_FORMS": "0",
     }
     data.update(overrides)
     return data
@@ -210,9 +212,9 @@ def test_a_service_refusal_during_the_post_becomes_a_message(admin_client, monke
     scheduled = job(run_at=T0 + timedelta(days=1))
     original = services.reschedule
 
-    def claimed_first(job_or_id, run_at):
+    def claimed_first(job_or_id, run_at, **audit):
         ScheduledJob.objects.filter(pk=scheduled.pk).update(status=Status.CANCELLED, finished_at=T0)
-        return original(job_or_id, run_at)
+        return original(job_or_id, run_at, **audit)
 
     monkeypatch.setattr(services, "reschedule", claimed_first)
     response = admin_client.post(

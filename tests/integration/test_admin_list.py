@@ -133,7 +133,7 @@ def test_payments_list_links_each_capture_job_with_its_status_and_time(admin_cli
         url = reverse("admin:scheduler_scheduledjob_change", args=[payment.capture_job_id])
         assert f'<a href="{url}">#{payment.capture_job_id}</a>' in content
     assert content.count('<span class="job-status job-status-scheduled">Scheduled</span>') == 3
-    assert "Dec. 8, 2026" in content  # 14 days after T0
+    assert "2026-12-08 12:00:00" in content  # 14 days after T0, to the second
     assert len(queries) <= 8
     detail = admin_client.get(reverse("admin:payments_payment_change", args=[payments[0].pk]))
     first_job_url = reverse(

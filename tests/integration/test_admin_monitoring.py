@@ -5,11 +5,14 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
+from django.db import connection
+from django.db.models import DurationField, ExpressionWrapper, F, Q
+from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
 
 from scheduler.admin import monitoring
-from scheduler.admin.monitoring import Figure, TaskFailures
-from scheduler.models import DispatcherHeartbeat, JobAttempt
+from scheduler.admin.monitoring import PercentileCont, Tally, TaskFailures
+from scheduler.models import DispatcherHeartbeat, JobAttempt, Pause, ScheduledJob
 from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, job
 
 pytestmark = pytest.mark.django_db
@@ -26,6 +29,7 @@ def frozen():
 def attempt(of, *, late, started, outcome=JobAttempt.Outcome.SUCCEEDED, finished=None):
     return JobAttempt(
         job=of,
+        task_name=of.task_name,
         number=1,
         dispatch_token=uuid.uuid4(),
         scheduled_for=started - late,
@@ -53,11 +57,12 @@ def known_data():
     history = job(Status.SUCCEEDED, run_at=T0 - 3 * HOUR, finished_at=T0 - 3 * HOUR + 5 * MINUTE)
     failing = job(Status.FAILED, task_name="testapp.fail", finished_at=T0 - HOUR)
     old_failure = job(Status.FAILED, finished_at=T0 - 2 * DAY)
-    # Lateness: 1..100 s in the last hour, and 1000 s five hours ago.
-    attempts = [
+    # Lateness: 1000 s five hours ago, and 1..100 s in the last hour (attempt ids grow
+    # with their start, as the worker inserts each attempt when it starts).
+    attempts = [attempt(history, late=timedelta(seconds=1000), started=T0 - 5 * HOUR)]
+    attempts += [
         attempt(history, late=timedelta(seconds=s), started=T0 - 30 * MINUTE) for s in range(1, 101)
     ]
-    attempts.append(attempt(history, late=timedelta(seconds=1000), started=T0 - 5 * HOUR))
     # Failures in the last 24 h: three errors of testapp.record, one expired lease of
     # testapp.fail (whose job failed); an error two days ago does not count.
     recorder = job(Status.SCHEDULED, task_name="testapp.record", run_at=T0 + 40 * DAY)
@@ -98,90 +103,130 @@ def known_data():
     )
 
 
+def hours_of(histogram):
+    return {
+        bucket.start.strftime("%d %H:%M"): bucket.count
+        for bucket in histogram.buckets
+        if bucket.count
+    }
+
+
 @pytest.mark.usefixtures("known_data")
 def test_snapshot_figures_on_a_known_data_set():
     snapshot = monitoring.snapshot()
 
     assert snapshot.now == T0
-    assert snapshot.by_status == [
-        Figure("Scheduled", 8),
-        Figure("Enqueued", 2),
-        Figure("Running", 1),
-        Figure("Succeeded", 3),
-        Figure("Failed", 2),
-        Figure("Cancelled", 1),
-        Figure("Expired", 0),
+    assert [(row.status, row.count) for row in snapshot.by_status] == [
+        ("scheduled", Tally(8)),
+        ("enqueued", Tally(2)),
+        ("running", Tally(1)),
+        ("succeeded", Tally(3)),
+        ("failed", Tally(2)),
+        ("cancelled", Tally(1)),
+        ("expired", Tally(0)),
     ]
-    assert snapshot.total == 17
-    assert snapshot.due == [
-        Figure("next hour", 2),
-        Figure("next day", 3),
-        Figure("next week", 4),
-        Figure("next month", 5),
-    ]
-    assert snapshot.overdue == 2
+    assert snapshot.total == Tally(17)
+    assert str(snapshot.total) == "17"
+    assert snapshot.overdue == Tally(2)
+    assert snapshot.oldest_overdue == T0 - 5 * MINUTE
+    assert snapshot.oldest_overdue_age == 5 * MINUTE
 
-    due = {day.day: day.count for day in snapshot.due_by_day}
-    assert len(snapshot.due_by_day) == 30
-    assert snapshot.due_by_day[0].day == date(2026, 11, 24)
-    assert snapshot.due_by_day[-1].day == date(2026, 12, 23)
-    assert {day: count for day, count in due.items() if count} == {
+    assert len(snapshot.due_hourly.buckets) == 48
+    assert snapshot.due_hourly.buckets[0].start == T0
+    assert hours_of(snapshot.due_hourly) == {"24 12:00": 2, "24 14:00": 1}
+    assert snapshot.due_hourly.exact
+    days = snapshot.due_daily
+    assert len(days.buckets) == 30
+    assert days.buckets[0].start.date() == date(2026, 11, 24)
+    assert days.buckets[-1].start.date() == date(2026, 12, 23)
+    assert {b.start.date(): b.count for b in days.buckets if b.count} == {
         date(2026, 11, 24): 3,
         date(2026, 11, 27): 1,
         date(2026, 12, 14): 1,
     }
-    assert snapshot.due_by_day_peak == 3
+    assert days.peak == 3
+    assert days.exact
 
     hour, day = snapshot.lateness
-    assert (hour.label, hour.attempts, hour.p50, hour.p95, hour.p99) == (
-        "last hour",
-        100,
-        50.5,
-        95.05,
-        99.01,
-    )
-    assert (day.label, day.attempts, day.p50, day.p95, day.p99) == (
-        "last day",
-        101,
-        51.0,
-        96.0,
-        100.0,
-    )
+    assert (hour.label, hour.exact, day.label, day.exact) == ("last hour", True, "last day", True)
+    (noop,) = hour.rows
+    assert (noop.task_name, noop.attempts, noop.failed) == ("testapp.noop", 100, 0)
+    assert (noop.p50, noop.p95, noop.p99) == (50.5, 95.05, 99.01)
+    #                 <0.1 <0.5 <1 <2 <5 <30 <1min <5min <1h >=1h
+    assert noop.histogram == [0, 0, 0, 1, 3, 25, 30, 41, 0, 0]
+    assert [bucket.count for bucket in hour.histogram.buckets] == noop.histogram
+    assert [row.task_name for row in day.rows] == ["testapp.noop"]
+    (noop,) = day.rows
+    assert (noop.attempts, noop.p50, noop.p95, noop.p99) == (101, 51.0, 96.0, 100.0)
+    assert noop.histogram == [0, 0, 0, 1, 3, 25, 30, 41, 1, 0]
 
+    # Failed attempts started in the last day (the day's sample); jobs failed for good.
     assert snapshot.failures == [
-        TaskFailures("testapp.record", failed_attempts=3, failed_jobs=0),
-        TaskFailures("testapp.fail", failed_attempts=1, failed_jobs=1),
+        TaskFailures("testapp.fail", failed_attempts=0, failed_jobs=1),
     ]
 
-    finished = {
-        hour.hour.strftime("%d %H:%M"): (hour.succeeded, hour.failed)
-        for hour in snapshot.finished_by_hour
-    }
-    assert len(finished) == 24
-    assert next(iter(finished)) == "23 13:00"
-    assert list(finished)[-1] == "24 12:00"
-    assert {key: value for key, value in finished.items() if value != (0, 0)} == {
-        "24 09:00": (1, 0),
-        "24 11:00": (2, 1),
-    }
-    assert snapshot.finished_peak == 3
-
     beats = snapshot.heartbeats
-    assert [beat.dispatcher for beat in beats.recent] == ["host:1", "host:0"]
-    assert beats.latest_age == timedelta(seconds=4)
+    assert [(row.beat.dispatcher, row.age, row.healthy) for row in beats.dispatchers] == [
+        ("host:1", timedelta(seconds=4), True),
+        ("host:0", HOUR, False),
+    ]
     assert beats.stale_after == timedelta(seconds=15)
     assert beats.healthy
+    assert snapshot.paused == []
+    assert snapshot.dead_letters.letters.error
 
 
 def test_an_empty_database_gives_zeros_and_no_percentiles():
     snapshot = monitoring.snapshot()
-    assert snapshot.total == 0
-    assert snapshot.overdue == 0
-    assert [row.p50 for row in snapshot.lateness] == [None, None]
+    assert snapshot.total == Tally(0)
+    assert snapshot.overdue == Tally(0)
+    assert snapshot.oldest_overdue is None
+    assert [window.rows for window in snapshot.lateness] == [[], []]
     assert snapshot.failures == []
-    assert snapshot.due_by_day_peak == snapshot.finished_peak == 0
+    assert snapshot.due_daily.peak == snapshot.due_hourly.peak == 0
     assert snapshot.heartbeats.latest_age is None
     assert not snapshot.heartbeats.healthy
+
+
+@pytest.mark.usefixtures("known_data")
+def test_counts_beyond_the_exact_limit_are_postgresql_estimates(monkeypatch):
+    monkeypatch.setattr(monitoring, "EXACT_COUNT_LIMIT", 2)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+    snapshot = monitoring.snapshot()
+    counts = {row.status: row.count for row in snapshot.by_status}
+    # pg_stats knows the status column's frequencies: 8 of the 17 rows are scheduled.
+    assert counts["scheduled"] == Tally(8, exact=False)
+    assert str(counts["scheduled"]) == "≈ 8"
+    assert counts["running"] == Tally(1)
+    assert not snapshot.total.exact
+    # Two overdue jobs are not more than the limit of 2.
+    assert snapshot.overdue == Tally(2)
+
+
+@pytest.mark.usefixtures("known_data")
+def test_large_windows_are_sampled_and_say_so(monkeypatch):
+    monkeypatch.setattr(monitoring, "SAMPLE_SIZE", 25)
+    monkeypatch.setattr(monitoring, "RUN_LENGTH", 5)
+    monkeypatch.setattr(monitoring, "HOUR_CAP", 1)
+    monkeypatch.setattr(monitoring, "DAY_CAP", 2)
+    # The whole (small) table is the block sample: the estimates are the true counts.
+    monkeypatch.setattr(monitoring, "SAMPLE_PAGES", 10_000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+    snapshot = monitoring.snapshot()
+    hour = snapshot.lateness[0]
+    assert not hour.exact
+    assert hour.scale > 1
+    (noop,) = hour.rows
+    # Runs of consecutive attempts, scaled to the whole window.
+    assert 80 <= noop.attempts <= 120
+    assert 40 <= noop.p50 <= 60
+    # The 12:00 hour (2 jobs) and today (3) are over their caps: estimated, and marked.
+    assert not snapshot.due_hourly.exact
+    assert not snapshot.due_daily.exact
+    assert hours_of(snapshot.due_hourly) == {"24 12:00": 2, "24 14:00": 1}
+    assert snapshot.due_daily.buckets[0].count == 3
 
 
 @pytest.mark.usefixtures("known_data")
@@ -190,19 +235,50 @@ def test_page_shows_the_figures_and_refreshes_itself(admin_client):
     assert '<meta http-equiv="refresh" content="30">' in content
     assert '<td id="status-scheduled">8</td>' in content
     assert '<td id="status-total">17</td>' in content
-    assert '<td id="due-next-month">5</td>' in content
     assert f'<a href="{CHANGELIST}?run_at=overdue" id="overdue" class="monitoring-bad">2</a>' in (
         content
     )
+    assert "Oldest: due 2026-11-24 11:55:00, 5 min 0 s ago." in content
     assert '<td class="p50">50.500 s</td>' in content
     assert '<td class="p99">1 min 40 s</td>' in content
-    assert "testapp.record" in content
-    assert content.count('<rect class="bar" x="2" y="0" width="16"') == 30
-    assert 'height="100"' in content  # the peak day's bar
+    assert "testapp.fail" in content
+    # Due per hour and per day, and a lateness histogram per window.
+    assert content.count('<svg class="monitoring-chart"') == 4
+    assert content.count('<rect class="bar"') == 48 + 30 + 10 + 10
+    assert 'height="100.0"' in content  # the peak day's bar
     assert "heartbeat-warning" not in content
+    assert "silent" in content  # host:0
+    assert "Nothing is paused." in content
+    # No SQS server answers in this test.
+    assert "scheduler-jobs-dlq is unavailable" in content
     # No external asset (a CDN…): every src and href stays on this site. (Searching the
     # page for "cdn" failed whenever the random CSRF token contained those letters.)
     assert not re.search(r'(src|href)="(https?:)?//', content)
+
+
+def page_queries(client):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(MONITORING)
+    assert response.status_code == 200
+    return len(queries)
+
+
+def test_the_page_costs_a_fixed_number_of_queries(admin_client, known_data):
+    few = page_queries(admin_client)
+    Pause.objects.create(task_name="testapp.noop", reason="incident")
+    history = ScheduledJob.objects.filter(status=Status.SUCCEEDED).first()
+    JobAttempt.objects.bulk_create(
+        attempt(history, late=timedelta(seconds=s % 7), started=T0 - s * timedelta(seconds=1))
+        for s in range(1, 2000)
+    )
+    for status in Status:
+        for run_at in (T0 - DAY, T0 + HOUR, T0 + 3 * DAY):
+            job(status, run_at=run_at)
+    assert page_queries(admin_client) == few
+    # Session and user, then: table statistics, overdue, due per hour, per day and
+    # sampled, lateness bounds and two windows, status counts, failed jobs, heartbeats,
+    # pauses (and the dead-letter queue's jobs when it has some).
+    assert few == 14
 
 
 def test_page_warns_when_the_dispatcher_heartbeat_is_old(admin_client):
@@ -223,3 +299,17 @@ def test_overdue_link_lists_the_overdue_jobs(admin_client, known_data):
         -5 * MINUTE,
         -2 * MINUTE,
     ]
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_percentile_fraction_must_be_between_0_and_1(fraction):
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        PercentileCont("started_at", fraction)
+
+
+def test_percentile_is_a_query_parameter_with_a_filter():
+    late = ExpressionWrapper(F("started_at") - F("scheduled_for"), output_field=DurationField())
+    query = JobAttempt.objects.aggregate(
+        median=PercentileCont(late, 0.5, filter=Q(worker="a"), output_field=DurationField())
+    )
+    assert query == {"median": None}

@@ -5,13 +5,19 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from celery import current_app
 from django.core.management import call_command
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler import schedule_at
-from scheduler.dispatch.beat import DISPATCH_PERIODIC_TASK_NAME, ensure_dispatch_schedule
-from scheduler.models import ScheduledJob
+from scheduler.dispatch.beat import (
+    DISPATCH_PERIODIC_TASK_NAME,
+    DispatchingScheduler,
+    ensure_dispatch_schedule,
+)
+from scheduler.models import DispatcherHeartbeat, ScheduledJob
+from scheduler.protocol import JOB_ID_HEADER
 
 pytestmark = pytest.mark.django_db
 
@@ -33,6 +39,45 @@ def test_the_schedule_follows_the_interval_setting_and_stays_unique(settings):
     assert task.interval.every == 2
     assert task.queue == "other-queue"
     assert PeriodicTask.objects.filter(task="scheduler.dispatch").count() == 1
+
+
+def test_a_fractional_interval_is_kept_to_the_microsecond(settings):
+    settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 0.5
+    ensure_dispatch_schedule()
+    task = PeriodicTask.objects.get(name=DISPATCH_PERIODIC_TASK_NAME)
+    assert (task.interval.every, task.interval.period) == (500_000, "microseconds")
+    assert task.interval.schedule.run_every == timedelta(seconds=0.5)
+    assert task.expire_seconds == 1  # whole seconds only: the interval rounded up
+
+
+@pytest.fixture
+def beat_scheduler(transactional_db):
+    ensure_dispatch_schedule()
+    scheduler = DispatchingScheduler(app=current_app)
+    yield scheduler
+    scheduler._finalize.cancel()  # no sync at exit, after the test database is gone
+
+
+def test_beat_runs_a_dispatcher_tick_in_its_own_process(sqs_queue, beat_scheduler):
+    job = schedule_at("testapp.noop", timezone.now())
+    entry = beat_scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME]
+    beat_scheduler.apply_entry(entry, producer=None)
+    job.refresh_from_db()
+    assert job.status == "enqueued"
+    # The only message is the job's own: no tick message went through the job queue.
+    [message] = sqs_queue.receive()
+    assert message["headers"]["task"] == "testapp.noop"
+    assert message["headers"][JOB_ID_HEADER] == str(job.pk)
+    assert DispatcherHeartbeat.objects.get().jobs_sent == 1
+
+
+def test_a_failing_tick_does_not_stop_beat(sqs_queue, beat_scheduler, settings, caplog):
+    schedule_at("testapp.noop", timezone.now())
+    settings.SCHEDULER_SQS_ENDPOINT_URL = "http://127.0.0.1:9"  # nothing listens there
+    entry = beat_scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME]
+    beat_scheduler.apply_entry(entry, producer=None)
+    assert ScheduledJob.objects.get().status == "scheduled"
+    assert "sqs publish failed" in caplog.text
 
 
 def test_dispatch_command_once_sends_due_jobs(sqs_queue):

@@ -9,8 +9,9 @@ from freezegun import freeze_time
 
 from payments.gateway import gateway
 from payments.models import Payment
-from payments.services import authorize_payment, capture_payment
+from payments.services import authorize_payment, capture_payment, mark_capture_missed
 from scheduler.models import ScheduledJob
+from scheduler.services import dispatching
 
 pytestmark = pytest.mark.django_db
 
@@ -32,6 +33,94 @@ def test_authorizing_schedules_the_capture_fourteen_days_out():
     assert job.run_at == T0 + timedelta(days=14)
     assert job.unique_key == f"payments:capture:{payment.pk}"
     assert job.status == ScheduledJob.Status.SCHEDULED
+    # An extended authorization holds the money 30 days: the capture's deadline.
+    assert payment.authorized_at == T0
+    assert payment.authorization_expires_at == T0 + timedelta(days=30)
+    assert job.deadline == payment.authorization_expires_at
+
+
+@freeze_time(T0)
+def test_a_standard_authorization_lasts_days_and_bounds_its_capture():
+    payment = authorize_payment(
+        amount="20.00", currency="EUR", capture_in=timedelta(days=2), valid_for=timedelta(days=7)
+    )
+    assert payment.authorization_expires_at == T0 + timedelta(days=7)
+    assert payment.capture_job.deadline == T0 + timedelta(days=7)
+
+
+@pytest.mark.parametrize(
+    ("capture_in", "valid_for", "error"),
+    [
+        (timedelta(days=14), timedelta(days=7), ValueError),
+        (timedelta(days=7), timedelta(days=7), ValueError),
+        (timedelta(seconds=-1), timedelta(days=7), ValueError),
+        (timedelta(days=1), 7, TypeError),
+        (3600, timedelta(days=7), TypeError),
+    ],
+)
+def test_a_capture_that_could_never_run_in_time_is_refused(capture_in, valid_for, error):
+    with pytest.raises(error):
+        authorize_payment(amount="5.00", currency="EUR", capture_in=capture_in, valid_for=valid_for)
+    assert not Payment.objects.exists()
+    assert not ScheduledJob.objects.exists()
+
+
+def two_day_authorization():
+    """Authorized at T0 for two days, its capture due after one."""
+    with freeze_time(T0):
+        return authorize_payment(
+            amount="30.00",
+            currency="EUR",
+            capture_in=timedelta(days=1),
+            valid_for=timedelta(days=2),
+        )
+
+
+def test_an_expired_capture_marks_the_payment_capture_missed_after_commit(
+    django_capture_on_commit_callbacks,
+):
+    payment = two_day_authorization()
+    # The dispatcher was down past the authorization's expiry: the capture expires.
+    with (
+        freeze_time(T0 + timedelta(days=3)),
+        django_capture_on_commit_callbacks() as callbacks,
+        transaction.atomic(),
+    ):
+        assert dispatching.expire_missed(now=T0 + timedelta(days=3)) == 1
+        payment.refresh_from_db()
+        # Not before the expiry is committed.
+        assert payment.status == Payment.Status.AUTHORIZED
+    for callback in callbacks:
+        callback()
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.CAPTURE_MISSED
+    assert payment.capture_job.status == ScheduledJob.Status.EXPIRED
+    # A second report changes nothing; a captured payment never becomes missed.
+    assert mark_capture_missed(capture_job_id=payment.capture_job_id).status == (
+        Payment.Status.CAPTURE_MISSED
+    )
+    captured = authorize_payment(amount="1.00", currency="EUR")
+    capture_payment(payment_id=captured.pk)
+    assert mark_capture_missed(capture_job_id=captured.capture_job_id).status == (
+        Payment.Status.CAPTURED
+    )
+    assert mark_capture_missed(capture_job_id=10**9) is None
+
+
+def test_an_expiry_that_rolls_back_leaves_the_payment_authorized(
+    django_capture_on_commit_callbacks,
+):
+    payment = two_day_authorization()
+    with (
+        django_capture_on_commit_callbacks() as callbacks,
+        pytest.raises(RuntimeError),
+        transaction.atomic(),
+    ):
+        dispatching.expire_missed(now=T0 + timedelta(days=3))
+        raise RuntimeError("the dispatcher's transaction fails")
+    assert callbacks == []
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.AUTHORIZED
 
 
 @freeze_time(T0)

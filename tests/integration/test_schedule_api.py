@@ -1,6 +1,7 @@
 """The public API: schedule_at, schedule_in, cancel, reschedule (and retry, run_now)."""
 
 import math
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -202,6 +203,8 @@ def _job(status, **fields):
     }
     if status in (Status.ENQUEUED, Status.RUNNING):
         fields.setdefault("dispatch_token", "6f1e1b4e-1d1c-4c56-8f8f-111111111111")
+    if status == Status.ENQUEUED:
+        fields.setdefault("resend_at", T0 + timedelta(minutes=5))
     if status == Status.RUNNING:
         fields.setdefault("started_at", T0)
     return ScheduledJob.objects.create(**{**defaults, **fields})
@@ -297,7 +300,9 @@ def test_the_database_enforces_the_invariants():
         {"status": "bogus"},
         {"max_attempts": 0},
         {"attempts": 4, "max_attempts": 3},
-        {"status": Status.ENQUEUED, "dispatch_token": None},
+        {"status": Status.ENQUEUED, "dispatch_token": None, "resend_at": T0},
+        # An enqueued job whose message is lost must be sent again some day.
+        {"status": Status.ENQUEUED, "dispatch_token": uuid.uuid4(), "resend_at": None},
         {"task_name": ""},
     ):
         with pytest.raises(IntegrityError), transaction.atomic():

@@ -159,3 +159,9 @@ def time_limited(self: Any, path: str, label: str) -> None:
     record_run(path, f"{label}:{self.request.retries}")
     if self.request.retries == 0:
         time.sleep(30)
+
+
+@shared_task(name="testapp.sleep")
+def sleep(seconds: float) -> None:
+    """Keeps its worker process busy."""
+    time.sleep(seconds)

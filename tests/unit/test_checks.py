@@ -32,6 +32,12 @@ def test_defaults_pass():
         ),
         ({"SCHEDULER_RETRY_BACKOFF_MAX_SECONDS": 10}, "scheduler.E005"),
         ({"SCHEDULER_QUEUE_NAME": "has.dots"}, "scheduler.E006"),
+        ({"SCHEDULER_METRICS_TOKEN": ""}, "scheduler.E001"),
+        ({"SCHEDULER_METRICS_TOKEN": "two words"}, "scheduler.E001"),
+        ({"SCHEDULER_METRICS_TOKEN": "naïve"}, "scheduler.E001"),
+        ({"SCHEDULER_METRICS_TOKEN": 12345}, "scheduler.E001"),
+        ({"SCHEDULER_METRICS_WINDOW_SECONDS": 0}, "scheduler.E001"),
+        ({"SCHEDULER_METRICS_WINDOW_SECONDS": 86401}, "scheduler.E001"),
         ({"SCHEDULER_DISPATCH_INTERVAL_SECONDS": 0}, "scheduler.E001"),
         ({"SCHEDULER_DISPATCH_INTERVAL_SECONDS": float("nan")}, "scheduler.E001"),
         ({"SCHEDULER_SQS_ENDPOINT_URL": "localhost:9324"}, "scheduler.E001"),
@@ -43,6 +49,8 @@ def test_defaults_pass():
             "scheduler.E007",
         ),
         ({"SCHEDULER_DELIVERY_LEAD_SECONDS": 300}, "scheduler.E008"),
+        ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": 0}, "scheduler.E001"),
+        ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": "5"}, "scheduler.E001"),
     ],
 )
 def test_each_bad_setting_is_reported(overrides, expected):
@@ -70,3 +78,7 @@ def test_lowered_limits_for_tests_are_consistent():
         )
         == []
     )
+
+
+def test_a_metrics_token_is_accepted():
+    assert ids(SCHEDULER_METRICS_TOKEN="Zq8-7Hk_Lw.mP2~x") == []

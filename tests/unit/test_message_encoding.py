@@ -3,29 +3,38 @@ import json
 import uuid
 from datetime import UTC, datetime
 
-from scheduler.dispatch.publisher import OutgoingMessage, encode_message
-from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER, job_ref
+import pytest
+from celery import current_app
+from kombu import Connection
+
+from scheduler.dispatch.publisher import MessageEncoder, OutgoingMessage, encode_message
+from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER, JobRef, job_ref
+
+
+def _message(**fields):
+    values = {
+        "job_id": 42,
+        "dispatch_token": uuid.uuid4(),
+        "task_name": "shop.capture",
+        "queue": "jobs",
+        "eta": datetime(2026, 12, 8, 12, 0, 0, 250000, tzinfo=UTC),
+        "delay_seconds": 7,
+    }
+    return OutgoingMessage(**{**values, **fields})
+
+
+def _decode(body):
+    return json.loads(base64.b64decode(body))
 
 
 def test_the_sqs_body_is_a_celery_protocol_2_message_for_the_jobs_own_task():
-    token = uuid.uuid4()
-    eta = datetime(2026, 12, 8, 12, 0, 0, 250000, tzinfo=UTC)
-    body = encode_message(
-        OutgoingMessage(
-            job_id=42,
-            dispatch_token=token,
-            task_name="shop.capture",
-            queue="jobs",
-            eta=eta,
-            delay_seconds=7,
-        )
-    )
-    envelope = json.loads(base64.b64decode(body))
+    message = _message()
+    envelope = _decode(encode_message(message))
     assert envelope["content-type"] == "application/json"
     assert envelope["headers"]["task"] == "shop.capture"
     assert envelope["headers"][JOB_ID_HEADER] == "42"
-    assert envelope["headers"][DISPATCH_TOKEN_HEADER] == str(token)
-    assert job_ref(envelope["headers"]).dispatch_token == token
+    assert envelope["headers"][DISPATCH_TOKEN_HEADER] == str(message.dispatch_token)
+    assert job_ref(envelope["headers"]).dispatch_token == message.dispatch_token
     assert envelope["headers"]["eta"] == "2026-12-08T12:00:00.250000+00:00"
     assert envelope["headers"]["id"] == envelope["properties"]["correlation_id"]
     assert envelope["properties"]["body_encoding"] == "base64"
@@ -36,14 +45,69 @@ def test_the_sqs_body_is_a_celery_protocol_2_message_for_the_jobs_own_task():
 
 
 def test_every_message_gets_its_own_task_id_and_delivery_tag():
-    message = OutgoingMessage(
-        job_id=1,
-        dispatch_token=uuid.uuid4(),
-        task_name="t",
-        queue="q",
-        eta=datetime.now(UTC),
-        delay_seconds=0,
-    )
-    first, second = (json.loads(base64.b64decode(encode_message(message))) for _ in range(2))
+    message = _message()
+    first, second = (_decode(encode_message(message)) for _ in range(2))
     assert first["headers"]["id"] != second["headers"]["id"]
     assert first["properties"]["delivery_tag"] != second["properties"]["delivery_tag"]
+
+
+def celery_envelope(message, *, task_id, delivery_tag):
+    """The envelope Celery's own ``send_task_message`` makes of ``message`` with kombu.
+
+    kombu's SQS transport is its virtual transport, whose envelope the in-memory one
+    keeps as it is; SQS then only base64-encodes it as JSON. kombu draws its own
+    delivery tag, replaced by ``delivery_tag``.
+    """
+    task = current_app.amqp.as_task_v2(
+        task_id, message.task_name, args=(), kwargs={}, eta=message.eta
+    )
+    task.headers.update(JobRef(message.job_id, message.dispatch_token).headers())
+    with Connection("memory://") as connection:
+        channel = connection.default_channel
+        current_app.amqp.send_task_message(
+            connection.Producer(channel), message.task_name, task, queue=message.queue, retry=False
+        )
+        envelope = channel._get(message.queue)
+    envelope["properties"]["delivery_tag"] = delivery_tag
+    return envelope
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"task_name": "payments.capture_payment", "queue": "other-queue"},
+        {"job_id": 9_000_000_000, "eta": datetime(2027, 1, 1, tzinfo=UTC)},
+        {"task_name": 'odd "name" \\ é', "queue": "q_1"},
+    ],
+)
+def test_the_template_encodes_exactly_what_celery_encodes(fields):
+    encoder = MessageEncoder()
+    for _ in range(3):  # the first builds the template, the others reuse it
+        message = _message(dispatch_token=uuid.uuid4(), **fields)
+        ours = _decode(encoder.encode(message))
+        expected = celery_envelope(
+            message,
+            task_id=ours["headers"]["id"],
+            delivery_tag=ours["properties"]["delivery_tag"],
+        )
+        assert ours == expected
+        uuid.UUID(ours["headers"]["id"])
+        uuid.UUID(ours["properties"]["delivery_tag"])
+
+
+def test_celery_encodes_once_per_task_and_queue_not_once_per_job(monkeypatch):
+    calls = []
+    real = current_app.amqp.as_task_v2
+
+    def counting(*args, **kwargs):
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(current_app.amqp, "as_task_v2", counting)
+    encoder = MessageEncoder()
+    for job_id in range(1, 101):
+        encoder.encode(_message(job_id=job_id))
+    encoder.encode(_message(task_name="other.task"))
+    encoder.encode(_message(queue="other-queue"))
+    assert calls == ["shop.capture", "other.task", "shop.capture"]

@@ -1,0 +1,46 @@
+"""The audit trail as a list of its own: every operator action, with or without a job."""
+
+from typing import TYPE_CHECKING
+
+from django.contrib import admin
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from scheduler.admin.changelist import CappedCountPaginator
+from scheduler.admin.display import audit_details, timestamp_column
+from scheduler.admin.readonly import ReadOnlyAdminMixin
+from scheduler.models import AuditEntry
+
+# ModelAdmin is generic only in django-stubs.
+if TYPE_CHECKING:
+    AuditAdminBase = admin.ModelAdmin[AuditEntry]
+else:
+    AuditAdminBase = admin.ModelAdmin
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdminMixin, AuditAdminBase):
+    """Read-only: entries are written by the services, with the actions they record."""
+
+    list_display = ("when", "action", "actor", "reason", "job_link", "what")
+    list_filter = ("action",)
+    search_fields = ("=actor",)
+    ordering = ("-pk",)
+    sortable_by = ()
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    fields = readonly_fields = ("when", "action", "actor", "reason", "job_link", "what")
+
+    when = timestamp_column("at", "when")
+
+    @admin.display(description="details")
+    def what(self, entry: AuditEntry) -> str:
+        return audit_details(entry.details)
+
+    @admin.display(description="job")
+    def job_link(self, entry: AuditEntry) -> SafeString | str:
+        if entry.job_id is None:
+            return "-"
+        url = reverse("admin:scheduler_scheduledjob_change", args=[entry.job_id])
+        return format_html('<a href="{}">#{}</a>', url, entry.job_id)

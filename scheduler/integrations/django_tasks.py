@@ -1,0 +1,275 @@
+"""A ``django.tasks`` backend whose tasks are scheduler jobs (``scheduler.backends``).
+
+``TASKS = {"default": {"BACKEND": "scheduler.backends.SchedulerBackend"}}`` with Django
+6.0's ``django.tasks``, or with the ``django-tasks`` backport on Django 5.2. Then
+``my_task.enqueue(...)`` — or ``my_task.using(run_after=<any time>).enqueue(...)`` — is
+:func:`scheduler.schedule_at` in the caller's transaction, and ``get_result(id)`` reads
+the job back.
+
+How a ``django.tasks`` task runs on the Celery worker: each task declared with this
+backend is also a Celery task of the project's app, named after the function's module
+path and built on the app's Task class. The dispatcher sends its job as a message for
+that name, so the worker's usual claim / run / record path runs it — logs and signals
+show the function's own path — and the function's return value becomes the job's
+result. A worker knows the tasks of the modules it imports: declare them in an installed
+app's ``tasks.py``, where Celery's autodiscovery finds them (as for Celery tasks).
+
+Not supported, with the framework's own clear error: ``priority`` (SQS has none; jobs
+start at their time, in ``run_after`` order). Retries follow the scheduler's back-off up
+to ``OPTIONS["MAX_ATTEMPTS"]`` (default ``SCHEDULER_DEFAULT_MAX_ATTEMPTS``).
+"""
+
+# Annotations stay text: Django 6.0's Task and TaskResult are not generic at run time.
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import django
+from celery import Task as CeleryTask
+from celery import shared_task
+from django.core import checks
+from django.dispatch import receiver
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from typing_extensions import override
+
+from scheduler import services, signals
+from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.states import Status
+from scheduler.worker.task import job_run
+
+if TYPE_CHECKING or django.VERSION < (6, 0):
+    from django_tasks import DEFAULT_TASK_QUEUE_NAME, TaskContext, TaskResult, TaskResultStatus
+    from django_tasks.backends.base import BaseTaskBackend
+    from django_tasks.base import Task, TaskError
+    from django_tasks.exceptions import InvalidTaskError as InvalidTask
+    from django_tasks.exceptions import TaskResultDoesNotExist
+    from django_tasks.signals import task_enqueued, task_finished, task_started
+    from django_tasks.utils import normalize_json
+else:
+    from django.tasks import DEFAULT_TASK_QUEUE_NAME, TaskContext, TaskResult, TaskResultStatus
+    from django.tasks.backends.base import BaseTaskBackend
+    from django.tasks.base import Task, TaskError
+    from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+    from django.utils.json import normalize_json
+
+logger = logging.getLogger(__name__)
+
+#: django.tasks' view of a job's status.
+STATUS = {
+    Status.SCHEDULED: TaskResultStatus.READY,
+    Status.ENQUEUED: TaskResultStatus.READY,
+    Status.RUNNING: TaskResultStatus.RUNNING,
+    Status.SUCCEEDED: TaskResultStatus.SUCCESSFUL,
+    # Raised on its last attempt, or unable to start at all.
+    Status.FAILED: TaskResultStatus.FAILED,
+    Status.CANCELLED: TaskResultStatus.FAILED,
+    Status.EXPIRED: TaskResultStatus.FAILED,
+}
+_OPTIONS = {"MAX_ATTEMPTS"}
+# The last line of a Python traceback: "package.module.Error: message" (or "Error").
+_EXCEPTION_LINE = re.compile(r"^(?P<path>[A-Za-z_][\w.]*)(?::|$)")
+
+#: Every task declared with this backend, by its module path (its Celery task's name).
+_declared: dict[str, SchedulerBackendTask] = {}
+
+
+class WorkerLost(Exception):  # noqa: N818 - named like what happened, as TaskError shows it
+    """An attempt's worker stopped heartbeating (it was killed): the attempt was abandoned."""
+
+
+class SchedulerBackendTask(Task):  # type: ignore[type-arg]
+    """A ``django.tasks`` task of :class:`SchedulerBackend`: also a Celery task of its path."""
+
+    __slots__ = ()
+
+    @override
+    def __post_init__(self) -> None:
+        Task.__post_init__(self)
+        _declare(self)
+
+
+def _declare(task: SchedulerBackendTask) -> None:
+    """Make ``task`` a Celery task named after its module path (once per path)."""
+    name = task.module_path
+    known = name in _declared
+    _declared[name] = task
+    if known:
+        return
+
+    def run(celery_task: CeleryTask[Any, Any], *args: Any, **kwargs: Any) -> Any:
+        return _execute(celery_task, _declared[name], args, kwargs)
+
+    run.__doc__ = task.func.__doc__
+    shared_task(name=name, bind=True)(run)
+
+
+def _execute(
+    celery_task: CeleryTask[Any, Any],
+    task: SchedulerBackendTask,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """The Celery task's body: call the function, with its context if it takes one."""
+    run = job_run(celery_task)
+    backend = task.get_backend()
+    result = backend.get_result(str(run.job.pk)) if run is not None else None
+    if result is not None:
+        task_started.send(sender=type(backend), task_result=result)
+    if task.takes_context:
+        if result is None:
+            raise InvalidTask(f"{task.module_path} takes a context, so it runs only as a job")
+        return normalize_json(task.call(TaskContext(task_result=result), *args, **kwargs))
+    return normalize_json(task.call(*args, **kwargs))
+
+
+class SchedulerBackend(BaseTaskBackend):
+    """``django.tasks`` on the scheduler: every enqueued task is a :class:`ScheduledJob`.
+
+    ``run_after`` may be any time ahead, days or weeks; none means as soon as possible.
+    The job is inserted in the caller's transaction. A result's id is the job's id.
+    """
+
+    task_class = SchedulerBackendTask
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    # SQS queues have no priority: jobs start at their time.
+    supports_priority = False
+
+    @override
+    def validate_task(self, task: Task[Any, Any]) -> None:
+        super().validate_task(task)
+        if not isinstance(task, SchedulerBackendTask):
+            raise InvalidTask(
+                f"{task.module_path} must be declared with the {self.alias!r} backend "
+                f"(@task(backend={self.alias!r})) for the Celery workers to know it"
+            )
+
+    @override
+    def enqueue(
+        self,
+        task: Task[Any, Any],
+        args: Any,
+        kwargs: Any,
+    ) -> TaskResult[Any]:
+        self.validate_task(task)
+        job = services.schedule_at(
+            task.module_path,
+            task.run_after or timezone.now(),
+            normalize_json(args),
+            normalize_json(kwargs),
+            queue=self._queue(task.queue_name),
+            max_attempts=self.options.get("MAX_ATTEMPTS"),
+        )
+        result = self._result(task, job, attempts=[])
+        task_enqueued.send(sender=type(self), task_result=result)
+        return result
+
+    @override
+    def get_result(self, result_id: str) -> TaskResult[Any]:
+        """The job ``result_id`` as a TaskResult; TaskResultDoesNotExist if it is none of ours."""
+        job = (
+            ScheduledJob.objects.filter(pk=int(result_id)).first()
+            if str(result_id).isdigit()
+            else None
+        )
+        task = _task_named(job.task_name) if job is not None else None
+        if job is None or task is None:
+            raise TaskResultDoesNotExist(result_id)
+        return self._result(task, job, attempts=list(job.history.order_by("number")))
+
+    @override
+    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+        unknown = set(self.options) - _OPTIONS
+        if unknown:
+            yield checks.Error(
+                f"TASKS[{self.alias!r}]['OPTIONS'] has unknown keys: {sorted(unknown)}.",
+                hint=f"{type(self).__name__} accepts {sorted(_OPTIONS)}.",
+                id="scheduler.E030",
+            )
+        max_attempts = self.options.get("MAX_ATTEMPTS")
+        if max_attempts is not None and (
+            not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
+        ):
+            yield checks.Error(
+                f"TASKS[{self.alias!r}]['OPTIONS']['MAX_ATTEMPTS'] must be a positive integer, "
+                f"got {max_attempts!r}.",
+                id="scheduler.E031",
+            )
+
+    @staticmethod
+    def _queue(queue_name: str) -> str | None:
+        # django.tasks' default queue is the scheduler's; any other is an SQS queue's name.
+        return None if queue_name == DEFAULT_TASK_QUEUE_NAME else queue_name
+
+    def _result(
+        self,
+        task: Task[Any, Any],
+        job: ScheduledJob,
+        *,
+        attempts: list[JobAttempt],
+    ) -> TaskResult[Any]:
+        status = STATUS[Status(job.status)]
+        result: TaskResult[Any] = TaskResult(
+            task=task,
+            id=str(job.pk),
+            status=status,
+            enqueued_at=job.created_at,
+            started_at=attempts[0].started_at if attempts else None,
+            last_attempted_at=attempts[-1].started_at if attempts else None,
+            finished_at=job.finished_at
+            if status in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
+            else None,
+            args=job.args,
+            kwargs=job.kwargs,
+            backend=self.alias,
+            errors=[_error(attempt) for attempt in attempts if attempt.error],
+            worker_ids=[attempt.worker for attempt in attempts],
+        )
+        if status == TaskResultStatus.SUCCESSFUL:
+            object.__setattr__(result, "_return_value", job.result)
+        return result
+
+
+def _task_named(name: str) -> SchedulerBackendTask | None:
+    """The task of this backend whose module path is ``name``, importing it if need be."""
+    if name not in _declared:
+        try:
+            import_string(name)
+        except ImportError:
+            return None
+    return _declared.get(name)
+
+
+def _error(attempt: JobAttempt) -> TaskError:
+    if attempt.outcome == JobAttempt.Outcome.LEASE_EXPIRED:
+        path = f"{WorkerLost.__module__}.{WorkerLost.__qualname__}"
+    else:
+        last_line = attempt.error.strip().splitlines()[-1] if attempt.error.strip() else ""
+        match = _EXCEPTION_LINE.match(last_line)
+        path = match["path"] if match else "Exception"
+        # Built-in exceptions are printed without their module.
+        path = path if "." in path else f"builtins.{path}"
+    return TaskError(exception_class_path=path, traceback=attempt.error)
+
+
+@receiver(signals.job_succeeded)
+@receiver(signals.job_failed)
+def _finished(
+    sender: type[ScheduledJob],  # noqa: ARG001 - the signal's
+    *,
+    job_id: int,
+    task_name: str,
+    **kwargs: Any,
+) -> None:
+    """django.tasks' ``task_finished``, once a job of one of this backend's tasks has ended."""
+    task = _declared.get(task_name)
+    if task is None:
+        return
+    backend = task.get_backend()
+    task_finished.send(sender=type(backend), task_result=backend.get_result(str(job_id)))

@@ -1,0 +1,245 @@
+"""Prometheus metrics at ``/metrics``, read from PostgreSQL at scrape time.
+
+Every figure comes from the tables, not from counters in the memory of one process, so
+it is the same whichever web process Prometheus reaches, however many workers and
+dispatchers run, and it survives their restarts: no multiprocess directory, nothing to
+aggregate. A scrape costs at most seven index-served queries and one SQS call (the
+dead-letter queue's depth), whatever the number of rows.
+
+Include the view in the project's URLs (``path("metrics", metrics.view)``). It is open
+unless ``SCHEDULER_METRICS_TOKEN`` is set; then it wants ``Authorization: Bearer <token>``.
+"""
+
+import hmac
+import logging
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from botocore.exceptions import BotoCoreError, ClientError
+from django.db import DatabaseError, connection, transaction
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.http import require_safe
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+
+from scheduler import states
+from scheduler.conf import scheduler_settings
+from scheduler.models import (
+    EXACT_COUNT_LIMIT,
+    OVERDUE_AFTER,
+    DispatcherHeartbeat,
+    JobAttempt,
+    ScheduledJob,
+    job_counts_by_status,
+)
+from scheduler.sqs import dead_letter_queue, get_client
+
+logger = logging.getLogger(__name__)
+
+#: Upper bounds of the lateness histogram's buckets, in seconds: from the eta wait of a
+#: job on time to an hour late.
+LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+#: "Due soon" for the due-in-the-next-minute gauge.
+DUE_SOON = timedelta(minutes=1)
+
+
+class SchedulerCollector:
+    """A Prometheus collector of the scheduler's state, from the database."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = now or timezone.now()
+
+    def collect(self) -> Iterator[Metric]:
+        """Every metric, read at ``now``."""
+        with transaction.atomic(), connection.cursor() as cursor:
+            # Each query reads a few index entries; the planner, misled by status and
+            # run_at being correlated (the past is mostly succeeded), would otherwise
+            # start parallel workers for them, which costs more than the reads.
+            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+            metrics = [self._jobs(), *self._pending(), *self._attempts(), *self._dispatchers()]
+        yield from metrics
+        # Outside the transaction: no snapshot held during a network call.
+        dlq = self._dlq_depth()
+        if dlq is not None:
+            yield dlq
+
+    def _jobs(self) -> Metric:
+        jobs = GaugeMetricFamily(
+            "scheduler_jobs",
+            f"Jobs by status. Exact up to {EXACT_COUNT_LIMIT} per status; beyond (the "
+            "history), PostgreSQL's estimate from its table statistics.",
+            labels=["status"],
+        )
+        for status, count in job_counts_by_status(exact_up_to=EXACT_COUNT_LIMIT).items():
+            jobs.add_metric([status.value], count.value)
+        return jobs
+
+    def _pending(self) -> Iterator[Metric]:
+        cutoff = self.now - OVERDUE_AFTER
+        overdue, soon, oldest = 0, 0, None
+        # One status at a time: scheduled and enqueued jobs are in partial indexes of
+        # their own, which a condition on one status reads with an index-only scan.
+        for status in states.PENDING:
+            figures = (
+                ScheduledJob.objects.filter(status=status, run_at__lt=self.now + DUE_SOON)
+                .order_by()
+                .aggregate(
+                    overdue=Count("pk", filter=Q(run_at__lt=cutoff)),
+                    oldest=Min("run_at", filter=Q(run_at__lt=cutoff)),
+                    soon=Count("pk", filter=Q(run_at__gte=self.now)),
+                )
+            )
+            overdue += figures["overdue"]
+            soon += figures["soon"]
+            if figures["oldest"] is not None:
+                oldest = min(oldest or figures["oldest"], figures["oldest"])
+        yield GaugeMetricFamily(
+            "scheduler_jobs_overdue",
+            "Scheduled or enqueued jobs more than a minute past their run_at (should be 0).",
+            value=overdue,
+        )
+        yield GaugeMetricFamily(
+            "scheduler_jobs_oldest_overdue_seconds",
+            "How long past its run_at the oldest overdue job is; 0 when none is overdue.",
+            value=(self.now - oldest).total_seconds() if oldest else 0.0,
+        )
+        yield GaugeMetricFamily(
+            "scheduler_jobs_due_next_minute",
+            "Scheduled or enqueued jobs whose run_at is within the next minute.",
+            value=soon,
+        )
+
+    def _attempts(self) -> Iterator[Metric]:
+        """The attempts started in the window: their lateness by task, their outcomes."""
+        window = timedelta(seconds=scheduler_settings.METRICS_WINDOW_SECONDS)
+        seconds = f"{window.total_seconds():.0f} s"
+        lateness = GaugeHistogramMetricFamily(
+            "scheduler_job_lateness_seconds",
+            f"How late attempts started after their run_at, by task: the attempts started "
+            f"in the last {seconds} (a window, so no rate() on it).",
+            labels=["task"],
+        )
+        outcomes = GaugeMetricFamily(
+            "scheduler_job_attempts",
+            f"Attempts started in the last {seconds}, by task and outcome so far (running, "
+            "succeeded, error, lease_expired).",
+            labels=["task", "outcome"],
+        )
+        late = ExpressionWrapper(F("started_at") - F("scheduled_for"), output_field=DurationField())
+        buckets = {
+            f"le_{index}": Count("pk", filter=Q(lateness__lte=timedelta(seconds=bound)))
+            for index, bound in enumerate(LATENESS_BUCKETS)
+        }
+        # One query, on the started_at index: a row per task and outcome.
+        rows = (
+            JobAttempt.objects.filter(started_at__gt=self.now - window, started_at__lte=self.now)
+            .alias(lateness=late)
+            .order_by()
+            .values("job__task_name", "outcome")
+            .annotate(count=Count("pk"), total=Sum("lateness"), **buckets)
+        )
+        by_task: dict[str, list[float]] = {}
+        for row in sorted(rows, key=lambda row: (row["job__task_name"], row["outcome"])):
+            outcomes.add_metric([row["job__task_name"], row["outcome"]], row["count"])
+            figures = [row[f"le_{index}"] for index in range(len(LATENESS_BUCKETS))]
+            figures += [row["count"], row["total"].total_seconds()]
+            totals = by_task.setdefault(row["job__task_name"], [0.0] * len(figures))
+            by_task[row["job__task_name"]] = [a + b for a, b in zip(totals, figures, strict=True)]
+        for task_name, figures in by_task.items():
+            *cumulative, count, total = figures
+            lateness.add_metric(
+                [task_name],
+                [*zip(map(_bound, LATENESS_BUCKETS), cumulative, strict=True), ("+Inf", count)],
+                gsum_value=total,
+            )
+        yield lateness
+        yield outcomes
+
+    def _dispatchers(self) -> Iterator[Metric]:
+        labels = ["dispatcher"]
+        sent = CounterMetricFamily(
+            "scheduler_dispatched",
+            "Jobs each dispatcher sent to SQS since its first tick.",
+            labels=labels,
+        )
+        errors = CounterMetricFamily(
+            "scheduler_dispatch_errors",
+            "Failed dispatch steps (SQS or database errors) of each dispatcher.",
+            labels=labels,
+        )
+        last_tick = GaugeMetricFamily(
+            "scheduler_dispatcher_last_tick_timestamp_seconds",
+            "When each dispatcher last ticked (Unix time); dispatchers silent for a day "
+            "are forgotten.",
+            labels=labels,
+        )
+        rows = DispatcherHeartbeat.objects.order_by("dispatcher").values_list(
+            "dispatcher", "sent_total", "errors_total", "last_tick_at"
+        )
+        for name, sent_total, errors_total, tick in rows:
+            sent.add_metric([name], sent_total)
+            errors.add_metric([name], errors_total)
+            last_tick.add_metric([name], tick.timestamp())
+        yield from (sent, errors, last_tick)
+
+    def _dlq_depth(self) -> Metric | None:
+        """The dead-letter queue's depth; None (left out) when SQS cannot be read."""
+        name = dead_letter_queue(scheduler_settings.QUEUE_NAME)
+        client = get_client(quick=True)
+        try:
+            url = client.get_queue_url(QueueName=name)["QueueUrl"]
+            attributes = client.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+        except (BotoCoreError, ClientError) as error:
+            logger.warning(
+                "metrics dlq depth unavailable queue=%s error=%s", name, type(error).__name__
+            )
+            return None
+        depth = GaugeMetricFamily(
+            "scheduler_dlq_messages",
+            "Messages in the dead-letter queue (SQS's approximate count).",
+            labels=["queue"],
+        )
+        depth.add_metric([name], int(attributes["ApproximateNumberOfMessages"]))
+        return depth
+
+
+def _bound(seconds: float) -> str:
+    # The "le" label as Prometheus' own clients write it.
+    return repr(float(seconds))
+
+
+def _authorized(request: HttpRequest, token: str) -> bool:
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        credentials.strip().encode(), token.encode()
+    )
+
+
+@require_safe
+def view(request: HttpRequest) -> HttpResponse:
+    """The metrics, in the text format Prometheus asked for (OpenMetrics or 0.0.4)."""
+    token = scheduler_settings.METRICS_TOKEN
+    if token is not None and not _authorized(request, token):
+        response = HttpResponse(
+            "A bearer token is required: Authorization: Bearer <SCHEDULER_METRICS_TOKEN>\n",
+            status=401,
+            content_type="text/plain",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    try:
+        body = encode(SchedulerCollector())
+    except DatabaseError:
+        logger.exception("metrics scrape failed reason=database")
+        return HttpResponse("The database cannot be read.\n", status=503, content_type="text/plain")
+    return HttpResponse(body, content_type=content_type, headers={"Cache-Control": "no-store"})

@@ -1,0 +1,80 @@
+"""The dispatcher's next wave (bounded re-sends, the claim's own index).
+
+- Every enqueued job has a time to be re-sent with the same token: jobs enqueued before
+  this migration get one, STALE_AFTER after they were due or were sent, whichever is
+  later, and a check constraint keeps it so.
+- The due index orders by (run_at, id), the order of the dispatcher's claim, so that no
+  other index can serve it. Built CONCURRENTLY beside the old one, which it then
+  replaces, so the dispatcher is never without it and writes are never blocked: the
+  migration is not atomic.
+"""
+
+from django.db import migrations, models
+
+DUE = "scheduler_job_due_idx"
+
+
+def give_enqueued_jobs_a_resend_time(apps, schema_editor):
+    from scheduler.conf import scheduler_settings
+
+    ScheduledJob = apps.get_model("scheduler", "ScheduledJob")
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {schema_editor.quote_name(ScheduledJob._meta.db_table)} "
+            "SET resend_at = GREATEST(run_at, COALESCE(enqueued_at, run_at)) "
+            "+ make_interval(secs => %s), sends = GREATEST(sends, 1) "
+            "WHERE status = 'enqueued' AND resend_at IS NULL",
+            [scheduler_settings.STALE_AFTER_SECONDS],
+        )
+
+
+class Migration(migrations.Migration):
+    atomic = False
+
+    dependencies = [
+        ("scheduler", "0007_dispatcher_totals"),
+    ]
+
+    operations = [
+        migrations.SeparateDatabaseAndState(
+            database_operations=[
+                migrations.RunSQL(
+                    sql=[
+                        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {DUE}_new "
+                        "ON scheduler_scheduledjob (run_at, id) WHERE status = 'scheduled'",
+                        f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}",
+                        f"ALTER INDEX {DUE}_new RENAME TO {DUE}",
+                    ],
+                    reverse_sql=[
+                        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {DUE}_old "
+                        "ON scheduler_scheduledjob (run_at) WHERE status = 'scheduled'",
+                        f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}",
+                        f"ALTER INDEX {DUE}_old RENAME TO {DUE}",
+                    ],
+                ),
+            ],
+            state_operations=[
+                migrations.RemoveIndex(model_name="scheduledjob", name=DUE),
+                migrations.AddIndex(
+                    model_name="scheduledjob",
+                    index=models.Index(
+                        condition=models.Q(("status", "scheduled")),
+                        fields=["run_at", "id"],
+                        name=DUE,
+                    ),
+                ),
+            ],
+        ),
+        migrations.RunPython(give_enqueued_jobs_a_resend_time, migrations.RunPython.noop),
+        migrations.AddConstraint(
+            model_name="scheduledjob",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status", "enqueued"), _negated=True),
+                    ("resend_at__isnull", False),
+                    _connector="OR",
+                ),
+                name="scheduler_job_enqueued_has_resend",
+            ),
+        ),
+    ]

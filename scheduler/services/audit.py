@@ -1,0 +1,28 @@
+"""The audit trail: operator actions recorded in the same transaction as the action."""
+
+from typing import Any
+
+from scheduler.models import AuditAction, AuditEntry
+
+Action = AuditAction
+
+
+def record(
+    action: AuditAction,
+    *,
+    actor: str | None,
+    reason: str,
+    job_id: int | None = None,
+    **details: Any,
+) -> None:
+    """Write one entry for ``action`` by ``actor``; nothing when no actor is given.
+
+    Call it inside the action's transaction, with an actor and reason that
+    :func:`scheduler.validation.actor` and :func:`~scheduler.validation.reason` accepted,
+    so that the entry exists if and only if the action took effect.
+    """
+    if actor is None:
+        return
+    AuditEntry.objects.create(
+        action=action, actor=actor, reason=reason, job_id=job_id, details=details
+    )

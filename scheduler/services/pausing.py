@@ -1,0 +1,111 @@
+"""Pausing and resuming a kind of job: a task, a queue, or a task on one queue.
+
+A pause is a ``Pause`` row: the dispatcher sends no job it covers, and the worker puts
+back a job whose message was already in SQS. Resuming deletes the row; the held jobs
+are then sent like any due job, oldest run_at first, each once.
+"""
+
+import logging
+from typing import Any
+
+from celery import Task
+from django.db import IntegrityError, transaction
+
+from scheduler import validation
+from scheduler.exceptions import InvalidArgumentsError, PauseError, UnknownTaskError
+from scheduler.models import Pause
+from scheduler.registry import get_task, task_name_of
+from scheduler.services import audit
+
+logger = logging.getLogger(__name__)
+
+_PAUSE_ONCE_CONSTRAINT = "scheduler_pause_once"
+
+
+def pause(
+    task: Task[Any, Any] | str | None = None,
+    queue: str | None = None,
+    *,
+    reason: str = "",
+    actor: str | None = None,
+) -> Pause:
+    """Stop jobs of ``task`` (a task or its name), of ``queue``, or of ``task`` on ``queue``.
+
+    Raises UnknownTaskError for a task that jobs cannot run, InvalidArgumentsError for
+    an invalid queue name or when neither is given, and PauseError when that kind is
+    already paused; nothing is written then.
+    """
+    task_name, queue_name = _kind(task, queue)
+    if task_name:
+        try:
+            get_task(task_name)
+        except KeyError:
+            raise UnknownTaskError(task_name) from None
+    reason, actor = validation.reason(reason), validation.actor(actor)
+    try:
+        with transaction.atomic():
+            paused = Pause.objects.create(
+                task_name=task_name, queue=queue_name, reason=reason, paused_by=actor or ""
+            )
+            audit.record(
+                audit.Action.PAUSE, actor=actor, reason=reason, task=task_name, queue=queue_name
+            )
+    except IntegrityError as error:
+        if _PAUSE_ONCE_CONSTRAINT not in str(error):
+            raise
+        raise PauseError(
+            f"{describe(task_name, queue_name)} is already paused",
+            task_name=task_name,
+            queue=queue_name,
+        ) from None
+    logger.warning(
+        "jobs paused task=%s queue=%s actor=%s reason=%r", task_name, queue_name, actor, reason
+    )
+    return paused
+
+
+def resume(
+    task: Task[Any, Any] | str | None = None,
+    queue: str | None = None,
+    *,
+    reason: str = "",
+    actor: str | None = None,
+) -> None:
+    """Lift the pause of exactly that kind (as it was given to :func:`pause`).
+
+    The task need not be registered any more. Raises PauseError when that kind is not
+    paused (a broader pause, e.g. of its whole queue, is lifted by resuming that one).
+    """
+    task_name, queue_name = _kind(task, queue)
+    reason, actor = validation.reason(reason), validation.actor(actor)
+    with transaction.atomic():
+        deleted, _ = Pause.objects.filter(task_name=task_name, queue=queue_name).delete()
+        if not deleted:
+            raise PauseError(
+                f"{describe(task_name, queue_name)} is not paused",
+                task_name=task_name,
+                queue=queue_name,
+            )
+        audit.record(
+            audit.Action.RESUME, actor=actor, reason=reason, task=task_name, queue=queue_name
+        )
+    logger.warning(
+        "jobs resumed task=%s queue=%s actor=%s reason=%r", task_name, queue_name, actor, reason
+    )
+
+
+def describe(task_name: str, queue: str) -> str:
+    """A paused kind as operators read it: "task x", "queue q", "task x on queue q"."""
+    parts = [f"task {task_name}" if task_name else "", f"queue {queue}" if queue else ""]
+    return " on ".join(part for part in parts if part)
+
+
+def _kind(task: Task[Any, Any] | str | None, queue: str | None) -> tuple[str, str]:
+    """The (task name, queue) of a pause, "" meaning any; raises for bad input."""
+    task_name = "" if task is None else task_name_of(task).strip()
+    queue_name = validation.queue_name(queue) or ""
+    if not task_name and not queue_name:
+        raise InvalidArgumentsError(
+            "task", "or queue must be given: pause a task, a queue, or a task on one queue"
+        )
+    return task_name, queue_name

@@ -1,0 +1,313 @@
+"""The operator's controls in the admin: deadlines, reasons and the audit trail, pause and
+resume, retry with a new deadline, re-send; and what a view-only user cannot do."""
+
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from freezegun import freeze_time
+
+from payments.models import Payment
+from payments.services import authorize_payment
+from scheduler.models import AuditEntry, Pause, ScheduledJob
+from tests.integration.admin_helpers import (
+    ADD,
+    CHANGELIST,
+    MONITORING,
+    T0,
+    Status,
+    change_url,
+    job,
+    messages_of,
+    staff_client,
+)
+from tests.integration.test_admin_actions import act
+from tests.integration.test_admin_forms import form_data, reschedule_data
+
+pytestmark = pytest.mark.django_db
+
+Action = AuditEntry.Action
+PAUSE = reverse("admin:scheduler_pause")
+
+
+@pytest.fixture(autouse=True)
+def setup(settings):
+    settings.SCHEDULER_ADMIN_TASKS = ["testapp.noop"]
+    with freeze_time(T0) as frozen:
+        yield frozen
+
+
+def trail():
+    return [
+        (entry.action, entry.actor, entry.reason, entry.job_id)
+        for entry in AuditEntry.objects.order_by("pk")
+    ]
+
+
+def test_the_schedule_form_takes_a_deadline_and_a_reason(admin_client):
+    response = admin_client.post(
+        ADD,
+        form_data(
+            run_at_local="2026-12-01T09:30:15",
+            deadline_local="2026-12-01T10:30",
+            reason="ticket 42",
+        ),
+    )
+    assert response.status_code == 302
+    created = ScheduledJob.objects.get()
+    # Read in Europe/Paris (UTC+1), to the second.
+    assert created.run_at.isoformat() == "2026-12-01T08:30:15+00:00"
+    assert created.deadline.isoformat() == "2026-12-01T09:30:00+00:00"
+    assert trail() == [(Action.SCHEDULE, "admin", "ticket 42", created.pk)]
+
+
+def test_a_deadline_before_the_run_time_is_shown_on_its_field(admin_client):
+    response = admin_client.post(ADD, form_data(deadline_local="2026-12-01T09:00"))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "Deadline must be after run_at" in errors["deadline_local"][0]
+    assert not ScheduledJob.objects.exists()
+
+
+def test_a_job_page_shows_times_to_the_second_its_deadline_and_its_audit_trail(admin_client):
+    admin_client.post(ADD, form_data(deadline_local="2026-12-02T00:00", reason="first"))
+    created = ScheduledJob.objects.get()
+    admin_client.post(
+        change_url(created),
+        reschedule_data(delay_amount="90", delay_unit="minutes", reason="moved up"),
+    )
+    content = admin_client.get(change_url(created)).content.decode()
+    assert "2026-11-24 13:30:00" in content  # run at, rescheduled 90 minutes from now
+    assert "2026-12-01 23:00:00" in content  # the deadline
+    assert "audit trail" in content.lower()
+    for text in ("Schedule", "Reschedule", "first", "moved up", "2026-11-24 12:00:00"):
+        assert text in content
+    assert trail() == [
+        (Action.SCHEDULE, "admin", "first", created.pk),
+        (Action.RESCHEDULE, "admin", "moved up", created.pk),
+    ]
+
+
+def test_actions_ask_for_a_reason_and_record_one_entry_per_changed_job(admin_client):
+    jobs = [job(), job(Status.ENQUEUED), job(Status.SUCCEEDED)]
+    page = admin_client.get(CHANGELIST).content.decode()
+    assert 'name="reason"' in page
+    response = act(admin_client, "cancel_selected", jobs, reason="customer cancelled")
+    assert messages_of(response) == [
+        "Cancelled 2 jobs; skipped 1 that were not scheduled or enqueued."
+    ]
+    assert trail() == [
+        (Action.CANCEL, "admin", "customer cancelled", jobs[0].pk),
+        (Action.CANCEL, "admin", "customer cancelled", jobs[1].pk),
+    ]
+
+
+def test_the_bulk_reschedule_carries_the_reason_to_its_own_page(admin_client):
+    scheduled = job(run_at=T0 + timedelta(hours=1))
+    page = act(admin_client, "reschedule_selected", [scheduled], reason="maintenance window")
+    assert 'value="maintenance window"' in page.content.decode()
+    act(
+        admin_client,
+        "reschedule_selected",
+        [scheduled],
+        apply="1",
+        mode="by",
+        offset_amount="30",
+        offset_unit="minutes",
+        time_zone="UTC",
+        reason="maintenance window",
+    )
+    assert trail() == [(Action.RESCHEDULE, "admin", "maintenance window", scheduled.pk)]
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(minutes=90)
+
+
+def test_the_expired_status_has_its_label_and_filter(admin_client):
+    expired = job(Status.EXPIRED)
+    content = admin_client.get(f"{CHANGELIST}?status__exact=expired").content.decode()
+    assert '<span class="job-status job-status-expired">Expired</span>' in content
+    assert f">{expired.pk}</a>" in content
+
+
+def test_an_expired_job_is_retried_from_its_page_with_a_new_deadline(admin_client):
+    expired = job(Status.EXPIRED, run_at=T0 - timedelta(hours=2), deadline=T0 - timedelta(hours=1))
+    page = admin_client.get(change_url(expired)).content.decode()
+    assert 'id="retry-form"' in page
+    assert 'id="resend-form"' not in page
+    retry_url = reverse("admin:scheduler_scheduledjob_retry", args=[expired.pk])
+    # Without a new deadline, the old one (already past) forbids it.
+    response = admin_client.post(retry_url, {"time_zone": "UTC", "reason": "x"}, follow=True)
+    assert "give a new deadline" in messages_of(response)[0]
+    assert ScheduledJob.objects.get(pk=expired.pk).status == Status.EXPIRED
+    response = admin_client.post(
+        retry_url,
+        {
+            "time_zone": "UTC",
+            "deadline_local": "2026-11-24T18:00:00",
+            "reason": "card re-authorized",
+        },
+        follow=True,
+    )
+    assert messages_of(response) == [f"Job #{expired.pk} is scheduled again."]
+    revived = ScheduledJob.objects.get(pk=expired.pk)
+    assert (revived.status, revived.run_at, revived.deadline.isoformat()) == (
+        Status.SCHEDULED,
+        T0,
+        "2026-11-24T18:00:00+00:00",
+    )
+    assert trail() == [(Action.RETRY, "admin", "card re-authorized", expired.pk)]
+
+
+def test_an_enqueued_job_is_re_sent_from_its_page(admin_client):
+    enqueued = job(Status.ENQUEUED)
+    page = admin_client.get(change_url(enqueued)).content.decode()
+    assert 'id="resend-form"' in page
+    assert 'id="retry-form"' not in page
+    resend_url = reverse("admin:scheduler_scheduledjob_resend", args=[enqueued.pk])
+    response = admin_client.post(resend_url, {"reason": "in the DLQ"}, follow=True)
+    assert (
+        "sent again at the dispatcher's next tick, with the same token"
+        in (messages_of(response)[0])
+    )
+    assert ScheduledJob.objects.get(pk=enqueued.pk).resend_at == T0
+    assert trail() == [(Action.RESEND, "admin", "in the DLQ", enqueued.pk)]
+
+
+def test_re_sending_a_job_that_already_ran_explains_why_not(admin_client):
+    finished = job(Status.SUCCEEDED)
+    assert 'id="resend-form"' not in admin_client.get(change_url(finished)).content.decode()
+    resend_url = reverse("admin:scheduler_scheduledjob_resend", args=[finished.pk])
+    response = admin_client.post(resend_url, {"reason": "in the DLQ"}, follow=True)
+    assert messages_of(response) == [
+        f"cannot resend job {finished.pk}: it is succeeded; only a job that is enqueued can be"
+    ]
+    assert not AuditEntry.objects.exists()
+
+
+def test_pause_and_resume_from_the_monitoring_page(admin_client):
+    page = admin_client.get(MONITORING).content.decode()
+    assert 'id="pause-form"' in page
+    assert "Nothing is paused." in page
+    response = admin_client.post(
+        PAUSE, {"task": "testapp.noop", "queue": "", "reason": "gateway down"}, follow=True
+    )
+    assert messages_of(response) == [
+        "Paused task testapp.noop: none of its jobs starts until it is resumed."
+    ]
+    paused = Pause.objects.get()
+    assert (paused.task_name, paused.queue, paused.paused_by, paused.reason) == (
+        "testapp.noop",
+        "",
+        "admin",
+        "gateway down",
+    )
+    page = response.content.decode()
+    assert "Paused: task testapp.noop." in page
+    assert "gateway down" in page
+    # Twice is refused, with the service's words.
+    response = admin_client.post(
+        PAUSE, {"task": "testapp.noop", "queue": "", "reason": "again"}, follow=True
+    )
+    assert messages_of(response) == ["task testapp.noop is already paused"]
+    resume = reverse("admin:scheduler_resume", args=[paused.pk])
+    response = admin_client.post(resume, {"reason": "gateway back"}, follow=True)
+    assert messages_of(response) == [
+        "Resumed task testapp.noop: its held jobs run once each, oldest first."
+    ]
+    assert not Pause.objects.exists()
+    assert [(action, reason) for action, _, reason, _ in trail()] == [
+        (Action.PAUSE, "gateway down"),
+        (Action.RESUME, "gateway back"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"task": "", "queue": "", "reason": "x"}, "task or queue must be given"),
+        ({"task": "", "queue": "no spaces", "reason": "x"}, "queue 'no spaces' is not valid"),
+        ({"task": "testapp.noop", "queue": ""}, "Reason: This field is required."),
+    ],
+)
+def test_a_bad_pause_is_refused_with_a_message(admin_client, data, message):
+    response = admin_client.post(PAUSE, data, follow=True)
+    assert message in messages_of(response)[0]
+    assert not Pause.objects.exists()
+
+
+def test_a_view_only_user_can_neither_pause_resume_retry_nor_re_send():
+    viewer = staff_client("viewer", "view_scheduledjob")
+    paused = Pause.objects.create(task_name="testapp.noop")
+    enqueued, expired = job(Status.ENQUEUED), job(Status.EXPIRED)
+    page = viewer.get(MONITORING).content.decode()
+    assert 'id="pause-form"' not in page
+    assert "Resume" not in page
+    for url in (
+        PAUSE,
+        reverse("admin:scheduler_resume", args=[paused.pk]),
+        reverse("admin:scheduler_scheduledjob_retry", args=[expired.pk]),
+        reverse("admin:scheduler_scheduledjob_resend", args=[enqueued.pk]),
+    ):
+        assert viewer.post(url, {"task": "testapp.noop", "reason": "x"}).status_code == 403
+    for one in (enqueued, expired):
+        content = viewer.get(change_url(one)).content.decode()
+        assert "retry-form" not in content
+        assert "resend-form" not in content
+    assert Pause.objects.count() == 1
+    assert not AuditEntry.objects.exists()
+
+
+def test_the_operations_answer_only_posts(admin_client):
+    assert admin_client.get(PAUSE).status_code == 405
+
+
+def test_the_payments_admin_shows_the_authorization_expiry_and_a_missed_capture(admin_client):
+    payment = authorize_payment(amount="10.00", currency="EUR")
+    Payment.objects.filter(pk=payment.pk).update(status=Payment.Status.CAPTURE_MISSED)
+    content = admin_client.get(reverse("admin:payments_payment_changelist")).content.decode()
+    assert '<span class="job-status job-status-capture_missed">Capture missed</span>' in content
+    assert "2026-12-24 12:00:00" in content  # authorized at T0, expires 30 days later
+    content = admin_client.get(
+        reverse("admin:payments_payment_changelist") + "?status__exact=capture_missed"
+    ).content.decode()
+    assert f"{payment.pk}</a>" in content
+
+
+def test_the_audit_trail_lists_every_action_with_or_without_a_job(admin_client):
+    scheduled = job()
+    act(admin_client, "cancel_selected", [scheduled], reason="duplicate")
+    admin_client.post(PAUSE, {"task": "testapp.noop", "queue": "", "reason": "incident"})
+    content = admin_client.get(reverse("admin:scheduler_auditentry_changelist")).content.decode()
+    assert f'<a href="{change_url(scheduled)}">#{scheduled.pk}</a>' in content
+    for text in ("Cancel", "duplicate", "Pause", "incident", "2026-11-24 12:00:00"):
+        assert text in content
+    entry = AuditEntry.objects.get(action=Action.PAUSE)
+    page = admin_client.get(reverse("admin:scheduler_auditentry_change", args=[entry.pk]))
+    assert page.status_code == 200
+    assert "_save" not in page.content.decode()  # read-only
+
+
+def test_a_scheduled_job_page_moves_the_deadline_with_the_run_time(admin_client):
+    scheduled = job(run_at=T0 + timedelta(hours=1), deadline=T0 + timedelta(hours=2))
+    # Moving it past its own deadline needs a new one: the service's refusal is shown.
+    response = admin_client.post(
+        change_url(scheduled), reschedule_data(delay_amount="3", delay_unit="hours"), follow=True
+    )
+    assert "give a new deadline" in messages_of(response)[0]
+    response = admin_client.post(
+        change_url(scheduled),
+        reschedule_data(delay_amount="3", delay_unit="hours", deadline_local="2026-11-24T14:00"),
+    )
+    assert "The deadline must be after the new run time." in str(
+        response.context["adminform"].form.errors
+    )
+    admin_client.post(
+        change_url(scheduled),
+        reschedule_data(
+            delay_amount="3", delay_unit="hours", deadline_local="2026-11-24T16:00", reason="r"
+        ),
+    )
+    moved = ScheduledJob.objects.get(pk=scheduled.pk)
+    assert (moved.run_at, moved.deadline.isoformat()) == (
+        T0 + timedelta(hours=3),
+        "2026-11-24T16:00:00+00:00",
+    )

@@ -1,0 +1,111 @@
+"""What each admin page costs: a fixed number of queries, whatever the number of rows.
+
+The time of each page over ten million jobs is bench/admin_pages.py's (BENCHMARKS.md).
+"""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from freezegun import freeze_time
+
+from payments.services import authorize_payment
+from scheduler.models import ScheduledJob
+from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, change_url, job
+
+pytestmark = pytest.mark.django_db
+
+PAYMENTS = reverse("admin:payments_payment_changelist")
+
+#: page: (url, queries). A list: session, user, capped count, rows, date drill-down bounds.
+PAGES = {
+    "job list": (CHANGELIST, 5),
+    "filter: status": (f"{CHANGELIST}?status__exact=failed", 5),
+    "filter: task": (f"{CHANGELIST}?task=testapp.fail", 5),
+    "filter: queue": (f"{CHANGELIST}?queue=other", 5),
+    "filter: overdue": (f"{CHANGELIST}?run_at=overdue", 5),
+    "filter: next 24 hours": (f"{CHANGELIST}?run_at=next_day", 5),
+    "date drill-down": (f"{CHANGELIST}?run_at__year=2026&run_at__month=11", 5),
+    "search: id": (f"{CHANGELIST}?q=3", 5),
+    "search: task name": (f"{CHANGELIST}?q=testapp.f", 5),
+    "search: unique key": (f"{CHANGELIST}?q=key:1", 5),
+    "monitoring": (MONITORING, 14),
+    "payments list": (PAYMENTS, 5),
+    "payments: capture missed": (f"{PAYMENTS}?status__exact=capture_missed", 5),
+}
+
+
+@pytest.fixture(autouse=True)
+def frozen():
+    with freeze_time(T0):
+        yield
+
+
+def add_rows(count, start):
+    statuses = list(Status)
+    for i in range(start, start + count):
+        job(
+            statuses[i % len(statuses)],
+            run_at=T0 + timedelta(hours=i - count),
+            task_name=("testapp.noop", "testapp.fail")[i % 2],
+            unique_key=f"key:{i}" if i % 3 else None,
+        )
+        authorize_payment(amount="1.00", currency="EUR")
+
+
+def cost(client, url):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200, url
+    return len(queries), queries
+
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_each_admin_page_costs_a_fixed_number_of_queries(admin_client, page):
+    url, expected = PAGES[page]
+    add_rows(5, 0)
+    few, _ = cost(admin_client, url)
+    add_rows(60, 5)
+    many, _ = cost(admin_client, url)
+    assert few == many == expected
+
+
+def test_a_job_page_costs_a_fixed_number_of_queries(admin_client):
+    add_rows(5, 0)
+    one = ScheduledJob.objects.filter(status=Status.FAILED).first()
+    admin_client.get(change_url(one))  # per-process caches (content types) warm up
+    few, _ = cost(admin_client, change_url(one))
+    add_rows(60, 5)
+    many, _ = cost(admin_client, change_url(one))
+    # Session, user, its status (for the operation forms), the job, attempts, audit trail.
+    assert few == many == 6
+
+
+def test_a_numeric_search_goes_straight_to_the_id(admin_client):
+    add_rows(5, 0)
+    wanted = ScheduledJob.objects.order_by("pk")[2]
+    _, queries = cost(admin_client, f"{CHANGELIST}?q=%23{wanted.pk}")
+    # The count and the rows (the date drill-down's bounds read the whole table's index).
+    searches = [q["sql"] for q in queries.captured_queries if 'scheduledjob" WHERE' in q["sql"]]
+    assert len(searches) == 2
+    for sql in searches:
+        assert "LIKE" not in sql
+        assert f'"scheduler_scheduledjob"."id" = {wanted.pk}' in sql
+    response = admin_client.get(f"{CHANGELIST}?q={wanted.pk}")
+    assert [j.pk for j in response.context["cl"].result_list] == [wanted.pk]
+
+
+def test_a_task_name_search_matches_known_task_names_not_a_scan(admin_client):
+    add_rows(6, 0)
+    _, queries = cost(admin_client, f"{CHANGELIST}?q=testapp.f")
+    sql = next(q["sql"] for q in queries.captured_queries if '"args"' in q["sql"])
+    names = re.search(r'"task_name" IN \(([^)]*)\)', sql).group(1).replace("'", "").split(", ")
+    # The registered tasks that start with the term, and no other.
+    assert "testapp.fail" in names
+    assert all(name.startswith("testapp.f") for name in names)
+    assert "LIKE" not in sql
+    response = admin_client.get(f"{CHANGELIST}?q=testapp.f")
+    assert {j.task_name for j in response.context["cl"].result_list} == {"testapp.fail"}

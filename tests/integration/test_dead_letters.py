@@ -1,0 +1,109 @@
+"""A message that SQS dead-letters leads back to its job, which the operator can re-send.
+
+The message is moved by a real redrive policy of the SQS server (moto, over HTTP):
+received twice without being deleted, with maxReceiveCount 1.
+"""
+
+import base64
+import json
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from scheduler import schedule_at
+from scheduler.admin import monitoring
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.models import AuditEntry, ScheduledJob
+from scheduler.sqs import dead_letter_queue, peek_dead_letters
+from tests.integration.admin_helpers import MONITORING, messages_of
+
+pytestmark = pytest.mark.django_db
+
+Status = ScheduledJob.Status
+
+
+@pytest.fixture
+def dlq_url(sqs_queue):
+    """The test queue's dead-letter queue, with a redrive policy of one receive."""
+    client = sqs_queue.client
+    url = client.create_queue(QueueName=dead_letter_queue(sqs_queue.name))["QueueUrl"]
+    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    client.set_queue_attributes(
+        QueueUrl=sqs_queue.url,
+        Attributes={
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "1"})
+        },
+    )
+    return url
+
+
+def dead_letter(sqs_queue):
+    """Receive the queue's message twice without deleting it: SQS moves it to the DLQ."""
+    for _ in range(2):
+        sqs_queue.client.receive_message(
+            QueueUrl=sqs_queue.url, MaxNumberOfMessages=10, VisibilityTimeout=0
+        )
+
+
+def test_a_dead_lettered_message_is_linked_to_its_job_and_the_job_re_sent(
+    sqs_queue, dlq_url, publisher, admin_client
+):
+    poisoned = schedule_at("testapp.noop", timezone.now())
+    Dispatcher(publisher=publisher).run_once()
+    poisoned.refresh_from_db()
+    assert poisoned.status == Status.ENQUEUED
+    dead_letter(sqs_queue)
+    # An ordinary Celery message (no job) dead-lettered too.
+    sqs_queue.client.send_message(
+        QueueUrl=dlq_url,
+        MessageBody=base64.b64encode(json.dumps({"headers": {"task": "x"}}).encode()).decode(),
+    )
+
+    letters = peek_dead_letters(sqs_queue.name)
+    assert (letters.depth, letters.job_ids, letters.unreadable, letters.error) == (
+        2,
+        [poisoned.pk],
+        1,
+        "",
+    )
+    # Peeking leaves the messages where they are.
+    assert peek_dead_letters(sqs_queue.name).depth == 2
+    assert sqs_queue.count() == 0
+
+    dlq = monitoring.snapshot().dead_letters
+    assert [job.pk for job in dlq.jobs] == [poisoned.pk]
+    content = admin_client.get(MONITORING).content.decode()
+    job_url = reverse("admin:scheduler_scheduledjob_change", args=[poisoned.pk])
+    assert '<span id="dlq-depth" class="monitoring-figure monitoring-bad">2</span>' in content
+    assert f'<a href="{job_url}">#{poisoned.pk}</a>' in content
+    assert "1 message names no job." in content
+
+    # From the job's page, through the service: same token, re-sent at the next tick.
+    response = admin_client.post(
+        reverse("admin:scheduler_scheduledjob_resend", args=[poisoned.pk]),
+        {"reason": "dead-lettered"},
+        follow=True,
+    )
+    assert "sent again at the dispatcher's next tick" in messages_of(response)[0]
+    resent = ScheduledJob.objects.get(pk=poisoned.pk)
+    assert (resent.status, resent.dispatch_token) == (Status.ENQUEUED, poisoned.dispatch_token)
+    assert resent.resend_at is not None
+    assert AuditEntry.objects.get().action == AuditEntry.Action.RESEND
+
+
+def test_a_missing_dead_letter_queue_is_reported_not_raised(sqs_queue):
+    letters = peek_dead_letters(sqs_queue.name)
+    assert letters.depth is None
+    assert "NonExistentQueue" in letters.error or "does not exist" in letters.error
+
+
+def test_a_job_purged_since_its_message_was_dead_lettered_is_named(sqs_queue, dlq_url, publisher):
+    gone = schedule_at("testapp.noop", timezone.now())
+    Dispatcher(publisher=publisher).run_once()
+    dead_letter(sqs_queue)
+    ScheduledJob.objects.filter(pk=gone.pk).delete()
+    dlq = monitoring.dead_letter_queue(peek_dead_letters(sqs_queue.name))
+    assert (dlq.jobs, dlq.missing_ids) == ([], [gone.pk])

@@ -1,0 +1,118 @@
+"""What a tick costs: statements per batch, an empty tick, recovery at its own cadence."""
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from freezegun import freeze_time
+
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.dispatch.publisher import SQSPublisher
+from scheduler.models import ScheduledJob
+from scheduler.testing import InMemoryPublisher
+from tests.conftest import sqs_client
+from tests.factories import make_jobs
+
+# Transactions as in production: a test transaction would add a savepoint per atomic().
+pytestmark = pytest.mark.django_db(transaction=True)
+
+T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
+
+
+def _statements(dispatcher):
+    with CaptureQueriesContext(connection) as captured:
+        result = dispatcher.run_once()
+    return result, [query["sql"] for query in captured.captured_queries]
+
+
+@pytest.mark.parametrize("pending", [20, 2000])
+def test_an_empty_tick_makes_at_most_three_statements_whatever_the_table_holds(pending):
+    with freeze_time(T0) as clock:
+        make_jobs([T0 + timedelta(days=1, seconds=i) for i in range(pending)])
+        dispatcher = Dispatcher(publisher=InMemoryPublisher())
+        dispatcher.run_once()  # the first tick also recovers
+        clock.tick(1)
+        result, statements = _statements(dispatcher)
+    assert result.sent == 0
+    assert len(statements) <= 3, statements
+
+
+def test_recovery_runs_at_its_own_interval_not_every_tick(settings):
+    settings.SCHEDULER_RECOVERY_INTERVAL_SECONDS = 5
+    with freeze_time(T0) as clock:
+        dispatcher = Dispatcher(publisher=InMemoryPublisher())
+        _, first = _statements(dispatcher)
+        seen = []
+        for _ in range(10):
+            clock.tick(1)
+            _, statements = _statements(dispatcher)
+            seen.append(len(statements))
+    # Recovery (re-sends, leases, deadlines) on the first tick, then every 5 s.
+    assert len(first) > 3
+    assert [count > 3 for count in seen] == [False] * 4 + [True] + [False] * 4 + [True]
+
+
+def test_each_batch_is_one_claim_and_one_mark_with_no_per_row_expression(settings):
+    settings.SCHEDULER_BATCH_SIZE = 100
+    with freeze_time(T0) as clock:
+        dispatcher = Dispatcher(publisher=InMemoryPublisher())
+        dispatcher.run_once()
+        make_jobs([T0 + timedelta(seconds=i % 60) for i in range(250)])
+        clock.tick(1)
+        result, statements = _statements(dispatcher)
+    assert result.sent == 250
+    claims = [sql for sql in statements if "FOR UPDATE SKIP LOCKED" in sql]
+    marks = [sql for sql in statements if "UPDATE" in sql and "unnest(" in sql]
+    assert (len(claims), len(marks)) == (3, 3)  # batches of 100, 100 and 50
+    # And a probe and the heartbeat, besides each batch's BEGIN and COMMIT.
+    assert len([sql for sql in statements if sql not in ("BEGIN", "COMMIT")]) == 3 * 2 + 2
+    assert not [sql for sql in statements if "CASE" in sql]
+    tokens = ScheduledJob.objects.values_list("dispatch_token", flat=True)
+    assert None not in tokens
+    assert len(set(tokens)) == 250
+
+
+class SlowClient:
+    """The test SQS server behind a 200 ms round trip, recording calls that overlap."""
+
+    def __init__(self, endpoint):
+        self.client = sqs_client(endpoint)
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.calls = 0
+
+    def get_queue_url(self, **kwargs):
+        return self.client.get_queue_url(**kwargs)
+
+    def send_message_batch(self, **kwargs):
+        with self.lock:
+            self.in_flight += 1
+            self.calls += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.2)
+            return self.client.send_message_batch(**kwargs)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_send_message_batch_calls_go_out_concurrently(sqs_queue, settings):
+    settings.SCHEDULER_BATCH_SIZE = 100
+    client = SlowClient(settings.SCHEDULER_SQS_ENDPOINT_URL)
+    make_jobs([datetime.now(UTC)] * 80)
+    started = time.monotonic()
+    result = Dispatcher(publisher=SQSPublisher(client=client)).run_once()
+    elapsed = time.monotonic() - started
+    assert result.sent == 80
+    assert client.calls == 8
+    assert client.most_in_flight >= 4
+    assert elapsed < 8 * 0.2 / 2, f"{elapsed:.2f}s: the calls went one after the other"
+    received = []
+    while batch := sqs_queue.receive():
+        received.extend(batch)
+    assert len(received) == 80

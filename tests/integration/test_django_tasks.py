@@ -1,0 +1,271 @@
+"""django.tasks on the scheduler: enqueue() stores a job, get_result() reads it back.
+
+Runs on Django 5.2 with the django-tasks backport and on Django 6.0's django.tasks
+(the CI's two legs). The job's execution on a real worker is in tests/e2e.
+"""
+
+import uuid
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import django
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+from django.utils import timezone
+from freezegun import freeze_time
+
+from scheduler.backends import SchedulerBackend
+from scheduler.exceptions import InvalidArgumentsError
+from scheduler.integrations.django_tasks import WorkerLost
+from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.testing import run_due_jobs
+from tests.integration.admin_helpers import T0, Status, job
+from tests.tasksapp import tasks
+
+if TYPE_CHECKING or django.VERSION < (6, 0):
+    from django_tasks import TaskResultStatus, default_task_backend, task, task_backends
+    from django_tasks.exceptions import InvalidTaskError as InvalidTask
+    from django_tasks.exceptions import TaskResultDoesNotExist
+else:
+    from django.tasks import TaskResultStatus, default_task_backend, task, task_backends
+    from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+
+pytestmark = pytest.mark.django_db
+
+ADD = "tests.tasksapp.tasks.add"
+
+
+@pytest.fixture(autouse=True)
+def frozen():
+    with freeze_time(T0) as frozen_time:
+        yield frozen_time
+
+
+def test_the_default_backend_is_the_schedulers():
+    backend = task_backends["default"]
+    assert isinstance(backend, SchedulerBackend)
+    assert default_task_backend.alias == "default"
+    assert (backend.supports_defer, backend.supports_get_result) == (True, True)
+    assert (backend.supports_async_task, backend.supports_priority) == (True, False)
+
+
+def test_enqueue_two_weeks_ahead_stores_a_job():
+    run_after = T0 + timedelta(days=14)
+    result = tasks.add.using(run_after=run_after).enqueue(2, b=3)
+    job = ScheduledJob.objects.get()
+    assert result.id == str(job.pk)
+    assert (job.task_name, job.args, job.kwargs) == (ADD, [2], {"b": 3})
+    assert (job.run_at, job.status, job.queue) == (run_after, Status.SCHEDULED, "scheduler-jobs")
+    assert result.status == TaskResultStatus.READY
+    assert (result.args, result.kwargs, result.backend) == ([2], {"b": 3}, "default")
+    assert result.enqueued_at == T0
+    assert result.task.func is tasks.add.func
+    assert (result.errors, result.worker_ids, result.attempts) == ([], [], 0)
+    assert not result.is_finished
+
+
+def test_enqueue_without_run_after_is_as_soon_as_possible():
+    tasks.add.enqueue(1, 1)
+    assert ScheduledJob.objects.get().run_at == T0
+
+
+def test_enqueue_belongs_to_the_callers_transaction():
+    with pytest.raises(RuntimeError), transaction.atomic():
+        tasks.add.enqueue(1, 1)
+        raise RuntimeError("the business transaction fails")
+    assert not ScheduledJob.objects.exists()
+
+
+def test_tuples_become_lists_as_in_django_tasks():
+    tasks.add.enqueue((1, 2), b={"k": (3,)})
+    assert ScheduledJob.objects.get().args == [[1, 2]]
+
+
+@pytest.mark.parametrize("bad", [timezone.now, object, {1, 2}])
+def test_arguments_that_are_not_json_are_refused(bad):
+    with pytest.raises((TypeError, ValueError)):
+        tasks.add.enqueue(bad, 1)
+    assert not ScheduledJob.objects.exists()
+
+
+def test_a_naive_run_after_is_refused():
+    with pytest.raises(InvalidTask, match="aware"):
+        tasks.add.using(run_after=T0.replace(tzinfo=None))
+    assert not ScheduledJob.objects.exists()
+
+
+def test_priority_is_not_supported():
+    with pytest.raises(InvalidTask, match="priority"):
+        tasks.add.using(priority=10)
+
+
+def test_queues(settings):
+    with pytest.raises(InvalidTask, match="Queue 'reports' is not valid"):
+        tasks.add.using(queue_name="reports")
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "scheduler.backends.SchedulerBackend",
+            "QUEUES": ["default", "reports", "bad.name"],
+        }
+    }
+    tasks.add.using(queue_name="reports").enqueue(1, 2)
+    assert ScheduledJob.objects.get().queue == "reports"
+    with pytest.raises(InvalidArgumentsError, match="queue"):
+        tasks.add.using(queue_name="bad.name").enqueue(1, 2)
+    assert ScheduledJob.objects.count() == 1
+
+
+def test_max_attempts_option(settings):
+    tasks.add.enqueue(1, 2)
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "scheduler.backends.SchedulerBackend",
+            "OPTIONS": {"MAX_ATTEMPTS": 1},
+        }
+    }
+    tasks.add.enqueue(1, 2)
+    assert list(ScheduledJob.objects.order_by("pk").values_list("max_attempts", flat=True)) == [
+        5,
+        1,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"MAX_ATTEMPTS": 0}, "scheduler.E031"),
+        ({"MAX_ATTEMPTS": "3"}, "scheduler.E031"),
+        ({"RETRIES": 3}, "scheduler.E030"),
+    ],
+)
+def test_bad_options_fail_the_system_checks(settings, options, expected):
+    settings.TASKS = {
+        "default": {"BACKEND": "scheduler.backends.SchedulerBackend", "OPTIONS": options}
+    }
+    assert [message.id for message in task_backends["default"].check()] == [expected]
+    with pytest.raises(Exception, match=expected):
+        call_command("check")
+
+
+def test_a_task_declared_for_another_backend_is_refused(settings):
+    immediate = "django_tasks" if django.VERSION < (6, 0) else "django.tasks"
+    settings.TASKS = {
+        "default": {"BACKEND": "scheduler.backends.SchedulerBackend"},
+        "other": {"BACKEND": f"{immediate}.backends.immediate.ImmediateBackend"},
+    }
+    elsewhere = task(backend="other")(tasks.add.func)
+    with pytest.raises(InvalidTask, match="must be declared with the 'default' backend"):
+        elsewhere.using(backend="default")
+
+
+def attempt(of, number, *, outcome, error="", worker="w1:1", started=T0):
+    return JobAttempt.objects.create(
+        job=of,
+        number=number,
+        dispatch_token=uuid.uuid4(),
+        scheduled_for=of.run_at,
+        started_at=started,
+        finished_at=None if outcome == JobAttempt.Outcome.RUNNING else started,
+        outcome=outcome,
+        error=error,
+        worker=worker,
+    )
+
+
+TRACEBACK = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: boom\n'
+
+
+@pytest.mark.parametrize(
+    ("status", "django_status", "finished"),
+    [
+        ("scheduled", "READY", False),
+        ("enqueued", "READY", False),
+        ("running", "RUNNING", False),
+        ("succeeded", "SUCCESSFUL", True),
+        ("failed", "FAILED", True),
+        ("cancelled", "FAILED", True),
+        ("expired", "FAILED", True),
+    ],
+)
+def test_status_mapping(status, django_status, finished):
+    row = job(status, task_name=ADD, args=[1, 2])
+    result = task_backends["default"].get_result(str(row.pk))
+    assert result.status == TaskResultStatus[django_status]
+    assert result.is_finished is finished
+
+
+def test_a_success_reads_back_its_return_value():
+    row = job(Status.SUCCEEDED, task_name=ADD, args=[2, 3], result=5, finished_at=T0)
+    attempt(row, 1, outcome=JobAttempt.Outcome.SUCCEEDED, worker="w1@host:7")
+    result = tasks.add.get_result(str(row.pk))
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == 5
+    assert (result.started_at, result.last_attempted_at, result.finished_at) == (T0, T0, T0)
+    assert (result.worker_ids, result.attempts) == (["w1@host:7"], 1)
+
+
+def test_a_retry_pending_is_ready_with_its_errors_then_fails():
+    row = job(Status.SCHEDULED, task_name=ADD, attempts=2)
+    attempt(
+        row, 1, outcome=JobAttempt.Outcome.ERROR, error=TRACEBACK, started=T0 - timedelta(hours=1)
+    )
+    attempt(
+        row, 2, outcome=JobAttempt.Outcome.LEASE_EXPIRED, error="lease expired: …", worker="w2:9"
+    )
+    result = tasks.add.get_result(str(row.pk))
+    assert result.status == TaskResultStatus.READY
+    assert [error.exception_class for error in result.errors] == [ValueError, WorkerLost]
+    assert result.errors[0].traceback == TRACEBACK
+    assert (result.attempts, result.worker_ids) == (2, ["w1:1", "w2:9"])
+    assert (result.started_at, result.last_attempted_at) == (T0 - timedelta(hours=1), T0)
+    with pytest.raises(ValueError, match="not finished"):
+        _ = result.return_value
+
+    ScheduledJob.objects.filter(pk=row.pk).update(status=Status.FAILED, finished_at=T0)
+    result.refresh()
+    assert (result.status, result.finished_at) == (TaskResultStatus.FAILED, T0)
+    with pytest.raises(ValueError, match="failed"):
+        _ = result.return_value
+
+
+def test_an_exception_of_a_module_is_found_again():
+    row = job(Status.FAILED, task_name=ADD)
+    error = "Traceback …\nscheduler.exceptions.DuplicateJobError: an active job holds it\n"
+    attempt(row, 1, outcome=JobAttempt.Outcome.ERROR, error=error)
+    [task_error] = tasks.add.get_result(str(row.pk)).errors
+    assert task_error.exception_class_path == "scheduler.exceptions.DuplicateJobError"
+
+
+@pytest.mark.parametrize("result_id", ["999999", "abc", "", "-1", "1.5"])
+def test_unknown_ids(result_id):
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result(result_id)
+
+
+def test_a_celery_job_is_not_a_django_task_result():
+    row = job(Status.SCHEDULED, task_name="testapp.noop")
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result(str(row.pk))
+
+
+def test_each_task_is_also_a_celery_task_of_its_path():
+    from scheduler.registry import get_task
+
+    for declared in (tasks.add, tasks.whoami, tasks.add_later):
+        celery_task = get_task(declared.module_path)
+        assert celery_task.name == declared.module_path
+
+
+def test_run_due_jobs_runs_django_tasks_in_a_test(frozen):
+    later = tasks.whoami.using(run_after=T0 + timedelta(days=30)).enqueue("later")
+    now = tasks.add.enqueue(2, 3)
+    assert [job.pk for job in run_due_jobs()] == [int(now.id)]
+    now.refresh()
+    assert (now.status, now.return_value) == (TaskResultStatus.SUCCESSFUL, 5)
+    later.refresh()
+    assert later.status == TaskResultStatus.READY
+    frozen.move_to(T0 + timedelta(days=30))
+    run_due_jobs()
+    later.refresh()
+    assert later.return_value == {"id": later.id, "attempt": 1, "label": "later"}

@@ -1,0 +1,274 @@
+"""`/metrics`: Prometheus figures read from PostgreSQL at scrape time, and who may read them.
+
+A known data set at a frozen instant; each figure is compared with what the rows say.
+"""
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test import Client
+from freezegun import freeze_time
+from prometheus_client.parser import text_string_to_metric_families
+
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.dispatch.publisher import PublishResult
+from scheduler.integrations import metrics
+from scheduler.models import DispatcherHeartbeat, JobAttempt
+from scheduler.testing import InMemoryPublisher
+from tests.conftest import SqsQueue
+from tests.factories import make_jobs
+from tests.integration.admin_helpers import T0, Status, job
+
+pytestmark = pytest.mark.django_db
+
+SECOND, MINUTE, HOUR = timedelta(seconds=1), timedelta(minutes=1), timedelta(hours=1)
+TOKEN = "s3cret-metrics-token-for-tests"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(client: Client | None = None, **headers: str) -> Samples:
+    response = (client or Client()).get("/metrics", headers=headers)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain")
+    return parse(response.content.decode())
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+@pytest.fixture(autouse=True)
+def frozen():
+    with freeze_time(T0) as frozen_time:
+        yield frozen_time
+
+
+@pytest.fixture(autouse=True)
+def no_sqs(settings):
+    # Nothing answers there: the DLQ depth is left out, and quickly.
+    settings.SCHEDULER_SQS_ENDPOINT_URL = "http://127.0.0.1:9"
+
+
+@pytest.fixture
+def known_data():
+    # Pending: due in 20 s and 50 s (the next minute), 2 minutes, a day.
+    job(Status.SCHEDULED, run_at=T0 + 20 * SECOND)
+    job(Status.ENQUEUED, run_at=T0 + 50 * SECOND)
+    job(Status.SCHEDULED, run_at=T0 + 2 * MINUTE)
+    job(Status.SCHEDULED, run_at=T0 + 24 * HOUR)
+    # Overdue (more than a minute past run_at): 7 and 2 minutes; 30 s late is not yet.
+    job(Status.SCHEDULED, run_at=T0 - 7 * MINUTE)
+    job(Status.ENQUEUED, run_at=T0 - 2 * MINUTE)
+    job(Status.SCHEDULED, run_at=T0 - 30 * SECOND)
+    job(Status.RUNNING, run_at=T0 - MINUTE)
+    job(Status.CANCELLED, run_at=T0 - HOUR)
+    job(Status.EXPIRED, run_at=T0 - HOUR)
+    done = [job(Status.SUCCEEDED, run_at=T0 - HOUR) for _ in range(3)]
+    failing = job(Status.FAILED, task_name="testapp.fail", run_at=T0 - HOUR)
+    # Attempts started in the last five minutes: noop late by 0.2, 0.7, 3 and 40 s; fail
+    # late by 2 s (an error) and 1200 s (a lease expired); older attempts do not count.
+    # (job, seconds late, started seconds ago, finished seconds ago, outcome)
+    ok, error, lost = (
+        JobAttempt.Outcome.SUCCEEDED,
+        JobAttempt.Outcome.ERROR,
+        JobAttempt.Outcome.LEASE_EXPIRED,
+    )
+    attempts = [(done[0], late, 60, 50, ok) for late in (0.2, 0.7, 3, 40)] + [
+        (failing, 2, 120, 120, error),
+        (failing, 1200, 240, 180, lost),
+        (done[1], 5, 600, 600, ok),
+        (done[2], 5, 3 * 3600, 3 * 3600, ok),
+    ]
+    JobAttempt.objects.bulk_create(
+        JobAttempt(
+            job=of,
+            number=1,
+            dispatch_token=uuid.uuid4(),
+            scheduled_for=T0 - (ago + late) * SECOND,
+            started_at=T0 - ago * SECOND,
+            finished_at=T0 - finished_ago * SECOND,
+            outcome=outcome,
+        )
+        for of, late, ago, finished_ago, outcome in attempts
+    )
+    DispatcherHeartbeat.objects.create(
+        dispatcher="host-a:1",
+        last_tick_at=T0 - 2 * SECOND,
+        jobs_sent=3,
+        sent_total=120,
+        errors_total=2,
+    )
+    DispatcherHeartbeat.objects.create(
+        dispatcher="host-b:7", last_tick_at=T0 - 4 * SECOND, sent_total=80
+    )
+
+
+def test_job_figures_match_the_database(known_data):
+    samples = scrape()
+    assert {status: value(samples, "scheduler_jobs", status=status) for status in Status} == {
+        Status.SCHEDULED: 5,
+        Status.ENQUEUED: 2,
+        Status.RUNNING: 1,
+        Status.SUCCEEDED: 3,
+        Status.FAILED: 1,
+        Status.CANCELLED: 1,
+        Status.EXPIRED: 1,
+    }
+    assert value(samples, "scheduler_jobs_overdue") == 2
+    assert value(samples, "scheduler_jobs_oldest_overdue_seconds") == 7 * 60
+    assert value(samples, "scheduler_jobs_due_next_minute") == 2
+
+
+def test_lateness_histogram_by_task_over_the_window(known_data):
+    samples = scrape()
+    noop = {"task": "testapp.noop"}
+    bucket = "scheduler_job_lateness_seconds_bucket"
+    assert value(samples, bucket, le="0.25", **noop) == 1
+    assert value(samples, bucket, le="1.0", **noop) == 2
+    assert value(samples, bucket, le="5.0", **noop) == 3
+    assert value(samples, bucket, le="60.0", **noop) == 4
+    assert value(samples, bucket, le="+Inf", **noop) == 4
+    assert value(samples, "scheduler_job_lateness_seconds_gcount", **noop) == 4
+    assert value(samples, "scheduler_job_lateness_seconds_gsum", **noop) == pytest.approx(43.9)
+    fail = {"task": "testapp.fail"}
+    assert value(samples, bucket, le="1.0", **fail) == 0
+    assert value(samples, bucket, le="5.0", **fail) == 1
+    assert value(samples, bucket, le="900.0", **fail) == 1
+    assert value(samples, bucket, le="3600.0", **fail) == 2
+    # The same attempts, by outcome.
+    assert value(samples, "scheduler_job_attempts", outcome="succeeded", **noop) == 4
+    assert value(samples, "scheduler_job_attempts", outcome="error", **fail) == 1
+    assert value(samples, "scheduler_job_attempts", outcome="lease_expired", **fail) == 1
+
+
+def test_dispatcher_counters_per_dispatcher(known_data):
+    samples = scrape()
+    a, b = {"dispatcher": "host-a:1"}, {"dispatcher": "host-b:7"}
+    assert value(samples, "scheduler_dispatched_total", **a) == 120
+    assert value(samples, "scheduler_dispatched_total", **b) == 80
+    assert value(samples, "scheduler_dispatch_errors_total", **a) == 2
+    assert value(samples, "scheduler_dispatch_errors_total", **b) == 0
+    last_tick = "scheduler_dispatcher_last_tick_timestamp_seconds"
+    assert value(samples, last_tick, **a) == (T0 - 2 * SECOND).timestamp()
+    assert value(samples, last_tick, **b) == (T0 - 4 * SECOND).timestamp()
+
+
+def test_dispatcher_ticks_add_up_in_its_heartbeat(frozen):
+    make_jobs([T0 + s * SECOND for s in range(3)])
+    dispatcher = Dispatcher(publisher=InMemoryPublisher(), name="counting")
+    dispatcher.run_once()
+    make_jobs([T0, T0])
+    dispatcher.run_once()
+    dispatcher.run_once()
+    row = DispatcherHeartbeat.objects.get(dispatcher="counting")
+    assert (row.jobs_sent, row.sent_total, row.errors_total) == (0, 5, 0)
+
+    class Failing:
+        def publish(self, messages):
+            return PublishResult(failed={m.job_id: "rejected" for m in messages}, error="boom")
+
+    make_jobs([T0])
+    Dispatcher(publisher=Failing(), name="counting").run_once()
+    row.refresh_from_db()
+    assert (row.sent_total, row.errors_total) == (5, 1)
+
+
+def test_empty_database_reads_zero():
+    samples = scrape()
+    assert all(value(samples, "scheduler_jobs", status=status) == 0 for status in Status)
+    assert value(samples, "scheduler_jobs_overdue") == 0
+    assert value(samples, "scheduler_jobs_oldest_overdue_seconds") == 0
+    assert not [name for name, _ in samples if name.startswith("scheduler_job_lateness")]
+
+
+def test_history_counts_beyond_the_exact_limit_are_estimates(monkeypatch):
+    monkeypatch.setattr(metrics, "EXACT_COUNT_LIMIT", 10)
+    make_jobs([T0 - HOUR] * 40, status=Status.CANCELLED, finished_at=T0 - HOUR)
+    make_jobs([T0 + HOUR] * 4)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+    samples = scrape()
+    # Planner statistics, from ANALYZE: close to the truth, not a count.
+    assert value(samples, "scheduler_jobs", status="cancelled") == pytest.approx(40, abs=4)
+    assert value(samples, "scheduler_jobs", status="scheduled") == 4
+
+
+def test_a_scrape_costs_a_fixed_number_of_queries(known_data, django_assert_max_num_queries):
+    # Seven at most, and the savepoint of its transaction inside the test's.
+    with django_assert_max_num_queries(9):
+        scrape()
+    make_jobs([T0 + s * SECOND for s in range(200)])
+    with django_assert_max_num_queries(9):
+        scrape()
+
+
+def test_dlq_depth_from_the_queue(sqs_queue: SqsQueue, settings: Any):
+    dlq_url = sqs_queue.client.create_queue(QueueName=f"{sqs_queue.name}-dlq")["QueueUrl"]
+    for n in range(3):
+        sqs_queue.client.send_message(QueueUrl=dlq_url, MessageBody=f"poison {n}")
+    samples = scrape()
+    assert value(samples, "scheduler_dlq_messages", queue=f"{sqs_queue.name}-dlq") == 3
+
+
+def test_dlq_depth_left_out_when_sqs_cannot_be_read(caplog):
+    samples = scrape()
+    assert not [name for name, _ in samples if name.startswith("scheduler_dlq")]
+    assert "metrics dlq depth unavailable" in caplog.text
+    assert value(samples, "scheduler_jobs_overdue") == 0
+
+
+def test_openmetrics_on_request(known_data):
+    response = Client().get("/metrics", headers={"Accept": "application/openmetrics-text"})
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    assert response.content.decode().rstrip().endswith("# EOF")
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_open_without_a_token():
+    assert Client().get("/metrics").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer wrong",
+        f"Basic {TOKEN}",
+        f"Bearer {TOKEN}x",
+        f"Bearer {TOKEN[:-1]}",
+    ],
+)
+def test_token_required_once_set(settings, authorization):
+    settings.SCHEDULER_METRICS_TOKEN = TOKEN
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = Client().get("/metrics", headers=headers)
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
+    assert b"scheduler_jobs" not in response.content
+
+
+def test_token_accepted(settings):
+    settings.SCHEDULER_METRICS_TOKEN = TOKEN
+    samples = scrape(Authorization=f"Bearer {TOKEN}")
+    assert value(samples, "scheduler_jobs", status="scheduled") == 0
+    samples = scrape(Authorization=f"bearer  {TOKEN} ")
+    assert value(samples, "scheduler_jobs", status="scheduled") == 0
+
+
+def test_only_reads():
+    assert Client().post("/metrics").status_code == 405

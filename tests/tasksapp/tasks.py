@@ -1,0 +1,41 @@
+"""django.tasks tasks the tests enqueue, on TASKS["default"] (the scheduler's backend).
+
+In an installed app's tasks.py, so that a Celery worker imports them (autodiscovery).
+"""
+
+from typing import TYPE_CHECKING, Any
+
+import django
+
+from tests.testapp.tasks import record_run
+
+if TYPE_CHECKING or django.VERSION < (6, 0):
+    from django_tasks import TaskContext, task
+else:
+    from django.tasks import TaskContext, task
+
+
+@task
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@task
+def explode(message: str) -> None:
+    raise ValueError(message)
+
+
+@task
+def record(path: str, label: str) -> dict[str, Any]:
+    record_run(path, label)
+    return {"label": label, "values": (1, 2)}
+
+
+@task(takes_context=True)
+def whoami(context: TaskContext, label: str) -> dict[str, Any]:
+    return {"id": context.task_result.id, "attempt": context.attempt, "label": label}
+
+
+@task
+async def add_later(a: int, b: int) -> int:
+    return a + b
