@@ -18,6 +18,7 @@ from typing import Any
 import requests
 from django.db import connection
 
+from scheduler.dispatch.beat import ensure_dispatch_schedule
 from tests.conftest import SqsQueue, sqs_client
 from tests.processes import BIN, Process, celery_worker_args, free_port, wait_until
 
@@ -182,6 +183,28 @@ class Cluster:
             for process in started:
                 process.wait_for_output("dispatch tick", timeout=_START_TIMEOUT)
         return started
+
+    def start_beat(self) -> Process:
+        """`celery -A project beat`: the deployment's dispatcher, ticking in-process.
+
+        Counted as a dispatcher (its connections are ``chaos-dispatcher-N``); no journal.
+        """
+        ensure_dispatch_schedule()
+        name, env = self._env("dispatcher")
+        args = [
+            str(BIN / "celery"),
+            "-A",
+            "project",
+            "beat",
+            "--loglevel=INFO",
+            "--pidfile=",
+            "--schedule",
+            str(self.workdir / f"{name}.schedule"),
+        ]
+        process = Process(name, args, env)
+        self.dispatchers.append(process)
+        process.wait_for_output("dispatch tick", timeout=_START_TIMEOUT)
+        return process
 
     def kill(self, process: Process) -> None:
         """SIGKILL a process and its children, as the OOM killer or a power cut would."""

@@ -37,11 +37,17 @@ def test_worker_connections_terminated(cluster):
     assert all(worker.popen.poll() is None for worker in cluster.workers)
 
 
-def test_dispatcher_connections_terminated(cluster):
-    workload = Workload("pg-dispatcher")
+@pytest.mark.parametrize("dispatcher", ["beat", "loop"])
+def test_dispatcher_connections_terminated(cluster, dispatcher):
+    workload = Workload(f"pg-{dispatcher}")
     workload.schedule_both(scale(30, 300), at=spread(timezone.now() + timedelta(seconds=2), 0.3))
     cluster.start_workers(2)
-    cluster.start_dispatchers(1)
+    # Celery beat ticking in-process (the deployment's), or the dispatcher loop of
+    # `scheduler_dispatch`.
+    if dispatcher == "beat":
+        cluster.start_beat()
+    else:
+        cluster.start_dispatchers(1)
     assert _terminate_repeatedly(cluster, "dispatcher") > 0
     workload.settle(timeout=120).assert_clean(plain_once=True)
     assert all(dispatcher.popen.poll() is None for dispatcher in cluster.dispatchers)

@@ -28,7 +28,8 @@ def test_a_worker_killed_mid_job_loses_nothing(cluster, atomic):
         count, at=lambda i: start + timedelta(seconds=i * 0.2), atomic=atomic, seconds=1.5
     )
     victim, survivor = cluster.start_workers(2, concurrency=2)
-    cluster.start_dispatchers(1)
+    # The deployment's dispatcher: beat, ticking in-process.
+    cluster.start_beat()
     # Cancelled while enqueued: their messages are in SQS and must do nothing.
     for planned in jobs[-2:]:
         assert workload.cancel(planned)
