@@ -18,7 +18,6 @@ from typing import Any
 import requests
 from django.db import connection
 
-from scheduler.dispatch.beat import ensure_dispatch_schedule
 from tests.conftest import SqsQueue, sqs_client
 from tests.processes import BIN, Process, celery_worker_args, free_port, wait_until
 
@@ -189,6 +188,9 @@ class Cluster:
 
         Counted as a dispatcher (its connections are ``chaos-dispatcher-N``); no journal.
         """
+        # Imported here: the soak imports this module before Django is set up.
+        from scheduler.dispatch.beat import ensure_dispatch_schedule
+
         ensure_dispatch_schedule()
         name, env = self._env("dispatcher")
         args = [
