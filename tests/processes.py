@@ -34,6 +34,19 @@ def celery_worker_args(*, queue: str, name: str, concurrency: int = 2) -> list[s
     ]
 
 
+def celery_beat_args(*, pidfile: Path) -> list[str]:
+    """`celery beat` as the Procfile runs it (the dispatcher), with its pid file there."""
+    return [
+        str(BIN / "celery"),
+        "-A",
+        "project",
+        "beat",
+        "--loglevel=INFO",
+        "--pidfile",
+        str(pidfile),
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,7 +19,14 @@ import requests
 from django.db import connection
 
 from tests.conftest import SqsQueue, sqs_client
-from tests.processes import BIN, Process, celery_worker_args, free_port, wait_until
+from tests.processes import (
+    BIN,
+    Process,
+    celery_beat_args,
+    celery_worker_args,
+    free_port,
+    wait_until,
+)
 
 #: Child processes' Django settings: every period lowered to seconds.
 CHAOS_SETTINGS_MODULE = "tests.settings_chaos"
@@ -193,16 +200,7 @@ class Cluster:
 
         ensure_dispatch_schedule()
         name, env = self._env("dispatcher")
-        args = [
-            str(BIN / "celery"),
-            "-A",
-            "project",
-            "beat",
-            "--loglevel=INFO",
-            "--pidfile=",
-            "--schedule",
-            str(self.workdir / f"{name}.schedule"),
-        ]
+        args = celery_beat_args(pidfile=self.workdir / f"{name}.pid")
         process = Process(name, args, env)
         self.dispatchers.append(process)
         process.wait_for_output("dispatch tick", timeout=_START_TIMEOUT)

@@ -11,7 +11,7 @@ from scheduler.dispatch.beat import ensure_dispatch_schedule
 from tests import settings as base_settings
 from tests import settings_fast
 from tests.conftest import SqsQueue
-from tests.processes import BIN, Process, celery_worker_args, running
+from tests.processes import BIN, Process, celery_beat_args, celery_worker_args, running
 
 # The scheduler settings that settings_fast lowers, for this process to agree with the
 # child processes.
@@ -58,16 +58,7 @@ def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
 def celery_beat(env: dict[str, str], *, pidfile: Any) -> Iterator[Process]:
     """`celery beat` (the dispatcher), started, stopped on exit."""
     ensure_dispatch_schedule()
-    args = [
-        str(BIN / "celery"),
-        "-A",
-        "project",
-        "beat",
-        "--loglevel=INFO",
-        "--pidfile",
-        str(pidfile),
-    ]
-    with running("beat", args, env) as process:
+    with running("beat", celery_beat_args(pidfile=pidfile), env) as process:
         process.wait_for_output("beat: Starting", timeout=60)
         yield process
 
