@@ -1,6 +1,6 @@
 """System checks: the scheduler's settings must respect SQS's limits and each other."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.apps import AppConfig
@@ -8,6 +8,63 @@ from django.core.checks import CheckMessage, Error, register
 
 from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
 from scheduler.registry import schedulable_task_names
+
+# Each relation between settings: its check id, when it is broken, and why that matters.
+_RELATIONS: tuple[
+    tuple[str, Callable[[SchedulerSettings], bool], Callable[[SchedulerSettings], str]], ...
+] = (
+    (
+        "scheduler.E002",
+        lambda s: s.MAX_DELAY_SECONDS > SQS_MAX_DELAY_SECONDS,
+        lambda s: (
+            f"SCHEDULER_MAX_DELAY_SECONDS is {s.MAX_DELAY_SECONDS}; SQS accepts at most "
+            f"{SQS_MAX_DELAY_SECONDS}."
+        ),
+    ),
+    (
+        "scheduler.E003",
+        lambda s: s.LOOKAHEAD_SECONDS > s.MAX_DELAY_SECONDS,
+        lambda s: (
+            f"SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS}) must not exceed "
+            f"SCHEDULER_MAX_DELAY_SECONDS ({s.MAX_DELAY_SECONDS}): a job sent earlier than SQS "
+            "can hold it back would start early."
+        ),
+    ),
+    (
+        "scheduler.E004",
+        lambda s: s.DISPATCH_INTERVAL_SECONDS >= s.LOOKAHEAD_SECONDS,
+        lambda s: (
+            f"SCHEDULER_DISPATCH_INTERVAL_SECONDS ({s.DISPATCH_INTERVAL_SECONDS}) must be "
+            f"less than SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS}), or jobs reach SQS "
+            "after they are due."
+        ),
+    ),
+    (
+        "scheduler.E005",
+        lambda s: s.RETRY_BACKOFF_MAX_SECONDS < s.RETRY_BACKOFF_SECONDS,
+        lambda s: (
+            f"SCHEDULER_RETRY_BACKOFF_MAX_SECONDS ({s.RETRY_BACKOFF_MAX_SECONDS}) must "
+            f"be at least SCHEDULER_RETRY_BACKOFF_SECONDS ({s.RETRY_BACKOFF_SECONDS})."
+        ),
+    ),
+    (
+        "scheduler.E007",
+        lambda s: s.HEARTBEAT_INTERVAL_SECONDS * 2 > s.LEASE_SECONDS,
+        lambda s: (
+            f"SCHEDULER_HEARTBEAT_INTERVAL_SECONDS ({s.HEARTBEAT_INTERVAL_SECONDS}) must "
+            f"be at most half of SCHEDULER_LEASE_SECONDS ({s.LEASE_SECONDS}), or one late "
+            "heartbeat makes a live job look dead."
+        ),
+    ),
+    (
+        "scheduler.E008",
+        lambda s: s.DELIVERY_LEAD_SECONDS >= s.LOOKAHEAD_SECONDS,
+        lambda s: (
+            f"SCHEDULER_DELIVERY_LEAD_SECONDS ({s.DELIVERY_LEAD_SECONDS}) must be less "
+            f"than SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS})."
+        ),
+    ),
+)
 
 
 @register()
@@ -31,58 +88,7 @@ def check_settings(
         return errors
 
     s = scheduler_settings
-    if s.MAX_DELAY_SECONDS > SQS_MAX_DELAY_SECONDS:
-        errors.append(
-            Error(
-                f"SCHEDULER_MAX_DELAY_SECONDS is {s.MAX_DELAY_SECONDS}; SQS accepts at most "
-                f"{SQS_MAX_DELAY_SECONDS}.",
-                id="scheduler.E002",
-            )
-        )
-    if s.LOOKAHEAD_SECONDS > s.MAX_DELAY_SECONDS:
-        errors.append(
-            Error(
-                f"SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS}) must not exceed "
-                f"SCHEDULER_MAX_DELAY_SECONDS ({s.MAX_DELAY_SECONDS}): a job sent earlier "
-                "than SQS can hold it back would start early.",
-                id="scheduler.E003",
-            )
-        )
-    if s.DISPATCH_INTERVAL_SECONDS >= s.LOOKAHEAD_SECONDS:
-        errors.append(
-            Error(
-                f"SCHEDULER_DISPATCH_INTERVAL_SECONDS ({s.DISPATCH_INTERVAL_SECONDS}) must be "
-                f"less than SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS}), or jobs "
-                "reach SQS after they are due.",
-                id="scheduler.E004",
-            )
-        )
-    if s.RETRY_BACKOFF_MAX_SECONDS < s.RETRY_BACKOFF_SECONDS:
-        errors.append(
-            Error(
-                "SCHEDULER_RETRY_BACKOFF_MAX_SECONDS must be at least "
-                "SCHEDULER_RETRY_BACKOFF_SECONDS.",
-                id="scheduler.E005",
-            )
-        )
-    if s.HEARTBEAT_INTERVAL_SECONDS * 2 > s.LEASE_SECONDS:
-        errors.append(
-            Error(
-                f"SCHEDULER_HEARTBEAT_INTERVAL_SECONDS ({s.HEARTBEAT_INTERVAL_SECONDS}) must be "
-                f"at most half of SCHEDULER_LEASE_SECONDS ({s.LEASE_SECONDS}), or one late "
-                "heartbeat makes a live job look dead.",
-                id="scheduler.E007",
-            )
-        )
-    if s.DELIVERY_LEAD_SECONDS >= s.LOOKAHEAD_SECONDS:
-        errors.append(
-            Error(
-                f"SCHEDULER_DELIVERY_LEAD_SECONDS ({s.DELIVERY_LEAD_SECONDS}) must be less than "
-                f"SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS}).",
-                id="scheduler.E008",
-            )
-        )
-    return errors
+    return [Error(message(s), id=check_id) for check_id, broken, message in _RELATIONS if broken(s)]
 
 
 @register()

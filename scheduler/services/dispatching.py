@@ -12,19 +12,19 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connection, transaction
-from django.db.models import Case, DateTimeField, Func, QuerySet, UUIDField, Value, When
+from django.db.models import Func, QuerySet, UUIDField
 from django.db.models.expressions import RawSQL
 
 from scheduler import signals, states
 from scheduler.conf import scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
 from scheduler.services.transitions import (
+    BACK_TO_WAITING,
     LAZY_COMMIT,
     apply,
     apply_each,
     apply_next,
     retry_delay,
-    waiting_until,
 )
 
 logger = logging.getLogger(__name__)
@@ -232,17 +232,13 @@ def expire_leases(*, now: datetime) -> int:
         }
         failed = {pk: task for pk, attempts, limit, task in expired if attempts >= limit}
         if retry_at:
-            apply(
+            apply_each(
                 states.LEASE_RETRY,
-                ScheduledJob.objects.filter(pk__in=list(retry_at)),
+                list(retry_at),
+                {"run_at": list(retry_at.values())},
                 last_error=message,
                 updated_at=now,
-                **waiting_until(
-                    Case(
-                        *(When(pk=pk, then=Value(at)) for pk, at in retry_at.items()),
-                        output_field=DateTimeField(),
-                    )
-                ),
+                **BACK_TO_WAITING,
             )
         if failed:
             apply(

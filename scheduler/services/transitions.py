@@ -148,16 +148,19 @@ def apply_one(job_id: int, transition: Transition, **changes: Any) -> None:
     )
 
 
+#: What a job that goes back to waiting in PostgreSQL forgets of its last dispatch.
+BACK_TO_WAITING: dict[str, Any] = {
+    "dispatch_token": None,
+    "enqueued_at": None,
+    "started_at": None,
+    "sends": 0,
+    "resend_at": None,
+}
+
+
 def waiting_until(run_at: Any) -> dict[str, Any]:
     """The fields of a job that goes back to waiting in PostgreSQL for ``run_at``."""
-    return {
-        "run_at": run_at,
-        "dispatch_token": None,
-        "enqueued_at": None,
-        "started_at": None,
-        "sends": 0,
-        "resend_at": None,
-    }
+    return {"run_at": run_at, **BACK_TO_WAITING}
 
 
 def retry_delay(failed_attempts: int) -> timedelta:
