@@ -101,6 +101,44 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- HTTPS ------------------------------------------------------------------------------
+# With DEBUG off, the site is HTTPS-only (`manage.py check --deploy` is clean); with DEBUG
+# on (`make run`), plain http works. Behind a load balancer that terminates TLS, set
+# DJANGO_SECURE_PROXY_SSL_HEADER to the header it sets (X-Forwarded-Proto), so Django
+# knows a request came in over https and does not redirect it forever.
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, got {value!r}.") from None
+    if number < 0:
+        raise ImproperlyConfigured(f"{name} must not be negative, got {value!r}.")
+    return number
+
+
+def _proxy_ssl_header(name: str) -> tuple[str, str] | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not all(part.isalnum() for part in value.split("-")):
+        raise ImproperlyConfigured(
+            f"{name} must be an HTTP header name such as X-Forwarded-Proto, got {value!r}."
+        )
+    return f"HTTP_{value.upper().replace('-', '_')}", "https"
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header("DJANGO_SECURE_PROXY_SSL_HEADER")
+SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+SECURE_HSTS_SECONDS = _env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = _env_bool("DJANGO_HSTS_PRELOAD", True)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -9,8 +9,8 @@ database.
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -22,6 +22,8 @@ from scheduler.exceptions import InvalidArgumentsError
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 QUEUE_NAME_RULE = "A queue name is 1-80 letters, digits, '-' or '_'."
 UNIQUE_KEY_MAX_LENGTH = 255
+#: The largest value of the PositiveIntegerField that stores max_attempts.
+MAX_ATTEMPTS_LIMIT = 2**31 - 1
 #: As long as a Django username.
 ACTOR_MAX_LENGTH = 150
 
@@ -45,6 +47,13 @@ def aware_datetime(value: object, field: str = "run_at") -> datetime:
             "must be timezone-aware (e.g. django.utils.timezone.now() + delta), "
             f"got naive {value.isoformat()}",
         )
+    try:
+        # Stored in UTC and read back as a Python datetime: it must exist there.
+        value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidArgumentsError(
+            field, f"is out of range: {value.isoformat()} is not between years 1 and 9999 in UTC"
+        ) from None
     return value
 
 
@@ -61,15 +70,19 @@ def deadline(value: object, *, run_at: datetime) -> datetime | None:
     return value
 
 
-def delay(value: object) -> timedelta:
-    """A delay given as a timedelta or a finite number of seconds."""
+def run_at_in(value: object, *, now: datetime) -> datetime:
+    """``now`` plus a delay given as a timedelta or a finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
         raise TypeError(f"delay must be a timedelta or a number of seconds, got {value!r}")
-    if isinstance(value, timedelta):
-        return value
-    if not math.isfinite(value):
+    if not isinstance(value, timedelta) and not math.isfinite(value):
         raise InvalidArgumentsError("delay", f"must be finite, got {value!r}")
-    return timedelta(seconds=value)
+    try:
+        run_at = now + (value if isinstance(value, timedelta) else timedelta(seconds=value))
+    except OverflowError:
+        raise InvalidArgumentsError(
+            "delay", f"is out of range: {value!r} from now is not between years 1 and 9999"
+        ) from None
+    return aware_datetime(run_at, "delay")
 
 
 def job_args(value: object) -> list[Any]:
@@ -107,8 +120,14 @@ def max_attempts(value: object) -> int | None:
     """A positive number of attempts, or None for the default."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidArgumentsError("max_attempts", f"must be a positive integer, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not 1 <= value <= MAX_ATTEMPTS_LIMIT
+    ):
+        raise InvalidArgumentsError(
+            "max_attempts", f"must be an integer from 1 to {MAX_ATTEMPTS_LIMIT}, got {value!r}"
+        )
     return value
 
 
@@ -131,6 +150,7 @@ def _optional_name(value: object, field: str, max_length: int) -> str | None:
             field,
             f"must be a non-empty string of at most {max_length} characters, got {value!r}",
         )
+    _require_storable_text(value, field)
     return value
 
 
@@ -159,6 +179,47 @@ def _require_json_round_trip(value: object, field: str) -> None:
             f"do not survive a JSON round trip unchanged: {value!r} comes back as "
             f"{round_tripped!r} (use lists, not tuples, and string keys)",
         )
+    for leaf in _leaves(round_tripped):
+        if isinstance(leaf, str):
+            _require_storable_text(leaf, field)
+        elif isinstance(leaf, float) and abs(leaf) >= _FLOAT_READ_AS_INT:
+            raise InvalidArgumentsError(
+                field,
+                f"must not contain floats of magnitude 1e16 or more ({leaf!r}): PostgreSQL "
+                "gives them back as integers; pass an int or a string",
+            )
+
+
+#: Python writes floats from 1e16 up in exponent form, which PostgreSQL's jsonb keeps as a
+#: number without a decimal point: they would come back as ints.
+_FLOAT_READ_AS_INT = 1e16
+
+
+def _leaves(value: object) -> Iterator[object]:
+    """Every scalar in a JSON value, object keys included."""
+    if isinstance(value, list):
+        for item in value:
+            yield from _leaves(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _leaves(item)
+    else:
+        yield value
+
+
+def _require_storable_text(text: str, field: str) -> None:
+    """PostgreSQL stores neither NUL characters nor lone UTF-16 surrogates."""
+    if "\x00" in text:
+        raise InvalidArgumentsError(
+            field, "must not contain NUL characters (\\x00), which PostgreSQL cannot store"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentsError(
+            field, "must be valid Unicode: a lone surrogate (\\ud800-\\udfff) cannot be stored"
+        ) from None
 
 
 def _same_types(a: object, b: object) -> bool:

@@ -15,6 +15,38 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def celery_worker_args(*, queue: str, name: str, concurrency: int = 2) -> list[str]:
+    """`celery worker` as the Procfile runs it, on ``queue`` alone, named ``name@host``."""
+    return [
+        str(BIN / "celery"),
+        "-A",
+        "project",
+        "worker",
+        "--loglevel=INFO",
+        f"--concurrency={concurrency}",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-Q",
+        queue,
+        "-n",
+        f"{name}@%h",
+    ]
+
+
+def celery_beat_args(*, pidfile: Path) -> list[str]:
+    """`celery beat` as the Procfile runs it (the dispatcher), with its pid file there."""
+    return [
+        str(BIN / "celery"),
+        "-A",
+        "project",
+        "beat",
+        "--loglevel=INFO",
+        "--pidfile",
+        str(pidfile),
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -180,7 +180,8 @@ def schedule_in(
 
     Takes the same keyword options as :func:`schedule_at`.
     """
-    return schedule_at(task, timezone.now() + validation.delay(delay), args, kwargs, **options)
+    run_at = validation.run_at_in(delay, now=timezone.now())
+    return schedule_at(task, run_at, args, kwargs, **options)
 
 
 @contextmanager

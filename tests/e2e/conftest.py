@@ -11,7 +11,7 @@ from scheduler.dispatch.beat import ensure_dispatch_schedule
 from tests import settings as base_settings
 from tests import settings_fast
 from tests.conftest import SqsQueue
-from tests.processes import BIN, Process, running
+from tests.processes import BIN, Process, celery_beat_args, celery_worker_args, running
 
 # The scheduler settings that settings_fast lowers, for this process to agree with the
 # child processes.
@@ -42,21 +42,7 @@ def celery_worker(
     env: dict[str, str], node: str = "e2e", *, concurrency: int = 2
 ) -> Iterator[Process]:
     """A `celery worker` consuming the test's queue, started and ready, stopped on exit."""
-    args = [
-        str(BIN / "celery"),
-        "-A",
-        "project",
-        "worker",
-        "--loglevel=INFO",
-        f"--concurrency={concurrency}",
-        "--without-gossip",
-        "--without-mingle",
-        "--without-heartbeat",
-        "-Q",
-        env["SCHEDULER_QUEUE_NAME"],
-        "-n",
-        f"{node}@%h",
-    ]
+    args = celery_worker_args(queue=env["SCHEDULER_QUEUE_NAME"], name=node, concurrency=concurrency)
     with running(f"worker-{node}", args, env) as process:
         process.wait_for_output("ready.", timeout=60)
         yield process
@@ -72,16 +58,7 @@ def worker(e2e_env: dict[str, str]) -> Iterator[Process]:
 def celery_beat(env: dict[str, str], *, pidfile: Any) -> Iterator[Process]:
     """`celery beat` (the dispatcher), started, stopped on exit."""
     ensure_dispatch_schedule()
-    args = [
-        str(BIN / "celery"),
-        "-A",
-        "project",
-        "beat",
-        "--loglevel=INFO",
-        "--pidfile",
-        str(pidfile),
-    ]
-    with running("beat", args, env) as process:
+    with running("beat", celery_beat_args(pidfile=pidfile), env) as process:
         process.wait_for_output("beat: Starting", timeout=60)
         yield process
 

@@ -1,4 +1,4 @@
-"""Tasks the tests schedule. Each run appends a line to a file, as evidence."""
+"""Tasks the tests schedule. Each run leaves evidence: a line in a file, or an Effect row."""
 
 import os
 import time
@@ -39,6 +39,26 @@ def fail(path: str, label: str) -> None:
 @shared_task(name="testapp.noop")
 def noop(*args: object, **kwargs: object) -> None:
     """Does nothing."""
+
+
+@shared_task(name="testapp.effect")
+def effect(label: str, seconds: float = 0.0) -> None:
+    """A plain task: commits an effect row per run, then works ``seconds``."""
+    Effect.objects.create(label=label, atomic=False, at=timezone.now(), pid=os.getpid())
+    time.sleep(seconds)
+
+
+@shared_task(name="testapp.atomic_effect", base=SchedulerTask, atomic=True)
+def atomic_effect(label: str, seconds: float = 0.0) -> None:
+    """An atomic task: its effect row is written in the job's transaction."""
+    Effect.objects.create(label=label, atomic=True, at=timezone.now(), pid=os.getpid())
+    time.sleep(seconds)
+
+
+@shared_task(name="testapp.boom")
+def boom(*args: object, **kwargs: object) -> None:
+    """Fails without repeating its arguments."""
+    raise RuntimeError("boom")
 
 
 @shared_task(name="testapp.echo")

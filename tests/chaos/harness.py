@@ -1,0 +1,275 @@
+"""Real processes to break: an SQS server, Celery workers and dispatchers.
+
+Used by the chaos suite's fixtures and by ``bench/soak.py``. Every process runs in its
+own process group, so a kill reaches a worker's pool children too, and
+:class:`Cluster` stops whatever is left when it closes, even after a failure.
+"""
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from django.db import connection
+
+from tests.conftest import SqsQueue, sqs_client
+from tests.processes import (
+    BIN,
+    Process,
+    celery_beat_args,
+    celery_worker_args,
+    free_port,
+    wait_until,
+)
+
+#: Child processes' Django settings: every period lowered to seconds.
+CHAOS_SETTINGS_MODULE = "tests.settings_chaos"
+_START_TIMEOUT = 60.0
+
+
+class SqsServer:
+    """A moto SQS server of one's own, to pause (state kept) or restart (state lost)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.process: Process | None = None
+        self._paused = False
+
+    def start(self) -> None:
+        """Start the server and wait until it answers."""
+        self.process = Process(
+            "moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+        )
+        if not wait_until(self._answers, timeout=30, interval=0.1):
+            raise RuntimeError(f"moto did not start on port {self.port}")
+
+    def _answers(self) -> bool:
+        try:
+            return requests.get(f"{self.endpoint}/moto-api/", timeout=1).status_code < 500
+        except requests.RequestException:
+            return False
+
+    def pause(self) -> None:
+        """SIGSTOP: connections hang, nothing is lost."""
+        assert self.process is not None
+        os.killpg(self.process.popen.pid, signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self.process is not None
+        os.killpg(self.process.popen.pid, signal.SIGCONT)
+        self._paused = False
+
+    def pause_for(self, seconds: float) -> None:
+        """Stopped for ``seconds``, then on again."""
+        self.pause()
+        try:
+            time.sleep(seconds)
+        finally:
+            self.resume()
+
+    def messages(self, queue: str) -> int:
+        """Messages in ``queue`` (visible, delayed and in flight), as SQS counts them."""
+        client = sqs_client(self.endpoint)
+        url = client.get_queue_url(QueueName=queue)["QueueUrl"]
+        return SqsQueue(name=queue, url=url, client=client).count()
+
+    def restart(self) -> None:
+        """Stop and start on the same port: every queue and message is gone."""
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
+        """Stop the server (resumed first, so that it can exit)."""
+        if self.process is None:
+            return
+        if self._paused:
+            self.resume()
+        self.process.stop()
+        self.process = None
+
+
+@dataclass(frozen=True)
+class Send:
+    """One message a chaos dispatcher handed to SQS, from its journal."""
+
+    dispatcher: str
+    job_id: int
+    token: str
+    #: When the publisher returned: the dispatch commits after this.
+    returned_at: float
+
+
+class Cluster:
+    """Workers and dispatchers against one database, SQS server and queue.
+
+    ``env`` is the child processes' environment (database URL without options, SQS
+    endpoint, queue name). Each process's database connections carry an
+    ``application_name`` (``chaos-worker-N``, ``chaos-dispatcher-N``), so a test can
+    terminate them with ``pg_terminate_backend``.
+    """
+
+    def __init__(self, *, env: dict[str, str], workdir: Path) -> None:
+        self.env = {**env, "DJANGO_SETTINGS_MODULE": CHAOS_SETTINGS_MODULE}
+        self.workdir = workdir
+        self.workers: list[Process] = []
+        self.dispatchers: list[Process] = []
+        #: Processes killed (:meth:`kill`) or that exited on their own, kept for their logs.
+        self.exited: list[Process] = []
+        self._count: dict[str, int] = defaultdict(int)
+        self._journals: list[Path] = []
+
+    def save_logs(self, directory: Path) -> None:
+        """Write every process's whole log to ``directory/<name>.log``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for process in [*self.workers, *self.dispatchers, *self.exited]:
+            (directory / f"{process.name}.log").write_text(process.output())
+
+    def dump_output(self, tail: int = 6000) -> None:
+        """Write the end of every process's log to stderr (after a failure)."""
+        for process in [*self.workers, *self.dispatchers, *self.exited]:
+            sys.stderr.write(f"--- {process.name} output ---\n{process.output()[-tail:]}\n")
+
+    def _env(self, role: str) -> tuple[str, dict[str, str]]:
+        self._count[role] += 1
+        name = f"chaos-{role}-{self._count[role]}"
+        url = self.env["DATABASE_URL"]
+        separator = "&" if "?" in url else "?"
+        return name, {**self.env, "DATABASE_URL": f"{url}{separator}application_name={name}"}
+
+    def start_workers(self, count: int = 1, *, concurrency: int = 2) -> list[Process]:
+        """Start ``count`` `celery worker` processes and wait until each is ready."""
+        started = []
+        for _ in range(count):
+            name, env = self._env("worker")
+            args = celery_worker_args(
+                queue=self.env["SCHEDULER_QUEUE_NAME"], name=name, concurrency=concurrency
+            )
+            started.append(Process(name, args, env))
+        self.workers.extend(started)
+        for process in started:
+            process.wait_for_output("ready.", timeout=_START_TIMEOUT)
+        return started
+
+    def start_dispatchers(
+        self, count: int = 1, *, fault: str = "none", wait: bool = True
+    ) -> list[Process]:
+        """Start ``count`` dispatcher processes whose publisher injects ``fault``.
+
+        See :mod:`tests.chaos.dispatcher` for the faults. With ``wait``, returns once
+        each has ticked.
+        """
+        started = []
+        for _ in range(count):
+            name, env = self._env("dispatcher")
+            journal = self.workdir / f"{name}.journal"
+            self._journals.append(journal)
+            args = [
+                str(BIN / "python"),
+                "-m",
+                "tests.chaos.dispatcher",
+                "--name",
+                name,
+                "--fault",
+                fault,
+                "--journal",
+                str(journal),
+            ]
+            started.append(Process(name, args, env))
+        self.dispatchers.extend(started)
+        if wait:
+            for process in started:
+                process.wait_for_output("dispatch tick", timeout=_START_TIMEOUT)
+        return started
+
+    def start_beat(self) -> Process:
+        """`celery -A project beat`: the deployment's dispatcher, ticking in-process.
+
+        Counted as a dispatcher (its connections are ``chaos-dispatcher-N``); no journal.
+        """
+        # Imported here: the soak imports this module before Django is set up.
+        from scheduler.dispatch.beat import ensure_dispatch_schedule
+
+        ensure_dispatch_schedule()
+        name, env = self._env("dispatcher")
+        args = celery_beat_args(pidfile=self.workdir / f"{name}.pid")
+        process = Process(name, args, env)
+        self.dispatchers.append(process)
+        process.wait_for_output("dispatch tick", timeout=_START_TIMEOUT)
+        return process
+
+    def kill(self, process: Process) -> None:
+        """SIGKILL a process and its children, as the OOM killer or a power cut would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.popen.pid, signal.SIGKILL)
+        process.popen.wait(10)
+        for group in (self.workers, self.dispatchers):
+            if process in group:
+                group.remove(process)
+        self.exited.append(process)
+
+    def replace_exited_workers(self, *, concurrency: int) -> int:
+        """Start a worker for each that exited on its own, as a supervisor would; how many."""
+        exited = [process for process in self.workers if process.popen.poll() is not None]
+        for process in exited:
+            self.workers.remove(process)
+            self.exited.append(process)
+        if exited:
+            self.start_workers(len(exited), concurrency=concurrency)
+        return len(exited)
+
+    def terminate_connections(self, role: str) -> int:
+        """``pg_terminate_backend`` every connection of this cluster's ``role`` processes."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name LIKE %s",
+                [f"chaos-{role}-%"],
+            )
+            row = cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    def sends(self) -> list[Send]:
+        """Every message the dispatchers handed to SQS, from their journals."""
+        sends = []
+        for journal in self._journals:
+            if journal.exists():
+                for line in journal.read_text().splitlines():
+                    job_id, token, returned_at = line.split()
+                    sends.append(Send(journal.stem, int(job_id), token, float(returned_at)))
+        return sends
+
+    def worker_output(self) -> str:
+        """Every worker's log so far (exited ones included), concatenated."""
+        return "".join(
+            process.output()
+            for process in [*self.workers, *self.exited]
+            if "worker" in process.name
+        )
+
+    def close(self) -> None:
+        """Stop every process still running."""
+        for process in [*self.dispatchers, *self.workers, *self.exited]:
+            process.stop()
+        self.dispatchers.clear()
+        self.workers.clear()
+        self.exited.clear()
+
+
+def child_env(*, database: dict[str, Any], endpoint: str, queue: str) -> dict[str, str]:
+    """The environment of a cluster's processes for this database, server and queue."""
+    return {
+        "DATABASE_URL": (
+            f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+        ),
+        "SQS_ENDPOINT_URL": endpoint,
+        "SCHEDULER_QUEUE_NAME": queue,
+    }

@@ -1,0 +1,83 @@
+"""Dispatchers killed between send and commit, slow to commit, delivering thrice, racing."""
+
+import itertools
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from scheduler.models import ScheduledJob
+from tests import settings_chaos
+from tests.chaos.conftest import scale
+from tests.chaos.effects import Workload, spread
+
+pytestmark = pytest.mark.timeout(300)
+
+STALE_AFTER = settings_chaos.SCHEDULER_STALE_AFTER_SECONDS
+
+
+def test_a_dispatcher_killed_between_send_and_commit(cluster):
+    workload = Workload("dispatcher-killed")
+    workload.schedule_both(scale(20, 200), at=spread(timezone.now() - timedelta(seconds=1), 0.05))
+    cluster.start_workers(1)
+    [dispatcher] = cluster.start_dispatchers(fault="hang-after-send", wait=False)
+    dispatcher.wait_for_output("hanging before commit", timeout=60)
+    orphaned = {send.job_id for send in cluster.sends()}
+    assert orphaned
+    cluster.kill(dispatcher)
+    # Its transaction rolled back: the messages in SQS carry tokens no job ever had.
+    assert set(ScheduledJob.objects.filter(pk__in=orphaned).values_list("status", flat=True)) == {
+        "scheduled"
+    }
+    cluster.start_dispatchers(1)
+    workload.settle(timeout=90).assert_clean(plain_once=True)
+    assert "message dropped" in cluster.worker_output()
+
+
+def test_messages_reaching_workers_before_the_dispatch_commits(cluster):
+    workload = Workload("early-message")
+    workload.schedule_both(scale(20, 200), at=spread(timezone.now() - timedelta(seconds=1), 0.05))
+    cluster.start_workers(1)
+    cluster.start_dispatchers(1, fault="slow-commit")
+    workload.settle(timeout=90).assert_clean(plain_once=True)
+    # Each claim waited for the dispatch's commit instead of dropping the message.
+    committed: dict[int, float] = {}
+    for send in sorted(cluster.sends(), key=lambda send: send.returned_at):
+        committed.setdefault(send.job_id, send.returned_at)
+    effects = workload.effects()
+    for planned in workload.planned.values():
+        [at] = effects[planned.label]
+        assert at.timestamp() >= committed[planned.job_id]
+
+
+def test_every_message_delivered_three_times(cluster):
+    workload = Workload("thrice")
+    planned = workload.schedule_both(
+        scale(40, 400), at=spread(timezone.now() + timedelta(seconds=2), 0.1)
+    )
+    cluster.start_workers(2)
+    cluster.start_dispatchers(1, fault="triple")
+    # Cancelled after dispatch: three copies of each in SQS, none may run.
+    cancelled = [p for p in planned[::7] if workload.cancel(p)]
+    assert cancelled
+    workload.settle(timeout=120).assert_clean(plain_once=True)
+
+
+def test_four_dispatchers_racing_on_due_jobs(cluster):
+    workload = Workload("race")
+    count = scale(400, 5000)
+    cluster.start_workers(2, concurrency=4)
+    cluster.start_dispatchers(4)
+    # All four are ticking when the jobs appear, all due at once.
+    workload.schedule_both(count, at=spread(timezone.now() - timedelta(seconds=1), 0))
+    workload.settle(timeout=scale(120, 900)).assert_clean(plain_once=True)
+    # No job went out twice at once: any second send is a re-send after STALE_AFTER.
+    sends = sorted(cluster.sends(), key=lambda send: (send.job_id, send.returned_at))
+    for job_id, group in itertools.groupby(sends, key=lambda send: send.job_id):
+        times = [send.returned_at for send in group]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert all(gap >= STALE_AFTER - 1 for gap in gaps), (job_id, gaps)
+    assert {send.job_id for send in sends} == set(workload.job_ids())
+    # The dispatchers shared the work.
+    assert len(Counter(send.dispatcher for send in sends)) >= 2

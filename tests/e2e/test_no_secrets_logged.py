@@ -1,0 +1,65 @@
+"""No secret and no job argument reaches the logs of a real run."""
+
+import logging
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from scheduler import schedule_at
+from scheduler.models import ScheduledJob
+from tests.processes import wait_until
+from tests.testapp.tasks import read_runs
+
+pytestmark = pytest.mark.timeout(120)
+
+SECRET_KEY = "secret-key-3b6f0c2e9a7d4f18-" + "s" * 30
+DATABASE_PASSWORD = "db-password-5e1d8c7b"
+AWS_SECRET = "aws-secret-9c4a2f6e"
+ARGUMENT_SECRET = "card-token-7f3e1a9d"
+SECRETS = (SECRET_KEY, DATABASE_PASSWORD, AWS_SECRET, ARGUMENT_SECRET)
+
+
+@pytest.fixture
+def e2e_env(e2e_env):
+    """The child processes get a secret key, a database password and AWS keys."""
+    user, rest = e2e_env["DATABASE_URL"].removeprefix("postgres://").split("@", 1)
+    return {
+        **e2e_env,
+        "DJANGO_SECRET_KEY": SECRET_KEY,
+        # Trust authentication accepts any password: it only has to be in the URL.
+        "DATABASE_URL": f"postgres://{user}:{DATABASE_PASSWORD}@{rest}",
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+    }
+
+
+def test_no_secret_or_argument_is_logged(worker, beat, dispatch_command, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    path = str(tmp_path / "runs")
+    soon = timezone.now() + timedelta(seconds=1)
+    ok = schedule_at("testapp.record", soon, [path, ARGUMENT_SECRET])
+    failing = schedule_at(
+        "testapp.boom", soon, [ARGUMENT_SECRET], {"token": ARGUMENT_SECRET}, max_attempts=1
+    )
+
+    def finished() -> bool:
+        statuses = set(
+            ScheduledJob.objects.filter(pk__in=[ok.pk, failing.pk]).values_list("status", flat=True)
+        )
+        return statuses <= {"succeeded", "failed"}
+
+    assert wait_until(finished, timeout=45, interval=0.2), worker.output()[-4000:]
+    assert [label for label, _ in read_runs(path)] == [ARGUMENT_SECRET]  # it did run
+    worker.wait_for_output("job error", timeout=10)
+
+    logs = {
+        "worker": worker.output(),
+        "beat": beat.output(),
+        "scheduler_dispatch": dispatch_command.output(),
+        "this process": caplog.text,
+    }
+    assert "job succeeded" in logs["worker"]
+    for name, text in logs.items():
+        for secret in SECRETS:
+            assert secret not in text, f"{secret!r} is in the {name} log"

@@ -1,0 +1,107 @@
+"""Deploy settings: HTTPS-only with DEBUG off, plain http in development, the proxy header.
+
+Settings are read once per process, so each case runs in a child process with its own
+environment.
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.processes import BIN, ROOT
+
+SECRET_KEY = "x7-" + "k" * 20 + "-deploy-test-key-with-enough-entropy-qwertyuiop"
+PRODUCTION = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": SECRET_KEY}
+SECURITY_SETTINGS = [
+    "SECURE_PROXY_SSL_HEADER",
+    "SECURE_SSL_REDIRECT",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_HSTS_INCLUDE_SUBDOMAINS",
+    "SECURE_HSTS_PRELOAD",
+]
+
+
+def _run(args, env):
+    variables = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "SCHEDULER_"))
+    }
+    return subprocess.run(
+        [str(BIN / "python"), *args],
+        cwd=ROOT,
+        env={**variables, "DJANGO_SETTINGS_MODULE": "project.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _settings(env):
+    code = (
+        "import json; from django.conf import settings; "
+        f"print(json.dumps({{n: getattr(settings, n) for n in {SECURITY_SETTINGS!r}}}))"
+    )
+    result = _run(["-c", code], env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_check_deploy_is_clean_with_debug_off():
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_production_is_https_only():
+    assert _settings(PRODUCTION) == {
+        "SECURE_PROXY_SSL_HEADER": None,
+        "SECURE_SSL_REDIRECT": True,
+        "SESSION_COOKIE_SECURE": True,
+        "CSRF_COOKIE_SECURE": True,
+        "SECURE_HSTS_SECONDS": 365 * 24 * 3600,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+        "SECURE_HSTS_PRELOAD": True,
+    }
+
+
+def test_development_works_over_plain_http():
+    current = _settings({"DJANGO_DEBUG": "true"})
+    assert current["SECURE_SSL_REDIRECT"] is False
+    assert current["SESSION_COOKIE_SECURE"] is False
+    assert current["CSRF_COOKIE_SECURE"] is False
+    assert current["SECURE_HSTS_SECONDS"] == 0
+
+
+def test_behind_a_load_balancer_that_terminates_tls():
+    current = _settings(
+        {
+            **PRODUCTION,
+            "DJANGO_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+            "DJANGO_HSTS_SECONDS": "3600",
+            "DJANGO_HSTS_PRELOAD": "false",
+        }
+    )
+    assert current["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert (current["SECURE_HSTS_SECONDS"], current["SECURE_HSTS_PRELOAD"]) == (3600, False)
+    assert current["SECURE_SSL_REDIRECT"] is True
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto: https", "HTTP header name"),
+        ("DJANGO_HSTS_SECONDS", "a year", "whole number"),
+        ("DJANGO_HSTS_SECONDS", "-1", "negative"),
+    ],
+)
+def test_a_bad_value_is_a_clear_error(variable, value, message):
+    result = _run(["manage.py", "check"], {**PRODUCTION, variable: value})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert variable in result.stderr
+    assert message in result.stderr
