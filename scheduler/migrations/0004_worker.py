@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduler', '0006_fewer_index_writes'),
+        ('scheduler', '0003_fewer_index_writes'),
     ]
 
     operations = [

@@ -96,7 +96,7 @@ def test_a_jobs_life_writes_few_index_tuples(empty_tables):
     attempt_indexes = index_tuples("scheduler_jobattempt")
     # Inserted, then three status changes: the primary key, run_at and (task, run_at)
     # get a tuple for each of the four row versions, (status, run_at) for the enqueued
-    # and the running one, the other partial indexes one at most: 17 (26 before 0006).
+    # and the running one, the other partial indexes one at most: 17 (26 before migration 0003).
     # A heartbeat whose page is full moves the row, rarely.
     assert sum(job_indexes.values()) / JOBS <= 18, job_indexes
     assert job_indexes["scheduler_job_unique_active_key"] == 0  # no job has a key

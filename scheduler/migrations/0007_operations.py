@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('scheduler', '0005_dispatcher'),
+        ('scheduler', '0006_dispatcher'),
     ]
 
     operations = [

@@ -32,7 +32,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("scheduler", "0007_dispatcher_totals"),
+        ("scheduler", "0005_dispatcher_totals"),
     ]
 
     operations = [
