@@ -27,7 +27,10 @@ VERDICT_SECONDS = 15
 
 
 def _enqueued(label, *, task_name="testapp.effect"):
-    """A job already sent, as the dispatcher leaves it: enqueued with a token."""
+    """A job already sent, as the dispatcher leaves it: enqueued with a token.
+
+    Its re-send is an hour away: no copy of the dispatcher's interferes.
+    """
     now = timezone.now()
     return ScheduledJob.objects.create(
         task_name=task_name,
@@ -37,6 +40,7 @@ def _enqueued(label, *, task_name="testapp.effect"):
         status="enqueued",
         dispatch_token=uuid.uuid4(),
         enqueued_at=now,
+        resend_at=now + timedelta(hours=1),
         max_attempts=3,
     )
 
