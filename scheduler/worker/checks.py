@@ -8,8 +8,8 @@ from celery import current_app
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
 from kombu.transport import SQS
-from kombu.utils.imports import symbol_by_name
 
+from scheduler.checks import names_subclass
 from scheduler.registry import get_task, schedulable_task_names
 from scheduler.worker import consumer, transport
 from scheduler.worker.task import SchedulerTask
@@ -84,11 +84,7 @@ def check_worker_consumer(
 ) -> list[CheckMessage]:
     """Warn when the worker's consumer is not the scheduler's, which drops bad messages."""
     configured = current_app.conf.worker_consumer
-    try:
-        consumer_cls = symbol_by_name(configured)
-    except (ImportError, AttributeError, ValueError):
-        consumer_cls = None
-    if isinstance(consumer_cls, type) and issubclass(consumer_cls, consumer.Consumer):
+    if names_subclass(configured, consumer.Consumer):
         return []
     return [
         Warning(
