@@ -39,6 +39,7 @@ class Consumer(CeleryConsumer):
     disallowed content) is acknowledged: SQS deletes it. A task this worker does not
     know is rejected, as Celery does, since another worker may know it: SQS deletes it,
     or with a redrive policy receives it again until it reaches the dead-letter queue.
+    So is a message Celery's handler fails on in any other way (``reason=error``).
     """
 
     #: The broker's connection errors, set by Celery (its stubs leave it out).
