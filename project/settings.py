@@ -196,6 +196,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # second and the time to claim.
     "visibility_timeout": SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS,
 }
+# kombu's SQS transport, but a failed receive (SQS restarting, a 5xx, a missing queue) is
+# logged and polled again with back-off instead of stopping the worker.
+CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = SCHEDULER_QUEUE_NAME
 CELERY_TASK_SERIALIZER = "json"
@@ -206,6 +209,8 @@ CELERY_TASK_IGNORE_RESULT = True
 # long job instead of going to an idle worker.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# A message the worker cannot run is dropped with one log line, never its body.
+CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 # django-celery-beat's DatabaseScheduler that runs dispatcher ticks in the beat process

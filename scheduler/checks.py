@@ -3,6 +3,7 @@
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from celery.utils.imports import symbol_by_name
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, register
 
@@ -116,3 +117,16 @@ def check_admin_tasks(
         for name in value
         if name not in known
     ]
+
+
+def names_subclass(configured: str, base: type) -> bool:
+    """Whether a Celery setting (a class, or its ``module:Name``) is ``base`` or a subclass.
+
+    For the checks of Celery settings that should name one of the app's classes; a name
+    that does not import is not.
+    """
+    try:
+        value = symbol_by_name(configured)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return isinstance(value, type) and issubclass(value, base)

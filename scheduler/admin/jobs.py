@@ -312,12 +312,18 @@ class ScheduledJobAdmin(JobAdminBase):
 
     @override
     def save_form(self, request: HttpRequest, form: Any, change: bool) -> ScheduledJob:
-        """The form writes through a service (schedule_at or reschedule)."""
-        job: ScheduledJob = form.save()
+        """Nothing written yet: the admin calls this before it validates the inlines.
+
+        The add form has scheduled its job in ``clean()`` (a savepoint; the add page has
+        no inlines); a reschedule waits for ``save_model``.
+        """
+        job: ScheduledJob = form.instance
         return job
 
+    @override
     def save_model(self, request: HttpRequest, obj: ScheduledJob, form: Any, change: bool) -> None:
-        """Nothing left to save: ``save_form`` went through the service."""
+        """Write through the form's service, once the form and every inline are valid."""
+        form.save()
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         """No many-to-many to save; the read-only attempts formsets save nothing."""

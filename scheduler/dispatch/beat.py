@@ -14,7 +14,6 @@ from typing import Any
 
 from celery import current_app
 from celery.beat import ScheduleEntry
-from celery.utils.imports import symbol_by_name
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Warning, register
 from django.db import transaction
@@ -22,6 +21,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 from typing_extensions import override
 
+from scheduler.checks import names_subclass
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import Dispatcher
 
@@ -102,11 +102,7 @@ def check_beat_scheduler(
 ) -> list[CheckMessage]:
     """Warn when Celery beat would send dispatcher ticks through the job queue."""
     configured = current_app.conf.beat_scheduler
-    try:
-        scheduler = symbol_by_name(configured)
-    except (ImportError, AttributeError, ValueError):
-        scheduler = None
-    if isinstance(scheduler, type) and issubclass(scheduler, DispatchingScheduler):
+    if names_subclass(configured, DispatchingScheduler):
         return []
     return [
         Warning(

@@ -1,13 +1,17 @@
-"""System checks of the worker side: jobs run only through the scheduler's Task class."""
+"""System checks of the worker side: jobs run only through the scheduler's Task class,
+and the worker survives SQS failures and bad messages."""
 
 from collections.abc import Sequence
 from typing import Any
 
 from celery import current_app
 from django.apps import AppConfig
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
+from kombu.transport import SQS
 
+from scheduler.checks import names_subclass
 from scheduler.registry import get_task, schedulable_task_names
+from scheduler.worker import consumer, transport
 from scheduler.worker.task import SchedulerTask
 
 _TASK_CLS = "scheduler.worker.task:SchedulerTask"
@@ -43,4 +47,51 @@ def check_task_class(
         )
         for name in schedulable_task_names()
         if not isinstance(get_task(name), SchedulerTask)
+    ]
+
+
+@register()
+def check_broker_transport(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when Celery's broker is SQS through kombu's own transport."""
+    try:
+        # Resolving the transport class opens no connection.
+        with current_app.connection_for_read() as connection:
+            transport_cls = connection.get_transport_cls()
+    except (ImportError, AttributeError, KeyError, ValueError):
+        return []  # Celery itself reports a transport it cannot load
+    if not issubclass(transport_cls, SQS.Transport) or issubclass(
+        transport_cls, transport.Transport
+    ):
+        return []
+    return [
+        Warning(
+            f"Celery's broker is Amazon SQS through {transport_cls.__module__}."
+            f"{transport_cls.__qualname__}: a worker exits when a ReceiveMessage fails "
+            "(SQS restarting, a 5xx) or a message's envelope cannot be read.",
+            hint=f'Set CELERY_BROKER_TRANSPORT = "{transport.TRANSPORT}".',
+            id="scheduler.W020",
+        )
+    ]
+
+
+@register()
+def check_worker_consumer(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when the worker's consumer is not the scheduler's, which drops bad messages."""
+    configured = current_app.conf.worker_consumer
+    if names_subclass(configured, consumer.Consumer):
+        return []
+    return [
+        Warning(
+            f"Celery's worker consumer is {configured!r}: a message the worker cannot run "
+            "is logged with its body over many lines, and one without a body stops the "
+            "worker.",
+            hint=f'Set CELERY_WORKER_CONSUMER = "{consumer.CONSUMER}".',
+            id="scheduler.W021",
+        )
     ]

@@ -27,7 +27,10 @@ VERDICT_SECONDS = 15
 
 
 def _enqueued(label, *, task_name="testapp.effect"):
-    """A job already sent, as the dispatcher leaves it: enqueued with a token."""
+    """A job already sent, as the dispatcher leaves it: enqueued with a token.
+
+    Its re-send is an hour away: no copy of the dispatcher's interferes.
+    """
     now = timezone.now()
     return ScheduledJob.objects.create(
         task_name=task_name,
@@ -37,6 +40,7 @@ def _enqueued(label, *, task_name="testapp.effect"):
         status="enqueued",
         dispatch_token=uuid.uuid4(),
         enqueued_at=now,
+        resend_at=now + timedelta(hours=1),
         max_attempts=3,
     )
 
@@ -70,6 +74,22 @@ def _unreadable_headers(envelope):
     envelope["headers"]["scheduler_job_id"] = "not-a-number"
 
 
+def _headers_no_mapping(envelope):
+    envelope["headers"] = "not a mapping"
+
+
+def _no_task_id(envelope):
+    del envelope["headers"]["id"]
+
+
+def _unreadable_eta(envelope):
+    envelope["headers"]["eta"] = "soon"
+
+
+def _pickled(envelope):
+    envelope["content-type"] = "application/x-python-serialize"
+
+
 def _bad_messages():
     """The job that ran once, and (name, SQS body, the job it must not touch or None)."""
     forged = _enqueued("forged")
@@ -87,6 +107,10 @@ def _bad_messages():
             base64.b64encode(json.dumps({"headers": {}, "properties": {}}).encode()).decode(),
             None,
         ),
+        ("headers that are no mapping", _tampered(_body(forged), _headers_no_mapping), None),
+        ("a task message without an id", _tampered(_body(forged), _no_task_id), forged),
+        ("an unreadable eta", _tampered(_body(forged), _unreadable_eta), forged),
+        ("a serializer the worker refuses", _tampered(_body(forged), _pickled), forged),
         ("unreadable scheduler headers", _tampered(_body(forged), _unreadable_headers), forged),
         ("a forged token", _body(forged, token=uuid.uuid4()), forged),
         ("arguments in the message", _tampered(_body(forged), _with_arguments), forged),
@@ -140,6 +164,8 @@ def test_bad_messages_are_dropped_with_one_line_and_no_effect(worker, sqs_queue)
             problems.append(
                 f"{name}: {len(verdicts)} drop lines, {len(trouble)} error lines\n{new}"
             )
+        if body in new:
+            problems.append(f"{name}: the message's body is in the log")
         if worker.popen.poll() is not None:
             problems.append(f"{name}: the worker exited")
             break

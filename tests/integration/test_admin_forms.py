@@ -191,6 +191,31 @@ def test_a_scheduled_job_page_reschedules_through_the_service(admin_client):
     assert scheduled.status == Status.SCHEDULED
 
 
+@pytest.mark.parametrize(
+    "inline_data",
+    [
+        {"history-TOTAL_FORMS": None, "history-INITIAL_FORMS": None},  # no management form
+        {"audit_entries-TOTAL_FORMS": "x"},  # a tampered one
+    ],
+)
+def test_an_invalid_inline_leaves_the_job_as_it_was(admin_client, inline_data):
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    data = {
+        key: value
+        for key, value in {**reschedule_data(delay_amount="2"), **inline_data}.items()
+        if value is not None
+    }
+    response = admin_client.post(change_url(scheduled), data)
+    # The page shows the inline's error, and nothing was written behind it.
+    assert response.status_code == 200
+    assert any(
+        formset.formset.non_form_errors() for formset in response.context["inline_admin_formsets"]
+    )
+    scheduled.refresh_from_db()
+    assert scheduled.run_at == T0 + timedelta(days=1)
+    assert not scheduled.audit_entries.exists()
+
+
 def test_posting_to_a_job_that_left_scheduled_meanwhile_is_forbidden(admin_client):
     scheduled = job(run_at=T0 + timedelta(days=1))
     admin_client.get(change_url(scheduled))

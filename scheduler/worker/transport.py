@@ -1,0 +1,136 @@
+"""The worker's SQS transport: kombu's, polling on through failed receives.
+
+kombu 5.7's asynchronous SQS client turns a ``ReceiveMessage`` that times out or gets a
+5xx (a refused connection is reported as HTTP 599) into ``[]``, on which
+``Channel._on_messages_ready`` fails (``'list' object has no attribute 'get'``); any
+other failed receive (a 4xx: the queue deleted, expired credentials) raises out of the
+event loop. Either way the worker exits ("Unrecoverable error") when SQS restarts or
+answers a 500. This transport logs one line per failed receive and polls again after a
+back-off that doubles per failure in a row; the first good receive resets it. And a
+message whose envelope kombu cannot read reaches the worker's consumer as a plain body
+(:mod:`scheduler.worker.consumer` drops it), instead of stopping the worker.
+
+Configure it as Celery's broker transport, with the usual ``sqs://`` broker URL:
+``CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"`` (``manage.py
+check`` warns, ``scheduler.W020``, when an SQS broker uses another transport).
+"""
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kombu.transport import SQS
+from typing_extensions import override
+from vine import ensure_promise, promise
+
+logger = logging.getLogger(__name__)
+
+#: This module's transport, as Celery's ``broker_transport`` names it.
+TRANSPORT = "scheduler.worker.transport:Transport"
+
+
+@dataclass(frozen=True)
+class ReceiveFailed:
+    """What a receive that raised delivers instead of a response."""
+
+    error: BaseException
+
+
+#: kombu's SQS channel, untyped: its stubs leave out the polling internals overridden here.
+_SQSChannel: Any = SQS.Channel
+
+
+class Channel(_SQSChannel):  # type: ignore[misc]
+    """kombu's SQS channel, which survives a failed ``ReceiveMessage``."""
+
+    #: Seconds before the receive after a first failed one; doubled per failure in a row.
+    receive_retry_seconds = 0.5
+    #: The longest wait between receives while they keep failing.
+    receive_retry_max_seconds = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Failed receives in a row, by queue; a queue with none is not listed.
+        self._receive_failures: dict[str, int] = {}
+
+    @override
+    def _get_from_sqs(
+        self,
+        queue_name: str,
+        queue_url: str,
+        connection: Any,
+        count: int = 1,
+        callback: Any = None,
+    ) -> Any:
+        # The response goes on to ``callback`` (which parses and delivers the messages,
+        # whose own errors must still propagate); a receive that raised sends it a
+        # ReceiveFailed instead, so polling goes on.
+        delivered = ensure_promise(callback)
+        received = promise(on_error=lambda error: delivered(ReceiveFailed(error)))
+        received.then(delivered)
+        return super()._get_from_sqs(queue_name, queue_url, connection, count, callback=received)
+
+    @override
+    def _on_messages_ready(self, queue: str, qname: str, messages: object) -> int:
+        # kombu names its arguments oddly: ``queue`` is the URL, ``qname`` the queue.
+        if isinstance(messages, Mapping):
+            failures = self._receive_failures.pop(qname, 0)
+            if failures:
+                logger.info("sqs receive recovered queue=%s failures=%s", qname, failures)
+            received: int = super()._on_messages_ready(queue, qname, messages)
+            return received
+        failures = self._receive_failures[qname] = self._receive_failures.get(qname, 0) + 1
+        error = (
+            # One line: kombu's message has double spaces and the response's body.
+            " ".join(f"{type(messages.error).__name__}: {messages.error}".split())
+            if isinstance(messages, ReceiveFailed)
+            else "timeout or server error"  # kombu's [] says no more
+        )
+        logger.warning(
+            "sqs receive failed queue=%s failures=%s retry_in=%.1fs error=%.200s",
+            qname,
+            failures,
+            self._receive_retry_delay(failures),
+            error,
+        )
+        return 0
+
+    @override
+    def _envelope_payload(
+        self, payload: dict[str, Any], raw_text: str, message: Any, q_url: str
+    ) -> dict[str, Any]:
+        # kombu passes a body that is no envelope on as a plain body, but an envelope it
+        # cannot build a Message from (headers or properties that are no mapping, a body
+        # that does not decode) raises in the event loop. Passed on as a plain body too,
+        # it reaches the consumer, which drops it with one line.
+        envelope: dict[str, Any]
+        try:
+            envelope = super()._envelope_payload(payload, raw_text, message, q_url)
+            self.Message(envelope, channel=self)
+        except Exception:  # whatever a forged envelope holds
+            envelope = super()._envelope_payload({}, raw_text, message, q_url)
+        return envelope
+
+    @override
+    def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
+        failures = self._receive_failures.get(queue)
+        if failures:
+            self.hub.call_later(self._receive_retry_delay(failures), self._schedule_queue, queue)
+            return
+        super()._loop1(queue, messages_fetched)
+
+    def _receive_retry_delay(self, failures: int) -> float:
+        """Seconds to wait after ``failures`` failed receives in a row."""
+        return float(
+            min(
+                self.receive_retry_max_seconds,
+                self.receive_retry_seconds * 2 ** min(failures - 1, 32),
+            )
+        )
+
+
+class Transport(SQS.Transport):
+    """kombu's SQS transport with :class:`Channel`."""
+
+    Channel = Channel

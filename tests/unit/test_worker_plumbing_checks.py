@@ -1,0 +1,63 @@
+"""scheduler.W020/W021: the worker's SQS transport and consumer are the scheduler's."""
+
+import pytest
+from celery import current_app
+
+from scheduler.worker.checks import check_broker_transport, check_worker_consumer
+
+SQS_BROKER = "sqs://local:local@127.0.0.1:9"
+TRANSPORT_HINT = 'CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"'
+CONSUMER_HINT = 'CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"'
+
+
+def configure(monkeypatch, **conf):
+    for name, value in conf.items():
+        monkeypatch.setitem(current_app.conf, name, value)
+
+
+def test_the_project_uses_both():
+    assert check_broker_transport() == []
+    assert check_worker_consumer() == []
+
+
+@pytest.mark.parametrize(
+    ("check", "conf", "check_id", "named", "hint"),
+    [
+        (
+            check_broker_transport,
+            {"broker_url": SQS_BROKER, "broker_transport": transport},
+            "scheduler.W020",
+            "kombu.transport.SQS.Transport",
+            TRANSPORT_HINT,
+        )
+        for transport in [None, "sqs", "kombu.transport.SQS:Transport"]
+    ]
+    + [
+        (
+            check_worker_consumer,
+            {"worker_consumer": consumer},
+            "scheduler.W021",
+            consumer,
+            CONSUMER_HINT,
+        )
+        for consumer in ["celery.worker.consumer:Consumer", "no.such.module:Consumer"]
+    ],
+)
+def test_celerys_own_classes_are_a_warning(monkeypatch, check, conf, check_id, named, hint):
+    configure(monkeypatch, **conf)
+    [warning] = check()
+    assert (warning.id, hint) == (check_id, warning.hint.removeprefix("Set ").removesuffix("."))
+    assert named in warning.msg
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"),
+    [
+        ("sqs://", "scheduler.worker.transport:Transport"),
+        ("memory://", None),  # not SQS: none of the transport's business
+        ("sqs://", "no.such.module:Transport"),  # Celery reports it
+    ],
+)
+def test_other_transports_pass(monkeypatch, url, transport):
+    configure(monkeypatch, broker_url=url, broker_transport=transport)
+    assert check_broker_transport() == []
