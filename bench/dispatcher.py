@@ -133,13 +133,13 @@ def fill(count: int, *, due: int) -> None:
             """
             INSERT INTO scheduler_scheduledjob
                 (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
-                 sends, last_error, created_at, updated_at)
+                 sends, last_error, created_at, updated_at, retry_on_error)
             SELECT 'testapp.noop', '[]', '{}', %(queue)s,
                    CASE WHEN i <= %(due)s
                         THEN now() - interval '1 hour' + i * interval '1 millisecond'
                         ELSE now() + interval '1 hour'
                              + (i::float / %(count)s * 30) * interval '1 day' END,
-                   'scheduled', 0, 5, 0, '', now(), now()
+                   'scheduled', 0, 5, 0, '', now(), now(), true
             FROM generate_series(1, %(count)s) AS i
             """,
             {"queue": scheduler_settings.QUEUE_NAME, "due": due, "count": count},
