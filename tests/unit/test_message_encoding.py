@@ -111,3 +111,14 @@ def test_celery_encodes_once_per_task_and_queue_not_once_per_job(monkeypatch):
     encoder.encode(_message(task_name="other.task"))
     encoder.encode(_message(queue="other-queue"))
     assert calls == ["shop.capture", "other.task", "shop.capture"]
+
+
+def test_task_ids_and_delivery_tags_are_random_version_4_uuids():
+    envelopes = [_decode(encode_message(_message())) for _ in range(200)]
+    drawn = [e["headers"]["id"] for e in envelopes] + [
+        e["properties"]["delivery_tag"] for e in envelopes
+    ]
+    for text in drawn:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    assert len(set(drawn)) == len(drawn)
