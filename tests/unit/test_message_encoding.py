@@ -79,6 +79,7 @@ def celery_envelope(message, *, task_id, delivery_tag):
         {"task_name": "payments.capture_payment", "queue": "other-queue"},
         {"job_id": 9_000_000_000, "eta": datetime(2027, 1, 1, tzinfo=UTC)},
         {"task_name": 'odd "name" \\ é', "queue": "q_1"},
+        {"task_name": "100% odd %(eta)s %s", "queue": "q%"},
     ],
 )
 def test_the_template_encodes_exactly_what_celery_encodes(fields):
