@@ -70,7 +70,7 @@ def lock_due(*, now: datetime, limit: int) -> list[Pending]:
     """
     with connection.cursor() as cursor:
         cursor.execute(*_due_query(now=now, limit=limit, lock=True))
-        return [Pending._make(row) for row in cursor.fetchall()]
+        return list(map(Pending._make, cursor.fetchall()))
 
 
 #: The "now" the due queries are compiled with; see :func:`_due_query`.
