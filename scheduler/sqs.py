@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 DLQ_SUFFIX = "-dlq"
 
 
-#: The User-Agent of every request, fixed: botocore otherwise builds its own for each
-#: request, twice, at a sixth of the call's CPU.
+#: The User-Agent of every request, fixed: botocore otherwise builds its own twice for
+#: each request, a fifth of the Python function calls a SendMessageBatch call makes.
 _USER_AGENT = (
     f"Boto3/{boto3.__version__} botocore/{botocore.__version__} "
     f"Python/{platform.python_version()} scheduler"
