@@ -147,8 +147,7 @@ def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
     return apply_each(
         states.DISPATCH,
         list(tokens),
-        # As text: psycopg2 adapts strings in C, UUIDs one by one in Python.
-        {"dispatch_token": [str(token) for token in tokens.values()]},
+        {"dispatch_token": list(tokens.values())},
         durable=False,
         sends=1,
         enqueued_at=now,
