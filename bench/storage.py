@@ -374,9 +374,10 @@ def print_steps(steps: list[Step], count: int, kind: str) -> None:
     per_job: Callable[[float], str] = lambda value: f"{value / count:,.2f}"  # noqa: E731
     print(f"\n### A job's life, {count:,} jobs through the real services, {kind} (per job)\n")
     print(
-        "| step | rows inserted | rows updated | of which HOT | index tuples written | WAL bytes |"
+        "| step | rows inserted | rows updated | of which HOT | index tuples written | WAL bytes "
+        "| jobs/s |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     total = Step("**whole life**")
     for step in steps:
         for table, counts in step.rows.items():

@@ -1,11 +1,13 @@
 """The SQS client, configured from the ``SCHEDULER_SQS_*`` settings, and a look at a DLQ."""
 
 import logging
+import platform
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import boto3
+import botocore
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -36,6 +38,14 @@ logger = logging.getLogger(__name__)
 DLQ_SUFFIX = "-dlq"
 
 
+#: The User-Agent of every request, fixed: botocore otherwise builds its own twice for
+#: each request, a fifth of the Python function calls a SendMessageBatch call makes.
+_USER_AGENT = (
+    f"Boto3/{boto3.__version__} botocore/{botocore.__version__} "
+    f"Python/{platform.python_version()} scheduler"
+)
+
+
 @cache
 def _client(frozen_kwargs: tuple[tuple[str, Any], ...], *, quick: bool) -> "SQSClient":
     # The app builds every request itself and SQS validates them anyway: checking each
@@ -47,6 +57,7 @@ def _client(frozen_kwargs: tuple[tuple[str, Any], ...], *, quick: bool) -> "SQSC
             read_timeout=2,
             retries={"max_attempts": 0},
             parameter_validation=False,
+            user_agent=_USER_AGENT,
         )
     else:
         # Short timeouts and few retries: the dispatcher holds row locks while it sends.
@@ -55,6 +66,7 @@ def _client(frozen_kwargs: tuple[tuple[str, Any], ...], *, quick: bool) -> "SQSC
             read_timeout=10,
             retries={"max_attempts": 2},
             parameter_validation=False,
+            user_agent=_USER_AGENT,
         )
     return boto3.client("sqs", config=config, **dict(frozen_kwargs))
 

@@ -10,6 +10,7 @@ message can do nothing.
 import base64
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import Sequence
@@ -17,13 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from celery import current_app
 from kombu.serialization import dumps
 
-from scheduler.protocol import JobRef
+from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER, JobRef
 from scheduler.sqs import get_client
 
 if TYPE_CHECKING:
@@ -39,9 +40,11 @@ SQS_BATCH_LIMIT = 10
 SEND_THREADS = 10
 
 
-@dataclass(frozen=True)
-class OutgoingMessage:
-    """One job to hand to SQS."""
+class OutgoingMessage(NamedTuple):
+    """One job to hand to SQS.
+
+    A named tuple: one is made per job, and a frozen dataclass costs twice as much.
+    """
 
     job_id: int
     dispatch_token: uuid.UUID
@@ -70,21 +73,29 @@ class Publisher(Protocol):
 
 #: The per-message fields of a template, each replaced by a marker while Celery encodes.
 _FIELDS = ("task_id", "eta", "delivery_tag", *JobRef(1, uuid.UUID(int=0)).headers())
+#: The variant digit of a random UUID (RFC 4122: binary 10xx) for each random hex digit.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _random_uuid() -> str:
+    """A random (version 4) UUID as text, as ``str(uuid.uuid4())`` gives, at a third of its cost."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 class MessageEncoder:
     """Encodes jobs' messages from one template per task and queue, built from Celery.
 
     Celery's ``as_task_v2`` output (and kombu's SQS envelope around it) is made once
-    per task name and queue, with markers where the per-message values go: the task
-    id, the eta, the delivery tag and the job reference headers. Encoding a job then
-    joins the template's pieces with its values, so the message stays exactly what
-    Celery sends at a fraction of its cost. Those values (decimal ids, UUIDs, ISO
-    datetimes) need no JSON escaping.
+    per task name and queue, as a ``%``-format string with a named field where each
+    per-message value goes: the task id, the eta, the delivery tag and the job
+    reference headers. Encoding a job then fills in its values, so the message stays
+    exactly what Celery sends at a fraction of its cost. Those values (decimal ids,
+    UUIDs, ISO datetimes) need no JSON escaping.
     """
 
     def __init__(self) -> None:
-        self._templates: dict[tuple[str, str], list[str]] = {}
+        self._templates: dict[tuple[str, str], str] = {}
 
     def encode(self, message: OutgoingMessage) -> str:
         """The SQS message body a Celery worker runs as the job's own task."""
@@ -92,25 +103,21 @@ class MessageEncoder:
         template = self._templates.get(key)
         if template is None:
             template = self._templates[key] = _template(message.task_name, message.queue)
-        task_id = str(uuid.uuid4())
-        values = {
-            "task_id": task_id,
+        text = template % {
+            "task_id": _random_uuid(),
             # The eta makes the worker wait out the time DelaySeconds does not cover (the
             # delivery lead and the fraction of a second), so no job starts early.
             "eta": message.eta.isoformat(),
-            "delivery_tag": str(uuid.uuid4()),
-            **JobRef(message.job_id, message.dispatch_token).headers(),
+            "delivery_tag": _random_uuid(),
+            JOB_ID_HEADER: message.job_id,
+            DISPATCH_TOKEN_HEADER: message.dispatch_token,
         }
-        # Even pieces are literal JSON, odd ones the names of the values between them.
-        text = "".join(
-            values[piece] if index % 2 else piece for index, piece in enumerate(template)
-        )
         # kombu's SQS transport base64-encodes the JSON envelope (sqs_base64_encoding).
         return base64.b64encode(text.encode()).decode()
 
 
-def _template(task_name: str, queue: str) -> list[str]:
-    """The envelope of ``task_name``'s message on ``queue``, split around its markers."""
+def _template(task_name: str, queue: str) -> str:
+    """The envelope of ``task_name``'s message on ``queue``, as a ``%``-format string."""
     marker = uuid.uuid4().hex
     marks = {name: f"<{marker}:{name}>" for name in _FIELDS}
     # Celery takes an eta already in ISO format as it is, so the marker goes in its place.
@@ -134,7 +141,8 @@ def _template(task_name: str, queue: str) -> list[str]:
             "delivery_tag": marks["delivery_tag"],
         },
     }
-    return re.split(f"<{marker}:([a-z_]+)>", json.dumps(envelope))
+    literal = json.dumps(envelope).replace("%", "%%")
+    return re.sub(f"<{marker}:([a-z_]+)>", r"%(\1)s", literal)
 
 
 _encoder = MessageEncoder()

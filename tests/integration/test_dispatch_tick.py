@@ -75,6 +75,34 @@ def test_each_batch_is_one_claim_and_one_mark_with_no_per_row_expression(setting
     assert len(set(tokens)) == 250
 
 
+def test_the_claim_reads_the_due_index_even_when_every_row_is_scheduled(settings):
+    # As right after a bulk load: the statistics say every row is scheduled. The plain
+    # run_at index would make each batch step again over every job sent before it.
+    settings.SCHEDULER_BATCH_SIZE = 1000
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduler_scheduledjob
+                (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
+                 sends, last_error, created_at, updated_at, retry_on_error)
+            SELECT 'testapp.noop', '[]', '{}', 'scheduler-jobs',
+                   now() + CASE WHEN i <= 5000 THEN -interval '1 hour' ELSE interval '1 day' END
+                         + i * interval '1 millisecond',
+                   'scheduled', 0, 5, 0, '', now(), now(), true
+            FROM generate_series(1, 20000) AS i
+            """
+        )
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+    result, statements = _statements(Dispatcher(publisher=InMemoryPublisher()))
+    assert result.sent == 5000
+    claim = next(sql for sql in statements if "gen_random_uuid()" in sql)
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {claim}")
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+    assert "scheduler_job_due_idx" in plan, plan
+    assert "Sort" not in plan, plan
+
+
 class SlowClient:
     """The test SQS server behind a 200 ms round trip, recording calls that overlap."""
 

@@ -9,7 +9,7 @@ from freezegun import freeze_time
 
 from payments.services import authorize_payment
 from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.dispatch.publisher import OutgoingMessage, SQSPublisher
+from scheduler.dispatch.publisher import SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
 from scheduler.testing import InMemoryPublisher
@@ -132,10 +132,7 @@ class RejectingPublisher(RecordingPublisher):
 
     def publish(self, messages):
         messages = [
-            OutgoingMessage(**{**m.__dict__, "delay_seconds": 1000})
-            if m.job_id in self.reject
-            else m
-            for m in messages
+            m._replace(delay_seconds=1000) if m.job_id in self.reject else m for m in messages
         ]
         return super().publish(messages)
 

@@ -79,6 +79,7 @@ def celery_envelope(message, *, task_id, delivery_tag):
         {"task_name": "payments.capture_payment", "queue": "other-queue"},
         {"job_id": 9_000_000_000, "eta": datetime(2027, 1, 1, tzinfo=UTC)},
         {"task_name": 'odd "name" \\ é', "queue": "q_1"},
+        {"task_name": "100% odd %(eta)s %s", "queue": "q%"},
     ],
 )
 def test_the_template_encodes_exactly_what_celery_encodes(fields):
@@ -111,3 +112,14 @@ def test_celery_encodes_once_per_task_and_queue_not_once_per_job(monkeypatch):
     encoder.encode(_message(task_name="other.task"))
     encoder.encode(_message(queue="other-queue"))
     assert calls == ["shop.capture", "other.task", "shop.capture"]
+
+
+def test_task_ids_and_delivery_tags_are_random_version_4_uuids():
+    envelopes = [_decode(encode_message(_message())) for _ in range(200)]
+    drawn = [e["headers"]["id"] for e in envelopes] + [
+        e["properties"]["delivery_tag"] for e in envelopes
+    ]
+    for text in drawn:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+    assert len(set(drawn)) == len(drawn)
