@@ -206,6 +206,10 @@ CELERY_TASK_IGNORE_RESULT = True
 # long job instead of going to an idle worker.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Keep each worker process's database connection from task to task (Celery's Django
+# fixup otherwise reconnects around every task, most of a job's claim); the scheduler
+# closes it as Django does between requests: after CONN_MAX_AGE, or when it is broken.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 # django-celery-beat's DatabaseScheduler that runs dispatcher ticks in the beat process
