@@ -282,9 +282,12 @@ def _clocked_tasks(planned: Sequence[Due], at: Sequence[Any], args: Sequence[lis
 
 
 @contextmanager
-def live_system(database: str, *, logs: Path | None = None) -> Iterator[LiveSystem]:
+def live_system(
+    database: str, *, logs: Path | None = None, settings_module: str = LIVE_SETTINGS_MODULE
+) -> Iterator[LiveSystem]:
     """Start moto, one worker (2 processes) and beat on ``database``; stop them after.
 
+    This process and the others run with ``settings_module``.
     The queue is new; the job and clocked-task tables are emptied first. With ``logs``,
     the processes' logs are saved there at the end.
     """
@@ -296,7 +299,7 @@ def live_system(database: str, *, logs: Path | None = None) -> Iterator[LiveSyst
     sqs = SqsServer()
     os.environ["SQS_ENDPOINT_URL"] = sqs.endpoint
     os.environ["SCHEDULER_QUEUE_NAME"] = f"bench-{uuid.uuid4().hex[:8]}"
-    setup_django(database, settings_module=LIVE_SETTINGS_MODULE)
+    setup_django(database, settings_module=settings_module)
     from django.db import connection
     from django_celery_beat.models import ClockedSchedule, PeriodicTask
 
@@ -315,9 +318,7 @@ def live_system(database: str, *, logs: Path | None = None) -> Iterator[LiveSyst
             queue=os.environ["SCHEDULER_QUEUE_NAME"],
         )
         with tempfile.TemporaryDirectory() as workdir:
-            cluster = Cluster(
-                env=env, workdir=Path(workdir), settings_module=LIVE_SETTINGS_MODULE
-            )
+            cluster = Cluster(env=env, workdir=Path(workdir), settings_module=settings_module)
             try:
                 cluster.start_workers(1, concurrency=2)
                 cluster.start_beat()

@@ -80,9 +80,10 @@ def print_outcomes(title: str, outcomes: Sequence[Outcome]) -> None:
     print("| system | runs | p50 | p90 | p99 | max | early | missing | twice |")
     print("|---|---|---|---|---|---|---|---|---|")
     for outcome in outcomes:
-        figures = " | ".join(
-            f"{outcome.percentile(p) * 1000:,.1f} ms" for p in (50, 90, 99)
-        ) + f" | {max(outcome.lateness, default=0.0) * 1000:,.1f} ms"
+        figures = (
+            " | ".join(f"{outcome.percentile(p) * 1000:,.1f} ms" for p in (50, 90, 99))
+            + f" | {max(outcome.lateness, default=0.0) * 1000:,.1f} ms"
+        )
         print(
             f"| {outcome.system} | {len(outcome.lateness)} | {figures} | {outcome.early} "
             f"| {outcome.missing} | {outcome.duplicated} |"

@@ -202,9 +202,13 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
-# One message at a time per worker process: a prefetched message would wait behind a
-# long job instead of going to an idle worker.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Ten messages per ReceiveMessage call (SQS's maximum) with the Procfile's two processes.
+# Job messages carry an eta, and a message held for its eta does not count against the
+# prefetch, so this is what each receive may take while a burst is held: with 1, two per
+# round trip, and a burst released a few seconds early did not reach the worker in time.
+# The cost: up to five ordinary (eta-less) task messages per process may wait in a busy
+# worker's buffer instead of going to an idle one.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 5
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Keep each worker process's database connection from task to task (Celery's Django
 # fixup otherwise reconnects around every task, most of a job's claim); the scheduler

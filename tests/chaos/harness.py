@@ -113,9 +113,9 @@ class Cluster:
 
     ``env`` is the child processes' environment (database URL without options, SQS
     endpoint, queue name); ``settings_module`` their Django settings (the chaos suite's
-    lowered periods by default; the benchmarks run the project's). Each process's database connections carry an
-    ``application_name`` (``chaos-worker-N``, ``chaos-dispatcher-N``), so a test can
-    terminate them with ``pg_terminate_backend``.
+    lowered periods by default; the benchmarks run the project's). Each process's
+    database connections carry an ``application_name`` (``chaos-worker-N``,
+    ``chaos-dispatcher-N``), so a test can terminate them with ``pg_terminate_backend``.
     """
 
     def __init__(

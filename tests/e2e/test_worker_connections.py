@@ -24,8 +24,7 @@ def _run(path, labels):
     """
     run_at = timezone.now() + timedelta(seconds=1)
     schedule_many(
-        {"task": "testapp.backend_pid", "run_at": run_at, "args": [path, label]}
-        for label in labels
+        {"task": "testapp.backend_pid", "run_at": run_at, "args": [path, label]} for label in labels
     )
     assert Dispatcher().run_once().sent == len(labels)
     assert wait_until(
@@ -41,9 +40,7 @@ def test_jobs_of_one_worker_process_share_its_connection(e2e_env, tmp_path):
     assert len(set(pids.values())) == 1, pids
 
 
-def test_a_connection_terminated_between_jobs_is_replaced_before_the_next_claim(
-    e2e_env, tmp_path
-):
+def test_a_connection_terminated_between_jobs_is_replaced_before_the_next_claim(e2e_env, tmp_path):
     path = str(tmp_path / "runs")
     with celery_worker(e2e_env, concurrency=1):
         first = _run(path, ["first"])["first"]
