@@ -9,7 +9,7 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,19 +128,32 @@ class Row:
         return self.ours / self.baseline
 
 
+def print_markdown(title: str, header: Sequence[str], lines: Iterable[Sequence[str]]) -> None:
+    """Print a Markdown table under a ``###`` title, ready for BENCHMARKS.md."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for line in lines:
+        print("| " + " | ".join(line) + " |")
+
+
 def print_table(title: str, rows: Sequence[Row]) -> None:
     """Print ``rows`` as a Markdown table, ready for BENCHMARKS.md."""
-    print(f"\n### {title}\n")
-    print("| what | this project | baseline | ratio |")
-    print("|---|---|---|---|")
-    for row in rows:
-        baseline = (
-            "—"
-            if row.baseline is None
-            else f"{row.baseline:,.4g} {row.unit} ({row.baseline_name})".strip()
-        )
-        ratio = "—" if row.ratio is None else f"{row.ratio:.2f}"
-        print(f"| {row.what} | {row.ours:,.4g} {row.unit} | {baseline} | {ratio} |")
+    print_markdown(
+        title,
+        ["what", "this project", "baseline", "ratio"],
+        (
+            [
+                row.what,
+                f"{row.ours:,.4g} {row.unit}",
+                "—"
+                if row.baseline is None
+                else f"{row.baseline:,.4g} {row.unit} ({row.baseline_name})".strip(),
+                "—" if row.ratio is None else f"{row.ratio:.2f}",
+            ]
+            for row in rows
+        ),
+    )
 
 
 # --- Live runs: real processes, and three ways to run a task later ----------------------

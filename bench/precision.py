@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.harness import SYSTEMS, Due, LiveSystem, Outcome, live_system, parser
+from bench.harness import SYSTEMS, Due, LiveSystem, Outcome, live_system, parser, print_markdown
 
 #: Seconds before its due time each run is submitted: beat rereads its schedule within
 #: 5 s, and the dispatcher (a tick every 5 s) still sends the job with a DelaySeconds.
@@ -76,18 +76,22 @@ def run_plans(live: LiveSystem, plans: Sequence[Sequence[Due]]) -> list[list[Due
 
 def print_outcomes(title: str, outcomes: Sequence[Outcome]) -> None:
     """A Markdown table of the lateness of each system, in milliseconds."""
-    print(f"\n### {title}\n")
-    print("| system | runs | p50 | p90 | p99 | max | early | missing | twice |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for outcome in outcomes:
-        figures = (
-            " | ".join(f"{outcome.percentile(p) * 1000:,.1f} ms" for p in (50, 90, 99))
-            + f" | {max(outcome.lateness, default=0.0) * 1000:,.1f} ms"
-        )
-        print(
-            f"| {outcome.system} | {len(outcome.lateness)} | {figures} | {outcome.early} "
-            f"| {outcome.missing} | {outcome.duplicated} |"
-        )
+    print_markdown(
+        title,
+        ["system", "runs", "p50", "p90", "p99", "max", "early", "missing", "twice"],
+        (
+            [
+                outcome.system,
+                str(len(outcome.lateness)),
+                *(f"{outcome.percentile(p) * 1000:,.1f} ms" for p in (50, 90, 99)),
+                f"{max(outcome.lateness, default=0.0) * 1000:,.1f} ms",
+                str(outcome.early),
+                str(outcome.missing),
+                str(outcome.duplicated),
+            ]
+            for outcome in outcomes
+        ),
+    )
 
 
 def plot(scenarios: dict[str, list[Outcome]], path: Path, *, title: str) -> None:
