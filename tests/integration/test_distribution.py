@@ -97,10 +97,11 @@ def test_installed_wheel_works_in_another_project(wheel: Path, tmp_path: Path) -
         import importlib.util, pathlib, django
         from celery import Celery
         from django.core.management import call_command
-        # The other project's Celery app, with the app's Task class and beat scheduler as
-        # the README says.
+        # The other project's Celery app, with the app's Task class, beat scheduler and
+        # connection reuse as the README says.
         app = Celery("other", task_cls="scheduler.worker.task:SchedulerTask")
         app.conf.beat_scheduler = "scheduler.dispatch.beat:DispatchingScheduler"
+        app.conf.db_reuse_max = 1000
         app.set_default()
         django.setup()
         import scheduler
