@@ -31,7 +31,7 @@ NAMES = {"project": "this project", "celery": "plain Celery", "beat": "beat one-
 SIZES = {"tiny": (30, 1), "small": (200, 1), "full": (500, 3)}
 #: Seconds between submitting a burst and its instant, plus this much per run: the
 #: dispatcher must send every job first, Celery's sends take a round trip each.
-AHEAD_SECONDS = 8.0
+AHEAD_SECONDS = 6.0
 AHEAD_PER_RUN = 0.02
 
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 drains[system].append(drain)
                 if problem:
                     problems.append(f"{system}: {problem}")
-                time.sleep(2)  # the worker idle again before the next burst
+                time.sleep(1)  # the worker idle again before the next burst
     median = {system: sorted(values)[len(values) // 2] for system, values in drains.items()}
     baseline = median.get("celery")
     print_table(
