@@ -9,12 +9,17 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 from psycopg2 import sql
+
+if TYPE_CHECKING:
+    from tests.chaos.harness import SqsServer
 
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
 
@@ -123,16 +128,220 @@ class Row:
         return self.ours / self.baseline
 
 
+def print_markdown(title: str, header: Sequence[str], lines: Iterable[Sequence[str]]) -> None:
+    """Print a Markdown table under a ``###`` title, ready for BENCHMARKS.md."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for line in lines:
+        print("| " + " | ".join(line) + " |")
+
+
 def print_table(title: str, rows: Sequence[Row]) -> None:
     """Print ``rows`` as a Markdown table, ready for BENCHMARKS.md."""
-    print(f"\n### {title}\n")
-    print("| what | this project | baseline | ratio |")
-    print("|---|---|---|---|")
-    for row in rows:
-        baseline = (
-            "—"
-            if row.baseline is None
-            else f"{row.baseline:,.4g} {row.unit} ({row.baseline_name})".strip()
+    print_markdown(
+        title,
+        ["what", "this project", "baseline", "ratio"],
+        (
+            [
+                row.what,
+                f"{row.ours:,.4g} {row.unit}",
+                "—"
+                if row.baseline is None
+                else f"{row.baseline:,.4g} {row.unit} ({row.baseline_name})".strip(),
+                "—" if row.ratio is None else f"{row.ratio:.2f}",
+            ]
+            for row in rows
+        ),
+    )
+
+
+# --- Live runs: real processes, and three ways to run a task later ----------------------
+
+#: The systems compared on one worker: this project's jobs (``schedule_many``), Celery's
+#: own countdown (``send_task(eta=…)``: the worker receives the message at once and holds
+#: it until its eta) and django-celery-beat's one-off ``ClockedSchedule`` task.
+SYSTEMS = ("project", "celery", "beat")
+#: The task all three run: its body starts by appending ``label time.time()`` to a file.
+PROBE_TASK = "testapp.record"
+#: The live runs' Django settings: the project's (periods, lead, long poll), with the
+#: test apps for the probe task.
+LIVE_SETTINGS_MODULE = "tests.settings"
+
+
+@dataclass(frozen=True)
+class Due:
+    """One task run asked of a system: its label and when it is due (epoch seconds)."""
+
+    label: str
+    system: str
+    due: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one system's runs went: lateness (seconds, each run's first start - due)."""
+
+    system: str
+    lateness: list[float]
+    missing: int
+    duplicated: int
+
+    @property
+    def early(self) -> int:
+        """Runs that started before they were due."""
+        return sum(1 for value in self.lateness if value < 0)
+
+    def percentile(self, p: int) -> float:
+        """The p-th percentile of lateness, seconds (0 without data)."""
+        if len(self.lateness) < 2:
+            return self.lateness[0] if self.lateness else 0.0
+        return statistics.quantiles(self.lateness, n=100, method="inclusive")[p - 1]
+
+
+class LiveSystem:
+    """A moto SQS server, one `celery worker` and `celery beat` (the dispatcher), all real.
+
+    Start it with :func:`live_system`. :meth:`submit` asks one of :data:`SYSTEMS` to run
+    the probe task at given times; :meth:`outcome` reads when each run started.
+    """
+
+    def __init__(self, runs_file: Path, sqs: "SqsServer") -> None:
+        self.runs_file = runs_file
+        self.sqs = sqs
+        self._count = 0
+
+    def submit(self, system: str, dues: Sequence[float]) -> list[Due]:
+        """Ask ``system`` to run the probe task once at each of ``dues`` (epoch seconds)."""
+        from datetime import UTC, datetime
+
+        planned = []
+        for due in dues:
+            self._count += 1
+            planned.append(Due(f"{system}-{self._count}", system, due))
+        at = [datetime.fromtimestamp(item.due, tz=UTC) for item in planned]
+        args = [[str(self.runs_file), item.label] for item in planned]
+        if system == "project":
+            from scheduler import schedule_many
+
+            schedule_many(
+                {"task": PROBE_TASK, "run_at": when, "args": arguments}
+                for when, arguments in zip(at, args, strict=True)
+            )
+        elif system == "celery":
+            from project.celery import app
+
+            for when, arguments in zip(at, args, strict=True):
+                app.send_task(PROBE_TASK, args=arguments, eta=when)
+        elif system == "beat":
+            _clocked_tasks(planned, at, args)
+        else:
+            raise ValueError(f"unknown system {system!r}")
+        return planned
+
+    def starts(self) -> dict[str, list[float]]:
+        """When each label's runs started (epoch seconds)."""
+        from tests.testapp.tasks import read_runs
+
+        by_label: dict[str, list[float]] = {}
+        for label, at in read_runs(self.runs_file):
+            by_label.setdefault(label, []).append(at)
+        return by_label
+
+    def wait_for(self, planned: Sequence[Due], *, timeout: float) -> bool:
+        """Wait until every planned run has started (or ``timeout``); whether they all did."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            starts = self.starts()
+            if all(item.label in starts for item in planned):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def outcome(self, system: str, planned: Sequence[Due]) -> Outcome:
+        """The lateness, missing and duplicated runs of ``system``'s share of ``planned``."""
+        starts = self.starts()
+        mine = [item for item in planned if item.system == system]
+        runs = [sorted(starts.get(item.label, [])) for item in mine]
+        return Outcome(
+            system=system,
+            lateness=[times[0] - item.due for item, times in zip(mine, runs, strict=True) if times],
+            missing=sum(1 for times in runs if not times),
+            duplicated=sum(1 for times in runs if len(times) > 1),
         )
-        ratio = "—" if row.ratio is None else f"{row.ratio:.2f}"
-        print(f"| {row.what} | {row.ours:,.4g} {row.unit} | {baseline} | {ratio} |")
+
+
+def _clocked_tasks(planned: Sequence[Due], at: Sequence[Any], args: Sequence[list[str]]) -> None:
+    """One-off django-celery-beat tasks, one per run, as bulk inserts (beat is told once)."""
+    import json
+
+    from django_celery_beat.models import ClockedSchedule, PeriodicTask, PeriodicTasks
+
+    from scheduler.conf import scheduler_settings
+
+    clocks = {when: ClockedSchedule.objects.create(clocked_time=when) for when in set(at)}
+    PeriodicTask.objects.bulk_create(
+        PeriodicTask(
+            name=item.label,
+            task=PROBE_TASK,
+            args=json.dumps(arguments),
+            clocked=clocks[when],
+            one_off=True,
+            queue=scheduler_settings.QUEUE_NAME,
+        )
+        for item, when, arguments in zip(planned, at, args, strict=True)
+    )
+    PeriodicTasks.update_changed()
+
+
+@contextmanager
+def live_system(
+    database: str, *, logs: Path | None = None, settings_module: str = LIVE_SETTINGS_MODULE
+) -> Iterator[LiveSystem]:
+    """Start moto, one worker (2 processes) and beat on ``database``; stop them after.
+
+    This process and the others run with ``settings_module``.
+    The queue is new; the job and clocked-task tables are emptied first. With ``logs``,
+    the processes' logs are saved there at the end.
+    """
+    import tempfile
+    import uuid
+
+    from tests.chaos.harness import SqsServer
+
+    sqs = SqsServer()
+    os.environ["SQS_ENDPOINT_URL"] = sqs.endpoint
+    os.environ["SCHEDULER_QUEUE_NAME"] = f"bench-{uuid.uuid4().hex[:8]}"
+    setup_django(database, settings_module=settings_module)
+    from django.db import connection
+    from django_celery_beat.models import ClockedSchedule, PeriodicTask
+
+    from scheduler.dispatch.queues import ensure_queue
+    from tests.chaos.harness import Cluster, child_env
+
+    truncate_jobs()
+    PeriodicTask.objects.filter(clocked__isnull=False).delete()
+    ClockedSchedule.objects.all().delete()
+    sqs.start()
+    try:
+        ensure_queue()
+        env = child_env(
+            database=connection.settings_dict,
+            endpoint=sqs.endpoint,
+            queue=os.environ["SCHEDULER_QUEUE_NAME"],
+        )
+        with tempfile.TemporaryDirectory() as workdir:
+            cluster = Cluster(env=env, workdir=Path(workdir), settings_module=settings_module)
+            try:
+                cluster.start_workers(1, concurrency=2)
+                cluster.start_beat()
+                yield LiveSystem(Path(workdir) / "runs.txt", sqs)
+            except BaseException:
+                cluster.dump_output()
+                raise
+            finally:
+                if logs is not None:
+                    cluster.save_logs(logs)
+                cluster.close()
+    finally:
+        sqs.stop()

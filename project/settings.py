@@ -211,6 +211,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A message the worker cannot run is dropped with one log line, never its body.
 CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"
+# Keep each worker process's database connection from task to task (Celery's Django
+# fixup otherwise reconnects around every task, most of a job's claim); the scheduler
+# closes it as Django does between requests: after CONN_MAX_AGE, or when it is broken.
+CELERY_DB_REUSE_MAX = 1000
 CELERY_TIMEZONE = "UTC"
 CELERY_ENABLE_UTC = True
 # django-celery-beat's DatabaseScheduler that runs dispatcher ticks in the beat process

@@ -21,5 +21,6 @@ class SchedulerConfig(AppConfig):
         from scheduler import checks  # noqa: F401 - registers the system checks
         from scheduler.dispatch import beat  # noqa: F401 - registers the beat scheduler check
         from scheduler.worker import checks as worker_checks  # noqa: F401 - and the worker's
+        from scheduler.worker import connections  # noqa: F401 - connections kept across tasks
 
         post_migrate.connect(_ensure_dispatch_schedule, sender=self)

@@ -1,5 +1,6 @@
 """System checks of the worker side: jobs run only through the scheduler's Task class,
-and the worker survives SQS failures and bad messages."""
+and the worker survives SQS failures and bad messages, on database connections kept
+from task to task."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -93,5 +94,28 @@ def check_worker_consumer(
             "worker.",
             hint=f'Set CELERY_WORKER_CONSUMER = "{consumer.CONSUMER}".',
             id="scheduler.W021",
+        )
+    ]
+
+
+@register()
+def check_connection_reuse(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when Celery closes the database connection around every task.
+
+    Then every job opens a new PostgreSQL connection before its claim
+    (:mod:`scheduler.worker.connections`).
+    """
+    if current_app.conf.get("db_reuse_max"):
+        return []
+    return [
+        Warning(
+            "CELERY_DB_REUSE_MAX is not set: Celery's worker closes the database connection "
+            "before and after every task, so every job opens a new one before its claim.",
+            hint="Set CELERY_DB_REUSE_MAX (e.g. 1000); the scheduler then closes a worker's "
+            "connections only as Django does between requests (CONN_MAX_AGE, health checks).",
+            id="scheduler.W002",
         )
     ]

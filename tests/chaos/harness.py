@@ -112,13 +112,16 @@ class Cluster:
     """Workers and dispatchers against one database, SQS server and queue.
 
     ``env`` is the child processes' environment (database URL without options, SQS
-    endpoint, queue name). Each process's database connections carry an
-    ``application_name`` (``chaos-worker-N``, ``chaos-dispatcher-N``), so a test can
-    terminate them with ``pg_terminate_backend``.
+    endpoint, queue name); ``settings_module`` their Django settings (the chaos suite's
+    lowered periods by default; the benchmarks run the project's). Each process's
+    database connections carry an ``application_name`` (``chaos-worker-N``,
+    ``chaos-dispatcher-N``), so a test can terminate them with ``pg_terminate_backend``.
     """
 
-    def __init__(self, *, env: dict[str, str], workdir: Path) -> None:
-        self.env = {**env, "DJANGO_SETTINGS_MODULE": CHAOS_SETTINGS_MODULE}
+    def __init__(
+        self, *, env: dict[str, str], workdir: Path, settings_module: str = CHAOS_SETTINGS_MODULE
+    ) -> None:
+        self.env = {**env, "DJANGO_SETTINGS_MODULE": settings_module}
         self.workdir = workdir
         self.workers: list[Process] = []
         self.dispatchers: list[Process] = []

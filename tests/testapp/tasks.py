@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import shared_task
+from django.db import connection
 from django.utils import timezone
 
 from scheduler.worker.task import SchedulerTask
@@ -28,6 +29,15 @@ def read_runs(path: str | Path) -> list[tuple[str, float]]:
 @shared_task(name="testapp.record")
 def record(path: str, label: str) -> None:
     record_run(path, label)
+
+
+@shared_task(name="testapp.backend_pid")
+def backend_pid(path: str, label: str) -> None:
+    """Records ``label:<pid>``, the PostgreSQL backend of its process's connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    record_run(path, f"{label}:{pid}")
 
 
 @shared_task(name="testapp.fail")

@@ -16,6 +16,7 @@ DEVELOPMENT_ONLY = {
     "freezegun",
     "playwright",
     "hypothesis",
+    "matplotlib",
     "requests",
     "ruff",
     "mypy",

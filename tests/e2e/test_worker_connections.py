@@ -1,0 +1,51 @@
+"""End to end: a worker process keeps its database connection from job to job, and
+replaces it when the server has terminated it."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from scheduler import schedule_many
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.models import ScheduledJob
+from tests.e2e.conftest import celery_worker
+from tests.processes import wait_until
+from tests.testapp.tasks import read_runs
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _run(path, labels):
+    """Schedule and dispatch one ``testapp.backend_pid`` job per label; wait for them.
+
+    Returns each label's backend pid.
+    """
+    run_at = timezone.now() + timedelta(seconds=1)
+    schedule_many(
+        {"task": "testapp.backend_pid", "run_at": run_at, "args": [path, label]} for label in labels
+    )
+    assert Dispatcher().run_once().sent == len(labels)
+    assert wait_until(
+        lambda: {run.split(":")[0] for run, _ in read_runs(path)} >= set(labels), timeout=30
+    )
+    pids = dict(run.split(":") for run, _ in read_runs(path))
+    return {label: int(pids[label]) for label in labels}
+
+
+def test_jobs_of_one_worker_process_share_its_connection(e2e_env, tmp_path):
+    with celery_worker(e2e_env, concurrency=1):
+        pids = _run(str(tmp_path / "runs"), ["a", "b", "c"])
+    assert len(set(pids.values())) == 1, pids
+
+
+def test_a_connection_terminated_between_jobs_is_replaced_before_the_next_claim(e2e_env, tmp_path):
+    path = str(tmp_path / "runs")
+    with celery_worker(e2e_env, concurrency=1):
+        first = _run(path, ["first"])["first"]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [first])
+        second = _run(path, ["second"])["second"]
+    assert second != first
+    assert set(ScheduledJob.objects.values_list("status", flat=True)) == {"succeeded"}
