@@ -41,14 +41,18 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def setup_django(database: str, settings_module: str = "tests.settings") -> None:
-    """Point Django at ``database`` (created if missing), set it up, and migrate."""
+    """Point Django at ``database``, created afresh, set it up, and migrate.
+
+    Afresh, not reused: a database left by another checkout may record another
+    migration history, which ``migrate`` refuses.
+    """
     server = os.environ.get("BENCH_POSTGRES", DEFAULT_SERVER)
     connection = psycopg2.connect(f"{server}/postgres")
     connection.autocommit = True
     with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database])
-        if cursor.fetchone() is None:
-            cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        name = sql.Identifier(database)
+        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(name))
     connection.close()
     os.environ["DATABASE_URL"] = f"{server}/{database}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
