@@ -150,8 +150,8 @@ def fill(size: int) -> None:
                 f"""
                 INSERT INTO scheduler_scheduledjob
                     (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
-                     unique_key, dispatch_token, deadline, enqueued_at, sends, started_at,
-                     finished_at, last_error, retry_on_error, created_at, updated_at)
+                     unique_key, dispatch_token, deadline, enqueued_at, sends, resend_at,
+                     started_at, finished_at, last_error, retry_on_error, created_at, updated_at)
                 SELECT task_name, '[]', '{{}}', %(queue)s, run_at, %(status)s, %(attempts)s, 5,
                        CASE WHEN task_name = 'payments.capture_payment'
                             THEN 'payments:capture:' || %(status)s || '-' || i END,
@@ -160,6 +160,8 @@ def fill(size: int) -> None:
                        CASE WHEN %(status)s IN ('enqueued', 'running', 'succeeded', 'failed')
                             THEN run_at - interval '5 minutes' END,
                        CASE WHEN %(status)s IN ('enqueued', 'running') THEN 1 ELSE 0 END,
+                       -- An enqueued job is re-sent at its stale time unless claimed.
+                       CASE WHEN %(status)s = 'enqueued' THEN run_at + interval '5 minutes' END,
                        CASE WHEN %(started)s THEN run_at + late END,
                        CASE WHEN %(finished)s THEN run_at + late + interval '1 second' END,
                        CASE WHEN %(status)s = 'failed'
