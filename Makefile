@@ -55,11 +55,12 @@ check: lint
 
 .PHONY: bench
 
-## Every benchmark script in bench/ (all but the harness), at BENCH_SIZE (tiny: CI proves
-## each still runs; full: the figures in BENCHMARKS.md). `make bench BENCH_SIZE=full`.
+## Every benchmark script in bench/ (all but the harness and the soak, a ten-minute run of
+## its own: `python -m bench.soak`), at BENCH_SIZE (tiny: CI proves each still runs; full:
+## the figures in BENCHMARKS.md). `make bench BENCH_SIZE=full`.
 BENCH_SIZE ?= tiny
 bench: venv
-	@set -e; for script in $(filter-out bench/__init__.py bench/harness.py,$(wildcard bench/*.py)); do \
+	@set -e; for script in $(filter-out bench/__init__.py bench/harness.py bench/soak.py,$(wildcard bench/*.py)); do \
 		echo "== $$script --size $(BENCH_SIZE)"; \
 		$(BIN)/python -m bench.$$(basename $$script .py) --size $(BENCH_SIZE); \
 	done

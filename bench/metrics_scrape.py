@@ -37,7 +37,7 @@ def fill(total: int) -> None:
             INSERT INTO scheduler_scheduledjob
                 (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
                  sends, last_error, created_at, updated_at, started_at, finished_at,
-                 dispatch_token, enqueued_at, retry_on_error)
+                 dispatch_token, enqueued_at, resend_at, retry_on_error)
             SELECT 'bench.task_' || (i %% 20), '[]', '{}', 'scheduler-jobs', run_at, status,
                    CASE WHEN status IN ('succeeded', 'failed', 'running') THEN 1 ELSE 0 END,
                    5, 0, '', now(), now(),
@@ -45,7 +45,8 @@ def fill(total: int) -> None:
                    CASE WHEN status IN ('succeeded', 'failed', 'cancelled', 'expired')
                         THEN run_at + interval '1 second' END,
                    CASE WHEN status IN ('enqueued', 'running') THEN gen_random_uuid() END,
-                   CASE WHEN status IN ('enqueued', 'running') THEN run_at END, true
+                   CASE WHEN status IN ('enqueued', 'running') THEN run_at END,
+                   CASE WHEN status = 'enqueued' THEN run_at + interval '5 minutes' END, true
             FROM (
                 SELECT i,
                        CASE WHEN i <= 50 THEN 'enqueued'
@@ -67,9 +68,9 @@ def fill(total: int) -> None:
         cursor.execute(
             """
             INSERT INTO scheduler_jobattempt
-                (job_id, number, dispatch_token, scheduled_for, started_at, finished_at,
-                 outcome, error, worker)
-            SELECT id, 1, gen_random_uuid(), run_at,
+                (job_id, task_name, number, dispatch_token, scheduled_for, started_at,
+                 finished_at, outcome, error, worker)
+            SELECT id, task_name, 1, gen_random_uuid(), run_at,
                    run_at + (id % 5000) * interval '1 millisecond',
                    run_at + interval '1 second',
                    CASE status WHEN 'failed' THEN 'error' ELSE 'succeeded' END, '', 'bench'

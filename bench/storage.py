@@ -23,6 +23,7 @@ jobs scheduled up to 30 days out, a few failed, enqueued and running):
 import logging
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -262,9 +263,19 @@ def measured(name: str, steps: list[Step]) -> Iterator[None]:
             }
 
     def lsn() -> str:
+        """Where the WAL ends now, once it is on disk (pg_walinspect reads no further).
+
+        Asynchronous commits (the dispatcher's mark) reach the disk within the WAL
+        writer's delay.
+        """
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_current_wal_flush_lsn()")
-            return str(cursor.fetchone()[0])
+            cursor.execute("SELECT pg_current_wal_insert_lsn()")
+            end = str(cursor.fetchone()[0])
+            while True:
+                cursor.execute("SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", [end])
+                if cursor.fetchone()[0]:
+                    return end
+                time.sleep(0.01)
 
     # Flushing the stats needs the backend to be idle: measure between transactions.
     before, start = stats(), lsn()
@@ -273,6 +284,9 @@ def measured(name: str, steps: list[Step]) -> Iterator[None]:
     after, end = stats(), lsn()
     step = Step(name, {table: after[table] - before[table] for table in TABLES})
     step.seconds = elapsed()
+    steps.append(step)
+    if end == start:
+        return  # nothing written (pg_walinspect refuses an empty range)
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -291,7 +305,6 @@ def measured(name: str, steps: list[Step]) -> Iterator[None]:
             step.wal_bytes += int(length)
             if manager == "Btree" and record in LEAF_INSERTS:
                 step.index_tuples[relation] += int(count)
-    steps.append(step)
 
 
 def print_life(count: int, *, burst: bool) -> None:
