@@ -50,24 +50,13 @@ _USER_AGENT = (
 def _client(frozen_kwargs: tuple[tuple[str, Any], ...], *, quick: bool) -> "SQSClient":
     # The app builds every request itself and SQS validates them anyway: checking each
     # one against the service model first would cost a fifth of a call's CPU.
+    base = Config(parameter_validation=False, user_agent=_USER_AGENT)
     if quick:
         # For a page or a scrape that shows a queue's depth: answer fast or not at all.
-        config = Config(
-            connect_timeout=1,
-            read_timeout=2,
-            retries={"max_attempts": 0},
-            parameter_validation=False,
-            user_agent=_USER_AGENT,
-        )
+        config = base.merge(Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 0}))
     else:
         # Short timeouts and few retries: the dispatcher holds row locks while it sends.
-        config = Config(
-            connect_timeout=5,
-            read_timeout=10,
-            retries={"max_attempts": 2},
-            parameter_validation=False,
-            user_agent=_USER_AGENT,
-        )
+        config = base.merge(Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
     return boto3.client("sqs", config=config, **dict(frozen_kwargs))
 
 
