@@ -81,13 +81,14 @@ def moto_server() -> Iterator[str]:
     """An SQS server for the monitoring page's dead-letter queue, with that queue."""
     import boto3
 
+    from devtools.sqs_server import command as sqs_server_command
     from scheduler.conf import scheduler_settings
     from scheduler.sqs import dead_letter_queue
-    from tests.processes import BIN, free_port, running, wait_until
+    from tests.processes import free_port, running, wait_until
 
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    with running("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]):
+    with running("moto", sqs_server_command(port)):
         client = boto3.client(
             "sqs",
             endpoint_url=endpoint,

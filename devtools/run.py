@@ -29,6 +29,7 @@ from honcho.environ import parse_procfile
 from honcho.manager import SIGNALS, Manager
 from psycopg2 import sql
 
+from devtools import sqs_server
 from devtools.database import DATA_DIR, EmbeddedPostgresError, database, stop_on_sigterm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,7 +172,7 @@ def embedded_sqs(port: int) -> Iterator[str]:
     if _answers(port):
         raise RunError(f"port {port} is already in use: pass --sqs-port to pick another")
     server = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        sqs_server.command(port),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         # Its own session: Ctrl-C must not stop it before the worker has stopped.

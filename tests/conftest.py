@@ -13,8 +13,9 @@ import requests
 from celery import signals as celery_signals
 from kombu import Connection
 
+from devtools.sqs_server import command as sqs_server_command
 from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPublisher
-from tests.processes import BIN, free_port, running, wait_until
+from tests.processes import free_port, running, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +32,7 @@ def sqs_endpoint() -> Iterator[str]:
     """A moto SQS server in its own process, so freezegun cannot stop its clock."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    with running("moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]):
+    with running("moto", sqs_server_command(port)):
 
         def answers() -> bool:
             try:

@@ -18,6 +18,7 @@ from typing import Any
 import requests
 from django.db import connection
 
+from devtools.sqs_server import command as sqs_server_command
 from tests.conftest import SqsQueue, sqs_client
 from tests.processes import (
     BIN,
@@ -44,9 +45,7 @@ class SqsServer:
 
     def start(self) -> None:
         """Start the server and wait until it answers."""
-        self.process = Process(
-            "moto", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
-        )
+        self.process = Process("moto", sqs_server_command(self.port))
         if not wait_until(self._answers, timeout=30, interval=0.1):
             raise RuntimeError(f"moto did not start on port {self.port}")
 

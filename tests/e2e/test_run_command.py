@@ -169,7 +169,7 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
 
         started = descendants(make.pid)
         commands = " | ".join(cmdline for _, cmdline in started.values())
-        for expected in ("devtools.run", "moto_server", "runserver", "worker", "beat"):
+        for expected in ("devtools.run", "devtools.sqs_server", "runserver", "worker", "beat"):
             assert expected in commands, commands
 
         os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in the terminal

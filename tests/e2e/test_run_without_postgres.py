@@ -129,7 +129,7 @@ def test_make_run_without_postgres_starts_an_embedded_one(data_dir: Path, tmp_pa
 
         started = descendants(runner.pid)
         commands = " | ".join(cmdline for _, cmdline in started.values())
-        for expected in ("moto_server", "runserver", "worker", "beat"):
+        for expected in ("devtools.sqs_server", "runserver", "worker", "beat"):
             assert expected in commands, commands
         # PostgreSQL runs in a session of its own (so Ctrl-C reaches it only through the runner).
         assert postgres_processes(data_dir)
