@@ -10,6 +10,12 @@ back-off that doubles per failure in a row; the first good receive resets it. An
 message whose envelope kombu cannot read reaches the worker's consumer as a plain body
 (:mod:`scheduler.worker.consumer` drops it), instead of stopping the worker.
 
+kombu's transport also polls late when the worker is busy: with every prefetch slot
+taken it looks again a polling interval later, so a worker of two processes running
+short tasks takes at most two messages per interval (20 a second at 0.1 s), whatever SQS
+holds. This one polls again as soon as a slot is freed (an ack, a reject, a larger
+prefetch count, as when Celery holds a message until its eta).
+
 Configure it as Celery's broker transport, with the usual ``sqs://`` broker URL:
 ``CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"`` (``manage.py
 check`` warns, ``scheduler.W020``, when an SQS broker uses another transport).
@@ -53,6 +59,8 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         #: Failed receives in a row, by queue; a queue with none is not listed.
         self._receive_failures: dict[str, int] = {}
+        #: Queues whose polling waits for a free prefetch slot.
+        self._waiting_for_room: set[str] = set()
 
     @override
     def _get_from_sqs(
@@ -119,6 +127,44 @@ class Channel(_SQSChannel):  # type: ignore[misc]
             self.hub.call_later(self._receive_retry_delay(failures), self._schedule_queue, queue)
             return
         super()._loop1(queue, messages_fetched)
+
+    @override
+    def _schedule_queue(self, queue: str) -> None:
+        # Called by the polling loop alone (kombu's call_soon/call_later), so a queue
+        # is either waiting here or being polled, never both.
+        self._waiting_for_room.discard(queue)
+        if queue in self._active_queues and not self.qos.can_consume():
+            self._waiting_for_room.add(queue)
+            return
+        super()._schedule_queue(queue)
+
+    def _room_made(self) -> None:
+        """A prefetch slot may be free: poll the queues waiting for one, on the next turn."""
+        if self._waiting_for_room and self.qos.can_consume():
+            for queue in self._waiting_for_room:
+                self.hub.call_soon(self._schedule_queue, queue)
+            self._waiting_for_room.clear()
+
+    @override
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        try:
+            super().basic_ack(delivery_tag, multiple)
+        finally:
+            self._room_made()
+
+    @override
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        try:
+            super().basic_reject(delivery_tag, requeue)
+        finally:
+            self._room_made()
+
+    @override
+    def basic_qos(
+        self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False
+    ) -> None:
+        super().basic_qos(prefetch_size, prefetch_count, apply_global)
+        self._room_made()
 
     def _receive_retry_delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failed receives in a row."""

@@ -25,8 +25,17 @@ pytestmark = pytest.mark.timeout(60)
 class Polling:
     """A kombu consumer on ``queue`` with the app's transport, driven by our own hub."""
 
-    def __init__(self, endpoint: str, queue: str) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        queue: str,
+        *,
+        polling_interval: float = 0.1,
+        prefetch_count: int | None = None,
+        ack_after: float = 0.0,
+    ) -> None:
         self.endpoint, self.queue = endpoint, queue
+        self.ack_after = ack_after
         self.bodies: list[Any] = []
         self.hub = Hub()
         set_event_loop(self.hub)
@@ -37,7 +46,7 @@ class Polling:
                 "region": "us-east-1",
                 "is_secure": False,
                 "wait_time_seconds": 1,
-                "polling_interval": 0.1,
+                "polling_interval": polling_interval,
             },
         )
         self.consumer = Consumer(
@@ -45,13 +54,18 @@ class Polling:
             queues=[Queue(queue)],
             callbacks=[self._on_message],
             accept=["json"],
+            prefetch_count=prefetch_count,
         )
         self.consumer.consume()
         self._loop = self.hub.create_loop()
 
     def _on_message(self, body: Any, message: Any) -> None:
         self.bodies.append(body)
-        message.ack()
+        if self.ack_after:
+            # Later, from the event loop: as a worker does once its pool has run the task.
+            self.hub.call_later(self.ack_after, message.ack)
+        else:
+            message.ack()
 
     def run_until(self, predicate: Callable[[], bool], *, timeout: float) -> bool:
         """Turn the event loop (an error in it fails the test) until ``predicate``."""
@@ -77,9 +91,9 @@ class Polling:
 
 
 @contextmanager
-def polling(endpoint: str, queue: str) -> Iterator[Polling]:
+def polling(endpoint: str, queue: str, **options: Any) -> Iterator[Polling]:
     sqs_client(endpoint).create_queue(QueueName=queue)
-    consumer = Polling(endpoint, queue)
+    consumer = Polling(endpoint, queue, **options)
     try:
         yield consumer
     finally:
@@ -153,3 +167,20 @@ def test_polling_goes_on_while_the_queue_is_missing(
     assert "QueueDoesNotExist" in failed
     assert _log_lines(caplog, "sqs receive recovered")
     assert not _errors(caplog)
+
+
+def test_a_freed_prefetch_slot_is_filled_at_once(sqs_endpoint: str) -> None:
+    # kombu's transport, every slot taken, looks again a polling interval later (5 s
+    # here): a worker whose short tasks finish sooner sits idle until then.
+    queue = f"transport-{uuid.uuid4().hex[:10]}"
+    with polling(
+        sqs_endpoint, queue, polling_interval=5, prefetch_count=2, ack_after=0.05
+    ) as consumer:
+        for n in range(10):  # before the first receive: no empty poll, no interval
+            consumer.send({"n": n})
+        started = time.monotonic()
+        assert consumer.run_until(lambda: len(consumer.bodies) == 10, timeout=20)
+        elapsed = time.monotonic() - started
+    assert sorted(body["n"] for body in consumer.bodies) == list(range(10))
+    # Five rounds of two, each a receive and a 50 ms task: well under one interval.
+    assert elapsed < 3, elapsed
