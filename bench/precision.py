@@ -140,16 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     steady_runs, window, idle_runs, gap = SIZES[args.size]
     # Not for security: spreads due times off whole seconds, repeatably.
     rng = random.Random(args.seed)  # noqa: S311
-    steady_start = time.time() + SUBMIT_AHEAD + 1
-    plans = {
-        f"steady: {steady_runs} runs per system over {window:.0f} s, interleaved": plan_steady(
-            steady_runs, window, start=steady_start, rng=rng
-        ),
-        f"idle: {idle_runs} runs per system, one every {gap:.1f} s": plan_idle(
-            idle_runs, gap, start=steady_start + window + gap, rng=rng
-        ),
-    }
     with live_system(args.database, logs=args.logs) as live:
+        # Planned once every process is up (that takes seconds), so that even the first
+        # runs are submitted SUBMIT_AHEAD before they are due.
+        steady_start = time.time() + SUBMIT_AHEAD + 1
+        plans = {
+            f"steady: {steady_runs} runs per system over {window:.0f} s, interleaved": (
+                plan_steady(steady_runs, window, start=steady_start, rng=rng)
+            ),
+            f"idle: {idle_runs} runs per system, one every {gap:.1f} s": plan_idle(
+                idle_runs, gap, start=steady_start + window + gap, rng=rng
+            ),
+        }
         submitted = run_plans(live, list(plans.values()))
         scenarios = {
             name: [live.outcome(system, runs) for system in SYSTEMS]
