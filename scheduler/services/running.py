@@ -1,6 +1,7 @@
 """The worker's transitions: claim a job for one delivery, renew its lease, record how it ran."""
 
 import enum
+import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -9,13 +10,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from uuid import UUID
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from scheduler import signals, states, validation
 from scheduler.models import JobAttempt, Pause, ScheduledJob
-from scheduler.services.transitions import apply, retry_delay, waiting_until
+from scheduler.services.transitions import apply, apply_delivery, retry_delay, waiting_until
 from scheduler.states import Status
 
 if TYPE_CHECKING:
@@ -28,6 +29,10 @@ _LAST_ERROR_LENGTH = 2000
 
 class _Paused(TypedDict):
     paused: bool
+
+
+class _Attempt(TypedDict):
+    claimed_attempt_id: int
 
 
 class Refusal(enum.StrEnum):
@@ -56,13 +61,91 @@ def claim(*, job_id: int, token: UUID, task_name: str, worker: str) -> Claim | R
     ``task_name`` is the task the message was delivered to: a message for another
     task than the job's is not current, whatever its token.
 
-    The row is locked first: a message can arrive before the dispatcher that sent it
-    commits. A bare conditional UPDATE would not wait then, because PostgreSQL only
-    waits on rows whose committed version matches the WHERE clause (still
-    ``scheduled``, without the token); ``SELECT … FOR UPDATE`` waits for the
-    dispatcher's lock and returns the row as committed, with whether its kind is paused.
+    The usual delivery (the job enqueued with this token, not paused, its deadline
+    ahead) is claimed by one statement that also starts its attempt: it sits between
+    the eta and the body, so every round trip saved is lateness saved. Any other case
+    takes the row lock to tell why.
     """
     now = timezone.now()
+    return _claim_at_once(
+        job_id=job_id, token=token, task_name=task_name, worker=worker, now=now
+    ) or _claim_locked(job_id=job_id, token=token, task_name=task_name, worker=worker, now=now)
+
+
+def _claim_at_once(
+    *, job_id: int, token: UUID, task_name: str, worker: str, now: datetime
+) -> Claim | None:
+    """The claim and its attempt's INSERT in one statement, or None if the job's
+    committed row is not one to run now (another transaction may still hold it)."""
+    params = {
+        "job_id": job_id,
+        "token": token,
+        "task_name": task_name,
+        "worker": worker,
+        "now": now,
+        "sources": list(states.CLAIM.sources),
+        "target": states.CLAIM.target,
+        "outcome": JobAttempt.Outcome.RUNNING,
+    }
+    job = cast(
+        "WithAnnotations[ScheduledJob, _Attempt] | None",
+        next(iter(ScheduledJob.objects.raw(_claim_statement(), params)), None),
+    )
+    if job is None:
+        return None
+    started = JobAttempt(
+        pk=job.claimed_attempt_id,
+        job=job,
+        task_name=job.task_name,
+        number=job.attempts,
+        dispatch_token=token,
+        scheduled_for=job.run_at,
+        started_at=now,
+        worker=worker,
+    )
+    started._state.adding, started._state.db = False, job._state.db
+    return Claim(job=job, attempt=started)
+
+
+@functools.cache
+def _claim_statement() -> str:
+    """:func:`_claim_at_once`'s SQL, written out once: compiling it through the ORM
+    took longer than running it."""
+    quote = connection.ops.quote_name
+    job, attempt, pause = (
+        quote(model._meta.db_table) for model in (ScheduledJob, JobAttempt, Pause)
+    )
+    columns = ", ".join(quote(field.column) for field in ScheduledJob._meta.concrete_fields)
+    return (
+        f"WITH claimed AS (UPDATE {job} SET status = %(target)s, "  # noqa: S608 - names only
+        "attempts = attempts + 1, started_at = %(now)s, heartbeat_at = %(now)s, "
+        "finished_at = NULL, updated_at = %(now)s "
+        "WHERE id = %(job_id)s AND status = ANY(%(sources)s) AND dispatch_token = %(token)s "
+        "AND task_name = %(task_name)s AND (deadline IS NULL OR deadline > %(now)s) "
+        # Not paused: no pause covers it, as PauseQuerySet.covering says (empty = any).
+        f"AND NOT EXISTS (SELECT FROM {pause} WHERE {pause}.task_name IN ('', {job}.task_name) "
+        f"AND {pause}.queue IN ('', {job}.queue)) "
+        f"RETURNING {columns}), "
+        f"attempt AS (INSERT INTO {attempt} (job_id, task_name, number, dispatch_token, "
+        "scheduled_for, started_at, outcome, error, worker) "
+        "SELECT id, task_name, attempts, dispatch_token, run_at, %(now)s, %(outcome)s, '', "
+        "%(worker)s FROM claimed RETURNING id AS claimed_attempt_id) "
+        "SELECT claimed.*, claimed_attempt_id FROM claimed CROSS JOIN attempt"
+    )
+
+
+def _claim_locked(
+    *, job_id: int, token: UUID, task_name: str, worker: str, now: datetime
+) -> Claim | Refusal:
+    """The claim after the row lock: the job's row as committed says what to do.
+
+    The lock is what waits when a message arrives before the dispatcher that sent it
+    commits. A bare conditional UPDATE (as in :func:`_claim_at_once`) would not wait
+    then, because PostgreSQL only waits on rows whose committed version matches the
+    WHERE clause (still ``scheduled``, without the token); ``SELECT … FOR UPDATE`` waits
+    for the dispatcher's lock and returns the row as committed, with whether its kind is
+    paused.
+    """
     with transaction.atomic():
         job = cast(
             "WithAnnotations[ScheduledJob, _Paused] | None",
@@ -238,19 +321,25 @@ def _record(
     error: str = "",
     **changes: Any,
 ) -> bool:
-    """Apply the outcome's transition and close the attempt, together."""
-    with transaction.atomic():
-        # Only the delivery that claimed the job may record its outcome.
-        updated = apply(
-            transition,
-            ScheduledJob.objects.filter(pk=job.pk, dispatch_token=job.dispatch_token),
-            updated_at=now,
-            **changes,
-        )
-        JobAttempt.objects.filter(pk=attempt.pk, outcome=JobAttempt.Outcome.RUNNING).update(
-            outcome=outcome, finished_at=now, error=error
-        )
-    return bool(updated)
+    """Apply the outcome's transition and close the attempt, together: one statement.
+
+    Only the delivery that claimed the job may record its outcome; its attempt is closed
+    either way.
+    """
+    attempts = connection.ops.quote_name(JobAttempt._meta.db_table)
+    close_attempt = (
+        f"UPDATE {attempts} SET outcome = %s, finished_at = %s, error = %s "  # noqa: S608 - a name
+        "WHERE id = %s AND outcome = %s"
+    )
+    return apply_delivery(
+        transition,
+        job_id=job.pk,
+        token=job.dispatch_token,
+        alongside=close_attempt,
+        alongside_params=[outcome, now, error, attempt.pk, JobAttempt.Outcome.RUNNING],
+        updated_at=now,
+        **changes,
+    )
 
 
 def _storable(job: ScheduledJob, result: Any) -> Any:

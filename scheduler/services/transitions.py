@@ -7,6 +7,7 @@ so none can bypass the table.
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 from django.db import connection, transaction
 from django.db.models import Field, QuerySet
@@ -114,6 +115,34 @@ def apply_next(
             cursor.execute(sql, [*params, *chosen_params, list(transition.sources)])
             moved: list[tuple[Any, ...]] = cursor.fetchall()
             return moved
+
+
+def apply_delivery(
+    transition: Transition,
+    *,
+    job_id: int,
+    token: UUID | None,
+    alongside: str,
+    alongside_params: Sequence[Any],
+    **changes: Any,
+) -> bool:
+    """The compare-and-set of ``transition`` for the job that one delivery (its dispatch
+    ``token``) runs, in ONE statement with ``alongside``: an INSERT, UPDATE or DELETE of
+    another table that commits with it, whether the job moves or not. One round trip
+    and, outside a transaction, no BEGIN or COMMIT of its own. Returns whether the job
+    moved.
+    """
+    changed, params = _set_clause(transition, changes)
+    quote = connection.ops.quote_name
+    table = quote(ScheduledJob._meta.db_table)
+    sql = f"WITH moved AS (UPDATE {table} SET {changed} "  # noqa: S608 - names, not input
+    sql += f"WHERE {quote('id')} = %s AND {quote('dispatch_token')} = %s "
+    sql += f"AND {quote('status')} = ANY(%s) RETURNING 1), alongside AS ({alongside}) "
+    sql += "SELECT count(*) FROM moved"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, job_id, token, list(transition.sources), *alongside_params])
+        (moved,) = cursor.fetchone() or (0,)
+        return bool(moved)
 
 
 def _set_clause(transition: Transition, changes: Mapping[str, Any]) -> tuple[str, list[Any]]:
