@@ -174,7 +174,7 @@ def test_the_claim_is_a_fixed_small_number_of_queries(django_assert_num_queries)
         with django_assert_num_queries(1):
             claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
         assert isinstance(claimed, running.Claim)
-        assert claimed.job.status == Status.RUNNING and claimed.job.attempts == 1
+        assert (claimed.job.status, claimed.job.attempts) == (Status.RUNNING, 1)
         assert claimed.attempt.pk == JobAttempt.objects.get(job=job).pk
     # A refused message: that statement, then the row lock (SAVEPOINT, SELECT, RELEASE)
     # to tell why.
@@ -183,6 +183,24 @@ def test_the_claim_is_a_fixed_small_number_of_queries(django_assert_num_queries)
             job_id=jobs[0].pk, token=uuid.uuid4(), task_name="testapp.noop", worker="w"
         )
     assert refused == running.Refusal.NOT_CURRENT
+
+
+def test_an_outcome_is_one_statement_that_also_closes_the_attempt(django_assert_num_queries):
+    job = schedule_at("testapp.noop", T0)
+    token = dispatch_one(job, now=T0)
+    claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
+    assert isinstance(claimed, running.Claim)
+    with django_assert_num_queries(1):
+        assert running.record_success(job=claimed.job, attempt=claimed.attempt, result={"n": 7})
+    job.refresh_from_db()
+    assert (job.status, job.result, job.last_error) == (Status.SUCCEEDED, {"n": 7}, "")
+    attempt = JobAttempt.objects.get(pk=claimed.attempt.pk)
+    assert attempt.outcome == JobAttempt.Outcome.SUCCEEDED
+    assert attempt.finished_at == job.finished_at == job.updated_at
+    # A second outcome for the same delivery moves nothing and leaves the attempt closed.
+    with django_assert_num_queries(1):
+        assert running.record_error(job=claimed.job, attempt=claimed.attempt, error="x") is None
+    assert JobAttempt.objects.get(pk=attempt.pk).outcome == JobAttempt.Outcome.SUCCEEDED
 
 
 @pytest.mark.parametrize(
