@@ -71,9 +71,9 @@ def ensure_dispatch_schedule() -> PeriodicTask:
 class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
     """django-celery-beat's scheduler, running the dispatch entry's ticks in this process.
 
-    A tick blocks beat while it runs (milliseconds when little is due); other periodic
-    tasks wait for it, which is why the dispatch interval should stay well above a
-    tick's length. An error in a tick is logged and beat goes on.
+    A tick blocks beat while it runs: milliseconds when little is due, and at most
+    about one dispatch interval with a backlog (the next tick, due at once, goes on);
+    other periodic tasks wait for it. An error in a tick is logged and beat goes on.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

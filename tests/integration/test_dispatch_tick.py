@@ -7,11 +7,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from freezegun import freeze_time
 
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.publisher import SQSPublisher
-from scheduler.models import ScheduledJob
+from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import sqs_client
 from tests.factories import make_jobs
@@ -73,6 +74,35 @@ def test_each_batch_is_one_claim_and_one_mark_with_no_per_row_expression(setting
     tokens = ScheduledJob.objects.values_list("dispatch_token", flat=True)
     assert None not in tokens
     assert len(set(tokens)) == 250
+
+
+class _SlowPublisher(InMemoryPublisher):
+    """An SQS that takes a second per batch, on the frozen clock."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def publish(self, messages):
+        self.clock.tick(1)
+        return super().publish(messages)
+
+
+def test_a_tick_with_a_backlog_sends_for_one_interval_and_the_next_goes_on(settings):
+    settings.SCHEDULER_BATCH_SIZE = 10
+    settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 5
+    with freeze_time(T0) as clock:
+        dispatcher = Dispatcher(publisher=_SlowPublisher(clock))
+        dispatcher.run_once()
+        make_jobs([T0 + timedelta(seconds=i % 60) for i in range(200)])
+        # Batches of 10 at a second each: a tick stops once its 5 s are spent.
+        sent = []
+        for _ in range(4):
+            sent.append(dispatcher.run_once().sent)
+            # Each tick records its heartbeat: the dispatcher never looks dead while it works.
+            assert DispatcherHeartbeat.objects.get().last_tick_at == timezone.now()
+    assert sent == [50, 50, 50, 50]
+    assert ScheduledJob.objects.filter(status=ScheduledJob.Status.ENQUEUED).count() == 200
 
 
 def test_the_claim_reads_the_due_index_even_when_every_row_is_scheduled(settings):
