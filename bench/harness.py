@@ -7,6 +7,7 @@ works.
 
 import argparse
 import os
+import signal
 import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -326,6 +327,8 @@ def live_system(
     truncate_jobs()
     PeriodicTask.objects.filter(clocked__isnull=False).delete()
     ClockedSchedule.objects.all().delete()
+    # A benchmark stopped with SIGTERM (kill, a CI timeout) stops its processes too.
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sqs.start()
     try:
         ensure_queue()
@@ -349,3 +352,8 @@ def live_system(
                 cluster.close()
     finally:
         sqs.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:  # noqa: ARG001 - signal's call
+    raise SystemExit(128 + signum)
