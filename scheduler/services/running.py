@@ -16,7 +16,13 @@ from django.utils import timezone
 
 from scheduler import signals, states, validation
 from scheduler.models import JobAttempt, Pause, ScheduledJob
-from scheduler.services.transitions import apply, apply_delivery, retry_delay, waiting_until
+from scheduler.services.transitions import (
+    LAZY_COMMIT,
+    apply,
+    apply_delivery,
+    retry_delay,
+    waiting_until,
+)
 from scheduler.states import Status
 
 if TYPE_CHECKING:
@@ -76,7 +82,16 @@ def _claim_at_once(
     *, job_id: int, token: UUID, task_name: str, worker: str, now: datetime
 ) -> Claim | None:
     """The claim and its attempt's INSERT in one statement, or None if the job's
-    committed row is not one to run now (another transaction may still hold it)."""
+    committed row is not one to run now (another transaction may still hold it).
+
+    Committed on its own (as in a worker), its commit does not wait for the disk
+    (``synchronous_commit`` off for it alone): that wait was the largest part of the
+    claim. A database crash may then undo a claim of the last few hundred
+    milliseconds: the job is ``enqueued`` again and its re-send runs it again, as after a
+    worker's crash. The body of an atomic task cannot have committed meanwhile (its
+    commit, durable, would have made the claim durable too), and any other task is
+    at-least-once anyway.
+    """
     params = {
         "job_id": job_id,
         "token": token,
@@ -89,7 +104,10 @@ def _claim_at_once(
     }
     job = cast(
         "WithAnnotations[ScheduledJob, _Attempt] | None",
-        next(iter(ScheduledJob.objects.raw(_claim_statement(), params)), None),
+        next(
+            iter(ScheduledJob.objects.raw(_claim_statement(connection.in_atomic_block), params)),
+            None,
+        ),
     )
     if job is None:
         return None
@@ -108,18 +126,19 @@ def _claim_at_once(
 
 
 @functools.cache
-def _claim_statement() -> str:
+def _claim_statement(durable: bool) -> str:
     """:func:`_claim_at_once`'s SQL, written out once: compiling it through the ORM
-    took longer than running it."""
+    took longer than running it. Not ``durable``: its commit does not wait for the disk."""
     quote = connection.ops.quote_name
     job, attempt, pause = (
         quote(model._meta.db_table) for model in (ScheduledJob, JobAttempt, Pause)
     )
     columns = ", ".join(quote(field.column) for field in ScheduledJob._meta.concrete_fields)
+    head, source = ("WITH ", "") if durable else (f"{LAZY_COMMIT}, ", "FROM lazy ")
     return (
-        f"WITH claimed AS (UPDATE {job} SET status = %(target)s, "  # noqa: S608 - names only
+        f"{head}claimed AS (UPDATE {job} SET status = %(target)s, "  # noqa: S608 - names only
         "attempts = attempts + 1, started_at = %(now)s, heartbeat_at = %(now)s, "
-        "finished_at = NULL, updated_at = %(now)s "
+        f"finished_at = NULL, updated_at = %(now)s {source}"
         "WHERE id = %(job_id)s AND status = ANY(%(sources)s) AND dispatch_token = %(token)s "
         "AND task_name = %(task_name)s AND (deadline IS NULL OR deadline > %(now)s) "
         # Not paused: no pause covers it, as PauseQuerySet.covering says (empty = any).

@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from celery.exceptions import MaxRetriesExceededError, Retry
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
 
 from scheduler import schedule_at
@@ -183,6 +185,30 @@ def test_the_claim_is_a_fixed_small_number_of_queries(django_assert_num_queries)
             job_id=jobs[0].pk, token=uuid.uuid4(), task_name="testapp.noop", worker="w"
         )
     assert refused == running.Refusal.NOT_CURRENT
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_alone_commits_without_waiting_for_the_disk_and_one_in_a_transaction_waits():
+    jobs = [schedule_at("testapp.noop", T0) for _ in range(2)]
+    tokens = [dispatch_one(job, now=T0) for job in jobs]
+
+    def claim(job, token):
+        with CaptureQueriesContext(connection) as captured:
+            claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
+        assert isinstance(claimed, running.Claim)
+        (statement,) = [query["sql"] for query in captured.captured_queries]
+        return statement
+
+    # A worker's claim is its own transaction: a crash may undo it, and the re-send runs
+    # the job again (an atomic body cannot have committed without making it durable).
+    assert "set_config('synchronous_commit', 'off', true)" in claim(jobs[0], tokens[0])
+    # Inside the caller's transaction, it must not make the caller's commit lazy.
+    with transaction.atomic():
+        assert "synchronous_commit" not in claim(jobs[1], tokens[1])
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone() == ("on",)
+    assert set(ScheduledJob.objects.values_list("status", flat=True)) == {Status.RUNNING}
 
 
 def test_an_outcome_is_one_statement_that_also_closes_the_attempt(django_assert_num_queries):
