@@ -9,6 +9,7 @@ import argparse
 import os
 import signal
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,10 +34,11 @@ def parser(description: str) -> argparse.ArgumentParser:
         default="small",
         help="tiny (CI: proves the script works), small, or full (the figures in BENCHMARKS.md)",
     )
+    # Each script its own database: two benchmarks at once must not drop each other's.
     parser.add_argument(
         "--database",
-        default="bench_longdelay",
-        help="database to create (if missing) and use; its tables are replaced",
+        default=f"bench_{Path(sys.argv[0]).stem}",
+        help="database to create afresh and use (default: bench_ and the script's name)",
     )
     return parser
 

@@ -1,0 +1,143 @@
+"""One delivery's database work in the worker: what sits between the eta and the body.
+
+Each delivery goes through :func:`scheduler.worker.execution.run_job`, the path a Celery
+worker's :class:`~scheduler.worker.task.SchedulerTask` takes, with a body that only
+notes the time (no Celery: its own costs are the same for every task). Two figures per
+delivery:
+
+- **eta → body**: from the call to the body's first line: the claim (and its attempt),
+  the heartbeat's start. This is the lateness this project adds to Celery's own.
+- **body → recorded**: from the body's return to the outcome committed.
+
+The baseline is the floor of one database write: one ``UPDATE … RETURNING`` of the job's
+row in its own transaction, as close as a claim can get to free. Deliveries come back to
+back (a burst), and then one every 0.3 s (the worker between jobs, as in the precision
+benchmark, where a cold connection and disk cost more).
+
+    python -m bench.worker --size full
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from bench import harness
+
+#: size -> (deliveries back to back, deliveries 0.3 s apart)
+SIZES = {"tiny": (50, 5), "small": (500, 30), "full": (2_000, 100)}
+IDLE_GAP_SECONDS = 0.3
+
+
+@dataclass
+class _NoteTheStart:
+    """A :class:`~scheduler.worker.execution.JobRunner` whose body notes when it starts."""
+
+    atomic: bool = False
+    started: float = 0.0
+
+    def run_job_body(self, run: Any) -> None:  # noqa: ARG002 - the runner protocol's
+        self.started = time.perf_counter()
+
+
+def main() -> None:
+    """Time the deliveries and print their percentiles beside the floor's."""
+    args = harness.parser(__doc__ or "").parse_args()
+    burst, idle = SIZES[args.size]
+    harness.setup_django(args.database)
+    logging.getLogger("scheduler").setLevel(logging.WARNING)
+
+    from django.db import close_old_connections, connection
+    from django.utils import timezone
+
+    from scheduler import JobSpec, schedule_many
+    from scheduler.dispatch.dispatcher import Dispatcher
+    from scheduler.testing import InMemoryPublisher
+    from scheduler.worker.execution import Outcome, run_job
+
+    def messages(count: int) -> list[Any]:
+        harness.truncate_jobs()
+        due = timezone.now() - timedelta(seconds=1)
+        schedule_many(JobSpec("testapp.noop", due, [i]) for i in range(count))
+        publisher = InMemoryPublisher()
+        dispatcher = Dispatcher(publisher, name="bench")
+        while dispatcher.run_once().sent:
+            pass
+        return publisher.published
+
+    def deliveries(count: int, gap: float) -> tuple[list[float], list[float]]:
+        runner = _NoteTheStart()
+        to_body, to_recorded = [], []
+        for message in messages(count):
+            time.sleep(gap)
+            close_old_connections()  # as the worker does before each task
+            start = time.perf_counter()
+            handled = run_job(
+                job_id=message.job_id,
+                token=message.dispatch_token,
+                task_name=message.task_name,
+                worker="bench",
+                runner=runner,
+            )
+            end = time.perf_counter()
+            assert handled.outcome is Outcome.SUCCEEDED, handled
+            to_body.append((runner.started - start) * 1000)
+            to_recorded.append((end - runner.started) * 1000)
+        return to_body, to_recorded
+
+    def floor(count: int, gap: float) -> list[float]:
+        harness.truncate_jobs()
+        harness.fill_scheduled(count)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id FROM scheduler_scheduledjob ORDER BY id")
+            ids = [job_id for (job_id,) in cursor.fetchall()]
+        elapsed = []
+        for job_id in ids:
+            time.sleep(gap)
+            with harness.stopwatch() as took, connection.cursor() as cursor:
+                cursor.execute(
+                    "UPDATE scheduler_scheduledjob SET heartbeat_at = now() WHERE id = %s "
+                    "RETURNING id",
+                    [job_id],
+                )
+                cursor.fetchone()
+            elapsed.append(took() * 1000)
+        return elapsed
+
+    rows: list[harness.Row] = []
+    for label, count, gap in (
+        ("back to back", burst, 0.0),
+        (f"{IDLE_GAP_SECONDS:g} s apart", idle, IDLE_GAP_SECONDS),
+    ):
+        to_body, to_recorded = deliveries(count, gap)
+        base = floor(count, gap)
+        for what, values in (("eta → body", to_body), ("body → recorded", to_recorded)):
+            for name, pick in _PERCENTILES:
+                rows.append(
+                    harness.Row(
+                        f"{count:,} deliveries {label}: {what}, {name}",
+                        pick(values),
+                        pick(base),
+                        "ms",
+                        "one UPDATE … RETURNING",
+                    )
+                )
+    harness.truncate_jobs()
+    harness.print_table("One delivery's database work in the worker", rows)
+
+
+def _percentile(fraction: float) -> Callable[[list[float]], float]:
+    def pick(values: list[float]) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+    return pick
+
+
+_PERCENTILES = (("p50", _percentile(0.5)), ("p99", _percentile(0.99)))
+
+
+if __name__ == "__main__":
+    main()
