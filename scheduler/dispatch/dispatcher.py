@@ -106,9 +106,14 @@ class Dispatcher:
             self._recover(result, now=now or timezone.now())
             self._next_recovery = time.monotonic() + scheduler_settings.RECOVERY_INTERVAL_SECONDS
         result.sent, result.failed = self._send_all(
-            dispatching.any_due, self._dispatch_batch, result, now=now
+            self._any_due,
+            self._dispatch_batch,
+            result,
+            now=now,
         )
-        self._record_heartbeat(result)
+        # The probe recorded an empty tick; a tick that did more records what it did.
+        if result != TickResult():
+            self._record_heartbeat(result)
         log = logger.warning if result.errors or result.failed else logger.info
         log(
             "dispatch tick dispatcher=%s sent=%s failed=%s resent=%s "
@@ -123,6 +128,10 @@ class Dispatcher:
             len(result.errors),
         )
         return result
+
+    def _any_due(self, *, now: datetime) -> bool:
+        """Whether a job is due, recording an empty tick in the same statement."""
+        return dispatching.any_due(now=now, dispatcher=self.name)
 
     def _recover(self, result: TickResult, *, now: datetime) -> None:
         """Re-send unclaimed jobs, retry dead workers' jobs, expire missed ones, purge hourly."""

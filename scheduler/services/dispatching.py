@@ -51,13 +51,17 @@ class Pending(NamedTuple):
 _PENDING_COLUMNS = ("id", "task_name", "queue", "run_at", "dispatch_token", "sends")
 
 
-def any_due(*, now: datetime) -> bool:
-    """Whether a job is due within the lookahead: one indexed probe, no lock, no transaction.
+def any_due(*, now: datetime, dispatcher: str) -> bool:
+    """Whether a job is due within the lookahead: one indexed probe, no lock.
 
-    An empty tick costs this query and its heartbeat, whatever the table holds.
+    The same statement records an empty tick on ``dispatcher``'s heartbeat (see
+    :func:`record_tick`), so a tick that finds nothing to do costs this one statement,
+    whatever the table holds; a tick that does more records its figures at its end.
     """
+    beat, beat_params = _tick_upsert(dispatcher=dispatcher, now=now, sent=0, recovered=0, errors=())
+    probe, probe_params = _due_query(now=now, limit=1, lock=False)
     with connection.cursor() as cursor:
-        cursor.execute(*_due_query(now=now, limit=1, lock=False))
+        cursor.execute(f"{LAZY_COMMIT}, beat AS ({beat}) {probe}", [*beat_params, *probe_params])
         return cursor.fetchone() is not None
 
 
@@ -311,26 +315,28 @@ def record_tick(
     (``synchronous_commit`` off for its own transaction only): waiting would cost
     several milliseconds a tick.
     """
+    upsert, params = _tick_upsert(
+        dispatcher=dispatcher, now=now, sent=sent, recovered=recovered, errors=errors
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"{LAZY_COMMIT}{upsert}", params)
+
+
+def _tick_upsert(
+    *, dispatcher: str, now: datetime, sent: int, recovered: int, errors: Sequence[str]
+) -> tuple[str, list[Any]]:
+    """The heartbeat's upsert, reading the ``lazy`` CTE of :data:`LAZY_COMMIT`."""
     table = connection.ops.quote_name(DispatcherHeartbeat._meta.db_table)
     latest = ["last_tick_at", "jobs_sent", "jobs_recovered", "errors", "last_error"]
     totals = ["sent_total", "errors_total"]
     columns = ["dispatcher", *latest, *totals]
     assignments = [f"{name} = EXCLUDED.{name}" for name in latest]
     assignments += [f"{name} = {table}.{name} + EXCLUDED.{name}" for name in totals]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            # Names from this module and the model; every value is a parameter.
-            f"{LAZY_COMMIT}INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
-            f"SELECT {', '.join(['%s'] * len(columns))} FROM lazy "
-            f"ON CONFLICT (dispatcher) DO UPDATE SET {', '.join(assignments)}",
-            [
-                dispatcher,
-                now,
-                sent,
-                recovered,
-                len(errors),
-                "\n".join(errors)[:2000],
-                sent,
-                len(errors),
-            ],
-        )
+    # Names from this module and the model; every value is a parameter.
+    upsert = (
+        f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608
+        f"SELECT {', '.join(['%s'] * len(columns))} FROM lazy "
+        f"ON CONFLICT (dispatcher) DO UPDATE SET {', '.join(assignments)}"
+    )
+    params = [dispatcher, now, sent, recovered, len(errors), "\n".join(errors)[:2000], sent]
+    return upsert, [*params, len(errors)]
