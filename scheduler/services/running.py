@@ -111,8 +111,15 @@ def _claim_at_once(
     )
     if job is None:
         return None
-    started = JobAttempt(
-        pk=job.claimed_attempt_id,
+    started = _attempt(job, token=token, worker=worker, now=now)
+    started.pk = job.claimed_attempt_id
+    started._state.adding, started._state.db = False, job._state.db
+    return Claim(job=job, attempt=started)
+
+
+def _attempt(job: ScheduledJob, *, token: UUID, worker: str, now: datetime) -> JobAttempt:
+    """The attempt that claiming ``job`` starts, unsaved."""
+    return JobAttempt(
         job=job,
         task_name=job.task_name,
         number=job.attempts,
@@ -121,8 +128,6 @@ def _claim_at_once(
         started_at=now,
         worker=worker,
     )
-    started._state.adding, started._state.db = False, job._state.db
-    return Claim(job=job, attempt=started)
 
 
 @functools.cache
@@ -214,15 +219,8 @@ def _claim_locked(
             updated_at=now,
         )
         job.status, job.attempts, job.started_at = states.CLAIM.target, job.attempts + 1, now
-        attempt = JobAttempt.objects.create(
-            job=job,
-            task_name=job.task_name,
-            number=job.attempts,
-            dispatch_token=token,
-            scheduled_for=job.run_at,
-            started_at=now,
-            worker=worker,
-        )
+        attempt = _attempt(job, token=token, worker=worker, now=now)
+        attempt.save(force_insert=True)
     return Claim(job=job, attempt=attempt)
 
 
