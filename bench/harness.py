@@ -201,9 +201,14 @@ class Outcome:
 
     def percentile(self, p: int) -> float:
         """The p-th percentile of lateness, seconds (0 without data)."""
-        if len(self.lateness) < 2:
-            return self.lateness[0] if self.lateness else 0.0
-        return statistics.quantiles(self.lateness, n=100, method="inclusive")[p - 1]
+        return percentile(self.lateness, p)
+
+
+def percentile(values: Sequence[float], p: int) -> float:
+    """The p-th percentile of ``values`` (0 without data)."""
+    if len(values) < 2:
+        return values[0] if values else 0.0
+    return statistics.quantiles(values, n=100, method="inclusive")[p - 1]
 
 
 class LiveSystem:

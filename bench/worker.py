@@ -19,7 +19,6 @@ benchmark, where a cold connection and disk cost more).
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -114,29 +113,18 @@ def main() -> None:
         to_body, to_recorded = deliveries(count, gap)
         base = floor(count, gap)
         for what, values in (("eta → body", to_body), ("body → recorded", to_recorded)):
-            for name, pick in _PERCENTILES:
+            for p in (50, 99):
                 rows.append(
                     harness.Row(
-                        f"{count:,} deliveries {label}: {what}, {name}",
-                        pick(values),
-                        pick(base),
+                        f"{count:,} deliveries {label}: {what}, p{p}",
+                        harness.percentile(values, p),
+                        harness.percentile(base, p),
                         "ms",
                         "one UPDATE … RETURNING",
                     )
                 )
     harness.truncate_jobs()
     harness.print_table("One delivery's database work in the worker", rows)
-
-
-def _percentile(fraction: float) -> Callable[[list[float]], float]:
-    def pick(values: list[float]) -> float:
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-    return pick
-
-
-_PERCENTILES = (("p50", _percentile(0.5)), ("p99", _percentile(0.99)))
 
 
 if __name__ == "__main__":

@@ -338,5 +338,5 @@ def _tick_upsert(
         f"SELECT {', '.join(['%s'] * len(columns))} FROM lazy "
         f"ON CONFLICT (dispatcher) DO UPDATE SET {', '.join(assignments)}"
     )
-    params = [dispatcher, now, sent, recovered, len(errors), "\n".join(errors)[:2000], sent]
-    return upsert, [*params, len(errors)]
+    last_error = "\n".join(errors)[:2000]
+    return upsert, [dispatcher, now, sent, recovered, len(errors), last_error, sent, len(errors)]
