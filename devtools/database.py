@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import IO
 
 from django.conf import settings
 
@@ -241,21 +242,34 @@ def stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def run_child(args: list[str], env: dict[str, str]) -> int:
-    """Run ``args`` to its end and return its exit code, passing on SIGTERM.
+def run_child(args: list[str], env: dict[str, str], *, stdout: IO[bytes] | None = None) -> int:
+    """Run ``args`` to its end and return its exit code, passing on SIGTERM."""
+    return run_children([(args, env, stdout)])
 
-    Ctrl-C is not passed on: the terminal sends it to the child as well, and a second
-    one would cut the child's own clean-up short. This process waits for the child,
-    then its callers clean up (stop the embedded server).
+
+def run_children(children: list[tuple[list[str], dict[str, str], IO[bytes] | None]]) -> int:
+    """Run commands at once, each ``(args, env, output)``, to their end; passes on SIGTERM.
+
+    A command's stdout and stderr go to its ``output`` file, or to this process's.
+
+    Returns the first non-zero exit code, in the given order, or 0. Ctrl-C is not passed
+    on: the terminal sends it to the children as well, and a second one would cut their
+    own clean-up short. This process waits for them, then its callers clean up (stop the
+    embedded server).
     """
-    child = subprocess.Popen(args, env=env)
+    started = [
+        subprocess.Popen(args, env=env, stdout=out, stderr=None if out is None else out)
+        for args, env, out in children
+    ]
 
     def ignore(signum: int, frame: FrameType | None) -> None:
         pass
 
     def terminate(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
-        child.terminate()
+        for child in started:
+            child.terminate()
 
     signal.signal(signal.SIGINT, ignore)
     signal.signal(signal.SIGTERM, terminate)
-    return child.wait()
+    codes = [child.wait() for child in started]
+    return next((code for code in codes if code), 0)
