@@ -35,8 +35,20 @@ def dispatch_one(job: ScheduledJob, *, now: datetime) -> uuid.UUID:
     return token
 
 
-def deliver(*, job_id: int, task_name: str, token: uuid.UUID, worker: str = "w") -> Handled:
+def deliver(
+    *,
+    job_id: int,
+    task_name: str,
+    token: uuid.UUID,
+    worker: str = "w",
+    not_before: datetime | None = None,
+) -> Handled:
     """Hand one message of a job to the worker's path, as SchedulerTask does for it."""
     return run_job(
-        job_id=job_id, token=token, task_name=task_name, worker=worker, runner=get_task(task_name)
+        job_id=job_id,
+        token=token,
+        task_name=task_name,
+        worker=worker,
+        runner=get_task(task_name),
+        not_before=not_before,
     )

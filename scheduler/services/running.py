@@ -4,6 +4,7 @@ import enum
 import functools
 import json
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,7 +62,9 @@ class Claim:
     attempt: JobAttempt
 
 
-def claim(*, job_id: int, token: UUID, task_name: str, worker: str) -> Claim | Refusal:
+def claim(
+    *, job_id: int, token: UUID, task_name: str, worker: str, not_before: datetime | None = None
+) -> Claim | Refusal:
     """Take an enqueued job for this delivery, or say why the message may not run it.
 
     ``task_name`` is the task the message was delivered to: a message for another
@@ -71,18 +74,48 @@ def claim(*, job_id: int, token: UUID, task_name: str, worker: str) -> Claim | R
     ahead) is claimed by one statement that also starts its attempt: it sits between
     the eta and the body, so every round trip saved is lateness saved. Any other case
     takes the row lock to tell why.
+
+    ``not_before`` is when the body may start at the earliest: a worker hands a job's
+    message over a moment before its eta (:mod:`scheduler.worker.request`). While it is
+    ahead, the claim is made at once in a transaction that holds the job's row until
+    then and commits at that instant: the job is never running before its time, and
+    only the commit stands between the instant and the body.
     """
+
+    def claim_as_of(now: datetime) -> Claim | Refusal:
+        return _claim_at_once(
+            job_id=job_id, token=token, task_name=task_name, worker=worker, now=now
+        ) or _claim_locked(job_id=job_id, token=token, task_name=task_name, worker=worker, now=now)
+
     now = timezone.now()
-    return _claim_at_once(
-        job_id=job_id, token=token, task_name=task_name, worker=worker, now=now
-    ) or _claim_locked(job_id=job_id, token=token, task_name=task_name, worker=worker, now=now)
+    if not_before is None or not_before <= now:
+        return claim_as_of(now)
+    durable = connection.in_atomic_block
+    with transaction.atomic():
+        claimed = claim_as_of(not_before)
+        if isinstance(claimed, Claim):
+            _hold_until(not_before, lazy=not durable)
+    return claimed
+
+
+def _hold_until(moment: datetime, *, lazy: bool) -> None:
+    """Keep the claim's transaction open until ``moment``. With ``lazy``, its commit does
+    not wait for the disk, as :func:`_claim_at_once`'s alone does not: that commit is
+    all that stands between the instant and the body."""
+    if lazy:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO off")
+    wait = (moment - timezone.now()).total_seconds()
+    if wait > 0:
+        time.sleep(wait)
 
 
 def _claim_at_once(
     *, job_id: int, token: UUID, task_name: str, worker: str, now: datetime
 ) -> Claim | None:
-    """The claim and its attempt's INSERT in one statement, or None if the job's
-    committed row is not one to run now (another transaction may still hold it).
+    """The claim and its attempt's INSERT in one statement, starting the job at ``now``,
+    or None if the job's committed row is not one to run now (another transaction may
+    still hold it).
 
     Committed on its own (as in a worker), its commit does not wait for the disk
     (``synchronous_commit`` off for it alone): that wait was the largest part of the

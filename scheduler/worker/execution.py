@@ -113,16 +113,28 @@ class _BodyError(Exception):
         self.error = error
 
 
-def run_job(*, job_id: int, token: UUID, task_name: str, worker: str, runner: JobRunner) -> Handled:
+def run_job(
+    *,
+    job_id: int,
+    token: UUID,
+    task_name: str,
+    worker: str,
+    runner: JobRunner,
+    not_before: datetime | None = None,
+) -> Handled:
     """Handle one delivery of job ``job_id`` to ``task_name``, exactly once in effect.
 
-    The claim commits first. The body then runs under a heartbeat that renews the
-    lease; the heartbeat stops before the outcome is recorded. An atomic runner's body
-    and its success commit together, so an error, a crash or a lost lease rolls its
-    writes back. An exception of the body is recorded (a retry through PostgreSQL, or
-    failed) and returned in :attr:`Handled.error` for the caller to re-raise.
+    The claim commits first, at ``not_before`` if that is ahead (the message's eta: a
+    worker hands a job's message over a moment early). The body then runs under a
+    heartbeat that renews the lease; the heartbeat stops before the outcome is recorded.
+    An atomic runner's body and its success commit together, so an error, a crash or a
+    lost lease rolls its writes back. An exception of the body is recorded (a retry
+    through PostgreSQL, or failed) and returned in :attr:`Handled.error` for the caller
+    to re-raise.
     """
-    claimed = running.claim(job_id=job_id, token=token, task_name=task_name, worker=worker)
+    claimed = running.claim(
+        job_id=job_id, token=token, task_name=task_name, worker=worker, not_before=not_before
+    )
     if isinstance(claimed, running.Refusal):
         logger.info("message dropped job_id=%s task=%s reason=%s", job_id, task_name, claimed)
         return Handled(Outcome.DROPPED)

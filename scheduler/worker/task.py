@@ -6,7 +6,9 @@ every task is one:
 
 - A message the dispatcher sent for a job (its headers name the job and its dispatch
   token, see :mod:`scheduler.protocol`) claims the job, runs the task's body with the
-  job's stored arguments under a heartbeat, and records the outcome. Celery's tracer
+  job's stored arguments under a heartbeat, and records the outcome. The worker hands
+  it over a moment before its eta (:mod:`scheduler.worker.request`) and the claim
+  commits at the eta, so the body starts on time. Celery's tracer
   wraps it all, so logs and signals carry the task's own name, and its time limits,
   rate limit and ``autoretry_for`` apply; ``self.retry()`` becomes a retry through
   PostgreSQL. A malformed, forged, replayed or stale message is dropped with one log
@@ -57,6 +59,9 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
     #: job, the success transition commits with it.
     atomic: bool = False
 
+    #: The worker hands a job's message to the pool a moment before its eta.
+    Request = "scheduler.worker.request:Request"
+
     @override
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # A direct call from inside a job's body is an ordinary call, not a delivery.
@@ -86,12 +91,15 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
     def handle_job_message(self, ref: protocol.JobRef) -> Handled:
         """Claim, run and record the job ``ref`` names, as a worker does for its message."""
         worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
+        eta = vars(self.request).get("eta")  # an ISO 8601 string, which the worker read
         return run_job(
             job_id=ref.job_id,
             token=ref.dispatch_token,
             task_name=self.name,
             worker=worker,
             runner=self,
+            # The worker hands the message over a moment early; the job starts at its eta.
+            not_before=_aware(self, eta) if isinstance(eta, str | datetime) else None,
         )
 
     def run_job_body(self, run: JobRun) -> Any:

@@ -94,3 +94,20 @@ def test_a_message_reaching_the_worker_before_the_dispatch_commits_runs_once(wor
     job.refresh_from_db()
     assert (job.status, job.attempts, job.history.count()) == ("succeeded", 1, 1)
     assert "message dropped" not in worker.output()
+
+
+def test_a_job_is_claimed_a_moment_early_and_starts_at_its_run_at(worker, beat, tmp_path):
+    """The worker hands a job's message over before its eta; the claim commits at run_at."""
+    path = str(tmp_path / "runs")
+    jobs = [_job(path, f"job{index}", 3 + index) for index in range(3)]
+    assert wait_until(lambda: len(read_runs(path)) >= 3, timeout=30), worker.output()[-4000:]
+
+    started_at_run_at = 0
+    for job, (_label, ran_at) in zip(jobs, sorted(read_runs(path)), strict=True):
+        job.refresh_from_db()
+        [attempt] = job.history.all()
+        assert ran_at >= job.run_at.timestamp()  # never early
+        assert attempt.started_at >= job.run_at
+        started_at_run_at += attempt.started_at == job.run_at
+    # A claim made after the instant starts later than run_at, if only by microseconds.
+    assert started_at_run_at >= 1, worker.output()[-4000:]

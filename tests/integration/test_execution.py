@@ -7,15 +7,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from freezegun import freeze_time
 
 from scheduler import cancel, reschedule, schedule_at
 from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.exceptions import InvalidTransitionError
 from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.services import running
 from scheduler.services.dispatching import mark_enqueued
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
 from tests.factories import deliver
+from tests.processes import wait_until
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -177,8 +182,6 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
     settings.SCHEDULER_RECOVERY_INTERVAL_SECONDS = 1
     with freeze_time(T0) as clock:
         job = schedule_at("testapp.noop", T0, max_attempts=2)
-        from scheduler.services import running
-
         token = _dispatch(job)
         zombie = running.claim(
             job_id=job.pk, task_name=job.task_name, token=token, worker="dead-worker"
@@ -275,3 +278,53 @@ def test_a_message_whose_dispatch_rolled_back_is_dropped(tmp_path):
     )
     job.refresh_from_db()
     assert job.status == Status.SCHEDULED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_claimed_before_its_time_stays_enqueued_until_then_and_starts_at_it(tmp_path):
+    """A message handed over a moment early: the claim holds the row and commits at run_at."""
+    path = str(tmp_path / "runs")
+    run_at = timezone.now() + timedelta(milliseconds=400)
+    job = schedule_at("testapp.record", run_at, [path, "held"])
+    token = _dispatch(job, now=timezone.now())
+    statements: list[str] = []
+    outcomes: list[str] = []
+
+    def worker():
+        try:
+            with CaptureQueriesContext(connection) as captured:
+                # As a worker hands it over: a moment before its eta, which is run_at.
+                handled = deliver(
+                    job_id=job.pk, task_name=job.task_name, token=token, not_before=run_at
+                )
+            outcomes.append(handled.outcome)
+            statements.extend(query["sql"] for query in captured.captured_queries)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+
+    def held() -> bool:
+        with transaction.atomic():
+            return not ScheduledJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk)
+
+    assert wait_until(held, timeout=5, interval=0.005)
+    status_while_held = ScheduledJob.objects.get(pk=job.pk).status
+    assert time.time() < run_at.timestamp()
+    # A cancel now waits for the instant, and finds the job running.
+    with pytest.raises(InvalidTransitionError, match="it is running"):
+        cancel(job)
+    assert time.time() >= run_at.timestamp()
+    thread.join(10)
+
+    assert status_while_held == Status.ENQUEUED  # as every reader sees it until run_at
+    assert outcomes == [Outcome.SUCCEEDED]
+    [(_label, ran_at)] = read_runs(path)
+    assert ran_at >= run_at.timestamp()
+    [attempt] = JobAttempt.objects.filter(job=job)
+    assert attempt.started_at == run_at  # the claim counts the start from the job's time
+    job.refresh_from_db()
+    assert job.started_at == run_at
+    # Its commit does not wait for the disk, as a claim alone does not.
+    assert "SET LOCAL synchronous_commit TO off" in statements
