@@ -3,7 +3,7 @@
 Celery's worker holds a message with an eta in its timer and hands it to the pool at
 the eta; the claim then costs round trips to PostgreSQL after the instant. A job's
 message is handed over ``HANDOFF_AHEAD`` earlier instead: the claim takes the row then
-and holds it until the job's ``run_at``, committing at that instant (see
+and holds it until the eta (the job's ``run_at``), committing at that instant (see
 :func:`scheduler.services.running.claim`), so the body starts on time and never early.
 The message's own eta, which the task sees, is unchanged; the worker's view of the
 request (``celery inspect scheduled``, the ``task-received`` event) shows the hand-over
