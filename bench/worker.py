@@ -141,18 +141,18 @@ def main() -> None:
             for p in (50, 99)
         )
 
-    lateness = handed_over_early(idle, IDLE_GAP_SECONDS)
+    # One floor per pace, shared by the deliveries measured at that pace.
+    idle_floor = floor(idle, IDLE_GAP_SECONDS)
     add(
         f"{idle:,} deliveries handed over early: run_at → body",
-        lateness,
-        floor(idle, IDLE_GAP_SECONDS),
+        handed_over_early(idle, IDLE_GAP_SECONDS),
+        idle_floor,
     )
-    for label, count, gap in (
-        ("back to back", burst, 0.0),
-        (f"{IDLE_GAP_SECONDS:g} s apart", idle, IDLE_GAP_SECONDS),
+    for label, count, gap, base in (
+        ("back to back", burst, 0.0, floor(burst, 0.0)),
+        (f"{IDLE_GAP_SECONDS:g} s apart", idle, IDLE_GAP_SECONDS, idle_floor),
     ):
         to_body, to_recorded = deliveries(count, gap)
-        base = floor(count, gap)
         for what, values in (("eta → body", to_body), ("body → recorded", to_recorded)):
             add(f"{count:,} deliveries {label}: {what}", values, base)
     harness.truncate_jobs()
