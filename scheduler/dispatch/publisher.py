@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from celery import current_app
 from kombu.serialization import dumps
 
+from scheduler.dispatch.concurrency import SendConcurrency
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER, JobRef
 from scheduler.sqs import get_client
 
@@ -34,9 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: SendMessageBatch takes at most ten entries.
 SQS_BATCH_LIMIT = 10
-#: SendMessageBatch calls in flight at once per process: a batch of 100 jobs (the default
-#: SCHEDULER_BATCH_SIZE) goes out in one round trip. boto3 clients are thread-safe, and
-#: their connection pool holds ten connections.
+#: The most SendMessageBatch calls a publisher has in flight at once: a batch of 100 jobs
+#: (the default SCHEDULER_BATCH_SIZE) can go out in one round trip. boto3 clients are
+#: thread-safe, and their connection pool holds ten connections.
 SEND_THREADS = 10
 
 
@@ -159,19 +161,29 @@ def _send_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="sqs-send")
 
 
+#: What one SendMessageBatch call gave: the jobs sent and those refused, or its error.
+_Outcome = tuple[list[int], dict[int, str]] | BotoCoreError | ClientError
+
+
 class SQSPublisher:
-    """A :class:`Publisher`: concurrent SendMessageBatch calls, an outcome per job."""
+    """A :class:`Publisher`: concurrent SendMessageBatch calls, an outcome per job.
+
+    How many calls are in flight at once follows the endpoint's round trip
+    (:mod:`scheduler.dispatch.concurrency`): up to :data:`SEND_THREADS` against SQS, one
+    at a time, in the calling thread, against an endpoint that answers at once.
+    """
 
     def __init__(self, client: "SQSClient | None" = None) -> None:
         self._client = client
         self._queue_urls: dict[str, str] = {}
+        self.concurrency = SendConcurrency(SEND_THREADS)
 
     @property
     def client(self) -> "SQSClient":
         return self._client or get_client()
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
-        """Send every message, ten to a call, the calls at once.
+        """Send every message, ten to a call, several calls at once.
 
         A call that fails outright (an outage) fails its jobs; the others still count.
         """
@@ -189,22 +201,44 @@ class SQSPublisher:
         except (BotoCoreError, ClientError) as error:
             self._fail(result, messages, error)
             return result
-        if len(chunks) == 1:
-            outcomes = [self._send_chunk(*chunks[0])]
-        else:
-            outcomes = list(_send_pool().map(lambda chunk: self._send_chunk(*chunk), chunks))
-        for (_, chunk), outcome in zip(chunks, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                self._fail(result, chunk, outcome)
-            else:
-                sent, failed = outcome
-                result.sent.extend(sent)
-                result.failed.update(failed)
+        if not chunks:
+            return result
+        in_flight = self.concurrency.threads_for(len(chunks))
+        # Each of the in_flight threads sends its share of the chunks one after another.
+        shares = [chunks[first::in_flight] for first in range(in_flight)]
+        send_all = map if in_flight == 1 else _send_pool().map
+        cpu, started = time.process_time(), time.perf_counter()
+        outcomes = list(send_all(self._send_share, shares))
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        outage = False
+        for share, share_outcomes in zip(shares, outcomes, strict=True):
+            for (_, chunk), outcome in zip(share, share_outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    outage = True
+                    self._fail(result, chunk, outcome)
+                else:
+                    sent, failed = outcome
+                    result.sent.extend(sent)
+                    result.failed.update(failed)
+        if not outage:
+            # A failed call's time says nothing of the round trip.
+            self.concurrency.observe(in_flight=in_flight, wall=wall, cpu=cpu)
         return result
 
-    def _send_chunk(
-        self, queue_url: str, chunk: Sequence[OutgoingMessage]
-    ) -> tuple[list[int], dict[int, str]] | BotoCoreError | ClientError:
+    def _send_share(self, share: Sequence[tuple[str, Sequence[OutgoingMessage]]]) -> list[_Outcome]:
+        outcomes: list[_Outcome] = []
+        # After a call to a queue fails outright, its share's other chunks for that queue
+        # fail with it unsent: the batch holds its row locks, and must not wait out one
+        # timeout per call of an outage.
+        outages: dict[str, BotoCoreError | ClientError] = {}
+        for queue_url, chunk in share:
+            outcome = outages.get(queue_url) or self._send_chunk(queue_url, chunk)
+            if isinstance(outcome, Exception):
+                outages[queue_url] = outcome
+            outcomes.append(outcome)
+        return outcomes
+
+    def _send_chunk(self, queue_url: str, chunk: Sequence[OutgoingMessage]) -> _Outcome:
         entries: list[Any] = [
             {
                 "Id": str(message.job_id),
