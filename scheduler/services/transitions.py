@@ -68,16 +68,14 @@ def apply_each(
     sql += f"UPDATE {table} SET {', '.join([*per_job_set, changed])} "  # noqa: S608
     sql += f"FROM unnest({arrays}) AS v({columns}) "
     sql += "" if durable else "CROSS JOIN lazy "
-    sql += f"WHERE {table}.{quote('id')} = v.{quote('id')} AND {table}.{quote('status')} = ANY(%s)"
+    # The ids again, as a condition on the table's own key: the join alone gives the
+    # planner no estimate of how few rows match, and on a table of some thousands of
+    # rows it read them all rather than look up each id (4.6 ms against 1.5 for 100).
+    sql += f"WHERE {table}.{quote('id')} = ANY(%s::{fields[0].db_type(connection)}[]) "
+    sql += f"AND {table}.{quote('id')} = v.{quote('id')} AND {table}.{quote('status')} = ANY(%s)"
+    ids, *values = map(_array_literal, [job_ids, *per_job.values()])
     with connection.cursor() as cursor:
-        cursor.execute(
-            sql,
-            [
-                *params,
-                *map(_array_literal, [job_ids, *per_job.values()]),
-                list(transition.sources),
-            ],
-        )
+        cursor.execute(sql, [*params, ids, *values, ids, list(transition.sources)])
         moved: int = cursor.rowcount
         return moved
 
