@@ -185,22 +185,28 @@ class SQSPublisher:
     def publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
         """Send every message, ten to a call, several calls at once.
 
-        A call that fails outright (an outage) fails its jobs; the others still count.
+        A call that fails outright (an outage) fails its jobs, and a queue whose URL
+        cannot be looked up (one that does not exist) fails its own; the others still
+        count.
         """
         result = PublishResult()
         by_queue: dict[str, list[OutgoingMessage]] = {}
         for message in messages:
             by_queue.setdefault(message.queue, []).append(message)
-        try:
-            # Looked up before the threads start, so they share one cached URL per queue.
-            chunks = [
-                (self._queue_url(queue), batch[start : start + SQS_BATCH_LIMIT])
-                for queue, batch in by_queue.items()
+        chunks: list[tuple[str, Sequence[OutgoingMessage]]] = []
+        for queue, batch in by_queue.items():
+            try:
+                # Looked up before the threads start, so they share one cached URL.
+                url = self._queue_url(queue)
+            except (BotoCoreError, ClientError) as error:
+                # Only this queue's jobs fail: a job on a queue that does not exist
+                # must not hold back the others, tick after tick.
+                self._fail(result, batch, error)
+                continue
+            chunks.extend(
+                (url, batch[start : start + SQS_BATCH_LIMIT])
                 for start in range(0, len(batch), SQS_BATCH_LIMIT)
-            ]
-        except (BotoCoreError, ClientError) as error:
-            self._fail(result, messages, error)
-            return result
+            )
         if not chunks:
             return result
         in_flight = self.concurrency.threads_for(len(chunks))

@@ -258,3 +258,17 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(settings):
         ]
         heartbeat.refresh_from_db()
         assert heartbeat.last_tick_at == T0 + timedelta(seconds=3660)
+
+
+def test_a_job_on_a_queue_that_does_not_exist_holds_back_no_other(sqs_queue, settings):
+    settings.SCHEDULER_BATCH_SIZE = 25
+    with freeze_time(T0):
+        [lost] = make_jobs([T0 - timedelta(minutes=1)], queue="no-such-queue")
+        make_jobs([T0] * 20)
+        result = Dispatcher(publisher=SQSPublisher()).run_once()
+    assert result.sent == 20
+    assert result.failed == 1
+    assert any("no-such-queue" in error or "NonExistentQueue" in error for error in result.errors)
+    assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == 20
+    lost.refresh_from_db()
+    assert lost.status == Status.SCHEDULED
