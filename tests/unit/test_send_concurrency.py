@@ -73,11 +73,15 @@ def test_a_publish_that_took_no_time_changes_nothing():
 
 class StandInClient:
     """An SQS client that answers every call at once, after ``cpu_ms`` of work, or that
-    waits ``wait_ms`` for an answer, recording the threads and overlap of its calls."""
+    waits ``wait_ms`` for an answer, recording the threads and overlap of its calls.
 
-    def __init__(self, *, cpu_ms: float = 0.0, wait_ms: float = 0.0) -> None:
-        self.cpu_ms, self.wait_ms = cpu_ms, wait_ms
-        self.lock = threading.Lock()
+    With ``meet``, each call also waits (2 s at most) until ``meet`` calls have been in
+    flight at once, so that a slow thread start cannot hide calls that do overlap.
+    """
+
+    def __init__(self, *, cpu_ms: float = 0.0, wait_ms: float = 0.0, meet: int = 0) -> None:
+        self.cpu_ms, self.wait_ms, self.meet = cpu_ms, wait_ms, meet
+        self.lock = threading.Condition()
         self.in_flight = self.most_in_flight = 0
         self.threads: list[str] = []
 
@@ -89,6 +93,8 @@ class StandInClient:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
             self.threads.append(threading.current_thread().name)
+            self.lock.notify_all()
+            self.lock.wait_for(lambda: self.most_in_flight >= self.meet, timeout=2)
         try:
             time.sleep(self.wait_ms / 1000)
             busy_until = time.thread_time() + self.cpu_ms / 1000
@@ -116,6 +122,7 @@ def test_a_publish_has_as_many_calls_in_flight_as_its_concurrency_says():
         publisher.concurrency.current = current
         client.threads.clear()
         client.most_in_flight = 0
+        client.meet = current
         result = publisher.publish(_batch(current * 1000))
         assert sorted(result.sent) == list(range(current * 1000, current * 1000 + 100))
         assert client.most_in_flight == current
