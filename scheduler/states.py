@@ -11,6 +11,7 @@ monitoring and the model's constraints read the same table.
        │                     └──┘ resend            ├──fail──► failed
        │                     │                      └──lease_retry / lease_fail──► scheduled/failed
        │                     └──put_back (paused)──► scheduled
+       │                     └──refused (by SQS, undone before commit)──► scheduled
        └── retry (failed, cancelled, expired) ◄── admin or API
     scheduled | enqueued ──cancel──► cancelled
     scheduled | enqueued ──reschedule──► scheduled
@@ -54,6 +55,7 @@ class Transition:
 _S = Status
 # fmt: off
 DISPATCH = Transition("dispatch", (_S.SCHEDULED,), _S.ENQUEUED, "sent to SQS with a fresh token")
+REFUSED = Transition("refused", (_S.ENQUEUED,), _S.SCHEDULED, "SQS refused it: dispatch undone")
 RESEND = Transition("resend", (_S.ENQUEUED,), _S.ENQUEUED, "unclaimed: same token, re-sent")
 PUT_BACK = Transition("put_back", (_S.ENQUEUED,), _S.SCHEDULED, "paused: sent again on resume")
 CLAIM = Transition("claim", (_S.ENQUEUED,), _S.RUNNING, "taken by the current token's message")
@@ -70,6 +72,7 @@ RETRY = Transition("retry", (_S.FAILED, _S.CANCELLED, _S.EXPIRED), _S.SCHEDULED,
 
 TRANSITIONS: tuple[Transition, ...] = (
     DISPATCH,
+    REFUSED,
     RESEND,
     PUT_BACK,
     CLAIM,

@@ -6,10 +6,12 @@ from typing import Any
 
 from django.db import transaction
 
+from scheduler import states
 from scheduler.conf import scheduler_settings
 from scheduler.models import ScheduledJob
 from scheduler.registry import get_task
-from scheduler.services.dispatching import mark_enqueued
+from scheduler.services.dispatching import enqueued_changes
+from scheduler.services.transitions import apply
 from scheduler.worker.execution import Handled, run_job
 
 
@@ -30,9 +32,15 @@ def dispatch_one(job: ScheduledJob, *, now: datetime) -> uuid.UUID:
     """Mark one job enqueued the way the dispatcher does (no message) and return its token."""
     token = uuid.uuid4()
     with transaction.atomic():
-        ScheduledJob.objects.select_for_update().get(pk=job.pk)
-        assert mark_enqueued({job.pk: token}, now=now) == 1
+        mark_enqueued(job, token=token, now=now)
     return token
+
+
+def mark_enqueued(job: ScheduledJob, *, token: uuid.UUID, now: datetime) -> None:
+    """Mark one job enqueued with ``token``, as the dispatcher does, in the caller's
+    transaction, which then holds its row as the dispatcher's does until it commits."""
+    jobs = ScheduledJob.objects.filter(pk=job.pk)
+    assert apply(states.DISPATCH, jobs, dispatch_token=token, **enqueued_changes(now=now)) == 1
 
 
 def deliver(

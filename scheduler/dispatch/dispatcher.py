@@ -1,9 +1,10 @@
 """The dispatcher: moves jobs that are nearly due from PostgreSQL to SQS.
 
-Each tick claims due rows with ``FOR UPDATE SKIP LOCKED`` in batches, sends them with
+Each tick claims due rows with ``FOR UPDATE SKIP LOCKED`` in batches, marking them
+enqueued with a fresh dispatch token in the same statement, and sends them with
 ``DelaySeconds = run_at - now - DELIVERY_LEAD`` so SQS releases them just before their
-time, and marks them enqueued with a fresh dispatch token, all in one short transaction
-per batch. Every ``SCHEDULER_RECOVERY_INTERVAL_SECONDS`` a tick first recovers lost work:
+time, all in one short transaction per batch; what SQS refuses is put back before the
+commit. Every ``SCHEDULER_RECOVERY_INTERVAL_SECONDS`` a tick first recovers lost work:
 unclaimed jobs are sent again with the same token, jobs whose lease expired are retried,
 jobs past their deadline expire; hourly, old jobs are purged. Any number of dispatchers
 may tick at once.
@@ -228,7 +229,8 @@ class Dispatcher:
             return sent, failed
 
     def _dispatch_batch(self, *, now: datetime) -> BatchResult:
-        """Lock, send and mark one batch of due jobs in one transaction.
+        """Mark, send and (for what SQS refuses) put back one batch of due jobs, in one
+        transaction.
 
         The locks last as long as the sends: a worker whose message arrives first waits
         for the commit. If the process dies after sending and before committing, the
@@ -237,14 +239,13 @@ class Dispatcher:
         jobs again. Nothing is lost, nothing runs twice.
         """
         with transaction.atomic():
-            jobs = dispatching.lock_due(now=now, limit=scheduler_settings.BATCH_SIZE)
+            jobs = dispatching.dispatch_due(now=now, limit=scheduler_settings.BATCH_SIZE)
             if not jobs:
                 return BatchResult(taken=0, sent=0, failed=0)
             published = self.publisher.publish(_messages(jobs, now=now))
-            sent = set(published.sent)
-            dispatching.mark_enqueued(
-                {job.job_id: job.dispatch_token for job in jobs if job.job_id in sent}, now=now
-            )
+            if len(published.sent) < len(jobs):
+                sent = set(published.sent)
+                dispatching.undispatch([job for job in jobs if job.job_id not in sent])
         return BatchResult.of(len(jobs), published)
 
     def _resend_batch(self, *, now: datetime) -> BatchResult:

@@ -1,18 +1,19 @@
 """The dispatcher's transitions: jobs sent to SQS, lost messages, dead workers, retention.
 
-The hot path is two statements per batch: :func:`lock_due` (``SELECT … FOR UPDATE SKIP
-LOCKED``) and :func:`mark_enqueued` (one ``UPDATE … FROM unnest``), with the sends in
-between, in the caller's transaction. Rows are read as tuples, never as models.
+The hot path is one statement per batch: :func:`dispatch_due` claims and marks the due
+jobs (``UPDATE … RETURNING`` of a ``SELECT … FOR UPDATE SKIP LOCKED``) in the caller's
+transaction, which sends them before it commits; :func:`undispatch` puts back, in the same
+transaction, those SQS refused. Rows are read as tuples, never as models.
 """
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
 from django.db import connection, transaction
-from django.db.models import BooleanField, Func, QuerySet, UUIDField
+from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 
 from scheduler import signals, states
@@ -22,6 +23,7 @@ from scheduler.services.transitions import (
     BACK_TO_WAITING,
     LAZY_COMMIT,
     apply,
+    apply_chosen,
     apply_each,
     apply_next,
     retry_delay,
@@ -46,9 +48,13 @@ class Pending(NamedTuple):
     dispatch_token: UUID
     #: Messages sent so far with the current token.
     sends: int
+    #: A dispatched job's ``_UNDONE`` fields as they were before, for :func:`undispatch`.
+    was: tuple[str | None, ...] = ()
 
 
 _PENDING_COLUMNS = ("id", "task_name", "queue", "run_at", "dispatch_token", "sends")
+#: What a dispatch changes besides the status, put back as it was should SQS refuse.
+_UNDONE = ("dispatch_token", "sends", "enqueued_at", "resend_at", "updated_at")
 
 
 def any_due(*, now: datetime, dispatcher: str) -> bool:
@@ -65,16 +71,57 @@ def any_due(*, now: datetime, dispatcher: str) -> bool:
         return cursor.fetchone() is not None
 
 
-def lock_due(*, now: datetime, limit: int) -> list[Pending]:
-    """Lock up to ``limit`` jobs due within the lookahead, oldest first, with fresh tokens.
+def dispatch_due(*, now: datetime, limit: int) -> list[Pending]:
+    """Mark up to ``limit`` jobs due within the lookahead enqueued, oldest first, each
+    with a fresh token, and return them to send: one statement.
 
-    Jobs another dispatcher holds are skipped. The caller's transaction keeps the locks
-    until :func:`mark_enqueued`; a worker whose message arrives before that commit
-    waits for it.
+    Jobs another dispatcher holds are skipped. The caller sends them before its
+    transaction commits, and puts back with :func:`undispatch` those SQS refuses; until
+    then the rows stay locked, and a worker whose message arrives first waits for the
+    commit. Each is sent again if still unclaimed ``SCHEDULER_STALE_AFTER_SECONDS``
+    after it was due, or after now for a job sent late.
+
+    The commit need not wait for the disk: should a database crash undo it, the jobs
+    are scheduled again and their messages carry tokens that never were, which the
+    worker drops, as after a dispatcher killed between its sends and its commit. A
+    worker's claim commits durably after this commit, and with it everything before.
     """
-    with connection.cursor() as cursor:
-        cursor.execute(*_due_query(now=now, limit=limit, lock=True))
-        return list(map(Pending._make, cursor.fetchall()))
+    rows = apply_chosen(
+        states.DISPATCH,
+        _due_query(now=now, limit=limit, lock=True),
+        returning=_PENDING_COLUMNS,
+        returning_was=_UNDONE,
+        order_by=("run_at", "id"),
+        durable=False,
+        dispatch_token=RawSQL("gen_random_uuid()", []),
+        **enqueued_changes(now=now),
+    )
+    return [Pending._make((*row[:6], row[6:])) for row in rows]
+
+
+def enqueued_changes(*, now: datetime) -> dict[str, Any]:
+    """What a dispatch at ``now`` sets on a job, besides its status and token."""
+    return {
+        "sends": 1,
+        "enqueued_at": now,
+        "updated_at": now,
+        "resend_at": RawSQL(
+            "GREATEST(run_at, %s) + %s",
+            [now, min(timedelta(seconds=scheduler_settings.STALE_AFTER_SECONDS), MAX_RESEND_WAIT)],
+        ),
+    }
+
+
+def undispatch(jobs: Sequence[Pending]) -> int:
+    """Put ``jobs``, dispatched in the caller's transaction, back as they were before:
+    SQS refused their messages. The next tick sends them again."""
+    if not jobs:
+        return 0
+    return apply_each(
+        states.REFUSED,
+        [job.job_id for job in jobs],
+        dict(zip(_UNDONE, zip(*(job.was for job in jobs), strict=True), strict=True)),
+    )
 
 
 #: The "now" the due queries are compiled with; see :func:`_due_query`.
@@ -104,11 +151,7 @@ def _due_query(*, now: datetime, limit: int, lock: bool) -> tuple[str, list[Any]
         )
         rows: QuerySet[Any, Any] = due.values_list("id")
         if lock:
-            rows = (
-                due.select_for_update(skip_locked=True)
-                .annotate(token=Func(function="gen_random_uuid", output_field=UUIDField()))
-                .values_list("id", "task_name", "queue", "run_at", "token", "sends")
-            )
+            rows = due.select_for_update(skip_locked=True).values_list("id", *_UNDONE)
         # Django compiles FOR UPDATE only inside a transaction; no savepoint, as nothing
         # runs here: inside a batch's transaction it would cost two more statements.
         with transaction.atomic(savepoint=False):
@@ -133,33 +176,6 @@ def _due_index_condition(cutoff: datetime) -> RawSQL:
         f"({table}.run_at, {table}.id) <= (%s, %s)",
         [cutoff, _LARGEST_ID],
         output_field=BooleanField(),
-    )
-
-
-def mark_enqueued(tokens: Mapping[int, UUID], *, now: datetime) -> int:
-    """Record that these jobs were sent to SQS, each with its fresh dispatch token.
-
-    One UPDATE whatever the number of jobs; the caller holds their row locks. Each is
-    sent again if still unclaimed ``SCHEDULER_STALE_AFTER_SECONDS`` after it was due,
-    or after now for a job sent late.
-
-    The commit need not wait for the disk: should a database crash undo it, the jobs
-    are scheduled again and their messages carry tokens that never were, which the
-    worker drops, as after a dispatcher killed between its sends and its commit. A
-    worker's claim commits durably after this commit, and with it everything before.
-    """
-    return apply_each(
-        states.DISPATCH,
-        list(tokens),
-        {"dispatch_token": list(tokens.values())},
-        durable=False,
-        sends=1,
-        enqueued_at=now,
-        updated_at=now,
-        resend_at=RawSQL(
-            "GREATEST(run_at, %s) + %s",
-            [now, min(timedelta(seconds=scheduler_settings.STALE_AFTER_SECONDS), MAX_RESEND_WAIT)],
-        ),
     )
 
 
@@ -191,7 +207,7 @@ def take_resends(*, now: datetime, limit: int) -> list[Pending]:
         ),
         updated_at=now,
     )
-    return [Pending._make(row) for row in rows]
+    return [Pending(*row) for row in rows]
 
 
 def untake_resends(jobs: Sequence[Pending], *, now: datetime) -> int:

@@ -91,28 +91,67 @@ def apply_next(
 ) -> list[tuple[Any, ...]]:
     """The compare-and-set of ``transition`` for the first ``limit`` of ``jobs``.
 
-    Jobs another transaction holds are skipped. One ``UPDATE … WHERE id IN (SELECT …
-    FOR UPDATE SKIP LOCKED) RETURNING``, committed at once: no lock outlives it. Returns
-    the ``returning`` fields of each job moved, as they are after the change.
+    Jobs another transaction holds are skipped. One statement (see :func:`apply_chosen`),
+    committed at once: no lock outlives it. Returns the ``returning`` fields of each job
+    moved, as they are after the change.
     """
     with transaction.atomic():  # Django compiles FOR UPDATE only inside a transaction
         chosen = (
             jobs.filter(status__in=transition.sources)
             .order_by(order_by)
             .select_for_update(skip_locked=True)
-            .values("pk")[:limit]
+            .values_list("pk")[:limit]
         )
-        chosen_sql, chosen_params = chosen.query.sql_with_params()
-        changed, params = _set_clause(transition, changes)
-        quote = connection.ops.quote_name
-        table = quote(ScheduledJob._meta.db_table)
-        columns = ", ".join(quote(_field(name).column) for name in returning)
-        sql = f"UPDATE {table} SET {changed} WHERE {quote('id')} IN ({chosen_sql}) "  # noqa: S608
-        sql += f"AND {quote('status')} = ANY(%s) RETURNING {columns}"
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [*params, *chosen_params, list(transition.sources)])
-            moved: list[tuple[Any, ...]] = cursor.fetchall()
-            return moved
+        return apply_chosen(
+            transition, chosen.query.sql_with_params(), returning=returning, **changes
+        )
+
+
+def apply_chosen(
+    transition: Transition,
+    chosen: tuple[str, Sequence[Any]],
+    *,
+    returning: Sequence[str],
+    returning_was: Sequence[str] = (),
+    order_by: Sequence[str] = (),
+    durable: bool = True,
+    **changes: Any,
+) -> list[tuple[Any, ...]]:
+    """The compare-and-set of ``transition`` for the jobs a locking SELECT chooses.
+
+    ``chosen`` is that SELECT's SQL and parameters: the jobs' ids, then their
+    ``returning_was`` fields. One ``WITH chosen AS (…) UPDATE … RETURNING``, in the
+    caller's transaction. Returns, for each job moved, its ``returning`` fields as they
+    are after the change, then its ``returning_was`` fields as they were before it, as
+    text, which :func:`apply_each` takes to put them back; in the order of the
+    ``order_by`` fields (of ``returning``), if any. ``durable`` as there.
+    """
+    quote = connection.ops.quote_name
+    table = quote(ScheduledJob._meta.db_table)
+    was = [quote(f"was_{_field(name).column}") for name in returning_was]
+    changed, params = _set_clause(transition, changes)
+    after = [f"{table}.{quote(_field(name).column)}" for name in returning]
+    # Every name comes from the model's meta and every value is a parameter.
+    update = f"UPDATE {table} SET {changed} FROM chosen "  # noqa: S608
+    update += "" if durable else "CROSS JOIN lazy "
+    # The ids again, as an array on the table's own key, as in apply_each: from the
+    # join alone the planner read the whole of a table of some thousands of rows.
+    update += f"WHERE {table}.{quote('id')} = ANY(ARRAY(SELECT chosen_id FROM chosen)) "  # noqa: S608
+    update += f"AND {table}.{quote('id')} = chosen.chosen_id "
+    update += f"AND {table}.{quote('status')} = ANY(%s) "
+    update += f"RETURNING {', '.join([*after, *(f'chosen.{column}::text' for column in was)])}"
+    sql = f"{LAZY_COMMIT}, " if not durable else "WITH "
+    sql += f"chosen ({', '.join(['chosen_id', *was])}) AS ({chosen[0]}) "
+    if order_by:
+        # An UPDATE returns its rows in the order its plan met them.
+        ordering = ", ".join(quote(_field(name).column) for name in order_by)
+        sql += f", moved AS ({update}) SELECT * FROM moved ORDER BY {ordering}"  # noqa: S608
+    else:
+        sql += update
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*chosen[1], *params, list(transition.sources)])
+        moved: list[tuple[Any, ...]] = cursor.fetchall()
+        return moved
 
 
 def apply_delivery(

@@ -1,6 +1,5 @@
 """Deadlines and pauses, enforced at the dispatcher and at the worker's claim; signals."""
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,10 +11,9 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import Pause, ScheduledJob
 from scheduler.services import cancel, reschedule, retry, run_now, running
-from scheduler.services.dispatching import mark_enqueued
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
-from tests.factories import deliver
+from tests.factories import deliver, dispatch_one
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -45,14 +43,6 @@ def received():
     yield caught
     for name, receiver in receivers.items():
         getattr(signals, name).disconnect(receiver)
-
-
-def _dispatch(job):
-    token = uuid.uuid4()
-    with transaction.atomic():
-        ScheduledJob.objects.select_for_update().get(pk=job.pk)
-        assert mark_enqueued({job.pk: token}, now=T0) == 1
-    return token
 
 
 @freeze_time(T0)
@@ -102,7 +92,7 @@ def test_a_message_that_arrives_after_the_deadline_expires_its_job_at_the_worker
 ):
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", T0, [path, "late"], deadline=T0 + timedelta(seconds=5))
-    token = _dispatch(job)
+    token = dispatch_one(job, now=T0)
     with freeze_time(T0 + timedelta(seconds=5)), django_capture_on_commit_callbacks(execute=True):
         assert (
             running.claim(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
@@ -183,7 +173,7 @@ def test_the_dispatcher_holds_back_paused_kinds_and_sends_them_oldest_first_on_r
 def test_a_message_of_a_paused_kind_is_put_back_not_run(tmp_path):
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", T0, [path, "held"])
-    token = _dispatch(job)
+    token = dispatch_one(job, now=T0)
     Pause.objects.create(task_name="testapp.record", reason="incident")
     assert (
         deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w").outcome
@@ -203,7 +193,7 @@ def test_a_message_of_a_paused_kind_is_put_back_not_run(tmp_path):
         deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w").outcome
         == Outcome.DROPPED
     )
-    new_token = _dispatch(job)
+    new_token = dispatch_one(job, now=T0)
     assert (
         deliver(job_id=job.pk, task_name=job.task_name, token=new_token, worker="w").outcome
         == Outcome.SUCCEEDED
@@ -221,12 +211,14 @@ def test_outcome_signals_are_sent_after_commit_and_never_on_rollback(
     gone = schedule_at("testapp.noop", T0 + timedelta(days=1))
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert (
-            deliver(job_id=ok.pk, task_name=ok.task_name, token=_dispatch(ok), worker="w").outcome
+            deliver(
+                job_id=ok.pk, task_name=ok.task_name, token=dispatch_one(ok, now=T0), worker="w"
+            ).outcome
             == Outcome.SUCCEEDED
         )
         assert (
             deliver(
-                job_id=bad.pk, task_name=bad.task_name, token=_dispatch(bad), worker="w"
+                job_id=bad.pk, task_name=bad.task_name, token=dispatch_one(bad, now=T0), worker="w"
             ).outcome
             == Outcome.FAILED
         )

@@ -1,6 +1,7 @@
 """The dispatcher against real PostgreSQL and an SQS server, with time frozen and moved."""
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -153,6 +154,35 @@ def test_a_rejected_entry_leaves_its_job_scheduled_for_the_next_tick(sqs_queue):
         assert (result.sent, result.failed) == (1, 0)
     assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == 3
     assert len(sqs_queue.receive()) == 3
+
+
+def test_a_refused_job_is_put_back_exactly_as_it_was(sqs_queue):
+    # A retried job still carries what its last dispatch wrote; a refused dispatch (the
+    # claim and the mark are one statement) must leave no trace of itself on the row.
+    earlier = T0 - timedelta(hours=1)
+    with freeze_time(T0):
+        [retried, fresh, sent] = make_jobs(
+            [T0] * 3,
+            dispatch_token=uuid.uuid4(),
+            sends=3,
+            enqueued_at=earlier,
+            resend_at=earlier,
+            updated_at=earlier,
+        )
+        before = {row["id"]: row for row in ScheduledJob.objects.values()}
+        ScheduledJob.objects.filter(pk=fresh.pk).update(
+            dispatch_token=None, sends=0, enqueued_at=None, resend_at=None
+        )
+        before[fresh.pk] = ScheduledJob.objects.values().get(pk=fresh.pk)
+        publisher = RejectingPublisher({retried.pk, fresh.pk})
+        result = Dispatcher(publisher=publisher).run_once()
+    assert (result.sent, result.failed) == (1, 2)
+    after = {row["id"]: row for row in ScheduledJob.objects.values()}
+    assert after[retried.pk] == before[retried.pk]
+    assert after[fresh.pk] == before[fresh.pk]
+    assert after[sent.pk]["status"] == Status.ENQUEUED
+    assert after[sent.pk]["sends"] == 1
+    assert after[sent.pk]["dispatch_token"] not in (None, before[sent.pk]["dispatch_token"])
 
 
 def test_an_sqs_outage_leaves_every_job_scheduled_and_reports_the_error(sqs_queue, settings):

@@ -16,10 +16,9 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.exceptions import InvalidTransitionError
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import running
-from scheduler.services.dispatching import mark_enqueued
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
-from tests.factories import deliver
+from tests.factories import deliver, dispatch_one, mark_enqueued
 from tests.processes import wait_until
 from tests.testapp.tasks import read_runs
 
@@ -29,20 +28,11 @@ T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 Status = ScheduledJob.Status
 
 
-def _dispatch(job, *, now=T0):
-    """Send one job the way the dispatcher does and return its token."""
-    token = uuid.uuid4()
-    with transaction.atomic():
-        ScheduledJob.objects.select_for_update().get(pk=job.pk)
-        assert mark_enqueued({job.pk: token}, now=now) == 1
-    return token
-
-
 @freeze_time(T0)
 def test_a_job_runs_with_its_stored_arguments_and_succeeds(tmp_path):
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", T0, [path], {"label": "hello"})
-    token = _dispatch(job)
+    token = dispatch_one(job, now=T0)
     assert (
         deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w1").outcome
         == Outcome.SUCCEEDED
@@ -63,7 +53,7 @@ def test_a_job_runs_with_its_stored_arguments_and_succeeds(tmp_path):
 def test_the_same_message_delivered_twice_runs_the_job_once(tmp_path):
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", T0, [path, "once"])
-    token = _dispatch(job)
+    token = dispatch_one(job, now=T0)
     assert (
         deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w1").outcome
         == Outcome.SUCCEEDED
@@ -80,7 +70,7 @@ def test_cancelled_and_rescheduled_jobs_drop_their_old_message(tmp_path):
     path = str(tmp_path / "runs")
     cancelled = schedule_at("testapp.record", T0, [path, "cancelled"])
     moved = schedule_at("testapp.record", T0, [path, "moved"])
-    cancelled_token, moved_token = _dispatch(cancelled), _dispatch(moved)
+    cancelled_token, moved_token = dispatch_one(cancelled, now=T0), dispatch_one(moved, now=T0)
     cancel(cancelled)
     reschedule(moved, T0 + timedelta(days=1))
     assert (
@@ -95,7 +85,7 @@ def test_cancelled_and_rescheduled_jobs_drop_their_old_message(tmp_path):
     )
     assert read_runs(path) == []
     # The moved job runs only with the token of its new dispatch.
-    new_token = _dispatch(moved, now=T0 + timedelta(days=1))
+    new_token = dispatch_one(moved, now=T0 + timedelta(days=1))
     assert (
         deliver(job_id=moved.pk, task_name=moved.task_name, token=new_token, worker="w").outcome
         == Outcome.SUCCEEDED
@@ -126,7 +116,7 @@ def test_a_failing_job_is_retried_through_postgres_with_backoff_then_fails(tmp_p
         run_ats = [T0]
         for attempt in (1, 2, 3):
             clock.move_to(run_ats[-1])
-            token = _dispatch(job, now=run_ats[-1])
+            token = dispatch_one(job, now=run_ats[-1])
             outcome = deliver(
                 job_id=job.pk, task_name=job.task_name, token=token, worker="w"
             ).outcome
@@ -182,7 +172,7 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
     settings.SCHEDULER_RECOVERY_INTERVAL_SECONDS = 1
     with freeze_time(T0) as clock:
         job = schedule_at("testapp.noop", T0, max_attempts=2)
-        token = _dispatch(job)
+        token = dispatch_one(job, now=T0)
         zombie = running.claim(
             job_id=job.pk, task_name=job.task_name, token=token, worker="dead-worker"
         )
@@ -230,8 +220,7 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
     def dispatcher_transaction():
         try:
             with transaction.atomic():
-                ScheduledJob.objects.select_for_update().get(pk=job.pk)
-                mark_enqueued({job.pk: token}, now=T0)
+                mark_enqueued(job, token=token, now=T0)
                 locked.set()
                 time.sleep(1.0)  # the message is already in SQS; commit comes later
         finally:
@@ -269,8 +258,7 @@ def test_a_message_whose_dispatch_rolled_back_is_dropped(tmp_path):
     job = schedule_at("testapp.record", T0, [str(tmp_path / "runs"), "x"])
     token = uuid.uuid4()
     with pytest.raises(RuntimeError), transaction.atomic():
-        ScheduledJob.objects.select_for_update().get(pk=job.pk)
-        mark_enqueued({job.pk: token}, now=T0)
+        mark_enqueued(job, token=token, now=T0)
         raise RuntimeError("dispatcher crashed before commit")
     assert (
         deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="w").outcome
@@ -286,7 +274,7 @@ def test_a_job_claimed_before_its_time_stays_enqueued_until_then_and_starts_at_i
     path = str(tmp_path / "runs")
     run_at = timezone.now() + timedelta(milliseconds=400)
     job = schedule_at("testapp.record", run_at, [path, "held"])
-    token = _dispatch(job, now=timezone.now())
+    token = dispatch_one(job, now=timezone.now())
     statements: list[str] = []
     outcomes: list[str] = []
 
