@@ -45,6 +45,8 @@ class TickResult:
     expired: int = 0
     purged: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Whether PostgreSQL or SQS failed (not only a job's queue missing): ``run()`` backs off.
+    outage: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class BatchResult:
     sent: int
     failed: int
     error: str | None = None
+    #: Those of ``failed`` whose queue does not exist.
+    no_queue: int = 0
 
     @classmethod
     def of(cls, taken: int, published: PublishResult) -> "BatchResult":
@@ -64,7 +68,19 @@ class BatchResult:
             error = f"sqs: {published.error}"
         elif published.failed:
             error = f"sqs rejected {len(published.failed)} message(s)"
-        return cls(taken, len(published.sent), len(published.failed), error)
+        sent, failed = len(published.sent), len(published.failed)
+        return cls(taken, sent, failed, error, no_queue=len(published.no_queue))
+
+    @property
+    def stops_tick(self) -> bool:
+        """Whether the tick's next batch would only fail again.
+
+        A failure means SQS is unwell, and the failed jobs, left as they were, would only
+        come back. Jobs whose queue does not exist come back in every batch too, but
+        while the batches still send, the others must not wait behind them for the next
+        tick.
+        """
+        return self.failed > self.no_queue or not self.sent
 
 
 def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage]:
@@ -147,12 +163,14 @@ class Dispatcher:
                 self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
         except DatabaseError as error:
             result.errors.append(f"recovery: {type(error).__name__}: {error}")
+            result.outage = True
             logger.exception("dispatcher recovery failed dispatcher=%s", self.name)
 
     def run(self, *, max_ticks: int | None = None) -> None:
         """Tick every ``SCHEDULER_DISPATCH_INTERVAL_SECONDS`` until ``stop()``.
 
-        Errors are logged and the loop goes on, backing off while they persist.
+        Errors are logged and the loop goes on, backing off while PostgreSQL or SQS
+        keeps failing.
         """
         ticks = 0
         consecutive_failures = 0
@@ -161,7 +179,7 @@ class Dispatcher:
             close_old_connections()
             try:
                 result = self.run_once()
-                consecutive_failures = consecutive_failures + 1 if result.errors else 0
+                consecutive_failures = consecutive_failures + 1 if result.outage else 0
             except Exception:
                 consecutive_failures += 1
                 logger.exception("dispatcher tick crashed dispatcher=%s", self.name)
@@ -217,14 +235,16 @@ class Dispatcher:
                 batch = send_batch(now=now or timezone.now())
                 sent += batch.sent
                 failed += batch.failed
-                if batch.error:
+                # A job whose queue does not exist fails the same way in every batch.
+                if batch.error and batch.error not in result.errors:
                     result.errors.append(batch.error)
-                # A short batch means nothing more is waiting; a failure means SQS is
-                # unwell, and the failed jobs, left as they were, would only come back.
-                if batch.taken < batch_size or batch.failed or time.monotonic() >= until:
+                result.outage = result.outage or batch.failed > batch.no_queue
+                # A short batch means nothing more is waiting.
+                if batch.taken < batch_size or batch.stops_tick or time.monotonic() >= until:
                     return sent, failed
         except DatabaseError as error:
             result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
+            result.outage = True
             logger.exception("dispatcher batch failed dispatcher=%s", self.name)
             return sent, failed
 

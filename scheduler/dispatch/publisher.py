@@ -63,6 +63,8 @@ class PublishResult:
     sent: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
     error: str | None = None
+    #: Those of ``failed`` whose queue does not exist: the others were not held back.
+    no_queue: set[int] = field(default_factory=set)
 
 
 class Publisher(Protocol):
@@ -161,6 +163,16 @@ def _send_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="sqs-send")
 
 
+#: The error codes of GetQueueUrl for a queue that does not exist (SQS's JSON and query
+#: protocols).
+_NO_SUCH_QUEUE = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
+
+
+def _queue_missing(error: BotoCoreError | ClientError) -> bool:
+    code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
+    return code in _NO_SUCH_QUEUE
+
+
 #: What one SendMessageBatch call gave: the jobs sent and those refused, or its error.
 _Outcome = tuple[list[int], dict[int, str]] | BotoCoreError | ClientError
 
@@ -202,6 +214,8 @@ class SQSPublisher:
                 # Only this queue's jobs fail: a job on a queue that does not exist
                 # must not hold back the others, tick after tick.
                 self._fail(result, batch, error)
+                if _queue_missing(error):
+                    result.no_queue.update(message.job_id for message in batch)
                 continue
             chunks.extend(
                 (url, batch[start : start + SQS_BATCH_LIMIT])

@@ -290,15 +290,49 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(settings):
         assert heartbeat.last_tick_at == T0 + timedelta(seconds=3660)
 
 
-def test_a_job_on_a_queue_that_does_not_exist_holds_back_no_other(sqs_queue, settings):
-    settings.SCHEDULER_BATCH_SIZE = 25
+# Batches of 25: one, short. Batches of 10: the lost job is the oldest, so every batch
+# takes it again, and each still sends nine others; the tick goes on past it.
+@pytest.mark.parametrize(("batch_size", "others", "batches"), [(25, 20, 1), (10, 45, 6)])
+def test_a_job_on_a_queue_that_does_not_exist_holds_back_no_other(
+    sqs_queue, settings, batch_size, others, batches
+):
+    settings.SCHEDULER_BATCH_SIZE = batch_size
     with freeze_time(T0):
         [lost] = make_jobs([T0 - timedelta(minutes=1)], queue="no-such-queue")
-        make_jobs([T0] * 20)
+        make_jobs([T0] * others)
         result = Dispatcher(publisher=SQSPublisher()).run_once()
-    assert result.sent == 20
-    assert result.failed == 1
-    assert any("no-such-queue" in error or "NonExistentQueue" in error for error in result.errors)
-    assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == 20
+    assert (result.sent, result.failed) == (others, batches)  # the lost job, in each batch
+    [error] = result.errors
+    assert "NonExistentQueue" in error
+    assert not result.outage
+    assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == others
     lost.refresh_from_db()
     assert lost.status == Status.SCHEDULED
+
+
+def test_messages_sqs_rejects_still_end_the_tick_at_their_batch(sqs_queue, settings):
+    settings.SCHEDULER_BATCH_SIZE = 10
+    with freeze_time(T0):
+        make_jobs([T0] * 45)
+        publisher = RejectingPublisher(set(ScheduledJob.objects.values_list("pk", flat=True)))
+        result = Dispatcher(publisher=publisher).run_once()
+    assert (result.sent, result.failed) == (0, 10)
+    assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 45
+
+
+def _pauses(dispatcher, ticks):
+    """The pauses ``run()`` takes after each of ``ticks`` ticks."""
+    pauses: list[float] = []
+    dispatcher._sleep = pauses.append
+    dispatcher.run(max_ticks=ticks)
+    return pauses
+
+
+@pytest.mark.django_db(transaction=True)  # run() closes the connection it finds unusable
+def test_the_loop_backs_off_while_sqs_fails_but_not_for_a_missing_queue(sqs_queue, settings):
+    settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 1
+    make_jobs([datetime.now(UTC)], queue="no-such-queue")
+    assert max(_pauses(Dispatcher(publisher=SQSPublisher()), 4)) <= 1
+    make_jobs([datetime.now(UTC)])
+    rejecting = RejectingPublisher(set(ScheduledJob.objects.values_list("pk", flat=True)))
+    assert _pauses(Dispatcher(publisher=rejecting), 4)[-1] > 1
