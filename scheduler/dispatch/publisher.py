@@ -168,6 +168,11 @@ def _send_pool() -> ThreadPoolExecutor:
 _NO_SUCH_QUEUE = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
 
 
+#: How long a queue found not to exist is taken as still missing, without asking SQS: its
+#: jobs come back in every batch, and one lookup each would double a batch's round trips.
+MISSING_QUEUE_RECHECK_SECONDS = 5.0
+
+
 def _queue_missing(error: BotoCoreError | ClientError) -> bool:
     code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
     return code in _NO_SUCH_QUEUE
@@ -188,6 +193,8 @@ class SQSPublisher:
     def __init__(self, client: "SQSClient | None" = None) -> None:
         self._client = client
         self._queue_urls: dict[str, str] = {}
+        #: Queues found not to exist: until when, and what SQS said.
+        self._missing: dict[str, tuple[float, ClientError]] = {}
         self.concurrency = SendConcurrency(SEND_THREADS)
 
     @property
@@ -285,6 +292,15 @@ class SQSPublisher:
         logger.error("sqs publish failed unsent=%s error=%s", len(unsent), result.error)
 
     def _queue_url(self, queue: str) -> str:
-        if queue not in self._queue_urls:
-            self._queue_urls[queue] = self.client.get_queue_url(QueueName=queue)["QueueUrl"]
-        return self._queue_urls[queue]
+        if queue in self._queue_urls:
+            return self._queue_urls[queue]
+        until, missing = self._missing.get(queue, (0.0, None))
+        if missing is not None and time.monotonic() < until:
+            raise missing.with_traceback(None)
+        try:
+            url = self._queue_urls[queue] = self.client.get_queue_url(QueueName=queue)["QueueUrl"]
+        except ClientError as error:
+            if _queue_missing(error):
+                self._missing[queue] = (time.monotonic() + MISSING_QUEUE_RECHECK_SECONDS, error)
+            raise
+        return url

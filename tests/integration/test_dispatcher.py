@@ -10,7 +10,7 @@ from freezegun import freeze_time
 
 from payments.services import authorize_payment
 from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.dispatch.publisher import SQSPublisher
+from scheduler.dispatch.publisher import MISSING_QUEUE_RECHECK_SECONDS, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
 from scheduler.testing import InMemoryPublisher
@@ -308,6 +308,32 @@ def test_a_job_on_a_queue_that_does_not_exist_holds_back_no_other(
     assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == others
     lost.refresh_from_db()
     assert lost.status == Status.SCHEDULED
+
+
+def test_a_queue_found_missing_is_looked_up_again_only_after_a_while(sqs_queue, settings):
+    settings.SCHEDULER_BATCH_SIZE = 10
+    client = sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL)
+    lookups: list[str] = []
+    real = client.get_queue_url
+
+    def counting(**kwargs):
+        lookups.append(kwargs["QueueName"])
+        return real(**kwargs)
+
+    client.get_queue_url = counting
+    dispatcher = Dispatcher(publisher=SQSPublisher(client=client))
+    with freeze_time(T0) as clock:
+        make_jobs([T0 - timedelta(minutes=1)], queue="no-such-queue")
+        make_jobs([T0] * 45)
+        assert dispatcher.run_once().sent == 45  # in six batches
+        assert lookups.count("no-such-queue") == 1
+        make_jobs([T0] * 5)
+        clock.tick(MISSING_QUEUE_RECHECK_SECONDS - 0.1)
+        assert dispatcher.run_once().sent == 5
+        assert lookups.count("no-such-queue") == 1
+        clock.tick(0.2)
+        dispatcher.run_once()
+        assert lookups.count("no-such-queue") == 2
 
 
 def test_messages_sqs_rejects_still_end_the_tick_at_their_batch(sqs_queue, settings):
