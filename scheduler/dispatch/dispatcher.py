@@ -68,19 +68,24 @@ class BatchResult:
             error = f"sqs: {published.error}"
         elif published.failed:
             error = f"sqs rejected {len(published.failed)} message(s)"
-        sent, failed = len(published.sent), len(published.failed)
-        return cls(taken, sent, failed, error, no_queue=len(published.no_queue))
+        return cls(
+            taken, len(published.sent), len(published.failed), error, len(published.no_queue)
+        )
+
+    @property
+    def outage(self) -> bool:
+        """Whether SQS failed for more than jobs whose queue does not exist."""
+        return self.failed > self.no_queue
 
     @property
     def stops_tick(self) -> bool:
         """Whether the tick's next batch would only fail again.
 
-        A failure means SQS is unwell, and the failed jobs, left as they were, would only
-        come back. Jobs whose queue does not exist come back in every batch too, but
-        while the batches still send, the others must not wait behind them for the next
-        tick.
+        In an outage the failed jobs, left as they were, would only come back. Jobs
+        whose queue does not exist come back in every batch too, but while the batches
+        still send, the others must not wait behind them for the next tick.
         """
-        return self.failed > self.no_queue or not self.sent
+        return self.outage or not self.sent
 
 
 def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage]:
@@ -238,7 +243,7 @@ class Dispatcher:
                 # A job whose queue does not exist fails the same way in every batch.
                 if batch.error and batch.error not in result.errors:
                     result.errors.append(batch.error)
-                result.outage = result.outage or batch.failed > batch.no_queue
+                result.outage = result.outage or batch.outage
                 # A short batch means nothing more is waiting.
                 if batch.taken < batch_size or batch.stops_tick or time.monotonic() >= until:
                     return sent, failed
