@@ -96,7 +96,8 @@ def dispatch_due(*, now: datetime, limit: int) -> list[Pending]:
         dispatch_token=RawSQL("gen_random_uuid()", []),
         **enqueued_changes(now=now),
     )
-    return [Pending._make((*row[:6], row[6:])) for row in rows]
+    split = len(_PENDING_COLUMNS)
+    return [Pending._make((*row[:split], row[split:])) for row in rows]
 
 
 def enqueued_changes(*, now: datetime) -> dict[str, Any]:

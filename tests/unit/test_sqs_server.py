@@ -116,10 +116,9 @@ def _told(sqs: Any) -> list[object]:
     return seen
 
 
-def test_the_server_answers_as_moto_does(monkeypatch):
+def test_the_server_answers_as_moto_does(request):
     plain = _story()
-    for owner, name, value in sqs_server.patches():
-        monkeypatch.setattr(owner, name, value)
+    request.getfixturevalue("patched")
     assert _story() == plain
     assert plain[4] == {
         "ApproximateNumberOfMessages": "11",
