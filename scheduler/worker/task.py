@@ -30,9 +30,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore, Retry
 from celery.result import AsyncResult
-from celery.utils.iso8601 import parse_iso8601
 from celery.utils.serialization import raise_with_context
-from celery.utils.time import maybe_make_aware
+from celery.utils.time import maybe_iso8601, maybe_make_aware
 from django.db import transaction
 from django.utils import timezone
 from kombu.utils.uuid import uuid
@@ -268,6 +267,10 @@ def _point_in_time(task: Task, value: Any, *, now: datetime) -> datetime:  # typ
 def _aware(task: Task, value: datetime | str) -> datetime:  # type: ignore[type-arg]
     """A datetime from Celery's options; naive ones are in the app's time zone, as Celery
     reads them."""
-    moment = parse_iso8601(value) if isinstance(value, str) else value
+    # Celery's own parser for an eta (its parse_iso8601 warns of its deprecation, and a
+    # worker logs that for every job).
+    moment = maybe_iso8601(value)
+    if moment is None:
+        raise ValueError(f"not a point in time: {value!r}")
     aware: datetime = maybe_make_aware(moment, task.app.timezone)
     return aware

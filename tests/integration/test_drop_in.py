@@ -67,6 +67,18 @@ def test_expires_becomes_the_jobs_deadline_and_the_routed_queue_applies():
 
 
 @freeze_time(T0)
+def test_an_eta_and_expires_given_as_iso_8601_text_are_read_as_celery_reads_them():
+    result = record.apply_async(
+        ("/dev/null", "x"), eta="2026-12-08T12:00:00.5+01:00", expires="2026-12-09T12:00:00Z"
+    )
+    job = ScheduledJob.objects.get(celery_task_id=result.id)
+    assert job.run_at == datetime(2026, 12, 8, 11, 0, 0, 500000, tzinfo=UTC)
+    assert job.deadline == datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="not a point in time"):
+        record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS, expires="")
+
+
+@freeze_time(T0)
 @pytest.mark.parametrize(
     ("args", "options", "field"),
     [
