@@ -3,7 +3,8 @@
 Each delivery goes through :func:`scheduler.worker.execution.run_job`, the path a Celery
 worker's :class:`~scheduler.worker.task.SchedulerTask` takes, with a body that only
 notes the time (no Celery: its own costs are the same for every task). Two figures per
-delivery:
+delivery, with the worker's connection handling around each (``task_prerun`` and
+``task_postrun``, :mod:`scheduler.worker.connections`):
 
 - **eta → body**: from the call to the body's first line: the claim (and its attempt),
   the heartbeat's start. This is the lateness this project adds to Celery's own.
@@ -52,7 +53,8 @@ def main() -> None:
     harness.setup_django(args.database)
     logging.getLogger("scheduler").setLevel(logging.WARNING)
 
-    from django.db import close_old_connections, connection
+    from celery.signals import task_postrun, task_prerun
+    from django.db import connection
     from django.utils import timezone
 
     from scheduler import JobSpec, schedule_many
@@ -78,10 +80,11 @@ def main() -> None:
         to_body, to_recorded = [], []
         for message in messages(count, timezone.now() - timedelta(seconds=1), 0.0):
             time.sleep(gap)
-            close_old_connections()  # as the worker does before each task
+            task_prerun.send(sender=None)  # the worker's connection handling
             start = time.perf_counter()
             deliver(message, runner)
             end = time.perf_counter()
+            task_postrun.send(sender=None)
             to_body.append((runner.started - start) * 1000)
             to_recorded.append((end - runner.started) * 1000)
         return to_body, to_recorded
@@ -92,8 +95,9 @@ def main() -> None:
         first_due = timezone.now() + timedelta(seconds=2)
         for message in messages(count, first_due, gap):
             time.sleep(max(0.0, (message.eta - HANDOFF_AHEAD - timezone.now()).total_seconds()))
-            close_old_connections()
+            task_prerun.send(sender=None)
             deliver(message, runner, not_before=message.eta)
+            task_postrun.send(sender=None)
             lateness.append((runner.started_at - message.eta.timestamp()) * 1000)
         return lateness
 

@@ -1,0 +1,76 @@
+"""A worker process checks its database connection before a task only when the
+connection has been idle: not between jobs that run back to back."""
+
+from weakref import WeakKeyDictionary
+
+import pytest
+from celery.signals import task_postrun, task_prerun
+from django.db import OperationalError, connection
+
+from scheduler.models import ScheduledJob
+from scheduler.worker import connections as worker_connections
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def health_checks(monkeypatch):
+    """Count the health checks of the default connection, open and not used yet."""
+    monkeypatch.setattr(worker_connections, "_answered_at", WeakKeyDictionary())
+    connection.ensure_connection()
+    checks = []
+    is_usable = connection.is_usable
+
+    def counted():
+        checks.append(1)
+        return is_usable()
+
+    monkeypatch.setattr(connection, "is_usable", counted)
+    return checks
+
+
+def _task():
+    """What the worker's signals wrap around one job: its claim's first query."""
+    task_prerun.send(sender=None)
+    ScheduledJob.objects.exists()
+    task_postrun.send(sender=None)
+
+
+def test_a_connection_that_answered_moments_ago_is_not_checked_before_the_next_task(
+    health_checks,
+):
+    for _ in range(5):
+        _task()
+    # Only the first task found the connection without a recent answer.
+    assert len(health_checks) == 1
+
+
+def test_a_connection_idle_for_longer_is_checked_before_each_task(health_checks, monkeypatch):
+    monkeypatch.setattr(worker_connections, "RECENTLY_USED_SECONDS", 0.0)
+    for _ in range(5):
+        _task()
+    assert len(health_checks) == 5
+
+
+def test_a_terminated_connection_is_replaced_even_moments_after_its_last_answer(health_checks):
+    _task()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (before,) = cursor.fetchone()
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [before])
+    finally:
+        other.close()
+    task_prerun.send(sender=None)
+    # The check was spared: the claim fails (its job is re-sent by recovery, as after any
+    # failure mid-job), and the next task gets a new connection.
+    with pytest.raises(OperationalError):
+        ScheduledJob.objects.exists()
+    task_postrun.send(sender=None)
+    task_prerun.send(sender=None)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (after,) = cursor.fetchone()
+    assert after != before
