@@ -172,8 +172,8 @@ SYSTEMS = ("project", "celery", "beat")
 #: The task all three run: its body starts by appending ``label time.time()`` to a file.
 PROBE_TASK = "testapp.record"
 #: The live runs' Django settings: the project's (periods, lead, long poll), with the
-#: test apps for the probe task.
-LIVE_SETTINGS_MODULE = "tests.settings"
+#: test apps for the probe task, and DEBUG off.
+LIVE_SETTINGS_MODULE = "bench.settings"
 
 
 @dataclass(frozen=True)
