@@ -5,7 +5,7 @@ from weakref import WeakKeyDictionary
 
 import pytest
 from celery.signals import task_postrun, task_prerun
-from django.db import OperationalError, connection
+from django.db import OperationalError, connection, connections
 
 from scheduler.models import ScheduledJob
 from scheduler.worker import connections as worker_connections
@@ -17,6 +17,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def health_checks(monkeypatch):
     """Count the health checks of the default connection, open and not used yet."""
     monkeypatch.setattr(worker_connections, "_answered_at", WeakKeyDictionary())
+    # The handlers add their hook to this list, not to the one the next tests use.
+    monkeypatch.setattr(connections["default"], "execute_wrappers", [])
     connection.ensure_connection()
     checks = []
     is_usable = connection.is_usable
