@@ -32,6 +32,11 @@ from scheduler.services.dispatching import Pending
 logger = logging.getLogger(__name__)
 
 _PURGE_EVERY_SECONDS = 3600.0
+#: How long the jobs of a queue found not to exist wait in PostgreSQL before the
+#: dispatcher takes them and asks SQS again. Taken in every batch, a batch or more of
+#: them, oldest first, would hold back every other due job, and each batch would
+#: write their rows twice (taken, then put back).
+MISSING_QUEUE_RECHECK_SECONDS = 5.0
 
 
 @dataclass
@@ -57,35 +62,29 @@ class BatchResult:
     sent: int
     failed: int
     error: str | None = None
-    #: Those of ``failed`` whose queue does not exist.
-    no_queue: int = 0
+    #: The queues found not to exist, with what SQS said; their jobs are in ``failed``.
+    missing_queues: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, taken: int, published: PublishResult) -> "BatchResult":
-        """The result of sending ``taken`` jobs as ``published``."""
+    def of(cls, jobs: Sequence[Pending], published: PublishResult) -> "BatchResult":
+        """The result of sending ``jobs`` as ``published``."""
+        missing = published.missing_queues
+        refused = len(published.failed) - sum(1 for job in jobs if job.queue in missing)
         error = None
         if published.error:
             error = f"sqs: {published.error}"
-        elif published.failed:
-            error = f"sqs rejected {len(published.failed)} message(s)"
-        return cls(
-            taken, len(published.sent), len(published.failed), error, len(published.no_queue)
-        )
+        elif refused:
+            error = f"sqs rejected {refused} message(s)"
+        return cls(len(jobs), len(published.sent), len(published.failed), error, missing)
 
     @property
     def outage(self) -> bool:
-        """Whether SQS failed for more than jobs whose queue does not exist."""
-        return self.failed > self.no_queue
+        """Whether SQS failed for more than jobs whose queue does not exist.
 
-    @property
-    def stops_tick(self) -> bool:
-        """Whether the tick's next batch would only fail again.
-
-        In an outage the failed jobs, left as they were, would only come back. Jobs
-        whose queue does not exist come back in every batch too, but while the batches
-        still send, the others must not wait behind them for the next tick.
+        The tick's next batch would only fail again: the failed jobs, left as they
+        were, would come back.
         """
-        return self.outage or not self.sent
+        return self.error is not None
 
 
 def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage]:
@@ -116,6 +115,8 @@ class Dispatcher:
         self._next_recovery = -math.inf
         self._next_purge = -math.inf
         self._stopping = False
+        #: Queues found not to exist: until when their jobs wait, and what SQS said.
+        self._missing_queues: dict[str, tuple[float, str]] = {}
 
     def run_once(self, *, now: datetime | None = None) -> TickResult:
         """One tick: recover lost jobs when their interval has passed, then send due jobs.
@@ -132,6 +133,11 @@ class Dispatcher:
             self._dispatch_batch,
             result,
             now=now,
+        )
+        # Said in every tick while its jobs wait, as an outage is, so the heartbeat shows it.
+        result.errors.extend(
+            f"sqs: queue {queue} does not exist, its jobs wait in PostgreSQL: {reason}"
+            for queue, (_, reason) in sorted(self._missing_queues.items())
         )
         # The probe recorded an empty tick; a tick that did more records what it did.
         if result != TickResult():
@@ -153,13 +159,31 @@ class Dispatcher:
 
     def _any_due(self, *, now: datetime) -> bool:
         """Whether a job is due, recording an empty tick in the same statement."""
-        return dispatching.any_due(now=now, dispatcher=self.name)
+        return dispatching.any_due(now=now, dispatcher=self.name, skip_queues=self._skipped())
+
+    def _any_resend(self, *, now: datetime) -> bool:
+        """Whether a job waits to be sent again."""
+        return dispatching.any_resend(now=now, skip_queues=self._skipped())
+
+    def _skipped(self) -> list[str]:
+        """The queues whose jobs wait, having been found not to exist; the others expire."""
+        clock = time.monotonic()
+        self._missing_queues = {
+            queue: held for queue, held in self._missing_queues.items() if held[0] > clock
+        }
+        return sorted(self._missing_queues)
+
+    def _note_missing(self, batch: BatchResult) -> BatchResult:
+        """Hold back, for a while, the jobs of the queues ``batch`` found not to exist."""
+        until = time.monotonic() + MISSING_QUEUE_RECHECK_SECONDS
+        self._missing_queues.update(
+            (queue, (until, reason)) for queue, reason in batch.missing_queues.items()
+        )
+        return batch
 
     def _recover(self, result: TickResult, *, now: datetime) -> None:
         """Re-send unclaimed jobs, retry dead workers' jobs, expire missed ones, purge hourly."""
-        result.resent, _ = self._send_all(
-            dispatching.any_resend, self._resend_batch, result, now=now
-        )
+        result.resent, _ = self._send_all(self._any_resend, self._resend_batch, result, now=now)
         try:
             result.leases_expired = dispatching.expire_leases(now=now)
             result.expired = dispatching.expire_missed(now=now)
@@ -240,12 +264,11 @@ class Dispatcher:
                 batch = send_batch(now=now or timezone.now())
                 sent += batch.sent
                 failed += batch.failed
-                # A job whose queue does not exist fails the same way in every batch.
                 if batch.error and batch.error not in result.errors:
                     result.errors.append(batch.error)
                 result.outage = result.outage or batch.outage
                 # A short batch means nothing more is waiting.
-                if batch.taken < batch_size or batch.stops_tick or time.monotonic() >= until:
+                if batch.taken < batch_size or batch.outage or time.monotonic() >= until:
                     return sent, failed
         except DatabaseError as error:
             result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
@@ -264,14 +287,16 @@ class Dispatcher:
         jobs again. Nothing is lost, nothing runs twice.
         """
         with transaction.atomic():
-            jobs = dispatching.dispatch_due(now=now, limit=scheduler_settings.BATCH_SIZE)
+            jobs = dispatching.dispatch_due(
+                now=now, limit=scheduler_settings.BATCH_SIZE, skip_queues=self._skipped()
+            )
             if not jobs:
                 return BatchResult(taken=0, sent=0, failed=0)
             published = self.publisher.publish(_messages(jobs, now=now))
             if len(published.sent) < len(jobs):
                 sent = set(published.sent)
                 dispatching.undispatch([job for job in jobs if job.job_id not in sent])
-        return BatchResult.of(len(jobs), published)
+        return self._note_missing(BatchResult.of(jobs, published))
 
     def _resend_batch(self, *, now: datetime) -> BatchResult:
         """Send one more copy, same token, of a batch of jobs nobody claimed in time.
@@ -279,7 +304,9 @@ class Dispatcher:
         The copies are counted (and the next one scheduled) before they go out, so no
         lock is held while they do; those SQS refuses are given back.
         """
-        jobs = dispatching.take_resends(now=now, limit=scheduler_settings.BATCH_SIZE)
+        jobs = dispatching.take_resends(
+            now=now, limit=scheduler_settings.BATCH_SIZE, skip_queues=self._skipped()
+        )
         if not jobs:
             return BatchResult(taken=0, sent=0, failed=0)
         published = self.publisher.publish(_messages(jobs, now=now))
@@ -287,7 +314,7 @@ class Dispatcher:
             dispatching.untake_resends(
                 [job for job in jobs if job.job_id in published.failed], now=now
             )
-        return BatchResult.of(len(jobs), published)
+        return self._note_missing(BatchResult.of(jobs, published))
 
     def _record_heartbeat(self, result: TickResult) -> None:
         try:

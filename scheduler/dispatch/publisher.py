@@ -62,9 +62,10 @@ class PublishResult:
 
     sent: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
+    #: Why SQS failed, when it did for more than a missing queue.
     error: str | None = None
-    #: Those of ``failed`` whose queue does not exist: the others were not held back.
-    no_queue: set[int] = field(default_factory=set)
+    #: The queues that do not exist, with what SQS said: their jobs are in ``failed``.
+    missing_queues: dict[str, str] = field(default_factory=dict)
 
 
 class Publisher(Protocol):
@@ -168,11 +169,6 @@ def _send_pool() -> ThreadPoolExecutor:
 _NO_SUCH_QUEUE = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
 
 
-#: How long a queue found not to exist is taken as still missing, without asking SQS: its
-#: jobs come back in every batch, and one lookup each would double a batch's round trips.
-MISSING_QUEUE_RECHECK_SECONDS = 5.0
-
-
 def _queue_missing(error: BotoCoreError | ClientError) -> bool:
     code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
     return code in _NO_SUCH_QUEUE
@@ -193,8 +189,6 @@ class SQSPublisher:
     def __init__(self, client: "SQSClient | None" = None) -> None:
         self._client = client
         self._queue_urls: dict[str, str] = {}
-        #: Queues found not to exist: until when, and what SQS said.
-        self._missing: dict[str, tuple[float, ClientError]] = {}
         self.concurrency = SendConcurrency(SEND_THREADS)
 
     @property
@@ -219,10 +213,8 @@ class SQSPublisher:
                 url = self._queue_url(queue)
             except (BotoCoreError, ClientError) as error:
                 # Only this queue's jobs fail: a job on a queue that does not exist
-                # must not hold back the others, tick after tick.
+                # must not hold back the others.
                 self._fail(result, batch, error)
-                if _queue_missing(error):
-                    result.no_queue.update(message.job_id for message in batch)
                 continue
             chunks.extend(
                 (url, batch[start : start + SQS_BATCH_LIMIT])
@@ -241,7 +233,7 @@ class SQSPublisher:
         for share, share_outcomes in zip(shares, outcomes, strict=True):
             for (_, chunk), outcome in zip(share, share_outcomes, strict=True):
                 if isinstance(outcome, Exception):
-                    outage = True
+                    outage = outage or not _queue_missing(outcome)
                     self._fail(result, chunk, outcome)
                 else:
                     sent, failed = outcome
@@ -285,22 +277,26 @@ class SQSPublisher:
             logger.warning("sqs entry rejected job_id=%s reason=%s", entry["Id"], reason)
         return [int(entry["Id"]) for entry in response.get("Successful", [])], failed
 
-    @staticmethod
-    def _fail(result: PublishResult, unsent: Sequence[OutgoingMessage], error: Exception) -> None:
-        result.error = f"{type(error).__name__}: {error}"
-        result.failed.update((message.job_id, result.error) for message in unsent)
-        logger.error("sqs publish failed unsent=%s error=%s", len(unsent), result.error)
+    def _fail(
+        self,
+        result: PublishResult,
+        unsent: Sequence[OutgoingMessage],
+        error: BotoCoreError | ClientError,
+    ) -> None:
+        """Fail the ``unsent`` messages, all for one queue, as an outage or a missing queue."""
+        reason = f"{type(error).__name__}: {error}"
+        result.failed.update((message.job_id, reason) for message in unsent)
+        queue = unsent[0].queue
+        if _queue_missing(error):
+            # Deleted after its URL was looked up, maybe: if it comes back, ask again.
+            self._queue_urls.pop(queue, None)
+            result.missing_queues[queue] = reason
+            logger.error("sqs queue missing queue=%s unsent=%s", queue, len(unsent))
+        else:
+            result.error = reason
+            logger.error("sqs publish failed unsent=%s error=%s", len(unsent), reason)
 
     def _queue_url(self, queue: str) -> str:
-        if queue in self._queue_urls:
-            return self._queue_urls[queue]
-        until, missing = self._missing.get(queue, (0.0, None))
-        if missing is not None and time.monotonic() < until:
-            raise missing.with_traceback(None)
-        try:
-            url = self._queue_urls[queue] = self.client.get_queue_url(QueueName=queue)["QueueUrl"]
-        except ClientError as error:
-            if _queue_missing(error):
-                self._missing[queue] = (time.monotonic() + MISSING_QUEUE_RECHECK_SECONDS, error)
-            raise
-        return url
+        if queue not in self._queue_urls:
+            self._queue_urls[queue] = self.client.get_queue_url(QueueName=queue)["QueueUrl"]
+        return self._queue_urls[queue]

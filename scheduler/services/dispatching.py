@@ -7,7 +7,7 @@ transaction, those SQS refused. Rows are read as tuples, never as models.
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -26,6 +26,7 @@ from scheduler.services.transitions import (
     apply_chosen,
     apply_each,
     apply_next,
+    array_literal,
     retry_delay,
 )
 
@@ -57,29 +58,30 @@ _PENDING_COLUMNS = ("id", "task_name", "queue", "run_at", "dispatch_token", "sen
 _UNDONE = ("dispatch_token", "sends", "enqueued_at", "resend_at", "updated_at")
 
 
-def any_due(*, now: datetime, dispatcher: str) -> bool:
-    """Whether a job is due within the lookahead: one indexed probe, no lock.
+def any_due(*, now: datetime, dispatcher: str, skip_queues: Collection[str] = ()) -> bool:
+    """Whether a job not on ``skip_queues`` is due within the lookahead: one indexed
+    probe, no lock.
 
     The same statement records an empty tick on ``dispatcher``'s heartbeat (see
     :func:`record_tick`), so a tick that finds nothing to do costs this one statement,
     whatever the table holds; a tick that does more records its figures at its end.
     """
     beat, beat_params = _tick_upsert(dispatcher=dispatcher, now=now, sent=0, recovered=0, errors=())
-    probe, probe_params = _due_query(now=now, limit=1, lock=False)
+    probe, probe_params = _due_query(now=now, limit=1, lock=False, skip_queues=skip_queues)
     with connection.cursor() as cursor:
         cursor.execute(f"{LAZY_COMMIT}, beat AS ({beat}) {probe}", [*beat_params, *probe_params])
         return cursor.fetchone() is not None
 
 
-def dispatch_due(*, now: datetime, limit: int) -> list[Pending]:
+def dispatch_due(*, now: datetime, limit: int, skip_queues: Collection[str] = ()) -> list[Pending]:
     """Mark up to ``limit`` jobs due within the lookahead enqueued, oldest first, each
     with a fresh token, and return them to send: one statement.
 
-    Jobs another dispatcher holds are skipped. The caller sends them before its
-    transaction commits, and puts back with :func:`undispatch` those SQS refuses; until
-    then the rows stay locked, and a worker whose message arrives first waits for the
-    commit. Each is sent again if still unclaimed ``SCHEDULER_STALE_AFTER_SECONDS``
-    after it was due, or after now for a job sent late.
+    Jobs another dispatcher holds, and jobs on ``skip_queues``, are skipped. The caller
+    sends them before its transaction commits, and puts back with :func:`undispatch`
+    those SQS refuses; until then the rows stay locked, and a worker whose message
+    arrives first waits for the commit. Each is sent again if still unclaimed
+    ``SCHEDULER_STALE_AFTER_SECONDS`` after it was due, or after now for a job sent late.
 
     The commit need not wait for the disk: should a database crash undo it, the jobs
     are scheduled again and their messages carry tokens that never were, which the
@@ -88,7 +90,7 @@ def dispatch_due(*, now: datetime, limit: int) -> list[Pending]:
     """
     rows = apply_chosen(
         states.DISPATCH,
-        _due_query(now=now, limit=limit, lock=True),
+        _due_query(now=now, limit=limit, lock=True, skip_queues=skip_queues),
         returning=_PENDING_COLUMNS,
         returning_was=_UNDONE,
         order_by=("run_at", "id"),
@@ -130,16 +132,22 @@ _COMPILED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 _compiled: dict[tuple[int, int, bool], tuple[str, tuple[Any, ...]]] = {}
 #: The largest value of a bigint primary key.
 _LARGEST_ID = 2**63 - 1
+#: Stands for the queues to skip in a compiled due query.
+_SKIP_QUEUES = object()
 
 
-def _due_query(*, now: datetime, limit: int, lock: bool) -> tuple[str, list[Any]]:
-    """The SQL and parameters of ``ScheduledJob.objects.due()`` at ``now``, in claim order.
+def _due_query(
+    *, now: datetime, limit: int, lock: bool, skip_queues: Collection[str]
+) -> tuple[str, list[Any]]:
+    """The SQL and parameters of ``ScheduledJob.objects.due()`` at ``now``, in claim
+    order, without the jobs on ``skip_queues``.
 
     Building the query with the ORM costs more than running it, so it is compiled once
     per process (and lookahead, limit and lock): every time in it is now plus a fixed
-    offset, so shifting the compiled times by ``now`` gives the query at ``now``. In
-    the claim's order, (run_at, id), so that PostgreSQL reads the partial index of due
-    jobs, never the plain run_at index whose oldest entries are every job already sent.
+    offset, so shifting the compiled times by ``now`` gives the query at ``now``, and
+    the queues to skip are one array parameter. In the claim's order, (run_at, id), so
+    that PostgreSQL reads the partial index of due jobs, never the plain run_at index
+    whose oldest entries are every job already sent.
     """
     lookahead = scheduler_settings.LOOKAHEAD_SECONDS
     key = (lookahead, limit, lock)
@@ -147,7 +155,7 @@ def _due_query(*, now: datetime, limit: int, lock: bool) -> tuple[str, list[Any]
         cutoff = _COMPILED_AT + timedelta(seconds=lookahead)
         due = (
             ScheduledJob.objects.due(within=timedelta(seconds=lookahead), now=_COMPILED_AT)
-            .filter(_due_index_condition(cutoff))
+            .filter(_due_index_condition(cutoff), _not_on_queues())
             .order_by("run_at", "id")
         )
         rows: QuerySet[Any, Any] = due.values_list("id")
@@ -159,7 +167,18 @@ def _due_query(*, now: datetime, limit: int, lock: bool) -> tuple[str, list[Any]
             _compiled[key] = rows[:limit].query.sql_with_params()
     sql, params = _compiled[key]
     shift = now - _COMPILED_AT
-    return sql, [value + shift if isinstance(value, datetime) else value for value in params]
+    shifted = [value + shift if isinstance(value, datetime) else value for value in params]
+    skipped = array_literal(sorted(skip_queues))
+    return sql, [skipped if value is _SKIP_QUEUES else value for value in shifted]
+
+
+def _not_on_queues() -> RawSQL:
+    """``queue`` is none of the (compiled-in) queues to skip."""
+    table = connection.ops.quote_name(ScheduledJob._meta.db_table)
+    # The table's name from the model; the queues are a parameter.
+    return RawSQL(  # noqa: S611
+        f"NOT ({table}.queue = ANY(%s::text[]))", [_SKIP_QUEUES], output_field=BooleanField()
+    )
 
 
 def _due_index_condition(cutoff: datetime) -> RawSQL:
@@ -180,13 +199,15 @@ def _due_index_condition(cutoff: datetime) -> RawSQL:
     )
 
 
-def any_resend(*, now: datetime) -> bool:
-    """Whether an enqueued job waits to be sent again: one indexed probe, no lock."""
-    return ScheduledJob.objects.resend_due(now=now).exists()
+def any_resend(*, now: datetime, skip_queues: Collection[str] = ()) -> bool:
+    """Whether an enqueued job not on ``skip_queues`` waits to be sent again: one
+    indexed probe, no lock."""
+    return ScheduledJob.objects.resend_due(now=now).exclude(queue__in=skip_queues).exists()
 
 
-def take_resends(*, now: datetime, limit: int) -> list[Pending]:
-    """Count one more copy for up to ``limit`` jobs nobody claimed by their ``resend_at``.
+def take_resends(*, now: datetime, limit: int, skip_queues: Collection[str] = ()) -> list[Pending]:
+    """Count one more copy for up to ``limit`` jobs nobody claimed by their ``resend_at``,
+    but for those on ``skip_queues``.
 
     Returns them to send again with their token; the next copy waits twice as long.
     One statement, committed before the copies go out: a worker claiming one of these
@@ -196,7 +217,7 @@ def take_resends(*, now: datetime, limit: int) -> list[Pending]:
     stale_after = scheduler_settings.STALE_AFTER_SECONDS
     rows = apply_next(
         states.RESEND,
-        ScheduledJob.objects.resend_due(now=now),
+        ScheduledJob.objects.resend_due(now=now).exclude(queue__in=skip_queues),
         order_by="resend_at",
         limit=limit,
         returning=_PENDING_COLUMNS,

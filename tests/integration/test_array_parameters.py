@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from django.db import connection
 
-from scheduler.services.transitions import _array_literal
+from scheduler.services.transitions import array_literal
 
 pytestmark = pytest.mark.django_db
 
@@ -22,6 +22,6 @@ pytestmark = pytest.mark.django_db
 )
 def test_an_array_literal_arrives_as_the_values_it_was_made_of(values, cast):
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT %s::{cast}", [_array_literal(values)])
+        cursor.execute(f"SELECT %s::{cast}", [array_literal(values)])
         (arrived,) = cursor.fetchone()
     assert arrived == values

@@ -9,8 +9,9 @@ from django.db import connection
 from freezegun import freeze_time
 
 from payments.services import authorize_payment
-from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.dispatch.publisher import MISSING_QUEUE_RECHECK_SECONDS, SQSPublisher
+from scheduler.conf import scheduler_settings
+from scheduler.dispatch.dispatcher import MISSING_QUEUE_RECHECK_SECONDS, Dispatcher
+from scheduler.dispatch.publisher import SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
 from scheduler.testing import InMemoryPublisher
@@ -290,24 +291,108 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(settings):
         assert heartbeat.last_tick_at == T0 + timedelta(seconds=3660)
 
 
-# Batches of 25: one, short. Batches of 10: the lost job is the oldest, so every batch
-# takes it again, and each still sends nine others; the tick goes on past it.
-@pytest.mark.parametrize(("batch_size", "others", "batches"), [(25, 20, 1), (10, 45, 6)])
+# Batches of 25: one, short. Batches of 10: the lost job is the oldest, so the first
+# batch takes it with nine others; the later batches leave it, and the tick goes on.
+@pytest.mark.parametrize(("batch_size", "others"), [(25, 20), (10, 45)])
 def test_a_job_on_a_queue_that_does_not_exist_holds_back_no_other(
-    sqs_queue, settings, batch_size, others, batches
+    sqs_queue, settings, batch_size, others
 ):
     settings.SCHEDULER_BATCH_SIZE = batch_size
     with freeze_time(T0):
         [lost] = make_jobs([T0 - timedelta(minutes=1)], queue="no-such-queue")
         make_jobs([T0] * others)
         result = Dispatcher(publisher=SQSPublisher()).run_once()
-    assert (result.sent, result.failed) == (others, batches)  # the lost job, in each batch
+    assert (result.sent, result.failed) == (others, 1)
     [error] = result.errors
     assert "NonExistentQueue" in error
     assert not result.outage
     assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == others
     lost.refresh_from_db()
     assert lost.status == Status.SCHEDULED
+
+
+def _row_versions(jobs):
+    """Each job's row version (``xmin``): it changes whenever the row is written."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, xmin::text FROM scheduler_scheduledjob WHERE id = ANY(%s) ORDER BY id",
+            [[job.pk for job in jobs]],
+        )
+        return cursor.fetchall()
+
+
+def test_a_whole_batch_of_jobs_on_a_missing_queue_holds_back_no_other(sqs_queue, settings):
+    # A deploy with a mistyped queue name on the worst day: a batch or more of the
+    # oldest due jobs can never be sent. The others must still go, and the lost ones
+    # must not be claimed and put back by every tick meanwhile.
+    settings.SCHEDULER_BATCH_SIZE = 10
+    # Created during the test: a name of its own, so no other test finds it there.
+    mistyped = f"mistyped-{uuid.uuid4().hex}"
+    dispatcher = Dispatcher(publisher=SQSPublisher())
+    with freeze_time(T0) as clock:
+        lost = make_jobs([T0 - timedelta(minutes=1)] * 25, queue=mistyped)
+        make_jobs([T0] * 15)
+        first = dispatcher.run_once()
+        # The first batch finds the queue missing; the others leave its jobs.
+        assert (first.sent, first.failed, first.outage) == (15, 10, False)
+        versions = _row_versions(lost)
+        clock.tick(MISSING_QUEUE_RECHECK_SECONDS - 0.1)
+        second = dispatcher.run_once()
+        # Held back, not taken: the rows are not written, and the tick still says why.
+        assert (second.sent, second.failed, second.outage) == (0, 0, False)
+        assert _row_versions(lost) == versions
+        [error] = second.errors
+        assert mistyped in error
+        assert "NonExistentQueue" in error
+        clock.tick(0.2)
+        sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL).create_queue(QueueName=mistyped)
+        assert dispatcher.run_once().sent == 25
+    assert not ScheduledJob.objects.filter(status=Status.SCHEDULED).exists()
+
+
+def test_a_queue_deleted_while_the_dispatcher_runs_is_missing_not_an_outage(sqs_queue, settings):
+    # Its URL was looked up before: SQS now refuses the sends themselves. Taken for an
+    # outage, the tick would stop at the first batch holding its jobs, every tick.
+    settings.SCHEDULER_BATCH_SIZE = 10
+    client = sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL)
+    deleted = f"deleted-{uuid.uuid4().hex}"
+    url = client.create_queue(QueueName=deleted)["QueueUrl"]
+    dispatcher = Dispatcher(publisher=SQSPublisher())
+    with freeze_time(T0):
+        make_jobs([T0 - timedelta(minutes=2)], queue=deleted)
+        assert dispatcher.run_once().sent == 1
+        client.delete_queue(QueueUrl=url)
+        lost = make_jobs([T0 - timedelta(minutes=1)] * 10, queue=deleted)
+        make_jobs([T0] * 5)
+        result = dispatcher.run_once()
+    assert (result.sent, result.failed, result.outage) == (5, 10, False)
+    [error] = result.errors
+    assert deleted in error
+    assert set(ScheduledJob.objects.filter(status=Status.SCHEDULED)) == set(lost)
+
+
+def test_unclaimed_jobs_of_a_deleted_queue_hold_back_no_other_resend(sqs_queue, settings):
+    settings.SCHEDULER_BATCH_SIZE = 10
+    settings.SCHEDULER_STALE_AFTER_SECONDS = 60
+    client = sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL)
+    deleted = f"deleted-{uuid.uuid4().hex}"
+    url = client.create_queue(QueueName=deleted)["QueueUrl"]
+    dispatcher = Dispatcher(publisher=SQSPublisher())
+    with freeze_time(T0) as clock:
+        # Nobody claims them; the deleted queue's copies are due to go again first.
+        lost = make_jobs([T0] * 10, queue=deleted)
+        assert dispatcher.run_once().sent == 10
+        clock.tick(1)
+        make_jobs([T0 + timedelta(seconds=1)] * 5)
+        assert dispatcher.run_once().sent == 5
+        client.delete_queue(QueueUrl=url)
+        clock.tick(scheduler_settings.RECOVERY_INTERVAL_SECONDS + 60)
+        result = dispatcher.run_once()
+    assert (result.resent, result.outage) == (5, False)
+    [error] = result.errors
+    assert deleted in error
+    # Their copies were given back: they go again once the queue is there.
+    assert set(ScheduledJob.objects.filter(sends=1)) == set(lost)
 
 
 def test_a_queue_found_missing_is_looked_up_again_only_after_a_while(sqs_queue, settings):
