@@ -129,7 +129,7 @@ def undispatch(jobs: Sequence[Pending]) -> int:
 
 #: The "now" the due queries are compiled with; see :func:`_due_query`.
 _COMPILED_AT = datetime(2000, 1, 1, tzinfo=UTC)
-_compiled: dict[tuple[int, int, bool], tuple[str, tuple[Any, ...]]] = {}
+_compiled: dict[tuple[int, int, bool, bool], tuple[str, tuple[Any, ...]]] = {}
 #: The largest value of a bigint primary key.
 _LARGEST_ID = 2**63 - 1
 #: Stands for the queues to skip in a compiled due query.
@@ -143,21 +143,25 @@ def _due_query(
     order, without the jobs on ``skip_queues``.
 
     Building the query with the ORM costs more than running it, so it is compiled once
-    per process (and lookahead, limit and lock): every time in it is now plus a fixed
-    offset, so shifting the compiled times by ``now`` gives the query at ``now``, and
-    the queues to skip are one array parameter. In the claim's order, (run_at, id), so
-    that PostgreSQL reads the partial index of due jobs, never the plain run_at index
-    whose oldest entries are every job already sent.
+    per process (and lookahead, limit, lock and whether queues are skipped): every time
+    in it is now plus a fixed offset, so shifting the compiled times by ``now`` gives the
+    query at ``now``, and the queues to skip are one array parameter. In the claim's
+    order, (run_at, id), so that PostgreSQL reads the partial index of due jobs, never
+    the plain run_at index whose oldest entries are every job already sent.
     """
     lookahead = scheduler_settings.LOOKAHEAD_SECONDS
-    key = (lookahead, limit, lock)
+    key = (lookahead, limit, lock, bool(skip_queues))
     if key not in _compiled:
         cutoff = _COMPILED_AT + timedelta(seconds=lookahead)
         due = (
             ScheduledJob.objects.due(within=timedelta(seconds=lookahead), now=_COMPILED_AT)
-            .filter(_due_index_condition(cutoff), _not_on_queues())
+            .filter(_due_index_condition(cutoff))
             .order_by("run_at", "id")
         )
+        if skip_queues:
+            # Only then: PostgreSQL plans the statement anew each time, and the tick
+            # with nothing due is one of them.
+            due = due.filter(_not_on_queues())
         rows: QuerySet[Any, Any] = due.values_list("id")
         if lock:
             rows = due.select_for_update(skip_locked=True).values_list("id", *_UNDONE)
@@ -168,6 +172,8 @@ def _due_query(
     sql, params = _compiled[key]
     shift = now - _COMPILED_AT
     shifted = [value + shift if isinstance(value, datetime) else value for value in params]
+    if not skip_queues:
+        return sql, shifted
     skipped = array_literal(sorted(skip_queues))
     return sql, [skipped if value is _SKIP_QUEUES else value for value in shifted]
 
