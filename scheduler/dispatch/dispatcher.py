@@ -32,11 +32,11 @@ from scheduler.services.dispatching import Pending
 logger = logging.getLogger(__name__)
 
 _PURGE_EVERY_SECONDS = 3600.0
-#: How long the jobs of a queue found not to exist wait in PostgreSQL before the
-#: dispatcher takes them and asks SQS again. Taken in every batch, a batch or more of
-#: them, oldest first, would hold back every other due job, and each batch would
-#: write their rows twice (taken, then put back).
-MISSING_QUEUE_RECHECK_SECONDS = 5.0
+#: How long the jobs of a queue SQS refused (one that does not exist, one the dispatcher
+#: may not send to) wait in PostgreSQL before the dispatcher takes them and asks SQS
+#: again. Taken in every batch, a batch or more of them, oldest first, would hold back
+#: every other due job, and each batch would write their rows twice (taken, put back).
+REFUSED_QUEUE_RECHECK_SECONDS = 5.0
 
 
 @dataclass
@@ -50,7 +50,7 @@ class TickResult:
     expired: int = 0
     purged: int = 0
     errors: list[str] = field(default_factory=list)
-    #: Whether PostgreSQL or SQS failed (not only a job's queue missing): ``run()`` backs off.
+    #: Whether PostgreSQL or SQS failed (not only refused a queue): ``run()`` backs off.
     outage: bool = False
 
 
@@ -62,24 +62,24 @@ class BatchResult:
     sent: int
     failed: int
     error: str | None = None
-    #: The queues found not to exist, with what SQS said; their jobs are in ``failed``.
-    missing_queues: dict[str, str] = field(default_factory=dict)
+    #: The queues SQS refused, with what it said; their jobs are in ``failed``.
+    refused_queues: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, jobs: Sequence[Pending], published: PublishResult) -> "BatchResult":
         """The result of sending ``jobs`` as ``published``."""
-        missing = published.missing_queues
-        refused = len(published.failed) - sum(1 for job in jobs if job.queue in missing)
+        queues = published.refused_queues
+        rejected = len(published.failed) - sum(1 for job in jobs if job.queue in queues)
         error = None
         if published.error:
             error = f"sqs: {published.error}"
-        elif refused:
-            error = f"sqs rejected {refused} message(s)"
-        return cls(len(jobs), len(published.sent), len(published.failed), error, missing)
+        elif rejected:
+            error = f"sqs rejected {rejected} message(s)"
+        return cls(len(jobs), len(published.sent), len(published.failed), error, queues)
 
     @property
     def outage(self) -> bool:
-        """Whether SQS failed for more than jobs whose queue does not exist.
+        """Whether SQS failed for more than the jobs of queues it refused.
 
         The tick's next batch would only fail again: the failed jobs, left as they
         were, would come back.
@@ -115,8 +115,8 @@ class Dispatcher:
         self._next_recovery = -math.inf
         self._next_purge = -math.inf
         self._stopping = False
-        #: Queues found not to exist: until when their jobs wait, and what SQS said.
-        self._missing_queues: dict[str, tuple[float, str]] = {}
+        #: Queues SQS refused: until when their jobs wait, and what SQS said.
+        self._refused_queues: dict[str, tuple[float, str]] = {}
 
     def run_once(self, *, now: datetime | None = None) -> TickResult:
         """One tick: recover lost jobs when their interval has passed, then send due jobs.
@@ -136,8 +136,8 @@ class Dispatcher:
         )
         # Said in every tick while its jobs wait, as an outage is, so the heartbeat shows it.
         result.errors.extend(
-            f"sqs: queue {queue} does not exist, its jobs wait in PostgreSQL: {reason}"
-            for queue, (_, reason) in sorted(self._missing_queues.items())
+            f"sqs: queue {queue} refused, its jobs wait in PostgreSQL: {reason}"
+            for queue, (_, reason) in sorted(self._refused_queues.items())
         )
         # The probe recorded an empty tick; a tick that did more records what it did.
         if result != TickResult():
@@ -166,18 +166,18 @@ class Dispatcher:
         return dispatching.any_resend(now=now, skip_queues=self._skipped())
 
     def _skipped(self) -> list[str]:
-        """The queues whose jobs wait, having been found not to exist; the others expire."""
+        """The queues whose jobs wait, SQS having refused them; the others' waits ended."""
         clock = time.monotonic()
-        self._missing_queues = {
-            queue: held for queue, held in self._missing_queues.items() if held[0] > clock
+        self._refused_queues = {
+            queue: held for queue, held in self._refused_queues.items() if held[0] > clock
         }
-        return sorted(self._missing_queues)
+        return sorted(self._refused_queues)
 
-    def _note_missing(self, batch: BatchResult) -> BatchResult:
-        """Hold back, for a while, the jobs of the queues ``batch`` found not to exist."""
-        until = time.monotonic() + MISSING_QUEUE_RECHECK_SECONDS
-        self._missing_queues.update(
-            (queue, (until, reason)) for queue, reason in batch.missing_queues.items()
+    def _note_refused(self, batch: BatchResult) -> BatchResult:
+        """Hold back, for a while, the jobs of the queues SQS refused in ``batch``."""
+        until = time.monotonic() + REFUSED_QUEUE_RECHECK_SECONDS
+        self._refused_queues.update(
+            (queue, (until, reason)) for queue, reason in batch.refused_queues.items()
         )
         return batch
 
@@ -296,7 +296,7 @@ class Dispatcher:
             if len(published.sent) < len(jobs):
                 sent = set(published.sent)
                 dispatching.undispatch([job for job in jobs if job.job_id not in sent])
-        return self._note_missing(BatchResult.of(jobs, published))
+        return self._note_refused(BatchResult.of(jobs, published))
 
     def _resend_batch(self, *, now: datetime) -> BatchResult:
         """Send one more copy, same token, of a batch of jobs nobody claimed in time.
@@ -314,7 +314,7 @@ class Dispatcher:
             dispatching.untake_resends(
                 [job for job in jobs if job.job_id in published.failed], now=now
             )
-        return self._note_missing(BatchResult.of(jobs, published))
+        return self._note_refused(BatchResult.of(jobs, published))
 
     def _record_heartbeat(self, result: TickResult) -> None:
         try:

@@ -62,10 +62,11 @@ class PublishResult:
 
     sent: list[int] = field(default_factory=list)
     failed: dict[int, str] = field(default_factory=dict)
-    #: Why SQS failed, when it did for more than a missing queue.
+    #: Why SQS failed, when it did for more than queues it refused.
     error: str | None = None
-    #: The queues that do not exist, with what SQS said: their jobs are in ``failed``.
-    missing_queues: dict[str, str] = field(default_factory=dict)
+    #: The queues SQS refused for good (one that does not exist, one the dispatcher may
+    #: not send to), with what it said: their jobs are in ``failed``.
+    refused_queues: dict[str, str] = field(default_factory=dict)
 
 
 class Publisher(Protocol):
@@ -164,14 +165,27 @@ def _send_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="sqs-send")
 
 
-#: The error codes of GetQueueUrl for a queue that does not exist (SQS's JSON and query
-#: protocols).
-_NO_SUCH_QUEUE = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
+#: The error codes (SQS's JSON and query protocols) of a queue that does not exist, and
+#: of one the dispatcher may not send to (IAM).
+_QUEUE_REFUSALS = frozenset(
+    {
+        "QueueDoesNotExist",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "AccessDenied",
+        "AccessDeniedException",
+    }
+)
 
 
-def _queue_missing(error: BotoCoreError | ClientError) -> bool:
-    code = error.response.get("Error", {}).get("Code") if isinstance(error, ClientError) else None
-    return code in _NO_SUCH_QUEUE
+def _queue_refused(error: BotoCoreError | ClientError) -> bool:
+    """Whether SQS refused one queue for good: waiting will not help, and says nothing
+    of the other queues. Besides :data:`_QUEUE_REFUSALS`, the queue's KMS key denied,
+    disabled or missing (``Kms…``, ``KMS.…``), but not KMS throttling."""
+    if not isinstance(error, ClientError):
+        return False
+    code = error.response.get("Error", {}).get("Code") or ""
+    kms = code.startswith(("Kms", "KMS.")) and "Throttl" not in code
+    return code in _QUEUE_REFUSALS or kms
 
 
 #: What one SendMessageBatch call gave: the jobs sent and those refused, or its error.
@@ -198,9 +212,9 @@ class SQSPublisher:
     def publish(self, messages: Sequence[OutgoingMessage]) -> PublishResult:
         """Send every message, ten to a call, several calls at once.
 
-        A call that fails outright (an outage) fails its jobs, and a queue whose URL
-        cannot be looked up (one that does not exist) fails its own; the others still
-        count.
+        A call that fails outright fails its jobs: an outage, unless SQS refused the
+        queue itself (``refused_queues``). A queue whose URL cannot be looked up fails
+        its own jobs alone; the others still count.
         """
         result = PublishResult()
         by_queue: dict[str, list[OutgoingMessage]] = {}
@@ -212,8 +226,8 @@ class SQSPublisher:
                 # Looked up before the threads start, so they share one cached URL.
                 url = self._queue_url(queue)
             except (BotoCoreError, ClientError) as error:
-                # Only this queue's jobs fail: a job on a queue that does not exist
-                # must not hold back the others.
+                # Only this queue's jobs fail: a job on a queue SQS refuses must not
+                # hold back the others.
                 self._fail(result, batch, error)
                 continue
             chunks.extend(
@@ -233,7 +247,7 @@ class SQSPublisher:
         for share, share_outcomes in zip(shares, outcomes, strict=True):
             for (_, chunk), outcome in zip(share, share_outcomes, strict=True):
                 if isinstance(outcome, Exception):
-                    outage = outage or not _queue_missing(outcome)
+                    outage = outage or not _queue_refused(outcome)
                     self._fail(result, chunk, outcome)
                 else:
                     sent, failed = outcome
@@ -283,15 +297,15 @@ class SQSPublisher:
         unsent: Sequence[OutgoingMessage],
         error: BotoCoreError | ClientError,
     ) -> None:
-        """Fail the ``unsent`` messages, all for one queue, as an outage or a missing queue."""
+        """Fail the ``unsent`` messages, all for one queue, as an outage or a refused queue."""
         reason = f"{type(error).__name__}: {error}"
         result.failed.update((message.job_id, reason) for message in unsent)
         queue = unsent[0].queue
-        if _queue_missing(error):
+        if _queue_refused(error):
             # Deleted after its URL was looked up, maybe: if it comes back, ask again.
             self._queue_urls.pop(queue, None)
-            result.missing_queues[queue] = reason
-            logger.error("sqs queue missing queue=%s unsent=%s", queue, len(unsent))
+            result.refused_queues[queue] = reason
+            logger.error("sqs queue refused queue=%s unsent=%s", queue, len(unsent))
         else:
             result.error = reason
             logger.error("sqs publish failed unsent=%s error=%s", len(unsent), reason)

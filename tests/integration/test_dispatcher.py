@@ -5,12 +5,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from botocore.awsrequest import AWSResponse
 from django.db import connection
 from freezegun import freeze_time
 
 from payments.services import authorize_payment
 from scheduler.conf import scheduler_settings
-from scheduler.dispatch.dispatcher import MISSING_QUEUE_RECHECK_SECONDS, Dispatcher
+from scheduler.dispatch.dispatcher import REFUSED_QUEUE_RECHECK_SECONDS, Dispatcher
 from scheduler.dispatch.publisher import SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
@@ -336,7 +337,7 @@ def test_a_whole_batch_of_jobs_on_a_missing_queue_holds_back_no_other(sqs_queue,
         # The first batch finds the queue missing; the others leave its jobs.
         assert (first.sent, first.failed, first.outage) == (15, 10, False)
         versions = _row_versions(lost)
-        clock.tick(MISSING_QUEUE_RECHECK_SECONDS - 0.1)
+        clock.tick(REFUSED_QUEUE_RECHECK_SECONDS - 0.1)
         second = dispatcher.run_once()
         # Held back, not taken: the rows are not written, and the tick still says why.
         assert (second.sent, second.failed, second.outage) == (0, 0, False)
@@ -395,6 +396,40 @@ def test_unclaimed_jobs_of_a_deleted_queue_hold_back_no_other_resend(sqs_queue, 
     assert set(ScheduledJob.objects.filter(sends=1)) == set(lost)
 
 
+def _denying(client, queue):
+    """``client``, whose calls naming ``queue`` SQS answers with AccessDenied, as IAM
+    does for a queue missing from the dispatcher's policy."""
+
+    def deny(params, **_):
+        if queue.encode() in params["body"]:
+            error = {"Code": "AccessDenied", "Message": "not authorized to perform sqs:*"}
+            return AWSResponse(params["url"], 403, {}, None), {
+                "Error": error,
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            }
+        return None
+
+    client.meta.events.register("before-call.sqs.*", deny)
+    return client
+
+
+def test_a_queue_the_dispatcher_may_not_send_to_holds_back_no_other(sqs_queue, settings):
+    # Not an outage: waiting does not help, and the other queues are fine. Taken for
+    # one, its jobs, the oldest, would end every tick at their batch, with back-off.
+    settings.SCHEDULER_BATCH_SIZE = 10
+    forbidden = f"forbidden-{uuid.uuid4().hex}"
+    client = _denying(sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL), forbidden)
+    with freeze_time(T0):
+        lost = make_jobs([T0 - timedelta(minutes=1)] * 10, queue=forbidden)
+        make_jobs([T0] * 15)
+        result = Dispatcher(publisher=SQSPublisher(client=client)).run_once()
+    assert (result.sent, result.failed, result.outage) == (15, 10, False)
+    [error] = result.errors
+    assert forbidden in error
+    assert "AccessDenied" in error
+    assert set(ScheduledJob.objects.filter(status=Status.SCHEDULED)) == set(lost)
+
+
 def test_a_queue_found_missing_is_looked_up_again_only_after_a_while(sqs_queue, settings):
     settings.SCHEDULER_BATCH_SIZE = 10
     client = sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL)
@@ -413,7 +448,7 @@ def test_a_queue_found_missing_is_looked_up_again_only_after_a_while(sqs_queue, 
         assert dispatcher.run_once().sent == 45  # in six batches
         assert lookups.count("no-such-queue") == 1
         make_jobs([T0] * 5)
-        clock.tick(MISSING_QUEUE_RECHECK_SECONDS - 0.1)
+        clock.tick(REFUSED_QUEUE_RECHECK_SECONDS - 0.1)
         assert dispatcher.run_once().sent == 5
         assert lookups.count("no-such-queue") == 1
         clock.tick(0.2)
