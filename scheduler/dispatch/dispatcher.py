@@ -173,14 +173,6 @@ class Dispatcher:
         }
         return sorted(self._refused_queues)
 
-    def _note_refused(self, batch: BatchResult) -> BatchResult:
-        """Hold back, for a while, the jobs of the queues SQS refused in ``batch``."""
-        until = time.monotonic() + REFUSED_QUEUE_RECHECK_SECONDS
-        self._refused_queues.update(
-            (queue, (until, reason)) for queue, reason in batch.refused_queues.items()
-        )
-        return batch
-
     def _recover(self, result: TickResult, *, now: datetime) -> None:
         """Re-send unclaimed jobs, retry dead workers' jobs, expire missed ones, purge hourly."""
         result.resent, _ = self._send_all(self._any_resend, self._resend_batch, result, now=now)
@@ -262,6 +254,12 @@ class Dispatcher:
                 return sent, failed
             while True:
                 batch = send_batch(now=now or timezone.now())
+                # Their jobs wait a while, or every later batch would take them first.
+                until_recheck = time.monotonic() + REFUSED_QUEUE_RECHECK_SECONDS
+                self._refused_queues.update(
+                    (queue, (until_recheck, reason))
+                    for queue, reason in batch.refused_queues.items()
+                )
                 sent += batch.sent
                 failed += batch.failed
                 if batch.error and batch.error not in result.errors:
@@ -296,7 +294,7 @@ class Dispatcher:
             if len(published.sent) < len(jobs):
                 sent = set(published.sent)
                 dispatching.undispatch([job for job in jobs if job.job_id not in sent])
-        return self._note_refused(BatchResult.of(jobs, published))
+        return BatchResult.of(jobs, published)
 
     def _resend_batch(self, *, now: datetime) -> BatchResult:
         """Send one more copy, same token, of a batch of jobs nobody claimed in time.
@@ -314,7 +312,7 @@ class Dispatcher:
             dispatching.untake_resends(
                 [job for job in jobs if job.job_id in published.failed], now=now
             )
-        return self._note_refused(BatchResult.of(jobs, published))
+        return BatchResult.of(jobs, published)
 
     def _record_heartbeat(self, result: TickResult) -> None:
         try:
