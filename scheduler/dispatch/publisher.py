@@ -177,19 +177,33 @@ _QUEUE_REFUSALS = frozenset(
 )
 
 
-def _queue_refused(error: BotoCoreError | ClientError) -> bool:
-    """Whether SQS refused one queue for good: waiting will not help, and says nothing
-    of the other queues. Besides :data:`_QUEUE_REFUSALS`, the queue's KMS key denied,
-    disabled or missing (``Kms…``, ``KMS.…``), but not KMS throttling."""
-    if not isinstance(error, ClientError):
-        return False
-    code = error.response.get("Error", {}).get("Code") or ""
+def _refuses_queue(code: str) -> bool:
+    """Whether an error code says SQS refuses one queue for good: waiting will not help,
+    and it says nothing of the other queues. Besides :data:`_QUEUE_REFUSALS`, the queue's
+    KMS key denied, disabled or missing (``Kms…``, ``KMS.…``), but not KMS throttling."""
     kms = code.startswith(("Kms", "KMS.")) and "Throttl" not in code
     return code in _QUEUE_REFUSALS or kms
 
 
-#: What one SendMessageBatch call gave: the jobs sent and those refused, or its error.
-_Outcome = tuple[list[int], dict[int, str]] | BotoCoreError | ClientError
+def _queue_refused(error: BotoCoreError | ClientError) -> bool:
+    """Whether a call's ``error`` is SQS refusing its queue for good (:func:`_refuses_queue`)."""
+    return isinstance(error, ClientError) and _refuses_queue(
+        error.response.get("Error", {}).get("Code") or ""
+    )
+
+
+class _Sent(NamedTuple):
+    """What a SendMessageBatch call that SQS answered did, entry by entry."""
+
+    sent: list[int]
+    failed: dict[int, str]
+    #: What SQS said of an entry when it refused the queue itself (its KMS key, say):
+    #: it may say so entry by entry rather than as the call's error.
+    refusal: str | None
+
+
+#: What one SendMessageBatch call gave: its entries' outcomes, or its error.
+_Outcome = _Sent | BotoCoreError | ClientError
 
 
 class SQSPublisher:
@@ -213,7 +227,8 @@ class SQSPublisher:
         """Send every message, ten to a call, several calls at once.
 
         A call that fails outright fails its jobs: an outage, unless SQS refused the
-        queue itself (``refused_queues``). A queue whose URL cannot be looked up fails
+        queue itself (``refused_queues``), which it may also say of each entry of a call
+        that succeeds. A queue whose URL cannot be looked up fails
         its own jobs alone; the others still count.
         """
         result = PublishResult()
@@ -250,9 +265,10 @@ class SQSPublisher:
                     outage = outage or not _queue_refused(outcome)
                     self._fail(result, chunk, outcome)
                 else:
-                    sent, failed = outcome
-                    result.sent.extend(sent)
-                    result.failed.update(failed)
+                    result.sent.extend(outcome.sent)
+                    result.failed.update(outcome.failed)
+                    if outcome.refusal:
+                        _refuse(result, chunk[0].queue, outcome.refusal, len(outcome.failed))
         if not outage:
             # A failed call's time says nothing of the round trip.
             self.concurrency.observe(in_flight=in_flight, wall=wall, cpu=cpu)
@@ -285,11 +301,17 @@ class SQSPublisher:
         except (BotoCoreError, ClientError) as error:
             return error
         failed = {}
+        refusal = None
         for entry in response.get("Failed", []):
-            reason = f"{entry.get('Code')}: {entry.get('Message', '')}"
+            code = entry.get("Code") or ""
+            reason = f"{code}: {entry.get('Message', '')}"
             failed[int(entry["Id"])] = reason
-            logger.warning("sqs entry rejected job_id=%s reason=%s", entry["Id"], reason)
-        return [int(entry["Id"]) for entry in response.get("Successful", [])], failed
+            if _refuses_queue(code):
+                refusal = reason
+            else:
+                logger.warning("sqs entry rejected job_id=%s reason=%s", entry["Id"], reason)
+        sent = [int(entry["Id"]) for entry in response.get("Successful", [])]
+        return _Sent(sent, failed, refusal)
 
     def _fail(
         self,
@@ -304,8 +326,7 @@ class SQSPublisher:
         if _queue_refused(error):
             # Deleted after its URL was looked up, maybe: if it comes back, ask again.
             self._queue_urls.pop(queue, None)
-            result.refused_queues[queue] = reason
-            logger.error("sqs queue refused queue=%s unsent=%s", queue, len(unsent))
+            _refuse(result, queue, reason, len(unsent))
         else:
             result.error = reason
             logger.error("sqs publish failed unsent=%s error=%s", len(unsent), reason)
@@ -314,3 +335,9 @@ class SQSPublisher:
         if queue not in self._queue_urls:
             self._queue_urls[queue] = self.client.get_queue_url(QueueName=queue)["QueueUrl"]
         return self._queue_urls[queue]
+
+
+def _refuse(result: PublishResult, queue: str, reason: str, unsent: int) -> None:
+    """Record that SQS refused ``queue`` for good, saying ``reason``."""
+    result.refused_queues[queue] = reason
+    logger.error("sqs queue refused queue=%s unsent=%s reason=%s", queue, unsent, reason)

@@ -1,5 +1,6 @@
 """The dispatcher against real PostgreSQL and an SQS server, with time frozen and moved."""
 
+import json
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -351,6 +352,16 @@ def test_a_whole_batch_of_jobs_on_a_missing_queue_holds_back_no_other(sqs_queue,
     assert not ScheduledJob.objects.filter(status=Status.SCHEDULED).exists()
 
 
+def _assert_held_back(result, *, sent, held, said):
+    """``result`` is a tick that sent ``sent`` jobs and left ``held`` (all on one queue,
+    which SQS refused saying ``said``) scheduled, naming their queue, with no outage."""
+    assert (result.sent, result.failed, result.outage) == (sent, len(held), False)
+    [error] = result.errors
+    assert held[0].queue in error
+    assert said in error
+    assert set(ScheduledJob.objects.filter(status=Status.SCHEDULED)) == set(held)
+
+
 def test_a_queue_deleted_while_the_dispatcher_runs_is_missing_not_an_outage(sqs_queue, settings):
     # Its URL was looked up before: SQS now refuses the sends themselves. Taken for an
     # outage, the tick would stop at the first batch holding its jobs, every tick.
@@ -366,10 +377,7 @@ def test_a_queue_deleted_while_the_dispatcher_runs_is_missing_not_an_outage(sqs_
         lost = make_jobs([T0 - timedelta(minutes=1)] * 10, queue=deleted)
         make_jobs([T0] * 5)
         result = dispatcher.run_once()
-    assert (result.sent, result.failed, result.outage) == (5, 10, False)
-    [error] = result.errors
-    assert deleted in error
-    assert set(ScheduledJob.objects.filter(status=Status.SCHEDULED)) == set(lost)
+    _assert_held_back(result, sent=5, held=lost, said="NonExistentQueue")
 
 
 def test_unclaimed_jobs_of_a_deleted_queue_hold_back_no_other_resend(sqs_queue, settings):
@@ -423,11 +431,59 @@ def test_a_queue_the_dispatcher_may_not_send_to_holds_back_no_other(sqs_queue, s
         lost = make_jobs([T0 - timedelta(minutes=1)] * 10, queue=forbidden)
         make_jobs([T0] * 15)
         result = Dispatcher(publisher=SQSPublisher(client=client)).run_once()
-    assert (result.sent, result.failed, result.outage) == (15, 10, False)
-    [error] = result.errors
-    assert forbidden in error
-    assert "AccessDenied" in error
-    assert set(ScheduledJob.objects.filter(status=Status.SCHEDULED)) == set(lost)
+    _assert_held_back(result, sent=15, held=lost, said="AccessDenied")
+
+
+def _refusing_entries(client, queue, code):
+    """``client``, whose SendMessageBatch calls to ``queue`` SQS answers entry by entry
+    with ``code``, as it does when it cannot use the queue's KMS key."""
+
+    def refuse(params, **_):
+        if queue.encode() not in params["body"]:
+            return None
+        failed = [
+            {"Id": entry["Id"], "SenderFault": True, "Code": code, "Message": "key disabled"}
+            for entry in json.loads(params["body"])["Entries"]
+        ]
+        return AWSResponse(params["url"], 200, {}, None), {
+            "Successful": [],
+            "Failed": failed,
+            "ResponseMetadata": {"HTTPStatusCode": 200},
+        }
+
+    client.meta.events.register("before-call.sqs.SendMessageBatch", refuse)
+    return client
+
+
+def test_a_queue_whose_key_sqs_may_not_use_holds_back_no_other(sqs_queue, settings):
+    # SQS says so entry by entry in a call that succeeds, not as the call's error.
+    settings.SCHEDULER_BATCH_SIZE = 10
+    encrypted = f"encrypted-{uuid.uuid4().hex}"
+    sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL).create_queue(QueueName=encrypted)
+    client = sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL)
+    client = _refusing_entries(client, encrypted, "KMS.DisabledException")
+    dispatcher = Dispatcher(publisher=SQSPublisher(client=client))
+    with freeze_time(T0) as clock:
+        held = make_jobs([T0 - timedelta(minutes=1)] * 10, queue=encrypted)
+        make_jobs([T0] * 15)
+        result = dispatcher.run_once()
+        _assert_held_back(result, sent=15, held=held, said="KMS.DisabledException")
+        # Its jobs wait in PostgreSQL, untouched, until SQS is asked again.
+        assert dispatcher.run_once().failed == 0
+        clock.tick(REFUSED_QUEUE_RECHECK_SECONDS + 0.1)
+        assert dispatcher.run_once().failed == 10
+
+
+def test_an_entry_sqs_throttles_is_an_outage_not_a_refused_queue(sqs_queue, settings):
+    settings.SCHEDULER_BATCH_SIZE = 10
+    client = _refusing_entries(
+        sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL), sqs_queue.name, "KMS.ThrottlingException"
+    )
+    with freeze_time(T0):
+        make_jobs([T0] * 15)
+        result = Dispatcher(publisher=SQSPublisher(client=client)).run_once()
+    assert (result.sent, result.failed, result.outage) == (0, 10, True)
+    assert result.errors == ["sqs rejected 10 message(s)"]
 
 
 def test_a_queue_found_missing_is_looked_up_again_only_after_a_while(sqs_queue, settings):
