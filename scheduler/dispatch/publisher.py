@@ -262,8 +262,7 @@ class SQSPublisher:
         for share, share_outcomes in zip(shares, outcomes, strict=True):
             for (_, chunk), outcome in zip(share, share_outcomes, strict=True):
                 if isinstance(outcome, Exception):
-                    outage = outage or not _queue_refused(outcome)
-                    self._fail(result, chunk, outcome)
+                    outage = self._fail(result, chunk, outcome) or outage
                 else:
                     result.sent.extend(outcome.sent)
                     result.failed.update(outcome.failed)
@@ -318,8 +317,9 @@ class SQSPublisher:
         result: PublishResult,
         unsent: Sequence[OutgoingMessage],
         error: BotoCoreError | ClientError,
-    ) -> None:
-        """Fail the ``unsent`` messages, all for one queue, as an outage or a refused queue."""
+    ) -> bool:
+        """Fail the ``unsent`` messages, all for one queue, as an outage (returns True) or
+        a refused queue."""
         reason = f"{type(error).__name__}: {error}"
         result.failed.update((message.job_id, reason) for message in unsent)
         queue = unsent[0].queue
@@ -327,9 +327,10 @@ class SQSPublisher:
             # Deleted after its URL was looked up, maybe: if it comes back, ask again.
             self._queue_urls.pop(queue, None)
             _refuse(result, queue, reason, len(unsent))
-        else:
-            result.error = reason
-            logger.error("sqs publish failed unsent=%s error=%s", len(unsent), reason)
+            return False
+        result.error = reason
+        logger.error("sqs publish failed unsent=%s error=%s", len(unsent), reason)
+        return True
 
     def _queue_url(self, queue: str) -> str:
         if queue not in self._queue_urls:
