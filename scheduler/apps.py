@@ -18,7 +18,10 @@ class SchedulerConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from scheduler import checks  # noqa: F401 - registers the system checks
+        from scheduler import (
+            checks,  # noqa: F401 - registers the system checks
+            clock,  # noqa: F401 - a worker checks its clock when ready
+        )
         from scheduler.dispatch import beat  # noqa: F401 - registers the beat scheduler check
         from scheduler.worker import checks as worker_checks  # noqa: F401 - and the worker's
         from scheduler.worker import connections  # noqa: F401 - connections kept across tasks

@@ -22,6 +22,7 @@ from django_celery_beat.schedulers import DatabaseScheduler
 from typing_extensions import override
 
 from scheduler.checks import names_subclass
+from scheduler.clock import check_clock
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import Dispatcher
 
@@ -89,6 +90,7 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         if self._dispatcher is None:
             # One per process: it keeps its SQS queue URLs and its recovery cadence.
             self._dispatcher = Dispatcher()
+            check_clock(process="beat")
         try:
             self._dispatcher.run_once()
         except Exception:

@@ -23,6 +23,7 @@ from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from scheduler.backoff import exponential_backoff
+from scheduler.clock import check_clock
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.publisher import OutgoingMessage, Publisher, PublishResult, SQSPublisher
 from scheduler.protocol import delivery_delay_seconds
@@ -193,6 +194,7 @@ class Dispatcher:
         Errors are logged and the loop goes on, backing off while PostgreSQL or SQS
         keeps failing.
         """
+        check_clock(process="dispatcher")
         ticks = 0
         consecutive_failures = 0
         while not self._stopping and (max_ticks is None or ticks < max_ticks):

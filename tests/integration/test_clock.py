@@ -1,0 +1,53 @@
+"""A process compares its host's clock with PostgreSQL's, the reference all hosts reach.
+
+freezegun moves this process's clock and not PostgreSQL's: a host whose clock is off.
+"""
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connections
+from freezegun import freeze_time
+
+from scheduler.clock import CLOCK_TOLERANCE_SECONDS, check_clock
+
+
+@pytest.mark.parametrize(("off", "said"), [(30, "ahead of"), (-30, "behind")])
+def test_a_host_clock_off_postgresql_is_told(db, caplog, off, said):
+    caplog.set_level(logging.INFO, logger="scheduler.clock")
+    with freeze_time(datetime.now(UTC) + timedelta(seconds=off), tick=True):
+        offset = check_clock(process="worker")
+    assert offset == pytest.approx(off, abs=1)
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    told = re.match(r"clock offset process=worker seconds=([-+][0-9.]+): ", record.getMessage())
+    assert told, record.getMessage()
+    assert float(told[1]) == pytest.approx(off, abs=1)
+    assert f"this host's clock is {said} PostgreSQL's" in record.getMessage()
+
+
+def test_a_host_clock_in_sync_is_only_noted(db, caplog):
+    caplog.set_level(logging.INFO, logger="scheduler.clock")
+    offset = check_clock(process="dispatcher")
+    assert offset is not None
+    assert abs(offset) <= CLOCK_TOLERANCE_SECONDS
+    [record] = caplog.records
+    assert record.levelno == logging.INFO
+    assert record.getMessage().startswith("clock offset process=dispatcher seconds=")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_out_of_reach_is_told_and_not_raised(caplog):
+    caplog.set_level(logging.INFO, logger="scheduler.clock")
+    connections["default"].close()
+    port = connections["default"].settings_dict["PORT"]
+    connections["default"].settings_dict["PORT"] = "1"
+    try:
+        assert check_clock(process="beat") is None
+    finally:
+        connections["default"].close()
+        connections["default"].settings_dict["PORT"] = port
+    [record] = caplog.records
+    assert record.getMessage() == "clock not checked process=beat error=OperationalError"
