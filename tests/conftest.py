@@ -1,6 +1,7 @@
 """Shared fixtures: a real SQS server (moto, over HTTP) and per-test queues."""
 
 import base64
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import boto3
 import pytest
 import requests
 from celery import signals as celery_signals
+from django.db import connections
 from kombu import Connection
 
 from devtools.sqs_server import command as sqs_server_command
@@ -147,3 +149,18 @@ class RecordingPublisher(SQSPublisher):
 @pytest.fixture
 def publisher(sqs_queue: SqsQueue) -> RecordingPublisher:
     return RecordingPublisher()
+
+
+@contextlib.contextmanager
+def postgresql_out_of_reach() -> Iterator[None]:
+    """This process's default connection reaches no PostgreSQL until the block ends, as
+    in a failover: it connects to a port nothing listens on (needs a transactional test)."""
+    connection = connections["default"]
+    port = connection.settings_dict["PORT"]
+    connection.close()
+    connection.settings_dict["PORT"] = str(free_port())
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict["PORT"] = port

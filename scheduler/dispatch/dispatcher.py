@@ -118,6 +118,10 @@ class Dispatcher:
         self._stopping = False
         #: Queues SQS refused: until when their jobs wait, and what SQS said.
         self._refused_queues: dict[str, tuple[float, str]] = {}
+        #: From when (monotonic) leases are judged: while PostgreSQL is out of this
+        #: dispatcher's reach (inf), no worker can renew one either, so a live job's last
+        #: heartbeat falls behind; once it is back, a worker has a full lease to beat again.
+        self._judge_leases_from = -math.inf
 
     def run_once(self, *, now: datetime | None = None) -> TickResult:
         """One tick: recover lost jobs when their interval has passed, then send due jobs.
@@ -174,16 +178,31 @@ class Dispatcher:
         }
         return sorted(self._refused_queues)
 
+    def _lost_database(self) -> None:
+        """PostgreSQL is out of reach: no lease is judged until it is back, and a lease more."""
+        self._judge_leases_from = math.inf
+
+    def _reached_database(self) -> None:
+        """PostgreSQL answered: if it had been out of reach, leases are judged a lease later."""
+        if self._judge_leases_from == math.inf:
+            lease = scheduler_settings.LEASE_SECONDS
+            self._judge_leases_from = time.monotonic() + lease
+            logger.warning(
+                "database reached again dispatcher=%s leases_judged_in_seconds=%s", self.name, lease
+            )
+
     def _recover(self, result: TickResult, *, now: datetime) -> None:
         """Re-send unclaimed jobs, retry dead workers' jobs, expire missed ones, purge hourly."""
         result.resent, _ = self._send_all(self._any_resend, self._resend_batch, result, now=now)
         try:
-            result.leases_expired = dispatching.expire_leases(now=now)
+            if time.monotonic() >= self._judge_leases_from:
+                result.leases_expired = dispatching.expire_leases(now=now)
             result.expired = dispatching.expire_missed(now=now)
             if time.monotonic() >= self._next_purge:
                 result.purged = dispatching.purge_finished(now=now)
                 self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
         except DatabaseError as error:
+            self._lost_database()
             result.errors.append(f"recovery: {type(error).__name__}: {error}")
             result.outage = True
             logger.exception("dispatcher recovery failed dispatcher=%s", self.name)
@@ -252,7 +271,9 @@ class Dispatcher:
         sent = failed = 0
         try:
             # Probing first keeps a tick with nothing to send out of any transaction.
-            if not waiting(now=now or timezone.now()):
+            anything_waiting = waiting(now=now or timezone.now())
+            self._reached_database()
+            if not anything_waiting:
                 return sent, failed
             while True:
                 batch = send_batch(now=now or timezone.now())
@@ -271,6 +292,7 @@ class Dispatcher:
                 if batch.taken < batch_size or batch.outage or time.monotonic() >= until:
                     return sent, failed
         except DatabaseError as error:
+            self._lost_database()
             result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
             result.outage = True
             logger.exception("dispatcher batch failed dispatcher=%s", self.name)
@@ -326,4 +348,5 @@ class Dispatcher:
                 errors=result.errors,
             )
         except DatabaseError:
+            self._lost_database()
             logger.exception("dispatcher heartbeat failed dispatcher=%s", self.name)

@@ -46,10 +46,16 @@ def _is_eager(sender: Any) -> bool:
 
 
 def prepare_connections(sender: Any = None, **kwargs: Any) -> None:
-    """Before a task: close obsolete or unusable connections, and spare a recently used
-    one its health check."""
-    if _is_eager(sender):
-        return
+    """Before a task: :func:`refresh_connections`."""
+    if not _is_eager(sender):
+        refresh_connections()
+
+
+def refresh_connections() -> None:
+    """Close this process's obsolete or unusable connections, as Django does before a
+    request, and spare a recently used one its health check: one that has sat unused
+    (through a long job's body, say) is checked at its next query (``CONN_HEALTH_CHECKS``)
+    and replaced if PostgreSQL dropped it meanwhile."""
     close_old_connections()
     now = time.monotonic()
     for conn in connections.all():

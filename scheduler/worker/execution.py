@@ -20,6 +20,7 @@ from scheduler.conf import scheduler_settings
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import running
 from scheduler.states import Status
+from scheduler.worker.connections import refresh_connections
 from scheduler.worker.heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -162,10 +163,20 @@ def run_job(
             else:
                 result = _call_body(runner, run)
                 heartbeat.stop()
+                _refresh_connections()
                 outcome = _record_return(run, result)
     except _BodyError as failed:
+        _refresh_connections()
         return Handled(_record_raise(run, failed.error), error=failed.error)
     return Handled(outcome, result=result)
+
+
+def _refresh_connections() -> None:
+    # A long body may leave the connection unused while PostgreSQL drops it (a
+    # failover): the outcome recorded on it would be lost, and a plain job run again once
+    # its lease expired. Not inside a transaction of the caller's (tests, eager calls).
+    if not transaction.get_connection().in_atomic_block:
+        refresh_connections()
 
 
 def _call_body(runner: JobRunner, run: JobRun) -> Any:

@@ -7,8 +7,11 @@ own process group, so a kill reaches a worker's pool children too, and
 
 import contextlib
 import os
+import select
 import signal
+import socket
 import sys
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -94,6 +97,78 @@ class SqsServer:
             self.resume()
         self.process.stop()
         self.process = None
+
+
+class PostgresProxy:
+    """A TCP proxy in front of PostgreSQL that a test can cut, as a failover does.
+
+    Processes given :attr:`port` reach PostgreSQL through it. :meth:`cut` drops every
+    connection and closes each new one at once until :meth:`restore`.
+    """
+
+    def __init__(self, *, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._cut = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+
+    def start(self) -> None:
+        self._accepting.start()
+
+    def cut(self) -> None:
+        """Drop every connection; refuse new ones until :meth:`restore`."""
+        self._cut.set()
+        self._drop_all()
+
+    def restore(self) -> None:
+        self._cut.clear()
+
+    def stop(self) -> None:
+        self._cut.set()
+        self._listener.close()
+        self._drop_all()
+
+    def _drop_all(self) -> None:
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._open.clear()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # stopped
+            if self._cut.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.upstream)
+            with self._lock:
+                self._open.update((client, upstream))
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        peers = {client: upstream, upstream: client}
+        try:
+            while True:
+                readable, _, _ = select.select(list(peers), [], [])
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    peers[sock].sendall(data)
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._open.difference_update(peers)
+            for sock in peers:
+                sock.close()
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connections
 from freezegun import freeze_time
 
 from scheduler.clock import CLOCK_TOLERANCE_SECONDS, check_clock
+from tests.conftest import postgresql_out_of_reach
 
 
 @pytest.mark.parametrize(("off", "said"), [(30, "ahead of"), (-30, "behind")])
@@ -41,13 +41,7 @@ def test_a_host_clock_in_sync_is_only_noted(db, caplog):
 @pytest.mark.django_db(transaction=True)
 def test_a_database_out_of_reach_is_told_and_not_raised(caplog):
     caplog.set_level(logging.INFO, logger="scheduler.clock")
-    connections["default"].close()
-    port = connections["default"].settings_dict["PORT"]
-    connections["default"].settings_dict["PORT"] = "1"
-    try:
+    with postgresql_out_of_reach():
         assert check_clock(process="beat") is None
-    finally:
-        connections["default"].close()
-        connections["default"].settings_dict["PORT"] = port
     [record] = caplog.records
     assert record.getMessage() == "clock not checked process=beat error=OperationalError"

@@ -316,3 +316,21 @@ def test_a_job_claimed_before_its_time_stays_enqueued_until_then_and_starts_at_i
     assert job.started_at == run_at
     # Its commit does not wait for the disk, as a claim alone does not.
     assert "SET LOCAL synchronous_commit TO off" in statements
+
+
+@pytest.mark.django_db(
+    transaction=True
+)  # the worker's connection is in autocommit, no test transaction
+@pytest.mark.parametrize(
+    ("fail", "outcome"), [(False, Outcome.SUCCEEDED), (True, Outcome.RETRYING)]
+)
+def test_the_outcome_is_recorded_though_postgresql_dropped_the_connection_while_the_body_ran(
+    fail, outcome
+):
+    # A failover while a long body runs: recorded on the dropped connection, the outcome
+    # would be lost, and a plain job run again once its lease expired.
+    job = schedule_at("testapp.lose_connection", timezone.now(), [fail])
+    token = dispatch_one(job, now=timezone.now())
+    assert deliver(job_id=job.pk, task_name=job.task_name, token=token).outcome is outcome
+    job.refresh_from_db()
+    assert job.status == (Status.SCHEDULED if fail else Status.SUCCEEDED)

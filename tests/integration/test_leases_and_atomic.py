@@ -15,9 +15,13 @@ from payments.gateway import gateway
 from payments.models import Payment
 from payments.services import authorize_payment
 from scheduler import schedule_at
+from scheduler.conf import scheduler_settings
+from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import dispatching, running
+from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
+from tests.conftest import postgresql_out_of_reach
 from tests.factories import deliver, dispatch_one
 from tests.testapp.models import Effect
 from tests.testapp.tasks import read_runs
@@ -107,6 +111,34 @@ def test_the_lease_counts_from_the_last_heartbeat_not_from_the_start():
         # Started 100 s ago, but its last heartbeat was 50 s ago: alive.
         assert not expired(lease=LEASE, now=T0 + timedelta(seconds=100)).exists()
         assert expired(lease=LEASE, now=T0 + timedelta(seconds=111)).get() == job
+
+
+@pytest.mark.django_db(transaction=True)
+def test_heartbeats_missed_while_postgresql_was_out_of_reach_retry_no_live_job():
+    # A failover longer than a lease: the workers' heartbeats failed as the dispatcher's
+    # ticks did. Back, the dispatcher must not take a live job for a dead one before its
+    # worker has had the time to beat again: a full lease.
+    recovery = scheduler_settings.RECOVERY_INTERVAL_SECONDS
+    dispatcher = Dispatcher(publisher=InMemoryPublisher())
+    with freeze_time(T0) as clock:
+        live = claim(schedule_at("testapp.noop", T0)).job
+        dead = claim(schedule_at("testapp.noop", T0)).job
+        clock.tick(90)
+        with postgresql_out_of_reach():
+            assert dispatcher.run_once().outage
+        clock.tick(recovery)
+        assert dispatcher.run_once().leases_expired == 0
+        clock.tick(recovery)
+        assert running.heartbeat(job_id=live.pk, token=live.dispatch_token)
+        # A lease after the first tick that reached PostgreSQL again, the dead job's
+        # lease has expired; the live one beat within it.
+        clock.tick(LEASE.total_seconds() - recovery + 1)
+        assert dispatcher.run_once().leases_expired == 1
+    live.refresh_from_db()
+    dead.refresh_from_db()
+    assert (live.status, live.last_error) == (Status.RUNNING, "")
+    assert dead.status != Status.RUNNING
+    assert dead.last_error.startswith("lease expired")
 
 
 @pytest.mark.django_db(transaction=True)
