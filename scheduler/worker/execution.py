@@ -7,15 +7,17 @@ and any other front end that runs jobs, which passes its own :class:`JobRunner`.
 
 import enum
 import logging
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from scheduler import validation
+from scheduler.backoff import exponential_backoff
 from scheduler.conf import scheduler_settings
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import running
@@ -24,6 +26,12 @@ from scheduler.worker.connections import refresh_connections
 from scheduler.worker.heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
+
+#: How long a delivery waits for PostgreSQL to come back (a failover) to claim its job.
+#: Given up, the job stays enqueued and recovery sends it again once it is stale
+#: (``SCHEDULER_STALE_AFTER_SECONDS`` after its run_at); waiting, the pool process could
+#: run no other job without PostgreSQL anyway.
+DATABASE_WAIT_SECONDS = 120.0
 
 
 class Outcome(enum.StrEnum):
@@ -133,7 +141,7 @@ def run_job(
     through PostgreSQL, or failed) and returned in :attr:`Handled.error` for the caller
     to re-raise.
     """
-    claimed = running.claim(
+    claimed = _claim(
         job_id=job_id, token=token, task_name=task_name, worker=worker, not_before=not_before
     )
     if isinstance(claimed, running.Refusal):
@@ -177,6 +185,40 @@ def _refresh_connections() -> None:
     # its lease expired. Not inside a transaction of the caller's (tests, eager calls).
     if not transaction.get_connection().in_atomic_block:
         refresh_connections()
+
+
+def _claim(
+    *, job_id: int, token: UUID, task_name: str, worker: str, not_before: datetime | None
+) -> running.Claim | running.Refusal:
+    """:func:`running.claim`, tried again while PostgreSQL is out of reach, for up to
+    :data:`DATABASE_WAIT_SECONDS`, not inside a transaction of the caller's."""
+    deadline = time.monotonic() + DATABASE_WAIT_SECONDS
+    failures = 0
+    while True:
+        try:
+            return running.claim(
+                job_id=job_id,
+                token=token,
+                task_name=task_name,
+                worker=worker,
+                not_before=not_before,
+            )
+        except (OperationalError, InterfaceError) as error:
+            failures += 1
+            pause = exponential_backoff(failures, base=0.5, cap=8.0)
+            if transaction.get_connection().in_atomic_block or (
+                time.monotonic() + pause > deadline
+            ):
+                raise
+            logger.warning(
+                "job claim waits for the database job_id=%s failures=%s retry_in=%.1fs error=%s",
+                job_id,
+                failures,
+                pause,
+                str(error).split("\n", 1)[0] or type(error).__name__,
+            )
+            time.sleep(pause)
+            refresh_connections()
 
 
 def _call_body(runner: JobRunner, run: JobRun) -> Any:

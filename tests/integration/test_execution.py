@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from freezegun import freeze_time
@@ -17,7 +17,9 @@ from scheduler.exceptions import InvalidTransitionError
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import running
 from scheduler.testing import InMemoryPublisher
+from scheduler.worker import execution
 from scheduler.worker.execution import Outcome
+from tests.conftest import postgresql_out_of_reach
 from tests.factories import deliver, dispatch_one, mark_enqueued
 from tests.processes import wait_until
 from tests.testapp.tasks import read_runs
@@ -334,3 +336,34 @@ def test_the_outcome_is_recorded_though_postgresql_dropped_the_connection_while_
     assert deliver(job_id=job.pk, task_name=job.task_name, token=token).outcome is outcome
     job.refresh_from_db()
     assert job.status == (Status.SCHEDULED if fail else Status.SUCCEEDED)
+
+
+@pytest.mark.django_db(
+    transaction=True
+)  # the worker's connection is in autocommit, no test transaction
+def test_a_delivery_waits_for_postgresql_to_come_back_to_claim_its_job(caplog):
+    # A message received during a failover: given up, its job would wait for recovery
+    # to send it again once stale, minutes late.
+    job = schedule_at("testapp.noop", timezone.now())
+    token = dispatch_one(job, now=timezone.now())
+    settings_dict = connection.settings_dict
+    port = settings_dict["PORT"]
+    with postgresql_out_of_reach():
+        back = threading.Timer(1.0, settings_dict.__setitem__, ["PORT", port])
+        back.start()
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert handled.outcome is Outcome.SUCCEEDED
+    assert "job claim waits for the database" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_gives_up_when_postgresql_stays_out_of_reach(monkeypatch):
+    monkeypatch.setattr(execution, "DATABASE_WAIT_SECONDS", 1.0)
+    job = schedule_at("testapp.noop", timezone.now())
+    token = dispatch_one(job, now=timezone.now())
+    started = time.monotonic()
+    with postgresql_out_of_reach(), pytest.raises(OperationalError):
+        deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert time.monotonic() - started < 2
+    job.refresh_from_db()
+    assert job.status == Status.ENQUEUED  # recovery sends it again once stale
