@@ -6,9 +6,13 @@ from weakref import WeakKeyDictionary
 import pytest
 from celery.signals import task_postrun, task_prerun
 from django.db import OperationalError, connection, connections
+from django.utils import timezone
 
+from scheduler import schedule_at
 from scheduler.models import ScheduledJob
 from scheduler.worker import connections as worker_connections
+from scheduler.worker.execution import Outcome
+from tests.factories import deliver, dispatch_one
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -66,8 +70,8 @@ def test_a_terminated_connection_is_replaced_even_moments_after_its_last_answer(
     finally:
         other.close()
     task_prerun.send(sender=None)
-    # The check was spared: the claim fails (its job is re-sent by recovery, as after any
-    # failure mid-job), and the next task gets a new connection.
+    # The check was spared: the first query fails, and the next task gets a new
+    # connection (a claim tries again on one itself).
     with pytest.raises(OperationalError):
         ScheduledJob.objects.exists()
     task_postrun.send(sender=None)
@@ -76,3 +80,21 @@ def test_a_terminated_connection_is_replaced_even_moments_after_its_last_answer(
         cursor.execute("SELECT pg_backend_pid()")
         (after,) = cursor.fetchone()
     assert after != before
+
+
+def test_a_claim_that_finds_its_connection_terminated_tries_again_on_a_new_one(health_checks):
+    now = timezone.now()
+    job = schedule_at("testapp.noop", now)
+    token = dispatch_one(job, now=now)
+    _task()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (before,) = cursor.fetchone()
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [before])
+    finally:
+        other.close()
+    task_prerun.send(sender=None)
+    assert deliver(job_id=job.pk, task_name=job.task_name, token=token).outcome is Outcome.SUCCEEDED
