@@ -13,6 +13,7 @@ from scheduler.models import ScheduledJob
 from scheduler.worker import connections as worker_connections
 from scheduler.worker.execution import Outcome
 from tests.factories import deliver, dispatch_one
+from tests.testapp.tasks import terminate_backend
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,15 +61,7 @@ def test_a_connection_idle_for_longer_is_checked_before_each_task(health_checks,
 
 def test_a_terminated_connection_is_replaced_even_moments_after_its_last_answer(health_checks):
     _task()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (before,) = cursor.fetchone()
-    other = connection.copy()
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [before])
-    finally:
-        other.close()
+    before = terminate_backend()
     task_prerun.send(sender=None)
     # The check was spared: the first query fails, and the next task gets a new
     # connection (a claim tries again on one itself).
@@ -87,14 +80,6 @@ def test_a_claim_that_finds_its_connection_terminated_tries_again_on_a_new_one(h
     job = schedule_at("testapp.noop", now)
     token = dispatch_one(job, now=now)
     _task()
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (before,) = cursor.fetchone()
-    other = connection.copy()
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [before])
-    finally:
-        other.close()
+    terminate_backend()
     task_prerun.send(sender=None)
     assert deliver(job_id=job.pk, task_name=job.task_name, token=token).outcome is Outcome.SUCCEEDED

@@ -1,13 +1,12 @@
 """Tasks the tests schedule. Each run leaves evidence: a line in a file, or an Effect row."""
 
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from celery import shared_task
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 
 from scheduler.worker.connections import RECENTLY_USED_SECONDS
@@ -42,24 +41,26 @@ def backend_pid(path: str, label: str) -> None:
     record_run(path, f"{label}:{pid}")
 
 
+def terminate_backend() -> int:
+    """Has PostgreSQL drop this thread's connection, as a failover does, from another
+    connection; returns the pid of the backend it ended."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    other = connection.copy()
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        other.close()
+    return int(pid)
+
+
 @shared_task(name="testapp.lose_connection")
 def lose_connection(fail: bool = False) -> None:
     """Has PostgreSQL drop its process's connection, as a failover during a long body
     does, then works on without it a while and returns (or raises, if ``fail``)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-
-    def terminate() -> None:
-        try:
-            with connections["default"].cursor() as cursor:
-                cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-        finally:
-            connections.close_all()  # this thread's
-
-    thread = threading.Thread(target=terminate)
-    thread.start()
-    thread.join()
+    terminate_backend()
     time.sleep(RECENTLY_USED_SECONDS + 0.1)
     if fail:
         raise RuntimeError("failed on purpose")
