@@ -70,7 +70,9 @@ class BatchResult:
     def of(cls, jobs: Sequence[Pending], published: PublishResult) -> "BatchResult":
         """The result of sending ``jobs`` as ``published``."""
         queues = published.refused_queues
-        rejected = len(published.failed) - sum(1 for job in jobs if job.queue in queues)
+        rejected = sum(
+            1 for job in jobs if job.job_id in published.failed and job.queue not in queues
+        )
         error = None
         if published.error:
             error = f"sqs: {published.error}"
