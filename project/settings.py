@@ -92,6 +92,19 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A failover can lose the primary with its host: nothing answers, nothing is refused,
+# and a query on a connection to it would wait out the kernel's TCP retransmissions
+# (about 15 minutes), a dispatcher's tick or a worker's heartbeat with it. These libpq
+# parameters give such a connection up within seconds (checked: scheduler.W003);
+# DATABASE_URL's own (?connect_timeout=10) win.
+DATABASES["default"]["OPTIONS"] = {
+    "connect_timeout": 5,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # milliseconds
+    **DATABASES["default"].get("OPTIONS", {}),
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -1,13 +1,16 @@
-"""System checks: the scheduler's settings must respect SQS's limits and each other."""
+"""System checks: the scheduler's settings must respect SQS's limits and each other, and
+its database connection must give up on a primary that stopped answering."""
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery.utils.imports import symbol_by_name
 from django.apps import AppConfig
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
+from django.db import connections, router
 
 from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
+from scheduler.models import ScheduledJob
 from scheduler.registry import schedulable_task_names
 
 # Each relation between settings: its check id, when it is broken, and why that matters.
@@ -116,6 +119,36 @@ def check_admin_tasks(
         )
         for name in value
         if name not in known
+    ]
+
+
+#: libpq's parameters that bound how long a connection to a silent server waits.
+DATABASE_TIMEOUTS = ("connect_timeout", "keepalives_idle", "tcp_user_timeout")
+
+
+@register()
+def check_database_timeouts(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when the jobs' PostgreSQL connection would wait minutes on a lost primary."""
+    database = connections[router.db_for_write(ScheduledJob)].settings_dict
+    if "postgresql" not in database["ENGINE"]:
+        return []
+    missing = [name for name in DATABASE_TIMEOUTS if name not in database.get("OPTIONS", {})]
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"The jobs' database connection sets no {', '.join(missing)}: once a failover "
+            "has lost the primary with its host, a query on a connection to it waits out "
+            "the kernel's TCP retransmissions (about 15 minutes), and a dispatcher tick or "
+            "a worker's heartbeat with it.",
+            hint="Add them to the database's OPTIONS, e.g. connect_timeout=5, "
+            "keepalives_idle=10, keepalives_interval=5, keepalives_count=3, "
+            "tcp_user_timeout=15000 (milliseconds).",
+            id="scheduler.W003",
+        )
     ]
 
 

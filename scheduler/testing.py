@@ -52,7 +52,9 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
     RuntimeError after ``max_runs`` runs (a job that keeps scheduling itself).
     """
     until = validation.aware_datetime(until or timezone.now(), "until")
-    dispatcher = Dispatcher(publisher=InMemoryPublisher(), name=TESTING_WORKER)
+    dispatcher = Dispatcher(
+        publisher=InMemoryPublisher(), name=TESTING_WORKER, judge_leases_at_once=True
+    )
     ran: list[ScheduledJob] = []
     while True:
         dispatcher.run_once(now=until)

@@ -110,9 +110,21 @@ def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage
 
 
 class Dispatcher:
-    """Runs dispatch ticks, once (``run_once``) or in a loop (``run``)."""
+    """Runs dispatch ticks, once (``run_once``) or in a loop (``run``).
 
-    def __init__(self, publisher: Publisher | None = None, name: str | None = None) -> None:
+    A dispatcher judges no lease in its first lease: it cannot know whether PostgreSQL
+    was out of reach just before it started (a supervisor replaces one that failed its
+    health checks in an outage), and the workers may not have beaten since.
+    ``judge_leases_at_once`` is for ticks on a test's frozen clock, where nothing was.
+    """
+
+    def __init__(
+        self,
+        publisher: Publisher | None = None,
+        name: str | None = None,
+        *,
+        judge_leases_at_once: bool = False,
+    ) -> None:
         self.publisher: Publisher = publisher or SQSPublisher()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._next_recovery = -math.inf
@@ -123,7 +135,12 @@ class Dispatcher:
         #: From when (monotonic) leases are judged: while PostgreSQL is out of this
         #: dispatcher's reach (inf), no worker can renew one either, so a live job's last
         #: heartbeat falls behind; once it is back, a worker has a full lease to beat again.
-        self._judge_leases_from = -math.inf
+        #: A dispatcher just started cannot know whether it was: it waits a lease too.
+        self._judge_leases_from = (
+            -math.inf
+            if judge_leases_at_once
+            else time.monotonic() + scheduler_settings.LEASE_SECONDS
+        )
 
     def run_once(self, *, now: datetime | None = None) -> TickResult:
         """One tick: recover lost jobs when their interval has passed, then send due jobs.

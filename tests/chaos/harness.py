@@ -10,6 +10,7 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -104,6 +105,11 @@ class PostgresProxy:
 
     Processes given :attr:`port` reach PostgreSQL through it. :meth:`cut` drops every
     connection and closes each new one at once until :meth:`restore`.
+    :meth:`blackhole` has the kernel drop every packet to and from :attr:`port`
+    instead (iptables, as root), as when the primary is lost with its host or its
+    network: nothing is closed or refused, nothing answers; :meth:`fail_over` then lets
+    new connections through, as to a new primary, while those open before stay
+    unanswered for good.
     """
 
     def __init__(self, *, host: str, port: int) -> None:
@@ -111,6 +117,8 @@ class PostgresProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._cut = threading.Event()
+        #: The iptables matches of the packets dropped now.
+        self._dropped: list[tuple[str, ...]] = []
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._accepting = threading.Thread(target=self._accept, daemon=True)
@@ -123,10 +131,42 @@ class PostgresProxy:
         self._cut.set()
         self._drop_all()
 
+    def blackhole(self) -> None:
+        """Drop every packet to and from the proxy, until :meth:`fail_over`."""
+        for end in ("dport", "sport"):
+            self._drop_packets(f"--{end}", str(self.port))
+
+    def fail_over(self) -> None:
+        """Let new connections through again; those open now stay blackholed."""
+        with self._lock:
+            clients = [
+                sock.getpeername()[1] for sock in self._open if sock.getsockname()[1] == self.port
+            ]
+        for client in clients:
+            self._drop_packets("--sport", str(client), "--dport", str(self.port))
+            self._drop_packets("--sport", str(self.port), "--dport", str(client))
+        for end in ("dport", "sport"):
+            self._pass_packets(f"--{end}", str(self.port))
+
     def restore(self) -> None:
         self._cut.clear()
 
+    def _drop_packets(self, *match: str) -> None:
+        self._iptables("-I", *match)
+        self._dropped.append(match)
+
+    def _pass_packets(self, *match: str) -> None:
+        self._dropped.remove(match)
+        self._iptables("-D", *match)
+
+    @staticmethod
+    def _iptables(action: str, *match: str) -> None:
+        rule = ["INPUT", "-i", "lo", "-p", "tcp", *match, "-j", "DROP"]
+        subprocess.run(["iptables", action, *rule], check=True)
+
     def stop(self) -> None:
+        while self._dropped:
+            self._pass_packets(*self._dropped[-1])
         self._cut.set()
         self._listener.close()
         self._drop_all()

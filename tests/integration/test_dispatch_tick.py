@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from freezegun import freeze_time
 
+from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.publisher import SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
@@ -48,6 +49,7 @@ def test_recovery_runs_at_its_own_interval_not_every_tick(settings):
     settings.SCHEDULER_RECOVERY_INTERVAL_SECONDS = 5
     with freeze_time(T0) as clock:
         dispatcher = Dispatcher(publisher=InMemoryPublisher())
+        clock.tick(scheduler_settings.LEASE_SECONDS)  # in its first lease, it judges none
         _, first = _statements(dispatcher)
         seen = []
         for _ in range(10):

@@ -8,7 +8,9 @@ from freezegun import freeze_time
 from payments.services import authorize_payment
 from scheduler import schedule_at, schedule_in, signals
 from scheduler.models import ScheduledJob
+from scheduler.services import running
 from scheduler.testing import run_due_jobs
+from tests.factories import dispatch_one
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +75,22 @@ def test_until_runs_jobs_due_by_then_and_their_retries_due_by_then(tmp_path):
         T0 + timedelta(seconds=600),
     )
     assert (second.pk, second.status, second.attempts) == (job.pk, Status.SUCCEEDED, 2)
+
+
+def test_a_job_whose_worker_died_is_retried_once_its_lease_expired():
+    with freeze_time(T0) as clock:
+        job = schedule_at("testapp.echo", T0, ["again"])
+        token = dispatch_one(job, now=T0)
+        claimed = running.claim(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
+        assert isinstance(claimed, running.Claim)
+        clock.move_to(T0 + timedelta(minutes=2))  # no heartbeat since T0: past the lease
+
+        assert run_due_jobs() == []  # retried after a back-off
+        job.refresh_from_db()
+        assert (job.status, job.last_error[:13]) == (Status.ENQUEUED, "lease expired")
+        clock.move_to(job.run_at)
+        [ran] = run_due_jobs()
+    assert (ran.pk, ran.status, ran.attempts, ran.result) == (job.pk, Status.SUCCEEDED, 2, "again")
 
 
 @freeze_time(T0)
