@@ -18,6 +18,8 @@ from scheduler.dispatch.beat import (
 )
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import JOB_ID_HEADER
+from scheduler.services import running
+from tests.factories import dispatch_one
 
 pytestmark = pytest.mark.django_db
 
@@ -88,6 +90,22 @@ def test_dispatch_command_once_sends_due_jobs(sqs_queue):
     assert json.loads(out.getvalue())["sent"] == 1
     statuses = dict(ScheduledJob.objects.values_list("pk", "status"))
     assert statuses == {due.pk: "enqueued", later.pk: "scheduled"}
+
+
+def test_dispatch_command_once_retries_a_dead_workers_job_at_once(sqs_queue):
+    # An operator's single tick judges leases: it has no first lease to wait out.
+    job = schedule_at("testapp.noop", timezone.now())
+    token = dispatch_one(job, now=timezone.now())
+    claimed = running.claim(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
+    assert isinstance(claimed, running.Claim)
+    ScheduledJob.objects.filter(pk=job.pk).update(
+        heartbeat_at=timezone.now() - timedelta(minutes=2)
+    )
+    out = StringIO()
+    call_command("scheduler_dispatch", "--once", stdout=out)
+    assert json.loads(out.getvalue())["leases_expired"] == 1
+    job.refresh_from_db()
+    assert job.last_error.startswith("lease expired")
 
 
 def test_dispatch_command_once_fails_when_sqs_is_down(sqs_queue, settings):

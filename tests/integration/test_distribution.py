@@ -91,7 +91,8 @@ def test_installed_wheel_works_in_another_project(wheel: Path, tmp_path: Path) -
         "USE_TZ = True\n"
         'INSTALLED_APPS = ["django.contrib.contenttypes", "django_celery_beat", "scheduler"]\n'
         'DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x",\n'
-        '    "OPTIONS": {"connect_timeout": 5, "keepalives_idle": 10, "tcp_user_timeout": 15000}}}\n'
+        '    "OPTIONS": {"connect_timeout": 5, "keepalives_idle": 10,\n'
+        '                "tcp_user_timeout": 15000}}}\n'
     )
     script = textwrap.dedent(
         """

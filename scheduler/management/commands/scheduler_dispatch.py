@@ -19,10 +19,16 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--once", action="store_true", help="Run a single tick and exit.")
+        parser.add_argument(
+            "--once",
+            action="store_true",
+            help="Run a single tick, judging leases at once, and exit (the loop judges "
+            "none in its first lease).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        dispatcher = Dispatcher()
+        # An operator's single tick has no first lease to wait out.
+        dispatcher = Dispatcher(judge_leases_at_once=options["once"])
         if options["once"]:
             result = dispatcher.run_once()
             self.stdout.write(json.dumps(asdict(result)))
