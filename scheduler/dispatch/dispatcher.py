@@ -115,7 +115,8 @@ class Dispatcher:
     A dispatcher judges no lease in its first lease: it cannot know whether PostgreSQL
     was out of reach just before it started (a supervisor replaces one that failed its
     health checks in an outage), and the workers may not have beaten since.
-    ``judge_leases_at_once`` is for ticks on a test's frozen clock, where nothing was.
+    ``judge_leases_at_once`` is for a tick an operator asks for (``scheduler_dispatch
+    --once``) and ticks on a test's frozen clock (``run_due_jobs``).
     """
 
     def __init__(
@@ -319,7 +320,7 @@ class Dispatcher:
 
     def _dispatch_batch(self, *, now: datetime) -> BatchResult:
         """Mark, send and (for what SQS refuses) put back one batch of due jobs, in one
-        transaction.
+        transaction, rolled back when SQS took none (an outage writes no row again).
 
         The locks last as long as the sends: a worker whose message arrives first waits
         for the commit. If the process dies after sending and before committing, the
@@ -334,7 +335,10 @@ class Dispatcher:
             if not jobs:
                 return BatchResult(taken=0, sent=0, failed=0)
             published = self.publisher.publish(_messages(jobs, now=now))
-            if len(published.sent) < len(jobs):
+            if not published.sent:
+                # An outage, or refused queues: rolled back, no row is written again.
+                transaction.set_rollback(True)
+            elif len(published.sent) < len(jobs):
                 sent = set(published.sent)
                 dispatching.undispatch([job for job in jobs if job.job_id not in sent])
         return BatchResult.of(jobs, published)

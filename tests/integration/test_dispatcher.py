@@ -323,6 +323,18 @@ def _row_versions(jobs):
         return cursor.fetchall()
 
 
+def test_a_tick_whose_batch_sqs_took_none_of_rewrites_no_row(sqs_queue, settings):
+    # SQS down for half an hour: every back-off tick takes a batch and sends none of it.
+    # Undoing that by rolling back leaves the rows as they were; undoing it row by row
+    # would write each twice, index entries and WAL included, every tick.
+    with freeze_time(T0):
+        jobs = make_jobs([T0 - timedelta(minutes=1)] * 12)
+        versions = _row_versions(jobs)
+        settings.SCHEDULER_SQS_ENDPOINT_URL = "http://127.0.0.1:9"  # nothing listens there
+        assert Dispatcher().run_once().failed == 12
+    assert _row_versions(jobs) == versions
+
+
 def test_a_whole_batch_of_jobs_on_a_missing_queue_holds_back_no_other(sqs_queue, settings):
     # A deploy with a mistyped queue name on the worst day: a batch or more of the
     # oldest due jobs can never be sent. The others must still go, and the lost ones
