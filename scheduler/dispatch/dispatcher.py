@@ -6,8 +6,8 @@ enqueued with a fresh dispatch token in the same statement, and sends them with
 time, all in one short transaction per batch; what SQS refuses is put back before the
 commit. Every ``SCHEDULER_RECOVERY_INTERVAL_SECONDS`` a tick first recovers lost work:
 unclaimed jobs are sent again with the same token, jobs whose lease expired are retried,
-jobs past their deadline expire; hourly, old jobs are purged. Any number of dispatchers
-may tick at once.
+jobs past their deadline expire; hourly (and at each recovery while more are left), old
+jobs are purged. Any number of dispatchers may tick at once.
 """
 
 import logging
@@ -107,6 +107,17 @@ def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage
         )
         for job in jobs
     ]
+
+
+def _in_batches(step: Callable[..., int], now: datetime, until: float) -> int:
+    """Run ``step`` (one transaction of at most a batch of rows) until a batch comes back
+    short or the monotonic clock reaches ``until``; how many rows it took in all."""
+    total = 0
+    while True:
+        taken = step(now=now)
+        total += taken
+        if taken < scheduler_settings.BATCH_SIZE or time.monotonic() >= until:
+            return total
 
 
 class Dispatcher:
@@ -212,15 +223,23 @@ class Dispatcher:
             )
 
     def _recover(self, result: TickResult, *, now: datetime) -> None:
-        """Re-send unclaimed jobs, retry dead workers' jobs, expire missed ones, purge hourly."""
+        """Re-send unclaimed jobs, retry dead workers' jobs, expire missed ones, purge hourly.
+
+        A deploy that killed workers running hundreds of jobs, or an outage that let
+        hundreds of deadlines pass, is handled in batches until none is left, for one
+        dispatch interval at most, as due jobs are sent.
+        """
         result.resent, _ = self._send_all(self._any_resend, self._resend_batch, result, now=now)
         try:
+            until = time.monotonic() + scheduler_settings.DISPATCH_INTERVAL_SECONDS
             if time.monotonic() >= self._judge_leases_from:
-                result.leases_expired = dispatching.expire_leases(now=now)
-            result.expired = dispatching.expire_missed(now=now)
+                result.leases_expired = _in_batches(dispatching.expire_leases, now, until)
+            result.expired = _in_batches(dispatching.expire_missed, now, until)
             if time.monotonic() >= self._next_purge:
                 result.purged = dispatching.purge_finished(now=now)
-                self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
+                # A full purge left more behind: the next recovery goes on with it.
+                if result.purged < dispatching.PURGE_BATCH_SIZE:
+                    self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
         except DatabaseError as error:
             self._lost_database()
             result.errors.append(f"recovery: {type(error).__name__}: {error}")

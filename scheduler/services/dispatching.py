@@ -335,17 +335,32 @@ def expire_leases(*, now: datetime) -> int:
     return len(expired)
 
 
-def purge_finished(*, now: datetime, limit: int = 1000) -> int:
-    """Delete up to ``limit`` jobs that finished more than the retention period ago.
+#: Jobs one purge deletes at most. A purge that deletes as many leaves more behind: the
+#: dispatcher purges again at its next recovery rather than an hour later.
+PURGE_BATCH_SIZE = 1000
 
-    Also deletes the heartbeats of dispatchers silent for a day.
+
+def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
+    """Delete up to ``limit`` jobs that finished more than the retention period ago,
+    those that finished first first, and return how many.
+
+    The rows are chosen and locked in the transaction that deletes them: a job an
+    operator retries meanwhile is either retried first and kept, or waits for the
+    purge and is not found. Also deletes the heartbeats of dispatchers silent for a day.
     """
     cutoff = now - timedelta(days=scheduler_settings.RETENTION_DAYS)
-    old = ScheduledJob.objects.finished().filter(finished_at__lt=cutoff).values("pk")[:limit]
-    deleted, _ = ScheduledJob.objects.filter(pk__in=list(old.values_list("pk", flat=True))).delete()
-    # Every dispatcher process leaves a heartbeat row; forget those long gone.
-    DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
-    return deleted
+    with transaction.atomic():
+        old = (
+            ScheduledJob.objects.finished()
+            .filter(finished_at__lt=cutoff)
+            .order_by("finished_at")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", flat=True)[:limit]
+        )
+        _, deleted = ScheduledJob.objects.filter(pk__in=list(old)).delete()
+        # Every dispatcher process leaves a heartbeat row; forget those long gone.
+        DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
+    return deleted.get(ScheduledJob._meta.label, 0)
 
 
 def record_tick(

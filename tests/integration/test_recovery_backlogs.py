@@ -1,0 +1,107 @@
+"""Recovery on the worst day: more lost, missed or finished jobs than one batch holds."""
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connections
+from django.db.models.query import QuerySet
+from freezegun import freeze_time
+
+from scheduler.conf import scheduler_settings
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.exceptions import JobNotFoundError, SchedulerError
+from scheduler.models import ScheduledJob
+from scheduler.services import dispatching, retry
+from scheduler.testing import InMemoryPublisher
+from tests.factories import make_jobs
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+Status = ScheduledJob.Status
+
+
+def _dispatcher() -> Dispatcher:
+    return Dispatcher(publisher=InMemoryPublisher(), judge_leases_at_once=True)
+
+
+@pytest.mark.django_db
+def test_one_recovery_retries_every_job_whose_worker_died_not_one_batch(settings):
+    # A deploy killed workers running 250 jobs: all are retried a lease after their last
+    # heartbeat, not a batch per recovery interval (the last ones a minute later).
+    settings.SCHEDULER_BATCH_SIZE = 100
+    beat = T0 - timedelta(seconds=scheduler_settings.LEASE_SECONDS + 1)
+    lost = make_jobs(
+        [T0 - timedelta(minutes=5)] * 250,
+        status=Status.RUNNING,
+        dispatch_token=uuid.uuid4(),
+        attempts=1,
+        started_at=beat,
+        heartbeat_at=beat,
+    )
+    with freeze_time(T0):
+        assert _dispatcher().run_once().leases_expired == 250
+    assert not ScheduledJob.objects.filter(status=Status.RUNNING).exists()
+    assert ScheduledJob.objects.filter(pk__in=[job.pk for job in lost]).count() == 250
+
+
+@pytest.mark.django_db
+def test_one_recovery_expires_every_job_past_its_deadline_not_one_batch(settings):
+    settings.SCHEDULER_BATCH_SIZE = 100
+    make_jobs([T0 - timedelta(hours=1)] * 250, deadline=T0 - timedelta(minutes=1))
+    with freeze_time(T0):
+        assert _dispatcher().run_once().expired == 250
+    assert set(ScheduledJob.objects.values_list("status", flat=True)) == {Status.EXPIRED}
+
+
+@pytest.mark.django_db
+def test_a_backlog_of_finished_jobs_is_purged_at_every_recovery_until_it_is_gone(settings):
+    # More jobs finish every hour than one purge deletes: the history must not grow
+    # without bound. While a purge finds a full batch, the next recovery purges again.
+    settings.SCHEDULER_RETENTION_DAYS = 30
+    finished = T0 - timedelta(days=31)
+    make_jobs([T0 - timedelta(days=40)] * 2500, status=Status.SUCCEEDED, finished_at=finished)
+    kept = make_jobs([T0 - timedelta(days=1)], status=Status.SUCCEEDED, finished_at=T0)
+    dispatcher = _dispatcher()
+    purged = []
+    with freeze_time(T0) as clock:
+        for _ in range(5):
+            purged.append(dispatcher.run_once().purged)
+            clock.tick(scheduler_settings.RECOVERY_INTERVAL_SECONDS)
+    assert purged == [1000, 1000, 500, 0, 0]
+    assert list(ScheduledJob.objects.values_list("pk", flat=True)) == [kept[0].pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_retried_while_the_purge_runs_is_never_deleted_silently(settings, monkeypatch):
+    # The purge chose the failed job; an operator retries it before the purge deletes it.
+    # The purge holds the row: the retry waits for it, then fails loudly. It never
+    # answers "retried" for a job the purge then deletes.
+    settings.SCHEDULER_RETENTION_DAYS = 30
+    job = make_jobs(
+        [T0 - timedelta(days=40)], status=Status.FAILED, finished_at=T0 - timedelta(days=31)
+    )[0]
+    outcome: list[object] = []
+    operators: list[threading.Thread] = []
+    delete = QuerySet.delete
+
+    def operator_retries() -> None:
+        try:
+            outcome.append(retry(job.pk, reason="customer called", actor="ops"))
+        except SchedulerError as error:
+            outcome.append(error)
+        finally:
+            connections.close_all()
+
+    def delete_after_a_retry(queryset: QuerySet, *args: object, **kwargs: object) -> object:
+        if queryset.model is ScheduledJob and not operators:
+            operators.append(threading.Thread(target=operator_retries))
+            operators[0].start()
+            operators[0].join(1)  # it cannot end while the purge holds the row
+        return delete(queryset, *args, **kwargs)
+
+    monkeypatch.setattr(QuerySet, "delete", delete_after_a_retry)
+    assert dispatching.purge_finished(now=T0) == 1
+    operators[0].join(10)
+    assert [type(error) for error in outcome] == [JobNotFoundError]
+    assert not ScheduledJob.objects.filter(pk=job.pk).exists()
