@@ -238,7 +238,7 @@ _FLOAT_READ_AS_INT = 1e16
 
 def _leaves(value: object) -> Iterator[object]:
     """Every scalar in a JSON value, object keys included."""
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         for item in value:
             yield from _leaves(item)
     elif isinstance(value, dict):
@@ -252,6 +252,17 @@ def _leaves(value: object) -> Iterator[object]:
 #: What PostgreSQL cannot store in text: NUL, and UTF-16 surrogates (which UTF-8 cannot
 #: encode; a Python str holds them only as lone code points, paired or not).
 _UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def holds_unstorable_text(value: object) -> bool:
+    """Whether a string in ``value`` (a JSON value, its keys included) holds what
+    PostgreSQL cannot store: JSON encodes it, the database then refuses it."""
+    return any(isinstance(leaf, str) and _UNSTORABLE_TEXT.search(leaf) for leaf in _leaves(value))
+
+
+def storable_text(text: str) -> str:
+    """``text`` with what PostgreSQL cannot store in it replaced by U+FFFD."""
+    return _UNSTORABLE_TEXT.sub("\ufffd", text)
 
 
 def _require_storable_text(text: str, field: str) -> None:

@@ -349,6 +349,9 @@ def _retry_or_fail(
     else:
         transition = states.FAIL
         changes.update(finished_at=now)
+    # An exception's text is the body's (a gateway's reply, say): it may hold what
+    # PostgreSQL cannot store, and the outcome must be recorded all the same.
+    error = validation.storable_text(error)
     last_error = error[-_LAST_ERROR_LENGTH:]
     if not _record(
         job, attempt, transition, outcome, now=now, error=error, last_error=last_error, **changes
@@ -393,10 +396,15 @@ def _record(
 
 
 def _storable(job: ScheduledJob, result: Any) -> Any:
-    """``result`` if a JSON column can hold it; None (and a warning) otherwise."""
+    """``result`` if a JSON column can hold it; None (and a warning) otherwise: the
+    success must be recorded whatever the body returned, or its lease would run it again."""
     try:
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as error:
-        logger.warning("job result not stored job_id=%s reason=%s", job.pk, error)
-        return None
-    return result
+        reason = str(error)
+    else:
+        if not validation.holds_unstorable_text(result):
+            return result
+        reason = "text PostgreSQL cannot store (NUL or a lone surrogate)"
+    logger.warning("job result not stored job_id=%s reason=%s", job.pk, reason)
+    return None

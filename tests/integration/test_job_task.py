@@ -127,6 +127,44 @@ def test_a_return_value_json_cannot_store_is_dropped_with_a_warning(caplog):
     assert f"job result not stored job_id={job.pk}" in caplog.text
 
 
+UNSTORABLE_TEXTS = pytest.mark.parametrize(
+    "code_points",
+    [[97, 0, 98], [97, 0xD800, 98]],  # a NUL, a lone surrogate: PostgreSQL stores neither
+    ids=["nul", "lone-surrogate"],
+)
+
+
+@UNSTORABLE_TEXTS
+@freeze_time(T0)
+def test_a_return_value_with_text_postgresql_cannot_store_is_dropped_not_run_again(
+    code_points, caplog
+):
+    # Left unrecorded, the job would stay running and its lease would run it again.
+    job = schedule_at("testapp.returns_text", T0, [code_points])
+
+    with caplog.at_level(logging.WARNING):
+        handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.SUCCEEDED
+    job.refresh_from_db()
+    assert (job.status, job.result, job.attempts) == (Status.SUCCEEDED, None, 1)
+    assert f"job result not stored job_id={job.pk}" in caplog.text
+
+
+@UNSTORABLE_TEXTS
+@freeze_time(T0)
+def test_an_error_with_text_postgresql_cannot_store_is_recorded_with_it_replaced(code_points):
+    job = schedule_at("testapp.fails_with_text", T0, [code_points], max_attempts=1)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.FAILED
+    job.refresh_from_db()
+    assert job.status == Status.FAILED
+    assert "RuntimeError: a\ufffdb" in job.last_error
+    assert "RuntimeError: a\ufffdb" in job.history.get().error
+
+
 @freeze_time(T0)
 def test_retry_with_new_arguments_stores_them(tmp_path):
     job = schedule_at("testapp.observed", T0, [str(tmp_path / "runs"), "a"], max_attempts=2)

@@ -184,6 +184,20 @@ def returns_a_set() -> set[int]:
     return {1, 2}
 
 
+@shared_task(name="testapp.returns_text")
+def returns_text(code_points: list[int]) -> dict[str, str]:
+    """Returns the text of ``code_points`` (NUL or a lone surrogate, say: what a gateway's
+    reply may hold, and what PostgreSQL cannot store), as a key and as a value."""
+    text = "".join(map(chr, code_points))
+    return {text: text}
+
+
+@shared_task(name="testapp.fails_with_text")
+def fails_with_text(code_points: list[int]) -> None:
+    """Raises an error whose message is the text of ``code_points``."""
+    raise RuntimeError("".join(map(chr, code_points)))
+
+
 @shared_task(name="testapp.rate_limited", rate_limit="30/m")
 def rate_limited(path: str, label: str) -> None:
     record_run(path, label)
