@@ -222,6 +222,9 @@ def _claim_locked(
             or job.task_name != task_name
         ):
             return Refusal.NOT_CURRENT
+        # The lock may have waited for a dispatcher's sends: the job starts now, at
+        # ``now`` only if that is still ahead (a claim made at the message's eta).
+        now = max(now, timezone.now())
         current = ScheduledJob.objects.filter(pk=job_id, dispatch_token=token)
         if job.deadline is not None and now >= job.deadline:
             apply(states.EXPIRE, current, finished_at=now, dispatch_token=None, updated_at=now)

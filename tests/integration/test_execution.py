@@ -256,6 +256,59 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_claim_that_waited_for_the_dispatch_commit_starts_the_job_when_it_took_the_row(
+    tmp_path,
+):
+    """The wait for the dispatcher's lock (its sends to a slow SQS) counts: a deadline
+    that passed meanwhile expires the job, and a started job's lease counts from when it
+    started, not from when its message arrived."""
+    path = str(tmp_path / "runs")
+    now = timezone.now()
+    missed = schedule_at(
+        "testapp.record", now, [path, "missed"], deadline=now + timedelta(seconds=0.5)
+    )
+    started = schedule_at("testapp.record", now, [path, "started"])
+    tokens = {job.pk: uuid.uuid4() for job in (missed, started)}
+    locked = threading.Event()
+    committed: list[datetime] = []
+    outcomes: list[str] = []
+
+    def dispatcher_transaction():
+        try:
+            with transaction.atomic():
+                for job in (missed, started):
+                    mark_enqueued(job, token=tokens[job.pk], now=now)
+                locked.set()
+                time.sleep(1.0)
+            committed.append(timezone.now())
+        finally:
+            connection.close()
+
+    def worker():
+        try:
+            locked.wait(10)
+            for job in (missed, started):
+                outcomes.append(
+                    deliver(job_id=job.pk, task_name=job.task_name, token=tokens[job.pk]).outcome
+                )
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=dispatcher_transaction), threading.Thread(target=worker)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes == [Outcome.DROPPED, Outcome.SUCCEEDED]
+    assert [label for label, _ in read_runs(path)] == ["started"]
+    missed.refresh_from_db()
+    assert missed.status == Status.EXPIRED
+    attempt = started.history.get()
+    # Within the clock's tolerance of the commit the claim waited for.
+    assert attempt.started_at >= committed[0] - timedelta(seconds=0.1)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_message_whose_dispatch_rolled_back_is_dropped(tmp_path):
     job = schedule_at("testapp.record", T0, [str(tmp_path / "runs"), "x"])
     token = uuid.uuid4()
