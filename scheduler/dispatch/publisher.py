@@ -53,6 +53,8 @@ class OutgoingMessage(NamedTuple):
     task_name: str
     queue: str
     eta: datetime
+    #: How long SQS holds the message back, as of the publish call: a call made after
+    #: slow ones asks for as many whole seconds less.
     delay_seconds: int
 
 
@@ -274,24 +276,34 @@ class SQSPublisher:
         return result
 
     def _send_share(self, share: Sequence[tuple[str, Sequence[OutgoingMessage]]]) -> list[_Outcome]:
+        # Read on the share's own thread, as every later reading: freezegun (in tests)
+        # gives threads started by the standard library the real clock.
+        started = time.perf_counter()
         outcomes: list[_Outcome] = []
         # After a call to a queue fails outright, its share's other chunks for that queue
         # fail with it unsent: the batch holds its row locks, and must not wait out one
         # timeout per call of an outage.
         outages: dict[str, BotoCoreError | ClientError] = {}
         for queue_url, chunk in share:
-            outcome = outages.get(queue_url) or self._send_chunk(queue_url, chunk)
+            outcome = outages.get(queue_url) or self._send_chunk(
+                queue_url, chunk, late=int(time.perf_counter() - started)
+            )
             if isinstance(outcome, Exception):
                 outages[queue_url] = outcome
             outcomes.append(outcome)
         return outcomes
 
-    def _send_chunk(self, queue_url: str, chunk: Sequence[OutgoingMessage]) -> _Outcome:
+    def _send_chunk(
+        self, queue_url: str, chunk: Sequence[OutgoingMessage], *, late: int
+    ) -> _Outcome:
+        """One SendMessageBatch call, ``late`` whole seconds after its share's first:
+        SQS counts a delay from when it takes the message, which must not reach a worker
+        after its eta because the calls before it were slow."""
         entries: list[Any] = [
             {
                 "Id": str(message.job_id),
                 "MessageBody": encode_message(message),
-                "DelaySeconds": message.delay_seconds,
+                "DelaySeconds": max(0, message.delay_seconds - late),
             }
             for message in chunk
         ]
