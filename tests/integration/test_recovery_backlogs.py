@@ -5,8 +5,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 from django.db.models.query import QuerySet
+from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
 
 from scheduler.conf import scheduler_settings
@@ -105,3 +106,39 @@ def test_a_job_retried_while_the_purge_runs_is_never_deleted_silently(settings, 
     operators[0].join(10)
     assert [type(error) for error in outcome] == [JobNotFoundError]
     assert not ScheduledJob.objects.filter(pk=job.pk).exists()
+
+
+@pytest.mark.django_db
+def test_the_purge_reads_the_finished_index_not_every_pending_row(settings):
+    # 50,000 jobs pending, 30,000 finished yesterday, 20,000 to purge, the oldest by
+    # run_at too: walked from the newest run_at (the job list's order), as PostgreSQL
+    # chose to, the purge stepped over every pending and recent job to reach them.
+    settings.SCHEDULER_RETENTION_DAYS = 30
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduler_scheduledjob
+                (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
+                 sends, last_error, created_at, updated_at, retry_on_error, finished_at)
+            SELECT 'testapp.noop', '[]', '{}', 'scheduler-jobs',
+                   %(now)s + CASE WHEN i <= 50000 THEN interval '1 day' * (i %% 30)
+                                  WHEN i <= 80000 THEN -interval '1 day'
+                                  ELSE -interval '60 days' END,
+                   CASE WHEN i <= 50000 THEN 'scheduled' ELSE 'succeeded' END,
+                   0, 5, 0, '', %(now)s, %(now)s, true,
+                   CASE WHEN i <= 50000 THEN NULL
+                        WHEN i <= 80000 THEN %(now)s - interval '1 day'
+                        ELSE %(now)s - interval '40 days' END
+            FROM generate_series(1, 100000) AS i
+            """,
+            {"now": T0},
+        )
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+    with CaptureQueriesContext(connection) as captured:
+        assert dispatching.purge_finished(now=T0) == dispatching.PURGE_BATCH_SIZE
+    [choice] = [q["sql"] for q in captured.captured_queries if "FOR UPDATE" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {choice}")
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+    assert "scheduler_job_finished_idx" in plan, plan
+    assert "Seq Scan" not in plan, plan
