@@ -63,7 +63,13 @@ class Claim:
 
 
 def claim(
-    *, job_id: int, token: UUID, task_name: str, worker: str, not_before: datetime | None = None
+    *,
+    job_id: int,
+    token: UUID,
+    task_name: str,
+    worker: str,
+    not_before: datetime | None = None,
+    retrying: bool = False,
 ) -> Claim | Refusal:
     """Take an enqueued job for this delivery, or say why the message may not run it.
 
@@ -80,12 +86,23 @@ def claim(
     ahead, the claim is made at once in a transaction that holds the job's row until
     then and commits at that instant: the job is never running before its time, and
     only the commit stands between the instant and the body.
+
+    ``retrying`` says this delivery's previous call lost its connection, maybe after
+    PostgreSQL committed the claim (a failover): a claim of this token by this worker
+    that is still running is then this delivery's own, and is returned.
     """
 
     def claim_as_of(now: datetime) -> Claim | Refusal:
         return _claim_at_once(
             job_id=job_id, token=token, task_name=task_name, worker=worker, now=now
-        ) or _claim_locked(job_id=job_id, token=token, task_name=task_name, worker=worker, now=now)
+        ) or _claim_locked(
+            job_id=job_id,
+            token=token,
+            task_name=task_name,
+            worker=worker,
+            now=now,
+            retrying=retrying,
+        )
 
     now = timezone.now()
     if not_before is None or not_before <= now:
@@ -192,7 +209,7 @@ def _claim_statement(durable: bool) -> str:
 
 
 def _claim_locked(
-    *, job_id: int, token: UUID, task_name: str, worker: str, now: datetime
+    *, job_id: int, token: UUID, task_name: str, worker: str, now: datetime, retrying: bool
 ) -> Claim | Refusal:
     """The claim after the row lock: the job's row as committed says what to do.
 
@@ -215,13 +232,11 @@ def _claim_locked(
             .filter(pk=job_id)
             .first(),
         )
-        if (
-            job is None
-            or job.status not in states.CLAIM.sources
-            or job.dispatch_token != token
-            or job.task_name != task_name
-        ):
+        if job is None or job.dispatch_token != token or job.task_name != task_name:
             return Refusal.NOT_CURRENT
+        if job.status not in states.CLAIM.sources:
+            own = _own_attempt(job, token, worker) if retrying else None
+            return Claim(job=job, attempt=own) if own else Refusal.NOT_CURRENT
         # The lock may have waited for a dispatcher's sends: the job starts now, at
         # ``now`` only if that is still ahead (a claim made at the message's eta).
         now = max(now, timezone.now())
@@ -258,6 +273,17 @@ def _claim_locked(
         attempt = _attempt(job, token=token, worker=worker, now=now)
         attempt.save(force_insert=True)
     return Claim(job=job, attempt=attempt)
+
+
+def _own_attempt(job: ScheduledJob, token: UUID, worker: str) -> JobAttempt | None:
+    """The running attempt of ``job`` with ``token``, if ``worker`` started it."""
+    attempt = JobAttempt.objects.filter(
+        job=job, dispatch_token=token, outcome=JobAttempt.Outcome.RUNNING
+    ).first()
+    if attempt is None or attempt.worker != worker:
+        return None
+    logger.warning("job claim found committed job_id=%s worker=%s", job.pk, worker)
+    return attempt
 
 
 def heartbeat(*, job_id: int, token: UUID) -> bool:

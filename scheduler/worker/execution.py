@@ -202,6 +202,7 @@ def _claim(
                 task_name=task_name,
                 worker=worker,
                 not_before=not_before,
+                retrying=failures > 0,
             )
         except (OperationalError, InterfaceError) as error:
             failures += 1

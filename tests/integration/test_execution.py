@@ -420,3 +420,51 @@ def test_a_delivery_gives_up_when_postgresql_stays_out_of_reach(monkeypatch):
     assert time.monotonic() - started < 2
     job.refresh_from_db()
     assert job.status == Status.ENQUEUED  # recovery sends it again once stale
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_whose_commit_reached_postgresql_but_not_its_answer_runs_the_job(tmp_path):
+    # PostgreSQL committed the claim and the connection dropped before its answer came
+    # back (a failover): tried again, the claim must find its own commit, not another
+    # delivery's. Refused, the job ran only after a lease, as a retry; with one attempt
+    # it failed without ever running.
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", timezone.now(), [path, "once"], max_attempts=1)
+    token = dispatch_one(job, now=timezone.now())
+    answers_lost: list[str] = []
+
+    def lose_the_first_claims_answer(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if "claimed AS (UPDATE" in sql and not answers_lost:
+            answers_lost.append(sql)
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    with connection.execute_wrapper(lose_the_first_claims_answer):
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert answers_lost
+    assert handled.outcome is Outcome.SUCCEEDED
+    assert [label for label, _ in read_runs(path)] == ["once"]
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.SUCCEEDED, 1)
+    assert [attempt.outcome for attempt in job.history.all()] == ["succeeded"]
+
+
+def test_a_claim_tried_again_takes_only_its_own_workers_running_claim():
+    job = schedule_at("testapp.noop", T0)
+    token = dispatch_one(job, now=T0)
+
+    def claim(worker, **kwargs):
+        return running.claim(
+            job_id=job.pk, token=token, task_name=job.task_name, worker=worker, **kwargs
+        )
+
+    first = claim("host-a:1")
+    assert isinstance(first, running.Claim)
+    assert claim("host-b:2", retrying=True) is running.Refusal.NOT_CURRENT
+    assert claim("host-a:1") is running.Refusal.NOT_CURRENT  # a duplicate message
+    again = claim("host-a:1", retrying=True)
+    assert isinstance(again, running.Claim)
+    assert again.attempt.pk == first.attempt.pk
+    assert running.record_success(job=again.job, attempt=again.attempt)
+    assert claim("host-a:1", retrying=True) is running.Refusal.NOT_CURRENT  # it ended
