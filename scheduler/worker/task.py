@@ -17,13 +17,17 @@ every task is one:
   SQS with a per-message ``DelaySeconds`` within ``SCHEDULER_MAX_DELAY_SECONDS``, and
   become a job beyond it.
 - ``@shared_task(atomic=True)`` runs the body in one database transaction, which for a
-  job also holds the success transition.
+  job also holds the success transition; for an ordinary call, a ``self.retry()`` that
+  becomes a job is scheduled once that transaction has ended.
 """
 
 import logging
 import os
 import socket
+from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import datetime, timedelta
+from functools import partial
 from numbers import Real
 from typing import Any
 
@@ -49,6 +53,15 @@ logger = logging.getLogger(__name__)
 _JOB_RUN = "scheduler_job_run"
 #: apply_async options that a job cannot keep: it runs no callbacks and joins no canvas.
 _CANVAS_OPTIONS = ("link", "link_error", "chain", "chord", "group_id")
+
+#: While an atomic task's ordinary call runs: what its ``self.retry()`` made a job, to
+#: schedule once the body's transaction has ended. Celery's retry sends the call again
+#: before it raises Retry, which rolls that transaction back, and the job with it.
+_after_atomic_body: ContextVar[list[Callable[[], object]] | None] = ContextVar(
+    "scheduler_after_atomic_body", default=None
+)
+#: While Celery's retry of an ordinary call sends it again.
+_in_celery_retry: ContextVar[bool] = ContextVar("scheduler_in_celery_retry", default=False)
 
 
 class SchedulerTask(Task):  # type: ignore[type-arg]
@@ -83,8 +96,15 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                     raise Ignore()
                 return self._to_celery(self.handle_job_message(ref))
         if self.atomic:
-            with transaction.atomic():
-                return super().__call__(*args, **kwargs)
+            after_body: list[Callable[[], object]] = []
+            scope = _after_atomic_body.set(after_body)
+            try:
+                with transaction.atomic():
+                    return super().__call__(*args, **kwargs)
+            finally:
+                _after_atomic_body.reset(scope)
+                for schedule in after_body:
+                    schedule()
         return super().__call__(*args, **kwargs)
 
     def handle_job_message(self, ref: protocol.JobRef) -> Handled:
@@ -138,7 +158,13 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         """
         run = job_run(self)
         if run is None:
-            return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+            scope = _in_celery_retry.set(True)
+            try:
+                return super().retry(
+                    args, kwargs, exc, throw, eta, countdown, max_retries, **options
+                )
+            finally:
+                _in_celery_retry.reset(scope)
         limit = self.max_retries if max_retries is None else max_retries
         if run.attempts_left < 1 or (limit is not None and self.request.retries >= limit):
             run.final = True
@@ -220,7 +246,8 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                 )
         expires, queue = options.get("expires", self.expires), options.get("queue")
         celery_task_id = task_id or uuid()
-        schedule_call(
+        schedule = partial(
+            schedule_call,
             self,
             eta,
             args or (),
@@ -230,6 +257,11 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             deadline=None if expires is None else _point_in_time(self, expires, now=now),
             retries=options.get("retries") or 0,
         )
+        after_body = _after_atomic_body.get()
+        if after_body is not None and _in_celery_retry.get():
+            after_body.append(schedule)
+        else:
+            schedule()
         return self.AsyncResult(celery_task_id)
 
     def _to_celery(self, handled: Handled) -> Any:

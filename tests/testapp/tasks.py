@@ -91,6 +91,14 @@ def atomic_effect(label: str, seconds: float = 0.0) -> None:
     time.sleep(seconds)
 
 
+@shared_task(name="testapp.atomic_retry_later", base=SchedulerTask, atomic=True, bind=True)
+def atomic_retry_later(self: SchedulerTask, label: str, countdown: float) -> None:
+    """An atomic task that writes an effect, then asks to run again in ``countdown``
+    seconds: the effect is rolled back, the retry must not be."""
+    Effect.objects.create(label=label, atomic=True, at=timezone.now(), pid=os.getpid())
+    raise self.retry(countdown=countdown)
+
+
 @shared_task(name="testapp.boom")
 def boom(*args: object, **kwargs: object) -> None:
     """Fails without repeating its arguments."""
