@@ -26,7 +26,7 @@ from django.views.decorators.http import require_POST, require_safe
 from typing_extensions import override
 
 from scheduler import services, states
-from scheduler.admin import bulk, monitoring
+from scheduler.admin import bulk, changelist, monitoring
 from scheduler.admin.changelist import (
     CappedCountPaginator,
     QueueFilter,
@@ -395,13 +395,31 @@ class ScheduledJobAdmin(JobAdminBase):
             "action": "reschedule_selected",
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "select_across": select_across,
-            # With "select all", the list's filters choose the jobs, not their ids.
-            "selected_ids": []
-            if select_across
-            else request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            # Posted back in either case: Django runs no action without one, and with
+            # "select all" the list's filters choose the jobs, not these ids.
+            "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "selected_count": queryset.count(),
         }
         return TemplateResponse(request, "admin/scheduler/scheduledjob/reschedule.html", context)
+
+    @override
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
+    ) -> HttpResponse | None:
+        if request.POST.get("select_across") != "1":
+            # Ticked jobs are acted on by id: one the dispatcher moved on since the list
+            # was shown (scheduled, now enqueued) must not fall out of its filters.
+            return super().response_action(request, self.get_queryset(request))
+        if queryset.order_by()[: changelist.COUNT_LIMIT + 1].count() > changelist.COUNT_LIMIT:
+            # The list said "more than COUNT_LIMIT": one request must not act on millions.
+            self.message_user(
+                request,
+                f"More than {changelist.COUNT_LIMIT} jobs match: narrow the list with its "
+                "filters, or select jobs on this page. No job was changed.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(request.get_full_path())
+        return super().response_action(request, queryset)
 
     def _report(
         self, request: HttpRequest, verb: str, result: bulk.BulkResult, skipped_because: str

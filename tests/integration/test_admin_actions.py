@@ -1,13 +1,15 @@
 """The job list's actions: each calls a service, and reports changed and skipped jobs."""
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from freezegun import freeze_time
 
 from scheduler import services
+from scheduler.admin import changelist
 from scheduler.models import ScheduledJob
-from tests.integration.admin_helpers import CHANGELIST, T0, Status, job, messages_of
+from tests.integration.admin_helpers import CHANGELIST, T0, Status, job, job_fields, messages_of
 
 pytestmark = pytest.mark.django_db
 
@@ -193,3 +195,67 @@ def test_a_job_that_changes_state_during_the_action_is_skipped(admin_client, mon
     assert messages_of(response) == [
         "Cancelled 0 jobs; skipped 1 that were not scheduled or enqueued."
     ]
+
+
+def test_select_all_on_a_list_longer_than_its_count_shows_is_refused(admin_client, monkeypatch):
+    # The list counts up to COUNT_LIMIT and says "10001": acting on every matching row,
+    # millions maybe, in one request, is not what the operator was shown.
+    monkeypatch.setattr(changelist, "COUNT_LIMIT", 5)
+    for _ in range(6):
+        job(Status.SCHEDULED)
+    response = admin_client.post(
+        CHANGELIST,
+        {"action": "cancel_selected", "index": "0", "select_across": "1", "_selected_action": "0"},
+        follow=True,
+    )
+    assert messages_of(response) == [
+        "More than 5 jobs match: narrow the list with its filters, or select jobs on "
+        "this page. No job was changed."
+    ]
+    assert set(ScheduledJob.objects.values_list("status", flat=True)) == {Status.SCHEDULED}
+
+
+def test_a_ticked_job_that_left_the_lists_filter_meanwhile_is_still_acted_on(admin_client):
+    # Ticked on a list of scheduled jobs, then sent by the dispatcher (now enqueued): the
+    # operator asked to cancel that job, and an enqueued job can be cancelled.
+    ticked = job(Status.SCHEDULED)
+    ScheduledJob.objects.filter(pk=ticked.pk).update(
+        **{
+            field: value
+            for field, value in job_fields(Status.ENQUEUED, run_at=T0).items()
+            if field in ("status", "dispatch_token", "enqueued_at", "resend_at")
+        }
+    )
+    response = admin_client.post(
+        f"{CHANGELIST}?status__exact=scheduled",
+        {"action": "cancel_selected", "index": "0", "_selected_action": [ticked.pk]},
+        follow=True,
+    )
+    assert messages_of(response) == ["Cancelled 1 job."]
+    assert ScheduledJob.objects.get(pk=ticked.pk).status == Status.CANCELLED
+
+
+def test_select_all_reschedules_every_job_matching_the_filters(admin_client):
+    moved = [job(Status.SCHEDULED) for _ in range(3)]
+    other = job(Status.SCHEDULED, queue="other")
+    url = f"{CHANGELIST}?queue=scheduler-jobs"
+    chosen = {"action": "reschedule_selected", "index": "0", "select_across": "1"}
+    page = admin_client.post(url, {**chosen, "_selected_action": str(moved[0].pk)})
+    assert page.status_code == 200
+    form = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.content.decode())
+    data: dict[str, list[str]] = {}
+    for name, value in form:
+        data.setdefault(name, []).append(value)
+    data.update(
+        apply=["Reschedule"],
+        mode=["by"],
+        offset_amount=["2"],
+        offset_unit=["hours"],
+        time_zone=["UTC"],
+    )
+    response = admin_client.post(url, data, follow=True)
+    assert messages_of(response) == ["Rescheduled 3 jobs."]
+    assert {j.run_at for j in ScheduledJob.objects.filter(pk__in=[j.pk for j in moved])} == {
+        T0 + timedelta(hours=2)
+    }
+    assert ScheduledJob.objects.get(pk=other.pk).run_at == T0
