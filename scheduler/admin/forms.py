@@ -110,8 +110,20 @@ def reason_field(*, required: bool = False) -> forms.CharField:
     )
 
 
+class WallClockField(forms.DateTimeField):
+    """A date and time as typed, to be read in the zone the form names (see
+    :func:`local_datetime`), not in the server's: a time the server's zone skips or
+    repeats at a daylight saving change may well exist in the chosen one."""
+
+    @override
+    def to_python(self, value: Any) -> datetime | None:
+        # Django makes the value aware in the current zone, refusing such times there.
+        with timezone.override(UTC):
+            return super().to_python(value)
+
+
 def _local_datetime_field(label: str, help_text: str) -> forms.DateTimeField:
-    return forms.DateTimeField(
+    return WallClockField(
         label=label,
         required=False,
         widget=forms.DateTimeInput(

@@ -1,5 +1,6 @@
 """Scheduling and rescheduling one job from the admin's forms."""
 
+import zoneinfo
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -301,3 +302,15 @@ def test_job_page_shows_pretty_arguments_and_every_attempt_with_its_traceback(ad
     assert "<summary>RuntimeError: second</summary>" in content
     assert "2.000 s" in content  # the second attempt's lateness
     assert 'class="job-status job-status-failed"' in content
+
+
+@pytest.mark.parametrize("wall", ["2027-03-28T02:30", "2027-10-31T02:30"])
+def test_a_time_is_read_in_the_chosen_zone_only_not_the_servers(admin_client, settings, wall):
+    # 02:30 is skipped or repeated in Paris on those days, not in New York: a server in
+    # Paris must not refuse it, nor name a zone the operator did not choose.
+    settings.TIME_ZONE = "Europe/Paris"
+    response = admin_client.post(ADD, form_data(run_at_local=wall, time_zone="America/New_York"))
+    assert response.status_code == 302, errors_of(response)
+    scheduled = ScheduledJob.objects.get()
+    local = datetime.fromisoformat(wall).replace(tzinfo=zoneinfo.ZoneInfo("America/New_York"))
+    assert scheduled.run_at == local
