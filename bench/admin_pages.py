@@ -244,6 +244,7 @@ def pages() -> list[Page]:
     return [
         Page("job list", jobs),
         Page("filter: failed", f"{jobs}?status__exact=failed"),
+        Page("filter: succeeded", f"{jobs}?status__exact=succeeded"),
         Page("filter: expired", f"{jobs}?status__exact=expired"),
         Page("filter: scheduled", f"{jobs}?status__exact=scheduled"),
         Page("filter: task", f"{jobs}?task=testapp.fail"),

@@ -24,6 +24,7 @@ PAYMENTS = reverse("admin:payments_payment_changelist")
 PAGES = {
     "job list": (CHANGELIST, 5),
     "filter: status": (f"{CHANGELIST}?status__exact=failed", 5),
+    "filter: succeeded": (f"{CHANGELIST}?status__exact=succeeded", 5),
     "filter: task": (f"{CHANGELIST}?task=testapp.fail", 5),
     "filter: queue": (f"{CHANGELIST}?queue=other", 5),
     "filter: overdue": (f"{CHANGELIST}?run_at=overdue", 5),
@@ -109,3 +110,36 @@ def test_a_task_name_search_matches_known_task_names_not_a_scan(admin_client):
     assert "LIKE" not in sql
     response = admin_client.get(f"{CHANGELIST}?q=testapp.f")
     assert {j.task_name for j in response.context["cl"].result_list} == {"testapp.fail"}
+
+
+def test_the_succeeded_filter_reads_the_finished_index_not_every_pending_job(admin_client):
+    # Succeeded jobs, the bulk of the table, are in no status index: listed by run_at,
+    # newest first, PostgreSQL walked the run_at index down from the farthest pending
+    # job, reading every pending job to reach the first succeeded one.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduler_scheduledjob
+                (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
+                 sends, last_error, created_at, updated_at, retry_on_error, started_at,
+                 finished_at)
+            SELECT 'testapp.noop', '[]', '{}', 'scheduler-jobs',
+                   %(now)s + interval '1 minute' * CASE WHEN i <= 50000 THEN i ELSE -i END,
+                   CASE WHEN i <= 50000 THEN 'scheduled' ELSE 'succeeded' END,
+                   CASE WHEN i <= 50000 THEN 0 ELSE 1 END, 5, 0, '', %(now)s, %(now)s, true,
+                   CASE WHEN i <= 50000 THEN NULL ELSE %(now)s - interval '1 minute' * i END,
+                   CASE WHEN i <= 50000 THEN NULL ELSE %(now)s - interval '1 minute' * i END
+            FROM generate_series(1, 80000) AS i
+            """,
+            {"now": T0},
+        )
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(f"{CHANGELIST}?status__exact=succeeded")
+    assert page.status_code == 200
+    [rows] = [q["sql"] for q in queries.captured_queries if "LIMIT 50" in q["sql"]]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN {rows}")
+        plan = "\n".join(line for (line,) in cursor.fetchall())
+    assert "scheduler_job_finished_idx" in plan, plan
+    assert "scheduler_job_run_at_idx" not in plan, plan
