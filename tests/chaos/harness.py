@@ -51,6 +51,7 @@ class SqsServer:
         """Start the server and wait until it answers."""
         self.process = Process("moto", sqs_server_command(self.port))
         if not wait_until(self._answers, timeout=30, interval=0.1):
+            self.stop()  # the caller's clean-up has no server to stop yet
             raise RuntimeError(f"moto did not start on port {self.port}")
 
     def _answers(self) -> bool:

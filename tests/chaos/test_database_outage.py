@@ -2,13 +2,13 @@
 
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection
 from django.utils import timezone
 
-from scheduler.models import JobAttempt
+from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
 from tests import settings_chaos
 from tests.chaos.effects import Workload
 from tests.chaos.harness import Cluster, PostgresProxy
@@ -38,6 +38,15 @@ def postgres_proxy(cluster: Cluster) -> Iterator[PostgresProxy]:
         proxy.stop()
 
 
+def assert_out_of_reach(*, since: datetime, job_ids: list[int]) -> None:
+    """The outage took effect: no heartbeat of these running jobs and no dispatcher tick
+    reached PostgreSQL after ``since`` (and a second for writes in flight), though
+    each is written every second or so."""
+    after = since + timedelta(seconds=1)
+    assert not ScheduledJob.objects.filter(pk__in=job_ids, heartbeat_at__gt=after).exists()
+    assert not DispatcherHeartbeat.objects.filter(last_tick_at__gt=after).exists()
+
+
 @pytest.mark.parametrize("dispatcher", ["beat", "loop", "replaced"])
 def test_an_outage_longer_than_a_lease_retries_no_live_job(cluster, postgres_proxy, dispatcher):
     # The workers' heartbeats fail as long as the dispatcher's ticks do; when PostgreSQL
@@ -56,10 +65,12 @@ def test_an_outage_longer_than_a_lease_retries_no_live_job(cluster, postgres_pro
     # recorded, and would rightly run again once its lease expired.
     assert wait_until(lambda: len(workload.effects()) == 4, timeout=30, interval=0.2)
 
+    cut_at = timezone.now()
     postgres_proxy.cut()
     if dispatcher == "replaced":
         cluster.kill(cluster.dispatchers[0])
     time.sleep(2 * LEASE)
+    assert_out_of_reach(since=cut_at, job_ids=workload.job_ids())
     if dispatcher == "replaced":
         # Its first tick reaches PostgreSQL before any worker's heartbeat does.
         direct = _database_url(int(connection.settings_dict["PORT"]))
@@ -88,8 +99,10 @@ def test_a_failover_from_a_primary_that_drops_packets_stalls_no_process(cluster,
     cluster.start_beat()
     assert wait_until(lambda: len(running.effects()) == 2, timeout=30, interval=0.2)
 
+    cut_at = timezone.now()
     postgres_proxy.blackhole()
     time.sleep(2 * LEASE)
+    assert_out_of_reach(since=cut_at, job_ids=running.job_ids())
     postgres_proxy.fail_over()
     due = Workload("failover-due")
     due.schedule(4, at=lambda _: timezone.now() + timedelta(seconds=2))

@@ -1,8 +1,9 @@
 """Dispatchers killed between send and commit, slow to commit, delivering thrice, racing."""
 
 import itertools
+import re
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from django.utils import timezone
@@ -41,14 +42,31 @@ def test_messages_reaching_workers_before_the_dispatch_commits(cluster):
     cluster.start_workers(1)
     cluster.start_dispatchers(1, fault="slow-commit")
     workload.settle(timeout=90).assert_clean(plain_once=True)
-    # Each claim waited for the dispatch's commit instead of dropping the message.
-    committed: dict[int, float] = {}
-    for send in sorted(cluster.sends(), key=lambda send: send.returned_at):
-        committed.setdefault(send.job_id, send.returned_at)
+    committed = {send.job_id: send.returned_at for send in cluster.sends()}
+    assert set(committed) == {planned.job_id for planned in workload.planned.values()}
     effects = workload.effects()
     for planned in workload.planned.values():
         [at] = effects[planned.label]
         assert at.timestamp() >= committed[planned.job_id]
+    output = cluster.worker_output()
+    # The fault took effect: messages reached the worker before their batch committed.
+    received = [at for at, _ in _logged(output, r"\] received")]
+    assert received
+    assert min(received) < min(committed.values()), (received, committed)
+    # Each claim waited for the commit instead of dropping its message. (Copies dropped
+    # later are re-sends: a batch committed after the stale period, 2 s here, is re-sent.)
+    dropped = _logged(output, r"message dropped job_id=(\d+)")
+    assert all(at >= committed[int(job_id)] for at, job_id in dropped), (dropped, committed)
+
+
+def _logged(output: str, pattern: str) -> list[tuple[float, str]]:
+    """When each line of ``output`` matching ``pattern`` was logged, with the pattern's
+    last group (the time itself when it has none)."""
+    stamped = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*" + pattern, re.MULTILINE)
+    return [
+        (datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp(), match.groups()[-1])
+        for match in stamped.finditer(output)
+    ]
 
 
 def test_every_message_delivered_three_times(cluster):

@@ -69,7 +69,10 @@ def still_running(processes: dict[int, tuple[int, str]]) -> dict[int, str]:
 
 
 def kill_left_over(group: subprocess.Popen[bytes], started: dict[int, tuple[int, str]]) -> None:
-    """After a failure: kill the process group ``group`` leads and what it started."""
+    """After a failure: kill the process group ``group`` leads and every process it
+    started, those in sessions of their own too (honcho's, the SQS server's), which a
+    signal to the group misses, whether or not the test got as far as ``started``."""
+    started = {**started, **descendants(group.pid)}
     if group.poll() is None:
         os.killpg(group.pid, signal.SIGKILL)
         group.wait()
