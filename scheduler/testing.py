@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import cast
 from uuid import UUID
 
+from django.db.models import Min
 from django.utils import timezone
 
 from scheduler import validation
@@ -46,31 +47,39 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
     retries, deadlines, pauses, atomic tasks and signals behave as in production. A
     job that a run schedules (or retries) due by ``until`` runs too. An error in a job
     is recorded on it, not raised. The clock is not moved: a job due after now but by
-    ``until`` runs early.
+    ``until`` runs early. The dispatcher ticks at each job's run time in turn, so a
+    deadline is judged then, not at ``until``, and nothing is purged.
 
     Returns each job as it was after each run, in the order they ran. Raises
     RuntimeError after ``max_runs`` runs (a job that keeps scheduling itself).
     """
     until = validation.aware_datetime(until or timezone.now(), "until")
     dispatcher = Dispatcher(
-        publisher=InMemoryPublisher(), name=TESTING_WORKER, judge_leases_at_once=True
+        publisher=InMemoryPublisher(), name=TESTING_WORKER, judge_leases_at_once=True, purge=False
     )
     ran: list[ScheduledJob] = []
+    tick_at = min(timezone.now(), until)
     while True:
-        dispatcher.run_once(now=until)
+        dispatcher.run_once(now=tick_at)
         due = list(
             ScheduledJob.objects.filter(status=Status.ENQUEUED, run_at__lte=until)
             .order_by("run_at", "pk")
             .values_list("pk", "task_name", "dispatch_token")
         )
-        if not due:
-            return ran
         for job_id, task_name, token in due:
             if len(ran) >= max_runs:
                 raise RuntimeError(f"run_due_jobs stopped after max_runs={max_runs} runs")
             # An enqueued job always has a token (a database constraint).
             _deliver(task_name, JobRef(job_id=job_id, dispatch_token=cast("UUID", token)))
             ran.append(ScheduledJob.objects.get(pk=job_id))
+        if not due:
+            # Nothing was sent at tick_at: on to the next run time by ``until``, if any.
+            later = ScheduledJob.objects.filter(
+                status=Status.SCHEDULED, run_at__gt=tick_at, run_at__lte=until
+            ).aggregate(first=Min("run_at"))["first"]
+            if later is None:
+                return ran
+            tick_at = later
 
 
 def _deliver(task_name: str, ref: JobRef) -> None:

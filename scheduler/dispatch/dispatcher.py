@@ -127,7 +127,8 @@ class Dispatcher:
     was out of reach just before it started (a supervisor replaces one that failed its
     health checks in an outage), and the workers may not have beaten since.
     ``judge_leases_at_once`` is for a tick an operator asks for (``scheduler_dispatch
-    --once``) and ticks on a test's frozen clock (``run_due_jobs``).
+    --once``) and ticks on a test's frozen clock (``run_due_jobs``), which also ticks
+    without ``purge``: its ticks run ahead of the jobs' own clock.
     """
 
     def __init__(
@@ -136,11 +137,12 @@ class Dispatcher:
         name: str | None = None,
         *,
         judge_leases_at_once: bool = False,
+        purge: bool = True,
     ) -> None:
         self.publisher: Publisher = publisher or SQSPublisher()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._next_recovery = -math.inf
-        self._next_purge = -math.inf
+        self._next_purge = -math.inf if purge else math.inf
         self._stopping = False
         #: Queues SQS refused: until when their jobs wait, and what SQS said.
         self._refused_queues: dict[str, tuple[float, str]] = {}

@@ -117,3 +117,23 @@ def test_the_readme_example(db):
     assert job.status == "succeeded"
     payment.refresh_from_db()
     assert payment.status == "captured"
+
+
+@freeze_time(T0)
+def test_a_job_due_before_its_deadline_runs_however_far_until_reaches(settings):
+    # Captured on day 14, well before the authorization's expiry on day 30: run_due_jobs
+    # up to day 60 must capture it, as production would, not judge its deadline at
+    # `until`; and no job it ran is purged as if 60 days had passed since.
+    settings.SCHEDULER_RETENTION_DAYS = 30
+    payment = authorize_payment(amount="12.00", currency="EUR")
+    later = schedule_at("testapp.echo", T0 + timedelta(days=45), ["later"])
+
+    ran = run_due_jobs(until=T0 + timedelta(days=60))
+
+    assert [(job.pk, job.status) for job in ran] == [
+        (payment.capture_job_id, Status.SUCCEEDED),
+        (later.pk, Status.SUCCEEDED),
+    ]
+    payment.refresh_from_db()
+    assert payment.status == "captured"
+    assert ScheduledJob.objects.filter(pk__in=[job.pk for job in ran]).count() == 2
