@@ -193,7 +193,9 @@ class SchedulerSettings:
     DEFAULT_MAX_ATTEMPTS = PositiveInt(5, "max_attempts of a job scheduled without one.")
     BATCH_SIZE = PositiveInt(100, "Rows the dispatcher claims per transaction.")
     RETENTION_DAYS = PositiveInt(
-        30, "Finished jobs (succeeded, failed, cancelled) older than this are deleted."
+        30,
+        "Finished jobs (succeeded, failed, cancelled) older than this are deleted.",
+        maximum=36_500,  # a century; beyond some 2,000 centuries the cutoff is no date
     )
     QUEUE_NAME = Text(
         DEFAULT_QUEUE_NAME,

@@ -242,10 +242,12 @@ class Dispatcher:
                 # A full purge left more behind: the next recovery goes on with it.
                 if result.purged < dispatching.PURGE_BATCH_SIZE:
                     self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
-        except DatabaseError as error:
-            self._lost_database()
+        except Exception as error:
+            # Whatever recovery hit (PostgreSQL out of reach, or a bug), due jobs still go.
+            if isinstance(error, DatabaseError):
+                self._lost_database()
+                result.outage = True
             result.errors.append(f"recovery: {type(error).__name__}: {error}")
-            result.outage = True
             logger.exception("dispatcher recovery failed dispatcher=%s", self.name)
 
     def run(self, *, max_ticks: int | None = None) -> None:

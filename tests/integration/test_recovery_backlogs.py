@@ -142,3 +142,17 @@ def test_the_purge_reads_the_finished_index_not_every_pending_row(settings):
         plan = "\n".join(line for (line,) in cursor.fetchall())
     assert "scheduler_job_finished_idx" in plan, plan
     assert "Seq Scan" not in plan, plan
+
+
+@pytest.mark.django_db
+def test_a_recovery_that_fails_whatever_the_reason_holds_back_no_due_job(monkeypatch):
+    def broken(**_: object) -> int:
+        raise OverflowError("date value out of range")
+
+    monkeypatch.setattr(dispatching, "purge_finished", broken)
+    make_jobs([T0 - timedelta(seconds=1)] * 3)
+    with freeze_time(T0):
+        result = _dispatcher().run_once()
+    assert result.sent == 3
+    assert result.errors == ["recovery: OverflowError: date value out of range"]
+    assert not result.outage  # not PostgreSQL: the loop has no reason to back off

@@ -51,6 +51,8 @@ def test_defaults_pass():
         ({"SCHEDULER_DELIVERY_LEAD_SECONDS": 300}, "scheduler.E008"),
         ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": 0}, "scheduler.E001"),
         ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": "5"}, "scheduler.E001"),
+        # "Keep them forever": a cutoff a million days back is no date, and the purge failed.
+        ({"SCHEDULER_RETENTION_DAYS": 1_000_000}, "scheduler.E001"),
     ],
 )
 def test_each_bad_setting_is_reported(overrides, expected):
