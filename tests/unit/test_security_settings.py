@@ -97,6 +97,10 @@ def test_behind_a_load_balancer_that_terminates_tls():
         ("DJANGO_SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto: https", "HTTP header name"),
         ("DJANGO_HSTS_SECONDS", "a year", "whole number"),
         ("DJANGO_HSTS_SECONDS", "-1", "negative"),
+        # Read as false, a misspelt "true" turned the protection off.
+        ("DJANGO_SECURE_COOKIES", "enabled", "true or false"),
+        ("DJANGO_SECURE_SSL_REDIRECT", "ture", "true or false"),
+        ("DJANGO_DEBUG", "nope", "true or false"),
     ],
 )
 def test_a_bad_value_is_a_clear_error(variable, value, message):
