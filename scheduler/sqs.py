@@ -69,6 +69,11 @@ def get_client(*, quick: bool = False) -> "SQSClient":
     return _client(tuple(sorted(client_kwargs().items())), quick=quick)
 
 
+def queue_url(name: str) -> str:
+    """The URL of the queue ``name``, looked up (quickly) once per queue and endpoint."""
+    return _queue_url(tuple(sorted(client_kwargs().items())), name)
+
+
 @cache
 def _queue_url(frozen_kwargs: tuple[tuple[str, Any], ...], name: str) -> str:
     # One lookup per queue and endpoint: a queue's URL does not change.
@@ -101,7 +106,7 @@ def peek_dead_letters(queue: str, *, limit: int = 10) -> DeadLetters:
     name = dead_letter_queue(queue)
     client = get_client(quick=True)
     try:
-        url = _queue_url(tuple(sorted(client_kwargs().items())), name)
+        url = queue_url(name)
         attributes = client.get_queue_attributes(
             QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
         )["Attributes"]

@@ -39,7 +39,7 @@ from scheduler.models import (
     ScheduledJob,
     job_counts_by_status,
 )
-from scheduler.sqs import dead_letter_queue, get_client
+from scheduler.sqs import dead_letter_queue, get_client, queue_url
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +194,8 @@ class SchedulerCollector:
         name = dead_letter_queue(scheduler_settings.QUEUE_NAME)
         client = get_client(quick=True)
         try:
-            url = client.get_queue_url(QueueName=name)["QueueUrl"]
             attributes = client.get_queue_attributes(
-                QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+                QueueUrl=queue_url(name), AttributeNames=["ApproximateNumberOfMessages"]
             )["Attributes"]
         except (BotoCoreError, ClientError) as error:
             logger.warning(

@@ -17,6 +17,7 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.publisher import PublishResult
 from scheduler.integrations import metrics
 from scheduler.models import DispatcherHeartbeat, JobAttempt
+from scheduler.sqs import get_client
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import SqsQueue
 from tests.factories import make_jobs
@@ -220,6 +221,24 @@ def test_dlq_depth_from_the_queue(sqs_queue: SqsQueue, settings: Any):
         sqs_queue.client.send_message(QueueUrl=dlq_url, MessageBody=f"poison {n}")
     samples = scrape()
     assert value(samples, "scheduler_dlq_messages", queue=f"{sqs_queue.name}-dlq") == 3
+
+
+def test_a_scrape_makes_one_sqs_call_once_the_queue_was_looked_up(sqs_queue: SqsQueue):
+    sqs_queue.client.create_queue(QueueName=f"{sqs_queue.name}-dlq")
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    events = get_client(quick=True).meta.events
+    events.register("before-call.sqs", count)
+    try:
+        scrape()
+        calls.clear()
+        scrape()
+    finally:
+        events.unregister("before-call.sqs", count)
+    assert calls == ["GetQueueAttributes"]
 
 
 def test_dlq_depth_left_out_when_sqs_cannot_be_read(caplog):

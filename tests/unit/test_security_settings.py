@@ -109,3 +109,20 @@ def test_a_bad_value_is_a_clear_error(variable, value, message):
     assert "ImproperlyConfigured" in result.stderr
     assert variable in result.stderr
     assert message in result.stderr
+
+
+def test_prometheus_scrapes_metrics_over_plain_http_while_the_site_redirects_to_https():
+    # Prometheus scrapes a web process on its own port, inside the network: redirected
+    # to https there, the scrape failed (nothing speaks TLS on that port).
+    code = (
+        "import django; django.setup(); from django.test import Client; c = Client(); "
+        "print(c.get('/metrics').status_code, c.get('/admin/login/').status_code)"
+    )
+    secrets = {
+        "SCHEDULER_METRICS_TOKEN": "t0ken-for-the-test",
+        "DJANGO_ALLOWED_HOSTS": "testserver",
+    }
+    result = _run(["-c", code], {**PRODUCTION, **secrets})
+    assert result.returncode == 0, result.stderr
+    # 401: the view answered (it asks for the token); the admin is still https-only.
+    assert result.stdout.split() == ["401", "301"]
