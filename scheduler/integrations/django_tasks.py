@@ -175,7 +175,8 @@ class SchedulerBackend(BaseTaskBackend):
         """The job ``result_id`` as a TaskResult; TaskResultDoesNotExist if it is none of ours."""
         job = (
             ScheduledJob.objects.filter(pk=int(result_id)).first()
-            if str(result_id).isdigit()
+            # Decimal digits only ("²" is a digit int() refuses), within a bigint.
+            if str(result_id).isdecimal() and int(result_id) < 2**63
             else None
         )
         task = _task_named(job.task_name) if job is not None else None
@@ -250,12 +251,22 @@ def _error(attempt: JobAttempt) -> TaskError:
     if attempt.outcome == JobAttempt.Outcome.LEASE_EXPIRED:
         path = f"{WorkerLost.__module__}.{WorkerLost.__qualname__}"
     else:
-        last_line = attempt.error.strip().splitlines()[-1] if attempt.error.strip() else ""
-        match = _EXCEPTION_LINE.match(last_line)
+        match = _EXCEPTION_LINE.match(_exception_line(attempt.error))
         path = match["path"] if match else "Exception"
         # Built-in exceptions are printed without their module.
         path = path if "." in path else f"builtins.{path}"
     return TaskError(exception_class_path=path, traceback=attempt.error)
+
+
+def _exception_line(traceback: str) -> str:
+    """The line of a formatted traceback that names its exception: the first unindented
+    one after the last frame, since a message may span lines (PostgreSQL's DETAIL) and
+    notes follow it; the last line of a text without frames."""
+    lines = traceback.strip().splitlines()
+    frames = [number for number, line in enumerate(lines) if line.startswith("  File ")]
+    if not frames:
+        return lines[-1] if lines else ""
+    return next((line for line in lines[frames[-1] + 1 :] if not line.startswith(" ")), "")
 
 
 @receiver(signals.job_succeeded)

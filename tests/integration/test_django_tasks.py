@@ -237,7 +237,17 @@ def test_an_exception_of_a_module_is_found_again():
     assert task_error.exception_class_path == "scheduler.exceptions.DuplicateJobError"
 
 
-@pytest.mark.parametrize("result_id", ["999999", "abc", "", "-1", "1.5"])
+@pytest.mark.django_db(transaction=True)
+def test_an_exception_whose_message_spans_lines_is_found_again():
+    # As PostgreSQL's errors do ("…\nDETAIL: Key (id)=(1) already exists."): the last
+    # line of the traceback is no exception's name.
+    result = tasks.explode.enqueue("duplicate key value\nDETAIL:  Key (id)=(1) exists.")
+    run_due_jobs()
+    result.refresh()
+    assert [error.exception_class for error in result.errors] == [ValueError]
+
+
+@pytest.mark.parametrize("result_id", ["999999", "abc", "", "-1", "1.5", "²", "9" * 30])
 def test_unknown_ids(result_id):
     with pytest.raises(TaskResultDoesNotExist):
         task_backends["default"].get_result(result_id)
