@@ -142,16 +142,16 @@ class SchedulerCollector:
             JobAttempt.objects.filter(started_at__gt=self.now - window, started_at__lte=self.now)
             .alias(lateness=late)
             .order_by()
-            .values("job__task_name", "outcome")
+            .values("task_name", "outcome")
             .annotate(count=Count("pk"), total=Sum("lateness"), **buckets)
         )
         by_task: dict[str, list[float]] = {}
-        for row in sorted(rows, key=lambda row: (row["job__task_name"], row["outcome"])):
-            outcomes.add_metric([row["job__task_name"], row["outcome"]], row["count"])
+        for row in sorted(rows, key=lambda row: (row["task_name"], row["outcome"])):
+            outcomes.add_metric([row["task_name"], row["outcome"]], row["count"])
             figures = [row[f"le_{index}"] for index in range(len(LATENESS_BUCKETS))]
             figures += [row["count"], row["total"].total_seconds()]
-            totals = by_task.setdefault(row["job__task_name"], [0.0] * len(figures))
-            by_task[row["job__task_name"]] = [a + b for a, b in zip(totals, figures, strict=True)]
+            totals = by_task.setdefault(row["task_name"], [0.0] * len(figures))
+            by_task[row["task_name"]] = [a + b for a, b in zip(totals, figures, strict=True)]
         for task_name, figures in by_task.items():
             *cumulative, count, total = figures
             lateness.add_metric(
