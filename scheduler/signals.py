@@ -3,7 +3,8 @@
 Each is sent with ``sender=ScheduledJob`` and these keyword arguments:
 
 - ``job_succeeded``: ``job_id``, ``task_name``, ``result`` (the task's return value).
-- ``job_failed``: ``job_id``, ``task_name``, ``error`` (the last attempt's traceback).
+- ``job_failed``: ``job_id``, ``task_name``, ``error`` (the last attempt's traceback, or
+  ``lease expired: …`` when its worker died).
 - ``job_expired``: ``job_id``, ``task_name``, ``deadline``.
 - ``job_cancelled``: ``job_id``, ``task_name``.
 
