@@ -35,12 +35,12 @@ def _messages(count: int, delay_seconds: int) -> list[OutgoingMessage]:
 
 
 def test_a_call_made_after_a_slow_one_asks_for_the_delay_less_the_seconds_it_waited():
-    client = SlowFirstCallClient(seconds=2.2)
+    client = SlowFirstCallClient(seconds=2.5)
     publisher = SQSPublisher(client=client)
     publisher.concurrency.current = 1  # the calls go one after another
     result = publisher.publish(_messages(2 * SQS_BATCH_LIMIT, delay_seconds=120))
     assert len(result.sent) == 2 * SQS_BATCH_LIMIT
-    # The second call began 2.2 s after the publish: two whole seconds less.
+    # The second call began 2.5 s after the publish: two whole seconds less.
     assert client.calls == [[120] * SQS_BATCH_LIMIT, [118] * SQS_BATCH_LIMIT]
 
 
