@@ -164,3 +164,10 @@ def postgresql_out_of_reach() -> Iterator[None]:
     finally:
         connection.close()
         connection.settings_dict["PORT"] = port
+
+
+def query_plan(sql: str) -> str:
+    """PostgreSQL's plan for ``sql`` (``EXPLAIN``), on this process's default connection."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(f"EXPLAIN {sql}")
+        return "\n".join(line for (line,) in cursor.fetchall())

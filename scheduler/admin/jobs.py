@@ -414,7 +414,7 @@ class ScheduledJobAdmin(JobAdminBase):
             # Ticked jobs are acted on by id: one the dispatcher moved on since the list
             # was shown (scheduled, now enqueued) must not fall out of its filters.
             return super().response_action(request, self.get_queryset(request))
-        if queryset.order_by()[: changelist.COUNT_LIMIT + 1].count() > changelist.COUNT_LIMIT:
+        if CappedCountPaginator(queryset, self.list_per_page).is_capped:
             # The list said "more than COUNT_LIMIT": one request must not act on millions.
             self.message_user(
                 request,

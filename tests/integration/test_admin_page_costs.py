@@ -14,6 +14,7 @@ from freezegun import freeze_time
 
 from payments.services import authorize_payment
 from scheduler.models import ScheduledJob
+from tests.conftest import query_plan
 from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, change_url, job
 
 pytestmark = pytest.mark.django_db
@@ -138,8 +139,6 @@ def test_the_succeeded_filter_reads_the_finished_index_not_every_pending_job(adm
         page = admin_client.get(f"{CHANGELIST}?status__exact=succeeded")
     assert page.status_code == 200
     [rows] = [q["sql"] for q in queries.captured_queries if "LIMIT 50" in q["sql"]]
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN {rows}")
-        plan = "\n".join(line for (line,) in cursor.fetchall())
+    plan = query_plan(rows)
     assert "scheduler_job_finished_idx" in plan, plan
     assert "scheduler_job_run_at_idx" not in plan, plan

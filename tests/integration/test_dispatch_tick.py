@@ -15,7 +15,7 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.publisher import SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.testing import InMemoryPublisher
-from tests.conftest import sqs_client
+from tests.conftest import query_plan, sqs_client
 from tests.factories import make_jobs
 
 # Transactions as in production: a test transaction would add a savepoint per atomic().
@@ -131,12 +131,6 @@ def _bulk_load(rows: int, *, due: int) -> None:
         cursor.execute("ANALYZE scheduler_scheduledjob")
 
 
-def _plan(sql):
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN {sql}")
-        return "\n".join(line for (line,) in cursor.fetchall())
-
-
 @pytest.mark.parametrize(("rows", "batch_size"), [(20000, 1000), (10000, 100)])
 def test_a_batch_reads_the_due_index_and_updates_each_job_by_its_key(settings, rows, batch_size):
     # The plain run_at index would make each batch step again over every job sent before
@@ -147,7 +141,7 @@ def test_a_batch_reads_the_due_index_and_updates_each_job_by_its_key(settings, r
     assert result.sent == 5000
     batches = [sql for sql in statements if "gen_random_uuid()" in sql]
     assert len(batches) == 5000 // batch_size + 1  # the last one finds none left
-    plan = _plan(batches[-2])
+    plan = query_plan(batches[-2])
     assert "scheduler_job_due_idx" in plan, plan
     # Only the batch's own rows are sorted, to return them in the claim's order.
     assert [line for line in plan.splitlines() if "Sort Key" in line] == [

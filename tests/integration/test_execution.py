@@ -210,22 +210,24 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
     assert [a.outcome for a in job.history.order_by("number")] == ["lease_expired"] * 2
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_path):
-    """The claim waits for the dispatcher's row lock, then sees the committed token."""
-    path = str(tmp_path / "runs")
-    job = schedule_at("testapp.record", T0, [path, "early"])
-    token = uuid.uuid4()
+def deliveries_during_a_slow_dispatch(
+    jobs: list[tuple[ScheduledJob, uuid.UUID]], *, now: datetime
+) -> tuple[list[Outcome], float]:
+    """Mark ``jobs`` enqueued with their tokens in one transaction that keeps their rows
+    a second longer (a dispatcher whose sends to SQS are slow: the messages are already
+    there), and deliver each in turn meanwhile, from another thread. Returns the
+    deliveries' outcomes and when (``time.time()``) the transaction began to commit."""
     locked = threading.Event()
-    outcomes: list[str] = []
+    outcomes: list[Outcome] = []
     committing: list[float] = []
 
     def dispatcher_transaction():
         try:
             with transaction.atomic():
-                mark_enqueued(job, token=token, now=T0)
+                for job, token in jobs:
+                    mark_enqueued(job, token=token, now=now)
                 locked.set()
-                time.sleep(1.0)  # the message is already in SQS; commit comes later
+                time.sleep(1.0)
                 committing.append(time.time())
         finally:
             connection.close()
@@ -233,11 +235,10 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
     def worker():
         try:
             locked.wait(10)
-            outcomes.append(
-                deliver(
-                    job_id=job.pk, task_name=job.task_name, token=token, worker="early-bird"
-                ).outcome
-            )
+            for job, token in jobs:
+                outcomes.append(
+                    deliver(job_id=job.pk, task_name=job.task_name, token=token).outcome
+                )
         finally:
             connection.close()
 
@@ -246,9 +247,21 @@ def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_
         thread.start()
     for thread in threads:
         thread.join(30)
+    return outcomes, committing[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_that_arrives_before_the_dispatch_commits_still_runs_once(tmp_path):
+    """The claim waits for the dispatcher's row lock, then sees the committed token."""
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", T0, [path, "early"])
+    token = uuid.uuid4()
+
+    outcomes, committing = deliveries_during_a_slow_dispatch([(job, token)], now=T0)
+
     assert outcomes == [Outcome.SUCCEEDED]
     [(_, ran_at)] = read_runs(path)
-    assert ran_at >= committing[0]  # the claim waited for the commit
+    assert ran_at >= committing  # the claim waited for the commit
     # A second delivery of the same message, after the commit, is dropped.
     assert (
         deliver(job_id=job.pk, task_name=job.task_name, token=token, worker="late").outcome
@@ -269,44 +282,19 @@ def test_a_claim_that_waited_for_the_dispatch_commit_starts_the_job_when_it_took
         "testapp.record", now, [path, "missed"], deadline=now + timedelta(seconds=0.5)
     )
     started = schedule_at("testapp.record", now, [path, "started"])
-    tokens = {job.pk: uuid.uuid4() for job in (missed, started)}
-    locked = threading.Event()
-    committed: list[datetime] = []
-    outcomes: list[str] = []
 
-    def dispatcher_transaction():
-        try:
-            with transaction.atomic():
-                for job in (missed, started):
-                    mark_enqueued(job, token=tokens[job.pk], now=now)
-                locked.set()
-                time.sleep(1.0)
-            committed.append(timezone.now())
-        finally:
-            connection.close()
+    outcomes, committing = deliveries_during_a_slow_dispatch(
+        [(missed, uuid.uuid4()), (started, uuid.uuid4())], now=now
+    )
 
-    def worker():
-        try:
-            locked.wait(10)
-            for job in (missed, started):
-                outcomes.append(
-                    deliver(job_id=job.pk, task_name=job.task_name, token=tokens[job.pk]).outcome
-                )
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=dispatcher_transaction), threading.Thread(target=worker)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
     assert outcomes == [Outcome.DROPPED, Outcome.SUCCEEDED]
     assert [label for label, _ in read_runs(path)] == ["started"]
     missed.refresh_from_db()
     assert missed.status == Status.EXPIRED
     attempt = started.history.get()
     # Within the clock's tolerance of the commit the claim waited for.
-    assert attempt.started_at >= committed[0] - timedelta(seconds=0.1)
+    committed = datetime.fromtimestamp(committing, UTC)
+    assert attempt.started_at >= committed - timedelta(seconds=0.1)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -16,6 +16,7 @@ from scheduler.exceptions import JobNotFoundError, SchedulerError
 from scheduler.models import ScheduledJob
 from scheduler.services import dispatching, retry
 from scheduler.testing import InMemoryPublisher
+from tests.conftest import query_plan
 from tests.factories import make_jobs
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -137,9 +138,7 @@ def test_the_purge_reads_the_finished_index_not_every_pending_row(settings):
     with CaptureQueriesContext(connection) as captured:
         assert dispatching.purge_finished(now=T0) == dispatching.PURGE_BATCH_SIZE
     [choice] = [q["sql"] for q in captured.captured_queries if "FOR UPDATE" in q["sql"]]
-    with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN {choice}")
-        plan = "\n".join(line for (line,) in cursor.fetchall())
+    plan = query_plan(choice)
     assert "scheduler_job_finished_idx" in plan, plan
     assert "Seq Scan" not in plan, plan
 
