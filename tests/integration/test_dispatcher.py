@@ -224,11 +224,29 @@ def test_tick_query_count_does_not_grow_with_jobs_sent(django_assert_max_num_que
     assert few == many
 
 
+class MeetingPublisher(RecordingPublisher):
+    """Holds its first batch until the other dispatcher holds one too, so the two ticks
+    overlap however the threads are scheduled (one might otherwise send every job
+    before the other has finished its recovery)."""
+
+    def __init__(self, meet: threading.Barrier) -> None:
+        super().__init__()
+        self.meet = meet
+        self.met = False
+
+    def publish(self, messages):
+        if not self.met:
+            self.met = True
+            self.meet.wait(30)
+        return super().publish(messages)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_dispatchers_ticking_at_once_send_each_job_exactly_once(sqs_queue, settings):
     settings.SCHEDULER_BATCH_SIZE = 7
     jobs = make_jobs([datetime.now(UTC) - timedelta(seconds=1)] * 40)
-    publishers = [RecordingPublisher(), RecordingPublisher()]
+    meet = threading.Barrier(2)
+    publishers = [MeetingPublisher(meet), MeetingPublisher(meet)]
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
 
