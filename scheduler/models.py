@@ -105,7 +105,7 @@ class ScheduledJob(models.Model):
     deadline = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     # Messages sent with the current token, and when to send another if none is claimed.
-    sends = models.PositiveIntegerField(default=0)
+    sends = models.PositiveIntegerField(default=0, db_default=0)
     resend_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     # Renewed by the worker while the task runs; the lease counts from here. In no
@@ -117,7 +117,7 @@ class ScheduledJob(models.Model):
     last_error = models.TextField(blank=True, default="")
     # Whether an error the task does not retry itself is retried (a job scheduled by
     # schedule_at) or fails the job (a Celery call made a job, as Celery would).
-    retry_on_error = models.BooleanField(default=True)
+    retry_on_error = models.BooleanField(default=True, db_default=True)
     # The id apply_async returned, when a Celery call beyond the SQS delay made this job.
     celery_task_id = models.CharField(  # noqa: DJ001 - NULL: no call made this job
         max_length=255, null=True, blank=True, editable=False
@@ -333,7 +333,7 @@ class JobAttempt(models.Model):
         ScheduledJob, on_delete=models.CASCADE, related_name="history", db_index=False
     )
     # The job's task, copied: monitoring groups a day of attempts by task without a join.
-    task_name = models.CharField(max_length=255, blank=True, default="")
+    task_name = models.CharField(max_length=255, blank=True, default="", db_default="")
     number = models.PositiveIntegerField()
     dispatch_token = models.UUIDField()
     # The run_at this attempt was due at: lateness is started_at - scheduled_for.
@@ -470,8 +470,8 @@ class DispatcherHeartbeat(models.Model):
     errors = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
     # Since this dispatcher's first tick, for metrics: each row only grows.
-    sent_total = models.PositiveBigIntegerField(default=0)
-    errors_total = models.PositiveBigIntegerField(default=0)
+    sent_total = models.PositiveBigIntegerField(default=0, db_default=0)
+    errors_total = models.PositiveBigIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["-last_tick_at"]

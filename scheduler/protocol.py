@@ -43,16 +43,20 @@ def job_ref(headers: Mapping[str, object] | None) -> JobRef | None:
     """
     if not headers or (JOB_ID_HEADER not in headers and DISPATCH_TOKEN_HEADER not in headers):
         return None
-    raw_id, raw_token = headers.get(JOB_ID_HEADER), headers.get(DISPATCH_TOKEN_HEADER)
+    return read_job_ref(headers.get(JOB_ID_HEADER), headers.get(DISPATCH_TOKEN_HEADER))
+
+
+def read_job_ref(raw_id: object, raw_token: object) -> JobRef:
+    """The job a message names by its id and token; MalformedMessageError if unreadable."""
     try:
         job_id = int(str(raw_id))
         token = uuid.UUID(str(raw_token))
     except (TypeError, ValueError):
         raise MalformedMessageError(
-            f"unreadable scheduler headers job_id={raw_id!r} token={raw_token!r}"
+            f"unreadable job reference job_id={raw_id!r} token={raw_token!r}"
         ) from None
     if job_id < 1:
-        raise MalformedMessageError(f"unreadable scheduler headers job_id={raw_id!r}")
+        raise MalformedMessageError(f"unreadable job reference job_id={raw_id!r}")
     return JobRef(job_id=job_id, dispatch_token=token)
 
 

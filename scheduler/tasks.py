@@ -1,7 +1,8 @@
 """The scheduler's Celery tasks (where Celery's autodiscovery looks): thin entry points.
 
 Jobs run as their own tasks (see :mod:`scheduler.worker.task`); the dispatcher's tick
-is here for beat schedulers that send it as a task, its code in :mod:`scheduler.dispatch`.
+is here for beat schedulers that send it as a task, its code in :mod:`scheduler.dispatch`,
+and so is the task of scheduler 0.1.0's messages, for an upgrade.
 """
 
 import logging
@@ -9,9 +10,10 @@ from dataclasses import asdict
 from functools import cache
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.worker import legacy
 
 logger = logging.getLogger(__name__)
 
@@ -30,3 +32,9 @@ def dispatch() -> dict[str, Any]:
     interval, and the tick then waits in the job queue (``scheduler.W001`` warns).
     """
     return asdict(_dispatcher().run_once())
+
+
+@shared_task(name=legacy.TASK_NAME, bind=True, ignore_result=True)
+def execute_job(self: Task, job_id: object = None, dispatch_token: object = None) -> Any:  # type: ignore[type-arg]
+    """A message of scheduler 0.1.0 (see :mod:`scheduler.worker.legacy`): runs its job."""
+    return legacy.run_message(self, job_id=job_id, dispatch_token=dispatch_token)

@@ -35,7 +35,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='jobattempt',
             name='task_name',
-            field=models.CharField(blank=True, default='', max_length=255),
+            field=models.CharField(blank=True, db_default='', default='', max_length=255),
         ),
         # Attempts recorded before the copy existed get their job's task name.
         migrations.RunSQL(

@@ -32,6 +32,7 @@ from numbers import Real
 from typing import Any
 
 from celery import Task
+from celery.app.task import Context
 from celery.exceptions import Ignore, Retry
 from celery.result import AsyncResult
 from celery.utils.serialization import raise_with_context
@@ -94,7 +95,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                         self.name,
                     )
                     raise Ignore()
-                return self._to_celery(self.handle_job_message(ref))
+                return celery_return(self.handle_job_message(ref))
         if self.atomic:
             after_body: list[Callable[[], object]] = []
             scope = _after_atomic_body.set(after_body)
@@ -107,10 +108,16 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                     schedule()
         return super().__call__(*args, **kwargs)
 
-    def handle_job_message(self, ref: protocol.JobRef) -> Handled:
-        """Claim, run and record the job ``ref`` names, as a worker does for its message."""
-        worker = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
-        eta = vars(self.request).get("eta")  # an ISO 8601 string, which the worker read
+    def handle_job_message(
+        self, ref: protocol.JobRef, *, request: Context | None = None
+    ) -> Handled:
+        """Claim, run and record the job ``ref`` names, as a worker does for its message.
+
+        ``request`` is the delivery's Celery request: this task's own by default.
+        """
+        request = request or self.request
+        worker = f"{request.hostname or socket.gethostname()}:{os.getpid()}"
+        eta = vars(request).get("eta")  # an ISO 8601 string, which the worker read
         return run_job(
             job_id=ref.job_id,
             token=ref.dispatch_token,
@@ -264,14 +271,16 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             schedule()
         return self.AsyncResult(celery_task_id)
 
-    def _to_celery(self, handled: Handled) -> Any:
-        """A job delivery's outcome, as Celery's tracer understands it."""
-        if handled.error is not None:
-            # Already recorded: raising tells Celery (task_failure / task_retry, the log).
-            raise handled.error
-        if handled.outcome is Outcome.DROPPED:
-            raise Ignore()
-        return handled.result
+
+def celery_return(handled: Handled) -> Any:
+    """A job delivery's outcome, as Celery's tracer understands it: the body's return
+    value, its exception re-raised (already recorded: raising tells Celery, for
+    task_failure / task_retry and the log), or Ignore for a dropped message."""
+    if handled.error is not None:
+        raise handled.error
+    if handled.outcome is Outcome.DROPPED:
+        raise Ignore()
+    return handled.result
 
 
 def job_run(task: Task) -> JobRun | None:  # type: ignore[type-arg]
