@@ -9,6 +9,7 @@ import enum
 import logging
 import time
 import traceback
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -24,6 +25,7 @@ from scheduler.services import running
 from scheduler.states import Status
 from scheduler.worker.connections import refresh_connections
 from scheduler.worker.heartbeat import Heartbeat
+from scheduler.worker.time_limits import soft_time_limit_held
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +137,8 @@ def run_job(
 
     The claim commits first, at ``not_before`` if that is ahead (the message's eta: a
     worker hands a job's message over a moment early). The body then runs under a
-    heartbeat that renews the lease; the heartbeat stops before the outcome is recorded.
+    heartbeat that renews the lease; the heartbeat stops before the outcome is recorded,
+    which Celery's soft time limit does not interrupt.
     An atomic runner's body and its success commit together, so an error, a crash or a
     lost lease rolls its writes back. An exception of the body is recorded (a retry
     through PostgreSQL, or failed) and returned in :attr:`Handled.error` for the caller
@@ -158,25 +161,28 @@ def run_job(
         job.lateness.total_seconds() if job.lateness else 0.0,
     )
     interval = scheduler_settings.HEARTBEAT_INTERVAL_SECONDS
-    try:
-        with Heartbeat(job_id=job.pk, token=token, interval=interval) as heartbeat:
-            if runner.atomic:
-                with transaction.atomic():
-                    result = _call_body(runner, run)
+    # Celery's soft time limit is held from the body's end to the delivery's (an atomic
+    # body's commit included).
+    with ExitStack() as after_body:
+        try:
+            with Heartbeat(job_id=job.pk, token=token, interval=interval) as heartbeat:
+                if runner.atomic:
+                    with transaction.atomic():
+                        result = _call_body(runner, run, after_body)
+                        heartbeat.stop()
+                        outcome = _record_return(run, result)
+                        if outcome is Outcome.LEASE_LOST:
+                            # Another delivery may run the job again: not this body's writes.
+                            transaction.set_rollback(True)
+                else:
+                    result = _call_body(runner, run, after_body)
                     heartbeat.stop()
+                    _refresh_connections()
                     outcome = _record_return(run, result)
-                    if outcome is Outcome.LEASE_LOST:
-                        # Another delivery may run the job again: not this body's writes.
-                        transaction.set_rollback(True)
-            else:
-                result = _call_body(runner, run)
-                heartbeat.stop()
-                _refresh_connections()
-                outcome = _record_return(run, result)
-    except _BodyError as failed:
-        _refresh_connections()
-        return Handled(_record_raise(run, failed.error), error=failed.error)
-    return Handled(outcome, result=result)
+        except _BodyError as failed:
+            _refresh_connections()
+            return Handled(_record_raise(run, failed.error), error=failed.error)
+        return Handled(outcome, result=result)
 
 
 def _refresh_connections() -> None:
@@ -222,11 +228,14 @@ def _claim(
             refresh_connections()
 
 
-def _call_body(runner: JobRunner, run: JobRun) -> Any:
+def _call_body(runner: JobRunner, run: JobRun, after_body: ExitStack) -> Any:
+    """The body's result; once it has ended, ``after_body`` holds the soft time limit."""
     try:
         return runner.run_job_body(run)
     except Exception as error:
         raise _BodyError(error) from error
+    finally:
+        after_body.enter_context(soft_time_limit_held(job_id=run.job.pk))
 
 
 def _record_return(run: JobRun, result: Any) -> Outcome:

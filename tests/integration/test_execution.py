@@ -1,11 +1,14 @@
 """Worker-side execution against real PostgreSQL: claim, run, record, retry."""
 
+import os
+import signal
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from billiard.pool import soft_timeout_sighandler
 from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -458,3 +461,43 @@ def test_a_claim_tried_again_takes_only_its_own_workers_running_claim():
     assert again.attempt.pk == first.attempt.pk
     assert running.record_success(job=again.job, attempt=again.attempt)
     assert claim("host-a:1", retrying=True) is running.Refusal.NOT_CURRENT  # it ended
+
+
+@pytest.fixture
+def celery_soft_time_limit():
+    """This process's SIGUSR1 handler as a prefork pool process has it: Celery's soft
+    time limit; restored afterwards."""
+    previous = signal.signal(signal.SIGUSR1, soft_timeout_sighandler)
+    yield
+    signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.parametrize(
+    ("task", "args", "recording", "status"),
+    [
+        ("testapp.record", ["/dev/null", "plain"], "record_success", Status.SUCCEEDED),
+        ("testapp.atomic_effect", ["atomic"], "record_success", Status.SUCCEEDED),
+        ("testapp.fail", ["/dev/null", "error"], "record_error", Status.SCHEDULED),
+    ],
+)
+def test_a_soft_time_limit_reached_while_the_outcome_is_recorded_waits_for_it(
+    celery_soft_time_limit, monkeypatch, caplog, task, args, recording, status
+):
+    # The body has returned (or raised): Celery's soft time limit firing now would leave
+    # the job running, for its lease to run a body that completed again.
+    record = getattr(running, recording)
+
+    def record_as_the_limit_fires(**kwargs):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        return record(**kwargs)
+
+    monkeypatch.setattr(running, recording, record_as_the_limit_fires)
+    job = schedule_at(task, timezone.now(), args)
+    token = dispatch_one(job, now=timezone.now())
+
+    deliver(job_id=job.pk, task_name=job.task_name, token=token)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (status, 1)
+    [line] = [r.getMessage() for r in caplog.records if "soft time limit" in r.getMessage()]
+    assert f"job_id={job.pk}" in line
