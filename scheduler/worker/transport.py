@@ -14,7 +14,9 @@ kombu's transport also polls late when the worker is busy: with every prefetch s
 taken it looks again a polling interval later, so a worker of two processes running
 short tasks takes at most two messages per interval (20 a second at 0.1 s), whatever SQS
 holds. This one polls again as soon as a slot is freed (an ack, a reject, a larger
-prefetch count, as when Celery holds a message until its eta).
+prefetch count, as when Celery holds a message until its eta). And a message the worker
+hands back unstarted (at a warm shutdown, those it holds until their eta) is visible
+again at once, where kombu's waits ``wait_time_seconds``.
 
 Configure it as Celery's broker transport, with the usual ``sqs://`` broker URL:
 ``CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"`` (``manage.py
@@ -119,6 +121,20 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         except Exception:  # whatever a forged envelope holds
             envelope = super()._envelope_payload({}, raw_text, message, q_url)
         return envelope
+
+    @override
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        if not message.get("redelivered"):
+            super()._put(queue, message, **kwargs)
+            return
+        # A message handed back unstarted: by a worker's warm shutdown, all it holds
+        # ahead of their eta. kombu makes it visible again only wait_time_seconds later
+        # (10 s here), so a deploy ran such jobs that late; another worker takes it now.
+        self.sqs(queue=self.canonical_queue_name(queue)).change_message_visibility(
+            QueueUrl=self._new_queue(queue),
+            ReceiptHandle=message["properties"]["delivery_tag"],
+            VisibilityTimeout=0,
+        )
 
     @override
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:

@@ -1,0 +1,59 @@
+"""A worker stopped for a deploy (SIGTERM: Celery's warm shutdown) while jobs come due.
+
+It holds messages it received ahead of their eta; another worker must run their jobs on
+time, not once SQS's visibility timeout (300 s) or the re-send of stale jobs (60 s
+here) gives them back.
+"""
+
+import re
+import signal
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from scheduler import schedule_at
+from scheduler.models import JobAttempt, ScheduledJob
+from tests.e2e.conftest import celery_worker
+from tests.processes import Process, wait_until
+from tests.testapp.models import Effect
+
+pytestmark = pytest.mark.timeout(180)
+
+#: Jobs due one every SPACING seconds, from a few seconds after the workers are ready.
+COUNT, SPACING = 40, timedelta(seconds=0.25)
+
+
+def _ran_on(worker: str) -> int:
+    return JobAttempt.objects.filter(worker__startswith=f"{worker}@").count()
+
+
+def test_a_worker_stopped_for_a_deploy_hands_its_jobs_on(e2e_env, beat: Process):
+    with celery_worker(e2e_env, "stays") as stays, celery_worker(e2e_env, "leaves") as leaves:
+        start = timezone.now() + timedelta(seconds=3)
+        jobs = [
+            schedule_at("testapp.effect", start + i * SPACING, [f"deploy-{i}"])
+            for i in range(COUNT)
+        ]
+        # Stopped once it has run some and holds others, ahead of their eta.
+        assert wait_until(lambda: _ran_on("leaves") >= 3, timeout=30), leaves.output()[-3000:]
+        # As ECS, Kubernetes or systemd's main-process stop does: SIGTERM to the worker.
+        leaves.popen.send_signal(signal.SIGTERM)
+        assert leaves.popen.wait(30) == 0, leaves.output()[-3000:]
+        # kombu's lines for the messages it handed back: held until their eta, or received
+        # as the consumer stopped.
+        handed_back = re.findall(r"(?:Restoring|releasing) (\d+) ", leaves.output())
+        assert sum(map(int, handed_back)) > 0, leaves.output()[-3000:]
+
+        ids = [job.pk for job in jobs]
+        assert wait_until(
+            lambda: ScheduledJob.objects.filter(pk__in=ids, status="succeeded").count() == COUNT,
+            timeout=40,
+        ), f"{stays.output()[-3000:]}\n{leaves.output()[-3000:]}"
+    rows = ScheduledJob.objects.filter(pk__in=ids).values_list("pk", "run_at", "started_at")
+    late = {pk: (started - run_at).total_seconds() for pk, run_at, started in rows if started}
+    assert len(late) == COUNT
+    assert max(late.values()) < 5, sorted(late.items(), key=lambda item: -item[1])[:5]
+    assert min(late.values()) >= 0
+    assert Effect.objects.filter(label__startswith="deploy-").count() == COUNT
+    assert _ran_on("stays") > 0
