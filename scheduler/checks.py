@@ -1,13 +1,15 @@
-"""System checks: the scheduler's settings must respect SQS's limits and each other, and
-its database connection must give up on a primary that stopped answering."""
+"""System checks: the scheduler's settings must respect SQS's limits and each other; its
+tables live on the default database, with aware datetimes, on a connection that gives
+up on a primary that stopped answering."""
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery.utils.imports import symbol_by_name
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
-from django.db import connections, router
+from django.db import DEFAULT_DB_ALIAS, connections, router
 
 from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
 from scheduler.models import ScheduledJob
@@ -120,6 +122,42 @@ def check_admin_tasks(
         for name in value
         if name not in known
     ]
+
+
+@register()
+def check_database(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Jobs' times are aware datetimes, and their tables on the default database, whose
+    connection the services, the dispatcher and the workers share with the caller's
+    transaction."""
+    errors: list[CheckMessage] = []
+    if not settings.USE_TZ:
+        errors.append(
+            Error(
+                "USE_TZ is False: a job's run_at is an aware datetime, and the dispatcher "
+                "cannot compare the naive times Django would read back with it.",
+                hint="Set USE_TZ = True (Django's default).",
+                id="scheduler.E040",
+            )
+        )
+    models = list(apps.get_app_config("scheduler").get_models())
+    routed = {router.db_for_write(model) for model in models}
+    routed |= {router.db_for_read(model) for model in models}
+    elsewhere = ", ".join(repr(alias) for alias in sorted(routed - {DEFAULT_DB_ALIAS}))
+    if elsewhere:
+        errors.append(
+            Error(
+                f"A database router sends the scheduler's models to {elsewhere}: the "
+                "scheduler's services, dispatcher and workers work on the default "
+                "database, in the caller's transaction on it.",
+                hint="Leave the scheduler app's models on the default database (a router "
+                "returns None for them).",
+                id="scheduler.E041",
+            )
+        )
+    return errors
 
 
 #: libpq's parameters that bound how long a connection to a silent server waits.

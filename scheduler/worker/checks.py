@@ -78,6 +78,30 @@ def check_broker_transport(
     ]
 
 
+#: kombu's SQS transport options that make a worker poll other queues than the named ones.
+_QUEUE_RENAMING_OPTIONS = ("queue_name_prefix", "predefined_queues")
+
+
+@register()
+def check_broker_transport_options(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Workers must poll the queues the dispatcher sends to, by their own names."""
+    options = current_app.conf.broker_transport_options or {}
+    return [
+        Error(
+            f"CELERY_BROKER_TRANSPORT_OPTIONS sets {option!r}: the workers would poll "
+            "other queues than the ones the dispatcher sends jobs to, by their names in "
+            "the caller's account, and no job would run.",
+            hint="Remove it; name each queue in full (SCHEDULER_QUEUE_NAME, a job's queue).",
+            id="scheduler.E022",
+        )
+        for option in _QUEUE_RENAMING_OPTIONS
+        if options.get(option)
+    ]
+
+
 @register()
 def check_worker_consumer(
     app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
