@@ -244,6 +244,11 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         *,
         now: datetime,
     ) -> AsyncResult[Any]:
+        # As Celery's apply_async checks them before it sends (a task made from a
+        # function has the function's signature): a job would fail only at its time.
+        check_arguments = getattr(self, "__header__", None)
+        if self.typing and check_arguments is not None:
+            check_arguments(*(args or ()), **(kwargs or {}))
         for name in _CANVAS_OPTIONS:
             if options.get(name):
                 raise InvalidArgumentsError(

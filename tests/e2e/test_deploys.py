@@ -36,7 +36,7 @@ def test_a_worker_stopped_for_a_deploy_hands_its_jobs_on(e2e_env, beat: Process)
             for i in range(COUNT)
         ]
         # Stopped once it has run some and holds others, ahead of their eta.
-        assert wait_until(lambda: _ran_on("leaves") >= 3, timeout=30), leaves.output()[-3000:]
+        assert wait_until(lambda: _ran_on("leaves") >= 1, timeout=30), leaves.output()[-3000:]
         # As ECS, Kubernetes or systemd's main-process stop does: SIGTERM to the worker.
         leaves.popen.send_signal(signal.SIGTERM)
         assert leaves.popen.wait(30) == 0, leaves.output()[-3000:]

@@ -97,6 +97,16 @@ def test_what_a_job_cannot_keep_is_refused_and_nothing_is_written(args, options,
 
 
 @freeze_time(T0)
+def test_arguments_the_task_cannot_take_are_refused_at_the_call_as_celery_does():
+    # Celery checks them when it sends the message; a job would fail two weeks later.
+    with pytest.raises(TypeError):
+        record.apply_async(("/dev/null", "x", "y", "z"), countdown=TWO_WEEKS)
+    with pytest.raises(TypeError):
+        record.apply_async(("/dev/null",), {"nope": 1}, countdown=TWO_WEEKS)
+    assert ScheduledJob.objects.count() == 0
+
+
+@freeze_time(T0)
 def test_a_countdown_within_the_max_delay_goes_to_sqs_with_its_own_delay(
     published, broker, sqs_queue, settings
 ):
