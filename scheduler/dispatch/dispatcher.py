@@ -104,6 +104,7 @@ def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage
             delay_seconds=delivery_delay_seconds(
                 job.run_at, now=now, max_delay=max_delay, lead=lead
             ),
+            celery_task_id=job.celery_task_id,
         )
         for job in jobs
     ]

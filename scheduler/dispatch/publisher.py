@@ -56,6 +56,9 @@ class OutgoingMessage(NamedTuple):
     #: How long SQS holds the message back, as of the publish call: a call made after
     #: slow ones asks for as many whole seconds less.
     delay_seconds: int
+    #: The message's Celery task id: that of the Celery call that made the job (its
+    #: AsyncResult's), or a fresh one per message.
+    celery_task_id: str | None = None
 
 
 @dataclass
@@ -99,7 +102,7 @@ class MessageEncoder:
     per-message value goes: the task id, the eta, the delivery tag and the job
     reference headers. Encoding a job then fills in its values, so the message stays
     exactly what Celery sends at a fraction of its cost. Those values (decimal ids,
-    UUIDs, ISO datetimes) need no JSON escaping.
+    UUIDs, ISO datetimes) need no JSON escaping, but for a caller's own task id.
     """
 
     def __init__(self) -> None:
@@ -111,8 +114,10 @@ class MessageEncoder:
         template = self._templates.get(key)
         if template is None:
             template = self._templates[key] = _template(message.task_name, message.queue)
+        task_id = message.celery_task_id
         text = template % {
-            "task_id": _random_uuid(),
+            # A caller's own task id may hold anything: escaped for its JSON string.
+            "task_id": json.dumps(task_id)[1:-1] if task_id else _random_uuid(),
             # The eta makes the worker wait out the time DelaySeconds does not cover (the
             # delivery lead and the fraction of a second), so no job starts early.
             "eta": message.eta.isoformat(),

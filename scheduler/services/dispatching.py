@@ -49,11 +49,21 @@ class Pending(NamedTuple):
     dispatch_token: UUID
     #: Messages sent so far with the current token.
     sends: int
+    #: The task id of the Celery call that made the job, if one did: its messages carry it.
+    celery_task_id: str | None
     #: A dispatched job's ``_UNDONE`` fields as they were before, for :func:`undispatch`.
     was: tuple[str | None, ...] = ()
 
 
-_PENDING_COLUMNS = ("id", "task_name", "queue", "run_at", "dispatch_token", "sends")
+_PENDING_COLUMNS = (
+    "id",
+    "task_name",
+    "queue",
+    "run_at",
+    "dispatch_token",
+    "sends",
+    "celery_task_id",
+)
 #: What a dispatch changes besides the status, put back as it was should SQS refuse.
 _UNDONE = ("dispatch_token", "sends", "enqueued_at", "resend_at", "updated_at")
 

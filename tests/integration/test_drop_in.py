@@ -9,6 +9,8 @@ from celery.exceptions import Retry
 from django.db import transaction
 from freezegun import freeze_time
 
+from scheduler import schedule_at
+from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import ScheduledJob
 from scheduler.worker.execution import Outcome
@@ -178,3 +180,21 @@ def test_a_long_retry_of_an_atomic_tasks_plain_message_becomes_a_job_the_rollbac
         ["rolled back", TWO_WEEKS],
         T0 + timedelta(seconds=TWO_WEEKS),
     )
+
+
+def test_the_jobs_message_carries_the_task_id_its_async_result_has(sqs_queue, publisher):
+    # Celery's worker stores the outcome under the message's id: a random one would leave
+    # the caller's AsyncResult pending for ever (and revoke() of it without effect).
+    with freeze_time(T0) as clock:
+        result = record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS, queue=sqs_queue.name)
+        plain = schedule_at("testapp.noop", T0 + timedelta(days=14), queue=sqs_queue.name)
+        clock.move_to(T0 + timedelta(days=14))
+        assert Dispatcher(publisher=publisher).run_once().sent == 2
+
+    ids = {
+        message["headers"]["scheduler_job_id"]: message["headers"]["id"]
+        for message in sqs_queue.receive(wait=0)
+    }
+    job = ScheduledJob.objects.get(celery_task_id=result.id)
+    assert ids[str(job.pk)] == result.id
+    assert ids[str(plain.pk)] != result.id  # a job of its own gets a fresh id per message

@@ -123,3 +123,11 @@ def test_task_ids_and_delivery_tags_are_random_version_4_uuids():
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
     assert len(set(drawn)) == len(drawn)
+
+
+@pytest.mark.parametrize("task_id", ["my-own-id", 'quote " backslash \\ é %s'])
+def test_a_celery_calls_task_id_is_the_messages_whatever_it_holds(task_id):
+    envelope = _decode(encode_message(_message(celery_task_id=task_id)))
+    assert envelope["headers"]["id"] == envelope["properties"]["correlation_id"] == task_id
+    fresh = [_decode(encode_message(_message()))["headers"]["id"] for _ in range(2)]
+    assert fresh[0] != fresh[1]
