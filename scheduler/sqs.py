@@ -55,8 +55,9 @@ def _client(frozen_kwargs: tuple[tuple[str, Any], ...], *, quick: bool) -> "SQSC
         # For a page or a scrape that shows a queue's depth: answer fast or not at all.
         config = base.merge(Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 0}))
     else:
-        # Short timeouts and few retries: the dispatcher holds row locks while it sends.
-        config = base.merge(Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2}))
+        # Short timeouts: the dispatcher holds row locks while it sends. No retry: the
+        # publisher tries a send again itself, with the delays less the time gone.
+        config = base.merge(Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 0}))
     return boto3.client("sqs", config=config, **dict(frozen_kwargs))
 
 

@@ -21,10 +21,11 @@ from datetime import datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 from celery import current_app
 from kombu.serialization import dumps
 
+from scheduler.backoff import exponential_backoff
 from scheduler.dispatch.concurrency import SendConcurrency
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER, JobRef
 from scheduler.sqs import get_client
@@ -40,6 +41,8 @@ SQS_BATCH_LIMIT = 10
 #: (the default SCHEDULER_BATCH_SIZE) can go out in one round trip. boto3 clients are
 #: thread-safe, and their connection pool holds ten connections.
 SEND_THREADS = 10
+#: Tries of one SendMessageBatch call; each asks for the delays less the time gone.
+SEND_ATTEMPTS = 3
 
 
 class OutgoingMessage(NamedTuple):
@@ -290,32 +293,47 @@ class SQSPublisher:
         # timeout per call of an outage.
         outages: dict[str, BotoCoreError | ClientError] = {}
         for queue_url, chunk in share:
-            outcome = outages.get(queue_url) or self._send_chunk(
-                queue_url, chunk, late=int(time.perf_counter() - started)
-            )
+            outcome = outages.get(queue_url) or self._send_chunk(queue_url, chunk, started=started)
             if isinstance(outcome, Exception):
                 outages[queue_url] = outcome
             outcomes.append(outcome)
         return outcomes
 
     def _send_chunk(
-        self, queue_url: str, chunk: Sequence[OutgoingMessage], *, late: int
+        self, queue_url: str, chunk: Sequence[OutgoingMessage], *, started: float
     ) -> _Outcome:
-        """One SendMessageBatch call, ``late`` whole seconds after its share's first:
-        SQS counts a delay from when it takes the message, which must not reach a worker
-        after its eta because the calls before it were slow."""
-        entries: list[Any] = [
-            {
-                "Id": str(message.job_id),
-                "MessageBody": encode_message(message),
-                "DelaySeconds": max(0, message.delay_seconds - late),
-            }
-            for message in chunk
-        ]
-        try:
-            response = self.client.send_message_batch(QueueUrl=queue_url, Entries=entries)
-        except (BotoCoreError, ClientError) as error:
-            return error
+        """One SendMessageBatch call (tried again after a timeout, a lost connection, a
+        5xx or throttling, up to :data:`SEND_ATTEMPTS` in all), its share having begun at
+        ``started`` (``time.perf_counter()``): SQS counts a delay from when it takes the
+        message, which must not reach a worker after its eta because the calls, or tries,
+        before it were slow."""
+        bodies = [encode_message(message) for message in chunk]
+        attempt = 1
+        while True:
+            late = int(time.perf_counter() - started)
+            entries: list[Any] = [
+                {
+                    "Id": str(message.job_id),
+                    "MessageBody": body,
+                    "DelaySeconds": max(0, message.delay_seconds - late),
+                }
+                for message, body in zip(chunk, bodies, strict=True)
+            ]
+            try:
+                response = self.client.send_message_batch(QueueUrl=queue_url, Entries=entries)
+                break
+            except (BotoCoreError, ClientError) as error:
+                if attempt == SEND_ATTEMPTS or not _transient(error):
+                    return error
+                pause = exponential_backoff(attempt, base=0.05, cap=1.0)
+                logger.warning(
+                    "sqs send tried again attempt=%s retry_in=%.2fs error=%s",
+                    attempt + 1,
+                    pause,
+                    f"{type(error).__name__}: {error}",
+                )
+                time.sleep(pause)
+                attempt += 1
         failed = {}
         refusal = None
         for entry in response.get("Failed", []):
@@ -353,6 +371,22 @@ class SQSPublisher:
         if queue not in self._queue_urls:
             self._queue_urls[queue] = self.client.get_queue_url(QueueName=queue)["QueueUrl"]
         return self._queue_urls[queue]
+
+
+#: HTTP statuses and error codes of a call SQS may take if sent again (botocore's own
+#: retry would send the same DelaySeconds, seconds later).
+_THROTTLED = frozenset(
+    {"Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException"}
+)
+
+
+def _transient(error: BotoCoreError | ClientError) -> bool:
+    """Whether a failed SendMessageBatch call may succeed when made again."""
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.response.get("Error", {}).get("Code", "")
+        return status >= 500 or status == 429 or code.rpartition(".")[2] in _THROTTLED
+    return isinstance(error, ConnectionError | HTTPClientError)
 
 
 def _refuse(result: PublishResult, queue: str, reason: str, unsent: int) -> None:

@@ -4,8 +4,13 @@ a slow one asks for less, so the message still reaches a worker before its eta."
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from scheduler.dispatch.publisher import SQS_BATCH_LIMIT, OutgoingMessage, SQSPublisher
+from scheduler.sqs import get_client
 
 
 class SlowFirstCallClient:
@@ -50,3 +55,53 @@ def test_a_delay_is_never_asked_below_zero():
     publisher.concurrency.current = 1
     publisher.publish(_messages(2 * SQS_BATCH_LIMIT, delay_seconds=0))
     assert client.calls == [[0] * SQS_BATCH_LIMIT] * 2
+
+
+def _client_error(code: str, status: int) -> ClientError:
+    response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(response, "SendMessageBatch")
+
+
+class FailingFirstCallClient(SlowFirstCallClient):
+    """Its first SendMessageBatch call takes ``seconds``, then fails with ``error``."""
+
+    def __init__(self, seconds: float, error: Exception) -> None:
+        super().__init__(seconds)
+        self.error = error
+
+    def send_message_batch(self, *, QueueUrl, Entries):  # noqa: N803 - boto3's argument names
+        response = super().send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
+        if len(self.calls) == 1:
+            raise self.error
+        return response
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ReadTimeoutError(endpoint_url="https://sqs.example"),
+        EndpointConnectionError(endpoint_url="https://sqs.example"),
+        _client_error("InternalError", 500),
+    ],
+    ids=["read-timeout", "connection", "5xx"],
+)
+def test_a_call_tried_again_asks_for_the_delay_less_the_seconds_its_first_try_took(error):
+    # botocore's own retry sent the same DelaySeconds after a 10 s read timeout: the
+    # messages reached the workers late.
+    client = FailingFirstCallClient(seconds=2.5, error=error)
+    publisher = SQSPublisher(client=client)
+    result = publisher.publish(_messages(SQS_BATCH_LIMIT, delay_seconds=120))
+    assert len(result.sent) == SQS_BATCH_LIMIT
+    assert result.error is None
+    assert client.calls == [[120] * SQS_BATCH_LIMIT, [118] * SQS_BATCH_LIMIT]
+
+
+def test_a_call_sqs_refuses_for_good_is_not_tried_again():
+    refused = _client_error("AWS.SimpleQueueService.NonExistentQueue", 400)
+    client = FailingFirstCallClient(seconds=0, error=refused)
+    result = SQSPublisher(client=client).publish(_messages(SQS_BATCH_LIMIT, delay_seconds=120))
+    assert (len(client.calls), result.sent, len(result.failed)) == (1, [], SQS_BATCH_LIMIT)
+
+
+def test_botocore_tries_a_send_only_once_so_that_the_publisher_sets_each_delay():
+    assert get_client().meta.config.retries["total_max_attempts"] == 1
