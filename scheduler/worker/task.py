@@ -249,15 +249,25 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         check_arguments = getattr(self, "__header__", None)
         if self.typing and check_arguments is not None:
             check_arguments(*(args or ()), **(kwargs or {}))
-        for name in _CANVAS_OPTIONS:
-            if options.get(name):
-                raise InvalidArgumentsError(
-                    name,
-                    "cannot be kept: a call delayed beyond SCHEDULER_MAX_DELAY_SECONDS "
-                    "becomes a scheduled job, which runs no callbacks and joins no canvas",
-                )
+        canvas = [name for name in _CANVAS_OPTIONS if options.get(name)]
+        if canvas and not _in_celery_retry.get():
+            raise InvalidArgumentsError(
+                canvas[0],
+                "cannot be kept: a call delayed beyond SCHEDULER_MAX_DELAY_SECONDS "
+                "becomes a scheduled job, which runs no callbacks and joins no canvas",
+            )
         expires, queue = options.get("expires", self.expires), options.get("queue")
         celery_task_id = task_id or uuid()
+        if canvas:
+            # Celery's retry carries the task's canvas on. Refused, the retry would be
+            # lost (Celery rejects the message when its send fails): the task runs again,
+            # its canvas does not.
+            logger.warning(
+                "retry became a job without its canvas task=%s celery_task_id=%s dropped=%s",
+                self.name,
+                celery_task_id,
+                ",".join(canvas),
+            )
         schedule = partial(
             schedule_call,
             self,

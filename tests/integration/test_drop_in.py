@@ -198,3 +198,33 @@ def test_the_jobs_message_carries_the_task_id_its_async_result_has(sqs_queue, pu
     job = ScheduledJob.objects.get(celery_task_id=result.id)
     assert ids[str(job.pk)] == result.id
     assert ids[str(plain.pk)] != result.id  # a job of its own gets a fresh id per message
+
+
+@pytest.mark.parametrize(
+    "canvas",
+    [
+        {"callbacks": [record.s("/dev/null", "next")]},
+        {"errbacks": [record.s("/dev/null", "on-error")]},
+        {"chain": [record.s("/dev/null", "then")]},
+        {"group": "a-group-id"},
+    ],
+    ids=["link", "link_error", "chain", "group"],
+)
+def test_a_long_retry_of_a_task_in_a_canvas_becomes_a_job_without_the_canvas(
+    tmp_path, caplog, canvas
+):
+    # Celery's retry carries the task's canvas on; a job cannot keep it. Refused, the
+    # retry was lost: Celery turns an error of its send into Reject(requeue=False).
+    task_id = f"in-canvas-{next(iter(canvas))}"
+    observed.push_request(
+        id=task_id, called_directly=False, is_eager=False, retries=0, hostname="t", **canvas
+    )
+    try:
+        with freeze_time(T0), pytest.raises(Retry):
+            observed(str(tmp_path / "runs"), "canvas", TWO_WEEKS)
+    finally:
+        observed.pop_request()
+    job = ScheduledJob.objects.get(celery_task_id=task_id)
+    assert job.run_at == T0 + timedelta(seconds=TWO_WEEKS)
+    [line] = [r.getMessage() for r in caplog.records if "without its canvas" in r.getMessage()]
+    assert f"celery_task_id={task_id}" in line
