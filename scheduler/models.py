@@ -386,7 +386,7 @@ class Pause(models.Model):
     task_name = models.CharField(max_length=255, blank=True, default="")
     queue = models.CharField(max_length=80, blank=True, default="")
     reason = models.TextField(blank=True, default="")
-    paused_by = models.CharField(max_length=150, blank=True, default="")
+    paused_by = models.CharField(max_length=255, blank=True, default="")
     paused_at = models.DateTimeField(default=timezone.now)
 
     objects = PauseQuerySet.as_manager()
@@ -429,7 +429,7 @@ class AuditEntry(models.Model):
     Action = AuditAction
 
     action = models.CharField(max_length=16, choices=Action.choices)
-    actor = models.CharField(max_length=150)
+    actor = models.CharField(max_length=255)
     reason = models.TextField(blank=True, default="")
     job = models.ForeignKey(
         ScheduledJob,

@@ -24,8 +24,9 @@ QUEUE_NAME_RULE = "A queue name is 1-80 letters, digits, '-' or '_'."
 UNIQUE_KEY_MAX_LENGTH = 255
 #: The largest value of the PositiveIntegerField that stores max_attempts.
 MAX_ATTEMPTS_LIMIT = 2**31 - 1
-#: As long as a Django username.
-ACTOR_MAX_LENGTH = 150
+#: Room for any username: Django's are 150 characters, a custom user model's email
+#: address (an EmailField) 254.
+ACTOR_MAX_LENGTH = 255
 
 
 def is_valid_queue_name(name: object) -> bool:
