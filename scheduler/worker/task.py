@@ -308,7 +308,8 @@ def _eta(task: Task, options: dict[str, Any]) -> datetime | None:  # type: ignor
     """When apply_async's options ask the task to run; Celery's countdown wins."""
     countdown = options.get("countdown")
     if countdown:
-        return timezone.now() + timedelta(seconds=float(countdown))
+        # As Celery: a countdown that is no number raises TypeError.
+        return timezone.now() + timedelta(seconds=countdown)
     eta = options.get("eta")
     return _aware(task, eta) if eta else None
 

@@ -228,3 +228,12 @@ def test_a_long_retry_of_a_task_in_a_canvas_becomes_a_job_without_the_canvas(
     assert job.run_at == T0 + timedelta(seconds=TWO_WEEKS)
     [line] = [r.getMessage() for r in caplog.records if "without its canvas" in r.getMessage()]
     assert f"celery_task_id={task_id}" in line
+
+
+@freeze_time(T0)
+def test_a_countdown_that_is_no_number_is_refused_as_celery_refuses_it():
+    # Celery raises TypeError for countdown="60"; "1209600" made a two-week job.
+    for countdown in ("60", str(TWO_WEEKS)):
+        with pytest.raises(TypeError):
+            record.apply_async(("/dev/null", "x"), countdown=countdown)
+    assert ScheduledJob.objects.count() == 0
