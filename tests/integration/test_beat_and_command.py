@@ -6,11 +6,14 @@ from io import StringIO
 
 import pytest
 from celery import current_app
+from django.apps import apps
 from django.core.management import call_command
+from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from scheduler import schedule_at
+from scheduler.apps import after_migrate
 from scheduler.dispatch.beat import (
     DISPATCH_PERIODIC_TASK_NAME,
     DispatchingScheduler,
@@ -30,6 +33,17 @@ def test_migrate_creates_the_dispatch_periodic_task():
     assert task.enabled
     assert (task.interval.every, task.interval.period) == (5, "seconds")
     assert task.expire_seconds == 5
+
+
+def test_migrating_another_database_leaves_the_dispatch_schedule_alone():
+    # A project's migrate --database=analytics sends post_migrate for every app: the
+    # schedule lives where django-celery-beat's models are written, not there.
+    PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).delete()
+    scheduler_app = apps.get_app_config("scheduler")
+    after_migrate(app_config=scheduler_app, using="analytics")
+    assert not PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).exists()
+    after_migrate(app_config=scheduler_app, using=DEFAULT_DB_ALIAS)
+    assert PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).exists()
 
 
 def test_the_schedule_follows_the_interval_setting_and_stays_unique(settings):
