@@ -373,8 +373,8 @@ class SQSPublisher:
         return self._queue_urls[queue]
 
 
-#: HTTP statuses and error codes of a call SQS may take if sent again (botocore's own
-#: retry would send the same DelaySeconds, seconds later).
+#: SQS's throttling error codes (without a query-protocol prefix such as
+#: ``AWS.SimpleQueueService.``): a call refused with one may be taken if sent again.
 _THROTTLED = frozenset(
     {"Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException"}
 )
