@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import psycopg2
 import pytest
 import requests
 from celery import signals as celery_signals
 from django.db import connections
 from kombu import Connection
+from psycopg2 import sql
 
 from devtools.sqs_server import command as sqs_server_command
 from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPublisher
@@ -171,3 +173,22 @@ def query_plan(sql: str) -> str:
     with connections["default"].cursor() as cursor:
         cursor.execute(f"EXPLAIN {sql}")
         return "\n".join(line for (line,) in cursor.fetchall())
+
+
+@pytest.fixture
+def new_database_url() -> Iterator[str]:
+    """A database URL whose database does not exist yet; dropped afterwards."""
+    db = connections["default"].settings_dict
+    name = f"longdelay_new_{uuid.uuid4().hex[:10]}"
+    yield f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
+    admin = psycopg2.connect(
+        dbname="postgres", user=db["USER"], host=db["HOST"], port=db["PORT"] or None
+    )
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    finally:
+        admin.close()

@@ -29,6 +29,16 @@ class Migration(migrations.Migration):
             model_name='scheduledjob',
             name='scheduler_job_status_valid',
         ),
+        # Back to 0.1.0, which has no "expired": such a job did not run and never will,
+        # as a failed one; this runs before 0.1.0's status check is added again.
+        migrations.RunSQL(
+            sql=migrations.RunSQL.noop,
+            reverse_sql=(
+                "UPDATE scheduler_scheduledjob SET status = 'failed', last_error = CASE "
+                "WHEN last_error = '' THEN 'expired: its deadline passed before it started' "
+                "ELSE last_error END WHERE status = 'expired'"
+            ),
+        ),
         migrations.RemoveIndex(
             model_name='scheduledjob',
             name='scheduler_job_enqueued_idx',

@@ -11,14 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
 import requests
-from django.db import connection
 from psycopg2 import sql
 
 from payments.models import Payment
@@ -81,25 +78,6 @@ def kill_left_over(group: subprocess.Popen[bytes], started: dict[int, tuple[int,
             os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def run_database() -> Iterator[str]:
-    """A database URL whose database does not exist yet; dropped afterwards."""
-    db = connection.settings_dict
-    name = f"longdelay_run_e2e_{uuid.uuid4().hex[:10]}"
-    yield f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{name}"
-    admin = psycopg2.connect(
-        dbname="postgres", user=db["USER"], host=db["HOST"], port=db["PORT"] or None
-    )
-    try:
-        admin.autocommit = True
-        with admin.cursor() as cursor:
-            cursor.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-    finally:
-        admin.close()
-
-
 def run_env(database_url: str) -> dict[str, str]:
     """The caller's environment without any SQS or AWS configuration, so SQS is embedded."""
     env = {
@@ -130,7 +108,7 @@ def capture_rows(database_url: str) -> list[tuple[str, str]]:
 
 
 def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
-    run_database: str, tmp_path: Path
+    new_database_url: str, tmp_path: Path
 ) -> None:
     web_port, sqs_port = free_port(), free_port()
     log_path = tmp_path / "make-run.log"
@@ -138,7 +116,7 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
         make = subprocess.Popen(
             ["make", "run", f"ARGS=--port {web_port} --sqs-port {sqs_port}"],
             cwd=ROOT,
-            env=run_env(run_database),
+            env=run_env(new_database_url),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a process group of its own, like a terminal's job
@@ -159,16 +137,16 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
             timeout=10,
         )
         # The first start ran the demo: captures at +10 s, +2 min, +20 min and +14 days.
-        rows = capture_rows(run_database)
+        rows = capture_rows(new_database_url)
         assert len(rows) == 4
         assert [payment for _, payment in rows[1:]] == ["authorized"] * 3
 
         assert wait_until(
-            lambda: capture_rows(run_database)[0] == ("succeeded", "captured"),
+            lambda: capture_rows(new_database_url)[0] == ("succeeded", "captured"),
             timeout=60,
             interval=0.5,
         ), log_path.read_text()[-5000:]
-        assert [job for job, _ in capture_rows(run_database)[2:]] == ["scheduled", "scheduled"]
+        assert [job for job, _ in capture_rows(new_database_url)[2:]] == ["scheduled", "scheduled"]
 
         started = descendants(make.pid)
         commands = " | ".join(cmdline for _, cmdline in started.values())

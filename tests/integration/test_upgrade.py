@@ -2,15 +2,21 @@
 
 Web servers go on scheduling jobs and workers recording attempts until the new code
 replaces them; their INSERTs name only 0.1.0's columns (these lists are its models').
+And a deploy rolled back: the migrations reverse to 0.1.0's schema with every job kept.
 """
 
+import os
+import subprocess
 import uuid
+from contextlib import closing
 from datetime import UTC, datetime
 
+import psycopg2
 import pytest
 from django.db import connection
 
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
+from tests.processes import BIN, ROOT
 
 pytestmark = pytest.mark.django_db
 
@@ -77,3 +83,57 @@ def test_rows_written_by_0_1_get_the_new_columns_defaults():
     assert (job.sends, job.retry_on_error, job.deadline, job.resend_at) == (0, True, None, None)
     assert attempt.task_name == ""
     assert (heartbeat.sent_total, heartbeat.errors_total) == (0, 0)
+
+
+#: What a job in flight holds since 0.2.0 (check constraints).
+IN_FLIGHT = {
+    "enqueued": {"dispatch_token": str(uuid.uuid4()), "enqueued_at": T0, "resend_at": T0},
+    "running": {"dispatch_token": str(uuid.uuid4()), "enqueued_at": T0, "started_at": T0},
+}
+
+
+def _manage(database_url: str, *args: str) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    result = subprocess.run(
+        [str(BIN / "python"), "manage.py", *args, "-v0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_migrating_back_to_0_1_keeps_every_job(new_database_url: str) -> None:
+    _create_database(new_database_url)
+    _manage(new_database_url, "migrate")
+    statuses = ["scheduled", "enqueued", "running", "succeeded", "failed", "cancelled", "expired"]
+    with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
+        for status in statuses:
+            row = {**JOB_0_1, "status": status, **IN_FLIGHT.get(status, {})}
+            cursor.execute(
+                f"INSERT INTO scheduler_scheduledjob ({', '.join(row)}) "
+                f"VALUES ({', '.join(['%s'] * len(row))})",
+                list(row.values()),
+            )
+
+    # 0.1.0 has no "expired": such a job did not run and never will, as a failed one.
+    _manage(new_database_url, "migrate", "scheduler", "0001")
+    with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT status, last_error FROM scheduler_scheduledjob ORDER BY id")
+        rows = cursor.fetchall()
+    assert [status for status, _ in rows] == [*statuses[:-1], "failed"]
+    assert rows[-1][1] == "expired: its deadline passed before it started"
+    assert all(error == "" for _, error in rows[:-1])
+
+    _manage(new_database_url, "migrate")  # and forward again
+
+
+def _create_database(database_url: str) -> None:
+    base, name = database_url.rsplit("/", 1)
+    with closing(psycopg2.connect(f"{base}/postgres")) as admin:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
