@@ -232,6 +232,10 @@ CELERY_TASK_IGNORE_RESULT = True
 # One message at a time per worker process: a prefetched message would wait behind a
 # long job instead of going to an idle worker.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# And none while every process is busy (the scheduler's consumer applies it to SQS):
+# Celery frees a message's slot as its task starts, so a worker running long jobs took
+# due jobs that then waited there.
+CELERY_WORKER_DISABLE_PREFETCH = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # A message the worker cannot run is dropped with one log line, never its body.
 CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"

@@ -143,3 +143,27 @@ def check_connection_reuse(
             id="scheduler.W002",
         )
     ]
+
+
+@register()
+def check_prefetch(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when a worker takes messages while every process is busy.
+
+    Celery frees a message's prefetch slot as its task starts, so a worker running
+    long tasks takes due jobs that then wait there (:mod:`scheduler.worker.consumer`).
+    """
+    if current_app.conf.worker_disable_prefetch:
+        return []
+    return [
+        Warning(
+            "CELERY_WORKER_DISABLE_PREFETCH is off: a worker whose every process runs a "
+            "long task still takes messages, and due jobs wait there while another worker "
+            "may be idle.",
+            hint="Set CELERY_WORKER_DISABLE_PREFETCH = True (the scheduler's consumer "
+            "applies it to SQS).",
+            id="scheduler.W022",
+        )
+    ]

@@ -5,6 +5,13 @@ message's body (which may hold data) and a traceback, and an envelope without a 
 (``{"headers": {}, "properties": {}}``) makes the worker exit. This one logs one
 ``message dropped … reason=…`` line per such message, without its body, and goes on.
 
+With Celery's ``worker_disable_prefetch`` (``--disable-prefetch``), which Celery applies to
+Redis alone, an SQS worker receives messages only for its free pool processes (messages
+held until their eta aside): one whose every process runs a long job leaves due jobs in
+SQS for a worker that can start them, instead of taking one that waits there. A job's
+message it received ahead of its eta, due when every process has been running its task
+for ``BUSY_SECONDS`` or more, is handed back to SQS for such a worker.
+
 Configure it with Celery's ``worker_consumer`` setting:
 ``CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"`` (``manage.py check``
 warns, ``scheduler.W021``, when it is another). Messages that Celery can read but that
@@ -13,23 +20,85 @@ name a job wrongly (forged, stale, replayed) are dropped by the Task class
 """
 
 import logging
+import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
-from celery import signals
+from celery import bootsteps, signals
 from celery.exceptions import NotRegistered
 from celery.utils.objects import Bunch
+from celery.worker import state
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.message import Message
 from typing_extensions import override
 from vine import promise
 
 from scheduler import protocol
+from scheduler.worker import transport
 
 logger = logging.getLogger(__name__)
 
 #: This module's consumer, as Celery's ``worker_consumer`` names it.
 CONSUMER = "scheduler.worker.consumer:Consumer"
+
+#: The start of the warning Celery's task consumer logs for ``worker_disable_prefetch``
+#: on any broker but Redis, which :class:`FreeProcessReceiving` makes untrue for SQS.
+_REDIS_ONLY_WARNING = "worker_disable_prefetch is only supported for Redis"
+
+#: A process that has run its task this long is not expected to be free soon: a job due
+#: while every process is so busy goes back to SQS, for another worker, instead of
+#: waiting here. Below it, as in a burst of short jobs, the job waits for a process.
+BUSY_SECONDS = 1.0
+
+#: Celery's consumer steps, untyped: its stubs leave the blueprint out.
+_ConsumerBlueprint: Any = CeleryConsumer.Blueprint
+
+
+class FreeProcessReceiving(bootsteps.StartStopStep):
+    """With ``worker_disable_prefetch``, an SQS worker receives only for free processes.
+
+    Celery acknowledges a message as its task starts, which frees the message's prefetch
+    slot: a worker whose every process runs a long job still took one message per
+    process, and their jobs waited there while another worker was idle.
+    """
+
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.enabled = bool(parent.app.conf.worker_disable_prefetch)
+        if self.enabled:
+            # Celery's warning says it ignores the setting; start() logs what holds.
+            logging.getLogger("celery.worker.consumer.tasks").addFilter(_not_redis_only_warning)
+
+    def start(self, parent: Any) -> None:
+        channel = parent.task_consumer.channel
+        driver = parent.connection.transport.driver_type
+        if isinstance(channel, transport.Channel):
+            channel.free_processes = partial(_free_processes, parent)
+            logger.info("receiving only for free processes driver=%s", driver)
+        elif driver != "redis":  # Celery applies the setting to Redis itself
+            logger.warning(
+                "worker_disable_prefetch ignored driver=%s hint=%s",
+                driver,
+                f"CELERY_BROKER_TRANSPORT={transport.TRANSPORT}",
+            )
+
+
+def _not_redis_only_warning(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_REDIS_ONLY_WARNING)
+
+
+def _free_processes(consumer: Any) -> int:
+    """The worker's pool processes not running or about to run a task.
+
+    Celery counts a task reserved from its hand-over to the pool until its result (a
+    message held until its eta is not, until then), and sizes the pool as Celery's own
+    ``worker_disable_prefetch`` does: the autoscaler's maximum, or the pool's size.
+    """
+    limit = getattr(consumer.controller, "max_concurrency", None) or consumer.pool.num_processes
+    return int(limit) - len(state.reserved_requests)
 
 
 class Consumer(CeleryConsumer):
@@ -44,6 +113,48 @@ class Consumer(CeleryConsumer):
 
     #: The broker's connection errors, set by Celery (its stubs leave it out).
     connection_errors: tuple[type[BaseException], ...]
+    #: The prefetch count and the task consumer, set by Celery's Tasks step.
+    qos: Any
+    task_consumer: Any
+
+    class Blueprint(_ConsumerBlueprint):  # type: ignore[misc]
+        """Celery's consumer steps, and :class:`FreeProcessReceiving`."""
+
+        default_steps = [
+            *_ConsumerBlueprint.default_steps,
+            "scheduler.worker.consumer:FreeProcessReceiving",
+        ]
+
+    @override
+    def apply_eta_task(self, task: Any) -> None:
+        if not self._hand_back(task):
+            super().apply_eta_task(task)
+            return
+        # A job's message, due now, that would wait here behind long tasks: visible in
+        # SQS again at once (the transport's requeue) for a worker with a free process.
+        logger.info(
+            "job message handed back job_id=%s reason=processes-busy",
+            task.request_dict.get(protocol.JOB_ID_HEADER),
+        )
+        state.task_ready(task)
+        task.reject(requeue=True)
+        self.qos.decrement_eventually()
+
+    def _hand_back(self, task: Any) -> bool:
+        """Whether a message due now is a job's that no process will start soon."""
+        free_processes = getattr(self.task_consumer.channel, "free_processes", None)
+        if (
+            free_processes is None
+            or protocol.JOB_ID_HEADER not in task.request_dict
+            or free_processes() > 0
+        ):
+            return False
+        now, active = time.time(), list(state.active_requests)
+        # None running yet, the pool is starting what it holds: a process frees soon.
+        return bool(active) and all(
+            request.time_start is not None and now - request.time_start >= BUSY_SECONDS
+            for request in active
+        )
 
     @override
     def on_unknown_message(self, body: Any, message: Message) -> None:

@@ -13,10 +13,12 @@ message whose envelope kombu cannot read reaches the worker's consumer as a plai
 kombu's transport also polls late when the worker is busy: with every prefetch slot
 taken it looks again a polling interval later, so a worker of two processes running
 short tasks takes at most two messages per interval (20 a second at 0.1 s), whatever SQS
-holds. This one polls again as soon as a slot is freed (an ack, a reject, a larger
-prefetch count, as when Celery holds a message until its eta). And a message the worker
-hands back unstarted (at a warm shutdown, those it holds until their eta) is visible
-again at once, where kombu's waits ``wait_time_seconds``.
+holds. This one polls again on the event loop's next turn once there is room: a slot
+freed (an ack, a reject, a larger prefetch count, as when Celery holds a message until
+its eta) or, when the worker's consumer bounds receiving by its free pool processes
+(:attr:`Channel.free_processes`), a process freed. And a message the worker hands back
+unstarted (at a warm shutdown, those it holds until their eta) is visible again at
+once, where kombu's waits ``wait_time_seconds``.
 
 Configure it as Celery's broker transport, with the usual ``sqs://`` broker URL:
 ``CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"`` (``manage.py
@@ -24,7 +26,7 @@ check`` warns, ``scheduler.W020``, when an SQS broker uses another transport).
 """
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,8 +63,11 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         #: Failed receives in a row, by queue; a queue with none is not listed.
         self._receive_failures: dict[str, int] = {}
-        #: Queues whose polling waits for a free prefetch slot.
+        #: Queues whose polling waits for room: a free prefetch slot, a free process.
         self._waiting_for_room: set[str] = set()
+        #: How many of the worker's pool processes are free, when it receives messages
+        #: only for them (set by :mod:`scheduler.worker.consumer`); None: no such bound.
+        self.free_processes: Callable[[], int] | None = None
 
     @override
     def _get_from_sqs(
@@ -146,41 +151,46 @@ class Channel(_SQSChannel):  # type: ignore[misc]
 
     @override
     def _schedule_queue(self, queue: str) -> None:
-        # Called by the polling loop alone (kombu's call_soon/call_later), so a queue
-        # is either waiting here or being polled, never both.
-        self._waiting_for_room.discard(queue)
-        if queue in self._active_queues and not self.qos.can_consume():
+        # Called by the polling loop alone (kombu's call_soon/call_later) and by
+        # _poll_if_room, so a queue is either waiting here or being polled, never both.
+        if queue in self._active_queues and not self._has_room():
+            if not self._waiting_for_room:
+                self.hub.on_tick.add(self._poll_if_room)
             self._waiting_for_room.add(queue)
             return
         super()._schedule_queue(queue)
 
-    def _room_made(self) -> None:
-        """A prefetch slot may be free: poll the queues waiting for one, on the next turn."""
-        if self._waiting_for_room and self.qos.can_consume():
-            for queue in self._waiting_for_room:
-                self.hub.call_soon(self._schedule_queue, queue)
-            self._waiting_for_room.clear()
+    def _has_room(self) -> bool:
+        """Whether the worker may take another message: a prefetch slot and a process."""
+        return self.qos.can_consume() and (self.free_processes is None or self.free_processes() > 0)
+
+    def _poll_if_room(self) -> None:
+        """At each turn of the event loop while queues wait: poll them once there is room.
+
+        Room is made in the loop (an ack, a reject, a prefetch count raised, a task's
+        result reaching the worker), and this runs before the loop waits again: called
+        from here, not through ``call_soon``, the receive does not wait for that.
+        """
+        if not self._has_room():
+            return
+        self.hub.on_tick.discard(self._poll_if_room)
+        waiting, self._waiting_for_room = self._waiting_for_room, set()
+        for queue in waiting:
+            self._schedule_queue(queue)
 
     @override
-    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        try:
-            super().basic_ack(delivery_tag, multiple)
-        finally:
-            self._room_made()
+    def _get_message_estimate(self, max_if_unlimited: int = SQS.SQS_MAX_MESSAGES) -> int:
+        estimate: int = super()._get_message_estimate(max_if_unlimited)
+        if self.free_processes is None:
+            return estimate
+        # No more than the free processes can start: the rest would wait in this worker.
+        return max(1, min(estimate, self.free_processes()))
 
     @override
-    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        try:
-            super().basic_reject(delivery_tag, requeue)
-        finally:
-            self._room_made()
-
-    @override
-    def basic_qos(
-        self, prefetch_size: int = 0, prefetch_count: int = 0, apply_global: bool = False
-    ) -> None:
-        super().basic_qos(prefetch_size, prefetch_count, apply_global)
-        self._room_made()
+    def close(self) -> None:
+        if self.hub:  # none where the channel only publishes
+            self.hub.on_tick.discard(self._poll_if_room)
+        super().close()
 
     def _receive_retry_delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failed receives in a row."""

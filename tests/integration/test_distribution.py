@@ -100,12 +100,14 @@ def test_installed_wheel_works_in_another_project(wheel: Path, tmp_path: Path) -
         from celery import Celery
         from django.core.management import call_command
         # The other project's Celery app, with the app's Task class, beat scheduler, SQS
-        # transport, worker consumer and connection reuse, as the README says.
+        # transport, worker consumer, no prefetch while busy and connection reuse, as the
+        # README says.
         app = Celery("other", task_cls="scheduler.worker.task:SchedulerTask")
         app.conf.beat_scheduler = "scheduler.dispatch.beat:DispatchingScheduler"
         app.conf.broker_url = "sqs://"
         app.conf.broker_transport = "scheduler.worker.transport:Transport"
         app.conf.worker_consumer = "scheduler.worker.consumer:Consumer"
+        app.conf.worker_disable_prefetch = True
         app.conf.db_reuse_max = 1000
         app.set_default()
         django.setup()

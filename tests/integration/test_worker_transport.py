@@ -15,7 +15,7 @@ import pytest
 from kombu import Connection, Consumer, Queue
 from kombu.asynchronous import Hub, set_event_loop
 
-from scheduler.worker.transport import TRANSPORT
+from scheduler.worker.transport import TRANSPORT, Channel
 from tests.chaos.harness import SqsServer
 from tests.conftest import sqs_client
 
@@ -184,3 +184,29 @@ def test_a_freed_prefetch_slot_is_filled_at_once(sqs_endpoint: str) -> None:
     assert sorted(body["n"] for body in consumer.bodies) == list(range(10))
     # Five rounds of two, each a receive and a 50 ms task: well under one interval.
     assert elapsed < 3, elapsed
+
+
+def test_with_a_bound_on_free_processes_it_receives_only_for_them(sqs_endpoint: str) -> None:
+    # As the worker's consumer sets it with worker_disable_prefetch: a message received
+    # while every process is busy would wait in this worker, not go to an idle one.
+    queue = f"transport-{uuid.uuid4().hex[:10]}"
+    free = [0]
+    with polling(sqs_endpoint, queue) as consumer:
+        channel = consumer.consumer.channel
+        assert isinstance(channel, Channel)
+        channel.free_processes = lambda: free[0]
+        # Each message takes a process, which this test frees by hand.
+        consumer.consumer.register_callback(lambda body, message: free.__setitem__(0, free[0] - 1))
+        for n in range(3):
+            consumer.send({"n": n})
+        consumer.run_for(1.5)
+        assert consumer.bodies == []
+
+        free[0] = 1  # no ack, no message: the loop's next turn sees the room
+        assert consumer.run_until(lambda: len(consumer.bodies) == 1, timeout=5)
+        consumer.run_for(1.5)
+        assert len(consumer.bodies) == 1  # one receive of one message, for one process
+
+        free[0] = 2
+        assert consumer.run_until(lambda: len(consumer.bodies) == 3, timeout=5)
+    assert sorted(body["n"] for body in consumer.bodies) == [0, 1, 2]

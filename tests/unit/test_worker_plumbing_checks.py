@@ -1,9 +1,10 @@
-"""scheduler.W020/W021: the worker's SQS transport and consumer are the scheduler's."""
+"""scheduler.W020/W021/W022: the worker's SQS transport and consumer are the scheduler's,
+and it takes messages only for free processes."""
 
 import pytest
 from celery import current_app
 
-from scheduler.worker.checks import check_broker_transport, check_worker_consumer
+from scheduler.worker.checks import check_broker_transport, check_prefetch, check_worker_consumer
 
 SQS_BROKER = "sqs://local:local@127.0.0.1:9"
 TRANSPORT_HINT = 'CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"'
@@ -18,6 +19,15 @@ def configure(monkeypatch, **conf):
 def test_the_project_uses_both():
     assert check_broker_transport() == []
     assert check_worker_consumer() == []
+    assert check_prefetch() == []
+
+
+def test_prefetch_while_busy_is_a_warning(monkeypatch):
+    configure(monkeypatch, worker_disable_prefetch=False)
+    [warning] = check_prefetch()
+    assert warning.id == "scheduler.W022"
+    assert "CELERY_WORKER_DISABLE_PREFETCH" in warning.msg
+    assert "CELERY_WORKER_DISABLE_PREFETCH = True" in (warning.hint or "")
 
 
 @pytest.mark.parametrize(

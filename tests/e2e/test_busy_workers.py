@@ -1,0 +1,115 @@
+"""A worker whose every process runs a long job leaves due jobs to a worker that is free.
+
+Celery acknowledges a message as its task starts, which frees the message's prefetch
+slot: a worker busy with a long capture took one more message, and that job waited for
+the capture to end while another worker sat idle (38 s late behind a 45 s task).
+"""
+
+import time
+from datetime import timedelta
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+from kombu import Connection
+
+from scheduler import schedule_at
+from scheduler.conf import scheduler_settings
+from scheduler.models import JobAttempt, ScheduledJob
+from tests.conftest import SqsQueue
+from tests.e2e.conftest import celery_worker
+from tests.processes import Process, wait_until
+from tests.testapp.models import Effect
+from tests.testapp.tasks import effect
+
+pytestmark = pytest.mark.timeout(120)
+
+LONG_JOB_SECONDS = 20
+
+
+def _status(job: ScheduledJob) -> str:
+    job.refresh_from_db()
+    return job.status
+
+
+def _messages(queue: SqsQueue) -> dict[str, int]:
+    attributes = queue.client.get_queue_attributes(
+        QueueUrl=queue.url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return {
+        "waiting": int(attributes["ApproximateNumberOfMessages"]),
+        "in_flight": int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    }
+
+
+def test_a_due_job_waits_in_sqs_for_a_free_process_not_behind_a_long_job(
+    e2e_env: dict[str, str], beat: Process, sqs_queue: SqsQueue
+) -> None:
+    with celery_worker(e2e_env, "busy", concurrency=1) as busy:
+        # Celery's own warning that it ignores the setting on SQS would be untrue.
+        assert "receiving only for free processes driver=sqs" in busy.output()
+        assert "only supported for Redis" not in busy.output()
+        long = schedule_at(
+            "testapp.effect", timezone.now(), ["long"], {"seconds": LONG_JOB_SECONDS}
+        )
+        assert wait_until(lambda: _status(long) == "running", timeout=30), busy.output()[-3000:]
+        due = schedule_at("testapp.effect", timezone.now() + timedelta(seconds=3), ["due"])
+        # Its message is visible DELIVERY_LEAD before run_at; a second past run_at the
+        # busy worker has not taken it: it waits in SQS, for any worker's free process.
+        assert wait_until(lambda: timezone.now() > due.run_at + timedelta(seconds=1), timeout=10)
+        assert scheduler_settings.DELIVERY_LEAD_SECONDS < 3
+        assert _status(due) == "enqueued"
+        assert _messages(sqs_queue) == {"waiting": 1, "in_flight": 0}, busy.output()[-3000:]
+
+        with celery_worker(e2e_env, "free", concurrency=1) as free:
+            assert wait_until(lambda: _status(due) == "succeeded", timeout=30), (
+                f"{free.output()[-3000:]}\n{busy.output()[-3000:]}"
+            )
+            attempt = JobAttempt.objects.get(job=due)
+            assert attempt.worker.startswith("free@")
+            # The long job was still running: the due job did not wait for it.
+            assert _status(long) == "running"
+            assert attempt.started_at is not None
+            assert long.started_at is not None
+            assert attempt.started_at < long.started_at + timedelta(seconds=LONG_JOB_SECONDS)
+        # The busy worker fetches again once its process is free: the next job runs there.
+        assert wait_until(lambda: _status(long) == "succeeded", timeout=LONG_JOB_SECONDS + 10)
+        after = schedule_at("testapp.effect", timezone.now(), ["after"])
+        started = time.monotonic()
+        assert wait_until(lambda: _status(after) == "succeeded", timeout=15), busy.output()[-3000:]
+        assert time.monotonic() - started < 5
+        assert JobAttempt.objects.get(job=after).worker.startswith("busy@")
+
+
+def test_a_job_due_while_its_worker_runs_a_long_task_goes_back_to_sqs(
+    e2e_env: dict[str, str], broker: Connection, sqs_queue: SqsQueue, settings: Any
+) -> None:
+    # Sent by this process with a long lead, the job's message reaches the worker while
+    # its one process is free; the worker holds it until its eta.
+    settings.SCHEDULER_LOOKAHEAD_SECONDS = 4
+    settings.SCHEDULER_DELIVERY_LEAD_SECONDS = 3.5
+    with celery_worker(e2e_env, "busy", concurrency=1) as busy:
+        due = schedule_at("testapp.effect", timezone.now() + timedelta(seconds=4), ["due"])
+        call_command("scheduler_dispatch", "--once", stdout=StringIO())
+        assert wait_until(lambda: busy.output().count(" received") == 1, timeout=5)
+        # Then a long plain task takes the process, well before the job is due.
+        options: dict[str, Any] = {"queue": sqs_queue.name, "connection": broker}
+        effect.apply_async(("long", LONG_JOB_SECONDS), **options)
+        assert wait_until(lambda: Effect.objects.filter(label="long").exists(), timeout=5)
+        assert timezone.now() < due.run_at - timedelta(seconds=1.5)
+
+        # Due behind it, the job's message goes back to SQS; no worker holds it.
+        assert wait_until(lambda: timezone.now() > due.run_at + timedelta(seconds=1), timeout=10)
+        assert f"job message handed back job_id={due.pk} " in busy.output()
+        assert _status(due) == "enqueued"
+        assert _messages(sqs_queue) == {"waiting": 1, "in_flight": 0}, busy.output()[-3000:]
+
+        with celery_worker(e2e_env, "free", concurrency=1) as free:
+            assert wait_until(lambda: _status(due) == "succeeded", timeout=30), (
+                f"{free.output()[-3000:]}\n{busy.output()[-3000:]}"
+            )
+            assert JobAttempt.objects.get(job=due).worker.startswith("free@")
+            assert Effect.objects.filter(label="due").count() == 1
