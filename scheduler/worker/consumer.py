@@ -6,11 +6,12 @@ message's body (which may hold data) and a traceback, and an envelope without a 
 ``message dropped … reason=…`` line per such message, without its body, and goes on.
 
 With Celery's ``worker_disable_prefetch`` (``--disable-prefetch``), which Celery applies to
-Redis alone, an SQS worker receives messages only for its free pool processes (messages
-held until their eta aside): one whose every process runs a long job leaves due jobs in
-SQS for a worker that can start them, instead of taking one that waits there. A job's
-message it received ahead of its eta, due when every process has been running its task
-for ``BUSY_SECONDS`` or more, is handed back to SQS for such a worker.
+Redis alone, an SQS worker takes messages only while its pool can start them: for its
+free processes, or while a process runs a task that started less than ``BUSY_SECONDS``
+ago (a burst of short tasks, where Celery's prefetch keeps the next ones at hand). One
+whose every process has run its task that long takes none, leaving due jobs in SQS for
+a worker that can start them, and hands back to SQS a job's message it received ahead
+of its eta and that comes due then.
 
 Configure it with Celery's ``worker_consumer`` setting:
 ``CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"`` (``manage.py check``
@@ -43,20 +44,21 @@ logger = logging.getLogger(__name__)
 CONSUMER = "scheduler.worker.consumer:Consumer"
 
 #: The start of the warning Celery's task consumer logs for ``worker_disable_prefetch``
-#: on any broker but Redis, which :class:`FreeProcessReceiving` makes untrue for SQS.
+#: on any broker but Redis, which :class:`ReceivingForThePool` makes untrue for SQS.
 _REDIS_ONLY_WARNING = "worker_disable_prefetch is only supported for Redis"
 
-#: A process that has run its task this long is not expected to be free soon: a job due
-#: while every process is so busy goes back to SQS, for another worker, instead of
-#: waiting here. Below it, as in a burst of short jobs, the job waits for a process.
+#: A process that has run its task this long is not expected to be free soon: while
+#: every process is so busy, the worker takes no message, and a job's message it holds
+#: that comes due goes back to SQS for another worker. Below it, as in a burst of short
+#: jobs, the worker goes on taking messages and the job waits for a process.
 BUSY_SECONDS = 1.0
 
 #: Celery's consumer steps, untyped: its stubs leave the blueprint out.
 _ConsumerBlueprint: Any = CeleryConsumer.Blueprint
 
 
-class FreeProcessReceiving(bootsteps.StartStopStep):
-    """With ``worker_disable_prefetch``, an SQS worker receives only for free processes.
+class ReceivingForThePool(bootsteps.StartStopStep):
+    """With ``worker_disable_prefetch``, an SQS worker takes only what its pool can start.
 
     Celery acknowledges a message as its task starts, which frees the message's prefetch
     slot: a worker whose every process runs a long job still took one message per
@@ -76,8 +78,8 @@ class FreeProcessReceiving(bootsteps.StartStopStep):
         channel = parent.task_consumer.channel
         driver = parent.connection.transport.driver_type
         if isinstance(channel, transport.Channel):
-            channel.free_processes = partial(_free_processes, parent)
-            logger.info("receiving only for free processes driver=%s", driver)
+            channel.room = partial(_room, parent)
+            logger.info("receiving only what the pool can start driver=%s", driver)
         elif driver != "redis":  # Celery applies the setting to Redis itself
             logger.warning(
                 "worker_disable_prefetch ignored driver=%s hint=%s",
@@ -90,15 +92,43 @@ def _not_redis_only_warning(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith(_REDIS_ONLY_WARNING)
 
 
-def _free_processes(consumer: Any) -> int:
-    """The worker's pool processes not running or about to run a task.
+def _pool_size(consumer: Any) -> int:
+    """The pool's processes, as Celery's own ``worker_disable_prefetch`` counts them."""
+    return int(getattr(consumer.controller, "max_concurrency", None) or consumer.pool.num_processes)
 
-    Celery counts a task reserved from its hand-over to the pool until its result (a
-    message held until its eta is not, until then), and sizes the pool as Celery's own
-    ``worker_disable_prefetch`` does: the autoscaler's maximum, or the pool's size.
+
+def _free_processes(consumer: Any) -> int:
+    """The pool's processes not running a task nor about to (negative: tasks queued).
+
+    Celery counts a task reserved from its hand-over to the pool until its result; a
+    message held until its eta is not, until then.
     """
-    limit = getattr(consumer.controller, "max_concurrency", None) or consumer.pool.num_processes
-    return int(limit) - len(state.reserved_requests)
+    return _pool_size(consumer) - len(state.reserved_requests)
+
+
+def _busy_for_long(consumer: Any) -> bool:
+    """Whether every process runs a task that started ``BUSY_SECONDS`` ago or more."""
+    active, now = list(state.active_requests), time.time()
+    return len(active) >= _pool_size(consumer) and all(
+        request.time_start is not None and now - request.time_start >= BUSY_SECONDS
+        for request in active
+    )
+
+
+def _room(consumer: Any) -> transport.Room:
+    """What the worker takes now (its prefetch count bounds it too).
+
+    With a process free, as many messages as there are free processes, waiting for them
+    (a long poll). With every process busy but one since less than ``BUSY_SECONDS``, as
+    many as the prefetch count allows, without waiting: a message a long poll brought
+    later could find every process long busy. Once all are, none.
+    """
+    free = _free_processes(consumer)
+    if free > 0:
+        return transport.Room(messages=free, long_poll=True)
+    if _busy_for_long(consumer):
+        return transport.Room(messages=0, long_poll=False)
+    return transport.Room(messages=transport.SQS_MAX_MESSAGES, long_poll=False)
 
 
 class Consumer(CeleryConsumer):
@@ -118,11 +148,11 @@ class Consumer(CeleryConsumer):
     task_consumer: Any
 
     class Blueprint(_ConsumerBlueprint):  # type: ignore[misc]
-        """Celery's consumer steps, and :class:`FreeProcessReceiving`."""
+        """Celery's consumer steps, and :class:`ReceivingForThePool`."""
 
         default_steps = [
             *_ConsumerBlueprint.default_steps,
-            "scheduler.worker.consumer:FreeProcessReceiving",
+            "scheduler.worker.consumer:ReceivingForThePool",
         ]
 
     @override
@@ -142,18 +172,11 @@ class Consumer(CeleryConsumer):
 
     def _hand_back(self, task: Any) -> bool:
         """Whether a message due now is a job's that no process will start soon."""
-        free_processes = getattr(self.task_consumer.channel, "free_processes", None)
-        if (
-            free_processes is None
-            or protocol.JOB_ID_HEADER not in task.request_dict
-            or free_processes() > 0
-        ):
-            return False
-        now, active = time.time(), list(state.active_requests)
-        # None running yet, the pool is starting what it holds: a process frees soon.
-        return bool(active) and all(
-            request.time_start is not None and now - request.time_start >= BUSY_SECONDS
-            for request in active
+        return (
+            getattr(self.task_consumer.channel, "room", None) is not None
+            and protocol.JOB_ID_HEADER in task.request_dict
+            and _free_processes(self) <= 0
+            and _busy_for_long(self)
         )
 
     @override

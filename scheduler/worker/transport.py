@@ -15,8 +15,10 @@ taken it looks again a polling interval later, so a worker of two processes runn
 short tasks takes at most two messages per interval (20 a second at 0.1 s), whatever SQS
 holds. This one polls again on the event loop's next turn once there is room: a slot
 freed (an ack, a reject, a larger prefetch count, as when Celery holds a message until
-its eta) or, when the worker's consumer bounds receiving by its free pool processes
-(:attr:`Channel.free_processes`), a process freed. And a message the worker hands back
+its eta) or, when the worker's consumer bounds what it receives by what its pool can
+start (:attr:`Channel.room`), a process freed; and while every process is busy its
+receives do not wait (a long poll would bring messages for up to ``wait_time_seconds``
+after the pool's room is gone). And a message the worker hands back
 unstarted (at a warm shutdown, those it holds until their eta) is visible again at
 once, where kombu's waits ``wait_time_seconds``.
 
@@ -28,13 +30,16 @@ check`` warns, ``scheduler.W020``, when an SQS broker uses another transport).
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from kombu.transport import SQS
 from typing_extensions import override
 from vine import ensure_promise, promise
 
 logger = logging.getLogger(__name__)
+
+#: The most messages one ``ReceiveMessage`` returns.
+SQS_MAX_MESSAGES: int = SQS.SQS_MAX_MESSAGES
 
 #: This module's transport, as Celery's ``broker_transport`` names it.
 TRANSPORT = "scheduler.worker.transport:Transport"
@@ -45,6 +50,15 @@ class ReceiveFailed:
     """What a receive that raised delivers instead of a response."""
 
     error: BaseException
+
+
+class Room(NamedTuple):
+    """What the worker's pool can take now, as its consumer judges it."""
+
+    #: How many messages; 0: none until the pool's room changes.
+    messages: int
+    #: Whether a receive may wait for them (``wait_time_seconds``).
+    long_poll: bool
 
 
 #: kombu's SQS channel, untyped: its stubs leave out the polling internals overridden here.
@@ -65,9 +79,9 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         self._receive_failures: dict[str, int] = {}
         #: Queues whose polling waits for room: a free prefetch slot, a free process.
         self._waiting_for_room: set[str] = set()
-        #: How many of the worker's pool processes are free, when it receives messages
-        #: only for them (set by :mod:`scheduler.worker.consumer`); None: no such bound.
-        self.free_processes: Callable[[], int] | None = None
+        #: What the worker's pool can take now, when it receives only that (set by
+        #: :mod:`scheduler.worker.consumer`); None: no bound but the prefetch count.
+        self.room: Callable[[], Room] | None = None
 
     @override
     def _get_from_sqs(
@@ -84,7 +98,15 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         delivered = ensure_promise(callback)
         received = promise(on_error=lambda error: delivered(ReceiveFailed(error)))
         received.then(delivered)
-        return super()._get_from_sqs(queue_name, queue_url, connection, count, callback=received)
+        return connection.receive_message(
+            queue_name,
+            queue_url,
+            number_messages=count,
+            wait_time_seconds=(
+                self.wait_time_seconds if self.room is None or self.room().long_poll else 0
+            ),
+            callback=received,
+        )
 
     @override
     def _on_messages_ready(self, queue: str, qname: str, messages: object) -> int:
@@ -161,8 +183,8 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         super()._schedule_queue(queue)
 
     def _has_room(self) -> bool:
-        """Whether the worker may take another message: a prefetch slot and a process."""
-        return self.qos.can_consume() and (self.free_processes is None or self.free_processes() > 0)
+        """Whether the worker may take another message: a prefetch slot, and its pool."""
+        return self.qos.can_consume() and (self.room is None or self.room().messages > 0)
 
     def _poll_if_room(self) -> None:
         """At each turn of the event loop while queues wait: poll them once there is room.
@@ -179,12 +201,12 @@ class Channel(_SQSChannel):  # type: ignore[misc]
             self._schedule_queue(queue)
 
     @override
-    def _get_message_estimate(self, max_if_unlimited: int = SQS.SQS_MAX_MESSAGES) -> int:
+    def _get_message_estimate(self, max_if_unlimited: int = SQS_MAX_MESSAGES) -> int:
         estimate: int = super()._get_message_estimate(max_if_unlimited)
-        if self.free_processes is None:
+        if self.room is None:
             return estimate
-        # No more than the free processes can start: the rest would wait in this worker.
-        return max(1, min(estimate, self.free_processes()))
+        # No more than the pool can start: the rest would wait in this worker.
+        return max(1, min(estimate, self.room().messages))
 
     @override
     def close(self) -> None:

@@ -50,7 +50,7 @@ def test_a_due_job_waits_in_sqs_for_a_free_process_not_behind_a_long_job(
 ) -> None:
     with celery_worker(e2e_env, "busy", concurrency=1) as busy:
         # Celery's own warning that it ignores the setting on SQS would be untrue.
-        assert "receiving only for free processes driver=sqs" in busy.output()
+        assert "receiving only what the pool can start driver=sqs" in busy.output()
         assert "only supported for Redis" not in busy.output()
         long = schedule_at(
             "testapp.effect", timezone.now(), ["long"], {"seconds": LONG_JOB_SECONDS}

@@ -15,7 +15,7 @@ import pytest
 from kombu import Connection, Consumer, Queue
 from kombu.asynchronous import Hub, set_event_loop
 
-from scheduler.worker.transport import TRANSPORT, Channel
+from scheduler.worker.transport import TRANSPORT, Channel, Room
 from tests.chaos.harness import SqsServer
 from tests.conftest import sqs_client
 
@@ -186,7 +186,7 @@ def test_a_freed_prefetch_slot_is_filled_at_once(sqs_endpoint: str) -> None:
     assert elapsed < 3, elapsed
 
 
-def test_with_a_bound_on_free_processes_it_receives_only_for_them(sqs_endpoint: str) -> None:
+def test_with_a_bound_it_receives_only_what_the_pool_can_start(sqs_endpoint: str) -> None:
     # As the worker's consumer sets it with worker_disable_prefetch: a message received
     # while every process is busy would wait in this worker, not go to an idle one.
     queue = f"transport-{uuid.uuid4().hex[:10]}"
@@ -194,7 +194,7 @@ def test_with_a_bound_on_free_processes_it_receives_only_for_them(sqs_endpoint: 
     with polling(sqs_endpoint, queue) as consumer:
         channel = consumer.consumer.channel
         assert isinstance(channel, Channel)
-        channel.free_processes = lambda: free[0]
+        channel.room = lambda: Room(messages=free[0], long_poll=True)
         # Each message takes a process, which this test frees by hand.
         consumer.consumer.register_callback(lambda body, message: free.__setitem__(0, free[0] - 1))
         for n in range(3):
