@@ -9,6 +9,7 @@ import os
 import subprocess
 
 import pytest
+from django.views.debug import get_default_exception_reporter_filter
 
 from tests.processes import BIN, ROOT
 
@@ -126,3 +127,14 @@ def test_prometheus_scrapes_metrics_over_plain_http_while_the_site_redirects_to_
     assert result.returncode == 0, result.stderr
     # 401: the view answered (it asks for the token); the admin is still https-only.
     assert result.stdout.split() == ["401", "301"]
+
+
+def test_error_reports_hide_the_database_url_and_its_password(settings):
+    # Django's filter hides settings named like secrets; DATABASE_URL is not, and the
+    # DEBUG page and the e-mails to ADMINS showed its password.
+    settings.DATABASE_URL = "postgres://app:hunter2@db.internal:5432/app"
+    settings.CELERY_BROKER_URL = "sqs://AKIDEXAMPLE:hunter3@"
+    safe = get_default_exception_reporter_filter().get_safe_settings()
+    assert safe["DATABASE_URL"] == safe["CELERY_BROKER_URL"] == "********************"
+    assert "hunter" not in repr(safe)
+    assert safe["DEBUG"] == settings.DEBUG  # the rest is still shown
