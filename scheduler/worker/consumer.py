@@ -27,6 +27,7 @@ from functools import partial
 from typing import Any
 
 from celery import bootsteps, signals
+from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.exceptions import NotRegistered
 from celery.utils.objects import Bunch
 from celery.worker import state
@@ -77,15 +78,19 @@ class ReceivingForThePool(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         channel = parent.task_consumer.channel
         driver = parent.connection.transport.driver_type
-        if isinstance(channel, transport.Channel):
+        if driver == "redis":
+            return  # Celery applies the setting to Redis itself
+        if not isinstance(channel, transport.Channel):
+            hint = f"CELERY_BROKER_TRANSPORT={transport.TRANSPORT}"
+        elif not (channel.hub and isinstance(parent.pool, PreforkPool)):
+            # Its counts are read on the event loop, where the prefork pool reports a
+            # task's end; other pools poll without it, or end tasks in other threads.
+            hint = "--pool=prefork"
+        else:
             channel.room = partial(_room, parent)
             logger.info("receiving only what the pool can start driver=%s", driver)
-        elif driver != "redis":  # Celery applies the setting to Redis itself
-            logger.warning(
-                "worker_disable_prefetch ignored driver=%s hint=%s",
-                driver,
-                f"CELERY_BROKER_TRANSPORT={transport.TRANSPORT}",
-            )
+            return
+        logger.warning("worker_disable_prefetch ignored driver=%s hint=%s", driver, hint)
 
 
 def _not_redis_only_warning(record: logging.LogRecord) -> bool:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from botocore.exceptions import BotoCoreError, ClientError
 from kombu.transport import SQS
 from typing_extensions import override
 from vine import ensure_promise, promise
@@ -155,13 +156,24 @@ class Channel(_SQSChannel):  # type: ignore[misc]
             super()._put(queue, message, **kwargs)
             return
         # A message handed back unstarted: by a worker's warm shutdown, all it holds
-        # ahead of their eta. kombu makes it visible again only wait_time_seconds later
-        # (10 s here), so a deploy ran such jobs that late; another worker takes it now.
-        self.sqs(queue=self.canonical_queue_name(queue)).change_message_visibility(
-            QueueUrl=self._new_queue(queue),
-            ReceiptHandle=message["properties"]["delivery_tag"],
-            VisibilityTimeout=0,
-        )
+        # ahead of their eta, or a job's due behind long tasks. kombu makes it visible
+        # again only wait_time_seconds later (10 s here), so a deploy ran such jobs that
+        # late; another worker takes it now.
+        try:
+            self.sqs(queue=self.canonical_queue_name(queue)).change_message_visibility(
+                QueueUrl=self._new_queue(queue),
+                ReceiptHandle=message["properties"]["delivery_tag"],
+                VisibilityTimeout=0,
+            )
+        except (BotoCoreError, ClientError) as error:
+            # Raised out of the reject, it kept the delivery's prefetch slot for good (a
+            # worker of one process received nothing more), or stopped the worker. The
+            # message comes back when its visibility timeout ends.
+            logger.warning(
+                "sqs hand back failed queue=%s error=%.200s",
+                queue,
+                " ".join(f"{type(error).__name__}: {error}".split()),
+            )
 
     @override
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:

@@ -210,3 +210,27 @@ def test_with_a_bound_it_receives_only_what_the_pool_can_start(sqs_endpoint: str
         free[0] = 2
         assert consumer.run_until(lambda: len(consumer.bodies) == 3, timeout=5)
     assert sorted(body["n"] for body in consumer.bodies) == [0, 1, 2]
+
+
+def test_a_hand_back_sqs_refuses_is_logged_and_frees_the_prefetch_slot(
+    sqs_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Making the message visible again raised out of the reject: its delivery then held
+    # a prefetch slot for good (a worker of one process never received again), and a
+    # ClientError stopped the worker. The message comes back after its visibility timeout.
+    queue = f"transport-{uuid.uuid4().hex[:10]}"
+    held: list[Any] = []
+    with polling(sqs_endpoint, queue, prefetch_count=1) as consumer:
+        consumer.consumer.callbacks = [lambda body, message: held.append(message)]
+        consumer.send({"n": 0})
+        assert consumer.run_until(lambda: len(held) == 1, timeout=10)
+        [message] = held
+        # A receipt handle SQS no longer accepts (as after the message's timeout expired).
+        message.properties["delivery_tag"] = "expired"
+        channel = consumer.consumer.channel
+        assert isinstance(channel, Channel)
+        assert not channel.qos.can_consume()
+        with caplog.at_level(logging.WARNING, logger="scheduler.worker.transport"):
+            message.reject(requeue=True)
+        assert channel.qos.can_consume()
+    assert _log_lines(caplog, "sqs hand back failed")
