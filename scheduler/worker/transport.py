@@ -18,9 +18,9 @@ freed (an ack, a reject, a larger prefetch count, as when Celery holds a message
 its eta) or, when the worker's consumer bounds what it receives by what its pool can
 start (:attr:`Channel.room`), a process freed; and while every process is busy its
 receives do not wait (a long poll would bring messages for up to ``wait_time_seconds``
-after the pool's room is gone). And a message the worker hands back
-unstarted (at a warm shutdown, those it holds until their eta) is visible again at
-once, where kombu's waits ``wait_time_seconds``.
+after the pool's room is gone). And a message the worker hands back unstarted (at a
+warm shutdown, those it holds until their eta) is visible again at once, where kombu's
+waits ``wait_time_seconds``.
 
 Configure it as Celery's broker transport, with the usual ``sqs://`` broker URL:
 ``CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"`` (``manage.py
@@ -120,8 +120,7 @@ class Channel(_SQSChannel):  # type: ignore[misc]
             return received
         failures = self._receive_failures[qname] = self._receive_failures.get(qname, 0) + 1
         error = (
-            # One line: kombu's message has double spaces and the response's body.
-            " ".join(f"{type(messages.error).__name__}: {messages.error}".split())
+            _one_line(messages.error)
             if isinstance(messages, ReceiveFailed)
             else "timeout or server error"  # kombu's [] says no more
         )
@@ -169,11 +168,7 @@ class Channel(_SQSChannel):  # type: ignore[misc]
             # Raised out of the reject, it kept the delivery's prefetch slot for good (a
             # worker of one process received nothing more), or stopped the worker. The
             # message comes back when its visibility timeout ends.
-            logger.warning(
-                "sqs hand back failed queue=%s error=%.200s",
-                queue,
-                " ".join(f"{type(error).__name__}: {error}".split()),
-            )
+            logger.warning("sqs hand back failed queue=%s error=%.200s", queue, _one_line(error))
 
     @override
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:
@@ -234,6 +229,11 @@ class Channel(_SQSChannel):  # type: ignore[misc]
                 self.receive_retry_seconds * 2 ** min(failures - 1, 32),
             )
         )
+
+
+def _one_line(error: BaseException) -> str:
+    """An SQS error on one line: kombu's and botocore's hold double spaces and newlines."""
+    return " ".join(f"{type(error).__name__}: {error}".split())
 
 
 class Transport(SQS.Transport):
