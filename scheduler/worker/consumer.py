@@ -32,6 +32,7 @@ from celery.exceptions import NotRegistered
 from celery.utils.objects import Bunch
 from celery.worker import state
 from celery.worker.consumer import Consumer as CeleryConsumer
+from kombu.asynchronous import Hub, set_event_loop
 from kombu.message import Message
 from typing_extensions import override
 from vine import promise
@@ -148,6 +149,8 @@ class Consumer(CeleryConsumer):
 
     #: The broker's connection errors, set by Celery (its stubs leave it out).
     connection_errors: tuple[type[BaseException], ...]
+    #: The worker's event loop (None without one), set by Celery.
+    hub: Hub | None
     #: The prefetch count and the task consumer, set by Celery's Tasks step.
     qos: Any
     task_consumer: Any
@@ -159,6 +162,15 @@ class Consumer(CeleryConsumer):
             *_ConsumerBlueprint.default_steps,
             "scheduler.worker.consumer:ReceivingForThePool",
         ]
+
+    @override
+    def connect(self) -> Any:
+        # On an error, Celery's event loop resets kombu's hub, which unsets it as the
+        # current loop; a reconnected SQS channel takes the current loop, so it had none
+        # and never polled: the worker stayed connected and idle.
+        if self.hub is not None:
+            set_event_loop(self.hub)
+        return super().connect()
 
     @override
     def apply_eta_task(self, task: Any) -> None:

@@ -1,6 +1,7 @@
 """End to end: a worker process keeps its database connection from job to job, and
 replaces it when the server has terminated it."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from django.utils import timezone
 from scheduler import schedule_many
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import ScheduledJob
+from tests import settings_loop_error
 from tests.e2e.conftest import celery_worker
 from tests.processes import wait_until
 from tests.testapp.tasks import read_runs
@@ -49,3 +51,18 @@ def test_a_connection_terminated_between_jobs_is_replaced_before_the_next_claim(
         second = _run(path, ["second"])["second"]
     assert second != first
     assert set(ScheduledJob.objects.values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_worker_receives_again_after_a_broker_error_in_its_event_loop(e2e_env, tmp_path):
+    # On an error, Celery's loop resets kombu's hub, which unset it as the event loop a
+    # reconnected channel takes: the worker came back connected and received nothing.
+    env = {**e2e_env, "DJANGO_SETTINGS_MODULE": "tests.settings_loop_error"}
+    with celery_worker(env, concurrency=1) as worker:
+        assert wait_until(lambda: worker.output().count("Connected to") == 2, timeout=30)
+        assert "Connection to broker lost" in worker.output()
+        time.sleep(settings_loop_error.SCHEDULER_SQS_WAIT_TIME_SECONDS + 0.5)
+        _run(str(tmp_path / "runs"), ["after"])
+        assert wait_until(
+            lambda: ScheduledJob.objects.filter(status="succeeded").exists(), timeout=10
+        )
+        assert worker.output().count("receiving only what the pool can start") == 2

@@ -8,7 +8,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from botocore.exceptions import EndpointConnectionError
 from celery import signals
+from django.conf import settings
 from django.utils import timezone
 
 from tests.testapp.models import Effect
@@ -28,3 +30,19 @@ def _recorder(signal: str) -> Callable[..., None]:
 
 for _signal in RECORDED:
     getattr(signals, _signal).connect(_recorder(_signal), weak=False)
+
+
+@signals.worker_ready.connect(weak=False)
+def _break_the_event_loop(sender: Any = None, **kwargs: Any) -> None:
+    """With ``TESTAPP_BROKER_ERROR_AFTER_SECONDS``, a broker connection error in the loop.
+
+    Raised from the worker's event loop once, that long after the worker is ready, as a
+    failed credential refresh or any other broker error would: the consumer reconnects.
+    """
+    delay = getattr(settings, "TESTAPP_BROKER_ERROR_AFTER_SECONDS", None)
+    if delay is not None:
+        sender.hub.call_later(delay, _raise_broker_error)
+
+
+def _raise_broker_error() -> None:
+    raise EndpointConnectionError(endpoint_url="https://sqs.test.invalid")
