@@ -10,8 +10,8 @@ Redis alone, an SQS worker takes messages only while its pool can start them: fo
 free processes, or while a process runs a task that started less than ``BUSY_SECONDS``
 ago (a burst of short tasks, where Celery's prefetch keeps the next ones at hand). One
 whose every process has run its task that long takes none, leaving due jobs in SQS for
-a worker that can start them, and hands back to SQS a job's message it received ahead
-of its eta and that comes due then.
+a worker that can start them, and hands back to SQS, once, a job's message it holds: one
+received ahead of its eta that comes due then, or one waiting for a process.
 
 Configure it with Celery's ``worker_consumer`` setting:
 ``CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"`` (``manage.py check``
@@ -22,6 +22,7 @@ name a job wrongly (forged, stale, replayed) are dropped by the Task class
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -55,6 +56,12 @@ _REDIS_ONLY_WARNING = "worker_disable_prefetch is only supported for Redis"
 #: jobs, the worker goes on taking messages and the job waits for a process.
 BUSY_SECONDS = 1.0
 
+#: How often a worker looks for job messages waiting for a process that it hands back.
+HAND_BACK_CHECK_SECONDS = 0.25
+
+#: How many of the messages it handed back a worker remembers (their SQS message ids).
+HANDED_BACK_KEPT = 1024
+
 #: Celery's consumer steps, untyped: its stubs leave the blueprint out.
 _ConsumerBlueprint: Any = CeleryConsumer.Blueprint
 
@@ -72,6 +79,9 @@ class ReceivingForThePool(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.enabled = bool(parent.app.conf.worker_disable_prefetch)
+        self._hand_back_check: Any = None
+        #: The SQS message ids of the messages this worker handed back, the latest last.
+        parent.handed_back = deque(maxlen=HANDED_BACK_KEPT)
         if self.enabled:
             # Celery's warning says it ignores the setting; start() logs what holds.
             logging.getLogger("celery.worker.consumer.tasks").addFilter(_not_redis_only_warning)
@@ -89,9 +99,17 @@ class ReceivingForThePool(bootsteps.StartStopStep):
             hint = "--pool=prefork"
         else:
             channel.room = partial(_room, parent)
+            self._hand_back_check = parent.timer.call_repeatedly(
+                HAND_BACK_CHECK_SECONDS, _hand_back_waiting, (parent,)
+            )
             logger.info("receiving only what the pool can start driver=%s", driver)
             return
         logger.warning("worker_disable_prefetch ignored driver=%s hint=%s", driver, hint)
+
+    def stop(self, parent: Any) -> None:  # noqa: ARG002 - a bootstep's signature
+        if self._hand_back_check is not None:
+            self._hand_back_check.cancel()
+            self._hand_back_check = None
 
 
 def _not_redis_only_warning(record: logging.LogRecord) -> bool:
@@ -119,6 +137,69 @@ def _busy_for_long(consumer: Any) -> bool:
         request.time_start is not None and now - request.time_start >= BUSY_SECONDS
         for request in active
     )
+
+
+def _hand_back(consumer: Any, request: Any) -> None:
+    """Give a job's message back to SQS at once, for a worker with a free process."""
+    consumer.handed_back.append(_sqs_message(request).get("MessageId"))
+    logger.info(
+        "job message handed back job_id=%s reason=processes-busy",
+        request.request_dict.get(protocol.JOB_ID_HEADER),
+    )
+    state.task_ready(request)
+    request.reject(requeue=True)
+
+
+def _hand_back_waiting(consumer: Any) -> None:
+    """Hand back the job messages waiting for a process once every process is long busy.
+
+    A job that came due while a process had just started its task waits for a process
+    (in the pool's semaphore, Celery's queue before the pool): nothing told yet that
+    the task would be long.
+    """
+    semaphore = getattr(consumer.controller, "semaphore", None)
+    # kombu's LaxBoundedSemaphore keeps its waiters, (callback, args, kwargs), there.
+    waiting = semaphore._waiting if semaphore is not None else None
+    if not waiting or not _busy_for_long(consumer):
+        return
+    kept, handed_back = [], []
+    for waiter in waiting:
+        request = _waiter_request(waiter)
+        if _may_go_back(consumer, request):
+            handed_back.append(request)
+        else:
+            kept.append(waiter)
+    waiting.clear()
+    waiting.extend(kept)
+    for request in handed_back:
+        _hand_back(consumer, request)
+
+
+def _waiter_request(waiter: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
+    """The request a semaphore waiter would hand to the pool (Celery's ``process_task``)."""
+    _, args, _ = waiter
+    return args[0] if args else None
+
+
+def _may_go_back(consumer: Any, request: Any) -> bool:
+    """Whether a request is a job's message this worker may give back to SQS.
+
+    Received once, or handed back by this worker (a long poll it started while a process
+    was free can receive it again). One another worker handed back waits where it lands:
+    each receive counts toward the dead-letter queue's ``maxReceiveCount``, and every
+    worker may be as busy.
+    """
+    if protocol.JOB_ID_HEADER not in getattr(request, "request_dict", {}):
+        return False
+    sqs_message = _sqs_message(request)
+    receives = str(sqs_message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+    return receives == "1" or sqs_message.get("MessageId") in consumer.handed_back
+
+
+def _sqs_message(request: Any) -> Mapping[str, Any]:
+    """The SQS message a request came in (its ``MessageId``, ``Attributes``)."""
+    sqs_message = request.message.delivery_info.get("sqs_message")
+    return sqs_message if isinstance(sqs_message, Mapping) else {}
 
 
 def _room(consumer: Any) -> transport.Room:
@@ -174,24 +255,19 @@ class Consumer(CeleryConsumer):
 
     @override
     def apply_eta_task(self, task: Any) -> None:
-        if not self._hand_back(task):
+        if not self._goes_back(task):
             super().apply_eta_task(task)
             return
         # A job's message, due now, that would wait here behind long tasks: visible in
         # SQS again at once (the transport's requeue) for a worker with a free process.
-        logger.info(
-            "job message handed back job_id=%s reason=processes-busy",
-            task.request_dict.get(protocol.JOB_ID_HEADER),
-        )
-        state.task_ready(task)
-        task.reject(requeue=True)
+        _hand_back(self, task)
         self.qos.decrement_eventually()
 
-    def _hand_back(self, task: Any) -> bool:
+    def _goes_back(self, task: Any) -> bool:
         """Whether a message due now is a job's that no process will start soon."""
         return (
             getattr(self.task_consumer.channel, "room", None) is not None
-            and protocol.JOB_ID_HEADER in task.request_dict
+            and _may_go_back(self, task)
             and _free_processes(self) <= 0
             and _busy_for_long(self)
         )

@@ -117,6 +117,49 @@ def test_a_job_due_while_its_worker_runs_a_long_task_goes_back_to_sqs(
             assert Effect.objects.filter(label="due").count() == 1
 
 
+def test_a_job_due_with_a_long_one_on_a_busy_worker_goes_back_once_that_one_is_long(
+    e2e_env: dict[str, str], sqs_queue: SqsQueue, settings: Any
+) -> None:
+    # Two jobs due at the same instant, both held by a worker of one process: the one
+    # that does not get the process waits for it, and the worker cannot yet tell that
+    # the other is long. It waited behind it; it goes back once that one has run a while.
+    settings.SCHEDULER_LOOKAHEAD_SECONDS = 4
+    settings.SCHEDULER_DELIVERY_LEAD_SECONDS = 3.5
+    with celery_worker(e2e_env, "busy", concurrency=1) as busy:
+        run_at = timezone.now() + timedelta(seconds=4)
+        jobs = schedule_many(
+            {
+                "task": "testapp.effect",
+                "run_at": run_at,
+                "args": [label],
+                "kwargs": {"seconds": LONG_JOB_SECONDS},
+            }
+            for label in ("a", "b")
+        )
+        call_command("scheduler_dispatch", "--once", stdout=StringIO())
+        assert wait_until(lambda: busy.output().count(" received") == 2, timeout=5)
+        assert timezone.now() < run_at - timedelta(seconds=1)
+
+        assert wait_until(lambda: "job message handed back" in busy.output(), timeout=10), (
+            busy.output()[-3000:]
+        )
+        assert timezone.now() < run_at + timedelta(seconds=3)
+        assert sorted(_status(job) for job in jobs) == ["enqueued", "running"]
+        assert wait_until(
+            lambda: _messages(sqs_queue) == {"waiting": 1, "in_flight": 0}, timeout=2
+        ), busy.output()[-3000:]
+        (first,) = [job for job in jobs if _status(job) == "running"]
+        (second,) = [job for job in jobs if job != first]
+
+        with celery_worker(e2e_env, "free", concurrency=1) as free:
+            assert wait_until(lambda: _status(second) == "running", timeout=30), (
+                f"{free.output()[-3000:]}\n{busy.output()[-3000:]}"
+            )
+            assert JobAttempt.objects.get(job=second).worker.startswith("free@")
+            assert JobAttempt.objects.get(job=first).worker.startswith("busy@")
+            assert _status(first) == "running"
+
+
 def test_a_burst_of_short_jobs_drains_while_its_worker_keeps_receiving(
     e2e_env: dict[str, str], beat: Process, broker: Connection, sqs_queue: SqsQueue, tmp_path: Any
 ) -> None:
