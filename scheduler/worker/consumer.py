@@ -22,7 +22,6 @@ name a job wrongly (forged, stale, replayed) are dropped by the Task class
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -59,8 +58,12 @@ BUSY_SECONDS = 1.0
 #: How often a worker looks for job messages waiting for a process that it hands back.
 HAND_BACK_CHECK_SECONDS = 0.25
 
-#: How many of the messages it handed back a worker remembers (their SQS message ids).
-HANDED_BACK_KEPT = 1024
+#: A job's message received more often than this stays in the worker that has it, busy
+#: or not: each receive counts toward the dead-letter queue's five (``maxReceiveCount``),
+#: and every worker may be as busy. A second one covers a hand-back by a worker's warm
+#: shutdown, or one that the same worker's long poll, started while a process was free,
+#: received again; three receives are left for the worker it lands on and for crashes.
+HAND_BACK_RECEIVES = 2
 
 #: Celery's consumer steps, untyped: its stubs leave the blueprint out.
 _ConsumerBlueprint: Any = CeleryConsumer.Blueprint
@@ -80,8 +83,6 @@ class ReceivingForThePool(bootsteps.StartStopStep):
         super().__init__(parent, **kwargs)
         self.enabled = bool(parent.app.conf.worker_disable_prefetch)
         self._hand_back_check: Any = None
-        #: The SQS message ids of the messages this worker handed back, the latest last.
-        parent.handed_back = deque(maxlen=HANDED_BACK_KEPT)
         if self.enabled:
             # Celery's warning says it ignores the setting; start() logs what holds.
             logging.getLogger("celery.worker.consumer.tasks").addFilter(_not_redis_only_warning)
@@ -139,9 +140,8 @@ def _busy_for_long(consumer: Any) -> bool:
     )
 
 
-def _hand_back(consumer: Any, request: Any) -> None:
+def _hand_back(request: Any) -> None:
     """Give a job's message back to SQS at once, for a worker with a free process."""
-    consumer.handed_back.append(_sqs_message(request).get("MessageId"))
     logger.info(
         "job message handed back job_id=%s reason=processes-busy",
         request.request_dict.get(protocol.JOB_ID_HEADER),
@@ -162,17 +162,9 @@ def _hand_back_waiting(consumer: Any) -> None:
     waiting = semaphore._waiting if semaphore is not None else None
     if not waiting or not _busy_for_long(consumer):
         return
-    kept, handed_back = [], []
-    for waiter in waiting:
-        request = _waiter_request(waiter)
-        if _may_go_back(consumer, request):
-            handed_back.append(request)
-        else:
-            kept.append(waiter)
-    waiting.clear()
-    waiting.extend(kept)
-    for request in handed_back:
-        _hand_back(consumer, request)
+    for waiter in [waiter for waiter in waiting if _may_go_back(_waiter_request(waiter))]:
+        _hand_back(_waiter_request(waiter))
+        waiting.remove(waiter)  # once handed back: should that raise, the rest still wait
 
 
 def _waiter_request(waiter: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
@@ -181,25 +173,13 @@ def _waiter_request(waiter: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
     return args[0] if args else None
 
 
-def _may_go_back(consumer: Any, request: Any) -> bool:
-    """Whether a request is a job's message this worker may give back to SQS.
-
-    Received once, or handed back by this worker (a long poll it started while a process
-    was free can receive it again). One another worker handed back waits where it lands:
-    each receive counts toward the dead-letter queue's ``maxReceiveCount``, and every
-    worker may be as busy.
-    """
+def _may_go_back(request: Any) -> bool:
+    """Whether a request is a job's message received at most ``HAND_BACK_RECEIVES`` times."""
     if protocol.JOB_ID_HEADER not in getattr(request, "request_dict", {}):
         return False
-    sqs_message = _sqs_message(request)
-    receives = str(sqs_message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-    return receives == "1" or sqs_message.get("MessageId") in consumer.handed_back
-
-
-def _sqs_message(request: Any) -> Mapping[str, Any]:
-    """The SQS message a request came in (its ``MessageId``, ``Attributes``)."""
-    sqs_message = request.message.delivery_info.get("sqs_message")
-    return sqs_message if isinstance(sqs_message, Mapping) else {}
+    sqs_message = request.message.delivery_info.get("sqs_message") or {}
+    receives = str(sqs_message.get("Attributes", {}).get("ApproximateReceiveCount"))
+    return receives.isdigit() and int(receives) <= HAND_BACK_RECEIVES
 
 
 def _room(consumer: Any) -> transport.Room:
@@ -260,14 +240,14 @@ class Consumer(CeleryConsumer):
             return
         # A job's message, due now, that would wait here behind long tasks: visible in
         # SQS again at once (the transport's requeue) for a worker with a free process.
-        _hand_back(self, task)
+        _hand_back(task)
         self.qos.decrement_eventually()
 
     def _goes_back(self, task: Any) -> bool:
         """Whether a message due now is a job's that no process will start soon."""
         return (
             getattr(self.task_consumer.channel, "room", None) is not None
-            and _may_go_back(self, task)
+            and _may_go_back(task)
             and _free_processes(self) <= 0
             and _busy_for_long(self)
         )

@@ -1,9 +1,8 @@
 """Job messages waiting in a worker for a process go back to SQS once every process is long
-busy, each at most once from any other worker: one handed back before waits where it lands,
-unless this worker handed it back (its own long poll received it again)."""
+busy; one SQS has delivered more than twice waits where it is, short of the dead-letter
+queue."""
 
 import time
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -14,7 +13,7 @@ from celery.worker import state
 from kombu.asynchronous.semaphore import LaxBoundedSemaphore
 
 from scheduler import protocol
-from scheduler.worker.consumer import BUSY_SECONDS, _hand_back_waiting
+from scheduler.worker.consumer import BUSY_SECONDS, HAND_BACK_RECEIVES, _hand_back_waiting
 
 
 @dataclass(eq=False)
@@ -23,7 +22,7 @@ class FakeRequest:
 
     id: str
     job: bool = True
-    receive_count: int = 1
+    receive_count: int | None = 1
     time_start: float | None = None
     rejected: list[bool] = field(default_factory=list)
 
@@ -33,9 +32,12 @@ class FakeRequest:
 
     @property
     def message(self) -> Any:
-        attributes = {"ApproximateReceiveCount": str(self.receive_count)}
-        sqs_message = {"MessageId": f"sqs-{self.id}", "Attributes": attributes}
-        return SimpleNamespace(delivery_info={"sqs_message": sqs_message})
+        attributes = (
+            {}
+            if self.receive_count is None
+            else {"ApproximateReceiveCount": str(self.receive_count)}
+        )
+        return SimpleNamespace(delivery_info={"sqs_message": {"Attributes": attributes}})
 
     def reject(self, requeue: bool = False) -> None:
         self.rejected.append(requeue)
@@ -44,11 +46,11 @@ class FakeRequest:
 @pytest.fixture
 def consumer() -> Iterator[Any]:
     """A consumer of one process: its worker's semaphore, Celery's request sets."""
-    semaphore = LaxBoundedSemaphore(1)
+    state.active_requests.clear()
+    state.reserved_requests.clear()
     yield SimpleNamespace(
-        controller=SimpleNamespace(semaphore=semaphore, max_concurrency=None),
+        controller=SimpleNamespace(semaphore=LaxBoundedSemaphore(1), max_concurrency=None),
         pool=SimpleNamespace(num_processes=1),
-        handed_back=deque(["sqs-ours"], maxlen=10),
     )
     state.active_requests.clear()
     state.reserved_requests.clear()
@@ -63,10 +65,10 @@ def _running(consumer: Any, started_ago: float) -> FakeRequest:
     return running
 
 
-def _waiting(consumer: Any, *requests: FakeRequest) -> None:
+def _waiting(consumer: Any, *requests: FakeRequest, started: list[str]) -> None:
     for request in requests:
         state.reserved_requests.add(request)
-        consumer.controller.semaphore.acquire(lambda request: None, request)
+        consumer.controller.semaphore.acquire(lambda request: started.append(request.id), request)
 
 
 def _waiters(consumer: Any) -> list[str]:
@@ -76,28 +78,34 @@ def _waiters(consumer: Any) -> list[str]:
 def test_nothing_goes_back_while_the_running_task_is_young(consumer: Any) -> None:
     running = _running(consumer, started_ago=BUSY_SECONDS / 2)
     job = FakeRequest("job")
-    _waiting(consumer, job)
+    _waiting(consumer, job, started=[])
     _hand_back_waiting(consumer)
     assert _waiters(consumer) == ["job"]
     assert job.rejected == running.rejected == []
 
 
-def test_once_it_is_long_a_waiting_jobs_message_goes_back_once(consumer: Any) -> None:
+def test_once_it_is_long_waiting_jobs_messages_go_back_short_of_the_dead_letter_queue(
+    consumer: Any,
+) -> None:
     running = _running(consumer, started_ago=BUSY_SECONDS + 0.1)
     first = FakeRequest("first")
     plain = FakeRequest("plain", job=False)
-    again = FakeRequest("again", receive_count=2)
-    ours = FakeRequest("ours", receive_count=2)
-    last = FakeRequest("last")
-    _waiting(consumer, first, plain, again, ours, last)
+    again = FakeRequest("again", receive_count=HAND_BACK_RECEIVES)
+    often = FakeRequest("often", receive_count=HAND_BACK_RECEIVES + 1)
+    unknown = FakeRequest("unknown", receive_count=None)
+    started: list[str] = []
+    _waiting(consumer, first, plain, again, often, unknown, started=started)
 
     _hand_back_waiting(consumer)
 
-    assert first.rejected == ours.rejected == last.rejected == [True]
-    assert list(consumer.handed_back) == ["sqs-ours", "sqs-first", "sqs-ours", "sqs-last"]
+    assert first.rejected == again.rejected == [True]
     assert first not in state.reserved_requests
-    # A plain task is not the app's to move; a job's message another worker handed back
-    # (its receive count) waits here for a process, not toward the dead-letter queue.
-    assert plain.rejected == again.rejected == []
-    assert _waiters(consumer) == ["plain", "again"]
-    assert set(state.reserved_requests) == {running, plain, again}
+    # A plain task is not the app's to move; a job's message SQS delivered that often
+    # waits here for a process, not toward the dead-letter queue.
+    assert plain.rejected == often.rejected == unknown.rejected == []
+    assert _waiters(consumer) == ["plain", "often", "unknown"]
+    assert set(state.reserved_requests) == {running, plain, often, unknown}
+    # The semaphore is as it was: the process's end starts the next one still waiting.
+    assert consumer.controller.semaphore.value == 0
+    consumer.controller.semaphore.release()
+    assert started == ["plain"]
