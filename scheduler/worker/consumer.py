@@ -10,8 +10,9 @@ Redis alone, an SQS worker takes messages only while its pool can start them: fo
 free processes, or while a process runs a task that started less than ``BUSY_SECONDS``
 ago (a burst of short tasks, where Celery's prefetch keeps the next ones at hand). One
 whose every process has run its task that long takes none, leaving due jobs in SQS for
-a worker that can start them, and hands back to SQS, once, a job's message it holds: one
-received ahead of its eta that comes due then, or one waiting for a process.
+a worker that can start them, and hands back to SQS a job's message it holds (unless SQS
+delivered it more than ``HAND_BACK_RECEIVES`` times): one received ahead of its eta that
+comes due then, or one waiting for a process.
 
 Configure it with Celery's ``worker_consumer`` setting:
 ``CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"`` (``manage.py check``
@@ -162,9 +163,11 @@ def _hand_back_waiting(consumer: Any) -> None:
     waiting = semaphore._waiting if semaphore is not None else None
     if not waiting or not _busy_for_long(consumer):
         return
-    for waiter in [waiter for waiter in waiting if _may_go_back(_waiter_request(waiter))]:
-        _hand_back(_waiter_request(waiter))
-        waiting.remove(waiter)  # once handed back: should that raise, the rest still wait
+    for waiter in list(waiting):
+        request = _waiter_request(waiter)
+        if _may_go_back(request):
+            _hand_back(request)
+            waiting.remove(waiter)  # once handed back: should that raise, the rest still wait
 
 
 def _waiter_request(waiter: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
