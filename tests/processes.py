@@ -34,6 +34,11 @@ def celery_worker_args(*, queue: str, name: str, concurrency: int = 2) -> list[s
     ]
 
 
+#: How a test stops a worker it is done with: Celery's cold shutdown. A warm one (SIGTERM)
+#: first waits for the worker's long poll in flight, up to ``wait_time_seconds`` (10 s).
+WORKER_STOP_SIGNAL = signal.SIGQUIT
+
+
 def celery_beat_args(*, pidfile: Path) -> list[str]:
     """`celery beat` as the Procfile runs it (the dispatcher), with its pid file there."""
     return [
@@ -66,8 +71,16 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
 class Process:
     """A child process whose output goes to a temporary file, read by the test."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        *,
+        stop_signal: signal.Signals = signal.SIGTERM,
+    ) -> None:
         self.name = name
+        self.stop_signal = stop_signal
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix=f"{name}-", suffix=".log", delete=False
         )
@@ -99,7 +112,7 @@ class Process:
 
     def stop(self, timeout: float = 15) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
+            os.killpg(self.popen.pid, self.stop_signal)
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -114,8 +127,14 @@ class Process:
 
 
 @contextlib.contextmanager
-def running(name: str, args: list[str], env: dict[str, str] | None = None) -> Iterator[Process]:
-    process = Process(name, args, env)
+def running(
+    name: str,
+    args: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    stop_signal: signal.Signals = signal.SIGTERM,
+) -> Iterator[Process]:
+    process = Process(name, args, env, stop_signal=stop_signal)
     try:
         yield process
     except BaseException:

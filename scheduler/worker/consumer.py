@@ -208,7 +208,9 @@ class Consumer(CeleryConsumer):
     disallowed content) is acknowledged: SQS deletes it. A task this worker does not
     know is rejected, as Celery does, since another worker may know it: SQS deletes it,
     or with a redrive policy receives it again until it reaches the dead-letter queue.
-    So is a message Celery's handler fails on in any other way (``reason=error``).
+    So is a message Celery's handler fails on in any other way (``reason=error``). At a
+    warm shutdown it waits for the SQS receive in flight and hands back what it brings
+    (:meth:`scheduler.worker.transport.Channel.await_answers`).
     """
 
     #: The broker's connection errors, set by Celery (its stubs leave it out).
@@ -235,6 +237,21 @@ class Consumer(CeleryConsumer):
         if self.hub is not None:
             set_event_loop(self.hub)
         return super().connect()
+
+    @override
+    def stop(self) -> None:
+        # A warm shutdown. Celery's steps stop (the task consumer is cancelled), and its
+        # event loop no longer runs: SQS would answer a long poll in flight to no one,
+        # and what it brought would stay hidden for the visibility timeout.
+        super().stop()
+        channel = getattr(self.task_consumer, "channel", None)
+        if isinstance(channel, transport.Channel):
+            # Until a cold shutdown is asked for meanwhile (SIGQUIT, a second Ctrl-C).
+            channel.await_answers(interrupted=lambda: state.should_terminate is not None)
+
+    def terminate(self) -> None:
+        """A cold shutdown: Celery's stop, without waiting for receives in flight."""
+        super().stop()
 
     @override
     def apply_eta_task(self, task: Any) -> None:

@@ -20,7 +20,10 @@ start (:attr:`Channel.room`), a process freed; and while every process is busy i
 receives do not wait (a long poll would bring messages for up to ``wait_time_seconds``
 after the pool's room is gone). And a message the worker hands back unstarted (at a
 warm shutdown, those it holds until their eta) is visible again at once, where kombu's
-waits ``wait_time_seconds``.
+waits ``wait_time_seconds``. At a warm shutdown, the channel also waits for its receives
+in flight (a long poll lasts up to ``wait_time_seconds``) and hands back what they bring:
+SQS may answer a long poll whose client has gone, and what it brings would stay hidden
+for the queue's visibility timeout.
 
 Configure it as Celery's broker transport, with the usual ``sqs://`` broker URL:
 ``CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"`` (``manage.py
@@ -28,6 +31,7 @@ check`` warns, ``scheduler.W020``, when an SQS broker uses another transport).
 """
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -44,6 +48,9 @@ SQS_MAX_MESSAGES: int = SQS.SQS_MAX_MESSAGES
 
 #: This module's transport, as Celery's ``broker_transport`` names it.
 TRANSPORT = "scheduler.worker.transport:Transport"
+
+#: Beyond ``wait_time_seconds``, how long a stopping worker waits for a receive's answer.
+ANSWER_MARGIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         self._receive_failures: dict[str, int] = {}
         #: Queues whose polling waits for room: a free prefetch slot, a free process.
         self._waiting_for_room: set[str] = set()
+        #: Receives sent and not answered yet.
+        self._receiving = 0
         #: What the worker's pool can take now, when it receives only that (set by
         #: :mod:`scheduler.worker.consumer`); None: no bound but the prefetch count.
         self.room: Callable[[], Room] | None = None
@@ -99,7 +108,7 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         delivered = ensure_promise(callback)
         received = promise(on_error=lambda error: delivered(ReceiveFailed(error)))
         received.then(delivered)
-        return connection.receive_message(
+        request = connection.receive_message(
             queue_name,
             queue_url,
             number_messages=count,
@@ -108,10 +117,16 @@ class Channel(_SQSChannel):  # type: ignore[misc]
             ),
             callback=received,
         )
+        # Counted once sent: a receive that raised here (a credential refresh failing as
+        # it is signed) gets no answer.
+        self._receiving += 1
+        return request
 
     @override
     def _on_messages_ready(self, queue: str, qname: str, messages: object) -> int:
         # kombu names its arguments oddly: ``queue`` is the URL, ``qname`` the queue.
+        # Every answer to _get_from_sqs's receives comes here once, failed or not.
+        self._receiving -= 1
         if isinstance(messages, Mapping):
             failures = self._receive_failures.pop(qname, 0)
             if failures:
@@ -220,6 +235,34 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         if self.hub:  # none where the channel only publishes
             self.hub.on_tick.discard(self._poll_if_room)
         super().close()
+
+    def await_answers(self, *, interrupted: Callable[[], bool] = lambda: False) -> None:
+        """Stop consuming, and run the event loop until the receives in flight are answered.
+
+        For a worker's warm shutdown, outside its event loop: with no consumer left, kombu
+        hands back what the answers bring. A long poll is answered within
+        ``wait_time_seconds`` (this waits ``ANSWER_MARGIN_SECONDS`` more at most, or until
+        ``interrupted()``); a receive whose HTTP client is closed (the loop reset after an
+        error) never is.
+        """
+        for consumer_tag in list(self._consumers):
+            self.basic_cancel(consumer_tag)
+        # kombu's HTTP client for the hub: gone once an error reset the loop (which
+        # dropped its requests), closed once the hub is.
+        client = getattr(self.hub, "_current_http_client", None)
+        if self._receiving <= 0 or client is None or getattr(client, "_closed", True):
+            return
+        deadline = time.monotonic() + self.wait_time_seconds + ANSWER_MARGIN_SECONDS
+        logger.info("sqs receives awaited receives=%s", self._receiving)
+        try:
+            for _ in self.hub.create_loop():  # one turn of the loop per step
+                if self._receiving <= 0 or time.monotonic() >= deadline or interrupted():
+                    break
+        except Exception as error:  # the worker goes on stopping whatever the loop raised
+            logger.warning("sqs receives not awaited error=%.200s", _one_line(error))
+            return
+        if self._receiving > 0:
+            logger.warning("sqs receives not answered receives=%s", self._receiving)
 
     def _receive_retry_delay(self, failures: int) -> float:
         """Seconds to wait after ``failures`` failed receives in a row."""

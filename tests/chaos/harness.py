@@ -26,6 +26,7 @@ from devtools.sqs_server import command as sqs_server_command
 from tests.conftest import SqsQueue, sqs_client
 from tests.processes import (
     BIN,
+    WORKER_STOP_SIGNAL,
     Process,
     celery_beat_args,
     celery_worker_args,
@@ -271,7 +272,7 @@ class Cluster:
             args = celery_worker_args(
                 queue=self.env["SCHEDULER_QUEUE_NAME"], name=name, concurrency=concurrency
             )
-            started.append(Process(name, args, env))
+            started.append(Process(name, args, env, stop_signal=WORKER_STOP_SIGNAL))
         self.workers.extend(started)
         for process in started:
             process.wait_for_output("ready.", timeout=_START_TIMEOUT)

@@ -11,7 +11,14 @@ from scheduler.dispatch.beat import ensure_dispatch_schedule
 from tests import settings as base_settings
 from tests import settings_fast
 from tests.conftest import SqsQueue
-from tests.processes import BIN, Process, celery_beat_args, celery_worker_args, running
+from tests.processes import (
+    BIN,
+    WORKER_STOP_SIGNAL,
+    Process,
+    celery_beat_args,
+    celery_worker_args,
+    running,
+)
 
 # The scheduler settings that settings_fast lowers, for this process to agree with the
 # child processes.
@@ -43,7 +50,7 @@ def celery_worker(
 ) -> Iterator[Process]:
     """A `celery worker` consuming the test's queue, started and ready, stopped on exit."""
     args = celery_worker_args(queue=env["SCHEDULER_QUEUE_NAME"], name=node, concurrency=concurrency)
-    with running(f"worker-{node}", args, env) as process:
+    with running(f"worker-{node}", args, env, stop_signal=WORKER_STOP_SIGNAL) as process:
         process.wait_for_output("ready.", timeout=60)
         yield process
 

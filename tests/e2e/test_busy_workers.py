@@ -22,7 +22,7 @@ from scheduler.conf import scheduler_settings
 from scheduler.models import JobAttempt, ScheduledJob
 from tests.conftest import SqsQueue
 from tests.e2e.conftest import celery_worker
-from tests.processes import Process, celery_worker_args, running, wait_until
+from tests.processes import WORKER_STOP_SIGNAL, Process, celery_worker_args, running, wait_until
 from tests.testapp.models import Effect
 from tests.testapp.tasks import effect, read_runs
 
@@ -215,7 +215,7 @@ def test_a_pool_without_the_event_loop_keeps_celerys_prefetch_and_says_so(
         "-P",
         "threads",
     ]
-    with running("worker-threads", args, e2e_env) as worker:
+    with running("worker-threads", args, e2e_env, stop_signal=WORKER_STOP_SIGNAL) as worker:
         worker.wait_for_output("ready.", timeout=60)
         assert "worker_disable_prefetch ignored driver=sqs hint=--pool=prefork" in worker.output()
         assert "receiving only what the pool can start" not in worker.output()

@@ -7,13 +7,17 @@ here) gives them back.
 
 import re
 import signal
+import time
 from datetime import timedelta
 
 import pytest
+from celery import current_app
 from django.utils import timezone
+from kombu import Connection
 
 from scheduler import schedule_at
 from scheduler.models import JobAttempt, ScheduledJob
+from tests.conftest import SqsQueue
 from tests.e2e.conftest import celery_worker
 from tests.processes import Process, wait_until
 from tests.testapp.models import Effect
@@ -57,3 +61,29 @@ def test_a_worker_stopped_for_a_deploy_hands_its_jobs_on(e2e_env, beat: Process)
     assert min(late.values()) >= 0
     assert Effect.objects.filter(label__startswith="deploy-").count() == COUNT
     assert _ran_on("stays") > 0
+
+
+def test_a_worker_stopped_while_it_waits_for_messages_hands_back_what_the_wait_brings(
+    e2e_env: dict[str, str], sqs_queue: SqsQueue, broker: Connection
+) -> None:
+    # SQS answers a long poll whose client has gone: what it brings stays hidden for the
+    # queue's visibility timeout (30 s for this test's queue, 300 s as the project
+    # creates it). The worker's receive, in flight at the stop, must be answered first.
+    with celery_worker(e2e_env, "leaves", concurrency=1) as leaves:
+        leaves.popen.send_signal(signal.SIGTERM)
+        leaves.wait_for_output("Warm shutdown", timeout=10)
+        time.sleep(1.5)  # its consumer is cancelled by then; its long poll (10 s) is not over
+        sent = time.monotonic()
+        # Held until its eta, had the worker received it before its consumer stopped.
+        current_app.send_task(
+            "testapp.noop",
+            eta=timezone.now() + timedelta(hours=1),
+            queue=sqs_queue.name,
+            connection=broker,
+        )
+        assert leaves.popen.wait(30) == 0, leaves.output()[-3000:]
+        handed_back = re.findall(r"(?:Restoring|releasing) (\d+) ", leaves.output())
+        assert handed_back == ["1"], leaves.output()[-3000:]
+    messages = sqs_queue.receive(wait=5)
+    assert [message["headers"]["task"] for message in messages] == ["testapp.noop"]
+    assert time.monotonic() - sent < 10

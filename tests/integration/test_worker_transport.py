@@ -33,6 +33,7 @@ class Polling:
         polling_interval: float = 0.1,
         prefetch_count: int | None = None,
         ack_after: float = 0.0,
+        wait_time_seconds: int = 1,
     ) -> None:
         self.endpoint, self.queue = endpoint, queue
         self.ack_after = ack_after
@@ -45,7 +46,7 @@ class Polling:
             transport_options={
                 "region": "us-east-1",
                 "is_secure": False,
-                "wait_time_seconds": 1,
+                "wait_time_seconds": wait_time_seconds,
                 "polling_interval": polling_interval,
             },
         )
@@ -234,3 +235,62 @@ def test_a_hand_back_sqs_refuses_is_logged_and_frees_the_prefetch_slot(
             message.reject(requeue=True)
         assert channel.qos.can_consume()
     assert _log_lines(caplog, "sqs hand back failed")
+
+
+def test_a_receive_in_flight_is_awaited_and_what_it_brings_handed_back(
+    sqs_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As a worker's warm shutdown does, its event loop no longer running: SQS answers a
+    # long poll whose client has gone, and what it brings stays hidden for the visibility
+    # timeout (30 s on this queue).
+    queue = f"transport-{uuid.uuid4().hex[:10]}"
+    with polling(sqs_endpoint, queue, wait_time_seconds=5) as consumer:
+        consumer.run_for(0.5)  # the first long poll waits in the SQS server
+        consumer.send({"n": 1})
+        channel = consumer.consumer.channel
+        assert isinstance(channel, Channel)
+        with caplog.at_level(logging.INFO):
+            channel.await_answers()
+    assert consumer.bodies == []
+    assert _log_lines(caplog, "sqs receives awaited") == ["INFO sqs receives awaited receives=1"]
+    released = [r.getMessage() for r in caplog.records if "releasing" in r.getMessage()]
+    assert released == [f"Consumer for queue {queue} is gone, releasing 1 received message(s)"]
+    client = sqs_client(sqs_endpoint)
+    url = client.get_queue_url(QueueName=queue)["QueueUrl"]
+    assert client.receive_message(QueueUrl=url, WaitTimeSeconds=2).get("Messages")
+
+
+def test_a_receive_dropped_by_a_loop_reset_is_not_awaited(
+    sqs_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Celery's event loop resets the hub on an error, which closes kombu's HTTP client
+    # and drops its requests: no answer comes, and a stopping worker must not wait for one.
+    queue = f"transport-{uuid.uuid4().hex[:10]}"
+    with polling(sqs_endpoint, queue, wait_time_seconds=5) as consumer:
+        consumer.run_for(0.5)
+        consumer.hub.reset()
+        channel = consumer.consumer.channel
+        assert isinstance(channel, Channel)
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO):
+            channel.await_answers()
+        assert time.monotonic() - started < 0.5
+    assert not _log_lines(caplog, "sqs receives")
+
+
+def test_awaiting_answers_ends_when_interrupted(
+    sqs_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # As a cold shutdown asked for during a warm one's wait (SIGQUIT, a second Ctrl-C).
+    queue = f"transport-{uuid.uuid4().hex[:10]}"
+    with polling(sqs_endpoint, queue, wait_time_seconds=5) as consumer:
+        consumer.run_for(0.5)
+        channel = consumer.consumer.channel
+        assert isinstance(channel, Channel)
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO):
+            channel.await_answers(interrupted=lambda: time.monotonic() - started > 0.5)
+        assert time.monotonic() - started < 2
+    assert _log_lines(caplog, "sqs receives not answered") == [
+        "WARNING sqs receives not answered receives=1"
+    ]
