@@ -70,6 +70,7 @@ def test_a_worker_stopped_while_it_waits_for_messages_hands_back_what_the_wait_b
     # queue's visibility timeout (30 s for this test's queue, 300 s as the project
     # creates it). The worker's receive, in flight at the stop, must be answered first.
     with celery_worker(e2e_env, "leaves", concurrency=1) as leaves:
+        time.sleep(0.5)  # its first long poll is in flight
         leaves.popen.send_signal(signal.SIGTERM)
         leaves.wait_for_output("Warm shutdown", timeout=10)
         time.sleep(1.5)  # its consumer is cancelled by then; its long poll (10 s) is not over

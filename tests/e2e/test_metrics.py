@@ -6,6 +6,7 @@ then equal what the database holds, whichever process did the work.
 """
 
 import contextlib
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -20,7 +21,7 @@ from scheduler import cancel, schedule_in
 from scheduler.integrations.metrics import LATENESS_BUCKETS
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
 from tests.conftest import SqsQueue
-from tests.processes import BIN, Process, free_port, running, wait_until
+from tests.processes import BIN, WORKER_STOP_SIGNAL, Process, free_port, running, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,7 +45,12 @@ def processes(env: dict[str, str], web_port: int) -> Iterator[dict[str, Process]
     with contextlib.ExitStack() as stack:
         started = {
             name: stack.enter_context(
-                running(name, command, {**env, "SCHEDULER_METRICS_TOKEN": TOKEN})
+                running(
+                    name,
+                    command,
+                    {**env, "SCHEDULER_METRICS_TOKEN": TOKEN},
+                    stop_signal=WORKER_STOP_SIGNAL if name.startswith("worker") else signal.SIGTERM,
+                )
             )
             for name, command in commands.items()
         }
