@@ -101,6 +101,16 @@ def polling(endpoint: str, queue: str, **options: Any) -> Iterator[Polling]:
         consumer.close()
 
 
+@contextmanager
+def long_poll_in_flight(endpoint: str) -> Iterator[tuple[Polling, Channel]]:
+    """A consumer whose first long poll (5 s) waits in the SQS server, and its channel."""
+    with polling(endpoint, f"transport-{uuid.uuid4().hex[:10]}", wait_time_seconds=5) as consumer:
+        consumer.run_for(0.5)
+        channel = consumer.consumer.channel
+        assert isinstance(channel, Channel)
+        yield consumer, channel
+
+
 def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
     # kombu's hub logs, and goes on from, an error in a timer: the stock transport's
     # AttributeError there leaves the queue unpolled.
@@ -243,14 +253,11 @@ def test_a_receive_in_flight_is_awaited_and_what_it_brings_handed_back(
     # As a worker's warm shutdown does, its event loop no longer running: SQS answers a
     # long poll whose client has gone, and what it brings stays hidden for the visibility
     # timeout (30 s on this queue).
-    queue = f"transport-{uuid.uuid4().hex[:10]}"
-    with polling(sqs_endpoint, queue, wait_time_seconds=5) as consumer:
-        consumer.run_for(0.5)  # the first long poll waits in the SQS server
+    with long_poll_in_flight(sqs_endpoint) as (consumer, channel):
         consumer.send({"n": 1})
-        channel = consumer.consumer.channel
-        assert isinstance(channel, Channel)
         with caplog.at_level(logging.INFO):
             channel.await_answers()
+    queue = consumer.queue
     assert consumer.bodies == []
     assert _log_lines(caplog, "sqs receives awaited") == ["INFO sqs receives awaited receives=1"]
     released = [r.getMessage() for r in caplog.records if "releasing" in r.getMessage()]
@@ -265,12 +272,8 @@ def test_a_receive_dropped_by_a_loop_reset_is_not_awaited(
 ) -> None:
     # Celery's event loop resets the hub on an error, which closes kombu's HTTP client
     # and drops its requests: no answer comes, and a stopping worker must not wait for one.
-    queue = f"transport-{uuid.uuid4().hex[:10]}"
-    with polling(sqs_endpoint, queue, wait_time_seconds=5) as consumer:
-        consumer.run_for(0.5)
+    with long_poll_in_flight(sqs_endpoint) as (consumer, channel):
         consumer.hub.reset()
-        channel = consumer.consumer.channel
-        assert isinstance(channel, Channel)
         started = time.monotonic()
         with caplog.at_level(logging.INFO):
             channel.await_answers()
@@ -282,11 +285,7 @@ def test_awaiting_answers_ends_when_interrupted(
     sqs_endpoint: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     # As a cold shutdown asked for during a warm one's wait (SIGQUIT, a second Ctrl-C).
-    queue = f"transport-{uuid.uuid4().hex[:10]}"
-    with polling(sqs_endpoint, queue, wait_time_seconds=5) as consumer:
-        consumer.run_for(0.5)
-        channel = consumer.consumer.channel
-        assert isinstance(channel, Channel)
+    with long_poll_in_flight(sqs_endpoint) as (_, channel):
         started = time.monotonic()
         with caplog.at_level(logging.INFO):
             channel.await_answers(interrupted=lambda: time.monotonic() - started > 0.5)
