@@ -7,7 +7,6 @@ from typing import Any
 
 from celery.utils.imports import symbol_by_name
 from django.apps import AppConfig, apps
-from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.db import DEFAULT_DB_ALIAS, connections, router
 
@@ -133,7 +132,7 @@ def check_database(
     connection the services, the dispatcher and the workers share with the caller's
     transaction."""
     errors: list[CheckMessage] = []
-    if not settings.USE_TZ:
+    if not scheduler_settings.uses_time_zones():
         errors.append(
             Error(
                 "USE_TZ is False: a job's run_at is an aware datetime, and the dispatcher "

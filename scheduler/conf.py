@@ -255,6 +255,11 @@ class SchedulerSettings:
         """``SCHEDULER_ADMIN_TASKS`` as configured, unchecked."""
         return getattr(django_settings, "SCHEDULER_ADMIN_TASKS", ())
 
+    @staticmethod
+    def uses_time_zones() -> bool:
+        """Django's ``USE_TZ``: jobs' times are aware datetimes only when it is on."""
+        return bool(django_settings.USE_TZ)
+
     @classmethod
     def all_settings(cls) -> list[Setting[Any]]:
         """Every typed setting, for checks and documentation."""

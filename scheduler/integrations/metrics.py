@@ -128,8 +128,8 @@ class SchedulerCollector:
         )
         outcomes = GaugeMetricFamily(
             "scheduler_job_attempts",
-            f"Attempts started in the last {seconds}, by task and outcome so far (running, "
-            "succeeded, error, lease_expired).",
+            f"Attempts started in the last {seconds}, by task and outcome so far "
+            f"({', '.join(JobAttempt.Outcome.values)}).",
             labels=["task", "outcome"],
         )
         late = ExpressionWrapper(F("started_at") - F("scheduled_for"), output_field=DurationField())
