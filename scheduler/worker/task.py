@@ -55,11 +55,12 @@ _JOB_RUN = "scheduler_job_run"
 #: apply_async options that a job cannot keep: it runs no callbacks and joins no canvas.
 _CANVAS_OPTIONS = ("link", "link_error", "chain", "chord", "group_id")
 
-#: While an atomic task's ordinary call runs: what its ``self.retry()`` made a job, to
-#: schedule once the body's transaction has ended. Celery's retry sends the call again
-#: before it raises Retry, which rolls that transaction back, and the job with it.
-_after_atomic_body: ContextVar[list[Callable[[], object]] | None] = ContextVar(
-    "scheduler_after_atomic_body", default=None
+#: While a task's ordinary call runs: what its ``self.retry()`` made a job, to schedule
+#: once the body has ended. Celery's retry sends the call again before it raises Retry,
+#: which rolls back the transaction the body is in (``atomic=True``'s or one the body
+#: opened), and the job with it.
+_after_body: ContextVar[list[Callable[[], object]] | None] = ContextVar(
+    "scheduler_after_body", default=None
 )
 #: While Celery's retry of an ordinary call sends it again.
 _in_celery_retry: ContextVar[bool] = ContextVar("scheduler_in_celery_retry", default=False)
@@ -96,17 +97,17 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                     )
                     raise Ignore()
                 return celery_return(self.handle_job_message(ref))
-        if self.atomic:
-            after_body: list[Callable[[], object]] = []
-            scope = _after_atomic_body.set(after_body)
-            try:
+        after_body: list[Callable[[], object]] = []
+        scope = _after_body.set(after_body)
+        try:
+            if self.atomic:
                 with transaction.atomic():
                     return super().__call__(*args, **kwargs)
-            finally:
-                _after_atomic_body.reset(scope)
-                for schedule in after_body:
-                    schedule()
-        return super().__call__(*args, **kwargs)
+            return super().__call__(*args, **kwargs)
+        finally:
+            _after_body.reset(scope)
+            for schedule in after_body:
+                schedule()
 
     def handle_job_message(
         self, ref: protocol.JobRef, *, request: Context | None = None
@@ -279,7 +280,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             deadline=None if expires is None else _point_in_time(self, expires, now=now),
             retries=options.get("retries") or 0,
         )
-        after_body = _after_atomic_body.get()
+        after_body = _after_body.get()
         if after_body is not None and _in_celery_retry.get():
             after_body.append(schedule)
         else:

@@ -16,7 +16,14 @@ from scheduler.models import ScheduledJob
 from scheduler.worker.execution import Outcome
 from tests.factories import deliver, dispatch_one
 from tests.testapp.models import Effect
-from tests.testapp.tasks import atomic_retry_later, fail, observed, read_runs, record
+from tests.testapp.tasks import (
+    atomic_retry_later,
+    fail,
+    observed,
+    read_runs,
+    record,
+    retry_later_in_a_transaction,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -161,22 +168,26 @@ def test_a_job_made_from_a_celery_call_is_not_retried_after_an_error_but_self_re
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_long_retry_of_an_atomic_tasks_plain_message_becomes_a_job_the_rollback_keeps():
+@pytest.mark.parametrize(
+    "task", [atomic_retry_later, retry_later_in_a_transaction], ids=["atomic", "own-transaction"]
+)
+def test_a_long_retry_of_a_plain_message_from_inside_a_transaction_becomes_a_job_the_rollback_keeps(
+    task,
+):
     # Celery's retry sends the call again before it raises Retry, from inside the body's
-    # transaction, which Retry rolls back: a retry that became a job was lost with it.
+    # transaction (atomic=True's, or one the body opened), which Retry rolls back: a retry
+    # that became a job was lost with it.
     task_id = "celery-call-1"
-    atomic_retry_later.push_request(
-        id=task_id, called_directly=False, is_eager=False, retries=0, hostname="test"
-    )
+    task.push_request(id=task_id, called_directly=False, is_eager=False, retries=0, hostname="test")
     try:
         with freeze_time(T0), pytest.raises(Retry):
-            atomic_retry_later("rolled back", TWO_WEEKS)
+            task("rolled back", TWO_WEEKS)
     finally:
-        atomic_retry_later.pop_request()
+        task.pop_request()
     assert not Effect.objects.exists()  # the body's own writes are rolled back
     job = ScheduledJob.objects.get(celery_task_id=task_id)
     assert (job.task_name, job.args, job.run_at) == (
-        "testapp.atomic_retry_later",
+        task.name,
         ["rolled back", TWO_WEEKS],
         T0 + timedelta(seconds=TWO_WEEKS),
     )

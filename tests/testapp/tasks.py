@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import shared_task
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from scheduler.worker.connections import RECENTLY_USED_SECONDS
@@ -97,6 +97,15 @@ def atomic_retry_later(self: SchedulerTask, label: str, countdown: float) -> Non
     seconds: the effect is rolled back, the retry must not be."""
     Effect.objects.create(label=label, atomic=True, at=timezone.now(), pid=os.getpid())
     raise self.retry(countdown=countdown)
+
+
+@shared_task(name="testapp.retry_later_in_a_transaction", base=SchedulerTask, bind=True)
+def retry_later_in_a_transaction(self: SchedulerTask, label: str, countdown: float) -> None:
+    """A task that is not atomic but opens its own transaction, as Django code does, and
+    asks to run again from inside it: the effect is rolled back, the retry must not be."""
+    with transaction.atomic():
+        Effect.objects.create(label=label, atomic=False, at=timezone.now(), pid=os.getpid())
+        raise self.retry(countdown=countdown)
 
 
 @shared_task(name="testapp.boom")
