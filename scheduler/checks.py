@@ -1,17 +1,18 @@
 """System checks: the scheduler's settings must respect SQS's limits and each other; its
 tables live on the default database, with aware datetimes, on a connection that gives
-up on a primary that stopped answering."""
+up on a primary that stopped answering; no model keeps finished jobs from being purged."""
 
 from collections.abc import Callable, Sequence
+from itertools import product
 from typing import Any
 
 from celery.utils.imports import symbol_by_name
 from django.apps import AppConfig, apps
 from django.core.checks import CheckMessage, Error, Warning, register
-from django.db import DEFAULT_DB_ALIAS, connections, router
+from django.db import DEFAULT_DB_ALIAS, connections, models, router
 
 from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
-from scheduler.models import ScheduledJob
+from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.registry import schedulable_task_names
 
 # Each relation between settings: its check id, when it is broken, and why that matters.
@@ -187,6 +188,44 @@ def check_database_timeouts(
             id="scheduler.W003",
         )
     ]
+
+
+#: What the purge deletes: finished jobs, and their attempts with them.
+_PURGED_MODELS = (ScheduledJob, JobAttempt)
+
+
+@register()
+def check_purge_not_blocked(
+    app_configs: Sequence[AppConfig] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when a model's foreign key would make every purge of finished jobs fail."""
+    warnings: list[CheckMessage] = []
+    for config in apps.get_app_configs() if app_configs is None else app_configs:
+        for model in config.get_models():
+            for field, target in product(model._meta.local_fields, _PURGED_MODELS):
+                if not isinstance(field, models.ForeignKey) or field.related_model is not target:
+                    continue
+                on_delete = field.remote_field.on_delete
+                # DO_NOTHING leaves the database's own constraint to refuse the delete.
+                constrained = getattr(field, "db_constraint", True)
+                if on_delete in (models.PROTECT, models.RESTRICT) or (
+                    on_delete is models.DO_NOTHING and constrained
+                ):
+                    warnings.append(
+                        Warning(
+                            f"{model._meta.label}.{field.name} keeps the "
+                            f"{target.__name__} it references from being "
+                            f"deleted (on_delete={on_delete.__name__}): the dispatcher's "
+                            "hourly purge of jobs finished SCHEDULER_RETENTION_DAYS ago "
+                            "fails while one of them is referenced, and purges nothing.",
+                            hint="Use on_delete=models.SET_NULL (as the demo's "
+                            "Payment.capture_job) or models.CASCADE.",
+                            obj=field,
+                            id="scheduler.W004",
+                        )
+                    )
+    return warnings
 
 
 def names_subclass(configured: str, base: type) -> bool:

@@ -19,7 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import DatabaseError, close_old_connections, transaction
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    transaction,
+)
 from django.utils import timezone
 
 from scheduler.backoff import exponential_backoff
@@ -239,13 +245,18 @@ class Dispatcher:
                 result.leases_expired = _in_batches(dispatching.expire_leases, now, until)
             result.expired = _in_batches(dispatching.expire_missed, now, until)
             if time.monotonic() >= self._next_purge:
+                # A purge that fails (a model of the user's protecting the jobs it
+                # references) is tried again an hour later, not at every recovery.
+                self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
                 result.purged = dispatching.purge_finished(now=now)
                 # A full purge left more behind: the next recovery goes on with it.
-                if result.purged < dispatching.PURGE_BATCH_SIZE:
-                    self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
+                if result.purged >= dispatching.PURGE_BATCH_SIZE:
+                    self._next_purge = -math.inf
         except Exception as error:
             # Whatever recovery hit (PostgreSQL out of reach, or a bug), due jobs still go.
-            if isinstance(error, DatabaseError):
+            # Only an unreachable PostgreSQL holds leases back: a statement's own failure
+            # (a protected row, a constraint) would keep them from being judged for ever.
+            if isinstance(error, OperationalError | InterfaceError):
                 self._lost_database()
                 result.outage = True
             result.errors.append(f"recovery: {type(error).__name__}: {error}")

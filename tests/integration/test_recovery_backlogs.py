@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, connections
+from django.db.models import ProtectedError
 from django.db.models.query import QuerySet
 from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
@@ -155,3 +156,40 @@ def test_a_recovery_that_fails_whatever_the_reason_holds_back_no_due_job(monkeyp
     assert result.sent == 3
     assert result.errors == ["recovery: OverflowError: date value out of range"]
     assert not result.outage  # not PostgreSQL: the loop has no reason to back off
+
+
+@pytest.mark.django_db
+def test_a_purge_that_keeps_failing_stops_no_lease_expiry_and_waits_an_hour(monkeypatch):
+    # A model of the user's protects the jobs it references (on_delete=PROTECT): every
+    # purge raises ProtectedError, a DatabaseError. Taken for PostgreSQL out of reach, it
+    # held lease judging back at every recovery (so a dead worker's job stayed running for
+    # ever) and slowed the ticks down, the purge being tried again every recovery.
+    purges: list[datetime] = []
+
+    def protected(*, now: datetime) -> int:
+        purges.append(now)
+        raise ProtectedError("Cannot delete some instances of model 'ScheduledJob'", set())
+
+    monkeypatch.setattr(dispatching, "purge_finished", protected)
+    recovery = scheduler_settings.RECOVERY_INTERVAL_SECONDS
+    # Its worker's last heartbeat: a lease ago at the second recovery, not at the first.
+    beat = T0 - timedelta(seconds=scheduler_settings.LEASE_SECONDS - recovery / 2)
+    make_jobs(
+        [T0 - timedelta(minutes=5)],
+        status=Status.RUNNING,
+        dispatch_token=uuid.uuid4(),
+        attempts=1,
+        started_at=beat,
+        heartbeat_at=beat,
+    )
+    dispatcher = _dispatcher()
+    results = []
+    with freeze_time(T0) as clock:
+        for _ in range(3):
+            results.append(dispatcher.run_once())
+            clock.tick(recovery)
+    assert [result.leases_expired for result in results] == [0, 1, 0]
+    assert not any(result.outage for result in results)  # no reason to back off
+    [error] = results[0].errors
+    assert error.startswith("recovery: ProtectedError: ")
+    assert purges == [T0]  # tried again an hour later, not at every recovery
