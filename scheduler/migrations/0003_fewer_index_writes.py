@@ -12,7 +12,9 @@
 
 Indexes are built and dropped CONCURRENTLY (no write lock on a big table), so the
 migration is not atomic. The unique index is swapped without a moment unenforced:
-the new one is built beside the old one, then takes its name.
+the new one is built beside the old one, then takes its name. Run again after an
+interruption, the migration builds the new one again: PostgreSQL leaves an interrupted
+build behind, INVALID.
 """
 
 import django.db.models.deletion
@@ -34,7 +36,9 @@ class Migration(migrations.Migration):
             database_operations=[
                 migrations.RunSQL(
                     sql=[
-                        f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {ACTIVE_KEY}_new "
+                        # What an interrupted run left, maybe INVALID: built again.
+                        f"DROP INDEX CONCURRENTLY IF EXISTS {ACTIVE_KEY}_new",
+                        f"CREATE UNIQUE INDEX CONCURRENTLY {ACTIVE_KEY}_new "
                         "ON scheduler_scheduledjob (unique_key) "
                         "WHERE status IN ('scheduled', 'enqueued', 'running') "
                         "AND unique_key IS NOT NULL",
@@ -42,7 +46,8 @@ class Migration(migrations.Migration):
                         f"ALTER INDEX {ACTIVE_KEY}_new RENAME TO {ACTIVE_KEY}",
                     ],
                     reverse_sql=[
-                        f"CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {ACTIVE_KEY}_old "
+                        f"DROP INDEX CONCURRENTLY IF EXISTS {ACTIVE_KEY}_old",
+                        f"CREATE UNIQUE INDEX CONCURRENTLY {ACTIVE_KEY}_old "
                         "ON scheduler_scheduledjob (unique_key) "
                         "WHERE status IN ('scheduled', 'enqueued', 'running')",
                         f"DROP INDEX CONCURRENTLY IF EXISTS {ACTIVE_KEY}",

@@ -6,7 +6,8 @@
 - The due index orders by (run_at, id), the order of the dispatcher's claim, so that no
   other index can serve it. Built CONCURRENTLY beside the old one, which it then
   replaces, so the dispatcher is never without it and writes are never blocked: the
-  migration is not atomic.
+  migration is not atomic. Run again after an interruption, it builds the new index
+  again: PostgreSQL leaves an interrupted build behind, INVALID.
 """
 
 from django.db import migrations, models
@@ -40,13 +41,16 @@ class Migration(migrations.Migration):
             database_operations=[
                 migrations.RunSQL(
                     sql=[
-                        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {DUE}_new "
+                        # What an interrupted run left, maybe INVALID: built again.
+                        f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}_new",
+                        f"CREATE INDEX CONCURRENTLY {DUE}_new "
                         "ON scheduler_scheduledjob (run_at, id) WHERE status = 'scheduled'",
                         f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}",
                         f"ALTER INDEX {DUE}_new RENAME TO {DUE}",
                     ],
                     reverse_sql=[
-                        f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {DUE}_old "
+                        f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}_old",
+                        f"CREATE INDEX CONCURRENTLY {DUE}_old "
                         "ON scheduler_scheduledjob (run_at) WHERE status = 'scheduled'",
                         f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}",
                         f"ALTER INDEX {DUE}_old RENAME TO {DUE}",

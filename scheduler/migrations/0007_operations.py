@@ -2,15 +2,13 @@
 
 import django.db.models.deletion
 import django.utils.timezone
-from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    # Operators' controls (issue 10): the audit trail, the attempts' task name for
-    # monitoring, and the indexes the admin's pages read. The job table's indexes are
-    # built CONCURRENTLY (no write lock on a big table), so this is not atomic.
-    atomic = False
+    # Operators' controls (issue 10): the audit trail and the attempts' task name for
+    # monitoring. The indexes the admin's pages read are built CONCURRENTLY by 0010: in
+    # a migration of their own, so that this one stays atomic and can be run again.
 
     dependencies = [
         ('scheduler', '0006_dispatcher'),
@@ -42,18 +40,6 @@ class Migration(migrations.Migration):
             "UPDATE scheduler_jobattempt AS attempt SET task_name = job.task_name "
             "FROM scheduler_scheduledjob AS job WHERE job.id = attempt.job_id",
             migrations.RunSQL.noop,
-        ),
-        AddIndexConcurrently(
-            model_name='scheduledjob',
-            index=models.Index(condition=models.Q(('status', 'failed')), fields=['finished_at'], name='scheduler_job_failed_idx'),
-        ),
-        AddIndexConcurrently(
-            model_name='scheduledjob',
-            index=models.Index(condition=models.Q(('queue', 'scheduler-jobs'), _negated=True), fields=['queue', 'run_at'], name='scheduler_job_queue_idx'),
-        ),
-        AddIndexConcurrently(
-            model_name='scheduledjob',
-            index=models.Index(condition=models.Q(('unique_key__isnull', False)), fields=['unique_key'], name='scheduler_job_key_prefix_idx', opclasses=['varchar_pattern_ops']),
         ),
         migrations.AddField(
             model_name='auditentry',

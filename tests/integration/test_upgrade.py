@@ -137,3 +137,40 @@ def _create_database(database_url: str) -> None:
         admin.autocommit = True
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
+
+
+@pytest.mark.parametrize(
+    ("migration", "before", "index", "leftover", "columns"),
+    [
+        ("0003", "0002", "scheduler_job_unique_active_key", "_new", "(unique_key)"),
+        ("0006", "0005", "scheduler_job_due_idx", "_new", "(run_at, id)"),
+        ("0010", "0009", "scheduler_job_failed_idx", "", "(finished_at)"),
+    ],
+)
+def test_a_migration_run_again_after_an_interrupted_index_build_builds_a_valid_index(
+    new_database_url: str, migration: str, before: str, index: str, leftover: str, columns: str
+) -> None:
+    # A deploy timed out while CREATE INDEX CONCURRENTLY built an index: PostgreSQL leaves
+    # it behind, INVALID (never used; a unique one never relied on). Run again, 0003 and
+    # 0006 found theirs there (IF NOT EXISTS), dropped the valid old index and gave the
+    # invalid one its name: the dispatcher's claim read the whole table, or the unique
+    # key lost its index. 0007, which built the admin's, stopped at its first step.
+    _create_database(new_database_url)
+    _manage(new_database_url, "migrate", "django_celery_beat")  # the dispatch schedule's
+    _manage(new_database_url, "migrate", "scheduler", before)
+    with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
+        cursor.execute(f"CREATE INDEX {index}{leftover} ON scheduler_scheduledjob (id)")
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = %s::regclass",
+            [f"{index}{leftover}"],
+        )
+    _manage(new_database_url, "migrate", "scheduler", migration)
+    with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE %s",
+            [f"{index}%"],
+        )
+        [(valid, definition)] = cursor.fetchall()
+    assert valid
+    assert f"INDEX {index} ON public.scheduler_scheduledjob USING btree {columns}" in definition
