@@ -236,7 +236,11 @@ def _claim_locked(
             return Refusal.NOT_CURRENT
         if job.status not in states.CLAIM.sources:
             own = _own_attempt(job, token, worker) if retrying else None
-            return Claim(job=job, attempt=own) if own else Refusal.NOT_CURRENT
+            # Its body starts only now: the lease counts from now, not from the claim
+            # whose answer was lost, maybe most of a lease ago.
+            if own is None or not heartbeat(job_id=job_id, token=token):
+                return Refusal.NOT_CURRENT
+            return Claim(job=job, attempt=own)
         # The lock may have waited for a dispatcher's sends: the job starts now, at
         # ``now`` only if that is still ahead (a claim made at the message's eta).
         now = max(now, timezone.now())

@@ -9,10 +9,11 @@ import enum
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from django.db import InterfaceError, OperationalError, transaction
@@ -29,10 +30,13 @@ from scheduler.worker.time_limits import soft_time_limit_held
 
 logger = logging.getLogger(__name__)
 
-#: How long a delivery waits for PostgreSQL to come back (a failover) to claim its job.
-#: Given up, the job stays enqueued and recovery sends it again once it is stale
-#: (``SCHEDULER_STALE_AFTER_SECONDS`` after its run_at); waiting, the pool process could
-#: run no other job without PostgreSQL anyway.
+T = TypeVar("T")
+
+#: How long a delivery waits for PostgreSQL to come back (a failover) to claim its job,
+#: or to record its outcome. Given up, the job stays enqueued and recovery sends it again
+#: once it is stale (``SCHEDULER_STALE_AFTER_SECONDS`` after its run_at), or stays
+#: running until its lease expires; waiting, the pool process could run no other job
+#: without PostgreSQL anyway.
 DATABASE_WAIT_SECONDS = 120.0
 
 
@@ -178,10 +182,18 @@ def run_job(
                     result = _call_body(runner, run, after_body)
                     heartbeat.stop()
                     _refresh_connections()
-                    outcome = _record_return(run, result)
+                    # Given up, the job would stay running until its lease expired,
+                    # and the body that ran would run again.
+                    outcome = _waiting_for_database(
+                        lambda _: _record_return(run, result), job_id=job.pk, step="outcome"
+                    )
         except _BodyError as failed:
             _refresh_connections()
-            return Handled(_record_raise(run, failed.error), error=failed.error)
+            error = failed.error
+            outcome = _waiting_for_database(
+                lambda _: _record_raise(run, error), job_id=job.pk, step="outcome"
+            )
+            return Handled(outcome, error=error)
         return Handled(outcome, result=result)
 
 
@@ -196,20 +208,32 @@ def _refresh_connections() -> None:
 def _claim(
     *, job_id: int, token: UUID, task_name: str, worker: str, not_before: datetime | None
 ) -> running.Claim | running.Refusal:
-    """:func:`running.claim`, tried again while PostgreSQL is out of reach, for up to
-    :data:`DATABASE_WAIT_SECONDS`, not inside a transaction of the caller's."""
+    """:func:`running.claim`, waiting for PostgreSQL while it is out of reach."""
+    return _waiting_for_database(
+        lambda retrying: running.claim(
+            job_id=job_id,
+            token=token,
+            task_name=task_name,
+            worker=worker,
+            not_before=not_before,
+            retrying=retrying,
+        ),
+        job_id=job_id,
+        step="claim",
+    )
+
+
+def _waiting_for_database(action: Callable[[bool], T], *, job_id: int, step: str) -> T:
+    """``action(retrying)``, tried again while PostgreSQL is out of reach, for up to
+    :data:`DATABASE_WAIT_SECONDS`, not inside a transaction of the caller's.
+
+    ``retrying`` says an earlier try lost its connection, maybe after its commit.
+    """
     deadline = time.monotonic() + DATABASE_WAIT_SECONDS
     failures = 0
     while True:
         try:
-            return running.claim(
-                job_id=job_id,
-                token=token,
-                task_name=task_name,
-                worker=worker,
-                not_before=not_before,
-                retrying=failures > 0,
-            )
+            return action(failures > 0)
         except (OperationalError, InterfaceError) as error:
             failures += 1
             pause = exponential_backoff(failures, base=0.5, cap=8.0)
@@ -218,7 +242,8 @@ def _claim(
             ):
                 raise
             logger.warning(
-                "job claim waits for the database job_id=%s failures=%s retry_in=%.1fs error=%s",
+                "job %s waits for the database job_id=%s failures=%s retry_in=%.1fs error=%s",
+                step,
                 job_id,
                 failures,
                 pause,

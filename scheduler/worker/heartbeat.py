@@ -5,7 +5,7 @@ import threading
 from types import TracebackType
 from uuid import UUID
 
-from django.db import DatabaseError, connections
+from django.db import connections
 
 from scheduler.services import running
 
@@ -54,8 +54,15 @@ class Heartbeat:
             while not self._stopped.wait(self.interval):
                 try:
                     alive = running.heartbeat(job_id=self.job_id, token=self.token)
-                except DatabaseError as error:
-                    logger.warning("job heartbeat failed job_id=%s error=%s", self.job_id, error)
+                except Exception as error:
+                    # Not only DatabaseError (InterfaceError is none): a thread that ended
+                    # would leave the body running without a lease, to be run again.
+                    logger.warning(
+                        "job heartbeat failed job_id=%s error=%s: %s",
+                        self.job_id,
+                        type(error).__name__,
+                        error,
+                    )
                     connections.close_all()  # reconnect on the next beat
                     continue
                 if not alive:

@@ -403,6 +403,42 @@ def test_a_delivery_waits_for_postgresql_to_come_back_to_claim_its_job(caplog):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("task", "recording", "outcome", "status"),
+    [
+        ("testapp.record", "record_success", Outcome.SUCCEEDED, Status.SUCCEEDED),
+        ("testapp.fail", "record_error", Outcome.RETRYING, Status.SCHEDULED),
+    ],
+    ids=["returned", "raised"],
+)
+def test_an_outcome_waits_for_postgresql_to_come_back_to_be_recorded(
+    tmp_path, monkeypatch, caplog, task, recording, outcome, status
+):
+    # The body ended as a failover began: the outcome not recorded, the job stayed
+    # running until its lease expired, and a plain body that had run ran again.
+    path = str(tmp_path / "runs")
+    record = getattr(running, recording)
+    failures: list[str] = []
+
+    def record_after_a_failover(**kwargs):
+        if not failures:
+            failures.append(recording)
+            raise OperationalError("server closed the connection unexpectedly")
+        return record(**kwargs)
+
+    monkeypatch.setattr(running, recording, record_after_a_failover)
+    job = schedule_at(task, timezone.now(), [path, "once"])
+    token = dispatch_one(job, now=timezone.now())
+    handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert failures == [recording]
+    assert handled.outcome is outcome
+    assert "job outcome waits for the database job_id=" in caplog.text
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (status, 1)
+    assert [label for label, _ in read_runs(path)] == ["once"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_delivery_gives_up_when_postgresql_stays_out_of_reach(monkeypatch):
     monkeypatch.setattr(execution, "DATABASE_WAIT_SECONDS", 1.0)
     job = schedule_at("testapp.noop", timezone.now())
@@ -461,6 +497,28 @@ def test_a_claim_tried_again_takes_only_its_own_workers_running_claim():
     assert again.attempt.pk == first.attempt.pk
     assert running.record_success(job=again.job, attempt=again.attempt)
     assert claim("host-a:1", retrying=True) is running.Refusal.NOT_CURRENT  # it ended
+
+
+def test_a_claim_taken_back_after_a_long_wait_renews_its_lease(settings):
+    # The claim committed but its answer was lost; the connection came back almost a
+    # lease later. The body starts now, its first heartbeat an interval later: the lease
+    # must count from now, or recovery takes the live job for a dead one meanwhile.
+    settings.SCHEDULER_LEASE_SECONDS = 60
+    with freeze_time(T0) as clock:
+        job = schedule_at("testapp.noop", T0)
+        token = dispatch_one(job, now=T0)
+        first = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="a:1")
+        assert isinstance(first, running.Claim)
+        clock.tick(55)
+        again = running.claim(
+            job_id=job.pk, token=token, task_name=job.task_name, worker="a:1", retrying=True
+        )
+        assert isinstance(again, running.Claim)
+        assert again.attempt.pk == first.attempt.pk
+        job.refresh_from_db()
+        assert job.heartbeat_at == T0 + timedelta(seconds=55)
+        lease = timedelta(seconds=60)
+        assert not ScheduledJob.objects.lease_expired(lease=lease, now=T0 + timedelta(seconds=70))
 
 
 @pytest.fixture
