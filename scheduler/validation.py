@@ -159,6 +159,7 @@ def reason(value: object) -> str:
     """Why an operator acts, as typed (stripped); may be empty."""
     if not isinstance(value, str):
         raise InvalidArgumentsError("reason", f"must be a string, got {value!r}")
+    _require_storable_text(value, "reason")
     return value.strip()
 
 

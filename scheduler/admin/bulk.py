@@ -84,8 +84,19 @@ def shift_jobs(jobs: QuerySet[ScheduledJob], *, offset: timedelta, by: Operator)
         jobs,
         states.RESCHEDULE.sources,
         "shift",
-        lambda pk, run_at: services.reschedule(pk, run_at + offset, **by.who),
+        lambda pk, run_at: services.reschedule(pk, _shifted(run_at, offset), **by.who),
     )
+
+
+def _shifted(run_at: datetime, offset: timedelta) -> datetime:
+    try:
+        return run_at + offset
+    except OverflowError:
+        # A far-off "never" time moved later: that job is skipped, as one whose deadline
+        # forbids the move is.
+        raise InvalidArgumentsError(
+            "run_at", f"{run_at.isoformat()} moved by {offset} is past year 9999"
+        ) from None
 
 
 def _each(

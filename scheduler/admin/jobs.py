@@ -387,7 +387,13 @@ class ScheduledJobAdmin(JobAdminBase):
                 result = bulk.shift_jobs(queryset, offset=form.cleaned_data["offset"], by=by)
             else:
                 result = bulk.reschedule_jobs(queryset, to=form.cleaned_data["run_at"], by=by)
-            self._report(request, "Rescheduled", result, "were not scheduled or enqueued")
+            self._report(
+                request,
+                "Rescheduled",
+                result,
+                "were not scheduled or enqueued, or may not run at that time (past their "
+                "deadline or year 9999)",
+            )
             return None
         select_across = request.POST.get("select_across") == "1"
         context = {

@@ -111,7 +111,8 @@ def test_reschedule_to_a_time_in_the_operators_zone(admin_client, one_of_each):
         offset_unit="minutes",
     )
     assert messages_of(response) == [
-        "Rescheduled 2 jobs; skipped 5 that were not scheduled or enqueued."
+        "Rescheduled 2 jobs; skipped 5 that were not scheduled or enqueued, or may not run "
+        "at that time (past their deadline or year 9999)."
     ]
     new_time = datetime(2026, 12, 24, 23, 0, tzinfo=UTC)
     for status in (Status.SCHEDULED, Status.ENQUEUED):
@@ -136,6 +137,32 @@ def test_reschedule_by_an_offset_shifts_each_job_from_its_own_time(admin_client)
     assert messages_of(response) == ["Rescheduled 2 jobs."]
     assert ScheduledJob.objects.get(pk=early.pk).run_at == T0 + timedelta(minutes=30)
     assert ScheduledJob.objects.get(pk=late.pk).run_at == T0 + timedelta(days=3, minutes=-30)
+
+
+def test_an_offset_that_would_pass_year_9999_skips_that_job_and_moves_the_others(admin_client):
+    # A "never" date as a job's time, shifted a day later: OverflowError, a 500, with the
+    # jobs before it in the selection already moved.
+    sooner = job(run_at=T0 + timedelta(hours=1))
+    never = job(run_at=datetime(9999, 12, 31, 12, tzinfo=UTC))
+    later = job(run_at=T0 + timedelta(days=3))
+    response = act(
+        admin_client,
+        "reschedule_selected",
+        [sooner, never, later],
+        apply="Reschedule",
+        mode="by",
+        offset_amount="1",
+        offset_unit="days",
+        time_zone="UTC",
+    )
+    assert response.status_code == 200
+    assert messages_of(response) == [
+        "Rescheduled 2 jobs; skipped 1 that were not scheduled or enqueued, or may not run "
+        "at that time (past their deadline or year 9999)."
+    ]
+    assert ScheduledJob.objects.get(pk=sooner.pk).run_at == T0 + timedelta(days=1, hours=1)
+    assert ScheduledJob.objects.get(pk=never.pk).run_at == never.run_at
+    assert ScheduledJob.objects.get(pk=later.pk).run_at == T0 + timedelta(days=4)
 
 
 @pytest.mark.parametrize(

@@ -341,3 +341,14 @@ def test_admin_reschedule_form(staff, form):
         assert response.status_code == 200
         assert moved.run_at == run_at
     moved.delete()
+
+
+@pytest.mark.parametrize("reason", ["why\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+def test_a_reason_postgresql_cannot_store_is_refused_clearly(reason):
+    # The audit trail's reason reached PostgreSQL: psycopg2's ValueError or
+    # UnicodeEncodeError, not the scheduler's error naming the argument.
+    created = schedule_at("testapp.noop", NOON)
+    with pytest.raises(InvalidArgumentsError) as error, transaction.atomic():
+        cancel(created, reason=reason, actor="ops")
+    assert error.value.field == "reason"
+    assert ScheduledJob.objects.get(pk=created.pk).status == ScheduledJob.Status.SCHEDULED
