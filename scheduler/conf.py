@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 
-from scheduler.validation import is_valid_queue_name
+from scheduler.validation import MAX_ATTEMPTS_LIMIT, is_valid_queue_name
 
 #: SQS holds a message back at most 15 minutes (DelaySeconds 0-900).
 SQS_MAX_DELAY_SECONDS = 900
@@ -22,6 +22,7 @@ SQS_MAX_DELAY_SECONDS = 900
 SQS_MAX_VISIBILITY_TIMEOUT = 12 * 3600
 #: SQS long polls at most 20 seconds.
 SQS_MAX_WAIT_TIME_SECONDS = 20
+_DAY = 24 * 3600
 #: The queue jobs go to when neither the job nor ``SCHEDULER_QUEUE_NAME`` names one.
 DEFAULT_QUEUE_NAME = "scheduler-jobs"
 
@@ -168,7 +169,9 @@ class SchedulerSettings:
         5, "How often the dispatcher ticks, in seconds (less than LOOKAHEAD_SECONDS; 0.5 is fine)."
     )
     LEASE_SECONDS = PositiveInt(
-        60, "A running job whose worker sent no heartbeat for this long is presumed dead."
+        60,
+        "A running job whose worker sent no heartbeat for this long is presumed dead.",
+        maximum=_DAY,
     )
     HEARTBEAT_INTERVAL_SECONDS = PositiveSeconds(
         10, "How often a worker renews the lease of the job it runs (at most half the lease)."
@@ -182,16 +185,23 @@ class SchedulerSettings:
         300,
         "An enqueued job not claimed this long after run_at is re-sent with the same token; "
         "each further re-send waits twice as long.",
+        maximum=_DAY,
     )
     RECOVERY_INTERVAL_SECONDS = PositiveSeconds(
         5,
         "How often a dispatcher re-sends unclaimed jobs, retries jobs whose lease expired "
         "and expires jobs past their deadline (ticks in between only send due jobs).",
     )
-    RETRY_BACKOFF_SECONDS = PositiveInt(30, "The first retry back-off; it doubles per attempt.")
-    RETRY_BACKOFF_MAX_SECONDS = PositiveInt(6 * 3600, "The cap on the retry back-off.")
-    DEFAULT_MAX_ATTEMPTS = PositiveInt(5, "max_attempts of a job scheduled without one.")
-    BATCH_SIZE = PositiveInt(100, "Rows the dispatcher claims per transaction.")
+    RETRY_BACKOFF_SECONDS = PositiveInt(
+        30, "The first retry back-off; it doubles per attempt.", maximum=30 * _DAY
+    )
+    RETRY_BACKOFF_MAX_SECONDS = PositiveInt(
+        6 * 3600, "The cap on the retry back-off.", maximum=30 * _DAY
+    )
+    DEFAULT_MAX_ATTEMPTS = PositiveInt(
+        5, "max_attempts of a job scheduled without one.", maximum=MAX_ATTEMPTS_LIMIT
+    )
+    BATCH_SIZE = PositiveInt(100, "Rows the dispatcher claims per transaction.", maximum=10_000)
     RETENTION_DAYS = PositiveInt(
         30,
         "Finished jobs (succeeded, failed, cancelled) older than this are deleted.",
@@ -237,7 +247,7 @@ class SchedulerSettings:
         300,
         "/metrics' lateness histogram and attempt counts cover the attempts of this many "
         "seconds before the scrape.",
-        maximum=24 * 3600,
+        maximum=_DAY,
     )
 
     @property

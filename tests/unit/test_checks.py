@@ -53,6 +53,13 @@ def test_defaults_pass():
         ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": "5"}, "scheduler.E001"),
         # "Keep them forever": a cutoff a million days back is no date, and the purge failed.
         ({"SCHEDULER_RETENTION_DAYS": 1_000_000}, "scheduler.E001"),
+        # Accepted, each failed at run time: timedelta or the back-off overflowed, int4 did.
+        ({"SCHEDULER_LEASE_SECONDS": 86_401}, "scheduler.E001"),
+        ({"SCHEDULER_STALE_AFTER_SECONDS": 10**14}, "scheduler.E001"),
+        ({"SCHEDULER_RETRY_BACKOFF_SECONDS": 2_592_001}, "scheduler.E001"),
+        ({"SCHEDULER_RETRY_BACKOFF_MAX_SECONDS": 2_592_001}, "scheduler.E001"),
+        ({"SCHEDULER_DEFAULT_MAX_ATTEMPTS": 2**31}, "scheduler.E001"),
+        ({"SCHEDULER_BATCH_SIZE": 10_001}, "scheduler.E001"),
     ],
 )
 def test_each_bad_setting_is_reported(overrides, expected):
