@@ -9,8 +9,10 @@ never fail with a database error or leave anything written.
 """
 
 import json
+import traceback
 import zoneinfo
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,16 +22,20 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import scheduler
 from scheduler import cancel, reschedule, schedule_at, schedule_in, schedule_many
 from scheduler.exceptions import InvalidArgumentsError, SchedulerError
-from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.models import AuditEntry, JobAttempt, ScheduledJob
 from scheduler.services import retry, run_now
 from tests.integration.admin_helpers import ADD, change_url, job, job_fields
 
 pytestmark = pytest.mark.django_db
 
-#: What a caller can catch and understand. Database errors are not among them.
-CLEAR = (SchedulerError, ValueError, TypeError)
+#: What a caller can catch and understand: the scheduler's errors, and a TypeError or
+#: ValueError the scheduler raises itself. Database errors are not among them, nor
+#: psycopg2's ValueError for text PostgreSQL cannot store.
+CLEAR = (SchedulerError, TypeError, ValueError)
+SCHEDULER = str(Path(scheduler.__file__).parent)
 FUZZ = settings(
     max_examples=100,
     deadline=None,
@@ -90,10 +96,13 @@ def _call(entry_point: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         with transaction.atomic():
             return entry_point(*args, **kwargs)
-    except CLEAR:
-        assert _database() == before
-        assert not connection.needs_rollback
-        return None
+    except CLEAR as error:
+        refusal = error
+    raised_in = traceback.extract_tb(refusal.__traceback__)[-1].filename
+    assert isinstance(refusal, SchedulerError) or raised_in.startswith(SCHEDULER), refusal
+    assert _database() == before
+    assert not connection.needs_rollback
+    return None
 
 
 #: A valid value for each of schedule_at's parameters, and anything for a fuzzed one.
@@ -188,13 +197,17 @@ def test_operations_on_jobs(one_of_each, data):
     references = st.sampled_from([*one_of_each, *ids, max(ids) + 1]) | job_references
     operation = data.draw(st.sampled_from(["cancel", "reschedule", "retry", "run_now"]))
     reference = data.draw(references)
+    # Every operation records who did it and why in the audit trail.
+    actors = st.sampled_from(["ops", None]) | text | anything
+    who = {"reason": data.draw(text | anything), "actor": data.draw(actors)}
     if operation == "cancel":
-        _call(cancel, reference)
+        _call(cancel, reference, **who)
     elif operation == "run_now":
-        _call(run_now, reference)
+        _call(run_now, reference, **who)
     else:
         run_at = data.draw(instants | st.none() if operation == "retry" else instants)
-        changed = _call(reschedule if operation == "reschedule" else retry, reference, run_at)
+        entry_point = reschedule if operation == "reschedule" else retry
+        changed = _call(entry_point, reference, run_at, **who)
         if changed is not None and run_at is not None:
             assert ScheduledJob.objects.get(pk=changed.pk).run_at == run_at
     # Reset the statuses for the next example.
@@ -205,6 +218,18 @@ def test_operations_on_jobs(one_of_each, data):
 
 
 NOON = datetime(2030, 1, 1, 12, tzinfo=UTC)
+
+
+@FUZZ
+@given(
+    reason=st.sampled_from(["why\x00", "\udc80", " why "]) | text | anything,
+    actor=st.just("ops") | text | anything,
+)
+def test_the_audit_trail_stores_every_reason_and_actor_or_refuses_them_clearly(reason, actor):
+    created = schedule_at("testapp.noop", NOON)
+    if _call(cancel, created, reason=reason, actor=actor):
+        entry = AuditEntry.objects.get(job=created)
+        assert (entry.reason, entry.actor) == (reason.strip(), actor)
 
 
 @pytest.mark.parametrize(
