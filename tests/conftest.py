@@ -3,9 +3,13 @@
 import base64
 import contextlib
 import json
+import os
+import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,7 +23,7 @@ from psycopg2 import sql
 
 from devtools.sqs_server import command as sqs_server_command
 from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPublisher
-from tests.processes import free_port, running, wait_until
+from tests.processes import ROOT, free_port, postgres_processes, running, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -192,3 +196,15 @@ def new_database_url() -> Iterator[str]:
             )
     finally:
         admin.close()
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A fresh embedded PostgreSQL data folder under .data/, removed afterwards, with
+    any server still serving it."""
+    path = ROOT / ".data" / f"test-{uuid.uuid4().hex[:8]}"
+    yield path
+    for pid in postgres_processes(path):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(path, ignore_errors=True)

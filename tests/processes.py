@@ -142,3 +142,14 @@ def running(
         raise
     finally:
         process.stop()
+
+
+def postgres_processes(data_dir: Path) -> list[int]:
+    """Live processes serving ``data_dir``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if str(data_dir) in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    found.append(int(entry.name))
+    return found

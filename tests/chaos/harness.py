@@ -375,9 +375,10 @@ class Cluster:
         )
 
     def close(self) -> None:
-        """Stop every process still running."""
-        for process in [*self.dispatchers, *self.workers, *self.exited]:
-            process.stop()
+        """Stop every process still running, each even if stopping another failed."""
+        with contextlib.ExitStack() as stopping:
+            for process in [*self.dispatchers, *self.workers, *self.exited]:
+                stopping.callback(process.stop)
         self.dispatchers.clear()
         self.workers.clear()
         self.exited.clear()

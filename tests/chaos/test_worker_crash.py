@@ -43,8 +43,13 @@ def test_a_worker_killed_mid_job_loses_nothing(cluster, atomic):
             ).values_list("job_id", flat=True)
         )
 
-    assert wait_until(lambda: len(victim_running()) == 2, timeout=30), workload.statuses()
-    killed_jobs = victim_running()
+    killed_jobs: list[int] = []
+
+    def two_running_on_the_victim() -> bool:
+        killed_jobs[:] = victim_running()
+        return len(killed_jobs) == 2
+
+    assert wait_until(two_running_on_the_victim, timeout=30), workload.statuses()
     cluster.kill(victim)
     killed_at = time.time()
     cluster.start_workers(1)

@@ -6,21 +6,17 @@ must start the embedded PostgreSQL from the wheel, say where it is, run the demo
 the real beat, SQS server and worker, and on Ctrl-C stop everything, PostgreSQL last.
 """
 
-import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_run_command import descendants, kill_left_over, run_env, still_running
-from tests.processes import ROOT, wait_until
+from tests.processes import ROOT, postgres_processes, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -47,28 +43,6 @@ def in_namespace_of(pid: int, command: list[str]) -> list[str]:
     """``command`` run in the network namespace of process ``pid``."""
     enter = ["-n"] if os.geteuid() == 0 else ["-U", "-n", "--preserve-credentials"]
     return ["nsenter", "-t", str(pid), *enter, *command]
-
-
-def postgres_processes(data_dir: Path) -> list[int]:
-    """Live processes serving ``data_dir``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if str(data_dir) in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    found.append(int(entry.name))
-    return found
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A fresh embedded PostgreSQL data folder under .data/, removed afterwards."""
-    path = ROOT / ".data" / f"test-run-{uuid.uuid4().hex[:8]}"
-    yield path
-    for pid in postgres_processes(path):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_make_run_without_postgres_starts_an_embedded_one(data_dir: Path, tmp_path: Path) -> None:

@@ -308,8 +308,27 @@ def test_percentile_fraction_must_be_between_0_and_1(fraction):
 
 
 def test_percentile_is_a_query_parameter_with_a_filter():
+    of = job(Status.SUCCEEDED, run_at=T0 - MINUTE)
+    attempts = [
+        attempt(of, late=timedelta(seconds=seconds), started=T0 - MINUTE)
+        for seconds in (1, 2, 3, 100, 200)
+    ]
+    for each, worker in zip(attempts, "aaabb", strict=True):
+        each.worker = worker
+    JobAttempt.objects.bulk_create(attempts)
     late = ExpressionWrapper(F("started_at") - F("scheduled_for"), output_field=DurationField())
-    query = JobAttempt.objects.aggregate(
-        median=PercentileCont(late, 0.5, filter=Q(worker="a"), output_field=DurationField())
+
+    def percentile(fraction):
+        return PercentileCont(late, fraction, filter=Q(worker="a"), output_field=DurationField())
+
+    figures = JobAttempt.objects.aggregate(median=percentile(0.5), top=percentile(1))
+    # Worker a's attempts only: b's would make the median 3 s and the top 200 s.
+    assert figures == {"median": timedelta(seconds=2), "top": timedelta(seconds=3)}
+    query = JobAttempt.objects.all().query
+    sql, params = (
+        percentile(0.25)
+        .resolve_expression(query)
+        .as_sql(query.get_compiler(using="default"), connection)
     )
-    assert query == {"median": None}
+    assert sql.startswith("percentile_cont(%s) WITHIN GROUP (ORDER BY CASE WHEN")
+    assert params[0] == 0.25

@@ -5,24 +5,11 @@ The whole `make run` without any PostgreSQL in reach is tests/e2e/test_run_witho
 """
 
 import contextlib
-import shutil
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg2
-import pytest
 
 from devtools.database import answers, database, embedded_needed, embedded_server
-from tests.e2e.test_run_without_postgres import postgres_processes
-from tests.processes import ROOT
-
-
-@pytest.fixture
-def data_dir() -> Iterator[Path]:
-    path = ROOT / ".data" / f"test-embedded-{uuid.uuid4().hex[:8]}"
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+from tests.processes import ROOT, postgres_processes
 
 
 def server_version(url: str) -> str:

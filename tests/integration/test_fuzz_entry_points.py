@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import scheduler
 from scheduler import cancel, reschedule, schedule_at, schedule_in, schedule_many
+from scheduler.admin.forms import UNITS, WhenForm
 from scheduler.exceptions import InvalidArgumentsError, SchedulerError
 from scheduler.models import AuditEntry, JobAttempt, ScheduledJob
 from scheduler.services import retry, run_now
@@ -358,10 +359,22 @@ def test_admin_reschedule_form(staff, form):
     _login(staff)
     run_at = datetime(2030, 1, 1, tzinfo=UTC)
     moved = job("scheduled", run_at=run_at)
-    response = staff.post(change_url(moved), {**form, **_management_forms(staff, moved)})
+    data = {**form, **_management_forms(staff, moved)}
+    before = timezone.now()
+    response = staff.post(change_url(moved), data)
+    after = timezone.now()
     moved.refresh_from_db()
     if response.status_code == 302:
-        assert moved.run_at.tzinfo is not None
+        # Where the operator asked, read back with the form's own fields.
+        fields = WhenForm.base_fields
+        if form["when"] == WhenForm.IN:
+            unit = timedelta(seconds=UNITS[form["delay_unit"]])
+            delay = fields["delay_amount"].clean(form["delay_amount"]) * unit
+            assert before + delay <= moved.run_at <= after + delay
+        else:
+            local = fields["run_at_local"].clean(form["run_at_local"])
+            zone = zoneinfo.ZoneInfo(fields["time_zone"].clean(form["time_zone"]))
+            assert moved.run_at == local.replace(tzinfo=zone)
     else:
         assert response.status_code == 200
         assert moved.run_at == run_at

@@ -52,16 +52,6 @@ def hot_updates() -> tuple[int, int]:
         return updated, hot
 
 
-def renew_lease(claimed: running.Claim) -> None:
-    """The heartbeat's UPDATE, as the worker sends it while the job runs."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE scheduler_scheduledjob SET heartbeat_at = now() "
-            "WHERE id = %s AND status = 'running' AND dispatch_token = %s",
-            [claimed.job.pk, claimed.job.dispatch_token],
-        )
-
-
 def run_jobs(*, heartbeats: int) -> float:
     """As a worker runs them: each job claimed, its lease renewed, then finished.
 
@@ -81,7 +71,7 @@ def run_jobs(*, heartbeats: int) -> float:
         assert isinstance(claimed, running.Claim)
         for _ in range(heartbeats):
             updated, hot = hot_updates()
-            renew_lease(claimed)
+            assert running.heartbeat(job_id=claimed.job.pk, token=message.dispatch_token)
             now_updated, now_hot = hot_updates()
             renewals += now_updated - updated
             hot_heartbeats += now_hot - hot
