@@ -204,7 +204,14 @@ def check_purge_not_blocked(
     for config in apps.get_app_configs() if app_configs is None else app_configs:
         for model in config.get_models():
             for field, target in product(model._meta.local_fields, _PURGED_MODELS):
-                if not isinstance(field, models.ForeignKey) or field.related_model is not target:
+                related = field.related_model
+                # A proxy of a job is the job's row.
+                if not (
+                    isinstance(field, models.ForeignKey)
+                    and isinstance(related, type)
+                    and issubclass(related, models.Model)
+                    and related._meta.concrete_model is target
+                ):
                     continue
                 on_delete = field.remote_field.on_delete
                 # DO_NOTHING leaves the database's own constraint to refuse the delete.
@@ -219,8 +226,9 @@ def check_purge_not_blocked(
                             f"deleted (on_delete={on_delete.__name__}): the dispatcher's "
                             "hourly purge of jobs finished SCHEDULER_RETENTION_DAYS ago "
                             "fails while one of them is referenced, and purges nothing.",
-                            hint="Use on_delete=models.SET_NULL (as the demo's "
-                            "Payment.capture_job) or models.CASCADE.",
+                            hint="Use on_delete=models.SET_NULL, as the demo's "
+                            "Payment.capture_job does (models.CASCADE would delete your "
+                            "row with the job).",
                             obj=field,
                             id="scheduler.W004",
                         )

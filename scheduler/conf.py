@@ -23,6 +23,10 @@ SQS_MAX_VISIBILITY_TIMEOUT = 12 * 3600
 #: SQS long polls at most 20 seconds.
 SQS_MAX_WAIT_TIME_SECONDS = 20
 _DAY = 24 * 3600
+#: The longest wait between two copies of an unclaimed job's message: half the one-day
+#: retention of the queue (``scheduler_create_queue``), so that however long workers
+#: are away, a copy is always waiting in SQS for them.
+MAX_RESEND_WAIT_SECONDS = 12 * 3600
 #: The queue jobs go to when neither the job nor ``SCHEDULER_QUEUE_NAME`` names one.
 DEFAULT_QUEUE_NAME = "scheduler-jobs"
 
@@ -184,8 +188,8 @@ class SchedulerSettings:
     STALE_AFTER_SECONDS = PositiveInt(
         300,
         "An enqueued job not claimed this long after run_at is re-sent with the same token; "
-        "each further re-send waits twice as long.",
-        maximum=_DAY,
+        "each further re-send waits twice as long (at most 12 hours).",
+        maximum=MAX_RESEND_WAIT_SECONDS,
     )
     RECOVERY_INTERVAL_SECONDS = PositiveSeconds(
         5,

@@ -92,10 +92,10 @@ def _shifted(run_at: datetime, offset: timedelta) -> datetime:
     try:
         return run_at + offset
     except OverflowError:
-        # A far-off "never" time moved later: that job is skipped, as one whose deadline
-        # forbids the move is.
+        # A far-off "never" time moved later (or a time near year 1 moved earlier): that
+        # job is skipped, as one whose deadline forbids the move is.
         raise InvalidArgumentsError(
-            "run_at", f"{run_at.isoformat()} moved by {offset} is past year 9999"
+            "run_at", f"{run_at.isoformat()} moved by {offset} is outside the years 1-9999"
         ) from None
 
 

@@ -385,14 +385,15 @@ class ScheduledJobAdmin(JobAdminBase):
             by = bulk.Operator(_actor(request), form.cleaned_data["reason"])
             if form.cleaned_data["mode"] == BulkRescheduleForm.BY:
                 result = bulk.shift_jobs(queryset, offset=form.cleaned_data["offset"], by=by)
+                beyond = "past their deadline, or beyond the years 1-9999"
             else:
                 result = bulk.reschedule_jobs(queryset, to=form.cleaned_data["run_at"], by=by)
+                beyond = "past their deadline"
             self._report(
                 request,
                 "Rescheduled",
                 result,
-                "were not scheduled or enqueued, or may not run at that time (past their "
-                "deadline or year 9999)",
+                f"were not scheduled or enqueued, or may not run at that time ({beyond})",
             )
             return None
         select_across = request.POST.get("select_across") == "1"

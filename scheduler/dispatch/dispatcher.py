@@ -218,9 +218,18 @@ class Dispatcher:
         }
         return sorted(self._refused_queues)
 
-    def _lost_database(self) -> None:
-        """PostgreSQL is out of reach: no lease is judged until it is back, and a lease more."""
+    def _lost_database(self, error: Exception) -> bool:
+        """Whether ``error`` says PostgreSQL is out of reach; then no lease is judged until
+        it is back, and a lease more.
+
+        Only a connection error (refused, dropped, failed over) does: one statement's own
+        failure (a protected row, a constraint) would hold leases back for ever, and
+        waiting does not mend it.
+        """
+        if not isinstance(error, OperationalError | InterfaceError):
+            return False
         self._judge_leases_from = math.inf
+        return True
 
     def _reached_database(self) -> None:
         """PostgreSQL answered: if it had been out of reach, leases are judged a lease later."""
@@ -254,10 +263,7 @@ class Dispatcher:
                     self._next_purge = -math.inf
         except Exception as error:
             # Whatever recovery hit (PostgreSQL out of reach, or a bug), due jobs still go.
-            # Only an unreachable PostgreSQL holds leases back: a statement's own failure
-            # (a protected row, a constraint) would keep them from being judged for ever.
-            if isinstance(error, OperationalError | InterfaceError):
-                self._lost_database()
+            if self._lost_database(error):
                 result.outage = True
             result.errors.append(f"recovery: {type(error).__name__}: {error}")
             logger.exception("dispatcher recovery failed dispatcher=%s", self.name)
@@ -346,10 +352,9 @@ class Dispatcher:
                 # A short batch means nothing more is waiting.
                 if batch.taken < batch_size or batch.outage or time.monotonic() >= until:
                     return sent, failed
-        except DatabaseError as error:
-            self._lost_database()
+        except (DatabaseError, InterfaceError) as error:
             result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
-            result.outage = True
+            result.outage = self._lost_database(error) or result.outage
             logger.exception("dispatcher batch failed dispatcher=%s", self.name)
             return sent, failed
 
@@ -405,6 +410,6 @@ class Dispatcher:
                 recovered=result.resent + result.leases_expired,
                 errors=result.errors,
             )
-        except DatabaseError:
-            self._lost_database()
+        except (DatabaseError, InterfaceError) as error:
+            self._lost_database(error)
             logger.exception("dispatcher heartbeat failed dispatcher=%s", self.name)

@@ -13,13 +13,14 @@
 Indexes are built and dropped CONCURRENTLY (no write lock on a big table), so the
 migration is not atomic. The unique index is swapped without a moment unenforced:
 the new one is built beside the old one, then takes its name. Run again after an
-interruption, the migration builds the new one again: PostgreSQL leaves an interrupted
-build behind, INVALID.
+interruption, the migration completes (``_concurrently``).
 """
 
 import django.db.models.deletion
 from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
 from django.db import migrations, models
+
+from scheduler.migrations._concurrently import swap_index
 
 ACTIVE_KEY = "scheduler_job_unique_active_key"
 
@@ -34,25 +35,15 @@ class Migration(migrations.Migration):
     operations = [
         migrations.SeparateDatabaseAndState(
             database_operations=[
-                migrations.RunSQL(
-                    sql=[
-                        # What an interrupted run left, maybe INVALID: built again.
-                        f"DROP INDEX CONCURRENTLY IF EXISTS {ACTIVE_KEY}_new",
-                        f"CREATE UNIQUE INDEX CONCURRENTLY {ACTIVE_KEY}_new "
-                        "ON scheduler_scheduledjob (unique_key) "
-                        "WHERE status IN ('scheduled', 'enqueued', 'running') "
-                        "AND unique_key IS NOT NULL",
-                        f"DROP INDEX CONCURRENTLY IF EXISTS {ACTIVE_KEY}",
-                        f"ALTER INDEX {ACTIVE_KEY}_new RENAME TO {ACTIVE_KEY}",
-                    ],
-                    reverse_sql=[
-                        f"DROP INDEX CONCURRENTLY IF EXISTS {ACTIVE_KEY}_old",
-                        f"CREATE UNIQUE INDEX CONCURRENTLY {ACTIVE_KEY}_old "
-                        "ON scheduler_scheduledjob (unique_key) "
-                        "WHERE status IN ('scheduled', 'enqueued', 'running')",
-                        f"DROP INDEX CONCURRENTLY IF EXISTS {ACTIVE_KEY}",
-                        f"ALTER INDEX {ACTIVE_KEY}_old RENAME TO {ACTIVE_KEY}",
-                    ],
+                swap_index(
+                    ACTIVE_KEY,
+                    create="CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {name} "
+                    "ON scheduler_scheduledjob (unique_key) "
+                    "WHERE status IN ('scheduled', 'enqueued', 'running') "
+                    "AND unique_key IS NOT NULL",
+                    create_back="CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {name} "
+                    "ON scheduler_scheduledjob (unique_key) "
+                    "WHERE status IN ('scheduled', 'enqueued', 'running')",
                 ),
             ],
             state_operations=[

@@ -6,11 +6,13 @@
 - The due index orders by (run_at, id), the order of the dispatcher's claim, so that no
   other index can serve it. Built CONCURRENTLY beside the old one, which it then
   replaces, so the dispatcher is never without it and writes are never blocked: the
-  migration is not atomic. Run again after an interruption, it builds the new index
-  again: PostgreSQL leaves an interrupted build behind, INVALID.
+  migration is not atomic. Run again after an interruption, it completes
+  (``_concurrently``).
 """
 
 from django.db import migrations, models
+
+from scheduler.migrations._concurrently import swap_index
 
 DUE = "scheduler_job_due_idx"
 
@@ -39,22 +41,12 @@ class Migration(migrations.Migration):
     operations = [
         migrations.SeparateDatabaseAndState(
             database_operations=[
-                migrations.RunSQL(
-                    sql=[
-                        # What an interrupted run left, maybe INVALID: built again.
-                        f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}_new",
-                        f"CREATE INDEX CONCURRENTLY {DUE}_new "
-                        "ON scheduler_scheduledjob (run_at, id) WHERE status = 'scheduled'",
-                        f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}",
-                        f"ALTER INDEX {DUE}_new RENAME TO {DUE}",
-                    ],
-                    reverse_sql=[
-                        f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}_old",
-                        f"CREATE INDEX CONCURRENTLY {DUE}_old "
-                        "ON scheduler_scheduledjob (run_at) WHERE status = 'scheduled'",
-                        f"DROP INDEX CONCURRENTLY IF EXISTS {DUE}",
-                        f"ALTER INDEX {DUE}_old RENAME TO {DUE}",
-                    ],
+                swap_index(
+                    DUE,
+                    create="CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} "
+                    "ON scheduler_scheduledjob (run_at, id) WHERE status = 'scheduled'",
+                    create_back="CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} "
+                    "ON scheduler_scheduledjob (run_at) WHERE status = 'scheduled'",
                 ),
             ],
             state_operations=[

@@ -7,8 +7,9 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     # Operators' controls (issue 10): the audit trail and the attempts' task name for
-    # monitoring. The indexes the admin's pages read are built CONCURRENTLY by 0010: in
-    # a migration of their own, so that this one stays atomic and can be run again.
+    # monitoring. 0010 fills in the task names of earlier attempts and builds the
+    # indexes the admin's pages read CONCURRENTLY: not here, where the new column's
+    # write lock would be held as long, and a run interrupted could not be run again.
 
     dependencies = [
         ('scheduler', '0006_dispatcher'),
@@ -34,12 +35,6 @@ class Migration(migrations.Migration):
             model_name='jobattempt',
             name='task_name',
             field=models.CharField(blank=True, db_default='', default='', max_length=255),
-        ),
-        # Attempts recorded before the copy existed get their job's task name.
-        migrations.RunSQL(
-            "UPDATE scheduler_jobattempt AS attempt SET task_name = job.task_name "
-            "FROM scheduler_scheduledjob AS job WHERE job.id = attempt.job_id",
-            migrations.RunSQL.noop,
         ),
         migrations.AddField(
             model_name='auditentry',

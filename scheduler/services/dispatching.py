@@ -17,7 +17,7 @@ from django.db.models import BooleanField, QuerySet
 from django.db.models.expressions import RawSQL
 
 from scheduler import signals, states
-from scheduler.conf import scheduler_settings
+from scheduler.conf import MAX_RESEND_WAIT_SECONDS, scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
 from scheduler.services.transitions import (
     BACK_TO_WAITING,
@@ -32,10 +32,9 @@ from scheduler.services.transitions import (
 
 logger = logging.getLogger(__name__)
 
-#: The longest wait between two copies of an unclaimed job's message: half the one-day
-#: retention of the queue (``scheduler_create_queue``), so that however long workers
-#: are away, a copy is always waiting in SQS for them.
-MAX_RESEND_WAIT = timedelta(hours=12)
+#: The longest wait between two copies of an unclaimed job's message (see
+#: :data:`scheduler.conf.MAX_RESEND_WAIT_SECONDS`).
+MAX_RESEND_WAIT = timedelta(seconds=MAX_RESEND_WAIT_SECONDS)
 
 
 class Pending(NamedTuple):

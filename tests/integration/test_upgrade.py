@@ -174,3 +174,72 @@ def test_a_migration_run_again_after_an_interrupted_index_build_builds_a_valid_i
         [(valid, definition)] = cursor.fetchall()
     assert valid
     assert f"INDEX {index} ON public.scheduler_scheduledjob USING btree {columns}" in definition
+
+
+@pytest.mark.parametrize(
+    ("migration", "before", "index", "built", "definition"),
+    [
+        (
+            "0006",
+            "0005",
+            "scheduler_job_due_idx",
+            "scheduler_job_due_idx_new",
+            "(run_at, id) WHERE status = 'scheduled'",
+        ),
+        (
+            "0010",
+            "0009",
+            "scheduler_job_failed_idx",
+            "scheduler_job_failed_idx",
+            "(finished_at) WHERE status = 'failed'",
+        ),
+    ],
+)
+def test_a_migration_run_again_keeps_the_valid_index_a_run_built(
+    new_database_url: str, migration: str, before: str, index: str, built: str, definition: str
+) -> None:
+    # Interrupted after the build: 0006 once the old index was dropped, before the new
+    # one took its name. Dropping the valid one to build it again would leave the table
+    # without either for the whole build.
+    _create_database(new_database_url)
+    _manage(new_database_url, "migrate", "django_celery_beat")
+    _manage(new_database_url, "migrate", "scheduler", before)
+    with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
+        cursor.execute(f"DROP INDEX IF EXISTS {index}")
+        cursor.execute(f"CREATE INDEX {built} ON scheduler_scheduledjob {definition}")
+        cursor.execute("SELECT %s::regclass::oid", [built])
+        (oid,) = cursor.fetchone()
+    _manage(new_database_url, "migrate", "scheduler", migration)
+    with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.oid, i.indisvalid FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname LIKE %s",
+            [f"{index}%"],
+        )
+        assert cursor.fetchall() == [(oid, True)]  # the same index, under its own name
+
+
+def test_attempts_recorded_before_the_task_name_column_get_their_jobs(
+    new_database_url: str,
+) -> None:
+    _create_database(new_database_url)
+    _manage(new_database_url, "migrate", "django_celery_beat")
+    _manage(new_database_url, "migrate", "scheduler", "0006")
+    with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
+        row = {**JOB_0_1, "status": "succeeded"}
+        cursor.execute(
+            f"INSERT INTO scheduler_scheduledjob ({', '.join(row)}) "
+            f"VALUES ({', '.join(['%s'] * len(row))}) RETURNING id",
+            list(row.values()),
+        )
+        (job_id,) = cursor.fetchone()
+        attempt = {**ATTEMPT_0_1, "job_id": job_id, "dispatch_token": str(uuid.uuid4())}
+        cursor.execute(
+            f"INSERT INTO scheduler_jobattempt ({', '.join(attempt)}) "
+            f"VALUES ({', '.join(['%s'] * len(attempt))})",
+            list(attempt.values()),
+        )
+    _manage(new_database_url, "migrate", "scheduler", "0010")
+    with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT task_name FROM scheduler_jobattempt")
+        assert cursor.fetchall() == [(JOB_0_1["task_name"],)]

@@ -56,6 +56,7 @@ def test_defaults_pass():
         # Accepted, each failed at run time: timedelta or the back-off overflowed, int4 did.
         ({"SCHEDULER_LEASE_SECONDS": 86_401}, "scheduler.E001"),
         ({"SCHEDULER_STALE_AFTER_SECONDS": 10**14}, "scheduler.E001"),
+        ({"SCHEDULER_STALE_AFTER_SECONDS": 12 * 3600 + 1}, "scheduler.E001"),
         ({"SCHEDULER_RETRY_BACKOFF_SECONDS": 2_592_001}, "scheduler.E001"),
         ({"SCHEDULER_RETRY_BACKOFF_MAX_SECONDS": 2_592_001}, "scheduler.E001"),
         ({"SCHEDULER_DEFAULT_MAX_ATTEMPTS": 2**31}, "scheduler.E001"),

@@ -55,3 +55,22 @@ def test_a_foreign_key_that_lets_the_job_go_is_not_warned(on_delete, db_constrai
                 app_label = "testapp"
 
         assert check_purge_not_blocked(app_configs=isolated.get_app_configs()) == []
+
+
+def test_a_foreign_key_to_a_proxy_of_a_job_is_warned():
+    with isolate_apps("tests.testapp") as isolated:
+
+        class Job(ScheduledJob):
+            class Meta:
+                app_label = "testapp"
+                proxy = True
+
+        class Invoice(models.Model):
+            job = models.ForeignKey(Job, on_delete=models.PROTECT)
+
+            class Meta:
+                app_label = "testapp"
+
+        [warning] = check_purge_not_blocked(app_configs=isolated.get_app_configs())
+
+    assert warning.obj is Invoice._meta.get_field("job")
