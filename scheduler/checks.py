@@ -3,7 +3,6 @@ tables live on the default database, with aware datetimes, on a connection that 
 up on a primary that stopped answering; no model keeps finished jobs from being purged."""
 
 from collections.abc import Callable, Sequence
-from itertools import product
 from typing import Any
 
 from celery.utils.imports import symbol_by_name
@@ -194,6 +193,16 @@ def check_database_timeouts(
 _PURGED_MODELS = (ScheduledJob, JobAttempt)
 
 
+def _purged_target(field: "models.ForeignKey[Any, Any]") -> type[models.Model] | None:
+    """The model the purge deletes that ``field`` references, if any (a proxy of a job
+    is the job's row)."""
+    related = field.related_model
+    if not (isinstance(related, type) and issubclass(related, models.Model)):
+        return None
+    concrete = related._meta.concrete_model
+    return concrete if concrete in _PURGED_MODELS else None
+
+
 @register()
 def check_purge_not_blocked(
     app_configs: Sequence[AppConfig] | None = None,
@@ -203,15 +212,11 @@ def check_purge_not_blocked(
     warnings: list[CheckMessage] = []
     for config in apps.get_app_configs() if app_configs is None else app_configs:
         for model in config.get_models():
-            for field, target in product(model._meta.local_fields, _PURGED_MODELS):
-                related = field.related_model
-                # A proxy of a job is the job's row.
-                if not (
-                    isinstance(field, models.ForeignKey)
-                    and isinstance(related, type)
-                    and issubclass(related, models.Model)
-                    and related._meta.concrete_model is target
-                ):
+            for field in model._meta.local_fields:
+                if not isinstance(field, models.ForeignKey):
+                    continue
+                target = _purged_target(field)
+                if target is None:
                     continue
                 on_delete = field.remote_field.on_delete
                 # DO_NOTHING leaves the database's own constraint to refuse the delete.

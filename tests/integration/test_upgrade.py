@@ -61,18 +61,22 @@ HEARTBEAT_0_1 = {
 }
 
 
-def _insert_0_1(model, row):
+def _insert(cursor, model, row):
     """0.1.0's INSERT of ``row`` into ``model``'s table; the new row's primary key."""
-    table = model._meta.db_table
     columns = ", ".join(row)
     placeholders = ", ".join(["%s"] * len(row))
-    pk = model._meta.pk.column
+    cursor.execute(
+        f"INSERT INTO {model._meta.db_table} ({columns}) VALUES ({placeholders}) "
+        f"RETURNING {model._meta.pk.column}",
+        list(row.values()),
+    )
+    return cursor.fetchone()[0]
+
+
+def _insert_0_1(model, row):
+    """:func:`_insert` on the test's database."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) RETURNING {pk}",
-            list(row.values()),
-        )
-        return cursor.fetchone()[0]
+        return _insert(cursor, model, row)
 
 
 def test_rows_written_by_0_1_get_the_new_columns_defaults():
@@ -112,11 +116,8 @@ def test_migrating_back_to_0_1_keeps_every_job(new_database_url: str) -> None:
     statuses = ["scheduled", "enqueued", "running", "succeeded", "failed", "cancelled", "expired"]
     with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
         for status in statuses:
-            row = {**JOB_0_1, "status": status, **IN_FLIGHT.get(status, {})}
-            cursor.execute(
-                f"INSERT INTO scheduler_scheduledjob ({', '.join(row)}) "
-                f"VALUES ({', '.join(['%s'] * len(row))})",
-                list(row.values()),
+            _insert(
+                cursor, ScheduledJob, {**JOB_0_1, "status": status, **IN_FLIGHT.get(status, {})}
             )
 
     # 0.1.0 has no "expired": such a job did not run and never will, as a failed one.
@@ -129,6 +130,13 @@ def test_migrating_back_to_0_1_keeps_every_job(new_database_url: str) -> None:
     assert all(error == "" for _, error in rows[:-1])
 
     _manage(new_database_url, "migrate")  # and forward again
+
+
+def _migrated_to(database_url: str, migration: str) -> None:
+    """A new database with the scheduler's tables as of ``migration``."""
+    _create_database(database_url)
+    _manage(database_url, "migrate", "django_celery_beat")  # the dispatch schedule's
+    _manage(database_url, "migrate", "scheduler", migration)
 
 
 def _create_database(database_url: str) -> None:
@@ -155,9 +163,7 @@ def test_a_migration_run_again_after_an_interrupted_index_build_builds_a_valid_i
     # 0006 found theirs there (IF NOT EXISTS), dropped the valid old index and gave the
     # invalid one its name: the dispatcher's claim read the whole table, or the unique
     # key lost its index. 0007, which built the admin's, stopped at its first step.
-    _create_database(new_database_url)
-    _manage(new_database_url, "migrate", "django_celery_beat")  # the dispatch schedule's
-    _manage(new_database_url, "migrate", "scheduler", before)
+    _migrated_to(new_database_url, before)
     with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
         cursor.execute(f"CREATE INDEX {index}{leftover} ON scheduler_scheduledjob (id)")
         cursor.execute(
@@ -201,9 +207,7 @@ def test_a_migration_run_again_keeps_the_valid_index_a_run_built(
     # Interrupted after the build: 0006 once the old index was dropped, before the new
     # one took its name. Dropping the valid one to build it again would leave the table
     # without either for the whole build.
-    _create_database(new_database_url)
-    _manage(new_database_url, "migrate", "django_celery_beat")
-    _manage(new_database_url, "migrate", "scheduler", before)
+    _migrated_to(new_database_url, before)
     with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
         cursor.execute(f"DROP INDEX IF EXISTS {index}")
         cursor.execute(f"CREATE INDEX {built} ON scheduler_scheduledjob {definition}")
@@ -222,23 +226,11 @@ def test_a_migration_run_again_keeps_the_valid_index_a_run_built(
 def test_attempts_recorded_before_the_task_name_column_get_their_jobs(
     new_database_url: str,
 ) -> None:
-    _create_database(new_database_url)
-    _manage(new_database_url, "migrate", "django_celery_beat")
-    _manage(new_database_url, "migrate", "scheduler", "0006")
+    _migrated_to(new_database_url, "0006")
     with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
-        row = {**JOB_0_1, "status": "succeeded"}
-        cursor.execute(
-            f"INSERT INTO scheduler_scheduledjob ({', '.join(row)}) "
-            f"VALUES ({', '.join(['%s'] * len(row))}) RETURNING id",
-            list(row.values()),
-        )
-        (job_id,) = cursor.fetchone()
+        job_id = _insert(cursor, ScheduledJob, {**JOB_0_1, "status": "succeeded"})
         attempt = {**ATTEMPT_0_1, "job_id": job_id, "dispatch_token": str(uuid.uuid4())}
-        cursor.execute(
-            f"INSERT INTO scheduler_jobattempt ({', '.join(attempt)}) "
-            f"VALUES ({', '.join(['%s'] * len(attempt))})",
-            list(attempt.values()),
-        )
+        _insert(cursor, JobAttempt, attempt)
     _manage(new_database_url, "migrate", "scheduler", "0010")
     with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
         cursor.execute("SELECT task_name FROM scheduler_jobattempt")
