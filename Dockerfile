@@ -1,7 +1,11 @@
 # The image of the web, worker and beat services in docker-compose.yml.
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# DJANGO_DEBUG off unless a deployment turns it on (docker-compose.yml does, for
+# development): an image started without its settings then refuses to run without
+# DJANGO_SECRET_KEY, rather than serving debug pages with a key everyone knows.
+ENV DJANGO_DEBUG=false \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -14,6 +18,10 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY . .
+
+# The admin's CSS and scripts, in /app/staticfiles for the web server or CDN to serve at
+# /static/: with DJANGO_DEBUG off, Django does not serve them itself.
+RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
 
 # Celery refuses nothing as root but warns; no service here needs root.
 RUN useradd --create-home --uid 10001 app

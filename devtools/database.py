@@ -167,7 +167,11 @@ def _initialise(data_dir: Path, user: str | None) -> None:
     if (data_dir / "PG_VERSION").exists():
         return
     if data_dir.exists():
-        # A half-made cluster (initdb interrupted) cannot be repaired; nothing is in it.
+        if not _half_made_cluster(data_dir):
+            raise EmbeddedPostgresError(
+                f"{data_dir} is not a PostgreSQL data folder: name a new or empty one"
+            )
+        # initdb was interrupted: its cluster cannot be repaired, and no data is in it yet.
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     data_dir.chmod(0o700)
@@ -193,6 +197,15 @@ def _initialise(data_dir: Path, user: str | None) -> None:
             # A development server: losing the last commits in an OS crash is fine.
             "synchronous_commit = off\n"
         )
+
+
+def _half_made_cluster(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds only what initdb writes (or nothing): the folder is
+    named by ``--pgdata``, and anything else in it is someone's to keep."""
+    return all(
+        entry.name in {"base", "global"} or entry.name.startswith(("pg_", "postgresql"))
+        for entry in data_dir.iterdir()
+    )
 
 
 def _pg_ctl(

@@ -1,11 +1,14 @@
 """Helpers for tests of projects that use the scheduler (and for the scheduler's own)."""
 
+import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import cast
 from uuid import UUID
 
+from django.db import connection
 from django.db.models import Min
 from django.utils import timezone
 
@@ -20,6 +23,8 @@ from scheduler.worker.task import SchedulerTask
 
 #: The worker name recorded on the attempts that run_due_jobs runs.
 TESTING_WORKER = "scheduler.testing"
+
+logger = logging.getLogger(__name__)
 
 
 class InMemoryPublisher:
@@ -52,6 +57,11 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
 
     Returns each job as it was after each run, in the order they ran. Raises
     RuntimeError after ``max_runs`` runs (a job that keeps scheduling itself).
+
+    Inside a test's transaction (pytest-django's ``db``, Django's ``TestCase``), which
+    never commits, what each tick and each run leaves for ``transaction.on_commit`` (the
+    scheduler's signals among it) runs once that tick or run is done, as a worker's or
+    dispatcher's commit runs it.
     """
     until = validation.aware_datetime(until or timezone.now(), "until")
     dispatcher = Dispatcher(
@@ -60,7 +70,8 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
     ran: list[ScheduledJob] = []
     tick_at = min(timezone.now(), until)
     while True:
-        dispatcher.run_once(now=tick_at)
+        with _as_if_committed():
+            dispatcher.run_once(now=tick_at)
         due = list(
             ScheduledJob.objects.filter(status=Status.ENQUEUED, run_at__lte=until)
             .order_by("run_at", "pk")
@@ -70,7 +81,8 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
             if len(ran) >= max_runs:
                 raise RuntimeError(f"run_due_jobs stopped after max_runs={max_runs} runs")
             # An enqueued job always has a token (a database constraint).
-            _deliver(task_name, JobRef(job_id=job_id, dispatch_token=cast("UUID", token)))
+            with _as_if_committed():
+                _deliver(task_name, JobRef(job_id=job_id, dispatch_token=cast("UUID", token)))
             ran.append(ScheduledJob.objects.get(pk=job_id))
         if not due:
             # Nothing was sent at tick_at: on to the next run time by ``until``, if any.
@@ -80,6 +92,31 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
             if later is None:
                 return ran
             tick_at = later
+
+
+@contextmanager
+def _as_if_committed() -> Iterator[None]:
+    """Run the on-commit callbacks registered inside, at its end, and take them off the
+    transaction: a test's would wait for a commit that never comes (and Django's
+    ``captureOnCommitCallbacks`` around the call would run them a second time).
+    Outside a transaction they run at once anyway."""
+    start = len(connection.run_on_commit)
+    yield
+    # A callback may register more, as it could after a real commit.
+    while len(connection.run_on_commit) > start:
+        # (savepoints, callback, robust), as Django keeps them (its stubs say a pair).
+        callbacks = cast(
+            "list[tuple[object, Callable[[], object], bool]]", connection.run_on_commit[start:]
+        )
+        del connection.run_on_commit[start:]
+        for _savepoints, callback, robust in callbacks:
+            if not robust:
+                callback()
+                continue
+            try:
+                callback()
+            except Exception:
+                logger.exception("on-commit callback failed callback=%r", callback)
 
 
 def _deliver(task_name: str, ref: JobRef) -> None:

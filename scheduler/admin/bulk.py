@@ -5,7 +5,9 @@ applies; a job that is not in a legal state, or that changes state meanwhile, is
 skipped rather than failing the whole batch.
 """
 
+import enum
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,12 +27,25 @@ from scheduler.models import ScheduledJob
 logger = logging.getLogger(__name__)
 
 
+class Skip(enum.Enum):
+    """Why a selected job was left as it was."""
+
+    #: Not in a state the operation applies to (maybe changed meanwhile), or gone.
+    STATE = enum.auto()
+    #: Another active job holds its unique key.
+    UNIQUE_KEY = enum.auto()
+    #: Its deadline is not after its new time: only a new deadline lets it run.
+    DEADLINE = enum.auto()
+    #: Its new time would be outside the years 1-9999.
+    OUT_OF_RANGE = enum.auto()
+
+
 @dataclass(frozen=True)
 class BulkResult:
-    """How many of the selected jobs changed, and how many were left as they were."""
+    """How many of the selected jobs changed, and why the others were left as they were."""
 
     changed: int
-    skipped: int
+    skipped: Counter[Skip]
 
 
 class Who(TypedDict):
@@ -107,6 +122,7 @@ def _each(
 ) -> BulkResult:
     selected = jobs.count()
     changed = 0
+    skipped: Counter[Skip] = Counter()
     candidates = jobs.filter(status__in=allowed).order_by("pk").values_list("pk", "run_at")
     for pk, run_at in candidates.iterator():
         try:
@@ -119,10 +135,23 @@ def _each(
             JobNotFoundError,
             InvalidArgumentsError,
         ) as error:
-            # The job moved on, its key was taken, or its deadline forbids the move.
+            skipped[_skip(error)] += 1
             logger.info("bulk job skipped operation=%s job_id=%s reason=%s", operation, pk, error)
-    result = BulkResult(changed=changed, skipped=selected - changed)
+    # Not among the candidates, or answered False (cancelled by another request first).
+    skipped[Skip.STATE] += selected - changed - skipped.total()
+    result = BulkResult(changed=changed, skipped=+skipped)
     logger.info(
-        "bulk jobs operation=%s changed=%s skipped=%s", operation, result.changed, result.skipped
+        "bulk jobs operation=%s changed=%s skipped=%s",
+        operation,
+        result.changed,
+        {reason.name.lower(): count for reason, count in result.skipped.items()},
     )
     return result
+
+
+def _skip(error: Exception) -> Skip:
+    if isinstance(error, DuplicateJobError):
+        return Skip.UNIQUE_KEY
+    if isinstance(error, InvalidArgumentsError):
+        return Skip.DEADLINE if error.field == "deadline" else Skip.OUT_OF_RANGE
+    return Skip.STATE

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.db.models.expressions import RawSQL
@@ -38,6 +39,49 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     @property
     def is_capped(self) -> bool:
         return self.count > COUNT_LIMIT
+
+
+class JobChangeList(ChangeList):
+    """Django's list, whose date drill-down also reaches the calendar's last period."""
+
+    @override
+    def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The list's lookups; a drill-down to a period that ends past year 9999 (a job
+        at a "never" time) becomes "from its start": Django's bounds overflow there."""
+        lookups: dict[str, Any] = super().get_filters_params(params)
+        names = [f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")]
+        year, month, day = (lookups[name][-1] if lookups.get(name) else None for name in names)
+        start = _period_start_if_last(year, month, day) if year is not None else None
+        if start is not None:
+            for name in names:
+                lookups.pop(name, None)
+            lookups[f"{self.date_hierarchy}__gte"] = [start]
+        return lookups
+
+
+def _period_start_if_last(year: str, month: str | None, day: str | None) -> datetime | None:
+    """The start of the drill-down's period if its end is past year 9999, else None
+    (and for a period that is no date, which Django itself refuses)."""
+    zone = timezone.get_current_timezone() if scheduler_settings.uses_time_zones() else None
+    try:
+        start = datetime(int(year), int(month or 1), int(day or 1), tzinfo=zone)
+    except ValueError:
+        return None
+    return start if period_end(start, month=bool(month), day=bool(day)) is None else None
+
+
+def period_end(start: datetime, *, month: bool, day: bool) -> datetime | None:
+    """Where the drill-down's year, month or day that begins at ``start`` ends; None
+    for the calendar's last (it would end in year 10000)."""
+    try:
+        if day:
+            return start + timedelta(days=1)
+        if month:
+            # From the first of a month, 32 days is always in the next one.
+            return (start + timedelta(days=32)).replace(day=1)
+        return start.replace(year=start.year + 1)
+    except (OverflowError, ValueError):
+        return None
 
 
 class _FieldEqualsFilter(admin.SimpleListFilter):

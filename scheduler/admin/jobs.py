@@ -17,7 +17,6 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
@@ -46,7 +45,7 @@ from scheduler.admin.forms import (
     reason_field,
 )
 from scheduler.admin.readonly import ReadOnlyAdminMixin
-from scheduler.exceptions import SchedulerError
+from scheduler.exceptions import InvalidTransitionError, SchedulerError
 from scheduler.models import AuditEntry, JobAttempt, Pause, ScheduledJob
 
 logger = logging.getLogger(__name__)
@@ -54,6 +53,12 @@ logger = logging.getLogger(__name__)
 #: Seconds between reloads of the monitoring page.
 MONITORING_REFRESH_SECONDS = 30
 _SHORT_ERROR_LENGTH = 80
+#: Why the list's actions skip jobs, in their messages (the state's reason is the action's).
+_SKIPPED_BECAUSE = {
+    bulk.Skip.UNIQUE_KEY: "whose unique key an active job holds",
+    bulk.Skip.DEADLINE: "past their deadline (give each a new one on its page)",
+    bulk.Skip.OUT_OF_RANGE: "that would move beyond the years 1-9999",
+}
 
 ADMIN_CSS = {"all": ("scheduler/admin.css",)}
 
@@ -215,8 +220,8 @@ class ScheduledJobAdmin(JobAdminBase):
     # --- permissions ------------------------------------------------------------------
 
     def has_change_permission(self, request: HttpRequest, obj: ScheduledJob | None = None) -> bool:
-        """Change permission; a job that left ``scheduled`` is read-only."""
-        if obj is not None and obj.status != ScheduledJob.Status.SCHEDULED:
+        """Change permission; a job that started or ended is read-only."""
+        if obj is not None and obj.status not in states.RESCHEDULE.sources:
             return False
         return super().has_change_permission(request, obj)
 
@@ -226,6 +231,10 @@ class ScheduledJobAdmin(JobAdminBase):
         return False
 
     # --- list -------------------------------------------------------------------------
+
+    @override
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[changelist.JobChangeList]:
+        return changelist.JobChangeList
 
     @override
     def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
@@ -353,24 +362,19 @@ class ScheduledJobAdmin(JobAdminBase):
     @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel_selected(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
         result = bulk.cancel_jobs(queryset, by=_operator(request))
-        self._report(request, "Cancelled", result, "were not scheduled or enqueued")
+        self._report(request, "Cancelled", result, "not scheduled or enqueued")
 
     @admin.action(description="Run selected jobs now", permissions=["change"])
     def run_selected_now(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
         result = bulk.run_jobs_now(queryset, by=_operator(request))
-        self._report(request, "Set to run now", result, "were running or succeeded")
+        self._report(request, "Set to run now", result, "running or succeeded")
 
     @admin.action(
         description="Retry selected failed, cancelled or expired jobs", permissions=["change"]
     )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
         result = bulk.retry_jobs(queryset, by=_operator(request))
-        self._report(
-            request,
-            "Retried",
-            result,
-            "were not failed, cancelled or expired, or whose unique key an active job holds",
-        )
+        self._report(request, "Retried", result, "not failed, cancelled or expired")
 
     @admin.action(description="Reschedule selected jobs…", permissions=["change"])
     def reschedule_selected(
@@ -385,16 +389,9 @@ class ScheduledJobAdmin(JobAdminBase):
             by = bulk.Operator(_actor(request), form.cleaned_data["reason"])
             if form.cleaned_data["mode"] == BulkRescheduleForm.BY:
                 result = bulk.shift_jobs(queryset, offset=form.cleaned_data["offset"], by=by)
-                beyond = "past their deadline, or beyond the years 1-9999"
             else:
                 result = bulk.reschedule_jobs(queryset, to=form.cleaned_data["run_at"], by=by)
-                beyond = "past their deadline"
-            self._report(
-                request,
-                "Rescheduled",
-                result,
-                f"were not scheduled or enqueued, or may not run at that time ({beyond})",
-            )
+            self._report(request, "Rescheduled", result, "not scheduled or enqueued")
             return None
         select_across = request.POST.get("select_across") == "1"
         context = {
@@ -433,11 +430,17 @@ class ScheduledJobAdmin(JobAdminBase):
         return super().response_action(request, queryset)
 
     def _report(
-        self, request: HttpRequest, verb: str, result: bulk.BulkResult, skipped_because: str
+        self, request: HttpRequest, verb: str, result: bulk.BulkResult, not_applicable: str
     ) -> None:
+        """``verb`` N jobs; skipped M, by reason (``not_applicable``: the state's)."""
         message = f"{verb} {result.changed} job{'s' if result.changed != 1 else ''}"
-        if result.skipped:
-            message += f"; skipped {result.skipped} that {skipped_because}"
+        why = {**_SKIPPED_BECAUSE, bulk.Skip.STATE: not_applicable}
+        reasons = [(result.skipped[each], why[each]) for each in bulk.Skip if result.skipped[each]]
+        if len(reasons) == 1:
+            message += "; skipped {} {}".format(*reasons[0])
+        elif reasons:
+            listed = ", ".join(f"{count} {reason}" for count, reason in reasons)
+            message += f"; skipped {result.skipped.total()}: {listed}"
         level = messages.SUCCESS if result.changed else messages.WARNING
         self.message_user(request, f"{message}.", level)
 
@@ -502,7 +505,18 @@ class ScheduledJobAdmin(JobAdminBase):
 
     def resume_view(self, request: HttpRequest, pause_id: int) -> HttpResponse:
         """Lift one pause (from the monitoring page); its held jobs run, oldest first."""
-        paused = get_object_or_404(Pause, pk=pause_id)
+        paused = Pause.objects.filter(pk=pause_id).first()
+        if paused is None:
+            if not self._may_operate(request):
+                raise PermissionDenied
+            # Another operator lifted it since this page was loaded (it reloads every
+            # MONITORING_REFRESH_SECONDS): say so, not "Not Found".
+            self.message_user(
+                request,
+                "That pause was lifted already, after the page was loaded: nothing was changed.",
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(_monitoring_url())
 
         def resume(_data: dict[str, Any], who: bulk.Who) -> str:
             services.resume(paused.task_name or None, paused.queue or None, **who)
@@ -548,6 +562,18 @@ class ScheduledJobAdmin(JobAdminBase):
             status = (
                 ScheduledJob.objects.filter(pk=object_id).values_list("status", flat=True).first()
             )
+            if request.method == "POST" and status not in (None, *states.RESCHEDULE.sources):
+                # Started or ended since the page was loaded: Django would answer a 403,
+                # as if the operator lacked a permission.
+                refusal = InvalidTransitionError(
+                    job_id=int(object_id),
+                    action="reschedule",
+                    status=str(status),
+                    allowed=states.RESCHEDULE.sources,
+                )
+                logger.info("admin change refused job_id=%s reason=%s", object_id, refusal)
+                self.message_user(request, str(refusal), messages.ERROR)
+                return HttpResponseRedirect(request.get_full_path())
             context.update(
                 retry_form=RetryJobForm() if status in states.RETRY.sources else None,
                 resend_form=ReasonForm() if status in states.RESEND.sources else None,
@@ -562,7 +588,7 @@ class ScheduledJobAdmin(JobAdminBase):
             return HttpResponseRedirect(request.get_full_path())
 
     def _may_operate(self, request: HttpRequest) -> bool:
-        # The model-wide permission: the job-level one is False once a job left scheduled.
+        # The model-wide permission: the job-level one is False once a job has started.
         return super().has_change_permission(request)
 
     def _operate(

@@ -16,7 +16,8 @@ app's ``tasks.py``, where Celery's autodiscovery finds them (as for Celery tasks
 
 Not supported, with the framework's own clear error: ``priority`` (SQS has none; jobs
 start at their time, in ``run_after`` order). Retries follow the scheduler's back-off up
-to ``OPTIONS["MAX_ATTEMPTS"]`` (default ``SCHEDULER_DEFAULT_MAX_ATTEMPTS``).
+to ``OPTIONS["MAX_ATTEMPTS"]`` (default ``SCHEDULER_DEFAULT_MAX_ATTEMPTS``); a return
+value JSON cannot hold fails the job at once, as in ``django.tasks``.
 """
 
 # Annotations stay text: Django 6.0's Task and TaskResult are not generic at run time.
@@ -96,9 +97,14 @@ class SchedulerBackendTask(Task):  # type: ignore[type-arg]
 def _declare(task: SchedulerBackendTask) -> None:
     """Make ``task`` a Celery task named after its module path (once per path)."""
     name = task.module_path
-    known = name in _declared
+    declared = _declared.get(name)
+    if declared is not None and declared.func is task.func:
+        # A copy that .using() made, with another call's run_after, queue or backend: the
+        # worker runs, and get_result() shows, the task as declared.
+        return
+    # A first declaration, or the function's module imported again (a new function).
     _declared[name] = task
-    if known:
+    if declared is not None:
         return
 
     def run(celery_task: CeleryTask[Any, Any], *args: Any, **kwargs: Any) -> Any:
@@ -114,7 +120,9 @@ def _execute(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
-    """The Celery task's body: call the function, with its context if it takes one."""
+    """The Celery task's body: call the function, with its context if it takes one.
+
+    A return value JSON cannot hold fails the job at once (no retry runs it again)."""
     run = job_run(celery_task)
     backend = task.get_backend()
     result = backend.get_result(str(run.job.pk)) if run is not None else None
@@ -123,8 +131,17 @@ def _execute(
     if task.takes_context:
         if result is None:
             raise InvalidTask(f"{task.module_path} takes a context, so it runs only as a job")
-        return normalize_json(task.call(TaskContext(task_result=result), *args, **kwargs))
-    return normalize_json(task.call(*args, **kwargs))
+        value = task.call(TaskContext(task_result=result), *args, **kwargs)
+    else:
+        value = task.call(*args, **kwargs)
+    try:
+        return normalize_json(value)
+    except (TypeError, ValueError):
+        # The function has run: as django.tasks' ImmediateBackend, the task fails, and
+        # no retry repeats its effects for a result that could never be kept.
+        if run is not None:
+            run.final = True
+        raise
 
 
 class SchedulerBackend(BaseTaskBackend):

@@ -3,7 +3,7 @@
 Every figure comes from the tables, not from counters in the memory of one process, so
 it is the same whichever web process Prometheus reaches, however many workers and
 dispatchers run, and it survives their restarts: no multiprocess directory, nothing to
-aggregate. A scrape costs at most seven index-served queries and one SQS call (the
+aggregate. A scrape costs at most eight index-served queries and one SQS call (the
 dead-letter queue's depth), whatever the number of rows.
 
 Include the view in the project's URLs (``path("metrics", metrics.view)``). It is open
@@ -161,6 +161,32 @@ class SchedulerCollector:
             )
         yield lateness
         yield outcomes
+        yield self._failed_attempts(window, seconds)
+
+    def _failed_attempts(self, window: timedelta, seconds: str) -> Metric:
+        """The attempts that ended badly in the window, by when they ended: a killed
+        job's lease expires a lease after its last heartbeat, maybe an hour after it
+        started, when the attempts started in the window no longer show it."""
+        failed = GaugeMetricFamily(
+            "scheduler_job_attempts_failed",
+            f"Attempts that ended in error or lease_expired in the last {seconds}, by task "
+            "and outcome, however long ago they started.",
+            labels=["task", "outcome"],
+        )
+        # On the partial index of exactly these outcomes, by finished_at.
+        rows = (
+            JobAttempt.objects.filter(
+                outcome__in=[JobAttempt.Outcome.ERROR, JobAttempt.Outcome.LEASE_EXPIRED],
+                finished_at__gt=self.now - window,
+                finished_at__lte=self.now,
+            )
+            .order_by("task_name", "outcome")
+            .values_list("task_name", "outcome")
+            .annotate(count=Count("pk"))
+        )
+        for task_name, outcome, count in rows:
+            failed.add_metric([task_name, outcome], count)
+        return failed
 
     def _dispatchers(self) -> Iterator[Metric]:
         labels = ["dispatcher"]

@@ -303,10 +303,13 @@ def heartbeat(*, job_id: int, token: UUID) -> bool:
     )
 
 
-def record_success(*, job: ScheduledJob, attempt: JobAttempt, result: Any = None) -> bool:
+def record_success(
+    *, job: ScheduledJob, attempt: JobAttempt, result: Any = None, retrying: bool = False
+) -> bool:
     """Mark a claimed job succeeded, keeping ``result`` if JSON can store it.
 
     Returns False if the job's lease was taken away meanwhile (nothing is changed).
+    ``retrying`` says the previous call lost its connection, maybe after its commit.
     """
     now = timezone.now()
     updated = _record(
@@ -318,6 +321,7 @@ def record_success(*, job: ScheduledJob, attempt: JobAttempt, result: Any = None
         finished_at=now,
         last_error="",
         result=_storable(job, result),
+        retrying=retrying,
     )
     if updated:
         signals.send_on_commit(
@@ -327,16 +331,24 @@ def record_success(*, job: ScheduledJob, attempt: JobAttempt, result: Any = None
 
 
 def record_error(
-    *, job: ScheduledJob, attempt: JobAttempt, error: str, retry: bool = True
+    *,
+    job: ScheduledJob,
+    attempt: JobAttempt,
+    error: str,
+    retry: bool = True,
+    retrying: bool = False,
 ) -> Status | None:
     """Retry a claimed job later through PostgreSQL, or fail it.
 
     The job fails when ``retry`` is false or it has used its ``max_attempts``. Returns
-    the job's new status, or None if its lease was taken away meanwhile.
+    the job's new status, or None if its lease was taken away meanwhile. ``retrying``
+    as for :func:`record_success`.
     """
     now = timezone.now()
     retry_at = now + retry_delay(job.attempts) if retry else None
-    return _retry_or_fail(job, attempt, retry_at, JobAttempt.Outcome.ERROR, error, now=now)
+    return _retry_or_fail(
+        job, attempt, retry_at, JobAttempt.Outcome.ERROR, error, now=now, retrying=retrying
+    )
 
 
 def record_retry(
@@ -347,13 +359,14 @@ def record_retry(
     reason: str,
     args: Sequence[Any] | None = None,
     kwargs: Mapping[str, Any] | None = None,
+    retrying: bool = False,
 ) -> Status | None:
     """Run a claimed job again at ``run_at``, as its task asked (``self.retry()``).
 
     New ``args``/``kwargs``, when given, replace the stored ones (they must survive a
     JSON round trip: InvalidArgumentsError, and nothing written, otherwise). A job with
     no attempt left fails instead. Returns the job's new status, or None if its lease
-    was taken away meanwhile.
+    was taken away meanwhile. ``retrying`` as for :func:`record_success`.
     """
     changes: dict[str, Any] = {}
     if args is not None:
@@ -361,7 +374,14 @@ def record_retry(
     if kwargs is not None:
         changes["kwargs"] = validation.job_kwargs(kwargs)
     return _retry_or_fail(
-        job, attempt, run_at, JobAttempt.Outcome.RETRIED, reason, now=timezone.now(), **changes
+        job,
+        attempt,
+        run_at,
+        JobAttempt.Outcome.RETRIED,
+        reason,
+        now=timezone.now(),
+        retrying=retrying,
+        **changes,
     )
 
 
@@ -373,6 +393,7 @@ def _retry_or_fail(
     error: str,
     *,
     now: datetime,
+    retrying: bool,
     **changes: Any,
 ) -> Status | None:
     """Back to scheduled at ``retry_at`` while attempts are left, else failed."""
@@ -387,7 +408,15 @@ def _retry_or_fail(
     error = validation.storable_text(error)
     last_error = error[-_LAST_ERROR_LENGTH:]
     if not _record(
-        job, attempt, transition, outcome, now=now, error=error, last_error=last_error, **changes
+        job,
+        attempt,
+        transition,
+        outcome,
+        now=now,
+        error=error,
+        retrying=retrying,
+        last_error=last_error,
+        **changes,
     ):
         return None
     if transition is states.FAIL:
@@ -404,20 +433,22 @@ def _record(
     outcome: str,
     *,
     now: datetime,
+    retrying: bool,
     error: str = "",
     **changes: Any,
 ) -> bool:
     """Apply the outcome's transition and close the attempt, together: one statement.
 
     Only the delivery that claimed the job may record its outcome; its attempt is closed
-    either way.
+    either way. ``retrying``, a job that did not move may have moved with the previous
+    call's commit, whose answer was lost.
     """
     attempts = connection.ops.quote_name(JobAttempt._meta.db_table)
     close_attempt = (
         f"UPDATE {attempts} SET outcome = %s, finished_at = %s, error = %s "  # noqa: S608 - a name
         "WHERE id = %s AND outcome = %s"
     )
-    return apply_delivery(
+    moved = apply_delivery(
         transition,
         job_id=job.pk,
         token=job.dispatch_token,
@@ -426,6 +457,15 @@ def _record(
         updated_at=now,
         **changes,
     )
+    if moved or not retrying:
+        return moved
+    # The attempt closed with this outcome says the previous call committed: while the
+    # attempt runs, only this delivery moves the job (recovery closes the attempt as
+    # lease_expired in the transaction that takes the job away).
+    committed = JobAttempt.objects.filter(pk=attempt.pk, outcome=outcome).exists()
+    if committed:
+        logger.warning("job outcome found committed job_id=%s outcome=%s", job.pk, outcome)
+    return committed
 
 
 def _storable(job: ScheduledJob, result: Any) -> Any:

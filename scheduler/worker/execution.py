@@ -174,7 +174,7 @@ def run_job(
                     with transaction.atomic():
                         result = _call_body(runner, run, after_body)
                         heartbeat.stop()
-                        outcome = _record_return(run, result)
+                        outcome = _record_return(run, result, retrying=False)
                         if outcome is Outcome.LEASE_LOST:
                             # Another delivery may run the job again: not this body's writes.
                             transaction.set_rollback(True)
@@ -185,13 +185,17 @@ def run_job(
                     # Given up, the job would stay running until its lease expired,
                     # and the body that ran would run again.
                     outcome = _waiting_for_database(
-                        lambda _: _record_return(run, result), job_id=job.pk, step="outcome"
+                        lambda retrying: _record_return(run, result, retrying=retrying),
+                        job_id=job.pk,
+                        step="outcome",
                     )
         except _BodyError as failed:
             _refresh_connections()
             error = failed.error
             outcome = _waiting_for_database(
-                lambda _: _record_raise(run, error), job_id=job.pk, step="outcome"
+                lambda retrying: _record_raise(run, error, retrying=retrying),
+                job_id=job.pk,
+                step="outcome",
             )
             return Handled(outcome, error=error)
         return Handled(outcome, result=result)
@@ -263,25 +267,32 @@ def _call_body(runner: JobRunner, run: JobRun, after_body: ExitStack) -> Any:
         after_body.enter_context(soft_time_limit_held(job_id=run.job.pk))
 
 
-def _record_return(run: JobRun, result: Any) -> Outcome:
-    """The body returned: success, or the retry it asked for without raising."""
+def _record_return(run: JobRun, result: Any, *, retrying: bool) -> Outcome:
+    """The body returned: success, or the retry it asked for without raising.
+
+    ``retrying`` says the previous try lost its connection, maybe after its commit.
+    """
     if run.retry is not None:
-        return _record_retry(run, run.retry)
-    if running.record_success(job=run.job, attempt=run.attempt, result=result):
+        return _record_retry(run, run.retry, retrying=retrying)
+    if running.record_success(job=run.job, attempt=run.attempt, result=result, retrying=retrying):
         logger.info("job succeeded job_id=%s task=%s", run.job.pk, run.job.task_name)
         return Outcome.SUCCEEDED
     logger.warning("job lease lost job_id=%s outcome=succeeded", run.job.pk)
     return Outcome.LEASE_LOST
 
 
-def _record_raise(run: JobRun, error: Exception) -> Outcome:
+def _record_raise(run: JobRun, error: Exception, *, retrying: bool) -> Outcome:
     """The body raised: the retry it asked for, or an error (retried or failed)."""
     if run.retry is not None:
-        return _record_retry(run, run.retry)
+        return _record_retry(run, run.retry, retrying=retrying)
     job = run.job
     details = "".join(traceback.format_exception(error))
     status = running.record_error(
-        job=job, attempt=run.attempt, error=details, retry=job.retry_on_error and not run.final
+        job=job,
+        attempt=run.attempt,
+        error=details,
+        retry=job.retry_on_error and not run.final,
+        retrying=retrying,
     )
     outcome = _outcome(status)
     log = logger.info if outcome is Outcome.RETRYING else logger.warning
@@ -297,7 +308,7 @@ def _record_raise(run: JobRun, error: Exception) -> Outcome:
     return outcome
 
 
-def _record_retry(run: JobRun, retry: PendingRetry) -> Outcome:
+def _record_retry(run: JobRun, retry: PendingRetry, *, retrying: bool) -> Outcome:
     job = run.job
     outcome = _outcome(
         running.record_retry(
@@ -307,6 +318,7 @@ def _record_retry(run: JobRun, retry: PendingRetry) -> Outcome:
             reason=retry.reason,
             args=retry.args,
             kwargs=retry.kwargs,
+            retrying=retrying,
         )
     )
     logger.info(

@@ -12,6 +12,7 @@ from django.db import connections
 from django.utils import timezone
 from playwright.sync_api import Page, expect, sync_playwright
 
+from scheduler.admin import jobs
 from scheduler.models import AuditEntry, JobAttempt, Pause, ScheduledJob
 from scheduler.sqs import dead_letter_queue
 from tests.factories import make_jobs
@@ -210,3 +211,27 @@ def test_operator_reads_the_audit_trail_and_pauses_from_monitoring(
     expect(page.locator(".messagelist .success")).to_contain_text("Resumed task testapp.noop")
     expect(page.locator("#nothing-paused")).to_be_visible()
     assert not Pause.objects.exists()
+
+
+def test_the_monitoring_page_reloads_itself_but_not_while_a_pause_is_being_typed(
+    page, live_server, admin_user, settings, monkeypatch
+):
+    # A reason typed into the pause form during an incident was thrown away by the
+    # page's reload every 30 seconds.
+    monkeypatch.setattr(jobs, "MONITORING_REFRESH_SECONDS", 1)
+    settings.SCHEDULER_ADMIN_TASKS = ["testapp.noop"]
+    log_in(page, live_server.url)
+    page.goto(f"{live_server.url}/admin/scheduler/scheduledjob/monitoring/")
+    page.evaluate("window.loadedOnce = true")
+    page.wait_for_function("window.loadedOnce === undefined", timeout=5_000)  # reloaded
+
+    page.evaluate("window.loadedOnce = true")
+    page.select_option("#pause-form select[name=task]", "testapp.noop")
+    page.fill("#pause-form input[name=reason]", "Payment gateway incident")
+    page.locator("#pause-form input[name=reason]").blur()
+    page.wait_for_timeout(3_000)  # three reload periods
+    assert page.evaluate("window.loadedOnce") is True
+    expect(page.locator("#pause-form input[name=reason]")).to_have_value("Payment gateway incident")
+    page.click("#pause-form input[type=submit]")
+    expect(page.locator(".messagelist .success")).to_contain_text("Paused task testapp.noop")
+    assert Pause.objects.get().reason == "Payment gateway incident"

@@ -37,9 +37,7 @@ def statuses(jobs):
 
 def test_cancel_changes_scheduled_and_enqueued_and_skips_the_rest(admin_client, one_of_each):
     response = act(admin_client, "cancel_selected", one_of_each.values())
-    assert messages_of(response) == [
-        "Cancelled 2 jobs; skipped 5 that were not scheduled or enqueued."
-    ]
+    assert messages_of(response) == ["Cancelled 2 jobs; skipped 5 not scheduled or enqueued."]
     assert statuses(one_of_each) == {
         Status.SCHEDULED: Status.CANCELLED,
         Status.ENQUEUED: Status.CANCELLED,
@@ -53,9 +51,7 @@ def test_cancel_changes_scheduled_and_enqueued_and_skips_the_rest(admin_client, 
 
 def test_run_now_moves_pending_and_ended_jobs_to_now(admin_client, one_of_each):
     response = act(admin_client, "run_selected_now", one_of_each.values())
-    assert messages_of(response) == [
-        "Set to run now 5 jobs; skipped 2 that were running or succeeded."
-    ]
+    assert messages_of(response) == ["Set to run now 5 jobs; skipped 2 running or succeeded."]
     for status in (
         Status.SCHEDULED,
         Status.ENQUEUED,
@@ -70,10 +66,7 @@ def test_run_now_moves_pending_and_ended_jobs_to_now(admin_client, one_of_each):
 
 def test_retry_reschedules_failed_and_cancelled_jobs_with_fresh_attempts(admin_client, one_of_each):
     response = act(admin_client, "retry_selected", one_of_each.values())
-    assert messages_of(response) == [
-        "Retried 3 jobs; skipped 4 that were not failed, cancelled or expired, "
-        "or whose unique key an active job holds."
-    ]
+    assert messages_of(response) == ["Retried 3 jobs; skipped 4 not failed, cancelled or expired."]
     retried = ScheduledJob.objects.get(pk=one_of_each[Status.FAILED].pk)
     assert (retried.status, retried.attempts, retried.run_at) == (Status.SCHEDULED, 0, T0)
 
@@ -83,10 +76,34 @@ def test_retry_skips_a_job_whose_unique_key_an_active_job_holds(admin_client):
     job(Status.SCHEDULED, unique_key="k1")
     response = act(admin_client, "retry_selected", [failed])
     assert messages_of(response) == [
-        "Retried 0 jobs; skipped 1 that were not failed, cancelled or expired, "
-        "or whose unique key an active job holds."
+        "Retried 0 jobs; skipped 1 whose unique key an active job holds."
     ]
     assert ScheduledJob.objects.get(pk=failed.pk).status == Status.FAILED
+
+
+@pytest.mark.parametrize(
+    ("action", "verb"), [("retry_selected", "Retried"), ("run_selected_now", "Set to run now")]
+)
+def test_jobs_that_expired_at_their_deadline_are_skipped_for_that_reason(
+    admin_client, action, verb
+):
+    # Workers down past the jobs' deadlines: they expired, and each needs a new deadline
+    # to run. The message said they "were not failed, cancelled or expired".
+    expired = [job(Status.EXPIRED, deadline=T0 - timedelta(minutes=5)) for _ in range(3)]
+    failed = job(Status.FAILED)
+    held = job(Status.FAILED, unique_key="k1")
+    job(Status.SCHEDULED, unique_key="k1")
+    running = job(Status.RUNNING)
+    response = act(admin_client, action, [*expired, failed, held, running])
+    state = (
+        "not failed, cancelled or expired" if action == "retry_selected" else "running or succeeded"
+    )
+    assert messages_of(response) == [
+        f"{verb} 1 job; skipped 5: 1 {state}, 1 whose unique key an active job holds, 3 past "
+        "their deadline (give each a new one on its page)."
+    ]
+    assert ScheduledJob.objects.get(pk=failed.pk).status == Status.SCHEDULED
+    assert {ScheduledJob.objects.get(pk=j.pk).status for j in expired} == {Status.EXPIRED}
 
 
 def test_reschedule_asks_for_the_time_on_an_intermediate_page(admin_client, one_of_each):
@@ -110,10 +127,7 @@ def test_reschedule_to_a_time_in_the_operators_zone(admin_client, one_of_each):
         time_zone="America/New_York",
         offset_unit="minutes",
     )
-    assert messages_of(response) == [
-        "Rescheduled 2 jobs; skipped 5 that were not scheduled or enqueued, or may not run "
-        "at that time (past their deadline)."
-    ]
+    assert messages_of(response) == ["Rescheduled 2 jobs; skipped 5 not scheduled or enqueued."]
     new_time = datetime(2026, 12, 24, 23, 0, tzinfo=UTC)
     for status in (Status.SCHEDULED, Status.ENQUEUED):
         moved = ScheduledJob.objects.get(pk=one_of_each[status].pk)
@@ -157,8 +171,7 @@ def test_an_offset_that_would_pass_year_9999_skips_that_job_and_moves_the_others
     )
     assert response.status_code == 200
     assert messages_of(response) == [
-        "Rescheduled 2 jobs; skipped 1 that were not scheduled or enqueued, or may not run "
-        "at that time (past their deadline, or beyond the years 1-9999)."
+        "Rescheduled 2 jobs; skipped 1 that would move beyond the years 1-9999."
     ]
     assert ScheduledJob.objects.get(pk=sooner.pk).run_at == T0 + timedelta(days=1, hours=1)
     assert ScheduledJob.objects.get(pk=never.pk).run_at == never.run_at
@@ -199,9 +212,7 @@ def test_select_all_acts_on_every_job_matching_the_filters(admin_client):
         {"action": "cancel_selected", "index": "0", "select_across": "1", "_selected_action": "0"},
         follow=True,
     )
-    assert messages_of(response) == [
-        "Cancelled 3 jobs; skipped 1 that were not scheduled or enqueued."
-    ]
+    assert messages_of(response) == ["Cancelled 3 jobs; skipped 1 not scheduled or enqueued."]
     assert ScheduledJob.objects.get(pk=noop_in_other_queue.pk).status == Status.SCHEDULED
 
 
@@ -219,9 +230,7 @@ def test_a_job_that_changes_state_during_the_action_is_skipped(admin_client, mon
 
     monkeypatch.setattr(services, "cancel", claimed_first)
     response = act(admin_client, "cancel_selected", [scheduled])
-    assert messages_of(response) == [
-        "Cancelled 0 jobs; skipped 1 that were not scheduled or enqueued."
-    ]
+    assert messages_of(response) == ["Cancelled 0 jobs; skipped 1 not scheduled or enqueued."]
 
 
 def test_select_all_on_a_list_longer_than_its_count_shows_is_refused(admin_client, monkeypatch):

@@ -1,6 +1,7 @@
 """The job list: what it shows, how it filters and searches, and what it costs."""
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -140,3 +141,31 @@ def test_payments_list_links_each_capture_job_with_its_status_and_time(admin_cli
         "admin:scheduler_scheduledjob_change", args=[payments[0].capture_job_id]
     )
     assert f'<a href="{first_job_url}">' in detail.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("query", "listed"),
+    [
+        ("", ["this year", "later", "never"]),
+        ("?run_at__year=9999", ["never"]),
+        ("?run_at__year=9999&run_at__month=12", ["never"]),
+        ("?run_at__year=9999&run_at__month=12&run_at__day=31", ["never"]),
+        ("?run_at__year=2026", ["this year"]),
+    ],
+)
+def test_a_never_job_in_year_9999_is_one_year_of_the_drill_down(admin_client, query, listed):
+    # A job at 9999-12-31 (a "never" time) made the drill-down offer the ~8,000 years
+    # between, and its own year, month or day answered a 500: its end is past year 9999.
+    jobs = {
+        "this year": job(run_at=T0 + timedelta(days=3)),
+        "later": job(run_at=T0.replace(year=2031)),
+        "never": job(run_at=datetime(9999, 12, 31, 12, tzinfo=UTC)),
+    }
+    count, response = list_queries(admin_client, query)
+    by_pk = {j.pk: name for name, j in jobs.items()}
+    assert sorted(by_pk[j.pk] for j in response.context["cl"].result_list) == sorted(listed)
+    content = response.content.decode()
+    if not query:
+        years = re.findall(r'href="\?run_at__year=(\d+)"', content)
+        assert years == ["2026", "2031", "9999"]
+    assert count <= 5

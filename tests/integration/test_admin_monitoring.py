@@ -232,7 +232,9 @@ def test_large_windows_are_sampled_and_say_so(monkeypatch):
 @pytest.mark.usefixtures("known_data")
 def test_page_shows_the_figures_and_refreshes_itself(admin_client):
     content = admin_client.get(MONITORING).content.decode()
-    assert '<meta http-equiv="refresh" content="30">' in content
+    # Without JavaScript, a plain reload; with it, one that waits for a form being filled.
+    assert '<noscript><meta http-equiv="refresh" content="30"></noscript>' in content
+    assert 'data-refresh-seconds="30"' in content
     assert '<td id="status-scheduled">8</td>' in content
     assert '<td id="status-total">17</td>' in content
     assert f'<a href="{CHANGELIST}?run_at=overdue" id="overdue" class="monitoring-bad">2</a>' in (

@@ -93,9 +93,7 @@ def test_actions_ask_for_a_reason_and_record_one_entry_per_changed_job(admin_cli
     page = admin_client.get(CHANGELIST).content.decode()
     assert 'name="reason"' in page
     response = act(admin_client, "cancel_selected", jobs, reason="customer cancelled")
-    assert messages_of(response) == [
-        "Cancelled 2 jobs; skipped 1 that were not scheduled or enqueued."
-    ]
+    assert messages_of(response) == ["Cancelled 2 jobs; skipped 1 not scheduled or enqueued."]
     assert trail() == [
         (Action.CANCEL, "admin", "customer cancelled", jobs[0].pk),
         (Action.CANCEL, "admin", "customer cancelled", jobs[1].pk),
@@ -218,6 +216,14 @@ def test_pause_and_resume_from_the_monitoring_page(admin_client):
         (Action.PAUSE, "gateway down"),
         (Action.RESUME, "gateway back"),
     ]
+    # A second operator's page, loaded before the first resumed: a bare 404 page said
+    # nothing of what happened.
+    response = admin_client.post(resume, {"reason": "gateway back"}, follow=True)
+    assert response.status_code == 200
+    assert messages_of(response) == [
+        "That pause was lifted already, after the page was loaded: nothing was changed."
+    ]
+    assert len(trail()) == 2
 
 
 @pytest.mark.parametrize(

@@ -90,8 +90,12 @@ def test_a_numeric_search_goes_straight_to_the_id(admin_client):
     add_rows(5, 0)
     wanted = ScheduledJob.objects.order_by("pk")[2]
     _, queries = cost(admin_client, f"{CHANGELIST}?q=%23{wanted.pk}")
-    # The count and the rows (the date drill-down's bounds read the whole table's index).
-    searches = [q["sql"] for q in queries.captured_queries if 'scheduledjob" WHERE' in q["sql"]]
+    # The count and the rows (the date drill-down's years read the whole table's index).
+    searches = [
+        q["sql"]
+        for q in queries.captured_queries
+        if 'scheduledjob" WHERE' in q["sql"] and "WITH RECURSIVE" not in q["sql"]
+    ]
     assert len(searches) == 2
     for sql in searches:
         assert "LIKE" not in sql

@@ -22,6 +22,7 @@ from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.testing import run_due_jobs
 from tests.integration.admin_helpers import T0, Status, job
 from tests.tasksapp import tasks
+from tests.testapp.tasks import read_runs
 
 if TYPE_CHECKING or django.VERSION < (6, 0):
     from django_tasks import TaskResultStatus, default_task_backend, task, task_backends
@@ -279,3 +280,52 @@ def test_run_due_jobs_runs_django_tasks_in_a_test(frozen):
     run_due_jobs()
     later.refresh()
     assert later.return_value == {"id": later.id, "attempt": 1, "label": "later"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [
+        ("uuid", TypeError),
+        ("decimal", TypeError),
+        ("datetime", TypeError),
+        ("set", TypeError),
+        ("bytes", ValueError),  # not UTF-8
+    ],
+)
+def test_a_return_value_json_cannot_hold_fails_the_task_after_one_run(tmp_path, kind, error):
+    # As django.tasks' ImmediateBackend: the function ran, its result cannot be kept, the
+    # task failed. Retried, its effects would happen again on each attempt.
+    path = str(tmp_path / "runs")
+    result = tasks.record_unstorable.enqueue(path, kind)
+    run_due_jobs(until=T0 + timedelta(days=30))
+    assert [label for label, _ in read_runs(path)] == [kind], "the function ran again"
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED
+    assert [failure.exception_class for failure in result.errors] == [error]
+    assert "Unsupported" in result.errors[0].traceback
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"run_after": T0 + timedelta(days=30), "queue_name": "reports"},
+        {"backend": "other"},
+    ],
+)
+def test_using_makes_copies_that_leave_the_declared_task_alone(settings, changes):
+    immediate = "django_tasks" if django.VERSION < (6, 0) else "django.tasks"
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "scheduler.backends.SchedulerBackend",
+            "QUEUES": ["default", "reports"],
+        },
+        "other": {"BACKEND": f"{immediate}.backends.immediate.ImmediateBackend"},
+    }
+    tasks.whoami.using(**changes)
+    result = tasks.whoami.enqueue("ctx")
+    run_due_jobs()
+    result.refresh()
+    assert (result.status, result.errors) == (TaskResultStatus.SUCCESSFUL, [])
+    assert result.return_value == {"id": result.id, "attempt": 1, "label": "ctx"}
+    # The worker's and get_result()'s task is the one the decorator made.
+    assert task_backends["default"].get_result(result.id).task == tasks.whoami

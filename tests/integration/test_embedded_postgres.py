@@ -7,8 +7,15 @@ The whole `make run` without any PostgreSQL in reach is tests/e2e/test_run_witho
 import contextlib
 
 import psycopg2
+import pytest
 
-from devtools.database import answers, database, embedded_needed, embedded_server
+from devtools.database import (
+    EmbeddedPostgresError,
+    answers,
+    database,
+    embedded_needed,
+    embedded_server,
+)
 from tests.processes import ROOT, postgres_processes
 
 
@@ -58,3 +65,22 @@ def test_nothing_is_started_when_a_server_answers_or_database_url_is_set(setting
     settings.DATABASE_URL = "postgres://postgres@127.0.0.1:1/nowhere"
     assert not embedded_needed()
     assert not data_dir.exists()
+
+
+def test_a_folder_that_is_no_cluster_is_refused_and_left_as_it_is(data_dir):
+    # `--pgdata` names any folder: one without PG_VERSION was taken for a half-made
+    # cluster and deleted, with whatever the user kept in it.
+    data_dir.mkdir(parents=True)
+    (data_dir / "notes.txt").write_text("mine")
+    refused = pytest.raises(EmbeddedPostgresError, match="not a PostgreSQL data folder")
+    with refused, embedded_server(print, data_dir=data_dir):
+        pass
+    assert (data_dir / "notes.txt").read_text() == "mine"
+
+
+def test_a_half_made_cluster_is_made_again(data_dir):
+    # initdb interrupted: its folders, but no PG_VERSION yet.
+    (data_dir / "global").mkdir(parents=True)
+    (data_dir / "postgresql.conf").write_text("")
+    with embedded_server(print, data_dir=data_dir) as server:
+        assert server_version(server.url("postgres")).startswith("18.")

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from freezegun import freeze_time
 
-from scheduler import cancel, reschedule, schedule_at
+from scheduler import cancel, reschedule, schedule_at, signals
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.exceptions import InvalidTransitionError
 from scheduler.models import JobAttempt, ScheduledJob
@@ -197,6 +197,10 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
         assert attempt.outcome == JobAttempt.Outcome.LEASE_EXPIRED
         # The presumed-dead worker finishes after all: its outcome changes nothing.
         assert running.record_success(job=zombie.job, attempt=zombie.attempt) is False
+        # Nor when it tries again after a lost answer: its attempt was closed by recovery.
+        assert (
+            running.record_success(job=zombie.job, attempt=zombie.attempt, retrying=True) is False
+        )
         job.refresh_from_db()
         assert job.status == Status.ENQUEUED
 
@@ -477,6 +481,60 @@ def test_a_claim_whose_commit_reached_postgresql_but_not_its_answer_runs_the_job
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.SUCCEEDED, 1)
     assert [attempt.outcome for attempt in job.history.all()] == ["succeeded"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("task", "args", "outcome", "status", "signal"),
+    [
+        (
+            "testapp.record",
+            ["/dev/null", "plain"],
+            Outcome.SUCCEEDED,
+            Status.SUCCEEDED,
+            "job_succeeded",
+        ),
+        ("testapp.fail", ["/dev/null", "error"], Outcome.FAILED, Status.FAILED, "job_failed"),
+        ("testapp.autoretry", ["/dev/null", "retry"], Outcome.RETRYING, Status.SCHEDULED, None),
+    ],
+    ids=["returned", "raised", "retried"],
+)
+def test_an_outcome_whose_commit_reached_postgresql_but_not_its_answer_is_taken_as_recorded(
+    caplog, task, args, outcome, status, signal
+):
+    # Tried again, the compare-and-set found the job moved already and took that for a
+    # lost lease: the job's own job_succeeded / job_failed signal was never sent.
+    job = schedule_at(task, timezone.now(), args, max_attempts=1 if task == "testapp.fail" else 3)
+    token = dispatch_one(job, now=timezone.now())
+    answers_lost: list[str] = []
+    sent: list[str] = []
+
+    def lose_the_first_outcomes_answer(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("WITH moved AS (UPDATE") and not answers_lost:
+            answers_lost.append(sql)
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    def receive(sender, **kwargs):
+        sent.append(kwargs["signal"])
+
+    receivers = {name: getattr(signals, name) for name in ("job_succeeded", "job_failed")}
+    for receiver_signal in receivers.values():
+        receiver_signal.connect(receive)
+    try:
+        with connection.execute_wrapper(lose_the_first_outcomes_answer):
+            handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    finally:
+        for receiver_signal in receivers.values():
+            receiver_signal.disconnect(receive)
+    assert answers_lost
+    assert handled.outcome is outcome
+    assert sent == ([receivers[signal]] if signal else [])
+    assert "job lease lost" not in caplog.text
+    assert f"job outcome found committed job_id={job.pk}" in caplog.text
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (status, 1)
 
 
 def test_a_claim_tried_again_takes_only_its_own_workers_running_claim():

@@ -61,6 +61,28 @@ def test_it_runs_what_is_due_through_the_workers_claim_and_records_outcomes(
     assert [label for label, _ in read_runs(path)] == ["past", "later"]
 
 
+def test_signals_are_sent_inside_a_tests_transaction_as_a_workers_commit_sends_them(
+    succeeded,
+):
+    # pytest-django's `db` test never commits: the scheduler's signals (sent on commit)
+    # never came, and a test that a receiver did nothing passed whatever it did.
+    with freeze_time(T0):
+        job = schedule_at("testapp.noop", T0)
+        expired = schedule_at("testapp.noop", T0 - timedelta(hours=1), deadline=T0)
+        expiries: list[int] = []
+
+        def receive(sender, job_id, **kwargs):
+            expiries.append(job_id)
+
+        signals.job_expired.connect(receive)
+        try:
+            assert [ran.pk for ran in run_due_jobs()] == [job.pk]
+        finally:
+            signals.job_expired.disconnect(receive)
+    assert succeeded == [job.pk]
+    assert expiries == [expired.pk]
+
+
 @freeze_time(T0)
 def test_until_runs_jobs_due_by_then_and_their_retries_due_by_then(tmp_path):
     path = str(tmp_path / "runs")

@@ -3,6 +3,9 @@
 In an installed app's tasks.py, so that a Celery worker imports them (autodiscovery).
 """
 
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import django
@@ -29,6 +32,22 @@ def explode(message: str) -> None:
 def record(path: str, label: str) -> dict[str, Any]:
     record_run(path, label)
     return {"label": label, "values": (1, 2)}
+
+
+#: Return values JSON cannot hold, by name: django.tasks' normalize_json refuses each.
+UNSTORABLE: dict[str, Any] = {
+    "uuid": uuid.UUID(int=1),
+    "decimal": Decimal("1.5"),
+    "datetime": datetime(2030, 1, 1, tzinfo=UTC),
+    "set": {1, 2},
+    "bytes": b"\xff",
+}
+
+
+@task
+def record_unstorable(path: str, kind: str) -> Any:
+    record_run(path, kind)
+    return UNSTORABLE[kind]
 
 
 @task(takes_context=True)
