@@ -46,6 +46,40 @@ _START_TIMEOUT = 60
 Say = Callable[[str], None]
 
 
+#: What initdb writes in a data folder, and what a server started on it adds (its log
+#: among them, written by this module).
+_CLUSTER_ENTRIES = frozenset(
+    {
+        "PG_VERSION",
+        "base",
+        "current_logfiles",
+        "global",
+        "pg_commit_ts",
+        "pg_dynshmem",
+        "pg_hba.conf",
+        "pg_ident.conf",
+        "pg_logical",
+        "pg_multixact",
+        "pg_notify",
+        "pg_replslot",
+        "pg_serial",
+        "pg_snapshots",
+        "pg_stat",
+        "pg_stat_tmp",
+        "pg_subtrans",
+        "pg_tblspc",
+        "pg_twophase",
+        "pg_wal",
+        "pg_xact",
+        "postgresql.auto.conf",
+        "postgresql.conf",
+        "postmaster.opts",
+        "postmaster.pid",
+        "server.log",
+    }
+)
+
+
 class EmbeddedPostgresError(Exception):
     """The embedded server could not be set up; the message says why, in one line."""
 
@@ -172,8 +206,8 @@ def _initialise(data_dir: Path, user: str | None) -> None:
                 f"{data_dir} is not a PostgreSQL data folder: name a new or empty one"
             )
         # initdb was interrupted: its cluster cannot be repaired, and no data is in it yet.
-        shutil.rmtree(data_dir)
-    data_dir.mkdir(parents=True)
+        _empty(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
     if user is not None:
         entry = pwd.getpwnam(user)
@@ -187,7 +221,7 @@ def _initialise(data_dir: Path, user: str | None) -> None:
             timeout=_START_TIMEOUT,
         )
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        _empty(data_dir)
         raise EmbeddedPostgresError(f"initdb failed in {data_dir}: {error}") from None
     with (data_dir / "postgresql.conf").open("a") as conf:
         conf.write(
@@ -200,12 +234,19 @@ def _initialise(data_dir: Path, user: str | None) -> None:
 
 
 def _half_made_cluster(data_dir: Path) -> bool:
-    """Whether ``data_dir`` holds only what initdb writes (or nothing): the folder is
-    named by ``--pgdata``, and anything else in it is someone's to keep."""
-    return all(
-        entry.name in {"base", "global"} or entry.name.startswith(("pg_", "postgresql"))
-        for entry in data_dir.iterdir()
-    )
+    """Whether ``data_dir`` holds only what initdb and a server on it write (or nothing):
+    the folder is named by ``--pgdata``, and anything else in it is someone's to keep."""
+    return all(entry.name in _CLUSTER_ENTRIES for entry in data_dir.iterdir())
+
+
+def _empty(data_dir: Path) -> None:
+    """Remove what a half-made cluster left, keeping the folder (``--pgdata`` may name
+    a mount point, with its owner and mode)."""
+    for entry in data_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _pg_ctl(

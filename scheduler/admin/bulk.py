@@ -135,7 +135,10 @@ def _each(
             JobNotFoundError,
             InvalidArgumentsError,
         ) as error:
-            skipped[_skip(error)] += 1
+            reason = _skip(error)
+            if reason is None:
+                raise
+            skipped[reason] += 1
             logger.info("bulk job skipped operation=%s job_id=%s reason=%s", operation, pk, error)
     # Not among the candidates, or answered False (cancelled by another request first).
     skipped[Skip.STATE] += selected - changed - skipped.total()
@@ -149,9 +152,11 @@ def _each(
     return result
 
 
-def _skip(error: Exception) -> Skip:
+def _skip(error: Exception) -> Skip | None:
+    """Why ``error`` skips its job; None for an argument of the whole action (the
+    reason, which the admin's action form has checked already)."""
     if isinstance(error, DuplicateJobError):
         return Skip.UNIQUE_KEY
     if isinstance(error, InvalidArgumentsError):
-        return Skip.DEADLINE if error.field == "deadline" else Skip.OUT_OF_RANGE
+        return {"deadline": Skip.DEADLINE, "run_at": Skip.OUT_OF_RANGE}.get(error.field)
     return Skip.STATE

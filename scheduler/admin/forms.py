@@ -331,9 +331,9 @@ class ScheduleJobForm(WhenForm):
 
 
 class RescheduleJobForm(WhenForm):
-    """Move a scheduled job to another time, through ``reschedule``.
+    """Move a scheduled or enqueued job to another time, through ``reschedule``.
 
-    A refusal here is about the job, not the input (it left ``scheduled`` meanwhile, or
+    A refusal here is about the job, not the input (it started or ended meanwhile, or
     its own deadline falls before the new time): the admin reports it as a message.
     """
 

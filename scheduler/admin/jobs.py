@@ -148,7 +148,7 @@ class AuditEntryInline(JobHistoryInline, AuditInlineBase):
 
 @admin.register(ScheduledJob)
 class ScheduledJobAdmin(JobAdminBase):
-    """Jobs: schedule one, find any, act on many; read-only once a job left ``scheduled``."""
+    """Jobs: schedule one, find any, act on many; read-only once a job has started."""
 
     list_display = (
         "id",
@@ -414,6 +414,20 @@ class ScheduledJobAdmin(JobAdminBase):
     def response_action(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> HttpResponse | None:
+        refused = ReasonActionForm(request.POST).errors.get("reason")
+        if refused:
+            # Django would say "No action selected." for a reason its form refuses.
+            self.message_user(
+                request,
+                f"No job was changed: reason: {' '.join(map(str, refused))}",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(request.get_full_path())
+        return self._response_action(request, queryset)
+
+    def _response_action(
+        self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
+    ) -> HttpResponse | None:
         if request.POST.get("select_across") != "1":
             # Ticked jobs are acted on by id: one the dispatcher moved on since the list
             # was shown (scheduled, now enqueued) must not fall out of its filters.
@@ -562,30 +576,32 @@ class ScheduledJobAdmin(JobAdminBase):
             status = (
                 ScheduledJob.objects.filter(pk=object_id).values_list("status", flat=True).first()
             )
-            if request.method == "POST" and status not in (None, *states.RESCHEDULE.sources):
-                # Started or ended since the page was loaded: Django would answer a 403,
-                # as if the operator lacked a permission.
-                refusal = InvalidTransitionError(
-                    job_id=int(object_id),
-                    action="reschedule",
-                    status=str(status),
-                    allowed=states.RESCHEDULE.sources,
-                )
-                logger.info("admin change refused job_id=%s reason=%s", object_id, refusal)
-                self.message_user(request, str(refusal), messages.ERROR)
-                return HttpResponseRedirect(request.get_full_path())
             context.update(
                 retry_form=RetryJobForm() if status in states.RETRY.sources else None,
                 resend_form=ReasonForm() if status in states.RESEND.sources else None,
             )
         try:
             return super().changeform_view(request, object_id, form_url, context)
-        except SchedulerError as error:
+        except PermissionDenied:
+            job_id = int(object_id) if object_id and object_id.isdigit() else None
+            if request.method != "POST" or job_id is None or not self._may_operate(request):
+                raise
+            # The job started or ended since the page was loaded (it is read-only now):
+            # a 403 page would say the operator lacks a permission.
+            moved_on = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True)
+            error: SchedulerError = InvalidTransitionError(
+                job_id=job_id,
+                action="reschedule",
+                status=str(moved_on.first()),
+                allowed=states.RESCHEDULE.sources,
+            )
+        except SchedulerError as refusal:
             # The job moved on, or its unique key was taken, after the form was checked;
             # the admin's transaction rolled back, so nothing was written.
-            logger.info("admin change refused job_id=%s reason=%s", object_id, error)
-            self.message_user(request, str(error), messages.ERROR)
-            return HttpResponseRedirect(request.get_full_path())
+            error = refusal
+        logger.info("admin change refused job_id=%s reason=%s", object_id, error)
+        self.message_user(request, str(error), messages.ERROR)
+        return HttpResponseRedirect(request.get_full_path())
 
     def _may_operate(self, request: HttpRequest) -> bool:
         # The model-wide permission: the job-level one is False once a job has started.

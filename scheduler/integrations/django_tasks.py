@@ -288,6 +288,9 @@ def _exception_line(traceback: str) -> str:
 
 @receiver(signals.job_succeeded)
 @receiver(signals.job_failed)
+# Cancelled and expired jobs read back as FAILED, finished: Django says so as they end.
+@receiver(signals.job_cancelled)
+@receiver(signals.job_expired)
 def _finished(
     sender: type[ScheduledJob],  # noqa: ARG001 - the signal's
     *,

@@ -440,15 +440,22 @@ def _record(
     """Apply the outcome's transition and close the attempt, together: one statement.
 
     Only the delivery that claimed the job may record its outcome; its attempt is closed
-    either way. ``retrying``, a job that did not move may have moved with the previous
-    call's commit, whose answer was lost.
+    either way. ``retrying``, the previous call's commit (whose answer was lost) may have
+    recorded it already.
     """
+    # Read before this call writes, which closes a running attempt whatever the job
+    # does: an attempt already closed with this outcome is the previous call's commit.
+    # While the attempt runs only this delivery moves the job; recovery closes the
+    # attempt as lease_expired in the transaction that takes the job away.
+    if retrying and JobAttempt.objects.filter(pk=attempt.pk, outcome=outcome).exists():
+        logger.warning("job outcome found committed job_id=%s outcome=%s", job.pk, outcome)
+        return True
     attempts = connection.ops.quote_name(JobAttempt._meta.db_table)
     close_attempt = (
         f"UPDATE {attempts} SET outcome = %s, finished_at = %s, error = %s "  # noqa: S608 - a name
         "WHERE id = %s AND outcome = %s"
     )
-    moved = apply_delivery(
+    return apply_delivery(
         transition,
         job_id=job.pk,
         token=job.dispatch_token,
@@ -457,15 +464,6 @@ def _record(
         updated_at=now,
         **changes,
     )
-    if moved or not retrying:
-        return moved
-    # The attempt closed with this outcome says the previous call committed: while the
-    # attempt runs, only this delivery moves the job (recovery closes the attempt as
-    # lease_expired in the transaction that takes the job away).
-    committed = JobAttempt.objects.filter(pk=attempt.pk, outcome=outcome).exists()
-    if committed:
-        logger.warning("job outcome found committed job_id=%s outcome=%s", job.pk, outcome)
-    return committed
 
 
 def _storable(job: ScheduledJob, result: Any) -> Any:

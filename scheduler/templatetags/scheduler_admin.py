@@ -125,11 +125,11 @@ def _years_and_last(table: str, column: str) -> list[datetime.datetime]:
         cursor.execute(
             f"WITH RECURSIVE years(first) AS ((SELECT min({column}) FROM {table}) "  # noqa: S608 - names
             f"UNION ALL SELECT (SELECT min({column}) FROM {table} WHERE {column} >= "
-            f"(date_trunc('year', years.first AT TIME ZONE %s) + interval '1 year') "
+            "(date_trunc('year', years.first AT TIME ZONE %s) + interval '1 year') "
             "AT TIME ZONE %s) FROM years WHERE years.first IS NOT NULL) "
-            f"SELECT first FROM years WHERE first IS NOT NULL "
-            f"UNION ALL SELECT max({column}) FROM {table}",
+            f"SELECT first, (SELECT max({column}) FROM {table}) FROM years "
+            "WHERE first IS NOT NULL ORDER BY first",
             [zone, zone],
         )
-        dates = [first for (first,) in cursor.fetchall() if first is not None]
-    return dates
+        rows = cursor.fetchall()
+    return [*(first for first, _ in rows), rows[-1][1]] if rows else []

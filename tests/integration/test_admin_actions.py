@@ -106,6 +106,27 @@ def test_jobs_that_expired_at_their_deadline_are_skipped_for_that_reason(
     assert {ScheduledJob.objects.get(pk=j.pk).status for j in expired} == {Status.EXPIRED}
 
 
+@pytest.mark.parametrize(
+    ("reason", "refusal"),
+    [
+        ("gateway\x00down", "Null characters are not allowed."),
+        ("x" * 1001, "Ensure this value has at most 1000 characters (it has 1001)."),
+    ],
+)
+@pytest.mark.parametrize("action", ["cancel_selected", "run_selected_now", "retry_selected"])
+def test_a_reason_that_cannot_be_kept_refuses_the_action_saying_why(
+    admin_client, action, reason, refusal
+):
+    # Django's answer was "No action selected.", with the action chosen and jobs ticked.
+    jobs = [job(Status.SCHEDULED), job(Status.FAILED)]
+    response = act(admin_client, action, jobs, reason=reason)
+    assert messages_of(response) == [f"No job was changed: reason: {refusal}"]
+    assert [ScheduledJob.objects.get(pk=j.pk).status for j in jobs] == [
+        Status.SCHEDULED,
+        Status.FAILED,
+    ]
+
+
 def test_reschedule_asks_for_the_time_on_an_intermediate_page(admin_client, one_of_each):
     response = act(admin_client, "reschedule_selected", one_of_each.values())
     assert response.templates[0].name == "admin/scheduler/scheduledjob/reschedule.html"

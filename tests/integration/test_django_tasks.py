@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 from freezegun import freeze_time
 
+from scheduler import services
 from scheduler.backends import SchedulerBackend
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.integrations.django_tasks import WorkerLost
@@ -28,9 +29,11 @@ if TYPE_CHECKING or django.VERSION < (6, 0):
     from django_tasks import TaskResultStatus, default_task_backend, task, task_backends
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
     from django_tasks.exceptions import TaskResultDoesNotExist
+    from django_tasks.signals import task_finished
 else:
     from django.tasks import TaskResultStatus, default_task_backend, task, task_backends
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+    from django.tasks.signals import task_finished
 
 pytestmark = pytest.mark.django_db
 
@@ -329,3 +332,23 @@ def test_using_makes_copies_that_leave_the_declared_task_alone(settings, changes
     assert result.return_value == {"id": result.id, "attempt": 1, "label": "ctx"}
     # The worker's and get_result()'s task is the one the decorator made.
     assert task_backends["default"].get_result(result.id).task == tasks.whoami
+
+
+def test_a_cancelled_task_is_finished_for_django_tasks_receivers(
+    django_capture_on_commit_callbacks,
+):
+    # get_result() says FAILED and finished, but task_finished never came: only a job
+    # that succeeded or failed sent it.
+    finished = []
+
+    def receive(sender, task_result, **kwargs):
+        finished.append((task_result.id, task_result.status))
+
+    result = tasks.add.using(run_after=T0 + timedelta(days=1)).enqueue(1, b=2)
+    task_finished.connect(receive)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.cancel(int(result.id), reason="no longer needed")
+    finally:
+        task_finished.disconnect(receive)
+    assert finished == [(result.id, TaskResultStatus.FAILED)]

@@ -71,16 +71,20 @@ def test_a_folder_that_is_no_cluster_is_refused_and_left_as_it_is(data_dir):
     # `--pgdata` names any folder: one without PG_VERSION was taken for a half-made
     # cluster and deleted, with whatever the user kept in it.
     data_dir.mkdir(parents=True)
-    (data_dir / "notes.txt").write_text("mine")
-    refused = pytest.raises(EmbeddedPostgresError, match="not a PostgreSQL data folder")
-    with refused, embedded_server(print, data_dir=data_dir):
-        pass
-    assert (data_dir / "notes.txt").read_text() == "mine"
+    for name in ("notes.txt", "pg_dumpall.sql", "postgresql-backup.tar"):
+        (data_dir / name).write_text("mine")
+        refused = pytest.raises(EmbeddedPostgresError, match="not a PostgreSQL data folder")
+        with refused, embedded_server(print, data_dir=data_dir):
+            pass
+        assert (data_dir / name).read_text() == "mine"
+        (data_dir / name).unlink()
 
 
 def test_a_half_made_cluster_is_made_again(data_dir):
     # initdb interrupted: its folders, but no PG_VERSION yet.
     (data_dir / "global").mkdir(parents=True)
     (data_dir / "postgresql.conf").write_text("")
+    folder = data_dir.stat().st_ino
     with embedded_server(print, data_dir=data_dir) as server:
         assert server_version(server.url("postgres")).startswith("18.")
+    assert data_dir.stat().st_ino == folder  # emptied, not replaced (it may be a mount)
