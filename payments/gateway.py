@@ -20,17 +20,22 @@ class FakeGatewayClient:
     """Stands in for a card processor's API.
 
     Like Stripe or Adyen, a capture sent again with the same idempotency key returns
-    the first capture instead of charging twice; ``captures`` lists real ones.
+    the first capture instead of charging twice; ``captures`` lists real ones, and
+    ``authorizations`` the holds put on cards.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_key: dict[str, Capture] = {}
         self.captures: list[Capture] = []
+        self.authorizations: list[str] = []
 
     def authorize(self, *, amount: Decimal, currency: str) -> str:  # noqa: ARG002 - a fake
         """Reserve the amount on the card; returns the authorization id."""
-        return f"auth_{uuid.uuid4().hex}"
+        authorization_id = f"auth_{uuid.uuid4().hex}"
+        with self._lock:
+            self.authorizations.append(authorization_id)
+        return authorization_id
 
     def capture(
         self, *, authorization_id: str, amount: Decimal, currency: str, idempotency_key: str

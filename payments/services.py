@@ -81,12 +81,30 @@ def capture_payment(*, payment_id: int) -> Payment:
     """Capture an authorized payment; a second call changes nothing.
 
     The payment row is locked and its state checked, and the gateway gets an
-    idempotency key, so a retry after a crash cannot charge twice.
+    idempotency key, so a retry after a crash cannot charge twice. A payment whose
+    capture was missed (its authorization lapsed) is left as it is, whoever retries
+    its capture job.
     """
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=payment_id)
         if payment.status == Payment.Status.CAPTURED:
             logger.info("payment already captured payment_id=%s", payment_id)
+            return payment
+        if (
+            payment.status == Payment.Status.AUTHORIZED
+            and payment.authorization_expires_at <= timezone.now()
+        ):
+            # Its job ran past the deadline it had (an operator's retry): the money the
+            # authorization held is no longer held.
+            payment.status = Payment.Status.CAPTURE_MISSED
+            payment.save(update_fields=["status"])
+        if payment.status != Payment.Status.AUTHORIZED:
+            logger.warning(
+                "payment capture refused payment_id=%s status=%s authorization_expires_at=%s",
+                payment_id,
+                payment.status,
+                payment.authorization_expires_at.isoformat(),
+            )
             return payment
         capture = gateway.capture(
             authorization_id=payment.authorization_id,
@@ -132,6 +150,10 @@ def _amount(amount: Decimal | str | int) -> Decimal:
         raise ValueError(f"amount must be a number, got {amount!r}") from None
     if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.01")):
         raise ValueError(f"amount must be positive with at most two decimals, got {amount!r}")
+    # Checked before the gateway holds the money: PostgreSQL would refuse it after.
+    column = Payment._meta.get_field("amount")
+    if value >= Decimal(10) ** (column.max_digits - column.decimal_places):
+        raise ValueError(f"amount must have at most {column.max_digits} digits, got {amount!r}")
     return value
 
 

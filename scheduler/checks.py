@@ -54,11 +54,11 @@ _RELATIONS: tuple[
     ),
     (
         "scheduler.E007",
-        lambda s: s.HEARTBEAT_INTERVAL_SECONDS * 2 > s.LEASE_SECONDS,
+        lambda s: s.HEARTBEAT_INTERVAL_SECONDS * 3 > s.LEASE_SECONDS,
         lambda s: (
             f"SCHEDULER_HEARTBEAT_INTERVAL_SECONDS ({s.HEARTBEAT_INTERVAL_SECONDS}) must "
-            f"be at most half of SCHEDULER_LEASE_SECONDS ({s.LEASE_SECONDS}), or one late "
-            "heartbeat makes a live job look dead."
+            f"be at most a third of SCHEDULER_LEASE_SECONDS ({s.LEASE_SECONDS}), or one "
+            "missed heartbeat makes a live job look dead."
         ),
     ),
     (
@@ -67,6 +67,25 @@ _RELATIONS: tuple[
         lambda s: (
             f"SCHEDULER_DELIVERY_LEAD_SECONDS ({s.DELIVERY_LEAD_SECONDS}) must be less "
             f"than SCHEDULER_LOOKAHEAD_SECONDS ({s.LOOKAHEAD_SECONDS})."
+        ),
+    ),
+    (
+        "scheduler.E009",
+        lambda s: s.SQS_VISIBILITY_TIMEOUT_SECONDS <= 2 * s.DELIVERY_LEAD_SECONDS,
+        lambda s: (
+            f"SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS ({s.SQS_VISIBILITY_TIMEOUT_SECONDS}) "
+            "must be more than twice SCHEDULER_DELIVERY_LEAD_SECONDS "
+            f"({s.DELIVERY_LEAD_SECONDS}): a worker holds a job's message unacknowledged "
+            "until its eta, and SQS would hand it to another worker meanwhile."
+        ),
+    ),
+    (
+        "scheduler.E012",
+        lambda s: s.RECOVERY_INTERVAL_SECONDS > s.LEASE_SECONDS,
+        lambda s: (
+            f"SCHEDULER_RECOVERY_INTERVAL_SECONDS ({s.RECOVERY_INTERVAL_SECONDS}) must be at "
+            f"most SCHEDULER_LEASE_SECONDS ({s.LEASE_SECONDS}): a dead worker's job waits "
+            "for recovery to retry it."
         ),
     ),
 )

@@ -7,6 +7,7 @@ reports a bad value as a system-check error naming the setting.
 """
 
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar, overload
@@ -94,12 +95,12 @@ class PositiveSeconds(Setting[float]):
     expected = "a positive number of seconds"
 
     def is_valid(self, value: object) -> bool:
-        return (
-            isinstance(value, int | float)
-            and not isinstance(value, bool)
-            and math.isfinite(value)
-            and value > 0
-        )
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        try:
+            return math.isfinite(value) and value > 0
+        except OverflowError:  # an int no float holds: no number of seconds either
+            return False
 
 
 def _is_text(value: object, validator: Callable[[str], bool] | None) -> bool:
@@ -178,7 +179,7 @@ class SchedulerSettings:
         maximum=_DAY,
     )
     HEARTBEAT_INTERVAL_SECONDS = PositiveSeconds(
-        10, "How often a worker renews the lease of the job it runs (at most half the lease)."
+        10, "How often a worker renews the lease of the job it runs (at most a third of the lease)."
     )
     DELIVERY_LEAD_SECONDS = PositiveSeconds(
         2,
@@ -226,7 +227,10 @@ class SchedulerSettings:
         expected="None or an http(s) URL",
     )
     SQS_REGION = OptionalText(
-        None, "The AWS region of the queue; None for boto3's default (AWS_DEFAULT_REGION)."
+        None,
+        "The AWS region of the queue; None for boto3's default (AWS_DEFAULT_REGION).",
+        validator=lambda value: re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", value) is not None,
+        expected="None or a region name such as eu-west-1",
     )
     SQS_VISIBILITY_TIMEOUT_SECONDS = PositiveInt(
         300,

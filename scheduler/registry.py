@@ -52,6 +52,14 @@ def schedulable_task_names() -> list[str]:
     return sorted(name for name in tasks if not name.startswith(_RESERVED_PREFIXES))
 
 
+def check_arguments(task: Task[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+    """TypeError if ``task``'s signature refuses ``args`` and ``kwargs``, as Celery's
+    ``apply_async`` checks them (a task made from a function, unless ``typing=False``)."""
+    header = getattr(task, "__header__", None)
+    if task.typing and header is not None:
+        header(*args, **kwargs)
+
+
 def get_task(name: str) -> Task[Any, Any]:
     """The registered task called ``name``; ``KeyError`` if it cannot be scheduled."""
     if name.startswith(_RESERVED_PREFIXES):

@@ -60,7 +60,8 @@ def ensure_dispatch_schedule() -> PeriodicTask:
                 "expire_seconds": math.ceil(interval),
                 "queue": scheduler_settings.QUEUE_NAME,
                 "description": "Sends jobs that are nearly due from PostgreSQL to SQS "
-                "(created by the scheduler app after migrate; run by beat itself).",
+                "(written by the scheduler app after migrate and as beat starts; run by "
+                "beat itself).",
             },
         )
     logger.info(
@@ -80,6 +81,13 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._dispatcher: Dispatcher | None = None
         super().__init__(*args, **kwargs)
+
+    @override
+    def setup_schedule(self) -> None:
+        # The dispatch entry as the settings say now: written only after migrate, a
+        # changed interval (or queue) would wait for the next migrate.
+        ensure_dispatch_schedule()
+        super().setup_schedule()
 
     @override
     def apply_entry(self, entry: ScheduleEntry, producer: Any = None) -> None:

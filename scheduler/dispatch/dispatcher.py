@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import (
     DatabaseError,
@@ -96,6 +96,12 @@ class BatchResult:
         return self.error is not None
 
 
+#: The earliest eta a message carries. A worker subtracts from its eta (the hand-off,
+#: a zone west of UTC): from the first day of year 1 that overflowed, and a job due
+#: then ("as soon as possible") was dropped at every send.
+EARLIEST_ETA = datetime(1, 1, 2, tzinfo=UTC)
+
+
 def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage]:
     """The messages of ``jobs``, each released by SQS just before its run_at."""
     max_delay = scheduler_settings.MAX_DELAY_SECONDS
@@ -106,7 +112,7 @@ def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage
             dispatch_token=job.dispatch_token,
             task_name=job.task_name,
             queue=job.queue,
-            eta=job.run_at,
+            eta=max(job.run_at, EARLIEST_ETA),
             delay_seconds=delivery_delay_seconds(
                 job.run_at, now=now, max_delay=max_delay, lead=lead
             ),

@@ -19,9 +19,14 @@ from typing_extensions import Unpack
 
 from scheduler import validation
 from scheduler.conf import scheduler_settings
-from scheduler.exceptions import DuplicateJobError, SchedulerError, UnknownTaskError
+from scheduler.exceptions import (
+    DuplicateJobError,
+    InvalidArgumentsError,
+    SchedulerError,
+    UnknownTaskError,
+)
 from scheduler.models import ScheduledJob
-from scheduler.registry import get_task, routed_queue, task_name_of
+from scheduler.registry import check_arguments, get_task, routed_queue, task_name_of
 from scheduler.services import audit
 
 logger = logging.getLogger(__name__)
@@ -230,6 +235,12 @@ def _new_job(
     name = task_name_of(spec.task)
     task = find_task(name)
     args, kwargs = validation.job_args(spec.args), validation.job_kwargs(spec.kwargs)
+    try:
+        # As Celery's apply_async does: otherwise the job fails only at its time, weeks
+        # later, on every attempt.
+        check_arguments(task, args, kwargs)
+    except TypeError as error:
+        raise InvalidArgumentsError("args", f"do not fit {name}: {error}") from None
     return ScheduledJob(
         task_name=name,
         args=args,

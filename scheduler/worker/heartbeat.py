@@ -18,7 +18,7 @@ class Heartbeat:
     Each beat is one small UPDATE on the thread's own database connection (the body's
     connection may be inside a long transaction); no lock is held between beats. A
     failed beat is logged and the next one tried: the lease tolerates a missed beat or
-    two (``SCHEDULER_HEARTBEAT_INTERVAL_SECONDS`` is at most half the lease).
+    two (``SCHEDULER_HEARTBEAT_INTERVAL_SECONDS`` is at most a third of the lease).
     """
 
     def __init__(self, *, job_id: int, token: UUID, interval: float) -> None:

@@ -45,6 +45,7 @@ from typing_extensions import override
 from scheduler import protocol
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import InvalidArgumentsError
+from scheduler.registry import check_arguments
 from scheduler.services.scheduling import schedule_call
 from scheduler.worker.execution import Handled, JobRun, Outcome, run_job
 
@@ -245,11 +246,9 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         *,
         now: datetime,
     ) -> AsyncResult[Any]:
-        # As Celery's apply_async checks them before it sends (a task made from a
-        # function has the function's signature): a job would fail only at its time.
-        check_arguments = getattr(self, "__header__", None)
-        if self.typing and check_arguments is not None:
-            check_arguments(*(args or ()), **(kwargs or {}))
+        # As Celery's apply_async checks them before it sends: a job would fail only
+        # at its time.
+        check_arguments(self, args or (), kwargs or {})
         canvas = [name for name in _CANVAS_OPTIONS if options.get(name)]
         if canvas and not _in_celery_retry.get():
             raise InvalidArgumentsError(

@@ -66,6 +66,21 @@ def test_a_fractional_interval_is_kept_to_the_microsecond(settings):
     assert task.expire_seconds == 1  # whole seconds only: the interval rounded up
 
 
+def test_beat_starts_with_the_interval_setting_not_the_one_of_the_last_migrate(
+    settings, transactional_db
+):
+    # The schedule was written only after migrate: beat restarted with a new interval
+    # ticked at the old one (and the monitoring page, reading the setting, called it
+    # silent) until the next migrate.
+    settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 2
+    scheduler = DispatchingScheduler(app=current_app)
+    scheduler._finalize.cancel()
+    task = PeriodicTask.objects.get(name=DISPATCH_PERIODIC_TASK_NAME)
+    assert (task.interval.every, task.interval.period) == (2, "seconds")
+    [entry] = [e for e in scheduler.schedule.values() if e.task == "scheduler.dispatch"]
+    assert entry.schedule.run_every == timedelta(seconds=2)
+
+
 @pytest.fixture
 def beat_scheduler(transactional_db):
     ensure_dispatch_schedule()

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 from freezegun import freeze_time
 
 from payments.gateway import gateway
@@ -147,13 +148,18 @@ def test_a_rolled_back_authorization_leaves_no_payment_and_no_job():
         (1.5, "EUR", TypeError),
         ("1.00", "EURO", ValueError),
         ("1.00", "E1R", ValueError),
+        # More than the amount column holds: authorized at the gateway, then refused by
+        # PostgreSQL, the card hold left behind.
+        ("10000000000.00", "EUR", ValueError),
     ],
 )
 def test_bad_payments_are_rejected_and_write_nothing(amount, currency, error):
+    authorized = len(gateway.authorizations)
     with pytest.raises(error):
         authorize_payment(amount=amount, currency=currency)
     assert not Payment.objects.exists()
     assert not ScheduledJob.objects.exists()
+    assert len(gateway.authorizations) == authorized  # no hold on the card
 
 
 def test_capturing_twice_charges_once():
@@ -165,6 +171,21 @@ def test_capturing_twice_charges_once():
     assert first.capture_id == second.capture_id
     assert len(gateway.captures) == before + 1
     assert gateway.captures[-1].authorization_id == payment.authorization_id
+
+
+def test_a_missed_capture_is_not_made_later_on_a_lapsed_authorization():
+    # An operator retries the expired capture job (with a new deadline): it charged a
+    # card whose authorization had lapsed, and the payment went from missed to captured.
+    missed, lapsed = (authorize_payment(amount="5.00", currency="EUR") for _ in range(2))
+    Payment.objects.filter(pk=missed.pk).update(
+        status=Payment.Status.CAPTURE_MISSED, authorization_expires_at=timezone.now()
+    )
+    # Its expiry not recorded yet: the job ran past the deadline it had.
+    Payment.objects.filter(pk=lapsed.pk).update(authorization_expires_at=timezone.now())
+    before = len(gateway.captures)
+    for payment in (missed, lapsed):
+        assert capture_payment(payment_id=payment.pk).status == Payment.Status.CAPTURE_MISSED
+    assert len(gateway.captures) == before
 
 
 def test_the_gateway_honours_idempotency_keys():

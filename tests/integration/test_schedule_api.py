@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 from freezegun import freeze_time
 
-from scheduler import cancel, reschedule, schedule_at, schedule_in
+from scheduler import JobSpec, cancel, reschedule, schedule_at, schedule_in, schedule_many
 from scheduler.exceptions import (
     DuplicateJobError,
     InvalidArgumentsError,
@@ -64,6 +64,31 @@ def test_schedule_in_takes_a_timedelta_or_seconds():
 
 
 BAD_INPUTS = [
+    # Arguments the task cannot take: as Celery's apply_async refuses them, or the job
+    # fails only at its time, weeks later, on every attempt.
+    pytest.param(
+        lambda: schedule_at("testapp.record", T0, ["/tmp/runs"]),
+        InvalidArgumentsError,
+        "do not fit testapp.record: .*missing 1 required positional argument: 'label'",
+        id="missing-argument",
+    ),
+    pytest.param(
+        lambda: schedule_at("testapp.record", T0, [], {"path": "/tmp/runs", "labl": "x"}),
+        InvalidArgumentsError,
+        "unexpected keyword argument 'labl'",
+        id="unexpected-keyword",
+    ),
+    pytest.param(
+        lambda: schedule_many(
+            [
+                JobSpec("testapp.record", T0, ["/tmp/runs", "fine"]),
+                JobSpec("testapp.record", T0, ["/tmp/runs", "fine", "extra"]),
+            ]
+        ),
+        InvalidArgumentsError,
+        r"jobs\[1\]: args do not fit testapp.record: .*takes 2 positional arguments but 3",
+        id="schedule-many-item",
+    ),
     pytest.param(
         lambda: schedule_at(noop, datetime(2026, 12, 1, 12, 0)),
         ValueError,

@@ -44,11 +44,29 @@ def test_defaults_pass():
         ({"SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS": 43201}, "scheduler.E001"),
         ({"SCHEDULER_SQS_WAIT_TIME_SECONDS": 21}, "scheduler.E001"),
         ({"SCHEDULER_SQS_REGION": ""}, "scheduler.E001"),
+        # AWS_DEFAULT_REGION with a stray space: botocore refused it at the first call.
+        ({"SCHEDULER_SQS_REGION": "us-east-1 "}, "scheduler.E001"),
+        # An int too large for a float: the check itself crashed (OverflowError).
+        ({"SCHEDULER_DISPATCH_INTERVAL_SECONDS": 10**400}, "scheduler.E001"),
+        # Dead workers' jobs waited a recovery interval (a day) instead of about a lease.
+        ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": 86_400}, "scheduler.E012"),
         (
             {"SCHEDULER_LEASE_SECONDS": 10, "SCHEDULER_HEARTBEAT_INTERVAL_SECONDS": 6},
             "scheduler.E007",
         ),
+        # Exactly half: one missed beat, and the next comes as the lease ends (plus its
+        # own round trip), after a recovery tick may have taken the live job for dead.
+        (
+            {"SCHEDULER_LEASE_SECONDS": 60, "SCHEDULER_HEARTBEAT_INTERVAL_SECONDS": 30},
+            "scheduler.E007",
+        ),
         ({"SCHEDULER_DELIVERY_LEAD_SECONDS": 300}, "scheduler.E008"),
+        # A worker holds a job's message unacknowledged for the lead: SQS would hand it
+        # to another worker meanwhile, and after five such receives to the dead letters.
+        (
+            {"SCHEDULER_DELIVERY_LEAD_SECONDS": 200, "SCHEDULER_LOOKAHEAD_SECONDS": 600},
+            "scheduler.E009",
+        ),
         ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": 0}, "scheduler.E001"),
         ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": "5"}, "scheduler.E001"),
         # "Keep them forever": a cutoff a million days back is no date, and the purge failed.

@@ -9,7 +9,9 @@ from celery import current_app
 from celery.utils.imports import symbol_by_name
 from kombu import Message
 
+from scheduler.dispatch.dispatcher import _messages
 from scheduler.dispatch.publisher import OutgoingMessage, encode_message
+from scheduler.services.dispatching import Pending
 from scheduler.worker.request import HANDOFF_AHEAD
 from tests.testapp.tasks import noop
 
@@ -54,3 +56,22 @@ def test_any_other_message_keeps_celerys_eta():
     }
 
     assert _worker_request(envelope).eta == ETA
+
+
+def test_a_job_due_at_the_start_of_year_1_reaches_the_pool():
+    # Any aware datetime is a valid run_at ("as soon as possible" when past); the worker's
+    # hand-off subtracted from 0001-01-01 and overflowed, so the message was dropped as
+    # an error at every re-send and the job stayed enqueued for ever.
+    earliest = datetime.min.replace(tzinfo=UTC)
+    job = Pending(
+        job_id=42,
+        task_name=noop.name,
+        queue="jobs",
+        run_at=earliest,
+        dispatch_token=uuid.uuid4(),
+        sends=0,
+        celery_task_id=None,
+    )
+    [outgoing] = _messages([job], now=ETA)
+    request = _worker_request(json.loads(base64.b64decode(encode_message(outgoing))))
+    assert earliest < request.eta < ETA
