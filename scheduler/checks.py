@@ -71,12 +71,13 @@ _RELATIONS: tuple[
     ),
     (
         "scheduler.E009",
-        lambda s: s.SQS_VISIBILITY_TIMEOUT_SECONDS <= 2 * s.DELIVERY_LEAD_SECONDS,
+        # SQS delays whole seconds, rounded down: a message may come a second more ahead.
+        lambda s: s.SQS_VISIBILITY_TIMEOUT_SECONDS <= 2 * s.DELIVERY_LEAD_SECONDS + 1,
         lambda s: (
             f"SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS ({s.SQS_VISIBILITY_TIMEOUT_SECONDS}) "
             "must be more than twice SCHEDULER_DELIVERY_LEAD_SECONDS "
-            f"({s.DELIVERY_LEAD_SECONDS}): a worker holds a job's message unacknowledged "
-            "until its eta, and SQS would hand it to another worker meanwhile."
+            f"({s.DELIVERY_LEAD_SECONDS}) plus a second: a worker holds a job's message "
+            "unacknowledged until its eta, and SQS would hand it to another worker meanwhile."
         ),
     ),
     (

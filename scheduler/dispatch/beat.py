@@ -48,7 +48,13 @@ def ensure_dispatch_schedule() -> PeriodicTask:
     else:
         every, period = round(interval * 1_000_000), IntervalSchedule.MICROSECONDS
     with transaction.atomic():
-        schedule, _ = IntervalSchedule.objects.get_or_create(every=every, period=period)
+        # Not get_or_create: the table has no unique key, and an operator (or another
+        # beat starting) may have added the same interval.
+        schedule = (
+            IntervalSchedule.objects.filter(every=every, period=period).order_by("pk").first()
+        )
+        if schedule is None:
+            schedule = IntervalSchedule.objects.create(every=every, period=period)
         task, created = PeriodicTask.objects.update_or_create(
             name=DISPATCH_PERIODIC_TASK_NAME,
             defaults={

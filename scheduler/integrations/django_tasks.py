@@ -23,6 +23,7 @@ value JSON cannot hold fails the job at once, as in ``django.tasks``.
 # Annotations stay text: Django 6.0's Task and TaskResult are not generic at run time.
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Iterable
@@ -175,6 +176,10 @@ class SchedulerBackend(BaseTaskBackend):
         kwargs: Any,
     ) -> TaskResult[Any]:
         self.validate_task(task)
+        # The Celery task that runs it takes anything: check the function's own signature
+        # now, or a misspelt keyword fails only at its time, on every attempt.
+        context = (None,) if task.takes_context else ()
+        inspect.signature(task.func).bind(*context, *args, **kwargs)
         job = services.schedule_at(
             task.module_path,
             task.run_after or timezone.now(),

@@ -240,7 +240,8 @@ def _new_job(
         # later, on every attempt.
         check_arguments(task, args, kwargs)
     except TypeError as error:
-        raise InvalidArgumentsError("args", f"do not fit {name}: {error}") from None
+        field = "kwargs" if "keyword" in str(error) else "args"
+        raise InvalidArgumentsError(field, f"do not fit {name}: {error}") from None
     return ScheduledJob(
         task_name=name,
         args=args,

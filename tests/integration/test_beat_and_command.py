@@ -10,7 +10,7 @@ from django.apps import apps
 from django.core.management import call_command
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scheduler import schedule_at
 from scheduler.apps import after_migrate
@@ -55,6 +55,14 @@ def test_the_schedule_follows_the_interval_setting_and_stays_unique(settings):
     assert task.interval.every == 2
     assert task.queue == "other-queue"
     assert PeriodicTask.objects.filter(task="scheduler.dispatch").count() == 1
+
+
+def test_an_interval_an_operator_also_added_does_not_stop_the_schedule():
+    # IntervalSchedule has no unique key: a second "every 5 seconds" (the admin, two
+    # beats starting) made get_or_create fail, and beat with it at every start.
+    IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS)
+    task = ensure_dispatch_schedule()
+    assert (task.interval.every, task.interval.period) == (5, "seconds")
 
 
 def test_a_fractional_interval_is_kept_to_the_microsecond(settings):

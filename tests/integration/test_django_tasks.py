@@ -352,3 +352,13 @@ def test_a_cancelled_task_is_finished_for_django_tasks_receivers(
     finally:
         task_finished.disconnect(receive)
     assert finished == [(result.id, TaskResultStatus.FAILED)]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"), [((1,), {}), ((1, 2, 3), {}), ((1,), {"c": 2})], ids=["few", "many", "kw"]
+)
+def test_arguments_the_function_cannot_take_are_refused_at_enqueue(args, kwargs):
+    # Stored as they were, they failed only at the task's time, on every attempt.
+    with pytest.raises(TypeError):
+        tasks.add.using(run_after=T0 + timedelta(days=14)).enqueue(*args, **kwargs)
+    assert not ScheduledJob.objects.exists()

@@ -75,7 +75,7 @@ BAD_INPUTS = [
     pytest.param(
         lambda: schedule_at("testapp.record", T0, [], {"path": "/tmp/runs", "labl": "x"}),
         InvalidArgumentsError,
-        "unexpected keyword argument 'labl'",
+        "kwargs do not fit testapp.record: .*unexpected keyword argument 'labl'",
         id="unexpected-keyword",
     ),
     pytest.param(

@@ -46,6 +46,7 @@ def test_defaults_pass():
         ({"SCHEDULER_SQS_REGION": ""}, "scheduler.E001"),
         # AWS_DEFAULT_REGION with a stray space: botocore refused it at the first call.
         ({"SCHEDULER_SQS_REGION": "us-east-1 "}, "scheduler.E001"),
+        ({"SCHEDULER_SQS_REGION": "-us-east-1"}, "scheduler.E001"),
         # An int too large for a float: the check itself crashed (OverflowError).
         ({"SCHEDULER_DISPATCH_INTERVAL_SECONDS": 10**400}, "scheduler.E001"),
         # Dead workers' jobs waited a recovery interval (a day) instead of about a lease.
@@ -65,6 +66,12 @@ def test_defaults_pass():
         # to another worker meanwhile, and after five such receives to the dead letters.
         (
             {"SCHEDULER_DELIVERY_LEAD_SECONDS": 200, "SCHEDULER_LOOKAHEAD_SECONDS": 600},
+            "scheduler.E009",
+        ),
+        # SQS's delay is whole seconds, rounded down: a message comes up to a second more
+        # ahead than the lead.
+        (
+            {"SCHEDULER_DELIVERY_LEAD_SECONDS": 0.4, "SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS": 1},
             "scheduler.E009",
         ),
         ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": 0}, "scheduler.E001"),
