@@ -324,10 +324,26 @@ def record_success(
         retrying=retrying,
     )
     if updated:
-        signals.send_on_commit(
-            signals.job_succeeded, job_id=job.pk, task_name=job.task_name, result=result
-        )
+        _send_succeeded(job, result)
     return updated
+
+
+def confirm_success(*, job: ScheduledJob, attempt: JobAttempt, result: Any = None) -> bool:
+    """Whether a success whose commit lost its answer reached PostgreSQL all the same
+    (an atomic task's, committed with its body's writes, cannot be written again).
+
+    If it did, the job_succeeded signal that went with the lost commit is sent now.
+    """
+    if not _found_committed(job, attempt, JobAttempt.Outcome.SUCCEEDED):
+        return False
+    _send_succeeded(job, result)
+    return True
+
+
+def _send_succeeded(job: ScheduledJob, result: Any) -> None:
+    signals.send_on_commit(
+        signals.job_succeeded, job_id=job.pk, task_name=job.task_name, result=result
+    )
 
 
 def record_error(
@@ -445,10 +461,7 @@ def _record(
     """
     # Read before this call writes, which closes a running attempt whatever the job
     # does: an attempt already closed with this outcome is the previous call's commit.
-    # While the attempt runs only this delivery moves the job; recovery closes the
-    # attempt as lease_expired in the transaction that takes the job away.
-    if retrying and JobAttempt.objects.filter(pk=attempt.pk, outcome=outcome).exists():
-        logger.warning("job outcome found committed job_id=%s outcome=%s", job.pk, outcome)
+    if retrying and _found_committed(job, attempt, outcome):
         return True
     attempts = connection.ops.quote_name(JobAttempt._meta.db_table)
     close_attempt = (
@@ -464,6 +477,19 @@ def _record(
         updated_at=now,
         **changes,
     )
+
+
+def _found_committed(job: ScheduledJob, attempt: JobAttempt, outcome: str) -> bool:
+    """Whether ``attempt`` is closed with ``outcome``: then an earlier commit, whose
+    answer was lost, recorded it.
+
+    While the attempt runs only its delivery moves the job; recovery closes the attempt
+    as lease_expired in the transaction that takes the job away.
+    """
+    if not JobAttempt.objects.filter(pk=attempt.pk, outcome=outcome).exists():
+        return False
+    logger.warning("job outcome found committed job_id=%s outcome=%s", job.pk, outcome)
+    return True
 
 
 def _storable(job: ScheduledJob, result: Any) -> Any:

@@ -144,7 +144,8 @@ def run_job(
     heartbeat that renews the lease; the heartbeat stops before the outcome is recorded,
     which Celery's soft time limit does not interrupt.
     An atomic runner's body and its success commit together, so an error, a crash or a
-    lost lease rolls its writes back. An exception of the body is recorded (a retry
+    lost lease rolls its writes back; a success whose commit lost its answer is read back,
+    not committed again. An exception of the body is recorded (a retry
     through PostgreSQL, or failed) and returned in :attr:`Handled.error` for the caller
     to re-raise.
     """
@@ -171,13 +172,7 @@ def run_job(
         try:
             with Heartbeat(job_id=job.pk, token=token, interval=interval) as heartbeat:
                 if runner.atomic:
-                    with transaction.atomic():
-                        result = _call_body(runner, run, after_body)
-                        heartbeat.stop()
-                        outcome = _record_return(run, result, retrying=False)
-                        if outcome is Outcome.LEASE_LOST:
-                            # Another delivery may run the job again: not this body's writes.
-                            transaction.set_rollback(True)
+                    result, outcome = _run_atomic(runner, run, heartbeat, after_body)
                 else:
                     result = _call_body(runner, run, after_body)
                     heartbeat.stop()
@@ -199,6 +194,44 @@ def run_job(
             )
             return Handled(outcome, error=error)
         return Handled(outcome, result=result)
+
+
+def _run_atomic(
+    runner: JobRunner, run: JobRun, heartbeat: Heartbeat, after_body: ExitStack
+) -> tuple[Any, Outcome]:
+    """The body's result and its outcome, recorded in the body's transaction.
+
+    A commit is not tried again (the body's writes went with it): a success whose
+    commit lost its answer counts if it reached PostgreSQL, else the error is raised and
+    the job stays running until its lease expires.
+    """
+    recorded: Outcome | None = None
+    try:
+        with transaction.atomic():
+            result = _call_body(runner, run, after_body)
+            heartbeat.stop()
+            recorded = _record_return(run, result, retrying=False)
+            if recorded is Outcome.LEASE_LOST:
+                # Another delivery may run the job again: not this body's writes.
+                transaction.set_rollback(True)
+        return result, recorded
+    except (OperationalError, InterfaceError):
+        # Only a success has a signal to lose with the commit's answer: a retry asked
+        # for without raising has attempts left, so it never fails the job.
+        if recorded is not Outcome.SUCCEEDED or not _success_committed(run, result):
+            raise
+        return result, recorded
+
+
+def _success_committed(run: JobRun, result: Any) -> bool:
+    """Whether an atomic success whose commit lost its answer reached PostgreSQL (its
+    signal is then sent), read once PostgreSQL answers again."""
+    _refresh_connections()
+    return _waiting_for_database(
+        lambda _retrying: running.confirm_success(job=run.job, attempt=run.attempt, result=result),
+        job_id=run.job.pk,
+        step="outcome",
+    )
 
 
 def _refresh_connections() -> None:

@@ -1,15 +1,19 @@
 """Worker-side execution against real PostgreSQL: claim, run, record, retry."""
 
+import contextlib
 import os
 import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from unittest import mock
 
 import pytest
 from billiard.pool import soft_timeout_sighandler
 from django.db import OperationalError, connection, transaction
+from django.dispatch import Signal
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from freezegun import freeze_time
@@ -25,12 +29,70 @@ from scheduler.worker.execution import Outcome
 from tests.conftest import postgresql_out_of_reach
 from tests.factories import deliver, dispatch_one, mark_enqueued
 from tests.processes import wait_until
+from tests.testapp.models import Effect
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 Status = ScheduledJob.Status
+
+
+def _connection_dropped() -> OperationalError:
+    return OperationalError("server closed the connection unexpectedly")
+
+
+@contextlib.contextmanager
+def statement_answer_lost(statement: str) -> Iterator[list[str]]:
+    """PostgreSQL runs the first statement holding ``statement``, then the connection
+    drops before its answer comes back (a failover). Yields the statements lost."""
+    lost: list[str] = []
+
+    def lose_the_first_answer(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if statement in sql and not lost:
+            lost.append(sql)
+            raise _connection_dropped()
+        return result
+
+    with connection.execute_wrapper(lose_the_first_answer):
+        yield lost
+
+
+@contextlib.contextmanager
+def commit_answer_lost(*, reached: bool) -> Iterator[list[str]]:
+    """The connection drops at the next commit before its answer comes back: after
+    PostgreSQL committed if ``reached``, else before (the transaction rolls back).
+    Yields the commits lost."""
+    lost: list[str] = []
+    commit = connection._commit  # type: ignore[attr-defined]  # not in django-stubs
+
+    def lose_the_first_answer() -> None:
+        if not lost:
+            lost.append("COMMIT")
+            if reached:
+                commit()
+            raise _connection_dropped()
+        commit()
+
+    with mock.patch.object(connection, "_commit", lose_the_first_answer):
+        yield lost
+
+
+@pytest.fixture
+def outcome_signals() -> Iterator[list[Signal]]:
+    """The job_succeeded and job_failed signals sent during the test, in order."""
+    sent: list[Signal] = []
+
+    def receive(sender, **kwargs):
+        sent.append(kwargs["signal"])
+
+    watched = (signals.job_succeeded, signals.job_failed)
+    for watched_signal in watched:
+        watched_signal.connect(receive)
+    yield sent
+    for watched_signal in watched:
+        watched_signal.disconnect(receive)
 
 
 @freeze_time(T0)
@@ -464,16 +526,7 @@ def test_a_claim_whose_commit_reached_postgresql_but_not_its_answer_runs_the_job
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", timezone.now(), [path, "once"], max_attempts=1)
     token = dispatch_one(job, now=timezone.now())
-    answers_lost: list[str] = []
-
-    def lose_the_first_claims_answer(execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
-        if "claimed AS (UPDATE" in sql and not answers_lost:
-            answers_lost.append(sql)
-            raise OperationalError("server closed the connection unexpectedly")
-        return result
-
-    with connection.execute_wrapper(lose_the_first_claims_answer):
+    with statement_answer_lost("claimed AS (UPDATE") as answers_lost:
         handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
     assert answers_lost
     assert handled.outcome is Outcome.SUCCEEDED
@@ -500,41 +553,59 @@ def test_a_claim_whose_commit_reached_postgresql_but_not_its_answer_runs_the_job
     ids=["returned", "raised", "retried"],
 )
 def test_an_outcome_whose_commit_reached_postgresql_but_not_its_answer_is_taken_as_recorded(
-    caplog, task, args, outcome, status, signal
+    caplog, outcome_signals, task, args, outcome, status, signal
 ):
     # Tried again, the compare-and-set found the job moved already and took that for a
     # lost lease: the job's own job_succeeded / job_failed signal was never sent.
     job = schedule_at(task, timezone.now(), args, max_attempts=1 if task == "testapp.fail" else 3)
     token = dispatch_one(job, now=timezone.now())
-    answers_lost: list[str] = []
-    sent: list[str] = []
-
-    def lose_the_first_outcomes_answer(execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
-        if sql.startswith("WITH moved AS (UPDATE") and not answers_lost:
-            answers_lost.append(sql)
-            raise OperationalError("server closed the connection unexpectedly")
-        return result
-
-    def receive(sender, **kwargs):
-        sent.append(kwargs["signal"])
-
-    receivers = {name: getattr(signals, name) for name in ("job_succeeded", "job_failed")}
-    for receiver_signal in receivers.values():
-        receiver_signal.connect(receive)
-    try:
-        with connection.execute_wrapper(lose_the_first_outcomes_answer):
-            handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
-    finally:
-        for receiver_signal in receivers.values():
-            receiver_signal.disconnect(receive)
+    with statement_answer_lost("WITH moved AS (UPDATE") as answers_lost:
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
     assert answers_lost
     assert handled.outcome is outcome
-    assert sent == ([receivers[signal]] if signal else [])
+    assert outcome_signals == ([getattr(signals, signal)] if signal else [])
     assert "job lease lost" not in caplog.text
     assert f"job outcome found committed job_id={job.pk}" in caplog.text
     job.refresh_from_db()
     assert (job.status, job.attempts) == (status, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_atomic_success_whose_commit_reached_postgresql_but_not_its_answer_is_recorded(
+    caplog, outcome_signals
+):
+    # The body's writes and the success commit together, and a commit is not tried
+    # again: the job succeeded, but its job_succeeded signal was never sent.
+    job = schedule_at("testapp.atomic_effect", timezone.now(), ["atomic"])
+    token = dispatch_one(job, now=timezone.now())
+    with commit_answer_lost(reached=True) as answers_lost:
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert answers_lost
+    assert handled.outcome is Outcome.SUCCEEDED
+    assert outcome_signals == [signals.job_succeeded]
+    assert f"job outcome found committed job_id={job.pk} outcome=succeeded" in caplog.text
+    assert Effect.objects.filter(label="atomic").count() == 1  # the body ran once
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.SUCCEEDED, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_atomic_success_whose_commit_did_not_reach_postgresql_stays_running(
+    caplog, outcome_signals
+):
+    # The body's writes were rolled back with the success: the job is not succeeded,
+    # and it stays running, for recovery to retry it once its lease expires.
+    job = schedule_at("testapp.atomic_effect", timezone.now(), ["atomic"])
+    token = dispatch_one(job, now=timezone.now())
+    with commit_answer_lost(reached=False) as answers_lost, pytest.raises(OperationalError):
+        deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert answers_lost
+    assert outcome_signals == []
+    assert "job outcome found committed" not in caplog.text
+    assert not Effect.objects.exists()
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.RUNNING, 1)
+    assert [attempt.outcome for attempt in job.history.all()] == ["running"]
 
 
 def test_a_claim_tried_again_takes_only_its_own_workers_running_claim():
