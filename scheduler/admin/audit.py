@@ -3,12 +3,10 @@
 from typing import TYPE_CHECKING
 
 from django.contrib import admin
-from django.urls import reverse
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from scheduler.admin.changelist import CappedCountPaginator
-from scheduler.admin.display import audit_details, timestamp_column
+from scheduler.admin.display import audit_details, link_to_job, timestamp_column
 from scheduler.admin.readonly import ReadOnlyAdminMixin
 from scheduler.models import AuditEntry
 
@@ -40,7 +38,4 @@ class AuditEntryAdmin(ReadOnlyAdminMixin, AuditAdminBase):
 
     @admin.display(description="job")
     def job_link(self, entry: AuditEntry) -> SafeString | str:
-        if entry.job_id is None:
-            return "-"
-        url = reverse("admin:scheduler_scheduledjob_change", args=[entry.job_id])
-        return format_html('<a href="{}">#{}</a>', url, entry.job_id)
+        return link_to_job(entry.job_id)

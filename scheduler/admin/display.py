@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib import admin
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -64,3 +65,11 @@ def audit_details(details: dict[str, Any]) -> str:
                 shown = value or "any"
         parts.append(f"{key.replace('_', ' ')} {shown}")
     return "; ".join(parts) or "-"
+
+
+def link_to_job(job_id: int | None) -> SafeString | str:
+    """A link to the job's page, "#42"; "-" for a row without a job."""
+    if job_id is None:
+        return "-"
+    url = reverse("admin:scheduler_scheduledjob_change", args=[job_id])
+    return format_html('<a href="{}">#{}</a>', url, job_id)

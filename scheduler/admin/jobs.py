@@ -14,18 +14,22 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
-from django.forms import ModelForm
+from django.db.models import Count, F, QuerySet, Window
+from django.db.models.functions import RowNumber
+from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html
+from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST, require_safe
 from typing_extensions import override
 
 from scheduler import services, states
 from scheduler.admin import bulk, changelist, monitoring
+from scheduler.admin.attempts import AttemptColumns
 from scheduler.admin.changelist import (
     CappedCountPaginator,
     QueueFilter,
@@ -44,7 +48,7 @@ from scheduler.admin.forms import (
     WhenForm,
     reason_field,
 )
-from scheduler.admin.readonly import ReadOnlyAdminMixin
+from scheduler.admin.readonly import JobHistoryAdminMixin
 from scheduler.exceptions import InvalidTransitionError, SchedulerError
 from scheduler.models import AuditEntry, JobAttempt, Pause, ScheduledJob
 
@@ -66,11 +70,12 @@ ADMIN_CSS = {"all": ("scheduler/admin.css",)}
 if TYPE_CHECKING:
     from django.contrib.admin.options import _FieldsetSpec
 
-    AttemptInlineBase = admin.TabularInline[JobAttempt, ScheduledJob]
-    AuditInlineBase = admin.TabularInline[AuditEntry, ScheduledJob]
+    HistoryInlineBase = admin.TabularInline[Any, ScheduledJob]
+    HistoryFormSetBase = BaseInlineFormSet[Any, ScheduledJob, Any]
     JobAdminBase = admin.ModelAdmin[ScheduledJob]
 else:
-    AttemptInlineBase = AuditInlineBase = admin.TabularInline
+    HistoryInlineBase = admin.TabularInline
+    HistoryFormSetBase = BaseInlineFormSet
     JobAdminBase = admin.ModelAdmin
 
 
@@ -80,57 +85,92 @@ class ReasonActionForm(helpers.ActionForm):
     reason = reason_field()
 
 
-class JobHistoryInline(ReadOnlyAdminMixin):
-    """Rows of a job's history on its page: read-only, seen by whoever may view the job."""
+class HistoryFormSet(HistoryFormSetBase):
+    """The rows of a job's history its page shows (the inline's queryset keeps only the
+    latest), how many there are in all, and where to see them all."""
 
+    #: The admin list of all of the job's rows, if the user may see it (set per request).
+    all_rows_url: str | None = None
+
+    @cached_property
+    def rows_shown(self) -> int:
+        return len(self.get_queryset())
+
+    @cached_property
+    def rows_in_all(self) -> int:
+        # Every row shown carries the count: the rows' own query, no other.
+        rows: QuerySet[Any] = self.get_queryset()
+        return next((row.rows_in_all for row in rows), 0)
+
+
+class JobHistoryInline(JobHistoryAdminMixin, HistoryInlineBase):
+    """The latest rows of a job's history on its page (read-only, in ``ordering``, which
+    names fields oldest first), with how many there are in all and a link to them all."""
+
+    # Each row shown posts its hidden id and job fields with the page's reschedule form:
+    # with every row, a job retried many times passed DATA_UPLOAD_MAX_NUMBER_FIELDS
+    # (1,000) and the reschedule was a 400, and the page was slow. Rendering every row
+    # without its fields would have fixed the POST but not the page.
+    #: How many rows of each history a job's page shows, the latest ones.
+    shown_rows = 50
     extra = 0
     can_delete = False
     show_change_link = False
+    formset = HistoryFormSet
+    template = "admin/scheduler/scheduledjob/history_inline.html"
 
     @override
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return request.user.has_perm("scheduler.view_scheduledjob") or request.user.has_perm(
-            "scheduler.change_scheduledjob"
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        """The latest ``shown_rows`` rows of each job, each with the job's number of rows,
+        in one query."""
+        latest_first = [F(name).desc() for name in self.get_ordering(request)]
+        # Windows, so the count is of all the job's rows, not of those shown.
+        latest: QuerySet[Any] = (
+            super()
+            .get_queryset(request)
+            .annotate(
+                from_latest=Window(RowNumber(), partition_by=F("job"), order_by=latest_first),
+                rows_in_all=Window(Count("pk"), partition_by=F("job")),
+            )
+            .filter(from_latest__lte=self.shown_rows)
         )
+        return latest
+
+    @override
+    def get_formset(
+        self, request: HttpRequest, obj: ScheduledJob | None = None, **kwargs: Any
+    ) -> "type[BaseInlineFormSet[Any, ScheduledJob, ModelForm[Any]]]":
+        # The link depends on the user's permissions: a formset class of the request's own.
+        link = {"all_rows_url": self._all_rows_url(request, obj)}
+        kwargs["formset"] = type(self.formset.__name__, (self.formset,), link)
+        return super().get_formset(request, obj, **kwargs)
+
+    def _all_rows_url(self, request: HttpRequest, job: ScheduledJob | None) -> str | None:
+        """The admin list of the job's rows, if the site has one the user may see (a
+        project's own admin site may not register it)."""
+        if job is None or not self.admin_site.is_registered(self.model):
+            return None
+        if not self.admin_site.get_model_admin(self.model).has_view_permission(request):
+            return None
+        opts = self.model._meta
+        url = reverse(
+            f"admin:{opts.app_label}_{opts.model_name}_changelist",
+            current_app=self.admin_site.name,
+        )
+        return f"{url}?{urlencode({'job__id__exact': job.pk})}"
 
 
-class JobAttemptInline(JobHistoryInline, AttemptInlineBase):
-    """Every attempt of a job, with its traceback (read-only history)."""
+class JobAttemptInline(AttemptColumns, JobHistoryInline):
+    """The latest attempts of a job, with their tracebacks (read-only history)."""
 
     model = JobAttempt
     verbose_name_plural = "attempts"
-    fields = readonly_fields = (
-        "number",
-        "outcome",
-        "due",
-        "started",
-        "attempt_lateness",
-        "finished",
-        "worker",
-        "traceback",
-    )
-
-    due = timestamp_column("scheduled_for", "due at")
-    started = timestamp_column("started_at", "started")
-    finished = timestamp_column("finished_at", "finished")
-
-    @admin.display(description="late by")
-    def attempt_lateness(self, attempt: JobAttempt) -> str:
-        return duration(attempt.started_at - attempt.scheduled_for)
-
-    @admin.display(description="traceback")
-    def traceback(self, attempt: JobAttempt) -> SafeString | str:
-        if not attempt.error:
-            return "-"
-        last_line = attempt.error.strip().splitlines()[-1]
-        return format_html(
-            '<details class="job-traceback"><summary>{}</summary><pre>{}</pre></details>',
-            last_line,
-            attempt.error,
-        )
+    fields = readonly_fields = AttemptColumns.columns
+    # By start, not by number: each retry numbers its attempts from 1 again.
+    ordering = ("started_at", "pk")
 
 
-class AuditEntryInline(JobHistoryInline, AuditInlineBase):
+class AuditEntryInline(JobHistoryInline):
     """Who did what to the job, when and why (the audit trail, read-only)."""
 
     model = AuditEntry

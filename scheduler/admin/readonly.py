@@ -27,3 +27,13 @@ class ReadOnlyAdminMixin(AdminBase):
     @override
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class JobHistoryAdminMixin(ReadOnlyAdminMixin):
+    """A job's history (its attempts, its audit trail): seen by whoever may view the job."""
+
+    @override
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("scheduler.view_scheduledjob") or request.user.has_perm(
+            "scheduler.change_scheduledjob"
+        )

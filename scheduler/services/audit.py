@@ -26,3 +26,17 @@ def record(
     AuditEntry.objects.create(
         action=action, actor=actor, reason=reason, job_id=job_id, details=details
     )
+
+
+def record_many(
+    action: AuditAction, *, actor: str | None, reason: str, details: dict[int, dict[str, Any]]
+) -> None:
+    """Write one entry for ``action`` per job of ``details`` (its id and details), in one
+    INSERT; nothing when no actor is given. As :func:`record`, inside the action's
+    transaction."""
+    if actor is None:
+        return
+    AuditEntry.objects.bulk_create(
+        AuditEntry(action=action, actor=actor, reason=reason, job_id=job_id, details=each)
+        for job_id, each in details.items()
+    )

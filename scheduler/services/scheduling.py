@@ -31,7 +31,7 @@ from scheduler.services import audit
 
 logger = logging.getLogger(__name__)
 
-_UNIQUE_KEY_CONSTRAINT = "scheduler_job_unique_active_key"
+UNIQUE_KEY_CONSTRAINT = "scheduler_job_unique_active_key"
 _CONFLICT_DETAIL = re.compile(r"Key \(unique_key\)=\((.*)\) already exists\.", re.DOTALL)
 
 E = TypeVar("E", bound=Exception)
@@ -208,7 +208,7 @@ def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
         with transaction.atomic():
             yield
     except IntegrityError as error:
-        if not any(unique_keys) or _UNIQUE_KEY_CONSTRAINT not in str(error):
+        if not any(unique_keys) or UNIQUE_KEY_CONSTRAINT not in str(error):
             raise
         key = _conflicting_key(error) or next(key for key in unique_keys if key)
         holder = ScheduledJob.objects.active().filter(unique_key=key)

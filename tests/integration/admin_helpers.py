@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from typing import Any
 
 from django.contrib.auth.models import Permission, User
@@ -9,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from scheduler import states
-from scheduler.models import ScheduledJob
+from scheduler.models import AuditEntry, JobAttempt, ScheduledJob
 
 Status = ScheduledJob.Status
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -50,6 +51,35 @@ def job_fields(status: str, *, run_at: datetime, **fields: Any) -> dict[str, Any
     return values
 
 
+def long_history(of: ScheduledJob, rows: int) -> None:
+    """``rows`` attempts and as many audit entries, an hour apart, the last an hour ago."""
+    JobAttempt.objects.bulk_create(
+        JobAttempt(
+            job=of,
+            # Each retry starts a fresh set of attempts, numbered from 1 again.
+            number=i % 3 + 1,
+            dispatch_token=uuid.uuid4(),
+            scheduled_for=T0 - timedelta(hours=rows - i),
+            started_at=T0 - timedelta(hours=rows - i),
+            finished_at=T0 - timedelta(hours=rows - i, seconds=-1),
+            outcome=JobAttempt.Outcome.ERROR,
+            error=f"Traceback (most recent call last):\nRuntimeError: attempt {i}",
+            worker="w1",
+        )
+        for i in range(rows)
+    )
+    AuditEntry.objects.bulk_create(
+        AuditEntry(
+            action=AuditEntry.Action.RETRY,
+            actor="ops",
+            reason=f"retry {i}",
+            job=of,
+            at=T0 - timedelta(hours=rows - i),
+        )
+        for i in range(rows)
+    )
+
+
 def staff_client(username: str, *codenames: str) -> Client:
     """A logged-in client for a staff user holding the scheduler permissions named."""
     user = User.objects.create_user(username, password="x", is_staff=True)
@@ -63,3 +93,67 @@ def staff_client(username: str, *codenames: str) -> Client:
 
 def messages_of(response: Any) -> list[str]:
     return [str(message) for message in response.context["messages"]]
+
+
+def form_as_posted(html: str, form_id: str) -> dict[str, list[str]]:
+    """What a browser posts from the form ``form_id`` of a page, left as it was rendered:
+    every named input, checked box, selected option and text area (no submit button)."""
+    parser = _FormParser(form_id)
+    parser.feed(html)
+    parser.close()
+    assert parser.found, f"no form {form_id!r} on the page"
+    return parser.data
+
+
+class _FormParser(HTMLParser):
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id = form_id
+        self.found = self.inside = False
+        self.data: dict[str, list[str]] = {}
+        self.select: str | None = None
+        self.options: list[tuple[str, bool]] = []
+        self.textarea: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attr = {key: value or "" for key, value in attrs}
+        if tag == "form" and attr.get("id") == self.form_id:
+            self.found = self.inside = True
+        if not self.inside or "disabled" in attr:
+            return
+        name = attr.get("name")
+        if tag == "input" and name:
+            kind = attr.get("type", "text")
+            if kind in ("submit", "button", "image", "reset", "file"):
+                return
+            if kind in ("checkbox", "radio") and "checked" not in attr:
+                return
+            self.data.setdefault(name, []).append(
+                attr.get("value", "on" if kind == "checkbox" else "")
+            )
+        elif tag == "select" and name:
+            self.select, self.options = name, []
+        elif tag == "option" and self.select is not None:
+            self.options.append((attr.get("value", ""), "selected" in attr))
+        elif tag == "textarea" and name:
+            self.textarea = name
+            self.data.setdefault(name, []).append("")
+
+    def handle_data(self, data: str) -> None:
+        if self.textarea is not None:
+            self.data[self.textarea][-1] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self.inside = False
+        elif tag == "textarea" and self.textarea is not None:
+            # As in a browser, the line break that follows <textarea> is not content.
+            value = self.data[self.textarea][-1]
+            self.data[self.textarea][-1] = value.removeprefix("\n")
+            self.textarea = None
+        elif tag == "select" and self.select is not None:
+            chosen = [value for value, selected in self.options if selected] or [
+                value for value, _ in self.options[:1]
+            ]
+            self.data.setdefault(self.select, []).extend(chosen)
+            self.select = None

@@ -1,22 +1,26 @@
 """Scheduling and rescheduling one job from the admin's forms."""
 
+import re
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.urls import reverse
 from freezegun import freeze_time
 
 from scheduler import services, states
 from scheduler.admin.forms import RescheduleJobForm
-from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.models import AuditEntry, JobAttempt, ScheduledJob
 from tests.integration.admin_helpers import (
     ADD,
     CHANGELIST,
     T0,
     Status,
     change_url,
+    form_as_posted,
     job,
     job_fields,
+    long_history,
     messages_of,
 )
 
@@ -191,6 +195,55 @@ def test_a_scheduled_job_page_reschedules_through_the_service(admin_client):
     scheduled.refresh_from_db()
     assert scheduled.run_at == T0 + timedelta(days=2)
     assert scheduled.status == Status.SCHEDULED
+
+
+def test_a_job_with_a_long_history_is_rescheduled_from_its_page(admin_client):
+    # Every history row on the page posted hidden fields: past Django's
+    # DATA_UPLOAD_MAX_NUMBER_FIELDS (1,000), the operator's reschedule was a 400.
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    long_history(scheduled, 600)
+    page = admin_client.get(change_url(scheduled))
+    # The form as the browser posts it, once the operator chose "in 2 days" and saved.
+    data = form_as_posted(page.content.decode(), "scheduledjob_form")
+    data.update(
+        when=["in"], delay_amount=["2"], delay_unit=["days"], reason=["late"], _save=["Save"]
+    )
+    # Rows added meanwhile: the latest rows are no longer those the page posts.
+    long_history(scheduled, 5)
+    response = admin_client.post(change_url(scheduled), data)
+    assert response.status_code == 302, response
+    scheduled.refresh_from_db()
+    assert (scheduled.status, scheduled.run_at) == (Status.SCHEDULED, T0 + timedelta(days=2))
+    assert scheduled.audit_entries.filter(action=AuditEntry.Action.RESCHEDULE).count() == 1
+
+
+def test_a_job_page_shows_the_latest_history_and_links_to_all_of_it(admin_client):
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    long_history(scheduled, 120)
+    short = job(run_at=T0 + timedelta(days=1))
+    long_history(short, 50)
+    content = admin_client.get(change_url(scheduled)).content.decode()
+    # The latest 50 attempts and audit entries, oldest first (by start: each retry
+    # numbers its attempts from 1 again).
+    attempts = re.findall(r"<summary>RuntimeError: attempt (\d+)</summary>", content)
+    assert [int(number) for number in attempts] == list(range(70, 120))
+    reasons = re.findall(r"<p>retry (\d+)</p>", content)
+    assert [int(number) for number in reasons] == list(range(70, 120))
+    mine = f"?job__id__exact={scheduled.pk}"
+    all_attempts = reverse("admin:scheduler_jobattempt_changelist") + mine
+    all_entries = reverse("admin:scheduler_auditentry_changelist") + mine
+    assert f'The latest 50 of 120 job attempts: <a href="{all_attempts}">see them all</a>.' in (
+        content
+    )
+    assert f'The latest 50 of 120 audit entries: <a href="{all_entries}">see them all</a>.' in (
+        content
+    )
+    for url in (all_attempts, all_entries):
+        listed = admin_client.get(url)
+        assert listed.status_code == 200
+        assert listed.context["cl"].result_count == 120
+    # A history the page shows whole needs no link.
+    assert "see them all" not in admin_client.get(change_url(short)).content.decode()
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,15 @@ from freezegun import freeze_time
 from payments.services import authorize_payment
 from scheduler.models import ScheduledJob
 from tests.conftest import query_plan
-from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, change_url, job
+from tests.integration.admin_helpers import (
+    CHANGELIST,
+    MONITORING,
+    T0,
+    Status,
+    change_url,
+    job,
+    long_history,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -81,9 +89,23 @@ def test_a_job_page_costs_a_fixed_number_of_queries(admin_client):
     admin_client.get(change_url(one))  # per-process caches (content types) warm up
     few, _ = cost(admin_client, change_url(one))
     add_rows(60, 5)
+    long_history(one, 120)
     many, _ = cost(admin_client, change_url(one))
-    # Session, user, its status (for the operation forms), the job, attempts, audit trail.
+    # Session, user, its status (for the operation forms), the job, attempts, audit trail
+    # (each its latest rows and their number in all, in one query).
     assert few == many == 6
+
+
+@pytest.mark.parametrize("history", ["jobattempt", "auditentry"])
+def test_the_list_of_a_jobs_history_costs_a_fixed_number_of_queries(admin_client, history):
+    one = job(Status.FAILED)
+    url = f"{reverse(f'admin:scheduler_{history}_changelist')}?job__id__exact={one.pk}"
+    long_history(one, 2)
+    few, _ = cost(admin_client, url)
+    long_history(one, 120)
+    many, _ = cost(admin_client, url)
+    # Session, user, capped count, rows.
+    assert few == many == 4
 
 
 def test_a_numeric_search_goes_straight_to_the_id(admin_client):

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import pytest
 from django.test import Client
+from django.urls import reverse
 
 from scheduler.models import ScheduledJob
 from tests.integration.admin_helpers import (
@@ -14,6 +15,7 @@ from tests.integration.admin_helpers import (
     Status,
     change_url,
     job,
+    long_history,
     staff_client,
 )
 
@@ -48,6 +50,21 @@ def test_view_only_staff_sees_a_scheduled_job_read_only(viewer):
     content = viewer.get(change_url(scheduled)).content.decode()
     assert 'name="_save"' not in content
     assert 'name="when"' not in content
+
+
+def test_view_only_staff_sees_all_of_a_jobs_attempts_but_not_the_audit_list(viewer):
+    # A job's attempts are seen by whoever may view the job; the audit list, which has
+    # every operator's actions, needs its own permission: the page says how many entries
+    # there are, without the link.
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    long_history(scheduled, 60)
+    content = viewer.get(change_url(scheduled)).content.decode()
+    mine = f"?job__id__exact={scheduled.pk}"
+    attempts = reverse("admin:scheduler_jobattempt_changelist") + mine
+    assert f'<a href="{attempts}">see them all</a>' in content
+    assert "The latest 50 of 60 audit entries." in content
+    assert viewer.get(attempts).context["cl"].result_count == 60
+    assert viewer.get(reverse("admin:scheduler_auditentry_changelist") + mine).status_code == 403
 
 
 @pytest.mark.parametrize("action", ACTIONS)

@@ -1,0 +1,292 @@
+"""Operator actions on many jobs at once (the admin's bulk actions), set-based.
+
+The transitions, checks, audit entries, signals and log lines of :mod:`.operations`, in
+a fixed number of statements whatever the number of jobs: on the worst day an operator
+acts on thousands of jobs in one request, which job by job took longer than a proxy
+waits for the answer. All or nothing: the chosen jobs are locked, then moved together.
+A job that is not in a legal state, or whose deadline, unique key or new time forbids
+the move, is left as it was and counted by reason.
+"""
+
+import enum
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import CharField, Exists, OuterRef, Q, QuerySet, Value
+from django.db.models.expressions import Case, Combinable, F, RawSQL, When
+from django.utils import timezone
+
+from scheduler import signals, states, validation
+from scheduler.models import AuditAction, ScheduledJob
+from scheduler.services import audit
+from scheduler.services.scheduling import UNIQUE_KEY_CONSTRAINT
+from scheduler.services.transitions import apply_chosen, array_literal, waiting_until
+from scheduler.states import Transition
+
+logger = logging.getLogger(__name__)
+
+#: How many times an action is tried again after a job that another request scheduled
+#: meanwhile took a unique key the action gives back: each try sees that job.
+KEY_RACE_ATTEMPTS = 3
+
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
+
+
+class Skip(enum.Enum):
+    """Why a selected job was left as it was."""
+
+    #: Not in a state the operation applies to (maybe changed meanwhile), or gone.
+    STATE = enum.auto()
+    #: Another active job holds its unique key.
+    UNIQUE_KEY = enum.auto()
+    #: Its deadline is not after its new time: only a new deadline lets it run.
+    DEADLINE = enum.auto()
+    #: Its new time would be outside the years 1-9999.
+    OUT_OF_RANGE = enum.auto()
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """How many of the selected jobs changed, and why the others were left as they were."""
+
+    changed: int
+    skipped: Counter[Skip]
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One transition for the selected jobs in its sources, with what may refuse a job."""
+
+    transition: Transition
+    changes: dict[str, Any]
+    #: Each reason with the condition that gives it, the first that holds winning (the
+    #: order in which the single-job services find them).
+    refusals: tuple[tuple[Skip, Q], ...] = ()
+
+
+def cancel_many(
+    jobs: QuerySet[ScheduledJob], *, reason: str = "", actor: str | None = None
+) -> BulkResult:
+    """Cancel every scheduled or enqueued job among ``jobs``, as :func:`.cancel` does."""
+    move = _Move(states.CANCEL, {"finished_at": timezone.now(), "dispatch_token": None})
+    return _act(jobs, lambda _: [move], audit.Action.CANCEL, reason=reason, actor=actor)
+
+
+def reschedule_many(
+    jobs: QuerySet[ScheduledJob], *, to: datetime, reason: str = "", actor: str | None = None
+) -> BulkResult:
+    """Move every scheduled or enqueued job among ``jobs`` to ``to``; those whose
+    deadline is not after it are skipped."""
+    validation.aware_datetime(to, "run_at")
+    move = _pending_to(to, checked=to)
+    return _act(jobs, lambda _: [move], audit.Action.RESCHEDULE, reason=reason, actor=actor)
+
+
+def shift_many(
+    jobs: QuerySet[ScheduledJob],
+    *,
+    offset: timedelta,
+    reason: str = "",
+    actor: str | None = None,
+) -> BulkResult:
+    """Move every scheduled or enqueued job among ``jobs`` by ``offset`` from its own
+    run_at; those it would take past their deadline or the years 1-9999 are skipped."""
+    if abs(offset) > _LAST - _FIRST:
+        outside = Q(pk__isnull=False)
+    else:
+        # As bounds on run_at, which PostgreSQL computes nothing for: its timestamps
+        # reach 294276 AD but not 10000 BC, and Python's only 9999.
+        within = (_FIRST, _LAST - offset) if offset >= timedelta(0) else (_FIRST - offset, _LAST)
+        outside = ~Q(run_at__range=within)
+    quote = connection.ops.quote_name
+    shifted = _pending_to(
+        RawSQL(f"{quote('run_at')} + %s", [offset]),  # noqa: S611 - a column; a parameter
+        checked=F("run_at") + Value(offset),
+    )
+    move = _Move(
+        shifted.transition, shifted.changes, ((Skip.OUT_OF_RANGE, outside), *shifted.refusals)
+    )
+    return _act(jobs, lambda _: [move], audit.Action.RESCHEDULE, reason=reason, actor=actor)
+
+
+def retry_many(
+    jobs: QuerySet[ScheduledJob], *, reason: str = "", actor: str | None = None
+) -> BulkResult:
+    """Schedule every failed, cancelled or expired job among ``jobs`` again, now, with a
+    fresh set of attempts; those past their deadline, or whose unique key an active job
+    holds, are skipped."""
+    now = timezone.now()
+    return _act(
+        jobs,
+        lambda selection: [_ended_to(now, selection)],
+        audit.Action.RETRY,
+        reason=reason,
+        actor=actor,
+    )
+
+
+def run_many_now(
+    jobs: QuerySet[ScheduledJob], *, reason: str = "", actor: str | None = None
+) -> BulkResult:
+    """Run every job among ``jobs`` that has not started as soon as possible: pending
+    jobs are moved to now, ended ones retried, as :func:`.run_now` does."""
+    now = timezone.now()
+    return _act(
+        jobs,
+        lambda selection: [_pending_to(now, checked=now), _ended_to(now, selection)],
+        audit.Action.RUN_NOW,
+        reason=reason,
+        actor=actor,
+    )
+
+
+def _pending_to(run_at: datetime | RawSQL, *, checked: datetime | Combinable) -> _Move:
+    """Reschedule a pending job to ``run_at``, which the deadline check reads as ``checked``."""
+    return _Move(
+        states.RESCHEDULE, waiting_until(run_at), ((Skip.DEADLINE, Q(deadline__lte=checked)),)
+    )
+
+
+def _ended_to(run_at: datetime, selection: QuerySet[Any]) -> _Move:
+    """Retry an ended job at ``run_at``: it takes its unique key back if no job holds it."""
+    held = ScheduledJob.objects.active().filter(unique_key=OuterRef("unique_key"))
+    # Of several selected jobs with one key, the first (by id) takes it, as one by one.
+    first = ScheduledJob.objects.filter(
+        pk__in=selection,
+        status__in=states.RETRY.sources,
+        unique_key=OuterRef("unique_key"),
+        pk__lt=OuterRef("pk"),
+    ).exclude(deadline__lte=run_at)
+    return _Move(
+        states.RETRY,
+        {"attempts": 0, "finished_at": None, **waiting_until(run_at)},
+        (
+            (Skip.DEADLINE, Q(deadline__lte=run_at)),
+            (Skip.UNIQUE_KEY, Q(unique_key__isnull=False) & (Exists(held) | Exists(first))),
+        ),
+    )
+
+
+class _Moved(NamedTuple):
+    """A job moved: its id, task name, run_at after the move, and the transition."""
+
+    job_id: int
+    task_name: str
+    run_at: datetime
+    transition: Transition
+
+
+def _act(
+    jobs: QuerySet[ScheduledJob],
+    moves: Callable[[QuerySet[Any]], list[_Move]],
+    action: AuditAction,
+    *,
+    reason: str,
+    actor: str | None,
+) -> BulkResult:
+    """Apply the ``moves`` made for the selection's ids in one transaction, with the
+    audit entries; then announce each job moved."""
+    reason, actor = validation.reason(reason), validation.actor(actor)
+    selection = jobs.order_by().values("pk")
+    for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
+        try:
+            with transaction.atomic():
+                selected = ScheduledJob.objects.filter(pk__in=selection).count()
+                moved: list[_Moved] = []
+                skipped: Counter[Skip] = Counter()
+                for move in moves(selection):
+                    moved_now, skipped_now = _apply(move, selection)
+                    moved += moved_now
+                    skipped += skipped_now
+                audit.record_many(
+                    action,
+                    actor=actor,
+                    reason=reason,
+                    details={job.job_id: _details(job) for job in moved},
+                )
+            break
+        except IntegrityError as error:
+            if attempt == KEY_RACE_ATTEMPTS or UNIQUE_KEY_CONSTRAINT not in str(error):
+                raise
+            # Another request scheduled a job with a key being given back, after this
+            # one looked: the next try sees it, and skips that job.
+            logger.info(
+                "bulk jobs tried again action=%s attempt=%s error=%s", action, attempt, error
+            )
+    for job in moved:
+        _announce(job, action, actor)
+    # Not among the candidates: in another state, or gone.
+    skipped[Skip.STATE] += selected - len(moved) - skipped.total()
+    result = BulkResult(changed=len(moved), skipped=+skipped)
+    logger.info(
+        "bulk jobs action=%s actor=%s changed=%s skipped=%s",
+        action,
+        actor,
+        result.changed,
+        {why.name.lower(): count for why, count in result.skipped.items()},
+    )
+    return result
+
+
+def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter[Skip]]:
+    """Lock the selected jobs in ``move``'s sources (by id, as every bulk action does:
+    two never wait for each other), then move those that no refusal holds for."""
+    why = Case(
+        *(When(refused, then=Value(skip.name)) for skip, refused in move.refusals),
+        default=Value(None),
+        output_field=CharField(),
+    )
+    candidates = (
+        ScheduledJob.objects.filter(pk__in=selection, status__in=move.transition.sources)
+        .annotate(why=why)
+        .order_by("pk")
+        .select_for_update(of=("self",))
+        .values_list("pk", "why")
+    )
+    movable, skipped = [], Counter[Skip]()
+    for job_id, refused in candidates:
+        if refused is None:
+            movable.append(job_id)
+        else:
+            skipped[Skip[refused]] += 1
+    if not movable:
+        return [], skipped
+    # Locked above: every one of them moves.
+    moved = apply_chosen(
+        move.transition,
+        ("SELECT unnest(%s::bigint[])", [array_literal(movable)]),
+        returning=("id", "task_name", "run_at"),
+        updated_at=timezone.now(),
+        **move.changes,
+    )
+    return [
+        _Moved(job_id, task_name, run_at, move.transition) for job_id, task_name, run_at in moved
+    ], skipped
+
+
+def _details(job: _Moved) -> dict[str, Any]:
+    """The audit details the single-job service writes."""
+    return {} if job.transition == states.CANCEL else {"run_at": job.run_at.isoformat()}
+
+
+def _announce(job: _Moved, action: AuditAction, actor: str | None) -> None:
+    """The signal and log line of the single-job service, for one job moved."""
+    if job.transition == states.CANCEL:
+        signals.send_on_commit(signals.job_cancelled, job_id=job.job_id, task_name=job.task_name)
+        logger.info("job cancelled job_id=%s actor=%s", job.job_id, actor)
+    elif job.transition == states.RETRY:
+        logger.info("job retried job_id=%s action=%s actor=%s", job.job_id, action, actor)
+    else:
+        logger.info(
+            "job rescheduled job_id=%s run_at=%s action=%s actor=%s",
+            job.job_id,
+            job.run_at.isoformat(),
+            action,
+            actor,
+        )

@@ -1,0 +1,190 @@
+"""Operator actions on many jobs at once: the single-job services' effect, set-based."""
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connections, transaction
+from freezegun import freeze_time
+
+from scheduler import services, signals
+from scheduler.exceptions import InvalidTransitionError
+from scheduler.models import AuditEntry, ScheduledJob
+from scheduler.services import bulk
+from scheduler.services.bulk import Skip
+from tests.integration.admin_helpers import T0, Status, job
+
+ALICE = {"actor": "alice", "reason": "gateway back"}
+LATER = T0 + timedelta(hours=2)
+
+# Each bulk action and the single-job service it does for every job.
+SAME_AS = {
+    "cancel": (bulk.cancel_many, {}, lambda j: services.cancel(j, **ALICE)),
+    "run_now": (bulk.run_many_now, {}, lambda j: services.run_now(j, **ALICE)),
+    "retry": (bulk.retry_many, {}, lambda j: services.retry(j, **ALICE)),
+    "reschedule": (
+        bulk.reschedule_many,
+        {"to": LATER},
+        lambda j: services.reschedule(j, LATER, **ALICE),
+    ),
+    "shift": (
+        bulk.shift_many,
+        {"offset": timedelta(minutes=-30)},
+        lambda j: services.reschedule(j, j.run_at - timedelta(minutes=30), **ALICE),
+    ),
+}
+
+
+def everything_about(job_id):
+    kept = ScheduledJob.objects.filter(pk=job_id).values().get()
+    # Each job's own: compared as whether it has one.
+    kept.update({name: kept[name] is not None for name in ("id", "unique_key", "dispatch_token")})
+    entries = AuditEntry.objects.filter(job_id=job_id).values_list(
+        "action", "actor", "reason", "details", "at"
+    )
+    return kept, list(entries)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("action", SAME_AS)
+@pytest.mark.parametrize(
+    "status", [Status.SCHEDULED, Status.ENQUEUED, Status.FAILED, Status.EXPIRED]
+)
+def test_each_job_ends_as_the_single_job_service_leaves_it(action, status):
+    many, arguments, one = SAME_AS[action]
+    with freeze_time(T0):
+        pair = [job(status, run_at=T0 + timedelta(hours=1), unique_key=f"k{n}") for n in (1, 2)]
+    with freeze_time(T0 + timedelta(minutes=1)):
+        result = many(ScheduledJob.objects.filter(pk=pair[0].pk), **arguments, **ALICE)
+        try:
+            one(pair[1])
+        except InvalidTransitionError:  # not a legal move: the bulk action skips the job
+            assert result == bulk.BulkResult(changed=0, skipped={Skip.STATE: 1})
+        else:
+            assert result == bulk.BulkResult(changed=1, skipped={})
+    assert everything_about(pair[0].pk) == everything_about(pair[1].pk)
+
+
+@pytest.mark.django_db
+def test_of_several_ended_jobs_with_one_key_the_first_takes_it_back():
+    with freeze_time(T0):
+        first, second = (job(Status.FAILED, unique_key="capture-7") for _ in range(2))
+        held = job(Status.CANCELLED, unique_key="capture-8")
+        job(Status.SCHEDULED, unique_key="capture-8")
+        result = bulk.retry_many(
+            ScheduledJob.objects.filter(status=Status.FAILED)
+            | ScheduledJob.objects.filter(pk=held.pk)
+        )
+    assert result == bulk.BulkResult(changed=1, skipped={Skip.UNIQUE_KEY: 2})
+    assert [ScheduledJob.objects.get(pk=j.pk).status for j in (first, second, held)] == [
+        Status.SCHEDULED,
+        Status.FAILED,
+        Status.CANCELLED,
+    ]
+
+
+FIRST = datetime(1, 1, 1, 6, tzinfo=UTC)
+LAST = datetime(9999, 12, 31, 6, tzinfo=UTC)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("offset", "moved"),
+    [
+        (timedelta(days=-1), [False, True, True]),
+        (timedelta(days=1), [True, True, False]),
+        (timedelta(days=3_650_000), [True, False, False]),  # year 1 to 9994
+        (timedelta(days=-3_650_000), [False, False, True]),  # 9999 to year 6
+        (timedelta(days=999_999_999), [False, False, False]),  # Python's largest
+        (-timedelta(days=999_999_999), [False, False, False]),
+    ],
+)
+def test_a_shift_past_the_years_1_to_9999_skips_those_jobs_whatever_its_size(offset, moved):
+    # PostgreSQL's own timestamps reach 294276 AD but not 4714 BC, and Python's only 9999.
+    jobs = [job(run_at=run_at) for run_at in (FIRST, T0, LAST)]
+    result = bulk.shift_many(ScheduledJob.objects.all(), offset=offset)
+    skipped = Counter({Skip.OUT_OF_RANGE: moved.count(False)})
+    assert result == bulk.BulkResult(changed=sum(moved), skipped=skipped)
+    assert [ScheduledJob.objects.get(pk=j.pk).run_at for j in jobs] == [
+        j.run_at + offset if shifted else j.run_at for j, shifted in zip(jobs, moved, strict=True)
+    ]
+
+
+@pytest.mark.django_db
+def test_cancelled_jobs_are_announced_after_the_commit_one_by_one(
+    django_capture_on_commit_callbacks,
+):
+    jobs = [job(), job(Status.ENQUEUED), job(Status.RUNNING)]
+    heard = []
+
+    def receiver(sender, job_id, task_name, **_):
+        heard.append((job_id, task_name))
+
+    signals.job_cancelled.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            bulk.cancel_many(ScheduledJob.objects.all(), **ALICE)
+            assert heard == []
+    finally:
+        signals.job_cancelled.disconnect(receiver)
+    assert sorted(heard) == [(jobs[0].pk, "testapp.noop"), (jobs[1].pk, "testapp.noop")]
+
+
+@contextmanager
+def meanwhile(change: Callable[[], object], *, for_seconds: float = 0.5) -> Iterator[None]:
+    """``change`` made in another request's transaction, which commits ``for_seconds``
+    into the block."""
+    made, failed = threading.Event(), []
+
+    def other_request() -> None:
+        try:
+            with transaction.atomic():
+                change()
+                made.set()
+                time.sleep(for_seconds)
+        except Exception as error:  # reported to the test, which fails
+            failed.append(error)
+            made.set()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_request)
+    thread.start()
+    made.wait()
+    try:
+        yield
+    finally:
+        thread.join()
+    assert failed == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_a_worker_claims_while_the_action_waits_for_it_is_skipped():
+    claimed, other = job(), job()
+    running = {"status": Status.RUNNING, "started_at": T0, "dispatch_token": uuid.uuid4()}
+    start = time.monotonic()
+    with meanwhile(lambda: ScheduledJob.objects.filter(pk=claimed.pk).update(**running)):
+        result = bulk.cancel_many(ScheduledJob.objects.all(), **ALICE)
+    assert time.monotonic() - start >= 0.5  # it waited for the claim's commit
+    assert result == bulk.BulkResult(changed=1, skipped=Counter({Skip.STATE: 1}))
+    assert ScheduledJob.objects.get(pk=claimed.pk).status == Status.RUNNING
+    assert ScheduledJob.objects.get(pk=other.pk).status == Status.CANCELLED
+    assert list(AuditEntry.objects.values_list("job_id", flat=True)) == [other.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_key_another_request_takes_while_the_action_runs_skips_that_job():
+    # Not yet committed when the action looks for holders: its UPDATE then meets the
+    # other's row, and PostgreSQL refuses it once that commits.
+    failed, other = job(Status.FAILED, unique_key="capture-7"), job(Status.FAILED)
+    with meanwhile(lambda: job(unique_key="capture-7")):
+        result = bulk.retry_many(ScheduledJob.objects.filter(status=Status.FAILED), **ALICE)
+    assert result == bulk.BulkResult(changed=1, skipped=Counter({Skip.UNIQUE_KEY: 1}))
+    assert ScheduledJob.objects.get(pk=failed.pk).status == Status.FAILED
+    assert ScheduledJob.objects.get(pk=other.pk).status == Status.SCHEDULED
+    assert list(AuditEntry.objects.values_list("job_id", flat=True)) == [other.pk]
