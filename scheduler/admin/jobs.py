@@ -102,6 +102,17 @@ class HistoryFormSet(HistoryFormSetBase):
         rows: QuerySet[Any] = self.get_queryset()
         return next((row.rows_in_all for row in rows), 0)
 
+    # Django's hook that finds a posted row among the formset's (not in django-stubs).
+    def _existing_object(self, pk: Any) -> Any:
+        found = super()._existing_object(pk)  # type: ignore[misc]
+        if found is None and self.is_bound:
+            # Shown when the page was loaded, pushed out of the latest since: Django would
+            # build a blank row in its place, which a page shown again with the form's
+            # errors cannot display. A rare query, one for each such row.
+            manager = self.model._default_manager
+            found = manager.filter(**{self.fk.name: self.instance}, pk=pk).first()
+        return found
+
 
 class JobHistoryInline(JobHistoryAdminMixin, HistoryInlineBase):
     """The latest rows of a job's history on its page (read-only, in ``ordering``, which

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import CharField, Exists, OuterRef, Q, QuerySet, Value
-from django.db.models.expressions import Case, Combinable, F, RawSQL, When
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db.models import CharField, DateTimeField, Exists, OuterRef, Q, QuerySet, Value
+from django.db.models.expressions import Case, Combinable, RawSQL, When
 from django.utils import timezone
 
 from scheduler import signals, states, validation
@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 #: How many times an action is tried again after a job that another request scheduled
 #: meanwhile took a unique key the action gives back: each try sees that job.
 KEY_RACE_ATTEMPTS = 3
+
+#: PostgreSQL's SQLSTATE for a deadlock it broke by failing this transaction.
+DEADLOCK_DETECTED = "40P01"
 
 _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)
@@ -97,18 +100,24 @@ def shift_many(
 ) -> BulkResult:
     """Move every scheduled or enqueued job among ``jobs`` by ``offset`` from its own
     run_at; those it would take past their deadline or the years 1-9999 are skipped."""
-    if abs(offset) > _LAST - _FIRST:
+    span = _LAST - _FIRST
+    if abs(offset) > span:
         outside = Q(pk__isnull=False)
     else:
         # As bounds on run_at, which PostgreSQL computes nothing for: its timestamps
         # reach 294276 AD but not 10000 BC, and Python's only 9999.
         within = (_FIRST, _LAST - offset) if offset >= timedelta(0) else (_FIRST - offset, _LAST)
         outside = ~Q(run_at__range=within)
-    quote = connection.ops.quote_name
-    shifted = _pending_to(
-        RawSQL(f"{quote('run_at')} + %s", [offset]),  # noqa: S611 - a column; a parameter
-        checked=F("run_at") + Value(offset),
+    # Elapsed microseconds, not an interval of days, which PostgreSQL adds as calendar
+    # days of the session's time zone (23 or 25 hours across a daylight-saving change).
+    moved = RawSQL(  # noqa: S611 - a column's name; the offset is a parameter
+        f"{connection.ops.quote_name('run_at')} + %s * interval '1 microsecond'",
+        # Bounded, as PostgreSQL computes it even for no row: beyond the span every job
+        # is out of range, and not moved.
+        [max(-span, min(offset, span)) // timedelta(microseconds=1)],
+        output_field=DateTimeField(),
     )
+    shifted = _pending_to(moved, checked=moved)
     move = _Move(
         shifted.transition, shifted.changes, ((Skip.OUT_OF_RANGE, outside), *shifted.refusals)
     )
@@ -211,11 +220,11 @@ def _act(
                     details={job.job_id: _details(job) for job in moved},
                 )
             break
-        except IntegrityError as error:
-            if attempt == KEY_RACE_ATTEMPTS or UNIQUE_KEY_CONSTRAINT not in str(error):
+        except (IntegrityError, OperationalError) as error:
+            if attempt == KEY_RACE_ATTEMPTS or not _key_race(error):
                 raise
-            # Another request scheduled a job with a key being given back, after this
-            # one looked: the next try sees it, and skips that job.
+            # Another request took a key being given back after this one looked: the
+            # next try sees it, and skips that job.
             logger.info(
                 "bulk jobs tried again action=%s attempt=%s error=%s", action, attempt, error
             )
@@ -232,6 +241,16 @@ def _act(
         {why.name.lower(): count for why, count in result.skipped.items()},
     )
     return result
+
+
+def _key_race(error: DatabaseError) -> bool:
+    """Whether ``error`` is another request's job taking a unique key this action gives
+    back: the key's index refused it, or the two took each other's keys in opposite
+    orders and PostgreSQL broke the deadlock."""
+    if isinstance(error, IntegrityError):
+        return UNIQUE_KEY_CONSTRAINT in str(error)
+    cause = error.__cause__
+    return getattr(cause, "pgcode", getattr(cause, "sqlstate", None)) == DEADLOCK_DETECTED
 
 
 def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter[Skip]]:

@@ -217,6 +217,26 @@ def test_a_job_with_a_long_history_is_rescheduled_from_its_page(admin_client):
     assert scheduled.audit_entries.filter(action=AuditEntry.Action.RESCHEDULE).count() == 1
 
 
+def test_a_refused_reschedule_shows_the_page_again_with_the_history_it_posted(admin_client):
+    # Rows added between the page and the post: a posted row no longer among the latest
+    # was built blank, and showing the page again with the form's error was a 500.
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    long_history(scheduled, 60)
+    data = form_as_posted(
+        admin_client.get(change_url(scheduled)).content.decode(), "scheduledjob_form"
+    )
+    data.update(when=["in"], delay_amount=["soon"], delay_unit=["days"], _save=["Save"])
+    long_history(scheduled, 5)
+    response = admin_client.post(change_url(scheduled), data)
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Enter a whole number." in content
+    # The rows it posted, as they are: none made up.
+    assert len(re.findall(r"<summary>RuntimeError: attempt \d+</summary>", content)) == 50
+    assert len(re.findall(r"<p>retry \d+</p>", content)) == 50
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(days=1)
+
+
 def test_a_job_page_shows_the_latest_history_and_links_to_all_of_it(admin_client):
     scheduled = job(run_at=T0 + timedelta(days=1))
     long_history(scheduled, 120)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
 from freezegun import freeze_time
 
 from scheduler import services, signals
@@ -188,3 +188,54 @@ def test_a_key_another_request_takes_while_the_action_runs_skips_that_job():
     assert ScheduledJob.objects.get(pk=failed.pk).status == Status.FAILED
     assert ScheduledJob.objects.get(pk=other.pk).status == Status.SCHEDULED
     assert list(AuditEntry.objects.values_list("job_id", flat=True)) == [other.pk]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keys_another_request_takes_in_the_opposite_order_meanwhile_skip_those_jobs():
+    # The action gives back capture-1 then capture-2; another request schedules jobs
+    # with capture-2 then capture-1. Each waits for the other: PostgreSQL breaks the
+    # deadlock by failing the one that waited first, the action, which was a 500.
+    ended = [job(Status.FAILED, unique_key=key) for key in ("capture-1", "capture-2")]
+    other_started, failed = threading.Event(), []
+
+    def other_request() -> None:
+        try:
+            with transaction.atomic():
+                job(unique_key="capture-2")
+                other_started.set()
+                time.sleep(0.3)  # the action now waits for capture-2
+                job(unique_key="capture-1")
+        except Exception as error:  # reported to the test, which fails
+            failed.append(error)
+            other_started.set()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other_request)
+    thread.start()
+    other_started.wait()
+    try:
+        result = bulk.retry_many(ScheduledJob.objects.filter(status=Status.FAILED), **ALICE)
+    finally:
+        thread.join()
+    assert failed == []
+    assert result == bulk.BulkResult(changed=0, skipped=Counter({Skip.UNIQUE_KEY: 2}))
+    assert {ScheduledJob.objects.get(pk=j.pk).status for j in ended} == {Status.FAILED}
+    assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 2
+    assert not AuditEntry.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_shift_moves_each_job_by_elapsed_time_whatever_the_sessions_time_zone():
+    # An interval of days is added as calendar days of the session's time zone: a
+    # connection left in Europe/Paris (a pooler shares sessions) moved a job 23 hours
+    # for "1 day" across the spring change.
+    eve = datetime(2026, 3, 28, 12, tzinfo=UTC)
+    moved = job(run_at=eve, deadline=eve + timedelta(days=1, minutes=30))
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'Europe/Paris'")
+    result = bulk.shift_many(ScheduledJob.objects.all(), offset=timedelta(days=1))
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")  # as Django reads its times
+    assert result == bulk.BulkResult(changed=1, skipped=Counter())
+    assert ScheduledJob.objects.get(pk=moved.pk).run_at == eve + timedelta(days=1)
