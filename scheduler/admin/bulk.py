@@ -47,9 +47,12 @@ def run_jobs_now(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
     return bulk.run_many_now(jobs, **by.who)
 
 
-def retry_jobs(jobs: QuerySet[ScheduledJob], *, by: Operator) -> BulkResult:
-    """Schedule every failed, cancelled or expired job among ``jobs`` again, now."""
-    return bulk.retry_many(jobs, **by.who)
+def retry_jobs(
+    jobs: QuerySet[ScheduledJob], *, by: Operator, deadline: datetime | None = None
+) -> BulkResult:
+    """Schedule every failed, cancelled or expired job among ``jobs`` again, now (with a
+    new ``deadline``, if given)."""
+    return bulk.retry_many(jobs, deadline=deadline, **by.who)
 
 
 def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime, by: Operator) -> BulkResult:

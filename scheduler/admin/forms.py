@@ -401,6 +401,27 @@ class BulkRescheduleForm(BrowserTimeZoneMixin, forms.Form):
         return cleaned
 
 
+class BulkRetryForm(BrowserTimeZoneMixin, forms.Form):
+    """The deadline every selected ended job gets as it is retried: what jobs that
+    expired while workers were down need."""
+
+    deadline_local = _local_datetime_field("New deadline", "In the time zone below.")
+    time_zone = WhenForm.base_fields["time_zone"]
+    reason = reason_field()
+
+    Media = WhenForm.Media
+
+    @override
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        cleaned["deadline"] = _optional_local_datetime(self, cleaned, "deadline_local")
+        if cleaned["deadline"] is None and not self.has_error("deadline_local"):
+            self.add_error("deadline_local", "Enter a date and time.")
+        elif cleaned["deadline"] is not None and cleaned["deadline"] <= timezone.now():
+            self.add_error("deadline_local", "The deadline must be in the future.")
+        return cleaned
+
+
 class RetryJobForm(BrowserTimeZoneMixin, forms.Form):
     """Run an ended job (failed, cancelled, expired) again, optionally with a new deadline."""
 

@@ -8,6 +8,7 @@ Every change goes through :mod:`scheduler.services` (one job) or
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django import forms
@@ -40,6 +41,7 @@ from scheduler.admin.changelist import (
 from scheduler.admin.display import audit_details, duration, status_label, timestamp_column
 from scheduler.admin.forms import (
     BulkRescheduleForm,
+    BulkRetryForm,
     PauseForm,
     ReasonForm,
     RescheduleJobForm,
@@ -58,9 +60,10 @@ logger = logging.getLogger(__name__)
 MONITORING_REFRESH_SECONDS = 30
 _SHORT_ERROR_LENGTH = 80
 #: Why the list's actions skip jobs, in their messages (the state's reason is the action's).
+#: How ended jobs past their deadline get a new one.
+_RETRY_THEM = "retry them with a new one"
 _SKIPPED_BECAUSE = {
     bulk.Skip.UNIQUE_KEY: "whose unique key an active job holds",
-    bulk.Skip.DEADLINE: "past their deadline (give each a new one on its page)",
     bulk.Skip.OUT_OF_RANGE: "that would move beyond the years 1-9999",
 }
 
@@ -231,7 +234,13 @@ class ScheduledJobAdmin(JobAdminBase):
     show_full_result_count = False
     # Facet counts are one COUNT per filter choice over the whole table.
     show_facets = admin.ShowFacets.NEVER
-    actions = ("cancel_selected", "run_selected_now", "retry_selected", "reschedule_selected")
+    actions = (
+        "cancel_selected",
+        "run_selected_now",
+        "retry_selected",
+        "retry_selected_with_deadline",
+        "reschedule_selected",
+    )
     action_form = ReasonActionForm
     inlines = (JobAttemptInline, AuditEntryInline)
     detail_fields = (
@@ -418,48 +427,90 @@ class ScheduledJobAdmin(JobAdminBase):
     @admin.action(description="Run selected jobs now", permissions=["change"])
     def run_selected_now(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
         result = bulk.run_jobs_now(queryset, by=_operator(request))
-        self._report(request, "Set to run now", result, "running or succeeded")
+        self._report(request, "Set to run now", result, "running or succeeded", _RETRY_THEM)
 
     @admin.action(
         description="Retry selected failed, cancelled or expired jobs", permissions=["change"]
     )
     def retry_selected(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
         result = bulk.retry_jobs(queryset, by=_operator(request))
-        self._report(request, "Retried", result, "not failed, cancelled or expired")
+        self._report(request, "Retried", result, "not failed, cancelled or expired", _RETRY_THEM)
 
     @admin.action(description="Reschedule selected jobs…", permissions=["change"])
     def reschedule_selected(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> TemplateResponse | None:
         """Ask for the new time on an intermediate page, then move the jobs."""
-        form = BulkRescheduleForm(
+
+        def move(data: dict[str, Any], by: bulk.Operator) -> bulk.BulkResult:
+            if data["mode"] == BulkRescheduleForm.BY:
+                return bulk.shift_jobs(queryset, offset=data["offset"], by=by)
+            return bulk.reschedule_jobs(queryset, to=data["run_at"], by=by)
+
+        page = _AskedFirst(
+            "Reschedule jobs",
+            "Move {}. Only scheduled and enqueued jobs move",
+            "Reschedule",
+            ("Rescheduled", "not scheduled or enqueued"),
+        )
+        return self._ask_then_act(request, queryset, BulkRescheduleForm, move, page)
+
+    @admin.action(description="Retry selected jobs with a new deadline…", permissions=["change"])
+    def retry_selected_with_deadline(
+        self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
+    ) -> TemplateResponse | None:
+        """Ask for the deadline on an intermediate page, then retry the jobs with it: jobs
+        that expired while workers were down cannot be retried with their own."""
+
+        def retry(data: dict[str, Any], by: bulk.Operator) -> bulk.BulkResult:
+            return bulk.retry_jobs(queryset, deadline=data["deadline"], by=by)
+
+        page = _AskedFirst(
+            "Retry jobs with a new deadline",
+            "Retry {} now, each with the deadline below. Only failed, cancelled and expired "
+            "jobs are retried",
+            "Retry",
+            ("Retried", "not failed, cancelled or expired"),
+        )
+        return self._ask_then_act(request, queryset, BulkRetryForm, retry, page)
+
+    def _ask_then_act(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[ScheduledJob],
+        form_class: type[forms.Form],
+        act: Callable[[dict[str, Any], bulk.Operator], bulk.BulkResult],
+        page: "_AskedFirst",
+    ) -> TemplateResponse | None:
+        """An action that asks on an intermediate page first, then acts and reports."""
+        form = form_class(
             request.POST if "apply" in request.POST else None,
             initial={"reason": request.POST.get("reason", "")},
         )
         if form.is_bound and form.is_valid():
-            by = bulk.Operator(_actor(request), form.cleaned_data["reason"])
-            if form.cleaned_data["mode"] == BulkRescheduleForm.BY:
-                result = bulk.shift_jobs(queryset, offset=form.cleaned_data["offset"], by=by)
-            else:
-                result = bulk.reschedule_jobs(queryset, to=form.cleaned_data["run_at"], by=by)
-            self._report(request, "Rescheduled", result, "not scheduled or enqueued")
+            result = act(
+                form.cleaned_data, bulk.Operator(_actor(request), form.cleaned_data["reason"])
+            )
+            verb, not_applicable = page.report
+            self._report(request, verb, result, not_applicable)
             return None
-        select_across = request.POST.get("select_across") == "1"
+        count = queryset.count()
         context = {
             **self.admin_site.each_context(request),
-            "title": "Reschedule jobs",
+            "title": page.title,
+            "intro": page.intro.format(f"{count} selected job{'s' if count != 1 else ''}"),
+            "button": page.button,
             "opts": self.opts,
             "form": form,
             "media": self.media + form.media,
-            "action": "reschedule_selected",
+            "action": request.POST.get("action", ""),
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "select_across": select_across,
+            "select_across": request.POST.get("select_across") == "1",
             # Posted back in either case: Django runs no action without one, and with
             # "select all" the list's filters choose the jobs, not these ids.
             "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
-            "selected_count": queryset.count(),
         }
-        return TemplateResponse(request, "admin/scheduler/scheduledjob/reschedule.html", context)
+        return TemplateResponse(request, "admin/scheduler/scheduledjob/asked_first.html", context)
 
     @override
     def response_action(
@@ -495,11 +546,21 @@ class ScheduledJobAdmin(JobAdminBase):
         return super().response_action(request, queryset)
 
     def _report(
-        self, request: HttpRequest, verb: str, result: bulk.BulkResult, not_applicable: str
+        self,
+        request: HttpRequest,
+        verb: str,
+        result: bulk.BulkResult,
+        not_applicable: str,
+        new_deadline: str = "give each a new one on its page",
     ) -> None:
-        """``verb`` N jobs; skipped M, by reason (``not_applicable``: the state's)."""
+        """``verb`` N jobs; skipped M, by reason (``not_applicable``: the state's;
+        ``new_deadline``: how jobs past their deadline get one)."""
         message = f"{verb} {result.changed} job{'s' if result.changed != 1 else ''}"
-        why = {**_SKIPPED_BECAUSE, bulk.Skip.STATE: not_applicable}
+        why = {
+            **_SKIPPED_BECAUSE,
+            bulk.Skip.STATE: not_applicable,
+            bulk.Skip.DEADLINE: f"past their deadline ({new_deadline})",
+        }
         reasons = [(result.skipped[each], why[each]) for each in bulk.Skip if result.skipped[each]]
         if len(reasons) == 1:
             message += "; skipped {} {}".format(*reasons[0])
@@ -694,6 +755,19 @@ def _kind(paused: Pause) -> str:
 
 def _actor(request: HttpRequest) -> str:
     return request.user.get_username()
+
+
+@dataclass(frozen=True)
+class _AskedFirst:
+    """The intermediate page of an action that asks before it acts."""
+
+    title: str
+    #: What the action does, "{}" standing for the selected jobs; the page goes on
+    #: "; the others are skipped and counted."
+    intro: str
+    button: str
+    #: The report's verb, and what a job it skipped for its state was not.
+    report: tuple[str, str]
 
 
 def _operator(request: HttpRequest) -> bulk.Operator:

@@ -12,7 +12,7 @@ import enum
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -71,6 +71,8 @@ class _Move:
     #: Each reason with the condition that gives it, the first that holds winning (the
     #: order in which the single-job services find them).
     refusals: tuple[tuple[Skip, Q], ...] = ()
+    #: What each job's audit entry records besides its new run_at.
+    details: dict[str, str] = field(default_factory=dict)
 
 
 def cancel_many(
@@ -125,15 +127,24 @@ def shift_many(
 
 
 def retry_many(
-    jobs: QuerySet[ScheduledJob], *, reason: str = "", actor: str | None = None
+    jobs: QuerySet[ScheduledJob],
+    *,
+    deadline: datetime | None = None,
+    reason: str = "",
+    actor: str | None = None,
 ) -> BulkResult:
     """Schedule every failed, cancelled or expired job among ``jobs`` again, now, with a
-    fresh set of attempts; those past their deadline, or whose unique key an active job
-    holds, are skipped."""
+    fresh set of attempts; those whose unique key an active job holds are skipped.
+
+    Each keeps its deadline, and one past it is skipped, unless a new ``deadline`` (after
+    now, else InvalidArgumentsError) replaces them all: what jobs that expired while
+    workers were down need.
+    """
     now = timezone.now()
+    deadline = validation.deadline(deadline, run_at=now)
     return _act(
         jobs,
-        lambda selection: [_ended_to(now, selection)],
+        lambda selection: [_ended_to(now, selection, deadline=deadline)],
         audit.Action.RETRY,
         reason=reason,
         actor=actor,
@@ -162,33 +173,40 @@ def _pending_to(run_at: datetime | RawSQL, *, checked: datetime | Combinable) ->
     )
 
 
-def _ended_to(run_at: datetime, selection: QuerySet[Any]) -> _Move:
-    """Retry an ended job at ``run_at``: it takes its unique key back if no job holds it."""
+def _ended_to(
+    run_at: datetime, selection: QuerySet[Any], *, deadline: datetime | None = None
+) -> _Move:
+    """Retry an ended job at ``run_at`` (with a new ``deadline``, if given): it takes its
+    unique key back if no job holds it."""
+    past_deadline = Q(deadline__lte=run_at) if deadline is None else Q(pk__isnull=True)
     held = ScheduledJob.objects.active().filter(unique_key=OuterRef("unique_key"))
     # Of several selected jobs with one key, the first (by id) takes it, as one by one.
     first = ScheduledJob.objects.filter(
+        ~past_deadline,
         pk__in=selection,
         status__in=states.RETRY.sources,
         unique_key=OuterRef("unique_key"),
         pk__lt=OuterRef("pk"),
-    ).exclude(deadline__lte=run_at)
+    )
+    new_deadline = {} if deadline is None else {"deadline": deadline}
     return _Move(
         states.RETRY,
-        {"attempts": 0, "finished_at": None, **waiting_until(run_at)},
+        {"attempts": 0, "finished_at": None, **waiting_until(run_at), **new_deadline},
         (
-            (Skip.DEADLINE, Q(deadline__lte=run_at)),
+            (Skip.DEADLINE, past_deadline),
             (Skip.UNIQUE_KEY, Q(unique_key__isnull=False) & (Exists(held) | Exists(first))),
         ),
+        {name: value.isoformat() for name, value in new_deadline.items()},
     )
 
 
 class _Moved(NamedTuple):
-    """A job moved: its id, task name, run_at after the move, and the transition."""
+    """A job moved: its id, task name, run_at after the move, and the move."""
 
     job_id: int
     task_name: str
     run_at: datetime
-    transition: Transition
+    move: _Move
 
 
 def _act(
@@ -284,22 +302,22 @@ def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter
         updated_at=timezone.now(),
         **move.changes,
     )
-    return [
-        _Moved(job_id, task_name, run_at, move.transition) for job_id, task_name, run_at in moved
-    ], skipped
+    return [_Moved(job_id, task_name, run_at, move) for job_id, task_name, run_at in moved], skipped
 
 
 def _details(job: _Moved) -> dict[str, Any]:
     """The audit details the single-job service writes."""
-    return {} if job.transition == states.CANCEL else {"run_at": job.run_at.isoformat()}
+    if job.move.transition == states.CANCEL:
+        return {}
+    return {"run_at": job.run_at.isoformat(), **job.move.details}
 
 
 def _announce(job: _Moved, action: AuditAction, actor: str | None) -> None:
     """The signal and log line of the single-job service, for one job moved."""
-    if job.transition == states.CANCEL:
+    if job.move.transition == states.CANCEL:
         signals.send_on_commit(signals.job_cancelled, job_id=job.job_id, task_name=job.task_name)
         logger.info("job cancelled job_id=%s actor=%s", job.job_id, actor)
-    elif job.transition == states.RETRY:
+    elif job.move.transition == states.RETRY:
         logger.info("job retried job_id=%s action=%s actor=%s", job.job_id, action, actor)
     else:
         logger.info(

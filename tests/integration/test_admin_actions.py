@@ -101,10 +101,54 @@ def test_jobs_that_expired_at_their_deadline_are_skipped_for_that_reason(
     )
     assert messages_of(response) == [
         f"{verb} 1 job; skipped 5: 1 {state}, 1 whose unique key an active job holds, 3 past "
-        "their deadline (give each a new one on its page)."
+        "their deadline (retry them with a new one)."
     ]
     assert ScheduledJob.objects.get(pk=failed.pk).status == Status.SCHEDULED
     assert {ScheduledJob.objects.get(pk=j.pk).status for j in expired} == {Status.EXPIRED}
+
+
+def test_jobs_that_expired_at_their_deadline_are_retried_with_a_new_one(admin_client):
+    # Workers down past the jobs' deadlines: each needed a new one on its own page.
+    expired = [job(Status.EXPIRED, deadline=T0 - timedelta(minutes=5)) for _ in range(3)]
+    running = job(Status.RUNNING)
+    page = act(admin_client, "retry_selected_with_deadline", [*expired, running])
+    assert "Retry 4 selected jobs now, each with the deadline below." in page.content.decode()
+    response = act(
+        admin_client,
+        "retry_selected_with_deadline",
+        [*expired, running],
+        apply="Retry",
+        deadline_local="2026-11-24T09:00",
+        time_zone="America/New_York",
+        reason="workers back",
+    )
+    assert messages_of(response) == ["Retried 3 jobs; skipped 1 not failed, cancelled or expired."]
+    new_deadline = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
+    assert {
+        (j.status, j.run_at, j.deadline, j.attempts)
+        for j in ScheduledJob.objects.filter(pk__in=[e.pk for e in expired])
+    } == {(Status.SCHEDULED, T0, new_deadline, 0)}
+    assert ScheduledJob.objects.get(pk=running.pk).status == Status.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("deadline", "error"),
+    [("", "Enter a date and time."), ("2026-11-24T11:59", "The deadline must be in the future.")],
+)
+def test_a_new_deadline_that_cannot_be_kept_leaves_the_jobs_as_they_were(
+    admin_client, deadline, error
+):
+    expired = job(Status.EXPIRED, deadline=T0 - timedelta(minutes=5))
+    response = act(
+        admin_client,
+        "retry_selected_with_deadline",
+        [expired],
+        apply="Retry",
+        deadline_local=deadline,
+        time_zone="UTC",
+    )
+    assert error in response.content.decode()
+    assert ScheduledJob.objects.get(pk=expired.pk).status == Status.EXPIRED
 
 
 @pytest.mark.parametrize(
@@ -130,7 +174,7 @@ def test_a_reason_that_cannot_be_kept_refuses_the_action_saying_why(
 
 def test_reschedule_asks_for_the_time_on_an_intermediate_page(admin_client, one_of_each):
     response = act(admin_client, "reschedule_selected", one_of_each.values())
-    assert response.templates[0].name == "admin/scheduler/scheduledjob/reschedule.html"
+    assert response.templates[0].name == "admin/scheduler/scheduledjob/asked_first.html"
     content = response.content.decode()
     assert "Move 7 selected jobs." in content
     for selected in one_of_each.values():

@@ -13,7 +13,7 @@ from django.db import connection, connections, transaction
 from freezegun import freeze_time
 
 from scheduler import services, signals
-from scheduler.exceptions import InvalidTransitionError
+from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError
 from scheduler.models import AuditEntry, ScheduledJob
 from scheduler.services import bulk
 from scheduler.services.bulk import Skip
@@ -27,6 +27,11 @@ SAME_AS = {
     "cancel": (bulk.cancel_many, {}, lambda j: services.cancel(j, **ALICE)),
     "run_now": (bulk.run_many_now, {}, lambda j: services.run_now(j, **ALICE)),
     "retry": (bulk.retry_many, {}, lambda j: services.retry(j, **ALICE)),
+    "retry with a new deadline": (
+        bulk.retry_many,
+        {"deadline": LATER},
+        lambda j: services.retry(j, deadline=LATER, **ALICE),
+    ),
     "reschedule": (
         bulk.reschedule_many,
         {"to": LATER},
@@ -68,6 +73,27 @@ def test_each_job_ends_as_the_single_job_service_leaves_it(action, status):
         else:
             assert result == bulk.BulkResult(changed=1, skipped={})
     assert everything_about(pair[0].pk) == everything_about(pair[1].pk)
+
+
+@pytest.mark.django_db
+def test_jobs_that_expired_at_their_deadline_are_retried_with_a_new_one():
+    # Workers down past the jobs' deadlines: each needed a new one on its own page.
+    with freeze_time(T0):
+        expired = [job(Status.EXPIRED, deadline=T0 - timedelta(minutes=5)) for _ in range(3)]
+        held = job(Status.EXPIRED, unique_key="capture-8", deadline=T0 - timedelta(minutes=5))
+        job(Status.SCHEDULED, unique_key="capture-8")
+        result = bulk.retry_many(
+            ScheduledJob.objects.filter(status=Status.EXPIRED), deadline=LATER, **ALICE
+        )
+        with pytest.raises(InvalidArgumentsError) as refused:
+            bulk.retry_many(ScheduledJob.objects.all(), deadline=T0)
+    assert result == bulk.BulkResult(changed=3, skipped=Counter({Skip.UNIQUE_KEY: 1}))
+    assert {
+        (j.status, j.run_at, j.deadline)
+        for j in ScheduledJob.objects.filter(pk__in=[e.pk for e in expired])
+    } == {(Status.SCHEDULED, T0, LATER)}
+    assert ScheduledJob.objects.get(pk=held.pk).status == Status.EXPIRED
+    assert refused.value.field == "deadline"
 
 
 @pytest.mark.django_db
