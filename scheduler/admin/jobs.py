@@ -51,7 +51,7 @@ from scheduler.admin.forms import (
     reason_field,
 )
 from scheduler.admin.readonly import JobHistoryAdminMixin
-from scheduler.exceptions import InvalidTransitionError, SchedulerError
+from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError, SchedulerError
 from scheduler.models import AuditEntry, JobAttempt, Pause, ScheduledJob
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,9 @@ logger = logging.getLogger(__name__)
 #: Seconds between reloads of the monitoring page.
 MONITORING_REFRESH_SECONDS = 30
 _SHORT_ERROR_LENGTH = 80
-#: Why the list's actions skip jobs, in their messages (the state's reason is the action's).
 #: How ended jobs past their deadline get a new one.
 _RETRY_THEM = "retry them with a new one"
+#: Why the list's actions skip jobs, in their messages (the state's reason is the action's).
 _SKIPPED_BECAUSE = {
     bulk.Skip.UNIQUE_KEY: "whose unique key an active job holds",
     bulk.Skip.OUT_OF_RANGE: "that would move beyond the years 1-9999",
@@ -488,12 +488,17 @@ class ScheduledJobAdmin(JobAdminBase):
             initial={"reason": request.POST.get("reason", "")},
         )
         if form.is_bound and form.is_valid():
-            result = act(
-                form.cleaned_data, bulk.Operator(_actor(request), form.cleaned_data["reason"])
-            )
-            verb, not_applicable = page.report
-            self._report(request, verb, result, not_applicable)
-            return None
+            by = bulk.Operator(_actor(request), form.cleaned_data["reason"])
+            try:
+                result = act(form.cleaned_data, by)
+            except InvalidArgumentsError as error:
+                # Valid when the form was checked, not a moment later (a deadline that
+                # has just passed): the page again, saying why.
+                form.add_error(None, str(error))
+            else:
+                verb, not_applicable = page.report
+                self._report(request, verb, result, not_applicable)
+                return None
         count = queryset.count()
         context = {
             **self.admin_site.each_context(request),

@@ -8,7 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
 
-from scheduler.admin import changelist
+from scheduler.admin import bulk, changelist
+from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import ScheduledJob
 from tests.integration.admin_helpers import CHANGELIST, T0, Status, job, job_fields, messages_of
 
@@ -148,6 +149,27 @@ def test_a_new_deadline_that_cannot_be_kept_leaves_the_jobs_as_they_were(
         time_zone="UTC",
     )
     assert error in response.content.decode()
+    assert ScheduledJob.objects.get(pk=expired.pk).status == Status.EXPIRED
+
+
+def test_a_deadline_that_passes_as_the_action_runs_shows_the_page_again(admin_client, monkeypatch):
+    # Checked by the form a moment before the service checks it again.
+    expired = job(Status.EXPIRED, deadline=T0 - timedelta(minutes=5))
+
+    def just_passed(jobs, *, by, deadline):
+        raise InvalidArgumentsError("deadline", "must be after run_at")
+
+    monkeypatch.setattr(bulk, "retry_jobs", just_passed)
+    response = act(
+        admin_client,
+        "retry_selected_with_deadline",
+        [expired],
+        apply="Retry",
+        deadline_local="2026-11-24T12:01",
+        time_zone="UTC",
+    )
+    assert response.status_code == 200
+    assert "deadline must be after run_at" in response.content.decode()
     assert ScheduledJob.objects.get(pk=expired.pk).status == Status.EXPIRED
 
 
