@@ -415,7 +415,9 @@ class BulkRetryForm(BrowserTimeZoneMixin, forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
         cleaned["deadline"] = _optional_local_datetime(self, cleaned, "deadline_local")
-        if cleaned["deadline"] is None and not self.has_error("deadline_local"):
+        if cleaned["deadline"] is None and not (
+            self.has_error("deadline_local") or self.has_error("time_zone")
+        ):
             self.add_error("deadline_local", "Enter a date and time.")
         elif cleaned["deadline"] is not None and cleaned["deadline"] <= timezone.now():
             self.add_error("deadline_local", "The deadline must be in the future.")
@@ -430,7 +432,7 @@ class RetryJobForm(BrowserTimeZoneMixin, forms.Form):
     )
     time_zone = WhenForm.base_fields["time_zone"]
     deadline_local = _local_datetime_field(
-        "New deadline", "Empty for none: an expired job needs a later deadline, or none."
+        "New deadline", "Empty keeps the job's own: an expired job needs a later one."
     )
     reason = reason_field()
 

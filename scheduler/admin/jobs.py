@@ -61,6 +61,9 @@ MONITORING_REFRESH_SECONDS = 30
 _SHORT_ERROR_LENGTH = 80
 #: How ended jobs past their deadline get a new one.
 _RETRY_THEM = "retry them with a new one"
+#: Run now finds ended and pending jobs past their deadline; the new action takes the
+#: first, a job's page the others.
+_RETRY_OR_RESCHEDULE_THEM = "retry ended ones with a new one; give pending ones one on their page"
 #: Why the list's actions skip jobs, in their messages (the state's reason is the action's).
 _SKIPPED_BECAUSE = {
     bulk.Skip.UNIQUE_KEY: "whose unique key an active job holds",
@@ -427,7 +430,9 @@ class ScheduledJobAdmin(JobAdminBase):
     @admin.action(description="Run selected jobs now", permissions=["change"])
     def run_selected_now(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
         result = bulk.run_jobs_now(queryset, by=_operator(request))
-        self._report(request, "Set to run now", result, "running or succeeded", _RETRY_THEM)
+        self._report(
+            request, "Set to run now", result, "running or succeeded", _RETRY_OR_RESCHEDULE_THEM
+        )
 
     @admin.action(
         description="Retry selected failed, cancelled or expired jobs", permissions=["change"]
@@ -448,6 +453,7 @@ class ScheduledJobAdmin(JobAdminBase):
             return bulk.reschedule_jobs(queryset, to=data["run_at"], by=by)
 
         page = _AskedFirst(
+            "reschedule_selected",
             "Reschedule jobs",
             "Move {}. Only scheduled and enqueued jobs move",
             "Reschedule",
@@ -466,6 +472,7 @@ class ScheduledJobAdmin(JobAdminBase):
             return bulk.retry_jobs(queryset, deadline=data["deadline"], by=by)
 
         page = _AskedFirst(
+            "retry_selected_with_deadline",
             "Retry jobs with a new deadline",
             "Retry {} now, each with the deadline below. Only failed, cancelled and expired "
             "jobs are retried",
@@ -493,8 +500,12 @@ class ScheduledJobAdmin(JobAdminBase):
                 result = act(form.cleaned_data, by)
             except InvalidArgumentsError as error:
                 # Valid when the form was checked, not a moment later (a deadline that
-                # has just passed): the page again, saying why.
-                form.add_error(None, str(error))
+                # has just passed), or beyond what the form checks (a time past year
+                # 9999 in UTC): the page again, saying why.
+                if error.field == "deadline":
+                    form.add_error("deadline_local", "The deadline must be in the future.")
+                else:
+                    form.add_error(None, str(error))
             else:
                 verb, not_applicable = page.report
                 self._report(request, verb, result, not_applicable)
@@ -508,7 +519,7 @@ class ScheduledJobAdmin(JobAdminBase):
             "opts": self.opts,
             "form": form,
             "media": self.media + form.media,
-            "action": request.POST.get("action", ""),
+            "action": page.action,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "select_across": request.POST.get("select_across") == "1",
             # Posted back in either case: Django runs no action without one, and with
@@ -766,6 +777,8 @@ def _actor(request: HttpRequest) -> str:
 class _AskedFirst:
     """The intermediate page of an action that asks before it acts."""
 
+    #: The action's name, posted back with the answer.
+    action: str
     title: str
     #: What the action does, "{}" standing for the selected jobs; the page goes on
     #: "; the others are skipped and counted."

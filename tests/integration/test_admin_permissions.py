@@ -21,7 +21,13 @@ from tests.integration.admin_helpers import (
 
 pytestmark = pytest.mark.django_db
 
-ACTIONS = ("cancel_selected", "run_selected_now", "retry_selected", "reschedule_selected")
+ACTIONS = (
+    "cancel_selected",
+    "run_selected_now",
+    "retry_selected",
+    "retry_selected_with_deadline",
+    "reschedule_selected",
+)
 
 
 @pytest.fixture
