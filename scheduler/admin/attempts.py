@@ -8,7 +8,7 @@ from django.utils.safestring import SafeString
 
 from scheduler.admin.changelist import CappedCountPaginator
 from scheduler.admin.display import duration, link_to_job, timestamp_column
-from scheduler.admin.readonly import JobHistoryAdminMixin
+from scheduler.admin.readonly import JobHistoryAdminMixin, NewestFirstAdminMixin
 from scheduler.models import JobAttempt
 
 # ModelAdmin is generic only in django-stubs.
@@ -53,7 +53,9 @@ class AttemptColumns:
 
 
 @admin.register(JobAttempt)
-class JobAttemptAdmin(AttemptColumns, JobHistoryAdminMixin, AttemptAdminBase):
+class JobAttemptAdmin(
+    AttemptColumns, NewestFirstAdminMixin, JobHistoryAdminMixin, AttemptAdminBase
+):
     """Every attempt, newest first; a job's page links here filtered by its id
     (``?job__id__exact=42``) for the attempts it does not show."""
 
@@ -61,8 +63,6 @@ class JobAttemptAdmin(AttemptColumns, JobHistoryAdminMixin, AttemptAdminBase):
     # Not the job's column: it links to the job.
     list_display_links = ("number",)
     fields = readonly_fields = list_display
-    # Newest first, served by the primary key (or, for one job, by its attempts' index).
-    ordering = ("-pk",)
     sortable_by = ()
     paginator = CappedCountPaginator
     show_full_result_count = False

@@ -7,7 +7,7 @@ from django.utils.safestring import SafeString
 
 from scheduler.admin.changelist import CappedCountPaginator
 from scheduler.admin.display import audit_details, link_to_job, timestamp_column
-from scheduler.admin.readonly import ReadOnlyAdminMixin
+from scheduler.admin.readonly import NewestFirstAdminMixin, ReadOnlyAdminMixin
 from scheduler.models import AuditEntry
 
 # ModelAdmin is generic only in django-stubs.
@@ -18,13 +18,12 @@ else:
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(ReadOnlyAdminMixin, AuditAdminBase):
+class AuditEntryAdmin(NewestFirstAdminMixin, ReadOnlyAdminMixin, AuditAdminBase):
     """Read-only: entries are written by the services, with the actions they record."""
 
     list_display = ("when", "action", "actor", "reason", "job_link", "what")
     list_filter = ("action",)
     search_fields = ("=actor",)
-    ordering = ("-pk",)
     sortable_by = ()
     paginator = CappedCountPaginator
     show_full_result_count = False

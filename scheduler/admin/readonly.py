@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.admin.options import BaseModelAdmin
+from django.db.models import BigIntegerField, ExpressionWrapper, F, OrderBy
 from django.http import HttpRequest
 from typing_extensions import override
 
@@ -37,3 +38,21 @@ class JobHistoryAdminMixin(ReadOnlyAdminMixin):
         return request.user.has_perm("scheduler.view_scheduledjob") or request.user.has_perm(
             "scheduler.change_scheduledjob"
         )
+
+
+class NewestFirstAdminMixin(AdminBase):
+    """A list of history rows, newest (highest id) first, also when filtered to one job
+    (``?job__id__exact=42``, the job page's link)."""
+
+    ordering = ("-pk",)
+
+    @override
+    def get_ordering(self, request: HttpRequest) -> Any:
+        if "job__id__exact" in request.GET:
+            # The job page links here when the job's rows are many, which PostgreSQL
+            # knows: ordered by the id, it walked the whole table's primary key down to
+            # them (1.2 s at ten million attempts). Ordered by an expression of the id,
+            # it reads the job's rows from the job's index and sorts them.
+            newest_first = ExpressionWrapper(F("pk") + 0, output_field=BigIntegerField())
+            return (OrderBy(newest_first, descending=True),)
+        return super().get_ordering(request)
