@@ -12,7 +12,7 @@ import enum
 import logging
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -120,9 +120,7 @@ def shift_many(
         output_field=DateTimeField(),
     )
     shifted = _pending_to(moved, checked=moved)
-    move = _Move(
-        shifted.transition, shifted.changes, ((Skip.OUT_OF_RANGE, outside), *shifted.refusals)
-    )
+    move = replace(shifted, refusals=((Skip.OUT_OF_RANGE, outside), *shifted.refusals))
     return _act(jobs, lambda _: [move], audit.Action.RESCHEDULE, reason=reason, actor=actor)
 
 
