@@ -94,8 +94,8 @@ def dispatch_due(*, now: datetime, limit: int, skip_queues: Collection[str] = ()
 
     The commit need not wait for the disk: should a database crash undo it, the jobs
     are scheduled again and their messages carry tokens that never were, which the
-    worker drops, as after a dispatcher killed between its sends and its commit. A
-    worker's claim commits durably after this commit, and with it everything before.
+    worker drops, as after a dispatcher killed between its sends and its commit. The
+    job's outcome commits durably after this commit, and with it everything before.
     """
     rows = apply_chosen(
         states.DISPATCH,
