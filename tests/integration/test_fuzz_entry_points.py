@@ -1,7 +1,8 @@
 """Bad input, fuzzed: every public entry point refuses it clearly and writes nothing.
 
 Hypothesis throws odd values at ``schedule_at``, ``schedule_in``, ``schedule_many``,
-``reschedule``, ``cancel``, ``retry`` and ``run_now``, and odd form data at the admin's
+``reschedule``, ``cancel``, ``retry``, ``run_now`` and the bulk services of
+:mod:`scheduler.services.bulk`, and odd form data at the admin's
 add and reschedule forms through the test client. An entry point may accept a value (then
 what it stored must read back the same) or refuse it with a clear exception (a
 ``SchedulerError``, ``ValueError`` or ``TypeError``; a form error in the admin); it must
@@ -27,7 +28,7 @@ from scheduler import cancel, reschedule, schedule_at, schedule_in, schedule_man
 from scheduler.admin.forms import UNITS, WhenForm
 from scheduler.exceptions import InvalidArgumentsError, SchedulerError
 from scheduler.models import AuditEntry, JobAttempt, ScheduledJob
-from scheduler.services import retry, run_now
+from scheduler.services import bulk, retry, run_now
 from tests.integration.admin_helpers import ADD, change_url, job, job_fields
 
 pytestmark = pytest.mark.django_db
@@ -212,6 +213,32 @@ def test_operations_on_jobs(one_of_each, data):
         if changed is not None and run_at is not None:
             assert ScheduledJob.objects.get(pk=changed.pk).run_at == run_at
     # Reset the statuses for the next example.
+    for original in one_of_each:
+        ScheduledJob.objects.filter(pk=original.pk).update(
+            **job_fields(original.status, run_at=original.run_at)
+        )
+
+
+@FUZZ
+@given(data=st.data())
+def test_operations_on_many_jobs(one_of_each, data):
+    # The admin's bulk actions, on every job or on none: odd arguments of the whole action.
+    jobs = data.draw(st.sampled_from([ScheduledJob.objects.all(), ScheduledJob.objects.none()]))
+    actors = st.sampled_from(["ops", None]) | text | anything
+    who = {"reason": data.draw(text | anything), "actor": data.draw(actors)}
+    operation = data.draw(st.sampled_from(["cancel", "run_now", "retry", "reschedule", "shift"]))
+    offsets = st.timedeltas() | st.sampled_from([timedelta.min, timedelta.max]) | anything
+    arguments = {
+        "cancel": (bulk.cancel_many, {}),
+        "run_now": (bulk.run_many_now, {}),
+        "retry": (bulk.retry_many, {"deadline": data.draw(instants | st.none())}),
+        "reschedule": (bulk.reschedule_many, {"to": data.draw(instants)}),
+        "shift": (bulk.shift_many, {"offset": data.draw(offsets)}),
+    }
+    entry_point, given = arguments[operation]
+    result = _call(entry_point, jobs, **given, **who)
+    if result is not None:
+        assert result.changed + result.skipped.total() == jobs.count()
     for original in one_of_each:
         ScheduledJob.objects.filter(pk=original.pk).update(
             **job_fields(original.status, run_at=original.run_at)
