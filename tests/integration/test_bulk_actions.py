@@ -162,9 +162,14 @@ def test_cancelled_jobs_are_announced_after_the_commit_one_by_one(
 
 
 @contextmanager
-def meanwhile(change: Callable[[], object], *, for_seconds: float = 0.5) -> Iterator[None]:
-    """``change`` made in another request's transaction, which commits ``for_seconds``
-    into the block."""
+def meanwhile(
+    change: Callable[[], object],
+    *,
+    for_seconds: float = 0.5,
+    then: Callable[[], object] = lambda: None,
+) -> Iterator[None]:
+    """``change`` made in another request's transaction, which makes the change ``then``
+    and commits ``for_seconds`` into the block."""
     made, failed = threading.Event(), []
 
     def other_request() -> None:
@@ -173,6 +178,7 @@ def meanwhile(change: Callable[[], object], *, for_seconds: float = 0.5) -> Iter
                 change()
                 made.set()
                 time.sleep(for_seconds)
+                then()
         except Exception as error:  # reported to the test, which fails
             failed.append(error)
             made.set()
@@ -222,29 +228,14 @@ def test_keys_another_request_takes_in_the_opposite_order_meanwhile_skip_those_j
     # with capture-2 then capture-1. Each waits for the other: PostgreSQL breaks the
     # deadlock by failing the one that waited first, the action, which was a 500.
     ended = [job(Status.FAILED, unique_key=key) for key in ("capture-1", "capture-2")]
-    other_started, failed = threading.Event(), []
-
-    def other_request() -> None:
-        try:
-            with transaction.atomic():
-                job(unique_key="capture-2")
-                other_started.set()
-                time.sleep(0.3)  # the action now waits for capture-2
-                job(unique_key="capture-1")
-        except Exception as error:  # reported to the test, which fails
-            failed.append(error)
-            other_started.set()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=other_request)
-    thread.start()
-    other_started.wait()
-    try:
+    # The action waits for capture-2 by the time the other asks for capture-1.
+    other = meanwhile(
+        lambda: job(unique_key="capture-2"),
+        for_seconds=0.3,
+        then=lambda: job(unique_key="capture-1"),
+    )
+    with other:
         result = bulk.retry_many(ScheduledJob.objects.filter(status=Status.FAILED), **ALICE)
-    finally:
-        thread.join()
-    assert failed == []
     assert result == bulk.BulkResult(changed=0, skipped=Counter({Skip.UNIQUE_KEY: 2}))
     assert {ScheduledJob.objects.get(pk=j.pk).status for j in ended} == {Status.FAILED}
     assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 2
