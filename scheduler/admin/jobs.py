@@ -50,7 +50,7 @@ from scheduler.admin.forms import (
     WhenForm,
     reason_field,
 )
-from scheduler.admin.readonly import JobHistoryAdminMixin
+from scheduler.admin.readonly import ONE_JOB, JobHistoryAdminMixin
 from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError, SchedulerError
 from scheduler.models import AuditEntry, JobAttempt, Pause, ScheduledJob
 
@@ -174,7 +174,7 @@ class JobHistoryInline(JobHistoryAdminMixin, HistoryInlineBase):
             f"admin:{opts.app_label}_{opts.model_name}_changelist",
             current_app=self.admin_site.name,
         )
-        return f"{url}?{urlencode({'job__id__exact': job.pk})}"
+        return f"{url}?{urlencode({ONE_JOB: job.pk})}"
 
 
 class JobAttemptInline(AttemptColumns, JobHistoryInline):
@@ -457,7 +457,8 @@ class ScheduledJobAdmin(JobAdminBase):
             "Reschedule jobs",
             "Move {}. Only scheduled and enqueued jobs move",
             "Reschedule",
-            ("Rescheduled", "not scheduled or enqueued"),
+            "Rescheduled",
+            "not scheduled or enqueued",
         )
         return self._ask_then_act(request, queryset, BulkRescheduleForm, move, page)
 
@@ -477,7 +478,8 @@ class ScheduledJobAdmin(JobAdminBase):
             "Retry {} now, each with the deadline below. Only failed, cancelled and expired "
             "jobs are retried",
             "Retry",
-            ("Retried", "not failed, cancelled or expired"),
+            "Retried",
+            "not failed, cancelled or expired",
         )
         return self._ask_then_act(request, queryset, BulkRetryForm, retry, page)
 
@@ -507,8 +509,7 @@ class ScheduledJobAdmin(JobAdminBase):
                 else:
                     form.add_error(None, str(error))
             else:
-                verb, not_applicable = page.report
-                self._report(request, verb, result, not_applicable)
+                self._report(request, page.verb, result, page.not_applicable)
                 return None
         count = queryset.count()
         context = {
@@ -785,7 +786,8 @@ class _AskedFirst:
     intro: str
     button: str
     #: The report's verb, and what a job it skipped for its state was not.
-    report: tuple[str, str]
+    verb: str
+    not_applicable: str
 
 
 def _operator(request: HttpRequest) -> bulk.Operator:

@@ -40,6 +40,10 @@ class JobHistoryAdminMixin(ReadOnlyAdminMixin):
         )
 
 
+#: The query parameter of a history list filtered to one job: the job page's link.
+ONE_JOB = "job__id__exact"
+
+
 class NewestFirstAdminMixin(AdminBase):
     """A list of history rows, newest (highest id) first, also when filtered to one job
     (``?job__id__exact=42``, the job page's link)."""
@@ -48,7 +52,7 @@ class NewestFirstAdminMixin(AdminBase):
 
     @override
     def get_ordering(self, request: HttpRequest) -> Any:
-        if "job__id__exact" in request.GET:
+        if ONE_JOB in request.GET:
             # The job page links here when the job's rows are many, which PostgreSQL
             # knows: ordered by the id, it walked the whole table's primary key down to
             # them (1.2 s at ten million attempts). Ordered by an expression of the id,

@@ -222,7 +222,7 @@ def _act(
     for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
         try:
             with transaction.atomic():
-                selected = ScheduledJob.objects.filter(pk__in=selection).count()
+                selected = selection.count()
                 moved: list[_Moved] = []
                 skipped: Counter[Skip] = Counter()
                 for move in moves(selection):
@@ -271,7 +271,8 @@ def _key_race(error: DatabaseError) -> bool:
 
 def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter[Skip]]:
     """Lock the selected jobs in ``move``'s sources (by id, as every bulk action does:
-    two never wait for each other), then move those that no refusal holds for."""
+    two never deadlock on the rows, only on unique keys, see :func:`_key_race`), then
+    move those that no refusal holds for."""
     why = Case(
         *(When(refused, then=Value(skip.name)) for skip, refused in move.refusals),
         default=Value(None),
