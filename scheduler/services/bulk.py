@@ -102,6 +102,8 @@ def shift_many(
 ) -> BulkResult:
     """Move every scheduled or enqueued job among ``jobs`` by ``offset`` from its own
     run_at; those it would take past their deadline or the years 1-9999 are skipped."""
+    if not isinstance(offset, timedelta):
+        raise TypeError(f"offset must be a timedelta, got {offset!r}")
     span = _LAST - _FIRST
     if abs(offset) > span:
         outside = Q(pk__isnull=False)

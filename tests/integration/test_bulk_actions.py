@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.db import connection, connections, transaction
@@ -259,3 +260,15 @@ def test_a_shift_moves_each_job_by_elapsed_time_whatever_the_sessions_time_zone(
         cursor.execute("SET TIME ZONE 'UTC'")  # as Django reads its times
     assert result == bulk.BulkResult(changed=1, skipped=Counter())
     assert ScheduledJob.objects.get(pk=moved.pk).run_at == eve + timedelta(days=1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "offset", [Decimal("sNaN"), "1 day", 3600], ids=["snan", "text", "seconds"]
+)
+def test_an_offset_that_is_no_timedelta_is_refused_clearly(offset):
+    # Fuzzing found it: a signalling NaN raised decimal.InvalidOperation from abs().
+    scheduled = job()
+    with pytest.raises(TypeError, match="offset must be a timedelta"):
+        bulk.shift_many(ScheduledJob.objects.all(), offset=offset)
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == scheduled.run_at
