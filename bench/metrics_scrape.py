@@ -86,7 +86,7 @@ def main() -> None:
     args = parser(__doc__ or "").parse_args()
     setup_django(args.database)
     # The left-out SQS call logs a warning on every scrape.
-    logging.getLogger("scheduler.integrations.metrics").setLevel(logging.ERROR)
+    logging.getLogger("scheduler.sqs").setLevel(logging.ERROR)
     from django.db import connection
     from django.test.utils import override_settings
     from prometheus_client.exposition import generate_latest

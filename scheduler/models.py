@@ -318,6 +318,40 @@ def _status_shares(cursor: Any, *, table: str, column: str) -> dict[Status, floa
     return {Status(v): rows * f for v, f in zip(values, frequencies, strict=True) if v in Status}
 
 
+#: The dead-letter queues the monitoring page and the metrics look at: the default queue's
+#: and those of the first others by name, one SQS call each.
+WATCHED_QUEUES = 25
+
+
+def watched_queues(*, default: str, limit: int = WATCHED_QUEUES) -> list[str]:
+    """``default``, then the other queues jobs in the table name, by name: ``limit`` in all.
+
+    A loose scan of the queue index (which holds the jobs of every queue but the built-in
+    default's): one probe per queue, however many jobs each holds.
+    """
+    table = connection.ops.quote_name(ScheduledJob._meta.db_table)
+    column = connection.ops.quote_name(ScheduledJob._meta.get_field("queue").column)
+    # The literal DEFAULT_QUEUE_NAME, as psycopg2 writes it in, lets the planner use the
+    # partial index; jobs of a configured default queue of another name are in it too.
+    sql = f"""
+        WITH RECURSIVE queues(name) AS (
+            (SELECT {column} FROM {table} WHERE {column} <> %(built_in)s
+             ORDER BY {column} LIMIT 1)
+            UNION ALL
+            SELECT (SELECT {column} FROM {table}
+                    WHERE {column} <> %(built_in)s AND {column} > queues.name
+                    ORDER BY {column} LIMIT 1)
+            FROM queues WHERE queues.name IS NOT NULL
+        )
+        SELECT name FROM queues WHERE name IS NOT NULL AND name <> %(default)s LIMIT %(others)s
+    """  # noqa: S608  (identifiers quoted from the model's own names; values are parameters)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql, {"built_in": DEFAULT_QUEUE_NAME, "default": default, "others": limit - 1}
+        )
+        return [default, *(name for (name,) in cursor.fetchall())]
+
+
 class JobAttempt(models.Model):
     """One execution of a job by a worker, kept as history."""
 

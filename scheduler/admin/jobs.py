@@ -52,7 +52,7 @@ from scheduler.admin.forms import (
 )
 from scheduler.admin.readonly import ONE_JOB, JobHistoryAdminMixin
 from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError, SchedulerError
-from scheduler.models import AuditEntry, JobAttempt, Pause, ScheduledJob
+from scheduler.models import WATCHED_QUEUES, AuditEntry, JobAttempt, Pause, ScheduledJob
 
 logger = logging.getLogger(__name__)
 
@@ -628,6 +628,7 @@ class ScheduledJobAdmin(JobAdminBase):
             "media": self.media,
             "snapshot": monitoring.snapshot(),
             "lateness_buckets": [label for label, _ in monitoring.LATENESS_BUCKETS],
+            "watched_queues": WATCHED_QUEUES,
             "refresh_seconds": MONITORING_REFRESH_SECONDS,
             "overdue_url": f"{changelist_url}?run_at={RunAtFilter.OVERDUE}",
             "changelist_url": changelist_url,

@@ -18,7 +18,6 @@ estimate, marked "≈":
 
 import itertools
 import math
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import Any
@@ -42,12 +41,17 @@ from typing_extensions import override
 
 from scheduler import sqs, states
 from scheduler.conf import scheduler_settings
-from scheduler.models import OVERDUE_AFTER, DispatcherHeartbeat, JobAttempt, Pause, ScheduledJob
+from scheduler.models import (
+    OVERDUE_AFTER,
+    DispatcherHeartbeat,
+    JobAttempt,
+    Pause,
+    ScheduledJob,
+    watched_queues,
+)
 from scheduler.services.pausing import describe
 from scheduler.states import Status
 
-#: Runs the page's SQS calls beside its queries (they touch no database connection).
-_SQS_CALLS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="scheduler-monitoring")
 #: The dispatcher is presumed down when its last tick is this many intervals old.
 HEARTBEAT_STALE_INTERVALS = 3
 #: Counts are exact up to this many rows; an estimate beyond.
@@ -313,7 +317,8 @@ class Snapshot:
     lateness: list[LatenessWindow]
     failures: list[TaskFailures]
     paused: list[PausedKind]
-    dead_letters: DeadLetterQueue
+    #: The default queue's, then the other queues' of jobs in the table.
+    dead_letters: list[DeadLetterQueue]
 
     @property
     def total(self) -> Tally:
@@ -330,7 +335,7 @@ def snapshot(now: datetime | None = None) -> Snapshot:
     """All the monitoring figures, computed at ``now``."""
     now = now or timezone.now()
     # SQS answers while PostgreSQL does: the page waits for the slower, not for both.
-    letters = _SQS_CALLS.submit(sqs.peek_dead_letters, scheduler_settings.QUEUE_NAME)
+    letters = sqs.peek_dead_letter_queues(watched_queues(default=scheduler_settings.QUEUE_NAME))
     statistics = table_statistics()
     overdue, oldest = overdue_jobs(now=now)
     due_hourly, due_daily = due_charts(now=now, statistics=statistics)
@@ -346,7 +351,7 @@ def snapshot(now: datetime | None = None) -> Snapshot:
         lateness=lateness,
         failures=failures_by_task(now=now, day=lateness[-1]),
         paused=[PausedKind(p, describe(p.task_name, p.queue)) for p in Pause.objects.all()],
-        dead_letters=dead_letter_queue(letters.result()),
+        dead_letters=dead_letter_queues([peek.result() for peek in letters]),
     )
 
 
@@ -645,14 +650,18 @@ def heartbeats(*, now: datetime, limit: int = 10) -> Heartbeats:
     )
 
 
-def dead_letter_queue(letters: sqs.DeadLetters) -> DeadLetterQueue:
-    """The jobs a peek at the dead-letter queue found (one query, none if it found none)."""
-    jobs = list(
-        ScheduledJob.objects.filter(pk__in=letters.job_ids)
-        .only("pk", "task_name", "status", "run_at")
-        .order_by("pk")
-    )
-    return DeadLetterQueue(letters, jobs)
+def dead_letter_queues(peeks: list[sqs.DeadLetters]) -> list[DeadLetterQueue]:
+    """The jobs peeks at dead-letter queues found (one query, none if they found none)."""
+    jobs = {
+        job.pk: job
+        for job in ScheduledJob.objects.filter(
+            pk__in=[job_id for letters in peeks for job_id in letters.job_ids]
+        ).only("pk", "task_name", "status", "run_at")
+    }
+    return [
+        DeadLetterQueue(letters, [jobs[pk] for pk in letters.job_ids if pk in jobs])
+        for letters in peeks
+    ]
 
 
 def _shift(start: datetime, step: timedelta, count: int) -> datetime:

@@ -3,8 +3,9 @@
 Every figure comes from the tables, not from counters in the memory of one process, so
 it is the same whichever web process Prometheus reaches, however many workers and
 dispatchers run, and it survives their restarts: no multiprocess directory, nothing to
-aggregate. A scrape costs at most eight index-served queries and one SQS call (the
-dead-letter queue's depth), whatever the number of rows.
+aggregate. A scrape costs at most nine index-served queries, whatever the number of rows,
+and one SQS call per dead-letter queue (the default queue's and those of other queues
+jobs were sent to), made side by side.
 
 Include the view in the project's URLs (``path("metrics", metrics.view)``). It is open
 unless ``SCHEDULER_METRICS_TOKEN`` is set; then it wants ``Authorization: Bearer <token>``.
@@ -15,7 +16,6 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from botocore.exceptions import BotoCoreError, ClientError
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse
@@ -38,8 +38,9 @@ from scheduler.models import (
     JobAttempt,
     ScheduledJob,
     job_counts_by_status,
+    watched_queues,
 )
-from scheduler.sqs import dead_letter_queue, get_client, queue_url
+from scheduler.sqs import DeadLetters, peek_dead_letter_queues
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +65,12 @@ class SchedulerCollector:
             # start parallel workers for them, which costs more than the reads.
             cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             metrics = [self._jobs(), *self._pending(), *self._attempts(), *self._dispatchers()]
+            queues = watched_queues(default=scheduler_settings.QUEUE_NAME)
         yield from metrics
-        # Outside the transaction: no snapshot held during a network call.
-        dlq = self._dlq_depth()
-        if dlq is not None:
-            yield dlq
+        # Outside the transaction: no snapshot held during network calls.
+        yield from self._dead_letters(
+            [peek.result() for peek in peek_dead_letter_queues(queues, limit=0)]
+        )
 
     def _jobs(self) -> Metric:
         jobs = GaugeMetricFamily(
@@ -215,26 +217,24 @@ class SchedulerCollector:
             last_tick.add_metric([name], tick.timestamp())
         yield from (sent, errors, last_tick)
 
-    def _dlq_depth(self) -> Metric | None:
-        """The dead-letter queue's depth; None (left out) when SQS cannot be read."""
-        name = dead_letter_queue(scheduler_settings.QUEUE_NAME)
-        client = get_client(quick=True)
-        try:
-            attributes = client.get_queue_attributes(
-                QueueUrl=queue_url(name), AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
-        except (BotoCoreError, ClientError) as error:
-            logger.warning(
-                "metrics dlq depth unavailable queue=%s error=%s", name, type(error).__name__
-            )
-            return None
-        depth = GaugeMetricFamily(
-            "scheduler_dlq_messages",
-            "Messages in the dead-letter queue (SQS's approximate count).",
+    def _dead_letters(self, peeks: list[DeadLetters]) -> Iterator[Metric]:
+        """Whether SQS answered for each dead-letter queue, and the depth of those it did."""
+        readable = GaugeMetricFamily(
+            "scheduler_dlq_readable",
+            "1 when SQS gave the dead-letter queue's depth, 0 when it could not (no such "
+            "queue, no permission, SQS out of reach).",
             labels=["queue"],
         )
-        depth.add_metric([name], int(attributes["ApproximateNumberOfMessages"]))
-        return depth
+        depth = GaugeMetricFamily(
+            "scheduler_dlq_messages",
+            "Messages in each dead-letter queue (SQS's approximate count).",
+            labels=["queue"],
+        )
+        for letters in peeks:
+            readable.add_metric([letters.queue], letters.depth is not None)
+            if letters.depth is not None:
+                depth.add_metric([letters.queue], letters.depth)
+        yield from (readable, depth)
 
 
 def _bound(seconds: float) -> str:

@@ -199,7 +199,7 @@ def test_operator_reads_the_audit_trail_and_pauses_from_monitoring(
     expect(page.locator(".messagelist .success")).to_contain_text("Paused task testapp.noop")
     expect(page.locator("#paused")).to_contain_text("Payment gateway incident")
     expect(page.locator("#paused-warning")).to_be_visible()
-    expect(page.locator("#dlq-depth")).to_have_text("0")
+    expect(page.locator("#dead-letters .dlq-depth")).to_have_text("0")
     expect(page.locator("#lateness-last-hour")).to_contain_text("testapp.record")
     expect(page.locator("#lateness-last-hour")).to_contain_text("testapp.noop")
     page.screenshot(path=str(ARTIFACTS / "admin-monitoring-operations.png"), full_page=True)

@@ -173,7 +173,8 @@ def test_snapshot_figures_on_a_known_data_set():
     assert beats.stale_after == timedelta(seconds=15)
     assert beats.healthy
     assert snapshot.paused == []
-    assert snapshot.dead_letters.letters.error
+    [dead_letters] = snapshot.dead_letters
+    assert dead_letters.letters.error
 
 
 def test_an_empty_database_gives_zeros_and_no_percentiles():
@@ -277,10 +278,11 @@ def test_the_page_costs_a_fixed_number_of_queries(admin_client, known_data):
         for run_at in (T0 - DAY, T0 + HOUR, T0 + 3 * DAY):
             job(status, run_at=run_at)
     assert page_queries(admin_client) == few
-    # Session and user, then: table statistics, overdue, due per hour, per day and
-    # sampled, lateness bounds and two windows, status counts, failed jobs, heartbeats,
-    # pauses (and the dead-letter queue's jobs when it has some).
-    assert few == 14
+    # Session and user, then: the queues whose dead letters to read, table statistics,
+    # overdue, due per hour, per day and sampled, lateness bounds and two windows, status
+    # counts, failed jobs, heartbeats, pauses (and the dead-letter queues' jobs when they
+    # have some).
+    assert few == 15
 
 
 def test_page_warns_when_the_dispatcher_heartbeat_is_old(admin_client):

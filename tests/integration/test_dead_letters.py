@@ -6,6 +6,7 @@ received twice without being deleted, with maxReceiveCount 1.
 
 import base64
 import json
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
@@ -14,9 +15,10 @@ from django.utils import timezone
 from scheduler import schedule_at
 from scheduler.admin import monitoring
 from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.models import AuditEntry, ScheduledJob
+from scheduler.models import AuditEntry, ScheduledJob, watched_queues
 from scheduler.sqs import dead_letter_queue, peek_dead_letters
-from tests.integration.admin_helpers import MONITORING, messages_of
+from tests.conftest import SqsQueue
+from tests.integration.admin_helpers import MONITORING, job, messages_of
 
 pytestmark = pytest.mark.django_db
 
@@ -26,13 +28,18 @@ Status = ScheduledJob.Status
 @pytest.fixture
 def dlq_url(sqs_queue):
     """The test queue's dead-letter queue, with a redrive policy of one receive."""
-    client = sqs_queue.client
-    url = client.create_queue(QueueName=dead_letter_queue(sqs_queue.name))["QueueUrl"]
+    return with_dead_letter_queue(sqs_queue)
+
+
+def with_dead_letter_queue(queue: SqsQueue) -> str:
+    """Give ``queue`` a dead-letter queue with a redrive policy of one receive; its URL."""
+    client = queue.client
+    url = client.create_queue(QueueName=dead_letter_queue(queue.name))["QueueUrl"]
     arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     client.set_queue_attributes(
-        QueueUrl=sqs_queue.url,
+        QueueUrl=queue.url,
         Attributes={
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn, "maxReceiveCount": "1"})
         },
@@ -73,11 +80,11 @@ def test_a_dead_lettered_message_is_linked_to_its_job_and_the_job_re_sent(
     assert peek_dead_letters(sqs_queue.name).depth == 2
     assert sqs_queue.count() == 0
 
-    dlq = monitoring.snapshot().dead_letters
+    [dlq] = monitoring.snapshot().dead_letters
     assert [job.pk for job in dlq.jobs] == [poisoned.pk]
     content = admin_client.get(MONITORING).content.decode()
     job_url = reverse("admin:scheduler_scheduledjob_change", args=[poisoned.pk])
-    assert '<span id="dlq-depth" class="monitoring-figure monitoring-bad">2</span>' in content
+    assert '<span class="monitoring-figure dlq-depth monitoring-bad">2</span>' in content
     assert f'<a href="{job_url}">#{poisoned.pk}</a>' in content
     assert "1 message names no job." in content
 
@@ -105,5 +112,48 @@ def test_a_job_purged_since_its_message_was_dead_lettered_is_named(sqs_queue, dl
     Dispatcher(publisher=publisher).run_once()
     dead_letter(sqs_queue)
     ScheduledJob.objects.filter(pk=gone.pk).delete()
-    dlq = monitoring.dead_letter_queue(peek_dead_letters(sqs_queue.name))
+    [dlq] = monitoring.dead_letter_queues([peek_dead_letters(sqs_queue.name)])
     assert (dlq.jobs, dlq.missing_ids) == ([], [gone.pk])
+
+
+def test_the_dead_letters_of_every_queue_jobs_were_sent_to_are_shown(
+    sqs_queue, dlq_url, publisher, admin_client
+):
+    # A task routed to a queue of its own: its dead letters are watched too.
+    payments = sqs_queue.client.create_queue(QueueName=f"{sqs_queue.name}-payments")["QueueUrl"]
+    other = SqsQueue(f"{sqs_queue.name}-payments", payments, sqs_queue.client)
+    with_dead_letter_queue(other)
+    # A queue kombu created, without a dead-letter queue.
+    unwatched = f"{sqs_queue.name}-plain"
+    sqs_queue.client.create_queue(QueueName=unwatched)
+    capture = schedule_at("testapp.noop", timezone.now(), queue=other.name)
+    schedule_at("testapp.noop", timezone.now() + timedelta(days=14), queue=unwatched)
+    Dispatcher(publisher=publisher).run_once()
+    dead_letter(other)
+
+    dlqs = monitoring.snapshot().dead_letters
+    assert [(dlq.letters.queue, dlq.letters.depth) for dlq in dlqs] == [
+        (f"{sqs_queue.name}-dlq", 0),
+        (f"{other.name}-dlq", 1),
+        (f"{unwatched}-dlq", None),
+    ]
+    assert [job.pk for job in dlqs[1].jobs] == [capture.pk]
+    content = admin_client.get(MONITORING).content.decode()
+    assert f'<div class="dlq" data-queue="{other.name}-dlq">' in content
+    assert '<span class="monitoring-figure dlq-depth monitoring-bad">1</span>' in content
+    job_url = reverse("admin:scheduler_scheduledjob_change", args=[capture.pk])
+    assert f'<a href="{job_url}">#{capture.pk}</a>' in content
+    assert f"{unwatched}-dlq is unavailable" in content
+
+
+def test_the_queues_watched_are_the_default_then_the_others_by_name(settings):
+    for name in ("payments", "emails", "scheduler-jobs", "reports", "emails"):
+        job(queue=name)
+    assert watched_queues(default="reports") == ["reports", "emails", "payments"]
+    assert watched_queues(default="reports", limit=2) == ["reports", "emails"]
+    assert watched_queues(default="scheduler-jobs") == [
+        "scheduler-jobs",
+        "emails",
+        "payments",
+        "reports",
+    ]

@@ -222,11 +222,12 @@ def test_history_counts_beyond_the_exact_limit_are_estimates(monkeypatch):
 
 
 def test_a_scrape_costs_a_fixed_number_of_queries(known_data, django_assert_max_num_queries):
-    # Eight at most, and the savepoint of its transaction inside the test's.
-    with django_assert_max_num_queries(10):
+    # Nine at most (which queues' dead letters to read among them), and the savepoint of
+    # its transaction inside the test's.
+    with django_assert_max_num_queries(11):
         scrape()
     make_jobs([T0 + s * SECOND for s in range(200)])
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(11):
         scrape()
 
 
@@ -256,10 +257,33 @@ def test_a_scrape_makes_one_sqs_call_once_the_queue_was_looked_up(sqs_queue: Sqs
     assert calls == ["GetQueueAttributes"]
 
 
+def test_dlq_depth_of_each_queue_jobs_were_sent_to(sqs_queue: SqsQueue, caplog: Any):
+    payments, plain = f"{sqs_queue.name}-payments", f"{sqs_queue.name}-plain"
+    for queue, messages in ((sqs_queue.name, 1), (payments, 2)):
+        url = sqs_queue.client.create_queue(QueueName=f"{queue}-dlq")["QueueUrl"]
+        for n in range(messages):
+            sqs_queue.client.send_message(QueueUrl=url, MessageBody=f"poison {n}")
+    job(queue=payments)
+    job(queue=plain)  # a queue without a dead-letter queue: left out, and logged
+    samples = scrape()
+    assert {
+        dict(labels)["queue"]: depth
+        for (name, labels), depth in samples.items()
+        if name == "scheduler_dlq_messages"
+    } == {f"{sqs_queue.name}-dlq": 1, f"{payments}-dlq": 2}
+    assert {
+        dict(labels)["queue"]: readable
+        for (name, labels), readable in samples.items()
+        if name == "scheduler_dlq_readable"
+    } == {f"{sqs_queue.name}-dlq": 1, f"{payments}-dlq": 1, f"{plain}-dlq": 0}
+    assert f"dead-letter queue unavailable queue={plain}-dlq" in caplog.text
+
+
 def test_dlq_depth_left_out_when_sqs_cannot_be_read(caplog):
     samples = scrape()
-    assert not [name for name, _ in samples if name.startswith("scheduler_dlq")]
-    assert "metrics dlq depth unavailable" in caplog.text
+    assert not [name for name, _ in samples if name == "scheduler_dlq_messages"]
+    assert value(samples, "scheduler_dlq_readable", queue="scheduler-jobs-dlq") == 0
+    assert "dead-letter queue unavailable queue=scheduler-jobs-dlq" in caplog.text
     assert value(samples, "scheduler_jobs_overdue") == 0
 
 
