@@ -268,10 +268,12 @@ def expire_missed(*, now: datetime) -> int:
     if not missed.exists():
         return 0
     with transaction.atomic():
+        # In the deadline index's order: each batch reads one batch of it, where the
+        # model's order (newest run_at) read the whole backlog, and every job to come.
         locked = list(
-            missed.select_for_update(skip_locked=True).values_list("pk", "task_name", "deadline")[
-                : scheduler_settings.BATCH_SIZE
-            ]
+            missed.order_by("deadline")
+            .select_for_update(skip_locked=True)
+            .values_list("pk", "task_name", "deadline")[: scheduler_settings.BATCH_SIZE]
         )
         apply(
             states.EXPIRE,

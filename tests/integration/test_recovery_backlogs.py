@@ -145,6 +145,36 @@ def test_the_purge_reads_the_finished_index_not_every_pending_row(settings):
 
 
 @pytest.mark.django_db
+def test_each_batch_of_expiries_reads_one_batch_of_the_deadline_index(settings):
+    # Workers down for half an hour leave thousands of jobs past their deadline, among
+    # many more still to come. Locked in the job list's order (newest run_at first), each
+    # batch read and sorted all of them: the whole backlog per batch, its square over
+    # the recovery.
+    settings.SCHEDULER_BATCH_SIZE = 100
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduler_scheduledjob
+                (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
+                 sends, last_error, created_at, updated_at, retry_on_error, deadline)
+            SELECT 'testapp.noop', '[]', '{}', 'scheduler-jobs',
+                   %(now)s + interval '1 second' * (i - 20000), 'scheduled', 0, 5, 0, '',
+                   %(now)s, %(now)s, true,
+                   CASE WHEN i <= 20000 THEN %(now)s - interval '1 second' * (i %% 1000) END
+            FROM generate_series(1, 100000) AS i
+            """,
+            {"now": T0},
+        )
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+    with CaptureQueriesContext(connection) as captured:
+        assert dispatching.expire_missed(now=T0) == 100
+    [choice] = [q["sql"] for q in captured.captured_queries if "FOR UPDATE" in q["sql"]]
+    plan = query_plan(choice)
+    assert "scheduler_job_deadline_idx" in plan, plan
+    assert "Sort" not in plan, plan
+
+
+@pytest.mark.django_db
 def test_a_recovery_that_fails_whatever_the_reason_holds_back_no_due_job(monkeypatch):
     def broken(**_: object) -> int:
         raise OverflowError("date value out of range")
