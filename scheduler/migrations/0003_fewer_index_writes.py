@@ -11,18 +11,36 @@
   existing table, run pg_repack or VACUUM FULL in a quiet hour.
 
 Indexes are built and dropped CONCURRENTLY (no write lock on a big table), so the
-migration is not atomic. The unique index is swapped without a moment unenforced:
-the new one is built beside the old one, then takes its name. Run again after an
+migration is not atomic. Each index is swapped, so the table is never without it (nor
+the unique key a moment unenforced): the new one is built beside the old one, then
+takes its name. Run again after an
 interruption, the migration completes (``_concurrently``).
 """
 
 import django.db.models.deletion
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.contrib.postgres.operations import RemoveIndexConcurrently
 from django.db import migrations, models
 
 from scheduler.migrations._concurrently import swap_index
 
 ACTIVE_KEY = "scheduler_job_unique_active_key"
+#: The index Django gave the attempts' foreign key to their job in 0001.
+ATTEMPT_JOB_INDEX = "scheduler_jobattempt_job_id_e27ca809"
+
+
+def _made_partial(model_name, index, *, table, columns, condition):
+    """0001's index ``index.name`` on ``columns`` replaced by ``index``, partial on
+    ``condition``: built beside it, so the table is never without one."""
+    create = f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {{name}} ON {table} {columns}"
+    return migrations.SeparateDatabaseAndState(
+        database_operations=[
+            swap_index(index.name, create=f"{create} WHERE {condition}", create_back=create)
+        ],
+        state_operations=[
+            migrations.RemoveIndex(model_name=model_name, name=index.name),
+            migrations.AddIndex(model_name=model_name, index=index),
+        ],
+    )
 
 
 class Migration(migrations.Migration):
@@ -61,45 +79,65 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
-        RemoveIndexConcurrently(model_name="scheduledjob", name="scheduler_job_status_idx"),
-        AddIndexConcurrently(
-            model_name="scheduledjob",
-            index=models.Index(
+        _made_partial(
+            "scheduledjob",
+            models.Index(
                 condition=models.Q(("status__in", ["scheduled", "succeeded"]), _negated=True),
                 fields=["status", "run_at"],
                 name="scheduler_job_status_idx",
             ),
+            table="scheduler_scheduledjob",
+            columns="(status, run_at)",
+            condition="NOT (status IN ('scheduled', 'succeeded'))",
         ),
         RemoveIndexConcurrently(model_name="scheduledjob", name="scheduler_job_running_idx"),
-        RemoveIndexConcurrently(model_name="scheduledjob", name="scheduler_job_finished_idx"),
-        AddIndexConcurrently(
-            model_name="scheduledjob",
-            index=models.Index(
+        _made_partial(
+            "scheduledjob",
+            models.Index(
                 condition=models.Q(
                     ("status__in", ["succeeded", "failed", "cancelled", "expired"])
                 ),
                 fields=["finished_at"],
                 name="scheduler_job_finished_idx",
             ),
+            table="scheduler_scheduledjob",
+            columns="(finished_at)",
+            condition="status IN ('succeeded', 'failed', 'cancelled', 'expired')",
         ),
-        RemoveIndexConcurrently(model_name="jobattempt", name="scheduler_attempt_finished_idx"),
-        AddIndexConcurrently(
-            model_name="jobattempt",
-            index=models.Index(
+        _made_partial(
+            "jobattempt",
+            models.Index(
                 condition=models.Q(("outcome__in", ["error", "lease_expired"])),
                 fields=["finished_at"],
                 name="scheduler_attempt_finished_idx",
             ),
+            table="scheduler_jobattempt",
+            columns="(finished_at)",
+            condition="outcome IN ('error', 'lease_expired')",
         ),
-        migrations.AlterField(
-            model_name="jobattempt",
-            name="job",
-            field=models.ForeignKey(
-                db_index=False,
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="history",
-                to="scheduler.scheduledjob",
-            ),
+        # Only the index goes. Django's own AlterField drops the foreign key too and adds
+        # it again, checking every attempt with both tables' writes locked; and a run
+        # cut short there left no foreign key, which a run again never put back.
+        migrations.SeparateDatabaseAndState(
+            database_operations=[
+                migrations.RunSQL(
+                    sql=f'DROP INDEX CONCURRENTLY IF EXISTS "{ATTEMPT_JOB_INDEX}"',
+                    reverse_sql=f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{ATTEMPT_JOB_INDEX}" '
+                    'ON "scheduler_jobattempt" ("job_id")',
+                ),
+            ],
+            state_operations=[
+                migrations.AlterField(
+                    model_name="jobattempt",
+                    name="job",
+                    field=models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="history",
+                        to="scheduler.scheduledjob",
+                    ),
+                ),
+            ],
         ),
         migrations.RunSQL(
             sql="ALTER TABLE scheduler_scheduledjob SET (fillfactor = 70)",

@@ -25,8 +25,5 @@ class Migration(migrations.Migration):
             name='outcome',
             field=models.CharField(choices=[('running', 'Running'), ('succeeded', 'Succeeded'), ('retried', 'Retried'), ('error', 'Error'), ('lease_expired', 'Lease expired')], default='running', max_length=16),
         ),
-        migrations.AddIndex(
-            model_name='scheduledjob',
-            index=models.Index(condition=models.Q(('celery_task_id__isnull', False)), fields=['celery_task_id'], name='scheduler_job_celery_id_idx'),
-        ),
+        # The index of celery_task_id is built by 0012, CONCURRENTLY.
     ]

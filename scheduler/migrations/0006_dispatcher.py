@@ -62,15 +62,30 @@ class Migration(migrations.Migration):
             ],
         ),
         migrations.RunPython(give_enqueued_jobs_a_resend_time, migrations.RunPython.noop),
-        migrations.AddConstraint(
-            model_name="scheduledjob",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    models.Q(("status", "enqueued"), _negated=True),
-                    ("resend_at__isnull", False),
-                    _connector="OR",
+        # NOT VALID: new writes are checked at once; 0012 validates the rows already
+        # there without locking the table.
+        migrations.SeparateDatabaseAndState(
+            database_operations=[
+                migrations.RunSQL(
+                    sql="ALTER TABLE scheduler_scheduledjob ADD CONSTRAINT "
+                    "scheduler_job_enqueued_has_resend "
+                    "CHECK ((NOT (status = 'enqueued') OR resend_at IS NOT NULL)) NOT VALID",
+                    reverse_sql="ALTER TABLE scheduler_scheduledjob "
+                    "DROP CONSTRAINT scheduler_job_enqueued_has_resend",
                 ),
-                name="scheduler_job_enqueued_has_resend",
-            ),
+            ],
+            state_operations=[
+                migrations.AddConstraint(
+                    model_name="scheduledjob",
+                    constraint=models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("status", "enqueued"), _negated=True),
+                            ("resend_at__isnull", False),
+                            _connector="OR",
+                        ),
+                        name="scheduler_job_enqueued_has_resend",
+                    ),
+                ),
+            ],
         ),
     ]

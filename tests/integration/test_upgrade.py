@@ -5,7 +5,9 @@ replaces them; their INSERTs name only 0.1.0's columns (these lists are its mode
 And a deploy rolled back: the migrations reverse to 0.1.0's schema with every job kept.
 """
 
+import json
 import os
+import re
 import subprocess
 import uuid
 from contextlib import closing
@@ -116,9 +118,20 @@ def test_migrating_back_to_0_1_keeps_every_job(new_database_url: str) -> None:
     statuses = ["scheduled", "enqueued", "running", "succeeded", "failed", "cancelled", "expired"]
     with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
         for status in statuses:
-            _insert(
+            job_id = _insert(
                 cursor, ScheduledJob, {**JOB_0_1, "status": status, **IN_FLIGHT.get(status, {})}
             )
+        # Names longer than 0.2.0's first columns had room for (0009 widened them).
+        cursor.execute(
+            "INSERT INTO scheduler_auditentry (action, actor, reason, job_id, details, at) "
+            "VALUES ('cancel', %s, '', %s, '{}', now())",
+            ["a" * 200, job_id],
+        )
+        cursor.execute(
+            "INSERT INTO scheduler_pause (task_name, queue, reason, paused_by, paused_at) "
+            "VALUES ('testapp.noop', '', '', %s, now())",
+            ["p" * 200],
+        )
 
     # 0.1.0 has no "expired": such a job did not run and never will, as a failed one.
     _manage(new_database_url, "migrate", "scheduler", "0001")
@@ -235,3 +248,83 @@ def test_attempts_recorded_before_the_task_name_column_get_their_jobs(
     with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
         cursor.execute("SELECT task_name FROM scheduler_jobattempt")
         assert cursor.fetchall() == [(JOB_0_1["task_name"],)]
+
+
+#: Records every statement ``migrate`` runs, migration by migration, as JSON.
+_RECORD_MIGRATIONS = """
+import json
+import django
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+from django.db.migrations.loader import MigrationLoader
+
+current, statements = [None], []
+
+def record(execute, sql, params, many, context):
+    statements.append([current[0], sql, connection.in_atomic_block])
+    return execute(sql, params, many, context)
+
+names = sorted(name for app, name in MigrationLoader(None).disk_migrations if app == "scheduler")
+call_command("migrate", "django_celery_beat", verbosity=0)
+call_command("migrate", "scheduler", names[0], verbosity=0)
+with connection.execute_wrapper(record):
+    for name in names[1:]:
+        current[0] = name
+        call_command("migrate", "scheduler", name, verbosity=0)
+print(json.dumps(statements))
+"""
+
+#: The tables that hold a row per job, attempt or operator action: millions of them.
+BIG_TABLES = ("scheduler_scheduledjob", "scheduler_jobattempt", "scheduler_auditentry")
+#: What makes PostgreSQL read a whole table while it holds the lock that stops its
+#: writes (an index build) or also its reads (the others).
+LOCKED_SCANS = {
+    "an index built with writes locked": re.compile(r"^CREATE (UNIQUE )?INDEX (?!CONCURRENTLY)"),
+    "every row checked with the table locked": re.compile(
+        r"^ALTER TABLE .*(CHECK|FOREIGN KEY|REFERENCES)(?!.*NOT VALID)"
+    ),
+    "every row read for NOT NULL with the table locked": re.compile(r"SET NOT NULL"),
+}
+
+
+def _target(sql: str) -> str | None:
+    match = re.match(r'^(?:ALTER TABLE|CREATE (?:UNIQUE )?INDEX .*? ON) "?(\w+)"?', sql)
+    return match and match.group(1)
+
+
+def test_no_migration_reads_a_big_table_while_it_blocks_its_writes(new_database_url: str):
+    # 0.1.0's web servers and workers go on writing while the migrations apply. On a
+    # table of 100 million jobs, one statement that scans it behind a lock stops every
+    # scheduling, claim and heartbeat for minutes.
+    _create_database(new_database_url)
+    env = {
+        **os.environ,
+        "DATABASE_URL": new_database_url,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+    }
+    result = subprocess.run(
+        [str(BIN / "python"), "-c", _RECORD_MIGRATIONS],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    statements = json.loads(result.stdout)
+    created = {
+        (migration, table)
+        for migration, sql, _ in statements
+        for table in re.findall(r'^CREATE TABLE "(\w+)"', sql)
+    }
+    found = [
+        f"{migration}: {why}: {sql}"
+        for migration, sql, _ in statements
+        if _target(sql) in BIG_TABLES and (migration, _target(sql)) not in created
+        for why, pattern in LOCKED_SCANS.items()
+        if pattern.search(sql)
+    ]
+    assert len(statements) > 50  # every migration's statements were seen
+    assert not found, "\n".join(found)
