@@ -7,8 +7,10 @@ from typing import Any
 from django.contrib import admin
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.functional import lazy
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils.text import format_lazy
 
 
 def duration(value: timedelta | float | None) -> str:
@@ -41,16 +43,22 @@ def timestamp(value: datetime | None) -> str:
     return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def timestamp_column(field: str, description: str) -> Callable[[Any, Any], str]:
-    """An admin column or read-only field showing the date-time ``field`` to the second.
+#: The time zone the admin shows times in, named when a page is rendered.
+_current_zone = lazy(timezone.get_current_timezone_name, str)
 
-    The admin's own rendering of a DateTimeField drops the seconds.
+
+def timestamp_column(field: str, description: str) -> Callable[[Any, Any], str]:
+    """An admin column or read-only field showing the date-time ``field`` to the second,
+    its heading naming the time zone: "run at (UTC)".
+
+    The admin's own rendering of a DateTimeField drops the seconds, and the zone.
     """
 
     def show(model_admin: Any, obj: Any) -> str:  # noqa: ARG001 - the admin passes itself
         return timestamp(getattr(obj, field))
 
-    return admin.display(description=description, ordering=field)(show)
+    heading = format_lazy("{} ({})", description, _current_zone())
+    return admin.display(description=heading, ordering=field)(show)
 
 
 def audit_details(details: dict[str, Any]) -> str:

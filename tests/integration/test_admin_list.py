@@ -83,6 +83,19 @@ def test_list_shows_status_label_lateness_attempts_and_short_error(admin_client)
     assert reverse("admin:scheduler_scheduledjob_change", args=[failed.pk]) in content
 
 
+def test_list_names_the_time_zone_of_its_times(admin_client, settings):
+    # An operator in New York read 17:00 as five in the afternoon of their own day.
+    job(Status.SCHEDULED, run_at=datetime(2026, 11, 24, 22, 0, tzinfo=UTC))
+    settings.TIME_ZONE = "America/New_York"
+    content = admin_client.get(CHANGELIST).content.decode()
+    assert "Run at (America/New_York)" in content
+    assert "2026-11-24 17:00:00" in content
+    settings.TIME_ZONE = "UTC"
+    content = admin_client.get(CHANGELIST).content.decode()
+    assert "Run at (UTC)" in content
+    assert "2026-11-24 22:00:00" in content
+
+
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
