@@ -59,14 +59,17 @@ check: lint
 
 .PHONY: bench
 
-## Every benchmark script in bench/ (all but the harness and the soak, a ten-minute run of
-## its own: `python -m bench.soak`), at BENCH_SIZE (tiny: CI proves each still runs; full:
-## the figures in BENCHMARKS.md). `make bench BENCH_SIZE=full`.
+## Every benchmark script in bench/ (all but the harness, the live runs' Django settings and
+## the soak, a ten-minute run of its own: `python -m bench.soak`), at BENCH_SIZE (tiny: CI
+## proves each still runs; full: the figures in BENCHMARKS.md). `make bench BENCH_SIZE=full`.
+## Each script drops its database when it ends; what they write to the temporary directory
+## (the precision histogram below full size) goes to one of this run's, removed after it.
 BENCH_SIZE ?= tiny
 bench: venv
-	@set -e; for script in $(filter-out bench/__init__.py bench/harness.py bench/soak.py,$(wildcard bench/*.py)); do \
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	for script in $(filter-out bench/__init__.py bench/harness.py bench/settings.py bench/soak.py,$(wildcard bench/*.py)); do \
 		echo "== $$script --size $(BENCH_SIZE)"; \
-		$(BIN)/python -m bench.$$(basename $$script .py) --size $(BENCH_SIZE); \
+		TMPDIR="$$tmp" $(BIN)/python -m bench.$$(basename $$script .py) --size $(BENCH_SIZE); \
 	done
 
 ## Run the whole system locally: web, Celery worker and beat (README "Quick start").

@@ -2,10 +2,12 @@
 
 Benchmarks are scripts, not tests: each prints its figures, side by side with a
 baseline measured in the same run. ``--size tiny`` (what CI runs) only proves a script
-works.
+works. The database a script creates is dropped when it ends, on an error too (``--keep``
+keeps it).
 """
 
 import argparse
+import atexit
 import os
 import signal
 import statistics
@@ -25,9 +27,33 @@ if TYPE_CHECKING:
 
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
 
+#: Whether ``--keep`` was given (see :func:`parser`): :func:`setup_django` then leaves its
+#: database in place when the script ends.
+_keep_database = False
+#: The databases whose drop at exit is registered already.
+_dropped_at_exit: set[str] = set()
+
+
+class _KeepDatabase(argparse.Action):
+    """``--keep``: noted for :func:`setup_django`, which the scripts call without it."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(
+        self,
+        _parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        _values: object,
+        _option_string: str | None = None,
+    ) -> None:
+        global _keep_database
+        _keep_database = True
+        setattr(namespace, self.dest, True)
+
 
 def parser(description: str) -> argparse.ArgumentParser:
-    """The arguments every benchmark takes: its size and its database."""
+    """The arguments every benchmark takes: its size, its database, and ``--keep``."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--size",
@@ -38,7 +64,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--database",
         default=f"bench_{Path(sys.argv[0]).stem}",
-        help="database to create afresh and use (default: bench_ and the script's name)",
+        help="database to create afresh and use, dropped at the end unless --keep "
+        "(default: bench_ and the script's name)",
+    )
+    parser.add_argument(
+        "--keep",
+        action=_KeepDatabase,
+        help="leave the database in place at the end (to look into it)",
     )
     return parser
 
@@ -47,16 +79,19 @@ def setup_django(database: str, settings_module: str = "tests.settings") -> None
     """Point Django at ``database``, created afresh, set it up, and migrate.
 
     Afresh, not reused: a database left by another checkout may record another
-    migration history, which ``migrate`` refuses.
+    migration history, which ``migrate`` refuses. Dropped when the script ends (at exit,
+    after an error or SIGTERM too), unless ``--keep`` was given: CI runs every script,
+    and each left a database behind.
     """
     server = os.environ.get("BENCH_POSTGRES", DEFAULT_SERVER)
-    connection = psycopg2.connect(f"{server}/postgres")
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        name = sql.Identifier(database)
-        cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(name))
-    connection.close()
+    _drop_database(server, database)
+    _server_statement(server, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    if not _keep_database and database not in _dropped_at_exit:
+        _dropped_at_exit.add(database)
+        atexit.register(_drop_at_exit, server, database, os.getpid())
+        # SIGTERM (kill, a CI timeout) exits through the drop too, as SystemExit.
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _exit_on_sigterm)
     os.environ["DATABASE_URL"] = f"{server}/{database}"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
     import django
@@ -64,6 +99,41 @@ def setup_django(database: str, settings_module: str = "tests.settings") -> None
 
     django.setup()
     call_command("migrate", interactive=False, verbosity=0)
+
+
+def _drop_database(server: str, database: str) -> None:
+    """Drop ``database`` if it exists, this process's Django connections closed first
+    (others, e.g. of a process left running, are ended by ``FORCE``)."""
+    from django.apps import apps
+
+    if apps.ready:
+        from django.db import connections
+
+        connections.close_all()
+    name = sql.Identifier(database)
+    _server_statement(server, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+
+
+def _drop_at_exit(server: str, database: str, pid: int) -> None:
+    """:func:`_drop_database` at exit, in the process that created the database only (not
+    in a child forked from it), saying so if it fails."""
+    if os.getpid() != pid:
+        return
+    try:
+        _drop_database(server, database)
+    except psycopg2.Error as error:
+        print(f"bench: database {database} not dropped: {error}", file=sys.stderr)
+
+
+def _server_statement(server: str, statement: sql.Composed) -> None:
+    """Run ``statement`` on ``server``'s maintenance database, outside a transaction."""
+    connection = psycopg2.connect(f"{server}/postgres")
+    try:
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        connection.close()
 
 
 def fill_scheduled(count: int, *, task_name: str = "testapp.noop", due_in_days: float = 30) -> None:
