@@ -15,15 +15,13 @@ from typing import Any
 import boto3
 import psycopg2
 import pytest
-import requests
 from celery import signals as celery_signals
 from django.db import connections
 from kombu import Connection
 from psycopg2 import sql
 
-from devtools.sqs_server import command as sqs_server_command
 from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPublisher
-from tests.processes import ROOT, free_port, postgres_processes, running, wait_until
+from tests.processes import ROOT, free_port, postgres_processes, start_sqs_server
 
 
 @pytest.fixture(autouse=True)
@@ -37,19 +35,16 @@ def offline_sqs(settings: Any) -> None:
 
 @pytest.fixture(scope="session")
 def sqs_endpoint() -> Iterator[str]:
-    """A moto SQS server in its own process, so freezegun cannot stop its clock."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    with running("moto", sqs_server_command(port)):
+    """A moto SQS server in its own process, so freezegun cannot stop its clock.
 
-        def answers() -> bool:
-            try:
-                return requests.get(f"{endpoint}/moto-api/", timeout=1).status_code < 500
-            except requests.RequestException:
-                return False
-
-        assert wait_until(answers, timeout=30), "moto server did not start"
-        yield endpoint
+    Ready once it says it bound its port and answers there; its exit fails the start at
+    once (on another free port if the one chosen was taken meanwhile).
+    """
+    process, port = start_sqs_server()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.stop()
 
 
 @pytest.fixture

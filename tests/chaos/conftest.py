@@ -15,7 +15,7 @@ from django.db import connection
 from scheduler.dispatch.queues import ensure_queue
 from tests import settings as base_settings
 from tests import settings_chaos
-from tests.chaos.harness import Cluster, SqsServer, child_env
+from tests.chaos.harness import Cluster, SqsServer, child_env, purge_iptables_rules
 
 #: The scheduler settings the chaos processes use, for this process to agree with them.
 CHAOS_SETTINGS = {
@@ -42,6 +42,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 _FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_iptables_rules() -> Iterator[None]:
+    """No packet-dropping rule of an earlier run (killed before its clean-up: SIGKILL, a
+    CI timeout) is left in the kernel when the suite starts, nor of this one after it."""
+    purge_iptables_rules()
+    yield
+    purge_iptables_rules()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ own process group, so a kill reaches a worker's pool children too, and
 import contextlib
 import os
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -15,14 +16,13 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
 from django.db import connection
 
-from devtools.sqs_server import command as sqs_server_command
 from tests.conftest import SqsQueue, sqs_client
 from tests.processes import (
     BIN,
@@ -31,7 +31,7 @@ from tests.processes import (
     celery_beat_args,
     celery_worker_args,
     free_port,
-    wait_until,
+    start_sqs_server,
 )
 
 #: Child processes' Django settings: every period lowered to seconds.
@@ -44,22 +44,25 @@ class SqsServer:
 
     def __init__(self, port: int | None = None) -> None:
         self.port = port or free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
         self.process: Process | None = None
         self._paused = False
+        #: Whether a client may know the port (given, read as :attr:`endpoint`, or served
+        #: on): then a start never moves to another port.
+        self._port_known = port is not None
+
+    @property
+    def endpoint(self) -> str:
+        self._port_known = True
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start the server and wait until it answers."""
-        self.process = Process("moto", sqs_server_command(self.port))
-        if not wait_until(self._answers, timeout=30, interval=0.1):
-            self.stop()  # the caller's clean-up has no server to stop yet
-            raise RuntimeError(f"moto did not start on port {self.port}")
+        """Start the server and wait until it answers on its port.
 
-    def _answers(self) -> bool:
-        try:
-            return requests.get(f"{self.endpoint}/moto-api/", timeout=1).status_code < 500
-        except requests.RequestException:
-            return False
+        Fails at once, with its output, if it exits (a port another process took: on
+        the first start, before anyone knew the port, it moves to another one).
+        """
+        self.process, self.port = start_sqs_server(self.port, move=not self._port_known)
+        self._port_known = True
 
     def pause(self) -> None:
         """SIGSTOP: connections hang, nothing is lost."""
@@ -88,7 +91,8 @@ class SqsServer:
         return SqsQueue(name=queue, url=url, client=client).count()
 
     def restart(self) -> None:
-        """Stop and start on the same port: every queue and message is gone."""
+        """Stop and start on the same port: every queue and message is gone. Fails if
+        the new server cannot bind the port, rather than talk to whatever holds it."""
         self.stop()
         self.start()
 
@@ -102,16 +106,105 @@ class SqsServer:
         self.process = None
 
 
+#: The comment on every iptables rule the harness adds: :func:`purge_iptables_rules`
+#: deletes those that a run killed before its clean-up (SIGKILL, a CI timeout) left.
+IPTABLES_TAG = "longdelay-chaos"
+#: ``-w``: wait for another iptables command's lock (up to 10 s) instead of failing.
+IPTABLES = ("iptables", "-w", "10")
+
+IptablesRunner = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
+
+
+def run_iptables(args: list[str]) -> "subprocess.CompletedProcess[str]":
+    """``iptables -w 10 *args``; CalledProcessError (with its stderr) if it fails."""
+    return subprocess.run([*IPTABLES, *args], check=True, capture_output=True, text=True)
+
+
+def _iptables_error(error: Exception) -> str:
+    if isinstance(error, subprocess.CalledProcessError):
+        return f"{shlex.join(error.cmd)}: {(error.stderr or '').strip() or error}"
+    return str(error)
+
+
+class PacketDrops:
+    """The tagged iptables rules that drop loopback TCP packets, added by one test.
+
+    A rule is forgotten only once the kernel deleted it; :meth:`clear` tries every rule
+    even when deleting another failed.
+    """
+
+    def __init__(self, run: IptablesRunner = run_iptables) -> None:
+        self._run = run
+        #: The matches of the rules in the kernel now, in the order added.
+        self.matches: list[tuple[str, ...]] = []
+
+    @staticmethod
+    def rule(*match: str) -> list[str]:
+        """The rule (chain and specification) dropping the packets ``match`` selects."""
+        comment = ["-m", "comment", "--comment", IPTABLES_TAG]
+        return ["INPUT", "-i", "lo", "-p", "tcp", *match, *comment, "-j", "DROP"]
+
+    def drop(self, *match: str) -> None:
+        self._run(["-I", *self.rule(*match)])
+        self.matches.append(match)
+
+    def let_through(self, *match: str) -> None:
+        self._run(["-D", *self.rule(*match)])
+        self.matches.remove(match)
+
+    def clear(self) -> None:
+        """Delete every rule (the latest first); raise after, naming those left."""
+        errors = []
+        for match in reversed(self.matches.copy()):
+            try:
+                self.let_through(*match)
+            except (subprocess.CalledProcessError, OSError) as error:
+                errors.append(_iptables_error(error))
+        if errors:
+            raise RuntimeError(
+                f"{len(errors)} iptables rule(s) tagged {IPTABLES_TAG} not deleted "
+                "(run purge_iptables_rules()):\n" + "\n".join(errors)
+            )
+
+
+def purge_iptables_rules(run: IptablesRunner = run_iptables) -> list[str]:
+    """Delete every rule tagged :data:`IPTABLES_TAG` from INPUT and OUTPUT; those deleted.
+
+    Nothing to do without iptables or root (such a run adds no rule either). Raises
+    after trying them all if one could not be deleted.
+    """
+    deleted, errors = [], []
+    for chain in ("INPUT", "OUTPUT"):
+        try:
+            listing = run(["-S", chain]).stdout
+        except (subprocess.CalledProcessError, OSError):
+            continue
+        for line in listing.splitlines():
+            words = shlex.split(line)
+            tagged = any(words[i : i + 2] == ["--comment", IPTABLES_TAG] for i in range(len(words)))
+            if words[:1] != ["-A"] or not tagged:
+                continue
+            try:
+                run(["-D", *words[1:]])
+            except (subprocess.CalledProcessError, OSError) as error:
+                errors.append(_iptables_error(error))
+            else:
+                deleted.append(line)
+    if errors:
+        raise RuntimeError(f"iptables rules tagged {IPTABLES_TAG} left:\n" + "\n".join(errors))
+    return deleted
+
+
 class PostgresProxy:
     """A TCP proxy in front of PostgreSQL that a test can cut, as a failover does.
 
     Processes given :attr:`port` reach PostgreSQL through it. :meth:`cut` drops every
     connection and closes each new one at once until :meth:`restore`.
     :meth:`blackhole` has the kernel drop every packet to and from :attr:`port`
-    instead (iptables, as root), as when the primary is lost with its host or its
-    network: nothing is closed or refused, nothing answers; :meth:`fail_over` then lets
-    new connections through, as to a new primary, while those open before stay
-    unanswered for good.
+    instead (iptables, as root, rules tagged :data:`IPTABLES_TAG`), as when the primary
+    is lost with its host or its network: nothing is closed or refused, nothing
+    answers; :meth:`fail_over` then lets new connections through, as to a new primary,
+    while those open before stay unanswered for good.
     """
 
     def __init__(self, *, host: str, port: int) -> None:
@@ -119,8 +212,8 @@ class PostgresProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._cut = threading.Event()
-        #: The iptables matches of the packets dropped now.
-        self._dropped: list[tuple[str, ...]] = []
+        #: The iptables rules dropping packets now.
+        self._drops = PacketDrops()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._accepting = threading.Thread(target=self._accept, daemon=True)
@@ -154,24 +247,19 @@ class PostgresProxy:
         self._cut.clear()
 
     def _drop_packets(self, *match: str) -> None:
-        self._iptables("-I", *match)
-        self._dropped.append(match)
+        self._drops.drop(*match)
 
     def _pass_packets(self, *match: str) -> None:
-        self._dropped.remove(match)
-        self._iptables("-D", *match)
-
-    @staticmethod
-    def _iptables(action: str, *match: str) -> None:
-        rule = ["INPUT", "-i", "lo", "-p", "tcp", *match, "-j", "DROP"]
-        subprocess.run(["iptables", action, *rule], check=True)
+        self._drops.let_through(*match)
 
     def stop(self) -> None:
-        while self._dropped:
-            self._pass_packets(*self._dropped[-1])
-        self._cut.set()
-        self._listener.close()
-        self._drop_all()
+        """Delete every rule (raising after if one is left) and close every socket."""
+        try:
+            self._drops.clear()
+        finally:
+            self._cut.set()
+            self._listener.close()
+            self._drop_all()
 
     def _drop_all(self) -> None:
         with self._lock:
@@ -327,9 +415,7 @@ class Cluster:
 
     def kill(self, process: Process) -> None:
         """SIGKILL a process and its children, as the OOM killer or a power cut would."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.popen.pid, signal.SIGKILL)
-        process.popen.wait(10)
+        process.kill()
         for group in (self.workers, self.dispatchers):
             if process in group:
                 group.remove(process)

@@ -1,9 +1,9 @@
 """Dispatchers killed between send and commit, slow to commit, delivering thrice, racing."""
 
 import itertools
-import re
+import time
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -12,6 +12,7 @@ from scheduler.models import ScheduledJob
 from tests import settings_chaos
 from tests.chaos.conftest import scale
 from tests.chaos.effects import Workload, spread
+from tests.processes import logged_at
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -50,23 +51,13 @@ def test_messages_reaching_workers_before_the_dispatch_commits(cluster):
         assert at.timestamp() >= committed[planned.job_id]
     output = cluster.worker_output()
     # The fault took effect: messages reached the worker before their batch committed.
-    received = [at for at, _ in _logged(output, r"\] received")]
+    received = [at for at, _ in logged_at(output, r"\] received")]
     assert received
     assert min(received) < min(committed.values()), (received, committed)
     # Each claim waited for the commit instead of dropping its message. (Copies dropped
     # later are re-sends: a batch committed after the stale period, 2 s here, is re-sent.)
-    dropped = _logged(output, r"message dropped job_id=(\d+)")
+    dropped = logged_at(output, r"message dropped job_id=(\d+)")
     assert all(at >= committed[int(job_id)] for at, job_id in dropped), (dropped, committed)
-
-
-def _logged(output: str, pattern: str) -> list[tuple[float, str]]:
-    """When each line of ``output`` matching ``pattern`` was logged, with the pattern's
-    last group (the time itself when it has none)."""
-    stamped = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*" + pattern, re.MULTILINE)
-    return [
-        (datetime.strptime(match[1], "%Y-%m-%d %H:%M:%S,%f").timestamp(), match.groups()[-1])
-        for match in stamped.finditer(output)
-    ]
 
 
 def test_every_message_delivered_three_times(cluster):
@@ -77,8 +68,18 @@ def test_every_message_delivered_three_times(cluster):
     cluster.start_workers(2)
     cluster.start_dispatchers(1, fault="triple")
     # Cancelled after dispatch: three copies of each in SQS, none may run.
+    cancelling_at = time.time()
     cancelled = [p for p in planned[::7] if workload.cancel(p)]
     assert cancelled
+    # Each was enqueued when cancelled: its copies had reached SQS and its dispatch had
+    # committed (a cancel keeps enqueued_at; a job dispatched later would have none).
+    sent_before = {send.job_id for send in cluster.sends() if send.returned_at < cancelling_at}
+    ids = [p.job_id for p in cancelled]
+    assert set(ids) <= sent_before, (ids, sent_before)
+    enqueued = ScheduledJob.objects.filter(
+        pk__in=ids, status="cancelled", enqueued_at__isnull=False
+    )
+    assert enqueued.count() == len(ids)
     workload.settle(timeout=120).assert_clean(plain_once=True)
 
 

@@ -10,7 +10,7 @@ from scheduler import cancel, reschedule, schedule_at
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import ScheduledJob
 from tests.conftest import RecordingPublisher
-from tests.processes import wait_until
+from tests.processes import logged_at, wait_until
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.timeout(120)
@@ -90,6 +90,9 @@ def test_a_message_reaching_the_worker_before_the_dispatch_commits_runs_once(wor
     [(_, ran_at)] = read_runs(path)
     # The worker had the message during the 2 s the transaction stayed open, and its
     # claim waited for the commit instead of dropping the message.
+    received = [at for at, _ in logged_at(worker.output(), r"testapp\.record\[[^]]+\] received")]
+    assert received, worker.output()[-3000:]
+    assert min(received) < publisher.returned_at, (received, publisher.returned_at)
     assert ran_at >= publisher.returned_at
     job.refresh_from_db()
     assert (job.status, job.attempts, job.history.count()) == ("succeeded", 1, 1)

@@ -2,6 +2,7 @@
 
 import logging
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -36,6 +37,12 @@ def e2e_env(e2e_env):
 
 def test_no_secret_or_argument_is_logged(worker, beat, dispatch_command, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
+    # The child processes had every secret to leak (this process never had the first three).
+    children = {"worker": worker, "beat": beat, "scheduler_dispatch": dispatch_command}
+    for name, process in children.items():
+        environment = Path(f"/proc/{process.popen.pid}/environ").read_bytes().decode()
+        for secret in (SECRET_KEY, DATABASE_PASSWORD, AWS_SECRET):
+            assert secret in environment, f"{secret!r} is not in the {name} environment"
     path = str(tmp_path / "runs")
     soon = timezone.now() + timedelta(seconds=1)
     ok = schedule_at("testapp.record", soon, [path, ARGUMENT_SECRET])
@@ -53,13 +60,12 @@ def test_no_secret_or_argument_is_logged(worker, beat, dispatch_command, tmp_pat
     assert [label for label, _ in read_runs(path)] == [ARGUMENT_SECRET]  # it did run
     worker.wait_for_output("job error", timeout=10)
 
-    logs = {
-        "worker": worker.output(),
-        "beat": beat.output(),
-        "scheduler_dispatch": dispatch_command.output(),
-        "this process": caplog.text,
-    }
+    logs = {name: process.output() for name, process in children.items()}
     assert "job succeeded" in logs["worker"]
     for name, text in logs.items():
         for secret in SECRETS:
             assert secret not in text, f"{secret!r} is in the {name} log"
+    # This process had only the job's arguments (in schedule_at): its log, which holds
+    # the scheduler's lines of the two calls, names the jobs without them.
+    assert f"job scheduled job_id={failing.pk} task=testapp.boom" in caplog.text
+    assert ARGUMENT_SECRET not in caplog.text
