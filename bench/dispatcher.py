@@ -176,6 +176,9 @@ def put_back() -> None:
 # --- 1. Throughput ----------------------------------------------------------------------
 
 #: The hand-written claim loop's statement: what a dispatcher must at least do per batch.
+#: In (run_at, id) order, as the dispatcher claims: ordered by run_at alone, PostgreSQL
+#: may read the plain run_at index, stepping over every row already marked, a handicap
+#: the dispatcher does not have (until 2026-12-05 the loop had it).
 SQL_CLAIM = """
 UPDATE scheduler_scheduledjob
 SET status = 'enqueued', dispatch_token = gen_random_uuid(), enqueued_at = now(),
@@ -183,7 +186,7 @@ SET status = 'enqueued', dispatch_token = gen_random_uuid(), enqueued_at = now()
 WHERE id IN (
     SELECT id FROM scheduler_scheduledjob
     WHERE status = 'scheduled' AND run_at <= now() + interval '300 seconds'
-    ORDER BY run_at LIMIT %s FOR UPDATE SKIP LOCKED
+    ORDER BY run_at, id LIMIT %s FOR UPDATE SKIP LOCKED
 )
 RETURNING id, task_name, queue, run_at, dispatch_token
 """
