@@ -2,6 +2,7 @@
 
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -110,6 +111,17 @@ def test_a_job_retried_while_the_purge_runs_is_never_deleted_silently(settings, 
     assert not ScheduledJob.objects.filter(pk=job.pk).exists()
 
 
+def _plan_of_the_lock(recover: Callable[[], int], *, batch: int) -> str:
+    """The plan of the query with which ``recover`` locks its ``batch`` jobs, on the rows
+    just inserted (analyzed first, as autovacuum would)."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+    with CaptureQueriesContext(connection) as captured:
+        assert recover() == batch
+    [choice] = [q["sql"] for q in captured.captured_queries if "FOR UPDATE" in q["sql"]]
+    return query_plan(choice)
+
+
 @pytest.mark.django_db
 def test_the_purge_reads_the_finished_index_not_every_pending_row(settings):
     # 50,000 jobs pending, 30,000 finished yesterday, 20,000 to purge, the oldest by
@@ -135,11 +147,9 @@ def test_the_purge_reads_the_finished_index_not_every_pending_row(settings):
             """,
             {"now": T0},
         )
-        cursor.execute("ANALYZE scheduler_scheduledjob")
-    with CaptureQueriesContext(connection) as captured:
-        assert dispatching.purge_finished(now=T0) == dispatching.PURGE_BATCH_SIZE
-    [choice] = [q["sql"] for q in captured.captured_queries if "FOR UPDATE" in q["sql"]]
-    plan = query_plan(choice)
+    plan = _plan_of_the_lock(
+        lambda: dispatching.purge_finished(now=T0), batch=dispatching.PURGE_BATCH_SIZE
+    )
     assert "scheduler_job_finished_idx" in plan, plan
     assert "Seq Scan" not in plan, plan
 
@@ -165,11 +175,7 @@ def test_each_batch_of_expiries_reads_one_batch_of_the_deadline_index(settings):
             """,
             {"now": T0},
         )
-        cursor.execute("ANALYZE scheduler_scheduledjob")
-    with CaptureQueriesContext(connection) as captured:
-        assert dispatching.expire_missed(now=T0) == 100
-    [choice] = [q["sql"] for q in captured.captured_queries if "FOR UPDATE" in q["sql"]]
-    plan = query_plan(choice)
+    plan = _plan_of_the_lock(lambda: dispatching.expire_missed(now=T0), batch=100)
     assert "scheduler_job_deadline_idx" in plan, plan
     assert "Sort" not in plan, plan
 

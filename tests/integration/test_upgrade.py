@@ -99,9 +99,14 @@ IN_FLIGHT = {
 
 
 def _manage(database_url: str, *args: str) -> None:
+    _python(database_url, "manage.py", *args, "-v0")
+
+
+def _python(database_url: str, *args: str) -> str:
+    """Run Python with ``args`` on ``database_url``, the test settings; its output."""
     env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
     result = subprocess.run(
-        [str(BIN / "python"), "manage.py", *args, "-v0"],
+        [str(BIN / "python"), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -110,6 +115,7 @@ def _manage(database_url: str, *args: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def test_migrating_back_to_0_1_keeps_every_job(new_database_url: str) -> None:
@@ -298,22 +304,7 @@ def test_no_migration_reads_a_big_table_while_it_blocks_its_writes(new_database_
     # table of 100 million jobs, one statement that scans it behind a lock stops every
     # scheduling, claim and heartbeat for minutes.
     _create_database(new_database_url)
-    env = {
-        **os.environ,
-        "DATABASE_URL": new_database_url,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-    }
-    result = subprocess.run(
-        [str(BIN / "python"), "-c", _RECORD_MIGRATIONS],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    statements = json.loads(result.stdout)
+    statements = json.loads(_python(new_database_url, "-c", _RECORD_MIGRATIONS))
     created = {
         (migration, table)
         for migration, sql, _ in statements
