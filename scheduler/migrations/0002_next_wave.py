@@ -6,6 +6,8 @@
 import django.utils.timezone
 from django.db import migrations, models
 
+from scheduler.migrations._locks import wait_briefly_for_locks
+
 
 class Migration(migrations.Migration):
 
@@ -14,6 +16,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        wait_briefly_for_locks(),
         migrations.CreateModel(
             name='Pause',
             fields=[

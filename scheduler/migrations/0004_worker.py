@@ -2,6 +2,8 @@
 
 from django.db import migrations, models
 
+from scheduler.migrations._locks import wait_briefly_for_locks
+
 
 class Migration(migrations.Migration):
 
@@ -10,6 +12,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        wait_briefly_for_locks(),
         migrations.AddField(
             model_name='scheduledjob',
             name='celery_task_id',

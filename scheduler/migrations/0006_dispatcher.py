@@ -13,6 +13,7 @@
 from django.db import migrations, models
 
 from scheduler.migrations._concurrently import swap_index
+from scheduler.migrations._locks import add_constraint_briefly
 
 DUE = "scheduler_job_due_idx"
 
@@ -66,12 +67,10 @@ class Migration(migrations.Migration):
         # there without locking the table.
         migrations.SeparateDatabaseAndState(
             database_operations=[
-                migrations.RunSQL(
-                    sql="ALTER TABLE scheduler_scheduledjob ADD CONSTRAINT "
-                    "scheduler_job_enqueued_has_resend "
+                add_constraint_briefly(
+                    "scheduler_scheduledjob",
+                    "scheduler_job_enqueued_has_resend",
                     "CHECK ((NOT (status = 'enqueued') OR resend_at IS NOT NULL)) NOT VALID",
-                    reverse_sql="ALTER TABLE scheduler_scheduledjob "
-                    "DROP CONSTRAINT scheduler_job_enqueued_has_resend",
                 ),
             ],
             state_operations=[

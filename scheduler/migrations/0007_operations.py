@@ -4,6 +4,8 @@ import django.db.models.deletion
 import django.utils.timezone
 from django.db import migrations, models
 
+from scheduler.migrations._locks import wait_briefly_for_locks
+
 
 class Migration(migrations.Migration):
     # Operators' controls (issue 10): the audit trail and the attempts' task name for
@@ -16,6 +18,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        wait_briefly_for_locks(),
         migrations.CreateModel(
             name='AuditEntry',
             fields=[

@@ -10,6 +10,8 @@ rows).
 
 from django.db import migrations
 
+from scheduler.migrations._locks import wait_briefly_for_locks
+
 DEFAULTS = {
     "scheduler_scheduledjob": {"sends": "0", "retry_on_error": "true"},
     "scheduler_jobattempt": {"task_name": "''"},
@@ -23,6 +25,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        wait_briefly_for_locks(),
         migrations.RunSQL(
             [
                 f"ALTER TABLE {table} "

@@ -6,6 +6,8 @@ cut to the 150 characters it had room for, rather than stopping the migration.
 
 from django.db import migrations, models
 
+from scheduler.migrations._locks import wait_briefly_for_locks
+
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -13,6 +15,7 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        wait_briefly_for_locks(),
         migrations.AlterField(
             model_name="auditentry",
             name="actor",

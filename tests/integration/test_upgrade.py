@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from contextlib import closing
 from datetime import UTC, datetime
@@ -104,18 +105,24 @@ def _manage(database_url: str, *args: str) -> None:
 
 def _python(database_url: str, *args: str) -> str:
     """Run Python with ``args`` on ``database_url``, the test settings; its output."""
+    result = _run_python(database_url, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def _run_python(
+    database_url: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
-    result = subprocess.run(
+    return subprocess.run(
         [str(BIN / "python"), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         check=False,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
 
 
 def test_migrating_back_to_0_1_keeps_every_job(new_database_url: str) -> None:
@@ -286,16 +293,17 @@ BIG_TABLES = ("scheduler_scheduledjob", "scheduler_jobattempt", "scheduler_audit
 #: What makes PostgreSQL read a whole table while it holds the lock that stops its
 #: writes (an index build) or also its reads (the others).
 LOCKED_SCANS = {
-    "an index built with writes locked": re.compile(r"^CREATE (UNIQUE )?INDEX (?!CONCURRENTLY)"),
+    "an index built with writes locked": re.compile(r"\bCREATE (UNIQUE )?INDEX (?!CONCURRENTLY)"),
     "every row checked with the table locked": re.compile(
-        r"^ALTER TABLE .*(CHECK|FOREIGN KEY|REFERENCES)(?!.*NOT VALID)"
+        r"\bALTER TABLE .*(CHECK|FOREIGN KEY|REFERENCES)(?!.*NOT VALID)", re.DOTALL
     ),
     "every row read for NOT NULL with the table locked": re.compile(r"SET NOT NULL"),
 }
 
 
 def _target(sql: str) -> str | None:
-    match = re.match(r'^(?:ALTER TABLE|CREATE (?:UNIQUE )?INDEX .*? ON) "?(\w+)"?', sql)
+    # Anywhere in the statement: a DO block may hold the ALTER TABLE.
+    match = re.search(r'\b(?:ALTER TABLE|CREATE (?:UNIQUE )?INDEX .*? ON) "?(\w+)"?', sql)
     return match and match.group(1)
 
 
@@ -319,3 +327,22 @@ def test_no_migration_reads_a_big_table_while_it_blocks_its_writes(new_database_
     ]
     assert len(statements) > 50  # every migration's statements were seen
     assert not found, "\n".join(found)
+
+
+def test_a_migration_behind_a_long_transaction_gives_up_rather_than_stop_every_query(
+    new_database_url: str,
+):
+    # A capture running for minutes in an atomic task holds a lock on the job table. An
+    # ALTER TABLE waited behind it, and every query on the table, reads too, waited
+    # behind the ALTER: every scheduling, claim and heartbeat, for as long as the capture.
+    _migrated_to(new_database_url, "0001")
+    with closing(psycopg2.connect(new_database_url)) as long_job, long_job.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM scheduler_scheduledjob")
+        started = time.monotonic()
+        result = _run_python(new_database_url, "manage.py", "migrate", "-v0", timeout=40)
+        waited = time.monotonic() - started
+        long_job.rollback()
+    assert result.returncode != 0
+    assert "lock timeout" in result.stderr, result.stderr[-3000:]
+    assert waited < 25
+    _manage(new_database_url, "migrate")  # again, once the long transaction has ended
