@@ -327,7 +327,9 @@ def watched_queues(*, default: str, limit: int = WATCHED_QUEUES) -> list[str]:
     """``default``, then the other queues jobs in the table name, by name: ``limit`` in all.
 
     A loose scan of the queue index (which holds the jobs of every queue but the built-in
-    default's): one probe per queue, however many jobs each holds.
+    default's): one probe per queue, however many jobs each holds. So the built-in
+    ``scheduler-jobs`` is missing when ``default`` is another queue, even if jobs are on
+    it; and a queue stays in the list as long as jobs on it do (the retention period).
     """
     table = connection.ops.quote_name(ScheduledJob._meta.db_table)
     column = connection.ops.quote_name(ScheduledJob._meta.get_field("queue").column)
@@ -347,7 +349,7 @@ def watched_queues(*, default: str, limit: int = WATCHED_QUEUES) -> list[str]:
     """  # noqa: S608  (identifiers quoted from the model's own names; values are parameters)
     with connection.cursor() as cursor:
         cursor.execute(
-            sql, {"built_in": DEFAULT_QUEUE_NAME, "default": default, "others": limit - 1}
+            sql, {"built_in": DEFAULT_QUEUE_NAME, "default": default, "others": max(0, limit - 1)}
         )
         return [default, *(name for (name,) in cursor.fetchall())]
 

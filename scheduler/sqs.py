@@ -2,8 +2,9 @@
 
 import logging
 import platform
+import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -134,13 +135,40 @@ def peek_dead_letters(queue: str, *, limit: int = 10) -> DeadLetters:
     )
 
 
-#: Peeks at several dead-letter queues side by side, and beside the caller's queries: a
-#: page or a scrape waits for the slowest call, not for their sum.
-_PEEKS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="scheduler-sqs-peek")
+#: How long a page or a scrape waits for its peeks in all: each SQS call of the quick
+#: client gives up after about 3 s, and a peek makes up to three.
+PEEK_DEADLINE_SECONDS = 4.0
 
 
-def peek_dead_letter_queues(queues: Sequence[str], *, limit: int = 10) -> list[Future[DeadLetters]]:
-    """``peek_dead_letters`` of each queue, started side by side; the futures in order."""
-    # Built here, once: boto3's default session, which builds clients, is not thread-safe.
-    get_client(quick=True)
-    return [_PEEKS.submit(peek_dead_letters, queue, limit=limit) for queue in queues]
+class DeadLetterPeeks:
+    """Peeks at several dead-letter queues, under way side by side (one thread each, so
+    the wait is the slowest call's, not their sum) while the caller runs its queries."""
+
+    def __init__(self, queues: Sequence[str], *, limit: int) -> None:
+        # Built here, once: boto3's default session, which builds clients, is not
+        # thread-safe. Threads of this call's own: nothing outlives a fork or a request.
+        get_client(quick=True)
+        self._started = time.monotonic()
+        self._threads = ThreadPoolExecutor(
+            max_workers=max(1, len(queues)), thread_name_prefix="scheduler-sqs-peek"
+        )
+        self._peeks = [
+            (queue, self._threads.submit(peek_dead_letters, queue, limit=limit)) for queue in queues
+        ]
+
+    def results(self) -> list[DeadLetters]:
+        """Each queue's peek, in order; a queue SQS has not answered for by the deadline
+        is reported unreadable (its thread ends with its call's own timeout)."""
+        left = PEEK_DEADLINE_SECONDS - (time.monotonic() - self._started)
+        wait([peek for _, peek in self._peeks], timeout=max(0.0, left))
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        late = f"SQS did not answer within {PEEK_DEADLINE_SECONDS:g} s"
+        return [
+            peek.result() if peek.done() else DeadLetters(dead_letter_queue(queue), error=late)
+            for queue, peek in self._peeks
+        ]
+
+
+def peek_dead_letter_queues(queues: Sequence[str], *, limit: int = 10) -> DeadLetterPeeks:
+    """Start ``peek_dead_letters`` of each queue; ``results()`` waits for them."""
+    return DeadLetterPeeks(queues, limit=limit)

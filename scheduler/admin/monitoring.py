@@ -351,7 +351,7 @@ def snapshot(now: datetime | None = None) -> Snapshot:
         lateness=lateness,
         failures=failures_by_task(now=now, day=lateness[-1]),
         paused=[PausedKind(p, describe(p.task_name, p.queue)) for p in Pause.objects.all()],
-        dead_letters=dead_letter_queues([peek.result() for peek in letters]),
+        dead_letters=dead_letter_queues(letters.results()),
     )
 
 

@@ -68,9 +68,7 @@ class SchedulerCollector:
             queues = watched_queues(default=scheduler_settings.QUEUE_NAME)
         yield from metrics
         # Outside the transaction: no snapshot held during network calls.
-        yield from self._dead_letters(
-            [peek.result() for peek in peek_dead_letter_queues(queues, limit=0)]
-        )
+        yield from self._dead_letters(peek_dead_letter_queues(queues, limit=0).results())
 
     def _jobs(self) -> Metric:
         jobs = GaugeMetricFamily(

@@ -6,7 +6,7 @@ query on the table, reads too, queues behind it: an outage as long as that trans
 With a lock timeout the migration fails instead ("canceling statement due to lock
 timeout"), having changed nothing, and ``migrate`` is run again once the transaction has
 ended. Index builds CONCURRENTLY take no such lock and are left to wait as long as they
-must (``_concurrently``).
+must (``_concurrently``). Only forward: migrating back waits as long as it must.
 """
 
 from django.db import migrations
@@ -39,5 +39,5 @@ def add_constraint_briefly(table, name, definition):
                 END IF;
             END $$
         """,
-        reverse_sql=f"ALTER TABLE {table} DROP CONSTRAINT {name}",
+        reverse_sql=f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}",
     )

@@ -6,16 +6,20 @@ received twice without being deleted, with maxReceiveCount 1.
 
 import base64
 import json
+import re
+import socket
+import time
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from scheduler import schedule_at
 from scheduler.admin import monitoring
 from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.models import AuditEntry, ScheduledJob, watched_queues
+from scheduler.models import WATCHED_QUEUES, AuditEntry, ScheduledJob, watched_queues
 from scheduler.sqs import dead_letter_queue, peek_dead_letters
 from tests.conftest import SqsQueue
 from tests.integration.admin_helpers import MONITORING, job, messages_of
@@ -157,3 +161,22 @@ def test_the_queues_watched_are_the_default_then_the_others_by_name(settings):
         "payments",
         "reports",
     ]
+
+
+def test_a_scrape_waits_for_a_silent_sqs_no_longer_than_its_slowest_call(settings):
+    # SQS takes connections and never answers: each call gives up after its read timeout.
+    # Queue after queue (eight at a time), 25 dead-letter queues took four timeouts, and
+    # Prometheus gives up on a scrape after 10 s.
+    for n in range(WATCHED_QUEUES):
+        job(queue=f"queue-{n:02}")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        settings.SCHEDULER_SQS_ENDPOINT_URL = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        response = Client().get("/metrics")
+        waited = time.monotonic() - started
+    assert response.status_code == 200
+    readable = re.findall(r"^scheduler_dlq_readable\{.*\} (\S+)$", response.text, re.MULTILINE)
+    assert readable == ["0.0"] * WATCHED_QUEUES
+    assert waited < 4.5, waited
