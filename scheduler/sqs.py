@@ -144,7 +144,8 @@ class DeadLetterPeeks:
     """Peeks at several dead-letter queues, under way side by side (one thread each, so
     the wait is the slowest call's, not their sum) while the caller runs its queries."""
 
-    def __init__(self, queues: Sequence[str], *, limit: int) -> None:
+    def __init__(self, queues: Sequence[str], *, limit: int = 10) -> None:
+        """Start ``peek_dead_letters`` of each queue; :meth:`results` waits for them."""
         # Built here, once: boto3's default session, which builds clients, is not
         # thread-safe. Threads of this call's own: nothing outlives a fork or a request.
         get_client(quick=True)
@@ -167,8 +168,3 @@ class DeadLetterPeeks:
             peek.result() if peek.done() else DeadLetters(dead_letter_queue(queue), error=late)
             for queue, peek in self._peeks
         ]
-
-
-def peek_dead_letter_queues(queues: Sequence[str], *, limit: int = 10) -> DeadLetterPeeks:
-    """Start ``peek_dead_letters`` of each queue; ``results()`` waits for them."""
-    return DeadLetterPeeks(queues, limit=limit)

@@ -335,7 +335,7 @@ def snapshot(now: datetime | None = None) -> Snapshot:
     """All the monitoring figures, computed at ``now``."""
     now = now or timezone.now()
     # SQS answers while PostgreSQL does: the page waits for the slower, not for both.
-    letters = sqs.peek_dead_letter_queues(watched_queues(default=scheduler_settings.QUEUE_NAME))
+    letters = sqs.DeadLetterPeeks(watched_queues(default=scheduler_settings.QUEUE_NAME))
     statistics = table_statistics()
     overdue, oldest = overdue_jobs(now=now)
     due_hourly, due_daily = due_charts(now=now, statistics=statistics)

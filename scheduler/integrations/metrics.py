@@ -40,7 +40,7 @@ from scheduler.models import (
     job_counts_by_status,
     watched_queues,
 )
-from scheduler.sqs import DeadLetters, peek_dead_letter_queues
+from scheduler.sqs import DeadLetterPeeks, DeadLetters
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class SchedulerCollector:
             queues = watched_queues(default=scheduler_settings.QUEUE_NAME)
         yield from metrics
         # Outside the transaction: no snapshot held during network calls.
-        yield from self._dead_letters(peek_dead_letter_queues(queues, limit=0).results())
+        yield from self._dead_letters(DeadLetterPeeks(queues, limit=0).results())
 
     def _jobs(self) -> Metric:
         jobs = GaugeMetricFamily(
