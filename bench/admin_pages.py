@@ -56,7 +56,7 @@ def main() -> None:
     )
     args = arguments.parse_args()
     size = SIZES[args.size]
-    setup_django(args.database)
+    setup_django(args.database, keep=args.keep)
     from django.db import connection
 
     with moto_server() as endpoint:

@@ -37,7 +37,7 @@ Apply = Callable[[int, datetime], object]
 def main() -> None:
     args = harness.parser(__doc__ or "").parse_args()
     count, runs = SIZES[args.size]
-    harness.setup_django(args.database)
+    harness.setup_django(args.database, keep=args.keep)
     logging.getLogger("scheduler").setLevel(logging.WARNING)
 
     from scheduler import services, states

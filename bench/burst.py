@@ -191,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     systems = [system for system in SYSTEMS if system in args.systems.split(",")]
     drains: dict[str, list[float]] = {system: [] for system in systems}
     problems: list[str] = []
-    with live_system(args.database, logs=args.logs, settings_module=args.settings) as live:
+    with live_system(
+        args.database, logs=args.logs, settings_module=args.settings, keep=args.keep
+    ) as live:
         queue = os.environ["SCHEDULER_QUEUE_NAME"]
         for round_ in range(rounds):
             # Each round starts with another system, so none always runs first.

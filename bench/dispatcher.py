@@ -87,7 +87,7 @@ def main() -> None:
     args = arguments.parse_args()
     only = set(args.only.split(","))
     size = SIZES[args.size]
-    setup_django(args.database)
+    setup_django(args.database, keep=args.keep)
     from django.conf import settings
 
     settings.DEBUG = False  # as in production: no query log kept for every statement

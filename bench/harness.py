@@ -27,30 +27,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432"
 
-#: Whether ``--keep`` was given (see :func:`parser`): :func:`setup_django` then leaves its
-#: database in place when the script ends.
-_keep_database = False
-#: The databases whose drop at exit is registered already.
-_dropped_at_exit: set[str] = set()
-
-
-class _KeepDatabase(argparse.Action):
-    """``--keep``: noted for :func:`setup_django`, which the scripts call without it."""
-
-    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
-        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
-
-    def __call__(
-        self,
-        _parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        _values: object,
-        _option_string: str | None = None,
-    ) -> None:
-        global _keep_database
-        _keep_database = True
-        setattr(namespace, self.dest, True)
-
 
 def parser(description: str) -> argparse.ArgumentParser:
     """The arguments every benchmark takes: its size, its database, and ``--keep``."""
@@ -69,25 +45,26 @@ def parser(description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--keep",
-        action=_KeepDatabase,
+        action="store_true",
         help="leave the database in place at the end (to look into it)",
     )
     return parser
 
 
-def setup_django(database: str, settings_module: str = "tests.settings") -> None:
+def setup_django(
+    database: str, settings_module: str = "tests.settings", *, keep: bool = False
+) -> None:
     """Point Django at ``database``, created afresh, set it up, and migrate.
 
     Afresh, not reused: a database left by another checkout may record another
     migration history, which ``migrate`` refuses. Dropped when the script ends (at exit,
-    after an error or SIGTERM too), unless ``--keep`` was given: CI runs every script,
+    after an error or SIGTERM too), unless ``keep`` (``--keep``): CI runs every script,
     and each left a database behind.
     """
     server = os.environ.get("BENCH_POSTGRES", DEFAULT_SERVER)
     _drop_database(server, database)
     _server_statement(server, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-    if not _keep_database and database not in _dropped_at_exit:
-        _dropped_at_exit.add(database)
+    if not keep:
         atexit.register(_drop_at_exit, server, database, os.getpid())
         # SIGTERM (kill, a CI timeout) exits through the drop too, as SystemExit.
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
@@ -378,7 +355,11 @@ def _clocked_tasks(planned: Sequence[Due], at: Sequence[Any], args: Sequence[lis
 
 @contextmanager
 def live_system(
-    database: str, *, logs: Path | None = None, settings_module: str = LIVE_SETTINGS_MODULE
+    database: str,
+    *,
+    logs: Path | None = None,
+    settings_module: str = LIVE_SETTINGS_MODULE,
+    keep: bool = False,
 ) -> Iterator[LiveSystem]:
     """Start moto, one worker (2 processes) and beat on ``database``; stop them after.
 
@@ -394,7 +375,7 @@ def live_system(
     sqs = SqsServer()
     os.environ["SQS_ENDPOINT_URL"] = sqs.endpoint
     os.environ["SCHEDULER_QUEUE_NAME"] = f"bench-{uuid.uuid4().hex[:8]}"
-    setup_django(database, settings_module=settings_module)
+    setup_django(database, settings_module=settings_module, keep=keep)
     from django.db import connection
     from django_celery_beat.models import ClockedSchedule, PeriodicTask
 

@@ -84,7 +84,7 @@ def fill(total: int) -> None:
 
 def main() -> None:
     args = parser(__doc__ or "").parse_args()
-    setup_django(args.database)
+    setup_django(args.database, keep=args.keep)
     # The left-out SQS call logs a warning on every scrape.
     logging.getLogger("scheduler.sqs").setLevel(logging.ERROR)
     from django.db import connection

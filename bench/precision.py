@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     steady_runs, window, idle_runs, gap = SIZES[args.size]
     # Not for security: spreads due times off whole seconds, repeatably.
     rng = random.Random(args.seed)  # noqa: S311
-    with live_system(args.database, logs=args.logs) as live:
+    with live_system(args.database, logs=args.logs, keep=args.keep) as live:
         # Planned once every process is up (that takes seconds), so that even the first
         # runs are submitted SUBMIT_AHEAD before they are due.
         steady_start = time.time() + SUBMIT_AHEAD + 1

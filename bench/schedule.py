@@ -25,7 +25,7 @@ SIZES = {"tiny": (200, 1), "small": (2_000, 3), "full": (10_000, 5)}
 def main() -> None:
     args = harness.parser(__doc__ or "").parse_args()
     count, runs = SIZES[args.size]
-    harness.setup_django(args.database)
+    harness.setup_django(args.database, keep=args.keep)
     logging.getLogger("scheduler").setLevel(logging.WARNING)
 
     from django.db import transaction

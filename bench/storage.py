@@ -48,7 +48,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     rows, jobs = SIZES[args.size]
-    harness.setup_django(args.database)
+    harness.setup_django(args.database, keep=args.keep)
     logging.getLogger("scheduler").setLevel(logging.WARNING)
     from django.conf import settings
     from django.db import connection

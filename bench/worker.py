@@ -60,7 +60,7 @@ def main() -> None:
     """Time the deliveries and print their percentiles beside the floor's."""
     args = harness.parser(__doc__ or "").parse_args()
     burst, idle = SIZES[args.size]
-    harness.setup_django(args.database)
+    harness.setup_django(args.database, keep=args.keep)
     logging.getLogger("scheduler").setLevel(logging.WARNING)
 
     from celery.signals import task_postrun, task_prerun
