@@ -37,6 +37,18 @@ class DuplicateJobError(SchedulerError):
         self.holder_id = holder_id
 
 
+class KeyContentionError(SchedulerError):
+    """Other requests took the unique keys an action on many jobs gives back, on each of
+    its ``tries``; the action changed nothing and may be tried again."""
+
+    def __init__(self, *, tries: int) -> None:
+        super().__init__(
+            "other requests took the unique keys of selected jobs while the action ran, "
+            f"on each of its {tries} tries"
+        )
+        self.tries = tries
+
+
 class JobNotFoundError(SchedulerError, LookupError):
     """No job has this id."""
 

@@ -51,7 +51,12 @@ from scheduler.admin.forms import (
     reason_field,
 )
 from scheduler.admin.readonly import ONE_JOB, JobHistoryAdminMixin
-from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError, SchedulerError
+from scheduler.exceptions import (
+    InvalidArgumentsError,
+    InvalidTransitionError,
+    KeyContentionError,
+    SchedulerError,
+)
 from scheduler.models import WATCHED_QUEUES, AuditEntry, JobAttempt, Pause, ScheduledJob
 
 logger = logging.getLogger(__name__)
@@ -542,7 +547,11 @@ class ScheduledJobAdmin(JobAdminBase):
                 messages.ERROR,
             )
             return HttpResponseRedirect(request.get_full_path())
-        return self._response_action(request, queryset)
+        try:
+            return self._response_action(request, queryset)
+        except KeyContentionError as error:
+            self.message_user(request, f"No job was changed: {error}. Try again.", messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def _response_action(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]

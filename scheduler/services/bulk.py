@@ -22,6 +22,7 @@ from django.db.models.expressions import Case, Combinable, RawSQL, When
 from django.utils import timezone
 
 from scheduler import signals, states, validation
+from scheduler.exceptions import KeyContentionError
 from scheduler.models import AuditAction, ScheduledJob
 from scheduler.services import audit
 from scheduler.services.scheduling import UNIQUE_KEY_CONSTRAINT
@@ -239,8 +240,10 @@ def _act(
                 )
             break
         except (IntegrityError, OperationalError) as error:
-            if attempt == KEY_RACE_ATTEMPTS or not _key_race(error):
+            if not _key_race(error):
                 raise
+            if attempt == KEY_RACE_ATTEMPTS:
+                raise KeyContentionError(tries=attempt) from error
             # Another request took a key being given back after this one looked: the
             # next try sees it, and skips that job.
             logger.info(

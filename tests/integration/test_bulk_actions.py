@@ -14,11 +14,11 @@ from django.db import connection, connections, transaction
 from freezegun import freeze_time
 
 from scheduler import services, signals
-from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError
+from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError, KeyContentionError
 from scheduler.models import AuditEntry, ScheduledJob
 from scheduler.services import bulk
 from scheduler.services.bulk import Skip
-from tests.integration.admin_helpers import T0, Status, job
+from tests.integration.admin_helpers import CHANGELIST, T0, Status, job, messages_of
 
 ALICE = {"actor": "alice", "reason": "gateway back"}
 LATER = T0 + timedelta(hours=2)
@@ -224,6 +224,38 @@ def test_a_key_another_request_takes_while_the_action_runs_skips_that_job():
         result = bulk.retry_many(ScheduledJob.objects.filter(status=Status.FAILED), **ALICE)
     assert result == bulk.BulkResult(changed=1, skipped=Counter({Skip.UNIQUE_KEY: 1}))
     assert left_and_moved(failed, other) == (Status.FAILED, Status.SCHEDULED, [other.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_keys_taken_meanwhile_on_every_try_leave_every_job_as_it_was_and_say_so(monkeypatch):
+    # Another request takes a key the action gives back on each of its tries: one try
+    # stands for all of them.
+    monkeypatch.setattr(bulk, "KEY_RACE_ATTEMPTS", 1)
+    failed, other = job(Status.FAILED, unique_key="capture-7"), job(Status.FAILED)
+    with (
+        meanwhile(lambda: job(unique_key="capture-7")),
+        pytest.raises(KeyContentionError, match="other requests took the unique keys") as raised,
+    ):
+        bulk.retry_many(ScheduledJob.objects.filter(status=Status.FAILED), **ALICE)
+    assert raised.value.tries == 1
+    assert left_and_moved(failed, other) == (Status.FAILED, Status.FAILED, [])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_says_no_job_was_changed_when_keys_were_taken_on_every_try(
+    admin_client, monkeypatch
+):
+    monkeypatch.setattr(bulk, "KEY_RACE_ATTEMPTS", 1)
+    failed, other = job(Status.FAILED, unique_key="capture-7"), job(Status.FAILED)
+    posted = {"action": "retry_selected", "index": "0", "_selected_action": [failed.pk, other.pk]}
+    with meanwhile(lambda: job(unique_key="capture-7")):
+        response = admin_client.post(CHANGELIST, posted, follow=True)
+    assert response.status_code == 200
+    assert messages_of(response) == [
+        "No job was changed: other requests took the unique keys of selected jobs while "
+        "the action ran, on each of its 1 tries. Try again."
+    ]
+    assert left_and_moved(failed, other) == (Status.FAILED, Status.FAILED, [])
 
 
 @pytest.mark.django_db(transaction=True)
