@@ -50,12 +50,14 @@ def aware_datetime(value: object, field: str = "run_at") -> datetime:
         )
     try:
         # Stored in UTC and read back as a Python datetime: it must exist there.
-        value.astimezone(UTC)
+        in_utc = value.astimezone(UTC)
     except OverflowError:
         raise InvalidArgumentsError(
             field, f"is out of range: {value.isoformat()} is not between years 1 and 9999 in UTC"
         ) from None
-    return value
+    # PostgreSQL reads a UTC offset to the second: one with a fraction (which Python's
+    # fixed time zones allow) was a DataError. The same instant in UTC is stored.
+    return in_utc if (value.utcoffset() or timedelta()).microseconds else value
 
 
 def deadline(value: object, *, run_at: datetime) -> datetime | None:

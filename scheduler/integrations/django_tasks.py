@@ -74,6 +74,9 @@ STATUS = {
 }
 _OPTIONS = {"MAX_ATTEMPTS"}
 # The last line of a Python traceback: "package.module.Error: message" (or "Error").
+#: A job's id as a result id: ASCII digits only (int() reads "٣" as 3 and refuses "²"
+#: or 5,000 digits), as many as a bigint has.
+_JOB_ID = re.compile(r"[0-9]{1,19}")
 _EXCEPTION_LINE = re.compile(r"^(?P<path>[A-Za-z_][\w.]*)(?::|$)")
 
 #: Every task declared with this backend, by its module path (its Celery task's name).
@@ -197,8 +200,7 @@ class SchedulerBackend(BaseTaskBackend):
         """The job ``result_id`` as a TaskResult; TaskResultDoesNotExist if it is none of ours."""
         job = (
             ScheduledJob.objects.filter(pk=int(result_id)).first()
-            # Decimal digits only ("²" is a digit int() refuses), within a bigint.
-            if str(result_id).isdecimal() and int(result_id) < 2**63
+            if _JOB_ID.fullmatch(str(result_id)) and int(result_id) < 2**63
             else None
         )
         task = _task_named(job.task_name) if job is not None else None

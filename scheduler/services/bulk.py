@@ -89,7 +89,7 @@ def reschedule_many(
 ) -> BulkResult:
     """Move every scheduled or enqueued job among ``jobs`` to ``to``; those whose
     deadline is not after it are skipped."""
-    validation.aware_datetime(to, "run_at")
+    to = validation.aware_datetime(to, "run_at")
     move = _pending_to(to, checked=to)
     return _act(jobs, lambda _: [move], audit.Action.RESCHEDULE, reason=reason, actor=actor)
 

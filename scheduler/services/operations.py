@@ -120,7 +120,7 @@ def _reschedule(
     reason: str,
     actor: str | None,
 ) -> ScheduledJob:
-    validation.aware_datetime(run_at, "run_at")
+    run_at = validation.aware_datetime(run_at, "run_at")
     reason, actor = validation.reason(reason), validation.actor(actor)
     job_id = job_id_of(job_or_id)
     changes = _deadline_changes(job_id, run_at, deadline)
@@ -147,7 +147,7 @@ def _retry(
     actor: str | None,
 ) -> ScheduledJob:
     if run_at is not None:
-        validation.aware_datetime(run_at, "run_at")
+        run_at = validation.aware_datetime(run_at, "run_at")
     reason, actor = validation.reason(reason), validation.actor(actor)
     run_at = run_at or timezone.now()
     job_id = job_id_of(job_or_id)

@@ -172,12 +172,16 @@ def schedule_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[Scheduled
     keys = [job.unique_key for job in new_jobs]
     _refuse_repeated_keys(keys)
     with unique_key_guard(*keys):
-        _insert(new_jobs)
+        # Keys taken in one order by every batch: two batches sharing keys in opposite
+        # orders each waited for the other's key, and PostgreSQL failed one with
+        # "deadlock detected" instead of a held key.
+        _insert(sorted(new_jobs, key=_key_order))
+    ids = [job.pk for job in new_jobs]
     logger.info(
         "jobs scheduled count=%s first_job_id=%s last_job_id=%s",
         len(new_jobs),
-        new_jobs[0].pk,
-        new_jobs[-1].pk,
+        min(ids),
+        max(ids),
     )
     return new_jobs
 
@@ -231,7 +235,7 @@ def _new_job(
 ) -> ScheduledJob:
     """The unsaved job ``spec`` describes (with ``fields``), validated and with its
     defaults; its task found by ``find_task``."""
-    validation.aware_datetime(spec.run_at, "run_at")
+    run_at = validation.aware_datetime(spec.run_at, "run_at")
     name = task_name_of(spec.task)
     task = find_task(name)
     args, kwargs = validation.job_args(spec.args), validation.job_kwargs(spec.kwargs)
@@ -248,11 +252,11 @@ def _new_job(
         kwargs=kwargs,
         queue=validation.queue_name(routed_queue(task, args, kwargs, spec.queue))
         or scheduler_settings.QUEUE_NAME,
-        run_at=spec.run_at,
+        run_at=run_at,
         max_attempts=validation.max_attempts(spec.max_attempts)
         or scheduler_settings.DEFAULT_MAX_ATTEMPTS,
         unique_key=validation.unique_key(spec.unique_key),
-        deadline=validation.deadline(spec.deadline, run_at=spec.run_at),
+        deadline=validation.deadline(spec.deadline, run_at=run_at),
         **fields,
     )
 
@@ -311,6 +315,11 @@ def _refuse_repeated_keys(keys: Sequence[str | None]) -> None:
             )
             raise _at_index(DuplicateJobError(key, detail=detail), index)
         first_use[key] = index
+
+
+def _key_order(job: ScheduledJob) -> tuple[bool, str]:
+    """Jobs with a unique key first, by key (the others keep their order: a stable sort)."""
+    return job.unique_key is None, job.unique_key or ""
 
 
 def _insert(jobs: list[ScheduledJob]) -> None:

@@ -266,6 +266,8 @@ def retry_delay(failed_attempts: int) -> timedelta:
 def job_id_of(job_or_id: JobOrId) -> int:
     """The id of a job given as itself or as its id."""
     if isinstance(job_or_id, ScheduledJob):
+        if job_or_id.pk is None:
+            raise ValueError("the job has not been saved: it has no id")
         return int(job_or_id.pk)
     if isinstance(job_or_id, bool) or not isinstance(job_or_id, int):
         raise TypeError(f"expected a ScheduledJob or its id, got {job_or_id!r}")

@@ -251,10 +251,20 @@ def test_an_exception_whose_message_spans_lines_is_found_again():
     assert [error.exception_class for error in result.errors] == [ValueError]
 
 
-@pytest.mark.parametrize("result_id", ["999999", "abc", "", "-1", "1.5", "²", "9" * 30])
+@pytest.mark.parametrize(
+    "result_id", ["999999", "abc", "", "-1", "1.5", "²", "9" * 30, "9" * 5000, " 1", "1\n"]
+)
 def test_unknown_ids(result_id):
     with pytest.raises(TaskResultDoesNotExist):
         task_backends["default"].get_result(result_id)
+
+
+def test_an_id_in_other_digits_is_not_the_job_with_that_number():
+    row = job(Status.SCHEDULED, task_name=ADD, args=[1, 2])
+    arabic_indic = str(row.pk).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert task_backends["default"].get_result(str(row.pk)).id == str(row.pk)
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result(arabic_indic)
 
 
 def test_a_celery_job_is_not_a_django_task_result():

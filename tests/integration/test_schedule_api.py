@@ -3,6 +3,7 @@
 import math
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from datetime import timezone as timezone_of
 from decimal import Decimal
 
 import pytest
@@ -52,6 +53,20 @@ def test_schedule_at_accepts_a_task_name_options_and_other_time_zones():
     assert job.run_at == datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
     assert job.args == [1, 2]
     assert (job.queue, job.max_attempts, job.unique_key) == ("payments", 1, "k1")
+
+
+def test_an_offset_with_a_fraction_of_a_second_keeps_the_instant():
+    # Python's time zones may have one; PostgreSQL reads offsets to the second only.
+    odd = timezone_of(timedelta(seconds=1, microseconds=500))
+    instant = datetime(2030, 1, 1, 12, 0, tzinfo=odd)
+    jobs = [
+        schedule_at(noop, instant),
+        *schedule_many([JobSpec(noop, instant, deadline=instant + timedelta(hours=1))]),
+        reschedule(schedule_at(noop, T0), instant),
+    ]
+    stored = ScheduledJob.objects.filter(pk__in=[job.pk for job in jobs]).order_by("pk")
+    assert [job.run_at for job in stored] == [instant] * 3
+    assert [job.deadline for job in stored] == [None, instant + timedelta(hours=1), None]
 
 
 @freeze_time(T0)
@@ -261,6 +276,9 @@ def test_unknown_ids_raise():
         reschedule(123456, T0)
     with pytest.raises(TypeError):
         cancel("12")
+    for operation in (cancel, retry, run_now, lambda job: reschedule(job, T0)):
+        with pytest.raises(ValueError, match="has not been saved"):
+            operation(ScheduledJob(task_name="testapp.noop", run_at=T0))
 
 
 @pytest.mark.parametrize("status", [Status.SCHEDULED, Status.ENQUEUED])

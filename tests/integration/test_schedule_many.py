@@ -1,9 +1,11 @@
 """schedule_many: many jobs in one statement, all-or-nothing, the same validation as schedule_at."""
 
+import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from scheduler import JobSpec, schedule_at, schedule_many
@@ -160,3 +162,56 @@ def test_a_rolled_back_transaction_leaves_no_job():
 def test_takes_any_iterable_once():
     jobs = schedule_many(JobSpec(noop, T0 + timedelta(minutes=i)) for i in range(3))
     assert len(jobs) == 3
+
+
+@pytest.fixture
+def slow_inserts():
+    """PostgreSQL takes 0.4 s over each job it inserts, before checking its unique key:
+    two batches' inserts then overlap as they would with thousands of jobs each."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_slow_insert() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(0.4); RETURN NEW; END $$; "
+            "CREATE TRIGGER test_slow_insert BEFORE INSERT ON scheduler_scheduledjob "
+            "FOR EACH ROW EXECUTE FUNCTION test_slow_insert()"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER test_slow_insert ON scheduler_scheduledjob; "
+                "DROP FUNCTION test_slow_insert()"
+            )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_batches_with_the_same_keys_in_opposite_orders_do_not_deadlock(slow_inserts):
+    # The first takes "a" at 0.4 s and "b" at 0.8 s; the second, started 0.2 s later,
+    # would take "b" at 0.6 s: each would then wait for the other, and PostgreSQL would
+    # fail one with "deadlock detected", a key held reported as a database error.
+    outcomes: dict[str, object] = {}
+
+    def batch(name: str, keys: list[str], after: float) -> None:
+        time.sleep(after)
+        try:
+            jobs = schedule_many([JobSpec(noop, T0, unique_key=key) for key in keys])
+            outcomes[name] = [job.unique_key for job in jobs]
+        except Exception as error:  # reported by the assertion below
+            outcomes[name] = error
+        finally:
+            connections.close_all()
+
+    threads = [
+        threading.Thread(target=batch, args=("first", ["a", "b"], 0)),
+        threading.Thread(target=batch, args=("second", ["b", "a"], 0.2)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes["first"] == ["a", "b"]
+    assert isinstance(outcomes["second"], DuplicateJobError), outcomes["second"]
+    assert outcomes["second"].unique_key == "a"
+    assert outcomes["second"].index == 1
+    assert sorted(ScheduledJob.objects.values_list("unique_key", flat=True)) == ["a", "b"]
