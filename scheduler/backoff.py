@@ -1,8 +1,13 @@
 """Pure retry back-off: exponential growth, a cap, and jitter."""
 
+import os
 import random
 
 _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
+# Python reseeds only the random module's own generator in a forked child: a prefork
+# worker's processes would otherwise draw the same jitter, and retries of jobs that
+# failed together would come back together.
+os.register_at_fork(after_in_child=_RNG.seed)
 
 
 def exponential_backoff(
