@@ -229,8 +229,9 @@ class SchedulerSettings:
     SQS_REGION = OptionalText(
         None,
         "The AWS region of the queue; None for boto3's default (AWS_DEFAULT_REGION).",
-        # botocore's own rule for a region name.
-        validator=lambda value: re.fullmatch(r"(?!-)[a-zA-Z\d-]{1,63}(?<!-)", value) is not None,
+        # botocore's own rule for a region name, in lower case as AWS names its regions:
+        # botocore signs for "EU-WEST-1", a region AWS does not have.
+        validator=lambda value: re.fullmatch(r"(?!-)[a-z\d-]{1,63}(?<!-)", value) is not None,
         expected="None or a region name such as eu-west-1",
     )
     SQS_VISIBILITY_TIMEOUT_SECONDS = PositiveInt(

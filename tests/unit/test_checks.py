@@ -47,6 +47,8 @@ def test_defaults_pass():
         # AWS_DEFAULT_REGION with a stray space: botocore refused it at the first call.
         ({"SCHEDULER_SQS_REGION": "us-east-1 "}, "scheduler.E001"),
         ({"SCHEDULER_SQS_REGION": "-us-east-1"}, "scheduler.E001"),
+        # botocore takes it, but AWS's region names are lower case: no region is "EU-WEST-1".
+        ({"SCHEDULER_SQS_REGION": "EU-WEST-1"}, "scheduler.E001"),
         # An int too large for a float: the check itself crashed (OverflowError).
         ({"SCHEDULER_DISPATCH_INTERVAL_SECONDS": 10**400}, "scheduler.E001"),
         # Dead workers' jobs waited a recovery interval (a day) instead of about a lease.
