@@ -170,7 +170,14 @@ def _require_json(value: object, field: str) -> None:
     # One walk accepts the usual arguments at a fraction of the cost of the round trip,
     # which decides the rest and words the error.
     if not _is_plain_json(value):
-        _require_json_round_trip(value, field)
+        try:
+            _require_json_round_trip(value, field)
+        except RecursionError:
+            # Deeper than Python's stack lets the round trip go: a few hundred levels.
+            raise InvalidArgumentsError(
+                field,
+                f"are nested too deeply to check (up to {_PLAIN_JSON_DEPTH} levels always are)",
+            ) from None
 
 
 def _is_plain_json(value: object, depth: int = 0) -> bool:

@@ -257,6 +257,14 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                 "becomes a scheduled job, which runs no callbacks and joins no canvas",
             )
         expires, queue = options.get("expires", self.expires), options.get("queue")
+        deadline = None if expires is None else _point_in_time(self, expires, now=now)
+        if deadline is not None and deadline <= eta:
+            # Celery would send it and drop it, expired, at its time: never run.
+            raise InvalidArgumentsError(
+                "expires",
+                f"must be after the call's eta: {deadline.isoformat()} is not after "
+                f"{eta.isoformat()}, so the task could never run",
+            )
         celery_task_id = task_id or uuid()
         if canvas:
             # Celery's retry carries the task's canvas on. Refused, the retry would be
@@ -276,7 +284,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             kwargs,
             celery_task_id=celery_task_id,
             queue=getattr(queue, "name", queue),  # a name or a kombu Queue
-            deadline=None if expires is None else _point_in_time(self, expires, now=now),
+            deadline=deadline,
             retries=options.get("retries") or 0,
         )
         after_body = _after_body.get()

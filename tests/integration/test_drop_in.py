@@ -95,13 +95,15 @@ def test_an_eta_and_expires_given_as_iso_8601_text_are_read_as_celery_reads_them
     [
         ((datetime.now(UTC), "x"), {}, "args"),  # JSON cannot store it
         (("/dev/null", "x"), {"link": record.s("/dev/null", "next")}, "link"),
-        (("/dev/null", "x"), {"expires": 60}, "deadline"),  # expires before its eta
+        # Expires before its eta: the error names what the caller passed.
+        (("/dev/null", "x"), {"expires": 60}, "expires"),
     ],
 )
 def test_what_a_job_cannot_keep_is_refused_and_nothing_is_written(args, options, field):
     with pytest.raises(InvalidArgumentsError) as raised:
         record.apply_async(args, countdown=TWO_WEEKS, **options)
     assert raised.value.field == field
+    assert str(raised.value).startswith(field)
     assert ScheduledJob.objects.count() == 0
 
 

@@ -249,6 +249,14 @@ def test_operations_on_many_jobs(one_of_each, data):
 NOON = datetime(2030, 1, 1, 12, tzinfo=UTC)
 
 
+def nested(levels: int) -> list[Any]:
+    """A list in a list … ``levels`` deep."""
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 @FUZZ
 @given(
     reason=st.sampled_from(["why\x00", "\udc80", " why "]) | text | anything,
@@ -280,6 +288,8 @@ def test_the_audit_trail_stores_every_reason_and_actor_or_refuses_them_clearly(r
         (lambda: schedule_in("testapp.noop", 1e20), "delay"),
         (lambda: schedule_in("testapp.noop", timedelta.max), "delay"),
         (lambda: schedule_in("testapp.noop", timedelta.min), "delay"),
+        (lambda: schedule_at("testapp.noop", NOON, [nested(400)]), "args"),
+        (lambda: schedule_at("testapp.noop", NOON, [], {"k": nested(5000)}), "kwargs"),
     ],
     ids=[
         "nul-in-args",
@@ -293,6 +303,8 @@ def test_the_audit_trail_stores_every_reason_and_actor_or_refuses_them_clearly(r
         "delay-overflows-timedelta",
         "delay-past-9999",
         "delay-before-year-1",
+        "args-nested-400-levels",
+        "kwargs-nested-5000-levels",
     ],
 )
 def test_what_fuzzing_found_is_refused_clearly(call, field):
