@@ -231,6 +231,16 @@ class ScheduledJob(models.Model):
                 condition=~Q(status=Status.RUNNING) | Q(started_at__isnull=False),
                 name="scheduler_job_running_has_start",
             ),
+            # A running job has counted the attempt under way.
+            models.CheckConstraint(
+                condition=~Q(status=Status.RUNNING) | Q(attempts__gte=1),
+                name="scheduler_job_running_has_attempt",
+            ),
+            # The retention purge deletes finished jobs by when they finished.
+            models.CheckConstraint(
+                condition=~Q(status__in=list(states.FINISHED)) | Q(finished_at__isnull=False),
+                name="scheduler_job_finished_has_end",
+            ),
             # An enqueued job whose message is lost is sent again: never one without a date.
             models.CheckConstraint(
                 condition=~Q(status=Status.ENQUEUED) | Q(resend_at__isnull=False),

@@ -15,8 +15,7 @@ class Migration(migrations.Migration):
         ('scheduler', '0001_initial'),
     ]
 
-    operations = [
-        wait_briefly_for_locks(),
+    operations = wait_briefly_for_locks([
         migrations.CreateModel(
             name='Pause',
             fields=[
@@ -120,4 +119,4 @@ class Migration(migrations.Migration):
             model_name='pause',
             constraint=models.CheckConstraint(condition=models.Q(models.Q(('task_name', ''), _negated=True), models.Q(('queue', ''), _negated=True), _connector='OR'), name='scheduler_pause_names_a_kind'),
         ),
-    ]
+    ])

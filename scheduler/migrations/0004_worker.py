@@ -11,8 +11,7 @@ class Migration(migrations.Migration):
         ('scheduler', '0003_fewer_index_writes'),
     ]
 
-    operations = [
-        wait_briefly_for_locks(),
+    operations = wait_briefly_for_locks([
         migrations.AddField(
             model_name='scheduledjob',
             name='celery_task_id',
@@ -29,4 +28,4 @@ class Migration(migrations.Migration):
             field=models.CharField(choices=[('running', 'Running'), ('succeeded', 'Succeeded'), ('retried', 'Retried'), ('error', 'Error'), ('lease_expired', 'Lease expired')], default='running', max_length=16),
         ),
         # The index of celery_task_id is built by 0012, CONCURRENTLY.
-    ]
+    ])

@@ -11,8 +11,7 @@ class Migration(migrations.Migration):
         ('scheduler', '0004_worker'),
     ]
 
-    operations = [
-        wait_briefly_for_locks(),
+    operations = wait_briefly_for_locks([
         migrations.AddField(
             model_name='dispatcherheartbeat',
             name='errors_total',
@@ -23,4 +22,4 @@ class Migration(migrations.Migration):
             name='sent_total',
             field=models.PositiveBigIntegerField(db_default=0, default=0),
         ),
-    ]
+    ])

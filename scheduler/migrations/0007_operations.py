@@ -17,8 +17,7 @@ class Migration(migrations.Migration):
         ('scheduler', '0006_dispatcher'),
     ]
 
-    operations = [
-        wait_briefly_for_locks(),
+    operations = wait_briefly_for_locks([
         migrations.CreateModel(
             name='AuditEntry',
             fields=[
@@ -52,4 +51,4 @@ class Migration(migrations.Migration):
             model_name='auditentry',
             constraint=models.CheckConstraint(condition=models.Q(('action__in', ['schedule', 'cancel', 'reschedule', 'retry', 'run_now', 'pause', 'resume', 'resend'])), name='scheduler_audit_action_valid'),
         ),
-    ]
+    ])

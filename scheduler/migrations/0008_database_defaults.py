@@ -24,8 +24,7 @@ class Migration(migrations.Migration):
         ("scheduler", "0007_operations"),
     ]
 
-    operations = [
-        wait_briefly_for_locks(),
+    operations = wait_briefly_for_locks([
         migrations.RunSQL(
             [
                 f"ALTER TABLE {table} "
@@ -37,4 +36,4 @@ class Migration(migrations.Migration):
             ],
             migrations.RunSQL.noop,
         ),
-    ]
+    ])

@@ -14,8 +14,7 @@ class Migration(migrations.Migration):
         ("scheduler", "0008_database_defaults"),
     ]
 
-    operations = [
-        wait_briefly_for_locks(),
+    operations = wait_briefly_for_locks([
         migrations.AlterField(
             model_name="auditentry",
             name="actor",
@@ -36,4 +35,4 @@ class Migration(migrations.Migration):
                 "WHERE length(paused_by) > 150",
             ],
         ),
-    ]
+    ])

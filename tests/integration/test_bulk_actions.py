@@ -206,7 +206,12 @@ def left_and_moved(left, moved):
 @pytest.mark.django_db(transaction=True)
 def test_a_job_a_worker_claims_while_the_action_waits_for_it_is_skipped():
     claimed, other = job(), job()
-    running = {"status": Status.RUNNING, "started_at": T0, "dispatch_token": uuid.uuid4()}
+    running = {
+        "status": Status.RUNNING,
+        "started_at": T0,
+        "dispatch_token": uuid.uuid4(),
+        "attempts": 1,
+    }
     start = time.monotonic()
     with meanwhile(lambda: ScheduledJob.objects.filter(pk=claimed.pk).update(**running)):
         result = bulk.cancel_many(ScheduledJob.objects.all(), **ALICE)

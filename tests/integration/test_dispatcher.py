@@ -280,7 +280,7 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(settings):
     settings.SCHEDULER_RETENTION_DAYS = 30
     with freeze_time(T0) as clock:
         payment = authorize_payment(amount="1.00", currency="EUR")
-        old_done = make_jobs([T0 - timedelta(days=40)], status=Status.SUCCEEDED)[0]
+        old_done = make_jobs([T0 - timedelta(days=40)], status=Status.SUCCEEDED, finished_at=T0)[0]
         ScheduledJob.objects.filter(pk__in=[old_done.pk, payment.capture_job_id]).update(
             status=Status.SUCCEEDED, finished_at=T0 - timedelta(days=31)
         )

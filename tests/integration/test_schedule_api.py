@@ -247,6 +247,9 @@ def _job(status, **fields):
         fields.setdefault("resend_at", T0 + timedelta(minutes=5))
     if status == Status.RUNNING:
         fields.setdefault("started_at", T0)
+        fields.setdefault("attempts", 1)
+    if status in (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED):
+        fields.setdefault("finished_at", T0)
     return ScheduledJob.objects.create(**{**defaults, **fields})
 
 

@@ -138,7 +138,7 @@ def test_a_key_repeated_within_the_batch_raises_and_writes_nothing():
 def test_a_key_held_by_an_active_job_raises_and_keeps_the_callers_transaction_usable():
     holder = schedule_at(noop, T0, unique_key="payment:7")
     ended = schedule_at(noop, T0, unique_key="payment:8")
-    ScheduledJob.objects.filter(pk=ended.pk).update(status=Status.CANCELLED)
+    ScheduledJob.objects.filter(pk=ended.pk).update(status=Status.CANCELLED, finished_at=T0)
     specs = [JobSpec(noop, T0, unique_key=f"payment:{i}") for i in range(10)]
     with transaction.atomic():
         with pytest.raises(DuplicateJobError, match="payment:7") as raised:

@@ -12,7 +12,7 @@ import subprocess
 import time
 import uuid
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
@@ -92,10 +92,16 @@ def test_rows_written_by_0_1_get_the_new_columns_defaults():
     assert (heartbeat.sent_total, heartbeat.errors_total) == (0, 0)
 
 
-#: What a job in flight holds since 0.2.0 (check constraints).
-IN_FLIGHT = {
+#: What a job in a status holds since 0.2.0 (check constraints).
+HELD = {
     "enqueued": {"dispatch_token": str(uuid.uuid4()), "enqueued_at": T0, "resend_at": T0},
-    "running": {"dispatch_token": str(uuid.uuid4()), "enqueued_at": T0, "started_at": T0},
+    "running": {
+        "dispatch_token": str(uuid.uuid4()),
+        "enqueued_at": T0,
+        "started_at": T0,
+        "attempts": 1,
+    },
+    **{status: {"finished_at": T0} for status in ("succeeded", "failed", "cancelled", "expired")},
 }
 
 
@@ -132,7 +138,7 @@ def test_migrating_back_to_0_1_keeps_every_job(new_database_url: str) -> None:
     with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
         for status in statuses:
             job_id = _insert(
-                cursor, ScheduledJob, {**JOB_0_1, "status": status, **IN_FLIGHT.get(status, {})}
+                cursor, ScheduledJob, {**JOB_0_1, "status": status, **HELD.get(status, {})}
             )
         # Names longer than 0.2.0's first columns had room for (0009 widened them).
         cursor.execute(
@@ -346,3 +352,125 @@ def test_a_migration_behind_a_long_transaction_gives_up_rather_than_stop_every_q
     assert "lock timeout" in result.stderr, result.stderr[-3000:]
     assert waited < 25
     _manage(new_database_url, "migrate")  # again, once the long transaction has ended
+
+
+@pytest.mark.parametrize(
+    ("migration", "back_to"),
+    [
+        ("0002", "0001"),  # atomic: its columns and checks dropped, 0.1.0's check added
+        ("0004", "0003"),  # atomic: its columns dropped
+        ("0006", "0005"),  # not atomic: its check constraint dropped
+    ],
+)
+def test_migrating_back_behind_a_long_transaction_gives_up_rather_than_stop_every_query(
+    new_database_url: str, migration: str, back_to: str
+):
+    # Backwards the operations run in reverse order: the lock timeout set by an atomic
+    # migration's first operation came last, and its ALTER TABLE waited behind the long
+    # transaction, with every query on the job table behind it.
+    _migrated_to(new_database_url, migration)
+    with closing(psycopg2.connect(new_database_url)) as long_job, long_job.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM scheduler_scheduledjob")
+        started = time.monotonic()
+        result = _run_python(
+            new_database_url, "manage.py", "migrate", "scheduler", back_to, "-v0", timeout=40
+        )
+        waited = time.monotonic() - started
+        long_job.rollback()
+    assert result.returncode != 0
+    assert "lock timeout" in result.stderr, result.stderr[-3000:]
+    assert waited < 25
+    _manage(new_database_url, "migrate", "scheduler", back_to)  # again, once it has ended
+
+
+def test_rows_that_break_0_13_s_checks_get_an_end_and_an_attempt(new_database_url: str) -> None:
+    # 0.1.0's code wrote no such row (see the next test), but a database edited by hand
+    # could hold one: 0013 gives each what it lacks, then validates its checks.
+    _migrated_to(new_database_url, "0012")
+    t1, t2 = T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
+    rows = {
+        # The latest of its times: when it changed last, or later if a clock disagreed.
+        "succeeded": ({"status": "succeeded", "started_at": t1, "updated_at": t2}, t2, 0),
+        "failed": ({"status": "failed", "started_at": t2, "updated_at": t1}, t2, 0),
+        "cancelled": ({"status": "cancelled"}, T0, 0),
+        "expired": ({"status": "expired", "run_at": t2}, T0, 0),
+        # Its attempt under way counts.
+        "running": ({"status": "running", **HELD["running"], "attempts": 0}, None, 1),
+        # Kept as they are.
+        "ended": ({"status": "succeeded", "finished_at": t1, "updated_at": t2}, t1, 0),
+        "retried": ({"status": "running", **HELD["running"], "attempts": 2}, None, 2),
+        "waiting": ({"status": "scheduled"}, None, 0),
+    }
+    with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
+        ids = {
+            name: _insert(cursor, ScheduledJob, {**JOB_0_1, **row})
+            for name, (row, *_) in rows.items()
+        }
+    _manage(new_database_url, "migrate", "scheduler", "0013")
+    with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT id, finished_at, attempts FROM scheduler_scheduledjob")
+        found = {job_id: (finished_at, attempts) for job_id, finished_at, attempts in cursor}
+        cursor.execute(
+            "SELECT conname, convalidated FROM pg_constraint WHERE conname = ANY(%s)",
+            [list(CHECKS_0_13)],
+        )
+        constraints = dict(cursor.fetchall())
+    assert {name: found[ids[name]] for name in rows} == {
+        name: (finished_at, attempts) for name, (_, finished_at, attempts) in rows.items()
+    }
+    assert constraints == dict.fromkeys(CHECKS_0_13, True)
+
+
+#: The checks migration 0013 adds.
+CHECKS_0_13 = ("scheduler_job_finished_has_end", "scheduler_job_running_has_attempt")
+RUNNING_0_1 = {"status": "running", **HELD["running"]}
+#: 0.1.0's compare-and-set UPDATEs of a job's status (its services'), each with a job
+#: it applies to.
+STATUS_UPDATES_0_1 = {
+    "claim": (
+        {"status": "enqueued", **HELD["enqueued"]},
+        "status = 'running', attempts = attempts + 1, started_at = %(now)s, "
+        "finished_at = NULL, updated_at = %(now)s WHERE status = 'enqueued'",
+    ),
+    "record_success": (
+        RUNNING_0_1,
+        "status = 'succeeded', finished_at = %(now)s, last_error = '', updated_at = %(now)s "
+        "WHERE status = 'running'",
+    ),
+    "record_error or expire_leases, attempts left": (
+        RUNNING_0_1,
+        "status = 'scheduled', run_at = %(now)s, dispatch_token = NULL, enqueued_at = NULL, "
+        "started_at = NULL, last_error = 'x', updated_at = %(now)s WHERE status = 'running'",
+    ),
+    "record_error or expire_leases, no attempt left": (
+        {**RUNNING_0_1, "attempts": 3},
+        "status = 'failed', finished_at = %(now)s, last_error = 'x', updated_at = %(now)s "
+        "WHERE status = 'running'",
+    ),
+    "cancel": (
+        {},
+        "status = 'cancelled', finished_at = %(now)s, dispatch_token = NULL, "
+        "updated_at = %(now)s WHERE status IN ('scheduled', 'enqueued')",
+    ),
+    "retry": (
+        {"status": "failed", "attempts": 3, "finished_at": T0},
+        "status = 'scheduled', attempts = 0, finished_at = NULL, run_at = %(now)s, "
+        "dispatch_token = NULL, enqueued_at = NULL, started_at = NULL, updated_at = %(now)s "
+        "WHERE status IN ('failed', 'cancelled')",
+    ),
+}
+
+
+@pytest.mark.parametrize("update", STATUS_UPDATES_0_1)
+def test_0_1_s_changes_of_status_pass_0_13_s_checks(update: str) -> None:
+    # 0.1.0's web servers and workers go on writing while 0013 applies and until they
+    # are replaced: each of its changes of status gave an ended job its end and a claimed
+    # one its attempt, so 0013's checks, added NOT VALID first, refuse none of them.
+    row, change = STATUS_UPDATES_0_1[update]
+    job_id = _insert_0_1(ScheduledJob, {**JOB_0_1, **row})
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE scheduler_scheduledjob SET {change} AND id = %(id)s",
+            {"now": T0 + timedelta(minutes=1), "id": job_id},
+        )
+        assert cursor.rowcount == 1
