@@ -72,9 +72,14 @@ class JobRun:
     attempt: JobAttempt
     #: Set when the body asks to run again (``self.retry()``): recorded when it ends.
     retry: PendingRetry | None = None
-    #: Set when the body gives up retrying (Celery's ``max_retries``): an error fails
-    #: the job even with attempts left.
+    #: Set when the body gives up retrying (Celery's ``max_retries``, or a Reject without
+    #: requeue): an error fails the job even with attempts left.
     final: bool = False
+    #: An exception to hand back to the caller (:attr:`Handled.error`) although the job
+    #: succeeded: set by a runner whose body ended the job without a result, as Celery's
+    #: Ignore does (which ``self.replace()`` raises once it has sent the replacement),
+    #: or by an on-commit callback that failed after an atomic success committed.
+    reraise: Exception | None = None
 
     @property
     def attempts_left(self) -> int:
@@ -113,19 +118,23 @@ class JobRunner(Protocol):
 
 @dataclass(frozen=True)
 class Handled:
-    """What one delivery did, and what its body returned or raised (already recorded)."""
+    """What one delivery did, and what its body returned or raised (already recorded):
+    ``error`` is for the caller to re-raise, also after a success (:attr:`JobRun.reraise`)."""
 
     outcome: Outcome
     result: Any = None
     error: Exception | None = None
 
 
-class _BodyError(Exception):
-    """Carries an exception of the body past the atomic block it rolls back."""
+class _AttemptError(Exception):
+    """Carries what ended an attempt without its success past the atomic block it rolls
+    back: the body's exception, or the error of an atomic success's record or commit."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception, *, maybe_recorded: bool = False) -> None:
         super().__init__(error)
         self.error = error
+        #: A commit that failed may have recorded the retry the body asked for.
+        self.maybe_recorded = maybe_recorded
 
 
 def run_job(
@@ -145,9 +154,10 @@ def run_job(
     which Celery's soft time limit does not interrupt.
     An atomic runner's body and its success commit together, so an error, a crash or a
     lost lease rolls its writes back; a success whose commit lost its answer is read back,
-    not committed again. An exception of the body is recorded (a retry
-    through PostgreSQL, or failed) and returned in :attr:`Handled.error` for the caller
-    to re-raise.
+    not committed again, and one that did not commit (PostgreSQL refused it, or the
+    connection dropped before) is recorded as an error. An exception of the body is
+    recorded (a retry through PostgreSQL, or failed) and returned in
+    :attr:`Handled.error` for the caller to re-raise.
     """
     claimed = _claim(
         job_id=job_id, token=token, task_name=task_name, worker=worker, not_before=not_before
@@ -184,16 +194,19 @@ def run_job(
                         job_id=job.pk,
                         step="outcome",
                     )
-        except _BodyError as failed:
+        except _AttemptError as failed:
             _refresh_connections()
-            error = failed.error
+            error, maybe_recorded = failed.error, failed.maybe_recorded
             outcome = _waiting_for_database(
-                lambda retrying: _record_raise(run, error, retrying=retrying),
+                lambda retrying: _record_raise(run, error, retrying=retrying or maybe_recorded),
                 job_id=job.pk,
                 step="outcome",
             )
             return Handled(outcome, error=error)
-        return Handled(outcome, result=result)
+        if outcome is Outcome.SUCCEEDED:
+            # Only now: an atomic success is one once committed.
+            logger.info("job succeeded job_id=%s task=%s", job.pk, job.task_name)
+        return Handled(outcome, result=result, error=run.reraise)
 
 
 def _run_atomic(
@@ -201,9 +214,13 @@ def _run_atomic(
 ) -> tuple[Any, Outcome]:
     """The body's result and its outcome, recorded in the body's transaction.
 
-    A commit is not tried again (the body's writes went with it): a success whose
-    commit lost its answer counts if it reached PostgreSQL, else the error is raised and
-    the job stays running until its lease expires.
+    A commit is not tried again (the body's writes went with it). When the record or
+    the commit fails, a success whose commit lost its answer counts if it reached
+    PostgreSQL; otherwise :class:`_AttemptError` carries the error, to be recorded as the
+    attempt's (the job is not left running, for its lease to retry it as "lease
+    expired"). Errors of PostgreSQL's (a deferred constraint checked at the commit, a
+    transaction the body broke) leave no doubt, but an on-commit callback may also raise
+    after the commit: the attempt's outcome, read back, tells which.
     """
     recorded: Outcome | None = None
     try:
@@ -214,13 +231,32 @@ def _run_atomic(
             if recorded is Outcome.LEASE_LOST:
                 # Another delivery may run the job again: not this body's writes.
                 transaction.set_rollback(True)
-        return result, recorded
-    except (OperationalError, InterfaceError):
-        # Only a success has a signal to lose with the commit's answer: a retry asked
-        # for without raising has attempts left, so it never fails the job.
-        if recorded is not Outcome.SUCCEEDED or not _success_committed(run, result):
-            raise
-        return result, recorded
+    except _AttemptError:
+        raise
+    except Exception as error:
+        if isinstance(error.__context__, _AttemptError):
+            # The rollback after the body's error failed (the connection, say): the
+            # body's error is the attempt's.
+            raise error.__context__ from None
+        lost_answer = isinstance(error, OperationalError | InterfaceError)
+        if recorded is Outcome.SUCCEEDED and _success_committed(run, result):
+            if not lost_answer:
+                # Committed: an on-commit callback of the body's failed after it, and
+                # Django dropped the callbacks after it (the signal sent just now).
+                logger.warning(
+                    "job on-commit callback failed job_id=%s task=%s error=%r",
+                    run.job.pk,
+                    run.job.task_name,
+                    error,
+                )
+                run.reraise = error
+            return result, recorded
+        # A success was just read back; a retry asked for without raising, whose commit
+        # may also have been done (its answer lost, or a callback failing after it), is
+        # read back as it is recorded again.
+        retry_recorded = recorded in (Outcome.RETRYING, Outcome.FAILED)
+        raise _AttemptError(error, maybe_recorded=retry_recorded) from error
+    return result, recorded
 
 
 def _success_committed(run: JobRun, result: Any) -> bool:
@@ -295,7 +331,7 @@ def _call_body(runner: JobRunner, run: JobRun, after_body: ExitStack) -> Any:
     try:
         return runner.run_job_body(run)
     except Exception as error:
-        raise _BodyError(error) from error
+        raise _AttemptError(error) from error
     finally:
         after_body.enter_context(soft_time_limit_held(job_id=run.job.pk))
 
@@ -308,8 +344,7 @@ def _record_return(run: JobRun, result: Any, *, retrying: bool) -> Outcome:
     if run.retry is not None:
         return _record_retry(run, run.retry, retrying=retrying)
     if running.record_success(job=run.job, attempt=run.attempt, result=result, retrying=retrying):
-        logger.info("job succeeded job_id=%s task=%s", run.job.pk, run.job.task_name)
-        return Outcome.SUCCEEDED
+        return Outcome.SUCCEEDED  # logged by run_job, once committed
     logger.warning("job lease lost job_id=%s outcome=succeeded", run.job.pk)
     return Outcome.LEASE_LOST
 

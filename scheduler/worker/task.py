@@ -24,6 +24,7 @@ every task is one:
 import logging
 import os
 import socket
+import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import datetime, timedelta
@@ -33,7 +34,7 @@ from typing import Any
 
 from celery import Task
 from celery.app.task import Context
-from celery.exceptions import Ignore, Retry
+from celery.exceptions import Ignore, Reject, Retry
 from celery.result import AsyncResult
 from celery.utils.serialization import raise_with_context
 from celery.utils.time import maybe_iso8601, maybe_make_aware
@@ -47,6 +48,7 @@ from scheduler.conf import scheduler_settings
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.registry import check_arguments
 from scheduler.services.scheduling import schedule_call
+from scheduler.services.transitions import retry_delay
 from scheduler.worker.execution import Handled, JobRun, Outcome, run_job
 
 logger = logging.getLogger(__name__)
@@ -135,6 +137,15 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
 
         The request shows the job's arguments, and Celery's retry count continued by
         the job's attempts, so ``self.request.retries`` and ``retry_backoff`` work.
+
+        Celery's control exceptions end the job as they end a task: Ignore (which
+        ``self.replace()`` raises once the replacement is sent) is a success without a
+        result, committed with an atomic body's work; ``Reject(requeue=False)`` fails
+        the job; ``Reject(requeue=True)`` is a retry through PostgreSQL after the job's
+        back-off (failed with no attempt left). Celery is handed what the job did: an
+        Ignore, a Reject that does not requeue (the message is deleted, the failure
+        reported), or a Retry (acknowledged): never a requeued copy of a message whose
+        job is already scheduled again.
         """
         job = run.job
         self.push_request(
@@ -142,6 +153,21 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         )
         try:
             return self.run(*job.args, **job.kwargs)
+        except Ignore as ignored:
+            run.reraise = ignored
+            return None
+        except Reject as rejected:
+            # Set by Celery's Reject, whose stubs omit them.
+            reason, requeue = getattr(rejected, "reason", None), getattr(rejected, "requeue", False)
+            if not requeue:
+                run.final = True
+                raise
+            if run.attempts_left < 1:
+                run.final = True
+                raise Reject(reason, requeue=False) from rejected
+            run_at = timezone.now() + retry_delay(job.attempts)
+            run.request_retry(run_at=run_at, reason="".join(traceback.format_exception(rejected)))
+            raise Retry(exc=rejected, when=run_at) from rejected
         finally:
             self.pop_request()
 
@@ -298,7 +324,8 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
 def celery_return(handled: Handled) -> Any:
     """A job delivery's outcome, as Celery's tracer understands it: the body's return
     value, its exception re-raised (already recorded: raising tells Celery, for
-    task_failure / task_retry and the log), or Ignore for a dropped message."""
+    task_failure / task_retry and the log; a Reject or Ignore as
+    :meth:`SchedulerTask.run_job_body` made it), or Ignore for a dropped message."""
     if handled.error is not None:
         raise handled.error
     if handled.outcome is Outcome.DROPPED:

@@ -590,22 +590,27 @@ def test_an_atomic_success_whose_commit_reached_postgresql_but_not_its_answer_is
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_atomic_success_whose_commit_did_not_reach_postgresql_stays_running(
+def test_an_atomic_success_whose_commit_did_not_reach_postgresql_is_recorded_as_an_error(
     caplog, outcome_signals
 ):
-    # The body's writes were rolled back with the success: the job is not succeeded,
-    # and it stays running, for recovery to retry it once its lease expires.
+    # The body's writes were rolled back with the success: the job is not succeeded.
+    # It stayed running, its heartbeat stopped, for recovery to retry it once its lease
+    # expired, as "lease expired": its error is recorded now, on a new connection.
     job = schedule_at("testapp.atomic_effect", timezone.now(), ["atomic"])
     token = dispatch_one(job, now=timezone.now())
-    with commit_answer_lost(reached=False) as answers_lost, pytest.raises(OperationalError):
-        deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    with commit_answer_lost(reached=False) as answers_lost:
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
     assert answers_lost
+    assert handled.outcome is Outcome.RETRYING
+    assert isinstance(handled.error, OperationalError)
     assert outcome_signals == []
     assert "job outcome found committed" not in caplog.text
+    assert f"job succeeded job_id={job.pk}" not in caplog.text
     assert not Effect.objects.exists()
     job.refresh_from_db()
-    assert (job.status, job.attempts) == (Status.RUNNING, 1)
-    assert [attempt.outcome for attempt in job.history.all()] == ["running"]
+    assert (job.status, job.attempts) == (Status.SCHEDULED, 1)
+    assert "server closed the connection unexpectedly" in job.last_error
+    assert [attempt.outcome for attempt in job.history.all()] == ["error"]
 
 
 def test_a_claim_tried_again_takes_only_its_own_workers_running_claim():

@@ -6,10 +6,13 @@ PostgreSQL; the end-to-end tests run the same with a real worker.
 
 import logging
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from celery.exceptions import MaxRetriesExceededError, Retry
+from celery import current_app, states
+from celery.app.trace import trace_task
+from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
@@ -17,9 +20,12 @@ from freezegun import freeze_time
 from scheduler import schedule_at
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.protocol import JobRef
+from scheduler.registry import get_task
 from scheduler.services import running
 from scheduler.worker.execution import Outcome
 from tests.factories import deliver, dispatch_one
+from tests.testapp.models import Effect
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -279,3 +285,162 @@ def test_an_outcome_is_one_statement_that_also_closes_the_attempt(django_assert_
 def test_a_job_goes_to_its_tasks_routed_queue(settings, task, queue, expected):
     settings.SCHEDULER_QUEUE_NAME = "default-jobs"
     assert schedule_at(task, T0, queue=queue).queue == expected
+
+
+def _effects() -> list[str]:
+    return sorted(Effect.objects.values_list("label", flat=True))
+
+
+@freeze_time(T0)
+def test_ignore_ends_the_job_succeeded_without_a_result(published):
+    # Celery's Ignore ends a task without an error: recorded as one, the job ran again
+    # after each back-off and failed.
+    job = schedule_at("testapp.ignores", T0, ["ignored"], max_attempts=3)
+
+    handled = dispatch_and_deliver(job)
+
+    assert (handled.outcome, handled.result) == (Outcome.SUCCEEDED, None)
+    assert isinstance(handled.error, Ignore)  # handed back: Celery stores no result for it
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result, job.last_error) == (
+        Status.SUCCEEDED,
+        1,
+        None,
+        "",
+    )
+    assert job.finished_at == T0
+    [attempt] = job.history.all()
+    assert (attempt.outcome, attempt.error) == (JobAttempt.Outcome.SUCCEEDED, "")
+    assert _effects() == ["ignored"]
+    assert published == []
+
+
+@pytest.fixture
+def eager_calls() -> Iterator[None]:
+    """Celery calls run at once in this process (the replacement of self.replace())."""
+    conf = current_app.conf
+    previous = conf.task_always_eager
+    conf.task_always_eager = True
+    yield
+    conf.task_always_eager = previous
+
+
+@freeze_time(T0)
+def test_replace_hands_the_job_over_to_its_replacement_once(eager_calls):
+    # self.replace() sends the replacement, then raises Ignore: recorded as an error, the
+    # job sent its replacement again on every attempt, then failed.
+    job = schedule_at("testapp.replaces", T0, ["swap"], max_attempts=3)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.SUCCEEDED
+    assert isinstance(handled.error, Ignore)
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result) == (Status.SUCCEEDED, 1, None)
+    assert [a.outcome for a in job.history.all()] == [JobAttempt.Outcome.SUCCEEDED]
+    assert _effects() == ["swap:body", "swap:replacement"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ignore_in_an_atomic_task_commits_the_bodys_work_with_its_success():
+    job = schedule_at("testapp.atomic_ignores", T0, ["kept"], max_attempts=3)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.SUCCEEDED
+    assert isinstance(handled.error, Ignore)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.SUCCEEDED, 1)
+    assert list(Effect.objects.values_list("label", "atomic")) == [("kept", True)]
+
+
+@freeze_time(T0)
+def test_reject_without_requeue_fails_the_job_at_once():
+    # Celery's Reject(requeue=False) means "never run this again": recorded as an
+    # error, the job was retried until it had no attempt left.
+    job = schedule_at("testapp.rejects", T0, ["poison", False], max_attempts=3)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.FAILED
+    assert isinstance(handled.error, Reject)
+    assert handled.error.requeue is False
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.finished_at) == (Status.FAILED, 1, T0)
+    assert "celery.exceptions.Reject: ('poison rejected', False)" in job.last_error
+    [attempt] = job.history.all()
+    assert attempt.outcome == JobAttempt.Outcome.ERROR
+    assert attempt.error.startswith("Traceback (most recent call last)")
+    assert "in rejects" in attempt.error
+    assert _effects() == ["poison:0"]
+
+
+def test_reject_with_requeue_is_a_retry_through_postgresql(settings, published):
+    # Requeued by the worker, the message would be a stale copy: the job runs again from
+    # PostgreSQL, after the back-off of a retry, as self.retry() does.
+    settings.SCHEDULER_RETRY_BACKOFF_SECONDS = 600
+    with freeze_time(T0):
+        job = schedule_at("testapp.rejects", T0, ["again", True], max_attempts=3)
+        handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    # What the worker sees is a retry, which it acknowledges, not a Reject it requeues.
+    assert isinstance(handled.error, Retry)
+    assert isinstance(handled.error.exc, Reject)
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.dispatch_token) == (Status.SCHEDULED, 1, None)
+    assert T0 + timedelta(seconds=300) <= job.run_at <= T0 + timedelta(seconds=600)
+    [attempt] = job.history.all()
+    assert attempt.outcome == JobAttempt.Outcome.RETRIED
+    assert "celery.exceptions.Reject: ('again rejected', True)" in attempt.error
+    assert published == []
+
+    with freeze_time(job.run_at):
+        handled = dispatch_and_deliver(job, now=job.run_at)
+    assert (handled.outcome, handled.result, handled.error) == (Outcome.SUCCEEDED, "again", None)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.SUCCEEDED, 2)
+    assert _effects() == ["again:0", "again:1"]
+
+
+@freeze_time(T0)
+def test_reject_with_requeue_and_no_attempt_left_fails_the_job():
+    job = schedule_at("testapp.rejects", T0, ["last", True], max_attempts=1)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.FAILED
+    # The job failed: its message must not be requeued either.
+    assert isinstance(handled.error, Reject)
+    assert handled.error.requeue is False
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.FAILED, 1)
+    assert job.history.get().outcome == JobAttempt.Outcome.ERROR
+    assert "Reject: ('last rejected', True)" in job.last_error
+
+
+@pytest.mark.django_db(transaction=True)  # Celery's tracer checks the connections
+@pytest.mark.parametrize(
+    ("task", "args", "state", "status"),
+    [
+        ("testapp.ignores", ["ignored"], states.IGNORED, Status.SUCCEEDED),
+        ("testapp.rejects", ["poison", False], states.REJECTED, Status.FAILED),
+        ("testapp.rejects", ["again", True], states.RETRY, Status.SCHEDULED),
+    ],
+    ids=["ignore", "reject", "reject-requeue"],
+)
+def test_celerys_tracer_sees_the_jobs_outcome(task, args, state, status):
+    # A worker acknowledges an ignored or retried message and deletes a rejected one
+    # (Celery also records a failure for it); it requeues only a Reject(requeue=True).
+    job = schedule_at(task, T0, args, max_attempts=3)
+    token = dispatch_one(job, now=T0)
+    request = {"id": str(uuid.uuid4()), "hostname": "w", **JobRef(job.pk, token).headers()}
+
+    runner = get_task(task)
+    traced = trace_task(runner, request["id"], [], {}, request=request, app=runner.app)
+
+    assert traced.info.state == state
+    if state == states.REJECTED:
+        assert traced.info.retval.requeue is False
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (status, 1)

@@ -6,15 +6,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connection, connections
+from django.db import IntegrityError, connection, connections
 from django.db.models.signals import post_save
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 from freezegun import freeze_time
 
 from payments.gateway import gateway
 from payments.models import Payment
 from payments.services import authorize_payment
-from scheduler import schedule_at
+from scheduler import schedule_at, signals
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import JobAttempt, ScheduledJob
@@ -249,3 +250,92 @@ def test_the_payment_capture_is_atomic_with_its_success(monkeypatch):
     payment.refresh_from_db()
     assert payment.status == Payment.Status.CAPTURED
     assert len([c for c in gateway.captures if c.authorization_id == payment.authorization_id]) == 1
+
+
+@pytest.fixture
+def succeeded_signals():
+    """The job ids of the job_succeeded signals sent during the test."""
+    sent: list[int] = []
+
+    def receive(sender, job_id, **kwargs):
+        sent.append(job_id)
+
+    signals.job_succeeded.connect(receive)
+    yield sent
+    signals.job_succeeded.disconnect(receive)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("max_attempts", "outcome", "status"),
+    [(2, Outcome.RETRYING, Status.SCHEDULED), (1, Outcome.FAILED, Status.FAILED)],
+    ids=["attempts-left", "last-attempt"],
+)
+def test_an_atomic_success_postgresql_refuses_at_commit_is_recorded_as_an_error(
+    caplog, succeeded_signals, max_attempts, outcome, status
+):
+    # A foreign key checked at COMMIT (Django's are deferred) refused the body's work and
+    # its success with it: the error escaped the delivery, and the job stayed running,
+    # its heartbeat stopped, until its lease expired, its traceback nowhere.
+    job = schedule_at(
+        "testapp.atomic_dangling_reference", timezone.now(), ["fk"], max_attempts=max_attempts
+    )
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == outcome
+    assert isinstance(handled.error, IntegrityError)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (status, 1)
+    assert "violates foreign key constraint" in job.last_error
+    [attempt] = job.history.all()
+    assert attempt.outcome == JobAttempt.Outcome.ERROR
+    assert attempt.error.startswith("Traceback (most recent call last)")
+    assert "IntegrityError" in attempt.error
+    assert not Effect.objects.exists()  # rolled back with the success
+    assert JobAttempt.objects.count() == 1  # so is the dangling row
+    assert succeeded_signals == []
+    assert f"job succeeded job_id={job.pk}" not in caplog.text  # it did not
+    if status == Status.SCHEDULED:
+        # The next attempt starts clean and succeeds.
+        job.refresh_from_db()
+        assert dispatch_and_deliver(job).outcome == Outcome.SUCCEEDED
+        assert list(Effect.objects.values_list("label", flat=True)) == ["fk:1"]
+        assert f"job succeeded job_id={job.pk}" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_atomic_body_that_broke_its_transaction_is_recorded_as_an_error():
+    # The body caught a database error without a savepoint: the success could not be
+    # recorded in its transaction (TransactionManagementError), and the job stayed
+    # running until its lease expired.
+    job = schedule_at("testapp.atomic_swallows_an_error", timezone.now(), ["broken"])
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    assert isinstance(handled.error, TransactionManagementError)
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.SCHEDULED, 1)
+    assert "TransactionManagementError" in job.last_error
+    assert job.history.get().outcome == JobAttempt.Outcome.ERROR
+    assert not Effect.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_on_commit_callback_failing_after_an_atomic_success_leaves_it_succeeded(
+    succeeded_signals,
+):
+    # The commit went through; a callback the body registered failed after it (and
+    # Django dropped the callbacks after it, job_succeeded's among them).
+    job = schedule_at("testapp.atomic_fails_on_commit", timezone.now(), ["committed"])
+
+    handled = dispatch_and_deliver(job)
+
+    assert (handled.outcome, handled.result) == (Outcome.SUCCEEDED, "committed")
+    assert isinstance(handled.error, RuntimeError)  # handed to Celery, as Django would
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.last_error) == (Status.SUCCEEDED, 1, "")
+    assert job.history.get().outcome == JobAttempt.Outcome.SUCCEEDED
+    assert list(Effect.objects.values_list("label", flat=True)) == ["committed"]
+    assert succeeded_signals == [job.pk]

@@ -1,14 +1,18 @@
 """Tasks the tests schedule. Each run leaves evidence: a line in a file, or an Effect row."""
 
+import contextlib
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from celery import shared_task
-from django.db import connection, transaction
+from celery.exceptions import Ignore, Reject
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from scheduler.models import JobAttempt
 from scheduler.worker.connections import RECENTLY_USED_SECONDS
 from scheduler.worker.task import SchedulerTask
 from tests.testapp.models import Effect
@@ -232,3 +236,84 @@ def time_limited(self: Any, path: str, label: str) -> None:
 def sleep(seconds: float) -> None:
     """Keeps its worker process busy."""
     time.sleep(seconds)
+
+
+def _effect(label: str, *, atomic: bool = False) -> Effect:
+    return Effect.objects.create(label=label, atomic=atomic, at=timezone.now(), pid=os.getpid())
+
+
+@shared_task(name="testapp.ignores")
+def ignores(label: str) -> None:
+    """Commits an effect, then ends with Celery's Ignore."""
+    _effect(label)
+    raise Ignore()
+
+
+@shared_task(name="testapp.atomic_ignores", base=SchedulerTask, atomic=True)
+def atomic_ignores(label: str) -> None:
+    """Writes an effect in the job's transaction, then ends with Celery's Ignore."""
+    _effect(label, atomic=True)
+    raise Ignore()
+
+
+@shared_task(name="testapp.replaces", bind=True)
+def replaces(self: Any, label: str) -> None:
+    """Commits ``label:body``, then replaces itself with ``testapp.effect``, which
+    commits ``label:replacement``."""
+    _effect(f"{label}:body")
+    raise self.replace(effect.si(f"{label}:replacement"))
+
+
+@shared_task(name="testapp.rejects", bind=True, acks_late=True)
+def rejects(self: Any, label: str, requeue: bool, times: int = 1) -> str:
+    """Commits ``label:retries``; its first ``times`` attempts then reject their message
+    (Celery's Reject, with ``requeue``). Acknowledged late, as tasks that reject usually
+    are: a worker requeues such a message when asked."""
+    _effect(f"{label}:{self.request.retries}")
+    if self.request.retries < times:
+        raise Reject(f"{label} rejected", requeue=requeue)
+    return label
+
+
+@shared_task(name="testapp.atomic_dangling_reference", base=SchedulerTask, atomic=True, bind=True)
+def atomic_dangling_reference(self: Any, label: str, times: int = 1) -> str:
+    """Writes an effect in the job's transaction; its first ``times`` attempts also
+    write a row whose foreign key points nowhere, which PostgreSQL refuses only at the
+    COMMIT (Django's foreign keys are DEFERRABLE INITIALLY DEFERRED)."""
+    _effect(f"{label}:{self.request.retries}", atomic=True)
+    if self.request.retries < times:
+        now = timezone.now()
+        JobAttempt.objects.create(
+            job_id=2**31 - 1,  # no such job
+            task_name="testapp.nowhere",
+            number=1,
+            dispatch_token=uuid.uuid4(),
+            scheduled_for=now,
+            started_at=now,
+            worker="nowhere",
+        )
+    return label
+
+
+@shared_task(name="testapp.atomic_swallows_an_error", base=SchedulerTask, atomic=True)
+def atomic_swallows_an_error(label: str) -> str:
+    """Writes an effect in the job's transaction, then an insert that fails (the same
+    primary key), whose IntegrityError it catches without a savepoint: the transaction
+    can only be rolled back."""
+    written = _effect(label, atomic=True)
+    with contextlib.suppress(IntegrityError):
+        Effect.objects.create(pk=written.pk, label=label, atomic=True, at=written.at, pid=0)
+    return label
+
+
+@shared_task(name="testapp.atomic_fails_on_commit", base=SchedulerTask, atomic=True)
+def atomic_fails_on_commit(label: str) -> str:
+    """Writes an effect in the job's transaction, with an on-commit callback that raises
+    once the transaction has committed."""
+    _effect(label, atomic=True)
+
+    def after_commit() -> None:
+        raise RuntimeError(f"{label}: on-commit callback failed")
+
+    transaction.on_commit(after_commit)
+    return label
