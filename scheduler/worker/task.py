@@ -132,6 +132,17 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             not_before=_aware(self, eta) if isinstance(eta, str | datetime) else None,
         )
 
+    @override
+    def on_replace(self, sig: Any) -> Any:
+        """Celery's ``self.replace()``; an atomic task's replacement is sent once the
+        body's transaction has committed: sent before, it could run before the work it
+        carries on was there, and again after a commit that failed (the attempt
+        retried). A send that fails after the commit is logged, the job left succeeded."""
+        if not self.atomic or self.request.is_eager:
+            return super().on_replace(sig)
+        transaction.on_commit(sig.delay)
+        raise Ignore("Replaced by new task")
+
     def run_job_body(self, run: JobRun) -> Any:
         """Run the body with the job's arguments (a :class:`JobRunner`).
 

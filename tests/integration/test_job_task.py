@@ -5,6 +5,7 @@ PostgreSQL; the end-to-end tests run the same with a real worker.
 """
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -12,8 +13,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery import current_app, states
 from celery.app.trace import trace_task
+from celery.canvas import Signature
 from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
 
@@ -339,6 +341,61 @@ def test_replace_hands_the_job_over_to_its_replacement_once(eager_calls):
     assert (job.status, job.attempts, job.result) == (Status.SUCCEEDED, 1, None)
     assert [a.outcome for a in job.history.all()] == [JobAttempt.Outcome.SUCCEEDED]
     assert _effects() == ["swap:body", "swap:replacement"]
+
+
+def _committed_effects() -> list[str]:
+    """The effects another connection sees: those committed."""
+    seen: list[str] = []
+
+    def read() -> None:
+        try:
+            seen.extend(_effects())
+        finally:
+            connections.close_all()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join()
+    return seen
+
+
+@pytest.fixture
+def replacements_sent(monkeypatch) -> list[tuple[tuple[object, ...], list[str]]]:
+    """Each replacement's arguments as it is sent, with the effects committed by then."""
+    sent: list[tuple[tuple[object, ...], list[str]]] = []
+    monkeypatch.setattr(
+        Signature,
+        "delay",
+        lambda sig, *args, **kwargs: sent.append((sig.args, _committed_effects())),
+    )
+    return sent
+
+
+@freeze_time(T0)
+@pytest.mark.django_db(transaction=True)
+def test_an_atomic_tasks_replacement_is_sent_once_its_work_has_committed(replacements_sent):
+    # Sent from the body, before the commit, the replacement could run before the work it
+    # carries on was there to read.
+    job = schedule_at("testapp.atomic_replaces", T0, ["swap"], max_attempts=3)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.SUCCEEDED
+    assert replacements_sent == [(("swap:replacement",), ["swap:body"])]
+
+
+@freeze_time(T0)
+@pytest.mark.django_db(transaction=True)
+def test_an_atomic_task_whose_commit_fails_sends_no_replacement(replacements_sent):
+    # The attempt is retried, and replaces itself again: sent before, the replacement ran
+    # once for each attempt.
+    job = schedule_at("testapp.atomic_replaces", T0, ["swap", True], max_attempts=3)
+
+    handled = dispatch_and_deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    assert replacements_sent == []
+    assert _committed_effects() == []
 
 
 @pytest.mark.django_db(transaction=True)

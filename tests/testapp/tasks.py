@@ -264,6 +264,30 @@ def replaces(self: Any, label: str) -> None:
     raise self.replace(effect.si(f"{label}:replacement"))
 
 
+@shared_task(name="testapp.atomic_replaces", base=SchedulerTask, atomic=True, bind=True)
+def atomic_replaces(self: Any, label: str, dangling: bool = False) -> None:
+    """Writes ``label:body`` in the job's transaction (and, if ``dangling``, a row whose
+    foreign key PostgreSQL refuses at the COMMIT), then replaces itself with
+    ``testapp.effect``, which commits ``label:replacement``."""
+    _effect(f"{label}:body", atomic=True)
+    if dangling:
+        _dangling_attempt()
+    raise self.replace(effect.si(f"{label}:replacement"))
+
+
+def _dangling_attempt() -> None:
+    now = timezone.now()
+    JobAttempt.objects.create(
+        job_id=2**31 - 1,  # no such job
+        task_name="testapp.nowhere",
+        number=1,
+        dispatch_token=uuid.uuid4(),
+        scheduled_for=now,
+        started_at=now,
+        worker="nowhere",
+    )
+
+
 @shared_task(name="testapp.rejects", bind=True, acks_late=True)
 def rejects(self: Any, label: str, requeue: bool, times: int = 1) -> str:
     """Commits ``label:retries``; its first ``times`` attempts then reject their message
@@ -282,16 +306,7 @@ def atomic_dangling_reference(self: Any, label: str, times: int = 1) -> str:
     COMMIT (Django's foreign keys are DEFERRABLE INITIALLY DEFERRED)."""
     _effect(f"{label}:{self.request.retries}", atomic=True)
     if self.request.retries < times:
-        now = timezone.now()
-        JobAttempt.objects.create(
-            job_id=2**31 - 1,  # no such job
-            task_name="testapp.nowhere",
-            number=1,
-            dispatch_token=uuid.uuid4(),
-            scheduled_for=now,
-            started_at=now,
-            worker="nowhere",
-        )
+        _dangling_attempt()
     return label
 
 
