@@ -4,10 +4,12 @@ Each tick claims due rows with ``FOR UPDATE SKIP LOCKED`` in batches, marking th
 enqueued with a fresh dispatch token in the same statement, and sends them with
 ``DelaySeconds = run_at - now - DELIVERY_LEAD`` so SQS releases them just before their
 time, all in one short transaction per batch; what SQS refuses is put back before the
-commit. Every ``SCHEDULER_RECOVERY_INTERVAL_SECONDS`` a tick first recovers lost work:
-unclaimed jobs are sent again with the same token, jobs whose lease expired are retried,
-jobs past their deadline expire; hourly (and at each recovery while more are left), old
-jobs are purged. Any number of dispatchers may tick at once.
+commit. The delays count from the moment they were computed: the time the claim and the
+sends take is taken off them, so it never makes a message land late. Every
+``SCHEDULER_RECOVERY_INTERVAL_SECONDS`` a tick first recovers lost work: unclaimed jobs
+are sent again with the same token, jobs whose lease expired are retried, jobs past their
+deadline expire; hourly (and at each recovery while more are left), old jobs are purged.
+Any number of dispatchers may tick at once.
 """
 
 import logging
@@ -44,6 +46,16 @@ _PURGE_EVERY_SECONDS = 3600.0
 #: again. Taken in every batch, a batch or more of them, oldest first, would hold back
 #: every other due job, and each batch would write their rows twice (taken, put back).
 REFUSED_QUEUE_RECHECK_SECONDS = 5.0
+#: The longest pause of ``run()`` while PostgreSQL or SQS keeps failing, in dispatch
+#: intervals (30 s by default), and never more than half the lookahead. The back-off is
+#: there so that an outage is not met with a failing batch every interval; but the loop
+#: sleeps through the end of the outage, so its cap is also how late a job due as soon
+#: as possible (a retry, "run now", one scheduled for now) can reach SQS once the outage
+#: is over. Six intervals cut the attempts to one in six (two a minute by default) and
+#: keep that lateness within half the default lease: jobs due just after a failover run
+#: less than a lease late (RELIABILITY.md). Half the lookahead (150 s), the cap before,
+#: made a failover of a minute or two cost such jobs up to 150 s more.
+OUTAGE_BACKOFF_INTERVALS = 6
 
 
 @dataclass
@@ -71,10 +83,20 @@ class BatchResult:
     error: str | None = None
     #: The queues SQS refused, with what it said; their jobs are in ``failed``.
     refused_queues: dict[str, str] = field(default_factory=dict)
+    #: Whether SQS is failing: the tick stops at this batch (its next would only fail
+    #: again, the failed jobs, left as they were, coming back) and ``run()`` backs off.
+    outage: bool = False
 
     @classmethod
     def of(cls, jobs: Sequence[Pending], published: PublishResult) -> "BatchResult":
-        """The result of sending ``jobs`` as ``published``."""
+        """The result of sending ``jobs`` as ``published``.
+
+        An outage when a call failed outright, or when SQS took none of the batch but
+        for the jobs of queues it refused. Entries it failed one by one in calls that
+        took others (``InternalError``, ``KMS.ThrottlingException`` on one message of
+        a hundred) are errors, their jobs put back for the next batch: stopping the
+        tick there, and backing off, held back every other due job.
+        """
         queues = published.refused_queues
         rejected = sum(
             1 for job in jobs if job.job_id in published.failed and job.queue not in queues
@@ -84,16 +106,14 @@ class BatchResult:
             error = f"sqs: {published.error}"
         elif rejected:
             error = f"sqs rejected {rejected} message(s)"
-        return cls(len(jobs), len(published.sent), len(published.failed), error, queues)
-
-    @property
-    def outage(self) -> bool:
-        """Whether SQS failed for more than the jobs of queues it refused.
-
-        The tick's next batch would only fail again: the failed jobs, left as they
-        were, would come back.
-        """
-        return self.error is not None
+        return cls(
+            taken=len(jobs),
+            sent=len(published.sent),
+            failed=len(published.failed),
+            error=error,
+            refused_queues=queues,
+            outage=published.error is not None or bool(rejected and not published.sent),
+        )
 
 
 #: The earliest eta a message carries. A worker subtracts from its eta (the hand-off,
@@ -102,24 +122,39 @@ class BatchResult:
 EARLIEST_ETA = datetime(1, 1, 2, tzinfo=UTC)
 
 
-def _messages(jobs: Sequence[Pending], *, now: datetime) -> list[OutgoingMessage]:
-    """The messages of ``jobs``, each released by SQS just before its run_at."""
+def _messages(
+    jobs: Sequence[Pending], *, now: datetime, as_of: float | None = None
+) -> list[OutgoingMessage]:
+    """The messages of ``jobs``, each released by SQS just before its run_at.
+
+    ``as_of`` is when (``time.monotonic()``, read just before ``now``) the delays count
+    from: the publisher takes off whatever time passes until each send (the claim, a
+    queue URL looked up, slow calls). By default, this call.
+    """
     max_delay = scheduler_settings.MAX_DELAY_SECONDS
     lead = scheduler_settings.DELIVERY_LEAD_SECONDS
-    return [
-        OutgoingMessage(
-            job_id=job.job_id,
-            dispatch_token=job.dispatch_token,
-            task_name=job.task_name,
-            queue=job.queue,
-            eta=max(job.run_at, EARLIEST_ETA),
-            delay_seconds=delivery_delay_seconds(
-                job.run_at, now=now, max_delay=max_delay, lead=lead
-            ),
-            celery_task_id=job.celery_task_id,
+    if as_of is None:
+        as_of = time.monotonic()
+    messages = []
+    for job in jobs:
+        delay = delivery_delay_seconds(job.run_at, now=now, max_delay=max_delay, lead=lead)
+        # The time left until the release, as of as_of (negative once past): the delay
+        # is that rounded down, so exactly the delay was left a fraction of a second
+        # later. The publisher counts the time gone from then.
+        left = min(max_delay, (job.run_at - now).total_seconds() - lead)
+        messages.append(
+            OutgoingMessage(
+                job_id=job.job_id,
+                dispatch_token=job.dispatch_token,
+                task_name=job.task_name,
+                queue=job.queue,
+                eta=max(job.run_at, EARLIEST_ETA),
+                delay_seconds=delay,
+                celery_task_id=job.celery_task_id,
+                delay_from=as_of + left - delay,
+            )
         )
-        for job in jobs
-    ]
+    return messages
 
 
 def _in_batches(step: Callable[..., int], now: datetime, until: float) -> int:
@@ -296,15 +331,13 @@ class Dispatcher:
             interval = scheduler_settings.DISPATCH_INTERVAL_SECONDS
             pause = interval - (time.monotonic() - started)
             if consecutive_failures:
-                # Back off while PostgreSQL or SQS is down, but never longer than the
-                # lookahead, or jobs would reach SQS late once it is back.
+                # Back off while PostgreSQL or SQS is down, but briefly: the loop sleeps
+                # through the end of the outage (OUTAGE_BACKOFF_INTERVALS).
+                cap = min(
+                    OUTAGE_BACKOFF_INTERVALS * interval, scheduler_settings.LOOKAHEAD_SECONDS / 2
+                )
                 pause = max(
-                    pause,
-                    exponential_backoff(
-                        consecutive_failures,
-                        base=interval,
-                        cap=scheduler_settings.LOOKAHEAD_SECONDS / 2,
-                    ),
+                    pause, exponential_backoff(consecutive_failures, base=interval, cap=cap)
                 )
             self._sleep(pause)
 
@@ -343,7 +376,10 @@ class Dispatcher:
             if not anything_waiting:
                 return sent, failed
             while True:
-                batch = send_batch(now=now or timezone.now())
+                # The batch's delays count from here, the claim's time included: read
+                # before now, never after, so no time before a send goes uncounted.
+                as_of = time.monotonic()
+                batch = send_batch(now=now or timezone.now(), as_of=as_of)
                 # Their jobs wait a while, or every later batch would take them first.
                 until_recheck = time.monotonic() + REFUSED_QUEUE_RECHECK_SECONDS
                 self._refused_queues.update(
@@ -364,7 +400,7 @@ class Dispatcher:
             logger.exception("dispatcher batch failed dispatcher=%s", self.name)
             return sent, failed
 
-    def _dispatch_batch(self, *, now: datetime) -> BatchResult:
+    def _dispatch_batch(self, *, now: datetime, as_of: float) -> BatchResult:
         """Mark, send and (for what SQS refuses) put back one batch of due jobs, in one
         transaction, rolled back when SQS took none (an outage writes no row again).
 
@@ -372,7 +408,8 @@ class Dispatcher:
         for the commit. If the process dies after sending and before committing, the
         jobs are still scheduled and the messages' tokens never committed: each message
         is dropped by the worker once the locks are gone, and the next tick sends the
-        jobs again. Nothing is lost, nothing runs twice.
+        jobs again. Nothing is lost, nothing runs twice. The delays count from ``as_of``
+        (``time.monotonic()``, read as ``now`` was): the claim's time is taken off them.
         """
         with transaction.atomic():
             jobs = dispatching.dispatch_due(
@@ -380,7 +417,7 @@ class Dispatcher:
             )
             if not jobs:
                 return BatchResult(taken=0, sent=0, failed=0)
-            published = self.publisher.publish(_messages(jobs, now=now))
+            published = self.publisher.publish(_messages(jobs, now=now, as_of=as_of))
             if not published.sent:
                 # An outage, or refused queues: rolled back, no row is written again.
                 transaction.set_rollback(True)
@@ -389,7 +426,7 @@ class Dispatcher:
                 dispatching.undispatch([job for job in jobs if job.job_id not in sent])
         return BatchResult.of(jobs, published)
 
-    def _resend_batch(self, *, now: datetime) -> BatchResult:
+    def _resend_batch(self, *, now: datetime, as_of: float) -> BatchResult:
         """Send one more copy, same token, of a batch of jobs nobody claimed in time.
 
         The copies are counted (and the next one scheduled) before they go out, so no
@@ -400,7 +437,7 @@ class Dispatcher:
         )
         if not jobs:
             return BatchResult(taken=0, sent=0, failed=0)
-        published = self.publisher.publish(_messages(jobs, now=now))
+        published = self.publisher.publish(_messages(jobs, now=now, as_of=as_of))
         if published.failed:
             dispatching.untake_resends(
                 [job for job in jobs if job.job_id in published.failed], now=now

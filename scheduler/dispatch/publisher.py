@@ -10,6 +10,7 @@ message can do nothing.
 import base64
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
@@ -56,12 +57,18 @@ class OutgoingMessage(NamedTuple):
     task_name: str
     queue: str
     eta: datetime
-    #: How long SQS holds the message back, as of the publish call: a call made after
-    #: slow ones asks for as many whole seconds less.
+    #: How long SQS holds the message back, as of ``delay_from``: a call made later asks
+    #: for the delay less the time gone since, so the message lands no later for it.
     delay_seconds: int
     #: The message's Celery task id: that of the Celery call that made the job (its
     #: AsyncResult's), or a fresh one per message.
     celery_task_id: str | None = None
+    #: When (``time.monotonic()``) ``delay_seconds`` were exactly what was left until SQS
+    #: should release the message: the dispatcher computes the delay before it claims
+    #: the jobs, and the publisher may look up a queue's URL before it sends, so each
+    #: call counts the time gone from here, to the fraction of a second. None: from the
+    #: start of the publish's sends, in whole seconds.
+    delay_from: float | None = None
 
 
 @dataclass
@@ -266,7 +273,9 @@ class SQSPublisher:
         shares = [chunks[first::in_flight] for first in range(in_flight)]
         send_all = map if in_flight == 1 else _send_pool().map
         cpu, started = time.process_time(), time.perf_counter()
-        outcomes = list(send_all(self._send_share, shares))
+        # After the URL lookups, which the messages' delays must count too.
+        send_share = partial(self._send_share, handed_over=time.monotonic())
+        outcomes = list(send_all(send_share, shares))
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         outage = False
         for share, share_outcomes in zip(shares, outcomes, strict=True):
@@ -283,39 +292,55 @@ class SQSPublisher:
             self.concurrency.observe(in_flight=in_flight, wall=wall, cpu=cpu)
         return result
 
-    def _send_share(self, share: Sequence[tuple[str, Sequence[OutgoingMessage]]]) -> list[_Outcome]:
-        # Read on the share's own thread, as every later reading: freezegun (in tests)
-        # gives threads started by the standard library the real clock.
-        started = time.perf_counter()
+    def _send_share(
+        self, share: Sequence[tuple[str, Sequence[OutgoingMessage]]], *, handed_over: float
+    ) -> list[_Outcome]:
+        """Send ``share``'s chunks one after another; ``handed_over`` is when (the
+        calling thread's ``time.monotonic()``) the publish handed the sends over."""
+        # Read on the share's own thread, as every later reading, and added to
+        # handed_over: freezegun (in tests) gives threads started by the standard library
+        # the real clock, and the calling thread its frozen one.
+        started = time.monotonic()
         outcomes: list[_Outcome] = []
         # After a call to a queue fails outright, its share's other chunks for that queue
         # fail with it unsent: the batch holds its row locks, and must not wait out one
         # timeout per call of an outage.
         outages: dict[str, BotoCoreError | ClientError] = {}
         for queue_url, chunk in share:
-            outcome = outages.get(queue_url) or self._send_chunk(queue_url, chunk, started=started)
+            outcome = outages.get(queue_url) or self._send_chunk(
+                queue_url, chunk, started=started, handed_over=handed_over
+            )
             if isinstance(outcome, Exception):
                 outages[queue_url] = outcome
             outcomes.append(outcome)
         return outcomes
 
     def _send_chunk(
-        self, queue_url: str, chunk: Sequence[OutgoingMessage], *, started: float
+        self,
+        queue_url: str,
+        chunk: Sequence[OutgoingMessage],
+        *,
+        started: float,
+        handed_over: float,
     ) -> _Outcome:
         """One SendMessageBatch call (tried again after a timeout, a lost connection, a
         5xx or throttling, up to :data:`SEND_ATTEMPTS` in all), its share having begun at
-        ``started`` (``time.perf_counter()``): SQS counts a delay from when it takes the
-        message, which must not reach a worker after its eta because the calls, or tries,
-        before it were slow."""
+        ``started`` (this thread's ``time.monotonic()``) and the publish having handed it
+        over at ``handed_over`` (the calling thread's). SQS counts a delay from when it
+        takes the message: each try asks for the delays less the time gone since they
+        were computed (the claim, a queue URL looked up, the calls or tries before), so
+        no message reaches a worker later than its delay meant."""
         bodies = [encode_message(message) for message in chunk]
         attempt = 1
         while True:
-            late = int(time.perf_counter() - started)
+            gone = time.monotonic() - started
+            # On the calling thread's clock, that of the messages' delay_from.
+            now = handed_over + gone
             entries: list[Any] = [
                 {
                     "Id": str(message.job_id),
                     "MessageBody": body,
-                    "DelaySeconds": max(0, message.delay_seconds - late),
+                    "DelaySeconds": _delay_seconds(message, now=now, gone=gone),
                 }
                 for message, body in zip(chunk, bodies, strict=True)
             ]
@@ -371,6 +396,17 @@ class SQSPublisher:
         if queue not in self._queue_urls:
             self._queue_urls[queue] = self.client.get_queue_url(QueueName=queue)["QueueUrl"]
         return self._queue_urls[queue]
+
+
+def _delay_seconds(message: OutgoingMessage, *, now: float, gone: float) -> int:
+    """The DelaySeconds to ask for ``message`` at ``now`` (``time.monotonic()``), its
+    share's sends having begun ``gone`` seconds ago: its delay less as many whole seconds
+    as have begun since ``delay_from`` (the time left then, rounded down, so that SQS
+    never releases it later than its delay meant), or without a ``delay_from``, less the
+    whole seconds gone."""
+    if message.delay_from is None:
+        return max(0, message.delay_seconds - int(gone))
+    return max(0, message.delay_seconds - max(0, math.ceil(now - message.delay_from)))
 
 
 #: SQS's throttling error codes (without a query-protocol prefix such as

@@ -13,11 +13,11 @@ from freezegun import freeze_time
 from payments.services import authorize_payment
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import REFUSED_QUEUE_RECHECK_SECONDS, Dispatcher
-from scheduler.dispatch.publisher import SQSPublisher
+from scheduler.dispatch.publisher import PublishResult, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
 from scheduler.testing import InMemoryPublisher
-from tests.conftest import RecordingPublisher, sqs_client
+from tests.conftest import RecordingPublisher, postgresql_out_of_reach, sqs_client
 from tests.factories import make_jobs
 
 pytestmark = pytest.mark.django_db
@@ -568,3 +568,107 @@ def test_the_loop_backs_off_while_sqs_fails_but_not_for_a_missing_queue(sqs_queu
     make_jobs([datetime.now(UTC)])
     rejecting = RejectingPublisher(set(ScheduledJob.objects.values_list("pk", flat=True)))
     assert _pauses(Dispatcher(publisher=rejecting), 4)[-1] > 1
+
+
+class FirstEntryFailingClient:
+    """The test SQS server, but SQS fails the first entry of every SendMessageBatch call
+    alone with ``code`` (as it may with ``InternalError`` or ``KMS.ThrottlingException``)
+    and takes the others."""
+
+    def __init__(self, endpoint, code):
+        self.client = sqs_client(endpoint)
+        self.code = code
+
+    def get_queue_url(self, **kwargs):
+        return self.client.get_queue_url(**kwargs)
+
+    def send_message_batch(self, *, QueueUrl, Entries):  # noqa: N803 - boto3's argument names
+        first, *others = Entries
+        response = self.client.send_message_batch(QueueUrl=QueueUrl, Entries=others)
+        failed = {
+            "Id": first["Id"],
+            "SenderFault": False,
+            "Code": self.code,
+            "Message": "try again",
+        }
+        return {**response, "Failed": [*response.get("Failed", []), failed]}
+
+
+@pytest.mark.parametrize("code", ["InternalError", "KMS.ThrottlingException"])
+def test_an_entry_sqs_fails_alone_is_put_back_and_the_tick_goes_on(sqs_queue, settings, code):
+    # 9 of each 10 went through: no outage. Ending the tick there (and backing off)
+    # would hold back every other due job for the failure of one message.
+    settings.SCHEDULER_BATCH_SIZE = 10
+    client = FirstEntryFailingClient(settings.SCHEDULER_SQS_ENDPOINT_URL, code)
+    with freeze_time(T0):
+        [unlucky] = make_jobs([T0 - timedelta(minutes=1)])
+        make_jobs([T0] * 44)
+        result = Dispatcher(publisher=SQSPublisher(client=client)).run_once()
+    # The oldest job fails in each batch (put back, it is the oldest again): five
+    # batches, the last one short.
+    assert (result.sent, result.failed, result.outage) == (44, 5, False)
+    assert result.errors == ["sqs rejected 1 message(s)"]
+    assert set(ScheduledJob.objects.filter(status=Status.SCHEDULED)) == {unlucky}
+    unlucky.refresh_from_db()
+    assert unlucky.dispatch_token is None
+    received = []
+    while batch := sqs_queue.receive():
+        received.extend(batch)
+    assert len(received) == 44
+
+
+class FirstMessageFailingPublisher(InMemoryPublisher):
+    """Takes every message but the first of each publish, which fails alone."""
+
+    def publish(self, messages):
+        first, *others = messages
+        result = super().publish(others)
+        result.failed[first.job_id] = "InternalError: We encountered an internal error."
+        return result
+
+
+@pytest.mark.django_db(transaction=True)  # run() closes the connection it finds unusable
+def test_one_entry_failing_in_each_batch_neither_ends_the_tick_nor_backs_the_loop_off(settings):
+    settings.SCHEDULER_BATCH_SIZE = 100
+    settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 5
+    make_jobs([datetime.now(UTC) - timedelta(seconds=1)] * 2000)
+    dispatcher = Dispatcher(publisher=FirstMessageFailingPublisher())
+    ticks = []
+    run_once = dispatcher.run_once
+    dispatcher.run_once = lambda: ticks.append(run_once()) or ticks[-1]
+    pauses = _pauses(dispatcher, 2)
+    # The first tick sends all but the job that fails in each of its 21 batches
+    # (before: 99, then 99 a tick, each tick backing off longer, up to 150 s).
+    assert (ticks[0].sent, ticks[0].failed, ticks[0].outage) == (1999, 21, False)
+    assert pauses[0] <= 5
+    assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == 1999
+    # Alone in its batch, SQS takes none of it: that may be an outage.
+    assert (ticks[1].sent, ticks[1].failed, ticks[1].outage) == (0, 1, True)
+
+
+class DownPublisher(InMemoryPublisher):
+    """SQS out of reach: every call fails."""
+
+    def publish(self, messages):
+        error = "EndpointConnectionError: Could not connect to the endpoint URL"
+        return PublishResult(failed={m.job_id: error for m in messages}, error=error)
+
+
+@pytest.mark.django_db(transaction=True)  # run() closes the connection it finds unusable
+@pytest.mark.parametrize("down", ["postgresql", "sqs"])
+def test_the_loop_backs_off_at_most_six_intervals_however_long_the_outage(settings, down):
+    # A failover of a minute or two must not leave the loop asleep for minutes more,
+    # holding back the jobs due as soon as possible (retries, "run now") that long.
+    settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 5
+    settings.SCHEDULER_LOOKAHEAD_SECONDS = 300
+    make_jobs([datetime.now(UTC) - timedelta(seconds=1)])
+    dispatcher = Dispatcher(publisher=DownPublisher())
+    if down == "postgresql":
+        with postgresql_out_of_reach():
+            pauses = _pauses(dispatcher, 12)
+    else:
+        pauses = _pauses(dispatcher, 12)
+    # Equal jitter: between half the cap and the cap once it is reached.
+    assert max(pauses) <= 30
+    assert min(pauses[-4:]) >= 15
+    assert pauses[0] <= 5

@@ -105,3 +105,19 @@ def test_a_call_sqs_refuses_for_good_is_not_tried_again():
 
 def test_botocore_tries_a_send_only_once_so_that_the_publisher_sets_each_delay():
     assert get_client().meta.config.retries["total_max_attempts"] == 1
+
+
+def test_a_delay_counts_from_when_it_was_computed_not_from_the_publish_call():
+    # Computed 3.5 s before the publish (a slow claim, a queue URL looked up), with
+    # 120.9 s to go then: 117.4 s left at the first call, so 117.
+    client = SlowFirstCallClient(seconds=2.5)
+    publisher = SQSPublisher(client=client)
+    publisher.concurrency.current = 1
+    computed = time.monotonic() - 3.5
+    messages = [
+        message._replace(delay_from=computed + 0.9)
+        for message in _messages(2 * SQS_BATCH_LIMIT, delay_seconds=120)
+    ]
+    publisher.publish(messages)
+    # The second call, 2.5 s after the first: 114.9 s left, so 114.
+    assert client.calls == [[117] * SQS_BATCH_LIMIT, [114] * SQS_BATCH_LIMIT]
