@@ -7,6 +7,8 @@ test to count. Faults:
 
 - ``none``: none (the journal only);
 - ``triple``: every message is sent three times, as SQS's at-least-once delivery may;
+- ``slow-sqs``: each send takes 0.5 s longer, as a slow SQS's would: one dispatcher's
+  batches take long enough for the others' ticks to claim batches meanwhile;
 - ``slow-commit``: the dispatch commits 2 s after SQS has the messages, so they can
   reach a worker first;
 - ``hang-after-send``: after its first send the process prints ``hanging before
@@ -28,7 +30,8 @@ import django
 if TYPE_CHECKING:
     from scheduler.dispatch.publisher import OutgoingMessage, Publisher, PublishResult
 
-FAULTS = ("none", "triple", "slow-commit", "hang-after-send")
+FAULTS = ("none", "triple", "slow-sqs", "slow-commit", "hang-after-send")
+SLOW_SQS_SECONDS = 0.5
 SLOW_COMMIT_SECONDS = 2.0
 
 
@@ -41,6 +44,8 @@ class FaultyPublisher:
         self.journal = journal
 
     def publish(self, messages: "Sequence[OutgoingMessage]") -> "PublishResult":
+        if self.fault == "slow-sqs":
+            time.sleep(SLOW_SQS_SECONDS)
         result = self.inner.publish(messages)
         for _ in range(2 if self.fault == "triple" else 0):
             self.inner.publish(messages)

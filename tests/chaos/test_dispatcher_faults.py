@@ -87,7 +87,9 @@ def test_four_dispatchers_racing_on_due_jobs(cluster):
     workload = Workload("race")
     count = scale(400, 5000)
     cluster.start_workers(2, concurrency=4)
-    cluster.start_dispatchers(4)
+    # Sends that take a while, as a slow SQS's: one dispatcher, ticking first, sent every
+    # batch before the others ticked (one CI run on a loaded machine), and nothing raced.
+    cluster.start_dispatchers(4, fault="slow-sqs")
     # All four are ticking when the jobs appear, all due at once.
     workload.schedule_both(count, at=spread(timezone.now() - timedelta(seconds=1), 0))
     # 400 due jobs drain in about 20 s here: room for a loaded machine.
