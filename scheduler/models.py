@@ -496,6 +496,9 @@ class AuditEntry(models.Model):
             # The admin's search by who acted (``=actor``: case-insensitive), newest
             # first: a bulk action writes an entry per job, thousands at a click.
             models.Index(Upper("actor"), F("id"), name="scheduler_audit_actor_idx"),
+            # The admin's filter by action, newest first: a rare action (a pause) among
+            # millions of entries, and the capped count that never reaches its cap.
+            models.Index(fields=["action", "id"], name="scheduler_audit_action_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=~Q(actor=""), name="scheduler_audit_has_actor"),

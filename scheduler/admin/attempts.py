@@ -6,9 +6,9 @@ from django.contrib import admin
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from scheduler.admin.changelist import CappedCountPaginator
+from scheduler.admin.changelist import CappedCountPaginator, OfferedListMixin
 from scheduler.admin.display import duration, link_to_job, timestamp_column
-from scheduler.admin.readonly import JobHistoryAdminMixin, NewestFirstAdminMixin
+from scheduler.admin.readonly import ONE_JOB, JobHistoryAdminMixin, NewestFirstAdminMixin
 from scheduler.models import JobAttempt
 
 # ModelAdmin is generic only in django-stubs.
@@ -54,7 +54,7 @@ class AttemptColumns:
 
 @admin.register(JobAttempt)
 class JobAttemptAdmin(
-    AttemptColumns, NewestFirstAdminMixin, JobHistoryAdminMixin, AttemptAdminBase
+    AttemptColumns, OfferedListMixin, NewestFirstAdminMixin, JobHistoryAdminMixin, AttemptAdminBase
 ):
     """Every attempt, newest first; a job's page links here filtered by its id
     (``?job__id__exact=42``) for the attempts it does not show."""
@@ -64,6 +64,8 @@ class JobAttemptAdmin(
     list_display_links = ("number",)
     fields = readonly_fields = list_display
     sortable_by = ()
+    # A job's attempts (its page's link), and no other filter.
+    offered_lookups = (ONE_JOB,)
     paginator = CappedCountPaginator
     show_full_result_count = False
 

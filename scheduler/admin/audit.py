@@ -5,9 +5,9 @@ from typing import TYPE_CHECKING
 from django.contrib import admin
 from django.utils.safestring import SafeString
 
-from scheduler.admin.changelist import CappedCountPaginator
+from scheduler.admin.changelist import CappedCountPaginator, OfferedListMixin
 from scheduler.admin.display import audit_details, link_to_job, timestamp_column
-from scheduler.admin.readonly import NewestFirstAdminMixin, ReadOnlyAdminMixin
+from scheduler.admin.readonly import ONE_JOB, NewestFirstAdminMixin, ReadOnlyAdminMixin
 from scheduler.models import AuditEntry
 
 # ModelAdmin is generic only in django-stubs.
@@ -18,13 +18,16 @@ else:
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(NewestFirstAdminMixin, ReadOnlyAdminMixin, AuditAdminBase):
+class AuditEntryAdmin(OfferedListMixin, NewestFirstAdminMixin, ReadOnlyAdminMixin, AuditAdminBase):
     """Read-only: entries are written by the services, with the actions they record."""
 
     list_display = ("when", "action", "actor", "reason", "job_link", "what")
+    # By action, newest first: the (action, id) index serves it.
     list_filter = ("action",)
     search_fields = ("=actor",)
     sortable_by = ()
+    # The action filter's, and a job's entries (its page's link).
+    offered_lookups = ("action__exact", ONE_JOB)
     paginator = CappedCountPaginator
     show_full_result_count = False
     fields = readonly_fields = ("when", "action", "actor", "reason", "job_link", "what")

@@ -4,15 +4,24 @@ No filter reads the table to build its choices, and the paginator never counts m
 than ``COUNT_LIMIT`` rows.
 """
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import (
+    ERROR_FLAG,
+    IGNORED_PARAMS,
+    ORDER_VAR,
+    PAGE_VAR,
+    ChangeList,
+)
 from django.core.paginator import Paginator
-from django.db.models import Q, QuerySet
+from django.db import connection
+from django.db.models import BooleanField, Expression, F, Q, QuerySet
 from django.db.models.expressions import RawSQL
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils import timezone
 from django.utils.functional import cached_property
 from typing_extensions import override
@@ -24,6 +33,17 @@ from scheduler.registry import schedulable_task_names
 
 #: Beyond this many matching rows the list says "more than" instead of counting.
 COUNT_LIMIT = 10_000
+#: The largest id PostgreSQL's bigint holds: no job has a larger one.
+MAX_JOB_ID = 2**63 - 1
+#: A job starts at its run time, not before, so it finishes after it: by more than the
+#: clocks of the web servers and workers disagree, and far less than this.
+CLOCK_MARGIN = timedelta(days=1)
+
+# The admin classes are generic only in django-stubs.
+if TYPE_CHECKING:
+    ListAdminBase = admin.ModelAdmin[Any]
+else:
+    ListAdminBase = object
 
 
 class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
@@ -41,8 +61,52 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
         return self.count > COUNT_LIMIT
 
 
-class JobChangeList(ChangeList):
-    """Django's list, whose date drill-down also reaches the calendar's last period."""
+class OfferedChangeList(ChangeList):
+    """Django's list, sorted only by the columns it offers to sort by (``sortable_by``).
+
+    Django applies any column number in ``?o=`` (``?o=3``: by status), whatever
+    ``sortable_by`` says: a hand-edited URL sorted millions of rows. Such numbers are
+    dropped, from the order and from the page's links.
+    """
+
+    @override
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
+        self._keep_offered_order()
+        ordering: list[Any] = super().get_ordering(request, queryset)
+        return ordering
+
+    @override
+    def get_ordering_field_columns(self) -> dict[int, Literal["desc", "asc"]]:
+        self._keep_offered_order()
+        return super().get_ordering_field_columns()
+
+    def _keep_offered_order(self) -> None:
+        value = self.params.get(ORDER_VAR)
+        if value is None:
+            return
+        offered = [part for part in str(value).split(".") if self._sorts_by(part)]
+        # params for the order, filter_params for the page's links.
+        if offered:
+            self.params[ORDER_VAR] = ".".join(offered)
+            self.filter_params[ORDER_VAR] = [self.params[ORDER_VAR]]
+        else:
+            del self.params[ORDER_VAR]
+            self.filter_params.pop(ORDER_VAR, None)
+
+    def _sorts_by(self, part: str) -> bool:
+        """Whether ``part`` of ``?o=`` (a column number, "-" first for descending) names
+        a column the list sorts by."""
+        number = part.removeprefix("-")
+        if not (number.isascii() and number.isdigit() and len(number) <= 4):
+            return False
+        columns: Sequence[Any] = self.list_display
+        sortable = self.sortable_by or ()
+        return int(number) < len(columns) and columns[int(number)] in sortable
+
+
+class JobChangeList(OfferedChangeList):
+    """The job list, whose date drill-down also reaches the calendar's last period, and
+    which reads the succeeded jobs of a period still going on from its start."""
 
     @override
     def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -57,6 +121,17 @@ class JobChangeList(ChangeList):
                 lookups.pop(name, None)
             lookups[f"{self.date_hierarchy}__gte"] = [start]
         return lookups
+
+    @override
+    def get_queryset(
+        self, request: HttpRequest, exclude_parameters: Any = None
+    ) -> QuerySet[ScheduledJob]:
+        rows: QuerySet[ScheduledJob] = super().get_queryset(request, exclude_parameters)
+        if "-finished_at" not in rows.query.order_by:
+            return rows
+        # Succeeded jobs, latest finished first: from the period's start, if it has one.
+        since = succeeded_listing(request.GET, now=timezone.now()).finished_since
+        return rows if since is None else rows.filter(finished_at__gte=since)
 
 
 def _period_start_if_last(year: str, month: str | None, day: str | None) -> datetime | None:
@@ -196,15 +271,197 @@ def search_filter(term: str) -> Q:
 
     A number is a job id and nothing else: one primary-key probe. Text that starts a
     known task name finds those tasks' jobs (looked up among the registered tasks, no
-    LIKE over the table); any other text is the start of a unique key, served by its
-    pattern index. One condition each, so the list's capped count reads one index.
+    LIKE over the table); any other text is the start of a unique key: the first
+    ``COUNT_LIMIT + 1`` keys it starts, in the order of their pattern index. One
+    condition each, so the list's capped count reads one index.
     """
     term = term.strip().removeprefix("#")
-    if term.isdigit():
+    if term.isascii() and term.isdigit():
         # Beyond a bigint, no job has that id.
-        return Q(pk=int(term)) if len(term) <= 18 else Q(pk__in=[])
+        found = job_id(term)
+        return Q(pk=found) if found is not None else Q(pk__in=[])
     names = sorted(name for name in _known_task_names() if name.startswith(term))
-    return Q(task_name__in=names) if names else Q(unique_key__startswith=term)
+    return Q(task_name__in=names) if names else Q(_IdAmong(key_prefix_ids(term)))
+
+
+def key_prefix_ids(prefix: str) -> RawSQL:
+    """The ids of the first ``COUNT_LIMIT + 1`` jobs whose unique key starts with
+    ``prefix``, in the order of the keys' pattern index (key_prefix_idx).
+
+    Bounded first, then sorted by the list: as a condition on the list's query, the
+    LIKE was a filter on a walk down the run_at index, which read most of the table when
+    the keys were old (690,000 rows for ``payment-30`` at a million jobs).
+    """
+    return RawSQL(  # noqa: S611 - the model's table name; values are parameters
+        f"SELECT keyed.id FROM {ScheduledJob._meta.db_table} AS keyed "  # noqa: S608
+        "WHERE keyed.unique_key LIKE %s ORDER BY keyed.unique_key USING ~<~ LIMIT %s",
+        [f"{connection.ops.prep_for_like_query(prefix)}%", COUNT_LIMIT + 1],
+    )
+
+
+class _IdAmong(Expression):
+    """``id = ANY(ARRAY(<ids>))``: the ids first, then each job by its primary key.
+
+    Not ``id IN (<ids>)``: PostgreSQL counts on the subquery's LIMIT (10,001 rows) and,
+    at a million jobs, joins them to a sequential scan of the table. An array's
+    elements it does not count on: it probes the primary key for each.
+    """
+
+    output_field = BooleanField()
+
+    def __init__(self, ids: RawSQL) -> None:
+        super().__init__()
+        self.column: Any = F("pk")
+        self.ids: Any = ids
+
+    @override
+    def get_source_expressions(self) -> list[Any]:
+        return [self.column, self.ids]
+
+    @override
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
+        self.column, self.ids = exprs
+
+    @override
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, Any]:
+        column, column_params = compiler.compile(self.column)
+        ids, ids_params = compiler.compile(self.ids)  # "(SELECT …)"
+        return f"{column} = ANY(ARRAY{ids})", (*column_params, *ids_params)
+
+
+def job_id(text: str) -> int | None:
+    """The job id ``text`` spells in ASCII digits, or None (also beyond a bigint).
+
+    Not ``str.isdigit()`` alone: "²" and "①" are digits to it, and ``int()`` refuses them.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_JOB_ID)):
+        return None
+    number = int(text)
+    return number if number <= MAX_JOB_ID else None
+
+
+@dataclass(frozen=True)
+class Period:
+    """The run times a list is narrowed to: from ``start`` to before ``end`` (None: open)."""
+
+    start: datetime | None
+    end: datetime | None
+
+
+def listed_period(params: Mapping[str, Any], *, now: datetime) -> Period | None:
+    """The run times the list's date drill-down and run-at filter narrow it to, or None
+    (also for a drill-down that is no date: Django refuses it)."""
+    starts: list[datetime] = []
+    ends: list[datetime] = []
+    drilled = _drill_down_period(params)
+    if drilled is not None:
+        starts.append(drilled[0])
+        if drilled[1] is not None:
+            ends.append(drilled[1])
+    window = RunAtFilter.WINDOWS.get(str(params.get(RunAtFilter.parameter_name)))
+    if window is not None:
+        _, start, end = window
+        starts.append(now + start)
+        ends.append(now + end)
+    if not starts:
+        return None
+    return Period(max(starts), min(ends) if ends else None)
+
+
+def _drill_down_period(params: Mapping[str, Any]) -> tuple[datetime, datetime | None] | None:
+    year, month, day = (params.get(f"run_at__{part}") for part in ("year", "month", "day"))
+    if not year:
+        return None
+    zone = timezone.get_current_timezone() if scheduler_settings.uses_time_zones() else None
+    try:
+        start = datetime(int(year), int(month or 1), int(day or 1), tzinfo=zone)
+    except ValueError:
+        return None
+    return start, period_end(start, month=bool(month), day=bool(day))
+
+
+@dataclass(frozen=True)
+class SucceededListing:
+    """How the list reads succeeded jobs: in ``ordering``, and, if not None, only those
+    that finished since ``finished_since`` (every one of them did: a bound, no filter)."""
+
+    ordering: tuple[str, ...]
+    finished_since: datetime | None = None
+
+
+def succeeded_listing(params: Mapping[str, Any], *, now: datetime) -> SucceededListing:
+    """How to list succeeded jobs, the bulk of the table, which no status index has.
+
+    Latest finished first, from the finished index; but for a period over (a month
+    long past, the past 24 hours), latest run time first, from the run_at index: by when
+    they finished, PostgreSQL read every job that finished since (760,000 rows for a
+    month at a million jobs), and a period over holds no pending job to step over but the
+    overdue. A period still going on, or to come, is read from the finished index from
+    its start on (its jobs, if any, finished after it began).
+    """
+    if params.get("status__exact") != states.Status.SUCCEEDED:
+        return SucceededListing(())
+    period = listed_period(params, now=now)
+    if period is not None and period.end is not None and period.end <= now:
+        return SucceededListing(("-run_at", "-id"))
+    since = None if period is None or period.start is None else period.start - CLOCK_MARGIN
+    return SucceededListing(("-finished_at", "-id"), since)
+
+
+class OfferedListMixin(ListAdminBase):
+    """A list sorted and filtered only as its page offers: by the columns it sorts by
+    (:class:`OfferedChangeList`), its filters and its date drill-down.
+
+    Django's admin filters by any field named in the query string
+    (``?last_error__icontains=``: a sequential scan of millions of rows). Such a
+    parameter, or a value no row can hold (a NUL character: PostgreSQL refuses the
+    query), is dropped, and the list shown without it says so.
+    """
+
+    #: The query parameters of the list's filters and date drill-down.
+    offered_lookups: tuple[str, ...] = ()
+
+    @override
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[OfferedChangeList]:
+        return OfferedChangeList
+
+    @override
+    def lookup_allowed(self, lookup: str, value: Any, request: HttpRequest | None = None) -> bool:
+        return lookup in self.offered_lookups and not _holds_nul(value)
+
+    @override
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """The list; shown without the parameters it does not take, with a message."""
+        refused = [
+            name
+            for name, values in request.GET.lists()
+            if name not in _LIST_PARAMETERS
+            and not all(self.lookup_allowed(name, value, request) for value in values)
+        ]
+        if not refused:
+            return super().changelist_view(request, extra_context)
+        reasons = [
+            f"“{name}” cannot hold a NUL character"
+            if name in self.offered_lookups
+            else f"“{name}” is not a filter of this list"
+            for name in refused
+        ]
+        self.message_user(request, f"Shown without {'; '.join(reasons)}.", messages.ERROR)
+        kept = request.GET.copy()
+        for name in refused:
+            del kept[name]
+        query = kept.urlencode()
+        return HttpResponseRedirect(f"{request.path}?{query}" if query else request.path)
+
+
+#: The list's own parameters, no lookup: search, order, page, "show all", popups…
+_LIST_PARAMETERS = frozenset((*IGNORED_PARAMS, PAGE_VAR, ERROR_FLAG))
+
+
+def _holds_nul(value: Any) -> bool:
+    return isinstance(value, str) and "\x00" in value
 
 
 def _known_task_names() -> set[str]:

@@ -8,6 +8,7 @@ check that could race.
 """
 
 import json
+import sys
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -513,4 +514,13 @@ def _json_field(text: str, label: str) -> Any:
             f"{label} are not valid JSON: {error.msg} at line {error.lineno}, "
             f"column {error.colno}.",
             code="invalid_json",
+        ) from None
+    except RecursionError:
+        # Deeper than Python's stack lets json read them: a few hundred levels.
+        raise ValidationError(f"{label} are nested too deeply to read.", code="too_deep") from None
+    except ValueError:
+        # The one other error json.loads raises: an integer longer than Python converts.
+        raise ValidationError(
+            f"{label} hold a number of more than {sys.get_int_max_str_digits()} digits.",
+            code="number_too_long",
         ) from None

@@ -9,6 +9,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django import forms
@@ -21,6 +22,7 @@ from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.http import urlencode
@@ -33,6 +35,7 @@ from scheduler.admin import bulk, changelist, monitoring
 from scheduler.admin.attempts import AttemptColumns
 from scheduler.admin.changelist import (
     CappedCountPaginator,
+    OfferedListMixin,
     QueueFilter,
     RunAtFilter,
     TaskFilter,
@@ -209,7 +212,7 @@ class AuditEntryInline(JobHistoryInline):
 
 
 @admin.register(ScheduledJob)
-class ScheduledJobAdmin(JobAdminBase):
+class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
     """Jobs: schedule one, find any, act on many; read-only once a job has started."""
 
     list_display = (
@@ -227,6 +230,16 @@ class ScheduledJobAdmin(JobAdminBase):
     list_display_links = ("id", "task_name")
     list_filter = ("status", TaskFilter, QueueFilter, RunAtFilter)
     date_hierarchy = "run_at"
+    # The filters' and the date drill-down's: each is served by an index.
+    offered_lookups = (
+        "status__exact",
+        TaskFilter.parameter_name,
+        QueueFilter.parameter_name,
+        RunAtFilter.parameter_name,
+        "run_at__year",
+        "run_at__month",
+        "run_at__day",
+    )
     # Searching is search_filter's (get_search_results); this shows the search box.
     search_fields = ("task_name", "unique_key")
     search_help_text = (
@@ -305,11 +318,20 @@ class ScheduledJobAdmin(JobAdminBase):
         return changelist.JobChangeList
 
     @override
+    def lookup_allowed(self, lookup: str, value: Any, request: HttpRequest | None = None) -> bool:
+        # A drill-down to the calendar's last year, month or day is "from its start"
+        # (JobChangeList): a date-time, never text from the query string.
+        if lookup == "run_at__gte":
+            return isinstance(value, datetime)
+        return super().lookup_allowed(lookup, value, request)
+
+    @override
     def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
         if request.GET.get("status__exact") == states.Status.SUCCEEDED:
             # The bulk of the table, in no status index: by run_at, PostgreSQL would
-            # walk down past every pending job to the first one. Latest finished first.
-            return ("-finished_at", "-id")
+            # walk down past every pending job to the first one. Latest finished
+            # first, or latest run first for a period that is over.
+            return changelist.succeeded_listing(request.GET, now=timezone.now()).ordering
         narrowed = any(name not in ("o", "p") for name in request.GET)
         return ("-run_at", "-id") if narrowed else tuple(self.ordering or ())
 
@@ -538,6 +560,17 @@ class ScheduledJobAdmin(JobAdminBase):
     def response_action(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> HttpResponse | None:
+        ticked = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if request.POST.get("select_across") != "1" and any(
+            changelist.job_id(pk) is None for pk in ticked
+        ):
+            # Only a crafted request names a job so: Django's filter by them was a 500.
+            self.message_user(
+                request,
+                "No job was changed: the selected jobs are named by ids that are not job ids.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(request.get_full_path())
         refused = ReasonActionForm(request.POST).errors.get("reason")
         if refused:
             # Django would say "No action selected." for a reason its form refuses.
@@ -711,9 +744,10 @@ class ScheduledJobAdmin(JobAdminBase):
         for an ended job, re-sending its message for an enqueued one.
         """
         context = dict(extra_context or {})
-        if object_id is not None and object_id.isdigit() and self._may_operate(request):
+        job_number = None if object_id is None else changelist.job_id(object_id)
+        if job_number is not None and self._may_operate(request):
             status = (
-                ScheduledJob.objects.filter(pk=object_id).values_list("status", flat=True).first()
+                ScheduledJob.objects.filter(pk=job_number).values_list("status", flat=True).first()
             )
             context.update(
                 retry_form=RetryJobForm() if status in states.RETRY.sources else None,
@@ -722,14 +756,13 @@ class ScheduledJobAdmin(JobAdminBase):
         try:
             return super().changeform_view(request, object_id, form_url, context)
         except PermissionDenied:
-            job_id = int(object_id) if object_id and object_id.isdigit() else None
-            if request.method != "POST" or job_id is None or not self._may_operate(request):
+            if request.method != "POST" or job_number is None or not self._may_operate(request):
                 raise
             # The job started or ended since the page was loaded (it is read-only now):
             # a 403 page would say the operator lacks a permission.
-            moved_on = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True)
+            moved_on = ScheduledJob.objects.filter(pk=job_number).values_list("status", flat=True)
             error: SchedulerError = InvalidTransitionError(
-                job_id=job_id,
+                job_id=job_number,
                 action="reschedule",
                 status=str(moved_on.first()),
                 allowed=states.RESCHEDULE.sources,
@@ -759,8 +792,9 @@ class ScheduledJobAdmin(JobAdminBase):
             raise PermissionDenied
         form = form_class(request.POST)
         if not form.is_valid():
+            # A field without a label of its own (the time zone's) has its name's.
             problems = [
-                f"{form.fields[name].label if name in form.fields else ''}: "
+                f"{form[name].label if name in form.fields else ''}: "
                 + " ".join(str(error) for error in errors)
                 for name, errors in form.errors.items()
             ]

@@ -129,6 +129,11 @@ def test_in_zero_minutes_means_as_soon_as_possible(admin_client):
         ({"kwargs_json": "[1]"}, "kwargs_json", "Keyword arguments must be a JSON object"),
         ({"kwargs_json": '{"a": 1e999}'}, "kwargs_json", "must not contain NaN or infinite"),
         ({"kwargs_json": ""}, "kwargs_json", "This field is required."),
+        # Deeper than Python's stack lets json read (a RecursionError, a 500).
+        ({"args_json": "[" * 980 + "]" * 980}, "args_json", "Arguments are nested too deeply"),
+        ({"kwargs_json": '{"a": ' * 980 + "1" + "}" * 980}, "kwargs_json", "nested too deeply"),
+        # Longer than Python converts (sys.get_int_max_str_digits(): a ValueError, a 500).
+        ({"args_json": f"[{'7' * 4301}]"}, "args_json", "a number of more than 4300 digits"),
         ({"run_at_local": ""}, "run_at_local", "Enter a date and time."),
         ({"run_at_local": "tomorrow"}, "run_at_local", "Enter a valid date/time."),
         ({"time_zone": "Mars/Olympus"}, "time_zone", "Select a valid choice."),

@@ -261,3 +261,143 @@ def test_the_list_of_a_long_jobs_history_reads_that_jobs_rows_only(admin_client,
     [rows] = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"]]
     plan = query_plan(rows)
     assert "pkey" not in plan, plan
+
+
+def _jobs_over_four_months():
+    """100,000 jobs with keys "payment-<n>", <n> in the order they were scheduled: 80,000
+    succeeded over the 120 days before now, 20,000 scheduled over the next 30 (analyzed)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduler_scheduledjob
+                (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
+                 sends, last_error, created_at, updated_at, retry_on_error, unique_key,
+                 started_at, finished_at)
+            SELECT 'testapp.noop', '[]', '{}', 'scheduler-jobs', run_at,
+                   CASE WHEN i <= 80000 THEN 'succeeded' ELSE 'scheduled' END,
+                   CASE WHEN i <= 80000 THEN 1 ELSE 0 END, 5, 0, '', %(now)s, %(now)s, true,
+                   'payment-' || i,
+                   CASE WHEN i <= 80000 THEN run_at END,
+                   CASE WHEN i <= 80000 THEN run_at + interval '1 second' END
+            FROM (SELECT i, %(now)s + CASE WHEN i <= 80000
+                                           THEN -interval '120 days' * (80001 - i) / 80000
+                                           ELSE interval '30 days' * (i - 80000) / 20000
+                                      END AS run_at
+                  FROM generate_series(1, 100000) AS i) AS numbered
+            """,
+            {"now": T0},
+        )
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+
+
+def _list_plans(client, query, marker, *, queries=2):
+    """The list's page for ``query`` and the plans of its rows and capped count queries,
+    told by ``marker`` in their SQL (an empty page reads no rows: its count only)."""
+    with CaptureQueriesContext(connection) as captured:
+        page = client.get(f"{CHANGELIST}{query}")
+    assert page.status_code == 200
+    found = [
+        q["sql"]
+        for q in captured.captured_queries
+        if marker in q["sql"] and ("LIMIT 50" in q["sql"] or "COUNT(*)" in q["sql"])
+    ]
+    assert len(found) == queries, found
+    return page, [query_plan(sql) for sql in found]
+
+
+def _whole_table_reads(plan):
+    """The plan's nodes that read a whole table or index: a scan with no Index Cond."""
+    lines = plan.splitlines()
+    walks = []
+    for at, line in enumerate(lines):
+        if "Seq Scan" in line:
+            walks.append(line.strip())
+        elif re.search(r"Index (Only )?Scan (Backward )?using|Bitmap Index Scan on", line):
+            details = []
+            for detail in lines[at + 1 :]:
+                if "->" in detail:
+                    break
+                details.append(detail)
+            if not any("Index Cond:" in detail for detail in details):
+                walks.append(line.strip())
+    return walks
+
+
+@pytest.mark.parametrize("term", ["payment-1", "payment-30"])
+def test_a_key_prefix_search_reads_the_key_index_not_the_list_in_its_order(admin_client, term):
+    # The keys a prefix matches were the oldest jobs' ("payment-1" starts payment-1, -10…,
+    # -10000…). Ordered by run_at, PostgreSQL walked the run_at index down from the newest
+    # job with the LIKE as a filter: 690,000 rows read to fill a page at a million jobs.
+    _jobs_over_four_months()
+    page, plans = _list_plans(admin_client, f"?q={term}", f"{term}%")
+    for plan in plans:
+        assert "scheduler_job_key_prefix_idx" in plan, plan
+        assert not _whole_table_reads(plan), plan
+    if term == "payment-30":
+        # 1,111 jobs match (payment-30, -300…-309, …, -30000…-30999): every one is
+        # counted, the newest first.
+        shown = [j.unique_key for j in page.context["cl"].result_list]
+        assert shown[:2] == ["payment-30999", "payment-30998"]
+        assert page.context["cl"].result_count == 1111
+
+
+@pytest.mark.parametrize(
+    ("query", "listed"),
+    [
+        # A month long past: walked by when jobs finished, newest first, PostgreSQL read
+        # every job that finished since (760,000 rows at a million jobs).
+        ("?status__exact=succeeded&run_at__year=2026&run_at__month=8", 50),
+        ("?status__exact=succeeded&run_at__year=2026&run_at__month=8&run_at__day=20", 50),
+        # This month, which goes on past now; and next year, when no job has run yet.
+        ("?status__exact=succeeded&run_at__year=2026&run_at__month=11", 50),
+        ("?status__exact=succeeded&run_at__year=2027", 0),
+        ("?status__exact=succeeded&run_at=next_week", 0),
+        ("?status__exact=succeeded&run_at=past_week", 50),
+    ],
+)
+def test_succeeded_jobs_of_a_period_are_read_from_that_period(admin_client, query, listed):
+    _jobs_over_four_months()
+    page, plans = _list_plans(admin_client, query, 'run_at" ', queries=2 if listed else 1)
+    for plan in plans:
+        assert not _whole_table_reads(plan), plan
+    rows = page.context["cl"].result_list
+    assert len(rows) == listed
+    assert {row.status for row in rows} <= {Status.SUCCEEDED}
+
+
+def test_succeeded_jobs_searched_by_key_prefix_are_read_from_the_key_index(admin_client):
+    # Walked by when jobs finished, newest first, with the LIKE as a filter.
+    _jobs_over_four_months()
+    page, plans = _list_plans(admin_client, "?status__exact=succeeded&q=payment-3", "payment-3%")
+    for plan in plans:
+        assert "scheduler_job_key_prefix_idx" in plan, plan
+        assert not _whole_table_reads(plan), plan
+    assert len(page.context["cl"].result_list) == 50
+
+
+def test_the_audit_list_filtered_by_action_reads_that_actions_entries_only(admin_client):
+    # No index had the action: the filter read the whole table, for the rows and again
+    # for the count, which a rare action never stops at its cap.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduler_auditentry (action, actor, reason, job_id, details, at)
+            SELECT CASE WHEN i %% 10000 = 0 THEN 'pause' ELSE 'cancel' END, 'ops', '', i,
+                   '{}', %s - interval '1 second' * i
+            FROM generate_series(1, 200000) AS i
+            """,
+            [T0],
+        )
+        cursor.execute("ANALYZE scheduler_auditentry")
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(
+            f"{reverse('admin:scheduler_auditentry_changelist')}?action__exact=pause"
+        )
+    assert page.status_code == 200
+    assert len(page.context["cl"].result_list) == 20
+    entries = [q["sql"] for q in queries.captured_queries if "'pause'" in q["sql"]]
+    assert len(entries) == 2  # the rows and the capped count
+    for query in entries:
+        plan = query_plan(query)
+        assert "scheduler_audit_action_idx" in plan, plan
+        assert "Seq Scan" not in plan, plan
