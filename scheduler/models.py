@@ -32,7 +32,7 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
 
     def due(self, *, within: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":
         """Scheduled jobs to send: run_at at most ``within`` from now, not past their
-        deadline, not of a paused kind (served by an index)."""
+        deadline, not held, not of a paused kind (served by the due index)."""
         now = now or timezone.now()
         paused = Exists(
             Pause.objects.covering(task_name=OuterRef("task_name"), queue=OuterRef("queue"))
@@ -40,8 +40,12 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
         # "No pause at all, or none covering the job": PostgreSQL checks the first once
         # per query, and estimates it sanely. The correlated check alone makes it expect
         # almost no row to pass, so it plans a batch as if it had to scan every due row.
+        # Not held: due jobs of a paused kind that recovery has marked held are out of
+        # the due index, so that neither the tick's probe nor a claim steps over them.
+        # The check of the pauses stays for those not marked yet (paused since the last
+        # recovery, or put back by a worker).
         return (
-            self.filter(status=Status.SCHEDULED, run_at__lte=now + within)
+            self.filter(status=Status.SCHEDULED, held=False, run_at__lte=now + within)
             .exclude(deadline__lte=now)
             .filter(~Exists(Pause.objects.all()) | ~paused)
         )
@@ -79,9 +83,35 @@ def _pending(**lookups: Any) -> Q:
 
     Scheduled and enqueued jobs are in different partial indexes; ``status IN (…)``
     would match neither index's predicate and scan the table, while an OR of one
-    condition per status reads each index (a BitmapOr).
+    condition per index reads each index (a BitmapOr): scheduled jobs not held (the due
+    index), held ones (the held index), enqueued ones.
     """
-    return reduce(operator.or_, (Q(status=status, **lookups) for status in states.PENDING))
+    return reduce(operator.or_, (Q(**branch, **lookups) for branch in PENDING_BRANCHES))
+
+
+def status_parts(statuses: "tuple[Status, ...]") -> list[tuple[Status, str]]:
+    """Each of ``statuses`` with the SQL to add to ``status = %s`` so that each part
+    matches one partial index's predicate: scheduled jobs come in two parts, not held
+    (the due index) and held (the held index); the others in one. Raw SQL that counts
+    or reads one status, one subquery each, uses them."""
+    held = connection.ops.quote_name(ScheduledJob._meta.get_field("held").column)
+    parts: list[tuple[Status, str]] = []
+    for status in statuses:
+        if status == Status.SCHEDULED:
+            parts += [(status, f" AND NOT {held}"), (status, f" AND {held}")]
+        else:
+            parts.append((status, ""))
+    return parts
+
+
+#: Pending jobs as one condition per partial index that holds them: together, exactly
+#: the pending jobs. ``status = 'scheduled'`` alone matches no index's predicate since
+#: held jobs left the due index.
+PENDING_BRANCHES: tuple[dict[str, Any], ...] = (
+    {"status": Status.SCHEDULED, "held": False},
+    {"status": Status.SCHEDULED, "held": True},
+    {"status": Status.ENQUEUED},
+)
 
 
 class ScheduledJob(models.Model):
@@ -123,6 +153,11 @@ class ScheduledJob(models.Model):
     celery_task_id = models.CharField(  # noqa: DJ001 - NULL: no call made this job
         max_length=255, null=True, blank=True, editable=False
     )
+    # A scheduled job of a paused kind, due, set aside by the dispatcher's recovery: out
+    # of the due index (a long pause's backlog no longer sits at its head) and in the
+    # small index of held jobs, until recovery releases it once no pause covers it.
+    # Every change of status clears it. A database default, for 0.1.0's INSERTs.
+    held = models.BooleanField(default=False, db_default=False, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -141,11 +176,21 @@ class ScheduledJob(models.Model):
             # The dispatcher's due query, also the admin's list of scheduled jobs: by
             # run_at, then id. The id makes it the only index that serves that order,
             # so PostgreSQL never takes the plain run_at index instead, where every job
-            # a tick has just marked enqueued stays ahead of the next batch.
+            # a tick has just marked enqueued stays ahead of the next batch. Held jobs
+            # (of a paused kind) are left out: a long pause's due jobs would be at its
+            # head, stepped over by every tick.
             models.Index(
                 fields=["run_at", "id"],
                 name="scheduler_job_due_idx",
-                condition=Q(status=Status.SCHEDULED),
+                condition=Q(status=Status.SCHEDULED, held=False),
+            ),
+            # Held jobs, by kind (task, queue), oldest first: recovery finds the kinds
+            # held (one probe each) and releases those of kinds no pause covers any
+            # more. Empty unless something is paused.
+            models.Index(
+                fields=["task_name", "queue", "run_at", "id"],
+                name="scheduler_job_held_idx",
+                condition=Q(held=True),
             ),
             # Pending jobs whose deadline passes: the dispatcher expires them.
             models.Index(
@@ -288,17 +333,22 @@ def job_counts_by_status(*, exact_up_to: int = EXACT_COUNT_LIMIT) -> dict[Status
         ScheduledJob._meta.get_field("status").column,
     )
     table, column = connection.ops.quote_name(table_name), connection.ops.quote_name(column_name)
+    # Scheduled jobs in two parts, each in an index of its own (status_parts).
+    # Identifiers quoted from the model's own names; every value is a parameter.
+    parts = status_parts(states.ALL)
     capped = " UNION ALL ".join(
-        # Identifiers quoted from the model's own names; every value is a parameter.
-        f"SELECT %s, count(*) FROM (SELECT 1 FROM {table} WHERE {column} = %s LIMIT %s) AS s"  # noqa: S608
-        for _ in Status
+        f"SELECT %s, count(*) FROM (SELECT 1 FROM {table} WHERE {column} = %s{part} "  # noqa: S608
+        "LIMIT %s) AS s"
+        for _, part in parts
     )
     params: list[str | int] = []
-    for status in Status:
+    for status, _ in parts:
         params += [status.value, status.value, exact_up_to + 1]
     with connection.cursor() as cursor:
         cursor.execute(capped, params)
-        counted = {Status(status): count for status, count in cursor.fetchall()}
+        counted = dict.fromkeys(Status, 0)
+        for status, count in cursor.fetchall():
+            counted[Status(status)] += count
         over = [status for status, count in counted.items() if count > exact_up_to]
         shares = _status_shares(cursor, table=table_name, column=column_name) if over else {}
     return {
@@ -426,8 +476,9 @@ class Pause(models.Model):
     """A kind of job that must not start now: a task, a queue, or a task on one queue.
 
     An empty ``task_name`` or ``queue`` means any. Jobs of a paused kind stay in
-    PostgreSQL (a message already in SQS is handed back by the worker); on resume,
-    the row is deleted and each of them runs once, oldest first.
+    PostgreSQL (a message already in SQS is handed back by the worker), the due ones
+    marked ``held`` by the dispatcher's recovery; on resume, the row is deleted, the
+    held jobs are released, and each of them runs once, oldest first.
     """
 
     task_name = models.CharField(max_length=255, blank=True, default="")

@@ -28,7 +28,7 @@ from typing_extensions import override
 
 from scheduler import states
 from scheduler.conf import scheduler_settings
-from scheduler.models import OVERDUE_AFTER, ScheduledJob
+from scheduler.models import OVERDUE_AFTER, ScheduledJob, status_parts
 from scheduler.registry import schedulable_task_names
 
 #: Beyond this many matching rows the list says "more than" instead of counting.
@@ -255,14 +255,15 @@ def overdue_ids(*, now: datetime) -> RawSQL:
     enqueued: status_idx): with ``status IN (…)`` and the list's ORDER BY run_at, the
     planner would walk the run_at index through the whole history to find none.
     """
+    parts = status_parts(states.PENDING)  # scheduled: held or not, each its own index
     branch = (
-        f"(SELECT id FROM {ScheduledJob._meta.db_table} WHERE status = %s AND run_at < %s "  # noqa: S608
-        "ORDER BY run_at DESC LIMIT %s)"
+        f"(SELECT id FROM {ScheduledJob._meta.db_table} WHERE status = %s{{held}} "  # noqa: S608
+        "AND run_at < %s ORDER BY run_at DESC LIMIT %s)"
     )
     cutoff = now - OVERDUE_AFTER
     return RawSQL(  # noqa: S611 - the model's table name; values are parameters
-        " UNION ALL ".join(branch for _ in states.PENDING),
-        [value for status in states.PENDING for value in (status, cutoff, COUNT_LIMIT + 1)],
+        " UNION ALL ".join(branch.format(held=held) for _, held in parts),
+        [value for status, _ in parts for value in (status, cutoff, COUNT_LIMIT + 1)],
     )
 
 

@@ -47,6 +47,7 @@ from scheduler.models import (
     JobAttempt,
     Pause,
     ScheduledJob,
+    status_parts,
     watched_queues,
 )
 from scheduler.services.pausing import describe
@@ -387,17 +388,21 @@ def status_counts(statistics: TableStatistics) -> list[StatusCount]:
     """Jobs per status: exact up to EXACT_COUNT_LIMIT, else PostgreSQL's estimate."""
     # One subquery per status, the status a literal: the planner can then use the
     # status's partial index (due_idx, status_idx) and stop at the limit.
+    # Scheduled jobs in two parts, held or not: each in an index of its own.
+    parts = status_parts(states.ALL)
     capped = ", ".join(
         f"(SELECT count(*) FROM (SELECT 1 FROM {ScheduledJob._meta.db_table} "  # noqa: S608
-        "WHERE status = %s LIMIT %s) AS capped)"
-        for _ in states.ALL
+        f"WHERE status = %s{held} LIMIT %s) AS capped)"
+        for _, held in parts
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {capped}",
-            [value for status in states.ALL for value in (status, EXACT_COUNT_LIMIT + 1)],
+            [value for status, _ in parts for value in (status, EXACT_COUNT_LIMIT + 1)],
         )
-        capped_counts = dict(zip(states.ALL, cursor.fetchone(), strict=True))
+        capped_counts: dict[str, int] = dict.fromkeys(states.ALL, 0)
+        for (status, _), counted in zip(parts, cursor.fetchone(), strict=True):
+            capped_counts[status] += counted
 
     def count(status: str) -> Tally:
         if capped_counts[status] <= EXACT_COUNT_LIMIT:
@@ -417,21 +422,22 @@ def overdue_jobs(*, now: datetime) -> tuple[Tally, datetime | None]:
     table = ScheduledJob._meta.db_table
     cutoff = now - OVERDUE_AFTER
     # Per status, the status a literal: each reads its own partial index.
+    parts = status_parts(states.PENDING)
     capped = " + ".join(
-        f"(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE status = %s "  # noqa: S608
+        f"(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE status = %s{held} "  # noqa: S608
         "AND run_at < %s LIMIT %s) AS capped)"
-        for _ in states.PENDING
+        for _, held in parts
     )
     minimums = ", ".join(
-        f"(SELECT min(run_at) FROM {table} WHERE status = %s)"  # noqa: S608
-        for _ in states.PENDING
+        f"(SELECT min(run_at) FROM {table} WHERE status = %s{held})"  # noqa: S608
+        for _, held in parts
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {capped}, least({minimums})",
             [
-                *(v for status in states.PENDING for v in (status, cutoff, EXACT_COUNT_LIMIT + 1)),
-                *states.PENDING,
+                *(v for status, _ in parts for v in (status, cutoff, EXACT_COUNT_LIMIT + 1)),
+                *(status for status, _ in parts),
             ],
         )
         count, oldest = cursor.fetchone()
@@ -477,18 +483,19 @@ def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram
 
 def _capped_counts(starts: list[datetime], *, now: datetime, cap: int) -> dict[datetime, int]:
     """Pending jobs due in each period [starts[i], starts[i + 1]) from now, up to cap + 1."""
+    parts = status_parts(states.PENDING)
     per_status = " + ".join(
         f"(SELECT count(*) FROM (SELECT 1 FROM {ScheduledJob._meta.db_table} "  # noqa: S608
-        "WHERE status = %s AND run_at >= greatest(period.start, %s) AND run_at < period.stop "
-        "LIMIT %s) AS capped)"
-        for _ in states.PENDING
+        f"WHERE status = %s{held} AND run_at >= greatest(period.start, %s) "
+        "AND run_at < period.stop LIMIT %s) AS capped)"
+        for _, held in parts
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT period.start, {per_status} "  # noqa: S608 - the model's table name
             "FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS period(start, stop)",
             [
-                *(v for status in states.PENDING for v in (status, now, cap + 1)),
+                *(v for status, _ in parts for v in (status, now, cap + 1)),
                 starts[:-1],
                 starts[1:],
             ],

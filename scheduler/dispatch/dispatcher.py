@@ -68,6 +68,9 @@ class TickResult:
     leases_expired: int = 0
     expired: int = 0
     purged: int = 0
+    #: Due jobs of paused kinds set aside, and held jobs released on resume.
+    held: int = 0
+    released: int = 0
     errors: list[str] = field(default_factory=list)
     #: Whether PostgreSQL or SQS failed (not only refused a queue): ``run()`` backs off.
     outage: bool = False
@@ -294,6 +297,9 @@ class Dispatcher:
             if time.monotonic() >= self._judge_leases_from:
                 result.leases_expired = _in_batches(dispatching.expire_leases, now, until)
             result.expired = _in_batches(dispatching.expire_missed, now, until)
+            # Due jobs of paused kinds out of the due index; resumed ones back in it.
+            result.held = _in_batches(dispatching.hold_paused, now, until)
+            result.released = _in_batches(dispatching.release_unpaused, now, until)
             if time.monotonic() >= self._next_purge:
                 # A purge that fails (a model of the user's protecting the jobs it
                 # references) is tried again an hour later, not at every recovery.

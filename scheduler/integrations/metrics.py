@@ -29,11 +29,11 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from scheduler import states
 from scheduler.conf import scheduler_settings
 from scheduler.models import (
     EXACT_COUNT_LIMIT,
     OVERDUE_AFTER,
+    PENDING_BRANCHES,
     DispatcherHeartbeat,
     JobAttempt,
     ScheduledJob,
@@ -84,11 +84,11 @@ class SchedulerCollector:
     def _pending(self) -> Iterator[Metric]:
         cutoff = self.now - OVERDUE_AFTER
         overdue, soon, oldest = 0, 0, None
-        # One status at a time: scheduled and enqueued jobs are in partial indexes of
-        # their own, which a condition on one status reads with an index-only scan.
-        for status in states.PENDING:
+        # One partial index at a time (scheduled jobs not held, held ones, enqueued
+        # ones): a condition matching one index's predicate reads only that index.
+        for branch in PENDING_BRANCHES:
             figures = (
-                ScheduledJob.objects.filter(status=status, run_at__lt=self.now + DUE_SOON)
+                ScheduledJob.objects.filter(**branch, run_at__lt=self.now + DUE_SOON)
                 .order_by()
                 .aggregate(
                     overdue=Count("pk", filter=Q(run_at__lt=cutoff)),

@@ -58,3 +58,15 @@ def add_constraint_briefly(table, name, definition):
         ),
         reverse_sql=_briefly(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name};"),
     )
+
+
+def add_column_briefly(table, column, definition):
+    """For a migration that is not atomic: ``ALTER TABLE table ADD COLUMN column
+    definition`` in a transaction of its own that waits ``LOCK_TIMEOUT`` at most for the
+    table's lock, and does nothing if the column is there (a run again). With a constant
+    default, PostgreSQL (11+) writes no row: the lock is held for an instant. Migrated
+    back, the column is dropped, waiting as briefly."""
+    return migrations.RunSQL(
+        sql=_briefly(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition};"),
+        reverse_sql=_briefly(f"ALTER TABLE {table} DROP COLUMN IF EXISTS {column};"),
+    )

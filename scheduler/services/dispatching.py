@@ -18,7 +18,7 @@ from django.db.models.expressions import RawSQL
 
 from scheduler import signals, states
 from scheduler.conf import MAX_RESEND_WAIT_SECONDS, scheduler_settings
-from scheduler.models import DispatcherHeartbeat, JobAttempt, ScheduledJob
+from scheduler.models import DispatcherHeartbeat, JobAttempt, Pause, ScheduledJob
 from scheduler.services.transitions import (
     BACK_TO_WAITING,
     LAZY_COMMIT,
@@ -291,6 +291,97 @@ def expire_missed(*, now: datetime) -> int:
         "jobs expired count=%s job_ids=%s reason=deadline", len(locked), [pk for pk, _, _ in locked]
     )
     return len(locked)
+
+
+#: Jobs one statement holds or releases at most. Larger than a dispatch batch: each
+#: statement walks its index from the oldest entry, over the entries the last ones left
+#: behind until a vacuum removes them; in batches of 100 that walk was the cost (40,000
+#: jobs held in a 5 s recovery, against 200,000 in batches of 5,000).
+HOLD_BATCH_SIZE = 5000
+
+
+def hold_paused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
+    """Mark held up to ``limit`` due scheduled jobs of paused kinds, oldest first; how
+    many. One statement.
+
+    A held job is out of the due index: a long pause's backlog, due and with the oldest
+    run_at, would otherwise sit at the index's head, and every tick's probe and every
+    claim would step over each of its jobs (1.4 s an empty tick with a million). Read
+    from the due index, in its order, and only while a pause exists (checked once per
+    statement): without one, the statement reads no job. Jobs another transaction
+    holds are skipped.
+    """
+    table, pause = _tables()
+    cutoff = now + timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
+    # Names from the models; every value is a parameter.
+    sql = (
+        f"WITH chosen AS (SELECT id FROM {table} AS job "  # noqa: S608
+        "WHERE job.status = %s AND NOT job.held AND (job.run_at, job.id) <= (%s, %s) "
+        f"AND EXISTS (SELECT FROM {pause}) AND EXISTS (SELECT FROM {pause} AS pause "
+        "WHERE pause.task_name IN ('', job.task_name) AND pause.queue IN ('', job.queue)) "
+        "ORDER BY job.run_at, job.id LIMIT %s FOR UPDATE SKIP LOCKED) "
+        # The rows are locked, and were checked when they were: by id alone, which only
+        # the primary key serves (a condition matching the due index's predicate let
+        # the planner read that index whole, filtering by id).
+        f"UPDATE {table} SET held = true WHERE id = ANY(ARRAY(SELECT id FROM chosen))"
+    )
+    params: list[Any] = [
+        states.Status.SCHEDULED,
+        cutoff,
+        _LARGEST_ID,
+        limit,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        held: int = cursor.rowcount
+    if held:
+        logger.info("paused jobs held count=%s", held)
+    return held
+
+
+def release_unpaused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
+    """Release up to ``limit`` held jobs that no pause covers any more (resumed), oldest
+    first within each kind; how many. One statement.
+
+    The kinds held are found in the index of held jobs one probe each (a loose index
+    scan), those still paused are left alone without reading their jobs, and the jobs of
+    the others are read from that index by kind: a million jobs still paused cost a
+    probe, not a million rows. A released job is due again: the tick that follows sends
+    it. Any held row is released once its kind is not paused, whatever its status.
+    """
+    del now  # for the recovery's signature: a release does not depend on the time
+    table, pause = _tables()
+    # Names from the models; the limit is a parameter.
+    sql = (
+        "WITH RECURSIVE kinds (task_name, queue) AS ("  # noqa: S608
+        f"(SELECT task_name, queue FROM {table} WHERE held ORDER BY task_name, queue LIMIT 1) "
+        "UNION ALL SELECT next.task_name, next.queue FROM kinds CROSS JOIN LATERAL ("
+        f"SELECT job.task_name, job.queue FROM {table} AS job WHERE job.held "
+        "AND (job.task_name, job.queue) > (kinds.task_name, kinds.queue) "
+        "ORDER BY job.task_name, job.queue LIMIT 1) AS next), "
+        "chosen AS (SELECT released.id FROM kinds CROSS JOIN LATERAL ("
+        f"SELECT job.id FROM {table} AS job WHERE job.held AND job.task_name = kinds.task_name "
+        "AND job.queue = kinds.queue ORDER BY job.run_at, job.id LIMIT %s "
+        "FOR UPDATE SKIP LOCKED) AS released "
+        f"WHERE NOT EXISTS (SELECT FROM {pause} AS pause "
+        "WHERE pause.task_name IN ('', kinds.task_name) AND pause.queue IN ('', kinds.queue)) "
+        "LIMIT %s) "
+        # By id alone, as in hold_paused: with ``AND held`` the planner read the whole
+        # held index (its predicate), filtering by id, 120 ms with 200,000 held jobs.
+        f"UPDATE {table} SET held = false WHERE id = ANY(ARRAY(SELECT id FROM chosen))"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [limit, limit])
+        released: int = cursor.rowcount
+    if released:
+        logger.info("resumed jobs released count=%s", released)
+    return released
+
+
+def _tables() -> tuple[str, str]:
+    """The job and pause tables' names, quoted."""
+    quote = connection.ops.quote_name
+    return quote(ScheduledJob._meta.db_table), quote(Pause._meta.db_table)
 
 
 def expire_leases(*, now: datetime) -> int:

@@ -1,8 +1,12 @@
 """Pausing and resuming a kind of job: a task, a queue, or a task on one queue.
 
 A pause is a ``Pause`` row: the dispatcher sends no job it covers, and the worker puts
-back a job whose message was already in SQS. Resuming deletes the row; the held jobs
-are then sent like any due job, oldest run_at first, each once.
+back a job whose message was already in SQS. The dispatcher's recovery marks the due
+jobs a pause covers ``held``, out of the due index, so that a long pause costs the
+ticks nothing. Resuming deletes the row and releases the oldest held jobs
+(:data:`RELEASED_ON_RESUME`) in the same transaction; the next recoveries release the
+rest, a batch per statement. Released jobs are sent like any due job, oldest run_at
+first, each once.
 """
 
 import logging
@@ -10,16 +14,22 @@ from typing import Any
 
 from celery import Task
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from scheduler import validation
 from scheduler.exceptions import InvalidArgumentsError, PauseError, UnknownTaskError
 from scheduler.models import Pause
 from scheduler.registry import get_task, task_name_of
-from scheduler.services import audit
+from scheduler.services import audit, dispatching
 
 logger = logging.getLogger(__name__)
 
 _PAUSE_ONCE_CONSTRAINT = "scheduler_pause_once"
+#: Held jobs a resume releases itself, oldest first (one statement, some tens of
+#: milliseconds): a short pause's jobs go with the next tick. A larger backlog is
+#: released by the dispatcher's recoveries (every SCHEDULER_RECOVERY_INTERVAL_SECONDS),
+#: not in an operator's request.
+RELEASED_ON_RESUME = 1000
 
 
 def pause(
@@ -75,6 +85,8 @@ def resume(
 
     The task need not be registered any more. Raises PauseError when that kind is not
     paused (a broader pause, e.g. of its whole queue, is lifted by resuming that one).
+    Releases up to :data:`RELEASED_ON_RESUME` held jobs no pause covers any more, in the
+    same transaction; the dispatcher's next recoveries release the others.
     """
     task_name, queue_name = _kind(task, queue)
     reason, actor = validation.reason(reason), validation.actor(actor)
@@ -89,8 +101,14 @@ def resume(
         audit.record(
             audit.Action.RESUME, actor=actor, reason=reason, task=task_name, queue=queue_name
         )
+        released = dispatching.release_unpaused(now=timezone.now(), limit=RELEASED_ON_RESUME)
     logger.warning(
-        "jobs resumed task=%s queue=%s actor=%s reason=%r", task_name, queue_name, actor, reason
+        "jobs resumed task=%s queue=%s actor=%s reason=%r released=%s",
+        task_name,
+        queue_name,
+        actor,
+        reason,
+        released,
     )
 
 

@@ -26,13 +26,22 @@ JobOrId = ScheduledJob | int
 #: within the statement that joins it: its commit returns without waiting for the disk.
 LAZY_COMMIT = "WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) "
 
+#: What every change of status sets besides: a job held back by a pause (see
+#: :func:`scheduler.services.dispatching.hold_paused`) that is cancelled, retried,
+#: rescheduled, put back… is held no more; one whose kind is still paused is held again
+#: by the next recovery. An unchanged value keeps a HOT update HOT.
+NOT_HELD: dict[str, Any] = {"held": False}
+
 
 def apply(transition: Transition, jobs: QuerySet[ScheduledJob], **changes: Any) -> int:
     """The compare-and-set of ``transition``: move those of ``jobs`` still in its sources.
 
-    Returns how many jobs moved.
+    Returns how many jobs moved. Like every change of status, it clears ``held``
+    (see :data:`NOT_HELD`).
     """
-    return jobs.filter(status__in=transition.sources).update(status=transition.target, **changes)
+    return jobs.filter(status__in=transition.sources).update(
+        status=transition.target, **{**NOT_HELD, **changes}
+    )
 
 
 def apply_each(
@@ -183,10 +192,11 @@ def apply_delivery(
 
 
 def _set_clause(transition: Transition, changes: Mapping[str, Any]) -> tuple[str, list[Any]]:
-    """``status = target`` and ``changes`` as SQL assignments, with their parameters."""
+    """``status = target``, ``held = false`` and ``changes`` as SQL assignments, with
+    their parameters."""
     quote = connection.ops.quote_name
     assignments, params = [], []
-    for name, value in {"status": transition.target, **changes}.items():
+    for name, value in {"status": transition.target, **NOT_HELD, **changes}.items():
         field = _field(name)
         if isinstance(value, RawSQL):  # computed from the row's own columns
             assignments.append(f"{quote(field.column)} = {value.sql}")

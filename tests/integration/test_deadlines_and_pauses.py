@@ -10,7 +10,7 @@ from scheduler import schedule_at, schedule_in, signals
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import Pause, ScheduledJob
-from scheduler.services import cancel, reschedule, retry, run_now, running
+from scheduler.services import cancel, reschedule, resume, retry, run_now, running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
 from tests.factories import deliver, dispatch_one
@@ -161,7 +161,11 @@ def test_the_dispatcher_holds_back_paused_kinds_and_sends_them_oldest_first_on_r
     dispatcher = Dispatcher(publisher=publisher)
     dispatcher.run_once()
     assert {by_id[m.job_id] for m in publisher.published} == set(jobs) - held
-    Pause.objects.all().delete()
+    assert set(ScheduledJob.objects.filter(held=True).values_list("pk", flat=True)) == {
+        jobs[name].pk for name in held
+    }
+    # The resume releases them itself: the very next tick sends them.
+    resume(pause.get("task_name"), pause.get("queue"))
     publisher.published.clear()
     dispatcher.run_once()
     resumed = [by_id[m.job_id] for m in publisher.published]

@@ -185,6 +185,7 @@ def _create_database(database_url: str) -> None:
         ("0003", "0002", "scheduler_job_unique_active_key", "_new", "(unique_key)"),
         ("0006", "0005", "scheduler_job_due_idx", "_new", "(run_at, id)"),
         ("0010", "0009", "scheduler_job_failed_idx", "", "(finished_at)"),
+        ("0015", "0014", "scheduler_job_due_idx", "_new", "(run_at, id)"),
     ],
 )
 def test_a_migration_run_again_after_an_interrupted_index_build_builds_a_valid_index(
