@@ -194,8 +194,9 @@ class SchedulerSettings:
     )
     RECOVERY_INTERVAL_SECONDS = PositiveSeconds(
         5,
-        "How often a dispatcher re-sends unclaimed jobs, retries jobs whose lease expired "
-        "and expires jobs past their deadline (ticks in between only send due jobs).",
+        "How often a dispatcher re-sends unclaimed jobs, retries jobs whose lease expired, "
+        "expires jobs past their deadline and holds or releases the due jobs of paused "
+        "kinds (ticks in between only send due jobs).",
     )
     RETRY_BACKOFF_SECONDS = PositiveInt(
         30, "The first retry back-off; it doubles per attempt.", maximum=30 * _DAY
