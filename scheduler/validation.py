@@ -27,6 +27,8 @@ MAX_ATTEMPTS_LIMIT = 2**31 - 1
 #: Room for any username: Django's are 150 characters, a custom user model's email
 #: address (an EmailField) 254.
 ACTOR_MAX_LENGTH = 255
+#: The largest id a job can have: its primary key is a bigint.
+LARGEST_JOB_ID = 2**63 - 1
 
 
 def is_valid_queue_name(name: object) -> bool:
@@ -58,6 +60,18 @@ def aware_datetime(value: object, field: str = "run_at") -> datetime:
     # PostgreSQL reads a UTC offset to the second: one with a fraction (which Python's
     # fixed time zones allow) was a DataError. The same instant in UTC is stored.
     return in_utc if (value.utcoffset() or timedelta()).microseconds else value
+
+
+def job_id_in(text: str) -> int | None:
+    """The job id ``text`` spells in ASCII digits, or None (also beyond a bigint).
+
+    Not ``str.isdigit()`` alone: "²" and "①" are digits to it, and ``int()`` refuses
+    them; "٣" it reads as 3; and it refuses 5,000 digits.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(LARGEST_JOB_ID)):
+        return None
+    number = int(text)
+    return number if number <= LARGEST_JOB_ID else None
 
 
 def deadline(value: object, *, run_at: datetime) -> datetime | None:

@@ -26,15 +26,13 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from typing_extensions import override
 
-from scheduler import states
+from scheduler import states, validation
 from scheduler.conf import scheduler_settings
 from scheduler.models import OVERDUE_AFTER, ScheduledJob, status_parts
 from scheduler.registry import schedulable_task_names
 
 #: Beyond this many matching rows the list says "more than" instead of counting.
 COUNT_LIMIT = 10_000
-#: The largest id PostgreSQL's bigint holds: no job has a larger one.
-MAX_JOB_ID = 2**63 - 1
 #: A job starts at its run time, not before, so it finishes after it: by more than the
 #: clocks of the web servers and workers disagree, and far less than this.
 CLOCK_MARGIN = timedelta(days=1)
@@ -279,7 +277,7 @@ def search_filter(term: str) -> Q:
     term = term.strip().removeprefix("#")
     if term.isascii() and term.isdigit():
         # Beyond a bigint, no job has that id.
-        found = job_id(term)
+        found = validation.job_id_in(term)
         return Q(pk=found) if found is not None else Q(pk__in=[])
     names = sorted(name for name in _known_task_names() if name.startswith(term))
     return Q(task_name__in=names) if names else Q(_IdAmong(key_prefix_ids(term)))
@@ -328,17 +326,6 @@ class _IdAmong(Expression):
         column, column_params = compiler.compile(self.column)
         ids, ids_params = compiler.compile(self.ids)  # "(SELECT …)"
         return f"{column} = ANY(ARRAY{ids})", (*column_params, *ids_params)
-
-
-def job_id(text: str) -> int | None:
-    """The job id ``text`` spells in ASCII digits, or None (also beyond a bigint).
-
-    Not ``str.isdigit()`` alone: "²" and "①" are digits to it, and ``int()`` refuses them.
-    """
-    if not (text.isascii() and text.isdigit()) or len(text) > len(str(MAX_JOB_ID)):
-        return None
-    number = int(text)
-    return number if number <= MAX_JOB_ID else None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST, require_safe
 from typing_extensions import override
 
-from scheduler import services, states
+from scheduler import services, states, validation
 from scheduler.admin import bulk, changelist, monitoring
 from scheduler.admin.attempts import AttemptColumns
 from scheduler.admin.changelist import (
@@ -562,7 +562,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
     ) -> HttpResponse | None:
         ticked = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
         if request.POST.get("select_across") != "1" and any(
-            changelist.job_id(pk) is None for pk in ticked
+            validation.job_id_in(pk) is None for pk in ticked
         ):
             # Only a crafted request names a job so: Django's filter by them was a 500.
             self.message_user(
@@ -744,7 +744,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         for an ended job, re-sending its message for an enqueued one.
         """
         context = dict(extra_context or {})
-        job_number = None if object_id is None else changelist.job_id(object_id)
+        job_number = None if object_id is None else validation.job_id_in(object_id)
         if job_number is not None and self._may_operate(request):
             status = (
                 ScheduledJob.objects.filter(pk=job_number).values_list("status", flat=True).first()

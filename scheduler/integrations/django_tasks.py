@@ -38,7 +38,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 from typing_extensions import override
 
-from scheduler import services, signals
+from scheduler import services, signals, validation
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.states import Status
 from scheduler.worker.task import job_run
@@ -74,9 +74,6 @@ STATUS = {
 }
 _OPTIONS = {"MAX_ATTEMPTS"}
 # The last line of a Python traceback: "package.module.Error: message" (or "Error").
-#: A job's id as a result id: ASCII digits only (int() reads "٣" as 3 and refuses "²"
-#: or 5,000 digits), as many as a bigint has.
-_JOB_ID = re.compile(r"[0-9]{1,19}")
 _EXCEPTION_LINE = re.compile(r"^(?P<path>[A-Za-z_][\w.]*)(?::|$)")
 
 #: Every task declared with this backend, by its module path (its Celery task's name).
@@ -198,11 +195,8 @@ class SchedulerBackend(BaseTaskBackend):
     @override
     def get_result(self, result_id: str) -> TaskResult[Any]:
         """The job ``result_id`` as a TaskResult; TaskResultDoesNotExist if it is none of ours."""
-        job = (
-            ScheduledJob.objects.filter(pk=int(result_id)).first()
-            if _JOB_ID.fullmatch(str(result_id)) and int(result_id) < 2**63
-            else None
-        )
+        job_id = validation.job_id_in(str(result_id))
+        job = None if job_id is None else ScheduledJob.objects.filter(pk=job_id).first()
         task = _task_named(job.task_name) if job is not None else None
         if job is None or task is None:
             raise TaskResultDoesNotExist(result_id)

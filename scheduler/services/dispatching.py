@@ -29,6 +29,7 @@ from scheduler.services.transitions import (
     array_literal,
     retry_delay,
 )
+from scheduler.validation import LARGEST_JOB_ID
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +140,6 @@ def undispatch(jobs: Sequence[Pending]) -> int:
 #: The "now" the due queries are compiled with; see :func:`_due_query`.
 _COMPILED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 _compiled: dict[tuple[int, int, bool, bool], tuple[str, tuple[Any, ...]]] = {}
-#: The largest value of a bigint primary key.
-_LARGEST_ID = 2**63 - 1
 #: Stands for the queues to skip in a compiled due query.
 _SKIP_QUEUES = object()
 
@@ -209,7 +208,7 @@ def _due_index_condition(cutoff: datetime) -> RawSQL:
     # The table's name from the model; both values are parameters.
     return RawSQL(  # noqa: S611
         f"({table}.run_at, {table}.id) <= (%s, %s)",
-        [cutoff, _LARGEST_ID],
+        [cutoff, LARGEST_JOB_ID],
         output_field=BooleanField(),
     )
 
@@ -328,7 +327,7 @@ def hold_paused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
     params: list[Any] = [
         states.Status.SCHEDULED,
         cutoff,
-        _LARGEST_ID,
+        LARGEST_JOB_ID,
         limit,
     ]
     with connection.cursor() as cursor:
