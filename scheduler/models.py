@@ -89,28 +89,30 @@ def _pending(**lookups: Any) -> Q:
     return reduce(operator.or_, (Q(**branch, **lookups) for branch in PENDING_BRANCHES))
 
 
+def _index_parts(status: str) -> tuple[dict[str, bool], ...]:
+    """The parts of ``status``'s jobs that partial indexes hold apart: scheduled jobs not
+    held (the due index) and held (the held index); any other status whole.
+    ``status = 'scheduled'`` alone matches no index's predicate since held jobs left the
+    due index."""
+    return ({"held": False}, {"held": True}) if status == Status.SCHEDULED else ({},)
+
+
 def status_parts(statuses: "tuple[Status, ...]") -> list[tuple[Status, str]]:
     """Each of ``statuses`` with the SQL to add to ``status = %s`` so that each part
-    matches one partial index's predicate: scheduled jobs come in two parts, not held
-    (the due index) and held (the held index); the others in one. Raw SQL that counts
-    or reads one status, one subquery each, uses them."""
+    matches one partial index's predicate (:func:`_index_parts`). Raw SQL that counts or
+    reads one status, one subquery each, uses them."""
     held = connection.ops.quote_name(ScheduledJob._meta.get_field("held").column)
-    parts: list[tuple[Status, str]] = []
-    for status in statuses:
-        if status == Status.SCHEDULED:
-            parts += [(status, f" AND NOT {held}"), (status, f" AND {held}")]
-        else:
-            parts.append((status, ""))
-    return parts
+    return [
+        (status, "" if not part else f" AND {'' if part['held'] else 'NOT '}{held}")
+        for status in statuses
+        for part in _index_parts(status)
+    ]
 
 
 #: Pending jobs as one condition per partial index that holds them: together, exactly
-#: the pending jobs. ``status = 'scheduled'`` alone matches no index's predicate since
-#: held jobs left the due index.
-PENDING_BRANCHES: tuple[dict[str, Any], ...] = (
-    {"status": Status.SCHEDULED, "held": False},
-    {"status": Status.SCHEDULED, "held": True},
-    {"status": Status.ENQUEUED},
+#: the pending jobs.
+PENDING_BRANCHES: tuple[dict[str, Any], ...] = tuple(
+    {"status": status, **part} for status in states.PENDING for part in _index_parts(status)
 )
 
 
@@ -328,35 +330,46 @@ def job_counts_by_status(*, exact_up_to: int = EXACT_COUNT_LIMIT) -> dict[Status
     share among the table's sampled rows (``pg_stats``) times the table's estimated row
     count (``pg_class.reltuples``), both kept fresh by autovacuum's ANALYZE.
     """
-    table_name, column_name = (
-        ScheduledJob._meta.db_table,
-        ScheduledJob._meta.get_field("status").column,
-    )
-    table, column = connection.ops.quote_name(table_name), connection.ops.quote_name(column_name)
-    # Scheduled jobs in two parts, each in an index of its own (status_parts).
-    # Identifiers quoted from the model's own names; every value is a parameter.
-    parts = status_parts(states.ALL)
-    capped = " UNION ALL ".join(
-        f"SELECT %s, count(*) FROM (SELECT 1 FROM {table} WHERE {column} = %s{part} "  # noqa: S608
-        "LIMIT %s) AS s"
-        for _, part in parts
-    )
-    params: list[str | int] = []
-    for status, _ in parts:
-        params += [status.value, status.value, exact_up_to + 1]
+    counted = capped_status_counts(up_to=exact_up_to)
+    over = [status for status, count in counted.items() if count > exact_up_to]
     with connection.cursor() as cursor:
-        cursor.execute(capped, params)
-        counted = dict.fromkeys(Status, 0)
-        for status, count in cursor.fetchall():
-            counted[Status(status)] += count
-        over = [status for status, count in counted.items() if count > exact_up_to]
-        shares = _status_shares(cursor, table=table_name, column=column_name) if over else {}
+        shares = (
+            _status_shares(
+                cursor,
+                table=ScheduledJob._meta.db_table,
+                column=ScheduledJob._meta.get_field("status").column,
+            )
+            if over
+            else {}
+        )
     return {
         status: JobCount(count, exact=True)
         if status not in over
         else JobCount(max(exact_up_to + 1, round(shares.get(status, 0.0))), exact=False)
         for status, count in counted.items()
     }
+
+
+def capped_status_counts(*, up_to: int) -> dict[Status, int]:
+    """Jobs in each status, each counted up to ``up_to + 1`` at most: one statement, an
+    index-only scan per status (per part of it, :func:`status_parts`) that stops there."""
+    table = connection.ops.quote_name(ScheduledJob._meta.db_table)
+    column = connection.ops.quote_name(ScheduledJob._meta.get_field("status").column)
+    parts = status_parts(states.ALL)
+    # Identifiers quoted from the model's own names; every value is a parameter.
+    capped = ", ".join(
+        f"(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {column} = %s{part} "  # noqa: S608
+        "LIMIT %s) AS capped)"
+        for _, part in parts
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {capped}", [value for status, _ in parts for value in (status, up_to + 1)]
+        )
+        counted = dict.fromkeys(Status, 0)
+        for (status, _), count in zip(parts, cursor.fetchone(), strict=True):
+            counted[status] += count
+    return counted
 
 
 def _status_shares(cursor: Any, *, table: str, column: str) -> dict[Status, float]:

@@ -47,6 +47,7 @@ from scheduler.models import (
     JobAttempt,
     Pause,
     ScheduledJob,
+    capped_status_counts,
     status_parts,
     watched_queues,
 )
@@ -386,27 +387,12 @@ def table_statistics() -> TableStatistics:
 
 def status_counts(statistics: TableStatistics) -> list[StatusCount]:
     """Jobs per status: exact up to EXACT_COUNT_LIMIT, else PostgreSQL's estimate."""
-    # One subquery per status, the status a literal: the planner can then use the
-    # status's partial index (due_idx, status_idx) and stop at the limit.
-    # Scheduled jobs in two parts, held or not: each in an index of its own.
-    parts = status_parts(states.ALL)
-    capped = ", ".join(
-        f"(SELECT count(*) FROM (SELECT 1 FROM {ScheduledJob._meta.db_table} "  # noqa: S608
-        f"WHERE status = %s{held} LIMIT %s) AS capped)"
-        for _, held in parts
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {capped}",
-            [value for status, _ in parts for value in (status, EXACT_COUNT_LIMIT + 1)],
-        )
-        capped_counts: dict[str, int] = dict.fromkeys(states.ALL, 0)
-        for (status, _), counted in zip(parts, cursor.fetchone(), strict=True):
-            capped_counts[status] += counted
+    capped_counts = capped_status_counts(up_to=EXACT_COUNT_LIMIT)
 
     def count(status: str) -> Tally:
-        if capped_counts[status] <= EXACT_COUNT_LIMIT:
-            return Tally(capped_counts[status])
+        counted = capped_counts[Status(status)]
+        if counted <= EXACT_COUNT_LIMIT:
+            return Tally(counted)
         estimate = round(statistics.rows * statistics.status_frequencies.get(status, 0))
         return Tally(max(EXACT_COUNT_LIMIT + 1, estimate), exact=False)
 
