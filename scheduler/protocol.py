@@ -69,7 +69,14 @@ def delivery_delay_seconds(eta: datetime, *, now: datetime, max_delay: int, lead
     second); a worker never holds it much longer than the lead. Rounded down, so SQS
     never releases it after ``eta - lead``; between 0 and ``max_delay``.
     """
-    return max(0, min(max_delay, math.floor((eta - now).total_seconds() - lead)))
+    return max(0, math.floor(release_in(eta, now=now, max_delay=max_delay, lead=lead)))
+
+
+def release_in(eta: datetime, *, now: datetime, max_delay: int, lead: float) -> float:
+    """Seconds from ``now`` until SQS should release a message due at ``eta`` (``lead``
+    before it, ``max_delay`` at most; negative once past): the exact figure
+    :func:`delivery_delay_seconds` rounds down."""
+    return min(max_delay, (eta - now).total_seconds() - lead)
 
 
 def job_ref_from_sqs_body(body: object) -> JobRef | None:
