@@ -7,11 +7,10 @@ PostgreSQL; the end-to-end tests run the same with a real worker.
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from celery import current_app, states
+from celery import states
 from celery.app.trace import trace_task
 from celery.canvas import Signature
 from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
@@ -317,20 +316,12 @@ def test_ignore_ends_the_job_succeeded_without_a_result(published):
     assert published == []
 
 
-@pytest.fixture
-def eager_calls() -> Iterator[None]:
-    """Celery calls run at once in this process (the replacement of self.replace())."""
-    conf = current_app.conf
-    previous = conf.task_always_eager
-    conf.task_always_eager = True
-    yield
-    conf.task_always_eager = previous
-
-
 @freeze_time(T0)
-def test_replace_hands_the_job_over_to_its_replacement_once(eager_calls):
+@pytest.mark.django_db(transaction=True)
+def test_replace_hands_the_job_over_to_its_replacement_once(replacements_sent):
     # self.replace() sends the replacement, then raises Ignore: recorded as an error, the
-    # job sent its replacement again on every attempt, then failed.
+    # job sent its replacement again on every attempt, then failed. (A real worker runs
+    # the replacement: tests/e2e/test_control_exceptions.py.)
     job = schedule_at("testapp.replaces", T0, ["swap"], max_attempts=3)
 
     handled = dispatch_and_deliver(job)
@@ -340,7 +331,7 @@ def test_replace_hands_the_job_over_to_its_replacement_once(eager_calls):
     job.refresh_from_db()
     assert (job.status, job.attempts, job.result) == (Status.SUCCEEDED, 1, None)
     assert [a.outcome for a in job.history.all()] == [JobAttempt.Outcome.SUCCEEDED]
-    assert _effects() == ["swap:body", "swap:replacement"]
+    assert replacements_sent == [(("swap:replacement",), ["swap:body"])]
 
 
 def _committed_effects() -> list[str]:
