@@ -20,8 +20,9 @@ class FakeGatewayClient:
     """Stands in for a card processor's API.
 
     Like Stripe or Adyen, a capture sent again with the same idempotency key returns
-    the first capture instead of charging twice; ``captures`` lists real ones, and
-    ``authorizations`` the holds put on cards.
+    the first capture instead of charging twice, and an authorization's capture can be
+    looked up; ``captures`` lists real ones, and ``authorizations`` the holds put on
+    cards.
     """
 
     def __init__(self) -> None:
@@ -48,6 +49,11 @@ class FakeGatewayClient:
             self._by_key[idempotency_key] = capture
             self.captures.append(capture)
             return capture
+
+    def capture_of(self, *, authorization_id: str) -> Capture | None:
+        """The capture made on an authorization, if any (as a gateway's lookup gives)."""
+        with self._lock:
+            return next((c for c in self.captures if c.authorization_id == authorization_id), None)
 
 
 #: The process's gateway client.

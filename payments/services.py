@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 from django.db import transaction
 from django.utils import timezone
 
-from payments.gateway import gateway
+from payments.gateway import Capture, gateway
 from payments.models import Payment
 from scheduler import schedule_at
 
@@ -35,7 +35,8 @@ def authorize_payment(
     days, by default). The capture runs ``capture_in`` from now (14 days by default),
     with the authorization's expiry as its deadline: a capture that could not start
     by then never runs, and the payment becomes ``capture_missed``. If the caller's
-    transaction rolls back, neither the payment nor its capture job exists.
+    transaction rolls back, neither the payment nor its capture job exists; the
+    gateway's hold on the card stays until it lapses (a real integration voids it).
     """
     amount = _amount(amount)
     currency = _currency(currency)
@@ -81,9 +82,9 @@ def capture_payment(*, payment_id: int) -> Payment:
     """Capture an authorized payment; a second call changes nothing.
 
     The payment row is locked and its state checked, and the gateway gets an
-    idempotency key, so a retry after a crash cannot charge twice. A payment whose
-    capture was missed (its authorization lapsed) is left as it is, whoever retries
-    its capture job.
+    idempotency key (the authorization's), so a retry after a crash cannot charge
+    twice. A payment whose capture was missed (its authorization lapsed) is left as it
+    is, whoever retries its capture job.
     """
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=payment_id)
@@ -94,10 +95,9 @@ def capture_payment(*, payment_id: int) -> Payment:
             payment.status == Payment.Status.AUTHORIZED
             and payment.authorization_expires_at <= timezone.now()
         ):
-            # Its job ran past the deadline it had (an operator's retry): the money the
-            # authorization held is no longer held.
-            payment.status = Payment.Status.CAPTURE_MISSED
-            payment.save(update_fields=["status"])
+            # Its job ran past the deadline it had (an operator's retry, or a retry after
+            # an attempt whose commit was lost): the money is no longer held.
+            return _capture_missed(payment)
         if payment.status != Payment.Status.AUTHORIZED:
             logger.warning(
                 "payment capture refused payment_id=%s status=%s authorization_expires_at=%s",
@@ -110,13 +110,10 @@ def capture_payment(*, payment_id: int) -> Payment:
             authorization_id=payment.authorization_id,
             amount=payment.amount,
             currency=payment.currency,
-            idempotency_key=f"capture:{payment.pk}",
+            # Not the payment's id, which a restored database gives out again.
+            idempotency_key=f"capture:{payment.authorization_id}",
         )
-        payment.status = Payment.Status.CAPTURED
-        payment.capture_id = capture.capture_id
-        payment.captured_at = timezone.now()
-        payment.save(update_fields=["status", "capture_id", "captured_at"])
-    logger.info("payment captured payment_id=%s capture_id=%s", payment_id, capture.capture_id)
+        _record_capture(payment, capture)
     return payment
 
 
@@ -130,15 +127,37 @@ def mark_capture_missed(*, capture_job_id: int) -> Payment | None:
         payment = Payment.objects.select_for_update().filter(capture_job_id=capture_job_id).first()
         if payment is None or payment.status != Payment.Status.AUTHORIZED:
             return payment
-        payment.status = Payment.Status.CAPTURE_MISSED
-        payment.save(update_fields=["status"])
+        return _capture_missed(payment)
+
+
+def _capture_missed(payment: Payment) -> Payment:
+    """Mark a locked, authorized payment missed, unless the gateway holds its capture.
+
+    An attempt may have captured at the gateway and then lost its commit: "missed" would
+    then invite a second charge, so the gateway's record is asked first.
+    """
+    capture = gateway.capture_of(authorization_id=payment.authorization_id)
+    if capture is not None:
+        _record_capture(payment, capture)
+        return payment
+    payment.status = Payment.Status.CAPTURE_MISSED
+    payment.save(update_fields=["status"])
     logger.warning(
         "payment capture missed payment_id=%s capture_job_id=%s authorization_expires_at=%s",
         payment.pk,
-        capture_job_id,
+        payment.capture_job_id,
         payment.authorization_expires_at.isoformat(),
     )
     return payment
+
+
+def _record_capture(payment: Payment, capture: Capture) -> None:
+    """Record the gateway's capture on the locked payment."""
+    payment.status = Payment.Status.CAPTURED
+    payment.capture_id = capture.capture_id
+    payment.captured_at = timezone.now()
+    payment.save(update_fields=["status", "capture_id", "captured_at"])
+    logger.info("payment captured payment_id=%s capture_id=%s", payment.pk, capture.capture_id)
 
 
 def _amount(amount: Decimal | str | int) -> Decimal:

@@ -196,3 +196,37 @@ def test_the_gateway_honours_idempotency_keys():
         authorization_id="a", amount=Decimal(1), currency="EUR", idempotency_key="k-1"
     )
     assert first == again
+
+
+def test_a_capture_whose_commit_was_lost_is_not_recorded_as_missed():
+    # The gateway took the money, then the attempt's commit was lost; the retry, or the
+    # expiry, came after the authorization lapsed. Saying "missed" would invite a second
+    # charge: the gateway's record of the capture wins.
+    by_retry, by_expiry = (two_day_authorization() for _ in range(2))
+    for payment in (by_retry, by_expiry):
+        with freeze_time(T0 + timedelta(days=1)), pytest.raises(RuntimeError), transaction.atomic():
+            capture_payment(payment_id=payment.pk)
+            raise RuntimeError("the commit is lost")
+    captured = {c.authorization_id: c for c in gateway.captures}
+    with freeze_time(T0 + timedelta(days=3)):
+        retried = capture_payment(payment_id=by_retry.pk)
+        expired = mark_capture_missed(capture_job_id=by_expiry.capture_job_id)
+    for payment in (retried, expired):
+        payment.refresh_from_db()
+        assert payment.status == Payment.Status.CAPTURED
+        assert payment.capture_id == captured[payment.authorization_id].capture_id
+        assert payment.captured_at == T0 + timedelta(days=3)
+    assert [c.authorization_id for c in gateway.captures].count(by_retry.authorization_id) == 1
+
+
+def test_a_payment_is_captured_on_its_own_authorization_after_a_sequence_reset():
+    # Payment ids come back after a restore (or from a second environment on the same
+    # gateway account): a capture keyed on the id was the first payment's capture.
+    first = authorize_payment(amount="10.00", currency="EUR")
+    capture_payment(payment_id=first.pk)
+    Payment.objects.filter(pk=first.pk).delete()
+    second = authorize_payment(amount="99.00", currency="EUR")
+    Payment.objects.filter(pk=second.pk).update(id=first.pk)
+    second = capture_payment(payment_id=first.pk)
+    capture = next(c for c in gateway.captures if c.capture_id == second.capture_id)
+    assert (capture.authorization_id, capture.amount) == (second.authorization_id, Decimal("99.00"))
