@@ -36,6 +36,9 @@ def client_kwargs() -> dict[str, Any]:
 
 
 logger = logging.getLogger(__name__)
+#: The most dead-letter queues one page or scrape peeks at side by side, one thread and
+#: one kept connection each (botocore keeps ten, and dropped the others after each call).
+PEEKS_AT_ONCE = 25
 
 #: A queue's dead-letter queue is named after it with this suffix.
 DLQ_SUFFIX = "-dlq"
@@ -55,8 +58,16 @@ def _client(frozen_kwargs: tuple[tuple[str, Any], ...], *, quick: bool) -> "SQSC
     # one against the service model first would cost a fifth of a call's CPU.
     base = Config(parameter_validation=False, user_agent=_USER_AGENT)
     if quick:
-        # For a page or a scrape that shows a queue's depth: answer fast or not at all.
-        config = base.merge(Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 0}))
+        # For a page or a scrape that shows a queue's depth: answer fast or not at all;
+        # a connection kept for each dead-letter queue it peeks at side by side.
+        config = base.merge(
+            Config(
+                connect_timeout=1,
+                read_timeout=2,
+                retries={"max_attempts": 0},
+                max_pool_connections=PEEKS_AT_ONCE,
+            )
+        )
     else:
         # Short timeouts: the dispatcher holds row locks while it sends. No retry: the
         # publisher tries a send again itself, with the delays less the time gone.

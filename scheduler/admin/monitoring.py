@@ -48,6 +48,7 @@ from scheduler.models import (
     Pause,
     ScheduledJob,
     capped_status_counts,
+    read_from_indexes,
     status_parts,
     watched_queues,
 )
@@ -339,12 +340,14 @@ def snapshot(now: datetime | None = None) -> Snapshot:
     # SQS answers while PostgreSQL does: the page waits for the slower, not for both.
     letters = sqs.DeadLetterPeeks(watched_queues(default=scheduler_settings.QUEUE_NAME))
     statistics = table_statistics()
-    overdue, oldest = overdue_jobs(now=now)
+    with read_from_indexes():
+        overdue, oldest = overdue_jobs(now=now)
+        by_status = status_counts(statistics)
     due_hourly, due_daily = due_charts(now=now, statistics=statistics)
     lateness = lateness_windows(now=now)
     return Snapshot(
         now=now,
-        by_status=status_counts(statistics),
+        by_status=by_status,
         overdue=overdue,
         oldest_overdue=oldest,
         due_hourly=due_hourly,

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -38,6 +38,7 @@ from scheduler.models import (
     JobAttempt,
     ScheduledJob,
     job_counts_by_status,
+    read_from_indexes,
     watched_queues,
 )
 from scheduler.sqs import DeadLetterPeeks, DeadLetters
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 #: "Due soon" for the due-in-the-next-minute gauge.
 DUE_SOON = timedelta(minutes=1)
+#: How long each of a scrape's statements may take; past it, the scrape answers 503.
+SCRAPE_TIMEOUT = timedelta(seconds=5)
 
 
 class SchedulerCollector:
@@ -59,11 +62,9 @@ class SchedulerCollector:
 
     def collect(self) -> Iterator[Metric]:
         """Every metric, read at ``now``."""
-        with transaction.atomic(), connection.cursor() as cursor:
-            # Each query reads a few index entries; the planner, misled by status and
-            # run_at being correlated (the past is mostly succeeded), would otherwise
-            # start parallel workers for them, which costs more than the reads.
-            cursor.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        # Within Prometheus' own scrape timeout (10 s): a scrape stuck behind a lock
+        # would otherwise hold its web worker and connection long after Prometheus left.
+        with read_from_indexes(timeout=SCRAPE_TIMEOUT):
             metrics = [self._jobs(), *self._pending(), *self._attempts(), *self._dispatchers()]
             queues = watched_queues(default=scheduler_settings.QUEUE_NAME)
         yield from metrics
@@ -242,8 +243,12 @@ def _bound(seconds: float) -> str:
 
 def _authorized(request: HttpRequest, token: str) -> bool:
     scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        credentials.strip().encode(), token.encode()
+    # An empty token (the checks refuse it, but a web server does not run them) would
+    # match an empty credential: it lets no one in.
+    return (
+        bool(token)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(credentials.strip().encode(), token.encode())
     )
 
 

@@ -3,12 +3,14 @@
 A known data set at a frozen instant; each figure is compared with what the rows say.
 """
 
+import logging
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
@@ -17,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.publisher import PublishResult
 from scheduler.integrations import metrics
-from scheduler.models import DispatcherHeartbeat, JobAttempt
-from scheduler.sqs import get_client
+from scheduler.models import WATCHED_QUEUES, DispatcherHeartbeat, JobAttempt
+from scheduler.sqs import DeadLetterPeeks, get_client
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import SqsQueue
 from tests.factories import make_jobs
@@ -239,6 +241,21 @@ def test_dlq_depth_from_the_queue(sqs_queue: SqsQueue, settings: Any):
     assert value(samples, "scheduler_dlq_messages", queue=f"{sqs_queue.name}-dlq") == 3
 
 
+def test_the_watched_dead_letter_queues_are_read_on_connections_kept_open(
+    sqs_queue: SqsQueue, caplog: pytest.LogCaptureFixture
+):
+    # botocore keeps ten connections: the others were dropped after each call ("Connection
+    # pool is full"), and opened again (a TLS handshake on AWS) for each scrape and page.
+    queues = [f"{sqs_queue.name}-{n}" for n in range(WATCHED_QUEUES)]
+    for queue in queues:
+        sqs_queue.client.create_queue(QueueName=f"{queue}-dlq")
+    with caplog.at_level(logging.WARNING, logger="urllib3.connectionpool"):
+        for _ in range(3):
+            peeked = DeadLetterPeeks(queues, limit=0).results()
+            assert [letters.depth for letters in peeked] == [0] * WATCHED_QUEUES
+    assert not [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"]
+
+
 def test_a_scrape_makes_one_sqs_call_once_the_queue_was_looked_up(sqs_queue: SqsQueue):
     sqs_queue.client.create_queue(QueueName=f"{sqs_queue.name}-dlq")
     calls: list[str] = []
@@ -318,6 +335,43 @@ def test_token_required_once_set(settings, authorization):
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == 'Bearer realm="metrics"'
     assert b"scheduler_jobs" not in response.content
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer "])
+def test_an_empty_token_lets_no_one_in(settings, authorization):
+    # The system checks refuse it, but a web server does not run them: an empty token
+    # matched an empty credential, and the metrics were open to whoever sent "Bearer".
+    settings.SCHEDULER_METRICS_TOKEN = ""
+    headers = {} if authorization is None else {"Authorization": authorization}
+    assert Client().get("/metrics", headers=headers).status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)  # the lock is held from another connection
+def test_a_scrape_stuck_behind_a_lock_answers_503_within_its_timeout(monkeypatch):
+    monkeypatch.setattr(metrics, "SCRAPE_TIMEOUT", timedelta(milliseconds=300))
+    locked, release, let_go = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_the_attempts_table() -> None:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("LOCK TABLE scheduler_jobattempt IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                release.wait(10)
+        finally:
+            let_go.set()
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_attempts_table)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        response = Client().get("/metrics")
+        # Answered while the lock was still held, not once it was let go.
+        assert not let_go.is_set()
+    finally:
+        release.set()
+        holder.join()
+    assert response.status_code == 503
 
 
 def test_token_accepted(settings):
