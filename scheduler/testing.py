@@ -4,7 +4,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import cast
 from uuid import UUID
 
@@ -53,7 +53,9 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
     job that a run schedules (or retries) due by ``until`` runs too. An error in a job
     is recorded on it, not raised. The clock is not moved: a job due after now but by
     ``until`` runs early. The dispatcher ticks at each job's run time in turn, so a
-    deadline is judged then, not at ``until``, and nothing is purged.
+    deadline is judged then, not at ``until``, a job due after ``until`` is left
+    scheduled (not sent ahead, as a dispatcher sends within its lookahead), and
+    nothing is purged.
 
     Returns each job as it was after each run, in the order they ran. Raises
     RuntimeError after ``max_runs`` runs (a job that keeps scheduling itself).
@@ -65,7 +67,12 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
     """
     until = validation.aware_datetime(until or timezone.now(), "until")
     dispatcher = Dispatcher(
-        publisher=InMemoryPublisher(), name=TESTING_WORKER, judge_leases_at_once=True, purge=False
+        publisher=InMemoryPublisher(),
+        name=TESTING_WORKER,
+        judge_leases_at_once=True,
+        purge=False,
+        lookahead=timedelta(0),
+        recovery_interval=0,
     )
     ran: list[ScheduledJob] = []
     tick_at = min(timezone.now(), until)

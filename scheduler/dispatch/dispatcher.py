@@ -19,7 +19,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.db import (
     DatabaseError,
@@ -179,7 +179,9 @@ class Dispatcher:
     health checks in an outage), and the workers may not have beaten since.
     ``judge_leases_at_once`` is for a tick an operator asks for (``scheduler_dispatch
     --once``) and ticks on a test's frozen clock (``run_due_jobs``), which also ticks
-    without ``purge``: its ticks run ahead of the jobs' own clock.
+    without ``purge``, as its ticks run ahead of the jobs' own clock, sends no job
+    ahead (a ``lookahead`` of 0), and recovers at every tick (a ``recovery_interval``
+    of 0: on a frozen clock, the interval would never pass).
     """
 
     def __init__(
@@ -189,9 +191,19 @@ class Dispatcher:
         *,
         judge_leases_at_once: bool = False,
         purge: bool = True,
+        lookahead: timedelta | None = None,
+        recovery_interval: float | None = None,
     ) -> None:
         self.publisher: Publisher = publisher or SQSPublisher()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        #: How far ahead of now jobs are sent (None: ``SCHEDULER_LOOKAHEAD_SECONDS``).
+        self.lookahead = lookahead
+        #: Seconds between recoveries (None: ``SCHEDULER_RECOVERY_INTERVAL_SECONDS``).
+        self.recovery_interval = (
+            scheduler_settings.RECOVERY_INTERVAL_SECONDS
+            if recovery_interval is None
+            else recovery_interval
+        )
         self._next_recovery = -math.inf
         self._next_purge = -math.inf if purge else math.inf
         self._stopping = False
@@ -216,7 +228,7 @@ class Dispatcher:
         result = TickResult()
         if time.monotonic() >= self._next_recovery:
             self._recover(result, now=now or timezone.now())
-            self._next_recovery = time.monotonic() + scheduler_settings.RECOVERY_INTERVAL_SECONDS
+            self._next_recovery = time.monotonic() + self.recovery_interval
         result.sent, result.failed = self._send_all(
             self._any_due,
             self._dispatch_batch,
@@ -248,7 +260,9 @@ class Dispatcher:
 
     def _any_due(self, *, now: datetime) -> bool:
         """Whether a job is due, recording an empty tick in the same statement."""
-        return dispatching.any_due(now=now, dispatcher=self.name, skip_queues=self._skipped())
+        return dispatching.any_due(
+            now=now, dispatcher=self.name, skip_queues=self._skipped(), within=self.lookahead
+        )
 
     def _any_resend(self, *, now: datetime) -> bool:
         """Whether a job waits to be sent again."""
@@ -419,7 +433,10 @@ class Dispatcher:
         """
         with transaction.atomic():
             jobs = dispatching.dispatch_due(
-                now=now, limit=scheduler_settings.BATCH_SIZE, skip_queues=self._skipped()
+                now=now,
+                limit=scheduler_settings.BATCH_SIZE,
+                skip_queues=self._skipped(),
+                within=self.lookahead,
             )
             if not jobs:
                 return BatchResult(taken=0, sent=0, failed=0)

@@ -68,24 +68,39 @@ _PENDING_COLUMNS = (
 _UNDONE = ("dispatch_token", "sends", "enqueued_at", "resend_at", "updated_at")
 
 
-def any_due(*, now: datetime, dispatcher: str, skip_queues: Collection[str] = ()) -> bool:
-    """Whether a job not on ``skip_queues`` is due within the lookahead: one indexed
-    probe, no lock.
+def any_due(
+    *,
+    now: datetime,
+    dispatcher: str,
+    skip_queues: Collection[str] = (),
+    within: timedelta | None = None,
+) -> bool:
+    """Whether a job not on ``skip_queues`` is due within the lookahead (``within``, by
+    default ``SCHEDULER_LOOKAHEAD_SECONDS``): one indexed probe, no lock.
 
     The same statement records an empty tick on ``dispatcher``'s heartbeat (see
     :func:`record_tick`), so a tick that finds nothing to do costs this one statement,
     whatever the table holds; a tick that does more records its figures at its end.
     """
     beat, beat_params = _tick_upsert(dispatcher=dispatcher, now=now, sent=0, recovered=0, errors=())
-    probe, probe_params = _due_query(now=now, limit=1, lock=False, skip_queues=skip_queues)
+    probe, probe_params = _due_query(
+        now=now, limit=1, lock=False, skip_queues=skip_queues, within=within
+    )
     with connection.cursor() as cursor:
         cursor.execute(f"{LAZY_COMMIT}, beat AS ({beat}) {probe}", [*beat_params, *probe_params])
         return cursor.fetchone() is not None
 
 
-def dispatch_due(*, now: datetime, limit: int, skip_queues: Collection[str] = ()) -> list[Pending]:
-    """Mark up to ``limit`` jobs due within the lookahead enqueued, oldest first, each
-    with a fresh token, and return them to send: one statement.
+def dispatch_due(
+    *,
+    now: datetime,
+    limit: int,
+    skip_queues: Collection[str] = (),
+    within: timedelta | None = None,
+) -> list[Pending]:
+    """Mark up to ``limit`` jobs due within the lookahead (``within``, by default
+    ``SCHEDULER_LOOKAHEAD_SECONDS``) enqueued, oldest first, each with a fresh token,
+    and return them to send: one statement.
 
     Jobs another dispatcher holds, and jobs on ``skip_queues``, are skipped. The caller
     sends them before its transaction commits, and puts back with :func:`undispatch`
@@ -100,7 +115,7 @@ def dispatch_due(*, now: datetime, limit: int, skip_queues: Collection[str] = ()
     """
     rows = apply_chosen(
         states.DISPATCH,
-        _due_query(now=now, limit=limit, lock=True, skip_queues=skip_queues),
+        _due_query(now=now, limit=limit, lock=True, skip_queues=skip_queues, within=within),
         returning=_PENDING_COLUMNS,
         returning_was=_UNDONE,
         order_by=("run_at", "id"),
@@ -139,13 +154,18 @@ def undispatch(jobs: Sequence[Pending]) -> int:
 
 #: The "now" the due queries are compiled with; see :func:`_due_query`.
 _COMPILED_AT = datetime(2000, 1, 1, tzinfo=UTC)
-_compiled: dict[tuple[int, int, bool, bool], tuple[str, tuple[Any, ...]]] = {}
+_compiled: dict[tuple[float, int, bool, bool], tuple[str, tuple[Any, ...]]] = {}
 #: Stands for the queues to skip in a compiled due query.
 _SKIP_QUEUES = object()
 
 
 def _due_query(
-    *, now: datetime, limit: int, lock: bool, skip_queues: Collection[str]
+    *,
+    now: datetime,
+    limit: int,
+    lock: bool,
+    skip_queues: Collection[str],
+    within: timedelta | None = None,
 ) -> tuple[str, list[Any]]:
     """The SQL and parameters of ``ScheduledJob.objects.due()`` at ``now``, in claim
     order, without the jobs on ``skip_queues``.
@@ -157,7 +177,7 @@ def _due_query(
     order, (run_at, id), so that PostgreSQL reads the partial index of due jobs, never
     the plain run_at index whose oldest entries are every job already sent.
     """
-    lookahead = scheduler_settings.LOOKAHEAD_SECONDS
+    lookahead = scheduler_settings.LOOKAHEAD_SECONDS if within is None else within.total_seconds()
     key = (lookahead, limit, lock, bool(skip_queues))
     if key not in _compiled:
         cutoff = _COMPILED_AT + timedelta(seconds=lookahead)

@@ -107,9 +107,9 @@ def test_a_job_whose_worker_died_is_retried_once_its_lease_expired():
         assert isinstance(claimed, running.Claim)
         clock.move_to(T0 + timedelta(minutes=2))  # no heartbeat since T0: past the lease
 
-        assert run_due_jobs() == []  # retried after a back-off
+        assert run_due_jobs() == []  # retried after a back-off, not sent ahead
         job.refresh_from_db()
-        assert (job.status, job.last_error[:13]) == (Status.ENQUEUED, "lease expired")
+        assert (job.status, job.last_error[:13]) == (Status.SCHEDULED, "lease expired")
         clock.move_to(job.run_at)
         [ran] = run_due_jobs()
     assert (ran.pk, ran.status, ran.attempts, ran.result) == (job.pk, Status.SUCCEEDED, 2, "again")
@@ -159,3 +159,36 @@ def test_a_job_due_before_its_deadline_runs_however_far_until_reaches(settings):
     payment.refresh_from_db()
     assert payment.status == "captured"
     assert ScheduledJob.objects.filter(pk__in=[job.pk for job in ran]).count() == 2
+
+
+@freeze_time(T0)
+def test_a_job_not_due_by_until_is_left_scheduled_not_sent():
+    # The dispatcher sends what is due within its lookahead (five minutes): such a job
+    # was left enqueued, with a token and a send, which a test then saw as its status.
+    soon = schedule_in("testapp.noop", timedelta(minutes=2))
+    assert run_due_jobs() == []
+    earlier = schedule_at("testapp.noop", T0 - timedelta(minutes=58))
+    assert run_due_jobs(until=T0 - timedelta(hours=1)) == []
+    for job in (soon, earlier):
+        job.refresh_from_db()
+        assert (job.status, job.sends, job.dispatch_token) == (Status.SCHEDULED, 0, None)
+
+
+def test_a_retry_due_after_its_deadline_expires_as_in_production(tmp_path):
+    # Every tick judges deadlines at its own time: the first tick only did, as the
+    # dispatcher's recovery waits for its interval on a clock that freezegun stopped.
+    with freeze_time(T0):
+        job = schedule_at(
+            "testapp.observed",
+            T0,
+            [str(tmp_path / "runs"), "x", 600],
+            deadline=T0 + timedelta(minutes=5),
+        )
+        [first] = run_due_jobs(until=T0 + timedelta(hours=1))
+    assert (first.pk, first.status, first.run_at) == (
+        job.pk,
+        Status.SCHEDULED,
+        T0 + timedelta(seconds=600),
+    )
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.EXPIRED, 1)
