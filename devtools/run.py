@@ -3,8 +3,9 @@
 Development tooling, not part of a deployment. Starts an embedded PostgreSQL when
 DATABASE_URL is unset and nothing answers on 127.0.0.1:5432 (:mod:`devtools.database`),
 creates the database if missing, migrates, creates the demo admin user (debug only),
-starts an embedded SQS server on loopback unless SQS or AWS is configured, creates the
-queue, runs the demo the first time, then runs the Procfile's processes with honcho's
+starts an embedded SQS server on loopback unless SQS_ENDPOINT_URL is set or ``--aws``
+is passed, creates the queue, runs the demo the first time, then runs the Procfile's
+processes with honcho's
 manager, which interleaves their output and stops them all on Ctrl-C; then the SQS
 server and the embedded PostgreSQL, if any, are stopped.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 import botocore.session
 import django
+import honcho.manager
 import psycopg2
 from django.conf import settings
 from honcho.environ import parse_procfile
@@ -37,6 +39,8 @@ BIN = Path(sys.executable).parent
 PROCFILE = ROOT / "Procfile"
 DEMO_ADMIN = ("admin", "admin")
 _START_TIMEOUT = 30.0
+#: How long the processes have to stop after Ctrl-C before they are killed.
+STOP_WAIT_SECONDS = 60
 
 
 class RunError(Exception):
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         with database(say, data_dir=args.pgdata):
             ensure_database()
             django.setup()
-            with sqs_endpoint(args.sqs_port) as endpoint:
+            with sqs_endpoint(args.sqs_port, aws=args.aws) as endpoint:
                 _prepare(endpoint, demo=args.demo)
                 returncode = run_procfile(args.port, _child_env(endpoint))
     except (RunError, EmbeddedPostgresError) as error:
@@ -84,6 +88,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=9324,
         help="embedded SQS server port on 127.0.0.1, when one is started (default 9324)",
+    )
+    parser.add_argument(
+        "--aws",
+        action="store_true",
+        help="use Amazon SQS, with the AWS credentials of the environment (by default, "
+        "an embedded SQS server: credentials alone never send a local worker to a real queue)",
     )
     parser.add_argument(
         "--pgdata",
@@ -143,14 +153,21 @@ def _first_line(error: Exception) -> str:
 
 
 @contextmanager
-def sqs_endpoint(port: int) -> Iterator[str | None]:
-    """The SQS endpoint to use: the configured one, AWS (None), or an embedded server."""
+def sqs_endpoint(port: int, *, aws: bool = False) -> Iterator[str | None]:
+    """The SQS endpoint to use: the configured one, Amazon SQS (None) when asked for, or
+    an embedded server.
+
+    Credentials alone are no request: a laptop's default profile often reaches a real
+    account, whose queue a local worker would drain of messages it cannot run.
+    """
     if settings.SCHEDULER_SQS_ENDPOINT_URL:
         say(f"SQS: {settings.SCHEDULER_SQS_ENDPOINT_URL} (SQS_ENDPOINT_URL)")
         yield settings.SCHEDULER_SQS_ENDPOINT_URL
         return
-    if _has_aws_credentials():
-        say(f"SQS: Amazon SQS in {settings.SCHEDULER_SQS_REGION} (AWS credentials found)")
+    if aws:
+        if not _has_aws_credentials():
+            raise RunError("--aws: no AWS credentials found (environment or ~/.aws)")
+        say(f"SQS: Amazon SQS in {settings.SCHEDULER_SQS_REGION} (--aws)")
         yield None
         return
     with embedded_sqs(port) as endpoint:
@@ -262,6 +279,9 @@ def run_procfile(port: int, env: dict[str, str]) -> int:
     Returns 0 when stopped on request (Ctrl-C, SIGTERM), else the exit code of the
     process that stopped first.
     """
+    # honcho kills what is still running 5 s after Ctrl-C: a worker's warm shutdown
+    # waits out its long poll and its running jobs, which would be left to their leases.
+    honcho.manager.KILL_WAIT = STOP_WAIT_SECONDS
     manager = Manager()
     for name, command in parse_procfile(PROCFILE.read_text()).processes.items():
         # honcho's own naming, as `honcho start` prints it.

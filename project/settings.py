@@ -21,7 +21,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 def _env_bool(name: str, default: bool) -> bool:
     value = os.environ.get(name)
-    if value is None or value == "":
+    # Unset only: an empty value (compose's ${VAR} with the host's unset) is no answer,
+    # and read as the default it turned DEBUG on over the image's DJANGO_DEBUG=false.
+    if value is None:
         return default
     word = value.strip().lower()
     if word in {"1", "true", "yes", "on"}:
@@ -95,13 +97,30 @@ WSGI_APPLICATION = "project.wsgi.application"
 # start an embedded PostgreSQL instead when nothing answers there (devtools/database.py).
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/longdelay"
 DATABASE_URL = os.environ.get("DATABASE_URL") or None
-DATABASES = {
-    "default": dj_database_url.parse(
-        DATABASE_URL or DEFAULT_DATABASE_URL,
-        conn_max_age=60,
-        conn_health_checks=True,
-    )
-}
+
+
+POSTGRESQL_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.backends.postgis")
+
+
+def _database(url: str) -> dj_database_url.DBConfig:
+    """DATABASE_URL's database, or an error that names the variable."""
+    try:
+        database = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except ValueError as error:  # the scheme, the port (dj_database_url's errors)
+        raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
+    # PostgreSQL's own backend, or PostGIS's built on it.
+    if database.get("ENGINE") not in POSTGRESQL_ENGINES:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must name a PostgreSQL database (postgres://…), not {urlsplit(url).scheme}://…"
+        )
+    if not database.get("NAME"):
+        raise ImproperlyConfigured(
+            "DATABASE_URL must end with the database name (postgres://user@host:5432/name)."
+        )
+    return database
+
+
+DATABASES = {"default": _database(DATABASE_URL or DEFAULT_DATABASE_URL)}
 # A failover can lose the primary with its host: nothing answers, nothing is refused,
 # and a query on a connection to it would wait out the kernel's TCP retransmissions
 # (about 15 minutes), a dispatcher's tick or a worker's heartbeat with it. These libpq

@@ -79,7 +79,9 @@ def kill_left_over(group: subprocess.Popen[bytes], started: dict[int, tuple[int,
 
 
 def run_env(database_url: str) -> dict[str, str]:
-    """The caller's environment without any SQS or AWS configuration, so SQS is embedded."""
+    """The caller's environment without any SQS configuration, and with AWS credentials,
+    as on a laptop whose default profile reaches a real account: SQS is embedded all the
+    same (with them, `make run` used to send its worker and beat to Amazon SQS)."""
     env = {
         name: value
         for name, value in os.environ.items()
@@ -89,6 +91,8 @@ def run_env(database_url: str) -> dict[str, str]:
         DATABASE_URL=database_url,
         AWS_CONFIG_FILE=os.devnull,
         AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_ACCESS_KEY_ID="AKIAIOSFODNN7EXAMPLE",
+        AWS_SECRET_ACCESS_KEY="not-a-real-secret-for-make-run",
     )
     return env
 
@@ -159,6 +163,9 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
         output = log_path.read_text()
         for label in ("web.1", "worker.1", "beat.1"):
             assert f"{label} stopped" in output, output[-3000:]
+        # Each stopped on its own: the worker's warm shutdown outlasted honcho's 5 s and
+        # was killed, its running job left to its lease.
+        assert "SIGKILL" not in output, output[-3000:]
         assert "every process has stopped" in output, output[-3000:]
     finally:
         kill_left_over(make, started)

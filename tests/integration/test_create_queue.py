@@ -71,3 +71,16 @@ def test_creates_queue_and_dead_letter_queue_idempotently(
 def test_rejects_a_name_sqs_would_refuse(queue_name: str) -> None:
     with pytest.raises(CommandError, match="not a valid SQS queue name"):
         call_command("scheduler_create_queue", "--name", "no spaces allowed")
+
+
+def test_sqs_out_of_reach_is_one_clear_line(settings: Any) -> None:
+    # The operator's one deploy step ended in a 40-line botocore traceback.
+    settings.SCHEDULER_SQS_ENDPOINT_URL = "http://127.0.0.1:9"
+    with pytest.raises(CommandError, match=r"SQS refused or could not be reached.*127\.0\.0\.1:9"):
+        call_command("scheduler_create_queue", "--name", f"create-{uuid.uuid4().hex[:12]}")
+
+
+def test_an_empty_name_is_refused_not_read_as_the_default(queue_name: str, client: Any) -> None:
+    with pytest.raises(CommandError, match="--name"):
+        call_command("scheduler_create_queue", "--name", "")
+    assert not client.list_queues(QueueNamePrefix=queue_name).get("QueueUrls")

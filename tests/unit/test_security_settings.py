@@ -102,6 +102,15 @@ def test_behind_a_load_balancer_that_terminates_tls():
         ("DJANGO_SECURE_COOKIES", "enabled", "true or false"),
         ("DJANGO_SECURE_SSL_REDIRECT", "ture", "true or false"),
         ("DJANGO_DEBUG", "nope", "true or false"),
+        # Compose's ${DJANGO_DEBUG} with the host's variable unset: an empty value read as
+        # the default turned DEBUG on, over the image's DJANGO_DEBUG=false.
+        ("DJANGO_DEBUG", "", "true or false"),
+        ("DJANGO_SECURE_COOKIES", " ", "true or false"),
+        # A traceback deep in dj_database_url or psycopg2 that never named the variable.
+        ("DATABASE_URL", "postgress://u@db:5432/app", "scheme"),
+        ("DATABASE_URL", "postgres://u@db:notaport/app", "DATABASE_URL"),
+        ("DATABASE_URL", "sqlite:////tmp/app.db", "PostgreSQL"),
+        ("DATABASE_URL", "postgres://u@db:5432", "database name"),
     ],
 )
 def test_a_bad_value_is_a_clear_error(variable, value, message):

@@ -2,8 +2,10 @@
 
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from scheduler.conf import scheduler_settings
 from scheduler.dispatch.queues import ensure_queue
 
 
@@ -17,10 +19,21 @@ class Command(BaseCommand):
         parser.add_argument("--name", help="Queue name (default: SCHEDULER_QUEUE_NAME).")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["name"] == "":
+            raise CommandError("--name must not be empty (leave it out for SCHEDULER_QUEUE_NAME)")
         try:
             setup = ensure_queue(options["name"])
         except ValueError as error:
             raise CommandError(str(error)) from None
+        except (BotoCoreError, ClientError) as error:
+            where = scheduler_settings.SQS_ENDPOINT_URL or (
+                f"Amazon SQS in {scheduler_settings.SQS_REGION}"
+            )
+            raise CommandError(
+                f"SQS refused or could not be reached ({where}): {error}. Check the "
+                "credentials, the region and the IAM policy (sqs:CreateQueue, "
+                "sqs:SetQueueAttributes, sqs:GetQueueAttributes; README, Deploying to AWS)."
+            ) from None
         self.stdout.write(f"queue url={setup.url} arn={setup.arn}")
         self.stdout.write(f"dead-letter queue url={setup.dlq_url} arn={setup.dlq_arn}")
         for key, value in sorted(setup.attributes.items()):
