@@ -42,7 +42,7 @@ PAGES = {
     "search: id": (f"{CHANGELIST}?q=3", 5),
     "search: task name": (f"{CHANGELIST}?q=testapp.f", 5),
     "search: unique key": (f"{CHANGELIST}?q=key:1", 5),
-    "monitoring": (MONITORING, 15),
+    "monitoring": (MONITORING, 18),
     "payments list": (PAYMENTS, 5),
     "payments: capture missed": (f"{PAYMENTS}?status__exact=capture_missed", 5),
 }
