@@ -27,5 +27,8 @@ RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinpu
 RUN useradd --create-home --uid 10001 app
 USER app
 
+# gunicorn binds 0.0.0.0:$PORT; docker-compose.yml's web runs runserver instead, for
+# development. Two workers by default: GUNICORN_CMD_ARGS="--workers 4" changes it.
+ENV PORT=8000
 EXPOSE 8000
-CMD ["python", "manage.py", "runserver", "0.0.0.0:8000", "--noreload"]
+CMD ["gunicorn", "project.wsgi:application", "--workers", "2", "--access-logfile", "-"]
