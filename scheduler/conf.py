@@ -89,16 +89,21 @@ class PositiveInt(Setting[int]):
         )
 
 
-class PositiveSeconds(Setting[float]):
-    """A finite number of seconds greater than 0; fractions allowed (0.5)."""
+#: The shortest interval a seconds setting takes: less makes a tick, a beat or a
+#: recovery a busy loop.
+MINIMUM_SECONDS = 0.1
 
-    expected = "a positive number of seconds"
+
+class PositiveSeconds(Setting[float]):
+    """A finite number of seconds, at least MINIMUM_SECONDS; fractions allowed (0.5)."""
+
+    expected = f"a number of seconds of at least {MINIMUM_SECONDS}"
 
     def is_valid(self, value: object) -> bool:
         if not isinstance(value, int | float) or isinstance(value, bool):
             return False
         try:
-            return math.isfinite(value) and value > 0
+            return math.isfinite(value) and value >= MINIMUM_SECONDS
         except OverflowError:  # an int no float holds: no number of seconds either
             return False
 

@@ -88,6 +88,11 @@ def test_defaults_pass():
         ({"SCHEDULER_RETRY_BACKOFF_MAX_SECONDS": 2_592_001}, "scheduler.E001"),
         ({"SCHEDULER_DEFAULT_MAX_ATTEMPTS": 2**31}, "scheduler.E001"),
         ({"SCHEDULER_BATCH_SIZE": 10_001}, "scheduler.E001"),
+        # Accepted, each a busy loop: a tick, a beat or a recovery a microsecond apart.
+        ({"SCHEDULER_DISPATCH_INTERVAL_SECONDS": 1e-6}, "scheduler.E001"),
+        ({"SCHEDULER_HEARTBEAT_INTERVAL_SECONDS": 0.01}, "scheduler.E001"),
+        ({"SCHEDULER_RECOVERY_INTERVAL_SECONDS": 0.099}, "scheduler.E001"),
+        ({"SCHEDULER_DELIVERY_LEAD_SECONDS": 1e-9}, "scheduler.E001"),
     ],
 )
 def test_each_bad_setting_is_reported(overrides, expected):
@@ -98,7 +103,7 @@ def test_an_error_names_the_setting_and_what_it_must_be():
     with override_settings(SCHEDULER_DISPATCH_INTERVAL_SECONDS="5"):
         [error] = check_settings()
     assert error.msg == (
-        "SCHEDULER_DISPATCH_INTERVAL_SECONDS must be a positive number of seconds, got '5'."
+        "SCHEDULER_DISPATCH_INTERVAL_SECONDS must be a number of seconds of at least 0.1, got '5'."
     )
 
 
