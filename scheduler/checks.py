@@ -1,13 +1,20 @@
 """System checks: the scheduler's settings must respect SQS's limits and each other; its
 tables live on the default database, with aware datetimes, on a connection that gives
-up on a primary that stopped answering; no model keeps finished jobs from being purged."""
+up on a primary that stopped answering; no model keeps finished jobs from being purged.
 
+Celery's worker and beat run them as they start, and refuse to start on an error
+(:func:`check_before_start`), as ``manage.py`` commands such as ``scheduler_dispatch`` do.
+"""
+
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from celery.signals import beat_init, worker_init
 from celery.utils.imports import symbol_by_name
 from django.apps import AppConfig, apps
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.management.base import BaseCommand, SystemCheckError
 from django.db import DEFAULT_DB_ALIAS, connections, models, router
 
 from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
@@ -272,3 +279,42 @@ def names_subclass(configured: str, base: type) -> bool:
     except (ImportError, AttributeError, ValueError):
         return False
     return isinstance(value, type) and issubclass(value, base)
+
+
+#: Whether this process ran the checks of :func:`check_before_start` already.
+_checked_before_start = False
+
+
+def check_before_start() -> None:
+    """Run Django's system checks as a management command runs them before it starts
+    (``BaseCommand.check``, as for ``scheduler_dispatch``), and exit this process with
+    status 1 when one reports an error.
+
+    Every message is printed to stderr as ``manage.py check`` prints it; warnings alone
+    let the process go on. Once per process: the beat a worker embeds (``worker -B``) and
+    a beat's own two hooks find it done. Skipped when ``CELERY_SKIP_CHECKS`` is set, the
+    variable with which Celery skips the checks it runs (and ignores) at start-up.
+    """
+    global _checked_before_start
+    if _checked_before_start or os.environ.get("CELERY_SKIP_CHECKS"):
+        return
+    _checked_before_start = True
+    command = BaseCommand()
+    try:
+        command.check()
+    except SystemCheckError as error:
+        # As manage.py reports it (BaseCommand.run_from_argv): the report, no traceback.
+        command.stderr.write(str(error), lambda text: text)
+        raise SystemExit(error.returncode) from None
+
+
+@worker_init.connect(weak=False)
+@beat_init.connect(weak=False)
+def _check_before_celery_starts(**_: Any) -> None:
+    """``worker_init`` (sent in the worker's main process, before its pool, consumer and
+    embedded beat start) and ``beat_init`` (before beat's first tick): check first.
+
+    A beat with the scheduler's ``DispatchingScheduler`` checks earlier still, before it
+    writes the dispatch schedule.
+    """
+    check_before_start()

@@ -21,7 +21,7 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 from typing_extensions import override
 
-from scheduler.checks import names_subclass
+from scheduler.checks import check_before_start, names_subclass
 from scheduler.clock import check_clock
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import Dispatcher
@@ -90,6 +90,9 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
 
     @override
     def setup_schedule(self) -> None:
+        # Beat builds its scheduler before it sends beat_init: the settings are checked
+        # before they are written into the schedule (or break it with a TypeError).
+        check_before_start()
         # The dispatch entry as the settings say now: written only after migrate, a
         # changed interval (or queue) would wait for the next migrate.
         ensure_dispatch_schedule()

@@ -1,0 +1,67 @@
+"""Celery's worker and beat refuse to start when Django's system checks report an error."""
+
+import time
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from scheduler import schedule_at
+from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.models import DispatcherHeartbeat, ScheduledJob
+from tests.conftest import SqsQueue
+from tests.processes import (
+    WORKER_STOP_SIGNAL,
+    Process,
+    celery_beat_args,
+    celery_worker_args,
+    running,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+#: The check tests.settings_check_error fails, and the settings module that fails it.
+CHECK_ID = "scheduler.E003"
+FAILING_SETTINGS = "tests.settings_check_error"
+#: Long enough for a loaded machine to start Python, Django and Celery; a process that
+#: ignored the error would run on until the test's own timeout.
+EXIT_WITHIN_SECONDS = 15
+
+
+def refused(process: Process) -> str:
+    """Wait for ``process`` to exit; assert it failed, naming the check; its output."""
+    started = time.monotonic()
+    returncode = process.popen.wait(EXIT_WITHIN_SECONDS)
+    output = process.output()
+    assert returncode != 0, output
+    assert CHECK_ID in output, output
+    assert "SystemCheckError" in output, output
+    assert time.monotonic() - started < EXIT_WITHIN_SECONDS
+    return output
+
+
+def test_beat_refuses_to_start_and_dispatches_nothing(
+    e2e_env: dict[str, str], tmp_path: Path
+) -> None:
+    job = schedule_at("testapp.noop", timezone.now())  # due: a tick would send it
+    env = {**e2e_env, "DJANGO_SETTINGS_MODULE": FAILING_SETTINGS}
+    with running("beat", celery_beat_args(pidfile=tmp_path / "beat.pid"), env) as process:
+        output = refused(process)
+    assert "dispatch tick" not in output
+    assert ScheduledJob.objects.get(pk=job.pk).status == "scheduled"
+    assert not DispatcherHeartbeat.objects.exists()
+
+
+def test_the_worker_refuses_to_start_and_receives_nothing(
+    e2e_env: dict[str, str], sqs_queue: SqsQueue
+) -> None:
+    job = schedule_at("testapp.noop", timezone.now())
+    Dispatcher(judge_leases_at_once=True).run_once()  # its message waits in the queue
+    env = {**e2e_env, "DJANGO_SETTINGS_MODULE": FAILING_SETTINGS}
+    args = celery_worker_args(queue=sqs_queue.name, name="refused")
+    with running("worker", args, env, stop_signal=WORKER_STOP_SIGNAL) as process:
+        output = refused(process)
+    assert "ready." not in output
+    assert ScheduledJob.objects.get(pk=job.pk).status == "enqueued"
+    [message] = sqs_queue.receive()
+    assert message["headers"]["task"] == "testapp.noop"
