@@ -78,14 +78,25 @@ def main(argv: list[str] | None = None) -> int:
     return returncode
 
 
+def _port(text: str) -> int:
+    """A TCP port number, for argparse: refused at once, before anything is started."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return port
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="make run", description=__doc__)
     parser.add_argument(
-        "--port", type=int, default=8000, help="web server port on 127.0.0.1 (default 8000)"
+        "--port", type=_port, default=8000, help="web server port on 127.0.0.1 (default 8000)"
     )
     parser.add_argument(
         "--sqs-port",
-        type=int,
+        type=_port,
         default=9324,
         help="embedded SQS server port on 127.0.0.1, when one is started (default 9324)",
     )

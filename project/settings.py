@@ -215,7 +215,11 @@ SCHEDULER_SQS_WAIT_TIME_SECONDS = 10
 
 if SCHEDULER_SQS_ENDPOINT_URL:
     _endpoint = urlsplit(SCHEDULER_SQS_ENDPOINT_URL)
-    if _endpoint.scheme not in {"http", "https"} or not _endpoint.hostname:
+    try:
+        _endpoint_port = _endpoint.port  # raises on a port that is no number from 0 to 65535
+    except ValueError:
+        _endpoint_port = 0
+    if _endpoint.scheme not in {"http", "https"} or not _endpoint.hostname or _endpoint_port == 0:
         raise ImproperlyConfigured(
             f"SQS_ENDPOINT_URL must look like http://host:port, got {SCHEDULER_SQS_ENDPOINT_URL!r}."
         )

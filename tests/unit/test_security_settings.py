@@ -111,6 +111,9 @@ def test_behind_a_load_balancer_that_terminates_tls():
         ("DATABASE_URL", "postgres://u@db:notaport/app", "DATABASE_URL"),
         ("DATABASE_URL", "sqlite:////tmp/app.db", "PostgreSQL"),
         ("DATABASE_URL", "postgres://u@db:5432", "database name"),
+        # Passed the settings and the checks, and failed at the first SQS call.
+        ("SQS_ENDPOINT_URL", "http://127.0.0.1:notaport", "http://host:port"),
+        ("SQS_ENDPOINT_URL", "http://127.0.0.1:70000", "http://host:port"),
     ],
 )
 def test_a_bad_value_is_a_clear_error(variable, value, message):
