@@ -362,7 +362,8 @@ def read_from_indexes(*, timeout: timedelta | None = None) -> Iterator[None]:
     evenly and reads the table from its first page for them; with the history at the
     head of the table and no VACUUM since a bulk load, that read most of it (0.16 s at a
     million rows, against 6 ms from the index). Nor does it start parallel workers for a
-    read of a few index entries, misled by status and run_at being correlated.
+    read of a few index entries, misled by status and run_at being correlated. Inside a
+    transaction of the caller's (ATOMIC_REQUESTS), the settings last until it ends.
     """
     settings = ["SET LOCAL enable_seqscan = off", "SET LOCAL max_parallel_workers_per_gather = 0"]
     if timeout is not None:
