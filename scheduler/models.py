@@ -508,6 +508,18 @@ class PauseQuerySet(models.QuerySet["Pause"]):
         return self.filter(Q(task_name="") | Q(task_name=task_name), Q(queue="") | Q(queue=queue))
 
 
+def paused_sql(*, task_name: str, queue: str) -> str:
+    """SQL that is true when a pause covers a job whose task name and queue are the SQL
+    expressions ``task_name`` and ``queue``: :meth:`PauseQuerySet.covering`, for the
+    statements written out by hand."""
+    pause = connection.ops.quote_name(Pause._meta.db_table)
+    # Names from the model and the caller's SQL; no value.
+    return (
+        f"EXISTS (SELECT FROM {pause} AS pause WHERE pause.task_name IN ('', {task_name}) "
+        f"AND pause.queue IN ('', {queue}))"
+    )
+
+
 class Pause(models.Model):
     """A kind of job that must not start now: a task, a queue, or a task on one queue.
 

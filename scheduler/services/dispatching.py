@@ -18,7 +18,7 @@ from django.db.models.expressions import RawSQL
 
 from scheduler import signals, states
 from scheduler.conf import MAX_RESEND_WAIT_SECONDS, scheduler_settings
-from scheduler.models import DispatcherHeartbeat, JobAttempt, Pause, ScheduledJob
+from scheduler.models import DispatcherHeartbeat, JobAttempt, Pause, ScheduledJob, paused_sql
 from scheduler.services.transitions import (
     BACK_TO_WAITING,
     LAZY_COMMIT,
@@ -336,8 +336,8 @@ def hold_paused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
     sql = (
         f"WITH chosen AS (SELECT id FROM {table} AS job "  # noqa: S608
         "WHERE job.status = %s AND NOT job.held AND (job.run_at, job.id) <= (%s, %s) "
-        f"AND EXISTS (SELECT FROM {pause}) AND EXISTS (SELECT FROM {pause} AS pause "
-        "WHERE pause.task_name IN ('', job.task_name) AND pause.queue IN ('', job.queue)) "
+        f"AND EXISTS (SELECT FROM {pause}) "
+        f"AND {paused_sql(task_name='job.task_name', queue='job.queue')} "
         "ORDER BY job.run_at, job.id LIMIT %s FOR UPDATE SKIP LOCKED) "
         # The rows are locked, and were checked when they were: by id alone, which only
         # the primary key serves (a condition matching the due index's predicate let
@@ -369,7 +369,7 @@ def release_unpaused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
     it. Any held row is released once its kind is not paused, whatever its status.
     """
     del now  # for the recovery's signature: a release does not depend on the time
-    table, pause = _tables()
+    table, _ = _tables()
     # Names from the models; the limit is a parameter.
     sql = (
         "WITH RECURSIVE kinds (task_name, queue) AS ("  # noqa: S608
@@ -382,8 +382,7 @@ def release_unpaused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
         f"SELECT job.id FROM {table} AS job WHERE job.held AND job.task_name = kinds.task_name "
         "AND job.queue = kinds.queue ORDER BY job.run_at, job.id LIMIT %s "
         "FOR UPDATE SKIP LOCKED) AS released "
-        f"WHERE NOT EXISTS (SELECT FROM {pause} AS pause "
-        "WHERE pause.task_name IN ('', kinds.task_name) AND pause.queue IN ('', kinds.queue)) "
+        f"WHERE NOT {paused_sql(task_name='kinds.task_name', queue='kinds.queue')} "
         "LIMIT %s) "
         # By id alone, as in hold_paused: with ``AND held`` the planner read the whole
         # held index (its predicate), filtering by id, 120 ms with 200,000 held jobs.

@@ -16,7 +16,7 @@ from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from scheduler import signals, states, validation
-from scheduler.models import JobAttempt, Pause, ScheduledJob
+from scheduler.models import JobAttempt, Pause, ScheduledJob, paused_sql
 from scheduler.services.transitions import (
     LAZY_COMMIT,
     apply,
@@ -185,9 +185,7 @@ def _claim_statement(durable: bool) -> str:
     """:func:`_claim_at_once`'s SQL, written out once: compiling it through the ORM
     took longer than running it. Not ``durable``: its commit does not wait for the disk."""
     quote = connection.ops.quote_name
-    job, attempt, pause = (
-        quote(model._meta.db_table) for model in (ScheduledJob, JobAttempt, Pause)
-    )
+    job, attempt = (quote(model._meta.db_table) for model in (ScheduledJob, JobAttempt))
     columns = ", ".join(quote(field.column) for field in ScheduledJob._meta.concrete_fields)
     head, source = ("WITH ", "") if durable else (f"{LAZY_COMMIT}, ", "FROM lazy ")
     return (
@@ -196,9 +194,8 @@ def _claim_statement(durable: bool) -> str:
         f"finished_at = NULL, updated_at = %(now)s {source}"
         "WHERE id = %(job_id)s AND status = ANY(%(sources)s) AND dispatch_token = %(token)s "
         "AND task_name = %(task_name)s AND (deadline IS NULL OR deadline > %(now)s) "
-        # Not paused: no pause covers it, as PauseQuerySet.covering says (empty = any).
-        f"AND NOT EXISTS (SELECT FROM {pause} WHERE {pause}.task_name IN ('', {job}.task_name) "
-        f"AND {pause}.queue IN ('', {job}.queue)) "
+        # Not paused: no pause covers it (empty = any).
+        f"AND NOT {paused_sql(task_name=f'{job}.task_name', queue=f'{job}.queue')} "
         f"RETURNING {columns}), "
         f"attempt AS (INSERT INTO {attempt} (job_id, task_name, number, dispatch_token, "
         "scheduled_for, started_at, outcome, error, worker) "
