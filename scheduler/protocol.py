@@ -69,7 +69,13 @@ def delivery_delay_seconds(eta: datetime, *, now: datetime, max_delay: int, lead
     second); a worker never holds it much longer than the lead. Rounded down, so SQS
     never releases it after ``eta - lead``; between 0 and ``max_delay``.
     """
-    return max(0, math.floor(release_in(eta, now=now, max_delay=max_delay, lead=lead)))
+    return whole_delay(release_in(eta, now=now, max_delay=max_delay, lead=lead))
+
+
+def whole_delay(release_in_seconds: float) -> int:
+    """The DelaySeconds of a message SQS should release in ``release_in_seconds``:
+    rounded down, so never later, and at least 0."""
+    return max(0, math.floor(release_in_seconds))
 
 
 def release_in(eta: datetime, *, now: datetime, max_delay: int, lead: float) -> float:

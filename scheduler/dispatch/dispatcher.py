@@ -34,7 +34,7 @@ from scheduler.backoff import exponential_backoff
 from scheduler.clock import check_clock
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.publisher import OutgoingMessage, Publisher, PublishResult, SQSPublisher
-from scheduler.protocol import delivery_delay_seconds, release_in
+from scheduler.protocol import release_in, whole_delay
 from scheduler.services import dispatching
 from scheduler.services.dispatching import Pending
 
@@ -140,11 +140,11 @@ def _messages(
         as_of = time.monotonic()
     messages = []
     for job in jobs:
-        delay = delivery_delay_seconds(job.run_at, now=now, max_delay=max_delay, lead=lead)
         # The time left until the release, as of as_of (negative once past): the delay
         # is that rounded down, so exactly the delay was left a fraction of a second
         # later. The publisher counts the time gone from then.
         left = release_in(job.run_at, now=now, max_delay=max_delay, lead=lead)
+        delay = whole_delay(left)
         messages.append(
             OutgoingMessage(
                 job_id=job.job_id,
