@@ -209,6 +209,7 @@ class Dispatcher:
         self._stopping = False
         #: Queues SQS refused: until when their jobs wait, and what SQS said.
         self._refused_queues: dict[str, tuple[float, str]] = {}
+        self._unrecorded = dispatching.NOTHING_UNRECORDED
         #: From when (monotonic) leases are judged: while PostgreSQL is out of this
         #: dispatcher's reach (inf), no worker can renew one either, so a live job's last
         #: heartbeat falls behind; once it is back, a worker has a full lease to beat again.
@@ -240,8 +241,9 @@ class Dispatcher:
             f"sqs: queue {queue} refused, its jobs wait in PostgreSQL: {reason}"
             for queue, (_, reason) in sorted(self._refused_queues.items())
         )
-        # The probe recorded an empty tick; a tick that did more records what it did.
-        if result != TickResult():
+        # The probe recorded an empty tick; a tick that did more records what it did, as
+        # does the first after ticks whose heartbeat could not be written.
+        if result != TickResult() or self._unrecorded != dispatching.NOTHING_UNRECORDED:
             self._record_heartbeat(result)
         log = logger.warning if result.errors or result.failed else logger.info
         log(
@@ -475,7 +477,16 @@ class Dispatcher:
                 sent=result.sent,
                 recovered=result.resent + result.leases_expired,
                 errors=result.errors,
+                unrecorded=self._unrecorded,
             )
         except (DatabaseError, InterfaceError) as error:
+            # Kept for the next heartbeat written: an outage's errors are what the
+            # alert on the errors counter is for.
+            self._unrecorded = dispatching.TickTotals(
+                sent=self._unrecorded.sent + result.sent,
+                errors=self._unrecorded.errors + len(result.errors),
+            )
             self._lost_database(error)
             logger.exception("dispatcher heartbeat failed dispatcher=%s", self.name)
+        else:
+            self._unrecorded = dispatching.NOTHING_UNRECORDED

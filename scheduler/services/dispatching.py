@@ -33,6 +33,17 @@ from scheduler.validation import LARGEST_JOB_ID
 
 logger = logging.getLogger(__name__)
 
+
+class TickTotals(NamedTuple):
+    """Jobs sent and errors of a dispatcher's ticks whose heartbeat could not be written,
+    added to its totals by the next one written."""
+
+    sent: int = 0
+    errors: int = 0
+
+
+NOTHING_UNRECORDED = TickTotals()
+
 #: The longest wait between two copies of an unclaimed job's message (see
 #: :data:`scheduler.conf.MAX_RESEND_WAIT_SECONDS`).
 MAX_RESEND_WAIT = timedelta(seconds=MAX_RESEND_WAIT_SECONDS)
@@ -484,25 +495,43 @@ def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
 
 
 def record_tick(
-    *, dispatcher: str, now: datetime, sent: int, recovered: int, errors: Sequence[str]
+    *,
+    dispatcher: str,
+    now: datetime,
+    sent: int,
+    recovered: int,
+    errors: Sequence[str],
+    unrecorded: TickTotals = NOTHING_UNRECORDED,
 ) -> None:
     """Record a dispatcher's tick on its heartbeat row: this tick's figures, and totals.
 
     One upsert, whether or not the row exists: the totals only grow (Prometheus
-    counters), added to in the same statement that writes the tick. A heartbeat lost in
-    a database crash costs nothing, so its commit does not wait for the disk
-    (``synchronous_commit`` off for its own transaction only): waiting would cost
+    counters), added to in the same statement that writes the tick, with ``unrecorded``
+    (earlier ticks'). A
+    heartbeat lost in a database crash costs nothing, so its commit does not wait for the
+    disk (``synchronous_commit`` off for its own transaction only): waiting would cost
     several milliseconds a tick.
     """
     upsert, params = _tick_upsert(
-        dispatcher=dispatcher, now=now, sent=sent, recovered=recovered, errors=errors
+        dispatcher=dispatcher,
+        now=now,
+        sent=sent,
+        recovered=recovered,
+        errors=errors,
+        unrecorded=unrecorded,
     )
     with connection.cursor() as cursor:
         cursor.execute(f"{LAZY_COMMIT}{upsert}", params)
 
 
 def _tick_upsert(
-    *, dispatcher: str, now: datetime, sent: int, recovered: int, errors: Sequence[str]
+    *,
+    dispatcher: str,
+    now: datetime,
+    sent: int,
+    recovered: int,
+    errors: Sequence[str],
+    unrecorded: TickTotals = NOTHING_UNRECORDED,
 ) -> tuple[str, list[Any]]:
     """The heartbeat's upsert, reading the ``lazy`` CTE of :data:`LAZY_COMMIT`."""
     table = connection.ops.quote_name(DispatcherHeartbeat._meta.db_table)
@@ -518,4 +547,5 @@ def _tick_upsert(
         f"ON CONFLICT (dispatcher) DO UPDATE SET {', '.join(assignments)}"
     )
     last_error = "\n".join(errors)[:2000]
-    return upsert, [dispatcher, now, sent, recovered, len(errors), last_error, sent, len(errors)]
+    totals_params = [sent + unrecorded.sent, len(errors) + unrecorded.errors]
+    return upsert, [dispatcher, now, sent, recovered, len(errors), last_error, *totals_params]

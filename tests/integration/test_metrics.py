@@ -22,7 +22,7 @@ from scheduler.integrations import metrics
 from scheduler.models import WATCHED_QUEUES, DispatcherHeartbeat, JobAttempt
 from scheduler.sqs import DeadLetterPeeks, get_client
 from scheduler.testing import InMemoryPublisher
-from tests.conftest import SqsQueue
+from tests.conftest import SqsQueue, postgresql_out_of_reach
 from tests.factories import make_jobs
 from tests.integration.admin_helpers import T0, Status, job
 
@@ -201,6 +201,27 @@ def test_dispatcher_ticks_add_up_in_its_heartbeat(frozen):
     Dispatcher(publisher=Failing(), name="counting").run_once()
     row.refresh_from_db()
     assert (row.sent_total, row.errors_total) == (5, 1)
+
+
+@pytest.mark.django_db(transaction=True)  # the dispatcher closes the connection it lost
+def test_errors_of_ticks_that_could_not_record_them_are_counted_once_postgresql_is_back():
+    # The alert on scheduler_dispatch_errors_total must fire for a database outage, the
+    # errors of which no heartbeat could be written during.
+    make_jobs([T0 + HOUR])
+    dispatcher = Dispatcher(publisher=InMemoryPublisher(), name="outage")
+    dispatcher.run_once()
+    with postgresql_out_of_reach():
+        lost = [dispatcher.run_once() for _ in range(3)]
+    assert all(tick.errors and tick.outage for tick in lost)
+    row = DispatcherHeartbeat.objects.get(dispatcher="outage")
+    assert row.errors_total == 0
+    dispatcher.run_once()
+    row.refresh_from_db()
+    assert row.errors_total == sum(len(tick.errors) for tick in lost)
+    # Counted once: the next ticks add nothing.
+    dispatcher.run_once()
+    row.refresh_from_db()
+    assert row.errors_total == sum(len(tick.errors) for tick in lost)
 
 
 def test_empty_database_reads_zero():
