@@ -11,6 +11,7 @@ from django.core.checks import CheckMessage, Error, Warning, register
 from kombu.transport import SQS
 
 from scheduler.checks import names_subclass
+from scheduler.conf import scheduler_settings
 from scheduler.registry import get_task, schedulable_task_names
 from scheduler.worker import consumer, transport
 from scheduler.worker.task import SchedulerTask
@@ -51,21 +52,24 @@ def check_task_class(
     ]
 
 
+def _sqs_transport() -> type[SQS.Transport] | None:
+    """The broker's transport class if it is SQS (resolving it opens no connection)."""
+    try:
+        with current_app.connection_for_read() as connection:
+            transport_cls = connection.get_transport_cls()
+    except (ImportError, AttributeError, KeyError, ValueError):
+        return None  # Celery itself reports a transport it cannot load
+    return transport_cls if issubclass(transport_cls, SQS.Transport) else None
+
+
 @register()
 def check_broker_transport(
     app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
     **kwargs: Any,
 ) -> list[CheckMessage]:
     """Warn when Celery's broker is SQS through kombu's own transport."""
-    try:
-        # Resolving the transport class opens no connection.
-        with current_app.connection_for_read() as connection:
-            transport_cls = connection.get_transport_cls()
-    except (ImportError, AttributeError, KeyError, ValueError):
-        return []  # Celery itself reports a transport it cannot load
-    if not issubclass(transport_cls, SQS.Transport) or issubclass(
-        transport_cls, transport.Transport
-    ):
+    transport_cls = _sqs_transport()
+    if transport_cls is None or issubclass(transport_cls, transport.Transport):
         return []
     return [
         Warning(
@@ -99,6 +103,46 @@ def check_broker_transport_options(
         )
         for option in _QUEUE_RENAMING_OPTIONS
         if options.get(option)
+    ]
+
+
+#: kombu's SQS transport options that the scheduler's settings give the queues, with the
+#: setting, and kombu's value when the option is unset.
+_QUEUE_TIMINGS = (
+    (
+        "visibility_timeout",
+        "SQS_VISIBILITY_TIMEOUT_SECONDS",
+        SQS.Channel.default_visibility_timeout,
+    ),
+    ("wait_time_seconds", "SQS_WAIT_TIME_SECONDS", SQS.Channel.default_wait_time_seconds),
+)
+
+
+@register()
+def check_broker_timings(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when the workers' SQS timings are not the queues' (``SCHEDULER_SQS_*``).
+
+    A queue a worker creates (one ``scheduler_create_queue`` has not made yet) gets the
+    transport's visibility timeout, and a worker's receives wait the transport's long
+    poll whatever the queue says.
+    """
+    if _sqs_transport() is None:
+        return []
+    options = current_app.conf.broker_transport_options or {}
+    return [
+        Warning(
+            f"CELERY_BROKER_TRANSPORT_OPTIONS[{option!r}] is "
+            f"{repr(options[option]) if option in options else f'unset (kombu: {default})'}, "
+            f"not SCHEDULER_{setting} ({getattr(scheduler_settings, setting)}): the workers "
+            "would not keep the timing the scheduler gives its queues.",
+            hint=f"Set it to SCHEDULER_{setting}.",
+            id="scheduler.W023",
+        )
+        for option, setting, default in _QUEUE_TIMINGS
+        if options.get(option, default) != getattr(scheduler_settings, setting)
     ]
 
 

@@ -100,12 +100,13 @@ def test_installed_wheel_works_in_another_project(wheel: Path, tmp_path: Path) -
         from celery import Celery
         from django.core.management import call_command
         # The other project's Celery app, with the app's Task class, beat scheduler, SQS
-        # transport, worker consumer, no prefetch while busy and connection reuse, as the
-        # README says.
+        # transport and its timings, worker consumer, no prefetch while busy and connection
+        # reuse, as the README says.
         app = Celery("other", task_cls="scheduler.worker.task:SchedulerTask")
         app.conf.beat_scheduler = "scheduler.dispatch.beat:DispatchingScheduler"
         app.conf.broker_url = "sqs://"
         app.conf.broker_transport = "scheduler.worker.transport:Transport"
+        app.conf.broker_transport_options = {"visibility_timeout": 300, "wait_time_seconds": 10}
         app.conf.worker_consumer = "scheduler.worker.consumer:Consumer"
         app.conf.worker_disable_prefetch = True
         app.conf.db_reuse_max = 1000

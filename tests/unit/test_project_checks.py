@@ -6,7 +6,7 @@ from celery import current_app
 from django.test import override_settings
 
 from scheduler.checks import check_database
-from scheduler.worker.checks import check_broker_transport_options
+from scheduler.worker.checks import check_broker_timings, check_broker_transport_options
 
 
 class SchedulerElsewhere:
@@ -21,6 +21,7 @@ class SchedulerElsewhere:
 def test_the_projects_settings_pass():
     assert check_database() == []
     assert check_broker_transport_options() == []
+    assert check_broker_timings() == []
 
 
 @override_settings(USE_TZ=False)
@@ -55,3 +56,37 @@ def test_queue_names_the_dispatcher_would_not_use_are_an_error(option, value):
         current_app.conf.broker_transport_options = options
     assert error.id == "scheduler.E022"
     assert option in error.msg
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        ("visibility_timeout", None, "unset (kombu: 1800)"),
+        ("visibility_timeout", 60, "60"),
+        ("wait_time_seconds", 0, "0"),
+    ],
+)
+def test_worker_timings_other_than_the_queues_are_a_warning(option, value, said):
+    # A queue a worker creates would hold messages for kombu's half hour, not the
+    # scheduler's visibility timeout; a worker would not long-poll as the queue says.
+    options = current_app.conf.broker_transport_options
+    changed = {key: given for key, given in options.items() if key != option}
+    if value is not None:
+        changed[option] = value
+    current_app.conf.broker_transport_options = changed
+    try:
+        [warning] = check_broker_timings()
+    finally:
+        current_app.conf.broker_transport_options = options
+    assert warning.id == "scheduler.W023"
+    assert f"[{option!r}] is {said}, not SCHEDULER_SQS_" in warning.msg
+
+
+def test_worker_timings_of_another_broker_are_not_checked():
+    conf = current_app.conf
+    transport, options = conf.broker_transport, conf.broker_transport_options
+    conf.broker_transport, conf.broker_transport_options = "memory", {}
+    try:
+        assert check_broker_timings() == []
+    finally:
+        conf.broker_transport, conf.broker_transport_options = transport, options
