@@ -41,9 +41,12 @@ DEBUG = _env_bool("DJANGO_DEBUG", True)
 DEFAULT_EXCEPTION_REPORTER_FILTER = "project.reporting.ExceptionReporterFilter"
 
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
+# Blank counts as unset: a key of spaces signs sessions with a key anyone can guess.
+if not SECRET_KEY.strip():
     if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set, and not blank, when DJANGO_DEBUG is off."
+        )
     SECRET_KEY = "django-insecure-development-only-key"  # noqa: S105 - debug only
 
 ALLOWED_HOSTS = [

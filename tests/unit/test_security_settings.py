@@ -106,6 +106,9 @@ def test_behind_a_load_balancer_that_terminates_tls():
         # the default turned DEBUG on, over the image's DJANGO_DEBUG=false.
         ("DJANGO_DEBUG", "", "true or false"),
         ("DJANGO_SECURE_COOKIES", " ", "true or false"),
+        # Blank, as an env file's "DJANGO_SECRET_KEY= " leaves it: every session and
+        # password-reset link signed with a key anyone can guess.
+        ("DJANGO_SECRET_KEY", "   ", "must be set"),
         # A traceback deep in dj_database_url or psycopg2 that never named the variable.
         ("DATABASE_URL", "postgress://u@db:5432/app", "scheme"),
         ("DATABASE_URL", "postgres://u@db:notaport/app", "DATABASE_URL"),
