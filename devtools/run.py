@@ -139,11 +139,17 @@ def ensure_database() -> None:
     try:
         # The maintenance database answers even when ours does not exist yet.
         connection = psycopg2.connect(dbname="postgres", **params)
-    except psycopg2.OperationalError:
+    except psycopg2.OperationalError as error:
         where = f"{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}"
+        # A server that answered (a wrong password, an unknown role) is running; libpq
+        # gives no code for it, only the server's message.
+        advice = (
+            "Check the user and password in DATABASE_URL"
+            if "FATAL:" in str(error)
+            else "Start PostgreSQL (e.g. `sudo service postgresql start`) or set DATABASE_URL"
+        )
         raise RunError(
-            f"cannot connect to PostgreSQL at {where} ({first_error}). Start PostgreSQL "
-            "(e.g. `sudo service postgresql start`) or set DATABASE_URL, "
+            f"cannot connect to PostgreSQL at {where} ({first_error}). {advice}, "
             "e.g. postgres://user:password@host:5432/longdelay"
         ) from None
     try:

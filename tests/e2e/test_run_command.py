@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 import requests
+from django.db import connection
 from psycopg2 import sql
 
 from payments.models import Payment
@@ -171,12 +172,18 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
         kill_left_over(make, started)
 
 
-def test_make_run_without_postgres_says_so_in_one_line() -> None:
-    unused = free_port()
+@pytest.mark.parametrize("postgresql", ["down", "refusing the user"])
+def test_make_run_without_a_database_to_use_says_why_in_one_line(postgresql: str) -> None:
+    db = connection.settings_dict
+    if postgresql == "down":
+        where, user, advice = f"127.0.0.1:{free_port()}", "postgres", "Start PostgreSQL"
+    else:
+        # It answers: starting it is no advice (it was given for a wrong password too).
+        where, user, advice = f"{db['HOST']}:{db['PORT']}", "no_such_role", "user and password"
     run = subprocess.Popen(
         [sys.executable, "-m", "devtools.run", "--port", str(free_port())],
         cwd=ROOT,
-        env=run_env(f"postgres://postgres@127.0.0.1:{unused}/longdelay"),
+        env=run_env(f"postgres://{user}@{where}/longdelay"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -190,6 +197,7 @@ def test_make_run_without_postgres_says_so_in_one_line() -> None:
     assert run.returncode == 2
     assert "Traceback" not in stderr
     [line] = stderr.splitlines()
-    assert line.startswith(f"error: cannot connect to PostgreSQL at 127.0.0.1:{unused}"), line
-    assert "Start PostgreSQL" in line
+    assert line.startswith(f"error: cannot connect to PostgreSQL at {where}"), line
+    assert advice in line
+    assert ("Start PostgreSQL" in line) == (postgresql == "down")
     assert "DATABASE_URL" in line
