@@ -24,6 +24,8 @@ value JSON cannot hold fails the job at once, as in ``django.tasks``.
 from __future__ import annotations
 
 import inspect
+import itertools
+import json
 import logging
 import re
 from collections.abc import Iterable
@@ -123,7 +125,8 @@ def _execute(
 ) -> Any:
     """The Celery task's body: call the function, with its context if it takes one.
 
-    A return value JSON cannot hold fails the job at once (no retry runs it again)."""
+    A return value the job's result cannot hold (JSON, stored by PostgreSQL) fails the
+    job at once (no retry runs it again)."""
     run = job_run(celery_task)
     backend = task.get_backend()
     result = backend.get_result(str(run.job.pk)) if run is not None else None
@@ -136,13 +139,20 @@ def _execute(
     else:
         value = task.call(*args, **kwargs)
     try:
-        return normalize_json(value)
+        value = normalize_json(value)
+        # JSON for Python, not for the job's jsonb: stored as None under a success.
+        json.dumps(value, allow_nan=False)
+        if validation.holds_unstorable_text(value):
+            raise ValueError(
+                "the return value holds text PostgreSQL cannot store (NUL or a lone surrogate)"
+            )
     except (TypeError, ValueError):
         # The function has run: as django.tasks' ImmediateBackend, the task fails, and
         # no retry repeats its effects for a result that could never be kept.
         if run is not None:
             run.final = True
         raise
+    return value
 
 
 class SchedulerBackend(BaseTaskBackend):
@@ -220,6 +230,17 @@ class SchedulerBackend(BaseTaskBackend):
                 f"got {max_attempts!r}.",
                 id="scheduler.E031",
             )
+        invalid = sorted(
+            name
+            for name in self.queues
+            if name != DEFAULT_TASK_QUEUE_NAME and not validation.is_valid_queue_name(name)
+        )
+        if invalid:
+            yield checks.Error(
+                f"TASKS[{self.alias!r}]['QUEUES'] names no SQS queue: {invalid} (1-80 "
+                "letters, digits, - or _): every enqueue() on it would fail.",
+                id="scheduler.E032",
+            )
 
     @staticmethod
     def _queue(queue_name: str) -> str | None:
@@ -255,12 +276,19 @@ class SchedulerBackend(BaseTaskBackend):
         return result
 
 
+#: Task names that are no importable path (Celery tasks named otherwise): a job of one
+#: that ends is not looked up again.
+_not_importable: set[str] = set()
+
+
 def _task_named(name: str) -> SchedulerBackendTask | None:
-    """The task of this backend whose module path is ``name``, importing it if need be."""
-    if name not in _declared:
+    """The task of this backend whose module path is ``name``, importing it if need be:
+    a process may not have imported it (Celery's autodiscovery runs in workers and beat)."""
+    if name not in _declared and name not in _not_importable:
         try:
             import_string(name)
         except ImportError:
+            _not_importable.add(name)
             return None
     return _declared.get(name)
 
@@ -276,11 +304,22 @@ def _error(attempt: JobAttempt) -> TaskError:
     return TaskError(exception_class_path=path, traceback=attempt.error)
 
 
+#: How Python prints an exception group's traceback: its first line, and each own line's
+#: margin.
+_GROUP_START, _GROUP_MARGIN = "  + Exception Group Traceback", "  | "
+
+
 def _exception_line(traceback: str) -> str:
     """The line of a formatted traceback that names its exception: the first unindented
     one after the last frame, since a message may span lines (PostgreSQL's DETAIL) and
     notes follow it; the last line of a text without frames."""
-    lines = traceback.strip().splitlines()
+    lines = traceback.lstrip("\n").rstrip().splitlines()
+    if lines and lines[0].startswith(_GROUP_START):
+        # An exception group's own lines carry a margin, up to its first sub-exception.
+        lines = [
+            line.removeprefix(_GROUP_MARGIN)
+            for line in itertools.takewhile(lambda line: not line.startswith("  +-"), lines[1:])
+        ]
     frames = [number for number, line in enumerate(lines) if line.startswith("  File ")]
     if not frames:
         return lines[-1] if lines else ""
@@ -300,7 +339,7 @@ def _finished(
     **kwargs: Any,
 ) -> None:
     """django.tasks' ``task_finished``, once a job of one of this backend's tasks has ended."""
-    task = _declared.get(task_name)
+    task = _task_named(task_name)
     if task is None:
         return
     backend = task.get_backend()

@@ -4,6 +4,7 @@ Runs on Django 5.2 with the django-tasks backport and on Django 6.0's django.tas
 (the CI's two legs). The job's execution on a real worker is in tests/e2e.
 """
 
+import sys
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from freezegun import freeze_time
 from scheduler import services
 from scheduler.backends import SchedulerBackend
 from scheduler.exceptions import InvalidArgumentsError
+from scheduler.integrations import django_tasks
 from scheduler.integrations.django_tasks import WorkerLost
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.testing import run_due_jobs
@@ -138,15 +140,15 @@ def test_max_attempts_option(settings):
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ({"MAX_ATTEMPTS": 0}, "scheduler.E031"),
-        ({"MAX_ATTEMPTS": "3"}, "scheduler.E031"),
-        ({"RETRIES": 3}, "scheduler.E030"),
+        ({"OPTIONS": {"MAX_ATTEMPTS": 0}}, "scheduler.E031"),
+        ({"OPTIONS": {"MAX_ATTEMPTS": "3"}}, "scheduler.E031"),
+        ({"OPTIONS": {"RETRIES": 3}}, "scheduler.E030"),
+        # No SQS queue's name: every enqueue() on it failed, the checks passed.
+        ({"QUEUES": ["default", "my queue"]}, "scheduler.E032"),
     ],
 )
 def test_bad_options_fail_the_system_checks(settings, options, expected):
-    settings.TASKS = {
-        "default": {"BACKEND": "scheduler.backends.SchedulerBackend", "OPTIONS": options}
-    }
+    settings.TASKS = {"default": {"BACKEND": "scheduler.backends.SchedulerBackend", **options}}
     assert [message.id for message in task_backends["default"].check()] == [expected]
     with pytest.raises(Exception, match=expected):
         call_command("check")
@@ -241,6 +243,25 @@ def test_an_exception_of_a_module_is_found_again():
     assert task_error.exception_class_path == "scheduler.exceptions.DuplicateJobError"
 
 
+def test_an_exception_group_is_found_again():
+    # Its lines carry a "  | " margin: no frame was found, and the last line named the
+    # last sub-exception's class, not the group's.
+    row = job(Status.FAILED, task_name=ADD)
+    error = (
+        "  + Exception Group Traceback (most recent call last):\n"
+        '  |   File "/app/tasks.py", line 4, in f\n'
+        "  | ExceptionGroup: many (2 sub-exceptions)\n"
+        "  +-+---------------- 1 ----------------\n"
+        "    | ValueError: a\n"
+        "    +---------------- 2 ----------------\n"
+        "    | KeyError: 'b'\n"
+        "    +------------------------------------\n"
+    )
+    attempt(row, 1, outcome=JobAttempt.Outcome.ERROR, error=error)
+    [task_error] = tasks.add.get_result(str(row.pk)).errors
+    assert task_error.exception_class_path == "builtins.ExceptionGroup"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_exception_whose_message_spans_lines_is_found_again():
     # As PostgreSQL's errors do ("…\nDETAIL: Key (id)=(1) already exists."): the last
@@ -296,16 +317,21 @@ def test_run_due_jobs_runs_django_tasks_in_a_test(frozen):
 
 
 @pytest.mark.parametrize(
-    ("kind", "error"),
+    ("kind", "error", "said"),
     [
-        ("uuid", TypeError),
-        ("decimal", TypeError),
-        ("datetime", TypeError),
-        ("set", TypeError),
-        ("bytes", ValueError),  # not UTF-8
+        ("uuid", TypeError, "Unsupported"),
+        ("decimal", TypeError, "Unsupported"),
+        ("datetime", TypeError, "Unsupported"),
+        ("set", TypeError, "Unsupported"),
+        ("bytes", ValueError, "Unsupported"),  # not UTF-8
+        # JSON to Python, not to PostgreSQL: they read back as a success returning None.
+        ("nan", ValueError, "Out of range float"),
+        ("infinity", ValueError, "Out of range float"),
+        ("nul", ValueError, "PostgreSQL cannot store"),
+        ("surrogate", ValueError, "PostgreSQL cannot store"),
     ],
 )
-def test_a_return_value_json_cannot_hold_fails_the_task_after_one_run(tmp_path, kind, error):
+def test_a_return_value_a_job_cannot_hold_fails_the_task_after_one_run(tmp_path, kind, error, said):
     # As django.tasks' ImmediateBackend: the function ran, its result cannot be kept, the
     # task failed. Retried, its effects would happen again on each attempt.
     path = str(tmp_path / "runs")
@@ -315,7 +341,7 @@ def test_a_return_value_json_cannot_hold_fails_the_task_after_one_run(tmp_path, 
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
     assert [failure.exception_class for failure in result.errors] == [error]
-    assert "Unsupported" in result.errors[0].traceback
+    assert said in result.errors[0].traceback
 
 
 @pytest.mark.parametrize(
@@ -362,6 +388,30 @@ def test_a_cancelled_task_is_finished_for_django_tasks_receivers(
     finally:
         task_finished.disconnect(receive)
     assert finished == [(result.id, TaskResultStatus.FAILED)]
+
+
+# Imported again, as another process imports it first, the module declares its tasks again.
+@pytest.mark.filterwarnings("ignore:Task name .* is already registered")
+def test_a_task_ends_for_receivers_in_a_process_that_never_imported_it(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    # The web process cancels, and scheduler_dispatch expires, jobs of modules it never
+    # imported (Celery's autodiscovery runs in workers and beat): task_finished never came.
+    finished = []
+
+    def receive(sender, task_result, **kwargs):
+        finished.append((task_result.id, task_result.status))
+
+    job_id = services.schedule_at(ADD, T0 + timedelta(days=1), [1], {"b": 2}).pk
+    monkeypatch.delitem(django_tasks._declared, ADD)
+    monkeypatch.delitem(sys.modules, tasks.__name__)
+    task_finished.connect(receive)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.cancel(job_id, reason="no longer needed")
+    finally:
+        task_finished.disconnect(receive)
+    assert finished == [(str(job_id), TaskResultStatus.FAILED)]
 
 
 @pytest.mark.parametrize(

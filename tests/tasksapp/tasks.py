@@ -34,13 +34,18 @@ def record(path: str, label: str) -> dict[str, Any]:
     return {"label": label, "values": (1, 2)}
 
 
-#: Return values JSON cannot hold, by name: django.tasks' normalize_json refuses each.
+#: Return values a job's result cannot hold, by name: django.tasks' normalize_json refuses
+#: the first five, PostgreSQL's jsonb the others.
 UNSTORABLE: dict[str, Any] = {
     "uuid": uuid.UUID(int=1),
     "decimal": Decimal("1.5"),
     "datetime": datetime(2030, 1, 1, tzinfo=UTC),
     "set": {1, 2},
     "bytes": b"\xff",
+    "nan": float("nan"),
+    "infinity": [float("inf")],
+    "nul": {"text": "a\x00b"},
+    "surrogate": "\ud800",
 }
 
 
