@@ -426,7 +426,9 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
     @override
     def save_model(self, request: HttpRequest, obj: ScheduledJob, form: Any, change: bool) -> None:
         """Write through the form's service, once the form and every inline are valid."""
-        form.save()
+        if form.save() is not obj:
+            # The service wrote a new version; the admin's message and log describe obj.
+            obj.refresh_from_db()
 
     def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         """No many-to-many to save; the read-only attempts formsets save nothing."""

@@ -5,6 +5,7 @@ import zoneinfo
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 from freezegun import freeze_time
 
@@ -335,6 +336,10 @@ def test_a_job_sent_to_sqs_since_its_page_was_loaded_is_rescheduled_all_the_same
         T0 + timedelta(hours=2),
         None,
     )
+    # The message and the admin's log say what the job is now, not what the page showed.
+    [said] = messages_of(response)
+    assert str(scheduled) in said
+    assert LogEntry.objects.get().object_repr == str(scheduled)
 
 
 def test_a_service_refusal_during_the_post_becomes_a_message(admin_client, monkeypatch):
