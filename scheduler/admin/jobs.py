@@ -604,7 +604,16 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
                 messages.ERROR,
             )
             return HttpResponseRedirect(request.get_full_path())
-        return super().response_action(request, queryset)
+        # Every job the filters match now, and every one the page showed: a shown job the
+        # dispatcher moved on meanwhile (scheduled, now enqueued) was meant too.
+        shown = [
+            job_id
+            for posted in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+            if (job_id := validation.job_id_in(posted)) is not None
+        ]
+        return super().response_action(
+            request, queryset | self.get_queryset(request).filter(pk__in=shown)
+        )
 
     def _report(
         self,

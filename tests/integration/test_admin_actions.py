@@ -369,9 +369,13 @@ def test_select_all_on_a_list_longer_than_its_count_shows_is_refused(admin_clien
     assert set(ScheduledJob.objects.values_list("status", flat=True)) == {Status.SCHEDULED}
 
 
-def test_a_ticked_job_that_left_the_lists_filter_meanwhile_is_still_acted_on(admin_client):
+@pytest.mark.parametrize("select_across", ["0", "1"], ids=["ticked", "all selected"])
+def test_a_ticked_job_that_left_the_lists_filter_meanwhile_is_still_acted_on(
+    admin_client, select_across
+):
     # Ticked on a list of scheduled jobs, then sent by the dispatcher (now enqueued): the
-    # operator asked to cancel that job, and an enqueued job can be cancelled.
+    # operator asked to cancel that job, and an enqueued job can be cancelled. "Select
+    # all" is every job the filters match now and every job the page showed.
     ticked = job(Status.SCHEDULED)
     ScheduledJob.objects.filter(pk=ticked.pk).update(
         **{
@@ -382,7 +386,12 @@ def test_a_ticked_job_that_left_the_lists_filter_meanwhile_is_still_acted_on(adm
     )
     response = admin_client.post(
         f"{CHANGELIST}?status__exact=scheduled",
-        {"action": "cancel_selected", "index": "0", "_selected_action": [ticked.pk]},
+        {
+            "action": "cancel_selected",
+            "index": "0",
+            "select_across": select_across,
+            "_selected_action": [ticked.pk],
+        },
         follow=True,
     )
     assert messages_of(response) == ["Cancelled 1 job."]

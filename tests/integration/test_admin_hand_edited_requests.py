@@ -186,6 +186,21 @@ def test_an_action_on_ids_that_are_not_job_ids_changes_nothing_and_says_so(
     assert not AuditEntry.objects.filter(action=AuditEntry.Action.CANCEL).exists()
 
 
+def test_select_all_with_ids_that_are_not_job_ids_acts_on_the_filters_alone(admin_client, history):
+    # The filters name the jobs; the ids posted beside them only add the page's own.
+    scheduled = ScheduledJob.objects.get(status=Status.SCHEDULED)
+    data = {
+        "action": "cancel_selected",
+        "index": "0",
+        "select_across": "1",
+        "_selected_action": ["abc", "9" * 30],
+    }
+    response = admin_client.post(f"{CHANGELIST}?status__exact=scheduled", data, follow=True)
+    assert response.status_code == 200
+    assert messages_of(response) == ["Cancelled 1 job."]
+    assert ScheduledJob.objects.get(pk=scheduled.pk).status == Status.CANCELLED
+
+
 def test_a_retry_posted_without_its_time_zone_names_the_field(admin_client):
     failed = job(Status.FAILED)
     retry_url = reverse("admin:scheduler_scheduledjob_retry", args=[failed.pk])
