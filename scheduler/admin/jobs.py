@@ -54,13 +54,21 @@ from scheduler.admin.forms import (
     reason_field,
 )
 from scheduler.admin.readonly import ONE_JOB, JobHistoryAdminMixin
+from scheduler.conf import scheduler_settings
 from scheduler.exceptions import (
     InvalidArgumentsError,
     InvalidTransitionError,
     KeyContentionError,
     SchedulerError,
 )
-from scheduler.models import WATCHED_QUEUES, AuditEntry, JobAttempt, Pause, ScheduledJob
+from scheduler.models import (
+    WATCHED_QUEUES,
+    AuditEntry,
+    JobAttempt,
+    Pause,
+    ScheduledJob,
+    watched_queues,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -696,6 +704,16 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
 
         def pause(data: dict[str, Any], who: bulk.Who) -> str:
             paused = services.pause(data["task"] or None, data["queue"] or None, **who)
+            queue, default = data["queue"], scheduler_settings.QUEUE_NAME
+            # Pausing a queue ahead of its first job is allowed; a misspelt one pauses
+            # nothing while the real queue's jobs go on.
+            if queue and queue != default and not ScheduledJob.objects.filter(queue=queue).exists():
+                self.message_user(
+                    request,
+                    f"No job has been on queue {queue}: check its name. Jobs are on queues "
+                    f"{', '.join(watched_queues(default=default))}.",
+                    messages.WARNING,
+                )
             return f"Paused {_kind(paused)}: none of its jobs starts until it is resumed."
 
         return self._operate(request, PauseForm, pause, _monitoring_url())

@@ -226,6 +226,25 @@ def test_pause_and_resume_from_the_monitoring_page(admin_client):
     assert len(trail()) == 2
 
 
+def test_pausing_a_queue_no_job_was_ever_on_warns_of_a_misspelt_name(admin_client):
+    # In an incident, "scheduler_jobs" for "scheduler-jobs" paused nothing, and was told
+    # "none of its jobs starts" while the real queue's jobs went on.
+    job(Status.SCHEDULED, queue="reports")
+    response = admin_client.post(
+        PAUSE, {"task": "", "queue": "scheduler_jobs", "reason": "gateway down"}, follow=True
+    )
+    assert messages_of(response) == [
+        "No job has been on queue scheduler_jobs: check its name. Jobs are on queues "
+        "scheduler-jobs, reports.",
+        "Paused queue scheduler_jobs: none of its jobs starts until it is resumed.",
+    ]
+    assert Pause.objects.get().queue == "scheduler_jobs"
+    # A queue with jobs, or the default one, is paused without a word more.
+    for queue in ("reports", "scheduler-jobs"):
+        response = admin_client.post(PAUSE, {"queue": queue, "reason": "x"}, follow=True)
+        assert len(messages_of(response)) == 1
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
