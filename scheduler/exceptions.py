@@ -77,3 +77,12 @@ class PauseError(SchedulerError):
         super().__init__(message)
         self.task_name = task_name
         self.queue = queue
+
+
+class AlreadySubmittedError(SchedulerError):
+    """This one-time form was submitted already (a double click): it acts only once."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this form was submitted already and acted then; the list shows what it did"
+        )

@@ -614,6 +614,20 @@ class AuditEntry(models.Model):
         )
 
 
+class FormSubmission(models.Model):
+    """An admin form that acts once (scheduling a job, moving jobs by an offset), as
+    submitted: a second submission of the same page, a double click, is refused.
+
+    Kept a day (the dispatcher's purge), longer than a page is resubmitted.
+    """
+
+    token = models.UUIDField(primary_key=True)
+    submitted_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.token} at {self.submitted_at:%Y-%m-%d %H:%M:%S%z}"
+
+
 class DispatcherHeartbeat(models.Model):
     """The latest tick of one dispatcher process, for monitoring."""
 

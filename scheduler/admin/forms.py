@@ -9,6 +9,7 @@ check that could race.
 
 import json
 import sys
+import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -30,6 +31,7 @@ from scheduler.exceptions import (
 )
 from scheduler.models import ScheduledJob
 from scheduler.registry import schedulable_task_names
+from scheduler.services.submissions import submit_once
 
 UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
 #: Far enough for any business delay, near enough that datetime arithmetic cannot overflow.
@@ -109,6 +111,12 @@ def reason_field(*, required: bool = False) -> forms.CharField:
         max_length=REASON_MAX_LENGTH,
         help_text="Why you do this; kept in the audit trail with your name.",
     )
+
+
+def submission_field() -> forms.UUIDField:
+    """A one-time form's token, new on each page (``services.submissions``): the form
+    acts once, however often the page is submitted."""
+    return forms.UUIDField(widget=forms.HiddenInput, initial=uuid.uuid4)
 
 
 class WallClockField(forms.DateTimeField):
@@ -242,9 +250,10 @@ class ScheduleJobForm(WhenForm):
         "expires). Leave empty for none.",
     )
     reason = reason_field()
+    submission = submission_field()
 
     job_fields = ("task_name", "args_json", "kwargs_json", "queue_name", "attempts_limit", "key")
-    audit_fields = ("deadline_local", "reason")
+    audit_fields = ("deadline_local", "reason", "submission")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -290,6 +299,7 @@ class ScheduleJobForm(WhenForm):
             return data
         try:
             with transaction.atomic():
+                submit_once(token=data["submission"])
                 self.instance = services.schedule_at(
                     data["task_name"],
                     data["run_at"],
@@ -389,6 +399,7 @@ class BulkRescheduleForm(BrowserTimeZoneMixin, forms.Form):
     )
     offset_unit = WhenForm.base_fields["delay_unit"]
     reason = reason_field()
+    submission = submission_field()
 
     Media = WhenForm.Media
 
@@ -409,6 +420,7 @@ class BulkRetryForm(BrowserTimeZoneMixin, forms.Form):
     deadline_local = _local_datetime_field("New deadline", "In the time zone below.")
     time_zone = WhenForm.base_fields["time_zone"]
     reason = reason_field()
+    submission = submission_field()
 
     Media = WhenForm.Media
 

@@ -16,6 +16,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, F, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.forms import BaseInlineFormSet, ModelForm
@@ -56,6 +57,7 @@ from scheduler.admin.forms import (
 from scheduler.admin.readonly import ONE_JOB, JobHistoryAdminMixin
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import (
+    AlreadySubmittedError,
     InvalidArgumentsError,
     InvalidTransitionError,
     KeyContentionError,
@@ -69,6 +71,7 @@ from scheduler.models import (
     ScheduledJob,
     watched_queues,
 )
+from scheduler.services.submissions import submit_once
 
 logger = logging.getLogger(__name__)
 
@@ -536,7 +539,13 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         if form.is_bound and form.is_valid():
             by = bulk.Operator(_actor(request), form.cleaned_data["reason"])
             try:
-                result = act(form.cleaned_data, by)
+                # Moving jobs by an offset twice (a double click) moves them twice as far.
+                with transaction.atomic():
+                    submit_once(token=form.cleaned_data["submission"])
+                    result = act(form.cleaned_data, by)
+            except AlreadySubmittedError as error:
+                self.message_user(request, f"No job was changed: {error}.", messages.WARNING)
+                return None
             except InvalidArgumentsError as error:
                 # Valid when the form was checked, not a moment later (a deadline that
                 # has just passed), or beyond what the form checks (a time past year

@@ -18,7 +18,14 @@ from django.db.models.expressions import RawSQL
 
 from scheduler import signals, states
 from scheduler.conf import MAX_RESEND_WAIT_SECONDS, scheduler_settings
-from scheduler.models import DispatcherHeartbeat, JobAttempt, Pause, ScheduledJob, paused_sql
+from scheduler.models import (
+    DispatcherHeartbeat,
+    FormSubmission,
+    JobAttempt,
+    Pause,
+    ScheduledJob,
+    paused_sql,
+)
 from scheduler.services.transitions import (
     BACK_TO_WAITING,
     LAZY_COMMIT,
@@ -477,7 +484,8 @@ def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
 
     The rows are chosen and locked in the transaction that deletes them: a job an
     operator retries meanwhile is either retried first and kept, or waits for the
-    purge and is not found. Also deletes the heartbeats of dispatchers silent for a day.
+    purge and is not found. Also deletes the heartbeats of dispatchers silent for a day,
+    and admin form submissions a day old.
     """
     cutoff = now - timedelta(days=scheduler_settings.RETENTION_DAYS)
     with transaction.atomic():
@@ -489,8 +497,10 @@ def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
             .values_list("pk", flat=True)[:limit]
         )
         _, deleted = ScheduledJob.objects.filter(pk__in=list(old)).delete()
-        # Every dispatcher process leaves a heartbeat row; forget those long gone.
+        # Every dispatcher process leaves a heartbeat row, and every one-time admin form
+        # a submission: forget those a day old.
         DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
+        FormSubmission.objects.filter(submitted_at__lt=now - timedelta(days=1)).delete()
     return deleted.get(ScheduledJob._meta.label, 0)
 
 

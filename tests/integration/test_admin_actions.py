@@ -1,6 +1,7 @@
 """The job list's actions: each calls a service, and reports changed and skipped jobs."""
 
 import re
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from freezegun import freeze_time
 
 from scheduler.admin import bulk, changelist
 from scheduler.exceptions import InvalidArgumentsError
-from scheduler.models import ScheduledJob
+from scheduler.models import AuditEntry, ScheduledJob
 from tests.integration.admin_helpers import CHANGELIST, T0, Status, job, job_fields, messages_of
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +30,14 @@ def one_of_each():
 
 
 def act(client, action, jobs, **extra):
-    data = {"action": action, "index": "0", "_selected_action": [j.pk for j in jobs], **extra}
+    # An intermediate page's submission token, as a page would give it.
+    data = {
+        "action": action,
+        "index": "0",
+        "_selected_action": [j.pk for j in jobs],
+        "submission": str(uuid.uuid4()),
+        **extra,
+    }
     return client.post(CHANGELIST, data, follow=True)
 
 
@@ -335,6 +343,28 @@ def test_reschedule_form_errors_keep_the_jobs_where_they_are(admin_client, data,
     )
     assert error in response.content.decode()
     assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(days=1)
+
+
+def test_a_reschedule_by_an_offset_submitted_twice_moves_the_jobs_once(admin_client):
+    # A double click on "-30 minutes" moved the jobs an hour earlier.
+    scheduled = job(Status.SCHEDULED, run_at=T0 + timedelta(days=1))
+    apply = {
+        "apply": "Reschedule",
+        "mode": "by",
+        "offset_amount": "-30",
+        "offset_unit": "minutes",
+        "time_zone": "UTC",
+        "submission": str(uuid.uuid4()),
+    }
+    first = act(admin_client, "reschedule_selected", [scheduled], **apply)
+    assert messages_of(first) == ["Rescheduled 1 job."]
+    second = act(admin_client, "reschedule_selected", [scheduled], **apply)
+    assert messages_of(second) == [
+        "No job was changed: this form was submitted already and acted then; the list "
+        "shows what it did."
+    ]
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(hours=23, minutes=30)
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.RESCHEDULE).count() == 1
 
 
 def test_select_all_acts_on_every_job_matching_the_filters(admin_client):

@@ -1,6 +1,7 @@
 """Scheduling and rescheduling one job from the admin's forms."""
 
 import re
+import uuid
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 
@@ -52,6 +53,8 @@ def form_data(**overrides):
         "time_zone": "Europe/Paris",
         "delay_amount": "",
         "delay_unit": "minutes",
+        # New on each page: each call is another page's submission.
+        "submission": str(uuid.uuid4()),
     }
     data.update(overrides)
     return data
@@ -187,6 +190,20 @@ def test_a_task_removed_from_the_allow_list_cannot_be_posted(admin_client, setti
     settings.SCHEDULER_ADMIN_TASKS = []
     errors = errors_of(admin_client.post(ADD, form_data()))
     assert "task_name" in errors
+
+
+def test_the_add_form_submitted_twice_schedules_one_job(admin_client):
+    # A double click on Save, or a browser's resubmit: two payment captures.
+    data = form_data()
+    assert admin_client.post(ADD, data).status_code == 302
+    again = admin_client.post(ADD, data)
+    assert again.status_code == 200
+    assert "this form was submitted already" in " ".join(errors_of(again)["__all__"])
+    assert ScheduledJob.objects.count() == 1
+    assert AuditEntry.objects.count() == 1
+    # Another page's form schedules another job.
+    assert admin_client.post(ADD, form_data()).status_code == 302
+    assert ScheduledJob.objects.count() == 2
 
 
 def test_a_scheduled_job_page_reschedules_through_the_service(admin_client):

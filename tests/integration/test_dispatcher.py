@@ -14,7 +14,7 @@ from payments.services import authorize_payment
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import REFUSED_QUEUE_RECHECK_SECONDS, Dispatcher
 from scheduler.dispatch.publisher import PublishResult, SQSPublisher
-from scheduler.models import DispatcherHeartbeat, ScheduledJob
+from scheduler.models import DispatcherHeartbeat, FormSubmission, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import RecordingPublisher, postgresql_out_of_reach, sqs_client
@@ -294,6 +294,9 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(settings):
         assert payment.capture_job is None  # the payment itself is kept
 
         DispatcherHeartbeat.objects.create(dispatcher="gone:1", last_tick_at=T0 - timedelta(days=2))
+        old_form, new_form = uuid.uuid4(), uuid.uuid4()
+        FormSubmission.objects.create(token=old_form, submitted_at=T0 - timedelta(days=2))
+        FormSubmission.objects.create(token=new_form, submitted_at=T0)
         heartbeat = DispatcherHeartbeat.objects.get(dispatcher="tick-test")
         assert (heartbeat.last_tick_at, heartbeat.jobs_sent, heartbeat.errors) == (T0, 0, 0)
 
@@ -307,6 +310,7 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(settings):
         assert list(DispatcherHeartbeat.objects.values_list("dispatcher", flat=True)) == [
             "tick-test"
         ]
+        assert list(FormSubmission.objects.values_list("token", flat=True)) == [new_form]
         heartbeat.refresh_from_db()
         assert heartbeat.last_tick_at == T0 + timedelta(seconds=3660)
 
