@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.http import QueryDict
 from django.utils import timezone
 from typing_extensions import override
 
@@ -352,9 +353,16 @@ class RescheduleJobForm(WhenForm):
         "New deadline", "Optional, in the time zone above; empty keeps the job's deadline."
     )
     reason = reason_field()
+    #: The job's times as the page showed them (a post without it, a script's, is not
+    #: compared).
+    seen = forms.CharField(widget=forms.HiddenInput, required=False)
 
     #: The fields of the job page's "Reschedule" section.
-    reschedule_fields = (*WhenForm.when_fields, "deadline_local", "reason")
+    reschedule_fields = (*WhenForm.when_fields, "deadline_local", "reason", "seen")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["seen"].initial = _times_of(self.instance)
 
     @override
     def clean(self) -> dict[str, Any]:
@@ -363,7 +371,30 @@ class RescheduleJobForm(WhenForm):
         run_at = cleaned.get("run_at")
         if cleaned["deadline"] is not None and run_at is not None and cleaned["deadline"] <= run_at:
             self.add_error("deadline_local", "The deadline must be after the new run time.")
+        self._require_unchanged(cleaned.get("seen"))
         return cleaned
+
+    def _require_unchanged(self, seen: str | None) -> None:
+        """Another operator's reschedule, or a retry, since the page was loaded must not
+        be overwritten unseen. The row stays locked until the admin's transaction ends,
+        which also reschedules: nothing changes it in between."""
+        if not seen:
+            return
+        now = ScheduledJob.objects.select_for_update().filter(pk=self.instance.pk).first()
+        if now is None or _times_of(now) == seen:
+            return
+        deadline = f", deadline {now.deadline:%Y-%m-%d %H:%M:%S %Z}" if now.deadline else ""
+        self.add_error(
+            None,
+            f"The job was changed since this page was loaded: it now runs at "
+            f"{now.run_at:%Y-%m-%d %H:%M:%S %Z}{deadline} ({now.status}). Nothing was "
+            "changed; submit again to reschedule it all the same.",
+        )
+        if isinstance(self.data, QueryDict):
+            # Shown again, the page carries the job's times as they are now.
+            data = self.data.copy()
+            data["seen"] = _times_of(now)
+            self.data = data
 
     @override
     def save(self, commit: bool = True) -> ScheduledJob:
@@ -376,6 +407,12 @@ class RescheduleJobForm(WhenForm):
             actor=self.actor,
         )
         return self.instance
+
+
+def _times_of(job: ScheduledJob) -> str:
+    """What an operator rescheduling ``job`` decides on: its run time and deadline."""
+    deadline = job.deadline.isoformat() if job.deadline else ""
+    return f"{job.run_at.isoformat() if job.run_at else ''}|{deadline}"
 
 
 class BulkRescheduleForm(BrowserTimeZoneMixin, forms.Form):

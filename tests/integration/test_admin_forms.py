@@ -240,6 +240,29 @@ def test_a_job_with_a_long_history_is_rescheduled_from_its_page(admin_client):
     assert scheduled.audit_entries.filter(action=AuditEntry.Action.RESCHEDULE).count() == 1
 
 
+def test_a_reschedule_from_a_page_loaded_before_another_operators_is_not_applied_unseen(
+    admin_client,
+):
+    # A loads the page; Bob postpones the job a day; A's "in 30 minutes" overwrote it,
+    # and the job ran early with no word to A.
+    scheduled = job(run_at=T0 + timedelta(days=3))
+    page = admin_client.get(change_url(scheduled))
+    data = form_as_posted(page.content.decode(), "scheduledjob_form")
+    data.update(when=["in"], delay_amount=["30"], delay_unit=["minutes"], _save=["Save"])
+    services.reschedule(scheduled.pk, T0 + timedelta(days=4), actor="bob")
+    response = admin_client.post(change_url(scheduled), data)
+    assert response.status_code == 200
+    assert "The job was changed since this page was loaded: it now runs at 2026-11-28" in (
+        response.content.decode()
+    )
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(days=4)
+    # Submitted again from the page it was shown, it applies: A has seen Bob's time.
+    again = form_as_posted(response.content.decode(), "scheduledjob_form")
+    again.update(when=["in"], delay_amount=["30"], delay_unit=["minutes"], _save=["Save"])
+    assert admin_client.post(change_url(scheduled), again).status_code == 302
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(minutes=30)
+
+
 def test_a_refused_reschedule_shows_the_page_again_with_the_history_it_posted(admin_client):
     # Rows added between the page and the post: a posted row no longer among the latest
     # was built blank, and showing the page again with the form's error was a 500.
