@@ -17,7 +17,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, F, QuerySet, Window
+from django.db.models import Count, Exists, F, OuterRef, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -473,6 +473,25 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         self._report(
             request, "Set to run now", result, "running or succeeded", _RETRY_OR_RESCHEDULE_THEM
         )
+        held = (
+            queryset.filter(status=states.Status.SCHEDULED)
+            .filter(
+                Exists(
+                    Pause.objects.covering(task_name=OuterRef("task_name"), queue=OuterRef("queue"))
+                )
+            )
+            .count()
+            if result.changed and Pause.objects.exists()
+            else 0
+        )
+        if held:
+            # "Now" is not now for them: say so, not only "set to run now".
+            self.message_user(
+                request,
+                f"{held} of them {'is' if held == 1 else 'are'} of a paused kind and "
+                "start once the pause is lifted (see Monitoring).",
+                messages.WARNING,
+            )
 
     @admin.action(
         description="Retry selected failed, cancelled or expired jobs", permissions=["change"]

@@ -9,6 +9,7 @@ from freezegun import freeze_time
 
 from payments.models import Payment
 from payments.services import authorize_payment
+from scheduler import services
 from scheduler.models import AuditEntry, Pause, ScheduledJob
 from tests.integration.admin_helpers import (
     ADD,
@@ -224,6 +225,17 @@ def test_pause_and_resume_from_the_monitoring_page(admin_client):
         "That pause was lifted already, after the page was loaded: nothing was changed."
     ]
     assert len(trail()) == 2
+
+
+def test_running_now_a_job_of_a_paused_kind_says_it_waits_for_the_resume(admin_client):
+    # "Set to run now 1 job." while the job stayed held: the operator waited for it.
+    services.pause("testapp.noop", None, reason="gateway down", actor="ops")
+    paused, free = job(Status.FAILED), job(Status.FAILED, task_name="testapp.fail")
+    response = act(admin_client, "run_selected_now", [paused, free])
+    assert messages_of(response) == [
+        "Set to run now 2 jobs.",
+        "1 of them is of a paused kind and start once the pause is lifted (see Monitoring).",
+    ]
 
 
 def test_pausing_a_queue_no_job_was_ever_on_warns_of_a_misspelt_name(admin_client):
