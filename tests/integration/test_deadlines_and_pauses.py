@@ -137,6 +137,15 @@ def test_rescheduling_past_the_deadline_needs_a_new_deadline():
     assert (moved.run_at, moved.deadline) == (T0 + timedelta(hours=3), T0 + timedelta(hours=4))
 
 
+@freeze_time(T0)
+def test_rescheduling_to_the_deadline_itself_is_refused():
+    # A job starts only before its deadline: moved onto it, it could never run.
+    job = schedule_at("testapp.noop", T0 + timedelta(hours=1), deadline=T0 + timedelta(hours=2))
+    with pytest.raises(InvalidArgumentsError, match="deadline"):
+        reschedule(job, job.deadline)
+    assert ScheduledJob.objects.get(pk=job.pk).run_at == T0 + timedelta(hours=1)
+
+
 @pytest.mark.parametrize(
     ("pause", "held"),
     [

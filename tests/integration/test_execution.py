@@ -174,6 +174,34 @@ def test_forged_or_unknown_messages_do_nothing(tmp_path):
     assert (job.status, job.attempts) == (Status.SCHEDULED, 0)
 
 
+@freeze_time(T0)
+def test_a_message_of_an_earlier_dispatch_does_not_claim_the_re_dispatched_job():
+    # Only the current dispatch's message may start the job: an older copy that claimed
+    # it would run it beside the copy of its new dispatch.
+    job = schedule_at("testapp.noop", T0)
+    old_token = dispatch_one(job, now=T0)
+    reschedule(job, T0)
+    new_token = dispatch_one(job, now=T0)
+    refused = running.claim(job_id=job.pk, task_name=job.task_name, token=old_token, worker="w")
+    assert refused is running.Refusal.NOT_CURRENT
+    job.refresh_from_db()
+    assert (job.status, job.dispatch_token, job.attempts) == (Status.ENQUEUED, new_token, 0)
+    assert not JobAttempt.objects.exists()
+
+
+@freeze_time(T0)
+def test_a_message_for_another_task_with_the_jobs_id_and_token_does_not_claim_it():
+    # The message names the task that runs the body: another task's must not run this
+    # job's (and with its stored arguments).
+    job = schedule_at("testapp.noop", T0)
+    token = dispatch_one(job, now=T0)
+    refused = running.claim(job_id=job.pk, task_name="testapp.record", token=token, worker="w")
+    assert refused is running.Refusal.NOT_CURRENT
+    job.refresh_from_db()
+    assert (job.status, job.dispatch_token, job.attempts) == (Status.ENQUEUED, token, 0)
+    assert not JobAttempt.objects.exists()
+
+
 def test_a_failing_job_is_retried_through_postgres_with_backoff_then_fails(tmp_path, settings):
     settings.SCHEDULER_RETRY_BACKOFF_SECONDS = 2 * 3600  # hours-long back-off
     settings.SCHEDULER_RETRY_BACKOFF_MAX_SECONDS = 24 * 3600
@@ -277,6 +305,33 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.FAILED, 2)
     assert [a.outcome for a in job.history.order_by("number")] == ["lease_expired"] * 2
+
+
+def test_a_zombie_workers_late_outcome_leaves_the_live_workers_run_alone(settings):
+    # Once its lease expired and another worker runs the job, the presumed-dead worker's
+    # outcome must neither finish nor retry the job under the live one.
+    settings.SCHEDULER_LEASE_SECONDS = 600
+    settings.SCHEDULER_RECOVERY_INTERVAL_SECONDS = 1
+    with freeze_time(T0) as clock:
+        job = schedule_at("testapp.noop", T0, max_attempts=3)
+        token = dispatch_one(job, now=T0)
+        zombie = running.claim(job_id=job.pk, task_name=job.task_name, token=token, worker="dead")
+        assert isinstance(zombie, running.Claim)
+        dispatcher = Dispatcher(publisher=InMemoryPublisher())  # judges leases a lease on
+        clock.move_to(T0 + timedelta(seconds=601))
+        assert dispatcher.run_once().leases_expired == 1
+        job.refresh_from_db()  # enqueued again, under a new token
+        clock.move_to(job.run_at)
+        live = running.claim(
+            job_id=job.pk, task_name=job.task_name, token=job.dispatch_token, worker="live"
+        )
+        assert isinstance(live, running.Claim)
+        assert running.record_success(job=zombie.job, attempt=zombie.attempt) is False
+        assert running.record_error(job=zombie.job, attempt=zombie.attempt, error="late") is None
+    job.refresh_from_db()
+    assert (job.status, job.dispatch_token) == (Status.RUNNING, live.attempt.dispatch_token)
+    live.attempt.refresh_from_db()
+    assert (live.attempt.outcome, live.attempt.worker) == (JobAttempt.Outcome.RUNNING, "live")
 
 
 def deliveries_during_a_slow_dispatch(

@@ -13,6 +13,7 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.publisher import PublishResult
 from scheduler.models import ScheduledJob
 from scheduler.services import running
+from scheduler.services.dispatching import take_resends, untake_resends
 from scheduler.testing import InMemoryPublisher
 from tests.factories import make_jobs
 
@@ -178,3 +179,27 @@ def test_claimed_cancelled_and_rescheduled_jobs_are_never_resent(
     _tick_through(clock, dispatcher, T0 + timedelta(seconds=20 * STALE))
     assert len(publisher.published) == 3
     assert ScheduledJob.objects.get(pk=moved.pk).sends == 0
+
+
+def test_the_job_waiting_longest_for_a_resend_is_taken_first(clock, dispatcher):
+    # Under a backlog each batch takes the oldest resends first, so none waits forever.
+    later, earlier = _dispatched(dispatcher, T0 + timedelta(seconds=10), T0)
+    assert later.resend_at > earlier.resend_at  # though made first
+    clock.tick(STALE + 20)
+    [taken] = take_resends(now=timezone.now(), limit=1)
+    assert taken.job_id == earlier.pk
+
+
+def test_giving_back_a_resend_after_a_worker_claimed_the_job_leaves_it_running(clock, dispatcher):
+    # SQS refused the copy, but the first message ran the job meanwhile: giving the copy
+    # back must not make a running job enqueued again (it would run twice).
+    [job] = _dispatched(dispatcher, T0)
+    clock.tick(STALE + 1)
+    [taken] = take_resends(now=timezone.now(), limit=10)
+    claimed = running.claim(
+        job_id=job.pk, token=job.dispatch_token, task_name=job.task_name, worker="w"
+    )
+    assert isinstance(claimed, running.Claim)
+    assert untake_resends([taken], now=timezone.now()) == 0
+    job.refresh_from_db()
+    assert (job.status, job.sends) == ("running", 2)
