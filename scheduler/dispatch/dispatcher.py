@@ -472,12 +472,14 @@ class Dispatcher:
     def _record_heartbeat(self, result: TickResult) -> None:
         try:
             dispatching.record_tick(
-                dispatcher=self.name,
-                now=timezone.now(),
-                sent=result.sent,
-                recovered=result.resent + result.leases_expired,
-                errors=result.errors,
-                unrecorded=self._unrecorded,
+                tick=dispatching.Tick(
+                    dispatcher=self.name,
+                    now=timezone.now(),
+                    sent=result.sent,
+                    recovered=result.resent + result.leases_expired,
+                    errors=result.errors,
+                    unrecorded=self._unrecorded,
+                )
             )
         except (DatabaseError, InterfaceError) as error:
             # Kept for the next heartbeat written: an outage's errors are what the

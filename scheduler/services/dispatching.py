@@ -100,7 +100,7 @@ def any_due(
     :func:`record_tick`), so a tick that finds nothing to do costs this one statement,
     whatever the table holds; a tick that does more records its figures at its end.
     """
-    beat, beat_params = _tick_upsert(dispatcher=dispatcher, now=now, sent=0, recovered=0, errors=())
+    beat, beat_params = _tick_upsert(Tick(dispatcher=dispatcher, now=now))
     probe, probe_params = _due_query(
         now=now, limit=1, lock=False, skip_queues=skip_queues, within=within
     )
@@ -504,45 +504,33 @@ def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
     return deleted.get(ScheduledJob._meta.label, 0)
 
 
-def record_tick(
-    *,
-    dispatcher: str,
-    now: datetime,
-    sent: int,
-    recovered: int,
-    errors: Sequence[str],
-    unrecorded: TickTotals = NOTHING_UNRECORDED,
-) -> None:
+class Tick(NamedTuple):
+    """What one tick of ``dispatcher`` records on its heartbeat row."""
+
+    dispatcher: str
+    now: datetime
+    sent: int = 0
+    recovered: int = 0
+    errors: Sequence[str] = ()
+    #: Earlier ticks' figures, whose heartbeat could not be written.
+    unrecorded: TickTotals = NOTHING_UNRECORDED
+
+
+def record_tick(*, tick: Tick) -> None:
     """Record a dispatcher's tick on its heartbeat row: this tick's figures, and totals.
 
     One upsert, whether or not the row exists: the totals only grow (Prometheus
-    counters), added to in the same statement that writes the tick, with ``unrecorded``
-    (earlier ticks'). A
-    heartbeat lost in a database crash costs nothing, so its commit does not wait for the
-    disk (``synchronous_commit`` off for its own transaction only): waiting would cost
-    several milliseconds a tick.
+    counters), added to in the same statement that writes the tick, with the figures of
+    earlier ticks whose heartbeat could not be written. A heartbeat lost in a database
+    crash costs nothing, so its commit does not wait for the disk (``synchronous_commit``
+    off for its own transaction only): waiting would cost several milliseconds a tick.
     """
-    upsert, params = _tick_upsert(
-        dispatcher=dispatcher,
-        now=now,
-        sent=sent,
-        recovered=recovered,
-        errors=errors,
-        unrecorded=unrecorded,
-    )
+    upsert, params = _tick_upsert(tick)
     with connection.cursor() as cursor:
         cursor.execute(f"{LAZY_COMMIT}{upsert}", params)
 
 
-def _tick_upsert(
-    *,
-    dispatcher: str,
-    now: datetime,
-    sent: int,
-    recovered: int,
-    errors: Sequence[str],
-    unrecorded: TickTotals = NOTHING_UNRECORDED,
-) -> tuple[str, list[Any]]:
+def _tick_upsert(tick: Tick) -> tuple[str, list[Any]]:
     """The heartbeat's upsert, reading the ``lazy`` CTE of :data:`LAZY_COMMIT`."""
     table = connection.ops.quote_name(DispatcherHeartbeat._meta.db_table)
     latest = ["last_tick_at", "jobs_sent", "jobs_recovered", "errors", "last_error"]
@@ -556,6 +544,14 @@ def _tick_upsert(
         f"SELECT {', '.join(['%s'] * len(columns))} FROM lazy "
         f"ON CONFLICT (dispatcher) DO UPDATE SET {', '.join(assignments)}"
     )
-    last_error = "\n".join(errors)[:2000]
-    totals_params = [sent + unrecorded.sent, len(errors) + unrecorded.errors]
-    return upsert, [dispatcher, now, sent, recovered, len(errors), last_error, *totals_params]
+    errors, unrecorded = len(tick.errors), tick.unrecorded
+    return upsert, [
+        tick.dispatcher,
+        tick.now,
+        tick.sent,
+        tick.recovered,
+        errors,
+        "\n".join(tick.errors)[:2000],
+        tick.sent + unrecorded.sent,
+        errors + unrecorded.errors,
+    ]

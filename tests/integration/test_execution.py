@@ -262,17 +262,28 @@ def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(settings, tmp_path):
     assert publisher.published[-1].delay_seconds == 30 - 2  # released 2 s (the lead) early
 
 
-def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
+@pytest.fixture
+def ten_minute_lease(settings):
     settings.SCHEDULER_LEASE_SECONDS = 600
     settings.SCHEDULER_RECOVERY_INTERVAL_SECONDS = 1
+
+
+def _claimed_by_a_worker_gone_silent(
+    *, max_attempts: int
+) -> tuple[ScheduledJob, uuid.UUID, running.Claim, Dispatcher]:
+    """A job due at T0 that a worker claimed and then went silent, its dispatch token,
+    that worker's claim, and a dispatcher to judge the lease (a lease after its start)."""
+    job = schedule_at("testapp.noop", T0, max_attempts=max_attempts)
+    token = dispatch_one(job, now=T0)
+    zombie = running.claim(job_id=job.pk, task_name=job.task_name, token=token, worker="dead")
+    assert isinstance(zombie, running.Claim)
+    return job, token, zombie, Dispatcher(publisher=InMemoryPublisher())
+
+
+@pytest.mark.usefixtures("ten_minute_lease")
+def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored():
     with freeze_time(T0) as clock:
-        job = schedule_at("testapp.noop", T0, max_attempts=2)
-        token = dispatch_one(job, now=T0)
-        zombie = running.claim(
-            job_id=job.pk, task_name=job.task_name, token=token, worker="dead-worker"
-        )
-        assert isinstance(zombie, running.Claim)
-        dispatcher = Dispatcher(publisher=InMemoryPublisher())
+        job, token, zombie, dispatcher = _claimed_by_a_worker_gone_silent(max_attempts=2)
         clock.move_to(T0 + timedelta(seconds=599))
         assert dispatcher.run_once().leases_expired == 0
         clock.move_to(T0 + timedelta(seconds=601))
@@ -307,17 +318,12 @@ def test_an_expired_lease_is_retried_and_the_late_outcome_is_ignored(settings):
     assert [a.outcome for a in job.history.order_by("number")] == ["lease_expired"] * 2
 
 
-def test_a_zombie_workers_late_outcome_leaves_the_live_workers_run_alone(settings):
+@pytest.mark.usefixtures("ten_minute_lease")
+def test_a_zombie_workers_late_outcome_leaves_the_live_workers_run_alone():
     # Once its lease expired and another worker runs the job, the presumed-dead worker's
     # outcome must neither finish nor retry the job under the live one.
-    settings.SCHEDULER_LEASE_SECONDS = 600
-    settings.SCHEDULER_RECOVERY_INTERVAL_SECONDS = 1
     with freeze_time(T0) as clock:
-        job = schedule_at("testapp.noop", T0, max_attempts=3)
-        token = dispatch_one(job, now=T0)
-        zombie = running.claim(job_id=job.pk, task_name=job.task_name, token=token, worker="dead")
-        assert isinstance(zombie, running.Claim)
-        dispatcher = Dispatcher(publisher=InMemoryPublisher())  # judges leases a lease on
+        job, _, zombie, dispatcher = _claimed_by_a_worker_gone_silent(max_attempts=3)
         clock.move_to(T0 + timedelta(seconds=601))
         assert dispatcher.run_once().leases_expired == 1
         job.refresh_from_db()  # enqueued again, under a new token
