@@ -1,10 +1,12 @@
 """Bounded re-sends: an unclaimed job is sent again with the same token, each wait doubling."""
 
 import math
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connections, transaction
 from django.utils import timezone
 from freezegun import freeze_time
 
@@ -203,3 +205,31 @@ def test_giving_back_a_resend_after_a_worker_claimed_the_job_leaves_it_running(c
     assert untake_resends([taken], now=timezone.now()) == 0
     job.refresh_from_db()
     assert (job.status, job.sends) == ("running", 2)
+
+
+@pytest.mark.django_db(transaction=True)  # the row lock is another connection's
+def test_a_resend_whose_row_another_transaction_holds_is_skipped_not_waited_for(clock, dispatcher):
+    # A worker's claim holds a row for a moment: a recovery that waited for it would
+    # hold back the copies of every other unclaimed job.
+    held, free = _dispatched(dispatcher, T0, T0)
+    clock.tick(STALE + 1)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                ScheduledJob.objects.select_for_update().get(pk=held.pk)
+                holding.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        taken = take_resends(now=timezone.now(), limit=10)
+    finally:
+        release.set()
+        thread.join(10)
+    assert [job.job_id for job in taken] == [free.pk]
