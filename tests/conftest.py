@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,11 +17,12 @@ import boto3
 import psycopg2
 import pytest
 from celery import signals as celery_signals
-from django.db import connections
+from django.db import connections, transaction
 from kombu import Connection
 from psycopg2 import sql
 
 from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPublisher
+from scheduler.models import ScheduledJob
 from tests.processes import ROOT, free_port, postgres_processes, start_sqs_server
 
 
@@ -165,6 +167,31 @@ def postgresql_out_of_reach() -> Iterator[None]:
     finally:
         connection.close()
         connection.settings_dict["PORT"] = port
+
+
+@contextlib.contextmanager
+def job_row_held_elsewhere(job_id: int) -> Iterator[None]:
+    """Another connection holds the job's row (``SELECT … FOR UPDATE``, as a worker's
+    claim does for a moment) until the block ends (needs a transactional test)."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        try:
+            with transaction.atomic():
+                ScheduledJob.objects.select_for_update().get(pk=job_id)
+                holding.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10), "the row was not taken"
+        yield
+    finally:
+        release.set()
+        thread.join(30)
 
 
 def query_plan(sql: str) -> str:

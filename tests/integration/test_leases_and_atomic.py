@@ -22,7 +22,7 @@ from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import dispatching, running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
-from tests.conftest import postgresql_out_of_reach
+from tests.conftest import job_row_held_elsewhere, postgresql_out_of_reach
 from tests.factories import deliver, dispatch_one
 from tests.testapp.models import Effect
 from tests.testapp.tasks import read_runs
@@ -198,6 +198,18 @@ def test_an_atomic_body_commits_with_its_success():
     effect = Effect.objects.get()
     job.refresh_from_db()
     assert (job.status, job.result, effect.label) == (Status.SUCCEEDED, effect.pk, "kept")
+
+
+@pytest.mark.django_db(transaction=True)  # the row lock is another connection's
+def test_an_expired_lease_whose_row_another_transaction_holds_is_skipped_not_waited_for():
+    # The dispatcher's recovery must not stall behind one row (a worker's claim or
+    # record holding it): every other dead worker's job waits for it meanwhile.
+    held, free = (claim(schedule_at("testapp.noop", T0)) for _ in range(2))
+    with job_row_held_elsewhere(held.job.pk):
+        expired = dispatching.expire_leases(now=timezone.now() + timedelta(days=1))
+    assert expired == 1
+    assert ScheduledJob.objects.get(pk=held.job.pk).status == Status.RUNNING
+    assert ScheduledJob.objects.get(pk=free.job.pk).status != Status.RUNNING
 
 
 def _lose_the_lease_on_the_side():

@@ -1,12 +1,10 @@
 """Bounded re-sends: an unclaimed job is sent again with the same token, each wait doubling."""
 
 import math
-import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import connections, transaction
 from django.utils import timezone
 from freezegun import freeze_time
 
@@ -17,6 +15,7 @@ from scheduler.models import ScheduledJob
 from scheduler.services import running
 from scheduler.services.dispatching import take_resends, untake_resends
 from scheduler.testing import InMemoryPublisher
+from tests.conftest import job_row_held_elsewhere
 from tests.factories import make_jobs
 
 pytestmark = pytest.mark.django_db
@@ -213,23 +212,6 @@ def test_a_resend_whose_row_another_transaction_holds_is_skipped_not_waited_for(
     # hold back the copies of every other unclaimed job.
     held, free = _dispatched(dispatcher, T0, T0)
     clock.tick(STALE + 1)
-    holding, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        try:
-            with transaction.atomic():
-                ScheduledJob.objects.select_for_update().get(pk=held.pk)
-                holding.set()
-                release.wait(10)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert holding.wait(10)
+    with job_row_held_elsewhere(held.pk):
         taken = take_resends(now=timezone.now(), limit=10)
-    finally:
-        release.set()
-        thread.join(10)
     assert [job.job_id for job in taken] == [free.pk]
