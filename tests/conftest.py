@@ -22,7 +22,6 @@ from kombu import Connection
 from psycopg2 import sql
 
 from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPublisher
-from scheduler.models import ScheduledJob
 from tests.processes import ROOT, free_port, postgres_processes, start_sqs_server
 
 
@@ -173,6 +172,9 @@ def postgresql_out_of_reach() -> Iterator[None]:
 def job_row_held_elsewhere(job_id: int) -> Iterator[None]:
     """Another connection holds the job's row (``SELECT … FOR UPDATE``, as a worker's
     claim does for a moment) until the block ends (needs a transactional test)."""
+    # Not at the top: the benchmarks import this module before Django is set up.
+    from scheduler.models import ScheduledJob
+
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
