@@ -37,9 +37,7 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
         """Scheduled jobs to send: run_at at most ``within`` from now, not past their
         deadline, not held, not of a paused kind (served by the due index)."""
         now = now or timezone.now()
-        paused = Exists(
-            Pause.objects.covering(task_name=OuterRef("task_name"), queue=OuterRef("queue"))
-        )
+        paused = covered_by_pause()
         # "No pause at all, or none covering the job": PostgreSQL checks the first once
         # per query, and estimates it sanely. The correlated check alone makes it expect
         # almost no row to pass, so it plans a batch as if it had to scan every due row.
@@ -506,6 +504,12 @@ class PauseQuerySet(models.QuerySet["Pause"]):
     def covering(self, *, task_name: Any, queue: Any) -> "PauseQuerySet":
         """Pauses that cover a job of ``task_name`` on ``queue`` (values or OuterRefs)."""
         return self.filter(Q(task_name="") | Q(task_name=task_name), Q(queue="") | Q(queue=queue))
+
+
+def covered_by_pause() -> Exists:
+    """Whether a pause covers the job of the outer query (its task and queue), as
+    :meth:`PauseQuerySet.covering` says."""
+    return Exists(Pause.objects.covering(task_name=OuterRef("task_name"), queue=OuterRef("queue")))
 
 
 def paused_sql(*, task_name: str, queue: str) -> str:

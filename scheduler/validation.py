@@ -285,6 +285,18 @@ def holds_unstorable_text(value: object) -> bool:
     return any(isinstance(leaf, str) and _UNSTORABLE_TEXT.search(leaf) for leaf in _leaves(value))
 
 
+def unstorable_json(value: object) -> str | None:
+    """Why a jsonb column cannot hold ``value`` (not JSON, NaN or an infinity, text
+    PostgreSQL cannot store), or None if it can."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        return str(error)
+    if holds_unstorable_text(value):
+        return "text PostgreSQL cannot store (NUL or a lone surrogate)"
+    return None
+
+
 def storable_text(text: str) -> str:
     """``text`` with what PostgreSQL cannot store in it replaced by U+FFFD."""
     return _UNSTORABLE_TEXT.sub("\ufffd", text)

@@ -17,7 +17,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, QuerySet, Window
+from django.db.models import Count, F, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -69,6 +69,7 @@ from scheduler.models import (
     JobAttempt,
     Pause,
     ScheduledJob,
+    covered_by_pause,
     watched_queues,
 )
 from scheduler.services.submissions import submit_once
@@ -474,13 +475,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             request, "Set to run now", result, "running or succeeded", _RETRY_OR_RESCHEDULE_THEM
         )
         held = (
-            queryset.filter(status=states.Status.SCHEDULED)
-            .filter(
-                Exists(
-                    Pause.objects.covering(task_name=OuterRef("task_name"), queue=OuterRef("queue"))
-                )
-            )
-            .count()
+            queryset.filter(covered_by_pause(), status=states.Status.SCHEDULED).count()
             if result.changed and Pause.objects.exists()
             else 0
         )

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import inspect
 import itertools
-import json
 import logging
 import re
 from collections.abc import Iterable
@@ -141,11 +140,8 @@ def _execute(
     try:
         value = normalize_json(value)
         # JSON for Python, not for the job's jsonb: stored as None under a success.
-        json.dumps(value, allow_nan=False)
-        if validation.holds_unstorable_text(value):
-            raise ValueError(
-                "the return value holds text PostgreSQL cannot store (NUL or a lone surrogate)"
-            )
+        if (reason := validation.unstorable_json(value)) is not None:
+            raise ValueError(f"the return value cannot be stored: {reason}")
     except (TypeError, ValueError):
         # The function has run: as django.tasks' ImmediateBackend, the task fails, and
         # no retry repeats its effects for a result that could never be kept.

@@ -2,7 +2,6 @@
 
 import enum
 import functools
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -12,11 +11,11 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 from uuid import UUID
 
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import F
 from django.utils import timezone
 
 from scheduler import signals, states, validation
-from scheduler.models import JobAttempt, Pause, ScheduledJob, paused_sql
+from scheduler.models import JobAttempt, ScheduledJob, covered_by_pause, paused_sql
 from scheduler.services.transitions import (
     LAZY_COMMIT,
     apply,
@@ -221,11 +220,7 @@ def _claim_locked(
         job = cast(
             "WithAnnotations[ScheduledJob, _Paused] | None",
             ScheduledJob.objects.select_for_update(of=("self",))
-            .annotate(
-                paused=Exists(
-                    Pause.objects.covering(task_name=OuterRef("task_name"), queue=OuterRef("queue"))
-                )
-            )
+            .annotate(paused=covered_by_pause())
             .filter(pk=job_id)
             .first(),
         )
@@ -492,13 +487,8 @@ def _found_committed(job: ScheduledJob, attempt: JobAttempt, outcome: str) -> bo
 def _storable(job: ScheduledJob, result: Any) -> Any:
     """``result`` if a JSON column can hold it; None (and a warning) otherwise: the
     success must be recorded whatever the body returned, or its lease would run it again."""
-    try:
-        json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError) as error:
-        reason = str(error)
-    else:
-        if not validation.holds_unstorable_text(result):
-            return result
-        reason = "text PostgreSQL cannot store (NUL or a lone surrogate)"
+    reason = validation.unstorable_json(result)
+    if reason is None:
+        return result
     logger.warning("job result not stored job_id=%s reason=%s", job.pk, reason)
     return None
