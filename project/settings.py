@@ -244,8 +244,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # After an empty long poll, poll again almost at once rather than sleeping a second.
     "polling_interval": 0.1,
     # Jobs are claimed in PostgreSQL and acknowledged before they run (the lease, not
-    # SQS, recovers a dead worker), so this only has to cover the eta wait of under a
-    # second and the time to claim.
+    # SQS, recovers a dead worker), so this only has to cover the eta wait (about the
+    # delivery lead, 2 s) and the time to claim.
     "visibility_timeout": SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS,
 }
 # kombu's SQS transport, but a failed receive (SQS restarting, a 5xx, a missing queue) is
@@ -285,7 +285,9 @@ if django.VERSION < (6, 0):
 
 # --- Metrics ----------------------------------------------------------------------------
 # /metrics wants "Authorization: Bearer <token>" once this is set (README "Metrics").
-SCHEDULER_METRICS_TOKEN = os.environ.get("SCHEDULER_METRICS_TOKEN") or None
+# Unset only leaves it open: an empty value (compose's ${VAR} with the host's unset) is
+# kept, for the checks to refuse and the view to let no one in.
+SCHEDULER_METRICS_TOKEN = os.environ.get("SCHEDULER_METRICS_TOKEN")
 
 # --- Admin ------------------------------------------------------------------------------
 # Tasks an operator may schedule from the admin (none unless listed).

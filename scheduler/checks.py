@@ -3,7 +3,8 @@ tables live on the default database, with aware datetimes, on a connection that 
 up on a primary that stopped answering; no model keeps finished jobs from being purged.
 
 Celery's worker and beat run them as they start, and refuse to start on an error
-(:func:`check_before_start`), as ``manage.py`` commands such as ``scheduler_dispatch`` do.
+(:func:`check_before_start`), as ``manage.py`` commands such as ``scheduler_dispatch`` do;
+a WSGI application refuses to load (:func:`check_before_serving`).
 """
 
 import os
@@ -306,6 +307,18 @@ def check_before_start() -> None:
         # As manage.py reports it (BaseCommand.run_from_argv): the report, no traceback.
         command.stderr.write(str(error), lambda text: text)
         raise SystemExit(error.returncode) from None
+
+
+def check_before_serving() -> None:
+    """Run Django's system checks as a WSGI or ASGI application loads; raise
+    ``SystemCheckError`` when one reports an error.
+
+    A web server runs no check of its own. Raising (not exiting as
+    :func:`check_before_start` does) is what makes a server give up: gunicorn halts with
+    "Worker failed to boot", where a worker that exits is started again, and again.
+    Warnings are printed to stderr and the application loads.
+    """
+    BaseCommand().check()
 
 
 @worker_init.connect(weak=False)

@@ -215,7 +215,7 @@ class SchedulerSettings:
     BATCH_SIZE = PositiveInt(100, "Rows the dispatcher claims per transaction.", maximum=10_000)
     RETENTION_DAYS = PositiveInt(
         30,
-        "Finished jobs (succeeded, failed, cancelled) older than this are deleted.",
+        "Finished jobs (succeeded, failed, cancelled, expired) older than this are deleted.",
         maximum=36_500,  # a century; beyond some 2,000 centuries the cutoff is no date
     )
     QUEUE_NAME = Text(

@@ -30,7 +30,7 @@ class ScheduledJobQuerySet(models.QuerySet["ScheduledJob"]):
         return self.filter(status__in=states.ACTIVE)
 
     def finished(self) -> "ScheduledJobQuerySet":
-        """Jobs that ended: succeeded, failed or cancelled."""
+        """Jobs that ended: succeeded, failed, cancelled or expired."""
         return self.filter(status__in=states.FINISHED)
 
     def due(self, *, within: timedelta, now: datetime | None = None) -> "ScheduledJobQuerySet":

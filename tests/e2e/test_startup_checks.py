@@ -1,4 +1,5 @@
-"""Celery's worker and beat refuse to start when Django's system checks report an error."""
+"""Celery's worker and beat, and the web server, refuse to start when Django's system
+checks report an error."""
 
 import time
 from pathlib import Path
@@ -10,11 +11,14 @@ from scheduler import schedule_at
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from tests.conftest import SqsQueue
+from tests.e2e.test_image_command import image_command
 from tests.processes import (
+    BIN,
     WORKER_STOP_SIGNAL,
     Process,
     celery_beat_args,
     celery_worker_args,
+    free_port,
     running,
 )
 
@@ -65,3 +69,13 @@ def test_the_worker_refuses_to_start_and_receives_nothing(
     assert ScheduledJob.objects.get(pk=job.pk).status == "enqueued"
     [message] = sqs_queue.receive()
     assert message["headers"]["task"] == "testapp.noop"
+
+
+def test_the_web_server_refuses_to_start(e2e_env: dict[str, str]) -> None:
+    # A WSGI server runs no system check of its own: the image's gunicorn served the
+    # site, and a web process sent due jobs to SQS, with a configuration the checks refuse.
+    command = image_command()
+    env = {**e2e_env, "DJANGO_SETTINGS_MODULE": FAILING_SETTINGS, "PORT": str(free_port())}
+    with running("web", [str(BIN / command[0]), *command[1:]], env) as process:
+        output = refused(process)
+    assert "Booting worker" in output  # gunicorn got as far as loading the application

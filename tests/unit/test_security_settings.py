@@ -153,3 +153,20 @@ def test_error_reports_hide_the_database_url_and_its_password(settings):
     assert safe["DATABASE_URL"] == safe["CELERY_BROKER_URL"] == "********************"
     assert "hunter" not in repr(safe)
     assert safe["DEBUG"] == settings.DEBUG  # the rest is still shown
+
+
+def test_an_empty_metrics_token_variable_opens_nothing():
+    # Compose's ${SCHEDULER_METRICS_TOKEN} with the host's variable unset: read as unset,
+    # the empty value left /metrics open to anyone, and no check said a word.
+    env = {**PRODUCTION, "SCHEDULER_METRICS_TOKEN": "", "DJANGO_ALLOWED_HOSTS": "testserver"}
+    checked = _run(["manage.py", "check"], env)
+    assert checked.returncode != 0
+    assert "scheduler.E001" in checked.stderr
+    assert "SCHEDULER_METRICS_TOKEN" in checked.stderr
+    code = (
+        "import django; django.setup(); from django.test import Client; "
+        "print(Client().get('/metrics', secure=True).status_code)"
+    )
+    scraped = _run(["-c", code], env)
+    assert scraped.returncode == 0, scraped.stderr
+    assert scraped.stdout.split() == ["401"]
