@@ -46,6 +46,16 @@ def job_ref(headers: Mapping[str, object] | None) -> JobRef | None:
     return read_job_ref(headers.get(JOB_ID_HEADER), headers.get(DISPATCH_TOKEN_HEADER))
 
 
+def named_job_id(headers: Mapping[str, object] | None) -> int | None:
+    """The id of the job a message's headers name, for a log line; None for an ordinary
+    task message or unreadable headers."""
+    try:
+        ref = job_ref(headers)
+    except MalformedMessageError:
+        return None
+    return ref.job_id if ref else None
+
+
 def read_job_ref(raw_id: object, raw_token: object) -> JobRef:
     """The job a message names by its id and token; MalformedMessageError if unreadable."""
     try:

@@ -340,17 +340,13 @@ def _headers(message: Message) -> Mapping[str, Any]:
 def _drop(message: Message, *, reason: str, error: BaseException | None = None) -> None:
     """Log one line for a dropped message: what it claimed to be, never its body."""
     headers = _headers(message)
-    try:
-        ref = protocol.job_ref(headers)
-    except protocol.MalformedMessageError:
-        ref = None
     sqs_message = message.delivery_info.get("sqs_message")
     logger.warning(
         # %a: whatever a forged header holds, it stays on this line.
         "message dropped reason=%s task=%.100a job_id=%s sqs_message_id=%s error=%.200a",
         reason,
         headers.get("task"),
-        ref.job_id if ref else None,
+        protocol.named_job_id(headers),
         sqs_message.get("MessageId") if isinstance(sqs_message, Mapping) else None,
         f"{type(error).__name__}: {error}" if error is not None else None,
     )

@@ -25,6 +25,12 @@ in flight (a long poll lasts up to ``wait_time_seconds``) and hands back what th
 SQS may answer a long poll whose client has gone, and what it brings would stay hidden
 for the queue's visibility timeout.
 
+A failed acknowledgement (``DeleteMessage``) is one line naming the job and its queue,
+and the worker goes on: kombu raised a refusal (``AccessDenied``) out of the event loop,
+which stopped the worker (and each one started after it, at its first ack), logged a
+lost answer as a CRITICAL with three tracebacks and the receipt handle, and said nothing
+of a 5xx.
+
 Configure it as Celery's broker transport, with the usual ``sqs://`` broker URL:
 ``CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"`` (``manage.py
 check`` warns, ``scheduler.W020``, when an SQS broker uses another transport).
@@ -37,9 +43,11 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
-from kombu.transport import SQS
+from kombu.transport import SQS, virtual
 from typing_extensions import override
 from vine import ensure_promise, promise
+
+from scheduler.protocol import named_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +192,32 @@ class Channel(_SQSChannel):  # type: ignore[misc]
             # worker of one process received nothing more), or stopped the worker. The
             # message comes back when its visibility timeout ends.
             logger.warning("sqs hand back failed queue=%s error=%.200s", queue, _one_line(error))
+
+    @override
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        try:
+            delivered = self.qos.get(delivery_tag)
+            info = delivered.delivery_info
+            queue_url, receipt = info["sqs_queue"], info["sqs_message"]["ReceiptHandle"]
+        except KeyError:  # not received from SQS: kombu's own bookkeeping
+            super().basic_ack(delivery_tag, multiple)
+            return
+        queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
+        try:
+            self.sqs(queue=queue).delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
+        except (BotoCoreError, ClientError) as error:
+            # The job's outcome is in PostgreSQL whatever the ack: the message comes back
+            # after its visibility timeout, and the claim drops it as not current.
+            headers = delivered.headers if isinstance(delivered.headers, Mapping) else None
+            logger.warning(
+                "sqs ack failed queue=%s job_id=%s error=%.200s",
+                queue,
+                named_job_id(headers),
+                _one_line(error),
+            )
+        finally:
+            # Released whatever happened: a delivery kept holds its prefetch slot for good.
+            virtual.Channel.basic_ack(self, delivery_tag)
 
     @override
     def _loop1(self, queue: str, messages_fetched: int | None = None) -> None:

@@ -12,9 +12,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from botocore.exceptions import ConnectionClosedError
 from kombu import Connection, Consumer, Queue
 from kombu.asynchronous import Hub, set_event_loop
 
+from scheduler.protocol import JobRef
 from scheduler.worker.transport import TRANSPORT, Channel, Room
 from tests.chaos.harness import SqsServer
 from tests.conftest import sqs_client
@@ -293,3 +295,62 @@ def test_awaiting_answers_ends_when_interrupted(
     assert _log_lines(caplog, "sqs receives not answered") == [
         "WARNING sqs receives not answered receives=1"
     ]
+
+
+class _HttpAnswer:
+    """What botocore's ``before-call`` hook returns in place of SQS's HTTP answer."""
+
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+        self.headers: dict[str, str] = {}
+
+
+def _refused(status: int, code: str) -> Callable[..., Any]:
+    def answer(**_: Any) -> tuple[_HttpAnswer, dict[str, Any]]:
+        return _HttpAnswer(status), {"Error": {"Code": code, "Message": f"{code} for the test"}}
+
+    return answer
+
+
+def _answer_lost(**_: Any) -> None:
+    raise ConnectionClosedError(endpoint_url="http://sqs.test")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        # kombu raised AccessDeniedQueueException out of the event loop: "Unrecoverable
+        # error", the worker exited, and so did each one started after it, at its first ack.
+        _refused(403, "AccessDenied"),
+        # kombu rejected the message without a word (on a queue with a dead-letter queue).
+        _refused(500, "InternalError"),
+        # Celery logged "Couldn't ack '<receipt handle>'" with three tracebacks, no job.
+        _answer_lost,
+    ],
+    ids=["access-denied", "server-error", "answer-lost"],
+)
+def test_a_failed_ack_is_one_line_naming_the_job_and_the_worker_goes_on(
+    sqs_endpoint: str, caplog: pytest.LogCaptureFixture, fault: Callable[..., Any]
+) -> None:
+    # The job's outcome is in PostgreSQL whatever the ack: a message left in the queue
+    # comes back after its visibility timeout, and the claim drops it as not current.
+    queue = f"transport-{uuid.uuid4().hex[:10]}"
+    held: list[Any] = []
+    with polling(sqs_endpoint, queue, prefetch_count=1) as consumer:
+        consumer.consumer.callbacks = [lambda body, message: held.append(message)]
+        with consumer.connection.Producer() as producer:
+            job = JobRef(job_id=42, dispatch_token=uuid.uuid4())
+            producer.publish({"n": 0}, routing_key=queue, headers=job.headers())
+        assert consumer.run_until(lambda: len(held) == 1, timeout=10)
+        channel = consumer.consumer.channel
+        assert isinstance(channel, Channel)
+        channel.sqs(queue=queue).meta.events.register("before-call.sqs.DeleteMessage", fault)
+        with caplog.at_level(logging.WARNING):
+            held[0].ack()
+        assert channel.qos.can_consume()  # the delivery's prefetch slot is free
+        consumer.send({"n": 1})  # and the consumer goes on receiving
+        assert consumer.run_until(lambda: len(held) == 2, timeout=10)
+    [line] = _log_lines(caplog, "sqs ack failed")
+    assert f"queue={queue} job_id=42 " in line, line
+    assert line.startswith("WARNING"), line
+    assert not [record for record in caplog.records if "Couldn't ack" in record.getMessage()]

@@ -2,6 +2,7 @@
 database, and queues addressed by their own names."""
 
 import pytest
+from botocore.config import Config
 from celery import current_app
 from django.test import override_settings
 
@@ -90,3 +91,16 @@ def test_worker_timings_of_another_broker_are_not_checked():
         assert check_broker_timings() == []
     finally:
         conf.broker_transport, conf.broker_transport_options = transport, options
+
+
+def test_the_workers_sqs_calls_give_up_on_a_silent_sqs_within_a_minute():
+    # kombu's own client waits botocore's 60 s to connect and 60 s to read, and tries
+    # again: an ack (on the worker's event loop) to an SQS that took the connection and
+    # never answered held every job the worker had received for minutes.
+    options = current_app.conf.broker_transport_options
+    config = Config(**options["client-config"])
+    attempts = config.retries["total_max_attempts"]
+    assert attempts * (config.connect_timeout + config.read_timeout) <= 60
+    # Not shorter than a long poll: a worker without the event loop (--pool=solo)
+    # receives through this client.
+    assert config.read_timeout > options["wait_time_seconds"]
