@@ -123,8 +123,8 @@ def _reschedule(
     run_at = validation.aware_datetime(run_at, "run_at")
     reason, actor = validation.reason(reason), validation.actor(actor)
     job_id = job_id_of(job_or_id)
-    changes = _deadline_changes(job_id, run_at, deadline)
     with transaction.atomic():
+        changes = _deadline_changes(job_id, run_at, deadline)
         apply_one(job_id, states.RESCHEDULE, **waiting_until(run_at), **changes)
         _record(action, job_id, run_at, changes, reason=reason, actor=actor)
     logger.info(
@@ -151,13 +151,13 @@ def _retry(
     reason, actor = validation.reason(reason), validation.actor(actor)
     run_at = run_at or timezone.now()
     job_id = job_id_of(job_or_id)
-    changes = _deadline_changes(job_id, run_at, deadline)
     unique_key = (
         job_or_id.unique_key
         if isinstance(job_or_id, ScheduledJob)
         else ScheduledJob.objects.filter(pk=job_id).values_list("unique_key", flat=True).first()
     )
     with transaction.atomic(), unique_key_guard(unique_key):
+        changes = _deadline_changes(job_id, run_at, deadline)
         apply_one(
             job_id,
             states.RETRY,
@@ -187,10 +187,20 @@ def _record(
 
 
 def _deadline_changes(job_id: int, run_at: datetime, deadline: datetime | None) -> dict[str, Any]:
-    """The deadline to store when a job moves to ``run_at``: a new one, or a check of its own."""
+    """The deadline to store when a job moves to ``run_at``: a new one, or a check of its own.
+
+    In the transaction of the move: the job's row stays locked from the check to the
+    move, so a deadline another transaction sets meanwhile is the one checked (read
+    before, unlocked, it was not, and a job moved past its new deadline expired unrun).
+    """
     if deadline is not None:
         return {"deadline": validation.deadline(deadline, run_at=run_at)}
-    current = ScheduledJob.objects.filter(pk=job_id).values_list("deadline", flat=True).first()
+    current = (
+        ScheduledJob.objects.select_for_update()
+        .filter(pk=job_id)
+        .values_list("deadline", flat=True)
+        .first()
+    )
     if current is not None and current <= run_at:
         raise InvalidArgumentsError(
             "deadline",

@@ -1,9 +1,11 @@
 """Deadlines and pauses, enforced at the dispatcher and at the worker's claim; signals."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connections, transaction
+from django.utils import timezone
 from freezegun import freeze_time
 
 from scheduler import schedule_at, schedule_in, signals
@@ -259,3 +261,35 @@ def test_outcome_signals_are_sent_after_commit_and_never_on_rollback(
         raise RuntimeError("the caller's transaction fails")
     assert callbacks == []
     assert received == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reschedule_sees_the_deadline_another_operator_set_meanwhile():
+    # The deadline was read before the move, unlocked: a deadline another operator moved
+    # earlier in between was kept, and the job, moved past it, never ran (it expired).
+    now = timezone.now()
+    job = schedule_at("testapp.noop", now + timedelta(hours=1), deadline=now + timedelta(days=30))
+    moved_earlier, release = threading.Event(), threading.Event()
+
+    def other_operator() -> None:
+        try:
+            with transaction.atomic():
+                reschedule(job.pk, now + timedelta(hours=1), deadline=now + timedelta(hours=2))
+                moved_earlier.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=other_operator)
+    other.start()
+    try:
+        assert moved_earlier.wait(10)
+        # Committed while this reschedule waits for the row, whichever read it made first.
+        threading.Timer(0.5, release.set).start()
+        with pytest.raises(InvalidArgumentsError, match="deadline"):
+            reschedule(job.pk, now + timedelta(days=1))
+    finally:
+        release.set()
+        other.join(30)
+    job.refresh_from_db()
+    assert (job.run_at, job.deadline) == (now + timedelta(hours=1), now + timedelta(hours=2))
