@@ -91,7 +91,7 @@ def run_at_in(value: object, *, now: datetime) -> datetime:
     """``now`` plus a delay given as a timedelta or a finite number of seconds."""
     if isinstance(value, bool) or not isinstance(value, timedelta | int | float):
         raise TypeError(f"delay must be a timedelta or a number of seconds, got {value!r}")
-    if not isinstance(value, timedelta) and not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         raise InvalidArgumentsError("delay", f"must be finite, got {value!r}")
     try:
         run_at = now + (value if isinstance(value, timedelta) else timedelta(seconds=value))

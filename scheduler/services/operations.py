@@ -89,9 +89,18 @@ def run_now(
     status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
     if status in states.RETRY.sources:
         return _retry(job_id, None, deadline, audit.Action.RUN_NOW, reason=reason, actor=actor)
-    return _reschedule(
-        job_id, timezone.now(), deadline, audit.Action.RUN_NOW, reason=reason, actor=actor
-    )
+    try:
+        return _reschedule(
+            job_id, timezone.now(), deadline, audit.Action.RUN_NOW, reason=reason, actor=actor
+        )
+    except InvalidTransitionError as error:
+        # Said as a refused "reschedule", it named only the pending states.
+        raise InvalidTransitionError(
+            job_id=job_id,
+            action="run now",
+            status=error.status,
+            allowed=(*states.RESCHEDULE.sources, *states.RETRY.sources),
+        ) from None
 
 
 def resend(job_or_id: JobOrId, *, reason: str = "", actor: str | None = None) -> ScheduledJob:

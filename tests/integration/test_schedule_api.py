@@ -199,6 +199,10 @@ BAD_INPUTS = [
     pytest.param(
         lambda: schedule_in(noop, math.inf), InvalidArgumentsError, "finite", id="inf-delay"
     ),
+    # An integer too large for a float: OverflowError from the finiteness check.
+    pytest.param(
+        lambda: schedule_in(noop, 10**400), InvalidArgumentsError, "out of range", id="huge-delay"
+    ),
 ]
 
 
@@ -336,6 +340,11 @@ def test_run_now_reschedules_or_retries():
     assert run_now(failed).status == Status.SCHEDULED
     with pytest.raises(InvalidTransitionError):
         run_now(_job(Status.RUNNING))
+    # It said "cannot reschedule …; only a job that is scheduled or enqueued can be".
+    expected = "cannot run now job .*: it is succeeded; only a job that is scheduled or "
+    expected += "enqueued or failed or cancelled or expired can be"
+    with pytest.raises(InvalidTransitionError, match=expected):
+        run_now(_job(Status.SUCCEEDED, finished_at=T0))
     assert not JobAttempt.objects.exists()
 
 
