@@ -352,7 +352,9 @@ class SQSPublisher:
                     return error
                 pause = exponential_backoff(attempt, base=0.05, cap=1.0)
                 logger.warning(
-                    "sqs send tried again attempt=%s retry_in=%.2fs error=%s",
+                    "sqs send tried again queue=%s messages=%s attempt=%s retry_in=%.2fs error=%s",
+                    chunk[0].queue,
+                    len(chunk),
                     attempt + 1,
                     pause,
                     f"{type(error).__name__}: {error}",
@@ -389,7 +391,7 @@ class SQSPublisher:
             _refuse(result, queue, reason, len(unsent))
             return False
         result.error = reason
-        logger.error("sqs publish failed unsent=%s error=%s", len(unsent), reason)
+        logger.error("sqs publish failed queue=%s unsent=%s error=%s", queue, len(unsent), reason)
         return True
 
     def _queue_url(self, queue: str) -> str:

@@ -116,7 +116,7 @@ def test_a_failing_tick_does_not_stop_beat(sqs_queue, beat_scheduler, settings, 
     entry = beat_scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME]
     beat_scheduler.apply_entry(entry, producer=None)
     assert ScheduledJob.objects.get().status == "scheduled"
-    assert "sqs publish failed" in caplog.text
+    assert f"sqs publish failed queue={sqs_queue.name} unsent=1 " in caplog.text
 
 
 def test_dispatch_command_once_sends_due_jobs(sqs_queue):

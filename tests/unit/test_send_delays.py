@@ -85,7 +85,7 @@ class FailingFirstCallClient(SlowFirstCallClient):
     ],
     ids=["read-timeout", "connection", "5xx"],
 )
-def test_a_call_tried_again_asks_for_the_delay_less_the_seconds_its_first_try_took(error):
+def test_a_call_tried_again_asks_for_the_delay_less_the_seconds_its_first_try_took(error, caplog):
     # botocore's own retry sent the same DelaySeconds after a 10 s read timeout: the
     # messages reached the workers late.
     client = FailingFirstCallClient(seconds=2.5, error=error)
@@ -94,6 +94,9 @@ def test_a_call_tried_again_asks_for_the_delay_less_the_seconds_its_first_try_to
     assert len(result.sent) == SQS_BATCH_LIMIT
     assert result.error is None
     assert client.calls == [[120] * SQS_BATCH_LIMIT, [118] * SQS_BATCH_LIMIT]
+    # Which queue, and how many jobs: with several queues, the line named neither.
+    [line] = [r.getMessage() for r in caplog.records if "sqs send tried again" in r.getMessage()]
+    assert f"queue=jobs messages={SQS_BATCH_LIMIT} attempt=2 " in line, line
 
 
 def test_a_call_sqs_refuses_for_good_is_not_tried_again():
