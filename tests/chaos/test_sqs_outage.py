@@ -42,6 +42,11 @@ def test_sqs_stopped_during_consumption(cluster, sqs_server):
     ), workload.statuses()
     cluster.start_workers(2)
     _once_jobs_succeed(workload, lambda: sqs_server.pause_for(OUTAGE_SECONDS))
+    # The outage failed acks of jobs that ran (their messages came back, and were
+    # dropped as not current): the workers went on, one line each.
+    output = cluster.worker_output()
+    assert "sqs ack failed" in output
+    assert "Couldn't ack" not in output
 
 
 def _restart(sqs_server):
