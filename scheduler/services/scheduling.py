@@ -155,7 +155,8 @@ def schedule_call(
 
 
 def schedule_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[ScheduledJob]:
-    """Schedule many jobs in one INSERT, all or none: the bulk form of :func:`schedule_at`.
+    """Schedule many jobs in one INSERT (one per 64 MB of JSON), all or none: the bulk form
+    of :func:`schedule_at`.
 
     Each item is a :class:`JobSpec` or a dict of its fields (``{"task": …, "run_at": …}``).
     Every item is validated as ``schedule_at`` validates its arguments; a bad one raises
@@ -323,7 +324,8 @@ def _key_order(job: ScheduledJob) -> tuple[bool, str]:
 
 
 def _insert(jobs: list[ScheduledJob]) -> None:
-    """INSERT ``jobs`` in one statement with one parameter, and set their pks.
+    """INSERT ``jobs`` in one statement with one parameter (one per
+    :data:`MAX_INSERT_JSON` of it, for a batch larger), and set their pks.
 
     The rows travel as one JSON array that PostgreSQL unpacks (``json_to_recordset``):
     one parameter for ten thousand jobs as for one (``bulk_create`` splits a batch
@@ -355,18 +357,47 @@ def _insert(jobs: list[ScheduledJob]) -> None:
         f"{quote(key)} {field.db_type(connection)}"
         for (key, _, _), field in zip(readers, fields, strict=True)
     )
+    sql = (
+        f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608 - names, not input
+        f"SELECT {columns} FROM ROWS FROM (json_to_recordset(%s::json) AS ({types})) "
+        f"WITH ORDINALITY AS batch ({columns}, position) "
+        f"ORDER BY position RETURNING {quote(meta.pk.column)}"
+    )
+    pks: list[int] = []
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quote(meta.db_table)} ({columns}) "  # noqa: S608 - names, not input
-            f"SELECT {columns} FROM ROWS FROM (json_to_recordset(%s::json) AS ({types})) "
-            f"WITH ORDINALITY AS batch ({columns}, position) "
-            f"ORDER BY position RETURNING {quote(meta.pk.column)}",
-            [json.dumps(rows, allow_nan=False)],
-        )
-        for job, (pk,) in zip(jobs, cursor.fetchall(), strict=True):
-            job.pk = pk
-            job._state.adding = False
-            job._state.db = connection.alias
+        for part in _json_parts(rows):
+            cursor.execute(sql, [part])
+            pks.extend(pk for (pk,) in cursor.fetchall())
+    for job, pk in zip(jobs, pks, strict=True):
+        job.pk = pk
+        job._state.adding = False
+        job._state.db = connection.alias
+
+
+#: The most characters of JSON one INSERT of :func:`_insert` sends. PostgreSQL refuses a
+#: parameter past 1 GB, and unpacking JSON of some hundreds of megabytes fails first: a
+#: batch of 6,000 jobs with 100 KB of arguments each raised "invalid memory alloc
+#: request size", one of 11,000 lost the connection, and the caller's transaction with it.
+MAX_INSERT_JSON = 64 * 1024 * 1024
+
+
+def _json_parts(rows: list[dict[str, Any]]) -> Iterator[str]:
+    """``rows`` as JSON arrays, in order, each within :data:`MAX_INSERT_JSON` (a row
+    larger than that alone); one array, encoded in one call, when the batch fits."""
+    whole = json.dumps(rows, allow_nan=False)
+    if len(whole) <= MAX_INSERT_JSON:
+        yield whole
+        return
+    del whole
+    part: list[str] = []
+    size = 2  # the brackets
+    for row in map(partial(json.dumps, allow_nan=False), rows):
+        if part and size + len(row) + 1 > MAX_INSERT_JSON:
+            yield f"[{','.join(part)}]"
+            part, size = [], 2
+        part.append(row)
+        size += len(row) + 1
+    yield f"[{','.join(part)}]"
 
 
 def _value_to_insert(field: "Field[Any, Any]") -> Callable[[ScheduledJob], Any]:

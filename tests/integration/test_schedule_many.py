@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from scheduler import JobSpec, schedule_at, schedule_many
 from scheduler.exceptions import DuplicateJobError, InvalidArgumentsError, UnknownTaskError
 from scheduler.models import ScheduledJob
+from scheduler.services import scheduling
 from tests.testapp.tasks import noop, record
 
 pytestmark = pytest.mark.django_db
@@ -87,6 +88,31 @@ def test_inserts_in_one_statement_whatever_the_number_of_jobs():
     # A savepoint around it, so a duplicate key leaves the caller's transaction usable.
     assert len(queries.captured_queries) <= 3
     assert ScheduledJob.objects.count() == 3000
+
+
+def test_a_batch_too_large_for_one_insert_goes_in_several_all_or_none(monkeypatch):
+    # One INSERT of the whole batch's JSON: 6,000 jobs with 100 KB of arguments each
+    # failed in PostgreSQL ("invalid memory alloc request size"), and 11,000 lost the
+    # connection, with the caller's transaction. Shown here with a smaller limit.
+    monkeypatch.setattr(scheduling, "MAX_INSERT_JSON", 4_000)
+    payload = "x" * 1_000
+    specs = [JobSpec(noop, T0, [payload, i], unique_key=f"k{i:02}") for i in range(10)]
+    specs.append(JobSpec(noop, T0, ["y" * 5_000]))  # larger than the limit: alone
+    with CaptureQueriesContext(connection) as queries:
+        jobs = schedule_many(specs)
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    assert len(inserts) >= 4
+    assert [ScheduledJob.objects.get(pk=job.pk).args for job in jobs] == [
+        spec.args for spec in specs
+    ]
+    # Numbered in key order, the order every batch takes its keys in.
+    assert [job.pk for job in jobs[:10]] == sorted(job.pk for job in jobs[:10])
+    # The last key held: the statements before it are undone with the batch.
+    ScheduledJob.objects.all().delete()
+    held = schedule_at(noop, T0, unique_key="k09")
+    with pytest.raises(DuplicateJobError, match="k09"):
+        schedule_many(specs[:10])
+    assert list(ScheduledJob.objects.values_list("pk", flat=True)) == [held.pk]
 
 
 def test_an_empty_batch_writes_nothing_and_runs_no_query():
