@@ -8,7 +8,7 @@ import shutil
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,9 +169,12 @@ def postgresql_out_of_reach() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def job_row_held_elsewhere(job_id: int) -> Iterator[None]:
+def job_row_held_elsewhere(
+    job_id: int, *, change: Callable[[], object] | None = None, commit_after: float | None = None
+) -> Iterator[None]:
     """Another connection holds the job's row (``SELECT … FOR UPDATE``, as a worker's
-    claim does for a moment) until the block ends (needs a transactional test)."""
+    claim does for a moment; or ``change()``, a write that locks it) until the block ends,
+    or until ``commit_after`` seconds into it (needs a transactional test)."""
     # Not at the top: the benchmarks import this module before Django is set up.
     from scheduler.models import ScheduledJob
 
@@ -180,7 +183,10 @@ def job_row_held_elsewhere(job_id: int) -> Iterator[None]:
     def hold() -> None:
         try:
             with transaction.atomic():
-                ScheduledJob.objects.select_for_update().get(pk=job_id)
+                if change is None:
+                    ScheduledJob.objects.select_for_update().get(pk=job_id)
+                else:
+                    change()
                 holding.set()
                 release.wait(30)
         finally:
@@ -190,6 +196,8 @@ def job_row_held_elsewhere(job_id: int) -> Iterator[None]:
     thread.start()
     try:
         assert holding.wait(10), "the row was not taken"
+        if commit_after is not None:
+            threading.Timer(commit_after, release.set).start()
         yield
     finally:
         release.set()

@@ -1,10 +1,10 @@
 """Deadlines and pauses, enforced at the dispatcher and at the worker's claim; signals."""
 
-import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
-from django.db import connections, transaction
+from django.db import transaction
 from django.utils import timezone
 from freezegun import freeze_time
 
@@ -15,6 +15,7 @@ from scheduler.models import Pause, ScheduledJob
 from scheduler.services import cancel, reschedule, resume, retry, run_now, running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
+from tests.conftest import job_row_held_elsewhere
 from tests.factories import deliver, dispatch_one
 from tests.testapp.tasks import read_runs
 
@@ -269,27 +270,14 @@ def test_a_reschedule_sees_the_deadline_another_operator_set_meanwhile():
     # earlier in between was kept, and the job, moved past it, never ran (it expired).
     now = timezone.now()
     job = schedule_at("testapp.noop", now + timedelta(hours=1), deadline=now + timedelta(days=30))
-    moved_earlier, release = threading.Event(), threading.Event()
-
-    def other_operator() -> None:
-        try:
-            with transaction.atomic():
-                reschedule(job.pk, now + timedelta(hours=1), deadline=now + timedelta(hours=2))
-                moved_earlier.set()
-                release.wait(30)
-        finally:
-            connections.close_all()
-
-    other = threading.Thread(target=other_operator)
-    other.start()
-    try:
-        assert moved_earlier.wait(10)
-        # Committed while this reschedule waits for the row, whichever read it made first.
-        threading.Timer(0.5, release.set).start()
-        with pytest.raises(InvalidArgumentsError, match="deadline"):
-            reschedule(job.pk, now + timedelta(days=1))
-    finally:
-        release.set()
-        other.join(30)
+    earlier = partial(
+        reschedule, job.pk, now + timedelta(hours=1), deadline=now + timedelta(hours=2)
+    )
+    # Committed while this reschedule waits for the row, whichever read it made first.
+    with (
+        job_row_held_elsewhere(job.pk, change=earlier, commit_after=0.5),
+        pytest.raises(InvalidArgumentsError, match="deadline"),
+    ):
+        reschedule(job.pk, now + timedelta(days=1))
     job.refresh_from_db()
     assert (job.run_at, job.deadline) == (now + timedelta(hours=1), now + timedelta(hours=2))
