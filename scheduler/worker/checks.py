@@ -147,6 +147,43 @@ def check_broker_timings(
 
 
 @register()
+def check_acks_late(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when tasks are acknowledged late: SQS hands a plain message of one that runs
+    past the queue's visibility timeout to another worker, which runs it again.
+
+    A job's message is fenced by its dispatch token; a plain one (a ``delay()``) is not.
+    """
+    if _sqs_transport() is None:
+        return []
+    if current_app.conf.task_acks_late:
+        which = "Every task is acknowledged late (CELERY_TASK_ACKS_LATE)"
+    else:
+        late = [name for name in schedulable_task_names() if get_task(name).acks_late]
+        if not late:
+            return []
+        which = f"The tasks {', '.join(map(repr, late))} are acknowledged late (acks_late)"
+    return [
+        Warning(
+            f"{which}: a plain message of theirs (a call delayed by less than "
+            "SCHEDULER_MAX_DELAY_SECONDS, or not at all) stays in SQS while the task runs, "
+            "and SQS hands it to another worker "
+            f"{scheduler_settings.SQS_VISIBILITY_TIMEOUT_SECONDS} s after it was received "
+            "(SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS): a run longer than that runs twice, "
+            "at the same time.",
+            hint="Run long work as jobs (schedule_at, or a countdown beyond "
+            "SCHEDULER_MAX_DELAY_SECONDS: a job's heartbeat lease covers any length, and it "
+            "runs once); or raise SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS, with the "
+            "visibility_timeout transport option, above the longest run; or turn acks_late "
+            "off.",
+            id="scheduler.W024",
+        )
+    ]
+
+
+@register()
 def check_worker_consumer(
     app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
     **kwargs: Any,

@@ -4,7 +4,12 @@ and it takes messages only for free processes."""
 import pytest
 from celery import current_app
 
-from scheduler.worker.checks import check_broker_transport, check_prefetch, check_worker_consumer
+from scheduler.worker.checks import (
+    check_acks_late,
+    check_broker_transport,
+    check_prefetch,
+    check_worker_consumer,
+)
 
 SQS_BROKER = "sqs://local:local@127.0.0.1:9"
 TRANSPORT_HINT = 'CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"'
@@ -71,3 +76,21 @@ def test_celerys_own_classes_are_a_warning(monkeypatch, check, conf, check_id, n
 def test_other_transports_pass(monkeypatch, url, transport):
     configure(monkeypatch, broker_url=url, broker_transport=transport)
     assert check_broker_transport() == []
+
+
+def test_tasks_acknowledged_late_are_a_warning(monkeypatch):
+    # A plain message of such a task (a delay() within SCHEDULER_MAX_DELAY_SECONDS) stays
+    # in SQS while the task runs: past the visibility timeout (300 s, where kombu's is
+    # 1800 s) another worker receives it and runs the task a second time, at once.
+    configure(monkeypatch, broker_url=SQS_BROKER)
+    [warning] = check_acks_late()
+    assert warning.id == "scheduler.W024"
+    assert "'testapp.rejects'" in warning.msg  # the test app's one task with acks_late
+    assert "300 s" in warning.msg
+    assert "SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS" in warning.msg
+    assert "schedule_at" in (warning.hint or "")
+    configure(monkeypatch, task_acks_late=True)  # every task: said once, not per task
+    [warning] = check_acks_late()
+    assert "CELERY_TASK_ACKS_LATE" in warning.msg
+    configure(monkeypatch, broker_url="memory://", broker_transport=None)  # no SQS
+    assert check_acks_late() == []
