@@ -255,6 +255,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         the caller's transaction (arguments must be JSON; ``expires`` becomes its
         deadline) and the AsyncResult's id is the job's ``celery_task_id``.
         """
+        _refuse_long_steps_with_followers(self, options.get("chain"))
         eta = _eta(self, options)
         if eta is not None and not self.app.conf.task_always_eager:
             now = timezone.now()
@@ -348,6 +349,28 @@ def job_run(task: Task) -> JobRun | None:  # type: ignore[type-arg]
     """The job whose body ``task`` is running, if any."""
     run: JobRun | None = getattr(task.request, _JOB_RUN, None)
     return run
+
+
+def _refuse_long_steps_with_followers(task: Task, chain: Any) -> None:  # type: ignore[type-arg]
+    """InvalidArgumentsError when a later step of the chain this call starts, but its
+    last, is delayed beyond ``SCHEDULER_MAX_DELAY_SECONDS``.
+
+    The worker that ran the step before it would make it a job, which carries no chain
+    on: it refused, after that step had run, and the steps after never ran, while the
+    caller had been told nothing.
+    """
+    max_delay = scheduler_settings.MAX_DELAY_SECONDS
+    # Celery hands the first step the others, the last one first.
+    for step in list(chain or ())[1:]:
+        eta = _eta(task, step.get("options") or {})
+        if eta is not None and (eta - timezone.now()).total_seconds() > max_delay:
+            raise InvalidArgumentsError(
+                "chain",
+                f"its step {step.get('task')!r} is delayed beyond SCHEDULER_MAX_DELAY_SECONDS "
+                f"({max_delay} s) and others follow it: it would become a scheduled job, "
+                "which carries no chain on, and they would never run (make it the last "
+                "step, or call the rest from its body)",
+            )
 
 
 def _eta(task: Task, options: dict[str, Any]) -> datetime | None:  # type: ignore[type-arg]

@@ -5,6 +5,7 @@ DelaySeconds; beyond it the call becomes a job in the caller's transaction."""
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from celery import chain
 from celery.exceptions import Retry
 from django.db import transaction
 from freezegun import freeze_time
@@ -105,6 +106,30 @@ def test_what_a_job_cannot_keep_is_refused_and_nothing_is_written(args, options,
     assert raised.value.field == field
     assert str(raised.value).startswith(field)
     assert ScheduledJob.objects.count() == 0
+
+
+@freeze_time(T0)
+def test_a_chain_with_a_long_delay_before_its_last_step_is_refused_at_the_call(
+    published, broker, sqs_queue
+):
+    # Its first step ran, then the worker could not send the long one (a job joins no
+    # canvas): the caller had been told nothing, and the steps after it never ran.
+    steps = chain(
+        record.si("/dev/null", "first"),
+        record.si("/dev/null", "in two weeks").set(countdown=TWO_WEEKS),
+        record.si("/dev/null", "last"),
+    )
+    with pytest.raises(InvalidArgumentsError, match="chain") as raised:
+        steps.apply_async(queue=sqs_queue.name, connection=broker)
+    assert raised.value.field == "chain"
+    assert published == []
+    assert ScheduledJob.objects.count() == 0
+    # Last in the chain, the long step is a job of its own, as it always was.
+    chain(
+        record.si("/dev/null", "first"),
+        record.si("/dev/null", "in two weeks").set(countdown=TWO_WEEKS),
+    ).apply_async(queue=sqs_queue.name, connection=broker)
+    assert len(published) == 1
 
 
 @freeze_time(T0)
