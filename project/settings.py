@@ -247,11 +247,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # SQS, recovers a dead worker), so this only has to cover the eta wait (about the
     # delivery lead, 2 s) and the time to claim.
     "visibility_timeout": SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS,
-    # The client of every call but the event loop's receives (its acks among them): on
-    # botocore's defaults (60 s to connect, 60 s to read, retried) an SQS that took the
-    # connection and never answered held up a worker's event loop, and the jobs it had
-    # received, for minutes. Longer than a long poll, which a worker without the event
-    # loop (--pool=solo) makes through it.
+    # The client of every call but the event loop's receives (acks, hand-backs, plain
+    # tasks' sends from web and workers): on botocore's defaults (60 s to connect, 60 s
+    # to read, five tries) an SQS that took the connection and never answered held up a
+    # worker's event loop, and the jobs it had received, for minutes. Longer than a long
+    # poll, which a worker without the event loop (--pool=solo) makes through it.
     "client-config": {
         "connect_timeout": 5,
         "read_timeout": SCHEDULER_SQS_WAIT_TIME_SECONDS + 5,

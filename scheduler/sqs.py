@@ -75,6 +75,14 @@ def _client(frozen_kwargs: tuple[tuple[str, Any], ...], *, quick: bool) -> "SQSC
     return boto3.client("sqs", config=config, **dict(frozen_kwargs))
 
 
+def error_code(error: BaseException) -> str:
+    """The code of SQS's answer to a failed call (``AccessDenied``, ``InternalError``…);
+    empty for a call SQS did not answer."""
+    if not isinstance(error, ClientError):
+        return ""
+    return str(error.response.get("Error", {}).get("Code") or "")
+
+
 def get_client(*, quick: bool = False) -> "SQSClient":
     """A cached SQS client for the current settings (thread-safe, as boto3 clients are).
 

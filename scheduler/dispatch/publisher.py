@@ -29,7 +29,7 @@ from kombu.serialization import dumps
 from scheduler.backoff import exponential_backoff
 from scheduler.dispatch.concurrency import SendConcurrency
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER, JobRef
-from scheduler.sqs import get_client
+from scheduler.sqs import error_code, get_client
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -204,9 +204,7 @@ def _refuses_queue(code: str) -> bool:
 
 def _queue_refused(error: BotoCoreError | ClientError) -> bool:
     """Whether a call's ``error`` is SQS refusing its queue for good (:func:`_refuses_queue`)."""
-    return isinstance(error, ClientError) and _refuses_queue(
-        error.response.get("Error", {}).get("Code") or ""
-    )
+    return _refuses_queue(error_code(error))
 
 
 class _Sent(NamedTuple):
@@ -422,7 +420,7 @@ def _transient(error: BotoCoreError | ClientError) -> bool:
     """Whether a failed SendMessageBatch call may succeed when made again."""
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = error.response.get("Error", {}).get("Code", "")
+        code = error_code(error)
         return status >= 500 or status == 429 or code.rpartition(".")[2] in _THROTTLED
     return isinstance(error, ConnectionError | HTTPClientError)
 

@@ -243,8 +243,8 @@ def _bound(seconds: float) -> str:
 
 def _authorized(request: HttpRequest, token: str) -> bool:
     scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
-    # An empty token (the checks refuse it, but a web server does not run them) would
-    # match an empty credential: it lets no one in.
+    # An empty token (the checks refuse it, but a web server whose wsgi.py does not run
+    # them serves anyway) would match an empty credential: it lets no one in.
     return (
         bool(token)
         and scheme.lower() == "bearer"

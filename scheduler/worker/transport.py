@@ -25,8 +25,9 @@ in flight (a long poll lasts up to ``wait_time_seconds``) and hands back what th
 SQS may answer a long poll whose client has gone, and what it brings would stay hidden
 for the queue's visibility timeout.
 
-A failed acknowledgement (``DeleteMessage``) is one line naming the job and its queue,
-and the worker goes on: kombu raised a refusal (``AccessDenied``) out of the event loop,
+A failed acknowledgement (``DeleteMessage``) is one line naming the job and its queue
+(an error for a refusal, or a plain task's message, which runs again when it comes
+back), and the worker goes on: kombu raised a refusal (``AccessDenied``) out of the event loop,
 which stopped the worker (and each one started after it, at its first ack), logged a
 lost answer as a CRITICAL with three tracebacks and the receipt handle, and said nothing
 of a 5xx.
@@ -48,6 +49,7 @@ from typing_extensions import override
 from vine import ensure_promise, promise
 
 from scheduler.protocol import named_job_id
+from scheduler.sqs import error_code
 
 logger = logging.getLogger(__name__)
 
@@ -206,13 +208,19 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         try:
             self.sqs(queue=queue).delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
         except (BotoCoreError, ClientError) as error:
-            # The job's outcome is in PostgreSQL whatever the ack: the message comes back
-            # after its visibility timeout, and the claim drops it as not current.
-            headers = delivered.headers if isinstance(delivered.headers, Mapping) else None
-            logger.warning(
-                "sqs ack failed queue=%s job_id=%s error=%.200s",
+            # The message comes back after its visibility timeout. A job's is dropped as
+            # not current (its outcome is in PostgreSQL); a plain task's runs again. A
+            # refusal is a permission to fix, not a fault that passes.
+            headers = delivered.headers if isinstance(delivered.headers, Mapping) else {}
+            job_id = named_job_id(headers)
+            refused = error_code(error) == "AccessDenied"
+            logger.log(
+                logging.ERROR if refused or job_id is None else logging.WARNING,
+                "sqs ack failed queue=%s job_id=%s task=%.100a redelivery=%s error=%.200s",
                 queue,
-                named_job_id(headers),
+                job_id,
+                headers.get("task"),
+                "dropped" if job_id is not None else "runs-again",
                 _one_line(error),
             )
         finally:

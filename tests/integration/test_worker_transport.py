@@ -317,30 +317,55 @@ def _answer_lost(**_: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "fault",
+    ("fault", "level"),
     [
         # kombu raised AccessDeniedQueueException out of the event loop: "Unrecoverable
-        # error", the worker exited, and so did each one started after it, at its first ack.
-        _refused(403, "AccessDenied"),
+        # error", the worker exited, and so did each one started after it, at its first
+        # ack. A permission to fix: an error.
+        (_refused(403, "AccessDenied"), "ERROR"),
         # kombu rejected the message without a word (on a queue with a dead-letter queue).
-        _refused(500, "InternalError"),
+        (_refused(500, "InternalError"), "WARNING"),
         # Celery logged "Couldn't ack '<receipt handle>'" with three tracebacks, no job.
-        _answer_lost,
+        (_answer_lost, "WARNING"),
     ],
     ids=["access-denied", "server-error", "answer-lost"],
 )
 def test_a_failed_ack_is_one_line_naming_the_job_and_the_worker_goes_on(
-    sqs_endpoint: str, caplog: pytest.LogCaptureFixture, fault: Callable[..., Any]
+    sqs_endpoint: str, caplog: pytest.LogCaptureFixture, fault: Callable[..., Any], level: str
 ) -> None:
-    # The job's outcome is in PostgreSQL whatever the ack: a message left in the queue
+    # A job's outcome is in PostgreSQL whatever the ack: a message left in the queue
     # comes back after its visibility timeout, and the claim drops it as not current.
+    job = JobRef(job_id=42, dispatch_token=uuid.uuid4())
+    [line] = _ack_failing(sqs_endpoint, caplog, fault, headers=job.headers())
+    assert line.startswith(f"{level} "), line
+    assert " job_id=42 task=None redelivery=dropped error=" in line, line
+
+
+def test_a_failed_ack_of_a_plain_task_is_an_error_it_runs_again(
+    sqs_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No token fences a plain task's message: when it comes back, the task runs again.
+    headers = {"task": "testapp.noop", "id": str(uuid.uuid4())}
+    [line] = _ack_failing(sqs_endpoint, caplog, _refused(500, "InternalError"), headers=headers)
+    assert line.startswith("ERROR "), line
+    assert " job_id=None task='testapp.noop' redelivery=runs-again error=" in line, line
+
+
+def _ack_failing(
+    endpoint: str,
+    caplog: pytest.LogCaptureFixture,
+    fault: Callable[..., Any],
+    *,
+    headers: dict[str, str],
+) -> list[str]:
+    """Receive a message with ``headers``, ack it with ``fault`` answering the delete, and
+    check that the worker goes on; the transport's ``sqs ack failed`` lines."""
     queue = f"transport-{uuid.uuid4().hex[:10]}"
     held: list[Any] = []
-    with polling(sqs_endpoint, queue, prefetch_count=1) as consumer:
+    with polling(endpoint, queue, prefetch_count=1) as consumer:
         consumer.consumer.callbacks = [lambda body, message: held.append(message)]
         with consumer.connection.Producer() as producer:
-            job = JobRef(job_id=42, dispatch_token=uuid.uuid4())
-            producer.publish({"n": 0}, routing_key=queue, headers=job.headers())
+            producer.publish({"n": 0}, routing_key=queue, headers=headers)
         assert consumer.run_until(lambda: len(held) == 1, timeout=10)
         channel = consumer.consumer.channel
         assert isinstance(channel, Channel)
@@ -350,7 +375,7 @@ def test_a_failed_ack_is_one_line_naming_the_job_and_the_worker_goes_on(
         assert channel.qos.can_consume()  # the delivery's prefetch slot is free
         consumer.send({"n": 1})  # and the consumer goes on receiving
         assert consumer.run_until(lambda: len(held) == 2, timeout=10)
-    [line] = _log_lines(caplog, "sqs ack failed")
-    assert f"queue={queue} job_id=42 " in line, line
-    assert line.startswith("WARNING"), line
     assert not [record for record in caplog.records if "Couldn't ack" in record.getMessage()]
+    lines = _log_lines(caplog, "sqs ack failed")
+    assert all(f"queue={queue} " in line for line in lines), lines
+    return lines
