@@ -249,7 +249,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS,
     # The client of every call but the event loop's receives (acks, hand-backs, plain
     # tasks' sends from web and workers): on botocore's defaults (60 s to connect, 60 s
-    # to read, five tries) an SQS that took the connection and never answered held up a
+    # to read, three tries) an SQS that took the connection and never answered held up a
     # worker's event loop, and the jobs it had received, for minutes. Longer than a long
     # poll, which a worker without the event loop (--pool=solo) makes through it.
     "client-config": {
