@@ -86,15 +86,26 @@ def run_now(
     ``deadline``, if given, replaces the job's deadline (an expired job needs one).
     """
     job_id = job_id_of(job_or_id)
-    status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-    if status in states.RETRY.sources:
+
+    def retried() -> ScheduledJob:
         return _retry(job_id, None, deadline, audit.Action.RUN_NOW, reason=reason, actor=actor)
+
+    def moved() -> ScheduledJob:
+        now = timezone.now()
+        return _reschedule(job_id, now, deadline, audit.Action.RUN_NOW, reason=reason, actor=actor)
+
+    # Read unlocked (locking here would take the row before retry's unique-key lock): a
+    # job that ends, or is retried, before the move locks it is given the other move.
+    status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    first, other = (retried, moved) if status in states.RETRY.sources else (moved, retried)
     try:
-        return _reschedule(
-            job_id, timezone.now(), deadline, audit.Action.RUN_NOW, reason=reason, actor=actor
-        )
+        try:
+            return first()
+        except InvalidTransitionError as error:
+            if error.status not in (*states.RESCHEDULE.sources, *states.RETRY.sources):
+                raise
+            return other()
     except InvalidTransitionError as error:
-        # Said as a refused "reschedule", it named only the pending states.
         raise InvalidTransitionError(
             job_id=job_id,
             action="run now",

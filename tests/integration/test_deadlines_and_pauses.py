@@ -281,3 +281,22 @@ def test_a_reschedule_sees_the_deadline_another_operator_set_meanwhile():
         reschedule(job.pk, now + timedelta(days=1))
     job.refresh_from_db()
     assert (job.run_at, job.deadline) == (now + timedelta(hours=1), now + timedelta(hours=2))
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("ended", [False, True], ids=["ended-meanwhile", "retried-meanwhile"])
+def test_run_now_runs_a_job_another_operator_ended_or_retried_meanwhile(ended):
+    # run_now chose between a move and a retry on a status read unlocked: a job that
+    # ended (or was retried) before the move locked its row was refused as "it is
+    # cancelled" (or "cannot retry … it is scheduled"), a state run_now accepts.
+    now = timezone.now()
+    job = schedule_at("testapp.noop", now + timedelta(hours=1))
+    if ended:
+        meanwhile = partial(cancel, job.pk)
+    else:
+        cancel(job.pk)
+        meanwhile = partial(retry, job.pk, now + timedelta(days=1))
+    with job_row_held_elsewhere(job.pk, change=meanwhile, commit_after=0.5):
+        moved = run_now(job.pk, reason="now")
+    assert moved.status == Status.SCHEDULED
+    assert now <= moved.run_at <= timezone.now()
