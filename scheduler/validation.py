@@ -84,6 +84,12 @@ def deadline(value: object, *, run_at: datetime) -> datetime | None:
             "deadline",
             f"must be after run_at ({run_at.isoformat()}), got {value.isoformat()}",
         )
+    now = timezone.now()
+    if value <= now:
+        # Accepted, the job would only ever expire.
+        raise InvalidArgumentsError(
+            "deadline", f"has passed: {value.isoformat()} is not after now ({now.isoformat()})"
+        )
     return value
 
 

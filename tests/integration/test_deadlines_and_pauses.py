@@ -63,7 +63,14 @@ def test_a_deadline_is_stored_and_bad_deadlines_write_nothing():
     assert error.value.field == "deadline"
     with pytest.raises(InvalidArgumentsError, match="deadline"):
         schedule_in("testapp.noop", 60, deadline=T0)
+    # After a past run_at, but passed already: accepted, the job could only expire.
+    passed = "deadline has passed: .* is not after now"
+    with pytest.raises(InvalidArgumentsError, match=passed):
+        schedule_at("testapp.noop", T0 - timedelta(hours=2), deadline=T0 - timedelta(hours=1))
+    with pytest.raises(InvalidArgumentsError, match=passed):
+        reschedule(job, T0 - timedelta(hours=2), deadline=T0)
     assert ScheduledJob.objects.count() == before
+    assert ScheduledJob.objects.get(pk=job.pk).run_at == T0
 
 
 def test_the_dispatcher_never_sends_a_job_past_its_deadline_and_expires_it(

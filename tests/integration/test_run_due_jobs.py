@@ -66,9 +66,10 @@ def test_signals_are_sent_inside_a_tests_transaction_as_a_workers_commit_sends_t
 ):
     # pytest-django's `db` test never commits: the scheduler's signals (sent on commit)
     # never came, and a test that a receiver did nothing passed whatever it did.
+    with freeze_time(T0 - timedelta(hours=1)):
+        expired = schedule_at("testapp.noop", T0 - timedelta(hours=1), deadline=T0)
     with freeze_time(T0):
         job = schedule_at("testapp.noop", T0)
-        expired = schedule_at("testapp.noop", T0 - timedelta(hours=1), deadline=T0)
         expiries: list[int] = []
 
         def receive(sender, job_id, **kwargs):

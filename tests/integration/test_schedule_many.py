@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
+from freezegun import freeze_time
 
 from scheduler import JobSpec, schedule_at, schedule_many
 from scheduler.exceptions import DuplicateJobError, InvalidArgumentsError, UnknownTaskError
@@ -26,6 +27,7 @@ def _stored(job):
     return row
 
 
+@freeze_time(T0)
 def test_stores_every_job_as_schedule_at_would(settings):
     settings.SCHEDULER_QUEUE_NAME = "jobs-default"
     specs = [
