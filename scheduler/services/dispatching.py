@@ -27,14 +27,13 @@ from scheduler.models import (
     paused_sql,
 )
 from scheduler.services.transitions import (
-    BACK_TO_WAITING,
     LAZY_COMMIT,
     apply,
     apply_chosen,
     apply_each,
     apply_next,
     array_literal,
-    retry_delay,
+    waiting_until,
 )
 from scheduler.validation import LARGEST_JOB_ID
 
@@ -434,20 +433,18 @@ def expire_leases(*, now: datetime) -> int:
         if not expired:
             return 0
         message = f"lease expired: no heartbeat for {lease}"
-        retry_at = {
-            pk: now + retry_delay(attempts)
-            for pk, attempts, limit, _ in expired
-            if attempts < limit
-        }
+        # Due at once, without the error back-off: the lease already waited, and a
+        # killed worker is no error of the task's (max_attempts still bounds a job that
+        # kills its workers, a lease apart).
+        retried = [pk for pk, attempts, limit, _ in expired if attempts < limit]
         failed = {pk: task for pk, attempts, limit, task in expired if attempts >= limit}
-        if retry_at:
-            apply_each(
+        if retried:
+            apply(
                 states.LEASE_RETRY,
-                list(retry_at),
-                {"run_at": list(retry_at.values())},
+                ScheduledJob.objects.filter(pk__in=retried),
                 last_error=message,
                 updated_at=now,
-                **BACK_TO_WAITING,
+                **waiting_until(now),
             )
         if failed:
             apply(
@@ -466,7 +463,7 @@ def expire_leases(*, now: datetime) -> int:
         ).update(outcome=JobAttempt.Outcome.LEASE_EXPIRED, finished_at=now, error=message)
     logger.warning(
         "job leases expired retried=%s failed=%s job_ids=%s",
-        len(retry_at),
+        len(retried),
         len(failed),
         [pk for pk, *_ in expired],
     )

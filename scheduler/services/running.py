@@ -288,10 +288,33 @@ def heartbeat(*, job_id: int, token: UUID) -> bool:
     One small UPDATE of a column in no index (a HOT update), locking the row only for
     the statement: the lease counts from ``heartbeat_at``.
     """
-    return bool(
-        ScheduledJob.objects.filter(
-            pk=job_id, status=states.CLAIM.target, dispatch_token=token
-        ).update(heartbeat_at=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _heartbeat_statement(),
+            {
+                "now": timezone.now(),
+                "job_id": job_id,
+                "status": states.CLAIM.target,
+                "token": token,
+            },
+        )
+        return bool(cursor.rowcount)
+
+
+@functools.cache
+def _heartbeat_statement() -> str:
+    """:func:`heartbeat`'s SQL. The stamp is this host's time plus however long the
+    statement waited for a lock (on the table, or on the row: the row is locked before
+    the stamp is worked out). Stamped before such a wait, a beat that waited about a
+    lease wrote a lease-old time, and recovery, right after, retried the live job."""
+    quote = connection.ops.quote_name
+    job = quote(ScheduledJob._meta.db_table)
+    return (
+        f'UPDATE {job} SET "heartbeat_at" = '  # noqa: S608 - names only
+        "%(now)s + (clock_timestamp() - statement_timestamp()) "
+        f"FROM (SELECT id FROM {job} WHERE id = %(job_id)s AND status = %(status)s "
+        "AND dispatch_token = %(token)s FOR NO KEY UPDATE) AS held "
+        f"WHERE {job}.id = held.id"
     )
 
 

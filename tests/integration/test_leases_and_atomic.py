@@ -69,7 +69,8 @@ def test_a_heartbeat_is_one_update_of_the_running_job_with_its_token(django_asse
         [query] = captured.captured_queries
         assert query["sql"].startswith('UPDATE "scheduler_scheduledjob" SET "heartbeat_at"')
         job.refresh_from_db()
-        assert job.heartbeat_at == T0 + timedelta(seconds=30)
+        # Plus the few microseconds the statement took (it stamps when it writes).
+        assert timedelta(0) <= job.heartbeat_at - (T0 + timedelta(seconds=30)) < LEASE / 60
         # Another delivery's token, or a job no longer running, renews nothing.
         assert not running.heartbeat(job_id=job.pk, token=uuid.uuid4())
         assert running.record_success(job=claimed.job, attempt=claimed.attempt)
@@ -99,6 +100,27 @@ def test_the_heartbeat_is_a_hot_update_because_no_index_holds_heartbeat_at():
     before = hot_updates()
     assert running.heartbeat(job_id=job.pk, token=claimed.job.dispatch_token)
     assert hot_updates() == before + 1
+
+
+def _lock_the_job_table():
+    with connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE scheduler_scheduledjob IN ACCESS EXCLUSIVE MODE")
+
+
+@pytest.mark.django_db(transaction=True)  # the lock is another connection's
+@pytest.mark.parametrize("lock", ["row", "table"])
+def test_a_heartbeat_that_waited_for_a_lock_stamps_when_it_wrote(settings, lock):
+    # Stamped when the statement was built, a beat that waited for a lock about a lease
+    # long (a migration's ALTER TABLE queued behind a long transaction, a FOR UPDATE)
+    # wrote the time it began to wait: recovery, right after, retried the live job.
+    settings.SCHEDULER_LEASE_SECONDS = 1
+    claimed = claim(schedule_at("testapp.noop", T0), now=timezone.now())
+    token = claimed.job.dispatch_token
+    change = _lock_the_job_table if lock == "table" else None
+    with job_row_held_elsewhere(claimed.job.pk, change=change, commit_after=1.5):
+        assert running.heartbeat(job_id=claimed.job.pk, token=token)
+    assert dispatching.expire_leases(now=timezone.now()) == 0
+    assert ScheduledJob.objects.get(pk=claimed.job.pk).status == Status.RUNNING
 
 
 @pytest.mark.django_db
