@@ -15,6 +15,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from scheduler import signals, states, validation
+from scheduler.conf import scheduler_settings
 from scheduler.models import JobAttempt, ScheduledJob, covered_by_pause, paused_sql
 from scheduler.services.transitions import (
     LAZY_COMMIT,
@@ -103,12 +104,23 @@ def claim(
             retrying=retrying,
         )
 
+    def claim_renewed(now: datetime) -> Claim | Refusal:
+        began = time.monotonic()
+        claimed = claim_as_of(now)
+        # Stamped before it waited for a lock (on the row or the table), a claim held up
+        # about a lease left a lease-old heartbeat: recovery could take the job for dead
+        # before its first beat. Renewed at once, on this rare path only.
+        waited = time.monotonic() - began
+        if isinstance(claimed, Claim) and waited >= scheduler_settings.HEARTBEAT_INTERVAL_SECONDS:
+            heartbeat(job_id=job_id, token=token)
+        return claimed
+
     now = timezone.now()
     if not_before is None or not_before <= now:
-        return claim_as_of(now)
+        return claim_renewed(now)
     durable = connection.in_atomic_block
     with transaction.atomic():
-        claimed = claim_as_of(not_before)
+        claimed = claim_renewed(not_before)
         if isinstance(claimed, Claim):
             _hold_until(not_before, lazy=not durable)
     return claimed

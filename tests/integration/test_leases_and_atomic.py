@@ -123,6 +123,23 @@ def test_a_heartbeat_that_waited_for_a_lock_stamps_when_it_wrote(settings, lock)
     assert ScheduledJob.objects.get(pk=claimed.job.pk).status == Status.RUNNING
 
 
+@pytest.mark.django_db(transaction=True)  # the lock is another connection's
+@pytest.mark.parametrize("lock", ["row", "table"])
+def test_a_claim_that_waited_for_a_lock_renews_the_lease_it_stamped(settings, lock):
+    # The claim stamps the job's start before it waits: a claim held up about a lease
+    # left a lease-old heartbeat, and recovery took the job for dead before its first beat.
+    settings.SCHEDULER_LEASE_SECONDS = 1.5
+    settings.SCHEDULER_HEARTBEAT_INTERVAL_SECONDS = 0.5
+    job = schedule_at("testapp.noop", T0)
+    token = dispatch_one(job, now=timezone.now())
+    change = _lock_the_job_table if lock == "table" else None
+    with job_row_held_elsewhere(job.pk, change=change, commit_after=2):
+        claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
+    assert isinstance(claimed, running.Claim)
+    assert dispatching.expire_leases(now=timezone.now()) == 0
+    assert ScheduledJob.objects.get(pk=job.pk).status == Status.RUNNING
+
+
 @pytest.mark.django_db
 def test_the_lease_counts_from_the_last_heartbeat_not_from_the_start():
     with freeze_time(T0) as clock:
