@@ -2,8 +2,8 @@
 
 A job's message is a Celery task message for the job's own task (its name, its
 queue), with no arguments: they stay in PostgreSQL. Two message headers name the job
-and the dispatch token that may claim it. A message without them is an ordinary Celery
-task message.
+and the dispatch token that may claim it, and a third the version of this format. A
+message without them is an ordinary Celery task message.
 """
 
 import base64
@@ -18,10 +18,20 @@ from datetime import datetime
 JOB_ID_HEADER = "scheduler_job_id"
 #: The job's dispatch token, as a UUID string.
 DISPATCH_TOKEN_HEADER = "scheduler_dispatch_token"  # noqa: S105 - a header name
+#: The version of this format. A worker drops a message of another version rather than
+#: misread it (a later release's, during a rolling deploy: recovery sends its job again,
+#: for a worker that reads it); a message without the header is of version 1.
+PROTOCOL_HEADER = "scheduler_protocol"
+PROTOCOL_VERSION = "1"
 
 
 class MalformedMessageError(ValueError):
-    """A message names a job but its headers cannot be read."""
+    """A message names a job but its headers cannot be read; ``reason`` says why, for
+    the worker's log line."""
+
+    def __init__(self, message: str, *, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -33,17 +43,31 @@ class JobRef:
 
     def headers(self) -> dict[str, str]:
         """The message headers that carry this reference."""
-        return {JOB_ID_HEADER: str(self.job_id), DISPATCH_TOKEN_HEADER: str(self.dispatch_token)}
+        return {
+            PROTOCOL_HEADER: PROTOCOL_VERSION,
+            JOB_ID_HEADER: str(self.job_id),
+            DISPATCH_TOKEN_HEADER: str(self.dispatch_token),
+        }
 
 
 def job_ref(headers: Mapping[str, object] | None) -> JobRef | None:
     """The job a message's headers name; None for an ordinary task message.
 
-    Raises MalformedMessageError when the headers are there but not readable.
+    Raises MalformedMessageError when the headers are there but not readable, or are of
+    another version of this format.
     """
-    if not headers or (JOB_ID_HEADER not in headers and DISPATCH_TOKEN_HEADER not in headers):
+    if not headers or not any(name in headers for name in _JOB_HEADERS):
         return None
+    version = str(headers.get(PROTOCOL_HEADER, PROTOCOL_VERSION))
+    if version != PROTOCOL_VERSION:
+        raise MalformedMessageError(
+            f"a job message of protocol {version:.20}, not {PROTOCOL_VERSION}",
+            reason="unknown-protocol",
+        )
     return read_job_ref(headers.get(JOB_ID_HEADER), headers.get(DISPATCH_TOKEN_HEADER))
+
+
+_JOB_HEADERS = (PROTOCOL_HEADER, JOB_ID_HEADER, DISPATCH_TOKEN_HEADER)
 
 
 def named_job_id(headers: Mapping[str, object] | None) -> int | None:

@@ -93,7 +93,7 @@ class Publisher(Protocol):
 
 
 #: The per-message fields of a template, each replaced by a marker while Celery encodes.
-_FIELDS = ("task_id", "eta", "delivery_tag", *JobRef(1, uuid.UUID(int=0)).headers())
+_FIELDS = ("task_id", "eta", "delivery_tag", JOB_ID_HEADER, DISPATCH_TOKEN_HEADER)
 #: The variant digit of a random UUID (RFC 4122: binary 10xx) for each random hex digit.
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
@@ -148,7 +148,8 @@ def _template(task_name: str, queue: str) -> str:
     headers, properties, body, _ = current_app.amqp.as_task_v2(
         marks["task_id"], task_name, args=(), kwargs={}, eta=eta
     )
-    headers.update({name: marks[name] for name in JobRef(1, uuid.UUID(int=0)).headers()})
+    headers.update(JobRef(1, uuid.UUID(int=0)).headers())  # the version, as it is
+    headers.update({name: marks[name] for name in (JOB_ID_HEADER, DISPATCH_TOKEN_HEADER)})
     content_type, content_encoding, payload = dumps(body, serializer="json")
     envelope = {
         "body": base64.b64encode(payload.encode()).decode(),

@@ -87,7 +87,10 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                 ref = protocol.job_ref(vars(self.request))
             except protocol.MalformedMessageError as error:
                 logger.warning(
-                    "message dropped task=%s reason=malformed detail=%.200s", self.name, error
+                    "message dropped task=%s reason=%s detail=%.200s",
+                    self.name,
+                    error.reason,
+                    error,
                 )
                 raise Ignore() from None
             if ref is not None:

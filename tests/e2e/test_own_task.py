@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from scheduler import reschedule, schedule_at
 from scheduler.dispatch.dispatcher import Dispatcher
-from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
+from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER, PROTOCOL_HEADER
 from scheduler.testing import InMemoryPublisher
 from tests.processes import wait_until
 from tests.testapp.models import Effect
@@ -133,8 +133,10 @@ def test_malformed_forged_replayed_and_stale_messages_are_dropped(
     send("testapp.record", headers(job.pk, uuid.uuid4()))  # forged token
     send("testapp.record", headers(job.pk, old_token))  # an old dispatch's message
     send("testapp.noop", headers(job.pk, token))  # another task than the job's
+    # A later release's message, which this one cannot know the meaning of.
+    send("testapp.record", {**headers(job.pk, token), PROTOCOL_HEADER: "2"})
 
-    assert wait_until(lambda: worker.output().count("message dropped") == 6, timeout=30), (
+    assert wait_until(lambda: worker.output().count("message dropped") == 7, timeout=30), (
         worker.output()[-4000:]
     )
     assert read_runs(path) == []
@@ -145,8 +147,8 @@ def test_malformed_forged_replayed_and_stale_messages_are_dropped(
     assert wait_until(lambda: _status(job) == "succeeded", timeout=30), worker.output()[-4000:]
     assert [label for label, _ in read_runs(path)] == ["real"]
     log = worker.output()
-    assert log.count("message dropped") == 6
-    assert log.count("] ignored") == 6  # Celery's own line: neither success nor failure
-    for reason in ("unexpected-arguments", "malformed", "not-current"):
+    assert log.count("message dropped") == 7
+    assert log.count("] ignored") == 7  # Celery's own line: neither success nor failure
+    for reason in ("unexpected-arguments", "malformed", "not-current", "unknown-protocol"):
         assert f"reason={reason}" in log
     assert "Traceback" not in log
