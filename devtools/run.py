@@ -2,16 +2,17 @@
 
 Development tooling, not part of a deployment. Starts an embedded PostgreSQL when
 DATABASE_URL is unset and nothing answers on 127.0.0.1:5432 (:mod:`devtools.database`),
-creates the database if missing, migrates, creates the demo admin user (debug only),
-starts an embedded SQS server on loopback unless SQS_ENDPOINT_URL is set or ``--aws``
-is passed, creates the queue, runs the demo the first time, then runs the Procfile's
-processes with honcho's
-manager, which interleaves their output and stops them all on Ctrl-C; then the SQS
-server and the embedded PostgreSQL, if any, are stopped.
+creates the database if missing, starts an embedded SQS server on loopback unless
+SQS_ENDPOINT_URL is set or ``--aws`` is passed, creates the queue, migrates, creates the
+demo admin user (debug only, in a database without users), runs the demo the first
+time, then runs the Procfile's processes with honcho's manager, which interleaves their
+output and stops them all on Ctrl-C, SIGTERM or SIGHUP; then the SQS server and the
+embedded PostgreSQL, if any, are stopped.
 """
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,19 +21,28 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import botocore.session
 import django
 import honcho.manager
 import psycopg2
+from botocore.exceptions import BotoCoreError, ClientError
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from honcho.environ import parse_procfile
 from honcho.manager import SIGNALS, Manager
 from psycopg2 import sql
 
 from devtools import sqs_server
-from devtools.database import DATA_DIR, EmbeddedPostgresError, database, stop_on_sigterm
+from devtools.database import (
+    DATA_DIR,
+    EmbeddedPostgresError,
+    database,
+    on_stop_signals,
+    stop_on_termination,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -56,17 +66,17 @@ def main(argv: list[str] | None = None) -> int:
     """Prepare everything, run the Procfile until Ctrl-C, and clean up."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-    stop_on_sigterm()
+    stop_on_termination()
     try:
-        if _answers(args.port):
-            raise RunError(f"port {args.port} is already in use: pass --port to pick another")
+        _refuse_if_taken(args.port, "--port")
         with database(say, data_dir=args.pgdata):
             ensure_database()
             django.setup()
             with sqs_endpoint(args.sqs_port, aws=args.aws) as endpoint:
-                _prepare(endpoint, demo=args.demo)
-                returncode = run_procfile(args.port, _child_env(endpoint))
-    except (RunError, EmbeddedPostgresError) as error:
+                demo_login = _prepare(endpoint, demo=args.demo)
+                returncode = run_procfile(args.port, _child_env(endpoint), demo_login=demo_login)
+    # A malformed setting (DATABASE_URL=mysql://…) is raised as the settings load.
+    except (RunError, EmbeddedPostgresError, ImproperlyConfigured) as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:
@@ -76,6 +86,18 @@ def main(argv: list[str] | None = None) -> int:
         say(f"a process exited on its own (exit code {returncode}), so all were stopped")
     say("every process has stopped")
     return returncode
+
+
+def _refuse_if_taken(port: int, option: str) -> None:
+    if _answers(port):
+        # A runner killed without its clean-up (SIGKILL) leaves its processes holding
+        # the ports; another port would start a second system on the same database.
+        raise RunError(
+            f"port {port} is already in use, maybe by a `make run` that is still running "
+            "or was killed and left its processes (`pgrep -af "
+            "'devtools.sqs_server|celery -A project|manage.py runserver'` lists them; "
+            f"stop them with `kill PID…`), or pass {option} to pick another"
+        )
 
 
 def _port(text: str) -> int:
@@ -203,8 +225,7 @@ def _has_aws_credentials() -> bool:
 @contextmanager
 def embedded_sqs(port: int) -> Iterator[str]:
     """A moto SQS server on loopback for as long as the context lasts."""
-    if _answers(port):
-        raise RunError(f"port {port} is already in use: pass --sqs-port to pick another")
+    _refuse_if_taken(port, "--sqs-port")
     server = subprocess.Popen(
         sqs_server.command(port),
         stdout=subprocess.DEVNULL,
@@ -255,73 +276,138 @@ def _child_env(endpoint: str | None) -> dict[str, str]:
     return env
 
 
-def _prepare(endpoint: str | None, *, demo: bool) -> None:
+def _prepare(endpoint: str | None, *, demo: bool) -> bool:
+    """Queue, schema, demo user and demo data; whether the demo admin's login works."""
     from django.core.management import call_command
     from django.test.utils import override_settings
 
-    from scheduler.dispatch.queues import ensure_queue
+    from scheduler.dispatch.queues import ensure_queue, refusal
     from scheduler.models import ScheduledJob
 
-    call_command("migrate", interactive=False, verbosity=0)
-    say("database migrated")
-    _ensure_demo_admin()
+    # The queue first: an SQS endpoint that does not answer stops the run before the
+    # database is changed.
     if endpoint:
         # The embedded server's address is known only now, after settings were loaded.
         with override_settings(SCHEDULER_SQS_ENDPOINT_URL=endpoint):
-            setup = ensure_queue()
+            try:
+                setup = ensure_queue()
+            except (BotoCoreError, ClientError) as error:
+                raise RunError(refusal(error)) from None
         say(f"queue ready: {setup.url} (dead-letter queue {setup.dlq_url})")
     else:
         say("Amazon SQS: create the queue once with `python manage.py scheduler_create_queue`")
+    call_command("migrate", interactive=False, verbosity=0)
+    say("database migrated")
+    demo_login = _ensure_demo_admin()
     if demo and not ScheduledJob.objects.exists():
         say("no jobs yet: creating the demo payments (python manage.py scheduler_demo)")
         call_command("scheduler_demo")
+    return demo_login
 
 
-def _ensure_demo_admin() -> None:
+def _ensure_demo_admin() -> bool:
+    """Create the demo admin in a database without users; whether its login works.
+
+    A database that has users is someone's (shared, staging, a restored copy): a
+    superuser with a known password has no place in it.
+    """
     from django.contrib.auth import get_user_model
 
     if not settings.DEBUG:
         say("DJANGO_DEBUG is off: no demo admin user; use `python manage.py createsuperuser`")
-        return
+        return False
     username, password = DEMO_ADMIN
     users = get_user_model().objects
-    if not users.filter(username=username).exists():
+    if not users.exists():
         users.create_superuser(username, f"{username}@example.com", password)
         say(f"created the demo admin user {username!r} with password {password!r}")
+        return True
+    demo = users.filter(username=username).first()
+    if demo is not None and demo.check_password(password):
+        return True
+    say("the database has users: no demo admin user; use `python manage.py createsuperuser`")
+    return False
 
 
-def run_procfile(port: int, env: dict[str, str]) -> int:
+class ProcessManager(Manager):  # type: ignore[misc]  # honcho has no types
+    """honcho's manager, stopped by SIGHUP as by SIGTERM, and safely while it starts.
+
+    honcho signals each process by the pid its start message brings, and a stop
+    requested before it had read them all (Ctrl-C in the first few ms) failed on a
+    missing pid, leaving the processes started so far running: such a stop now waits
+    for the last start message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._owner = os.getpid()
+        #: Whether a stop waits for the pids (True: a kill), None when none does.
+        self._pending_stop: bool | None = None
+
+    def _start(self) -> None:
+        # loop() has just set its handler, for SIGINT and SIGTERM only.
+        honcho_stop = signal.getsignal(signal.SIGTERM)
+        assert callable(honcho_stop)
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            # The processes honcho forks to run each command inherit this handler; only
+            # this process's manager knows the pids.
+            if os.getpid() == self._owner:
+                honcho_stop(signum, frame)
+
+        signal.signal(signal.SIGINT, stop)
+        on_stop_signals(stop)
+        super()._start()
+
+    def _killall(self, force: bool = False) -> None:
+        if self._all_started():
+            super()._killall(force)
+        else:
+            self._pending_stop = force or bool(self._pending_stop)
+
+    def _all_started(self) -> bool:
+        # loop() asks after each message it reads, a start message among them.
+        started: bool = super()._all_started()
+        if started and self._pending_stop is not None:
+            force, self._pending_stop = self._pending_stop, None
+            super()._killall(force)
+        return started
+
+
+def run_procfile(port: int, env: dict[str, str], *, demo_login: bool = False) -> int:
     """Run the Procfile's processes with honcho's manager until Ctrl-C or one exits.
 
-    Returns 0 when stopped on request (Ctrl-C, SIGTERM), else the exit code of the
-    process that stopped first.
+    Returns 0 when stopped on request (Ctrl-C, SIGTERM, SIGHUP), else the exit code of
+    the process that stopped first.
     """
     # honcho kills what is still running 5 s after Ctrl-C: a worker's warm shutdown
     # waits out its long poll and its running jobs, which would be left to their leases.
     honcho.manager.KILL_WAIT = STOP_WAIT_SECONDS
-    manager = Manager()
+    # honcho's handler names the signal and sets the exit code from this table.
+    SIGNALS.setdefault(signal.SIGHUP, {"name": "SIGHUP", "rc": 128 + signal.SIGHUP})
+    manager = ProcessManager()
     for name, command in parse_procfile(PROCFILE.read_text()).processes.items():
         # honcho's own naming, as `honcho start` prints it.
         manager.add_process(f"{name}.1", command, env={**env, "PORT": str(port)}, cwd=str(ROOT))
-    threading.Thread(target=_announce_when_listening, args=(port,), daemon=True).start()
+    threading.Thread(target=_announce_when_listening, args=(port, demo_login), daemon=True).start()
     manager.loop()
     stopped_on_request = {signal["rc"] for signal in SIGNALS.values()}
     returncode = manager.returncode or 0
     return 0 if returncode in stopped_on_request else returncode
 
 
-def _announce_when_listening(port: int) -> None:
+def _announce_when_listening(port: int, demo_login: bool) -> None:
     deadline = time.monotonic() + 5 * _START_TIMEOUT
     while time.monotonic() < deadline:
         if _answers(port):
-            _announce(port)
+            _announce(port, demo_login)
             return
         time.sleep(0.25)
 
 
-def _announce(port: int) -> None:
+def _announce(port: int, demo_login: bool) -> None:
     say(f"ready: admin at http://127.0.0.1:{port}/admin/")
-    if settings.DEBUG:
+    if demo_login:
         say("log in as {} / {} (demo user)".format(*DEMO_ADMIN))
     say("press Ctrl-C to stop everything")
 

@@ -22,7 +22,7 @@ from devtools.database import (
     database,
     run_child,
     run_children,
-    stop_on_sigterm,
+    stop_on_termination,
 )
 
 #: The whole suite's two halves: the one that keeps the CPU busy, printed second, and
@@ -39,7 +39,7 @@ def say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run pytest, with a database server to talk to."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
-    stop_on_sigterm()
+    stop_on_termination()
     try:
         with database(say):
             if argv:

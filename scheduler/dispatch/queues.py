@@ -78,6 +78,16 @@ def ensure_queue(name: str | None = None) -> QueueSetup:
     return QueueSetup(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn, attributes=attributes)
 
 
+def refusal(error: Exception) -> str:
+    """One line on an SQS error while creating the queues: where, and what to check."""
+    where = scheduler_settings.SQS_ENDPOINT_URL or f"Amazon SQS in {scheduler_settings.SQS_REGION}"
+    return (
+        f"SQS refused or could not be reached ({where}): {error}. Check the "
+        "credentials, the region and the IAM policy (sqs:CreateQueue, "
+        "sqs:SetQueueAttributes, sqs:GetQueueAttributes; README, Deploying to AWS)."
+    )
+
+
 def _ensure(client: "SQSClient", name: str, attributes: dict[str, str]) -> tuple[str, str]:
     url = client.create_queue(QueueName=name)["QueueUrl"]
     client.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]

@@ -8,20 +8,30 @@ real beat (dispatcher), SQS server and worker. Ctrl-C is a SIGINT to the process
 
 import contextlib
 import os
+import pty
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import honcho.manager
 import psycopg2
 import pytest
 import requests
 from django.db import connection
 from psycopg2 import sql
 
+import devtools.run
 from payments.models import Payment
 from scheduler.models import ScheduledJob
 from tests.processes import ROOT, free_port, wait_until
+
+#: What stops the runner (Ctrl-C, SIGTERM, a closed terminal).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -201,3 +211,141 @@ def test_make_run_without_a_database_to_use_says_why_in_one_line(postgresql: str
     assert advice in line
     assert ("Start PostgreSQL" in line) == (postgresql == "down")
     assert "DATABASE_URL" in line
+
+
+def test_a_closed_terminal_stops_everything_the_run_started(
+    new_database_url: str, tmp_path: Path
+) -> None:
+    # Closing the terminal hangs it up (writes to it then fail) and the shell sends SIGHUP
+    # to its jobs: the runner died at once and left web, worker, beat and the SQS server.
+    web_port, sqs_port = free_port(), free_port()
+    master, terminal = pty.openpty()
+    ports = ["--port", str(web_port), "--sqs-port", str(sqs_port)]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "devtools.run", "--no-demo", *ports],
+        cwd=ROOT,
+        env=run_env(new_database_url),
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    output = bytearray()
+
+    def read_terminal() -> None:
+        with contextlib.suppress(OSError):  # EIO once the terminal is closed
+            while chunk := os.read(master, 4096):
+                output.extend(chunk)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    started: dict[int, tuple[int, str]] = {}
+    try:
+
+        def all_started() -> bool:
+            started.update(descendants(run.pid))
+            commands = " | ".join(cmdline for _, cmdline in started.values())
+            return all(name in commands for name in ("sqs_server", "runserver", "worker", "beat"))
+
+        assert wait_until(lambda: b"ready: admin at" in output, timeout=60, interval=0.2), output
+        assert wait_until(all_started, timeout=10), started
+        os.close(master)
+        os.killpg(run.pid, signal.SIGHUP)
+        run.wait(timeout=30)
+        assert wait_until(lambda: not still_running(started), timeout=10), still_running(started)
+        assert run.returncode == 0, output.decode(errors="replace")[-3000:]
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(master)
+        kill_left_over(run, started)
+
+
+def test_a_port_in_use_names_the_run_that_may_hold_it() -> None:
+    # "pass --port to pick another" started a second system beside a killed run's
+    # leftovers, which kept running jobs from the same database.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "devtools.run", "--port", str(port)],
+            cwd=ROOT,
+            env=run_env("postgres://postgres@127.0.0.1:1/unused"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 2
+    [line] = run.stderr.splitlines()
+    assert line.startswith(f"error: port {port} is already in use"), line
+    for advice in ("make run", "pgrep", "--port"):
+        assert advice in line, line
+
+
+@pytest.fixture
+def own_signal_handlers() -> Iterator[None]:
+    """The test process's signal handlers, as they were, after a test that runs honcho."""
+    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+def test_ctrl_c_while_the_processes_start_stops_them(
+    own_signal_handlers: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Ctrl-C before honcho had read every process's pid failed in its handler
+    # (KeyError: 'pid') and left the processes started so far running.
+    marker = f"{time.time():.6f}"  # only this test's processes sleep this long
+    procfile = tmp_path / "Procfile"
+    procfile.write_text("".join(f"p{n}: exec sleep 5{n}.{marker}\n" for n in range(3)))
+    monkeypatch.setattr(devtools.run, "PROCFILE", procfile)
+    start = honcho.manager.Manager._start
+
+    def start_then_ctrl_c(manager: honcho.manager.Manager) -> None:
+        start(manager)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(honcho.manager.Manager, "_start", start_then_ctrl_c)
+    try:
+        assert devtools.run.run_procfile(free_port(), dict(os.environ)) == 0
+        assert wait_until(
+            lambda: not any(marker in cmd for _, cmd in descendants(os.getpid()).values()),
+            timeout=10,
+        )
+    finally:
+        for pid, (_, cmdline) in descendants(os.getpid()).items():
+            if marker in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("fault", ["SQS_ENDPOINT_URL", "DATABASE_URL"])
+def test_a_bad_endpoint_or_database_url_is_one_line(fault: str, new_database_url: str) -> None:
+    # Both ended in chained tracebacks, where every other fault is one line.
+    env = run_env(new_database_url)
+    if fault == "SQS_ENDPOINT_URL":
+        endpoint = f"http://127.0.0.1:{free_port()}"
+        env["SQS_ENDPOINT_URL"] = endpoint
+        expected = f"error: SQS refused or could not be reached ({endpoint})"
+    else:
+        env["DATABASE_URL"] = "mysql://root@127.0.0.1/longdelay"
+        expected = "error: DATABASE_URL must name a PostgreSQL database"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "devtools.run", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        kill_left_over(run, {})
+    assert run.returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    [line] = stderr.splitlines()
+    assert line.startswith(expected), line

@@ -5,8 +5,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from scheduler.conf import scheduler_settings
-from scheduler.dispatch.queues import ensure_queue
+from scheduler.dispatch.queues import ensure_queue, refusal
 
 
 class Command(BaseCommand):
@@ -26,14 +25,7 @@ class Command(BaseCommand):
         except ValueError as error:
             raise CommandError(str(error)) from None
         except (BotoCoreError, ClientError) as error:
-            where = scheduler_settings.SQS_ENDPOINT_URL or (
-                f"Amazon SQS in {scheduler_settings.SQS_REGION}"
-            )
-            raise CommandError(
-                f"SQS refused or could not be reached ({where}): {error}. Check the "
-                "credentials, the region and the IAM policy (sqs:CreateQueue, "
-                "sqs:SetQueueAttributes, sqs:GetQueueAttributes; README, Deploying to AWS)."
-            ) from None
+            raise CommandError(refusal(error)) from None
         self.stdout.write(f"queue url={setup.url} arn={setup.arn}")
         self.stdout.write(f"dead-letter queue url={setup.dlq_url} arn={setup.dlq_arn}")
         for key, value in sorted(setup.attributes.items()):
