@@ -314,7 +314,7 @@ def print_life(count: int, *, burst: bool) -> None:
     burst: every job is claimed, then every job renews its lease, and so on, which
     leaves the least room on each page.
     """
-    from django.db import connection, transaction
+    from django.db import transaction
     from django.utils import timezone
 
     from scheduler import JobSpec, schedule_many
@@ -333,8 +333,9 @@ def print_life(count: int, *, burst: bool) -> None:
         return claimed
 
     def heartbeat(claimed: running.Claim) -> None:
-        with connection.cursor() as cursor:
-            renew_lease(cursor, claimed.job.pk, claimed.job.dispatch_token)
+        token = claimed.job.dispatch_token
+        assert token is not None
+        assert running.heartbeat(job_id=claimed.job.pk, token=token)
 
     def succeed(claimed: running.Claim) -> None:
         assert running.record_success(job=claimed.job, attempt=claimed.attempt)
@@ -372,15 +373,6 @@ def print_life(count: int, *, burst: bool) -> None:
                 succeed(claimed)
     kind = "a burst: each step for every job at once" if burst else "steady: job after job"
     print_steps(steps, count, kind)
-
-
-def renew_lease(cursor: Any, job_id: int, token: Any) -> None:
-    """The heartbeat's UPDATE, as the worker sends it while a job runs."""
-    cursor.execute(
-        "UPDATE scheduler_scheduledjob SET heartbeat_at = now() "
-        "WHERE id = %s AND status = 'running' AND dispatch_token = %s",
-        [job_id, token],
-    )
 
 
 def print_steps(steps: list[Step], count: int, kind: str) -> None:
