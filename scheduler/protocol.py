@@ -50,6 +50,10 @@ class JobRef:
         }
 
 
+#: Any of them makes a message a job's.
+_JOB_HEADERS = (PROTOCOL_HEADER, JOB_ID_HEADER, DISPATCH_TOKEN_HEADER)
+
+
 def job_ref(headers: Mapping[str, object] | None) -> JobRef | None:
     """The job a message's headers name; None for an ordinary task message.
 
@@ -67,17 +71,15 @@ def job_ref(headers: Mapping[str, object] | None) -> JobRef | None:
     return read_job_ref(headers.get(JOB_ID_HEADER), headers.get(DISPATCH_TOKEN_HEADER))
 
 
-_JOB_HEADERS = (PROTOCOL_HEADER, JOB_ID_HEADER, DISPATCH_TOKEN_HEADER)
-
-
 def named_job_id(headers: Mapping[str, object] | None) -> int | None:
-    """The id of the job a message's headers name, for a log line; None for an ordinary
-    task message or unreadable headers."""
+    """The id of the job a message's headers name, whatever the version, for a log line;
+    None for an ordinary task message or an unreadable id."""
+    raw_id = headers.get(JOB_ID_HEADER) if headers else None
     try:
-        ref = job_ref(headers)
-    except MalformedMessageError:
+        job_id = int(str(raw_id)) if raw_id is not None else 0
+    except ValueError:
         return None
-    return ref.job_id if ref else None
+    return job_id if job_id >= 1 else None
 
 
 def read_job_ref(raw_id: object, raw_token: object) -> JobRef:

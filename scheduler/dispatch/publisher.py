@@ -28,7 +28,12 @@ from kombu.serialization import dumps
 
 from scheduler.backoff import exponential_backoff
 from scheduler.dispatch.concurrency import SendConcurrency
-from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER, JobRef
+from scheduler.protocol import (
+    DISPATCH_TOKEN_HEADER,
+    JOB_ID_HEADER,
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+)
 from scheduler.sqs import error_code, get_client
 
 if TYPE_CHECKING:
@@ -148,7 +153,7 @@ def _template(task_name: str, queue: str) -> str:
     headers, properties, body, _ = current_app.amqp.as_task_v2(
         marks["task_id"], task_name, args=(), kwargs={}, eta=eta
     )
-    headers.update(JobRef(1, uuid.UUID(int=0)).headers())  # the version, as it is
+    headers[PROTOCOL_HEADER] = PROTOCOL_VERSION
     headers.update({name: marks[name] for name in (JOB_ID_HEADER, DISPATCH_TOKEN_HEADER)})
     content_type, content_encoding, payload = dumps(body, serializer="json")
     envelope = {

@@ -227,4 +227,11 @@ def _deadline_changes(job_id: int, run_at: datetime, deadline: datetime | None) 
             f"{current.isoformat()} is not after the new run_at {run_at.isoformat()}: "
             "give a new deadline",
         )
+    now = timezone.now()
+    if current is not None and current <= now:
+        # Kept, it would only expire the job (a new deadline is refused as much).
+        raise InvalidArgumentsError(
+            "deadline",
+            f"{current.isoformat()} has passed (now is {now.isoformat()}): give a new deadline",
+        )
     return {}

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from uuid import UUID
 
@@ -105,14 +105,18 @@ def claim(
         )
 
     def claim_renewed(now: datetime) -> Claim | Refusal:
-        began = time.monotonic()
         claimed = claim_as_of(now)
-        # Stamped before it waited for a lock (on the row or the table), a claim held up
-        # about a lease left a lease-old heartbeat: recovery could take the job for dead
-        # before its first beat. Renewed at once, on this rare path only.
-        waited = time.monotonic() - began
-        if isinstance(claimed, Claim) and waited >= scheduler_settings.HEARTBEAT_INTERVAL_SECONDS:
-            heartbeat(job_id=job_id, token=token)
+        # Stamped ``now``, before it waited for a lock (on the row or the table), a claim
+        # held up about a lease left a lease-old heartbeat: recovery could take the job
+        # for dead before its first beat. Renewed at once, on this rare path only; a
+        # recovery that came first has retried the job, which this delivery must not run.
+        interval = timedelta(seconds=scheduler_settings.HEARTBEAT_INTERVAL_SECONDS)
+        if (
+            isinstance(claimed, Claim)
+            and timezone.now() - now >= interval
+            and not heartbeat(job_id=job_id, token=token)
+        ):
+            return Refusal.NOT_CURRENT
         return claimed
 
     now = timezone.now()

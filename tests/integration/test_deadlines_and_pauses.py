@@ -73,6 +73,32 @@ def test_a_deadline_is_stored_and_bad_deadlines_write_nothing():
     assert ScheduledJob.objects.get(pk=job.pk).run_at == T0
 
 
+def test_a_move_that_keeps_a_deadline_already_passed_is_refused():
+    # Only a new deadline was checked against now: moved to a run_at before its kept
+    # deadline, but after that had passed, a job could only expire.
+    with freeze_time(T0) as clock:
+        pending = schedule_at(
+            "testapp.noop", T0 + timedelta(minutes=30), deadline=T0 + timedelta(hours=1)
+        )
+        ended = schedule_at(
+            "testapp.noop", T0 + timedelta(minutes=30), deadline=T0 + timedelta(hours=1)
+        )
+        cancel(ended)
+        clock.move_to(T0 + timedelta(hours=2))
+        for move in (
+            partial(reschedule, pending, T0),
+            partial(retry, ended, T0),
+            partial(run_now, pending),
+        ):
+            with pytest.raises(InvalidArgumentsError, match="give a new deadline"):
+                move()
+        assert ScheduledJob.objects.get(pk=pending.pk).run_at == T0 + timedelta(minutes=30)
+        assert ScheduledJob.objects.get(pk=ended.pk).status == Status.CANCELLED
+        # With a new deadline, it moves.
+        later = T0 + timedelta(days=2)
+        assert reschedule(pending, T0 + timedelta(hours=3), deadline=later).deadline == later
+
+
 def test_the_dispatcher_never_sends_a_job_past_its_deadline_and_expires_it(
     received, django_capture_on_commit_callbacks, caplog
 ):

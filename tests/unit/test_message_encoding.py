@@ -15,6 +15,7 @@ from scheduler.protocol import (
     JobRef,
     MalformedMessageError,
     job_ref,
+    named_job_id,
 )
 
 
@@ -153,4 +154,6 @@ def test_a_message_of_another_protocol_version_is_not_read_as_this_ones():
         with pytest.raises(MalformedMessageError, match="protocol 2") as error:
             job_ref(headers)
         assert error.value.reason == "unknown-protocol"
+        # Its log lines still name the job.
+        assert named_job_id(headers) == (42 if JOB_ID_HEADER in headers else None)
     assert job_ref({"task": "shop.capture"}) is None
