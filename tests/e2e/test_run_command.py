@@ -182,18 +182,12 @@ def test_make_run_serves_runs_jobs_and_stops_everything_on_ctrl_c(
         kill_left_over(make, started)
 
 
-@pytest.mark.parametrize("postgresql", ["down", "refusing the user"])
-def test_make_run_without_a_database_to_use_says_why_in_one_line(postgresql: str) -> None:
-    db = connection.settings_dict
-    if postgresql == "down":
-        where, user, advice = f"127.0.0.1:{free_port()}", "postgres", "Start PostgreSQL"
-    else:
-        # It answers: starting it is no advice (it was given for a wrong password too).
-        where, user, advice = f"{db['HOST']}:{db['PORT']}", "no_such_role", "user and password"
+def _run_refused(env: dict[str, str]) -> tuple[int, str]:
+    """``make run``'s exit code and stderr, for a run expected to stop before it starts."""
     run = subprocess.Popen(
         [sys.executable, "-m", "devtools.run", "--port", str(free_port())],
         cwd=ROOT,
-        env=run_env(f"postgres://{user}@{where}/longdelay"),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -204,7 +198,19 @@ def test_make_run_without_a_database_to_use_says_why_in_one_line(postgresql: str
     finally:
         # Should it start the system after all, nothing it started outlives the test.
         kill_left_over(run, {})
-    assert run.returncode == 2
+    return run.returncode, stderr
+
+
+@pytest.mark.parametrize("postgresql", ["down", "refusing the user"])
+def test_make_run_without_a_database_to_use_says_why_in_one_line(postgresql: str) -> None:
+    db = connection.settings_dict
+    if postgresql == "down":
+        where, user, advice = f"127.0.0.1:{free_port()}", "postgres", "Start PostgreSQL"
+    else:
+        # It answers: starting it is no advice (it was given for a wrong password too).
+        where, user, advice = f"{db['HOST']}:{db['PORT']}", "no_such_role", "user and password"
+    returncode, stderr = _run_refused(run_env(f"postgres://{user}@{where}/longdelay"))
+    assert returncode == 2
     assert "Traceback" not in stderr
     [line] = stderr.splitlines()
     assert line.startswith(f"error: cannot connect to PostgreSQL at {where}"), line
@@ -332,20 +338,8 @@ def test_a_bad_endpoint_or_database_url_is_one_line(fault: str, new_database_url
     else:
         env["DATABASE_URL"] = "mysql://root@127.0.0.1/longdelay"
         expected = "error: DATABASE_URL must name a PostgreSQL database"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "devtools.run", "--port", str(free_port())],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, stderr = run.communicate(timeout=60)
-    finally:
-        kill_left_over(run, {})
-    assert run.returncode == 2, stderr
+    returncode, stderr = _run_refused(env)
+    assert returncode == 2, stderr
     assert "Traceback" not in stderr, stderr
     [line] = stderr.splitlines()
     assert line.startswith(expected), line
