@@ -9,10 +9,11 @@ PYTHON_DJANGO6 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/pytho
 VENV_DJANGO6 := .venv-django6
 BIN_DJANGO6 := $(VENV_DJANGO6)/bin
 # What the Django 6.0 leg runs (README "Tests").
-# Unit and integration tests, and the end-to-end test of the path only Django 6.0 has
-# (django.tasks, through real processes): the whole e2e and chaos suites run on Django
-# 5.2 only, to keep CI under 20 minutes.
-TESTS_DJANGO6 ?= tests/unit tests/integration tests/e2e/test_django_tasks.py
+# Unit and integration tests, and the end-to-end tests of the paths Django's version
+# touches (a job through real processes, its own task, django.tasks): the whole e2e and
+# chaos suites run on Django 5.2 only, to keep CI under 20 minutes.
+TESTS_DJANGO6 ?= tests/unit tests/integration tests/e2e/test_delivery.py \
+	tests/e2e/test_own_task.py tests/e2e/test_django_tasks.py
 
 .PHONY: venv venv-django6 test test-django6 lint check run
 

@@ -2,11 +2,11 @@
 
 Runs pytest with the given arguments. With none, the whole suite runs as two pytest
 processes at once, each on a test database of its own: the end-to-end and chaos tests
-mostly wait on real processes, and the unit and integration tests (then ``make run``'s)
-use the CPU meanwhile (their output is printed once the other half has ended). When
-DATABASE_URL is unset and nothing answers on 127.0.0.1:5432, it first starts an embedded
-PostgreSQL (:mod:`devtools.database`), points pytest at it, and stops it once pytest has
-exited (also on Ctrl-C or a failure). The exit code is pytest's.
+mostly wait on real processes, and the unit and integration tests use the CPU meanwhile
+(their output is printed once the other half has ended). When DATABASE_URL is unset and
+nothing answers on 127.0.0.1:5432, it first starts an embedded PostgreSQL
+(:mod:`devtools.database`), points pytest at it, and stops it once pytest has exited
+(also on Ctrl-C or a failure). The exit code is pytest's.
 """
 
 import os
@@ -26,11 +26,9 @@ from devtools.database import (
 )
 
 #: The whole suite's two halves: the one that keeps the CPU busy, printed second, and
-#: the one that mostly waits on real processes, printed as it runs. ``make run``'s tests
-#: (minutes of waiting on a whole system) end the first, so that both end about together.
-RUN_COMMAND_TESTS = "tests/e2e/test_run_command.py"
-CPU_HALF = ["tests/unit", "tests/integration", RUN_COMMAND_TESTS]
-PROCESS_HALF = ["tests/e2e", "tests/chaos", f"--ignore={RUN_COMMAND_TESTS}"]
+#: the one that mostly waits on real processes, printed as it runs.
+CPU_HALF = ["tests/unit", "tests/integration"]
+PROCESS_HALF = ["tests/e2e", "tests/chaos"]
 
 
 def say(message: str) -> None:
