@@ -98,7 +98,8 @@ class Publisher(Protocol):
 
 
 #: The per-message fields of a template, each replaced by a marker while Celery encodes.
-_FIELDS = ("task_id", "eta", "delivery_tag", JOB_ID_HEADER, DISPATCH_TOKEN_HEADER)
+_JOB_FIELDS = (JOB_ID_HEADER, DISPATCH_TOKEN_HEADER)
+_FIELDS = ("task_id", "eta", "delivery_tag", *_JOB_FIELDS)
 #: The variant digit of a random UUID (RFC 4122: binary 10xx) for each random hex digit.
 _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
@@ -154,7 +155,7 @@ def _template(task_name: str, queue: str) -> str:
         marks["task_id"], task_name, args=(), kwargs={}, eta=eta
     )
     headers[PROTOCOL_HEADER] = PROTOCOL_VERSION
-    headers.update({name: marks[name] for name in (JOB_ID_HEADER, DISPATCH_TOKEN_HEADER)})
+    headers.update({name: marks[name] for name in _JOB_FIELDS})
     content_type, content_encoding, payload = dumps(body, serializer="json")
     envelope = {
         "body": base64.b64encode(payload.encode()).decode(),

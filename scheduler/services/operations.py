@@ -97,21 +97,16 @@ def run_now(
     # Read unlocked (locking here would take the row before retry's unique-key lock): a
     # job that ends, or is retried, before the move locks it is given the other move.
     status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
-    first, other = (retried, moved) if status in states.RETRY.sources else (moved, retried)
-    try:
+    moves = (retried, moved) if status in states.RETRY.sources else (moved, retried)
+    accepted = (*states.RESCHEDULE.sources, *states.RETRY.sources)
+    for move in moves:
         try:
-            return first()
+            return move()
         except InvalidTransitionError as error:
-            if error.status not in (*states.RESCHEDULE.sources, *states.RETRY.sources):
-                raise
-            return other()
-    except InvalidTransitionError as error:
-        raise InvalidTransitionError(
-            job_id=job_id,
-            action="run now",
-            status=error.status,
-            allowed=(*states.RESCHEDULE.sources, *states.RETRY.sources),
-        ) from None
+            refused = error.status
+        if refused not in accepted:
+            break
+    raise InvalidTransitionError(job_id=job_id, action="run now", status=refused, allowed=accepted)
 
 
 def resend(job_or_id: JobOrId, *, reason: str = "", actor: str | None = None) -> ScheduledJob:
