@@ -48,6 +48,12 @@ def time_zone_choices() -> list[tuple[str, str]]:
     return [(name, name) for name in sorted(zoneinfo.available_timezones())]
 
 
+class TimeZoneSelect(forms.Select):
+    """A select of ungrouped choices whose options are written out by its own template."""
+
+    template_name = "scheduler/widgets/time_zone_select.html"
+
+
 def admin_task_choices() -> list[tuple[str, str]]:
     """The allow-listed tasks that are registered, in the setting's order."""
     registered = set(schedulable_task_names())
@@ -179,6 +185,7 @@ class WhenForm(BrowserTimeZoneMixin, JobModelForm):
     )
     time_zone = forms.ChoiceField(
         choices=time_zone_choices,
+        widget=TimeZoneSelect,
         help_text="Your browser's time zone is filled in when the page loads.",
     )
     delay_amount = forms.IntegerField(

@@ -384,9 +384,11 @@ def test_admin_add_form(staff, form):
         assert not ScheduledJob.objects.exists()
 
 
-def _management_forms(client, job):
-    """The inlines' management form data, as the change page sends it."""
-    page = client.get(change_url(job))
+@pytest.fixture
+def management_forms(staff):
+    """The inlines' management form data, as a new scheduled job's change page sends it."""
+    _login(staff)
+    page = staff.get(change_url(job("scheduled", run_at=datetime(2030, 1, 1, tzinfo=UTC))))
     return {
         f"{inline.formset.prefix}-{name}": value
         for inline in page.context["inline_admin_formsets"]
@@ -396,11 +398,11 @@ def _management_forms(client, job):
 
 @FUZZ
 @given(form=st.fixed_dictionaries(WHEN_FIELDS))
-def test_admin_reschedule_form(staff, form):
+def test_admin_reschedule_form(staff, management_forms, form):
     _login(staff)
     run_at = datetime(2030, 1, 1, tzinfo=UTC)
     moved = job("scheduled", run_at=run_at)
-    data = {**form, **_management_forms(staff, moved)}
+    data = {**form, **management_forms}
     before = timezone.now()
     response = staff.post(change_url(moved), data)
     after = timezone.now()
