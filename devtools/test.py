@@ -1,9 +1,10 @@
 """``python -m devtools.test [pytest arguments]`` (``make test``): the test suite.
 
-Runs pytest with the given arguments. With none, the whole suite runs as two pytest
-processes at once, each on a test database of its own: the end-to-end and chaos tests
-mostly wait on real processes, and the unit and integration tests use the CPU meanwhile
-(their output is printed once the other half has ended). When DATABASE_URL is unset and
+Runs pytest with the given arguments. With none, the whole suite runs as three pytest
+processes at once, each on a test database of its own (:data:`PARTS`): the end-to-end
+and chaos tests mostly wait on real processes, and the unit and integration tests use
+the CPU meanwhile (the first part prints as it runs, the others once all have ended).
+When DATABASE_URL is unset and
 nothing answers on 127.0.0.1:5432, it first starts an embedded PostgreSQL
 (:mod:`devtools.database`), points pytest at it, and stops it once pytest has exited
 (also on Ctrl-C or a failure). The exit code is pytest's.
@@ -13,6 +14,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
@@ -25,10 +27,19 @@ from devtools.database import (
     stop_on_termination,
 )
 
-#: The whole suite's two halves: the one that keeps the CPU busy, printed second, and
-#: the one that mostly waits on real processes, printed as it runs.
-CPU_HALF = ["tests/unit", "tests/integration"]
-PROCESS_HALF = ["tests/e2e", "tests/chaos"]
+#: The whole suite as pytest processes run at once, by name: the end-to-end and chaos
+#: tests, which mostly wait on real processes, in two of about equal length (every chaos
+#: test in one: they share the kernel's packet filter), and the unit and integration
+#: tests, which keep the CPU busy meanwhile. The first prints as it runs.
+PARTS = {
+    "chaos": ["tests/chaos", "tests/e2e/test_busy_workers.py", "tests/e2e/test_delivery.py"],
+    "e2e": [
+        "tests/e2e",
+        "--ignore=tests/e2e/test_busy_workers.py",
+        "--ignore=tests/e2e/test_delivery.py",
+    ],
+    "cpu": ["tests/unit", "tests/integration"],
+}
 
 
 def say(message: str) -> None:
@@ -44,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         with database(say):
             if argv:
                 return run_child([sys.executable, "-m", "pytest", *argv], dict(os.environ))
-            return _run_halves()
+            return _run_parts()
     except EmbeddedPostgresError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
@@ -53,21 +64,34 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _run_halves() -> int:
-    """The whole suite as its two halves at once; the first failing half's exit code."""
+def _run_parts() -> int:
+    """The whole suite as :data:`PARTS` at once; the first failing part's exit code."""
     url = urlsplit(os.environ.get("DATABASE_URL") or settings.DEFAULT_DATABASE_URL)
-    # pytest-django names its test database after this one: the halves must not share it.
-    cpu_env = {**os.environ, "DATABASE_URL": urlunsplit(url._replace(path=f"{url.path}_cpu"))}
     pytest = [sys.executable, "-m", "pytest"]
-    with tempfile.TemporaryFile() as cpu_log:
+    (_, first_args), *others = PARTS.items()
+    with ExitStack() as stack:
+        logs = {name: stack.enter_context(tempfile.TemporaryFile()) for name, _ in others}
+        # pytest-django names its test database after this one: the parts must not share it.
         code = run_children(
-            [(pytest + CPU_HALF, cpu_env, cpu_log), (pytest + PROCESS_HALF, dict(os.environ), None)]
+            [(pytest + first_args, dict(os.environ), None)]
+            + [
+                (
+                    pytest + args,
+                    {
+                        **os.environ,
+                        "DATABASE_URL": urlunsplit(url._replace(path=f"{url.path}_{name}")),
+                    },
+                    logs[name],
+                )
+                for name, args in others
+            ]
         )
-        say(f"the other half: {' '.join(CPU_HALF)}")
-        cpu_log.seek(0)
-        sys.stdout.flush()
-        sys.stdout.buffer.write(cpu_log.read())
-        sys.stdout.flush()
+        for name, args in others:
+            say(f"the {name} part: {' '.join(args)}")
+            logs[name].seek(0)
+            sys.stdout.flush()
+            sys.stdout.buffer.write(logs[name].read())
+            sys.stdout.flush()
     return code
 
 
