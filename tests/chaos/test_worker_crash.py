@@ -16,6 +16,7 @@ pytestmark = pytest.mark.timeout(240)
 
 LEASE = settings_chaos.SCHEDULER_LEASE_SECONDS
 TICK = settings_chaos.SCHEDULER_DISPATCH_INTERVAL_SECONDS
+LOOKAHEAD = settings_chaos.SCHEDULER_LOOKAHEAD_SECONDS
 
 
 @pytest.mark.parametrize("atomic", [False, True], ids=["plain", "atomic"])
@@ -25,11 +26,6 @@ def test_a_worker_killed_mid_job_loses_nothing(cluster, atomic):
     count = scale(12, 60)
     workload.schedule(
         count - 2, at=lambda i: start + timedelta(seconds=i * 0.2), atomic=atomic, seconds=1.5
-    )
-    # Due well after the workers and beat are up, whatever the machine's load (due with
-    # the others, they were running once beat had started, before they could be cancelled).
-    later = workload.schedule(
-        2, at=lambda i: start + timedelta(seconds=10 + i * 0.2), atomic=atomic, seconds=1.5
     )
     victim, survivor = cluster.start_workers(2, concurrency=2)
     # The deployment's dispatcher: beat, ticking in-process.
@@ -55,7 +51,13 @@ def test_a_worker_killed_mid_job_loses_nothing(cluster, atomic):
     killed_at = time.time()
     cluster.start_workers(1)
     # Cancelled while enqueued (a lookahead before they are due): their messages are in
-    # SQS and must do nothing.
+    # SQS and must do nothing. Scheduled now, once every process is up: scheduled with the
+    # others, a loaded machine's start-up outlasted their wait, and they ran before they
+    # could be cancelled.
+    soon = timezone.now() + timedelta(seconds=LOOKAHEAD + 2)
+    later = workload.schedule(
+        2, at=lambda i: soon + timedelta(seconds=i * 0.2), atomic=atomic, seconds=1.5
+    )
     later_ids = [planned.job_id for planned in later]
     assert wait_until(
         lambda: ScheduledJob.objects.filter(pk__in=later_ids, status="enqueued").count() == 2,
