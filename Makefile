@@ -11,7 +11,8 @@ BIN_DJANGO6 := $(VENV_DJANGO6)/bin
 # What the Django 6.0 leg runs (README "Tests").
 # Unit and integration tests, and the end-to-end tests of the paths Django's version
 # touches (a job through real processes, its own task, django.tasks): the whole e2e and
-# chaos suites run on Django 5.2 only, to keep CI under 20 minutes.
+# chaos suites run on Django 5.2 only, and Hypothesis tries fewer examples (the
+# `django6` profile, tests/conftest.py), to keep CI under 20 minutes.
 TESTS_DJANGO6 ?= tests/unit tests/integration tests/e2e/test_delivery.py \
 	tests/e2e/test_own_task.py tests/e2e/test_django_tasks.py
 
@@ -44,7 +45,7 @@ test: venv
 
 ## The Django 6.0 leg of CI: the suite on Django 6.0 and Python 3.12 (README "Tests").
 test-django6: venv-django6
-	$(BIN_DJANGO6)/python -m devtools.test $(TESTS_DJANGO6) $(ARGS)
+	$(BIN_DJANGO6)/python -m devtools.test --hypothesis-profile=django6 $(TESTS_DJANGO6) $(ARGS)
 
 ## ruff and mypy.
 lint: venv

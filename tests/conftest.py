@@ -18,11 +18,17 @@ import psycopg2
 import pytest
 from celery import signals as celery_signals
 from django.db import connections, transaction
+from hypothesis import settings as hypothesis_settings
 from kombu import Connection
 from psycopg2 import sql
 
 from scheduler.dispatch.publisher import OutgoingMessage, PublishResult, SQSPublisher
 from tests.processes import ROOT, free_port, postgres_processes, start_sqs_server
+
+#: The Django 6.0 leg's (``make test-django6``): the same properties with fewer examples
+#: each. The main leg's hundred explore the inputs; this leg shows that they hold on the
+#: other Django version's forms and ORM.
+hypothesis_settings.register_profile("django6", max_examples=10)
 
 
 @pytest.fixture(autouse=True)

@@ -38,8 +38,8 @@ pytestmark = pytest.mark.django_db
 #: psycopg2's ValueError for text PostgreSQL cannot store.
 CLEAR = (SchedulerError, TypeError, ValueError)
 SCHEDULER = str(Path(scheduler.__file__).parent)
+#: Hypothesis's hundred examples a test (fewer in the Django 6.0 leg: tests/conftest.py).
 FUZZ = settings(
-    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
