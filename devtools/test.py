@@ -29,16 +29,18 @@ from devtools.database import (
 
 #: The whole suite as pytest processes run at once, by name: the end-to-end and chaos
 #: tests, which mostly wait on real processes, in two of about equal length (every chaos
-#: test in one: they share the kernel's packet filter), and the unit and integration
-#: tests, which keep the CPU busy meanwhile. The first prints as it runs.
+#: test in one: they share the kernel's packet filter; the upgrade tests, which wait on
+#: lock timeouts, with the other), and the unit and integration tests, which keep the CPU
+#: busy meanwhile. The first prints as it runs.
 PARTS = {
     "chaos": ["tests/chaos", "tests/e2e/test_busy_workers.py", "tests/e2e/test_delivery.py"],
     "e2e": [
         "tests/e2e",
         "--ignore=tests/e2e/test_busy_workers.py",
         "--ignore=tests/e2e/test_delivery.py",
+        "tests/integration/test_upgrade.py",
     ],
-    "cpu": ["tests/unit", "tests/integration"],
+    "cpu": ["tests/unit", "tests/integration", "--ignore=tests/integration/test_upgrade.py"],
 }
 
 
