@@ -33,11 +33,17 @@ from devtools.database import (
 #: lock timeouts, with the other), and the unit and integration tests, which keep the CPU
 #: busy meanwhile. The first prints as it runs.
 PARTS = {
-    "chaos": ["tests/chaos", "tests/e2e/test_busy_workers.py", "tests/e2e/test_delivery.py"],
+    "chaos": [
+        "tests/chaos",
+        "tests/e2e/test_busy_workers.py",
+        "tests/e2e/test_delivery.py",
+        "tests/e2e/test_leases.py",
+    ],
     "e2e": [
         "tests/e2e",
         "--ignore=tests/e2e/test_busy_workers.py",
         "--ignore=tests/e2e/test_delivery.py",
+        "--ignore=tests/e2e/test_leases.py",
         "tests/integration/test_upgrade.py",
     ],
     "cpu": ["tests/unit", "tests/integration", "--ignore=tests/integration/test_upgrade.py"],
