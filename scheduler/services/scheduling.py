@@ -12,7 +12,7 @@ from operator import attrgetter
 from typing import Any, TypedDict, TypeVar
 
 from celery import Task
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, OperationalError, connections, router, transaction
 from django.db.models import DateField, DateTimeField, Field
 from django.utils import timezone
 from typing_extensions import Unpack
@@ -35,6 +35,10 @@ UNIQUE_KEY_CONSTRAINT = "scheduler_job_unique_active_key"
 _CONFLICT_DETAIL = re.compile(r"Key \(unique_key\)=\((.*)\) already exists\.", re.DOTALL)
 
 E = TypeVar("E", bound=Exception)
+
+#: PostgreSQL's SQLSTATE for a value past its limits, such as a JSON string or document
+#: over 256 MB.
+_PROGRAM_LIMIT_EXCEEDED = "54000"
 
 #: How a field's value is written into the JSON that carries a batch's rows; other
 #: fields' values (strings, numbers, JSON fields' own values) go in as they are.
@@ -172,7 +176,7 @@ def schedule_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[Scheduled
         return []
     keys = [job.unique_key for job in new_jobs]
     _refuse_repeated_keys(keys)
-    with unique_key_guard(*keys):
+    with _within_storage_limits(), unique_key_guard(*keys):
         # Keys taken in one order by every batch: two batches sharing keys in opposite
         # orders each waited for the other's key, and PostgreSQL failed one with
         # "deadlock detected" instead of a held key.
@@ -223,6 +227,25 @@ def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
         raise duplicate from error
 
 
+@contextmanager
+def _within_storage_limits() -> Iterator[None]:
+    """Turns PostgreSQL's refusal of arguments past its limits into InvalidArgumentsError.
+
+    Without the database error: its text quotes the start of the arguments, which an
+    error tracker would keep. The savepoint inside has already been rolled back.
+    """
+    try:
+        yield
+    except OperationalError as error:
+        diagnostics = getattr(error.__cause__, "diag", None)
+        if getattr(error.__cause__, "pgcode", None) != _PROGRAM_LIMIT_EXCEEDED:
+            raise
+        said = getattr(diagnostics, "message_primary", None) or "a limit was exceeded"
+        raise InvalidArgumentsError(
+            "args", f"or kwargs are too large for PostgreSQL to store ({said})"
+        ) from None
+
+
 def _find_task(name: str) -> Task[Any, Any]:
     """The task a job may name ``name``; UnknownTaskError if there is none."""
     try:
@@ -264,7 +287,7 @@ def _new_job(
 
 def _save(job: ScheduledJob, *, reason: str = "", actor: str | None = None) -> ScheduledJob:
     """INSERT one new job, in the caller's transaction, with its audit entry if any."""
-    with unique_key_guard(job.unique_key):
+    with _within_storage_limits(), unique_key_guard(job.unique_key):
         job.save(force_insert=True)
         audit.record(
             audit.Action.SCHEDULE,
