@@ -176,11 +176,10 @@ def schedule_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[Scheduled
         return []
     keys = [job.unique_key for job in new_jobs]
     _refuse_repeated_keys(keys)
-    with _within_storage_limits(), unique_key_guard(*keys):
-        # Keys taken in one order by every batch: two batches sharing keys in opposite
-        # orders each waited for the other's key, and PostgreSQL failed one with
-        # "deadlock detected" instead of a held key.
-        _insert(sorted(new_jobs, key=_key_order))
+    # Keys taken in one order by every batch: two batches sharing keys in opposite orders
+    # each waited for the other's key, and PostgreSQL failed one with "deadlock detected"
+    # instead of a held key.
+    _write(lambda: _insert(sorted(new_jobs, key=_key_order)), *keys)
     ids = [job.pk for job in new_jobs]
     logger.info(
         "jobs scheduled count=%s first_job_id=%s last_job_id=%s",
@@ -227,23 +226,35 @@ def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
         raise duplicate from error
 
 
-@contextmanager
-def _within_storage_limits() -> Iterator[None]:
-    """Turns PostgreSQL's refusal of arguments past its limits into InvalidArgumentsError.
+def _write(write: Callable[[], None], *unique_keys: str | None) -> None:
+    """``write()`` new jobs in :func:`unique_key_guard`; arguments past PostgreSQL's limits
+    (a JSON value over 256 MB) raise InvalidArgumentsError.
 
-    Without the database error: its text quotes the start of the arguments, which an
-    error tracker would keep. The savepoint inside has already been rolled back.
+    Raised outside the ``except`` block, without the database's error, whose text quotes
+    the start of the arguments: no traceback, error tracker or exception chain carries it.
     """
     try:
-        yield
+        with unique_key_guard(*unique_keys):
+            write()
     except OperationalError as error:
-        diagnostics = getattr(error.__cause__, "diag", None)
-        if getattr(error.__cause__, "pgcode", None) != _PROGRAM_LIMIT_EXCEEDED:
+        if (refusal := _storage_refusal(error)) is None:
             raise
-        said = getattr(diagnostics, "message_primary", None) or "a limit was exceeded"
-        raise InvalidArgumentsError(
-            "args", f"or kwargs are too large for PostgreSQL to store ({said})"
-        ) from None
+    else:
+        return
+    raise refusal
+
+
+def _storage_refusal(error: OperationalError) -> InvalidArgumentsError | None:
+    """InvalidArgumentsError for PostgreSQL's refusal of a value past its limits (psycopg2
+    or psycopg 3); None for any other error."""
+    cause = error.__cause__
+    code = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
+    if code != _PROGRAM_LIMIT_EXCEEDED:
+        return None
+    said = getattr(getattr(cause, "diag", None), "message_primary", None) or "a limit"
+    return InvalidArgumentsError(
+        "args", f"or kwargs are too large for PostgreSQL to store ({said})"
+    )
 
 
 def _find_task(name: str) -> Task[Any, Any]:
@@ -287,7 +298,8 @@ def _new_job(
 
 def _save(job: ScheduledJob, *, reason: str = "", actor: str | None = None) -> ScheduledJob:
     """INSERT one new job, in the caller's transaction, with its audit entry if any."""
-    with _within_storage_limits(), unique_key_guard(job.unique_key):
+
+    def write() -> None:
         job.save(force_insert=True)
         audit.record(
             audit.Action.SCHEDULE,
@@ -296,6 +308,8 @@ def _save(job: ScheduledJob, *, reason: str = "", actor: str | None = None) -> S
             job_id=job.pk,
             run_at=job.run_at.isoformat(),
         )
+
+    _write(write, job.unique_key)
     logger.info(
         "job scheduled job_id=%s task=%s run_at=%s queue=%s",
         job.pk,
