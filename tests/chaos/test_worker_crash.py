@@ -1,5 +1,6 @@
 """A worker SIGKILLed mid-job: its jobs are retried after the lease, atomic ones cleanly."""
 
+import re
 import time
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.timeout(240)
 LEASE = settings_chaos.SCHEDULER_LEASE_SECONDS
 TICK = settings_chaos.SCHEDULER_DISPATCH_INTERVAL_SECONDS
 LOOKAHEAD = settings_chaos.SCHEDULER_LOOKAHEAD_SECONDS
+DROPPED = re.compile(r"message dropped job_id=(\d+)")
 
 
 @pytest.mark.parametrize("atomic", [False, True], ids=["plain", "atomic"])
@@ -65,6 +67,14 @@ def test_a_worker_killed_mid_job_loses_nothing(cluster, atomic):
     ), workload.statuses()
     for planned in later:
         assert workload.cancel(planned)
+    # Settled, the cancelled jobs count as ended at once: their messages are judged only
+    # once a worker has dropped them.
+    assert wait_until(
+        lambda: (
+            set(later_ids) <= {int(job_id) for job_id in DROPPED.findall(cluster.worker_output())}
+        ),
+        timeout=30,
+    ), cluster.worker_output()[-3000:]
 
     report = workload.settle(timeout=120)
     report.assert_clean(plain_once=False)
