@@ -49,7 +49,8 @@ def time_zone_choices() -> list[tuple[str, str]]:
 
 
 class TimeZoneSelect(forms.Select):
-    """A select of ungrouped choices whose options are written out by its own template."""
+    """A select whose options its own template writes out, where Django's includes a
+    template per option."""
 
     template_name = "scheduler/widgets/time_zone_select.html"
 
