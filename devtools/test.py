@@ -4,10 +4,9 @@ Runs pytest with the given arguments. With none, the whole suite runs as three p
 processes at once, each on a test database of its own (:data:`PARTS`): the end-to-end
 and chaos tests mostly wait on real processes, and the unit and integration tests use
 the CPU meanwhile (the first part prints as it runs, the others once all have ended).
-When DATABASE_URL is unset and
-nothing answers on 127.0.0.1:5432, it first starts an embedded PostgreSQL
-(:mod:`devtools.database`), points pytest at it, and stops it once pytest has exited
-(also on Ctrl-C or a failure). The exit code is pytest's.
+When DATABASE_URL is unset and nothing answers on 127.0.0.1:5432, it first starts an
+embedded PostgreSQL (:mod:`devtools.database`), points pytest at it, and stops it once
+pytest has exited (also on Ctrl-C or a failure). The exit code is pytest's.
 """
 
 import os

@@ -25,7 +25,7 @@ from scheduler import signals, states, validation
 from scheduler.exceptions import KeyContentionError
 from scheduler.models import AuditAction, ScheduledJob
 from scheduler.services import audit
-from scheduler.services.scheduling import UNIQUE_KEY_CONSTRAINT
+from scheduler.services.scheduling import UNIQUE_KEY_CONSTRAINT, sqlstate
 from scheduler.services.transitions import apply_chosen, array_literal, waiting_until
 from scheduler.states import Transition
 
@@ -270,8 +270,7 @@ def _key_race(error: DatabaseError) -> bool:
     orders and PostgreSQL broke the deadlock."""
     if isinstance(error, IntegrityError):
         return UNIQUE_KEY_CONSTRAINT in str(error)
-    cause = error.__cause__
-    return getattr(cause, "pgcode", getattr(cause, "sqlstate", None)) == DEADLOCK_DETECTED
+    return sqlstate(error) == DEADLOCK_DETECTED
 
 
 def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter[Skip]]:

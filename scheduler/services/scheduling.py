@@ -12,7 +12,14 @@ from operator import attrgetter
 from typing import Any, TypedDict, TypeVar
 
 from celery import Task
-from django.db import IntegrityError, OperationalError, connections, router, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    OperationalError,
+    connections,
+    router,
+    transaction,
+)
 from django.db.models import DateField, DateTimeField, Field
 from django.utils import timezone
 from typing_extensions import Unpack
@@ -226,6 +233,12 @@ def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
         raise duplicate from error
 
 
+def sqlstate(error: DatabaseError) -> str | None:
+    """PostgreSQL's SQLSTATE for Django's ``error``, from psycopg2 or psycopg 3."""
+    cause = error.__cause__
+    return getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
+
+
 def _write(write: Callable[[], None], *unique_keys: str | None) -> None:
     """``write()`` new jobs in :func:`unique_key_guard`; arguments past PostgreSQL's limits
     (a JSON value over 256 MB) raise InvalidArgumentsError.
@@ -247,11 +260,9 @@ def _write(write: Callable[[], None], *unique_keys: str | None) -> None:
 def _storage_refusal(error: OperationalError) -> InvalidArgumentsError | None:
     """InvalidArgumentsError for PostgreSQL's refusal of a value past its limits (psycopg2
     or psycopg 3); None for any other error."""
-    cause = error.__cause__
-    code = getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
-    if code != _PROGRAM_LIMIT_EXCEEDED:
+    if sqlstate(error) != _PROGRAM_LIMIT_EXCEEDED:
         return None
-    said = getattr(getattr(cause, "diag", None), "message_primary", None) or "a limit"
+    said = getattr(getattr(error.__cause__, "diag", None), "message_primary", None) or "a limit"
     return InvalidArgumentsError(
         "args", f"or kwargs are too large for PostgreSQL to store ({said})"
     )
