@@ -186,10 +186,12 @@ def reason(value: object) -> str:
 
 
 def _require_json(value: object, field: str) -> None:
-    """The stored arguments must come back equal: no tuples, dates, Decimals, NaN."""
+    """The stored arguments must come back equal (no tuples, dates, Decimals, NaN) and fit
+    in :data:`MAX_JSON_CHARACTERS`."""
     # One walk accepts the usual arguments at a fraction of the cost of the round trip,
     # which decides the rest and words the error.
-    if not _is_plain_json(value):
+    size = _plain_json_size(value)
+    if size is None or size > MAX_JSON_CHARACTERS:
         try:
             _require_json_round_trip(value, field)
         except RecursionError:
@@ -200,30 +202,43 @@ def _require_json(value: object, field: str) -> None:
             ) from None
 
 
-def _is_plain_json(value: object, depth: int = 0) -> bool:
-    """Whether ``value`` is made of JSON's own types only, exactly (no subclass), within
-    the bounds the round trip and PostgreSQL keep: then it comes back unchanged."""
+def _plain_json_size(value: object, depth: int = 0) -> int | None:
+    """No fewer characters than ``json.dumps(value)`` writes, if ``value`` is made of
+    JSON's own types only, exactly (no subclass), within the bounds the round trip and
+    PostgreSQL keep: then it comes back unchanged. None otherwise."""
     if type(value) is str:
-        return _UNSTORABLE_TEXT.search(value) is None
+        if _UNSTORABLE_TEXT.search(value) is not None:
+            return None
+        # Quoted; an escape is 6 characters (\u00e9), a character past U+FFFF two of them.
+        return 2 + len(value) * (6 if value.isascii() else 12)
     if type(value) is int:
-        return -_INT_ALWAYS_CONVERTS < value < _INT_ALWAYS_CONVERTS
+        if not -_INT_ALWAYS_CONVERTS < value < _INT_ALWAYS_CONVERTS:
+            return None
+        # A digit holds more than three bits; and a sign.
+        return value.bit_length() // 3 + 2
     if type(value) is float:
-        # False for NaN and the infinities too.
-        return -_FLOAT_READ_AS_INT < value < _FLOAT_READ_AS_INT
+        # None for NaN and the infinities too.
+        return _FLOAT_CHARACTERS if -_FLOAT_READ_AS_INT < value < _FLOAT_READ_AS_INT else None
     if value is None or type(value) is bool:
-        return True
+        return len("false")
     if depth == _PLAIN_JSON_DEPTH:
-        return False
+        return None
+    size = 2  # the brackets or braces
     if type(value) is list:
-        return all(_is_plain_json(item, depth + 1) for item in value)
+        for item in value:
+            if (item_size := _plain_json_size(item, depth + 1)) is None:
+                return None
+            size += item_size + len(", ")
+        return size
     if type(value) is dict:
-        return all(
-            type(key) is str
-            and _UNSTORABLE_TEXT.search(key) is None
-            and _is_plain_json(item, depth + 1)
-            for key, item in value.items()
-        )
-    return False
+        for key, item in value.items():
+            if type(key) is not str or (key_size := _plain_json_size(key)) is None:
+                return None
+            if (item_size := _plain_json_size(item, depth + 1)) is None:
+                return None
+            size += key_size + len(": ") + item_size + len(", ")
+        return size
+    return None
 
 
 #: Deeper values (a cycle, say) are left to the round trip, which reports a cycle.
@@ -231,12 +246,27 @@ _PLAIN_JSON_DEPTH = 100
 #: Ints of up to 640 digits always convert to text and back: sys.set_int_max_str_digits()
 #: takes no lower limit. Longer ones are left to the round trip, under the current limit.
 _INT_ALWAYS_CONVERTS = 10**640
+#: The longest a float of the walk's is written: -2.2250738585072014e-308.
+_FLOAT_CHARACTERS = 24
+
+#: The most characters of JSON one of a job's values (its args, kwargs or result) may
+#: take, as sent to PostgreSQL (non-ASCII characters as escapes): jsonb holds no string of
+#: more bytes, and larger JSON failed its INSERT, its UPDATE or, some hundreds of megabytes
+#: on, the connection.
+MAX_JSON_CHARACTERS = 2**28 - 1
+
+
+def _json_size_refusal(size: int) -> str | None:
+    """Why ``size`` characters of JSON are too many for one value, or None."""
+    if size <= MAX_JSON_CHARACTERS:
+        return None
+    return f"{size:,} characters of JSON, past the limit of {MAX_JSON_CHARACTERS:,}"
 
 
 def _require_json_round_trip(value: object, field: str) -> None:
     """``value`` must come back from JSON equal, of the same types, and storable."""
     try:
-        round_tripped = json.loads(json.dumps(value, allow_nan=False))
+        text = json.dumps(value, allow_nan=False)
     except ValueError as error:
         if "Out of range float" in str(error):
             raise InvalidArgumentsError(
@@ -245,6 +275,9 @@ def _require_json_round_trip(value: object, field: str) -> None:
         raise InvalidArgumentsError(field, f"must be JSON-serialisable: {error}") from None
     except TypeError as error:
         raise InvalidArgumentsError(field, f"must be JSON-serialisable: {error}") from None
+    if (too_large := _json_size_refusal(len(text))) is not None:
+        raise InvalidArgumentsError(field, f"are too large for PostgreSQL to store: {too_large}")
+    round_tripped = json.loads(text)
     if round_tripped != value or not _same_types(round_tripped, value):
         raise InvalidArgumentsError(
             field,
@@ -292,12 +325,14 @@ def holds_unstorable_text(value: object) -> bool:
 
 
 def unstorable_json(value: object) -> str | None:
-    """Why a jsonb column cannot hold ``value`` (not JSON, NaN or an infinity, text
-    PostgreSQL cannot store), or None if it can."""
+    """Why a jsonb column cannot hold ``value`` (not JSON, NaN or an infinity, past
+    :data:`MAX_JSON_CHARACTERS`, text PostgreSQL cannot store), or None if it can."""
     try:
-        json.dumps(value, allow_nan=False)
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
         return str(error)
+    if (too_large := _json_size_refusal(len(text))) is not None:
+        return too_large
     if holds_unstorable_text(value):
         return "text PostgreSQL cannot store (NUL or a lone surrogate)"
     return None

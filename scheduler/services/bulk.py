@@ -25,7 +25,8 @@ from scheduler import signals, states, validation
 from scheduler.exceptions import KeyContentionError
 from scheduler.models import AuditAction, ScheduledJob
 from scheduler.services import audit
-from scheduler.services.scheduling import UNIQUE_KEY_CONSTRAINT, sqlstate
+from scheduler.services.refusals import sqlstate
+from scheduler.services.scheduling import UNIQUE_KEY_CONSTRAINT
 from scheduler.services.transitions import apply_chosen, array_literal, waiting_until
 from scheduler.states import Transition
 

@@ -10,13 +10,14 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from uuid import UUID
 
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from scheduler import signals, states, validation
 from scheduler.conf import scheduler_settings
 from scheduler.models import JobAttempt, ScheduledJob, covered_by_pause, paused_sql
+from scheduler.services import refusals
 from scheduler.services.transitions import (
     LAZY_COMMIT,
     apply,
@@ -343,17 +344,29 @@ def record_success(
     ``retrying`` says the previous call lost its connection, maybe after its commit.
     """
     now = timezone.now()
-    updated = _record(
-        job,
-        attempt,
-        states.SUCCEED,
-        JobAttempt.Outcome.SUCCEEDED,
-        now=now,
-        finished_at=now,
-        last_error="",
-        result=_storable(job, result),
-        retrying=retrying,
-    )
+
+    def succeed(stored: Any) -> bool:
+        return _record(
+            job,
+            attempt,
+            states.SUCCEED,
+            JobAttempt.Outcome.SUCCEEDED,
+            now=now,
+            finished_at=now,
+            last_error="",
+            result=stored,
+            retrying=retrying,
+        )
+
+    try:
+        updated = succeed(_storable(job, result))
+    except OperationalError as error:
+        # Past PostgreSQL's limits (nested deeper than its stack) where validation could
+        # not tell; inside the body's transaction, the atomic block records an error.
+        if not refusals.past_limits(error) or connection.in_atomic_block:
+            raise
+        logger.warning("job result not stored job_id=%s reason=%s", job.pk, refusals.reason(error))
+        updated = succeed(None)
     if updated:
         _send_succeeded(job, result)
     return updated
@@ -411,7 +424,8 @@ def record_retry(
     """Run a claimed job again at ``run_at``, as its task asked (``self.retry()``).
 
     New ``args``/``kwargs``, when given, replace the stored ones (they must survive a
-    JSON round trip: InvalidArgumentsError, and nothing written, otherwise). A job with
+    JSON round trip and PostgreSQL must take them: InvalidArgumentsError, and nothing
+    written, otherwise). A job with
     no attempt left fails instead. Returns the job's new status, or None if its lease
     was taken away meanwhile. ``retrying`` as for :func:`record_success`.
     """
@@ -420,15 +434,17 @@ def record_retry(
         changes["args"] = validation.job_args(args)
     if kwargs is not None:
         changes["kwargs"] = validation.job_kwargs(kwargs)
-    return _retry_or_fail(
-        job,
-        attempt,
-        run_at,
-        JobAttempt.Outcome.RETRIED,
-        reason,
-        now=timezone.now(),
-        retrying=retrying,
-        **changes,
+    return refusals.refusing_arguments(
+        lambda: _retry_or_fail(
+            job,
+            attempt,
+            run_at,
+            JobAttempt.Outcome.RETRIED,
+            reason,
+            now=timezone.now(),
+            retrying=retrying,
+            **changes,
+        )
     )
 
 

@@ -13,9 +13,7 @@ from typing import Any, TypedDict, TypeVar
 
 from celery import Task
 from django.db import (
-    DatabaseError,
     IntegrityError,
-    OperationalError,
     connections,
     router,
     transaction,
@@ -35,6 +33,7 @@ from scheduler.exceptions import (
 from scheduler.models import ScheduledJob
 from scheduler.registry import check_arguments, get_task, routed_queue, task_name_of
 from scheduler.services import audit
+from scheduler.services.refusals import refusing_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +41,6 @@ UNIQUE_KEY_CONSTRAINT = "scheduler_job_unique_active_key"
 _CONFLICT_DETAIL = re.compile(r"Key \(unique_key\)=\((.*)\) already exists\.", re.DOTALL)
 
 E = TypeVar("E", bound=Exception)
-
-#: PostgreSQL's SQLSTATE for a value past its limits, such as a JSON string or document
-#: over 256 MB.
-_PROGRAM_LIMIT_EXCEEDED = "54000"
 
 #: How a field's value is written into the JSON that carries a batch's rows; other
 #: fields' values (strings, numbers, JSON fields' own values) go in as they are.
@@ -233,39 +228,16 @@ def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
         raise duplicate from error
 
 
-def sqlstate(error: DatabaseError) -> str | None:
-    """PostgreSQL's SQLSTATE for Django's ``error``, from psycopg2 or psycopg 3."""
-    cause = error.__cause__
-    return getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
-
-
 def _write(write: Callable[[], None], *unique_keys: str | None) -> None:
     """``write()`` new jobs in :func:`unique_key_guard`; arguments past PostgreSQL's limits
-    (a JSON value over 256 MB) raise InvalidArgumentsError.
+    that validation lets through (JSON nested deeper than its stack) raise
+    InvalidArgumentsError."""
 
-    Raised outside the ``except`` block, without the database's error, whose text quotes
-    the start of the arguments: no traceback, error tracker or exception chain carries it.
-    """
-    try:
+    def guarded() -> None:
         with unique_key_guard(*unique_keys):
             write()
-    except OperationalError as error:
-        if (refusal := _storage_refusal(error)) is None:
-            raise
-    else:
-        return
-    raise refusal
 
-
-def _storage_refusal(error: OperationalError) -> InvalidArgumentsError | None:
-    """InvalidArgumentsError for PostgreSQL's refusal of a value past its limits (psycopg2
-    or psycopg 3); None for any other error."""
-    if sqlstate(error) != _PROGRAM_LIMIT_EXCEEDED:
-        return None
-    said = getattr(getattr(error.__cause__, "diag", None), "message_primary", None) or "a limit"
-    return InvalidArgumentsError(
-        "args", f"or kwargs are too large for PostgreSQL to store ({said})"
-    )
+    refusing_arguments(guarded)
 
 
 def _find_task(name: str) -> Task[Any, Any]:

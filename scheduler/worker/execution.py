@@ -21,8 +21,9 @@ from django.db import InterfaceError, OperationalError, transaction
 from scheduler import validation
 from scheduler.backoff import exponential_backoff
 from scheduler.conf import scheduler_settings
+from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import JobAttempt, ScheduledJob
-from scheduler.services import running
+from scheduler.services import refusals, running
 from scheduler.states import Status
 from scheduler.worker.connections import refresh_connections
 from scheduler.worker.heartbeat import Heartbeat
@@ -308,6 +309,8 @@ def _waiting_for_database(action: Callable[[bool], T], *, job_id: int, step: str
         try:
             return action(failures > 0)
         except (OperationalError, InterfaceError) as error:
+            if isinstance(error, OperationalError) and refusals.past_limits(error):
+                raise  # not the database out of reach: it would refuse the value again
             failures += 1
             pause = exponential_backoff(failures, base=0.5, cap=8.0)
             if transaction.get_connection().in_atomic_block or (
@@ -378,8 +381,8 @@ def _record_raise(run: JobRun, error: Exception, *, retrying: bool) -> Outcome:
 
 def _record_retry(run: JobRun, retry: PendingRetry, *, retrying: bool) -> Outcome:
     job = run.job
-    outcome = _outcome(
-        running.record_retry(
+    try:
+        status = running.record_retry(
             job=job,
             attempt=run.attempt,
             run_at=retry.run_at,
@@ -388,7 +391,17 @@ def _record_retry(run: JobRun, retry: PendingRetry, *, retrying: bool) -> Outcom
             kwargs=retry.kwargs,
             retrying=retrying,
         )
-    )
+    except InvalidArgumentsError as refused:
+        # PostgreSQL refused the new arguments: the body's error, as it is when
+        # self.retry() refuses arguments JSON cannot store.
+        run.retry = None
+        logger.warning(
+            "job retry refused job_id=%s task=%s error=%s", job.pk, job.task_name, refused
+        )
+        if transaction.get_connection().in_atomic_block:
+            raise  # the body's transaction, broken, rolls back; then it is recorded
+        return _record_raise(run, refused, retrying=retrying)
+    outcome = _outcome(status)
     logger.info(
         "job retry job_id=%s task=%s attempt=%s/%s outcome=%s run_at=%s",
         job.pk,

@@ -1,19 +1,29 @@
-"""Arguments past PostgreSQL's limits: refused clearly, without being quoted."""
+"""Values past PostgreSQL's limits: refused clearly, without being quoted, and a worker
+records its job's outcome all the same."""
 
+import logging
+import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from freezegun import freeze_time
 
 from scheduler import JobSpec, schedule_at, schedule_many
 from scheduler.exceptions import InvalidArgumentsError
-from scheduler.models import ScheduledJob
+from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.worker.execution import Outcome
+from tests.factories import deliver, dispatch_one
+from tests.testapp.models import Effect
 
 pytestmark = pytest.mark.django_db
 
 NOON = datetime(2030, 1, 1, 12, tzinfo=UTC)
 SECRET = "SECRET-card-4242"
+Status = ScheduledJob.Status
 
 CALLS = {
     "schedule_at": lambda huge: schedule_at("testapp.noop", NOON, [huge]),
@@ -21,6 +31,8 @@ CALLS = {
         [JobSpec("testapp.noop", NOON), JobSpec("testapp.noop", NOON, [], {"k": huge})]
     ),
 }
+#: What each call's refusal starts with: schedule_many names the job.
+REFUSED_AS = {"schedule_at": "args are too large", "schedule_many": "jobs[1]: kwargs are too large"}
 
 
 @pytest.mark.parametrize("call", list(CALLS))
@@ -33,8 +45,105 @@ def test_arguments_past_postgresqls_limit_are_refused_without_being_quoted(call)
             CALLS[call](huge)
         assert not ScheduledJob.objects.exists()  # the caller's transaction goes on
     error = refused.value
-    assert "too large for PostgreSQL to store" in str(error)
+    assert str(error).startswith(REFUSED_AS[call])
+    assert "for PostgreSQL to store" in str(error)
     # Nothing carries the database's error, not even as a suppressed context.
     assert error.__cause__ is None
     assert error.__context__ is None
     assert SECRET not in "".join(traceback.format_exception(error))
+
+
+# PostgreSQL's own refusals, past what the service checks first: JSON nested deeper than
+# its stack allows, with the least stack it can be given (about 690 levels here).
+DEPTH = 800
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = [SECRET]
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.fixture
+def deep() -> Iterator[list[object]]:
+    """JSON that Python encodes (its recursion limit raised for it) and PostgreSQL
+    refuses, in :func:`short_stack`."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 8 * DEPTH)
+    try:
+        yield _nested(DEPTH)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+@contextmanager
+def short_stack() -> Iterator[None]:
+    """Lowers the stack of PostgreSQL's backends to its least: this connection's, and any
+    new one's in this database (a worker replaces a connection between its steps)."""
+    database = connection.ops.quote_name(connection.settings_dict["NAME"])
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER DATABASE {database} SET max_stack_depth = '100kB'")
+        cursor.execute("SET max_stack_depth = '100kB'")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE {database} RESET max_stack_depth")
+            cursor.execute("RESET max_stack_depth")
+
+
+@pytest.mark.parametrize("call", list(CALLS))
+def test_arguments_postgresql_refuses_are_refused_without_being_quoted(call, deep):
+    with short_stack(), transaction.atomic():
+        with pytest.raises(InvalidArgumentsError) as refused:
+            CALLS[call](deep)
+        assert not ScheduledJob.objects.exists()
+    error = refused.value
+    assert "too large for PostgreSQL to store (stack depth limit exceeded)" in str(error)
+    assert (error.__cause__, error.__context__) == (None, None)
+    assert SECRET not in "".join(traceback.format_exception(error))
+
+
+def _deliver(job: ScheduledJob):
+    return deliver(job_id=job.pk, token=dispatch_one(job, now=NOON), task_name=job.task_name)
+
+
+@freeze_time(NOON)
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("task", ["testapp.retries_nested", "testapp.atomic_retries_nested"])
+def test_a_retry_whose_arguments_postgresql_refuses_is_recorded_as_the_attempts_error(
+    task, deep, caplog
+):  # deep: Python encodes what the task asks for
+    # Taken for PostgreSQL out of reach, the outcome waited two minutes, then the job
+    # stayed running until its lease expired, and a plain job's body ran again.
+    # As one whose arguments JSON cannot store, it is the body's error: the job is
+    # retried with the arguments it has, as any error is.
+    job = schedule_at(task, NOON, ["ran", DEPTH], max_attempts=2)
+    with caplog.at_level(logging.WARNING), short_stack():
+        handled = _deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    job.refresh_from_db()
+    assert (job.status, job.args) == (Status.SCHEDULED, ["ran", DEPTH])
+    [attempt] = job.history.all()
+    assert attempt.outcome == JobAttempt.Outcome.ERROR
+    assert "InvalidArgumentsError: args or kwargs are too large for PostgreSQL" in attempt.error
+    assert SECRET not in attempt.error
+    assert "waits for the database" not in caplog.text
+    # A plain body's effect stays; an atomic one's is rolled back with the refused retry.
+    assert Effect.objects.count() == (0 if task.startswith("testapp.atomic") else 1)
+
+
+@freeze_time(NOON)
+@pytest.mark.django_db(transaction=True)
+def test_a_result_postgresql_refuses_is_dropped_and_the_success_recorded(deep, caplog):
+    job = schedule_at("testapp.echo", NOON, [deep])
+    with caplog.at_level(logging.WARNING), short_stack():
+        handled = _deliver(job)
+
+    assert handled.outcome == Outcome.SUCCEEDED
+    job.refresh_from_db()
+    assert (job.status, job.result, job.attempts) == (Status.SUCCEEDED, None, 1)
+    assert f"job result not stored job_id={job.pk}" in caplog.text
+    assert "waits for the database" not in caplog.text

@@ -332,3 +332,25 @@ def atomic_fails_on_commit(label: str) -> str:
 
     transaction.on_commit(after_commit)
     return label
+
+
+@shared_task(name="testapp.retries_nested", base=SchedulerTask, bind=True)
+def retries_nested(self: SchedulerTask, label: str, depth: int) -> None:
+    """Commits an effect, then asks to run again with a list nested ``depth`` deep."""
+    _effect(label)
+    raise self.retry(args=[label, _nested(depth)], countdown=60)
+
+
+@shared_task(name="testapp.atomic_retries_nested", base=SchedulerTask, atomic=True, bind=True)
+def atomic_retries_nested(self: SchedulerTask, label: str, depth: int) -> None:
+    """Writes an effect in the job's transaction, then asks to run again as
+    :func:`retries_nested` does."""
+    _effect(label, atomic=True)
+    raise self.retry(args=[label, _nested(depth)], countdown=60)
+
+
+def _nested(depth: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(depth):
+        value = [value]
+    return value

@@ -6,12 +6,13 @@ type), which words the error. The walk must never accept what the round trip ref
 and should accept all it keeps, or the quick path is lost.
 """
 
+import json
 import math
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scheduler import validation
@@ -84,7 +85,7 @@ def _survives_round_trip(value: object) -> bool:
 @settings(max_examples=1000)
 @given(json_values | values)
 def test_the_walk_accepts_exactly_what_survives_the_round_trip(value):
-    assert validation._is_plain_json(value) == _survives_round_trip(value)
+    assert (validation._plain_json_size(value) is not None) == _survives_round_trip(value)
 
 
 def _nested(depth: int) -> list[object]:
@@ -103,7 +104,7 @@ def _nested(depth: int) -> list[object]:
     ],
 )
 def test_what_the_walk_leaves_to_the_round_trip_is_still_accepted(value):
-    assert not validation._is_plain_json(value)
+    assert validation._plain_json_size(value) is None
     assert validation.job_args([value]) == [value]
 
 
@@ -149,3 +150,36 @@ def test_plain_arguments_come_back_as_given():
     assert validation.job_args(tuple(args)) == args
     kwargs = {"payment_id": 7, "currency": "EUR", "tags": ["a", "b"]}
     assert validation.job_kwargs(kwargs) == kwargs
+
+
+@settings(max_examples=500)
+@given(json_values | values, st.booleans())
+def test_arguments_are_accepted_up_to_the_most_json_a_job_may_take_and_no_further(value, as_kwargs):
+    # PostgreSQL takes 256 MB of JSON at most: past it, an INSERT of a job failed, and a
+    # worker took the refusal for the database out of reach. Whichever path the value
+    # takes, the quick walk or the round trip, it is measured as sent.
+    check, given_value = (
+        (validation.job_kwargs, {"k": value}) if as_kwargs else (validation.job_args, [value])
+    )
+    try:
+        kept = check(given_value)
+    except InvalidArgumentsError:
+        assume(False)
+    size = len(json.dumps(kept))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validation, "MAX_JSON_CHARACTERS", size)
+        assert check(given_value) == kept
+        patch.setattr(validation, "MAX_JSON_CHARACTERS", size - 1)
+        with pytest.raises(InvalidArgumentsError) as refused:
+            check(given_value)
+    field = "kwargs" if as_kwargs else "args"
+    assert str(refused.value) == (
+        f"{field} are too large for PostgreSQL to store: {size:,} characters of JSON, "
+        f"past the limit of {size - 1:,}"
+    )
+
+
+def test_a_result_past_the_most_json_a_job_may_take_is_not_storable(monkeypatch):
+    monkeypatch.setattr(validation, "MAX_JSON_CHARACTERS", 10)
+    assert validation.unstorable_json("x" * 8) is None  # "xxxxxxxx", quotes included
+    assert validation.unstorable_json("x" * 9) == ("11 characters of JSON, past the limit of 10")
