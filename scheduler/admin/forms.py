@@ -42,10 +42,15 @@ PAST_TOLERANCE = timedelta(minutes=1)
 REASON_MAX_LENGTH = 1000
 
 
+#: Names the time zone database may hold that are no place's zone: the server's own
+#: (``localtime``, from the system's copy) and tzdata's placeholders.
+_NOT_A_PLACE = frozenset({"Factory", "localtime", "posixrules"})
+
+
 @cache
 def time_zone_choices() -> list[tuple[str, str]]:
-    """Every IANA time zone, sorted, as form choices."""
-    return [(name, name) for name in sorted(zoneinfo.available_timezones())]
+    """Every IANA time zone of a place, sorted, as form choices."""
+    return [(name, name) for name in sorted(zoneinfo.available_timezones() - _NOT_A_PLACE)]
 
 
 class TimeZoneSelect(forms.Select):
