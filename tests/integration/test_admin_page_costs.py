@@ -404,10 +404,18 @@ def test_the_audit_list_filtered_by_action_reads_that_actions_entries_only(admin
         assert "Seq Scan" not in plan, plan
 
 
-@pytest.mark.parametrize("page", ["add", Status.SCHEDULED, Status.FAILED])
+#: The bulk actions that ask for a time on a page of their own.
+ASKING_ACTIONS = ("reschedule_selected", "retry_selected_with_deadline")
+
+
+@pytest.mark.parametrize("page", ["add", Status.SCHEDULED, Status.FAILED, *ASKING_ACTIONS])
 def test_a_time_zone_field_writes_its_zones_out_in_one_template(admin_client, page):
     # Django's select includes a template per option: one per zone, about 600 per field,
     # most of the job page's time.
-    response = admin_client.get(ADD if page == "add" else change_url(job(page)))
+    if page in ASKING_ACTIONS:
+        chosen = {"action": page, "index": "0", "_selected_action": [job(Status.FAILED).pk]}
+        response = admin_client.post(CHANGELIST, chosen)
+    else:
+        response = admin_client.get(ADD if page == "add" else change_url(job(page)))
     assert response.content.decode().count('<option value="Europe/Paris"') == 1
     assert len(response.templates) < 200, len(response.templates)
