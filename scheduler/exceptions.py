@@ -25,6 +25,11 @@ class InvalidArgumentsError(SchedulerError, ValueError):
         self.reason = reason
 
 
+class ResultRefusedError(SchedulerError, ValueError):
+    """PostgreSQL refused to store a job's result (past its limits) in an atomic task's
+    transaction, which the refusal broke: the attempt's error."""
+
+
 class DuplicateJobError(SchedulerError):
     """An active job already holds the unique key (``holder_id`` if it is still there)."""
 

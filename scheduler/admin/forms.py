@@ -43,8 +43,8 @@ REASON_MAX_LENGTH = 1000
 
 
 #: Names the time zone database may hold that are no place's zone: the server's own
-#: (``localtime``, from the system's copy) and tzdata's placeholders.
-_NOT_A_PLACE = frozenset({"Factory", "localtime", "posixrules"})
+#: (``localtime``, from the system's copy) and tzdata's placeholder.
+_NOT_A_PLACE = frozenset({"Factory", "localtime"})
 
 
 @cache

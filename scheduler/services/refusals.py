@@ -5,7 +5,7 @@ from typing import TypeVar
 
 from django.db import DatabaseError, OperationalError
 
-from scheduler.exceptions import InvalidArgumentsError
+from scheduler.exceptions import InvalidArgumentsError, ResultRefusedError
 
 T = TypeVar("T")
 
@@ -28,24 +28,35 @@ def past_limits(error: DatabaseError) -> bool:
 def reason(error: DatabaseError) -> str:
     """PostgreSQL's own words for ``error``, without the detail or context that may quote
     the statement's values."""
-    return getattr(getattr(error.__cause__, "diag", None), "message_primary", None) or str(
-        type(error).__name__
+    return (
+        getattr(getattr(error.__cause__, "diag", None), "message_primary", None)
+        or type(error).__name__
     )
 
 
-def refusing_arguments(write: Callable[[], T]) -> T:
-    """``write()``, a write of a job's arguments: PostgreSQL's refusal of them past its
-    limits raises InvalidArgumentsError.
+def refusing(write: Callable[[], T], refusal: Callable[[str], Exception]) -> T:
+    """``write()``; PostgreSQL's refusal of a value past its limits raises
+    ``refusal(its words)`` instead.
 
     Raised outside the ``except`` block, without the database's error, which may quote the
-    arguments: no traceback, error tracker or exception chain carries it.
+    value: no traceback, error tracker or exception chain carries it.
     """
     try:
         return write()
     except OperationalError as error:
         if not past_limits(error):
             raise
-        refusal = InvalidArgumentsError(
-            "args", f"or kwargs are too large for PostgreSQL to store ({reason(error)})"
-        )
-    raise refusal
+        refused = refusal(reason(error))
+    raise refused
+
+
+def arguments_too_large(said: str) -> InvalidArgumentsError:
+    """The refusal of a job's arguments, in PostgreSQL's words ``said``."""
+    return InvalidArgumentsError(
+        "args", f"or kwargs are too large for PostgreSQL to store ({said})"
+    )
+
+
+def result_too_large(said: str) -> ResultRefusedError:
+    """The refusal of a job's result, in PostgreSQL's words ``said``."""
+    return ResultRefusedError(f"the result is too large for PostgreSQL to store ({said})")

@@ -10,12 +10,13 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from uuid import UUID
 
-from django.db import OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from scheduler import signals, states, validation
 from scheduler.conf import scheduler_settings
+from scheduler.exceptions import ResultRefusedError
 from scheduler.models import JobAttempt, ScheduledJob, covered_by_pause, paused_sql
 from scheduler.services import refusals
 from scheduler.services.transitions import (
@@ -338,7 +339,9 @@ def _heartbeat_statement() -> str:
 def record_success(
     *, job: ScheduledJob, attempt: JobAttempt, result: Any = None, retrying: bool = False
 ) -> bool:
-    """Mark a claimed job succeeded, keeping ``result`` if JSON can store it.
+    """Mark a claimed job succeeded, keeping ``result`` if JSON and PostgreSQL can store
+    it (None otherwise; in a transaction, which PostgreSQL's refusal breaks, that raises
+    ResultRefusedError).
 
     Returns False if the job's lease was taken away meanwhile (nothing is changed).
     ``retrying`` says the previous call lost its connection, maybe after its commit.
@@ -358,14 +361,15 @@ def record_success(
             retrying=retrying,
         )
 
+    stored = _storable(job, result)
     try:
-        updated = succeed(_storable(job, result))
-    except OperationalError as error:
-        # Past PostgreSQL's limits (nested deeper than its stack) where validation could
-        # not tell; inside the body's transaction, the atomic block records an error.
-        if not refusals.past_limits(error) or connection.in_atomic_block:
+        updated = refusals.refusing(lambda: succeed(stored), refusals.result_too_large)
+    except ResultRefusedError as refused:
+        # Past PostgreSQL's limits where validation cannot tell (see scheduling._write).
+        # Inside the body's transaction, broken now, it is the attempt's error.
+        if connection.in_atomic_block:
             raise
-        logger.warning("job result not stored job_id=%s reason=%s", job.pk, refusals.reason(error))
+        logger.warning("job result not stored job_id=%s reason=%s", job.pk, refused)
         updated = succeed(None)
     if updated:
         _send_succeeded(job, result)
@@ -434,7 +438,7 @@ def record_retry(
         changes["args"] = validation.job_args(args)
     if kwargs is not None:
         changes["kwargs"] = validation.job_kwargs(kwargs)
-    return refusals.refusing_arguments(
+    return refusals.refusing(
         lambda: _retry_or_fail(
             job,
             attempt,
@@ -444,7 +448,8 @@ def record_retry(
             now=timezone.now(),
             retrying=retrying,
             **changes,
-        )
+        ),
+        refusals.arguments_too_large,
     )
 
 

@@ -32,8 +32,7 @@ from scheduler.exceptions import (
 )
 from scheduler.models import ScheduledJob
 from scheduler.registry import check_arguments, get_task, routed_queue, task_name_of
-from scheduler.services import audit
-from scheduler.services.refusals import refusing_arguments
+from scheduler.services import audit, refusals
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +229,14 @@ def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
 
 def _write(write: Callable[[], None], *unique_keys: str | None) -> None:
     """``write()`` new jobs in :func:`unique_key_guard`; arguments past PostgreSQL's limits
-    that validation lets through (JSON nested deeper than its stack) raise
-    InvalidArgumentsError."""
+    that validation cannot tell (a jsonb form over 256 MB, such as tens of millions of
+    numbers, or JSON nested deeper than its stack) raise InvalidArgumentsError."""
 
     def guarded() -> None:
         with unique_key_guard(*unique_keys):
             write()
 
-    refusing_arguments(guarded)
+    refusals.refusing(guarded, refusals.arguments_too_large)
 
 
 def _find_task(name: str) -> Task[Any, Any]:

@@ -81,6 +81,9 @@ class JobRun:
     #: Ignore does (which ``self.replace()`` raises once it has sent the replacement),
     #: or by an on-commit callback that failed after an atomic success committed.
     reraise: Exception | None = None
+    #: Set when PostgreSQL refuses the arguments of the retry the body asked for: the
+    #: attempt's error then, whatever the body did, and handed back as its error.
+    refused: InvalidArgumentsError | None = None
 
     @property
     def attempts_left(self) -> int:
@@ -203,11 +206,11 @@ def run_job(
                 job_id=job.pk,
                 step="outcome",
             )
-            return Handled(outcome, error=error)
+            return Handled(outcome, error=run.refused or error)
         if outcome is Outcome.SUCCEEDED:
             # Only now: an atomic success is one once committed.
             logger.info("job succeeded job_id=%s task=%s", job.pk, job.task_name)
-        return Handled(outcome, result=result, error=run.reraise)
+        return Handled(outcome, result=result, error=run.refused or run.reraise)
 
 
 def _run_atomic(
@@ -340,10 +343,13 @@ def _call_body(runner: JobRunner, run: JobRun, after_body: ExitStack) -> Any:
 
 
 def _record_return(run: JobRun, result: Any, *, retrying: bool) -> Outcome:
-    """The body returned: success, or the retry it asked for without raising.
+    """The body returned: success, or the retry it asked for without raising (or the
+    error PostgreSQL's refusal of that retry made).
 
     ``retrying`` says the previous try lost its connection, maybe after its commit.
     """
+    if run.refused is not None:
+        return _record_raise(run, run.refused, retrying=retrying)
     if run.retry is not None:
         return _record_retry(run, run.retry, retrying=retrying)
     if running.record_success(job=run.job, attempt=run.attempt, result=result, retrying=retrying):
@@ -354,6 +360,7 @@ def _record_return(run: JobRun, result: Any, *, retrying: bool) -> Outcome:
 
 def _record_raise(run: JobRun, error: Exception, *, retrying: bool) -> Outcome:
     """The body raised: the retry it asked for, or an error (retried or failed)."""
+    error = run.refused or error
     if run.retry is not None:
         return _record_retry(run, run.retry, retrying=retrying)
     job = run.job
@@ -392,9 +399,9 @@ def _record_retry(run: JobRun, retry: PendingRetry, *, retrying: bool) -> Outcom
             retrying=retrying,
         )
     except InvalidArgumentsError as refused:
-        # PostgreSQL refused the new arguments: the body's error, as it is when
-        # self.retry() refuses arguments JSON cannot store.
-        run.retry = None
+        # PostgreSQL refused the new arguments: the attempt's error, as when self.retry()
+        # refuses arguments JSON cannot store (recorded again, should the connection drop).
+        run.retry, run.refused = None, refused
         logger.warning(
             "job retry refused job_id=%s task=%s error=%s", job.pk, job.task_name, refused
         )

@@ -13,11 +13,12 @@ from django.db import connection, transaction
 from freezegun import freeze_time
 
 from scheduler import JobSpec, schedule_at, schedule_many
-from scheduler.exceptions import InvalidArgumentsError
+from scheduler.exceptions import InvalidArgumentsError, ResultRefusedError
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.worker.execution import Outcome
 from tests.factories import deliver, dispatch_one
 from tests.testapp.models import Effect
+from tests.testapp.tasks import nested
 
 pytestmark = pytest.mark.django_db
 
@@ -54,15 +55,9 @@ def test_arguments_past_postgresqls_limit_are_refused_without_being_quoted(call)
 
 
 # PostgreSQL's own refusals, past what the service checks first: JSON nested deeper than
-# its stack allows, with the least stack it can be given (about 690 levels here).
+# its stack allows, with the least stack it can be given (about 690 levels here). The
+# secret comes first, where PostgreSQL's error would quote the statement.
 DEPTH = 800
-
-
-def _nested(depth: int) -> list[object]:
-    value: list[object] = [SECRET]
-    for _ in range(depth):
-        value = [value]
-    return value
 
 
 @pytest.fixture
@@ -72,7 +67,7 @@ def deep() -> Iterator[list[object]]:
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(limit + 8 * DEPTH)
     try:
-        yield _nested(DEPTH)
+        yield [SECRET, nested(DEPTH)]
     finally:
         sys.setrecursionlimit(limit)
 
@@ -109,27 +104,47 @@ def _deliver(job: ScheduledJob):
     return deliver(job_id=job.pk, token=dispatch_one(job, now=NOON), task_name=job.task_name)
 
 
+def _quoted_nowhere(job: ScheduledJob, handled, caplog) -> None:
+    """The secret is in no error of the job's, nor in the one handed back, nor logged."""
+    job.refresh_from_db()
+    errors = [job.last_error, *job.history.values_list("error", flat=True), caplog.text]
+    errors.append("".join(traceback.format_exception(handled.error)))
+    assert not [error for error in errors if SECRET in error]
+
+
 @freeze_time(NOON)
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize("task", ["testapp.retries_nested", "testapp.atomic_retries_nested"])
+@pytest.mark.parametrize(
+    ("task", "throw"),
+    [
+        ("testapp.retries_nested", True),
+        ("testapp.retries_nested", False),
+        ("testapp.atomic_retries_nested", True),
+        ("testapp.atomic_retries_nested", False),
+    ],
+)
 def test_a_retry_whose_arguments_postgresql_refuses_is_recorded_as_the_attempts_error(
-    task, deep, caplog
+    task, throw, deep, caplog
 ):  # deep: Python encodes what the task asks for
     # Taken for PostgreSQL out of reach, the outcome waited two minutes, then the job
-    # stayed running until its lease expired, and a plain job's body ran again.
-    # As one whose arguments JSON cannot store, it is the body's error: the job is
-    # retried with the arguments it has, as any error is.
-    job = schedule_at(task, NOON, ["ran", DEPTH], max_attempts=2)
-    with caplog.at_level(logging.WARNING), short_stack():
+    # stayed running until its lease expired, and a plain job's body ran again. As one
+    # whose arguments JSON cannot store, it is the attempt's error: the job is retried
+    # with the arguments it has, as on any error.
+    job = schedule_at(task, NOON, [SECRET, DEPTH, throw], max_attempts=2)
+    with caplog.at_level(logging.INFO), short_stack():
         handled = _deliver(job)
 
     assert handled.outcome == Outcome.RETRYING
+    assert isinstance(handled.error, InvalidArgumentsError)  # for Celery: a failure
     job.refresh_from_db()
-    assert (job.status, job.args) == (Status.SCHEDULED, ["ran", DEPTH])
+    assert (job.status, job.args) == (Status.SCHEDULED, [SECRET, DEPTH, throw])
     [attempt] = job.history.all()
     assert attempt.outcome == JobAttempt.Outcome.ERROR
-    assert "InvalidArgumentsError: args or kwargs are too large for PostgreSQL" in attempt.error
-    assert SECRET not in attempt.error
+    assert (
+        "InvalidArgumentsError: args or kwargs are too large for PostgreSQL to store "
+        "(stack depth limit exceeded)"
+    ) in attempt.error
+    _quoted_nowhere(job, handled, caplog)
     assert "waits for the database" not in caplog.text
     # A plain body's effect stays; an atomic one's is rolled back with the refused retry.
     assert Effect.objects.count() == (0 if task.startswith("testapp.atomic") else 1)
@@ -139,11 +154,35 @@ def test_a_retry_whose_arguments_postgresql_refuses_is_recorded_as_the_attempts_
 @pytest.mark.django_db(transaction=True)
 def test_a_result_postgresql_refuses_is_dropped_and_the_success_recorded(deep, caplog):
     job = schedule_at("testapp.echo", NOON, [deep])
-    with caplog.at_level(logging.WARNING), short_stack():
+    with caplog.at_level(logging.INFO), short_stack():
         handled = _deliver(job)
 
     assert handled.outcome == Outcome.SUCCEEDED
     job.refresh_from_db()
     assert (job.status, job.result, job.attempts) == (Status.SUCCEEDED, None, 1)
-    assert f"job result not stored job_id={job.pk}" in caplog.text
+    assert (
+        f"job result not stored job_id={job.pk} reason=the result is too large for "
+        "PostgreSQL to store (stack depth limit exceeded)"
+    ) in caplog.text
     assert "waits for the database" not in caplog.text
+    assert SECRET not in caplog.text
+
+
+@freeze_time(NOON)
+@pytest.mark.django_db(transaction=True)
+def test_an_atomic_result_postgresql_refuses_is_the_attempts_error(deep, caplog):
+    # Its transaction broken by the refusal, the success cannot be recorded in it.
+    job = schedule_at("testapp.atomic_echo", NOON, [deep], max_attempts=2)
+    with caplog.at_level(logging.INFO), short_stack():
+        handled = _deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    assert isinstance(handled.error, ResultRefusedError)
+    job.refresh_from_db()
+    assert job.status == Status.SCHEDULED
+    assert job.history.get().outcome == JobAttempt.Outcome.ERROR
+    assert (
+        "ResultRefusedError: the result is too large for PostgreSQL to store "
+        "(stack depth limit exceeded)"
+    ) in job.last_error
+    _quoted_nowhere(job, handled, caplog)

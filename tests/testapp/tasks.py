@@ -335,21 +335,30 @@ def atomic_fails_on_commit(label: str) -> str:
 
 
 @shared_task(name="testapp.retries_nested", base=SchedulerTask, bind=True)
-def retries_nested(self: SchedulerTask, label: str, depth: int) -> None:
-    """Commits an effect, then asks to run again with a list nested ``depth`` deep."""
+def retries_nested(self: SchedulerTask, label: str, depth: int, throw: bool = True) -> str:
+    """Commits an effect, then asks to run again with a list nested ``depth`` deep after
+    ``label``, raising Celery's Retry or (``throw=False``) returning."""
     _effect(label)
-    raise self.retry(args=[label, _nested(depth)], countdown=60)
+    self.retry(args=[label, nested(depth)], countdown=60, throw=throw)
+    return "asked"
 
 
 @shared_task(name="testapp.atomic_retries_nested", base=SchedulerTask, atomic=True, bind=True)
-def atomic_retries_nested(self: SchedulerTask, label: str, depth: int) -> None:
-    """Writes an effect in the job's transaction, then asks to run again as
-    :func:`retries_nested` does."""
+def atomic_retries_nested(self: SchedulerTask, label: str, depth: int, throw: bool = True) -> str:
+    """:func:`retries_nested` in the job's transaction."""
     _effect(label, atomic=True)
-    raise self.retry(args=[label, _nested(depth)], countdown=60)
+    self.retry(args=[label, nested(depth)], countdown=60, throw=throw)
+    return "asked"
 
 
-def _nested(depth: int) -> list[object]:
+@shared_task(name="testapp.atomic_echo", base=SchedulerTask, atomic=True)
+def atomic_echo(value: Any) -> Any:
+    """:func:`echo` in the job's transaction."""
+    return value
+
+
+def nested(depth: int) -> list[object]:
+    """A list in a list … ``depth`` deep."""
     value: list[object] = []
     for _ in range(depth):
         value = [value]
