@@ -89,7 +89,7 @@ def _frozen(choices: Iterable[tuple[Any, Any]]) -> _Choices:
 def _options_html(choices: _Choices) -> str:
     """The ``<option>`` elements of ``choices`` (``<optgroup>`` for a group), as Django's
     select writes them, none selected."""
-    html = []
+    html: list[str] = []
     for value, label in choices:
         if isinstance(label, tuple):
             html.append(format_html('\n  <optgroup label="{}">', value))
