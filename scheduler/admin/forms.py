@@ -57,8 +57,9 @@ def time_zone_choices() -> list[tuple[str, str]]:
 
 
 class TimeZoneSelect(forms.Select):
-    """Django's select, its options written once per process: for some 600 time zones,
-    Django builds each option and includes a template per option (10 ms a field)."""
+    """Django's select for one value, its options (flat or in groups, of hashable values)
+    written once per process: for some 600 time zones, Django builds a context per
+    option for a template to loop over, 10 ms a field."""
 
     template_name = "scheduler/widgets/time_zone_select.html"
 
@@ -101,7 +102,8 @@ def _options_html(choices: _Choices) -> str:
 
 
 def _option_html(value: Any, label: Any) -> str:
-    return format_html('\n  <option value="{}">{}</option>', value, label)
+    # As Django's select, None is the empty value.
+    return format_html('\n  <option value="{}">{}</option>', "" if value is None else value, label)
 
 
 def admin_task_choices() -> list[tuple[str, str]]:

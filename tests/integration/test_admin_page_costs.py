@@ -417,5 +417,10 @@ def test_a_time_zone_field_writes_its_zones_out_in_one_template(admin_client, pa
         response = admin_client.post(CHANGELIST, chosen)
     else:
         response = admin_client.get(ADD if page == "add" else change_url(job(page)))
-    assert response.content.decode().count('<option value="Europe/Paris"') == 1
+    content = response.content.decode()
+    assert content.count('<option value="Europe/Paris"') == 1
+    # One zone selected: the current one, which the page's script makes the browser's.
+    select = re.search(r'<select name="time_zone".*?</select>', content, re.DOTALL)
+    assert select is not None
+    assert select.group().count(" selected>") == 1
     assert len(response.templates) < 200, len(response.templates)

@@ -64,7 +64,7 @@ DEPTH = 800
 
 @pytest.fixture
 def deep(monkeypatch) -> Iterator[list[object]]:
-    """JSON that validation lets through and PostgreSQL refuses, in :func:`short_stack`."""
+    """JSON that PostgreSQL refuses, in :func:`short_stack`, with validation left out."""
     monkeypatch.setattr(validation, "_require_json", lambda value, field: None)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(limit + 8 * DEPTH)
@@ -127,7 +127,7 @@ def _quoted_nowhere(job: ScheduledJob, handled, caplog) -> None:
 )
 def test_a_retry_whose_arguments_postgresql_refuses_is_recorded_as_the_attempts_error(
     task, throw, deep, caplog
-):  # deep: Python encodes what the task asks for
+):  # deep: validation left out, Python encodes what the task asks for
     # Taken for PostgreSQL out of reach, the outcome waited two minutes, then the job
     # stayed running until its lease expired, and a plain job's body ran again. As one
     # whose arguments JSON cannot store, it is the attempt's error: the job is retried
