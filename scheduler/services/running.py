@@ -429,9 +429,9 @@ def record_retry(
 
     New ``args``/``kwargs``, when given, replace the stored ones (they must survive a
     JSON round trip and PostgreSQL must take them: InvalidArgumentsError, and nothing
-    written, otherwise). A job with
-    no attempt left fails instead. Returns the job's new status, or None if its lease
-    was taken away meanwhile. ``retrying`` as for :func:`record_success`.
+    written, otherwise). A job with no attempt left fails instead. Returns the job's new
+    status, or None if its lease was taken away meanwhile. ``retrying`` as for
+    :func:`record_success`.
     """
     changes: dict[str, Any] = {}
     if args is not None:
