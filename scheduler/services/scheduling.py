@@ -12,12 +12,7 @@ from operator import attrgetter
 from typing import Any, TypedDict, TypeVar
 
 from celery import Task
-from django.db import (
-    IntegrityError,
-    connections,
-    router,
-    transaction,
-)
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import DateField, DateTimeField, Field
 from django.utils import timezone
 from typing_extensions import Unpack

@@ -30,6 +30,7 @@ from scheduler.exceptions import InvalidArgumentsError, SchedulerError
 from scheduler.models import AuditEntry, JobAttempt, ScheduledJob
 from scheduler.services import bulk, retry, run_now
 from tests.integration.admin_helpers import ADD, change_url, job, job_fields
+from tests.testapp.tasks import nested
 
 pytestmark = pytest.mark.django_db
 
@@ -247,14 +248,6 @@ def test_operations_on_many_jobs(one_of_each, data):
 
 
 NOON = datetime(2030, 1, 1, 12, tzinfo=UTC)
-
-
-def nested(levels: int) -> list[Any]:
-    """A list in a list … ``levels`` deep."""
-    value: list[Any] = []
-    for _ in range(levels):
-        value = [value]
-    return value
 
 
 @FUZZ

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from scheduler import validation
 from scheduler.exceptions import InvalidArgumentsError
+from tests.testapp.tasks import nested
 
 
 class Text(str):
@@ -88,19 +89,12 @@ def test_the_walk_accepts_exactly_what_survives_the_round_trip(value):
     assert (validation._plain_json_size(value) is not None) == _survives_round_trip(value)
 
 
-def _nested(depth: int) -> list[object]:
-    value: list[object] = []
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 @pytest.mark.parametrize(
     "value",
     [
         pytest.param({Text("key"): 1}, id="str-subclass-key"),
         pytest.param(10**700, id="int-over-640-digits"),
-        pytest.param(_nested(150), id="deeper-than-the-walk"),
+        pytest.param(nested(150), id="deeper-than-the-walk"),
     ],
 )
 def test_what_the_walk_leaves_to_the_round_trip_is_still_accepted(value):
