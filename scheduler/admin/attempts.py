@@ -7,7 +7,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from scheduler.admin.changelist import CappedCountPaginator, OfferedListMixin
-from scheduler.admin.display import duration, link_to_job, timestamp_column
+from scheduler.admin.display import duration, error_line, link_to_job, timestamp_column
 from scheduler.admin.readonly import ONE_JOB, JobHistoryAdminMixin, NewestFirstAdminMixin
 from scheduler.models import JobAttempt
 
@@ -44,10 +44,9 @@ class AttemptColumns:
     def traceback(self, attempt: JobAttempt) -> SafeString | str:
         if not attempt.error:
             return "-"
-        last_line = attempt.error.strip().splitlines()[-1]
         return format_html(
             '<details class="job-traceback"><summary>{}</summary><pre>{}</pre></details>',
-            last_line,
+            error_line(attempt.error),
             attempt.error,
         )
 

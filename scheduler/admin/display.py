@@ -12,6 +12,11 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import format_lazy
 
+from scheduler.services.running import final_line
+
+#: Characters of an error's last line a list or a summary shows.
+_ERROR_LINE_LENGTH = 80
+
 
 def duration(value: timedelta | float | None) -> str:
     """A duration (timedelta or seconds) as operators read it: "0.250 s", "3 min 5 s"."""
@@ -29,6 +34,11 @@ def duration(value: timedelta | float | None) -> str:
         return f"{sign}{hours} h {minutes} min"
     days, hours = divmod(hours, 24)
     return f"{sign}{days} d {hours} h"
+
+
+def error_line(error: str) -> str:
+    """An error's last line (the exception), short enough for a list or a summary."""
+    return final_line(error, length=_ERROR_LINE_LENGTH)
 
 
 def status_label(status: str, label: str) -> SafeString:

@@ -42,7 +42,13 @@ from scheduler.admin.changelist import (
     TaskFilter,
     search_filter,
 )
-from scheduler.admin.display import audit_details, duration, status_label, timestamp_column
+from scheduler.admin.display import (
+    audit_details,
+    duration,
+    error_line,
+    status_label,
+    timestamp_column,
+)
 from scheduler.admin.forms import (
     BulkRescheduleForm,
     BulkRetryForm,
@@ -78,7 +84,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between reloads of the monitoring page.
 MONITORING_REFRESH_SECONDS = 30
-_SHORT_ERROR_LENGTH = 80
 #: How ended jobs past their deadline get a new one.
 _RETRY_THEM = "retry them with a new one"
 #: Run now finds ended and pending jobs past their deadline; the new action takes the
@@ -381,11 +386,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
 
     @admin.display(description="last error")
     def short_error(self, job: ScheduledJob) -> str:
-        lines = job.last_error.strip().splitlines()
-        if not lines:
-            return ""
-        last = lines[-1]
-        return last if len(last) <= _SHORT_ERROR_LENGTH else f"{last[:_SHORT_ERROR_LENGTH]}…"
+        return error_line(job.last_error)
 
     # --- detail and add ---------------------------------------------------------------
 

@@ -40,6 +40,9 @@ T = TypeVar("T")
 #: without PostgreSQL anyway.
 DATABASE_WAIT_SECONDS = 120.0
 
+#: The most of an error's last line a log message quotes (the attempt keeps more).
+_LOGGED_ERROR_LENGTH = 500
+
 
 class Outcome(enum.StrEnum):
     """What handling one delivery did."""
@@ -381,7 +384,7 @@ def _record_raise(run: JobRun, error: Exception, *, retrying: bool) -> Outcome:
         job.attempts,
         job.max_attempts,
         outcome,
-        details.strip().splitlines()[-1],
+        running.final_line(details, length=_LOGGED_ERROR_LENGTH),
     )
     return outcome
 

@@ -430,7 +430,7 @@ def test_job_page_shows_pretty_arguments_and_every_attempt_with_its_traceback(ad
     )
     for number, error in (
         (1, "Traceback (most recent call last):\nRuntimeError: first"),
-        (2, "Traceback (most recent call last):\nRuntimeError: second"),
+        (2, "Traceback (most recent call last):\nRuntimeError: second " + "z" * 500),
     ):
         JobAttempt.objects.create(
             job=failed,
@@ -451,7 +451,9 @@ def test_job_page_shows_pretty_arguments_and_every_attempt_with_its_traceback(ad
     assert "&quot;payment_id&quot;: 42" in content
     assert content.count('<details class="job-traceback">') == 2
     assert "<summary>RuntimeError: first</summary>" in content
-    assert "<summary>RuntimeError: second</summary>" in content
+    # A long exception's line is cut in the summary, and whole in its traceback.
+    assert f"<summary>RuntimeError: second {'z' * 59}…</summary>" in content
+    assert f"<pre>Traceback (most recent call last):\nRuntimeError: second {'z' * 500}" in content
     assert "2.000 s" in content  # the second attempt's lateness
     assert 'class="job-status job-status-failed"' in content
 

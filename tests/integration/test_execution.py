@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -237,6 +238,42 @@ def test_a_failing_job_is_retried_through_postgres_with_backoff_then_fails(tmp_p
         assert "in fail" in attempt.error
         assert "RuntimeError: task flaky failed on purpose" in attempt.error
     assert len(read_runs(path)) == 3
+
+
+@freeze_time(T0)
+def test_an_errors_megabytes_of_text_are_kept_as_its_start_and_end(
+    tmp_path, caplog, django_capture_on_commit_callbacks
+):
+    # An exception may quote a whole reply (a gateway's HTML page, a dump): each attempt
+    # would keep it all, and past PostgreSQL's 1 GB its outcome could not be recorded.
+    label = "reply " + "x" * 3_000_000 + " ends here"
+    job = schedule_at("testapp.fail", T0, [str(tmp_path / "runs"), label], max_attempts=1)
+    token = dispatch_one(job, now=T0)
+    failed: list[str] = []
+
+    def receive(sender, error, **kwargs):
+        failed.append(error)
+
+    signals.job_failed.connect(receive)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    finally:
+        signals.job_failed.disconnect(receive)
+    assert handled.outcome == Outcome.FAILED
+    job.refresh_from_db()
+    error = job.history.get().error
+    assert 60_000 < len(error) <= 65_536
+    assert error.startswith("Traceback (most recent call last)")
+    assert "in fail" in error  # the call stack, from the start
+    assert re.search(r"x\n\[2,9\d\d,\d\d\d characters left out\]\nx", error)
+    assert error.endswith("x ends here failed on purpose\n")  # the exception's own end
+    assert error.endswith(job.last_error)
+    assert len(job.last_error) == 2000
+    assert failed == [error]
+    [logged] = [r.getMessage() for r in caplog.records if "job error" in r.getMessage()]
+    assert len(logged) < 1000
+    assert logged.endswith("x…")  # the exception's line, cut
 
 
 def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(settings, tmp_path):
