@@ -26,8 +26,9 @@ class InvalidArgumentsError(SchedulerError, ValueError):
 
 
 class ResultRefusedError(SchedulerError, ValueError):
-    """PostgreSQL refused to store a job's result (past its limits) in an atomic task's
-    transaction, which the refusal broke: the attempt's error."""
+    """PostgreSQL refused to store a job's result (past its limits, or a trigger's
+    exception) in an atomic task's transaction, which the refusal broke: the attempt's
+    error."""
 
 
 class DuplicateJobError(SchedulerError):

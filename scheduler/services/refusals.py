@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import DatabaseError, OperationalError
+from django.db import DatabaseError, Error, InterfaceError, OperationalError
 
 from scheduler.exceptions import InvalidArgumentsError, ResultRefusedError
 
@@ -14,15 +14,22 @@ T = TypeVar("T")
 _PROGRAM_LIMIT_EXCEEDED = "54"
 
 
-def sqlstate(error: DatabaseError) -> str | None:
+def sqlstate(error: Error) -> str | None:
     """PostgreSQL's SQLSTATE for Django's ``error``, from psycopg2 or psycopg 3."""
     cause = error.__cause__
     return getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
 
 
-def past_limits(error: DatabaseError) -> bool:
+def past_limits(error: Error) -> bool:
     """Whether PostgreSQL refused a value past its limits: it would refuse it again."""
     return (sqlstate(error) or "").startswith(_PROGRAM_LIMIT_EXCEEDED)
+
+
+def refused_statement(error: Error) -> bool:
+    """Whether PostgreSQL refused the statement itself (a value past its limits, a
+    trigger's exception): it would refuse it again. Not a connection lost, a timeout or
+    a deadlock, which pass."""
+    return past_limits(error) or not isinstance(error, OperationalError | InterfaceError)
 
 
 def reason(error: DatabaseError) -> str:
@@ -57,6 +64,6 @@ def arguments_too_large(said: str) -> InvalidArgumentsError:
     )
 
 
-def result_too_large(said: str) -> ResultRefusedError:
+def result_refused(said: str) -> ResultRefusedError:
     """The refusal of a job's result, in PostgreSQL's words ``said``."""
-    return ResultRefusedError(f"the result is too large for PostgreSQL to store ({said})")
+    return ResultRefusedError(f"PostgreSQL refused to store the result ({said})")

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from uuid import UUID
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -370,13 +370,20 @@ def record_success(
         )
 
     stored = _storable(job, result)
+    refused: ResultRefusedError | None = None
     try:
-        updated = refusals.refusing(lambda: succeed(stored), refusals.result_too_large)
-    except ResultRefusedError as refused:
-        # Past PostgreSQL's limits where validation cannot tell (see scheduling._write).
-        # Inside the body's transaction, broken now, it is the attempt's error.
-        if connection.in_atomic_block:
+        updated = succeed(stored)
+    except DatabaseError as error:
+        # Past PostgreSQL's limits where validation cannot tell (see scheduling._write),
+        # or refused by a trigger. Given up, the job would stay running and its body run
+        # again once the lease expired.
+        if stored is None or not refusals.refused_statement(error):
             raise
+        refused = refusals.result_refused(refusals.reason(error))
+    if refused is not None:
+        # Out of the except block: the database's error may quote the value.
+        if connection.in_atomic_block:
+            raise refused  # the body's transaction, broken now: the attempt's error
         logger.warning("job result not stored job_id=%s reason=%s", job.pk, refused)
         updated = succeed(None)
     if updated:

@@ -315,7 +315,7 @@ def _waiting_for_database(action: Callable[[bool], T], *, job_id: int, step: str
         try:
             return action(failures > 0)
         except (OperationalError, InterfaceError) as error:
-            if isinstance(error, OperationalError) and refusals.past_limits(error):
+            if refusals.refused_statement(error):
                 raise  # not the database out of reach: it would refuse the value again
             failures += 1
             pause = exponential_backoff(failures, base=0.5, cap=8.0)

@@ -163,8 +163,8 @@ def test_a_result_postgresql_refuses_is_dropped_and_the_success_recorded(deep, c
     job.refresh_from_db()
     assert (job.status, job.result, job.attempts) == (Status.SUCCEEDED, None, 1)
     assert (
-        f"job result not stored job_id={job.pk} reason=the result is too large for "
-        "PostgreSQL to store (stack depth limit exceeded)"
+        f"job result not stored job_id={job.pk} reason=PostgreSQL refused to store the "
+        "result (stack depth limit exceeded)"
     ) in caplog.text
     assert "waits for the database" not in caplog.text
     assert SECRET not in caplog.text
@@ -184,7 +184,68 @@ def test_an_atomic_result_postgresql_refuses_is_the_attempts_error(deep, caplog)
     assert job.status == Status.SCHEDULED
     assert job.history.get().outcome == JobAttempt.Outcome.ERROR
     assert (
-        "ResultRefusedError: the result is too large for PostgreSQL to store "
-        "(stack depth limit exceeded)"
+        "ResultRefusedError: PostgreSQL refused to store the result (stack depth limit exceeded)"
     ) in job.last_error
     _quoted_nowhere(job, handled, caplog)
+
+
+@contextmanager
+def results_refused_by_a_trigger() -> Iterator[None]:
+    """PostgreSQL refuses, for a reason of its own, any job result with a ``refuse`` key
+    (a trigger of the user's, say, or an allocation PostgreSQL cannot make)."""
+    table = connection.ops.quote_name(ScheduledJob._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION test_refuse_result() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN IF NEW.result ? 'refuse' THEN "
+            "RAISE EXCEPTION 'result refused by a trigger'; END IF; RETURN NEW; END $$"
+        )
+        cursor.execute(
+            f"CREATE TRIGGER test_refuse_result BEFORE UPDATE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_result()"
+        )
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER test_refuse_result ON {table}")
+            cursor.execute("DROP FUNCTION test_refuse_result()")
+
+
+@freeze_time(NOON)
+@pytest.mark.django_db(transaction=True)
+def test_a_result_postgresql_refuses_for_another_reason_is_dropped_and_the_success_recorded(
+    caplog,
+):
+    # The error went out of the worker, the job stayed running, and once its lease had
+    # expired the body that had succeeded ran again.
+    job = schedule_at("testapp.echo", NOON, [{"refuse": SECRET}])
+    with caplog.at_level(logging.INFO), results_refused_by_a_trigger():
+        handled = _deliver(job)
+
+    assert handled.outcome == Outcome.SUCCEEDED
+    assert handled.error is None
+    job.refresh_from_db()
+    assert (job.status, job.result, job.attempts) == (Status.SUCCEEDED, None, 1)
+    assert job.history.get().outcome == JobAttempt.Outcome.SUCCEEDED
+    assert (
+        f"job result not stored job_id={job.pk} reason=PostgreSQL refused to store the "
+        "result (result refused by a trigger)"
+    ) in caplog.text
+
+
+@freeze_time(NOON)
+@pytest.mark.django_db(transaction=True)
+def test_an_atomic_result_postgresql_refuses_for_another_reason_is_the_attempts_error(caplog):
+    job = schedule_at("testapp.atomic_echo", NOON, [{"refuse": SECRET}], max_attempts=2)
+    with caplog.at_level(logging.INFO), results_refused_by_a_trigger():
+        handled = _deliver(job)
+
+    assert handled.outcome == Outcome.RETRYING
+    assert isinstance(handled.error, ResultRefusedError)
+    job.refresh_from_db()
+    assert job.status == Status.SCHEDULED
+    assert job.history.get().outcome == JobAttempt.Outcome.ERROR
+    assert (
+        "ResultRefusedError: PostgreSQL refused to store the result (result refused by a trigger)"
+    ) in job.last_error
