@@ -175,6 +175,21 @@ def postgresql_out_of_reach() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def connection_to_a_reader() -> Iterator[None]:
+    """This process's default connection reaches a server that takes no writes, as in a
+    failover (Aurora's): the old primary, a reader now, keeps the connections it had and
+    refuses their writes (SQLSTATE 25006); a new connection reaches the new primary.
+    Needs a transactional test."""
+    connection = connections["default"]
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION default_transaction_read_only = on")
+    try:
+        yield
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
 def job_row_held_elsewhere(
     job_id: int, *, change: Callable[[], object] | None = None, commit_after: float | None = None
 ) -> Iterator[None]:

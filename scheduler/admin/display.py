@@ -12,7 +12,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import format_lazy
 
-from scheduler.services.running import final_line
+from scheduler.tracebacks import exception_summary
 
 #: Characters of an error's last line a list or a summary shows.
 _ERROR_LINE_LENGTH = 80
@@ -37,8 +37,9 @@ def duration(value: timedelta | float | None) -> str:
 
 
 def error_line(error: str) -> str:
-    """An error's last line (the exception), short enough for a list or a summary."""
-    return final_line(error, length=_ERROR_LINE_LENGTH)
+    """The line of an error's traceback that names its exception, short enough for a
+    list or a summary."""
+    return exception_summary(error, length=_ERROR_LINE_LENGTH)
 
 
 def status_label(status: str, label: str) -> SafeString:

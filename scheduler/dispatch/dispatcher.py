@@ -23,9 +23,10 @@ from datetime import UTC, datetime, timedelta
 
 from django.db import (
     DatabaseError,
+    Error,
     InterfaceError,
-    OperationalError,
     close_old_connections,
+    connection,
     transaction,
 )
 from django.utils import timezone
@@ -35,7 +36,7 @@ from scheduler.clock import check_clock
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.publisher import OutgoingMessage, Publisher, PublishResult, SQSPublisher
 from scheduler.protocol import release_in, whole_delay
-from scheduler.services import dispatching
+from scheduler.services import dispatching, refusals
 from scheduler.services.dispatching import Pending
 
 logger = logging.getLogger(__name__)
@@ -284,10 +285,14 @@ class Dispatcher:
 
         Only a connection error (refused, dropped, failed over) does: one statement's own
         failure (a protected row, a constraint) would hold leases back for ever, and
-        waiting does not mend it.
+        waiting does not mend it. A connection a failover left on a server that takes no
+        writes is closed, for the next tick's to reach the new primary (kept, it would
+        fail every tick until CONN_MAX_AGE).
         """
-        if not isinstance(error, OperationalError | InterfaceError):
+        if not isinstance(error, Error) or not refusals.out_of_reach(error):
             return False
+        if refusals.on_a_reader(error):
+            connection.close()
         self._judge_leases_from = math.inf
         return True
 

@@ -24,7 +24,6 @@ value JSON cannot hold fails the job at once, as in ``django.tasks``.
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
 import re
 from collections.abc import Iterable
@@ -42,6 +41,7 @@ from typing_extensions import override
 from scheduler import services, signals, validation
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.states import Status
+from scheduler.tracebacks import exception_line
 from scheduler.worker.task import job_run
 
 if TYPE_CHECKING or django.VERSION < (6, 0):
@@ -293,33 +293,11 @@ def _error(attempt: JobAttempt) -> TaskError:
     if attempt.outcome == JobAttempt.Outcome.LEASE_EXPIRED:
         path = f"{WorkerLost.__module__}.{WorkerLost.__qualname__}"
     else:
-        match = _EXCEPTION_LINE.match(_exception_line(attempt.error))
+        match = _EXCEPTION_LINE.match(exception_line(attempt.error))
         path = match["path"] if match else "Exception"
         # Built-in exceptions are printed without their module.
         path = path if "." in path else f"builtins.{path}"
     return TaskError(exception_class_path=path, traceback=attempt.error)
-
-
-#: How Python prints an exception group's traceback: its first line, and each own line's
-#: margin.
-_GROUP_START, _GROUP_MARGIN = "  + Exception Group Traceback", "  | "
-
-
-def _exception_line(traceback: str) -> str:
-    """The line of a formatted traceback that names its exception: the first unindented
-    one after the last frame, since a message may span lines (PostgreSQL's DETAIL) and
-    notes follow it; the last line of a text without frames."""
-    lines = traceback.lstrip("\n").rstrip().splitlines()
-    if lines and lines[0].startswith(_GROUP_START):
-        # An exception group's own lines carry a margin, up to its first sub-exception.
-        lines = [
-            line.removeprefix(_GROUP_MARGIN)
-            for line in itertools.takewhile(lambda line: not line.startswith("  +-"), lines[1:])
-        ]
-    frames = [number for number, line in enumerate(lines) if line.startswith("  File ")]
-    if not frames:
-        return lines[-1] if lines else ""
-    return next((line for line in lines[frames[-1] + 1 :] if not line.startswith(" ")), "")
 
 
 @receiver(signals.job_succeeded)

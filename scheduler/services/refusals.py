@@ -13,6 +13,15 @@ T = TypeVar("T")
 #: over 256 MB (54000), JSON nested deeper than its stack allows (54001).
 _PROGRAM_LIMIT_EXCEEDED = "54"
 
+#: PostgreSQL's SQLSTATE classes for refusing what a statement writes, as it would again:
+#: its data (22), a constraint (23), its limits (54), a trigger's exception (P0), or an
+#: allocation past its limit (XX).
+_REFUSING_CLASSES = frozenset({"22", "23", _PROGRAM_LIMIT_EXCEEDED, "P0", "XX"})
+
+#: PostgreSQL's SQLSTATE for a write on a server that takes none: in a failover
+#: (Aurora's), the old primary, a reader now, keeps the connections it had.
+_READ_ONLY_SQL_TRANSACTION = "25006"
+
 
 def sqlstate(error: Error) -> str | None:
     """PostgreSQL's SQLSTATE for Django's ``error``, from psycopg2 or psycopg 3."""
@@ -26,10 +35,23 @@ def past_limits(error: Error) -> bool:
 
 
 def refused_statement(error: Error) -> bool:
-    """Whether PostgreSQL refused the statement itself (a value past its limits, a
-    trigger's exception): it would refuse it again. Not a connection lost, a timeout or
-    a deadlock, which pass."""
-    return past_limits(error) or not isinstance(error, OperationalError | InterfaceError)
+    """Whether PostgreSQL refused what the statement writes (a value past its limits, a
+    trigger's exception): it would refuse it again."""
+    return (sqlstate(error) or "")[:2] in _REFUSING_CLASSES
+
+
+def on_a_reader(error: Error) -> bool:
+    """Whether the connection reaches a server that takes no writes (a failover's old
+    primary): a new connection reaches the new one."""
+    return sqlstate(error) == _READ_ONLY_SQL_TRANSACTION
+
+
+def out_of_reach(error: Error) -> bool:
+    """Whether PostgreSQL could not take the statement for now, and may later: a
+    connection lost or refused, a timeout, a deadlock, a failover under way."""
+    if isinstance(error, OperationalError):
+        return not past_limits(error)
+    return isinstance(error, InterfaceError) or on_a_reader(error)
 
 
 def reason(error: DatabaseError) -> str:

@@ -520,13 +520,6 @@ def _bounded(error: str) -> str:
     return f"{error[:start]}\n[{end - start:,} characters left out]\n{error[end:]}"
 
 
-def final_line(error: str, *, length: int) -> str:
-    """The last line of an error's text (the exception), cut after ``length`` characters."""
-    lines = error.strip().splitlines()
-    last = lines[-1] if lines else ""
-    return last if len(last) <= length else f"{last[:length]}…"
-
-
 def _record(
     job: ScheduledJob,
     attempt: JobAttempt,

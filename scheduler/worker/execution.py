@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import Error, InterfaceError, OperationalError, transaction
 
 from scheduler import validation
 from scheduler.backoff import exponential_backoff
@@ -25,6 +25,7 @@ from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import refusals, running
 from scheduler.states import Status
+from scheduler.tracebacks import exception_summary
 from scheduler.worker.connections import refresh_connections
 from scheduler.worker.heartbeat import Heartbeat
 from scheduler.worker.time_limits import soft_time_limit_held
@@ -40,7 +41,7 @@ T = TypeVar("T")
 #: without PostgreSQL anyway.
 DATABASE_WAIT_SECONDS = 120.0
 
-#: The most of an error's last line a log message quotes (the attempt keeps more).
+#: The most of an exception's line a log message quotes (the attempt keeps more).
 _LOGGED_ERROR_LENGTH = 500
 
 
@@ -314,9 +315,9 @@ def _waiting_for_database(action: Callable[[bool], T], *, job_id: int, step: str
     while True:
         try:
             return action(failures > 0)
-        except (OperationalError, InterfaceError) as error:
-            if refusals.refused_statement(error):
-                raise  # not the database out of reach: it would refuse the value again
+        except Error as error:
+            if not refusals.out_of_reach(error):
+                raise  # PostgreSQL answered: it would refuse the statement again
             failures += 1
             pause = exponential_backoff(failures, base=0.5, cap=8.0)
             if transaction.get_connection().in_atomic_block or (
@@ -331,6 +332,8 @@ def _waiting_for_database(action: Callable[[bool], T], *, job_id: int, step: str
                 pause,
                 str(error).split("\n", 1)[0] or type(error).__name__,
             )
+            if refusals.on_a_reader(error):
+                transaction.get_connection().close()
             time.sleep(pause)
             refresh_connections()
 
@@ -384,7 +387,7 @@ def _record_raise(run: JobRun, error: Exception, *, retrying: bool) -> Outcome:
         job.attempts,
         job.max_attempts,
         outcome,
-        running.final_line(details, length=_LOGGED_ERROR_LENGTH),
+        exception_summary(details, length=_LOGGED_ERROR_LENGTH),
     )
     return outcome
 

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,12 @@ from scheduler.dispatch.publisher import PublishResult, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, FormSubmission, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
 from scheduler.testing import InMemoryPublisher
-from tests.conftest import RecordingPublisher, postgresql_out_of_reach, sqs_client
+from tests.conftest import (
+    RecordingPublisher,
+    connection_to_a_reader,
+    postgresql_out_of_reach,
+    sqs_client,
+)
 from tests.factories import make_jobs
 
 pytestmark = pytest.mark.django_db
@@ -656,6 +662,22 @@ class DownPublisher(InMemoryPublisher):
     def publish(self, messages):
         error = "EndpointConnectionError: Could not connect to the endpoint URL"
         return PublishResult(failed={m.job_id: error for m in messages}, error=error)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dispatcher_left_on_a_reader_by_a_failover_reconnects_and_judges_no_lease_yet():
+    # A server that takes no writes (25006) was no outage: the connection was kept (up to
+    # CONN_MAX_AGE, every tick failing), and leases, whose heartbeats had failed alike,
+    # were judged as soon as a write went through.
+    make_jobs([datetime.now(UTC) - timedelta(seconds=1)] * 3)
+    publisher = InMemoryPublisher()
+    dispatcher = Dispatcher(publisher=publisher)
+    with connection_to_a_reader():
+        tick = dispatcher.run_once()
+    # Its recovery, first, met the reader; its sends went through a new connection.
+    assert (tick.sent, tick.outage) == (3, True)
+    assert [error for error in tick.errors if "read-only transaction" in error]
+    assert dispatcher._judge_leases_from > time.monotonic() + 0.9 * scheduler_settings.LEASE_SECONDS
 
 
 @pytest.mark.django_db(transaction=True)  # run() closes the connection it finds unusable

@@ -27,7 +27,7 @@ from scheduler.services import running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker import execution
 from scheduler.worker.execution import Outcome
-from tests.conftest import postgresql_out_of_reach
+from tests.conftest import connection_to_a_reader, postgresql_out_of_reach
 from tests.factories import deliver, dispatch_one, mark_enqueued
 from tests.processes import wait_until
 from tests.testapp.models import Effect
@@ -273,7 +273,8 @@ def test_an_errors_megabytes_of_text_are_kept_as_its_start_and_end(
     assert failed == [error]
     [logged] = [r.getMessage() for r in caplog.records if "job error" in r.getMessage()]
     assert len(logged) < 1000
-    assert logged.endswith("x…")  # the exception's line, cut
+    assert "error=RuntimeError: task reply xxx" in logged  # the exception's line, cut
+    assert logged.endswith("x…")
 
 
 def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(settings, tmp_path):
@@ -601,6 +602,55 @@ def test_an_outcome_waits_for_postgresql_to_come_back_to_be_recorded(
     job.refresh_from_db()
     assert (job.status, job.attempts) == (status, 1)
     assert [label for label, _ in read_runs(path)] == ["once"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("task", "recording", "outcome", "status"),
+    [
+        ("testapp.record", "record_success", Outcome.SUCCEEDED, Status.SUCCEEDED),
+        ("testapp.fail", "record_error", Outcome.RETRYING, Status.SCHEDULED),
+    ],
+    ids=["returned", "raised"],
+)
+def test_an_outcome_is_recorded_though_a_failover_left_its_connection_on_a_reader(
+    tmp_path, monkeypatch, caplog, task, recording, outcome, status
+):
+    # The server refused the write (25006) and the error went out of the worker: the job
+    # stayed running until its lease expired, and a plain body that had run ran again.
+    path = str(tmp_path / "runs")
+    record = getattr(running, recording)
+    failed_over: list[str] = []
+
+    job = schedule_at(task, timezone.now(), [path, "once"])
+    token = dispatch_one(job, now=timezone.now())
+    with contextlib.ExitStack() as failover:
+
+        def record_after_a_failover(**kwargs):
+            if not failed_over:
+                failed_over.append(recording)
+                failover.enter_context(connection_to_a_reader())
+            return record(**kwargs)
+
+        monkeypatch.setattr(running, recording, record_after_a_failover)
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert failed_over == [recording]
+    assert handled.outcome is outcome
+    assert "job outcome waits for the database job_id=" in caplog.text
+    assert "read-only transaction" in caplog.text
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (status, 1)
+    assert [label for label, _ in read_runs(path)] == ["once"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_waits_for_a_connection_that_takes_writes_after_a_failover(caplog):
+    job = schedule_at("testapp.noop", timezone.now())
+    token = dispatch_one(job, now=timezone.now())
+    with connection_to_a_reader():
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert handled.outcome is Outcome.SUCCEEDED
+    assert "job claim waits for the database" in caplog.text
 
 
 @pytest.mark.django_db(transaction=True)

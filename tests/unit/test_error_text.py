@@ -5,7 +5,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler.services.running import ERROR_LENGTH, _bounded, final_line
+from scheduler.services.running import ERROR_LENGTH, _bounded
+from scheduler.tracebacks import exception_summary
 
 
 @given(
@@ -31,8 +32,17 @@ def test_an_error_keeps_its_start_and_end_within_the_limit(start, middle, end):
     assert len(head) + left_out + len(tail) == len(error)
 
 
-def test_the_final_line_is_the_exceptions_cut_to_the_length():
-    error = "Traceback (most recent call last):\n  File 'x'\nValueError: " + "y" * 100 + "\n"
-    assert final_line(error, length=20) == "ValueError: yyyyyyyy…"
-    assert final_line("Traceback\nKeyError: 'a'", length=20) == "KeyError: 'a'"
-    assert final_line("", length=20) == ""
+def test_the_summary_is_the_line_naming_the_exception_cut_to_the_length():
+    error = (
+        "Traceback (most recent call last):\n"
+        '  File "capture.py", line 3, in capture\n'
+        "    raise ValueError(reply)\n"
+        "ValueError: " + "y" * 100 + "\n"
+        "more of its message\n"
+    )
+    assert exception_summary(error, length=20) == "ValueError: yyyyyyyy…"
+    assert exception_summary("Traceback\nKeyError: 'a'", length=20) == "KeyError: 'a'"
+    assert exception_summary("", length=20) == ""
+    # Of an error kept by its start and end, the exception's line is at its start.
+    kept = _bounded(error.replace("y" * 100, "y" * 3 * ERROR_LENGTH))
+    assert exception_summary(kept, length=20) == "ValueError: yyyyyyyy…"

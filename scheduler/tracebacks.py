@@ -1,0 +1,31 @@
+"""The formatted tracebacks attempts keep, read: the line that names the exception."""
+
+import itertools
+
+#: How Python prints an exception group's traceback: its first line, and each own line's
+#: margin.
+_GROUP_START, _GROUP_MARGIN = "  + Exception Group Traceback", "  | "
+
+
+def exception_line(traceback: str) -> str:
+    """The line of a formatted traceback that names its exception: the first unindented
+    one after the last frame, since a message may span lines (PostgreSQL's DETAIL) and
+    notes follow it; the last line of a text without frames."""
+    lines = traceback.lstrip("\n").rstrip().splitlines()
+    if lines and lines[0].startswith(_GROUP_START):
+        # An exception group's own lines carry a margin, up to its first sub-exception.
+        lines = [
+            line.removeprefix(_GROUP_MARGIN)
+            for line in itertools.takewhile(lambda line: not line.startswith("  +-"), lines[1:])
+        ]
+    frames = [number for number, line in enumerate(lines) if line.startswith("  File ")]
+    if not frames:
+        return lines[-1] if lines else ""
+    return next((line for line in lines[frames[-1] + 1 :] if not line.startswith(" ")), "")
+
+
+def exception_summary(traceback: str, *, length: int) -> str:
+    """The line of ``traceback`` that names its exception, cut after ``length``
+    characters: for a list, a summary or a log line."""
+    line = exception_line(traceback)
+    return line if len(line) <= length else f"{line[:length]}…"
