@@ -283,13 +283,14 @@ class Dispatcher:
         """Whether ``error`` says PostgreSQL is out of reach; then no lease is judged until
         it is back, and a lease more.
 
-        Only a connection error (refused, dropped, failed over) does: one statement's own
-        failure (a protected row, a constraint) would hold leases back for ever, and
-        waiting does not mend it. A connection a failover left on a server that takes no
-        writes is closed, for the next tick's to reach the new primary (kept, it would
-        fail every tick until CONN_MAX_AGE).
+        Only PostgreSQL taking nobody's writes does (a connection refused or dropped, a
+        failover, a full disk): one statement's own failure (a protected row, a
+        constraint, a statement timeout) would hold leases back for ever, and waiting
+        does not mend it. A connection a failover left on a server that takes no writes
+        is closed, for the next tick's to reach the new primary (kept, it would fail
+        every tick until CONN_MAX_AGE).
         """
-        if not isinstance(error, Error) or not refusals.out_of_reach(error):
+        if not isinstance(error, Error) or not refusals.unavailable(error):
             return False
         if refusals.on_a_reader(error):
             connection.close()

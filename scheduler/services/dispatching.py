@@ -493,7 +493,9 @@ def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
             .select_for_update(skip_locked=True)
             .values_list("pk", flat=True)[:limit]
         )
-        _, deleted = ScheduledJob.objects.filter(pk__in=list(old)).delete()
+        # Django reads the jobs it deletes (their attempts cascade): their ids only, not
+        # arguments and results of up to 256 MB each.
+        _, deleted = ScheduledJob.objects.filter(pk__in=list(old)).only("pk").delete()
         # Every dispatcher process leaves a heartbeat row, and every one-time admin form
         # a submission: forget those a day old.
         DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()

@@ -18,6 +18,10 @@ _PROGRAM_LIMIT_EXCEEDED = "54"
 #: allocation past its limit (XX).
 _REFUSING_CLASSES = frozenset({"22", "23", _PROGRAM_LIMIT_EXCEEDED, "P0", "XX"})
 
+#: PostgreSQL's SQLSTATE classes for a server no connection can write to for now:
+#: connection exceptions (08) and insufficient resources (53).
+_UNAVAILABLE_CLASSES = frozenset({"08", "53"})
+
 #: PostgreSQL's SQLSTATE for a write on a server that takes none: in a failover
 #: (Aurora's), the old primary, a reader now, keeps the connections it had.
 _READ_ONLY_SQL_TRANSACTION = "25006"
@@ -44,6 +48,19 @@ def on_a_reader(error: Error) -> bool:
     """Whether the connection reaches a server that takes no writes (a failover's old
     primary): a new connection reaches the new one."""
     return sqlstate(error) == _READ_ONLY_SQL_TRANSACTION
+
+
+def unavailable(error: Error) -> bool:
+    """Whether PostgreSQL takes nobody's writes for now, workers' heartbeats included: a
+    connection refused or dropped (08, or none said), resources exhausted (53: disk
+    full, too many connections), a server shutting down or starting (57P), a failover's
+    old primary (25006). Not one statement's trouble (a timeout, a lock, a deadlock)."""
+    if isinstance(error, InterfaceError) or on_a_reader(error):
+        return True
+    if not isinstance(error, OperationalError):
+        return False
+    state = sqlstate(error)
+    return state is None or state[:2] in _UNAVAILABLE_CLASSES or state.startswith("57P")
 
 
 def out_of_reach(error: Error) -> bool:

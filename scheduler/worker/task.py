@@ -24,6 +24,7 @@ every task is one:
 import logging
 import os
 import socket
+import threading
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -123,7 +124,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         ``request`` is the delivery's Celery request: this task's own by default.
         """
         request = request or self.request
-        worker = f"{request.hostname or socket.gethostname()}:{os.getpid()}"
+        worker = _delivering(request)
         eta = vars(request).get("eta")  # an ISO 8601 string, which the worker read
         return run_job(
             job_id=ref.job_id,
@@ -403,3 +404,14 @@ def _aware(task: Task, value: datetime | str) -> datetime:  # type: ignore[type-
         raise ValueError(f"not a point in time: {value!r}")
     aware: datetime = maybe_make_aware(moment, task.app.timezone)
     return aware
+
+
+def _delivering(request: Context) -> str:
+    """Who handles a delivery, as its attempt names it: host and process, and the thread
+    (or greenlet) when the pool runs several deliveries in one process (threads, gevent,
+    eventlet). A claim tried again takes back a running attempt of this name as its
+    own: another copy of the job's message (a re-send) in the process must not."""
+    name = f"{request.hostname or socket.gethostname()}:{os.getpid()}"
+    if threading.current_thread() is not threading.main_thread():
+        name = f"{name}/{threading.get_ident()}"
+    return name

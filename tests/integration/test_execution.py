@@ -13,6 +13,7 @@ from unittest import mock
 
 import pytest
 from billiard.pool import soft_timeout_sighandler
+from celery.app.task import Context
 from django.db import OperationalError, connection, transaction
 from django.dispatch import Signal
 from django.test.utils import CaptureQueriesContext
@@ -23,6 +24,8 @@ from scheduler import cancel, reschedule, schedule_at, signals
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.exceptions import InvalidTransitionError
 from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.protocol import JobRef
+from scheduler.registry import get_task
 from scheduler.services import running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker import execution
@@ -780,6 +783,48 @@ def test_a_claim_tried_again_takes_only_its_own_workers_running_claim():
     assert again.attempt.pk == first.attempt.pk
     assert running.record_success(job=again.job, attempt=again.attempt)
     assert claim("host-a:1", retrying=True) is running.Refusal.NOT_CURRENT  # it ended
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_tried_again_in_a_pool_of_threads_takes_back_only_its_deliverys_attempt():
+    # Two copies of one job (a re-send) in one process's threads (a threads, gevent or
+    # eventlet pool): the second's claim, tried again after its statement failed, took
+    # the first's running attempt for its own lost claim, and ran the body a second time.
+    job = schedule_at("testapp.effect", timezone.now(), ["copy", 1.5])
+    ref = JobRef(job_id=job.pk, dispatch_token=dispatch_one(job, now=timezone.now()))
+    task = get_task("testapp.effect")
+    request = Context(hostname="worker-host")
+    handled: dict[str, execution.Handled] = {}
+
+    def deliver_copy(name: str, *, lose_first_claim: bool = False) -> None:
+        lost: list[str] = []
+
+        def fail_first_claim(execute, sql, params, many, context):
+            if lose_first_claim and "FOR UPDATE OF" in sql and not lost:
+                lost.append(sql)
+                raise _connection_dropped()
+            return execute(sql, params, many, context)
+
+        try:
+            with connection.execute_wrapper(fail_first_claim):
+                handled[name] = task.handle_job_message(ref, request=request)
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=deliver_copy, args=["first"])
+    first.start()
+    assert wait_until(lambda: Effect.objects.filter(label="copy").exists(), timeout=10)
+    second = threading.Thread(
+        target=deliver_copy, args=["second"], kwargs={"lose_first_claim": True}
+    )
+    second.start()
+    second.join(30)
+    first.join(30)
+    assert handled["second"].outcome is Outcome.DROPPED
+    assert handled["first"].outcome is Outcome.SUCCEEDED
+    assert Effect.objects.filter(label="copy").count() == 1
+    [attempt] = job.history.all()
+    assert attempt.worker.startswith(f"worker-host:{os.getpid()}/")
 
 
 def test_a_claim_taken_back_after_a_long_wait_renews_its_lease(settings):
