@@ -6,6 +6,7 @@ slot: a worker busy with a long capture took one more message, and that job wait
 the capture to end while another worker sat idle (38 s late behind a 45 s task).
 """
 
+import re
 import time
 from datetime import timedelta
 from io import StringIO
@@ -223,3 +224,6 @@ def test_a_pool_without_the_event_loop_keeps_celerys_prefetch_and_says_so(
         job = schedule_at("testapp.effect", timezone.now(), ["threads"])
         call_command("scheduler_dispatch", "--once", stdout=StringIO())
         assert wait_until(lambda: _status(job) == "succeeded", timeout=15), worker.output()[-3000:]
+    # Several deliveries share the process: its attempt names the thread too.
+    [attempt] = JobAttempt.objects.filter(job_id=job.pk)
+    assert re.fullmatch(r"threads@\S+:\d+/\d+", attempt.worker), attempt.worker
