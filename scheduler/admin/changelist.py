@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import (
     ERROR_FLAG,
     IGNORED_PARAMS,
@@ -109,12 +110,21 @@ class JobChangeList(OfferedChangeList):
     @override
     def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
         """The list's lookups; a drill-down to a period that ends past year 9999 (a job
-        at a "never" time) becomes "from its start": Django's bounds overflow there."""
+        at a "never" time) becomes "from its start": Django's bounds overflow there.
+
+        A drill-down that is no period (a month or day without the year and month above
+        it, which Django filters on as ``EXTRACT`` over every row; a year past Python's,
+        a 500 in Django) raises IncorrectLookupParameters: the list without filters.
+        """
         lookups: dict[str, Any] = super().get_filters_params(params)
         names = [f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")]
         year, month, day = (lookups[name][-1] if lookups.get(name) else None for name in names)
-        start = _period_start_if_last(year, month, day) if year is not None else None
-        if start is not None:
+        if year is None and month is None and day is None:
+            return lookups
+        start = _drill_down_start(year, month, day)
+        if start is None:
+            raise IncorrectLookupParameters(f"no period: {year}-{month}-{day}")
+        if period_end(start, month=bool(month), day=bool(day)) is None:
             for name in names:
                 lookups.pop(name, None)
             lookups[f"{self.date_hierarchy}__gte"] = [start]
@@ -132,15 +142,17 @@ class JobChangeList(OfferedChangeList):
         return rows if since is None else rows.filter(finished_at__gte=since)
 
 
-def _period_start_if_last(year: str, month: str | None, day: str | None) -> datetime | None:
-    """The start of the drill-down's period if its end is past year 9999, else None
-    (and for a period that is no date, which Django itself refuses)."""
+def _drill_down_start(year: object, month: object, day: object) -> datetime | None:
+    """Where the drill-down's year, month or day begins, in the current time zone; None
+    for one that is no period (a day without its month, a month without its year, no
+    date of Python's)."""
+    if not year or (day and not month):
+        return None
     zone = timezone.get_current_timezone() if scheduler_settings.uses_time_zones() else None
     try:
-        start = datetime(int(year), int(month or 1), int(day or 1), tzinfo=zone)
-    except ValueError:
+        return datetime(int(str(year)), int(str(month or 1)), int(str(day or 1)), tzinfo=zone)
+    except (ValueError, OverflowError):
         return None
-    return start if period_end(start, month=bool(month), day=bool(day)) is None else None
 
 
 def period_end(start: datetime, *, month: bool, day: bool) -> datetime | None:
@@ -358,12 +370,8 @@ def listed_period(params: Mapping[str, Any], *, now: datetime) -> Period | None:
 
 def _drill_down_period(params: Mapping[str, Any]) -> tuple[datetime, datetime | None] | None:
     year, month, day = (params.get(f"run_at__{part}") for part in ("year", "month", "day"))
-    if not year:
-        return None
-    zone = timezone.get_current_timezone() if scheduler_settings.uses_time_zones() else None
-    try:
-        start = datetime(int(year), int(month or 1), int(day or 1), tzinfo=zone)
-    except ValueError:
+    start = _drill_down_start(year, month, day)
+    if start is None:
         return None
     return start, period_end(start, month=bool(month), day=bool(day))
 

@@ -1,7 +1,7 @@
 """How the admin shows durations and statuses; used by its pages and template filters."""
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib import admin
@@ -47,11 +47,23 @@ def status_label(status: str, label: str) -> SafeString:
     return format_html('<span class="job-status job-status-{}">{}</span>', status, label)
 
 
+def local(value: datetime) -> datetime:
+    """``value`` in the current time zone, or in UTC where that zone is past year 9999
+    (a "never" time, east of UTC), which Python cannot hold."""
+    try:
+        return timezone.localtime(value)
+    except OverflowError:
+        return value.astimezone(UTC)
+
+
 def timestamp(value: datetime | None) -> str:
-    """A date and time to the second, in the current time zone: "2026-11-24 12:00:05"."""
+    """A date and time to the second, in the current time zone: "2026-11-24 12:00:05"
+    (its zone named when it is UTC in its stead, see :func:`local`)."""
     if value is None:
         return "-"
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
+    shown = local(value)
+    said = shown.strftime("%Y-%m-%d %H:%M:%S")
+    return said if shown.tzinfo == timezone.get_current_timezone() else f"{said} UTC"
 
 
 #: The time zone the admin shows times in, named when a page is rendered.

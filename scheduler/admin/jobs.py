@@ -583,7 +583,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             "media": self.media + form.media,
             "action": page.action,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "select_across": request.POST.get("select_across") == "1",
+            "select_across": _selects_across(request),
             # Posted back in either case: Django runs no action without one, and with
             # "select all" the list's filters choose the jobs, not these ids.
             "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
@@ -595,9 +595,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> HttpResponse | None:
         ticked = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        if request.POST.get("select_across") != "1" and any(
-            validation.job_id_in(pk) is None for pk in ticked
-        ):
+        if not _selects_across(request) and any(validation.job_id_in(pk) is None for pk in ticked):
             # Only a crafted request names a job so: Django's filter by them was a 500.
             self.message_user(
                 request,
@@ -623,7 +621,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
     def _response_action(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> HttpResponse | None:
-        if request.POST.get("select_across") != "1":
+        if not _selects_across(request):
             # Ticked jobs are acted on by id: one the dispatcher moved on since the list
             # was shown (scheduled, now enqueued) must not fall out of its filters.
             return super().response_action(request, self.get_queryset(request))
@@ -861,6 +859,12 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             else:
                 self.message_user(request, done, messages.SUCCESS)
         return HttpResponseRedirect(redirect_to)
+
+
+def _selects_across(request: HttpRequest) -> bool:
+    """Whether an action is for every job the list's filters match ("select all"), read
+    as Django's action form reads it: any value but none, "0" or "false"."""
+    return bool(forms.BooleanField(required=False).clean(request.POST.get("select_across")))
 
 
 def _kind(paused: Pause) -> str:

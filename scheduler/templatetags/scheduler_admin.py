@@ -46,7 +46,7 @@ def bounded_date_hierarchy(cl: ChangeList) -> dict[str, Any]:
     bounds = _calendar_bounds(cl, year=year, month=month)
     if not bounds:
         return {"show": False}
-    first, last = (timezone.localtime(bound).date() for bound in (bounds[0], bounds[-1]))
+    first, last = (display.local(bound).date() for bound in (bounds[0], bounds[-1]))
     if not year and first.year == last.year:
         year = first.year
         if first.month == last.month:
@@ -87,7 +87,7 @@ def bounded_date_hierarchy(cl: ChangeList) -> dict[str, Any]:
         "back": None,
         "choices": [
             {"link": link({names["year"]: str(number)}), "title": str(number)}
-            for number in sorted({timezone.localtime(bound).year for bound in bounds[:-1]})
+            for number in sorted({display.local(bound).year for bound in bounds[:-1]})
         ],
     }
 

@@ -132,6 +132,24 @@ def test_a_filter_the_list_does_not_offer_is_refused_with_a_message(
 
 
 @pytest.mark.parametrize(
+    "query",
+    [
+        "run_at__month=2&run_at__day=30",  # no year: EXTRACT over every row
+        "run_at__year=2026&run_at__day=3",  # no month
+        "run_at__year=2147483648",  # past Python's years: a 500
+        "run_at__year=2147483648&status__exact=succeeded",
+        "run_at__year=10000",
+        "run_at__year=2026&run_at__month=13",
+        "run_at__year=x",
+    ],
+)
+def test_a_drill_down_that_is_no_period_is_refused(admin_client, history, query):
+    response = admin_client.get(f"{CHANGELIST}?{query}")
+    assert response.status_code == 302
+    assert response["Location"] == f"{CHANGELIST}?e=1"
+
+
+@pytest.mark.parametrize(
     "url",
     [
         f"{CHANGELIST}?task=%00",
@@ -199,6 +217,26 @@ def test_select_all_with_ids_that_are_not_job_ids_acts_on_the_filters_alone(admi
     assert response.status_code == 200
     assert messages_of(response) == ["Cancelled 1 job."]
     assert ScheduledJob.objects.get(pk=scheduled.pk).status == Status.CANCELLED
+
+
+@pytest.mark.parametrize("across", ["on", "true", "2"])
+def test_select_all_said_otherwise_still_acts_on_the_filters_alone(admin_client, history, across):
+    # Django's action form reads any of these as "select all"; read as "ticked jobs", the
+    # action went to every job of the table, past the list's filters and its cap.
+    scheduled = ScheduledJob.objects.get(status=Status.SCHEDULED)
+    elsewhere = job(Status.SCHEDULED, queue="other")
+    data = {
+        "action": "cancel_selected",
+        "index": "0",
+        "select_across": across,
+        "_selected_action": [scheduled.pk],
+    }
+    response = admin_client.post(f"{CHANGELIST}?queue=scheduler-jobs", data, follow=True)
+    assert response.status_code == 200
+    # The filter's other job failed: skipped. Not the other queue's.
+    assert messages_of(response) == ["Cancelled 1 job; skipped 1 not scheduled or enqueued."]
+    assert ScheduledJob.objects.get(pk=scheduled.pk).status == Status.CANCELLED
+    assert ScheduledJob.objects.get(pk=elsewhere.pk).status == Status.SCHEDULED
 
 
 def test_a_retry_posted_without_its_time_zone_names_the_field(admin_client):

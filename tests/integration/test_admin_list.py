@@ -156,6 +156,30 @@ def test_payments_list_links_each_capture_job_with_its_status_and_time(admin_cli
     assert f'<a href="{first_job_url}">' in detail.content.decode()
 
 
+@pytest.mark.parametrize("zone", ["Europe/Paris", "America/New_York"])
+def test_a_never_job_at_the_calendars_last_moment_shows_in_utc_where_the_zone_passes_9999(
+    admin_client, settings, zone
+):
+    # East of UTC, 9999-12-31 23:30 UTC is in year 10000: the list (whatever its filters:
+    # the drill-down reads the table's last date) and the job's page answered a 500.
+    settings.TIME_ZONE = zone
+    never = job(
+        run_at=datetime(9999, 12, 31, 23, 30, tzinfo=UTC), deadline=datetime.max.replace(tzinfo=UTC)
+    )
+    ordinary = job(run_at=T0)
+    for query in ("", "?status__exact=scheduled", "?run_at__year=9999"):
+        _, response = list_queries(admin_client, query)
+        assert never in response.context["cl"].result_list
+    content = response.content.decode()
+    shown = "9999-12-31 23:30:00 UTC" if zone == "Europe/Paris" else "9999-12-31 18:30:00"
+    assert shown in content
+    page = admin_client.get(reverse("admin:scheduler_scheduledjob_change", args=[never.pk]))
+    assert page.status_code == 200
+    assert shown in page.content.decode()
+    _, response = list_queries(admin_client)
+    assert ordinary in response.context["cl"].result_list
+
+
 @pytest.mark.parametrize(
     ("query", "listed"),
     [
