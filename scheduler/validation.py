@@ -37,7 +37,7 @@ def is_valid_queue_name(name: object) -> bool:
 
 
 def aware_datetime(value: object, field: str = "run_at") -> datetime:
-    """``value`` if it is a timezone-aware datetime.
+    """``value`` in UTC if it is a timezone-aware datetime.
 
     A non-datetime raises TypeError; a naive one raises InvalidArgumentsError (a
     ValueError), since a naive time means a different instant on every server.
@@ -57,9 +57,11 @@ def aware_datetime(value: object, field: str = "run_at") -> datetime:
         raise InvalidArgumentsError(
             field, f"is out of range: {value.isoformat()} is not between years 1 and 9999 in UTC"
         ) from None
-    # PostgreSQL reads a UTC offset to the second: one with a fraction (which Python's
-    # fixed time zones allow) was a DataError. The same instant in UTC is stored.
-    return in_utc if (value.utcoffset() or timedelta()).microseconds else value
+    # In UTC: two times in one time zone compare as wall-clock times (Python's rule), so
+    # across a clock change a deadline before run_at was after it. And PostgreSQL reads
+    # a UTC offset to the second: one with a fraction (which Python's fixed time zones
+    # allow) was a DataError.
+    return in_utc
 
 
 def job_id_in(text: str) -> int | None:

@@ -28,7 +28,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from numbers import Real
 from typing import Any
@@ -230,7 +230,8 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         when: Any = eta or countdown  # Celery shows seconds or a time
         signal = Retry(exc=exc, when=when)
         run.request_retry(
-            run_at=_aware(self, eta) if eta else timezone.now() + timedelta(seconds=countdown or 0),
+            # Celery's countdown wins over an eta.
+            run_at=_eta(self, {"countdown": countdown, "eta": eta}) or timezone.now(),
             reason=str(signal),
             args=args,
             kwargs=kwargs,
@@ -403,7 +404,9 @@ def _aware(task: Task, value: datetime | str) -> datetime:  # type: ignore[type-
     if moment is None:
         raise ValueError(f"not a point in time: {value!r}")
     aware: datetime = maybe_make_aware(moment, task.app.timezone)
-    return aware
+    # In UTC: in one time zone, an eta and an expiry across a clock change compare as
+    # wall-clock times (Python's rule), not as instants.
+    return aware.astimezone(UTC)
 
 
 def _delivering(request: Context) -> str:

@@ -42,6 +42,15 @@ def dispatch_and_deliver(job, *, now=T0):
 
 
 @freeze_time(T0)
+def test_self_retry_with_a_countdown_and_an_eta_waits_the_countdown_as_celery_does():
+    # The eta won: a retry asked for in a minute waited until 2030.
+    job = schedule_at("testapp.retry_countdown_and_eta", T0, [60, "2030-01-01T00:00:00+00:00"])
+    assert dispatch_and_deliver(job).outcome == Outcome.RETRYING
+    job.refresh_from_db()
+    assert job.run_at == T0 + timedelta(seconds=60)
+
+
+@freeze_time(T0)
 def test_self_retry_in_a_job_goes_back_to_postgres_without_a_message(tmp_path, published):
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.observed", T0, [path, "again"], {"countdown": 3600}, max_attempts=3)

@@ -5,6 +5,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from datetime import timezone as timezone_of
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import transaction
@@ -364,3 +365,34 @@ def test_the_database_enforces_the_invariants():
             ScheduledJob.objects.create(
                 **{"task_name": "t", "queue": "q", "run_at": T0, "max_attempts": 3, **fields}
             )
+
+
+NEW_YORK = ZoneInfo("America/New_York")
+#: 2030-11-03 01:30 happens twice in New York: at 05:30 UTC (EDT), then at 06:30 (EST).
+SECOND_ONE_THIRTY = datetime(2030, 11, 3, 6, 30, tzinfo=UTC).astimezone(NEW_YORK)
+
+
+@pytest.mark.parametrize(
+    ("run_at", "deadline"),
+    [
+        # 02:30 does not exist (the clocks skip to 03:00): read as 07:30 UTC, after 03:15
+        # EDT, 07:15 UTC.
+        (
+            datetime(2030, 3, 10, 2, 30, tzinfo=NEW_YORK),
+            datetime(2030, 3, 10, 3, 15, tzinfo=NEW_YORK),
+        ),
+        # Fifteen minutes "later" on the wall is the first 01:45, 45 minutes earlier.
+        (SECOND_ONE_THIRTY, SECOND_ONE_THIRTY + timedelta(minutes=15)),
+    ],
+    ids=["spring_gap", "autumn_fold"],
+)
+@freeze_time(datetime(2030, 1, 1, tzinfo=UTC))
+def test_a_deadline_before_run_at_across_a_clock_change_is_refused(run_at, deadline):
+    # Compared as wall-clock times (Python's rule for one time zone), it was after run_at:
+    # the job was accepted, and could only expire.
+    assert deadline.astimezone(UTC) < run_at.astimezone(UTC)
+    with pytest.raises(InvalidArgumentsError, match="deadline"):
+        schedule_at(noop, run_at, deadline=deadline)
+    with pytest.raises(InvalidArgumentsError, match="expires"):
+        noop.apply_async(eta=run_at, expires=deadline)
+    assert not ScheduledJob.objects.exists()

@@ -4,6 +4,7 @@ import contextlib
 import os
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,12 @@ def retry_later_in_a_transaction(self: SchedulerTask, label: str, countdown: flo
     with transaction.atomic():
         Effect.objects.create(label=label, atomic=False, at=timezone.now(), pid=os.getpid())
         raise self.retry(countdown=countdown)
+
+
+@shared_task(name="testapp.retry_countdown_and_eta", base=SchedulerTask, bind=True)
+def retry_countdown_and_eta(self: SchedulerTask, countdown: float, eta: str) -> None:
+    """Asks to run again with both a countdown and an eta (an ISO 8601 string)."""
+    raise self.retry(countdown=countdown, eta=datetime.fromisoformat(eta))
 
 
 @shared_task(name="testapp.boom")
