@@ -328,15 +328,18 @@ def holds_unstorable_text(value: object) -> bool:
 
 def unstorable_json(value: object) -> str | None:
     """Why a jsonb column cannot hold ``value`` (not JSON, NaN or an infinity, past
-    :data:`MAX_JSON_CHARACTERS`, text PostgreSQL cannot store), or None if it can."""
+    :data:`MAX_JSON_CHARACTERS`, text PostgreSQL cannot store, nested deeper than
+    Python's stack allows), or None if it can."""
     try:
         text = json.dumps(value, allow_nan=False)
+        if (too_large := _json_size_refusal(len(text))) is not None:
+            return too_large
+        if holds_unstorable_text(value):
+            return "text PostgreSQL cannot store (NUL or a lone surrogate)"
     except (TypeError, ValueError) as error:
         return str(error)
-    if (too_large := _json_size_refusal(len(text))) is not None:
-        return too_large
-    if holds_unstorable_text(value):
-        return "text PostgreSQL cannot store (NUL or a lone surrogate)"
+    except RecursionError:
+        return "nested too deeply for Python's stack"
     return None
 
 

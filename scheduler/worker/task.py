@@ -109,7 +109,14 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         try:
             if self.atomic:
                 with transaction.atomic():
-                    return super().__call__(*args, **kwargs)
+                    try:
+                        return super().__call__(*args, **kwargs)
+                    except Ignore as error:
+                        # The body ended without an error (self.replace() raises Ignore
+                        # once the replacement is on its way, sent on commit): its work
+                        # commits, as a job's does.
+                        ended = error
+                raise ended
             return super().__call__(*args, **kwargs)
         finally:
             _after_body.reset(scope)

@@ -280,6 +280,24 @@ def test_an_errors_megabytes_of_text_are_kept_as_its_start_and_end(
     assert logged.endswith("x…")
 
 
+@pytest.mark.parametrize("depth", [950, 5000])
+def test_a_result_nested_too_deeply_for_json_is_dropped_and_the_success_recorded(
+    tmp_path, caplog, depth
+):
+    # Python's JSON encoder (or the text check after it) ran out of stack: the error went
+    # out of the worker, the job stayed running, and its body ran again once its lease
+    # had expired, at every attempt.
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.returns_nested", timezone.now(), [path, depth])
+    token = dispatch_one(job, now=timezone.now())
+    handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert handled.outcome is Outcome.SUCCEEDED
+    job.refresh_from_db()
+    assert (job.status, job.result) == (Status.SUCCEEDED, None)
+    assert f"job result not stored job_id={job.pk} reason=nested too deeply" in caplog.text
+    assert len(read_runs(path)) == 1
+
+
 def test_an_hours_long_backoff_waits_in_postgres_not_in_sqs(settings, tmp_path):
     settings.SCHEDULER_RETRY_BACKOFF_SECONDS = 3 * 3600
     with freeze_time(T0) as clock:

@@ -398,6 +398,29 @@ def test_an_atomic_task_whose_commit_fails_sends_no_replacement(replacements_sen
     assert _committed_effects() == []
 
 
+@pytest.mark.django_db(transaction=True)  # Celery's tracer checks the connections
+@pytest.mark.parametrize(
+    ("task", "committed", "sent"),
+    [
+        ("testapp.atomic_replaces", ["swap:body"], [(("swap:replacement",), ["swap:body"])]),
+        ("testapp.atomic_ignores", ["swap"], []),
+    ],
+    ids=["replace", "ignore"],
+)
+def test_an_atomic_task_called_as_an_ordinary_message_keeps_its_work_when_it_ends_so(
+    replacements_sent, task, committed, sent
+):
+    # Ignore (which self.replace() raises once the replacement is on its way) left the
+    # task's transaction as an error: the body's work rolled back, the replacement (sent
+    # on commit) never went, and Celery, the message acknowledged, ran nothing again.
+    request = {"id": str(uuid.uuid4()), "hostname": "w"}
+    runner = get_task(task)
+    traced = trace_task(runner, request["id"], ["swap"], {}, request=request, app=runner.app)
+    assert traced.info.state == states.IGNORED
+    assert _committed_effects() == committed
+    assert replacements_sent == sent
+
+
 @pytest.mark.django_db(transaction=True)
 def test_ignore_in_an_atomic_task_commits_the_bodys_work_with_its_success():
     job = schedule_at("testapp.atomic_ignores", T0, ["kept"], max_attempts=3)

@@ -119,6 +119,13 @@ def retry_countdown_and_eta(self: SchedulerTask, countdown: float, eta: str) -> 
     raise self.retry(countdown=countdown, eta=datetime.fromisoformat(eta))
 
 
+@shared_task(name="testapp.returns_nested", base=SchedulerTask)
+def returns_nested(path: str, depth: int) -> list[object]:
+    """Records its run, then returns a list nested ``depth`` deep."""
+    record_run(path, "nested")
+    return nested(depth)
+
+
 @shared_task(name="testapp.boom")
 def boom(*args: object, **kwargs: object) -> None:
     """Fails without repeating its arguments."""
