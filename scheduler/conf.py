@@ -286,6 +286,12 @@ class SchedulerSettings:
         """Django's ``USE_TZ``: jobs' times are aware datetimes only when it is on."""
         return bool(django_settings.USE_TZ)
 
+    @staticmethod
+    def task_backend_paths() -> list[str]:
+        """The classes of Django's ``TASKS`` backends, as configured (``django.tasks``)."""
+        configs = getattr(django_settings, "TASKS", {})
+        return [str(config["BACKEND"]) for config in configs.values() if "BACKEND" in config]
+
     @classmethod
     def all_settings(cls) -> list[Setting[Any]]:
         """Every typed setting, for checks and documentation."""

@@ -4,6 +4,9 @@ Runs on Django 5.2 with the django-tasks backport and on Django 6.0's django.tas
 (the CI's two legs). The job's execution on a real worker is in tests/e2e.
 """
 
+import os
+import subprocess
+import sys
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -415,6 +418,23 @@ def test_a_task_ends_for_receivers_in_a_process_that_never_imported_it(
         task_finished.disconnect(receive)
     assert finished == [(str(job_id), TaskResultStatus.FAILED)]
     assert imported == [ADD]
+
+
+def test_a_process_that_never_used_the_backend_still_tells_django_tasks_its_jobs_ended():
+    # A web process (no system checks run) cancels a job before anything there touched
+    # task_backends: the receivers that send task_finished were never connected.
+    probe = (
+        "import django; django.setup()\n"
+        "from scheduler import signals\n"
+        "from scheduler.models import ScheduledJob\n"
+        "print(signals.job_cancelled.has_listeners(ScheduledJob))"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == "True"
 
 
 @pytest.mark.parametrize(
