@@ -249,6 +249,9 @@ class TaskFailures:
     task_name: str
     failed_attempts: int
     failed_jobs: int
+    #: False when more than EXACT_COUNT_LIMIT jobs failed: ``failed_jobs`` counts the
+    #: task's among the latest of them, at least.
+    jobs_exact: bool = True
 
 
 @dataclass(frozen=True)
@@ -613,20 +616,27 @@ def _attempt_runs(lowest: int, highest: int) -> tuple[RawSQL, float]:
 
 def failures_by_task(*, now: datetime, day: LatenessWindow) -> list[TaskFailures]:
     """Per task: failed attempts of the last day (from its lateness sample) and jobs
-    that failed for good in the last 24 hours (a partial index of failed jobs)."""
-    jobs = dict(
+    that failed for good in the last 24 hours (a partial index of failed jobs), counted
+    among the latest EXACT_COUNT_LIMIT + 1: on the day a million fail, not all read."""
+    latest = (
         ScheduledJob.objects.filter(
             status=Status.FAILED, finished_at__gte=now - timedelta(hours=24)
         )
-        .order_by()
-        .values_list("task_name")
-        .annotate(n=Count("pk"))
-        .values_list("task_name", "n")
+        .order_by("-finished_at")
+        .values("task_name")[: EXACT_COUNT_LIMIT + 1]
     )
+    sql, params = latest.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT task_name, count(*) FROM ({sql}) AS latest GROUP BY task_name",  # noqa: S608 - Django's own SQL
+            params,
+        )
+        jobs: dict[str, int] = dict(cursor.fetchall())
+    exact = sum(jobs.values()) <= EXACT_COUNT_LIMIT
     attempts = {row.task_name: row.failed for row in day.rows if row.failed}
     return sorted(
         (
-            TaskFailures(name, attempts.get(name, 0), jobs.get(name, 0))
+            TaskFailures(name, attempts.get(name, 0), jobs.get(name, 0), jobs_exact=exact)
             for name in attempts.keys() | jobs.keys()
         ),
         key=lambda failures: (-failures.failed_attempts, -failures.failed_jobs, failures.task_name),

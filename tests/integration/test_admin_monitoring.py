@@ -205,6 +205,28 @@ def test_counts_beyond_the_exact_limit_are_postgresql_estimates(monkeypatch):
     assert snapshot.overdue == Tally(2)
 
 
+def test_failed_jobs_beyond_the_exact_limit_are_counted_from_the_latest_and_say_so(
+    monkeypatch, admin_client
+):
+    # On the day a downstream system fails a million jobs, the page (every open tab,
+    # every 30 s) read every one of them to count them by task.
+    monkeypatch.setattr(monitoring, "EXACT_COUNT_LIMIT", 2)
+    for minutes in (1, 2, 3, 4):
+        job(Status.FAILED, task_name="testapp.fail", finished_at=T0 - minutes * MINUTE)
+    job(Status.FAILED, task_name="testapp.boom", finished_at=T0 - 30 * MINUTE)
+    with CaptureQueriesContext(connection) as captured:
+        failures = monitoring.failures_by_task(
+            now=T0, day=monitoring.LatenessWindow("last day", [], 1.0)
+        )
+    assert failures == [
+        TaskFailures("testapp.fail", failed_attempts=0, failed_jobs=3, jobs_exact=False)
+    ]
+    [counted] = [q["sql"] for q in captured.captured_queries if "GROUP BY" in q["sql"]]
+    assert "LIMIT 3" in counted
+    page = admin_client.get(MONITORING).content.decode()
+    assert "≥ 3" in page
+
+
 @pytest.mark.usefixtures("known_data")
 def test_large_windows_are_sampled_and_say_so(monkeypatch):
     monkeypatch.setattr(monitoring, "SAMPLE_SIZE", 25)
