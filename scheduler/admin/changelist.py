@@ -46,7 +46,15 @@ else:
 
 
 class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
-    """A paginator that counts at most ``COUNT_LIMIT + 1`` rows (one bounded query)."""
+    """A paginator that counts at most ``COUNT_LIMIT + 1`` rows (one bounded query).
+
+    ``truncated`` says the rows are drawn from a bounded set (a search for the start of
+    a unique key reads its first ``COUNT_LIMIT + 1`` keys): others may match too.
+    """
+
+    def __init__(self, *args: Any, truncated: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.truncated = truncated
 
     @cached_property
     def count(self) -> int:
@@ -57,7 +65,13 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
 
     @property
     def is_capped(self) -> bool:
-        return self.count > COUNT_LIMIT
+        """Whether more rows match than the list counts (or than it could draw from)."""
+        return self.truncated or self.count > COUNT_LIMIT
+
+    @property
+    def limit(self) -> int:
+        """The most rows the list counts."""
+        return COUNT_LIMIT
 
 
 class OfferedChangeList(ChangeList):
@@ -291,8 +305,28 @@ def search_filter(term: str) -> Q:
         # Beyond a bigint, no job has that id.
         found = validation.job_id_in(term)
         return Q(pk=found) if found is not None else Q(pk__in=[])
-    names = sorted(name for name in _known_task_names() if name.startswith(term))
+    names = _task_names_starting(term)
     return Q(task_name__in=names) if names else Q(_IdAmong(key_prefix_ids(term)))
+
+
+def key_search_truncated(term: str) -> bool:
+    """Whether :func:`search_filter` reads ``term`` as the start of a unique key that
+    more than ``COUNT_LIMIT`` keys start: the list's other filters then narrow its first
+    ``COUNT_LIMIT + 1`` alone (one bounded read of the keys' index)."""
+    term = term.strip().removeprefix("#")
+    if not term or _holds_nul(term) or (term.isascii() and term.isdigit()):
+        return False  # no key search (one with a NUL is refused: no key holds one)
+    if _task_names_starting(term):
+        return False
+    keys = key_prefix_ids(term)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM ({keys.sql}) AS keys", keys.params)  # noqa: S608 - ours
+        (count,) = cursor.fetchone() or (0,)
+    return bool(count > COUNT_LIMIT)
+
+
+def _task_names_starting(term: str) -> list[str]:
+    return sorted(name for name in _known_task_names() if name.startswith(term))
 
 
 def key_prefix_ids(prefix: str) -> RawSQL:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, F, QuerySet, Window
@@ -353,6 +354,20 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         return ("-run_at", "-id") if narrowed else tuple(self.ordering or ())
 
     @override
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[ScheduledJob],
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> CappedCountPaginator:
+        truncated = changelist.key_search_truncated(request.GET.get(SEARCH_VAR, ""))
+        return CappedCountPaginator(
+            queryset, per_page, orphans, allow_empty_first_page, truncated=truncated
+        )
+
+    @override
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob], search_term: str
     ) -> tuple[QuerySet[ScheduledJob], bool]:
@@ -625,7 +640,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             # Ticked jobs are acted on by id: one the dispatcher moved on since the list
             # was shown (scheduled, now enqueued) must not fall out of its filters.
             return super().response_action(request, self.get_queryset(request))
-        if CappedCountPaginator(queryset, self.list_per_page).is_capped:
+        if self.get_paginator(request, queryset, self.list_per_page).is_capped:
             # The list said "more than COUNT_LIMIT": one request must not act on millions.
             self.message_user(
                 request,

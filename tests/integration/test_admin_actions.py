@@ -399,6 +399,35 @@ def test_select_all_on_a_list_longer_than_its_count_shows_is_refused(admin_clien
     assert set(ScheduledJob.objects.values_list("status", flat=True)) == {Status.SCHEDULED}
 
 
+def test_a_key_search_past_its_first_keys_with_a_filter_says_so_and_refuses_select_all(
+    admin_client, monkeypatch
+):
+    # The search takes the first COUNT_LIMIT + 1 keys, the filters then those alone: the
+    # list said "0 jobs", and "select all" cancelled none of the scheduled ones, which ran.
+    monkeypatch.setattr(changelist, "COUNT_LIMIT", 5)
+    for number in range(1, 13):
+        job(
+            Status.SUCCEEDED if number <= 6 else Status.SCHEDULED,
+            unique_key=f"payment-{number:02}",
+        )
+    url = f"{CHANGELIST}?q=payment-&status__exact=scheduled"
+    page = admin_client.get(url).content.decode()
+    assert "0 of the first 5 scheduled jobs whose unique key starts so: narrow the search." in page
+    response = admin_client.post(
+        url,
+        {"action": "cancel_selected", "index": "0", "select_across": "1", "_selected_action": "0"},
+        follow=True,
+    )
+    assert messages_of(response) == [
+        "More than 5 jobs match: narrow the list with its filters, or select jobs on "
+        "this page. No job was changed."
+    ]
+    assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 6
+    # A search its first keys hold is whole: as before.
+    narrow = admin_client.get(f"{CHANGELIST}?q=payment-1&status__exact=scheduled")
+    assert "\n3 scheduled jobs\n" in narrow.content.decode()
+
+
 @pytest.mark.parametrize("select_across", ["0", "1"], ids=["ticked", "all selected"])
 def test_a_ticked_job_that_left_the_lists_filter_meanwhile_is_still_acted_on(
     admin_client, select_across
