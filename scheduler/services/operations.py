@@ -139,7 +139,7 @@ def _reschedule(
     reason, actor = validation.reason(reason), validation.actor(actor)
     job_id = job_id_of(job_or_id)
     with transaction.atomic():
-        changes = _deadline_changes(job_id, run_at, deadline)
+        changes = _deadline_changes(job_id, run_at, deadline, states.RESCHEDULE)
         apply_one(job_id, states.RESCHEDULE, **waiting_until(run_at), **changes)
         _record(action, job_id, run_at, changes, reason=reason, actor=actor)
     logger.info(
@@ -172,7 +172,7 @@ def _retry(
         else ScheduledJob.objects.filter(pk=job_id).values_list("unique_key", flat=True).first()
     )
     with transaction.atomic(), unique_key_guard(unique_key):
-        changes = _deadline_changes(job_id, run_at, deadline)
+        changes = _deadline_changes(job_id, run_at, deadline, states.RETRY)
         apply_one(
             job_id,
             states.RETRY,
@@ -201,21 +201,27 @@ def _record(
     audit.record(action, actor=actor, reason=reason, job_id=job_id, **details)
 
 
-def _deadline_changes(job_id: int, run_at: datetime, deadline: datetime | None) -> dict[str, Any]:
+def _deadline_changes(
+    job_id: int, run_at: datetime, deadline: datetime | None, move: states.Transition
+) -> dict[str, Any]:
     """The deadline to store when a job moves to ``run_at``: a new one, or a check of its own.
 
     In the transaction of the move: the job's row stays locked from the check to the
     move, so a deadline another transaction sets meanwhile is the one checked (read
     before, unlocked, it was not, and a job moved past its new deadline expired unrun).
+    A job the ``move`` cannot take (running, say) is left to it to refuse, whatever its
+    deadline: "give a new deadline" would only lead to that refusal.
     """
     if deadline is not None:
         return {"deadline": validation.deadline(deadline, run_at=run_at)}
-    current = (
+    status, current = (
         ScheduledJob.objects.select_for_update()
         .filter(pk=job_id)
-        .values_list("deadline", flat=True)
+        .values_list("status", "deadline")
         .first()
-    )
+    ) or (None, None)
+    if status not in move.sources:
+        return {}
     if current is not None and current <= run_at:
         raise InvalidArgumentsError(
             "deadline",

@@ -324,6 +324,22 @@ def test_retry_gives_a_finished_job_a_fresh_set_of_attempts(status):
         retry(job)
 
 
+@freeze_time(T0)
+@pytest.mark.parametrize("status", [Status.RUNNING, Status.SUCCEEDED])
+@pytest.mark.parametrize(
+    "operation",
+    [run_now, retry, lambda job: reschedule(job, T0 + timedelta(days=1))],
+    ids=["run_now", "retry", "reschedule"],
+)
+def test_a_job_no_operation_can_take_is_refused_as_such_whatever_its_deadline(status, operation):
+    # Past its deadline, it was asked for a new deadline (InvalidArgumentsError), then
+    # refused with one: a caller catching InvalidTransitionError for "it already ran"
+    # got a ValueError instead.
+    job = _job(status, attempts=1, deadline=T0 - timedelta(minutes=1), finished_at=T0)
+    with pytest.raises(InvalidTransitionError, match=f"it is {status}"):
+        operation(job)
+
+
 def test_retry_refuses_when_the_unique_key_was_taken_meanwhile():
     old = _job(Status.FAILED, unique_key="k", finished_at=T0)
     schedule_at(noop, T0, unique_key="k")
