@@ -1,10 +1,28 @@
-"""The formatted tracebacks attempts keep, read: the line that names the exception."""
+"""The formatted tracebacks attempts keep: bounded, and read for the line that names
+the exception."""
 
 import itertools
+import re
 
 #: How Python prints an exception group's traceback: its first line, and each own line's
 #: margin.
 _GROUP_START, _GROUP_MARGIN = "  + Exception Group Traceback", "  | "
+
+
+#: Room for the note that says how much of a bounded traceback was left out.
+_LEFT_OUT_ROOM = 64
+_LEFT_OUT = re.compile(r"\[[\d,]+ characters left out\]")
+
+
+def bounded(traceback: str, *, length: int) -> str:
+    """``traceback`` within ``length`` characters: its start (the call stack) and its end
+    (the exception), and how much of its middle was left out."""
+    if len(traceback) <= length:
+        return traceback
+    kept = length - _LEFT_OUT_ROOM
+    start = kept // 2
+    end = len(traceback) - (kept - start)
+    return f"{traceback[:start]}\n[{end - start:,} characters left out]\n{traceback[end:]}"
 
 
 def exception_line(traceback: str) -> str:
@@ -21,7 +39,15 @@ def exception_line(traceback: str) -> str:
     frames = [number for number, line in enumerate(lines) if line.startswith("  File ")]
     if not frames:
         return lines[-1] if lines else ""
-    return next((line for line in lines[frames[-1] + 1 :] if not line.startswith(" ")), "")
+    # Not the note of a bounded traceback whose middle held the exception's line.
+    return next(
+        (
+            line
+            for line in lines[frames[-1] + 1 :]
+            if not line.startswith(" ") and not _LEFT_OUT.fullmatch(line)
+        ),
+        "",
+    )
 
 
 def exception_summary(traceback: str, *, length: int) -> str:

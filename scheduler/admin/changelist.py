@@ -16,6 +16,7 @@ from django.contrib.admin.views.main import (
     IGNORED_PARAMS,
     ORDER_VAR,
     PAGE_VAR,
+    SEARCH_VAR,
     ChangeList,
 )
 from django.core.paginator import Paginator
@@ -309,11 +310,13 @@ def search_filter(term: str) -> Q:
     return Q(task_name__in=names) if names else Q(_IdAmong(key_prefix_ids(term)))
 
 
-def key_search_truncated(term: str) -> bool:
-    """Whether :func:`search_filter` reads ``term`` as the start of a unique key that
-    more than ``COUNT_LIMIT`` keys start: the list's other filters then narrow its first
-    ``COUNT_LIMIT + 1`` alone (one bounded read of the keys' index)."""
-    term = term.strip().removeprefix("#")
+def key_search_truncated(params: Mapping[str, Any]) -> bool:
+    """Whether the list's filters narrow a search for the start of a unique key that
+    more than ``COUNT_LIMIT`` keys start: its first ``COUNT_LIMIT + 1`` alone then (one
+    bounded read of the keys' index). Without filters, the capped count says so."""
+    if not any(name not in _LIST_PARAMETERS for name in params):
+        return False
+    term = str(params.get(SEARCH_VAR, "")).strip().removeprefix("#")
     if not term or _holds_nul(term) or (term.isascii() and term.isdigit()):
         return False  # no key search (one with a NUL is refused: no key holds one)
     if _task_names_starting(term):

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.views.main import SEARCH_VAR
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, F, QuerySet, Window
@@ -362,7 +361,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         orphans: int = 0,
         allow_empty_first_page: bool = True,
     ) -> CappedCountPaginator:
-        truncated = changelist.key_search_truncated(request.GET.get(SEARCH_VAR, ""))
+        truncated = changelist.key_search_truncated(request.GET)
         return CappedCountPaginator(
             queryset, per_page, orphans, allow_empty_first_page, truncated=truncated
         )
@@ -640,12 +639,21 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             # Ticked jobs are acted on by id: one the dispatcher moved on since the list
             # was shown (scheduled, now enqueued) must not fall out of its filters.
             return super().response_action(request, self.get_queryset(request))
-        if self.get_paginator(request, queryset, self.list_per_page).is_capped:
-            # The list said "more than COUNT_LIMIT": one request must not act on millions.
+        paginator = self.get_paginator(request, queryset, self.list_per_page)
+        if paginator.is_capped:
+            # The list said "more than COUNT_LIMIT", or that it drew from the first keys
+            # a search found: one request must not act on millions, nor on some of them.
+            narrow = (
+                f"more than {changelist.COUNT_LIMIT} unique keys start as the search "
+                "does: narrow the search"
+                if paginator.truncated
+                else f"more than {changelist.COUNT_LIMIT} jobs match: narrow the list with "
+                "its filters"
+            )
             self.message_user(
                 request,
-                f"More than {changelist.COUNT_LIMIT} jobs match: narrow the list with its "
-                "filters, or select jobs on this page. No job was changed.",
+                f"{narrow[0].upper()}{narrow[1:]}, or select jobs on this page. "
+                "No job was changed.",
                 messages.ERROR,
             )
             return HttpResponseRedirect(request.get_full_path())

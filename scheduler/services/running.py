@@ -14,7 +14,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from scheduler import signals, states, validation
+from scheduler import signals, states, tracebacks, validation
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import ResultRefusedError
 from scheduler.models import JobAttempt, ScheduledJob, covered_by_pause, paused_sql
@@ -36,12 +36,8 @@ logger = logging.getLogger(__name__)
 _LAST_ERROR_LENGTH = 2000
 
 #: The most of an error's text an attempt keeps: its start (the call stack) and its end
-#: (the exception), the rest left out. An exception may quote a whole reply (a gateway's
-#: page, a dump): every attempt would keep it, and past 1 GB PostgreSQL would refuse it.
+#: (the exception), the rest left out.
 ERROR_LENGTH = 65_536
-
-#: Room for the note that says how much was left out.
-_LEFT_OUT_ROOM = 64
 
 
 class _Paused(TypedDict):
@@ -488,7 +484,9 @@ def _retry_or_fail(
         changes.update(finished_at=now)
     # An exception's text is the body's (a gateway's reply, say): it may hold what
     # PostgreSQL cannot store, and the outcome must be recorded all the same.
-    error = validation.storable_text(_bounded(error))
+    # An exception may quote a whole reply (a gateway's page, a dump): every attempt
+    # would keep it, and past 1 GB PostgreSQL would refuse it.
+    error = validation.storable_text(tracebacks.bounded(error, length=ERROR_LENGTH))
     last_error = error[-_LAST_ERROR_LENGTH:]
     if not _record(
         job,
@@ -507,17 +505,6 @@ def _retry_or_fail(
             signals.job_failed, job_id=job.pk, task_name=job.task_name, error=error
         )
     return transition.target
-
-
-def _bounded(error: str) -> str:
-    """``error`` within :data:`ERROR_LENGTH` characters: its start and end, and how much
-    of its middle was left out."""
-    if len(error) <= ERROR_LENGTH:
-        return error
-    kept = ERROR_LENGTH - _LEFT_OUT_ROOM
-    start = kept // 2
-    end = len(error) - (kept - start)
-    return f"{error[:start]}\n[{end - start:,} characters left out]\n{error[end:]}"
 
 
 def _record(

@@ -234,7 +234,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             )
         if eta is None and countdown is None:
             countdown = self.default_retry_delay
-        when: Any = eta or countdown  # Celery shows seconds or a time
+        when: Any = countdown or eta  # Celery shows seconds or a time; a countdown wins
         signal = Retry(exc=exc, when=when)
         run.request_retry(
             # Celery's countdown wins over an eta.

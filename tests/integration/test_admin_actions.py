@@ -412,15 +412,17 @@ def test_a_key_search_past_its_first_keys_with_a_filter_says_so_and_refuses_sele
         )
     url = f"{CHANGELIST}?q=payment-&status__exact=scheduled"
     page = admin_client.get(url).content.decode()
-    assert "0 of the first 5 scheduled jobs whose unique key starts so: narrow the search." in page
+    assert "0 among the first 6 scheduled jobs whose unique key starts so: narrow the search." in (
+        page
+    )
     response = admin_client.post(
         url,
         {"action": "cancel_selected", "index": "0", "select_across": "1", "_selected_action": "0"},
         follow=True,
     )
     assert messages_of(response) == [
-        "More than 5 jobs match: narrow the list with its filters, or select jobs on "
-        "this page. No job was changed."
+        "More than 5 unique keys start as the search does: narrow the search, or select "
+        "jobs on this page. No job was changed."
     ]
     assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 6
     # A search its first keys hold is whole: as before.

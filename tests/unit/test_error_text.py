@@ -5,8 +5,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scheduler.services.running import ERROR_LENGTH, _bounded
-from scheduler.tracebacks import exception_summary
+from scheduler.services.running import ERROR_LENGTH
+from scheduler.tracebacks import bounded, exception_summary
 
 
 @given(
@@ -16,7 +16,7 @@ from scheduler.tracebacks import exception_summary
 )
 def test_an_error_keeps_its_start_and_end_within_the_limit(start, middle, end):
     error = start + "x" * middle + end
-    kept = _bounded(error)
+    kept = bounded(error, length=ERROR_LENGTH)
     assert len(kept) <= ERROR_LENGTH
     assert kept.startswith(start)
     assert kept.endswith(end)
@@ -44,5 +44,13 @@ def test_the_summary_is_the_line_naming_the_exception_cut_to_the_length():
     assert exception_summary("Traceback\nKeyError: 'a'", length=20) == "KeyError: 'a'"
     assert exception_summary("", length=20) == ""
     # Of an error kept by its start and end, the exception's line is at its start.
-    kept = _bounded(error.replace("y" * 100, "y" * 3 * ERROR_LENGTH))
+    kept = bounded(error.replace("y" * 100, "y" * 3 * ERROR_LENGTH), length=ERROR_LENGTH)
     assert exception_summary(kept, length=20) == "ValueError: yyyyyyyy…"
+
+
+def test_a_bounded_traceback_whose_middle_held_the_exceptions_line_is_not_summed_up_by_its_note():
+    frames = "".join(f'  File "app.py", line {n}, in step\n    step()\n' for n in range(2000))
+    error = "Traceback (most recent call last):\n" + frames + "ValueError: " + "z" * 50_000
+    kept = bounded(error, length=ERROR_LENGTH)
+    assert "characters left out]" in kept
+    assert exception_summary(kept, length=20) == "zzzzzzzzzzzzzzzzzzzz…"  # its end
