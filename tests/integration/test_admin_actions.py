@@ -381,18 +381,23 @@ def test_select_all_acts_on_every_job_matching_the_filters(admin_client):
     assert ScheduledJob.objects.get(pk=noop_in_other_queue.pk).status == Status.SCHEDULED
 
 
+def _cancel_all(client, url: str) -> list[str]:
+    """Cancel with "select all" on the list at ``url``; the messages it answers with."""
+    response = client.post(
+        url,
+        {"action": "cancel_selected", "index": "0", "select_across": "1", "_selected_action": "0"},
+        follow=True,
+    )
+    return messages_of(response)
+
+
 def test_select_all_on_a_list_longer_than_its_count_shows_is_refused(admin_client, monkeypatch):
     # The list counts up to COUNT_LIMIT and says "10001": acting on every matching row,
     # millions maybe, in one request, is not what the operator was shown.
     monkeypatch.setattr(changelist, "COUNT_LIMIT", 5)
     for _ in range(6):
         job(Status.SCHEDULED)
-    response = admin_client.post(
-        CHANGELIST,
-        {"action": "cancel_selected", "index": "0", "select_across": "1", "_selected_action": "0"},
-        follow=True,
-    )
-    assert messages_of(response) == [
+    assert _cancel_all(admin_client, CHANGELIST) == [
         "More than 5 jobs match: narrow the list with its filters, or select jobs on "
         "this page. No job was changed."
     ]
@@ -415,12 +420,7 @@ def test_a_key_search_past_its_first_keys_with_a_filter_says_so_and_refuses_sele
     assert "0 among the first 6 scheduled jobs whose unique key starts so: narrow the search." in (
         page
     )
-    response = admin_client.post(
-        url,
-        {"action": "cancel_selected", "index": "0", "select_across": "1", "_selected_action": "0"},
-        follow=True,
-    )
-    assert messages_of(response) == [
+    assert _cancel_all(admin_client, url) == [
         "More than 5 unique keys start as the search does: narrow the search, or select "
         "jobs on this page. No job was changed."
     ]

@@ -5,7 +5,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -75,19 +75,30 @@ def deep(monkeypatch) -> Iterator[list[object]]:
 
 
 @contextmanager
-def short_stack() -> Iterator[None]:
-    """Lowers the stack of PostgreSQL's backends to its least: this connection's, and any
-    new one's in this database (a worker replaces a connection between its steps)."""
-    database = connection.ops.quote_name(connection.settings_dict["NAME"])
+def changed_database(change: list[str], undo: list[str]) -> Iterator[None]:
+    """The statements ``change`` run, then ``undo`` once the block ends, however it ends."""
     with connection.cursor() as cursor:
-        cursor.execute(f"ALTER DATABASE {database} SET max_stack_depth = '100kB'")
-        cursor.execute("SET max_stack_depth = '100kB'")
+        for statement in change:
+            cursor.execute(statement)
     try:
         yield
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f"ALTER DATABASE {database} RESET max_stack_depth")
-            cursor.execute("RESET max_stack_depth")
+            for statement in undo:
+                cursor.execute(statement)
+
+
+def short_stack() -> AbstractContextManager[None]:
+    """Lowers the stack of PostgreSQL's backends to its least: this connection's, and any
+    new one's in this database (a worker replaces a connection between its steps)."""
+    database = connection.ops.quote_name(connection.settings_dict["NAME"])
+    return changed_database(
+        [
+            f"ALTER DATABASE {database} SET max_stack_depth = '100kB'",
+            "SET max_stack_depth = '100kB'",
+        ],
+        [f"ALTER DATABASE {database} RESET max_stack_depth", "RESET max_stack_depth"],
+    )
 
 
 @pytest.mark.parametrize("call", list(CALLS))
@@ -152,75 +163,43 @@ def test_a_retry_whose_arguments_postgresql_refuses_is_recorded_as_the_attempts_
     assert Effect.objects.count() == (0 if task.startswith("testapp.atomic") else 1)
 
 
-@freeze_time(NOON)
-@pytest.mark.django_db(transaction=True)
-def test_a_result_postgresql_refuses_is_dropped_and_the_success_recorded(deep, caplog):
-    job = schedule_at("testapp.echo", NOON, [deep])
-    with caplog.at_level(logging.INFO), short_stack():
-        handled = _deliver(job)
-
-    assert handled.outcome == Outcome.SUCCEEDED
-    job.refresh_from_db()
-    assert (job.status, job.result, job.attempts) == (Status.SUCCEEDED, None, 1)
-    assert (
-        f"job result not stored job_id={job.pk} reason=PostgreSQL refused to store the "
-        "result (stack depth limit exceeded)"
-    ) in caplog.text
-    assert "waits for the database" not in caplog.text
-    assert SECRET not in caplog.text
-
-
-@freeze_time(NOON)
-@pytest.mark.django_db(transaction=True)
-def test_an_atomic_result_postgresql_refuses_is_the_attempts_error(deep, caplog):
-    # Its transaction broken by the refusal, the success cannot be recorded in it.
-    job = schedule_at("testapp.atomic_echo", NOON, [deep], max_attempts=2)
-    with caplog.at_level(logging.INFO), short_stack():
-        handled = _deliver(job)
-
-    assert handled.outcome == Outcome.RETRYING
-    assert isinstance(handled.error, ResultRefusedError)
-    job.refresh_from_db()
-    assert job.status == Status.SCHEDULED
-    assert job.history.get().outcome == JobAttempt.Outcome.ERROR
-    assert (
-        "ResultRefusedError: PostgreSQL refused to store the result (stack depth limit exceeded)"
-    ) in job.last_error
-    _quoted_nowhere(job, handled, caplog)
-
-
-@contextmanager
-def results_refused_by_a_trigger() -> Iterator[None]:
+def results_refused_by_a_trigger() -> AbstractContextManager[None]:
     """PostgreSQL refuses, for a reason of its own, any job result with a ``refuse`` key
     (a trigger of the user's, say, or an allocation PostgreSQL cannot make)."""
     table = connection.ops.quote_name(ScheduledJob._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
+    return changed_database(
+        [
             "CREATE FUNCTION test_refuse_result() RETURNS trigger LANGUAGE plpgsql AS $$ "
             "BEGIN IF NEW.result ? 'refuse' THEN "
-            "RAISE EXCEPTION 'result refused by a trigger'; END IF; RETURN NEW; END $$"
-        )
-        cursor.execute(
+            "RAISE EXCEPTION 'result refused by a trigger'; END IF; RETURN NEW; END $$",
             f"CREATE TRIGGER test_refuse_result BEFORE UPDATE ON {table} "
-            "FOR EACH ROW EXECUTE FUNCTION test_refuse_result()"
-        )
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TRIGGER test_refuse_result ON {table}")
-            cursor.execute("DROP FUNCTION test_refuse_result()")
+            "FOR EACH ROW EXECUTE FUNCTION test_refuse_result()",
+        ],
+        [f"DROP TRIGGER test_refuse_result ON {table}", "DROP FUNCTION test_refuse_result()"],
+    )
+
+
+#: Results PostgreSQL refuses, how, and in its words: past its limits (JSON deeper than
+#: its stack), or for a reason of its own (a trigger's exception).
+REFUSALS = {
+    "past_limits": (lambda deep: deep, short_stack, "stack depth limit exceeded"),
+    "trigger": (
+        lambda deep: {"refuse": SECRET},
+        results_refused_by_a_trigger,
+        "result refused by a trigger",
+    ),
+}
 
 
 @freeze_time(NOON)
 @pytest.mark.django_db(transaction=True)
-def test_a_result_postgresql_refuses_for_another_reason_is_dropped_and_the_success_recorded(
-    caplog,
-):
-    # The error went out of the worker, the job stayed running, and once its lease had
-    # expired the body that had succeeded ran again.
-    job = schedule_at("testapp.echo", NOON, [{"refuse": SECRET}])
-    with caplog.at_level(logging.INFO), results_refused_by_a_trigger():
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_a_result_postgresql_refuses_is_dropped_and_the_success_recorded(deep, caplog, refusal):
+    # A trigger's refusal went out of the worker, the job stayed running, and once its
+    # lease had expired the body that had succeeded ran again.
+    value, refusing, said = REFUSALS[refusal]
+    job = schedule_at("testapp.echo", NOON, [value(deep)])
+    with caplog.at_level(logging.INFO), refusing():
         handled = _deliver(job)
 
     assert handled.outcome == Outcome.SUCCEEDED
@@ -230,15 +209,20 @@ def test_a_result_postgresql_refuses_for_another_reason_is_dropped_and_the_succe
     assert job.history.get().outcome == JobAttempt.Outcome.SUCCEEDED
     assert (
         f"job result not stored job_id={job.pk} reason=PostgreSQL refused to store the "
-        "result (result refused by a trigger)"
+        f"result ({said})"
     ) in caplog.text
+    assert "waits for the database" not in caplog.text
+    assert SECRET not in caplog.text
 
 
 @freeze_time(NOON)
 @pytest.mark.django_db(transaction=True)
-def test_an_atomic_result_postgresql_refuses_for_another_reason_is_the_attempts_error(caplog):
-    job = schedule_at("testapp.atomic_echo", NOON, [{"refuse": SECRET}], max_attempts=2)
-    with caplog.at_level(logging.INFO), results_refused_by_a_trigger():
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_an_atomic_result_postgresql_refuses_is_the_attempts_error(deep, caplog, refusal):
+    # Its transaction broken by the refusal, the success cannot be recorded in it.
+    value, refusing, said = REFUSALS[refusal]
+    job = schedule_at("testapp.atomic_echo", NOON, [value(deep)], max_attempts=2)
+    with caplog.at_level(logging.INFO), refusing():
         handled = _deliver(job)
 
     assert handled.outcome == Outcome.RETRYING
@@ -246,6 +230,7 @@ def test_an_atomic_result_postgresql_refuses_for_another_reason_is_the_attempts_
     job.refresh_from_db()
     assert job.status == Status.SCHEDULED
     assert job.history.get().outcome == JobAttempt.Outcome.ERROR
-    assert (
-        "ResultRefusedError: PostgreSQL refused to store the result (result refused by a trigger)"
-    ) in job.last_error
+    assert f"ResultRefusedError: PostgreSQL refused to store the result ({said})" in (
+        job.last_error
+    )
+    _quoted_nowhere(job, handled, caplog)
