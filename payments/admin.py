@@ -3,6 +3,8 @@
 from typing import TYPE_CHECKING
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -64,6 +66,14 @@ class PaymentAdmin(ReadOnlyAdminMixin, PaymentAdminBase):
 
     class Media:
         css = {"all": ("scheduler/admin.css",)}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Payment]:
+        # The pages show nothing of the capture job's arguments and result (up to 256 MB).
+        return (
+            super()
+            .get_queryset(request)
+            .defer("capture_job__args", "capture_job__kwargs", "capture_job__result")
+        )
 
     @admin.display(description="status", ordering="status")
     def payment_status(self, payment: Payment) -> SafeString:

@@ -149,12 +149,19 @@ class JobChangeList(OfferedChangeList):
     def get_queryset(
         self, request: HttpRequest, exclude_parameters: Any = None
     ) -> QuerySet[ScheduledJob]:
-        rows: QuerySet[ScheduledJob] = super().get_queryset(request, exclude_parameters)
+        # The list shows neither arguments nor results (up to 256 MB each): not read.
+        rows: QuerySet[ScheduledJob] = (
+            super().get_queryset(request, exclude_parameters).defer(*_NOT_LISTED)
+        )
         if "-finished_at" not in rows.query.order_by:
             return rows
         # Succeeded jobs, latest finished first: from the period's start, if it has one.
         since = succeeded_listing(request.GET, now=timezone.now()).finished_since
         return rows if since is None else rows.filter(finished_at__gte=since)
+
+
+#: The job fields the list shows nothing of, which may be large.
+_NOT_LISTED = ("args", "kwargs", "result")
 
 
 def _drill_down_start(year: object, month: object, day: object) -> datetime | None:

@@ -149,11 +149,35 @@ def test_payments_list_links_each_capture_job_with_its_status_and_time(admin_cli
     assert content.count('<span class="job-status job-status-scheduled">Scheduled</span>') == 3
     assert "2026-12-08 12:00:00" in content  # 14 days after T0, to the second
     assert len(queries) <= 8
+    [rows] = [
+        q["sql"]
+        for q in queries.captured_queries
+        if 'FROM "payments_payment" LEFT OUTER JOIN "scheduler_scheduledjob"' in q["sql"]
+    ]
+    assert '"args"' not in rows  # the capture job's: shown nowhere
     detail = admin_client.get(reverse("admin:payments_payment_change", args=[payments[0].pk]))
     first_job_url = reverse(
         "admin:scheduler_scheduledjob_change", args=[payments[0].capture_job_id]
     )
     assert f'<a href="{first_job_url}">' in detail.content.decode()
+
+
+@pytest.mark.parametrize("query", ["", "?status__exact=succeeded", "?q=testapp"])
+def test_the_list_reads_no_jobs_arguments_or_results(admin_client, query):
+    # Fifty rows a page, each with arguments and a result of up to 256 MB: the list shows
+    # neither, and read both.
+    job(Status.SUCCEEDED, args=["a" * 1000], result={"report": "r" * 1000}, finished_at=T0)
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(f"{CHANGELIST}{query}")
+    assert response.status_code == 200
+    assert len(response.context["cl"].result_list) == 1
+    [rows] = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].startswith('SELECT "scheduler_scheduledjob"."id"') and "ORDER BY" in q["sql"]
+    ]
+    assert '"args"' not in rows
+    assert '"result"' not in rows
 
 
 @pytest.mark.parametrize("zone", ["Europe/Paris", "America/New_York"])
