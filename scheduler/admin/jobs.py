@@ -82,6 +82,9 @@ from scheduler.services.submissions import submit_once
 
 logger = logging.getLogger(__name__)
 
+#: The most of a job's arguments, as indented JSON, its page shows: they may run to
+#: 256 MB, which no browser shows.
+_SHOWN_JSON_LENGTH = 65_536
 #: Seconds between reloads of the monitoring page.
 MONITORING_REFRESH_SECONDS = 30
 #: How ended jobs past their deadline get a new one.
@@ -928,6 +931,9 @@ def _change_url(job_id: int) -> str:
 
 
 def _pretty_json(value: Any) -> SafeString:
-    return format_html(
-        '<pre class="job-json">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False)
-    )
+    """``value`` as indented JSON, its start only past :data:`_SHOWN_JSON_LENGTH`."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    if len(text) > _SHOWN_JSON_LENGTH:
+        more = len(text) - _SHOWN_JSON_LENGTH
+        text = f"{text[:_SHOWN_JSON_LENGTH]}\n… and {more:,} more characters"
+    return format_html('<pre class="job-json">{}</pre>', text)

@@ -420,6 +420,16 @@ def test_a_job_that_started_or_ended_is_read_only(admin_client, status):
     assert ScheduledJob.objects.get(pk=other.pk).status == status
 
 
+def test_job_page_shows_the_start_of_arguments_too_long_to_show(admin_client):
+    # Arguments may run to 256 MB: the page was as long, for a browser to choke on.
+    long = job(Status.SCHEDULED, args=["x" * 1_000_000], kwargs={"k": 1})
+    content = admin_client.get(change_url(long)).content.decode()
+    assert len(content) < 300_000
+    assert f'<pre class="job-json">[\n  &quot;{"x" * 100}' in content
+    assert "… and 934,472 more characters</pre>" in content
+    assert "&quot;k&quot;: 1" in content
+
+
 def test_job_page_shows_pretty_arguments_and_every_attempt_with_its_traceback(admin_client):
     failed = job(
         Status.FAILED,
