@@ -7,7 +7,7 @@ from io import StringIO
 import pytest
 from celery import current_app
 from django.apps import apps
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import DEFAULT_DB_ALIAS
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
@@ -129,8 +129,10 @@ def test_dispatch_command_once_sends_due_jobs(sqs_queue):
     assert statuses == {due.pk: "enqueued", later.pk: "scheduled"}
 
 
-def test_dispatch_command_once_retries_a_dead_workers_job_at_once(sqs_queue):
-    # An operator's single tick judges leases: it has no first lease to wait out.
+def test_dispatch_command_once_judges_leases_only_when_told(sqs_queue):
+    # Run as PostgreSQL came back from an outage longer than a lease (an operator's
+    # "recover now"), the tick retried every running job at once: their workers had not
+    # beaten yet, and each job ran twice at the same time. Told, it judges them.
     job = schedule_at("testapp.noop", timezone.now())
     token = dispatch_one(job, now=timezone.now())
     claimed = running.claim(job_id=job.pk, task_name=job.task_name, token=token, worker="w")
@@ -140,9 +142,15 @@ def test_dispatch_command_once_retries_a_dead_workers_job_at_once(sqs_queue):
     )
     out = StringIO()
     call_command("scheduler_dispatch", "--once", stdout=out)
+    assert json.loads(out.getvalue())["leases_expired"] == 0
+    assert ScheduledJob.objects.get(pk=job.pk).status == "running"
+    out = StringIO()
+    call_command("scheduler_dispatch", "--once", "--judge-leases", stdout=out)
     assert json.loads(out.getvalue())["leases_expired"] == 1
     job.refresh_from_db()
     assert job.last_error.startswith("lease expired")
+    with pytest.raises(CommandError, match="--judge-leases goes with --once"):
+        call_command("scheduler_dispatch", "--judge-leases")
 
 
 def test_dispatch_command_once_fails_when_sqs_is_down(sqs_queue, settings):

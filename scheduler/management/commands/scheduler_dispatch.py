@@ -1,4 +1,5 @@
-"""``python manage.py scheduler_dispatch [--once]``: run the dispatcher in this process."""
+"""``python manage.py scheduler_dispatch [--once [--judge-leases]]``: run the dispatcher
+in this process."""
 
 import json
 import signal
@@ -6,7 +7,7 @@ from dataclasses import asdict
 from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from scheduler.dispatch.dispatcher import Dispatcher
 
@@ -19,16 +20,21 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--once", action="store_true", help="Run a single tick and exit.")
         parser.add_argument(
-            "--once",
+            "--judge-leases",
             action="store_true",
-            help="Run a single tick, judging leases at once, and exit (the loop judges "
-            "none in its first lease).",
+            help="With --once: also retry running jobs whose lease has expired, at once. "
+            "Not within a lease of PostgreSQL coming back from an outage: their workers "
+            "may not have renewed them yet, and each would run twice at once. (The loop "
+            "judges none in its first lease, nor in a lease after an outage.)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        # An operator's single tick has no first lease to wait out.
-        dispatcher = Dispatcher(judge_leases_at_once=options["once"])
+        if options["judge_leases"] and not options["once"]:
+            raise CommandError("--judge-leases goes with --once")
+        # A single tick judges leases only when told: it cannot know of a recent outage.
+        dispatcher = Dispatcher(judge_leases_at_once=options["judge_leases"])
         if options["once"]:
             result = dispatcher.run_once()
             self.stdout.write(json.dumps(asdict(result)))
