@@ -112,7 +112,8 @@ def check_settings(
         if not setting.is_valid(value):
             errors.append(
                 Error(
-                    f"{setting.setting_name} must be {setting.expected}, got {value!r}.",
+                    f"{setting.setting_name} must be {setting.expected}, "
+                    f"got {setting.shown(value)}.",
                     hint=setting.help_text,
                     id=setting.error_id,
                 )

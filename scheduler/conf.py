@@ -60,9 +60,18 @@ class Setting(ABC, Generic[T]):
         value: Any = self.raw()
         return value  # type: ignore[no-any-return]
 
+    #: Whether its value is a secret, which no message quotes.
+    secret = False
+
     def raw(self) -> object:
         """The configured value, unchecked."""
         return getattr(django_settings, self.setting_name, self.default)
+
+    def shown(self, value: object) -> str:
+        """``value`` as a message may quote it: a secret's type and length only."""
+        if not self.secret:
+            return repr(value)
+        return f"a {type(value).__name__} of {len(str(value))} characters, not shown"
 
     @abstractmethod
     def is_valid(self, value: object) -> bool:
@@ -147,10 +156,12 @@ class OptionalText(Setting[str | None]):
         *,
         validator: Callable[[str], bool] | None = None,
         expected: str | None = None,
+        secret: bool = False,
     ) -> None:
         super().__init__(default, help_text)
         self.validator = validator
         self.expected = expected or self.expected
+        self.secret = secret
 
     def is_valid(self, value: object) -> bool:
         return value is None or _is_text(value, self.validator)
@@ -257,7 +268,8 @@ class SchedulerSettings:
         "The bearer token /metrics requires (Authorization: Bearer <token>); None leaves "
         "it open, for a network where only Prometheus reaches it.",
         validator=_is_token,
-        expected="None or printable ASCII without spaces",
+        expected="None or printable ASCII without spaces (nor a newline at its end)",
+        secret=True,
     )
     METRICS_WINDOW_SECONDS = PositiveInt(
         300,

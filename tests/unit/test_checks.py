@@ -124,3 +124,13 @@ def test_lowered_limits_for_tests_are_consistent():
 
 def test_a_metrics_token_is_accepted():
     assert ids(SCHEDULER_METRICS_TOKEN="Zq8-7Hk_Lw.mP2~x") == []
+
+
+@pytest.mark.parametrize("token", ["pr0d-metrics-t0ken-9f8e7d\n", "pr0d metrics t0ken"])
+def test_a_secret_setting_refused_is_not_quoted(token):
+    # A secret file's trailing newline stopped every process, each printing the token.
+    with override_settings(SCHEDULER_METRICS_TOKEN=token):
+        [error] = check_settings()
+    said = f"{error.msg} {error.hint}"
+    assert "t0ken" not in said
+    assert f"a str of {len(token)} characters, not shown" in said
