@@ -151,8 +151,11 @@ def _template(task_name: str, queue: str) -> str:
     marks = {name: f"<{marker}:{name}>" for name in _FIELDS}
     # Celery takes an eta already in ISO format as it is, so the marker goes in its place.
     eta: Any = marks["eta"]
+    # ignore_result None, as Celery's send_task: the worker keeps the result or not as
+    # the task says (False kept it for a task with ignore_result=True).
+    unset: Any = None  # typed bool in celery-types; Celery's send_task passes None
     headers, properties, body, _ = current_app.amqp.as_task_v2(
-        marks["task_id"], task_name, args=(), kwargs={}, eta=eta
+        marks["task_id"], task_name, args=(), kwargs={}, eta=eta, ignore_result=unset
     )
     headers[PROTOCOL_HEADER] = PROTOCOL_VERSION
     headers.update({name: marks[name] for name in _JOB_FIELDS})

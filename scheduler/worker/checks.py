@@ -204,6 +204,28 @@ def check_worker_consumer(
 
 
 @register()
+def check_accepted_content(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Refuse a worker that does not accept JSON: every job's message is JSON (its
+    arguments stay in PostgreSQL), whatever the task's serializer."""
+    configured: Any = current_app.conf.accept_content or ()
+    accepted = sorted(map(str, configured))
+    # A serializer's name or its content type, as Celery takes either.
+    if {"json", "application/json"} & set(accepted):
+        return []
+    return [
+        Error(
+            f"Celery's workers accept {accepted}, not JSON: every job's message is "
+            "JSON, which they would refuse and drop, every copy, so no job would run.",
+            hint="Add 'json' to CELERY_ACCEPT_CONTENT.",
+            id="scheduler.E023",
+        )
+    ]
+
+
+@register()
 def check_connection_reuse(
     app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
     **kwargs: Any,

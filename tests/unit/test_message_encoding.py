@@ -48,6 +48,9 @@ def test_the_sqs_body_is_a_celery_protocol_2_message_for_the_jobs_own_task():
     assert envelope["headers"]["id"] == envelope["properties"]["correlation_id"]
     assert envelope["properties"]["body_encoding"] == "base64"
     assert envelope["properties"]["delivery_info"] == {"exchange": "", "routing_key": "jobs"}
+    # As Celery's send_task: the worker keeps the result or not as the task says (False
+    # kept it for a task with ignore_result=True).
+    assert envelope["headers"]["ignore_result"] is None
     # The arguments stay in PostgreSQL.
     args, kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
     assert (args, kwargs) == ([], {})
@@ -61,14 +64,14 @@ def test_every_message_gets_its_own_task_id_and_delivery_tag():
 
 
 def celery_envelope(message, *, task_id, delivery_tag):
-    """The envelope Celery's own ``send_task_message`` makes of ``message`` with kombu.
+    """The envelope Celery's own ``send_task`` makes of ``message`` with kombu.
 
     kombu's SQS transport is its virtual transport, whose envelope the in-memory one
     keeps as it is; SQS then only base64-encodes it as JSON. kombu draws its own
     delivery tag, replaced by ``delivery_tag``.
     """
     task = current_app.amqp.as_task_v2(
-        task_id, message.task_name, args=(), kwargs={}, eta=message.eta
+        task_id, message.task_name, args=(), kwargs={}, eta=message.eta, ignore_result=None
     )
     task.headers.update(JobRef(message.job_id, message.dispatch_token).headers())
     with Connection("memory://") as connection:

@@ -5,6 +5,7 @@ import pytest
 from celery import current_app
 
 from scheduler.worker.checks import (
+    check_accepted_content,
     check_acks_late,
     check_broker_transport,
     check_prefetch,
@@ -94,3 +95,20 @@ def test_tasks_acknowledged_late_are_a_warning(monkeypatch):
     assert "CELERY_TASK_ACKS_LATE" in warning.msg
     configure(monkeypatch, broker_url="memory://", broker_transport=None)  # no SQS
     assert check_acks_late() == []
+
+
+@pytest.mark.parametrize("accepted", [["msgpack"], ["pickle", "application/x-yaml"]])
+def test_a_worker_that_accepts_no_json_is_an_error(monkeypatch, accepted):
+    # Jobs' messages are JSON: refused (ContentDisallowed), dropped and acknowledged,
+    # each job's every copy, so it never ran.
+    configure(monkeypatch, accept_content=accepted)
+    [error] = check_accepted_content()
+    assert error.id == "scheduler.E023"
+    assert "JSON" in error.msg
+    assert "CELERY_ACCEPT_CONTENT" in (error.hint or "")
+
+
+@pytest.mark.parametrize("accepted", [["json"], ["application/json", "msgpack"]])
+def test_a_worker_that_accepts_json_passes(monkeypatch, accepted):
+    configure(monkeypatch, accept_content=accepted)
+    assert check_accepted_content() == []
