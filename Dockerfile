@@ -28,7 +28,8 @@ RUN useradd --create-home --uid 10001 app
 USER app
 
 # gunicorn binds 0.0.0.0:$PORT; docker-compose.yml's web runs runserver instead, for
-# development. Two workers by default: GUNICORN_CMD_ARGS="--workers 4" changes it.
-ENV PORT=8000
+# development. Two workers by default: WEB_CONCURRENCY=4 (or GUNICORN_CMD_ARGS="--workers
+# 4") changes it; given on the command line, a worker count would override both.
+ENV PORT=8000 WEB_CONCURRENCY=2
 EXPOSE 8000
-CMD ["gunicorn", "project.wsgi:application", "--workers", "2", "--access-logfile", "-"]
+CMD ["gunicorn", "project.wsgi:application", "--access-logfile", "-"]
