@@ -14,7 +14,7 @@ from typing import Any
 from celery.signals import beat_init, worker_init
 from celery.utils.imports import symbol_by_name
 from django.apps import AppConfig, apps
-from django.core.checks import CheckMessage, Error, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.management.base import BaseCommand, SystemCheckError
 from django.db import DEFAULT_DB_ALIAS, connections, models, router
 
@@ -123,6 +123,26 @@ def check_settings(
 
     s = scheduler_settings
     return [Error(message(s), id=check_id) for check_id, broken, message in _RELATIONS if broken(s)]
+
+
+@register(Tags.security, deploy=True)
+def check_metrics_token(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn, for a deployment, that /metrics answers anyone without a token."""
+    if scheduler_settings.METRICS_TOKEN is not None:
+        return []
+    return [
+        Warning(
+            "SCHEDULER_METRICS_TOKEN is not set: /metrics answers anyone who reaches the "
+            "web server (task and queue names, hosts, failure rates), and each request "
+            "runs its queries.",
+            hint="Set SCHEDULER_METRICS_TOKEN and give Prometheus it as its bearer token; "
+            "or silence scheduler.W005 where only Prometheus reaches /metrics.",
+            id="scheduler.W005",
+        )
+    ]
 
 
 @register()

@@ -52,10 +52,25 @@ def _settings(env):
     return json.loads(result.stdout)
 
 
-def test_check_deploy_is_clean_with_debug_off():
-    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], PRODUCTION)
+def test_check_deploy_is_clean_with_debug_off_and_a_metrics_token():
+    deployed = {**PRODUCTION, "SCHEDULER_METRICS_TOKEN": "scrape-token-0123456789"}
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], deployed)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
+
+
+def test_check_deploy_warns_of_metrics_open_to_anyone():
+    # /metrics on the web server's host (the admin's, behind a public load balancer)
+    # answered anyone: task and queue names, hosts, failure rates, and each scrape's cost.
+    result = _run(["manage.py", "check", "--deploy", "--fail-level", "WARNING"], PRODUCTION)
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert "scheduler.W005" in said
+    assert "SCHEDULER_METRICS_TOKEN" in said
+    assert "no issues" not in said
+    # Only a deploy check: development is not asked for one.
+    result = _run(["manage.py", "check", "--fail-level", "WARNING"], PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_production_is_https_only():
