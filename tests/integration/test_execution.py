@@ -280,15 +280,13 @@ def test_an_errors_megabytes_of_text_are_kept_as_its_start_and_end(
     assert logged.endswith("x…")
 
 
-@pytest.mark.parametrize("depth", [950, 5000])
-def test_a_result_nested_too_deeply_for_json_is_dropped_and_the_success_recorded(
-    tmp_path, caplog, depth
-):
+def test_a_result_nested_too_deeply_for_json_is_dropped_and_the_success_recorded(tmp_path, caplog):
     # Python's JSON encoder (or the text check after it) ran out of stack: the error went
     # out of the worker, the job stayed running, and its body ran again once its lease
     # had expired, at every attempt.
     path = str(tmp_path / "runs")
-    job = schedule_at("testapp.returns_nested", timezone.now(), [path, depth])
+    # Deeper than Python's encoder goes, on every Python this runs on.
+    job = schedule_at("testapp.returns_nested", timezone.now(), [path, 5000])
     token = dispatch_one(job, now=timezone.now())
     handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
     assert handled.outcome is Outcome.SUCCEEDED
