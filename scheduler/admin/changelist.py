@@ -308,8 +308,8 @@ def search_filter(term: str) -> Q:
     ``COUNT_LIMIT + 1`` keys it starts, in the order of their pattern index. One
     condition each, so the list's capped count reads one index.
     """
-    term = term.strip().removeprefix("#")
-    if term.isascii() and term.isdigit():
+    term = _search_term(term)
+    if _names_a_job_id(term):
         # Beyond a bigint, no job has that id.
         found = validation.job_id_in(term)
         return Q(pk=found) if found is not None else Q(pk__in=[])
@@ -323,16 +323,23 @@ def key_search_truncated(params: Mapping[str, Any]) -> bool:
     bounded read of the keys' index). Without filters, the capped count says so."""
     if not any(name not in _LIST_PARAMETERS for name in params):
         return False
-    term = str(params.get(SEARCH_VAR, "")).strip().removeprefix("#")
-    if not term or _holds_nul(term) or (term.isascii() and term.isdigit()):
-        return False  # no key search (one with a NUL is refused: no key holds one)
-    if _task_names_starting(term):
+    term = _search_term(str(params.get(SEARCH_VAR, "")))
+    # No key search (and one with a NUL is refused: no key holds one).
+    if not term or _holds_nul(term) or _names_a_job_id(term) or _task_names_starting(term):
         return False
     keys = key_prefix_ids(term)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM ({keys.sql}) AS keys", keys.params)  # noqa: S608 - ours
         (count,) = cursor.fetchone() or (0,)
     return bool(count > COUNT_LIMIT)
+
+
+def _search_term(term: str) -> str:
+    return term.strip().removeprefix("#")
+
+
+def _names_a_job_id(term: str) -> bool:
+    return term.isascii() and term.isdigit()
 
 
 def _task_names_starting(term: str) -> list[str]:

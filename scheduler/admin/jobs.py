@@ -271,7 +271,6 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
     # Sorting by any other column would sort millions of rows.
     sortable_by = ("id", "run_at_seconds")
     list_per_page = 50
-    paginator = CappedCountPaginator
     show_full_result_count = False
     # Facet counts are one COUNT per filter choice over the whole table.
     show_facets = admin.ShowFacets.NEVER

@@ -483,9 +483,8 @@ def _retry_or_fail(
         transition = states.FAIL
         changes.update(finished_at=now)
     # An exception's text is the body's (a gateway's reply, say): it may hold what
-    # PostgreSQL cannot store, and the outcome must be recorded all the same.
-    # An exception may quote a whole reply (a gateway's page, a dump): every attempt
-    # would keep it, and past 1 GB PostgreSQL would refuse it.
+    # PostgreSQL cannot store, or quote a whole page or dump, which every attempt would
+    # keep (past 1 GB, refused); the outcome must be recorded all the same.
     error = validation.storable_text(tracebacks.bounded(error, length=ERROR_LENGTH))
     last_error = error[-_LAST_ERROR_LENGTH:]
     if not _record(

@@ -237,7 +237,6 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         when: Any = countdown or eta  # Celery shows seconds or a time; a countdown wins
         signal = Retry(exc=exc, when=when)
         run.request_retry(
-            # Celery's countdown wins over an eta.
             run_at=_eta(self, {"countdown": countdown, "eta": eta}) or timezone.now(),
             reason=str(signal),
             args=args,
