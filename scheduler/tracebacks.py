@@ -25,6 +25,19 @@ def bounded(traceback: str, *, length: int) -> str:
     return f"{traceback[:start]}\n[{end - start:,} characters left out]\n{traceback[end:]}"
 
 
+def ending(traceback: str, *, length: int) -> str:
+    """The end of ``traceback`` within ``length`` characters, for a list to name its
+    exception from: its last characters, or, when they miss that line (a long message),
+    its last frame on, bounded."""
+    tail = traceback[-length:]
+    if len(traceback) <= length or exception_line(tail) == exception_line(traceback):
+        return tail
+    last_frame = traceback.rfind("\n  File ")
+    if last_frame < 0:
+        return tail
+    return bounded(traceback[last_frame + 1 :], length=length)
+
+
 def exception_line(traceback: str) -> str:
     """The line of a formatted traceback that names its exception: the first unindented
     one after the last frame, since a message may span lines (PostgreSQL's DETAIL) and

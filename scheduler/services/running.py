@@ -486,7 +486,7 @@ def _retry_or_fail(
     # PostgreSQL cannot store, or quote a whole page or dump, which every attempt would
     # keep (past 1 GB, refused); the outcome must be recorded all the same.
     error = validation.storable_text(tracebacks.bounded(error, length=ERROR_LENGTH))
-    last_error = error[-_LAST_ERROR_LENGTH:]
+    last_error = tracebacks.ending(error, length=_LAST_ERROR_LENGTH)
     if not _record(
         job,
         attempt,

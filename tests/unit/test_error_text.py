@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.services.running import ERROR_LENGTH
-from scheduler.tracebacks import bounded, exception_summary
+from scheduler.tracebacks import bounded, ending, exception_line, exception_summary
 
 
 @given(
@@ -54,3 +54,21 @@ def test_a_bounded_traceback_whose_middle_held_the_exceptions_line_is_not_summed
     kept = bounded(error, length=ERROR_LENGTH)
     assert "characters left out]" in kept
     assert exception_summary(kept, length=20) == "zzzzzzzzzzzzzzzzzzzz…"  # its end
+
+
+def test_a_jobs_last_error_is_its_end_from_which_lists_name_the_exception():
+    stack = "Traceback (most recent call last):\n" + '  File "pay.py", line 9, in pay\n    go()\n'
+    short = stack + "KeyError: 'card'\n"
+    assert ending(short, length=2000) == short
+    # A long message: its last characters alone are the message's end.
+    long = stack + "GatewayError: <html>" + "p" * 5000 + "</html>\n"
+    kept = ending(long, length=2000)
+    assert len(kept) <= 2000
+    assert kept.startswith('  File "pay.py"')
+    assert kept.endswith("</html>\n")
+    assert exception_line(kept).startswith("GatewayError: <html>ppp")
+    # Many frames: their last characters hold the last frame and the exception.
+    deep = "Traceback\n" + '  File "a.py", line 1, in f\n    f()\n' * 500 + "RecursionError: deep\n"
+    assert ending(deep, length=2000) == deep[-2000:]
+    # Text without frames (a lease that expired) keeps its end.
+    assert ending("lease expired " + "w" * 3000, length=2000) == "w" * 2000
