@@ -10,7 +10,8 @@ class PaymentsConfig(AppConfig):
 
     def ready(self) -> None:
         """Connect the demo's receivers of the scheduler's signals."""
-        from payments.receivers import on_job_expired
-        from scheduler.signals import job_expired
+        from payments.receivers import on_job_ended
+        from scheduler.signals import job_cancelled, job_expired, job_failed
 
-        job_expired.connect(on_job_expired, dispatch_uid="payments.capture_missed")
+        for signal in (job_expired, job_failed, job_cancelled):
+            signal.connect(on_job_ended, dispatch_uid="payments.capture_missed")

@@ -12,7 +12,9 @@ class PaymentStatus(models.TextChoices):
 
     AUTHORIZED = "authorized", "Authorized"
     CAPTURED = "captured", "Captured"
-    #: The authorization lapsed before the capture ran: the money was never collected.
+    #: The capture job ended without capturing (the authorization lapsed first, or the
+    #: job failed or was cancelled): the money was not collected. While the
+    #: authorization holds, an operator's retry of the job still captures it.
     CAPTURE_MISSED = "capture_missed", "Capture missed"
 
 

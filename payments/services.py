@@ -20,6 +20,11 @@ DEFAULT_CAPTURE_DELAY = timedelta(days=14)
 STANDARD_AUTHORIZATION_VALIDITY = timedelta(days=7)
 EXTENDED_AUTHORIZATION_VALIDITY = timedelta(days=30)
 CAPTURE_TASK_NAME = "payments.capture_payment"
+#: A capture's attempts. Its deadline (the authorization's expiry), not a count, should
+#: end its retries: at the scheduler's back-off (doubling, capped at 6 hours by
+#: default) a thousand attempts outlast any authorization, so a gateway outage on the
+#: capture day delays the capture and does not lose it.
+CAPTURE_MAX_ATTEMPTS = 1000
 
 
 def authorize_payment(
@@ -33,8 +38,9 @@ def authorize_payment(
 
     The authorization holds the money for ``valid_for`` (an extended authorization, 30
     days, by default). The capture runs ``capture_in`` from now (14 days by default),
-    with the authorization's expiry as its deadline: a capture that could not start
-    by then never runs, and the payment becomes ``capture_missed``. If the caller's
+    with the authorization's expiry as its deadline, and is retried until then: a
+    capture that could not be made by then never runs, and the payment becomes
+    ``capture_missed`` (as when its job fails or is cancelled). If the caller's
     transaction rolls back, neither the payment nor its capture job exists; the
     gateway's hold on the card stays until it lapses (a real integration voids it).
     """
@@ -50,13 +56,17 @@ def authorize_payment(
             f"validity ({valid_for}), or the capture could never run"
         )
     now = timezone.now()
+    try:
+        expires_at = now + valid_for
+    except OverflowError:
+        raise ValueError(f"valid_for ({valid_for}) ends past the last date") from None
     with transaction.atomic():
         payment = Payment.objects.create(
             amount=amount,
             currency=currency,
             authorization_id=gateway.authorize(amount=amount, currency=currency),
             authorized_at=now,
-            authorization_expires_at=now + valid_for,
+            authorization_expires_at=expires_at,
         )
         payment.capture_job = schedule_at(
             CAPTURE_TASK_NAME,
@@ -64,6 +74,7 @@ def authorize_payment(
             kwargs={"payment_id": payment.pk},
             unique_key=f"payments:capture:{payment.pk}",
             deadline=payment.authorization_expires_at,
+            max_attempts=CAPTURE_MAX_ATTEMPTS,
         )
         payment.save(update_fields=["capture_job"])
     logger.info(
@@ -83,22 +94,20 @@ def capture_payment(*, payment_id: int) -> Payment:
 
     The payment row is locked and its state checked, and the gateway gets an
     idempotency key (the authorization's), so a retry after a crash cannot charge
-    twice. A payment whose capture was missed (its authorization lapsed) is left as it
-    is, whoever retries its capture job.
+    twice. A payment whose authorization lapsed is left uncaptured, whoever retries its
+    capture job; one whose capture job failed or was cancelled while the authorization
+    holds (marked missed) is captured by an operator's retry of the job.
     """
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=payment_id)
         if payment.status == Payment.Status.CAPTURED:
             logger.info("payment already captured payment_id=%s", payment_id)
             return payment
-        if (
-            payment.status == Payment.Status.AUTHORIZED
-            and payment.authorization_expires_at <= timezone.now()
-        ):
-            # Its job ran past the deadline it had (an operator's retry, or a retry after
-            # an attempt whose commit was lost): the money is no longer held.
-            return _capture_missed(payment)
-        if payment.status != Payment.Status.AUTHORIZED:
+        if payment.authorization_expires_at <= timezone.now():
+            if payment.status == Payment.Status.AUTHORIZED:
+                # Its job ran past the deadline it had (an operator's retry, or a retry
+                # after an attempt whose commit was lost): the money is no longer held.
+                return _capture_missed(payment)
             logger.warning(
                 "payment capture refused payment_id=%s status=%s authorization_expires_at=%s",
                 payment_id,
@@ -118,7 +127,8 @@ def capture_payment(*, payment_id: int) -> Payment:
 
 
 def mark_capture_missed(*, capture_job_id: int) -> Payment | None:
-    """Record that the capture job of a payment expired: its authorization lapsed.
+    """Record that the capture job of a payment ended without capturing: it expired (the
+    authorization lapsed), failed or was cancelled.
 
     Only an authorized payment changes (a second call, or a payment captured some other
     way, is left as it is); returns the payment, or None if no payment has this job.
@@ -167,16 +177,24 @@ def _amount(amount: Decimal | str | int) -> Decimal:
         value = Decimal(amount)
     except (InvalidOperation, TypeError, ValueError):
         raise ValueError(f"amount must be a number, got {amount!r}") from None
-    if not value.is_finite() or value <= 0 or value != value.quantize(Decimal("0.01")):
-        raise ValueError(f"amount must be positive with at most two decimals, got {amount!r}")
-    # Checked before the gateway holds the money: PostgreSQL would refuse it after.
+    if not value.is_finite() or value <= 0:
+        raise ValueError(f"amount must be positive, got {amount!r}")
+    # Checked before the gateway holds the money: PostgreSQL would refuse it after. And
+    # before quantize, which past the decimal context's precision raises.
     column = Payment._meta.get_field("amount")
     if value >= Decimal(10) ** (column.max_digits - column.decimal_places):
         raise ValueError(f"amount must have at most {column.max_digits} digits, got {amount!r}")
+    if value != value.quantize(Decimal("0.01")):
+        raise ValueError(f"amount must have at most two decimals, got {amount!r}")
     return value
 
 
 def _currency(currency: str) -> str:
-    if not isinstance(currency, str) or len(currency) != 3 or not currency.isalpha():
+    # ASCII letters only: "ß" upper-cases to two, "ä" to no ISO 4217 code.
+    if (
+        not isinstance(currency, str)
+        or len(currency) != 3
+        or not (currency.isascii() and currency.isalpha())
+    ):
         raise ValueError(f"currency must be a three-letter ISO 4217 code, got {currency!r}")
     return currency.upper()

@@ -82,14 +82,18 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
         due = list(
             ScheduledJob.objects.filter(status=Status.ENQUEUED, run_at__lte=until)
             .order_by("run_at", "pk")
-            .values_list("pk", "task_name", "dispatch_token")
+            .values_list("pk", "task_name", "dispatch_token", "celery_task_id")
         )
-        for job_id, task_name, token in due:
+        for job_id, task_name, token, celery_task_id in due:
             if len(ran) >= max_runs:
                 raise RuntimeError(f"run_due_jobs stopped after max_runs={max_runs} runs")
             # An enqueued job always has a token (a database constraint).
             with _as_if_committed():
-                _deliver(task_name, JobRef(job_id=job_id, dispatch_token=cast("UUID", token)))
+                _deliver(
+                    task_name,
+                    JobRef(job_id=job_id, dispatch_token=cast("UUID", token)),
+                    task_id=celery_task_id,
+                )
             ran.append(ScheduledJob.objects.get(pk=job_id))
         if not due:
             # Nothing was sent at tick_at: on to the next run time by ``until``, if any.
@@ -126,11 +130,15 @@ def _as_if_committed() -> Iterator[None]:
                 logger.exception("on-commit callback failed callback=%r", callback)
 
 
-def _deliver(task_name: str, ref: JobRef) -> None:
+def _deliver(task_name: str, ref: JobRef, *, task_id: str | None) -> None:
+    """Hand the job's message to its task, with the task id its message would carry:
+    the call's (a job apply_async made), or a new one."""
     task = get_task(task_name)
     if not isinstance(task, SchedulerTask):
         raise TypeError(f"{task_name!r} is not a SchedulerTask: its jobs cannot run")
-    task.push_request(id=str(uuid.uuid4()), hostname=TESTING_WORKER, called_directly=False)
+    task.push_request(
+        id=task_id or str(uuid.uuid4()), hostname=TESTING_WORKER, called_directly=False
+    )
     try:
         task.handle_job_message(ref)
     finally:

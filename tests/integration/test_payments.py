@@ -5,14 +5,18 @@ from decimal import Decimal
 
 import pytest
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from freezegun import freeze_time
 
 from payments.gateway import gateway
 from payments.models import Payment
 from payments.services import authorize_payment, capture_payment, mark_capture_missed
+from scheduler import cancel, signals
 from scheduler.models import ScheduledJob
 from scheduler.services import dispatching
+from scheduler.services.operations import retry
+from scheduler.testing import run_due_jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -151,6 +155,12 @@ def test_a_rolled_back_authorization_leaves_no_payment_and_no_job():
         # More than the amount column holds: authorized at the gateway, then refused by
         # PostgreSQL, the card hold left behind.
         ("10000000000.00", "EUR", ValueError),
+        # Letters of other alphabets: "ß" upper-cases to two letters (the hold placed,
+        # then refused by PostgreSQL), "ä" to no ISO 4217 code.
+        ("1.00", "ßeu", ValueError),
+        ("1.00", "äbc", ValueError),
+        # Beyond the decimal context's precision: quantize raised InvalidOperation.
+        ("1e30", "EUR", ValueError),
     ],
 )
 def test_bad_payments_are_rejected_and_write_nothing(amount, currency, error):
@@ -160,6 +170,66 @@ def test_bad_payments_are_rejected_and_write_nothing(amount, currency, error):
     assert not Payment.objects.exists()
     assert not ScheduledJob.objects.exists()
     assert len(gateway.authorizations) == authorized  # no hold on the card
+
+
+def test_a_validity_past_the_last_date_is_refused_before_the_card_is_held():
+    authorized = len(gateway.authorizations)
+    with pytest.raises(ValueError, match="valid_for"):
+        authorize_payment(amount="1.00", currency="EUR", valid_for=timedelta(days=2_930_000))
+    assert len(gateway.authorizations) == authorized
+    assert not Payment.objects.exists()
+
+
+def test_a_gateway_outage_on_the_capture_day_is_retried_until_the_capture_goes_through(
+    monkeypatch,
+):
+    with freeze_time(T0):
+        payment = authorize_payment(amount="8.00", currency="EUR")
+    capture = gateway.capture
+    calls = []
+
+    def down_for_a_while(**kwargs):
+        calls.append(kwargs)
+        if len(calls) <= 12:
+            raise ConnectionError("gateway unreachable")
+        return capture(**kwargs)
+
+    monkeypatch.setattr(gateway, "capture", down_for_a_while)
+    # More failures than the scheduler's default attempts: the capture goes on trying
+    # while the authorization holds; its deadline, not a count, ends its retries.
+    with freeze_time(T0 + timedelta(days=14)):
+        run_due_jobs(until=T0 + timedelta(days=20))
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.CAPTURED
+    assert payment.capture_job.attempts == 13
+    assert len(calls) == 13
+
+
+def test_a_capture_job_that_ends_without_capturing_marks_the_payment_missed_until_retried(
+    django_capture_on_commit_callbacks,
+):
+    cancelled, failed = (authorize_payment(amount="4.00", currency="EUR") for _ in range(2))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert cancel(cancelled.capture_job_id, reason="customer asked to wait") is True
+    # A capture job that failed (its workers died mid-capture, attempt after attempt).
+    ScheduledJob.objects.filter(pk=failed.capture_job_id).update(
+        status=ScheduledJob.Status.FAILED, attempts=F("max_attempts"), finished_at=timezone.now()
+    )
+    signals.job_failed.send(
+        sender=ScheduledJob,
+        job_id=failed.capture_job_id,
+        task_name=failed.capture_job.task_name,
+        error="lease expired",
+    )
+    for payment in (cancelled, failed):
+        payment.refresh_from_db()
+        assert payment.status == Payment.Status.CAPTURE_MISSED
+        # The authorization still holds: an operator's retry captures it.
+        retry(payment.capture_job_id, reason="captured by hand")
+    run_due_jobs()
+    for payment in (cancelled, failed):
+        payment.refresh_from_db()
+        assert payment.status == Payment.Status.CAPTURED
 
 
 def test_capturing_twice_charges_once():

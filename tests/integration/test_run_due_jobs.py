@@ -11,7 +11,7 @@ from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import running
 from scheduler.testing import run_due_jobs
 from tests.factories import dispatch_one
-from tests.testapp.tasks import read_runs
+from tests.testapp.tasks import observed, read_runs
 
 pytestmark = pytest.mark.django_db
 
@@ -124,6 +124,16 @@ def test_an_error_is_recorded_not_raised(tmp_path):
 
 
 @freeze_time(T0)
+def test_a_calls_task_id_is_the_request_id_of_every_attempt_as_on_a_worker(tmp_path):
+    # A job apply_async made: its message carries the call's task id (the AsyncResult's),
+    # which a task may use as an idempotency key.
+    path = str(tmp_path / "runs")
+    with freeze_time(T0):
+        result = observed.apply_async((path, "far", 60.0), countdown=14 * 86400)
+        run_due_jobs(until=T0 + timedelta(days=15))
+    assert [run for run, _ in read_runs(path)] == [f"far:0:{result.id}", f"far:1:{result.id}"]
+
+
 def test_it_sends_nothing_to_a_broker(published):
     schedule_at("testapp.noop", T0)
     assert [job.status for job in run_due_jobs()] == [Status.SUCCEEDED]
