@@ -12,6 +12,13 @@ _GROUP_START, _GROUP_MARGIN = "  + Exception Group Traceback", "  | "
 #: Room for the note that says how much of a bounded traceback was left out.
 _LEFT_OUT_ROOM = 64
 _LEFT_OUT = re.compile(r"\[[\d,]+ characters left out\]")
+#: The line between two exceptions of a chain (``raise … from``, or raised in handling),
+#: unindented: the one of an exception group's sub-exception has its margin.
+_CHAINED = re.compile(
+    r"^(?:The above exception was the direct cause of the following exception:"
+    r"|During handling of the above exception, another exception occurred:)$",
+    re.MULTILINE,
+)
 
 
 def bounded(traceback: str, *, length: int) -> str:
@@ -39,9 +46,12 @@ def ending(traceback: str, *, length: int) -> str:
 
 
 def exception_line(traceback: str) -> str:
-    """The line of a formatted traceback that names its exception: the first unindented
-    one after the last frame, since a message may span lines (PostgreSQL's DETAIL) and
-    notes follow it; the last line of a text without frames."""
+    """The line of a formatted traceback that names its exception (the last of a chain):
+    the first unindented one after the last frame, since a message may span lines
+    (PostgreSQL's DETAIL) and notes follow it; the last line of a text without frames."""
+    chain = list(_CHAINED.finditer(traceback))
+    if chain:
+        traceback = traceback[chain[-1].end() :]
     lines = traceback.lstrip("\n").rstrip().splitlines()
     if lines and lines[0].startswith(_GROUP_START):
         # An exception group's own lines carry a margin, up to its first sub-exception.

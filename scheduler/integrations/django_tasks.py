@@ -142,9 +142,10 @@ def _execute(
         # JSON for Python, not for the job's jsonb: stored as None under a success.
         if (reason := validation.unstorable_json(value)) is not None:
             raise ValueError(f"the return value cannot be stored: {reason}")
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         # The function has run: as django.tasks' ImmediateBackend, the task fails, and
-        # no retry repeats its effects for a result that could never be kept.
+        # no retry repeats its effects for a result that could never be kept (nested
+        # deeper than Python's stack lets the encoder go, too).
         if run is not None:
             run.final = True
         raise

@@ -331,6 +331,7 @@ def test_run_due_jobs_runs_django_tasks_in_a_test(frozen):
         ("infinity", ValueError, "Out of range float"),
         ("nul", ValueError, "PostgreSQL cannot store"),
         ("surrogate", ValueError, "PostgreSQL cannot store"),
+        ("deep", RecursionError, "maximum recursion depth"),
     ],
 )
 def test_a_return_value_a_job_cannot_hold_fails_the_task_after_one_run(tmp_path, kind, error, said):

@@ -3,6 +3,7 @@
 In an installed app's tasks.py, so that a Celery worker imports them (autodiscovery).
 """
 
+import functools
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -46,6 +47,8 @@ UNSTORABLE: dict[str, Any] = {
     "infinity": [float("inf")],
     "nul": {"text": "a\x00b"},
     "surrogate": "\ud800",
+    # Deeper than Python's stack lets the JSON encoder go.
+    "deep": functools.reduce(lambda inner, _: [inner], range(100_000), []),
 }
 
 

@@ -1,6 +1,7 @@
 """How much of an error's text an attempt keeps, and the line lists and logs show."""
 
 import re
+import traceback
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -72,3 +73,62 @@ def test_a_jobs_last_error_is_its_end_from_which_lists_name_the_exception():
     assert ending(deep, length=2000) == deep[-2000:]
     # Text without frames (a lease that expired) keeps its end.
     assert ending("lease expired " + "w" * 3000, length=2000) == "w" * 2000
+
+
+def _formatted(raise_it) -> str:
+    try:
+        raise_it()
+    except BaseException as error:  # noqa: BLE001 - any, to format it
+        return "".join(traceback.format_exception(error))
+    raise AssertionError("nothing raised")
+
+
+def _group_then_lookup_error():
+    try:
+        raise ExceptionGroup("fetches", [ConnectionError("mirror 1"), ConnectionError("2")])
+    except* ConnectionError:
+        raise LookupError("no mirror answered") from None
+
+
+def _group_then_chained_lookup_error():
+    try:
+        raise ExceptionGroup("fetches", [ConnectionError("mirror 1")])
+    except ExceptionGroup as group:
+        raise LookupError("no mirror answered") from group
+
+
+def _key_error_then_group():
+    try:
+        {}["missing"]
+    except KeyError:
+        raise ExceptionGroup("several", [ValueError("a")]) from None
+
+
+def _key_error_then_implicit_group():
+    try:
+        {}["missing"]
+    except KeyError:
+        raise ExceptionGroup("several", [ValueError("a")])  # noqa: B904 - the chain is the point
+
+
+def _zero_then_value_error():
+    try:
+        1 / 0  # noqa: B018 - raises
+    except ZeroDivisionError as error:
+        raise ValueError("bad input") from error
+
+
+def test_the_exception_line_is_the_last_exceptions_of_a_chain():
+    # The last exception raised is the one that ended the attempt, as Celery and
+    # django.tasks name it, whatever came before it in the chain.
+    assert exception_line(_formatted(_group_then_lookup_error)) == (
+        "LookupError: no mirror answered"
+    )
+    assert exception_line(_formatted(_group_then_chained_lookup_error)) == (
+        "LookupError: no mirror answered"
+    )
+    assert exception_line(_formatted(_key_error_then_group)).startswith("ExceptionGroup: several")
+    assert exception_line(_formatted(_key_error_then_implicit_group)).startswith(
+        "ExceptionGroup: several"
+    )
+    assert exception_line(_formatted(_zero_then_value_error)) == "ValueError: bad input"
