@@ -363,24 +363,33 @@ def job_run(task: Task) -> JobRun | None:  # type: ignore[type-arg]
 
 
 def _refuse_long_steps_with_followers(task: Task, chain: Any) -> None:  # type: ignore[type-arg]
-    """InvalidArgumentsError when a later step of the chain this call starts, but its
-    last, is delayed beyond ``SCHEDULER_MAX_DELAY_SECONDS``.
+    """InvalidArgumentsError when a later step of the chain this call starts is delayed
+    beyond ``SCHEDULER_MAX_DELAY_SECONDS`` and is not its last, or carries a callback
+    (a chain's ``link_error`` is on every step, its ``link`` on the last).
 
     The worker that ran the step before it would make it a job, which carries no chain
-    on: it refused, after that step had run, and the steps after never ran, while the
-    caller had been told nothing.
+    or callback on: it refused, after that step had run (failing it, and running the
+    error callback), and the steps after never ran, while the caller had been told
+    nothing.
     """
     max_delay = scheduler_settings.MAX_DELAY_SECONDS
     # Celery hands the first step the others, the last one first.
-    for step in list(chain or ())[1:]:
-        eta = _eta(task, step.get("options") or {})
-        if eta is not None and (eta - timezone.now()).total_seconds() > max_delay:
+    for position, step in enumerate(chain or ()):
+        options = step.get("options") or {}
+        eta = _eta(task, options)
+        if eta is None or (eta - timezone.now()).total_seconds() <= max_delay:
+            continue
+        kept = [name for name in ("link", "link_error") if options.get(name)]
+        if position:
+            kept.insert(0, "steps after it")
+        if kept:
             raise InvalidArgumentsError(
                 "chain",
                 f"its step {step.get('task')!r} is delayed beyond SCHEDULER_MAX_DELAY_SECONDS "
-                f"({max_delay} s) and others follow it: it would become a scheduled job, "
-                "which carries no chain on, and they would never run (make it the last "
-                "step, or call the rest from its body)",
+                f"({max_delay} s) and has {' and '.join(kept)}: it would become a scheduled "
+                "job, which carries no chain or callback on, and the chain would fail once "
+                "the steps before it ran (make it the last step, without callbacks, or call "
+                "the rest from its body)",
             )
 
 

@@ -133,6 +133,31 @@ def test_a_chain_with_a_long_delay_before_its_last_step_is_refused_at_the_call(
 
 
 @freeze_time(T0)
+@pytest.mark.parametrize("callback", ["on_error", "link_error", "link"])
+def test_a_chain_whose_long_last_step_has_a_callback_is_refused_at_the_call(
+    published, broker, sqs_queue, callback
+):
+    # Celery puts a chain's error callback on every step and its callback on the last:
+    # once the first step ran, the worker could not make the long one a job (a job runs
+    # no callback), the first step failed and the error callback ran, nothing told.
+    steps = chain(
+        record.si("/dev/null", "first"),
+        record.si("/dev/null", "in two weeks").set(countdown=TWO_WEEKS),
+    )
+    handler = record.si("/dev/null", "callback")
+    options = {"queue": sqs_queue.name, "connection": broker}
+    if callback == "on_error":
+        steps = steps.on_error(handler)
+    else:
+        options[callback] = handler
+    with pytest.raises(InvalidArgumentsError, match="chain") as raised:
+        steps.apply_async(**options)
+    assert raised.value.field == "chain"
+    assert published == []
+    assert ScheduledJob.objects.count() == 0
+
+
+@freeze_time(T0)
 def test_arguments_the_task_cannot_take_are_refused_at_the_call_as_celery_does():
     # Celery checks them when it sends the message; a job would fail two weeks later.
     with pytest.raises(TypeError):
