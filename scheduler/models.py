@@ -351,6 +351,94 @@ def job_counts_by_status(*, exact_up_to: int = EXACT_COUNT_LIMIT) -> dict[Status
     }
 
 
+@dataclass(frozen=True)
+class PendingFigures:
+    """Pending jobs past a cut-off and due soon, each counted up to a cap plus one (more
+    than the cap: at least that many), and the oldest run_at past the cut-off."""
+
+    overdue: int
+    oldest_overdue: datetime | None
+    due_soon: int
+
+
+def pending_figures(
+    *, cutoff: datetime, soon: tuple[datetime, datetime], up_to: int
+) -> PendingFigures:
+    """Pending jobs due before ``cutoff``, and due in ``soon`` (from, until) but for held
+    ones (paused: they do not run then), each counted up to ``up_to + 1``; the oldest
+    run_at before ``cutoff``. One statement: one snapshot, so a job the dispatcher moves
+    meanwhile is counted once.
+
+    Each part reads its own partial index (:func:`status_parts`) and stops at the cap:
+    a backlog of millions (workers away, a long pause) costs what ten thousand do. The
+    held jobs' index is ordered by kind (task, queue): their oldest is found with one
+    probe per kind held.
+    """
+    quote = connection.ops.quote_name
+    table = quote(ScheduledJob._meta.db_table)
+    held = f" AND {quote(ScheduledJob._meta.get_field('held').column)}"
+    parts = status_parts(states.PENDING)
+    # Identifiers quoted from the model's own names; every value is a parameter.
+    capped = (
+        "(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE status = %s{part} AND {range} "
+        "LIMIT %s) AS capped)"
+    )
+    overdue = [capped.format(table=table, part=part, range="run_at < %s") for _, part in parts]
+    ready = [(status, part) for status, part in parts if part != held]
+    due_soon = [
+        capped.format(table=table, part=part, range="run_at >= %s AND run_at < %s")
+        for _, part in ready
+    ]
+    oldest = [
+        f"(SELECT min(run_at) FROM {table} WHERE status = %s{part})"  # noqa: S608
+        for _, part in ready
+    ]
+    oldest.append(_oldest_held_sql(table))
+    params = [
+        *(value for status, _ in parts for value in (status, cutoff, up_to + 1)),
+        *(value for status, _ in ready for value in (status, *soon, up_to + 1)),
+        *(status for status, _ in ready),
+        states.Status.SCHEDULED,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {' + '.join(overdue)}, {' + '.join(due_soon)}, least({', '.join(oldest)})",
+            params,
+        )
+        overdue_count, soon_count, first = cursor.fetchone()
+    return PendingFigures(
+        overdue=min(overdue_count, up_to + 1),
+        oldest_overdue=first if first is not None and first < cutoff else None,
+        due_soon=min(soon_count, up_to + 1),
+    )
+
+
+def held_kinds_sql(table: str) -> str:
+    """``WITH RECURSIVE kinds (task_name, queue) AS (…)``: the kinds of job held, found in
+    the held jobs' index one probe each (a loose index scan), however many are held."""
+    # The table's name from the model.
+    return (
+        "WITH RECURSIVE kinds (task_name, queue) AS ("  # noqa: S608
+        f"(SELECT task_name, queue FROM {table} WHERE held ORDER BY task_name, queue LIMIT 1) "
+        "UNION ALL SELECT next.task_name, next.queue FROM kinds CROSS JOIN LATERAL ("
+        f"SELECT job.task_name, job.queue FROM {table} AS job WHERE job.held "
+        "AND (job.task_name, job.queue) > (kinds.task_name, kinds.queue) "
+        "ORDER BY job.task_name, job.queue LIMIT 1) AS next)"
+    )
+
+
+def _oldest_held_sql(table: str) -> str:
+    """The oldest run_at of the held jobs (parameter: the scheduled status): each kind's
+    first in the held index."""
+    # The table's name from the model; the status is a parameter.
+    return (
+        f"({held_kinds_sql(table)} SELECT min(first.run_at) FROM kinds CROSS JOIN LATERAL ("  # noqa: S608
+        f"SELECT job.run_at FROM {table} AS job WHERE job.held AND job.status = %s "
+        "AND job.task_name = kinds.task_name AND job.queue = kinds.queue "
+        "ORDER BY job.run_at LIMIT 1) AS first)"
+    )
+
+
 @contextmanager
 def read_from_indexes(*, timeout: timedelta | None = None) -> Iterator[None]:
     """A transaction whose counts the planner serves from indexes, whatever the table's

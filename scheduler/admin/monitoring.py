@@ -48,6 +48,7 @@ from scheduler.models import (
     Pause,
     ScheduledJob,
     capped_status_counts,
+    pending_figures,
     read_from_indexes,
     status_parts,
     watched_queues,
@@ -406,37 +407,11 @@ def status_counts(statistics: TableStatistics) -> list[StatusCount]:
 
 
 def overdue_jobs(*, now: datetime) -> tuple[Tally, datetime | None]:
-    """Pending jobs more than OVERDUE_AFTER past their run_at (capped), and the oldest run_at.
-
-    The oldest is the smaller of each pending status's minimum run_at, each one index
-    probe; it is overdue only if it is older than the cut-off.
-    """
-    table = ScheduledJob._meta.db_table
-    cutoff = now - OVERDUE_AFTER
-    # Per status, the status a literal: each reads its own partial index.
-    parts = status_parts(states.PENDING)
-    capped = " + ".join(
-        f"(SELECT count(*) FROM (SELECT 1 FROM {table} WHERE status = %s{held} "  # noqa: S608
-        "AND run_at < %s LIMIT %s) AS capped)"
-        for _, held in parts
-    )
-    minimums = ", ".join(
-        f"(SELECT min(run_at) FROM {table} WHERE status = %s{held})"  # noqa: S608
-        for _, held in parts
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {capped}, least({minimums})",
-            [
-                *(v for status, _ in parts for v in (status, cutoff, EXACT_COUNT_LIMIT + 1)),
-                *(status for status, _ in parts),
-            ],
-        )
-        count, oldest = cursor.fetchone()
-    oldest = oldest if oldest is not None and oldest < cutoff else None
-    if count > EXACT_COUNT_LIMIT:
-        return Tally(EXACT_COUNT_LIMIT, exact=False), oldest
-    return Tally(count), oldest
+    """Pending jobs more than OVERDUE_AFTER past their run_at (capped), and the oldest run_at."""
+    figures = pending_figures(cutoff=now - OVERDUE_AFTER, soon=(now, now), up_to=EXACT_COUNT_LIMIT)
+    if figures.overdue > EXACT_COUNT_LIMIT:
+        return Tally(EXACT_COUNT_LIMIT, exact=False), figures.oldest_overdue
+    return Tally(figures.overdue), figures.oldest_overdue
 
 
 def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram, Histogram]:

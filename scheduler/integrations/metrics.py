@@ -3,7 +3,7 @@
 Every figure comes from the tables, not from counters in the memory of one process, so
 it is the same whichever web process Prometheus reaches, however many workers and
 dispatchers run, and it survives their restarts: no multiprocess directory, nothing to
-aggregate. A scrape costs at most nine index-served queries, whatever the number of rows,
+aggregate. A scrape costs at most seven index-served queries, whatever the number of rows,
 and one SQS call per dead-letter queue (the default queue's and those of other queues
 jobs were sent to), made side by side.
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from django.db import DatabaseError
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
@@ -33,11 +33,10 @@ from scheduler.conf import scheduler_settings
 from scheduler.models import (
     EXACT_COUNT_LIMIT,
     OVERDUE_AFTER,
-    PENDING_BRANCHES,
     DispatcherHeartbeat,
     JobAttempt,
-    ScheduledJob,
     job_counts_by_status,
+    pending_figures,
     read_from_indexes,
     watched_queues,
 )
@@ -83,28 +82,17 @@ class SchedulerCollector:
         return jobs
 
     def _pending(self) -> Iterator[Metric]:
-        cutoff = self.now - OVERDUE_AFTER
-        overdue, soon, oldest = 0, 0, None
-        # One partial index at a time (scheduled jobs not held, held ones, enqueued
-        # ones): a condition matching one index's predicate reads only that index.
-        for branch in PENDING_BRANCHES:
-            figures = (
-                ScheduledJob.objects.filter(**branch, run_at__lt=self.now + DUE_SOON)
-                .order_by()
-                .aggregate(
-                    overdue=Count("pk", filter=Q(run_at__lt=cutoff)),
-                    oldest=Min("run_at", filter=Q(run_at__lt=cutoff)),
-                    soon=Count("pk", filter=Q(run_at__gte=self.now)),
-                )
-            )
-            overdue += figures["overdue"]
-            soon += figures["soon"]
-            if figures["oldest"] is not None:
-                oldest = min(oldest or figures["oldest"], figures["oldest"])
+        figures = pending_figures(
+            cutoff=self.now - OVERDUE_AFTER,
+            soon=(self.now, self.now + DUE_SOON),
+            up_to=EXACT_COUNT_LIMIT,
+        )
+        oldest = figures.oldest_overdue
         yield GaugeMetricFamily(
             "scheduler_jobs_overdue",
-            "Scheduled or enqueued jobs more than a minute past their run_at (should be 0).",
-            value=overdue,
+            "Scheduled or enqueued jobs more than a minute past their run_at (should be 0); "
+            f"counted up to {EXACT_COUNT_LIMIT + 1} (more than {EXACT_COUNT_LIMIT}).",
+            value=figures.overdue,
         )
         yield GaugeMetricFamily(
             "scheduler_jobs_oldest_overdue_seconds",
@@ -113,8 +101,9 @@ class SchedulerCollector:
         )
         yield GaugeMetricFamily(
             "scheduler_jobs_due_next_minute",
-            "Scheduled or enqueued jobs whose run_at is within the next minute.",
-            value=soon,
+            "Scheduled or enqueued jobs whose run_at is within the next minute, but for "
+            f"those of paused kinds; counted up to {EXACT_COUNT_LIMIT + 1}.",
+            value=figures.due_soon,
         )
 
     def _attempts(self) -> Iterator[Metric]:

@@ -24,6 +24,7 @@ from scheduler.models import (
     JobAttempt,
     Pause,
     ScheduledJob,
+    held_kinds_sql,
     paused_sql,
 )
 from scheduler.services.transitions import (
@@ -389,12 +390,7 @@ def release_unpaused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
     table, _ = _tables()
     # Names from the models; the limit is a parameter.
     sql = (
-        "WITH RECURSIVE kinds (task_name, queue) AS ("  # noqa: S608
-        f"(SELECT task_name, queue FROM {table} WHERE held ORDER BY task_name, queue LIMIT 1) "
-        "UNION ALL SELECT next.task_name, next.queue FROM kinds CROSS JOIN LATERAL ("
-        f"SELECT job.task_name, job.queue FROM {table} AS job WHERE job.held "
-        "AND (job.task_name, job.queue) > (kinds.task_name, kinds.queue) "
-        "ORDER BY job.task_name, job.queue LIMIT 1) AS next), "
+        f"{held_kinds_sql(table)}, "  # noqa: S608
         "chosen AS (SELECT released.id FROM kinds CROSS JOIN LATERAL ("
         f"SELECT job.id FROM {table} AS job WHERE job.held AND job.task_name = kinds.task_name "
         "AND job.queue = kinds.queue ORDER BY job.run_at, job.id LIMIT %s "

@@ -78,7 +78,7 @@ def test_a_jobs_last_error_is_its_end_from_which_lists_name_the_exception():
 def _formatted(raise_it) -> str:
     try:
         raise_it()
-    except BaseException as error:  # noqa: BLE001 - any, to format it
+    except BaseException as error:
         return "".join(traceback.format_exception(error))
     raise AssertionError("nothing raised")
 
