@@ -29,6 +29,12 @@ class Migration(migrations.Migration):
             model_name="payment",
             name="payments_status_valid",
         ),
+        # Migrating back: 0.1.0 knows no missed capture. Such a payment is left authorized,
+        # as 0.1.0 left one whose capture job failed (an expired job becomes failed).
+        migrations.RunSQL(
+            migrations.RunSQL.noop,
+            "UPDATE payments_payment SET status = 'authorized' WHERE status = 'capture_missed'",
+        ),
         migrations.AlterField(
             model_name="payment",
             name="status",

@@ -18,10 +18,9 @@ interruption, the migration completes (``_concurrently``).
 """
 
 import django.db.models.deletion
-from django.contrib.postgres.operations import RemoveIndexConcurrently
 from django.db import migrations, models
 
-from scheduler.migrations._concurrently import swap_index
+from scheduler.migrations._concurrently import remove_index, swap_index
 
 ACTIVE_KEY = "scheduler_job_unique_active_key"
 #: The index Django gave the attempts' foreign key to their job in 0001.
@@ -90,7 +89,14 @@ class Migration(migrations.Migration):
             columns="(status, run_at)",
             condition="NOT (status IN ('scheduled', 'succeeded'))",
         ),
-        RemoveIndexConcurrently(model_name="scheduledjob", name="scheduler_job_running_idx"),
+        remove_index(
+            "scheduledjob",
+            models.Index(
+                condition=models.Q(("status", "running")),
+                fields=["started_at"],
+                name="scheduler_job_running_idx",
+            ),
+        ),
         _made_partial(
             "scheduledjob",
             models.Index(

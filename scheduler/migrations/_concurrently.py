@@ -38,8 +38,9 @@ def swap_index(name, *, create, create_back):
     )
 
 
-def add_index(model_name, index):
-    """``AddIndexConcurrently``, which a run again after an interruption completes."""
+def _build_and_remove(model_name, index):
+    """RunPython functions that build ``index`` CONCURRENTLY, completing an interrupted
+    build, and drop it."""
 
     def build(apps, schema_editor):
         with schema_editor.connection.cursor() as cursor:
@@ -54,7 +55,23 @@ def add_index(model_name, index):
         model = apps.get_model("scheduler", model_name)
         schema_editor.remove_index(model, index, concurrently=True)
 
+    return build, remove
+
+
+def add_index(model_name, index):
+    """``AddIndexConcurrently``, which a run again after an interruption completes."""
+    build, remove = _build_and_remove(model_name, index)
     return migrations.SeparateDatabaseAndState(
         database_operations=[migrations.RunPython(build, remove)],
         state_operations=[migrations.AddIndex(model_name=model_name, index=index)],
+    )
+
+
+def remove_index(model_name, index):
+    """``RemoveIndexConcurrently``, whose migration back a run again after an
+    interruption completes."""
+    build, remove = _build_and_remove(model_name, index)
+    return migrations.SeparateDatabaseAndState(
+        database_operations=[migrations.RunPython(remove, build)],
+        state_operations=[migrations.RemoveIndex(model_name=model_name, name=index.name)],
     )

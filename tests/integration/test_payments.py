@@ -258,6 +258,23 @@ def test_a_missed_capture_is_not_made_later_on_a_lapsed_authorization():
     assert len(gateway.captures) == before
 
 
+def test_a_capture_a_0_1_worker_made_before_it_was_killed_is_not_charged_again():
+    # 0.1.0 sent the payment's id as the idempotency key; a capture it made, then lost
+    # its commit, was retried here with the authorization's: the gateway charged again.
+    payment = authorize_payment(amount="9.00", currency="EUR")
+    earlier = gateway.capture(
+        authorization_id=payment.authorization_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        idempotency_key=f"capture:{payment.pk}",
+    )
+    captured = capture_payment(payment_id=payment.pk)
+    assert (captured.status, captured.capture_id) == (Payment.Status.CAPTURED, earlier.capture_id)
+    assert [c for c in gateway.captures if c.authorization_id == payment.authorization_id] == [
+        earlier
+    ]
+
+
 def test_the_gateway_honours_idempotency_keys():
     first = gateway.capture(
         authorization_id="a", amount=Decimal(1), currency="EUR", idempotency_key="k-1"

@@ -164,6 +164,53 @@ def test_migrating_back_to_0_1_keeps_every_job(new_database_url: str) -> None:
     _manage(new_database_url, "migrate")  # and forward again
 
 
+def test_migrating_the_demo_back_to_0_1_keeps_a_missed_capture_as_authorized(
+    new_database_url: str,
+) -> None:
+    # 0.1.0's payments know no "capture_missed": its check refused the row, and the
+    # migration failed at every run. Authorized, with its capture job expired (failed
+    # under 0.1.0), the payment is as 0.1.0 would have left it.
+    _create_database(new_database_url)
+    _manage(new_database_url, "migrate")
+    with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO payments_payment (amount, currency, status, authorization_id, "
+            "capture_id, authorized_at, authorization_expires_at, captured_at) VALUES "
+            "(5, 'EUR', 'capture_missed', 'auth_1', '', %s, %s, NULL), "
+            "(6, 'EUR', 'captured', 'auth_2', 'cap_2', %s, %s, %s)",
+            [T0, T0 + timedelta(days=30), T0, T0 + timedelta(days=30), T0],
+        )
+    _manage(new_database_url, "migrate", "payments", "0001")
+    with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT status FROM payments_payment ORDER BY id")
+        assert cursor.fetchall() == [("authorized",), ("captured",)]
+
+
+def test_migrating_back_again_after_an_interrupted_index_build_completes(
+    new_database_url: str,
+) -> None:
+    # A rollback cut short while 0003, migrating back, built 0.1.0's index of running
+    # jobs again: PostgreSQL left it behind, INVALID, and every run after failed with
+    # "relation already exists".
+    _migrated_to(new_database_url, "0003")
+    with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
+        cursor.execute("CREATE INDEX scheduler_job_running_idx ON scheduler_scheduledjob (id)")
+        cursor.execute(
+            "UPDATE pg_index SET indisvalid = false "
+            "WHERE indexrelid = 'scheduler_job_running_idx'::regclass"
+        )
+    _manage(new_database_url, "migrate", "scheduler", "0002")
+    with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
+        cursor.execute(
+            "SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s",
+            ["scheduler_job_running_idx"],
+        )
+        [(valid, definition)] = cursor.fetchall()
+    assert valid
+    assert "(started_at) WHERE ((status)::text = 'running'::text)" in definition
+
+
 def _migrated_to(database_url: str, migration: str) -> None:
     """A new database with the scheduler's tables as of ``migration``."""
     _create_database(database_url)
