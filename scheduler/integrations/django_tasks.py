@@ -39,7 +39,9 @@ from django.utils.module_loading import import_string
 from typing_extensions import override
 
 from scheduler import services, signals, validation
+from scheduler.conf import scheduler_settings
 from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.registry import get_task, routed_queue
 from scheduler.states import Status
 from scheduler.tracebacks import exception_line
 from scheduler.worker.task import job_run
@@ -102,7 +104,7 @@ def _declare(task: SchedulerBackendTask) -> None:
     declared = _declared.get(name)
     if declared is not None and declared.func is task.func:
         # A copy that .using() made, with another call's run_after, queue or backend: the
-        # worker runs, and get_result() shows, the task as declared.
+        # declared task stays (get_result() gives it the job's queue and run time).
         return
     # A first declaration, or the function's module imported again (a new function).
     _declared[name] = task
@@ -207,7 +209,9 @@ class SchedulerBackend(BaseTaskBackend):
         task = _task_named(job.task_name) if job is not None else None
         if job is None or task is None:
             raise TaskResultDoesNotExist(result_id)
-        return self._result(task, job, attempts=list(job.history.order_by("number")))
+        return self._result(
+            self._as_enqueued(task, job), job, attempts=list(job.history.order_by("number"))
+        )
 
     @override
     def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
@@ -238,6 +242,22 @@ class SchedulerBackend(BaseTaskBackend):
                 "letters, digits, - or _): every enqueue() on it would fail.",
                 id="scheduler.E032",
             )
+
+    def _as_enqueued(self, task: SchedulerBackendTask, job: ScheduledJob) -> Task[Any, Any]:
+        """``task`` as ``job`` has it: its queue, and its run time when that was deferred
+        (or a retry's), so that another process, and the function's own context, read
+        when and where it runs."""
+        # The default queue is the one a job enqueued without a queue goes to.
+        routed = routed_queue(get_task(job.task_name), job.args, job.kwargs)
+        default = routed or scheduler_settings.QUEUE_NAME
+        queue_name = DEFAULT_TASK_QUEUE_NAME if job.queue == default else job.queue
+        if self.queues and queue_name not in self.queues:
+            # QUEUES changed since: the task as declared, not an error reading a result.
+            queue_name = task.queue_name
+        run_after = job.run_at if job.run_at > job.created_at else None
+        if (queue_name, run_after) == (task.queue_name, task.run_after):
+            return task
+        return task.using(queue_name=queue_name, run_after=run_after)
 
     @staticmethod
     def _queue(queue_name: str) -> str | None:

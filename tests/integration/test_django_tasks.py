@@ -124,6 +124,24 @@ def test_queues(settings):
     assert ScheduledJob.objects.count() == 1
 
 
+def test_a_result_read_back_names_the_queue_and_time_it_was_enqueued_with(settings):
+    # get_result() gave the task as declared: no run_after, the default queue. Another
+    # process (and the function's own context) could not tell when or where it runs.
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "scheduler.backends.SchedulerBackend",
+            "QUEUES": ["default", "reports"],
+        }
+    }
+    run_after = T0 + timedelta(days=14)
+    enqueued = tasks.add.using(run_after=run_after, queue_name="reports").enqueue(1, 2)
+    read = task_backends["default"].get_result(enqueued.id)
+    assert (read.task.run_after, read.task.queue_name) == (run_after, "reports")
+    assert read.task.func is tasks.add.func
+    now = tasks.add.enqueue(3, 4)
+    assert task_backends["default"].get_result(now.id).task == tasks.add
+
+
 def test_max_attempts_option(settings):
     tasks.add.enqueue(1, 2)
     settings.TASKS = {
@@ -369,7 +387,7 @@ def test_using_makes_copies_that_leave_the_declared_task_alone(settings, changes
     result.refresh()
     assert (result.status, result.errors) == (TaskResultStatus.SUCCESSFUL, [])
     assert result.return_value == {"id": result.id, "attempt": 1, "label": "ctx"}
-    # The worker's and get_result()'s task is the one the decorator made.
+    # Enqueued as declared, it reads back as the task the decorator made.
     assert task_backends["default"].get_result(result.id).task == tasks.whoami
 
 
