@@ -5,8 +5,11 @@ task, up to ``SCHEDULER_LOOKAHEAD_SECONDS`` (300 by default) before its run_at. 
 without that task would reject them, and their jobs would wait for recovery to send them
 again, ``SCHEDULER_STALE_AFTER_SECONDS`` late. Here each runs its job as the job's own
 task does for a message of this version: the same claim on the same token, so a job
-runs once whichever message reaches a worker first. Only the job task's time limits
-do not apply (the message's task is this one).
+runs once whichever message reaches a worker first. What Celery does around the
+message's task is done for this one, not the job's: the job task's time limits do not
+apply, its ``on_success``/``on_failure`` hooks are not called, ``task_success`` and
+``task_failure`` name ``scheduler.execute_job``, and the body's ``self.request`` has no
+id or hostname.
 """
 
 import logging
