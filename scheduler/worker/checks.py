@@ -8,10 +8,13 @@ from typing import Any
 from celery import current_app
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
+from django.db import connections, router
+from django.db.backends.postgresql.psycopg_any import IsolationLevel
 from kombu.transport import SQS
 
 from scheduler.checks import names_subclass
 from scheduler.conf import scheduler_settings
+from scheduler.models import ScheduledJob
 from scheduler.registry import get_task, schedulable_task_names
 from scheduler.worker import consumer, transport
 from scheduler.worker.task import SchedulerTask
@@ -49,6 +52,39 @@ def check_task_class(
         )
         for name in schedulable_task_names()
         if not isinstance(get_task(name), SchedulerTask)
+    ]
+
+
+@register()
+def check_atomic_isolation(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Atomic tasks need the jobs' database at READ COMMITTED.
+
+    An atomic job records its success in its body's transaction while the heartbeat
+    renews the job's row from another connection: above READ COMMITTED, PostgreSQL
+    refuses that success ("could not serialize access") for every job that outlives a
+    heartbeat interval, at every attempt.
+    """
+    alias = router.db_for_write(ScheduledJob)
+    level = connections[alias].settings_dict.get("OPTIONS", {}).get("isolation_level")
+    if level not in (IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE):
+        return []
+    atomic = [name for name in schedulable_task_names() if getattr(get_task(name), "atomic", False)]
+    if not atomic:
+        return []
+    return [
+        Error(
+            f"The database {alias!r} runs transactions at {IsolationLevel(level).name}, and "
+            f"tasks {atomic[:5]} are atomic: a job of one that runs longer than "
+            "SCHEDULER_HEARTBEAT_INTERVAL_SECONDS cannot record its success (the heartbeat "
+            "has changed its row since the body's transaction began) and fails at every "
+            "attempt.",
+            hint="Leave DATABASES[...]['OPTIONS']['isolation_level'] at READ COMMITTED "
+            "(Django's default), or declare those tasks without atomic=True.",
+            id="scheduler.E024",
+        )
     ]
 
 

@@ -3,10 +3,13 @@ and it takes messages only for free processes."""
 
 import pytest
 from celery import current_app
+from django.db import connections
+from django.db.backends.postgresql.psycopg_any import IsolationLevel
 
 from scheduler.worker.checks import (
     check_accepted_content,
     check_acks_late,
+    check_atomic_isolation,
     check_broker_transport,
     check_prefetch,
     check_worker_consumer,
@@ -112,3 +115,22 @@ def test_a_worker_that_accepts_no_json_is_an_error(monkeypatch, accepted):
 def test_a_worker_that_accepts_json_passes(monkeypatch, accepted):
     configure(monkeypatch, accept_content=accepted)
     assert check_accepted_content() == []
+
+
+@pytest.mark.parametrize("level", [IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE])
+def test_atomic_tasks_above_read_committed_are_an_error(monkeypatch, level):
+    # An atomic job records its success in its body's transaction while the heartbeat
+    # renews the job's row from another connection: above READ COMMITTED, PostgreSQL
+    # refused that success ("could not serialize access") for any job that outlived a
+    # heartbeat, at every attempt, until the job failed.
+    monkeypatch.setitem(connections["default"].settings_dict["OPTIONS"], "isolation_level", level)
+    [error] = check_atomic_isolation()
+    assert error.id == "scheduler.E024"
+    assert "testapp.atomic_effect" in error.msg
+    assert "READ COMMITTED" in (error.hint or "")
+
+
+@pytest.mark.parametrize("level", [None, IsolationLevel.READ_COMMITTED])
+def test_atomic_tasks_at_read_committed_pass(monkeypatch, level):
+    monkeypatch.setitem(connections["default"].settings_dict["OPTIONS"], "isolation_level", level)
+    assert check_atomic_isolation() == []
