@@ -145,6 +145,8 @@ def _json_envelope(body: str | bytes) -> object:
     for decode in (lambda raw: base64.b64decode(raw, validate=True), lambda raw: raw):
         try:
             return json.loads(decode(body))
-        except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError too
+        # binascii.Error, UnicodeDecodeError, JSONDecodeError and a number past Python's
+        # digit limit are ValueErrors; JSON nested deeper than its stack, RecursionError.
+        except (ValueError, RecursionError):
             continue
     return None

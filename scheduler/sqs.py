@@ -1,5 +1,6 @@
 """The SQS client, configured from the ``SCHEDULER_SQS_*`` settings, and a look at a DLQ."""
 
+import contextlib
 import logging
 import platform
 import time
@@ -128,8 +129,10 @@ def peek_dead_letters(queue: str, *, limit: int = 10) -> DeadLetters:
     never raised.
     """
     name = dead_letter_queue(queue)
-    client = get_client(quick=True)
     try:
+        # Built in the try: without a region (none set, none in the environment) boto3
+        # refuses to build it.
+        client = get_client(quick=True)
         url = queue_url(name)
         attributes = client.get_queue_attributes(
             QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
@@ -167,7 +170,9 @@ class DeadLetterPeeks:
         """Start ``peek_dead_letters`` of each queue; :meth:`results` waits for them."""
         # Built here, once: boto3's default session, which builds clients, is not
         # thread-safe. Threads of this call's own: nothing outlives a fork or a request.
-        get_client(quick=True)
+        with contextlib.suppress(BotoCoreError):
+            # No region: each peek reports it.
+            get_client(quick=True)
         self._started = time.monotonic()
         self._threads = ThreadPoolExecutor(
             max_workers=max(1, len(queues)), thread_name_prefix="scheduler-sqs-peek"

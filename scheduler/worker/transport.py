@@ -159,6 +159,17 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         return 0
 
     @override
+    def _prepare_json_payload(self, text: str) -> dict[str, Any]:
+        # kombu catches only JSONDecodeError: a body nested deeper than Python's decoder
+        # goes (RecursionError) or a number past its digit limit (ValueError) raised out
+        # of the event loop, and the worker exited. Not JSON to us either: a plain body.
+        try:
+            payload: dict[str, Any] = super()._prepare_json_payload(text)
+        except (ValueError, RecursionError):
+            return {}
+        return payload
+
+    @override
     def _envelope_payload(
         self, payload: dict[str, Any], raw_text: str, message: Any, q_url: str
     ) -> dict[str, Any]:

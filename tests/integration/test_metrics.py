@@ -369,6 +369,19 @@ def test_dlq_depth_left_out_when_sqs_cannot_be_read(caplog):
     assert value(samples, "scheduler_jobs_overdue") == 0
 
 
+def test_dlq_depth_left_out_when_boto3_finds_no_region(settings, monkeypatch):
+    # The app's default region is boto3's: a web process with none in its environment
+    # or config (EC2, ECS without AWS_DEFAULT_REGION) got a 500, every figure lost.
+    settings.SCHEDULER_SQS_REGION = None
+    settings.SCHEDULER_SQS_ENDPOINT_URL = None
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    samples = scrape()
+    assert value(samples, "scheduler_dlq_readable", queue="scheduler-jobs-dlq") == 0
+    assert value(samples, "scheduler_jobs_overdue") == 0
+
+
 def test_openmetrics_on_request(known_data):
     response = Client().get("/metrics", headers={"Accept": "application/openmetrics-text"})
     assert response.status_code == 200

@@ -182,6 +182,27 @@ def test_polling_goes_on_while_the_queue_is_missing(
     assert not _errors(caplog)
 
 
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 5000 + "]" * 5000, "1" * 5000, '{"a": ' + "1" * 5000 + "}"],
+    ids=["nested-too-deep", "number-too-long", "field-too-long"],
+)
+def test_a_body_json_cannot_decode_is_passed_on_and_polling_goes_on(
+    sqs_endpoint: str, body: str
+) -> None:
+    # kombu decodes the body before any envelope is built, catching only JSONDecodeError:
+    # a 10 KB message anyone can send raised out of the event loop, and the worker exited
+    # ("Unrecoverable error"), again at each of the message's deliveries.
+    queue = f"transport-{uuid.uuid4().hex[:10]}"
+    with polling(sqs_endpoint, queue) as consumer:
+        client = sqs_client(sqs_endpoint)
+        client.send_message(
+            QueueUrl=client.get_queue_url(QueueName=queue)["QueueUrl"], MessageBody=body
+        )
+        consumer.send({"after": "it"})
+        assert consumer.run_until(lambda: {"after": "it"} in consumer.bodies, timeout=10)
+
+
 def test_a_freed_prefetch_slot_is_filled_at_once(sqs_endpoint: str) -> None:
     # kombu's transport, every slot taken, looks again a polling interval later (5 s
     # here): a worker whose short tasks finish sooner sits idle until then.

@@ -52,6 +52,11 @@ def test_bytes_and_an_envelope_that_is_not_base64_are_read_too():
         base64.b64encode(b"[1, 2]").decode(),
         base64.b64encode(b"\xff\xfe not utf-8").decode(),
         "not base64 and not JSON {",
+        # Deeper than Python's JSON decoder goes; a number past its digit limit.
+        "[" * 5000 + "]" * 5000,
+        base64.b64encode(b"[" * 5000 + b"]" * 5000).decode(),
+        "1" * 5000,
+        '{"a": ' + "1" * 5000 + "}",
         "",
         None,
         42,
