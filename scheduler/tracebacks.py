@@ -35,24 +35,31 @@ def bounded(traceback: str, *, length: int) -> str:
 def ending(traceback: str, *, length: int) -> str:
     """The end of ``traceback`` within ``length`` characters, for a list to name its
     exception from: its last characters, or, when they miss that line (a long message),
-    its last frame on, bounded."""
+    from the last exception's last frame (or an exception group's start) on, bounded."""
     tail = traceback[-length:]
     if len(traceback) <= length or exception_line(tail) == exception_line(traceback):
         return tail
-    last_frame = traceback.rfind("\n  File ")
-    if last_frame < 0:
-        return tail
-    return bounded(traceback[last_frame + 1 :], length=length)
+    last = _last_exception_at(traceback)
+    frame = traceback.rfind("\n  File ", last)
+    if frame >= 0:
+        return bounded(traceback[frame + 1 :], length=length)
+    section = traceback[last:].lstrip("\n")
+    # A group's frames carry its margin: from its start, whose own lines name it. A
+    # text without frames (a lease that expired) keeps its end.
+    return bounded(section, length=length) if section.startswith(_GROUP_START) else tail
+
+
+def _last_exception_at(traceback: str) -> int:
+    """Where the traceback of a chain's last exception starts (0 without a chain)."""
+    chain = list(_CHAINED.finditer(traceback))
+    return chain[-1].end() if chain else 0
 
 
 def exception_line(traceback: str) -> str:
     """The line of a formatted traceback that names its exception (the last of a chain):
     the first unindented one after the last frame, since a message may span lines
     (PostgreSQL's DETAIL) and notes follow it; the last line of a text without frames."""
-    chain = list(_CHAINED.finditer(traceback))
-    if chain:
-        traceback = traceback[chain[-1].end() :]
-    lines = traceback.lstrip("\n").rstrip().splitlines()
+    lines = traceback[_last_exception_at(traceback) :].lstrip("\n").rstrip().splitlines()
     if lines and lines[0].startswith(_GROUP_START):
         # An exception group's own lines carry a margin, up to its first sub-exception.
         lines = [

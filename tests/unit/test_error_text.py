@@ -132,3 +132,27 @@ def test_the_exception_line_is_the_last_exceptions_of_a_chain():
         "ExceptionGroup: several"
     )
     assert exception_line(_formatted(_zero_then_value_error)) == "ValueError: bad input"
+
+
+def _task_group_with_a_long_reply():
+    raise ExceptionGroup(
+        "unhandled errors in a TaskGroup",
+        [ConnectionError("gateway replied: <html>" + "p" * 5000 + "</html>")],
+    )
+
+
+def _chained_long_reply():
+    try:
+        {}["card"]
+    except KeyError as error:
+        raise ValueError("gateway replied: <html>" + "p" * 5000 + "</html>") from error
+
+
+def test_a_jobs_last_error_names_the_exception_of_a_group_or_a_chain():
+    for raise_it in (_task_group_with_a_long_reply, _chained_long_reply):
+        error = _formatted(raise_it)
+        kept = ending(error, length=2000)
+        assert len(kept) <= 2000
+        # The start of the line naming it (a long one's middle is left out).
+        assert exception_line(kept)[:60] == exception_line(error)[:60]
+        assert kept.endswith(error[-500:])
