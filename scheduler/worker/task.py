@@ -364,8 +364,9 @@ def job_run(task: Task) -> JobRun | None:  # type: ignore[type-arg]
 
 def _refuse_long_steps_with_followers(task: Task, chain: Any) -> None:  # type: ignore[type-arg]
     """InvalidArgumentsError when a later step of the chain this call starts is delayed
-    beyond ``SCHEDULER_MAX_DELAY_SECONDS`` and is not its last, or carries a callback
-    (a chain's ``link_error`` is on every step, its ``link`` on the last).
+    beyond ``SCHEDULER_MAX_DELAY_SECONDS`` and is not its last, or carries a callback or
+    a group (a chain's ``link_error`` is on every step; its ``link``, and the id of a
+    group it is in, on the last).
 
     The worker that ran the step before it would make it a job, which carries no chain
     or callback on: it refused, after that step had run (failing it, and running the
@@ -379,7 +380,8 @@ def _refuse_long_steps_with_followers(task: Task, chain: Any) -> None:  # type: 
         eta = _eta(task, options)
         if eta is None or (eta - timezone.now()).total_seconds() <= max_delay:
             continue
-        kept = [name for name in ("link", "link_error") if options.get(name)]
+        # Its own chain is the steps after it; anything else of a canvas a job cannot keep.
+        kept = [name for name in _CANVAS_OPTIONS if name != "chain" and options.get(name)]
         if position:
             kept.insert(0, "steps after it")
         if kept:

@@ -5,7 +5,7 @@ DelaySeconds; beyond it the call becomes a job in the caller's transaction."""
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from celery import chain
+from celery import chain, group
 from celery.exceptions import Retry
 from django.db import transaction
 from freezegun import freeze_time
@@ -133,7 +133,7 @@ def test_a_chain_with_a_long_delay_before_its_last_step_is_refused_at_the_call(
 
 
 @freeze_time(T0)
-@pytest.mark.parametrize("callback", ["on_error", "link_error", "link"])
+@pytest.mark.parametrize("callback", ["on_error", "link_error", "link", "group"])
 def test_a_chain_whose_long_last_step_has_a_callback_is_refused_at_the_call(
     published, broker, sqs_queue, callback
 ):
@@ -148,6 +148,9 @@ def test_a_chain_whose_long_last_step_has_a_callback_is_refused_at_the_call(
     options = {"queue": sqs_queue.name, "connection": broker}
     if callback == "on_error":
         steps = steps.on_error(handler)
+    elif callback == "group":
+        # In a group, the chain's last step carries the group's id: a job joins none.
+        steps = group(steps, record.si("/dev/null", "beside"))
     else:
         options[callback] = handler
     with pytest.raises(InvalidArgumentsError, match="chain") as raised:
