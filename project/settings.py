@@ -68,6 +68,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # The health check and /metrics, by the host's address and over http (project.probes).
+    "project.probes.answered_by_address",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -179,9 +181,6 @@ def _proxy_ssl_header(name: str) -> tuple[str, str] | None:
 
 SECURE_PROXY_SSL_HEADER = _proxy_ssl_header("DJANGO_SECURE_PROXY_SSL_HEADER")
 SECURE_SSL_REDIRECT = _env_bool("DJANGO_SECURE_SSL_REDIRECT", not DEBUG)
-# Prometheus scrapes each web process on its own port, inside the network (the token
-# guards it): redirected to https there, every scrape would fail.
-SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = _env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 SECURE_HSTS_SECONDS = _env_int("DJANGO_HSTS_SECONDS", 0 if DEBUG else 365 * 24 * 3600)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
@@ -275,6 +274,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # due jobs that then waited there.
 CELERY_WORKER_DISABLE_PREFETCH = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# stdout and stderr as they are (a container's log): redirected to a logger, a traceback
+# printed as beat or the worker exits came out as a thousand one-fragment WARNING lines.
+CELERY_WORKER_REDIRECT_STDOUTS = False
 # A message the worker cannot run is dropped with one log line, never its body.
 CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"
 # Keep each worker process's database connection from task to task (Celery's Django

@@ -9,7 +9,9 @@ from celery import current_app
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.db import connections, router
-from django.db.backends.postgresql.psycopg_any import IsolationLevel
+
+# Django's one name for both drivers' levels; django-stubs has no stub of it.
+from django.db.backends.postgresql.psycopg_any import IsolationLevel  # type: ignore[import-untyped]
 from kombu.transport import SQS
 
 from scheduler.checks import names_subclass

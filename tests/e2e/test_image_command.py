@@ -52,5 +52,10 @@ def test_the_image_serves_the_site_with_gunicorn_on_its_port() -> None:
         assert response.status_code == 301, response.text
         assert response.headers["Location"].startswith("https://127.0.0.1")
         assert response.headers["Server"] == "gunicorn", response.headers
+        # A load balancer's health check names the target by its address, over http.
+        health = requests.get(
+            f"http://127.0.0.1:{port}/healthz", headers={"Host": "10.0.1.23"}, timeout=5
+        )
+        assert (health.status_code, health.text) == (200, "ok\n")
     finally:
         web.stop()

@@ -2,8 +2,10 @@
 checks report an error."""
 
 import time
+from contextlib import closing
 from pathlib import Path
 
+import psycopg2
 import pytest
 from django.utils import timezone
 
@@ -54,6 +56,25 @@ def test_beat_refuses_to_start_and_dispatches_nothing(
     assert "dispatch tick" not in output
     assert ScheduledJob.objects.get(pk=job.pk).status == "scheduled"
     assert not DispatcherHeartbeat.objects.exists()
+
+
+def test_beat_on_a_database_never_migrated_exits_with_a_readable_error(
+    e2e_env: dict[str, str], tmp_path: Path, new_database_url: str
+) -> None:
+    # A first deploy that forgot `migrate`: the traceback beat prints as it exits came
+    # through Celery's stdout logger as a thousand one-fragment WARNING lines.
+    base, name = new_database_url.rsplit("/", 1)
+    with closing(psycopg2.connect(f"{base}/postgres")) as admin:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+    env = {**e2e_env, "DATABASE_URL": new_database_url}
+    with running("beat", celery_beat_args(pidfile=tmp_path / "beat.pid"), env) as process:
+        returncode = process.popen.wait(EXIT_WITHIN_SECONDS)
+        output = process.output()
+    assert returncode != 0, output
+    assert 'relation "django_celery_beat_intervalschedule" does not exist' in output
+    assert "celery.redirected" not in output, output[-3000:]
 
 
 def test_the_worker_refuses_to_start_and_receives_nothing(

@@ -48,7 +48,7 @@ UNSTORABLE: dict[str, Any] = {
     "nul": {"text": "a\x00b"},
     "surrogate": "\ud800",
     # Deeper than Python's stack lets the JSON encoder go.
-    "deep": functools.reduce(lambda inner, _: [inner], range(100_000), []),
+    "deep": functools.reduce(lambda inner, _: [inner], range(100_000), list[Any]()),
 }
 
 

@@ -159,6 +159,28 @@ def test_prometheus_scrapes_metrics_over_plain_http_while_the_site_redirects_to_
     assert result.stdout.split() == ["401", "301"]
 
 
+def test_probes_from_inside_the_network_are_answered_whatever_host_they_name():
+    # A load balancer's health check and a Prometheus scrape name the target by its
+    # address, which ALLOWED_HOSTS does not list: both got 400 (DisallowedHost), and an
+    # ALB's target group never became healthy. The site itself keeps the Host check.
+    code = (
+        "import django; django.setup(); from django.test import Client; c = Client(); "
+        "host = {'HTTP_HOST': '10.0.1.23:8000'}; "
+        "health = c.get('/healthz', **host); "
+        "print(health.status_code, health.content.decode().strip(), "
+        "c.get('/metrics', **host).status_code, c.get('/admin/login/', **host).status_code, "
+        "c.get('/admin/login/', secure=True, **host).status_code)"
+    )
+    secrets = {
+        "SCHEDULER_METRICS_TOKEN": "t0ken-for-the-test",
+        "DJANGO_ALLOWED_HOSTS": "jobs.example.com",
+    }
+    result = _run(["-c", code], {**PRODUCTION, **secrets})
+    assert result.returncode == 0, result.stderr
+    # 401: the metrics view answered (it asks for the token).
+    assert result.stdout.split() == ["200", "ok", "401", "400", "400"]
+
+
 def test_error_reports_hide_the_database_url_and_its_password(settings):
     # Django's filter hides settings named like secrets; DATABASE_URL is not, and the
     # DEBUG page and the e-mails to ADMINS showed its password.

@@ -4,7 +4,9 @@ and it takes messages only for free processes."""
 import pytest
 from celery import current_app
 from django.db import connections
-from django.db.backends.postgresql.psycopg_any import IsolationLevel
+
+# Django's one name for both drivers' levels; django-stubs has no stub of it.
+from django.db.backends.postgresql.psycopg_any import IsolationLevel  # type: ignore[import-untyped]
 
 from scheduler.worker.checks import (
     check_accepted_content,
