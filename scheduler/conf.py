@@ -299,6 +299,11 @@ class SchedulerSettings:
         return bool(django_settings.USE_TZ)
 
     @staticmethod
+    def beat_times_aware() -> bool:
+        """django-celery-beat's ``DJANGO_CELERY_BEAT_TZ_AWARE`` (True by default)."""
+        return bool(getattr(django_settings, "DJANGO_CELERY_BEAT_TZ_AWARE", True))
+
+    @staticmethod
     def task_backend_paths() -> list[str]:
         """The classes of Django's ``TASKS`` backends, as configured (``django.tasks``)."""
         configs = getattr(django_settings, "TASKS", {})

@@ -15,8 +15,8 @@ from typing import Any
 from celery import current_app
 from celery.beat import ScheduleEntry
 from django.apps import AppConfig
-from django.core.checks import CheckMessage, Warning, register
-from django.db import transaction
+from django.core.checks import CheckMessage, Error, Warning, register
+from django.db import connection, transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler
 from typing_extensions import override
@@ -48,8 +48,12 @@ def ensure_dispatch_schedule() -> PeriodicTask:
     else:
         every, period = round(interval * 1_000_000), IntervalSchedule.MICROSECONDS
     with transaction.atomic():
-        # Not get_or_create: the table has no unique key, and an operator (or another
-        # beat starting) may have added the same interval.
+        # One writer at a time (several replicas' migrate, a beat starting beside one):
+        # both would create the entry (one failing on its unique name) and the interval.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [DISPATCH_TASK_NAME])
+        # Not get_or_create: the table has no unique key, and an operator may have added
+        # the same interval.
         schedule = (
             IntervalSchedule.objects.filter(every=every, period=period).order_by("pk").first()
         )
@@ -65,6 +69,12 @@ def ensure_dispatch_schedule() -> PeriodicTask:
                 "clocked": None,
                 "expire_seconds": math.ceil(interval),
                 "queue": scheduler_settings.QUEUE_NAME,
+                # The scheduler's own entry: one an operator disabled (or made one-off, or
+                # to start later) dispatched nothing, for good, and silently.
+                "enabled": True,
+                "one_off": False,
+                "start_time": None,
+                "expires": None,
                 "description": "Sends jobs that are nearly due from PostgreSQL to SQS "
                 "(written by the scheduler app after migrate and as beat starts; run by "
                 "beat itself).",
@@ -122,7 +132,18 @@ def check_beat_scheduler(
     """Warn when Celery beat would send dispatcher ticks through the job queue."""
     configured = current_app.conf.beat_scheduler
     if names_subclass(configured, DispatchingScheduler):
-        return []
+        if scheduler_settings.beat_times_aware():
+            return []
+        return [
+            Error(
+                "DJANGO_CELERY_BEAT_TZ_AWARE is False: django-celery-beat then saves the "
+                "dispatch entry's last run as a naive UTC time, which Django reads in "
+                "TIME_ZONE; west of UTC, beat would dispatch nothing for hours after its "
+                "schedule is next saved.",
+                hint="Remove DJANGO_CELERY_BEAT_TZ_AWARE (True by default).",
+                id="scheduler.E042",
+            )
+        ]
     return [
         Warning(
             f"Celery's beat scheduler is {configured!r}: beat will send dispatcher ticks as "

@@ -1,6 +1,7 @@
 """The dispatch schedule in django-celery-beat, and the scheduler_dispatch command."""
 
 import json
+import threading
 from datetime import timedelta
 from io import StringIO
 
@@ -8,7 +9,7 @@ import pytest
 from celery import current_app
 from django.apps import apps
 from django.core.management import CommandError, call_command
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connection, transaction
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
@@ -55,6 +56,47 @@ def test_the_schedule_follows_the_interval_setting_and_stays_unique(settings):
     assert task.interval.every == 2
     assert task.queue == "other-queue"
     assert PeriodicTask.objects.filter(task="scheduler.dispatch").count() == 1
+
+
+def test_a_dispatch_entry_an_operator_disabled_runs_again_as_beat_starts():
+    # Unticked "enabled" (or ticked "one-off") in the admin, it stopped every dispatch for
+    # good: beat dropped the entry, and no restart or migrate brought it back.
+    PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).update(
+        enabled=False, one_off=True, start_time=timezone.now() + timedelta(days=1)
+    )
+    ensure_dispatch_schedule()
+    task = PeriodicTask.objects.get(name=DISPATCH_PERIODIC_TASK_NAME)
+    assert (task.enabled, task.one_off, task.start_time) == (True, False, None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beats_and_migrates_writing_the_schedule_at_once_wait_for_each_other(settings):
+    # Several replicas' migrate, or beat starting beside one: both found no entry, both
+    # created it, and one failed ("Periodic task with this Name already exists") or
+    # deadlocked on a new interval.
+    settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 3
+    PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).delete()
+    outcome: list[str] = []
+
+    def second() -> None:
+        try:
+            ensure_dispatch_schedule()
+            outcome.append("written")
+        except Exception as error:
+            outcome.append(repr(error))
+        finally:
+            connection.close()
+
+    with transaction.atomic():
+        ensure_dispatch_schedule()
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(1)  # it runs meanwhile, up to where it waits for this transaction
+        assert outcome == []
+    other.join(10)
+    assert outcome == ["written"]
+    assert PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).count() == 1
+    assert IntervalSchedule.objects.filter(every=3, period="seconds").count() == 1
 
 
 def test_an_interval_an_operator_also_added_does_not_stop_the_schedule():

@@ -36,3 +36,12 @@ def test_another_beat_scheduler_is_a_warning(monkeypatch, scheduler):
 
 def test_the_project_uses_it():
     assert check_beat_scheduler() == []
+
+
+def test_naive_beat_times_are_an_error(settings):
+    # django-celery-beat then saves a naive UTC last_run_at, which Django reads in
+    # TIME_ZONE: west of UTC, the dispatch entry was not due again for hours.
+    settings.DJANGO_CELERY_BEAT_TZ_AWARE = False
+    [error] = check_beat_scheduler()
+    assert error.id == "scheduler.E042"
+    assert "DJANGO_CELERY_BEAT_TZ_AWARE" in error.msg
