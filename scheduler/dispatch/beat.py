@@ -9,6 +9,7 @@ other periodic task is sent as django-celery-beat's ``DatabaseScheduler`` sends 
 
 import logging
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -96,6 +97,8 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._dispatcher: Dispatcher | None = None
+        #: How long the tick just run took, for the next one's time (:meth:`_when`).
+        self._tick_took = 0.0
         super().__init__(*args, **kwargs)
 
     @override
@@ -118,10 +121,25 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
             # One per process: it keeps its SQS queue URLs and its recovery cadence.
             self._dispatcher = Dispatcher()
             check_clock(process="beat")
+        started = time.monotonic()
         try:
             self._dispatcher.run_once()
         except Exception:
             logger.exception("dispatch tick crashed in beat dispatcher=%s", self._dispatcher.name)
+        self._tick_took = time.monotonic() - started
+
+    @override
+    def _when(
+        self, entry: ScheduleEntry, next_time_to_run: float, *args: Any, **kwargs: Any
+    ) -> float:
+        # Celery times the next run from the end of this one, just after apply_entry: a
+        # tick of a backlog, cut short at about one interval, was followed by an interval
+        # of nothing (half scheduler_dispatch's rate). From its start, as that loop does.
+        took, self._tick_took = self._tick_took, 0.0
+        if next_time_to_run:
+            next_time_to_run = max(0.0, next_time_to_run - took)
+        when: float = super()._when(entry, next_time_to_run, *args, **kwargs)
+        return when
 
 
 @register()

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -20,6 +21,7 @@ from scheduler.dispatch.beat import (
     DispatchingScheduler,
     ensure_dispatch_schedule,
 )
+from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import JOB_ID_HEADER
 from scheduler.services import running
@@ -150,6 +152,25 @@ def test_beat_runs_a_dispatcher_tick_in_its_own_process(sqs_queue, beat_schedule
     assert message["headers"]["task"] == "testapp.noop"
     assert message["headers"][JOB_ID_HEADER] == str(job.pk)
     assert DispatcherHeartbeat.objects.get().jobs_sent == 1
+
+
+def test_the_next_tick_is_due_an_interval_after_the_last_one_started(beat_scheduler, monkeypatch):
+    # Celery counted it from the tick's end: a tick of a backlog, cut short at about one
+    # interval, was followed by an interval of nothing, and beat sent a backlog at half
+    # the rate scheduler_dispatch does.
+    PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).update(
+        last_run_at=timezone.now() - timedelta(hours=1)
+    )
+    monkeypatch.setattr(Dispatcher, "run_once", lambda self: time.sleep(2))
+    scheduler = DispatchingScheduler(app=current_app)
+    scheduler.__dict__["producer"] = None  # no broker: the tick sends nothing through it
+    try:
+        started = time.time()
+        assert scheduler.tick() == 0  # it ran the tick
+        [due_at] = [event[0] for event in scheduler._heap if event[2].task == "scheduler.dispatch"]
+    finally:
+        scheduler._finalize.cancel()
+    assert due_at == pytest.approx(started + 5, abs=0.5)  # the interval is 5 s
 
 
 def test_a_failing_tick_does_not_stop_beat(sqs_queue, beat_scheduler, settings, caplog):
