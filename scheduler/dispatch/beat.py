@@ -10,7 +10,8 @@ other periodic task is sent as django-celery-beat's ``DatabaseScheduler`` sends 
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from celery import current_app
@@ -44,15 +45,43 @@ def ensure_dispatch_schedule() -> PeriodicTask:
     all at once.
     """
     interval = scheduler_settings.DISPATCH_INTERVAL_SECONDS
+    with _one_writer():
+        task, created = _write_dispatch_schedule(interval)
+    logger.info(
+        "dispatch schedule %s every_seconds=%s", "created" if created else "updated", interval
+    )
+    return task
+
+
+@contextmanager
+def _one_writer() -> Iterator[None]:
+    """One writer of the dispatch entry at a time (several replicas' migrate, a beat
+    starting beside one): both would create it (one failing on its unique name) and
+    its interval."""
+    key = [DISPATCH_TASK_NAME]
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block:
+            # Held until the caller's transaction ends, with the writes in it.
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", key)
+        else:
+            # Before the writes' transaction: above READ COMMITTED, its snapshot (taken
+            # by its first statement) would predate the other writer's commit.
+            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", key)
+    try:
+        yield
+    finally:
+        if not connection.in_atomic_block:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", key)
+
+
+def _write_dispatch_schedule(interval: float) -> tuple[PeriodicTask, bool]:
+    """The dispatch entry written for ``interval``, and whether it was created."""
     if float(interval).is_integer():
         every, period = int(interval), IntervalSchedule.SECONDS
     else:
         every, period = round(interval * 1_000_000), IntervalSchedule.MICROSECONDS
     with transaction.atomic():
-        # One writer at a time (several replicas' migrate, a beat starting beside one):
-        # both would create the entry (one failing on its unique name) and the interval.
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [DISPATCH_TASK_NAME])
         # Not get_or_create: the table has no unique key, and an operator may have added
         # the same interval.
         schedule = (
@@ -81,10 +110,7 @@ def ensure_dispatch_schedule() -> PeriodicTask:
                 "beat itself).",
             },
         )
-    logger.info(
-        "dispatch schedule %s every_seconds=%s", "created" if created else "updated", interval
-    )
-    return task
+    return task, created
 
 
 class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]

@@ -161,11 +161,12 @@ class Channel(_SQSChannel):  # type: ignore[misc]
     @override
     def _prepare_json_payload(self, text: str) -> dict[str, Any]:
         # kombu catches only JSONDecodeError: a body nested deeper than Python's decoder
-        # goes (RecursionError) or a number past its digit limit (ValueError) raised out
-        # of the event loop, and the worker exited. Not JSON to us either: a plain body.
+        # goes, a number past its digit limit, or one of kombu's own typed values that
+        # does not rebuild ({"__type__": "decimal", "__value__": "x"}) raised out of the
+        # event loop, and the worker exited. Not JSON to us either: a plain body.
         try:
             payload: dict[str, Any] = super()._prepare_json_payload(text)
-        except (ValueError, RecursionError):
+        except Exception:  # whatever a forged body holds
             return {}
         return payload
 

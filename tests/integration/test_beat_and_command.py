@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 from io import StringIO
 
+import psycopg2
 import pytest
 from celery import current_app
 from django.apps import apps
@@ -98,6 +99,57 @@ def test_beats_and_migrates_writing_the_schedule_at_once_wait_for_each_other(set
     other.join(10)
     assert outcome == ["written"]
     assert PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).count() == 1
+    assert IntervalSchedule.objects.filter(every=3, period="seconds").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_above_read_committed_sees_what_the_one_before_it_wrote(settings):
+    # The lock, taken by the writes' transaction, came after its snapshot: at REPEATABLE
+    # READ the second writer did not see the first one's entry, and failed on its name.
+    settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 3
+    PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).delete()
+    db = connection.settings_dict
+    first = psycopg2.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
+    outcome: list[str] = []
+
+    def second() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ"
+                )
+            ensure_dispatch_schedule()
+            outcome.append("written")
+        except Exception as error:
+            outcome.append(repr(error))
+        finally:
+            connection.close()
+
+    try:
+        with first.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(hashtext('scheduler.dispatch'))")
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(1)  # it waits for the first writer
+        with first, first.cursor() as cursor:  # the first writer's entry, committed
+            cursor.execute(
+                "INSERT INTO django_celery_beat_intervalschedule (every, period) "
+                "VALUES (3, 'seconds') RETURNING id"
+            )
+            (interval,) = cursor.fetchone()
+            cursor.execute(
+                "INSERT INTO django_celery_beat_periodictask (name, task, interval_id, args, "
+                "kwargs, enabled, total_run_count, date_changed, description, one_off, "
+                "headers, priority, expire_seconds) VALUES (%s, 'scheduler.dispatch', %s, "
+                "'[]', '{}', true, 0, now(), '', false, '{}', NULL, 3)",
+                [DISPATCH_PERIODIC_TASK_NAME, interval],
+            )
+        with first.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtext('scheduler.dispatch'))")
+        other.join(10)
+    finally:
+        first.close()
+    assert outcome == ["written"]
     assert IntervalSchedule.objects.filter(every=3, period="seconds").count() == 1
 
 

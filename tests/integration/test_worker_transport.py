@@ -184,8 +184,15 @@ def test_polling_goes_on_while_the_queue_is_missing(
 
 @pytest.mark.parametrize(
     "body",
-    ["[" * 5000 + "]" * 5000, "1" * 5000, '{"a": ' + "1" * 5000 + "}"],
-    ids=["nested-too-deep", "number-too-long", "field-too-long"],
+    [
+        "[" * 5000 + "]" * 5000,
+        "1" * 5000,
+        '{"a": ' + "1" * 5000 + "}",
+        # kombu's own JSON types, rebuilt from what anyone may write.
+        '{"__type__": "decimal", "__value__": "x"}',
+        '{"__type__": "bytes", "__value__": 5}',
+    ],
+    ids=["nested-too-deep", "number-too-long", "field-too-long", "bad-decimal", "bad-bytes"],
 )
 def test_a_body_json_cannot_decode_is_passed_on_and_polling_goes_on(
     sqs_endpoint: str, body: str
