@@ -79,21 +79,9 @@ def test_beats_and_migrates_writing_the_schedule_at_once_wait_for_each_other(set
     # deadlocked on a new interval.
     settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 3
     PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).delete()
-    outcome: list[str] = []
-
-    def second() -> None:
-        try:
-            ensure_dispatch_schedule()
-            outcome.append("written")
-        except Exception as error:
-            outcome.append(repr(error))
-        finally:
-            connection.close()
-
     with transaction.atomic():
         ensure_dispatch_schedule()
-        other = threading.Thread(target=second)
-        other.start()
+        other, outcome = _writing_in_a_thread()
         other.join(1)  # it runs meanwhile, up to where it waits for this transaction
         assert outcome == []
     other.join(10)
@@ -110,26 +98,10 @@ def test_a_writer_above_read_committed_sees_what_the_one_before_it_wrote(setting
     PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).delete()
     db = connection.settings_dict
     first = psycopg2.connect(dbname=db["NAME"], user=db["USER"], host=db["HOST"], port=db["PORT"])
-    outcome: list[str] = []
-
-    def second() -> None:
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ"
-                )
-            ensure_dispatch_schedule()
-            outcome.append("written")
-        except Exception as error:
-            outcome.append(repr(error))
-        finally:
-            connection.close()
-
     try:
         with first.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(hashtext('scheduler.dispatch'))")
-        other = threading.Thread(target=second)
-        other.start()
+        other, outcome = _writing_in_a_thread("REPEATABLE READ")
         other.join(1)  # it waits for the first writer
         with first, first.cursor() as cursor:  # the first writer's entry, committed
             cursor.execute(
@@ -151,6 +123,30 @@ def test_a_writer_above_read_committed_sees_what_the_one_before_it_wrote(setting
         first.close()
     assert outcome == ["written"]
     assert IntervalSchedule.objects.filter(every=3, period="seconds").count() == 1
+
+
+def _writing_in_a_thread(isolation: str | None = None) -> tuple[threading.Thread, list[str]]:
+    """A thread that writes the dispatch entry on its own connection (at ``isolation``),
+    started, and the list its outcome goes to: "written", or the error."""
+    outcome: list[str] = []
+
+    def write() -> None:
+        try:
+            if isolation:
+                with connection.cursor() as cursor:
+                    cursor.execute(
+                        f"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL {isolation}"
+                    )
+            ensure_dispatch_schedule()
+            outcome.append("written")
+        except Exception as error:
+            outcome.append(repr(error))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    return thread, outcome
 
 
 def test_an_interval_an_operator_also_added_does_not_stop_the_schedule():
