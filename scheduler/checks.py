@@ -303,27 +303,32 @@ def names_subclass(configured: str, base: type) -> bool:
     return isinstance(value, type) and issubclass(value, base)
 
 
-#: Whether this process ran the checks of :func:`check_before_start` already.
-_checked_before_start = False
+#: The checks of :func:`check_before_start` this process ran already: their tags and
+#: databases (``((), ())`` for the whole set).
+_checked_before_start: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
 
 
-def check_before_start() -> None:
+def check_before_start(
+    *, tags: Sequence[str] | None = None, databases: Sequence[str] | None = None
+) -> None:
     """Run Django's system checks as a management command runs them before it starts
     (``BaseCommand.check``, as for ``scheduler_dispatch``), and exit this process with
     status 1 when one reports an error.
 
     Every message is printed to stderr as ``manage.py check`` prints it; warnings alone
-    let the process go on. Once per process: the beat a worker embeds (``worker -B``) and
+    let the process go on. ``tags`` and ``databases`` are ``BaseCommand.check``'s: the
+    checks that ask ``databases`` run only when given them, as ``migrate`` gives its own.
+    Once per process and set of checks: the beat a worker embeds (``worker -B``) and
     a beat's own two hooks find it done. Skipped when ``CELERY_SKIP_CHECKS`` is set, the
     variable with which Celery skips the checks it runs (and ignores) at start-up.
     """
-    global _checked_before_start
-    if _checked_before_start or os.environ.get("CELERY_SKIP_CHECKS"):
+    key = (tuple(tags or ()), tuple(databases or ()))
+    if key in _checked_before_start or os.environ.get("CELERY_SKIP_CHECKS"):
         return
-    _checked_before_start = True
+    _checked_before_start.add(key)
     command = BaseCommand()
     try:
-        command.check()
+        command.check(tags=tags, databases=databases)
     except SystemCheckError as error:
         # As manage.py reports it (BaseCommand.run_from_argv): the report, no traceback.
         command.stderr.write(str(error), lambda text: text)

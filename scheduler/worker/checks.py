@@ -6,15 +6,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import current_app
+from celery.signals import worker_init
 from django.apps import AppConfig
-from django.core.checks import CheckMessage, Error, Warning, register
-from django.db import connections, router
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.db import DatabaseError, connections, router
 
 # Django's one name for both drivers' levels; django-stubs has no stub of it.
 from django.db.backends.postgresql.psycopg_any import IsolationLevel  # type: ignore[import-untyped]
 from kombu.transport import SQS
 
-from scheduler.checks import names_subclass
+from scheduler.checks import check_before_start, names_subclass
 from scheduler.conf import scheduler_settings
 from scheduler.models import ScheduledJob
 from scheduler.registry import get_task, schedulable_task_names
@@ -57,9 +58,26 @@ def check_task_class(
     ]
 
 
-@register()
+def _isolation_level(alias: str, *, ask_server: bool) -> IsolationLevel | None:
+    """The level the database ``alias`` runs transactions at: its ``OPTIONS``', else,
+    when ``ask_server``, the server's (``default_transaction_isolation``, set for the
+    database or role) if it answers."""
+    level = connections[alias].settings_dict.get("OPTIONS", {}).get("isolation_level")
+    if level is not None or not ask_server:
+        return None if level is None else IsolationLevel(level)
+    try:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SHOW transaction_isolation")
+            (name,) = cursor.fetchone()
+    except DatabaseError:
+        return None  # the database's own check, or the process's queries, say so
+    return IsolationLevel[name.upper().replace(" ", "_")]
+
+
+@register(Tags.database)
 def check_atomic_isolation(
     app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    databases: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
     """Atomic tasks need the jobs' database at READ COMMITTED.
@@ -67,27 +85,40 @@ def check_atomic_isolation(
     An atomic job records its success in its body's transaction while the heartbeat
     renews the job's row from another connection: above READ COMMITTED, PostgreSQL
     refuses that success ("could not serialize access") for every job that outlives a
-    heartbeat interval, at every attempt.
+    heartbeat interval, at every attempt. The server's default level is asked for only
+    when the check is given the database (``migrate``, ``check --database``, a worker's
+    start).
     """
     alias = router.db_for_write(ScheduledJob)
-    level = connections[alias].settings_dict.get("OPTIONS", {}).get("isolation_level")
-    if level not in (IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE):
+    level = _isolation_level(alias, ask_server=databases is not None and alias in databases)
+    if level is None or level not in (IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE):
         return []
     atomic = [name for name in schedulable_task_names() if getattr(get_task(name), "atomic", False)]
     if not atomic:
         return []
     return [
         Error(
-            f"The database {alias!r} runs transactions at {IsolationLevel(level).name}, and "
+            f"The database {alias!r} runs transactions at {level.name}, and "
             f"tasks {atomic[:5]} are atomic: a job of one that runs longer than "
             "SCHEDULER_HEARTBEAT_INTERVAL_SECONDS cannot record its success (the heartbeat "
             "has changed its row since the body's transaction began) and fails at every "
             "attempt.",
-            hint="Leave DATABASES[...]['OPTIONS']['isolation_level'] at READ COMMITTED "
-            "(Django's default), or declare those tasks without atomic=True.",
+            hint="Leave DATABASES[...]['OPTIONS']['isolation_level'] and the server's "
+            "default_transaction_isolation at READ COMMITTED (both defaults), or declare "
+            "those tasks without atomic=True.",
             id="scheduler.E024",
         )
     ]
+
+
+@worker_init.connect(weak=False)
+def _check_database_before_worker_starts(**_: Any) -> None:
+    """Before a worker's pool starts: the checks that ask the jobs' database (E024 about
+    its server's default level), as ``migrate`` runs them."""
+    alias = router.db_for_write(ScheduledJob)
+    check_before_start(tags=[Tags.database], databases=[alias])
+    # The pool forks next: no child may inherit this connection.
+    connections[alias].close()
 
 
 def _sqs_transport() -> type[SQS.Transport] | None:

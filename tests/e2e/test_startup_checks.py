@@ -100,3 +100,21 @@ def test_the_web_server_refuses_to_start(e2e_env: dict[str, str]) -> None:
     with running("web", [str(BIN / command[0]), *command[1:]], env) as process:
         output = refused(process)
     assert "Booting worker" in output  # gunicorn got as far as loading the application
+
+
+def test_the_worker_refuses_to_start_on_a_server_whose_default_level_breaks_atomic_jobs(
+    e2e_env: dict[str, str], sqs_queue: SqsQueue
+) -> None:
+    # The connection's own server-side default (as `ALTER DATABASE … SET` or a role's
+    # setting gives it) above READ COMMITTED: the worker started, and every atomic job
+    # longer than a heartbeat interval failed at each attempt.
+    serializable = "?options=-c%20default_transaction_isolation%3Dserializable"
+    env = {**e2e_env, "DATABASE_URL": e2e_env["DATABASE_URL"] + serializable}
+    args = celery_worker_args(queue=sqs_queue.name, name="serializable")
+    with running("worker", args, env, stop_signal=WORKER_STOP_SIGNAL) as process:
+        returncode = process.popen.wait(EXIT_WITHIN_SECONDS)
+        output = process.output()
+    assert returncode != 0, output
+    assert "scheduler.E024" in output, output
+    assert "SERIALIZABLE" in output
+    assert "ready." not in output

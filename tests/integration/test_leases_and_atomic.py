@@ -21,6 +21,7 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import dispatching, running
 from scheduler.testing import InMemoryPublisher
+from scheduler.worker.checks import check_atomic_isolation
 from scheduler.worker.execution import Outcome
 from tests.conftest import job_row_held_elsewhere, postgresql_out_of_reach
 from tests.factories import deliver, dispatch_one
@@ -390,3 +391,29 @@ def test_an_on_commit_callback_failing_after_an_atomic_success_leaves_it_succeed
     assert job.history.get().outcome == JobAttempt.Outcome.SUCCEEDED
     assert list(Effect.objects.values_list("label", flat=True)) == ["committed"]
     assert succeeded_signals == [job.pk]
+
+
+@pytest.mark.django_db(transaction=True)  # a session's default level, outside a transaction
+@pytest.mark.parametrize("level", ["repeatable read", "serializable"])
+def test_atomic_tasks_on_a_server_whose_default_level_is_above_read_committed(level):
+    # The level set on the server (for the database or role, or by the connection's
+    # `options`) escaped the check, which read only OPTIONS["isolation_level"]: every
+    # atomic job outliving a heartbeat failed at each attempt, as with that option.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('default_transaction_isolation', %s, false)", [level])
+    try:
+        [error] = check_atomic_isolation(databases=["default"])  # as `migrate` runs it
+        assert check_atomic_isolation() == []  # not asked: `check` alone asks no database
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET default_transaction_isolation")
+    assert error.id == "scheduler.E024"
+    assert level.upper().replace(" ", "_") in error.msg
+    assert "default_transaction_isolation" in (error.hint or "")
+    assert check_atomic_isolation(databases=["default"]) == []  # READ COMMITTED again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_isolation_check_on_a_database_out_of_reach_reports_nothing():
+    with postgresql_out_of_reach():
+        assert check_atomic_isolation(databases=["default"]) == []

@@ -14,7 +14,7 @@ from scheduler.conf import SQS_MAX_DELAY_SECONDS
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """This process as one that has not checked yet, without CELERY_SKIP_CHECKS."""
-    monkeypatch.setattr(checks, "_checked_before_start", False)
+    monkeypatch.setattr(checks, "_checked_before_start", set())
     monkeypatch.delenv("CELERY_SKIP_CHECKS", raising=False)
 
 
