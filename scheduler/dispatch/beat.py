@@ -18,9 +18,9 @@ from celery import current_app
 from celery.beat import ScheduleEntry
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
-from django_celery_beat.schedulers import DatabaseScheduler
+from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 from typing_extensions import override
 
 from scheduler.checks import check_before_start, names_subclass
@@ -75,12 +75,35 @@ def _one_writer() -> Iterator[None]:
                 cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", key)
 
 
+def _interval_of(interval: float) -> tuple[int, str]:
+    """The IntervalSchedule ``(every, period)`` of ``interval`` seconds."""
+    if float(interval).is_integer():
+        return int(interval), IntervalSchedule.SECONDS
+    return round(interval * 1_000_000), IntervalSchedule.MICROSECONDS
+
+
+def _entry_fields(interval: float) -> dict[str, Any]:
+    """The dispatch entry's fields but its interval and description, as the settings
+    say; what an operator changed in them is written back."""
+    return {
+        "task": DISPATCH_TASK_NAME,
+        "crontab": None,
+        "solar": None,
+        "clocked": None,
+        "expire_seconds": math.ceil(interval),
+        "queue": scheduler_settings.QUEUE_NAME,
+        # The scheduler's own entry: one an operator disabled (or made one-off, or to
+        # start later) dispatched nothing, for good, and silently.
+        "enabled": True,
+        "one_off": False,
+        "start_time": None,
+        "expires": None,
+    }
+
+
 def _write_dispatch_schedule(interval: float) -> tuple[PeriodicTask, bool]:
     """The dispatch entry written for ``interval``, and whether it was created."""
-    if float(interval).is_integer():
-        every, period = int(interval), IntervalSchedule.SECONDS
-    else:
-        every, period = round(interval * 1_000_000), IntervalSchedule.MICROSECONDS
+    every, period = _interval_of(interval)
     with transaction.atomic():
         # Not get_or_create: the table has no unique key, and an operator may have added
         # the same interval.
@@ -92,25 +115,31 @@ def _write_dispatch_schedule(interval: float) -> tuple[PeriodicTask, bool]:
         task, created = PeriodicTask.objects.update_or_create(
             name=DISPATCH_PERIODIC_TASK_NAME,
             defaults={
-                "task": DISPATCH_TASK_NAME,
+                **_entry_fields(interval),
                 "interval": schedule,
-                "crontab": None,
-                "solar": None,
-                "clocked": None,
-                "expire_seconds": math.ceil(interval),
-                "queue": scheduler_settings.QUEUE_NAME,
-                # The scheduler's own entry: one an operator disabled (or made one-off, or
-                # to start later) dispatched nothing, for good, and silently.
-                "enabled": True,
-                "one_off": False,
-                "start_time": None,
-                "expires": None,
                 "description": "Sends jobs that are nearly due from PostgreSQL to SQS "
                 "(written by the scheduler app after migrate and as beat starts; run by "
                 "beat itself).",
             },
         )
     return task, created
+
+
+def _changed_fields(entry: ModelEntry | None) -> list[str]:
+    """The fields of the dispatch entry beat loaded that the settings do not give it
+    (``["enabled"]`` when beat loaded none: disabled, deleted, or made a crontab)."""
+    if entry is None:
+        return ["enabled"]
+    interval = scheduler_settings.DISPATCH_INTERVAL_SECONDS
+    model = entry.model
+    changed = [
+        name for name, value in _entry_fields(interval).items() if getattr(model, name) != value
+    ]
+    if model.interval is None or (model.interval.every, model.interval.period) != _interval_of(
+        interval
+    ):
+        changed.append("interval")
+    return changed
 
 
 class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
@@ -136,6 +165,28 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         # changed interval (or queue) would wait for the next migrate.
         ensure_dispatch_schedule()
         super().setup_schedule()
+
+    @override
+    def all_as_schedule(self) -> dict[str, ScheduleEntry]:
+        # Beat reloads its schedule as the entries change (and every 5 minutes): a
+        # dispatch entry an operator disabled, deleted or rescheduled meanwhile would
+        # dispatch nothing until beat's next start. It is written back.
+        schedule: dict[str, ScheduleEntry] = super().all_as_schedule()
+        changed = _changed_fields(schedule.get(DISPATCH_PERIODIC_TASK_NAME))
+        if not changed:
+            return schedule
+        logger.warning(
+            "dispatch entry changed fields=%s: written back as the settings say (set "
+            "SCHEDULER_DISPATCH_INTERVAL_SECONDS to change its interval)",
+            ",".join(changed),
+        )
+        try:
+            ensure_dispatch_schedule()
+        except DatabaseError:
+            # Tried again at the next reload, in 5 minutes at most.
+            logger.exception("dispatch entry not written back")
+            return schedule
+        return super().all_as_schedule()  # type: ignore[no-any-return]
 
     @override
     def apply_entry(self, entry: ScheduleEntry, producer: Any = None) -> None:

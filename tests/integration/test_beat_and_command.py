@@ -11,12 +11,14 @@ import pytest
 from celery import current_app
 from django.apps import apps
 from django.core.management import CommandError, call_command
-from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, InternalError, connection, transaction
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scheduler import schedule_at
 from scheduler.apps import after_migrate
+from scheduler.conf import scheduler_settings
+from scheduler.dispatch import beat
 from scheduler.dispatch.beat import (
     DISPATCH_PERIODIC_TASK_NAME,
     DispatchingScheduler,
@@ -187,6 +189,69 @@ def beat_scheduler(transactional_db):
     scheduler = DispatchingScheduler(app=current_app)
     yield scheduler
     scheduler._finalize.cancel()  # no sync at exit, after the test database is gone
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"enabled": False},
+        {"one_off": True, "start_time": timezone.now() + timedelta(days=1)},
+        None,  # deleted
+    ],
+)
+def test_a_dispatch_entry_an_operator_changes_while_beat_runs_is_written_back(
+    beat_scheduler, change, caplog
+):
+    # Beat reloads its schedule when an entry changes: the dispatch entry disabled,
+    # deleted or rescheduled in the admin left beat dispatching nothing until restarted.
+    assert DISPATCH_PERIODIC_TASK_NAME in beat_scheduler.schedule
+    task = PeriodicTask.objects.get(name=DISPATCH_PERIODIC_TASK_NAME)
+    if change is None:
+        task.delete()
+    else:
+        for name, value in change.items():
+            setattr(task, name, value)
+        task.save()  # as the admin saves it: beat sees the change
+    entry = beat_scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME]
+    assert entry.model.enabled
+    assert not entry.model.one_off
+    assert (entry.model.start_time, entry.model.expires) == (None, None)
+    assert PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME, enabled=True).count() == 1
+    assert "dispatch entry changed fields=" in caplog.text
+
+
+def test_a_dispatch_entry_with_another_interval_is_written_back(beat_scheduler):
+    task = PeriodicTask.objects.get(name=DISPATCH_PERIODIC_TASK_NAME)
+    task.interval = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.HOURS)
+    task.save()
+    entry = beat_scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME]
+    assert entry.schedule.run_every == timedelta(
+        seconds=scheduler_settings.DISPATCH_INTERVAL_SECONDS
+    )
+
+
+def test_a_dispatch_entry_that_cannot_be_written_back_leaves_beat_running(
+    beat_scheduler, monkeypatch, caplog
+):
+    PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).get().delete()
+
+    def read_only() -> None:
+        raise InternalError("cannot execute UPDATE in a read-only transaction")
+
+    monkeypatch.setattr(beat, "ensure_dispatch_schedule", read_only)
+    assert DISPATCH_PERIODIC_TASK_NAME not in beat_scheduler.schedule  # and beat goes on
+    assert "dispatch entry not written back" in caplog.text
+
+
+def test_a_dispatch_entry_as_the_settings_say_is_not_written_at_each_reload(beat_scheduler):
+    # Writing it marks the schedule changed: written when unchanged, beat would reload
+    # its schedule, and write the entry again, at every loop.
+    beat_scheduler.schedule  # noqa: B018 - the first read
+    written = PeriodicTask.objects.get(name=DISPATCH_PERIODIC_TASK_NAME).date_changed
+    beat_scheduler._last_full_sync -= timedelta(minutes=10)  # a forced reload is due
+    assert DISPATCH_PERIODIC_TASK_NAME in beat_scheduler.schedule
+    assert PeriodicTask.objects.get(name=DISPATCH_PERIODIC_TASK_NAME).date_changed == written
+    assert not beat_scheduler.schedule_changed()
 
 
 def test_beat_runs_a_dispatcher_tick_in_its_own_process(sqs_queue, beat_scheduler):
