@@ -60,6 +60,13 @@ def reschedule_jobs(jobs: QuerySet[ScheduledJob], *, to: datetime, by: Operator)
     return bulk.reschedule_many(jobs, to=to, **by.who)
 
 
-def shift_jobs(jobs: QuerySet[ScheduledJob], *, offset: timedelta, by: Operator) -> BulkResult:
-    """Move every scheduled or enqueued job among ``jobs`` by ``offset`` from its own run_at."""
-    return bulk.shift_many(jobs, offset=offset, **by.who)
+def shift_jobs(
+    jobs: QuerySet[ScheduledJob],
+    *,
+    offset: timedelta,
+    by: Operator,
+    unchanged_since: datetime | None = None,
+) -> BulkResult:
+    """Move every scheduled or enqueued job among ``jobs`` by ``offset`` from its own
+    run_at, but those an operator acted on after ``unchanged_since``."""
+    return bulk.shift_many(jobs, offset=offset, unchanged_since=unchanged_since, **by.who)

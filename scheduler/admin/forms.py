@@ -11,7 +11,7 @@ import json
 import sys
 import uuid
 import zoneinfo
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import QueryDict
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.html import escape, format_html
 from django.utils.safestring import mark_safe
 from typing_extensions import override
@@ -185,9 +186,24 @@ class WallClockField(forms.DateTimeField):
 
     @override
     def to_python(self, value: Any) -> datetime | None:
+        if isinstance(value, str) and _has_offset(value):
+            # Read in the zone below, its own offset dropped, it was another instant.
+            raise ValidationError(
+                "Give the date and time without a UTC offset: it is read in the time zone below.",
+                code="offset",
+            )
         # Django makes the value aware in the current zone, refusing such times there.
         with timezone.override(UTC):
             return super().to_python(value)
+
+
+def _has_offset(text: str) -> bool:
+    """Whether ``text`` is an ISO date and time with a UTC offset ("Z", "+09:00")."""
+    try:
+        parsed = parse_datetime(text.strip())
+    except ValueError:  # a day or hour out of range: the field's own error
+        return False
+    return parsed is not None and parsed.tzinfo is not None
 
 
 def _local_datetime_field(label: str, help_text: str) -> forms.DateTimeField:
@@ -496,6 +512,10 @@ class BulkRescheduleForm(BrowserTimeZoneMixin, forms.Form):
     offset_unit = WhenForm.base_fields["delay_unit"]
     reason = reason_field()
     submission = submission_field()
+    #: When the job list was loaded: a job an operator acted on since is not shifted (a
+    #: second operator's page, or the list's action posted again after Back, would
+    #: shift it twice). Empty from a list page older than this field.
+    listed_at = forms.DateTimeField(widget=forms.HiddenInput, required=False)
 
     Media = WhenForm.Media
 
@@ -550,7 +570,8 @@ class RetryJobForm(BrowserTimeZoneMixin, forms.Form):
     @override
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
-        cleaned["run_at"] = _optional_local_datetime(self, cleaned, "run_at_local")
+        # A time in the past would run the job at once, not when it says.
+        cleaned["run_at"] = _optional_local_datetime(self, cleaned, "run_at_local", local_run_at)
         cleaned["deadline"] = _optional_local_datetime(self, cleaned, "deadline_local")
         return cleaned
 
@@ -578,13 +599,17 @@ def _task_choices() -> list[tuple[str, str]]:
 
 
 def _optional_local_datetime(
-    form: forms.BaseForm, cleaned: dict[str, Any], field: str
+    form: forms.BaseForm,
+    cleaned: dict[str, Any],
+    field: str,
+    read: Callable[[datetime | None, str], datetime] = local_datetime,
 ) -> datetime | None:
-    """The optional date-time ``field`` read in the form's time zone, or None (error added)."""
+    """The optional date-time ``field`` read in the form's time zone by ``read``, or None
+    (error added)."""
     if cleaned.get(field) is None or form.has_error("time_zone"):
         return None
     try:
-        return local_datetime(cleaned[field], cleaned["time_zone"])
+        return read(cleaned[field], cleaned["time_zone"])
     except ValidationError as error:
         form.add_error(field, error)
         return None

@@ -96,7 +96,16 @@ _RETRY_OR_RESCHEDULE_THEM = "retry ended ones with a new one; give pending ones 
 _SKIPPED_BECAUSE = {
     bulk.Skip.UNIQUE_KEY: "whose unique key an active job holds",
     bulk.Skip.OUT_OF_RANGE: "that would move beyond the years 1-9999",
+    bulk.Skip.CHANGED: "that an operator acted on after the list was loaded (look at them again)",
 }
+
+
+def _deadline_refused(error: InvalidArgumentsError) -> str:
+    """What the deadline field says of the service's refusal of it."""
+    if error.reason.startswith(("must be after", "has passed")):
+        return "The deadline must be in the future."  # it has passed since it was checked
+    return f"Deadline {error.reason}."  # beyond the year 9999 in UTC, say
+
 
 ADMIN_CSS = {"all": ("scheduler/admin.css",)}
 
@@ -384,6 +393,9 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             raise PermissionDenied
         context = {
             "monitoring_url": reverse("admin:scheduler_scheduledjob_monitoring"),
+            # Posted with an action: jobs an operator acts on after it are not shifted
+            # again (BulkRescheduleForm.listed_at).
+            "listed_at": timezone.now().isoformat(),
             **(extra_context or {}),
         }
         return super().changelist_view(request, context)
@@ -492,7 +504,10 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             request, "Set to run now", result, "running or succeeded", _RETRY_OR_RESCHEDULE_THEM
         )
         held = (
-            queryset.filter(covered_by_pause(), status=states.Status.SCHEDULED).count()
+            # Those it moved: not the queryset, whose filter (failed, say) they left.
+            ScheduledJob.objects.filter(
+                covered_by_pause(), pk__in=result.changed_ids, status=states.Status.SCHEDULED
+            ).count()
             if result.changed and Pause.objects.exists()
             else 0
         )
@@ -520,7 +535,9 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
 
         def move(data: dict[str, Any], by: bulk.Operator) -> bulk.BulkResult:
             if data["mode"] == BulkRescheduleForm.BY:
-                return bulk.shift_jobs(queryset, offset=data["offset"], by=by)
+                return bulk.shift_jobs(
+                    queryset, offset=data["offset"], by=by, unchanged_since=data["listed_at"]
+                )
             return bulk.reschedule_jobs(queryset, to=data["run_at"], by=by)
 
         page = _AskedFirst(
@@ -565,7 +582,10 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         """An action that asks on an intermediate page first, then acts and reports."""
         form = form_class(
             request.POST if "apply" in request.POST else None,
-            initial={"reason": request.POST.get("reason", "")},
+            initial={
+                "reason": request.POST.get("reason", ""),
+                "listed_at": request.POST.get("listed_at"),
+            },
         )
         if form.is_bound and form.is_valid():
             by = bulk.Operator(_actor(request), form.cleaned_data["reason"])
@@ -582,7 +602,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
                 # has just passed), or beyond what the form checks (a time past year
                 # 9999 in UTC): the page again, saying why.
                 if error.field == "deadline":
-                    form.add_error("deadline_local", "The deadline must be in the future.")
+                    form.add_error("deadline_local", _deadline_refused(error))
                 else:
                     form.add_error(None, str(error))
             else:

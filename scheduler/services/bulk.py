@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from scheduler import signals, states, validation
 from scheduler.exceptions import KeyContentionError
-from scheduler.models import AuditAction, ScheduledJob
+from scheduler.models import AuditAction, AuditEntry, ScheduledJob
 from scheduler.services import audit
 from scheduler.services.refusals import sqlstate
 from scheduler.services.scheduling import UNIQUE_KEY_CONSTRAINT
@@ -54,6 +54,9 @@ class Skip(enum.Enum):
     DEADLINE = enum.auto()
     #: Its new time would be outside the years 1-9999.
     OUT_OF_RANGE = enum.auto()
+    #: An operator acted on it since the selection was made: moved by an offset again,
+    #: it would move twice as far (two operators, or a form posted again).
+    CHANGED = enum.auto()
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class BulkResult:
 
     changed: int
     skipped: Counter[Skip]
+    #: The ids of the jobs that changed.
+    changed_ids: tuple[int, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -99,11 +104,14 @@ def shift_many(
     jobs: QuerySet[ScheduledJob],
     *,
     offset: timedelta,
+    unchanged_since: datetime | None = None,
     reason: str = "",
     actor: str | None = None,
 ) -> BulkResult:
     """Move every scheduled or enqueued job among ``jobs`` by ``offset`` from its own
-    run_at; those it would take past their deadline or the years 1-9999 are skipped."""
+    run_at; those it would take past their deadline or the years 1-9999 are skipped, and
+    so are those an operator acted on after ``unchanged_since`` (when the operator chose
+    them), which would otherwise move twice."""
     if not isinstance(offset, timedelta):
         raise TypeError(f"offset must be a timedelta, got {offset!r}")
     span = _LAST - _FIRST
@@ -124,7 +132,22 @@ def shift_many(
         output_field=DateTimeField(),
     )
     shifted = _pending_to(moved, checked=moved)
-    move = replace(shifted, refusals=((Skip.OUT_OF_RANGE, outside), *shifted.refusals))
+    acted_on = (
+        Q(pk__isnull=True)
+        if unchanged_since is None
+        else Q(
+            Exists(
+                AuditEntry.objects.filter(
+                    job=OuterRef("pk"),
+                    at__gt=validation.aware_datetime(unchanged_since, "unchanged_since"),
+                )
+            )
+        )
+    )
+    move = replace(
+        shifted,
+        refusals=((Skip.CHANGED, acted_on), (Skip.OUT_OF_RANGE, outside), *shifted.refusals),
+    )
     return _act(jobs, lambda _: [move], audit.Action.RESCHEDULE, reason=reason, actor=actor)
 
 
@@ -254,7 +277,9 @@ def _act(
         _announce(job, action, actor)
     # Not among the candidates: in another state, or gone.
     skipped[Skip.STATE] += selected - len(moved) - skipped.total()
-    result = BulkResult(changed=len(moved), skipped=+skipped)
+    result = BulkResult(
+        changed=len(moved), skipped=+skipped, changed_ids=tuple(job.job_id for job in moved)
+    )
     logger.info(
         "bulk jobs action=%s actor=%s changed=%s skipped=%s",
         action,

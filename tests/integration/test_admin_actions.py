@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from freezegun import freeze_time
 
 from scheduler.admin import bulk, changelist
@@ -365,6 +366,117 @@ def test_a_reschedule_by_an_offset_submitted_twice_moves_the_jobs_once(admin_cli
     ]
     assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(hours=23, minutes=30)
     assert AuditEntry.objects.filter(action=AuditEntry.Action.RESCHEDULE).count() == 1
+
+
+def _intermediate_page(client, jobs, listed_at):
+    """The page "Reschedule selected jobs…" shows, for a list loaded at ``listed_at``."""
+    page = client.post(
+        CHANGELIST,
+        {
+            "action": "reschedule_selected",
+            "index": "0",
+            "_selected_action": [j.pk for j in jobs],
+            "listed_at": listed_at,
+        },
+    )
+    assert page.status_code == 200
+    return page.content.decode()
+
+
+def _submit(client, page, **answers):
+    """``page``'s own hidden fields (its token among them) with ``answers``, applied."""
+    data = {}
+    for name, value in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page):
+        data.setdefault(name, []).append(value)
+    return client.post(CHANGELIST, {**data, **answers, "apply": "Reschedule"}, follow=True)
+
+
+SHIFT_BACK = {"mode": "by", "offset_amount": "-30", "offset_unit": "minutes", "time_zone": "UTC"}
+
+
+def test_the_job_list_gives_its_actions_the_time_it_was_loaded(admin_client):
+    listed_at = re.search(
+        r'name="listed_at" value="([^"]+)"', admin_client.get(CHANGELIST).content.decode()
+    )
+    assert listed_at is not None
+    assert datetime.fromisoformat(listed_at[1]) == T0
+
+
+def test_two_operators_shifting_the_same_jobs_move_them_once(
+    admin_client, django_user_model, client
+):
+    # Each page had its own token: both shifts applied, and the jobs moved an hour.
+    scheduled = job(Status.SCHEDULED, run_at=T0 + timedelta(days=1))
+    other = job(Status.SCHEDULED, run_at=T0 + timedelta(days=2))
+    client.force_login(django_user_model.objects.create_superuser("bob", password="x"))
+    alice_page = _intermediate_page(admin_client, [scheduled], T0.isoformat())
+    bob_page = _intermediate_page(client, [scheduled, other], T0.isoformat())
+    with freeze_time(T0 + timedelta(seconds=5)):
+        assert messages_of(_submit(admin_client, alice_page, **SHIFT_BACK)) == [
+            "Rescheduled 1 job."
+        ]
+        assert messages_of(_submit(client, bob_page, **SHIFT_BACK)) == [
+            "Rescheduled 1 job; skipped 1 that an operator acted on after the list was "
+            "loaded (look at them again)."
+        ]
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(hours=23, minutes=30)
+    assert ScheduledJob.objects.get(pk=other.pk).run_at == T0 + timedelta(days=2, minutes=-30)
+
+
+def test_the_list_action_posted_again_after_back_does_not_shift_the_jobs_twice(admin_client):
+    # Back from the list to the intermediate page (never cached) posts the list's
+    # action again: a new page, a new token, and the jobs moved again.
+    scheduled = job(Status.SCHEDULED, run_at=T0 + timedelta(days=1))
+    page = _intermediate_page(admin_client, [scheduled], T0.isoformat())
+    with freeze_time(T0 + timedelta(seconds=5)):
+        _submit(admin_client, page, **SHIFT_BACK)
+    with freeze_time(T0 + timedelta(seconds=10)):
+        again = _intermediate_page(admin_client, [scheduled], T0.isoformat())
+        response = _submit(admin_client, again, **SHIFT_BACK)
+    assert messages_of(response) == [
+        "Rescheduled 0 jobs; skipped 1 that an operator acted on after the list was loaded "
+        "(look at them again)."
+    ]
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(hours=23, minutes=30)
+    # A list loaded after the shift shifts it again: the operator saw where it is.
+    with freeze_time(T0 + timedelta(seconds=15)):
+        fresh = _intermediate_page(admin_client, [scheduled], timezone.now().isoformat())
+        assert messages_of(_submit(admin_client, fresh, **SHIFT_BACK)) == ["Rescheduled 1 job."]
+
+
+def test_a_time_typed_with_its_own_utc_offset_is_refused(admin_client):
+    # Read in the chosen zone with its offset dropped: 18:00+09:00 (09:00 UTC) was
+    # stored as 18:00 UTC, 9 hours off.
+    scheduled = job(Status.SCHEDULED, run_at=T0 + timedelta(days=1))
+    response = act(
+        admin_client,
+        "reschedule_selected",
+        [scheduled],
+        apply="Reschedule",
+        mode="to",
+        run_at_local="2026-12-24T18:00+09:00",
+        time_zone="UTC",
+        offset_unit="minutes",
+    )
+    assert "without a UTC offset" in response.content.decode()
+    assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(days=1)
+
+
+def test_a_retry_deadline_past_year_9999_in_utc_says_so(admin_client):
+    # Every refusal of the deadline read "The deadline must be in the future."
+    expired = job(Status.EXPIRED, deadline=T0 - timedelta(minutes=5))
+    response = act(
+        admin_client,
+        "retry_selected_with_deadline",
+        [expired],
+        apply="Retry",
+        deadline_local="9999-12-31T23:00",
+        time_zone="America/New_York",
+    )
+    errors = str(response.context["form"].errors)
+    assert "The deadline must be in the future." not in errors
+    assert "is not between years 1 and 9999 in UTC" in errors
+    assert ScheduledJob.objects.get(pk=expired.pk).status == Status.EXPIRED
 
 
 def test_select_all_acts_on_every_job_matching_the_filters(admin_client):

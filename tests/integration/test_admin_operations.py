@@ -238,6 +238,46 @@ def test_running_now_a_job_of_a_paused_kind_says_it_waits_for_the_resume(admin_c
     ]
 
 
+def test_running_now_counts_the_held_jobs_it_moved_not_the_list_filter(admin_client):
+    # Counted again through the list's filter (failed) after the action: "Select all"
+    # of 60 failed jobs said 50 (those ticked on the page), and a job the action
+    # skipped (past its deadline) was counted as waiting for the pause.
+    services.pause("testapp.noop", None, reason="gateway down", actor="ops")
+    failed = [job(Status.FAILED, run_at=T0 - timedelta(hours=1)) for _ in range(60)]
+    response = admin_client.post(
+        f"{CHANGELIST}?status__exact=failed",
+        {
+            "action": "run_selected_now",
+            "index": "0",
+            "select_across": "1",
+            "_selected_action": [j.pk for j in failed[:50]],
+        },
+        follow=True,
+    )
+    assert messages_of(response) == [
+        "Set to run now 60 jobs.",
+        "60 of them are of a paused kind and start once the pause is lifted (see Monitoring).",
+    ]
+    retried = job(Status.FAILED, run_at=T0 - timedelta(hours=1))
+    skipped = job(run_at=T0 - timedelta(minutes=2), deadline=T0 - timedelta(minutes=1))
+    response = act(admin_client, "run_selected_now", [retried, skipped])
+    assert messages_of(response)[1] == (
+        "1 of them is of a paused kind and start once the pause is lifted (see Monitoring)."
+    )
+
+
+def test_retrying_a_job_at_a_time_in_the_past_is_refused(admin_client):
+    # Taken as given: the job was due at once, and ran now, not when the operator said.
+    failed = job(Status.FAILED, run_at=T0 - timedelta(days=1))
+    response = admin_client.post(
+        reverse("admin:scheduler_scheduledjob_retry", args=[failed.pk]),
+        {"run_at_local": "2025-12-01T09:00", "time_zone": "Europe/Paris", "reason": ""},
+        follow=True,
+    )
+    assert "is in the past" in response.content.decode()
+    assert ScheduledJob.objects.get(pk=failed.pk).status == Status.FAILED
+
+
 def test_pausing_a_queue_no_job_was_ever_on_warns_of_a_misspelt_name(admin_client):
     # In an incident, "scheduler_jobs" for "scheduler-jobs" paused nothing, and was told
     # "none of its jobs starts" while the real queue's jobs went on.
