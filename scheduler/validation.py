@@ -113,7 +113,7 @@ def run_at_in(value: object, *, now: datetime) -> datetime:
 def job_args(value: object) -> list[Any]:
     """Positional arguments: a list or tuple that survives a JSON round trip."""
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
-        raise InvalidArgumentsError("args", f"must be a list or tuple, got {value!r}")
+        raise InvalidArgumentsError("args", f"must be a list or tuple, got {type(value).__name__}")
     args = list(value)
     _require_json(args, "args")
     return args
@@ -124,7 +124,7 @@ def job_kwargs(value: object) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InvalidArgumentsError("kwargs", f"must be a mapping, got {value!r}")
+        raise InvalidArgumentsError("kwargs", f"must be a mapping, got {type(value).__name__}")
     kwargs = dict(value)
     if not all(isinstance(key, str) for key in kwargs):
         raise InvalidArgumentsError("kwargs", "keys must be strings")
@@ -280,11 +280,16 @@ def _require_json_round_trip(value: object, field: str) -> None:
     if (too_large := _json_size_refusal(len(text))) is not None:
         raise InvalidArgumentsError(field, f"are too large for PostgreSQL to store: {too_large}")
     round_tripped = json.loads(text)
-    if round_tripped != value or not _same_types(round_tripped, value):
+    changed = _change(value, round_tripped, field)
+    if changed is None and round_tripped != value:
+        changed = f"{field} comes back different"
+    if changed is not None:
+        # Where and of which types, never the values: the message is logged, and
+        # reaches error trackers (a secret among the arguments would too).
         raise InvalidArgumentsError(
             field,
-            f"do not survive a JSON round trip unchanged: {value!r} comes back as "
-            f"{round_tripped!r} (use lists, not tuples, and string keys)",
+            f"do not survive a JSON round trip unchanged: {changed} (use lists, not "
+            "tuples, plain str, int and float, not their subclasses, and string keys)",
         )
     for leaf in _leaves(round_tripped):
         if isinstance(leaf, str):
@@ -292,7 +297,7 @@ def _require_json_round_trip(value: object, field: str) -> None:
         elif isinstance(leaf, float) and abs(leaf) >= _FLOAT_READ_AS_INT:
             raise InvalidArgumentsError(
                 field,
-                f"must not contain floats of magnitude 1e16 or more ({leaf!r}): PostgreSQL "
+                "must not contain floats of magnitude 1e16 or more: PostgreSQL "
                 "gives them back as integers; pass an int or a string",
             )
 
@@ -361,12 +366,23 @@ def _require_storable_text(text: str, field: str) -> None:
     )
 
 
-def _same_types(a: object, b: object) -> bool:
+def _change(value: object, back: object, path: str) -> str | None:
+    """Where ``back``, ``value`` through JSON, first differs from it in type, as the
+    path to that place and the two types (never a value); None if nowhere."""
     # 1 == 1.0 and True == 1 in Python, but a task would receive a different type.
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list) and isinstance(b, list):
-        return all(_same_types(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return all(_same_types(a[key], b[key]) for key in a)
-    return True
+    if type(value) is not type(back):
+        return f"{path}: {type(value).__name__} comes back as {type(back).__name__}"
+    if isinstance(value, list) and isinstance(back, list):
+        for index, (item, item_back) in enumerate(zip(value, back, strict=True)):
+            if (changed := _change(item, item_back, f"{path}[{index}]")) is not None:
+                return changed
+    elif isinstance(value, dict) and isinstance(back, dict):
+        for position, (key, item) in enumerate(value.items()):
+            # A key is named only when it looks like a name, not like data.
+            named = isinstance(key, str) and key.isidentifier() and len(key) <= 40
+            where = f"{path}[{key!r}]" if named else f"{path}[key #{position + 1}]"
+            if not isinstance(key, str):
+                return f"{where}: {type(key).__name__} key comes back as str"
+            if (changed := _change(item, back.get(key), where)) is not None:
+                return changed
+    return None

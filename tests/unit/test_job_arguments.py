@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from django.db import models
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -112,7 +113,7 @@ def test_what_the_walk_leaves_to_the_round_trip_is_still_accepted(value):
         # The first problem json.dumps meets wins, as it did.
         ([{1, 2}, math.nan], "args must be JSON-serialisable: Object of type set"),
         ([{(1,): 2}], "args must be JSON-serialisable: keys must be str, int, float, bool"),
-        ([(1, 2)], "args do not survive a JSON round trip unchanged: [(1, 2)] comes back as"),
+        ([(1, 2)], "args do not survive a JSON round trip unchanged: args[0]: tuple comes back"),
         ([True, Number(1)], "args do not survive a JSON round trip unchanged"),
         ([{1: "one"}], "args do not survive a JSON round trip unchanged"),
         # An unchanged round trip comes first, then what PostgreSQL cannot store.
@@ -122,7 +123,7 @@ def test_what_the_walk_leaves_to_the_round_trip_is_still_accepted(value):
         (["\ud83d\ude00"], "args do not survive a JSON round trip unchanged"),
         (["\ud83d"], "args must be valid Unicode: a lone surrogate"),
         ([{"\ud800": 1}], "args must be valid Unicode: a lone surrogate"),
-        ([1e16], "args must not contain floats of magnitude 1e16 or more (1e+16)"),
+        ([1e16], "args must not contain floats of magnitude 1e16 or more: PostgreSQL"),
     ],
 )
 def test_a_refusal_is_worded_by_the_round_trip(args, message):
@@ -130,6 +131,49 @@ def test_a_refusal_is_worded_by_the_round_trip(args, message):
         validation.job_args(args)
     assert str(raised.value).startswith(message)
     assert raised.value.field == "args"
+
+
+class Status(models.TextChoices):
+    AUTHORIZED = "authorized"
+
+
+SECRET = "card-token-7f3e1a9d"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "where"),
+    [
+        ({"card": SECRET, "window": (9, 17)}, "kwargs['window']: tuple comes back as list"),
+        (
+            {"card": SECRET, "status": Status.AUTHORIZED},
+            "kwargs['status']: Status comes back as str",
+        ),
+        (
+            {"card": SECRET, "by_id": {7: SECRET}},
+            "kwargs['by_id'][key #1]: int key comes back as str",
+        ),
+        ({"cards": [SECRET, 1e16]}, "must not contain floats of magnitude 1e16 or more"),
+        ({"card": SECRET, SECRET: [(1,)]}, "kwargs[key #2][0]: tuple comes back as list"),
+    ],
+)
+def test_a_refusal_says_where_and_never_quotes_the_arguments(kwargs, where):
+    # The whole arguments were quoted: the message reaches the worker's log line, Celery's
+    # error log and error trackers (a task that retried itself with a tuple), and a web
+    # request's 500 log, with a secret among them.
+    with pytest.raises(InvalidArgumentsError) as raised:
+        validation.job_kwargs(kwargs)
+    assert where in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+@pytest.mark.parametrize("value", [SECRET, {SECRET: 1}])
+def test_arguments_of_the_wrong_kind_are_named_by_their_type(value):
+    with pytest.raises(InvalidArgumentsError) as raised:
+        validation.job_args(value)
+    assert SECRET not in str(raised.value)
+    with pytest.raises(InvalidArgumentsError) as raised:
+        validation.job_kwargs([SECRET])
+    assert str(raised.value) == "kwargs must be a mapping, got list"
 
 
 def test_a_cycle_is_refused_as_before():

@@ -9,9 +9,12 @@ import os
 import subprocess
 
 import pytest
-from django.views.debug import get_default_exception_reporter_filter
+from django.db import OperationalError
+from django.db.backends.postgresql.base import DatabaseWrapper
+from django.views.debug import ExceptionReporter, get_default_exception_reporter_filter
 
-from tests.processes import BIN, ROOT
+from project.reporting import ExceptionReporterFilter
+from tests.processes import BIN, ROOT, free_port
 
 SECRET_KEY = "x7-" + "k" * 20 + "-deploy-test-key-with-enough-entropy-qwertyuiop"
 PRODUCTION = {"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": SECRET_KEY}
@@ -190,6 +193,38 @@ def test_error_reports_hide_the_database_url_and_its_password(settings):
     assert safe["DATABASE_URL"] == safe["CELERY_BROKER_URL"] == "********************"
     assert "hunter" not in repr(safe)
     assert safe["DEBUG"] == settings.DEBUG  # the rest is still shown
+
+
+def test_the_error_report_of_a_database_out_of_reach_hides_its_password(
+    rf, settings, django_db_blocker
+):
+    # Only settings were cleaned: the DEBUG page of a request that found PostgreSQL out
+    # of reach listed the frames' variables, the connection's parameters and DSN among
+    # them, with the password in clear (11 times).
+    password = "S3cret" + "PW-4242"  # as a whole, not in the source lines the page quotes
+    params = {**settings.DATABASES["default"], "PASSWORD": password, "PORT": free_port()}
+    unreachable = DatabaseWrapper(params, alias="unreachable")
+    with django_db_blocker.unblock(), pytest.raises(OperationalError) as raised:
+        unreachable.ensure_connection()
+    error = raised.value
+    reporter = ExceptionReporter(rf.get("/admin/"), type(error), error, error.__traceback__)
+    page = reporter.get_traceback_html()
+    assert "dsn" in page  # the frames' variables are shown...
+    assert password not in page  # ...but not the password
+    assert password not in reporter.get_traceback_text()
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("host=db password=hunter2 dbname=app", "host=db password=******************** dbname=app"),
+        ("password='hun ter\\'2' user=x", "password=******************** user=x"),
+        ("sqs://AKID:hunter2@sqs.example", "sqs://AKID:********************@sqs.example"),
+        ("nothing secret here", "nothing secret here"),
+    ],
+)
+def test_credentials_in_a_frames_strings_are_hidden(value, shown):
+    assert ExceptionReporterFilter()._cleanse_variable("text", value) == shown
 
 
 def test_an_empty_metrics_token_variable_opens_nothing():
