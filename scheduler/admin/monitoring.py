@@ -19,7 +19,7 @@ estimate, marked "≈":
 import itertools
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from django.db import connection
@@ -422,7 +422,10 @@ def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram
     """
     zone = timezone.get_current_timezone()
     hour = timezone.localtime(now, zone).replace(minute=0, second=0, microsecond=0)
-    hours = [_shift(hour, timedelta(hours=1), offset) for offset in range(49)]
+    # Elapsed hours, as instants in UTC: by the wall clock, a DST change skips an hour
+    # (a local time that does not exist) or repeats one (a time that happens twice),
+    # and neither compares equal to the instant PostgreSQL returns for it.
+    hours = [hour.astimezone(UTC) + timedelta(hours=offset) for offset in range(49)]
     day = hour.replace(hour=0)
     days = [_shift(day, timedelta(days=1), offset) for offset in range(31)]
     hourly = _capped_counts(hours, now=now, cap=HOUR_CAP)
@@ -442,7 +445,8 @@ def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram
                 exact = False
                 estimate = sum(n for moment, n in sampled.items() if start <= moment < stop)
                 count = max(count, estimate)
-            buckets.append(Bucket(start.strftime(label), start, count))
+            local = timezone.localtime(start, zone)
+            buckets.append(Bucket(local.strftime(label), local, count))
         return Histogram(buckets, exact)
 
     return histogram(hours, hourly, HOUR_CAP, "%H:%M"), histogram(days, daily, DAY_CAP, "%a %d %b")
@@ -646,5 +650,8 @@ def dead_letter_queues(peeks: list[sqs.DeadLetters]) -> list[DeadLetterQueue]:
 
 
 def _shift(start: datetime, step: timedelta, count: int) -> datetime:
-    # Wall-clock arithmetic, re-localised: a day is 23 or 25 hours across a DST change.
-    return timezone.make_aware(start.replace(tzinfo=None) + step * count, start.tzinfo)
+    """``start`` moved by ``count`` wall-clock ``step``s (a day is 23 or 25 hours across
+    a DST change), as an instant in UTC; a time the change skips (a midnight, in some
+    zones) as the instant its former offset gives, which the zone shows an hour on."""
+    local = timezone.make_aware(start.replace(tzinfo=None) + step * count, start.tzinfo)
+    return local.astimezone(UTC)

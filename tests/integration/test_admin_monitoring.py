@@ -2,7 +2,7 @@
 
 import re
 import uuid
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -359,3 +359,29 @@ def test_percentile_is_a_query_parameter_with_a_filter():
     )
     assert sql.startswith("percentile_cont(%s) WITHIN GROUP (ORDER BY CASE WHEN")
     assert params[0] == 0.25
+
+
+@pytest.mark.parametrize(
+    ("zone", "now"),
+    [
+        ("Europe/Paris", datetime(2026, 3, 28, 12, tzinfo=UTC)),  # an hour skipped tomorrow
+        ("Europe/Paris", datetime(2026, 10, 24, 12, tzinfo=UTC)),  # an hour repeated
+        ("America/New_York", datetime(2026, 3, 7, 12, tzinfo=UTC)),
+        ("America/Santiago", datetime(2026, 8, 15, 12, tzinfo=UTC)),  # a midnight skipped
+    ],
+)
+def test_the_charts_around_a_daylight_saving_change(settings, admin_client, frozen, zone, now):
+    # Wall-clock hours and days: a time the change skips or repeats never equals the
+    # instant PostgreSQL returns for it, and the page was a 500 for the two days before
+    # each change (thirty, where the change skips a midnight).
+    settings.TIME_ZONE = zone
+    frozen.move_to(now)
+    job(Status.SCHEDULED, run_at=now + timedelta(hours=24))
+    assert admin_client.get(MONITORING).status_code == 200
+    snapshot = monitoring.snapshot()
+    hours = snapshot.due_hourly.buckets
+    assert len(hours) == 48
+    # Each bar an hour of elapsed time: the job due in 24 hours is in the 25th.
+    assert [bucket.count for bucket in hours] == [0] * 24 + [1] + [0] * 23
+    assert sum(bucket.count for bucket in snapshot.due_daily.buckets) == 1
+    assert all(bucket.start.hour in (0, 1) for bucket in snapshot.due_daily.buckets)
