@@ -12,10 +12,12 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
 from celery import current_app
 from celery.beat import ScheduleEntry
+from celery.utils.time import maybe_make_aware
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.db import DatabaseError, connection, transaction
@@ -142,6 +144,27 @@ def _changed_fields(entry: ModelEntry | None) -> list[str]:
     return changed
 
 
+class _Entry(ModelEntry):  # type: ignore[misc]
+    """django-celery-beat's entry; the dispatch entry's is due at once when its last run
+    is later than this host's clock says it is now.
+
+    That last run, saved in the PeriodicTask, was stamped by a clock ahead: this host's
+    before NTP stepped it back, or another beat's. Beat would dispatch nothing until
+    that time came, jobs due and recovery included, through restarts too.
+    """
+
+    last_run_at: datetime | None
+
+    @override
+    def is_due(self) -> tuple[bool, float]:
+        if self.task == DISPATCH_TASK_NAME and self.last_run_at is not None:
+            now = self._default_now()
+            if maybe_make_aware(self.last_run_at) > now:
+                self.last_run_at = now - getattr(self.schedule, "run_every", timedelta(0))
+        due: tuple[bool, float] = super().is_due()
+        return due
+
+
 class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
     """django-celery-beat's scheduler, running the dispatch entry's ticks in this process.
 
@@ -149,6 +172,8 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
     about one dispatch interval with a backlog (the next tick, due at once, goes on);
     other periodic tasks wait for it. An error in a tick is logged and beat goes on.
     """
+
+    Entry = _Entry
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._dispatcher: Dispatcher | None = None

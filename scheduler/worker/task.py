@@ -28,7 +28,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from numbers import Real
 from typing import Any
@@ -412,9 +412,12 @@ def _point_in_time(task: Task, value: Any, *, now: datetime) -> datetime:  # typ
     return _aware(task, value)
 
 
-def _aware(task: Task, value: datetime | str) -> datetime:  # type: ignore[type-arg]
+def _aware(task: Task, value: datetime | date | str) -> datetime:  # type: ignore[type-arg]
     """A datetime from Celery's options; naive ones are in the app's time zone, as Celery
     reads them."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        # Celery sends a date's isoformat(), which its worker reads as that midnight.
+        value = value.isoformat()
     # Celery's own parser for an eta (its parse_iso8601 warns of its deprecation, and a
     # worker logs that for every job).
     moment = maybe_iso8601(value)

@@ -28,6 +28,7 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import JOB_ID_HEADER
 from scheduler.services import running
+from scheduler.testing import InMemoryPublisher
 from tests.factories import dispatch_one
 
 pytestmark = pytest.mark.django_db
@@ -284,6 +285,25 @@ def test_the_next_tick_is_due_an_interval_after_the_last_one_started(beat_schedu
     finally:
         scheduler._finalize.cancel()
     assert due_at == pytest.approx(started + 5, abs=0.5)  # the interval is 5 s
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=-10), timedelta(minutes=10)])
+def test_beat_dispatches_although_the_last_tick_was_stamped_by_a_clock_ahead(beat_scheduler, skew):
+    # The last run saved by a beat whose clock was ahead (since stepped back by NTP, or
+    # another host's): beat sent nothing, due jobs and recovery included, until then.
+    job = schedule_at("testapp.noop", timezone.now())
+    PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).update(
+        last_run_at=timezone.now() + skew
+    )
+    scheduler = DispatchingScheduler(app=current_app)
+    scheduler.__dict__["producer"] = None  # no broker: the tick sends nothing through it
+    scheduler._dispatcher = Dispatcher(publisher=InMemoryPublisher(), judge_leases_at_once=True)
+    try:
+        assert scheduler.tick() == 0  # it ran the tick
+    finally:
+        scheduler._finalize.cancel()
+    job.refresh_from_db()
+    assert job.status == "enqueued"
 
 
 def test_a_failing_tick_does_not_stop_beat(sqs_queue, beat_scheduler, settings, caplog):

@@ -2,7 +2,7 @@
 time frozen. Within SCHEDULER_MAX_DELAY_SECONDS a message goes to SQS with its own
 DelaySeconds; beyond it the call becomes a job in the caller's transaction."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from celery import chain, group
@@ -88,6 +88,15 @@ def test_an_eta_and_expires_given_as_iso_8601_text_are_read_as_celery_reads_them
     assert job.deadline == datetime(2026, 12, 9, 12, 0, tzinfo=UTC)
     with pytest.raises(ValueError, match="not a point in time"):
         record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS, expires="")
+
+
+@freeze_time(T0)
+def test_an_eta_given_as_a_date_is_read_as_celery_reads_it():
+    # Celery sends a date's isoformat(), which its worker reads as that midnight (in the
+    # app's time zone): the call raised TypeError.
+    result = record.apply_async(("/dev/null", "x"), eta=date(2026, 12, 24))
+    job = ScheduledJob.objects.get(celery_task_id=result.id)
+    assert job.run_at == datetime(2026, 12, 24, tzinfo=UTC)  # the tests' app is in UTC
 
 
 @freeze_time(T0)
