@@ -721,7 +721,10 @@ class FormSubmission(models.Model):
 
 
 class DispatcherHeartbeat(models.Model):
-    """The latest tick of one dispatcher process, for monitoring."""
+    """The latest tick of one dispatcher process, for monitoring; one silent for
+    :attr:`FORGOTTEN_AFTER` is forgotten (every process leaves a row)."""
+
+    FORGOTTEN_AFTER = timedelta(days=1)
 
     dispatcher = models.CharField(max_length=255, primary_key=True)
     last_tick_at = models.DateTimeField()

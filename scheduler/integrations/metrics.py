@@ -196,8 +196,13 @@ class SchedulerCollector:
             "are forgotten.",
             labels=labels,
         )
-        rows = DispatcherHeartbeat.objects.order_by("dispatcher").values_list(
-            "dispatcher", "sent_total", "errors_total", "last_tick_at"
+        # Forgotten also when no dispatcher is left to delete their rows: the alert on
+        # absent() fires once all have been silent that long.
+        heard_since = timezone.now() - DispatcherHeartbeat.FORGOTTEN_AFTER
+        rows = (
+            DispatcherHeartbeat.objects.filter(last_tick_at__gte=heard_since)
+            .order_by("dispatcher")
+            .values_list("dispatcher", "sent_total", "errors_total", "last_tick_at")
         )
         for name, sent_total, errors_total, tick in rows:
             sent.add_metric([name], sent_total)

@@ -494,7 +494,8 @@ def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
         _, deleted = ScheduledJob.objects.filter(pk__in=list(old)).only("pk").delete()
         # Every dispatcher process leaves a heartbeat row, and every one-time admin form
         # a submission: forget those a day old.
-        DispatcherHeartbeat.objects.filter(last_tick_at__lt=now - timedelta(days=1)).delete()
+        forgotten = now - DispatcherHeartbeat.FORGOTTEN_AFTER
+        DispatcherHeartbeat.objects.filter(last_tick_at__lt=forgotten).delete()
         FormSubmission.objects.filter(submitted_at__lt=now - timedelta(days=1)).delete()
     return deleted.get(ScheduledJob._meta.label, 0)
 

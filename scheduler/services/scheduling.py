@@ -305,7 +305,10 @@ def _new_job_at(
         if isinstance(item, Mapping):
             item = JobSpec(**item)
         if not isinstance(item, JobSpec):
-            raise TypeError(f"expected a JobSpec or a dict of its fields, got {item!r}")
+            # Its type, not its value: the arguments in it may hold secrets.
+            raise TypeError(
+                f"expected a JobSpec or a dict of its fields, got {type(item).__name__}"
+            )
         return _new_job(item, find_task)
     except (SchedulerError, TypeError, ValueError) as error:
         raise _at_index(error, index) from None
@@ -314,8 +317,8 @@ def _new_job_at(
 def _at_index(error: E, index: int) -> E:
     """``error``, its message prefixed with the batch position it is about."""
     error.args = (f"jobs[{index}]: {error}",)
-    if isinstance(error, SchedulerError):
-        error.index = index
+    # TypeError and ValueError too (README: every refusal of an item has its index).
+    setattr(error, "index", index)  # noqa: B010 - built-in exceptions declare none
     return error
 
 

@@ -1,6 +1,7 @@
 """The dispatch schedule in django-celery-beat, and the scheduler_dispatch command."""
 
 import json
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -315,12 +316,15 @@ def test_a_failing_tick_does_not_stop_beat(sqs_queue, beat_scheduler, settings, 
     assert f"sqs publish failed queue={sqs_queue.name} unsent=1 " in caplog.text
 
 
-def test_dispatch_command_once_sends_due_jobs(sqs_queue):
+def test_dispatch_command_once_sends_due_jobs(sqs_queue, caplog):
     due = schedule_at("testapp.noop", timezone.now() + timedelta(seconds=2))
     later = schedule_at("testapp.noop", timezone.now() + timedelta(days=1))
     out = StringIO()
+    caplog.set_level(logging.INFO, logger="scheduler.clock")
     call_command("scheduler_dispatch", "--once", stdout=out)
     assert json.loads(out.getvalue())["sent"] == 1
+    # As every process does as it starts (README "Clocks"), the loop and once alike.
+    assert "clock offset process=dispatcher seconds=" in caplog.text
     statuses = dict(ScheduledJob.objects.values_list("pk", "status"))
     assert statuses == {due.pk: "enqueued", later.pk: "scheduled"}
 

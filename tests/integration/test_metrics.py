@@ -183,6 +183,15 @@ def test_dispatcher_counters_per_dispatcher(known_data):
     assert value(samples, last_tick, **b) == (T0 - 4 * SECOND).timestamp()
 
 
+def test_dispatchers_silent_for_a_day_are_forgotten_with_none_left_to_purge_them(known_data):
+    # Their rows are deleted by a live dispatcher's hourly purge: with every dispatcher
+    # down, they stayed, and the alert on absent() never fired.
+    DispatcherHeartbeat.objects.create(dispatcher="old:1", last_tick_at=T0 - timedelta(days=3))
+    samples = scrape()
+    assert value(samples, "scheduler_dispatched_total", dispatcher="host-a:1") == 120
+    assert not [labels for _, labels in samples if ("dispatcher", "old:1") in labels]
+
+
 def test_dispatcher_ticks_add_up_in_its_heartbeat(frozen):
     make_jobs([T0 + s * SECOND for s in range(3)])
     dispatcher = Dispatcher(publisher=InMemoryPublisher(), name="counting")

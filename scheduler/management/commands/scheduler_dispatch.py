@@ -9,6 +9,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from scheduler.clock import check_clock
 from scheduler.dispatch.dispatcher import Dispatcher
 
 
@@ -36,6 +37,7 @@ class Command(BaseCommand):
         # A single tick judges leases only when told: it cannot know of a recent outage.
         dispatcher = Dispatcher(judge_leases_at_once=options["judge_leases"])
         if options["once"]:
+            check_clock(process="dispatcher")  # as the loop does as it starts
             result = dispatcher.run_once()
             self.stdout.write(json.dumps(asdict(result)))
             if result.errors:
