@@ -68,8 +68,10 @@ SAMPLE_PAGES = 500
 #: A lateness window reads at most this many attempts, in runs of consecutive ids.
 SAMPLE_SIZE = 2_000
 RUN_LENGTH = 50
-#: How far back from a window's start its first attempt id is looked for.
+#: How far back from a window's start its first attempt id is looked for, and among how
+#: many of its first attempts (more than ever start at one instant).
 ID_ORDER_SLACK = timedelta(minutes=1)
+ID_ORDER_ROWS = 1_000
 LATENESS_WINDOWS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 #: Upper bounds of the lateness histogram's buckets; the last one is open.
@@ -507,15 +509,24 @@ def lateness_windows(*, now: datetime) -> list[LatenessWindow]:
     id and the last one (attempt ids grow with their start): see _attempt_runs.
     """
     attempts = JobAttempt._meta.db_table
+    # The lowest id among the window's first ID_ORDER_ROWS attempts, not the first one's:
+    # jobs due at one instant start together, their attempts' ids in the order their
+    # claims ran, and the first by start time was not the lowest id (after a quiet
+    # minute, the burst's lower ids were left out of the window, failures among them).
     firsts = ", ".join(
-        f"(SELECT id FROM {attempts} WHERE started_at >= %s ORDER BY started_at LIMIT 1)"  # noqa: S608
+        f"(SELECT min(id) FROM (SELECT id FROM {attempts} WHERE started_at >= %s "  # noqa: S608
+        "ORDER BY started_at LIMIT %s) AS earliest)"
         for _ in LATENESS_WINDOWS
     )
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT (SELECT max(id) FROM {attempts}), {firsts}",  # noqa: S608
             # Ids follow start times only roughly (clocks of workers, commit order).
-            [now - window - ID_ORDER_SLACK for _, window in LATENESS_WINDOWS],
+            [
+                value
+                for _, window in LATENESS_WINDOWS
+                for value in (now - window - ID_ORDER_SLACK, ID_ORDER_ROWS)
+            ],
         )
         last, *firsts_found = cursor.fetchone()
     last = last or 0

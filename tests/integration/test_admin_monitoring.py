@@ -385,3 +385,26 @@ def test_the_charts_around_a_daylight_saving_change(settings, admin_client, froz
     assert [bucket.count for bucket in hours] == [0] * 24 + [1] + [0] * 23
     assert sum(bucket.count for bucket in snapshot.due_daily.buckets) == 1
     assert all(bucket.start.hour in (0, 1) for bucket in snapshot.due_daily.buckets)
+
+
+def test_attempts_that_start_together_are_all_in_the_window():
+    # Jobs due at one instant start together, their attempts' ids in the order their
+    # claims ran: the window began at the first attempt by start time, and after a quiet
+    # minute left out the burst's attempts of lower ids (here the one failure).
+    of = job(Status.SUCCEEDED, run_at=T0 - 3 * HOUR)
+    JobAttempt.objects.bulk_create([attempt(of, late=MINUTE, started=T0 - 3 * HOUR)])
+    burst = T0 - 10 * MINUTE
+    JobAttempt.objects.bulk_create(
+        [
+            attempt(
+                of,
+                late=timedelta(0),
+                started=burst + timedelta(milliseconds=5),
+                outcome=JobAttempt.Outcome.LEASE_EXPIRED,
+            ),
+            *(attempt(of, late=timedelta(0), started=burst) for _ in range(3)),
+        ]
+    )
+    hour, _ = monitoring.snapshot().lateness
+    [row] = hour.rows
+    assert (row.attempts, row.failed) == (4, 1)
