@@ -15,6 +15,16 @@ _CREDENTIALS = re.compile(
     r"(?P<key>\bpassword\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)|(?P<url>\b[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@",
     flags=re.IGNORECASE,
 )
+#: The names of a frame's variables, and of keys in them, whose values are hidden whole:
+#: narrower than the settings' pattern, as a frame's ``unique_key`` is no secret.
+_SECRET_NAMES = re.compile(
+    "PASS|SECRET|TOKEN|SIGNATURE|CREDENTIAL|COOKIE|AUTHORIZATION|API_?KEY|PRIVATE_?KEY|"
+    "ACCESS_?KEY|DATABASE_URL|BROKER_URL",
+    flags=re.IGNORECASE,
+)
+#: How deep into a frame's dicts, lists and tuples values are cleaned: deeper ones are
+#: hidden (JSON a thousand levels deep would exhaust the recursion, and the report).
+_DEPTH = 20
 
 
 class ExceptionReporterFilter(SafeExceptionReporterFilter):
@@ -22,8 +32,8 @@ class ExceptionReporterFilter(SafeExceptionReporterFilter):
     also hiding those that are URLs whose credentials it would show: ``DATABASE_URL``
     (``postgres://user:password@host/db``) and Celery's broker and result URLs.
 
-    A traceback's local variables are cleaned the same way: a request that could not
-    reach PostgreSQL showed the connection's parameters and DSN, password included.
+    A traceback's local variables are cleaned too: a request that could not reach
+    PostgreSQL showed the connection's parameters and DSN, password included.
     """
 
     hidden_settings = re.compile(
@@ -36,15 +46,26 @@ class ExceptionReporterFilter(SafeExceptionReporterFilter):
         self, request: HttpRequest | None, tb_frame: Any
     ) -> ItemsView[str, Any]:
         variables = super().get_traceback_frame_variables(request, tb_frame)
-        return {name: self._cleanse_variable(name, value) for name, value in variables}.items()
+        return {name: self.cleanse_variable(name, value) for name, value in variables}.items()
 
-    def _cleanse_variable(self, name: str, value: Any) -> Any:
-        value = self.cleanse_setting(name, value)
-        if not isinstance(value, str):
+    def cleanse_variable(self, name: object, value: Any, depth: int = 0) -> Any:
+        """``value`` of the variable or key ``name``, its secrets hidden: whole when the
+        name says it is one, else the passwords of the connection strings and URLs in
+        it, through plain dicts, lists and tuples (their subclasses, such as Django's
+        request data, are left as Django's filter left them)."""
+        if isinstance(name, str) and _SECRET_NAMES.search(name):
+            return self.cleansed_substitute
+        if isinstance(value, str):
+            return _CREDENTIALS.sub(self._hide_password, value)
+        if type(value) not in (dict, list, tuple):
             return value
-        return _CREDENTIALS.sub(self._hide_password, value)
+        if depth >= _DEPTH:
+            return self.cleansed_substitute
+        if type(value) is dict:
+            return {key: self.cleanse_variable(key, item, depth + 1) for key, item in value.items()}
+        return type(value)(self.cleanse_variable(None, item, depth + 1) for item in value)
 
     def _hide_password(self, match: re.Match[str]) -> str:
-        kept = match["key"] if match["key"] is not None else f"{match['url']}"
-        suffix = "" if match["key"] is not None else "@"
-        return f"{kept}{self.cleansed_substitute}{suffix}"
+        if match["key"] is not None:
+            return f"{match['key']}{self.cleansed_substitute}"
+        return f"{match['url']}{self.cleansed_substitute}@"

@@ -280,7 +280,7 @@ def _require_json_round_trip(value: object, field: str) -> None:
     if (too_large := _json_size_refusal(len(text))) is not None:
         raise InvalidArgumentsError(field, f"are too large for PostgreSQL to store: {too_large}")
     round_tripped = json.loads(text)
-    changed = _change(value, round_tripped, field)
+    changed = _change(value, round_tripped, field, named_keys=field == "kwargs")
     if changed is None and round_tripped != value:
         changed = f"{field} comes back different"
     if changed is not None:
@@ -366,9 +366,13 @@ def _require_storable_text(text: str, field: str) -> None:
     )
 
 
-def _change(value: object, back: object, path: str) -> str | None:
+def _change(value: object, back: object, path: str, *, named_keys: bool = False) -> str | None:
     """Where ``back``, ``value`` through JSON, first differs from it in type, as the
-    path to that place and the two types (never a value); None if nowhere."""
+    path to that place and the two types (never a value); None if nowhere.
+
+    Keys are named only when ``named_keys`` (the keyword arguments' own: parameter
+    names, which are code); deeper, a key is data, and is given by its position.
+    """
     # 1 == 1.0 and True == 1 in Python, but a task would receive a different type.
     if type(value) is not type(back):
         return f"{path}: {type(value).__name__} comes back as {type(back).__name__}"
@@ -378,8 +382,7 @@ def _change(value: object, back: object, path: str) -> str | None:
                 return changed
     elif isinstance(value, dict) and isinstance(back, dict):
         for position, (key, item) in enumerate(value.items()):
-            # A key is named only when it looks like a name, not like data.
-            named = isinstance(key, str) and key.isidentifier() and len(key) <= 40
+            named = named_keys and isinstance(key, str) and key.isidentifier()
             where = f"{path}[{key!r}]" if named else f"{path}[key #{position + 1}]"
             if not isinstance(key, str):
                 return f"{where}: {type(key).__name__} key comes back as str"

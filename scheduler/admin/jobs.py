@@ -100,9 +100,9 @@ _SKIPPED_BECAUSE = {
 }
 
 
-def _deadline_refused(error: InvalidArgumentsError) -> str:
-    """What the deadline field says of the service's refusal of it."""
-    if error.reason.startswith(("must be after", "has passed")):
+def _deadline_refused(error: InvalidArgumentsError, deadline: datetime | None) -> str:
+    """What the deadline field says of the service's refusal of ``deadline``."""
+    if deadline is not None and deadline <= timezone.now():
         return "The deadline must be in the future."  # it has passed since it was checked
     return f"Deadline {error.reason}."  # beyond the year 9999 in UTC, say
 
@@ -602,7 +602,8 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
                 # has just passed), or beyond what the form checks (a time past year
                 # 9999 in UTC): the page again, saying why.
                 if error.field == "deadline":
-                    form.add_error("deadline_local", _deadline_refused(error))
+                    deadline = form.cleaned_data.get("deadline")
+                    form.add_error("deadline_local", _deadline_refused(error, deadline))
                 else:
                     form.add_error(None, str(error))
             else:

@@ -39,6 +39,10 @@ KEY_RACE_ATTEMPTS = 3
 #: PostgreSQL's SQLSTATE for a deadlock it broke by failing this transaction.
 DEADLOCK_DETECTED = "40P01"
 
+#: The operator actions that move a job's run_at: one since the selection was made
+#: would make a shift move the job twice.
+_MOVES = (AuditAction.RESCHEDULE, AuditAction.RUN_NOW, AuditAction.RETRY)
+
 _FIRST = datetime.min.replace(tzinfo=UTC)
 _LAST = datetime.max.replace(tzinfo=UTC)
 
@@ -139,6 +143,7 @@ def shift_many(
             Exists(
                 AuditEntry.objects.filter(
                     job=OuterRef("pk"),
+                    action__in=_MOVES,
                     at__gt=validation.aware_datetime(unchanged_since, "unchanged_since"),
                 )
             )
@@ -303,20 +308,30 @@ def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter
     """Lock the selected jobs in ``move``'s sources (by id, as every bulk action does:
     two never deadlock on the rows, only on unique keys, see :func:`_key_race`), then
     move those that no refusal holds for."""
+    locked = list(
+        ScheduledJob.objects.filter(pk__in=selection, status__in=move.transition.sources)
+        .order_by("pk")
+        .select_for_update(of=("self",))
+        .values_list("pk", flat=True)
+    )
+    if not locked:
+        return [], Counter()
     why = Case(
         *(When(refused, then=Value(skip.name)) for skip, refused in move.refusals),
         default=Value(None),
         output_field=CharField(),
     )
-    candidates = (
-        ScheduledJob.objects.filter(pk__in=selection, status__in=move.transition.sources)
+    # Judged once locked, in a statement of its own: its snapshot sees what a request
+    # that held the locks first committed (its audit entries, the keys it took), which
+    # the locking statement's own snapshot, taken before it waited, does not.
+    judged = (
+        ScheduledJob.objects.filter(pk__in=locked)
         .annotate(why=why)
         .order_by("pk")
-        .select_for_update(of=("self",))
         .values_list("pk", "why")
     )
     movable, skipped = [], Counter[Skip]()
-    for job_id, refused in candidates:
+    for job_id, refused in judged:
         if refused is None:
             movable.append(job_id)
         else:

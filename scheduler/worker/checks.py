@@ -67,7 +67,7 @@ def _isolation_level(alias: str, *, ask_server: bool) -> IsolationLevel | None:
         return None if level is None else IsolationLevel(level)
     try:
         with connections[alias].cursor() as cursor:
-            cursor.execute("SHOW transaction_isolation")
+            cursor.execute("SHOW default_transaction_isolation")
             (name,) = cursor.fetchone()
     except DatabaseError:
         return None  # the database's own check, or the process's queries, say so
@@ -89,12 +89,12 @@ def check_atomic_isolation(
     when the check is given the database (``migrate``, ``check --database``, a worker's
     start).
     """
+    atomic = [name for name in schedulable_task_names() if getattr(get_task(name), "atomic", False)]
+    if not atomic:
+        return []  # and no connection opened
     alias = router.db_for_write(ScheduledJob)
     level = _isolation_level(alias, ask_server=databases is not None and alias in databases)
     if level is None or level not in (IsolationLevel.REPEATABLE_READ, IsolationLevel.SERIALIZABLE):
-        return []
-    atomic = [name for name in schedulable_task_names() if getattr(get_task(name), "atomic", False)]
-    if not atomic:
         return []
     return [
         Error(

@@ -413,10 +413,10 @@ def _point_in_time(task: Task, value: Any, *, now: datetime) -> datetime:  # typ
 
 
 def _aware(task: Task, value: datetime | date | str) -> datetime:  # type: ignore[type-arg]
-    """A datetime from Celery's options; naive ones are in the app's time zone, as Celery
-    reads them."""
+    """A datetime from Celery's options; naive ones are in UTC, as Celery reads them
+    (``maybe_make_aware``)."""
     if isinstance(value, date) and not isinstance(value, datetime):
-        # Celery sends a date's isoformat(), which its worker reads as that midnight.
+        # Celery sends a date's isoformat(), which its worker reads as that midnight, UTC.
         value = value.isoformat()
     # Celery's own parser for an eta (its parse_iso8601 warns of its deprecation, and a
     # worker logs that for every job).

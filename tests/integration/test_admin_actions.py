@@ -199,11 +199,14 @@ def test_a_time_past_year_9999_in_utc_is_refused_on_the_page(admin_client):
     assert ScheduledJob.objects.get(pk=scheduled.pk).run_at == T0 + timedelta(days=1)
 
 
-def test_a_deadline_that_passes_as_the_action_runs_shows_the_page_again(admin_client, monkeypatch):
+def test_a_deadline_that_passes_as_the_action_runs_shows_the_page_again(
+    admin_client, monkeypatch, frozen
+):
     # Checked by the form a moment before the service checks it again.
     expired = job(Status.EXPIRED, deadline=T0 - timedelta(minutes=5))
 
     def just_passed(jobs, *, by, deadline):
+        frozen.tick(timedelta(minutes=2))  # the deadline, a minute ahead, has passed
         raise InvalidArgumentsError("deadline", "must be after run_at")
 
     monkeypatch.setattr(bulk, "retry_jobs", just_passed)

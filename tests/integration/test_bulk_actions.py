@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection, connections, transaction
+from django.utils import timezone
 from freezegun import freeze_time
 
 from scheduler import services, signals
@@ -218,6 +219,46 @@ def test_a_job_a_worker_claims_while_the_action_waits_for_it_is_skipped():
     assert time.monotonic() - start >= 0.5  # it waited for the claim's commit
     assert result == bulk.BulkResult(changed=1, skipped=Counter({Skip.STATE: 1}))
     assert left_and_moved(claimed, other) == (Status.RUNNING, Status.CANCELLED, [other.pk])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_shifts_at_once_of_jobs_listed_before_either_move_them_once():
+    # The second waited for the first's row locks, then judged "acted on since" with a
+    # snapshot taken before the first committed: it moved the jobs again.
+    listed_at = timezone.now()
+    shifted, other = job(run_at=T0 + timedelta(days=1)), job(run_at=T0 + timedelta(days=2))
+    half_an_hour = timedelta(minutes=-30)
+    with meanwhile(
+        lambda: bulk.shift_many(
+            ScheduledJob.objects.filter(pk=shifted.pk),
+            offset=half_an_hour,
+            unchanged_since=listed_at,
+            **ALICE,
+        )
+    ):
+        result = bulk.shift_many(
+            ScheduledJob.objects.all(), offset=half_an_hour, unchanged_since=listed_at, **ALICE
+        )
+    assert result == bulk.BulkResult(changed=1, skipped=Counter({Skip.CHANGED: 1}))
+    run_at = dict(ScheduledJob.objects.values_list("pk", "run_at"))
+    assert run_at == {
+        shifted.pk: T0 + timedelta(days=1, minutes=-30),
+        other.pk: T0 + timedelta(days=2, minutes=-30),
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resend_since_the_list_was_loaded_does_not_stop_a_shift():
+    # It sends the job's message again, and leaves its time as it was.
+    listed_at = timezone.now()
+    sent = job(Status.ENQUEUED, run_at=T0 + timedelta(minutes=3))
+    AuditEntry.objects.create(
+        action=AuditEntry.Action.RESEND, actor="bob", job=sent, at=listed_at + timedelta(seconds=1)
+    )
+    result = bulk.shift_many(
+        ScheduledJob.objects.all(), offset=timedelta(hours=1), unchanged_since=listed_at, **ALICE
+    )
+    assert result.changed == 1
 
 
 @pytest.mark.django_db(transaction=True)

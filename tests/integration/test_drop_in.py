@@ -91,12 +91,17 @@ def test_an_eta_and_expires_given_as_iso_8601_text_are_read_as_celery_reads_them
 
 
 @freeze_time(T0)
-def test_an_eta_given_as_a_date_is_read_as_celery_reads_it():
-    # Celery sends a date's isoformat(), which its worker reads as that midnight (in the
-    # app's time zone): the call raised TypeError.
-    result = record.apply_async(("/dev/null", "x"), eta=date(2026, 12, 24))
+def test_an_eta_given_as_a_date_is_read_as_celery_reads_it(monkeypatch):
+    # Celery sends a date's isoformat(), which its worker reads as that midnight in UTC
+    # (a naive time, whatever the app's time zone): the call raised TypeError.
+    monkeypatch.setattr(record.app.conf, "timezone", "Europe/Paris")
+    record.app.__dict__.pop("timezone", None)  # the app caches its zone
+    try:
+        result = record.apply_async(("/dev/null", "x"), eta=date(2026, 12, 24))
+    finally:
+        record.app.__dict__.pop("timezone", None)
     job = ScheduledJob.objects.get(celery_task_id=result.id)
-    assert job.run_at == datetime(2026, 12, 24, tzinfo=UTC)  # the tests' app is in UTC
+    assert job.run_at == datetime(2026, 12, 24, tzinfo=UTC)
 
 
 @freeze_time(T0)

@@ -152,6 +152,8 @@ SECRET = "card-token-7f3e1a9d"
             {"card": SECRET, "by_id": {7: SECRET}},
             "kwargs['by_id'][key #1]: int key comes back as str",
         ),
+        # A key deeper than the parameters' own is data: a token as a key is not quoted.
+        ({"tokens": {"sk_live_51HqLyjW": (1,)}}, "kwargs['tokens'][key #1]: tuple comes back"),
         ({"cards": [SECRET, 1e16]}, "must not contain floats of magnitude 1e16 or more"),
         ({"card": SECRET, SECRET: [(1,)]}, "kwargs[key #2][0]: tuple comes back as list"),
     ],
@@ -164,6 +166,7 @@ def test_a_refusal_says_where_and_never_quotes_the_arguments(kwargs, where):
         validation.job_kwargs(kwargs)
     assert where in str(raised.value)
     assert SECRET not in str(raised.value)
+    assert "sk_live" not in str(raised.value)
 
 
 @pytest.mark.parametrize("value", [SECRET, {SECRET: 1}])

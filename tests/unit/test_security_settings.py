@@ -224,7 +224,36 @@ def test_the_error_report_of_a_database_out_of_reach_hides_its_password(
     ],
 )
 def test_credentials_in_a_frames_strings_are_hidden(value, shown):
-    assert ExceptionReporterFilter()._cleanse_variable("text", value) == shown
+    cleaned = ExceptionReporterFilter().cleanse_variable
+    assert cleaned("text", value) == shown
+    # At any depth of its dicts, lists and tuples.
+    assert cleaned("params", {"dsn": [(value,)]}) == {"dsn": [(shown,)]}
+
+
+def test_a_frames_variables_named_as_secrets_are_hidden_and_only_those():
+    cleaned = ExceptionReporterFilter().cleanse_variable
+    assert cleaned("conn_params", {"user": "app", "password": "hunter2"}) == {
+        "user": "app",
+        "password": "********************",
+    }
+    assert cleaned("api_key", "k") == cleaned("auth_token", "t") == "********************"
+    assert cleaned("unique_key", "capture-7") == "capture-7"  # no secret: kept for debugging
+
+
+def test_a_frames_variable_nested_too_deep_to_walk_is_hidden_and_the_report_renders(rf):
+    # JSON nested a thousand deep (json.loads takes it): cleaning it recursed until
+    # RecursionError, and the DEBUG page and the e-mail to ADMINS failed.
+    deep: list[object] = []
+    for _ in range(1000):
+        deep = [deep]
+    assert ExceptionReporterFilter().cleanse_variable("body", deep) == [
+        [[[[[[[[[[[[[[[[[[["********************"]]]]]]]]]]]]]]]]]]]
+    ]
+    try:
+        raise ValueError(len(deep))
+    except ValueError as error:
+        reporter = ExceptionReporter(rf.get("/"), type(error), error, error.__traceback__)
+    assert "ValueError" in reporter.get_traceback_html()
 
 
 def test_an_empty_metrics_token_variable_opens_nothing():
