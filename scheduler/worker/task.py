@@ -21,6 +21,7 @@ every task is one:
   becomes a job is scheduled once that transaction has ended.
 """
 
+import inspect
 import logging
 import os
 import socket
@@ -236,6 +237,10 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             countdown = self.default_retry_delay
         when: Any = countdown or eta  # Celery shows seconds or a time; a countdown wins
         signal = Retry(exc=exc, when=when)
+        if args is not None or kwargs is not None:
+            args, kwargs = _retry_arguments(self, run.job.args, run.job.kwargs, args, kwargs)
+            # Refused now, failing this attempt: stored, they failed every later one.
+            check_arguments(self, args, kwargs)
         run.request_retry(
             run_at=_eta(self, {"countdown": countdown, "eta": eta}) or timezone.now(),
             reason=str(signal),
@@ -344,14 +349,47 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         return self.AsyncResult(celery_task_id)
 
 
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _retry_arguments(
+    task: Task,  # type: ignore[type-arg]
+    old_args: list[Any],
+    old_kwargs: dict[str, Any],
+    args: Any,
+    kwargs: Any,
+) -> tuple[list[Any], dict[str, Any]]:
+    """The arguments of a retry given ``args`` or ``kwargs``, as Celery's ``retry``
+    makes them: new keywords replace the job's positional arguments of the same name,
+    and new positional arguments drop the job's keywords they now fill."""
+    new_args = list(old_args if args is None else args)
+    new_kwargs = dict(old_kwargs if kwargs is None else kwargs)
+    try:
+        parameters = inspect.signature(task.run).parameters.values()
+    except (TypeError, ValueError):
+        return new_args, new_kwargs  # the signature check decides
+    positional = [p for p in parameters if p.kind in _POSITIONAL][: len(new_args)]
+    for index, parameter in enumerate(positional):
+        if parameter.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD:
+            continue  # positional only: no keyword names it
+        if args is not None and kwargs is None:
+            new_kwargs.pop(parameter.name, None)
+        elif kwargs is not None and args is None and parameter.name in new_kwargs:
+            new_args[index] = new_kwargs.pop(parameter.name)
+    return new_args, new_kwargs
+
+
 def celery_return(handled: Handled) -> Any:
     """A job delivery's outcome, as Celery's tracer understands it: the body's return
     value, its exception re-raised (already recorded: raising tells Celery, for
     task_failure / task_retry and the log; a Reject or Ignore as
-    :meth:`SchedulerTask.run_job_body` made it), or Ignore for a dropped message."""
+    :meth:`SchedulerTask.run_job_body` made it), or Ignore for a dropped message and for
+    a success whose lease was lost (not recorded, an atomic body's writes rolled back:
+    the job runs again, and Celery's success, its ``on_success`` and ``task_success``,
+    would be told twice)."""
     if handled.error is not None:
         raise handled.error
-    if handled.outcome is Outcome.DROPPED:
+    if handled.outcome in (Outcome.DROPPED, Outcome.LEASE_LOST):
         raise Ignore()
     return handled.result
 

@@ -16,6 +16,7 @@ from celery.canvas import Signature
 from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from freezegun import freeze_time
 
 from scheduler import schedule_at
@@ -48,6 +49,33 @@ def test_self_retry_with_a_countdown_and_an_eta_waits_the_countdown_as_celery_do
     assert dispatch_and_deliver(job).outcome == Outcome.RETRYING
     job.refresh_from_db()
     assert job.run_at == T0 + timedelta(seconds=60)
+
+
+@pytest.mark.parametrize(("args", "kwargs"), [(["acct-1", 0], {}), (["acct-1"], {"page": 0})])
+def test_self_retry_with_new_arguments_merges_them_as_celery_does(args, kwargs):
+    # Stored as given: a retry with kwargs={"page": 1} of a job called with page
+    # positionally ran next as paginate("acct-1", 0, page=1), a TypeError at every
+    # attempt until the job failed.
+    with freeze_time(T0) as frozen:
+        job = schedule_at("testapp.paginate", T0, args, kwargs, max_attempts=5)
+        seen = []
+        for _ in range(3):
+            handled = dispatch_and_deliver(job, now=timezone.now())
+            job.refresh_from_db()
+            seen.append((handled.outcome, job.args, job.kwargs))
+            frozen.tick(timedelta(minutes=1))
+    assert handled.error is None
+    assert (job.status, job.result) == (Status.SUCCEEDED, 2)
+    assert [outcome for outcome, _, _ in seen] == [Outcome.RETRYING] * 2 + [Outcome.SUCCEEDED]
+
+
+@freeze_time(T0)
+def test_a_self_retry_with_arguments_the_task_refuses_fails_that_attempt():
+    job = schedule_at("testapp.paginate", T0, ["acct-1"], {"last": -1}, max_attempts=5)
+    handled = dispatch_and_deliver(job)
+    assert isinstance(handled.error, TypeError)
+    job.refresh_from_db()
+    assert (job.args, job.kwargs) == (["acct-1"], {"last": -1})  # as they were
 
 
 @freeze_time(T0)

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from celery.exceptions import Ignore
 from django.db import IntegrityError, connection, connections
 from django.db.models.signals import post_save
 from django.db.transaction import TransactionManagementError
@@ -23,6 +24,7 @@ from scheduler.services import dispatching, running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.checks import check_atomic_isolation
 from scheduler.worker.execution import Outcome
+from scheduler.worker.task import celery_return
 from tests.conftest import job_row_held_elsewhere, postgresql_out_of_reach
 from tests.factories import deliver, dispatch_one
 from tests.testapp.models import Effect
@@ -275,6 +277,10 @@ def test_an_atomic_body_is_rolled_back_when_its_success_cannot_be_recorded():
     job.refresh_from_db()
     assert job.status == Status.SCHEDULED
     assert job.history.get().outcome == JobAttempt.Outcome.LEASE_EXPIRED
+    # Celery is told nothing ran: its success (on_success, task_success, the result
+    # backend) was told for writes rolled back, and again when the job ran again.
+    with pytest.raises(Ignore):
+        celery_return(handled)
 
     job.refresh_from_db()
     assert dispatch_and_deliver(job).outcome == Outcome.SUCCEEDED

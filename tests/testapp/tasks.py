@@ -119,6 +119,20 @@ def retry_countdown_and_eta(self: SchedulerTask, countdown: float, eta: str) -> 
     raise self.retry(countdown=countdown, eta=datetime.fromisoformat(eta))
 
 
+@shared_task(name="testapp.paginate", base=SchedulerTask, bind=True)
+def paginate(self: SchedulerTask, account: str, page: int = 0, *, last: int = 2) -> int:
+    """Goes through pages by retrying itself with the next one, as keyword or positional
+    argument (``last`` < 0: with a keyword the signature refuses)."""
+    if last < 0:
+        raise self.retry(kwargs={"pages": 1}, countdown=60)
+    if page < last:
+        following = {"page": page + 1} if page % 2 == 0 else None
+        raise self.retry(
+            args=None if following else [account, page + 1], kwargs=following, countdown=60
+        )
+    return page
+
+
 @shared_task(name="testapp.returns_nested", base=SchedulerTask)
 def returns_nested(path: str, depth: int) -> list[object]:
     """Records its run, then returns a list nested ``depth`` deep."""
