@@ -31,6 +31,20 @@ from tests.processes import ROOT, free_port, postgres_processes, start_sqs_serve
 hypothesis_settings.register_profile("django6", max_examples=10)
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM and SIGHUP (a cancelled CI job, `make test`'s runner told to stop) end the
+    run as Ctrl-C does, through every fixture's teardown: pytest, which has no handler of
+    its own, died at once, and left the workers, beat and SQS server the fixtures had
+    started in sessions of their own, still connected to the test database, which the
+    next run could not create again."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupted)
+
+
 @pytest.fixture(autouse=True)
 def offline_sqs(settings: Any) -> None:
     """No test reaches Amazon SQS: unless it asks for the local server, nothing answers.

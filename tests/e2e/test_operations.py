@@ -26,13 +26,16 @@ def statuses(jobs):
 
 
 def test_a_pause_puts_back_messages_already_in_sqs_and_resume_runs_each_once_oldest_first(
-    worker, tmp_path
+    worker, tmp_path, settings
 ):
     path = str(tmp_path / "runs")
+    # Due 5 s on, sent now (this process's lookahead only): the pause must commit before
+    # the first is claimed, and a loaded machine left a second due job too little time.
+    settings.SCHEDULER_LOOKAHEAD_SECONDS = 10
     now = timezone.now()
     jobs = [
         schedule_at("testapp.record", now + timedelta(seconds=delay), [path, label])
-        for delay, label in ((2, "second"), (1, "first"), (3, "third"))
+        for delay, label in ((6, "second"), (5, "first"), (7, "third"))
     ]
     assert Dispatcher().run_once().sent == 3
     assert statuses(jobs) == [Status.ENQUEUED] * 3
