@@ -316,14 +316,33 @@ def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter
     )
     if not locked:
         return [], Counter()
+    movable, skipped = _judged(move, locked) if move.refusals else (locked, Counter[Skip]())
+    if not movable:
+        return [], skipped
+    # Locked above: every one of them moves.
+    moved = apply_chosen(
+        move.transition,
+        ("SELECT unnest(%s::bigint[])", [array_literal(movable)]),
+        returning=("id", "task_name", "run_at"),
+        updated_at=timezone.now(),
+        **move.changes,
+    )
+    return [_Moved(job_id, task_name, run_at, move) for job_id, task_name, run_at in moved], skipped
+
+
+def _judged(move: _Move, locked: list[int]) -> tuple[list[int], Counter[Skip]]:
+    """Of the ``locked`` jobs, those no refusal of ``move`` holds for, and why the others
+    are left.
+
+    Judged once locked, in a statement of its own: its snapshot sees what a request that
+    held the locks first committed (its audit entries, the keys it took), which the
+    locking statement's own snapshot, taken before it waited, does not.
+    """
     why = Case(
         *(When(refused, then=Value(skip.name)) for skip, refused in move.refusals),
         default=Value(None),
         output_field=CharField(),
     )
-    # Judged once locked, in a statement of its own: its snapshot sees what a request
-    # that held the locks first committed (its audit entries, the keys it took), which
-    # the locking statement's own snapshot, taken before it waited, does not.
     judged = (
         ScheduledJob.objects.filter(pk__in=locked)
         .annotate(why=why)
@@ -336,17 +355,7 @@ def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter
             movable.append(job_id)
         else:
             skipped[Skip[refused]] += 1
-    if not movable:
-        return [], skipped
-    # Locked above: every one of them moves.
-    moved = apply_chosen(
-        move.transition,
-        ("SELECT unnest(%s::bigint[])", [array_literal(movable)]),
-        returning=("id", "task_name", "run_at"),
-        updated_at=timezone.now(),
-        **move.changes,
-    )
-    return [_Moved(job_id, task_name, run_at, move) for job_id, task_name, run_at in moved], skipped
+    return movable, skipped
 
 
 def _details(job: _Moved) -> dict[str, Any]:
