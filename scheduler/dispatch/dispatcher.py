@@ -161,14 +161,18 @@ def _messages(
     return messages
 
 
-def _in_batches(step: Callable[..., int], now: datetime, until: float) -> int:
-    """Run ``step`` (one transaction of at most a batch of rows) until a batch comes back
-    short or the monotonic clock reaches ``until``; how many rows it took in all."""
+def _in_batches(
+    step: Callable[..., int], now: datetime, until: float, *, full: int | None = None
+) -> int:
+    """Run ``step`` (one transaction of at most ``full`` rows, a batch by default) until
+    it comes back short or the monotonic clock reaches ``until``; how many rows it took
+    in all."""
+    full = scheduler_settings.BATCH_SIZE if full is None else full
     total = 0
     while True:
         taken = step(now=now)
         total += taken
-        if taken < scheduler_settings.BATCH_SIZE or time.monotonic() >= until:
+        if taken < full or time.monotonic() >= until:
             return total
 
 
@@ -320,8 +324,9 @@ class Dispatcher:
                 result.leases_expired = _in_batches(dispatching.expire_leases, now, until)
             result.expired = _in_batches(dispatching.expire_missed, now, until)
             # Due jobs of paused kinds out of the due index; resumed ones back in it.
-            result.held = _in_batches(dispatching.hold_paused, now, until)
-            result.released = _in_batches(dispatching.release_unpaused, now, until)
+            full = dispatching.HOLD_BATCH_SIZE
+            result.held = _in_batches(dispatching.hold_paused, now, until, full=full)
+            result.released = _in_batches(dispatching.release_unpaused, now, until, full=full)
             if time.monotonic() >= self._next_purge:
                 # A purge that fails (a model of the user's protecting the jobs it
                 # references) is tried again an hour later, not at every recovery.

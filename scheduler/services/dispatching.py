@@ -378,27 +378,31 @@ def hold_paused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
 
 def release_unpaused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
     """Release up to ``limit`` held jobs that no pause covers any more (resumed), oldest
-    first within each kind; how many. One statement.
+    run time first across their kinds; how many. One statement.
 
     The kinds held are found in the index of held jobs one probe each (a loose index
-    scan), those still paused are left alone without reading their jobs, and the jobs of
-    the others are read from that index by kind: a million jobs still paused cost a
-    probe, not a million rows. A released job is due again: the tick that follows sends
+    scan), those still paused are left alone without reading their jobs, and the oldest
+    ``limit`` jobs of each other kind are read from that index by kind: a million jobs
+    still paused cost a probe, not a million rows. Only the oldest ``limit`` of those
+    are locked and released. A released job is due again: the tick that follows sends
     it. Any held row is released once its kind is not paused, whatever its status.
     """
     del now  # for the recovery's signature: a release does not depend on the time
     table, _ = _tables()
-    # Names from the models; the limit is a parameter.
+    # Names from the models; the limits are parameters.
     sql = (
         f"{held_kinds_sql(table)}, "  # noqa: S608
-        "chosen AS (SELECT released.id FROM kinds CROSS JOIN LATERAL ("
-        f"SELECT job.id FROM {table} AS job WHERE job.held AND job.task_name = kinds.task_name "
-        "AND job.queue = kinds.queue ORDER BY job.run_at, job.id LIMIT %s "
-        "FOR UPDATE SKIP LOCKED) AS released "
+        "candidates AS (SELECT oldest.id FROM kinds CROSS JOIN LATERAL ("
+        f"SELECT job.id, job.run_at FROM {table} AS job WHERE job.held "
+        "AND job.task_name = kinds.task_name AND job.queue = kinds.queue "
+        "ORDER BY job.run_at, job.id LIMIT %s) AS oldest "
         f"WHERE NOT {paused_sql(task_name='kinds.task_name', queue='kinds.queue')} "
-        "LIMIT %s) "
-        # By id alone, as in hold_paused: with ``AND held`` the planner read the whole
-        # held index (its predicate), filtering by id, 120 ms with 200,000 held jobs.
+        "ORDER BY oldest.run_at, oldest.id LIMIT %s), "
+        # Locked by id alone, as in hold_paused: with ``AND held`` the planner read the
+        # whole held index (its predicate), filtering by id, 120 ms with 200,000 held
+        # jobs. A row released meanwhile is released again, which changes nothing.
+        f"chosen AS (SELECT id FROM {table} WHERE id = ANY(ARRAY(SELECT id FROM candidates)) "
+        "FOR UPDATE SKIP LOCKED) "
         f"UPDATE {table} SET held = false WHERE id = ANY(ARRAY(SELECT id FROM chosen))"
     )
     with connection.cursor() as cursor:

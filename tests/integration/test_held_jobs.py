@@ -257,3 +257,49 @@ def test_a_job_not_due_yet_or_of_another_kind_is_never_held():
     assert dispatching.hold_paused(now=T0) == 0
     assert not any(_is_held(job) for job in (later, other_task, other_queue))
     assert dispatching.release_unpaused(now=T0) == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_size_above_a_hold_statement_holds_and_releases_the_backlog_in_one_recovery(
+    settings,
+):
+    # With batches of 10,000, each statement's 5,000 looked like a short batch: a
+    # recovery held (and, after the resume, released) 5,000 jobs, one recovery apart.
+    settings.SCHEDULER_BATCH_SIZE = 10_000
+    backlog = dispatching.HOLD_BATCH_SIZE * 2 + 500
+    with freeze_time(T0):
+        _insert_due(backlog, queue=PAUSED_QUEUE, now=T0)
+        pause(queue=PAUSED_QUEUE)
+        dispatcher = Dispatcher(publisher=InMemoryPublisher(), judge_leases_at_once=True)
+        assert dispatcher.run_once().held == backlog
+        resume(queue=PAUSED_QUEUE)
+        dispatcher._next_recovery = 0
+        result = dispatcher.run_once()
+    assert result.released == backlog - pausing.RELEASED_ON_RESUME
+    assert result.sent == backlog
+    assert not ScheduledJob.objects.filter(held=True).exists()
+
+
+@pytest.mark.django_db
+@freeze_time(T0)
+def test_a_resume_releases_the_oldest_held_jobs_whatever_their_task(monkeypatch):
+    # A queue's pause held two kinds; the release took the first kind by name whole, and
+    # left the other's older jobs held for another recovery.
+    monkeypatch.setattr(pausing, "RELEASED_ON_RESUME", 3)
+    oldest = [
+        schedule_at(
+            "testapp.record",
+            T0 - timedelta(hours=2, seconds=-i),
+            ["/dev/null", "x"],
+            queue=PAUSED_QUEUE,
+        )
+        for i in range(2)
+    ]
+    newer = [
+        schedule_at("testapp.noop", T0 - timedelta(minutes=10 - i), queue=PAUSED_QUEUE)
+        for i in range(3)
+    ]
+    pause(queue=PAUSED_QUEUE)
+    assert dispatching.hold_paused(now=T0) == 5
+    resume(queue=PAUSED_QUEUE)
+    assert [_is_held(job) for job in [*oldest, *newer]] == [False, False, False, True, True]
