@@ -10,6 +10,7 @@ from django.utils import timezone
 from payments.gateway import Capture, gateway
 from payments.models import Payment
 from scheduler import schedule_at
+from scheduler.models import ScheduledJob
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ DEFAULT_CAPTURE_DELAY = timedelta(days=14)
 STANDARD_AUTHORIZATION_VALIDITY = timedelta(days=7)
 EXTENDED_AUTHORIZATION_VALIDITY = timedelta(days=30)
 CAPTURE_TASK_NAME = "payments.capture_payment"
+MISSED_CAPTURE_TASK_NAME = "payments.record_missed_capture"
 #: A capture's attempts. Its deadline (the authorization's expiry), not a count, should
 #: end its retries: at the scheduler's back-off (doubling, capped at 6 hours by
 #: default) a thousand attempts outlast any authorization, so a gateway outage on the
@@ -128,18 +130,59 @@ def capture_payment(*, payment_id: int) -> Payment:
     return payment
 
 
+def check_missed_capture(*, capture_job_id: int) -> ScheduledJob | None:
+    """Schedule, to run at once, the job that records that a payment's capture job ended
+    without capturing (see :func:`mark_capture_missed`); returns it, or None when no
+    authorized payment has this capture job.
+
+    The receivers of the capture job's end call this, in the process that decided it
+    (a worker, the dispatcher expiring jobs by the hundred, a web request): it only
+    writes a row. The gateway is asked in the job, on a worker, retried with back-off
+    while the gateway is out of reach. No unique key: the job reads the payment and the
+    capture job as they are when it runs, so a second one changes nothing, where a key
+    held by one that ran early would leave a later end unrecorded.
+    """
+    if not Payment.objects.filter(
+        capture_job_id=capture_job_id, status=Payment.Status.AUTHORIZED
+    ).exists():
+        return None
+    return schedule_at(
+        MISSED_CAPTURE_TASK_NAME,
+        timezone.now(),
+        kwargs={"capture_job_id": capture_job_id},
+        max_attempts=CAPTURE_MAX_ATTEMPTS,
+    )
+
+
 def mark_capture_missed(*, capture_job_id: int) -> Payment | None:
     """Record that the capture job of a payment ended without capturing: it expired (the
     authorization lapsed), failed or was cancelled.
 
-    Only an authorized payment changes (a second call, or a payment captured some other
-    way, is left as it is); returns the payment, or None if no payment has this job.
+    Only an authorized payment whose capture job is still ended changes (a second call,
+    a payment captured some other way, or one whose job an operator retried meanwhile
+    is left as it is); returns the payment, or None if no payment has this job.
     """
     with transaction.atomic():
-        payment = Payment.objects.select_for_update().filter(capture_job_id=capture_job_id).first()
+        payment = (
+            Payment.objects.select_for_update(of=("self",))
+            .select_related("capture_job")
+            .filter(capture_job_id=capture_job_id)
+            .first()
+        )
         if payment is None or payment.status != Payment.Status.AUTHORIZED:
             return payment
+        job = payment.capture_job
+        if job is not None and job.status not in _CAPTURE_ENDED:
+            return payment
         return _capture_missed(payment)
+
+
+#: A capture job's statuses once it ended without capturing.
+_CAPTURE_ENDED = (
+    ScheduledJob.Status.FAILED,
+    ScheduledJob.Status.CANCELLED,
+    ScheduledJob.Status.EXPIRED,
+)
 
 
 def _capture_missed(payment: Payment) -> Payment:

@@ -13,3 +13,14 @@ def capture_payment(payment_id: int) -> str:
     Atomic: the payment's update commits with the job's success, or not at all.
     """
     return services.capture_payment(payment_id=payment_id).status
+
+
+@shared_task(name=services.MISSED_CAPTURE_TASK_NAME, base=SchedulerTask, atomic=True)
+def record_missed_capture(capture_job_id: int) -> str | None:
+    """Mark the payment of a capture job that ended without capturing ``capture_missed``,
+    unless the gateway holds its capture (scheduled by the payments' receivers).
+
+    Retried while the gateway is out of reach; atomic, as the capture.
+    """
+    payment = services.mark_capture_missed(capture_job_id=capture_job_id)
+    return None if payment is None else payment.status

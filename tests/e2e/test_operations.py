@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from payments.models import Payment
-from payments.services import authorize_payment
+from payments.services import MISSED_CAPTURE_TASK_NAME, authorize_payment
 from scheduler import schedule_at, services
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import ScheduledJob
@@ -84,10 +84,13 @@ def test_a_capture_whose_authorization_lapsed_in_sqs_expires_at_the_worker(
         lambda: ScheduledJob.objects.get(pk=job.pk).status == Status.EXPIRED, timeout=30
     ), worker.output()[-3000:]
     # The worker's claim expired it and sent job_expired after its commit; the payments
-    # demo's receiver, in the worker process, marked the payment.
+    # demo's receiver, in the worker process, scheduled the job that marks the payment.
+    check = ScheduledJob.objects.filter(task_name=MISSED_CAPTURE_TASK_NAME)
+    assert wait_until(check.exists, timeout=10), worker.output()[-3000:]
+    assert Dispatcher().run_once().sent == 1
     assert wait_until(
         lambda: Payment.objects.get(pk=payment.pk).status == Payment.Status.CAPTURE_MISSED,
-        timeout=10,
-    )
+        timeout=30,
+    ), worker.output()[-3000:]
     assert "job expired" in worker.output()
     assert not ScheduledJob.objects.get(pk=job.pk).history.exists()

@@ -11,7 +11,12 @@ from freezegun import freeze_time
 
 from payments.gateway import gateway
 from payments.models import Payment
-from payments.services import authorize_payment, capture_payment, mark_capture_missed
+from payments.services import (
+    MISSED_CAPTURE_TASK_NAME,
+    authorize_payment,
+    capture_payment,
+    mark_capture_missed,
+)
 from scheduler import cancel, signals
 from scheduler.models import ScheduledJob
 from scheduler.services import dispatching
@@ -97,6 +102,10 @@ def test_an_expired_capture_marks_the_payment_capture_missed_after_commit(
         assert payment.status == Payment.Status.AUTHORIZED
     for callback in callbacks:
         callback()
+    payment.refresh_from_db()
+    # The receiver scheduled the job that records it.
+    assert payment.status == Payment.Status.AUTHORIZED
+    run_due_jobs()
     payment.refresh_from_db()
     assert payment.status == Payment.Status.CAPTURE_MISSED
     assert payment.capture_job.status == ScheduledJob.Status.EXPIRED
@@ -221,6 +230,7 @@ def test_a_capture_job_that_ends_without_capturing_marks_the_payment_missed_unti
         task_name=failed.capture_job.task_name,
         error="lease expired",
     )
+    run_due_jobs()  # the jobs the receivers scheduled
     for payment in (cancelled, failed):
         payment.refresh_from_db()
         assert payment.status == Payment.Status.CAPTURE_MISSED
@@ -297,6 +307,7 @@ def test_a_capture_whose_commit_was_lost_is_not_recorded_as_missed():
     captured = {c.authorization_id: c for c in gateway.captures}
     with freeze_time(T0 + timedelta(days=3)):
         retried = capture_payment(payment_id=by_retry.pk)
+        dispatching.expire_missed(now=T0 + timedelta(days=3))
         expired = mark_capture_missed(capture_job_id=by_expiry.capture_job_id)
     for payment in (retried, expired):
         payment.refresh_from_db()
@@ -317,3 +328,56 @@ def test_a_payment_is_captured_on_its_own_authorization_after_a_sequence_reset()
     second = capture_payment(payment_id=first.pk)
     capture = next(c for c in gateway.captures if c.capture_id == second.capture_id)
     assert (capture.authorization_id, capture.amount) == (second.authorization_id, Decimal("99.00"))
+
+
+def test_a_gateway_outage_when_a_capture_expires_stalls_nothing_and_loses_nothing(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    # The receiver asked the gateway in the dispatcher's recovery: a gateway out of reach
+    # stalled the expiry of every job, and its error left the payment authorized for good.
+    payment = two_day_authorization()
+    calls = []
+
+    def unreachable(**kwargs):
+        calls.append(kwargs)
+        raise ConnectionError("gateway unreachable")
+
+    monkeypatch.setattr(gateway, "capture_of", unreachable)
+    with (
+        freeze_time(T0 + timedelta(days=3)),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert dispatching.expire_missed(now=T0 + timedelta(days=3)) == 1
+    assert calls == []
+    [check] = ScheduledJob.objects.filter(task_name=MISSED_CAPTURE_TASK_NAME)
+    assert check.kwargs == {"capture_job_id": payment.capture_job_id}
+    # The gateway is still out when the check runs: it is retried, the payment unchanged.
+    with freeze_time(T0 + timedelta(days=3, minutes=1)):
+        run_due_jobs(until=T0 + timedelta(days=3, minutes=1))
+    check.refresh_from_db()
+    payment.refresh_from_db()
+    assert (check.status, check.attempts, payment.status) == (
+        ScheduledJob.Status.SCHEDULED,
+        1,
+        Payment.Status.AUTHORIZED,
+    )
+    monkeypatch.undo()
+    with freeze_time(T0 + timedelta(days=4)):
+        run_due_jobs(until=T0 + timedelta(days=4))
+    payment.refresh_from_db()
+    check.refresh_from_db()
+    assert (check.status, payment.status) == (
+        ScheduledJob.Status.SUCCEEDED,
+        Payment.Status.CAPTURE_MISSED,
+    )
+
+
+def test_a_capture_job_retried_before_its_missed_check_runs_is_left_to_its_retry():
+    payment = authorize_payment(amount="3.00", currency="EUR")
+    cancel(payment.capture_job_id, reason="by mistake")
+    # The receiver scheduled the check after the commit (run_due_jobs runs it); the
+    # operator retried the capture first.
+    retry(payment.capture_job_id, reason="undo", run_at=timezone.now() + timedelta(hours=1))
+    assert mark_capture_missed(capture_job_id=payment.capture_job_id).status == (
+        Payment.Status.AUTHORIZED
+    )

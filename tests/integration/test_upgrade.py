@@ -522,3 +522,74 @@ def test_0_1_s_changes_of_status_pass_0_13_s_checks(update: str) -> None:
             {"now": T0 + timedelta(minutes=1), "id": job_id},
         )
         assert cursor.rowcount == 1
+
+
+def test_the_demo_from_0_1_gets_deadlines_on_pending_captures_and_checks_of_ended_ones(
+    new_database_url: str,
+) -> None:
+    # 0.1.0 scheduled captures with five attempts and no deadline, and left a payment
+    # authorized when its capture job failed or was cancelled: upgraded, the pending
+    # capture still gave up after five attempts, and the others stayed authorized.
+    _create_database(new_database_url)
+    _manage(new_database_url, "migrate", "django_celery_beat")
+    _manage(new_database_url, "migrate", "scheduler", "0001")
+    _manage(new_database_url, "migrate", "payments", "0001")
+    statuses = ["scheduled", "failed", "cancelled", "succeeded"]
+    with closing(psycopg2.connect(new_database_url)) as db, db, db.cursor() as cursor:
+        for number, status in enumerate(statuses):
+            finished = None if status == "scheduled" else T0
+            cursor.execute(
+                "INSERT INTO scheduler_scheduledjob (task_name, args, kwargs, queue, run_at, "
+                "status, attempts, max_attempts, last_error, created_at, updated_at, "
+                "finished_at) VALUES ('payments.capture_payment', '[]', %s, 'captures', %s, "
+                "%s, 0, 5, '', %s, %s, %s) RETURNING id",
+                [
+                    f'{{"payment_id": {number + 1}}}',
+                    T0 + timedelta(days=14),
+                    status,
+                    T0,
+                    T0,
+                    finished,
+                ],
+            )
+            [job_id] = cursor.fetchone()
+            cursor.execute(
+                "INSERT INTO payments_payment (amount, currency, status, authorization_id, "
+                "capture_id, authorized_at, captured_at, capture_job_id) "
+                "VALUES (5, 'EUR', %s, %s, %s, %s, %s, %s)",
+                [
+                    "captured" if status == "succeeded" else "authorized",
+                    f"auth_{number}",
+                    f"cap_{number}" if status == "succeeded" else "",
+                    T0,
+                    T0 if status == "succeeded" else None,
+                    job_id,
+                ],
+            )
+    _manage(new_database_url, "migrate")
+    with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
+        cursor.execute(
+            "SELECT status, max_attempts, deadline FROM scheduler_scheduledjob "
+            "WHERE task_name = 'payments.capture_payment' ORDER BY id"
+        )
+        captures = cursor.fetchall()
+        cursor.execute(
+            "SELECT kwargs, queue, status, max_attempts FROM scheduler_scheduledjob "
+            "WHERE task_name = 'payments.record_missed_capture' ORDER BY id"
+        )
+        checks = cursor.fetchall()
+        cursor.execute(
+            "SELECT id FROM scheduler_scheduledjob WHERE task_name = %s ORDER BY id",
+            ["payments.capture_payment"],
+        )
+        ids = [job_id for (job_id,) in cursor.fetchall()]
+    assert captures == [
+        ("scheduled", 1000, T0 + timedelta(days=30)),
+        ("failed", 5, None),
+        ("cancelled", 5, None),
+        ("succeeded", 5, None),
+    ]
+    assert checks == [
+        ({"capture_job_id": ids[1]}, "captures", "scheduled", 1000),
+        ({"capture_job_id": ids[2]}, "captures", "scheduled", 1000),
+    ]
