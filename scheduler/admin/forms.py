@@ -7,6 +7,7 @@ service refuses, and a unique key taken meanwhile is refused by the database, no
 check that could race.
 """
 
+import functools
 import json
 import sys
 import uuid
@@ -113,17 +114,23 @@ def admin_task_choices() -> list[tuple[str, str]]:
     return [(name, name) for name in scheduler_settings.ADMIN_TASKS if name in registered]
 
 
-def local_run_at(local: datetime | None, zone_name: str) -> datetime:
+def local_run_at(
+    local: datetime | None,
+    zone_name: str,
+    *,
+    soonest: str = "use “in 0 minutes” or the “Run now” action",
+) -> datetime:
     """The wall-clock time ``local`` read in ``zone_name``, as an aware datetime.
 
     Raises ValidationError when it is missing, for a time that the zone skips or
-    repeats at a daylight saving change, and for a time in the past.
+    repeats at a daylight saving change, and for a time in the past (its message ends
+    with ``soonest``, how the form runs a job as soon as possible).
     """
     run_at = local_datetime(local, zone_name)
     if run_at < timezone.now() - PAST_TOLERANCE:
         raise ValidationError(
             f"{run_at:%Y-%m-%d %H:%M} in {zone_name} is in the past; to run as soon as "
-            "possible, use “in 0 minutes” or the “Run now” action.",
+            f"possible, {soonest}.",
             code="past",
         )
     return run_at
@@ -571,7 +578,12 @@ class RetryJobForm(BrowserTimeZoneMixin, forms.Form):
     def clean(self) -> dict[str, Any]:
         cleaned: dict[str, Any] = super().clean() or {}
         # A time in the past would run the job at once, not when it says.
-        cleaned["run_at"] = _optional_local_datetime(self, cleaned, "run_at_local", local_run_at)
+        cleaned["run_at"] = _optional_local_datetime(
+            self,
+            cleaned,
+            "run_at_local",
+            functools.partial(local_run_at, soonest="leave “Run at” empty"),
+        )
         cleaned["deadline"] = _optional_local_datetime(self, cleaned, "deadline_local")
         return cleaned
 

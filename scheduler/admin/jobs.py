@@ -763,7 +763,6 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             "changelist_url": changelist_url,
             "can_operate": self._may_operate(request),
             "pause_form": PauseForm(),
-            "resume_form": ReasonForm(),
         }
         return TemplateResponse(request, "admin/scheduler/scheduledjob/monitoring.html", context)
 
@@ -846,9 +845,15 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             status = (
                 ScheduledJob.objects.filter(pk=job_number).values_list("status", flat=True).first()
             )
+            # Ids of their own: the page's main form has a reason, a run time and a
+            # deadline too, and a label must name its own form's field.
             context.update(
-                retry_form=RetryJobForm() if status in states.RETRY.sources else None,
-                resend_form=ReasonForm() if status in states.RESEND.sources else None,
+                retry_form=(
+                    RetryJobForm(auto_id="retry_%s") if status in states.RETRY.sources else None
+                ),
+                resend_form=(
+                    ReasonForm(auto_id="resend_%s") if status in states.RESEND.sources else None
+                ),
             )
         try:
             return super().changeform_view(request, object_id, form_url, context)

@@ -1,5 +1,6 @@
 """The audit trail: operator actions recorded in the same transaction as the action."""
 
+from datetime import datetime
 from typing import Any
 
 from scheduler.models import AuditAction, AuditEntry
@@ -26,6 +27,14 @@ def record(
     AuditEntry.objects.create(
         action=action, actor=actor, reason=reason, job_id=job_id, details=details
     )
+
+
+def times(run_at: datetime, deadline: datetime | None) -> dict[str, str]:
+    """An entry's details for the run time (and deadline, if any) a job was given."""
+    details = {"run_at": run_at.isoformat()}
+    if deadline is not None:
+        details["deadline"] = deadline.isoformat()
+    return details
 
 
 def record_many(

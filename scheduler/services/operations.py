@@ -195,9 +195,7 @@ def _record(
     reason: str,
     actor: str | None,
 ) -> None:
-    details = {"run_at": run_at.isoformat()}
-    if changes.get("deadline") is not None:
-        details["deadline"] = changes["deadline"].isoformat()
+    details = audit.times(run_at, changes.get("deadline"))
     audit.record(action, actor=actor, reason=reason, job_id=job_id, **details)
 
 

@@ -283,7 +283,7 @@ def _save(job: ScheduledJob, *, reason: str = "", actor: str | None = None) -> S
             actor=actor,
             reason=reason,
             job_id=job.pk,
-            run_at=job.run_at.isoformat(),
+            **audit.times(job.run_at, job.deadline),
         )
 
     _write(write, job.unique_key)

@@ -1,6 +1,7 @@
 """The operator's controls in the admin: deadlines, reasons and the audit trail, pause and
 resume, retry with a new deadline, re-send; and what a view-only user cannot do."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -274,8 +275,24 @@ def test_retrying_a_job_at_a_time_in_the_past_is_refused(admin_client):
         {"run_at_local": "2025-12-01T09:00", "time_zone": "Europe/Paris", "reason": ""},
         follow=True,
     )
-    assert "is in the past" in response.content.decode()
+    said = response.content.decode()
+    assert "is in the past" in said
+    # The way this form runs it as soon as possible; "in 0 minutes" is the add form's.
+    assert "leave “Run at” empty" in said
+    assert "in 0 minutes" not in said
     assert ScheduledJob.objects.get(pk=failed.pk).status == Status.FAILED
+
+
+@pytest.mark.parametrize("status", [Status.ENQUEUED, Status.FAILED])
+def test_each_form_on_a_job_page_labels_its_own_fields(admin_client, status):
+    # The re-send form's "Reason" label pointed at the reschedule form's field (both
+    # id_reason): an operator who clicked it typed the reason into the other form.
+    html = admin_client.get(change_url(job(status, run_at=T0 + timedelta(hours=1)))).content
+    ids = re.findall(r'\bid="([^"]+)"', html.decode())
+    assert len(ids) > 5
+    assert [name for name in set(ids) if ids.count(name) > 1] == []
+    for target in re.findall(r'<label for="([^"]+)"', html.decode()):
+        assert target in ids
 
 
 def test_pausing_a_queue_no_job_was_ever_on_warns_of_a_misspelt_name(admin_client):

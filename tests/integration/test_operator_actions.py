@@ -77,6 +77,25 @@ def test_every_job_action_by_an_operator_is_recorded_with_who_when_and_why():
     assert {entry.at for entry in AuditEntry.objects.all()} == {T0}
 
 
+def test_a_deadline_given_when_scheduling_is_in_the_trail():
+    # The entry kept the run time only: who set the deadline, and to what, was nowhere.
+    scheduled = services.schedule_at(
+        "testapp.noop",
+        T0 + timedelta(hours=1),
+        deadline=T0 + timedelta(days=1),
+        actor="alice",
+        reason="must go today",
+    )
+    assert trail(scheduled) == [
+        (
+            Action.SCHEDULE,
+            "alice",
+            "must go today",
+            {"run_at": "2026-11-24T13:00:00+00:00", "deadline": "2026-11-25T12:00:00+00:00"},
+        )
+    ]
+
+
 def test_code_that_names_no_actor_writes_no_entry():
     scheduled = services.schedule_at("testapp.noop", T0)
     services.reschedule(scheduled, T0 + timedelta(hours=1))
