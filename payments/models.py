@@ -8,7 +8,8 @@ from scheduler.models import ScheduledJob
 
 
 class PaymentStatus(models.TextChoices):
-    """Where a payment is: authorized, then captured (or its capture missed)."""
+    """Where a payment is: authorized, then captured (or its capture missed), unless it
+    was cancelled first."""
 
     AUTHORIZED = "authorized", "Authorized"
     CAPTURED = "captured", "Captured"
@@ -16,6 +17,9 @@ class PaymentStatus(models.TextChoices):
     #: job failed or was cancelled): the money was not collected. While the
     #: authorization holds, an operator's retry of the job still captures it.
     CAPTURE_MISSED = "capture_missed", "Capture missed"
+    #: The order was cancelled before its capture: the authorization was voided (the
+    #: hold on the card released), and the capture job cancelled; no retry captures it.
+    CANCELLED = "cancelled", "Cancelled"
 
 
 class Payment(models.Model):

@@ -1,5 +1,6 @@
 """Payment services: authorize now, capture later through the scheduler."""
 
+import contextlib
 import logging
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -9,7 +10,8 @@ from django.utils import timezone
 
 from payments.gateway import Capture, gateway
 from payments.models import Payment
-from scheduler import schedule_at
+from scheduler import cancel, schedule_at
+from scheduler.exceptions import InvalidTransitionError
 from scheduler.models import ScheduledJob
 
 logger = logging.getLogger(__name__)
@@ -105,6 +107,10 @@ def capture_payment(*, payment_id: int) -> Payment:
         if payment.status == Payment.Status.CAPTURED:
             logger.info("payment already captured payment_id=%s", payment_id)
             return payment
+        if payment.status == Payment.Status.CANCELLED:
+            # Whoever retries its capture job (an operator's bulk retry after an incident).
+            logger.warning("payment capture refused payment_id=%s status=cancelled", payment_id)
+            return payment
         if payment.authorization_expires_at <= timezone.now():
             if payment.status == Payment.Status.AUTHORIZED:
                 # Its job ran past the deadline it had (an operator's retry, or a retry
@@ -127,6 +133,38 @@ def capture_payment(*, payment_id: int) -> Payment:
             idempotency_key=f"capture:{payment.authorization_id}",
         )
         _record_capture(payment, capture)
+    return payment
+
+
+def cancel_payment(*, payment_id: int, reason: str = "", actor: str | None = None) -> Payment:
+    """Cancel a payment before its capture: void the authorization (the hold on the card
+    is released) and cancel the capture job, in one transaction; a second call changes
+    nothing.
+
+    A captured payment is refused (refund it instead): ``ValueError``. The payment row is
+    locked first, so a capture running now finishes before (and the cancel is refused),
+    or finds the payment cancelled and captures nothing, whoever retries its job later.
+    ``reason`` and ``actor`` go to the capture job's audit trail.
+    """
+    with transaction.atomic():
+        payment = Payment.objects.select_for_update().get(pk=payment_id)
+        if payment.status == Payment.Status.CANCELLED:
+            return payment
+        if payment.status == Payment.Status.CAPTURED:
+            raise ValueError(f"payment {payment_id} is captured: refund it, it cannot be cancelled")
+        # A gateway error rolls back: the payment stays as it was, and the call may be
+        # made again (a void is idempotent).
+        gateway.void(authorization_id=payment.authorization_id)
+        payment.status = Payment.Status.CANCELLED
+        payment.save(update_fields=["status"])
+        # A capture job running (it will find the payment cancelled) or ended already
+        # cannot be cancelled, and need not be.
+        if payment.capture_job_id is not None:
+            with contextlib.suppress(InvalidTransitionError):
+                cancel(payment.capture_job_id, reason=reason, actor=actor)
+    logger.info(
+        "payment cancelled payment_id=%s capture_job_id=%s", payment.pk, payment.capture_job_id
+    )
     return payment
 
 

@@ -14,6 +14,7 @@ from payments.models import Payment
 from payments.services import (
     MISSED_CAPTURE_TASK_NAME,
     authorize_payment,
+    cancel_payment,
     capture_payment,
     mark_capture_missed,
 )
@@ -381,3 +382,52 @@ def test_a_capture_job_retried_before_its_missed_check_runs_is_left_to_its_retry
     assert mark_capture_missed(capture_job_id=payment.capture_job_id).status == (
         Payment.Status.AUTHORIZED
     )
+
+
+def test_a_cancelled_payment_is_voided_and_no_retry_of_its_capture_charges_it(
+    django_capture_on_commit_callbacks,
+):
+    # The demo had no way to cancel an order: cancelling the capture job left the hold
+    # on the card, marked the payment missed, and an operator's bulk retry of cancelled
+    # captures after an incident charged the customer.
+    payment = authorize_payment(amount="7.00", currency="EUR")
+    with django_capture_on_commit_callbacks(execute=True):
+        cancelled = cancel_payment(payment_id=payment.pk, reason="order cancelled", actor="ops")
+    assert cancelled.status == Payment.Status.CANCELLED
+    assert payment.authorization_id in gateway.voids
+    job = ScheduledJob.objects.get(pk=payment.capture_job_id)
+    assert job.status == ScheduledJob.Status.CANCELLED
+    assert job.audit_entries.get().reason == "order cancelled"
+    # No check of a missed capture was scheduled: nothing was missed.
+    assert not ScheduledJob.objects.filter(task_name=MISSED_CAPTURE_TASK_NAME).exists()
+    before = len(gateway.captures)
+    retry(payment.capture_job_id, reason="bulk retry after the incident")
+    run_due_jobs()
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.CANCELLED
+    assert len(gateway.captures) == before
+    # A second cancel changes nothing; a captured payment cannot be cancelled.
+    assert cancel_payment(payment_id=payment.pk).status == Payment.Status.CANCELLED
+    captured = authorize_payment(amount="2.00", currency="EUR")
+    capture_payment(payment_id=captured.pk)
+    with pytest.raises(ValueError, match="is captured: refund it"):
+        cancel_payment(payment_id=captured.pk)
+    captured.refresh_from_db()
+    assert captured.status == Payment.Status.CAPTURED
+    assert captured.authorization_id not in gateway.voids
+
+
+def test_a_void_the_gateway_refuses_leaves_the_payment_and_its_capture_as_they_were(
+    monkeypatch,
+):
+    payment = authorize_payment(amount="7.00", currency="EUR")
+
+    def unreachable(**kwargs):
+        raise ConnectionError("gateway unreachable")
+
+    monkeypatch.setattr(gateway, "void", unreachable)
+    with pytest.raises(ConnectionError):
+        cancel_payment(payment_id=payment.pk)
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.AUTHORIZED
+    assert payment.capture_job.status == ScheduledJob.Status.SCHEDULED

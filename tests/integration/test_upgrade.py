@@ -177,13 +177,19 @@ def test_migrating_the_demo_back_to_0_1_keeps_a_missed_capture_as_authorized(
             "INSERT INTO payments_payment (amount, currency, status, authorization_id, "
             "capture_id, authorized_at, authorization_expires_at, captured_at) VALUES "
             "(5, 'EUR', 'capture_missed', 'auth_1', '', %s, %s, NULL), "
-            "(6, 'EUR', 'captured', 'auth_2', 'cap_2', %s, %s, %s)",
-            [T0, T0 + timedelta(days=30), T0, T0 + timedelta(days=30), T0],
+            "(6, 'EUR', 'captured', 'auth_2', 'cap_2', %s, %s, %s), "
+            "(7, 'EUR', 'cancelled', 'auth_3', '', %s, %s, NULL)",
+            [*[T0, T0 + timedelta(days=30)] * 2, T0, T0, T0 + timedelta(days=30)],
         )
+    # Before cancelled payments: a cancelled one was not captured, as a missed capture.
+    _manage(new_database_url, "migrate", "payments", "0003")
+    with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT status FROM payments_payment ORDER BY id")
+        assert cursor.fetchall() == [("capture_missed",), ("captured",), ("capture_missed",)]
     _manage(new_database_url, "migrate", "payments", "0001")
     with closing(psycopg2.connect(new_database_url)) as db, db.cursor() as cursor:
         cursor.execute("SELECT status FROM payments_payment ORDER BY id")
-        assert cursor.fetchall() == [("authorized",), ("captured",)]
+        assert cursor.fetchall() == [("authorized",), ("captured",), ("authorized",)]
 
 
 def test_migrating_back_again_after_an_interrupted_index_build_completes(
