@@ -231,7 +231,6 @@ def pages() -> list[Page]:
     """The pages an operator opens, with ids and names taken from the data."""
     from django.urls import reverse
 
-    from payments.models import Payment
     from scheduler.models import ScheduledJob
 
     jobs = reverse("admin:scheduler_scheduledjob_changelist")
@@ -240,7 +239,14 @@ def pages() -> list[Page]:
     assert failed is not None, "no failed job: the fill did not run"
     # Ids restart at 1 on every fill.
     middle = ScheduledJob.objects.count() // 2
-    payment = Payment.objects.order_by("-pk").values_list("capture_job_id", flat=True).first()
+    # A key the fill gave (a search for one no job has would time a second "no match").
+    key = (
+        ScheduledJob.objects.filter(unique_key__isnull=False)
+        .order_by("-pk")
+        .values_list("unique_key", flat=True)
+        .first()
+    )
+    assert key is not None, "no job with a unique key: the fill did not run"
     return [
         Page("job list", jobs),
         Page("filter: failed", f"{jobs}?status__exact=failed"),
@@ -255,7 +261,8 @@ def pages() -> list[Page]:
         Page("date drill-down: a day", _a_day(jobs)),
         Page("search: id", f"{jobs}?q={middle}"),
         Page("search: task name", f"{jobs}?q=testapp.f"),
-        Page("search: unique key", f"{jobs}?q=payments:capture:{payment}"),
+        Page("search: unique key", f"{jobs}?q={key}"),
+        Page("search: a key prefix many jobs share", f"{jobs}?q=payments:capture:"),
         Page("search: no match", f"{jobs}?q=nothing-matches-this"),
         Page("job page", reverse("admin:scheduler_scheduledjob_change", args=[failed.pk])),
         Page("monitoring", reverse("admin:scheduler_scheduledjob_monitoring")),

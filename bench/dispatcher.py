@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -176,17 +177,20 @@ def put_back() -> None:
 # --- 1. Throughput ----------------------------------------------------------------------
 
 #: The hand-written claim loop's statement: what a dispatcher must at least do per batch.
-#: In (run_at, id) order, as the dispatcher claims: ordered by run_at alone, PostgreSQL
-#: may read the plain run_at index, stepping over every row already marked, a handicap
-#: the dispatcher does not have (until 2026-12-05 the loop had it).
+#: In (run_at, id) order and with the due index's predicate (not held, the row
+#: condition), as the dispatcher claims: without them PostgreSQL may read the plain
+#: run_at index, stepping over every row already marked, a handicap the dispatcher does
+#: not have (the loop had it until 2026-12-05, and again, without ``NOT held``, from
+#: migration 0015 to 2026-12-06). ``due_index_plan`` checks it each run.
 SQL_CLAIM = """
 UPDATE scheduler_scheduledjob
 SET status = 'enqueued', dispatch_token = gen_random_uuid(), enqueued_at = now(),
     updated_at = now(), sends = 1, resend_at = now() + interval '300 seconds'
 WHERE id IN (
     SELECT id FROM scheduler_scheduledjob
-    WHERE status = 'scheduled' AND run_at <= now() + interval '300 seconds'
-    ORDER BY run_at, id LIMIT %s FOR UPDATE SKIP LOCKED
+    WHERE status = 'scheduled' AND NOT held AND run_at <= %(cutoff)s
+      AND (run_at, id) <= (%(cutoff)s, 9223372036854775807)
+    ORDER BY run_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 )
 RETURNING id, task_name, queue, run_at, dispatch_token
 """
@@ -195,9 +199,44 @@ RETURNING id, task_name, queue, run_at, dispatch_token
 #: The least any tick must ask: is a job due? Hand-written, on the dispatcher's index.
 SQL_PROBE = """
 SELECT 1 FROM scheduler_scheduledjob
-WHERE status = 'scheduled' AND run_at <= now() + %s * interval '1 second'
+WHERE status = 'scheduled' AND NOT held AND run_at <= %(cutoff)s
+  AND (run_at, id) <= (%(cutoff)s, 9223372036854775807)
 ORDER BY run_at, id LIMIT 1
 """
+
+
+def _cutoff() -> datetime:
+    """The latest run_at a tick sends now, as the dispatcher computes it."""
+    from django.utils import timezone
+
+    from scheduler.conf import scheduler_settings
+
+    return timezone.now() + timedelta(seconds=scheduler_settings.LOOKAHEAD_SECONDS)
+
+
+@contextmanager
+def _on_the_due_index(sql: str, params: dict[str, Any]) -> Iterator[None]:
+    """Run a baseline's statements planned on the due index, as the dispatcher's are.
+
+    With the table's statistics fresh from a bulk load, PostgreSQL may still prefer the
+    plain run_at index (and sort each batch by id), stepping over every row already
+    marked: sorting is switched off meanwhile, and the run stops if the plan is not on
+    the due index, since a baseline on another index is a handicapped one.
+    """
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_sort = off")
+        cursor.execute("SET enable_incremental_sort = off")
+        try:
+            cursor.execute(f"EXPLAIN {sql}", params)
+            plan = "\n".join(line for (line,) in cursor.fetchall())
+            if "scheduler_job_due_idx" not in plan:
+                raise SystemExit(f"the baseline does not read the due index:\n{plan}")
+            yield
+        finally:
+            cursor.execute("RESET enable_sort")
+            cursor.execute("RESET enable_incremental_sort")
 
 
 def sql_claim_loop(batch_size: int) -> int:
@@ -205,9 +244,10 @@ def sql_claim_loop(batch_size: int) -> int:
     from django.db import connection
 
     moved = 0
-    with connection.cursor() as cursor:
+    params: dict[str, Any] = {"limit": batch_size, "cutoff": _cutoff()}
+    with _on_the_due_index(SQL_CLAIM, params), connection.cursor() as cursor:
         while True:
-            cursor.execute(SQL_CLAIM, [batch_size])
+            cursor.execute(SQL_CLAIM, params)
             rows = cursor.fetchall()
             moved += len(rows)
             if len(rows) < batch_size:
@@ -269,7 +309,6 @@ def empty_tick(size: Size, pending: int) -> list[Row]:
     from django.db import connection, reset_queries
     from django.test.utils import CaptureQueriesContext
 
-    from scheduler.conf import scheduler_settings
     from scheduler.dispatch.dispatcher import Dispatcher
     from scheduler.testing import InMemoryPublisher
 
@@ -289,11 +328,12 @@ def empty_tick(size: Size, pending: int) -> list[Row]:
 
     def due_query() -> float:
         with stopwatch() as elapsed, connection.cursor() as cursor:
-            cursor.execute(SQL_PROBE, [scheduler_settings.LOOKAHEAD_SECONDS])
+            cursor.execute(SQL_PROBE, {"cutoff": _cutoff()})
             cursor.fetchall()
         return elapsed() * 1000
 
-    alone = statistics.median(due_query() for _ in range(size.empty_ticks))
+    with _on_the_due_index(SQL_PROBE, {"cutoff": _cutoff()}):
+        alone = statistics.median(due_query() for _ in range(size.empty_ticks))
     return [
         Row(f"{pending:,} rows: empty tick", statistics.median(ticks), alone, "ms", "SQL probe"),
         Row(f"{pending:,} rows: statements per empty tick", statistics.median(queries)),

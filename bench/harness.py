@@ -191,6 +191,13 @@ def print_markdown(title: str, header: Sequence[str], lines: Iterable[Sequence[s
         print("| " + " | ".join(line) + " |")
 
 
+def _figure(value: float) -> str:
+    """Four significant digits, grouped (``42,510``, ``0.4284``), never in e-notation."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
 def print_table(title: str, rows: Sequence[Row]) -> None:
     """Print ``rows`` as a Markdown table, ready for BENCHMARKS.md."""
     print_markdown(
@@ -199,10 +206,10 @@ def print_table(title: str, rows: Sequence[Row]) -> None:
         (
             [
                 row.what,
-                f"{row.ours:,.4g} {row.unit}",
+                f"{_figure(row.ours)} {row.unit}",
                 "—"
                 if row.baseline is None
-                else f"{row.baseline:,.4g} {row.unit} ({row.baseline_name})".strip(),
+                else f"{_figure(row.baseline)} {row.unit} ({row.baseline_name})".strip(),
                 "—" if row.ratio is None else f"{row.ratio:.2f}",
             ]
             for row in rows
