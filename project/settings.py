@@ -110,7 +110,13 @@ POSTGRESQL_ENGINES = ("django.db.backends.postgresql", "django.contrib.gis.db.ba
 def _database(url: str) -> dj_database_url.DBConfig:
     """DATABASE_URL's database, or an error that names the variable."""
     try:
-        database = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+        # No server-side cursors (QuerySet.iterator(), the admin's drop-downs): behind a
+        # pooler in transaction mode (PgBouncer, RDS Proxy) a cursor's DECLARE and its
+        # FETCH run in transactions of their own, on any session, and the page fails
+        # with "cursor … does not exist". Nothing here needs them.
+        database = dj_database_url.parse(
+            url, conn_max_age=60, conn_health_checks=True, disable_server_side_cursors=True
+        )
     except ValueError as error:  # the scheme, the port (dj_database_url's errors)
         raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {error}") from None
     # PostgreSQL's own backend, or PostGIS's built on it.

@@ -59,22 +59,21 @@ def ensure_dispatch_schedule() -> PeriodicTask:
 def _one_writer() -> Iterator[None]:
     """One writer of the dispatch entry at a time (several replicas' migrate, a beat
     starting beside one): both would create it (one failing on its unique name) and
-    its interval."""
-    key = [DISPATCH_TASK_NAME]
-    with connection.cursor() as cursor:
-        if connection.in_atomic_block:
-            # Held until the caller's transaction ends, with the writes in it.
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", key)
-        else:
-            # Before the writes' transaction: above READ COMMITTED, its snapshot (taken
-            # by its first statement) would predate the other writer's commit.
-            cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", key)
-    try:
+    its interval.
+
+    The lock is the transaction's, taken in the writes' own transaction: a session's,
+    taken and released in statements of their own, outlived its writer behind a pooler
+    in transaction mode (PgBouncer, RDS Proxy), which gives each transaction any
+    session, and the next writer waited for it for good.
+    """
+    outermost = not connection.in_atomic_block
+    with transaction.atomic(), connection.cursor() as cursor:
+        if outermost:
+            # First in the transaction: above READ COMMITTED its snapshot, taken by its
+            # first query, the lock's, would predate the other writer's commit.
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [DISPATCH_TASK_NAME])
         yield
-    finally:
-        if not connection.in_atomic_block:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", key)
 
 
 def _interval_of(interval: float) -> tuple[int, str]:
