@@ -48,7 +48,7 @@ from typing_extensions import override
 from scheduler import protocol
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import InvalidArgumentsError
-from scheduler.registry import check_arguments
+from scheduler.registry import check_arguments, routed_queue
 from scheduler.services.scheduling import schedule_call
 from scheduler.services.transitions import retry_delay
 from scheduler.worker.execution import Handled, JobRun, Outcome, run_job
@@ -285,6 +285,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                 lead=scheduler_settings.DELIVERY_LEAD_SECONDS,
             )
             if delay:
+                _refuse_fifo_delay(self, args, kwargs, options.get("queue"))
                 options["delay_seconds"] = delay
         return super().apply_async(
             args, kwargs, task_id, producer, link, link_error, shadow, **options
@@ -398,6 +399,21 @@ def job_run(task: Task) -> JobRun | None:  # type: ignore[type-arg]
     """The job whose body ``task`` is running, if any."""
     run: JobRun | None = getattr(task.request, _JOB_RUN, None)
     return run
+
+
+def _refuse_fifo_delay(task: Task, args: Any, kwargs: Any, queue: Any) -> None:  # type: ignore[type-arg]
+    """Refuse a delayed call to a FIFO queue: SQS takes no per-message delay there (kombu
+    drops it with a warning), so a worker would get the message at once and hold it
+    unacknowledged until its eta, SQS handing it out again after each visibility
+    timeout (every copy runs) and the queue's other messages waiting behind it."""
+    name = routed_queue(task, args or (), kwargs or {}, queue) or task.app.conf.task_default_queue
+    if isinstance(name, str) and name.endswith(".fifo"):
+        raise InvalidArgumentsError(
+            "queue",
+            f"{name!r} is an SQS FIFO queue, which takes no delay per message: a call "
+            "with an eta or countdown would be held by a worker and run again after each "
+            "visibility timeout. Send it to a standard queue.",
+        )
 
 
 def _refuse_long_steps_with_followers(task: Task, chain: Any) -> None:  # type: ignore[type-arg]

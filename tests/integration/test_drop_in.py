@@ -204,6 +204,27 @@ def test_a_countdown_within_the_max_delay_goes_to_sqs_with_its_own_delay(
 
 
 @freeze_time(T0)
+def test_a_delayed_call_to_a_fifo_queue_is_refused_and_sends_nothing(published, broker, settings):
+    # SQS takes no per-message delay on a FIFO queue: kombu dropped it with a warning,
+    # a worker got the message at once and held it until its eta, and SQS handed it out
+    # again after each visibility timeout: the task ran several times.
+    settings.CELERY_TASK_ROUTES = {"testapp.record": {"queue": "orders.fifo"}}
+    for call in (
+        lambda: record.apply_async(("/dev/null", "x"), countdown=600, connection=broker),
+        lambda: record.apply_async(
+            ("/dev/null", "x"), countdown=60, queue="other.fifo", connection=broker
+        ),
+    ):
+        with pytest.raises(InvalidArgumentsError, match="is an SQS FIFO queue") as refused:
+            call()
+        assert refused.value.field == "queue"
+    assert published == []
+    # Without a delay a FIFO queue is Celery's business, as before.
+    record.apply_async(("/dev/null", "x"), queue="orders.fifo", connection=broker)
+    assert [message["task"] for message in published] == ["testapp.record"]
+
+
+@freeze_time(T0)
 def test_a_call_without_countdown_is_an_ordinary_message(published, broker, sqs_queue):
     record.apply_async(("/dev/null", "now"), queue=sqs_queue.name, connection=broker)
     [message] = published
