@@ -4,7 +4,9 @@ from task to task."""
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
+import boto3
 from celery import current_app
 from celery.signals import worker_init
 from django.apps import AppConfig
@@ -173,6 +175,62 @@ def check_broker_transport_options(
         for option in _QUEUE_RENAMING_OPTIONS
         if options.get(option)
     ]
+
+
+@register()
+def check_broker_sqs_location(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """The workers poll SQS in the region, and at the endpoint, the dispatcher sends to.
+
+    Each reads its own settings: the dispatcher ``SCHEDULER_SQS_REGION`` and
+    ``SCHEDULER_SQS_ENDPOINT_URL``, kombu its ``region`` transport option and the broker
+    URL's host. Where they differ, the dispatcher's sends succeed into a queue no worker
+    polls (``scheduler_create_queue`` made it there), and every job stays enqueued.
+    """
+    if _sqs_transport() is None:
+        return []
+    options = current_app.conf.broker_transport_options or {}
+    default_region = boto3.Session().region_name
+    workers = options.get("region") or default_region or SQS.Channel.default_region
+    dispatcher = scheduler_settings.SQS_REGION or default_region
+    found: list[CheckMessage] = []
+    if dispatcher and workers != dispatcher:
+        found.append(_elsewhere(f"in region {workers!r}", f"to region {dispatcher!r}", "region"))
+    broker = urlsplit(current_app.conf.broker_url or "")
+    endpoint = scheduler_settings.SQS_ENDPOINT_URL
+    polled = (broker.hostname, broker.port)
+    sent_to = (
+        (None, None) if not endpoint else (urlsplit(endpoint).hostname, urlsplit(endpoint).port)
+    )
+    if polled != sent_to:
+        found.append(
+            _elsewhere(
+                f"at {_where(*polled)} (the broker URL's host)",
+                f"to {_where(*sent_to)} (SCHEDULER_SQS_ENDPOINT_URL)",
+                "endpoint",
+            )
+        )
+    return found
+
+
+def _where(host: str | None, port: int | None) -> str:
+    """An SQS endpoint's host and port as a check names them; AWS's own without a host."""
+    if host is None:
+        return "AWS's endpoint"
+    return host if port is None else f"{host}:{port}"
+
+
+def _elsewhere(polled: str, sent_to: str, what: str) -> Error:
+    return Error(
+        f"The workers poll SQS {polled}, the dispatcher sends jobs {sent_to}: no job "
+        "would run, each left enqueued and sent again.",
+        hint=f"Give Celery's broker and the scheduler the same SQS {what} "
+        "(CELERY_BROKER_TRANSPORT_OPTIONS['region'] and SCHEDULER_SQS_REGION; the "
+        "broker URL's host and SCHEDULER_SQS_ENDPOINT_URL).",
+        id="scheduler.E025",
+    )
 
 
 #: kombu's SQS transport options that the scheduler's settings give the queues, with the

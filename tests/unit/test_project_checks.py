@@ -7,7 +7,11 @@ from celery import current_app
 from django.test import override_settings
 
 from scheduler.checks import check_database
-from scheduler.worker.checks import check_broker_timings, check_broker_transport_options
+from scheduler.worker.checks import (
+    check_broker_sqs_location,
+    check_broker_timings,
+    check_broker_transport_options,
+)
 
 
 class SchedulerElsewhere:
@@ -19,10 +23,12 @@ class SchedulerElsewhere:
     db_for_write = db_for_read
 
 
-def test_the_projects_settings_pass():
+def test_the_projects_settings_pass(settings):
+    settings.SCHEDULER_SQS_ENDPOINT_URL = None  # as the project sets it: AWS (offline_sqs)
     assert check_database() == []
     assert check_broker_transport_options() == []
     assert check_broker_timings() == []
+    assert check_broker_sqs_location() == []
 
 
 @override_settings(USE_TZ=False)
@@ -104,3 +110,35 @@ def test_the_workers_sqs_calls_give_up_on_a_silent_sqs_within_a_minute():
     # Not shorter than a long poll: a worker without the event loop (--pool=solo)
     # receives through this client.
     assert config.read_timeout > options["wait_time_seconds"]
+
+
+@pytest.mark.parametrize(
+    ("broker", "region", "said"),
+    [
+        # A reusable app's user who set Celery's region and left the scheduler's.
+        ({"region": "eu-west-1"}, "us-east-1", "in region 'eu-west-1'"),
+        # Celery's broker on an emulator, the dispatcher on AWS (or the other way).
+        ({"url": "sqs://local:local@127.0.0.1:9324"}, None, "at 127.0.0.1:9324"),
+        ({"url": "sqs://", "endpoint": "http://127.0.0.1:9324"}, None, "at AWS's endpoint"),
+    ],
+)
+def test_workers_polling_another_region_or_endpoint_than_the_dispatcher_is_an_error(
+    broker, region, said, settings
+):
+    # The dispatcher's sends went to a queue no worker polled: every job stayed enqueued.
+    settings.SCHEDULER_SQS_ENDPOINT_URL = broker.get("endpoint")
+    if region:
+        settings.SCHEDULER_SQS_REGION = region
+    conf = current_app.conf
+    options, url = conf.broker_transport_options, conf.broker_url
+    conf.broker_transport_options = {
+        **options,
+        "region": broker.get("region", region or "us-east-1"),
+    }
+    conf.broker_url = broker.get("url", "sqs://")
+    try:
+        [error] = check_broker_sqs_location()
+    finally:
+        conf.broker_transport_options, conf.broker_url = options, url
+    assert error.id == "scheduler.E025"
+    assert said in error.msg
