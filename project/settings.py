@@ -231,6 +231,14 @@ if SCHEDULER_SQS_ENDPOINT_URL:
         raise ImproperlyConfigured(
             f"SQS_ENDPOINT_URL must look like http://host:port, got {SCHEDULER_SQS_ENDPOINT_URL!r}."
         )
+    # The workers' endpoint is kombu's, rebuilt from the broker URL's host and port: an
+    # IPv6 address loses its brackets there (botocore refuses it), and a path is lost.
+    if ":" in _endpoint.hostname or _endpoint.path.strip("/"):
+        raise ImproperlyConfigured(
+            "SQS_ENDPOINT_URL must be http://host:port, with a host name or IPv4 address "
+            f"(the workers' SQS client cannot take an IPv6 address) and no path, got "
+            f"{SCHEDULER_SQS_ENDPOINT_URL!r}."
+        )
     # An emulator (moto, ElasticMQ) accepts any credentials; kombu has no endpoint
     # option, so the endpoint travels as the broker URL's host and port.
     CELERY_BROKER_URL = f"sqs://local:local@{_endpoint.netloc}"

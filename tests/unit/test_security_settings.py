@@ -135,6 +135,10 @@ def test_behind_a_load_balancer_that_terminates_tls():
         # Passed the settings and the checks, and failed at the first SQS call.
         ("SQS_ENDPOINT_URL", "http://127.0.0.1:notaport", "http://host:port"),
         ("SQS_ENDPOINT_URL", "http://127.0.0.1:70000", "http://host:port"),
+        # The dispatcher reached them; kombu gave the workers http://::1:9324 (no
+        # brackets, refused by botocore) and dropped the path.
+        ("SQS_ENDPOINT_URL", "http://[::1]:9324", "IPv6"),
+        ("SQS_ENDPOINT_URL", "http://127.0.0.1:9324/queues", "path"),
     ],
 )
 def test_a_bad_value_is_a_clear_error(variable, value, message):
