@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Task, current_app
 from django.utils.module_loading import autodiscover_modules
+from kombu.transport.SQS import CHARS_REPLACE_TABLE
 
 # The scheduler's own tasks and Celery's built-ins are never the target of a job.
 _RESERVED_PREFIXES = ("celery.", "scheduler.")
@@ -27,14 +28,18 @@ def routed_queue(
     kwargs: Mapping[str, Any],
     explicit: str | None = None,
 ) -> object:
-    """The name of the queue a call of ``task`` goes to under Celery's routing.
+    """The name of the SQS queue a call of ``task`` goes to under Celery's routing.
 
-    ``explicit`` wins, then the task's own ``queue`` option, then the first
-    ``task_routes`` match (a name, or a kombu Queue); None when nothing names a queue
-    (the caller picks its default). What is not a name is returned as it is, for
+    ``explicit`` (an SQS queue's name) wins, then the task's own ``queue`` option, then
+    the first ``task_routes`` match (a name, or a kombu Queue); None when nothing names a
+    queue (the caller picks its default). A name Celery's routing gives is a Celery
+    queue's: the SQS queue's as kombu's transport names it (:func:`sqs_queue_name`), the
+    one a worker consuming it polls. What is not a name is returned as it is, for
     validation to reject.
     """
-    queue = explicit or getattr(task, "queue", None)
+    if explicit:
+        return explicit
+    queue = getattr(task, "queue", None)
     if not queue:
         router: Any = task.app.amqp.router
         route = (
@@ -43,7 +48,22 @@ def routed_queue(
             else None
         )
         queue = route.get("queue") if isinstance(route, Mapping) else route
-    return getattr(queue, "name", queue)
+    return sqs_queue_of(queue)
+
+
+def sqs_queue_of(queue: Any) -> Any:
+    """The name of the SQS queue a Celery queue (a name or a kombu Queue) is; anything
+    else as it is, for validation to reject."""
+    name = getattr(queue, "name", queue)
+    return sqs_queue_name(name) if isinstance(name, str) else name
+
+
+def sqs_queue_name(name: str) -> str:
+    """The SQS queue a Celery queue named ``name`` is, as kombu's SQS transport names it:
+    a dot becomes a dash and other punctuation an underscore (``reports.slow`` is
+    ``reports-slow``), and a FIFO queue keeps its ``.fifo``."""
+    base, fifo = (name.removesuffix(".fifo"), ".fifo") if name.endswith(".fifo") else (name, "")
+    return base.translate(CHARS_REPLACE_TABLE) + fifo
 
 
 def schedulable_task_names() -> list[str]:

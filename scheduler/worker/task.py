@@ -48,7 +48,7 @@ from typing_extensions import override
 from scheduler import protocol
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import InvalidArgumentsError
-from scheduler.registry import check_arguments, routed_queue
+from scheduler.registry import check_arguments, routed_queue, sqs_queue_of
 from scheduler.services.scheduling import schedule_call
 from scheduler.services.transitions import retry_delay
 from scheduler.worker.execution import Handled, JobRun, Outcome, run_job
@@ -338,7 +338,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             args or (),
             kwargs,
             celery_task_id=celery_task_id,
-            queue=getattr(queue, "name", queue),  # a name or a kombu Queue
+            queue=sqs_queue_of(queue),  # Celery's: a name or a kombu Queue
             deadline=deadline,
             retries=options.get("retries") or 0,
         )
@@ -406,7 +406,10 @@ def _refuse_fifo_delay(task: Task, args: Any, kwargs: Any, queue: Any) -> None: 
     drops it with a warning), so a worker would get the message at once and hold it
     unacknowledged until its eta, SQS handing it out again after each visibility
     timeout (every copy runs) and the queue's other messages waiting behind it."""
-    name = routed_queue(task, args or (), kwargs or {}, queue) or task.app.conf.task_default_queue
+    name = (
+        routed_queue(task, args or (), kwargs or {}, sqs_queue_of(queue))
+        or task.app.conf.task_default_queue
+    )
     if isinstance(name, str) and name.endswith(".fifo"):
         raise InvalidArgumentsError(
             "queue",

@@ -204,11 +204,28 @@ def test_a_countdown_within_the_max_delay_goes_to_sqs_with_its_own_delay(
 
 
 @freeze_time(T0)
-def test_a_delayed_call_to_a_fifo_queue_is_refused_and_sends_nothing(published, broker, settings):
+def test_a_celery_queue_with_dots_is_the_sqs_queue_kombu_makes_of_it(monkeypatch):
+    # "reports.slow" is the SQS queue "reports-slow" to a worker (kombu's naming): a long
+    # countdown to it was refused, and a long self.retry (which Celery turns into a
+    # Reject) dropped the task.
+    monkeypatch.setattr(record, "queue", "reports.slow", raising=False)
+    routed = record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS)
+    explicit = record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS, queue="a.b+c")
+    scheduled = schedule_at("testapp.record", T0 + timedelta(days=1), ["/dev/null", "x"])
+    assert [
+        ScheduledJob.objects.get(celery_task_id=result.id).queue for result in (routed, explicit)
+    ] == ["reports-slow", "a-b_c"]
+    assert scheduled.queue == "reports-slow"
+
+
+@freeze_time(T0)
+def test_a_delayed_call_to_a_fifo_queue_is_refused_and_sends_nothing(
+    published, broker, monkeypatch
+):
     # SQS takes no per-message delay on a FIFO queue: kombu dropped it with a warning,
     # a worker got the message at once and held it until its eta, and SQS handed it out
     # again after each visibility timeout: the task ran several times.
-    settings.CELERY_TASK_ROUTES = {"testapp.record": {"queue": "orders.fifo"}}
+    monkeypatch.setattr(record, "queue", "orders.fifo", raising=False)
     for call in (
         lambda: record.apply_async(("/dev/null", "x"), countdown=600, connection=broker),
         lambda: record.apply_async(
@@ -220,7 +237,7 @@ def test_a_delayed_call_to_a_fifo_queue_is_refused_and_sends_nothing(published, 
         assert refused.value.field == "queue"
     assert published == []
     # Without a delay a FIFO queue is Celery's business, as before.
-    record.apply_async(("/dev/null", "x"), queue="orders.fifo", connection=broker)
+    record.apply_async(("/dev/null", "x"), connection=broker)
     assert [message["task"] for message in published] == ["testapp.record"]
 
 
