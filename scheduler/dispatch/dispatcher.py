@@ -331,9 +331,11 @@ class Dispatcher:
                 # A purge that fails (a model of the user's protecting the jobs it
                 # references) is tried again an hour later, not at every recovery.
                 self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
-                result.purged = dispatching.purge_finished(now=now)
-                # A full purge left more behind: the next recovery goes on with it.
-                if result.purged >= dispatching.PURGE_BATCH_SIZE:
+                result.purged = _in_batches(
+                    dispatching.purge_finished, now, until, full=dispatching.PURGE_BATCH_SIZE
+                )
+                # Out of time with batches still full: the next recovery goes on.
+                if result.purged and time.monotonic() >= until:
                     self._next_purge = -math.inf
         except Exception as error:
             # Whatever recovery hit (PostgreSQL out of reach, or a bug), due jobs still go.

@@ -473,6 +473,10 @@ def expire_leases(*, now: datetime) -> int:
 #: Jobs one purge deletes at most. A purge that deletes as many leaves more behind: the
 #: dispatcher purges again at its next recovery rather than an hour later.
 PURGE_BATCH_SIZE = 1000
+#: How long a purge waits for a lock (a migration's on a table that references jobs, a
+#: long transaction holding such a row) before it gives up until its next turn: it runs
+#: in the dispatcher's tick, which would wait as long, sending nothing.
+PURGE_LOCK_TIMEOUT = "1s"
 
 
 def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
@@ -482,10 +486,13 @@ def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
     The rows are chosen and locked in the transaction that deletes them: a job an
     operator retries meanwhile is either retried first and kept, or waits for the
     purge and is not found. Also deletes the heartbeats of dispatchers silent for a day,
-    and admin form submissions a day old.
+    and admin form submissions a day old. A lock it waits for longer than
+    ``PURGE_LOCK_TIMEOUT`` fails it (``canceling statement due to lock timeout``).
     """
     cutoff = now - timedelta(days=scheduler_settings.RETENTION_DAYS)
     with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL lock_timeout = '{PURGE_LOCK_TIMEOUT}'")
         old = (
             ScheduledJob.objects.finished()
             .filter(finished_at__lt=cutoff)

@@ -1,5 +1,6 @@
 """The worker's transitions: claim a job for one delivery, renew its lease, record how it ran."""
 
+import contextlib
 import enum
 import functools
 import logging
@@ -341,11 +342,16 @@ def _heartbeat_statement() -> str:
 
 
 def record_success(
-    *, job: ScheduledJob, attempt: JobAttempt, result: Any = None, retrying: bool = False
+    *,
+    job: ScheduledJob,
+    attempt: JobAttempt,
+    result: Any = None,
+    retrying: bool = False,
+    atomic: bool = False,
 ) -> bool:
     """Mark a claimed job succeeded, keeping ``result`` if JSON and PostgreSQL can store
-    it (None otherwise; in a transaction, which PostgreSQL's refusal breaks, that raises
-    ResultRefusedError).
+    it (None otherwise; in an ``atomic`` task's transaction, which goes with the body's
+    writes, that raises ResultRefusedError).
 
     Returns False if the job's lease was taken away meanwhile (nothing is changed).
     ``retrying`` says the previous call lost its connection, maybe after its commit.
@@ -367,8 +373,12 @@ def record_success(
 
     stored = _storable(job, result)
     refused: ResultRefusedError | None = None
+    # A plain task's record inside a transaction (a test's, run_due_jobs in it): in a
+    # savepoint, as PostgreSQL's refusal would break that transaction.
+    savepoint = connection.in_atomic_block and not atomic
     try:
-        updated = succeed(stored)
+        with transaction.atomic() if savepoint else contextlib.nullcontext():
+            updated = succeed(stored)
     except DatabaseError as error:
         # Past PostgreSQL's limits where validation cannot tell (see scheduling._write),
         # or refused by a trigger. Given up, the job would stay running and its body run
@@ -378,7 +388,7 @@ def record_success(
         refused = refusals.result_refused(refusals.reason(error))
     if refused is not None:
         # Out of the except block: the database's error may quote the value.
-        if connection.in_atomic_block:
+        if atomic:
             raise refused  # the body's transaction, broken now: the attempt's error
         logger.warning("job result not stored job_id=%s reason=%s", job.pk, refused)
         updated = succeed(None)

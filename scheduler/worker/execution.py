@@ -235,7 +235,7 @@ def _run_atomic(
         with transaction.atomic():
             result = _call_body(runner, run, after_body)
             heartbeat.stop()
-            recorded = _record_return(run, result, retrying=False)
+            recorded = _record_return(run, result, retrying=False, atomic=True)
             if recorded is Outcome.LEASE_LOST:
                 # Another delivery may run the job again: not this body's writes.
                 transaction.set_rollback(True)
@@ -348,7 +348,7 @@ def _call_body(runner: JobRunner, run: JobRun, after_body: ExitStack) -> Any:
         after_body.enter_context(soft_time_limit_held(job_id=run.job.pk))
 
 
-def _record_return(run: JobRun, result: Any, *, retrying: bool) -> Outcome:
+def _record_return(run: JobRun, result: Any, *, retrying: bool, atomic: bool = False) -> Outcome:
     """The body returned: success, or the retry it asked for without raising (or the
     error PostgreSQL's refusal of that retry made).
 
@@ -358,7 +358,9 @@ def _record_return(run: JobRun, result: Any, *, retrying: bool) -> Outcome:
         return _record_raise(run, run.refused, retrying=retrying)
     if run.retry is not None:
         return _record_retry(run, run.retry, retrying=retrying)
-    if running.record_success(job=run.job, attempt=run.attempt, result=result, retrying=retrying):
+    if running.record_success(
+        job=run.job, attempt=run.attempt, result=result, retrying=retrying, atomic=atomic
+    ):
         return Outcome.SUCCEEDED  # logged by run_job, once committed
     logger.warning("job lease lost job_id=%s outcome=succeeded", run.job.pk)
     return Outcome.LEASE_LOST

@@ -15,6 +15,7 @@ from freezegun import freeze_time
 from scheduler import JobSpec, schedule_at, schedule_many, validation
 from scheduler.exceptions import InvalidArgumentsError, ResultRefusedError
 from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.testing import run_due_jobs
 from scheduler.worker.execution import Outcome
 from tests.factories import deliver, dispatch_one
 from tests.testapp.models import Effect
@@ -234,3 +235,15 @@ def test_an_atomic_result_postgresql_refuses_is_the_attempts_error(deep, caplog,
         job.last_error
     )
     _quoted_nowhere(job, handled, caplog)
+
+
+@freeze_time(NOON)
+@pytest.mark.django_db
+def test_run_due_jobs_in_a_tests_transaction_drops_a_refused_result_as_a_worker_does():
+    # Inside the test's transaction the plain task's success was taken for an atomic
+    # one's: ResultRefusedError went out of run_due_jobs, and the transaction was broken.
+    job = schedule_at("testapp.echo", NOON, [{"refuse": SECRET}])
+    with results_refused_by_a_trigger():
+        [ran] = run_due_jobs()
+    assert (ran.pk, ran.status, ran.result) == (job.pk, Status.SUCCEEDED, None)
+    assert ScheduledJob.objects.get(pk=job.pk).status == Status.SUCCEEDED

@@ -20,7 +20,8 @@ import psycopg2
 import pytest
 from django.db import connection
 
-from tests.processes import BIN, ROOT, Process, start_server
+from tests.integration.test_upgrade import _run_python
+from tests.processes import Process, start_server
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -97,18 +98,9 @@ def other_clients(pgbouncer: str) -> Iterator[None]:
 
 def _run(url: str, code: str, *, timeout: float) -> str:
     """Run ``code`` in a Django process of its own on ``url``; its output."""
-    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "tests.settings"}
     script = "import django\ndjango.setup()\n" + textwrap.dedent(code)
     try:
-        result = subprocess.run(
-            [str(BIN / "python"), "-c", script],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        result = _run_python(url, "-c", script, timeout=timeout)
     except subprocess.TimeoutExpired as expired:
         raise AssertionError(f"still running after {timeout} s: {expired.stderr!r}") from None
     assert result.returncode == 0, result.stderr[-3000:]

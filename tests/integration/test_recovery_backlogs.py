@@ -61,7 +61,9 @@ def test_one_recovery_expires_every_job_past_its_deadline_not_one_batch(settings
 @pytest.mark.django_db
 def test_a_backlog_of_finished_jobs_is_purged_at_every_recovery_until_it_is_gone(settings):
     # More jobs finish every hour than one purge deletes: the history must not grow
-    # without bound. While a purge finds a full batch, the next recovery purges again.
+    # without bound. A recovery purges batch after batch (one batch a recovery kept up
+    # with 200 jobs an interval of 5 s); out of time with batches still full, the next
+    # recovery goes on.
     settings.SCHEDULER_RETENTION_DAYS = 30
     finished = T0 - timedelta(days=31)
     make_jobs([T0 - timedelta(days=40)] * 2500, status=Status.SUCCEEDED, finished_at=finished)
@@ -72,8 +74,93 @@ def test_a_backlog_of_finished_jobs_is_purged_at_every_recovery_until_it_is_gone
         for _ in range(5):
             purged.append(dispatcher.run_once().purged)
             clock.tick(scheduler_settings.RECOVERY_INTERVAL_SECONDS)
-    assert purged == [1000, 1000, 500, 0, 0]
+    assert purged == [2500, 0, 0, 0, 0]
     assert list(ScheduledJob.objects.values_list("pk", flat=True)) == [kept[0].pk]
+
+
+@pytest.mark.django_db
+def test_a_purge_out_of_time_with_full_batches_goes_on_at_the_next_recovery(settings, monkeypatch):
+    settings.SCHEDULER_RETENTION_DAYS = 30
+    make_jobs(
+        [T0 - timedelta(days=40)] * 2500,
+        status=Status.SUCCEEDED,
+        finished_at=T0 - timedelta(days=31),
+    )
+    purge = dispatching.purge_finished
+    ticking: list[Callable[[], None]] = []
+
+    def slow(*, now: datetime) -> int:
+        ticking[0]()  # each batch takes the whole dispatch interval
+        return purge(now=now)
+
+    monkeypatch.setattr(dispatching, "purge_finished", slow)
+    dispatcher = _dispatcher()
+    purged = []
+    with freeze_time(T0) as clock:
+        ticking.append(lambda: clock.tick(scheduler_settings.DISPATCH_INTERVAL_SECONDS))
+        for _ in range(4):
+            purged.append(dispatcher.run_once().purged)
+            clock.tick(scheduler_settings.RECOVERY_INTERVAL_SECONDS)
+    assert purged == [1000, 1000, 500, 0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_on_a_table_referencing_jobs_holds_the_purge_not_the_tick(settings):
+    # A migration of the payments table, or a long transaction holding a payment whose
+    # capture job is past the retention: the purge waited for it, inside the tick, and
+    # nothing was sent for as long.
+    from payments.models import Payment
+
+    settings.SCHEDULER_RETENTION_DAYS = 30
+    [old] = make_jobs(
+        [T0 - timedelta(days=40)], status=Status.SUCCEEDED, finished_at=T0 - timedelta(days=31)
+    )
+    Payment.objects.create(
+        amount=1,
+        currency="EUR",
+        authorization_id="auth_locked",
+        authorized_at=T0 - timedelta(days=41),
+        authorization_expires_at=T0 - timedelta(days=11),
+        capture_job=old,
+    )
+    due = make_jobs([T0 - timedelta(seconds=1)])
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_payment() -> None:
+        try:
+            with transaction.atomic():
+                list(Payment.objects.select_for_update())
+                locked.set()
+                release.wait(30)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold_the_payment)
+    holder.start()
+    try:
+        assert locked.wait(10)
+        ticking = threading.Thread(target=lambda: ticks.append(_tick()))
+        ticks: list[object] = []
+
+        def _tick() -> object:
+            try:
+                with freeze_time(T0, tick=True):
+                    return _dispatcher().run_once()
+            finally:
+                connections.close_all()
+
+        ticking.start()
+        ticking.join(10)
+        assert not ticking.is_alive(), "the tick waited for the payment's lock"
+    finally:
+        release.set()
+        holder.join(10)
+    [result] = ticks
+    assert (result.sent, result.purged) == (1, 0)
+    [error] = result.errors
+    assert "lock timeout" in error
+    assert ScheduledJob.objects.filter(pk=old.pk).exists()
+    assert ScheduledJob.objects.get(pk=due[0].pk).status == Status.ENQUEUED
 
 
 @pytest.mark.django_db
