@@ -137,14 +137,19 @@ def capture_payment(*, payment_id: int) -> Payment:
 
 
 def cancel_payment(*, payment_id: int, reason: str = "", actor: str | None = None) -> Payment:
-    """Cancel a payment before its capture: void the authorization (the hold on the card
-    is released) and cancel the capture job, in one transaction; a second call changes
-    nothing.
+    """Cancel a payment before its capture: cancel the capture job and void the
+    authorization (the hold on the card is released), in one transaction; a second call
+    changes nothing.
 
     A captured payment is refused (refund it instead): ``ValueError``. The payment row is
     locked first, so a capture running now finishes before (and the cancel is refused),
     or finds the payment cancelled and captures nothing, whoever retries its job later.
-    ``reason`` and ``actor`` go to the capture job's audit trail.
+    ``reason`` and ``actor`` go to the capture job's audit trail (checked by the job's
+    cancel, which refuses them as it does). The void is the last step: whatever fails
+    before it (a bad ``reason``, a lock) leaves the hold in place,
+    and a void that fails rolls the rest back. A transaction of the caller's that rolls
+    back after it would leave the hold released and the payment authorized: call it on
+    its own.
     """
     with transaction.atomic():
         payment = Payment.objects.select_for_update().get(pk=payment_id)
@@ -152,9 +157,6 @@ def cancel_payment(*, payment_id: int, reason: str = "", actor: str | None = Non
             return payment
         if payment.status == Payment.Status.CAPTURED:
             raise ValueError(f"payment {payment_id} is captured: refund it, it cannot be cancelled")
-        # A gateway error rolls back: the payment stays as it was, and the call may be
-        # made again (a void is idempotent).
-        gateway.void(authorization_id=payment.authorization_id)
         payment.status = Payment.Status.CANCELLED
         payment.save(update_fields=["status"])
         # A capture job running (it will find the payment cancelled) or ended already
@@ -162,6 +164,7 @@ def cancel_payment(*, payment_id: int, reason: str = "", actor: str | None = Non
         if payment.capture_job_id is not None:
             with contextlib.suppress(InvalidTransitionError):
                 cancel(payment.capture_job_id, reason=reason, actor=actor)
+        gateway.void(authorization_id=payment.authorization_id)
     logger.info(
         "payment cancelled payment_id=%s capture_job_id=%s", payment.pk, payment.capture_job_id
     )

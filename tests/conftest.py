@@ -16,6 +16,7 @@ from typing import Any
 import boto3
 import psycopg2
 import pytest
+from celery import current_app
 from celery import signals as celery_signals
 from django.db import connections, transaction
 from hypothesis import settings as hypothesis_settings
@@ -46,12 +47,20 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def offline_sqs(settings: Any) -> None:
+def offline_sqs(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reaches Amazon SQS: unless it asks for the local server, nothing answers.
 
     (The admin's monitoring page looks at the dead-letter queue on every load.)
     """
-    settings.SCHEDULER_SQS_ENDPOINT_URL = "http://127.0.0.1:9"
+    _sqs_at("http://127.0.0.1:9", settings, monkeypatch)
+
+
+def _sqs_at(endpoint: str, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the scheduler and Celery's broker at the SQS server at ``endpoint``, as
+    project/settings.py does from SQS_ENDPOINT_URL (scheduler.E025 compares them)."""
+    settings.SCHEDULER_SQS_ENDPOINT_URL = endpoint
+    host = endpoint.removeprefix("http://")
+    monkeypatch.setattr(current_app.conf, "broker_url", f"sqs://local:local@{host}")
 
 
 @pytest.fixture(scope="session")
@@ -146,10 +155,10 @@ def decode(body: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def sqs_queue(sqs_endpoint: str, settings: Any) -> SqsQueue:
+def sqs_queue(sqs_endpoint: str, settings: Any, monkeypatch: pytest.MonkeyPatch) -> SqsQueue:
     """Points the app at the SQS server and a queue of its own."""
     name = f"test-{uuid.uuid4().hex[:12]}"
-    settings.SCHEDULER_SQS_ENDPOINT_URL = sqs_endpoint
+    _sqs_at(sqs_endpoint, settings, monkeypatch)
     settings.SCHEDULER_QUEUE_NAME = name
     client = sqs_client(sqs_endpoint)
     url = client.create_queue(QueueName=name)["QueueUrl"]

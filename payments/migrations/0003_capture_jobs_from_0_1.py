@@ -3,9 +3,11 @@
 0.1.0 scheduled a capture with five attempts and no deadline: a capture still pending
 gets the authorization's expiry as its deadline and the attempts of a new one, so a
 gateway outage on its day delays it and does not lose it. 0.1.0 left a payment
-authorized when its capture job failed or was cancelled: such a payment gets the job
-that records it missed (unless the gateway holds its capture), as a receiver would now
-schedule. Rows only, by the payments' capture job: no table is locked.
+authorized when its capture job failed: such a payment gets the job that records it
+missed (unless the gateway holds its capture), as a receiver would now schedule. One
+whose capture job was cancelled is left as it is: that was 0.1.0's only way to cancel
+an order, which ``cancel_payment`` now does (the CHANGELOG's upgrade notes). Rows only,
+by the payments' capture job: no table is locked.
 """
 
 from django.db import migrations
@@ -34,7 +36,7 @@ FROM payments_payment AS payment
 JOIN scheduler_scheduledjob AS job ON job.id = payment.capture_job_id
 WHERE payment.status = 'authorized'
   AND job.task_name = 'payments.capture_payment'
-  AND job.status IN ('failed', 'cancelled', 'expired')
+  AND job.status IN ('failed', 'expired')
 """
 
 

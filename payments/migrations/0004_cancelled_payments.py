@@ -12,10 +12,14 @@ BEFORE = ["authorized", "captured", "capture_missed"]
 
 
 def _check(statuses: list[str]) -> str:
-    listed = ", ".join(f"'{status}'" for status in statuses)
+    """The status check replaced, waiting 5 s at most for the table's lock (behind an
+    atomic capture holding a payment, every read and write of the table would wait)."""
+    listed = ", ".join(f"''{status}''" for status in statuses)
     return (
-        "ALTER TABLE payments_payment DROP CONSTRAINT payments_status_valid, "
-        f"ADD CONSTRAINT payments_status_valid CHECK (status IN ({listed})) NOT VALID"
+        "DO $$ BEGIN PERFORM set_config('lock_timeout', '5s', true); "
+        "EXECUTE 'ALTER TABLE payments_payment DROP CONSTRAINT payments_status_valid, "
+        f"ADD CONSTRAINT payments_status_valid CHECK (status IN ({listed})) NOT VALID'; "
+        "END $$"
     )
 
 

@@ -199,12 +199,10 @@ def check_broker_sqs_location(
     if dispatcher and workers != dispatcher:
         found.append(_elsewhere(f"in region {workers!r}", f"to region {dispatcher!r}", "region"))
     broker = urlsplit(current_app.conf.broker_url or "")
-    endpoint = scheduler_settings.SQS_ENDPOINT_URL
-    polled = (broker.hostname, broker.port)
-    sent_to = (
-        (None, None) if not endpoint else (urlsplit(endpoint).hostname, urlsplit(endpoint).port)
-    )
-    if polled != sent_to:
+    endpoint = urlsplit(scheduler_settings.SQS_ENDPOINT_URL or "")
+    polled, sent_to = (broker.hostname, broker.port), (endpoint.hostname, endpoint.port)
+    # Every AWS endpoint of a region (regional, FIPS, a VPC endpoint) reaches its queues.
+    if polled != sent_to and not (_on_aws(polled[0]) and _on_aws(sent_to[0])):
         found.append(
             _elsewhere(
                 f"at {_where(*polled)} (the broker URL's host)",
@@ -213,6 +211,11 @@ def check_broker_sqs_location(
             )
         )
     return found
+
+
+def _on_aws(host: str | None) -> bool:
+    """Whether an SQS endpoint's host is Amazon's (no host: the default endpoint)."""
+    return host is None or host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws"))
 
 
 def _where(host: str | None, port: int | None) -> str:

@@ -19,6 +19,7 @@ from payments.services import (
     mark_capture_missed,
 )
 from scheduler import cancel, signals
+from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import ScheduledJob
 from scheduler.services import dispatching
 from scheduler.services.operations import retry
@@ -430,4 +431,17 @@ def test_a_void_the_gateway_refuses_leaves_the_payment_and_its_capture_as_they_w
         cancel_payment(payment_id=payment.pk)
     payment.refresh_from_db()
     assert payment.status == Payment.Status.AUTHORIZED
+    assert payment.capture_job.status == ScheduledJob.Status.SCHEDULED
+
+
+def test_a_cancel_refused_before_the_void_leaves_the_hold_on_the_card():
+    # The void came first: a cancel then refused (an actor the audit trail refuses)
+    # left the payment authorized with its hold released, and its capture failed at the
+    # gateway until its deadline.
+    payment = authorize_payment(amount="7.00", currency="EUR")
+    with pytest.raises(InvalidArgumentsError):
+        cancel_payment(payment_id=payment.pk, actor="")
+    payment.refresh_from_db()
+    assert payment.status == Payment.Status.AUTHORIZED
+    assert payment.authorization_id not in gateway.voids
     assert payment.capture_job.status == ScheduledJob.Status.SCHEDULED

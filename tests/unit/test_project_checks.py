@@ -23,8 +23,10 @@ class SchedulerElsewhere:
     db_for_write = db_for_read
 
 
-def test_the_projects_settings_pass(settings):
-    settings.SCHEDULER_SQS_ENDPOINT_URL = None  # as the project sets it: AWS (offline_sqs)
+def test_the_projects_settings_pass(settings, monkeypatch):
+    # As the project sets them without SQS_ENDPOINT_URL (offline_sqs points both away).
+    settings.SCHEDULER_SQS_ENDPOINT_URL = None
+    monkeypatch.setattr(current_app.conf, "broker_url", "sqs://")
     assert check_database() == []
     assert check_broker_transport_options() == []
     assert check_broker_timings() == []
@@ -142,3 +144,25 @@ def test_workers_polling_another_region_or_endpoint_than_the_dispatcher_is_an_er
         conf.broker_transport_options, conf.broker_url = options, url
     assert error.id == "scheduler.E025"
     assert said in error.msg
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://sqs.us-east-1.amazonaws.com",
+        "https://sqs-fips.us-east-1.amazonaws.com",
+        "https://vpce-0a1b2c3d-4e5f6a7b.sqs.us-east-1.vpce.amazonaws.com",
+    ],
+)
+def test_any_aws_endpoint_of_the_region_is_where_the_workers_poll(endpoint, settings):
+    # Every AWS endpoint of a region reaches its queues: the regional one named for the
+    # dispatcher, the workers on the default (an IAM role's "sqs://") is no mismatch.
+    settings.SCHEDULER_SQS_ENDPOINT_URL = endpoint
+    settings.SCHEDULER_SQS_REGION = "us-east-1"
+    conf = current_app.conf
+    options, url = conf.broker_transport_options, conf.broker_url
+    conf.broker_transport_options, conf.broker_url = {**options, "region": "us-east-1"}, "sqs://"
+    try:
+        assert check_broker_sqs_location() == []
+    finally:
+        conf.broker_transport_options, conf.broker_url = options, url
