@@ -242,14 +242,41 @@ def check_database_timeouts(
 _PURGED_MODELS = (ScheduledJob, JobAttempt)
 
 
-def _purged_target(field: "models.ForeignKey[Any, Any]") -> type[models.Model] | None:
-    """The model the purge deletes that ``field`` references, if any (a proxy of a job
-    is the job's row)."""
+def _target(field: "models.ForeignKey[Any, Any]") -> type[models.Model] | None:
+    """The concrete model ``field`` references (a proxy of a job is the job's row)."""
     related = field.related_model
     if not (isinstance(related, type) and issubclass(related, models.Model)):
         return None
-    concrete = related._meta.concrete_model
-    return concrete if concrete in _PURGED_MODELS else None
+    return related._meta.concrete_model
+
+
+def _foreign_keys(
+    model_list: Sequence[type[models.Model]],
+) -> list[tuple[type[models.Model], "models.ForeignKey[Any, Any]"]]:
+    return [
+        (model, field)
+        for model in model_list
+        for field in model._meta.local_fields
+        if isinstance(field, models.ForeignKey)
+    ]
+
+
+def _purged(model_list: Sequence[type[models.Model]]) -> set[type[models.Model]]:
+    """The models whose rows the purge deletes: the jobs and their attempts, and, as far
+    as ``on_delete=CASCADE`` goes, the rows of models that reference them."""
+    purged: set[type[models.Model]] = set(_PURGED_MODELS)
+    keys = _foreign_keys(model_list)
+    while True:
+        more = {
+            concrete
+            for model, field in keys
+            if field.remote_field.on_delete is models.CASCADE
+            and _target(field) in purged
+            and (concrete := model._meta.concrete_model) is not None
+        } - purged
+        if not more:
+            return purged
+        purged |= more
 
 
 @register()
@@ -257,36 +284,41 @@ def check_purge_not_blocked(
     app_configs: Sequence[AppConfig] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
-    """Warn when a model's foreign key would make every purge of finished jobs fail."""
+    """Warn when a model's foreign key would make every purge of finished jobs fail: one
+    to a job, or to a row the purge deletes with it (a CASCADE from a job)."""
+    configs = apps.get_app_configs() if app_configs is None else app_configs
+    model_list = [model for config in configs for model in config.get_models()]
+    purged = _purged([*model_list, *apps.get_models()])
     warnings: list[CheckMessage] = []
-    for config in apps.get_app_configs() if app_configs is None else app_configs:
-        for model in config.get_models():
-            for field in model._meta.local_fields:
-                if not isinstance(field, models.ForeignKey):
-                    continue
-                target = _purged_target(field)
-                if target is None:
-                    continue
-                on_delete = field.remote_field.on_delete
-                # DO_NOTHING leaves the database's own constraint to refuse the delete.
-                constrained = getattr(field, "db_constraint", True)
-                if on_delete in (models.PROTECT, models.RESTRICT) or (
-                    on_delete is models.DO_NOTHING and constrained
-                ):
-                    warnings.append(
-                        Warning(
-                            f"{model._meta.label}.{field.name} keeps the "
-                            f"{target.__name__} it references from being "
-                            f"deleted (on_delete={on_delete.__name__}): the dispatcher's "
-                            "hourly purge of jobs finished SCHEDULER_RETENTION_DAYS ago "
-                            "fails while one of them is referenced, and purges nothing.",
-                            hint="Use on_delete=models.SET_NULL, as the demo's "
-                            "Payment.capture_job does (models.CASCADE would delete your "
-                            "row with the job).",
-                            obj=field,
-                            id="scheduler.W004",
-                        )
-                    )
+    for model, field in _foreign_keys(model_list):
+        target = _target(field)
+        if target not in purged:
+            continue
+        on_delete = field.remote_field.on_delete
+        # DO_NOTHING leaves the database's own constraint to refuse the delete.
+        constrained = getattr(field, "db_constraint", True)
+        if not (
+            on_delete in (models.PROTECT, models.RESTRICT)
+            or (on_delete is models.DO_NOTHING and constrained)
+        ):
+            continue
+        row = (
+            target.__name__
+            if target in _PURGED_MODELS
+            else f"{target._meta.label} (the purge deletes it with the job it references)"
+        )
+        warnings.append(
+            Warning(
+                f"{model._meta.label}.{field.name} keeps the {row} it references from "
+                f"being deleted (on_delete={on_delete.__name__}): the dispatcher's "
+                "hourly purge of jobs finished SCHEDULER_RETENTION_DAYS ago fails while "
+                "one of them is referenced, and purges nothing.",
+                hint="Use on_delete=models.SET_NULL, as the demo's Payment.capture_job "
+                "does (models.CASCADE would delete your row with the job).",
+                obj=field,
+                id="scheduler.W004",
+            )
+        )
     return warnings
 
 

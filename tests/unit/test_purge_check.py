@@ -74,3 +74,35 @@ def test_a_foreign_key_to_a_proxy_of_a_job_is_warned():
         [warning] = check_purge_not_blocked(app_configs=isolated.get_app_configs())
 
     assert warning.obj is Invoice._meta.get_field("job")
+
+
+def test_a_foreign_key_that_keeps_a_row_deleted_with_a_job_is_warned():
+    # The W004 hint's CASCADE, then another model protecting that row: the purge raised
+    # ProtectedError at every run, the same job in every batch, and the check was silent.
+    with isolate_apps("tests.testapp") as isolated:
+
+        class Reminder(models.Model):
+            job = models.ForeignKey(ScheduledJob, on_delete=models.CASCADE)
+
+            class Meta:
+                app_label = "testapp"
+
+        class Letter(models.Model):
+            reminder = models.ForeignKey(Reminder, on_delete=models.CASCADE)
+
+            class Meta:
+                app_label = "testapp"
+
+        class Invoice(models.Model):
+            letter = models.ForeignKey(Letter, on_delete=models.PROTECT)
+
+            class Meta:
+                app_label = "testapp"
+
+        [warning] = check_purge_not_blocked(app_configs=isolated.get_app_configs())
+
+    assert warning.id == "scheduler.W004"
+    assert warning.obj is Invoice._meta.get_field("letter")
+    assert warning.msg.startswith(
+        "testapp.Invoice.letter keeps the testapp.Letter (the purge deletes it with the job "
+    )
