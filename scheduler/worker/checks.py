@@ -314,6 +314,38 @@ def check_acks_late(
 
 
 @register()
+def check_track_started(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when jobs' tasks report STARTED to a result backend: Celery stores it before
+    the worker can tell that a message is a duplicate copy, or of a job cancelled,
+    expired or moved, which it then drops, and nothing takes that STARTED back."""
+    conf = current_app.conf
+    if not conf.result_backend:
+        return []
+    tracked = [
+        name
+        for name in schedulable_task_names()
+        if (task := get_task(name)).track_started and not task.ignore_result
+    ]
+    if not tracked:
+        return []
+    return [
+        Warning(
+            f"The tasks {', '.join(map(repr, tracked))} report STARTED to the result "
+            "backend (track_started): a job's message the worker drops (a second copy, "
+            "its job cancelled, expired or moved since it was sent) has its STARTED "
+            "stored over the job's state, a cancelled job's PENDING or a finished one's "
+            "FAILURE, and result.get() then waits.",
+            hint="Turn track_started off for them (CELERY_TASK_TRACK_STARTED), and read a "
+            "job's state from ScheduledJob (status) instead.",
+            id="scheduler.W025",
+        )
+    ]
+
+
+@register()
 def check_worker_consumer(
     app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
     **kwargs: Any,

@@ -112,6 +112,8 @@ def test_an_eta_given_as_a_date_is_read_as_celery_reads_it(monkeypatch):
         (("/dev/null", "x"), {"link": record.s("/dev/null", "next")}, "link"),
         # Expires before its eta: the error names what the caller passed.
         (("/dev/null", "x"), {"expires": 60}, "expires"),
+        # The job's messages carry none: result.get() waited for a result never stored.
+        (("/dev/null", "x"), {"ignore_result": not record.ignore_result}, "ignore_result"),
     ],
 )
 def test_what_a_job_cannot_keep_is_refused_and_nothing_is_written(args, options, field):
@@ -239,6 +241,14 @@ def test_a_delayed_call_to_a_fifo_queue_is_refused_and_sends_nothing(
     # Without a delay a FIFO queue is Celery's business, as before.
     record.apply_async(("/dev/null", "x"), connection=broker)
     assert [message["task"] for message in published] == ["testapp.record"]
+
+
+@freeze_time(T0)
+def test_an_ignore_result_a_job_keeps_anyway_is_no_refusal():
+    result = record.apply_async(
+        ("/dev/null", "x"), countdown=TWO_WEEKS, ignore_result=record.ignore_result
+    )
+    assert ScheduledJob.objects.filter(celery_task_id=result.id).exists()
 
 
 @freeze_time(T0)

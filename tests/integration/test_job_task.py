@@ -293,6 +293,7 @@ def test_a_claim_alone_commits_without_waiting_for_the_disk_and_one_in_a_transac
     assert set(ScheduledJob.objects.values_list("status", flat=True)) == {Status.RUNNING}
 
 
+@pytest.mark.django_db(transaction=True)  # as in a worker: no transaction around it
 def test_an_outcome_is_one_statement_that_also_closes_the_attempt(django_assert_num_queries):
     job = schedule_at("testapp.noop", T0)
     token = dispatch_one(job, now=T0)

@@ -14,6 +14,7 @@ from scheduler.worker.checks import (
     check_atomic_isolation,
     check_broker_transport,
     check_prefetch,
+    check_track_started,
     check_worker_consumer,
 )
 
@@ -100,6 +101,24 @@ def test_tasks_acknowledged_late_are_a_warning(monkeypatch):
     assert "CELERY_TASK_ACKS_LATE" in warning.msg
     configure(monkeypatch, broker_url="memory://", broker_transport=None)  # no SQS
     assert check_acks_late() == []
+
+
+def test_tasks_reporting_started_to_a_result_backend_are_a_warning(monkeypatch):
+    # Celery stores STARTED before the worker drops a duplicate copy (or a cancelled
+    # job's message): a cancelled job read STARTED, a failed one lost its FAILURE.
+    from scheduler.registry import get_task
+
+    echo = get_task("testapp.echo")
+    monkeypatch.setattr(echo, "track_started", True)
+    monkeypatch.setattr(echo, "ignore_result", False)
+    configure(monkeypatch, result_backend=None)
+    assert check_track_started() == []  # no backend: nothing is stored
+    configure(monkeypatch, result_backend="cache+memory://")
+    [warning] = check_track_started()
+    assert warning.id == "scheduler.W025"
+    assert "'testapp.echo'" in warning.msg
+    monkeypatch.setattr(echo, "ignore_result", True)  # it stores no state at all
+    assert check_track_started() == []
 
 
 @pytest.mark.parametrize("accepted", [["msgpack"], ["pickle", "application/x-yaml"]])
