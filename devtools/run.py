@@ -64,7 +64,12 @@ def say(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Prepare everything, run the Procfile until Ctrl-C, and clean up."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.aws and args.port == args.sqs_port:
+        # Each is checked free before anything starts: both would pass, and the web
+        # server would find its port taken by the SQS server after "ready".
+        parser.error(f"--port and --sqs-port are both {args.port}: give them two ports")
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     stop_on_termination()
     try:

@@ -234,7 +234,7 @@ def _run_atomic(
     try:
         with transaction.atomic():
             result = _call_body(runner, run, after_body)
-            heartbeat.stop()
+            heartbeat.stop(wait=False)  # joined once the transaction has ended
             recorded = _record_return(run, result, retrying=False, atomic=True)
             if recorded is Outcome.LEASE_LOST:
                 # Another delivery may run the job again: not this body's writes.

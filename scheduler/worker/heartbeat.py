@@ -42,11 +42,14 @@ class Heartbeat:
     ) -> None:
         self.stop()
 
-    def stop(self) -> None:
-        """Stop beating; returns once the thread is done (or a beat stuck in the
-        database has had its chance: a late beat can only renew a job still running)."""
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop beating; with ``wait``, return once the thread is done (or a beat stuck
+        in the database has had its chance: a late beat can only renew a job still
+        running). Without, at once: an atomic body's transaction must not wait for a
+        beat that waits for a connection (behind a pooler, one only such transactions
+        can free) or for the job's row it holds."""
         self._stopped.set()
-        if self._thread.is_alive():
+        if wait and self._thread.is_alive():
             self._thread.join(max(1.0, self.interval))
 
     def _beat(self) -> None:
@@ -66,7 +69,10 @@ class Heartbeat:
                     connections.close_all()  # reconnect on the next beat
                     continue
                 if not alive:
-                    logger.warning("job lease lost job_id=%s at=heartbeat", self.job_id)
+                    # Once stopped, the job's outcome came first (a beat that waited for
+                    # it): the outcome's record says whether the lease was lost.
+                    if not self._stopped.is_set():
+                        logger.warning("job lease lost job_id=%s at=heartbeat", self.job_id)
                     return
         finally:
             connections.close_all()  # this thread's connection only

@@ -1,6 +1,11 @@
 """End to end with the dispatcher as a management command instead of beat."""
 
+import fcntl
+import os
 import signal
+import subprocess
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -8,8 +13,11 @@ from django.utils import timezone
 
 from scheduler import schedule_at
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
-from tests.processes import wait_until
+from tests.processes import BIN, ROOT, free_port, wait_until
 from tests.testapp.tasks import read_runs
+
+#: fcntl's F_SETPIPE_SZ (Linux), which Python 3.11's fcntl does not name.
+F_SETPIPE_SZ = 1031
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -31,4 +39,37 @@ def test_the_dispatch_command_sends_jobs_and_stops_cleanly_on_sigterm(
 
     dispatch_command.popen.send_signal(signal.SIGTERM)
     assert dispatch_command.popen.wait(10) == 0
-    assert "stopping after the current tick" in dispatch_command.output()
+    assert "signal 15: stopped after the current tick" in dispatch_command.output()
+
+
+def test_sigterm_stops_the_dispatch_command_while_its_log_is_stuck_behind_a_slow_reader():
+    # The handler wrote to stderr first: a signal that landed while a log line waited
+    # for the pipe (buffered output, an outage logging tracebacks, a reader behind)
+    # raised "reentrant call" there, and the stop was lost: it ran until killed.
+    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:{free_port()}/none"}
+    env.pop("PYTHONUNBUFFERED", None)
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, F_SETPIPE_SZ, 4096)  # full after a few tracebacks
+    command = subprocess.Popen(
+        [str(BIN / "python"), "manage.py", "scheduler_dispatch"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=write_end,
+        start_new_session=True,
+    )
+    os.close(write_end)
+    stderr = os.fdopen(read_end, "rb")
+    reader = threading.Thread(target=stderr.read, daemon=True)
+    try:
+        time.sleep(6)  # nobody reads: the dispatcher is stuck writing to stderr
+        command.send_signal(signal.SIGTERM)
+        reader.start()
+        assert command.wait(30) == 0
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+            command.wait(10)
+        if reader.is_alive():
+            reader.join(10)  # at the pipe's end once the process is gone
+        stderr.close()

@@ -44,10 +44,17 @@ class Command(BaseCommand):
                 raise SystemExit(1)
             return
 
+        stopped_by: list[int] = []
+
         def stop(signum: int, _frame: FrameType | None) -> None:
-            self.stderr.write(f"signal {signum}: stopping after the current tick")
+            # Nothing written here: a signal that lands during a write to stderr (a log
+            # line stuck behind a slow reader) made a write here raise "reentrant call",
+            # and the stop was lost.
             dispatcher.stop()
+            stopped_by.append(signum)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         dispatcher.run()
+        if stopped_by:
+            self.stderr.write(f"signal {stopped_by[0]}: stopped after the current tick")
