@@ -331,9 +331,15 @@ class Dispatcher:
                 # A purge that fails (a model of the user's protecting the jobs it
                 # references) is tried again an hour later, not at every recovery.
                 self._next_purge = time.monotonic() + _PURGE_EVERY_SECONDS
-                result.purged = _in_batches(
-                    dispatching.purge_finished, now, until, full=dispatching.PURGE_BATCH_SIZE
-                )
+
+                def purge(*, now: datetime) -> int:
+                    # Counted as it goes: a batch that fails (a lock timeout) after
+                    # others committed leaves their figure.
+                    purged = dispatching.purge_finished(now=now)
+                    result.purged += purged
+                    return purged
+
+                _in_batches(purge, now, until, full=dispatching.PURGE_BATCH_SIZE)
                 # Out of time with batches still full: the next recovery goes on.
                 if result.purged and time.monotonic() >= until:
                     self._next_purge = -math.inf

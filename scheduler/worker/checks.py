@@ -202,7 +202,8 @@ def check_broker_sqs_location(
     endpoint = urlsplit(scheduler_settings.SQS_ENDPOINT_URL or "")
     polled, sent_to = (broker.hostname, broker.port), (endpoint.hostname, endpoint.port)
     # Every AWS endpoint of a region (regional, FIPS, a VPC endpoint) reaches its queues.
-    if polled != sent_to and not (_on_aws(polled[0]) and _on_aws(sent_to[0])):
+    aws = (_aws_region(polled[0], workers), _aws_region(sent_to[0], dispatcher or workers))
+    if polled != sent_to and (None in aws or aws[0] != aws[1]):
         found.append(
             _elsewhere(
                 f"at {_where(*polled)} (the broker URL's host)",
@@ -213,9 +214,17 @@ def check_broker_sqs_location(
     return found
 
 
-def _on_aws(host: str | None) -> bool:
-    """Whether an SQS endpoint's host is Amazon's (no host: the default endpoint)."""
-    return host is None or host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws"))
+def _aws_region(host: str | None, region: str) -> str | None:
+    """The AWS region whose queues an SQS endpoint's host reaches (``region``, the
+    client's, for the default endpoint, no host), or None for a host not Amazon's."""
+    if host is None:
+        return region
+    if not host.endswith((".amazonaws.com", ".amazonaws.com.cn", ".api.aws")):
+        return None
+    # sqs.eu-west-1.amazonaws.com, sqs-fips.…, vpce-….sqs.eu-west-1.vpce.amazonaws.com
+    labels = host.split(".")
+    named = [labels[i + 1] for i in range(len(labels) - 1) if labels[i] in ("sqs", "sqs-fips")]
+    return named[0] if named else region
 
 
 def _where(host: str | None, port: int | None) -> str:

@@ -5,6 +5,7 @@
 and any other front end that runs jobs, which passes its own :class:`JobRunner`.
 """
 
+import contextlib
 import enum
 import logging
 import time
@@ -357,7 +358,7 @@ def _record_return(run: JobRun, result: Any, *, retrying: bool, atomic: bool = F
     if run.refused is not None:
         return _record_raise(run, run.refused, retrying=retrying)
     if run.retry is not None:
-        return _record_retry(run, run.retry, retrying=retrying)
+        return _record_retry(run, run.retry, retrying=retrying, atomic=atomic)
     if running.record_success(
         job=run.job, attempt=run.attempt, result=result, retrying=retrying, atomic=atomic
     ):
@@ -394,18 +395,24 @@ def _record_raise(run: JobRun, error: Exception, *, retrying: bool) -> Outcome:
     return outcome
 
 
-def _record_retry(run: JobRun, retry: PendingRetry, *, retrying: bool) -> Outcome:
+def _record_retry(
+    run: JobRun, retry: PendingRetry, *, retrying: bool, atomic: bool = False
+) -> Outcome:
     job = run.job
+    # A plain task's record inside a transaction (a test's, run_due_jobs in it): in a
+    # savepoint, as PostgreSQL's refusal would break that transaction.
+    savepoint = transaction.get_connection().in_atomic_block and not atomic
     try:
-        status = running.record_retry(
-            job=job,
-            attempt=run.attempt,
-            run_at=retry.run_at,
-            reason=retry.reason,
-            args=retry.args,
-            kwargs=retry.kwargs,
-            retrying=retrying,
-        )
+        with transaction.atomic() if savepoint else contextlib.nullcontext():
+            status = running.record_retry(
+                job=job,
+                attempt=run.attempt,
+                run_at=retry.run_at,
+                reason=retry.reason,
+                args=retry.args,
+                kwargs=retry.kwargs,
+                retrying=retrying,
+            )
     except InvalidArgumentsError as refused:
         # PostgreSQL refused the new arguments: the attempt's error, as when self.retry()
         # refuses arguments JSON cannot store (recorded again, should the connection drop).
@@ -413,7 +420,7 @@ def _record_retry(run: JobRun, retry: PendingRetry, *, retrying: bool) -> Outcom
         logger.warning(
             "job retry refused job_id=%s task=%s error=%s", job.pk, job.task_name, refused
         )
-        if transaction.get_connection().in_atomic_block:
+        if atomic:
             raise  # the body's transaction, broken, rolls back; then it is recorded
         return _record_raise(run, refused, retrying=retrying)
     outcome = _outcome(status)

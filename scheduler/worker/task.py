@@ -312,15 +312,19 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                 "becomes a scheduled job, which runs no callbacks and joins no canvas",
             )
         ignore_result = options.get("ignore_result")
-        if ignore_result not in (None, self.ignore_result) and not _in_celery_retry.get():
+        if ignore_result not in (None, self.ignore_result):
             # The job's messages carry none: its result is kept as the task says, and
             # result.get() would wait for one never stored (or the reverse).
-            raise InvalidArgumentsError(
+            refused = InvalidArgumentsError(
                 "ignore_result",
                 "cannot be kept: a call delayed beyond SCHEDULER_MAX_DELAY_SECONDS becomes "
                 "a scheduled job, whose result is kept as the task says "
                 f"(ignore_result={self.ignore_result}); set it on the task",
             )
+            if not _in_celery_retry.get():
+                raise refused
+            # A retry (Celery carries the call's own): refused, it would drop the task.
+            logger.warning("task retry kept no ignore_result task=%s: %s", self.name, refused)
         expires, queue = options.get("expires", self.expires), options.get("queue")
         deadline = None if expires is None else _point_in_time(self, expires, now=now)
         if deadline is not None and deadline <= eta:

@@ -247,3 +247,24 @@ def test_run_due_jobs_in_a_tests_transaction_drops_a_refused_result_as_a_worker_
         [ran] = run_due_jobs()
     assert (ran.pk, ran.status, ran.result) == (job.pk, Status.SUCCEEDED, None)
     assert ScheduledJob.objects.get(pk=job.pk).status == Status.SUCCEEDED
+
+
+@freeze_time(NOON)
+@pytest.mark.django_db
+@pytest.mark.parametrize("throw", [True, False])
+def test_run_due_jobs_in_a_tests_transaction_records_a_refused_retry_as_a_worker_does(
+    deep, throw
+):  # deep: validation left out, Python encodes what the task asks for
+    # The retry's record, refused inside the test's transaction, was raised out of
+    # run_due_jobs and broke the transaction: a worker records it as the attempt's error.
+    job = schedule_at("testapp.retries_nested", NOON, [SECRET, DEPTH, throw], max_attempts=2)
+    with short_stack():
+        ran = run_due_jobs()
+    assert {each.pk for each in ran} == {job.pk}
+    first = JobAttempt.objects.filter(job=job).order_by("number").first()
+    assert first is not None
+    assert (first.outcome, first.error.splitlines()[-1]) == (
+        JobAttempt.Outcome.ERROR,
+        "scheduler.exceptions.InvalidArgumentsError: args or kwargs are too large for "
+        "PostgreSQL to store (stack depth limit exceeded)",
+    )

@@ -155,6 +155,7 @@ def test_workers_polling_another_region_or_endpoint_than_the_dispatcher_is_an_er
     ],
 )
 def test_any_aws_endpoint_of_the_region_is_where_the_workers_poll(endpoint, settings):
+    # (Of another region, it is not: see the test below.)
     # Every AWS endpoint of a region reaches its queues: the regional one named for the
     # dispatcher, the workers on the default (an IAM role's "sqs://") is no mismatch.
     settings.SCHEDULER_SQS_ENDPOINT_URL = endpoint
@@ -166,3 +167,18 @@ def test_any_aws_endpoint_of_the_region_is_where_the_workers_poll(endpoint, sett
         assert check_broker_sqs_location() == []
     finally:
         conf.broker_transport_options, conf.broker_url = options, url
+
+
+def test_an_aws_endpoint_of_another_region_than_the_workers_is_an_error(settings):
+    settings.SCHEDULER_SQS_ENDPOINT_URL = "https://sqs.eu-west-1.amazonaws.com"
+    settings.SCHEDULER_SQS_REGION = None
+    conf = current_app.conf
+    options, url = conf.broker_transport_options, conf.broker_url
+    conf.broker_transport_options = {key: v for key, v in options.items() if key != "region"}
+    conf.broker_url = "sqs://@sqs.us-east-1.amazonaws.com"
+    try:
+        [error] = check_broker_sqs_location()
+    finally:
+        conf.broker_transport_options, conf.broker_url = options, url
+    assert error.id == "scheduler.E025"
+    assert "sqs.eu-west-1.amazonaws.com" in error.msg
