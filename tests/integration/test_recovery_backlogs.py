@@ -359,3 +359,24 @@ def test_a_purge_that_keeps_failing_stops_no_lease_expiry_and_waits_an_hour(
     [error] = results[0].errors
     assert error.startswith(f"recovery: {said}")
     assert purges == [T0]  # tried again an hour later, not at every recovery
+
+
+@pytest.mark.django_db
+def test_a_purge_that_fails_after_a_full_batch_counts_that_batch(monkeypatch):
+    # The tick's figure came from the batches' total, which the failure dropped:
+    # "purged=0" for a thousand jobs deleted.
+    calls: list[int] = []
+
+    def full_then_timed_out(*, now: datetime) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            return dispatching.PURGE_BATCH_SIZE
+        _timed_out()
+        return 0
+
+    monkeypatch.setattr(dispatching, "purge_finished", full_then_timed_out)
+    with freeze_time(T0):
+        result = _dispatcher().run_once()
+    assert result.purged == dispatching.PURGE_BATCH_SIZE
+    [error] = result.errors
+    assert "statement timeout" in error
