@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from payments.gateway import Capture, gateway
 from payments.models import Payment
-from scheduler import cancel, schedule_at
+from scheduler import cancel, schedule_at, states
 from scheduler.exceptions import InvalidTransitionError
 from scheduler.models import ScheduledJob
 
@@ -213,17 +213,10 @@ def mark_capture_missed(*, capture_job_id: int) -> Payment | None:
         if payment is None or payment.status != Payment.Status.AUTHORIZED:
             return payment
         job = payment.capture_job
-        if job is not None and job.status not in _CAPTURE_ENDED:
+        # Ended without capturing: failed, cancelled or expired, as a retry takes it.
+        if job is not None and job.status not in states.RETRY.sources:
             return payment
         return _capture_missed(payment)
-
-
-#: A capture job's statuses once it ended without capturing.
-_CAPTURE_ENDED = (
-    ScheduledJob.Status.FAILED,
-    ScheduledJob.Status.CANCELLED,
-    ScheduledJob.Status.EXPIRED,
-)
 
 
 def _capture_missed(payment: Payment) -> Payment:

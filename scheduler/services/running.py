@@ -6,6 +6,7 @@ import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, cast
@@ -341,6 +342,16 @@ def _heartbeat_statement() -> str:
     )
 
 
+def refusal_kept_apart(*, atomic: bool) -> AbstractContextManager[Any]:
+    """Where a plain task's outcome is recorded: in a savepoint when a transaction of the
+    caller's is open (a test's, with run_due_jobs in it), which a refusal of
+    PostgreSQL's would otherwise break; as it is for an ``atomic`` task's, whose
+    transaction a refusal fails whole, and outside any transaction (a worker's)."""
+    if connection.in_atomic_block and not atomic:
+        return transaction.atomic()
+    return contextlib.nullcontext()
+
+
 def record_success(
     *,
     job: ScheduledJob,
@@ -373,11 +384,8 @@ def record_success(
 
     stored = _storable(job, result)
     refused: ResultRefusedError | None = None
-    # A plain task's record inside a transaction (a test's, run_due_jobs in it): in a
-    # savepoint, as PostgreSQL's refusal would break that transaction.
-    savepoint = connection.in_atomic_block and not atomic
     try:
-        with transaction.atomic() if savepoint else contextlib.nullcontext():
+        with refusal_kept_apart(atomic=atomic):
             updated = succeed(stored)
     except DatabaseError as error:
         # Past PostgreSQL's limits where validation cannot tell (see scheduling._write),

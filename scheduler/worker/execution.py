@@ -5,7 +5,6 @@
 and any other front end that runs jobs, which passes its own :class:`JobRunner`.
 """
 
-import contextlib
 import enum
 import logging
 import time
@@ -399,11 +398,8 @@ def _record_retry(
     run: JobRun, retry: PendingRetry, *, retrying: bool, atomic: bool = False
 ) -> Outcome:
     job = run.job
-    # A plain task's record inside a transaction (a test's, run_due_jobs in it): in a
-    # savepoint, as PostgreSQL's refusal would break that transaction.
-    savepoint = transaction.get_connection().in_atomic_block and not atomic
     try:
-        with transaction.atomic() if savepoint else contextlib.nullcontext():
+        with running.refusal_kept_apart(atomic=atomic):
             status = running.record_retry(
                 job=job,
                 attempt=run.attempt,
