@@ -11,6 +11,7 @@ sets ``DATABASE_URL``.
 """
 
 import contextlib
+import errno
 import logging
 import os
 import pwd
@@ -18,12 +19,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import IO, Any, TextIO
 
 from django.conf import settings
 
@@ -303,22 +305,65 @@ def on_stop_signals(handler: Callable[[int, FrameType | None], None]) -> None:
     def hangup(signum: int, frame: FrameType | None) -> None:
         # Writing to a terminal that hung up fails (EIO), and the first line printed
         # during the clean-up would end it.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        for fd in terminals:
-            os.dup2(devnull, fd)
-        os.close(devnull)
+        _to_devnull(terminals)
         handler(signum, frame)
 
     signal.signal(signal.SIGHUP, hangup)
 
 
+def _to_devnull(fds: list[int]) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in fds:
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+class HangupSafe:
+    """A text stream on a terminal whose lines, once the terminal hung up, go nowhere.
+
+    A closed window or a dropped SSH session hangs the terminal up before SIGHUP comes:
+    a line written in between failed (EIO) and ended the process before its clean-up,
+    leaving what it had started running.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        with self._unless_hung_up():
+            return self._stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        with self._unless_hung_up():
+            self._stream.flush()
+
+    @contextlib.contextmanager
+    def _unless_hung_up(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as error:
+            if error.errno != errno.EIO:
+                raise
+            # The buffered rest is flushed to /dev/null from now on, with what follows.
+            _to_devnull([self._stream.fileno()])
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def stop_on_termination() -> None:
-    """Make SIGTERM and SIGHUP end this process as Ctrl-C does, so that its clean-up runs."""
+    """Make SIGTERM and SIGHUP end this process as Ctrl-C does, so that its clean-up runs,
+    and a terminal that hangs up no reason to end it sooner (:class:`HangupSafe`)."""
 
     def interrupt(signum: int, frame: FrameType | None) -> None:  # noqa: ARG001 - signal API
         raise KeyboardInterrupt
 
     on_stop_signals(interrupt)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream.isatty() and not isinstance(stream, HangupSafe):
+            setattr(sys, name, HangupSafe(stream))
 
 
 def run_child(args: list[str], env: dict[str, str], *, stdout: IO[bytes] | None = None) -> int:
