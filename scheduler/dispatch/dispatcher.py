@@ -301,6 +301,21 @@ class Dispatcher:
         self._judge_leases_from = math.inf
         return True
 
+    def _failed(self, event: str, error: Exception) -> bool:
+        """Log ``event``; whether ``error`` says PostgreSQL is out of reach (as
+        :meth:`_lost_database`).
+
+        Such an error comes back at every step of every tick until PostgreSQL is back:
+        it is one line, where each step wrote a traceback, some 150 lines a tick for as
+        long as the outage lasted. Any other error keeps its traceback.
+        """
+        if not self._lost_database(error):
+            logger.exception("%s dispatcher=%s", event, self.name)
+            return False
+        said = str(error).strip().splitlines() or [type(error).__name__]
+        logger.warning("%s dispatcher=%s database_unavailable=%r", event, self.name, said[0])
+        return True
+
     def _reached_database(self) -> None:
         """PostgreSQL answered: if it had been out of reach, leases are judged a lease later."""
         if self._judge_leases_from == math.inf:
@@ -345,10 +360,9 @@ class Dispatcher:
                     self._next_purge = -math.inf
         except Exception as error:
             # Whatever recovery hit (PostgreSQL out of reach, or a bug), due jobs still go.
-            if self._lost_database(error):
+            if self._failed("dispatcher recovery failed", error):
                 result.outage = True
             result.errors.append(f"recovery: {type(error).__name__}: {error}")
-            logger.exception("dispatcher recovery failed dispatcher=%s", self.name)
 
     def run(self, *, max_ticks: int | None = None) -> None:
         """Tick every ``SCHEDULER_DISPATCH_INTERVAL_SECONDS`` until ``stop()``.
@@ -437,8 +451,7 @@ class Dispatcher:
                     return sent, failed
         except (DatabaseError, InterfaceError) as error:
             result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
-            result.outage = self._lost_database(error) or result.outage
-            logger.exception("dispatcher batch failed dispatcher=%s", self.name)
+            result.outage = self._failed("dispatcher batch failed", error) or result.outage
             return sent, failed
 
     def _dispatch_batch(self, *, now: datetime, as_of: float) -> BatchResult:
@@ -507,7 +520,6 @@ class Dispatcher:
                 sent=self._unrecorded.sent + result.sent,
                 errors=self._unrecorded.errors + len(result.errors),
             )
-            self._lost_database(error)
-            logger.exception("dispatcher heartbeat failed dispatcher=%s", self.name)
+            self._failed("dispatcher heartbeat failed", error)
         else:
             self._unrecorded = dispatching.NOTHING_UNRECORDED

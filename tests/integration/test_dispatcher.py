@@ -1,6 +1,7 @@
 """The dispatcher against real PostgreSQL and an SQS server, with time frozen and moved."""
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ from scheduler.dispatch.dispatcher import REFUSED_QUEUE_RECHECK_SECONDS, Dispatc
 from scheduler.dispatch.publisher import PublishResult, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, FormSubmission, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
+from scheduler.services import dispatching
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import (
     RecordingPublisher,
@@ -27,6 +29,8 @@ from tests.conftest import (
 from tests.factories import make_jobs
 
 pytestmark = pytest.mark.django_db
+
+DISPATCHER_LOG = "scheduler.dispatch.dispatcher"
 
 T0 = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 Status = ScheduledJob.Status
@@ -678,6 +682,39 @@ def test_a_dispatcher_left_on_a_reader_by_a_failover_reconnects_and_judges_no_le
     assert (tick.sent, tick.outage) == (3, True)
     assert [error for error in tick.errors if "read-only transaction" in error]
     assert dispatcher._judge_leases_from > time.monotonic() + 0.9 * scheduler_settings.LEASE_SECONDS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outage_is_one_line_per_failure_and_a_bug_keeps_its_traceback(caplog, monkeypatch):
+    # PostgreSQL down for half an hour: each step of each tick (re-sends, recovery, due
+    # jobs, heartbeat) wrote a traceback, some 150 lines a tick, hiding everything else.
+    dispatcher = Dispatcher(publisher=InMemoryPublisher())
+    with postgresql_out_of_reach(), caplog.at_level(logging.WARNING, logger=DISPATCHER_LOG):
+        tick = dispatcher.run_once()
+    failures = [record for record in caplog.records if " failed " in record.getMessage()]
+    assert tick.outage
+    assert {record.getMessage().split(" dispatcher=")[0] for record in failures} == {
+        "dispatcher batch failed",
+        "dispatcher recovery failed",
+        "dispatcher heartbeat failed",
+    }
+    for record in failures:
+        assert (record.levelno, record.exc_info) == (logging.WARNING, None)
+        assert "Connection refused" in record.getMessage()
+
+    caplog.clear()
+
+    def bug(**_):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(dispatching, "expire_missed", bug)
+    with caplog.at_level(logging.WARNING, logger=DISPATCHER_LOG):
+        tick = Dispatcher(publisher=InMemoryPublisher()).run_once()
+    [failure] = [record for record in caplog.records if " failed " in record.getMessage()]
+    assert not tick.outage
+    assert failure.levelno == logging.ERROR
+    assert failure.exc_info
+    assert str(failure.exc_info[1]) == "a bug"
 
 
 @pytest.mark.django_db(transaction=True)  # run() closes the connection it finds unusable
