@@ -38,6 +38,7 @@ from scheduler.exceptions import (
 from scheduler.models import ScheduledJob
 from scheduler.registry import schedulable_task_names
 from scheduler.services.submissions import submit_once
+from scheduler.states import Status
 
 UNITS = {"minutes": 60, "hours": 3600, "days": 86400}
 #: Far enough for any business delay, near enough that datetime arithmetic cannot overflow.
@@ -406,11 +407,16 @@ class ScheduleJobForm(WhenForm):
             self.add_error(field, ValidationError(f"{label} {error.reason}.", code="invalid"))
         elif isinstance(error, DuplicateJobError):
             holder = f"Job #{error.holder_id}" if error.holder_id else "Another job"
+            held_by = ScheduledJob.objects.filter(pk=error.holder_id or 0, status=Status.RUNNING)
+            # A running job cannot be cancelled: that advice led to another refusal.
+            if held_by.exists():
+                advice = "it is running: wait for it to end or choose another key"
+            else:
+                advice = "cancel it or choose another key"
             self.add_error(
                 "key",
                 ValidationError(
-                    f"{holder} is active with this unique key; cancel it or choose another key.",
-                    code="duplicate_key",
+                    f"{holder} is active with this unique key; {advice}.", code="duplicate_key"
                 ),
             )
         elif isinstance(error, UnknownTaskError):

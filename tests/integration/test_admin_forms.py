@@ -174,12 +174,18 @@ def test_each_invalid_input_is_reported_on_its_field(admin_client, overrides, fi
     assert not ScheduledJob.objects.exists()
 
 
-def test_a_unique_key_held_by_an_active_job_is_reported(admin_client):
-    holder = job(Status.ENQUEUED, unique_key="k1")
+@pytest.mark.parametrize(
+    ("status", "advice"),
+    [
+        (Status.ENQUEUED, "cancel it or choose another key"),
+        # It cannot be cancelled: the advice led to another refusal.
+        (Status.RUNNING, "it is running: wait for it to end or choose another key"),
+    ],
+)
+def test_a_unique_key_held_by_an_active_job_is_reported(admin_client, status, advice):
+    holder = job(status, unique_key="k1")
     errors = errors_of(admin_client.post(ADD, form_data(key="k1")))
-    assert errors["key"] == [
-        f"Job #{holder.pk} is active with this unique key; cancel it or choose another key."
-    ]
+    assert errors["key"] == [f"Job #{holder.pk} is active with this unique key; {advice}."]
     assert ScheduledJob.objects.count() == 1
 
 
