@@ -19,7 +19,7 @@ from django.utils import timezone
 from scheduler import signals, states, tracebacks, validation
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import ResultRefusedError
-from scheduler.models import JobAttempt, ScheduledJob, covered_by_pause, paused_sql
+from scheduler.models import JobAttempt, Pause, ScheduledJob, paused_sql
 from scheduler.services import refusals
 from scheduler.services.transitions import (
     LAZY_COMMIT,
@@ -40,10 +40,6 @@ _LAST_ERROR_LENGTH = 2000
 #: The most of an error's text an attempt keeps: its start (the call stack) and its end
 #: (the exception), the rest left out.
 ERROR_LENGTH = 65_536
-
-
-class _Paused(TypedDict):
-    paused: bool
 
 
 class _Attempt(TypedDict):
@@ -154,8 +150,8 @@ def _claim_at_once(
     *, job_id: int, token: UUID, task_name: str, worker: str, now: datetime
 ) -> Claim | None:
     """The claim and its attempt's INSERT in one statement, starting the job at ``now``,
-    or None if the job's committed row is not one to run now (another transaction may
-    still hold it).
+    or None if the job's committed row is not one to run now, or another transaction
+    holds it.
 
     Committed on its own (as in a worker), its commit does not wait for the disk
     (``synchronous_commit`` off for it alone): that wait was the largest part of the
@@ -215,8 +211,16 @@ def _claim_statement(durable: bool) -> str:
         f"{head}claimed AS (UPDATE {job} SET status = %(target)s, "  # noqa: S608 - names only
         "attempts = attempts + 1, started_at = %(now)s, heartbeat_at = %(now)s, "
         f"finished_at = NULL, updated_at = %(now)s {source}"
-        "WHERE id = %(job_id)s AND status = ANY(%(sources)s) AND dispatch_token = %(token)s "
-        "AND task_name = %(task_name)s AND (deadline IS NULL OR deadline > %(now)s) "
+        # A row another transaction holds takes the locked path: waiting here, the
+        # statement would judge the pauses as they were before the wait.
+        f"WHERE id = (SELECT held.id FROM {job} AS held WHERE held.id = %(job_id)s "
+        "FOR NO KEY UPDATE SKIP LOCKED) "
+        "AND status = ANY(%(sources)s) AND dispatch_token = %(token)s "
+        "AND task_name = %(task_name)s "
+        # The deadline at the time the statement got its locks (a table's may be waited
+        # for), not at the time it was sent.
+        "AND (deadline IS NULL OR "
+        "deadline > %(now)s + (clock_timestamp() - statement_timestamp())) "
         # Not paused: no pause covers it (empty = any).
         f"AND NOT {paused_sql(task_name=f'{job}.task_name', queue=f'{job}.queue')} "
         f"RETURNING {columns}), "
@@ -234,20 +238,14 @@ def _claim_locked(
     """The claim after the row lock: the job's row as committed says what to do.
 
     The lock is what waits when a message arrives before the dispatcher that sent it
-    commits. A bare conditional UPDATE (as in :func:`_claim_at_once`) would not wait
-    then, because PostgreSQL only waits on rows whose committed version matches the
-    WHERE clause (still ``scheduled``, without the token); ``SELECT … FOR UPDATE`` waits
-    for the dispatcher's lock and returns the row as committed, with whether its kind is
-    paused.
+    commits. A bare conditional UPDATE would not wait then, because PostgreSQL only
+    waits on rows whose committed version matches the WHERE clause (still
+    ``scheduled``, without the token), and :func:`_claim_at_once` waits for no row;
+    ``SELECT … FOR UPDATE`` waits for the dispatcher's lock and returns the row as
+    committed. The pauses and the clock are read after it.
     """
     with transaction.atomic():
-        job = cast(
-            "WithAnnotations[ScheduledJob, _Paused] | None",
-            ScheduledJob.objects.select_for_update(of=("self",))
-            .annotate(paused=covered_by_pause())
-            .filter(pk=job_id)
-            .first(),
-        )
+        job = ScheduledJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.dispatch_token != token or job.task_name != task_name:
             return Refusal.NOT_CURRENT
         if job.status not in states.CLAIM.sources:
@@ -268,7 +266,9 @@ def _claim_locked(
             )
             logger.warning("job expired job_id=%s reason=deadline at=claim", job_id)
             return Refusal.EXPIRED
-        if job.paused:
+        # Read after the lock: the statement that waited for it saw the pauses as they
+        # were before, and one made meanwhile (an incident) did not stop the job.
+        if Pause.objects.covering(task_name=job.task_name, queue=job.queue).exists():
             apply(
                 states.PUT_BACK,
                 current,

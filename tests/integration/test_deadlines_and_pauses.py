@@ -1,10 +1,12 @@
 """Deadlines and pauses, enforced at the dispatcher and at the worker's claim; signals."""
 
+import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from freezegun import freeze_time
 
@@ -12,11 +14,11 @@ from scheduler import schedule_at, schedule_in, signals
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import Pause, ScheduledJob
-from scheduler.services import cancel, reschedule, resume, retry, run_now, running
+from scheduler.services import cancel, pause, reschedule, resume, retry, run_now, running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
 from tests.conftest import job_row_held_elsewhere
-from tests.factories import deliver, dispatch_one
+from tests.factories import deliver, dispatch_one, mark_enqueued
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -248,6 +250,64 @@ def test_a_message_of_a_paused_kind_is_put_back_not_run(tmp_path):
         == Outcome.SUCCEEDED
     )
     assert [label for label, _ in read_runs(path)] == ["held"]
+
+
+def _lock_the_job_table() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("LOCK TABLE scheduler_scheduledjob IN ACCESS EXCLUSIVE MODE")
+
+
+@pytest.mark.django_db(transaction=True)  # the lock is another connection's
+@pytest.mark.parametrize("lock", ["row", "table"])
+def test_a_deadline_that_passes_while_the_claim_waits_for_a_lock_expires_the_job(tmp_path, lock):
+    # The claim judged the deadline by the time it read before it waited (behind an
+    # operator's bulk action, a migration's ALTER TABLE): the job started past it, its
+    # start stamped before it.
+    path = str(tmp_path / "runs")
+    now = timezone.now()
+    job = schedule_at("testapp.record", now, [path, "late"], deadline=now + timedelta(seconds=1))
+    token = dispatch_one(job, now=now)
+    change = _lock_the_job_table if lock == "table" else None
+    with job_row_held_elsewhere(job.pk, change=change, commit_after=1.5):
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    job.refresh_from_db()
+    assert (handled.outcome, job.status, job.attempts) == (Outcome.DROPPED, Status.EXPIRED, 0)
+    assert read_runs(path) == []
+
+
+@pytest.mark.django_db(transaction=True)  # the pause and the lock are other connections'
+@pytest.mark.parametrize("holder", ["an operator", "the dispatcher"])
+def test_a_pause_made_while_the_claim_waits_for_the_row_puts_the_job_back(tmp_path, holder):
+    # The claim read the pauses as they were when it began to wait: a pause committed
+    # meanwhile (an incident, while a dispatcher's sends were slow) did not stop the job.
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", timezone.now(), [path, "paused"])
+    if holder == "an operator":
+        token = dispatch_one(job, now=timezone.now())
+        held = job_row_held_elsewhere(job.pk, commit_after=1.0)
+    else:
+        token = uuid.uuid4()
+        held = job_row_held_elsewhere(
+            job.pk,
+            change=partial(mark_enqueued, job, token=token, now=timezone.now()),
+            commit_after=1.0,
+        )
+
+    def pause_meanwhile() -> None:
+        try:
+            pause("testapp.record", reason="incident")
+        finally:
+            connection.close()  # this thread's
+
+    pausing = threading.Timer(0.5, pause_meanwhile)
+    with held:
+        pausing.start()
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    pausing.join()
+    assert Pause.objects.exists()
+    job.refresh_from_db()
+    assert (handled.outcome, job.status, job.attempts) == (Outcome.DROPPED, Status.SCHEDULED, 0)
+    assert read_runs(path) == []
 
 
 @freeze_time(T0)
