@@ -3,7 +3,10 @@
 from typing import TYPE_CHECKING
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.safestring import SafeString
+from typing_extensions import override
 
 from scheduler.admin.changelist import CappedCountPaginator, OfferedListMixin
 from scheduler.admin.display import audit_details, link_to_job, timestamp_column
@@ -24,6 +27,9 @@ class AuditEntryAdmin(OfferedListMixin, NewestFirstAdminMixin, ReadOnlyAdminMixi
     list_display = ("when", "action", "actor", "reason", "job_link", "what")
     # By action, newest first: the (action, id) index serves it.
     list_filter = ("action",)
+    # One COUNT per action over the whole trail, uncapped, on every page after it.
+    show_facets = admin.ShowFacets.NEVER
+    # Searched as one name (get_search_results), not word by word.
     search_fields = ("=actor",)
     sortable_by = ()
     # The action filter's, and a job's entries (its page's link).
@@ -33,6 +39,16 @@ class AuditEntryAdmin(OfferedListMixin, NewestFirstAdminMixin, ReadOnlyAdminMixi
     fields = readonly_fields = ("when", "action", "actor", "reason", "job_link", "what")
 
     when = timestamp_column("at", "when")
+
+    @override
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[AuditEntry], search_term: str
+    ) -> tuple[QuerySet[AuditEntry], bool]:
+        """The entries of the actor named, in any case: Django would split the search into
+        words, each of which had to be the whole name ("Payments Service" found none)."""
+        if not search_term.strip():
+            return queryset, False
+        return queryset.filter(actor__iexact=search_term.strip()), False
 
     @admin.display(description="details")
     def what(self, entry: AuditEntry) -> str:

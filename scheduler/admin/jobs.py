@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING, Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Count, F, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -338,6 +340,25 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
     def has_delete_permission(self, request: HttpRequest, obj: ScheduledJob | None = None) -> bool:
         # Jobs are history: cancel them; retention purges finished ones.
         return False
+
+    @override
+    def history_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        """A job's history is its audit trail: the services write none of Django's admin
+        log, and its history page said a job operators had acted on had none. The job's
+        own page, which shows the latest entries, for a user who may not see the list."""
+        job = self.get_object(request, unquote(object_id))
+        if job is None:  # Django's answer: back to the list, saying so
+            return super().history_view(request, object_id, extra_context)
+        if not self.has_view_or_change_permission(request, job):
+            raise PermissionDenied
+        if not self.admin_site.is_registered(AuditEntry) or not (
+            self.admin_site.get_model_admin(AuditEntry).has_view_permission(request)
+        ):
+            return redirect("admin:scheduler_scheduledjob_change", job.pk)
+        url = reverse("admin:scheduler_auditentry_changelist", current_app=self.admin_site.name)
+        return HttpResponseRedirect(f"{url}?{urlencode({ONE_JOB: job.pk})}")
 
     # --- list -------------------------------------------------------------------------
 
