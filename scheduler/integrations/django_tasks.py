@@ -209,9 +209,9 @@ class SchedulerBackend(BaseTaskBackend):
         task = _task_named(job.task_name) if job is not None else None
         if job is None or task is None:
             raise TaskResultDoesNotExist(result_id)
-        return self._result(
-            self._as_enqueued(task, job), job, attempts=list(job.history.order_by("number"))
-        )
+        # In the order they ran: a retry numbers its attempts from 1 again.
+        attempts = list(job.history.order_by("started_at", "pk"))
+        return self._result(self._as_enqueued(task, job), job, attempts=attempts)
 
     @override
     def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
@@ -224,11 +224,13 @@ class SchedulerBackend(BaseTaskBackend):
             )
         max_attempts = self.options.get("MAX_ATTEMPTS")
         if max_attempts is not None and (
-            not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1
+            not isinstance(max_attempts, int)
+            or isinstance(max_attempts, bool)
+            or not 1 <= max_attempts <= validation.MAX_ATTEMPTS_LIMIT
         ):
             yield checks.Error(
-                f"TASKS[{self.alias!r}]['OPTIONS']['MAX_ATTEMPTS'] must be a positive integer, "
-                f"got {max_attempts!r}.",
+                f"TASKS[{self.alias!r}]['OPTIONS']['MAX_ATTEMPTS'] must be an integer from 1 "
+                f"to {validation.MAX_ATTEMPTS_LIMIT}, got {max_attempts!r}.",
                 id="scheduler.E031",
             )
         invalid = sorted(

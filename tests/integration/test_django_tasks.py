@@ -255,6 +255,29 @@ def test_a_retry_pending_is_ready_with_its_errors_then_fails():
         _ = result.return_value
 
 
+def test_a_result_after_an_operator_retry_reads_its_attempts_in_the_order_they_ran():
+    # A retry numbers its attempts from 1 again: read by number, the newest attempt was
+    # not the last (last_attempted_at, errors[-1]), and the two number 1s came in any order.
+    row = job(Status.SUCCEEDED, task_name=ADD, attempts=1, result=5, finished_at=T0)
+    hours = [T0 - timedelta(hours=3), T0 - timedelta(hours=2)]
+    for number, started in enumerate(hours, start=1):
+        attempt(row, number, outcome=JobAttempt.Outcome.ERROR, error=TRACEBACK, started=started)
+    attempt(row, 1, outcome=JobAttempt.Outcome.SUCCEEDED, worker="w2:9", started=T0)
+    result = tasks.add.get_result(str(row.pk))
+    assert (result.started_at, result.last_attempted_at) == (hours[0], T0)
+    assert result.worker_ids == ["w1:1", "w1:1", "w2:9"]
+
+
+@pytest.mark.parametrize("max_attempts", [2**31, 10**12])
+def test_a_max_attempts_no_job_can_take_fails_the_system_checks(settings, max_attempts):
+    # Past the jobs' own limit: the checks passed and every enqueue() raised.
+    backend = {"BACKEND": "scheduler.backends.SchedulerBackend"}
+    settings.TASKS = {"default": {**backend, "OPTIONS": {"MAX_ATTEMPTS": max_attempts}}}
+    [error] = task_backends["default"].check()
+    assert error.id == "scheduler.E031"
+    assert "from 1 to 2147483647" in error.msg
+
+
 def test_an_exception_of_a_module_is_found_again():
     row = job(Status.FAILED, task_name=ADD)
     error = "Traceback …\nscheduler.exceptions.DuplicateJobError: an active job holds it\n"
