@@ -285,11 +285,19 @@ def take_resends(*, now: datetime, limit: int, skip_queues: Collection[str] = ()
 
 
 def untake_resends(jobs: Sequence[Pending], *, now: datetime) -> int:
-    """Give back the copies of ``jobs`` that SQS did not take: the next recovery retries."""
+    """Give back the copies of ``jobs`` that SQS did not take: the next recovery retries.
+
+    Only to jobs still as :func:`take_resends` left them: one sent anew meanwhile (an
+    operator's "run now", then another dispatcher) keeps its new token's count.
+    """
     return apply_each(
         states.RESEND,
         [job.job_id for job in jobs],
         {"sends": [job.sends - 1 for job in jobs]},
+        matching={
+            "dispatch_token": [job.dispatch_token for job in jobs],
+            "sends": [job.sends for job in jobs],
+        },
         resend_at=now,
         updated_at=now,
     )

@@ -49,15 +49,17 @@ def apply_each(
     job_ids: Sequence[int],
     per_job: Mapping[str, Sequence[Any]],
     *,
+    matching: Mapping[str, Sequence[Any]] | None = None,
     durable: bool = True,
     **changes: Any,
 ) -> int:
     """The compare-and-set of ``transition`` for many jobs, each with values of its own.
 
     ``per_job`` maps a field to one value per job of ``job_ids``; ``changes`` are the
-    same for all (a value, or a ``RawSQL`` of the row's columns). One ``UPDATE … FROM
-    unnest(…)`` whatever the number of jobs: the values travel as arrays, not as one SQL
-    expression per job. Returns how many moved.
+    same for all (a value, or a ``RawSQL`` of the row's columns). ``matching`` maps a
+    field to the value, one per job, that a job must still hold to move, besides its
+    status. One ``UPDATE … FROM unnest(…)`` whatever the number of jobs: the values
+    travel as arrays, not as one SQL expression per job. Returns how many moved.
 
     ``durable=False`` lets the transaction's commit return before its record reaches
     the disk (``synchronous_commit`` off for this transaction only), for changes a
@@ -65,13 +67,21 @@ def apply_each(
     """
     if not job_ids:
         return 0
+    matching = matching or {}
     fields = [_field(name) for name in ("id", *per_job)]
+    matched = [_field(name) for name in matching]
     quote = connection.ops.quote_name
-    per_job_set = [f"{quote(field.column)} = v.{quote(field.column)}" for field in fields[1:]]
-    changed, params = _set_clause(transition, changes)
-    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in fields)
-    columns = ", ".join(quote(field.column) for field in fields)
     table = quote(ScheduledJob._meta.db_table)
+    per_job_set = [f"{quote(field.column)} = v.{quote(field.column)}" for field in fields[1:]]
+    # Under names of their own: a field may be both matched and set.
+    match_columns = [quote(f"was_{field.column}") for field in matched]
+    conditions = "".join(
+        f"AND {table}.{quote(field.column)} = v.{column} "
+        for field, column in zip(matched, match_columns, strict=True)
+    )
+    changed, params = _set_clause(transition, changes)
+    arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in [*fields, *matched])
+    columns = ", ".join([*(quote(field.column) for field in fields), *match_columns])
     # Every name comes from the model's meta and every value is a parameter.
     sql = LAZY_COMMIT if not durable else ""
     sql += f"UPDATE {table} SET {', '.join([*per_job_set, changed])} "  # noqa: S608
@@ -81,8 +91,9 @@ def apply_each(
     # planner no estimate of how few rows match, and on a table of some thousands of
     # rows it read them all rather than look up each id (4.6 ms against 1.5 for 100).
     sql += f"WHERE {table}.{quote('id')} = ANY(%s::{fields[0].db_type(connection)}[]) "
-    sql += f"AND {table}.{quote('id')} = v.{quote('id')} AND {table}.{quote('status')} = ANY(%s)"
-    ids, *values = map(array_literal, [job_ids, *per_job.values()])
+    sql += f"AND {table}.{quote('id')} = v.{quote('id')} {conditions}"
+    sql += f"AND {table}.{quote('status')} = ANY(%s)"
+    ids, *values = map(array_literal, [job_ids, *per_job.values(), *matching.values()])
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, ids, *values, ids, list(transition.sources)])
         moved: int = cursor.rowcount

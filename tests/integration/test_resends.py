@@ -12,7 +12,7 @@ from scheduler import cancel, reschedule
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.publisher import PublishResult
 from scheduler.models import ScheduledJob
-from scheduler.services import running
+from scheduler.services import run_now, running
 from scheduler.services.dispatching import take_resends, untake_resends
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import job_row_held_elsewhere
@@ -204,6 +204,29 @@ def test_giving_back_a_resend_after_a_worker_claimed_the_job_leaves_it_running(c
     assert untake_resends([taken], now=timezone.now()) == 0
     job.refresh_from_db()
     assert (job.status, job.sends) == ("running", 2)
+
+
+def test_giving_back_a_resend_after_the_job_was_sent_anew_leaves_the_new_dispatch(
+    clock, dispatcher
+):
+    # SQS refused the copy, but meanwhile an operator's "run now" had another dispatcher
+    # send the job anew: the give-back rewrote the new dispatch's count of copies and
+    # its next re-send with the old token's.
+    [job] = _dispatched(dispatcher, T0)
+    clock.tick(STALE + 1)
+    [taken] = take_resends(now=timezone.now(), limit=10)
+    run_now(job)
+    dispatcher.run_once()
+    anew = ScheduledJob.objects.get(pk=job.pk)
+    assert (anew.status, anew.sends) == ("enqueued", 1)
+    assert anew.dispatch_token != taken.dispatch_token
+    assert untake_resends([taken], now=timezone.now()) == 0
+    job.refresh_from_db()
+    assert (job.dispatch_token, job.sends, job.resend_at) == (
+        anew.dispatch_token,
+        1,
+        anew.resend_at,
+    )
 
 
 @pytest.mark.django_db(transaction=True)  # the row lock is another connection's
