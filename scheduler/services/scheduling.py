@@ -316,8 +316,10 @@ def _new_job_at(
 
 def _at_index(error: E, index: int) -> E:
     """``error``, its message prefixed with the batch position it is about."""
-    error.args = (f"jobs[{index}]: {error}",)
-    # TypeError and ValueError too (README: every refusal of an item has its index).
+    if not isinstance(error, SchedulerError):
+        # TypeError and ValueError too (README: every refusal of an item has its index);
+        # a SchedulerError says it itself, its arguments left as they were.
+        error.args = (f"jobs[{index}]: {error}",)
     setattr(error, "index", index)  # noqa: B010 - built-in exceptions declare none
     return error
 
