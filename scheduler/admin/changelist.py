@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+import django
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import (
@@ -82,6 +83,10 @@ class OfferedChangeList(ChangeList):
     ``sortable_by`` says: a hand-edited URL sorted millions of rows. Such numbers are
     dropped, from the order and from the page's links.
     """
+
+    #: Whether Django lays the pagination out as a navigation landmark (6.0 does), which
+    #: the template of the capped count follows.
+    nav_pagination = django.VERSION >= (6, 0)
 
     @override
     def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:

@@ -4,6 +4,7 @@ resume, retry with a new deadline, re-send; and what a view-only user cannot do.
 import re
 from datetime import timedelta
 
+import django
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -397,6 +398,17 @@ def test_the_audit_and_attempt_lists_say_when_they_stopped_counting(
     content = admin_client.get(reverse(f"admin:scheduler_{model}_changelist")).content.decode()
     plural = {"auditentry": "audit entries", "jobattempt": "job attempts"}[model]
     assert f"More than 5 {plural}: narrow the list with filters or search." in content
+
+
+@pytest.mark.parametrize("model", ["scheduledjob", "auditentry", "jobattempt"])
+def test_the_lists_paginate_with_the_markup_of_djangos_version(admin_client, model):
+    # The capped count's template copied 5.2's paragraph: on Django 6.0 the lists lost
+    # the navigation landmark every other admin list has.
+    long_history(job(Status.FAILED), 3)
+    content = admin_client.get(reverse(f"admin:scheduler_{model}_changelist")).content.decode()
+    landmark = '<nav class="paginator" aria-labelledby="pagination">' in content
+    paragraph = '<p class="paginator">' in content
+    assert (landmark, paragraph) == ((True, False) if django.VERSION >= (6,) else (False, True))
 
 
 def test_the_audit_list_counts_no_facet_over_the_whole_trail(admin_client):
