@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -334,6 +334,10 @@ class HangupSafe:
             return self._stream.write(text)
         return len(text)
 
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         with self._unless_hung_up():
             self._stream.flush()
@@ -362,7 +366,8 @@ def stop_on_termination() -> None:
     on_stop_signals(interrupt)
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
-        if stream.isatty() and not isinstance(stream, HangupSafe):
+        # None when started with the descriptor closed.
+        if stream is not None and stream.isatty() and not isinstance(stream, HangupSafe):
             setattr(sys, name, HangupSafe(stream))
 
 

@@ -102,8 +102,8 @@ def _run_parts() -> int:
         for name, args in others:
             say(f"the {name} part: {' '.join(args)}")
             logs[name].seek(0)
-            sys.stdout.flush()
-            sys.stdout.buffer.write(logs[name].read())
+            # As text: the terminal's stream stays safe from a hangup (HangupSafe).
+            sys.stdout.write(logs[name].read().decode(errors="replace"))
             sys.stdout.flush()
     return code
 

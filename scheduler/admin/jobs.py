@@ -22,7 +22,6 @@ from django.db.models import Count, F, QuerySet, Window
 from django.db.models.functions import RowNumber
 from django.forms import BaseInlineFormSet, ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -356,7 +355,13 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         if not self.admin_site.is_registered(AuditEntry) or not (
             self.admin_site.get_model_admin(AuditEntry).has_view_permission(request)
         ):
-            return redirect("admin:scheduler_scheduledjob_change", job.pk)
+            return HttpResponseRedirect(
+                reverse(
+                    "admin:scheduler_scheduledjob_change",
+                    args=[job.pk],
+                    current_app=self.admin_site.name,
+                )
+            )
         url = reverse("admin:scheduler_auditentry_changelist", current_app=self.admin_site.name)
         return HttpResponseRedirect(f"{url}?{urlencode({ONE_JOB: job.pk})}")
 

@@ -76,7 +76,7 @@ def apply_each(
     # Under names of their own: a field may be both matched and set.
     match_columns = [quote(f"was_{field.column}") for field in matched]
     conditions = "".join(
-        f"AND {table}.{quote(field.column)} = v.{column} "
+        f"AND {table}.{quote(field.column)} IS NOT DISTINCT FROM v.{column} "
         for field, column in zip(matched, match_columns, strict=True)
     )
     changed, params = _set_clause(transition, changes)

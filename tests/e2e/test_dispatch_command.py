@@ -8,7 +8,9 @@ import threading
 import time
 from datetime import timedelta
 
+import psycopg2
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from scheduler import schedule_at
@@ -73,3 +75,27 @@ def test_sigterm_stops_the_dispatch_command_while_its_log_is_stuck_behind_a_slow
         if reader.is_alive():
             reader.join(10)  # at the pipe's end once the process is gone
         stderr.close()
+
+
+@pytest.mark.parametrize("mode", [[], ["--once"]])
+def test_the_dispatch_command_refuses_a_database_never_migrated(new_database_url, mode):
+    # Its loop logged four tracebacks a tick ("relation … does not exist") for as long as
+    # it ran, where beat stops: the database was a wrong one, or migrate never ran.
+    db = connection.settings_dict
+    admin = psycopg2.connect(dbname="postgres", user=db["USER"], host=db["HOST"], port=db["PORT"])
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {new_database_url.rsplit('/', 1)[1]}")
+    admin.close()
+    env = {**os.environ, "DATABASE_URL": new_database_url}
+    command = subprocess.run(
+        [str(BIN / "python"), "manage.py", "scheduler_dispatch", *mode],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert command.returncode == 1
+    assert "Traceback" not in command.stderr
+    assert "python manage.py migrate" in command.stderr.splitlines()[-1], command.stderr

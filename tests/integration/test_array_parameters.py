@@ -2,11 +2,13 @@
 
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 from django.db import connection
 
-from scheduler.services.transitions import array_literal
+from scheduler import schedule_at, states
+from scheduler.services.transitions import apply_each, array_literal
 
 pytestmark = pytest.mark.django_db
 
@@ -25,3 +27,12 @@ def test_an_array_literal_arrives_as_the_values_it_was_made_of(values, cast):
         cursor.execute(f"SELECT %s::{cast}", [array_literal(values)])
         (arrived,) = cursor.fetchone()
     assert arrived == values
+
+
+def test_a_job_moves_only_if_it_holds_each_matched_value_null_included():
+    # Compared with "=", a job whose matched token is NULL never moved.
+    at = datetime(2026, 12, 8, 12, tzinfo=UTC)
+    scheduled = schedule_at("testapp.noop", at)
+    cancel = partial(apply_each, states.CANCEL, [scheduled.pk], {}, finished_at=at, updated_at=at)
+    assert cancel(matching={"dispatch_token": [uuid.uuid4()]}) == 0
+    assert cancel(matching={"dispatch_token": [None], "sends": [0]}) == 1

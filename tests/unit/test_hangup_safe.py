@@ -4,15 +4,18 @@ import errno
 import io
 import os
 import pty
+import subprocess
+import sys
 
 import pytest
 
-from devtools.database import HangupSafe
+from devtools.database import ROOT, HangupSafe
 
 
 def test_lines_written_after_a_hangup_go_nowhere_and_later_ones_too() -> None:
     master, terminal = pty.openpty()
-    stream = open(terminal, "w", encoding="utf-8")  # noqa: SIM115 - closed below
+    # Line-buffered, as sys.stdout is on a terminal: each line is written at once.
+    stream = open(terminal, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed below
     try:
         safe = HangupSafe(stream)
         print("before", file=safe, flush=True)
@@ -21,7 +24,7 @@ def test_lines_written_after_a_hangup_go_nowhere_and_later_ones_too() -> None:
         with pytest.raises(OSError, match="Input/output error"):
             os.write(terminal, b"raw\n")
 
-        print("after the hangup", file=safe, flush=True)
+        safe.writelines(["after the hangup\n", "and more\n"])
         print("and again", file=safe, flush=True)
 
         assert os.path.samestat(os.fstat(terminal), os.stat(os.devnull))
@@ -36,3 +39,17 @@ def test_other_errors_are_raised() -> None:
 
     with pytest.raises(OSError, match="No space left"):
         print("line", file=HangupSafe(Full()), flush=True)
+
+
+def test_a_process_started_without_its_output_still_stops_on_termination() -> None:
+    # Started with stdout closed (`>&-`), sys.stdout is None: the runner failed at start.
+    code = "from devtools.database import stop_on_termination; stop_on_termination()"
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),  # the child alone, before exec
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr

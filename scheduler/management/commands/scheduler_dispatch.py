@@ -8,9 +8,11 @@ from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connection
 
 from scheduler.clock import check_clock
 from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.models import ScheduledJob
 
 
 class Command(BaseCommand):
@@ -34,6 +36,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["judge_leases"] and not options["once"]:
             raise CommandError("--judge-leases goes with --once")
+        _refuse_a_database_never_migrated()
         # A single tick judges leases only when told: it cannot know of a recent outage.
         dispatcher = Dispatcher(judge_leases_at_once=options["judge_leases"])
         if options["once"]:
@@ -58,3 +61,18 @@ class Command(BaseCommand):
         dispatcher.run()
         if stopped_by:
             self.stderr.write(f"signal {stopped_by[0]}: stopped after the current tick")
+
+
+def _refuse_a_database_never_migrated() -> None:
+    """Stop at once on a database without the scheduler's tables (a wrong DATABASE_URL, or
+    migrate never run), where the loop logged tracebacks at every tick for as long as it
+    ran. A database out of reach is left to the loop, which waits for it to come back."""
+    try:
+        tables = connection.introspection.table_names()
+    except DatabaseError:
+        return
+    if ScheduledJob._meta.db_table not in tables:
+        name = connection.settings_dict["NAME"]
+        raise CommandError(
+            f"database {name!r} has no scheduler tables: run `python manage.py migrate`"
+        )
