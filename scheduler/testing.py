@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import cast
 from uuid import UUID
 
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Min
 from django.utils import timezone
 
@@ -112,6 +112,7 @@ def _as_if_committed() -> Iterator[None]:
     ``captureOnCommitCallbacks`` around the call would run them a second time).
     Outside a transaction they run at once anyway."""
     start = len(connection.run_on_commit)
+    failed: Exception | None = None
     yield
     # A callback may register more, as it could after a real commit.
     while len(connection.run_on_commit) > start:
@@ -121,13 +122,34 @@ def _as_if_committed() -> Iterator[None]:
         )
         del connection.run_on_commit[start:]
         for _savepoints, callback, robust in callbacks:
-            if not robust:
-                callback()
-                continue
             try:
-                callback()
-            except Exception:
-                logger.exception("on-commit callback failed callback=%r", callback)
+                _in_a_savepoint(callback)
+            except Exception as error:
+                if robust:
+                    logger.exception("on-commit callback failed callback=%r", callback)
+                    continue
+                # Raised once the others ran: a worker records the success it follows
+                # and sends its signal, then raises it (the callbacks after it are lost
+                # there, the scheduler's signal sent again).
+                failed = failed or error
+    if failed is not None:
+        raise failed
+
+
+def _in_a_savepoint(callback: Callable[[], object]) -> None:
+    """``callback()``; whatever PostgreSQL refused in it undone, as a commit would have
+    ended the transaction before it ran: a receiver's failed query (logged by
+    ``send_robust``) broke the test's transaction, and every job after it."""
+    savepoint = transaction.savepoint()
+    try:
+        callback()
+    except Exception:
+        transaction.savepoint_rollback(savepoint)
+        raise
+    try:
+        transaction.savepoint_commit(savepoint)
+    except DatabaseError:
+        transaction.savepoint_rollback(savepoint)
 
 
 def _deliver(task_name: str, ref: JobRef, *, task_id: str | None) -> None:

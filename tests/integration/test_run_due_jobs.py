@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 from freezegun import freeze_time
 
 from payments.services import authorize_payment
@@ -82,6 +83,34 @@ def test_signals_are_sent_inside_a_tests_transaction_as_a_workers_commit_sends_t
             signals.job_expired.disconnect(receive)
     assert succeeded == [job.pk]
     assert expiries == [expired.pk]
+
+
+@freeze_time(T0)
+def test_a_body_callback_that_fails_after_the_commit_leaves_the_success_signalled(succeeded):
+    # Raised at once, it took the callbacks after it, the success's signal among them; a
+    # worker records the success, sends its signal, and raises the callback's error.
+    job = schedule_at("testapp.atomic_fails_on_commit", T0, ["committed"])
+    with pytest.raises(RuntimeError, match="committed: on-commit callback failed"):
+        run_due_jobs()
+    assert ScheduledJob.objects.get(pk=job.pk).status == "succeeded"
+    assert succeeded == [job.pk]
+
+
+@freeze_time(T0)
+def test_a_receiver_whose_query_fails_leaves_the_other_jobs_running(succeeded):
+    # Logged, as after a worker's commit; but in the test's transaction it broke the
+    # transaction, and every later job failed "current transaction is aborted".
+    def failing(sender, **kwargs):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1/0")
+
+    jobs = [schedule_at("testapp.noop", T0) for _ in range(2)]
+    signals.job_succeeded.connect(failing)
+    try:
+        assert [ran.pk for ran in run_due_jobs()] == [job.pk for job in jobs]
+    finally:
+        signals.job_succeeded.disconnect(failing)
+    assert succeeded == [job.pk for job in jobs]
 
 
 @freeze_time(T0)
