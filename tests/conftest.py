@@ -9,6 +9,7 @@ import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,25 +213,33 @@ def connection_to_a_reader() -> Iterator[None]:
         connection.close()
 
 
-@contextlib.contextmanager
 def job_row_held_elsewhere(
     job_id: int, *, change: Callable[[], object] | None = None, commit_after: float | None = None
-) -> Iterator[None]:
+) -> AbstractContextManager[None]:
     """Another connection holds the job's row (``SELECT … FOR UPDATE``, as a worker's
     claim does for a moment; or ``change()``, a write that locks it) until the block ends,
     or until ``commit_after`` seconds into it (needs a transactional test)."""
     # Not at the top: the benchmarks import this module before Django is set up.
     from scheduler.models import ScheduledJob
 
+    def lock_the_row() -> None:
+        ScheduledJob.objects.select_for_update().get(pk=job_id)
+
+    return held_elsewhere(change or lock_the_row, commit_after=commit_after)
+
+
+@contextlib.contextmanager
+def held_elsewhere(
+    take: Callable[[], object], *, commit_after: float | None = None
+) -> Iterator[None]:
+    """Another connection's transaction holds the locks ``take()`` takes until the block
+    ends, or until ``commit_after`` seconds into it (needs a transactional test)."""
     holding, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         try:
             with transaction.atomic():
-                if change is None:
-                    ScheduledJob.objects.select_for_update().get(pk=job_id)
-                else:
-                    change()
+                take()
                 holding.set()
                 release.wait(30)
         finally:
@@ -239,7 +248,7 @@ def job_row_held_elsewhere(
     thread = threading.Thread(target=hold)
     thread.start()
     try:
-        assert holding.wait(10), "the row was not taken"
+        assert holding.wait(10), "the locks were not taken"
         if commit_after is not None:
             threading.Timer(commit_after, release.set).start()
         yield

@@ -18,7 +18,7 @@ from scheduler.exceptions import JobNotFoundError, SchedulerError
 from scheduler.models import ScheduledJob
 from scheduler.services import dispatching, retry
 from scheduler.testing import InMemoryPublisher
-from tests.conftest import query_plan
+from tests.conftest import held_elsewhere, query_plan
 from tests.factories import make_jobs
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -124,21 +124,7 @@ def test_a_lock_on_a_table_referencing_jobs_holds_the_purge_not_the_tick(setting
         capture_job=old,
     )
     due = make_jobs([T0 - timedelta(seconds=1)])
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_the_payment() -> None:
-        try:
-            with transaction.atomic():
-                list(Payment.objects.select_for_update())
-                locked.set()
-                release.wait(30)
-        finally:
-            connections.close_all()
-
-    holder = threading.Thread(target=hold_the_payment)
-    holder.start()
-    try:
-        assert locked.wait(10)
+    with held_elsewhere(lambda: list(Payment.objects.select_for_update())):
         ticking = threading.Thread(target=lambda: ticks.append(_tick()))
         ticks: list[object] = []
 
@@ -152,9 +138,6 @@ def test_a_lock_on_a_table_referencing_jobs_holds_the_purge_not_the_tick(setting
         ticking.start()
         ticking.join(10)
         assert not ticking.is_alive(), "the tick waited for the payment's lock"
-    finally:
-        release.set()
-        holder.join(10)
     [result] = ticks
     assert (result.sent, result.purged) == (1, 0)
     [error] = result.errors
