@@ -567,9 +567,16 @@ def _found_committed(job: ScheduledJob, attempt: JobAttempt, outcome: str) -> bo
 
     While the attempt runs only its delivery moves the job; recovery closes the attempt
     as lease_expired in the transaction that takes the job away.
+
+    The job's row lock is waited for first, then the attempt read in a statement of its
+    own: PostgreSQL finishes a write whose client is gone (its statement waiting for the
+    row, its commit slow), and read before that write ended the attempt still looked
+    running; written again, the outcome then found the job moved, a lost lease.
     """
-    if not JobAttempt.objects.filter(pk=attempt.pk, outcome=outcome).exists():
-        return False
+    with transaction.atomic():
+        ScheduledJob.objects.select_for_update(no_key=True).filter(pk=job.pk).exists()
+        if not JobAttempt.objects.filter(pk=attempt.pk, outcome=outcome).exists():
+            return False
     logger.warning("job outcome found committed job_id=%s outcome=%s", job.pk, outcome)
     return True
 

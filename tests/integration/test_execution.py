@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 from billiard.pool import soft_timeout_sighandler
 from celery.app.task import Context
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection, connections, transaction
 from django.dispatch import Signal
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -62,6 +62,42 @@ def statement_answer_lost(statement: str) -> Iterator[list[str]]:
 
     with connection.execute_wrapper(lose_the_first_answer):
         yield lost
+
+
+@contextlib.contextmanager
+def statement_still_running(statement: str, *, commits_after: float) -> Iterator[list[str]]:
+    """The connection drops while PostgreSQL still runs the first statement holding
+    ``statement`` (waiting for a row's lock, or committing slowly), which commits
+    ``commits_after`` seconds later. Yields the statements lost."""
+    lost: list[str] = []
+    running_elsewhere = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def run_on_its_own_connection(sql, params):
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                running_elsewhere.set()
+                time.sleep(commits_after)
+        finally:
+            connections.close_all()
+
+    def drop_while_it_runs(execute, sql, params, many, context):
+        if statement in sql and not lost:
+            lost.append(sql)
+            thread = threading.Thread(target=run_on_its_own_connection, args=(sql, params))
+            threads.append(thread)
+            thread.start()
+            assert running_elsewhere.wait(10)
+            raise _connection_dropped()
+        return execute(sql, params, many, context)
+
+    try:
+        with connection.execute_wrapper(drop_while_it_runs):
+            yield lost
+    finally:
+        for thread in threads:
+            thread.join(30)
 
 
 @contextlib.contextmanager
@@ -703,6 +739,41 @@ def test_an_outcome_whose_commit_reached_postgresql_but_not_its_answer_is_taken_
     assert answers_lost
     assert handled.outcome is outcome
     assert outcome_signals == ([getattr(signals, signal)] if signal else [])
+    assert "job lease lost" not in caplog.text
+    assert f"job outcome found committed job_id={job.pk}" in caplog.text
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (status, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("task", "args", "outcome", "status", "signal"),
+    [
+        (
+            "testapp.record",
+            ["/dev/null", "plain"],
+            Outcome.SUCCEEDED,
+            Status.SUCCEEDED,
+            "job_succeeded",
+        ),
+        ("testapp.fail", ["/dev/null", "error"], Outcome.FAILED, Status.FAILED, "job_failed"),
+    ],
+    ids=["returned", "raised"],
+)
+def test_an_outcome_still_being_written_when_its_connection_drops_is_taken_as_recorded(
+    caplog, outcome_signals, task, args, outcome, status, signal
+):
+    # PostgreSQL finishes a statement whose client is gone (here it waited for the
+    # job's row, as behind an operator's transaction). Read back before it committed,
+    # the attempt still looked running: written again, the outcome waited for that
+    # commit, then found the job moved, and took it for a lost lease, its signal unsent.
+    job = schedule_at(task, timezone.now(), args, max_attempts=1 if task == "testapp.fail" else 3)
+    token = dispatch_one(job, now=timezone.now())
+    with statement_still_running("WITH moved AS (UPDATE", commits_after=1.0) as lost:
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert lost
+    assert handled.outcome is outcome
+    assert outcome_signals == [getattr(signals, signal)]
     assert "job lease lost" not in caplog.text
     assert f"job outcome found committed job_id={job.pk}" in caplog.text
     job.refresh_from_db()
