@@ -15,6 +15,7 @@ Any number of dispatchers may tick at once.
 import logging
 import math
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -197,7 +198,9 @@ class Dispatcher:
         recovery_interval: float | None = None,
     ) -> None:
         self.publisher: Publisher = publisher or SQSPublisher()
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        # A random part besides host and pid: two containers on one host's network,
+        # each running its command as pid 1, were one heartbeat row.
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
         #: How far ahead of now jobs are sent (None: ``SCHEDULER_LOOKAHEAD_SECONDS``).
         self.lookahead = lookahead
         #: Seconds between recoveries (None: ``SCHEDULER_RECOVERY_INTERVAL_SECONDS``).

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -323,6 +324,26 @@ def test_ticks_purge_old_finished_jobs_hourly_and_record_a_heartbeat(settings):
         assert list(FormSubmission.objects.values_list("token", flat=True)) == [new_form]
         heartbeat.refresh_from_db()
         assert heartbeat.last_tick_at == T0 + timedelta(seconds=3660)
+
+
+def test_two_dispatchers_with_the_same_host_and_pid_keep_a_heartbeat_each(monkeypatch):
+    # Two containers on one host's network (beat in one, scheduler_dispatch in the
+    # other), each running its command as pid 1: both were "host:1", one row, their
+    # sent counts mixed and a dead one hidden by the live one's ticks.
+    monkeypatch.setattr("os.getpid", lambda: 1)
+    first, second = (
+        Dispatcher(publisher=InMemoryPublisher()),
+        Dispatcher(publisher=InMemoryPublisher()),
+    )
+    make_jobs([T0] * 3)
+    with freeze_time(T0):
+        assert first.run_once().sent == 3
+    make_jobs([T0] * 2)
+    with freeze_time(T0 + timedelta(seconds=1)):
+        assert second.run_once().sent == 2
+    sent = dict(DispatcherHeartbeat.objects.values_list("dispatcher", "sent_total"))
+    assert sent == {first.name: 3, second.name: 2}
+    assert first.name.startswith(f"{socket.gethostname()}:1:")
 
 
 # Batches of 25: one, short. Batches of 10: the lost job is the oldest, so the first
