@@ -20,7 +20,8 @@ BIN_DJANGO6 := $(VENV_DJANGO6)/bin
 TESTS_DJANGO6 ?= tests/unit tests/integration tests/e2e/test_delivery.py \
 	tests/e2e/test_own_task.py tests/e2e/test_django_tasks.py \
 	--ignore=tests/integration/test_worker_transport.py \
-	-k "not test_migrating_back_behind_a_long_transaction and not test_a_migration_run_again"
+	-k "not test_migrating_back_behind_a_long_transaction \
+	and not test_a_migration_run_again_after_an_interrupted_index_build"
 
 .PHONY: venv venv-django6 test test-django6 lint check run
 

@@ -70,7 +70,7 @@ class Pending(NamedTuple):
     #: The task id of the Celery call that made the job, if one did: its messages carry it.
     celery_task_id: str | None
     #: A dispatched job's ``_UNDONE`` fields as they were before, for :func:`undispatch`.
-    was: Sequence[str | None] = ()
+    was: tuple[str | None, ...] = ()
 
 
 _PENDING_COLUMNS = (
@@ -141,7 +141,8 @@ def dispatch_due(
         dispatch_token=RawSQL("gen_random_uuid()", []),
         **enqueued_changes(now=now),
     )
-    return list(map(Pending._make, rows))
+    split = len(_PENDING_COLUMNS)
+    return [Pending._make((*row[:split], row[split:])) for row in rows]
 
 
 def enqueued_changes(*, now: datetime) -> dict[str, Any]:

@@ -142,9 +142,9 @@ def apply_chosen(
     ``chosen`` is that SELECT's SQL and parameters: the jobs' ids, then their
     ``returning_was`` fields. One ``WITH chosen AS (…) UPDATE … RETURNING``, in the
     caller's transaction. Returns, for each job moved, its ``returning`` fields as they
-    are after the change, then (if any) its ``returning_was`` fields as they were before
-    it, as one list of texts, which :func:`apply_each` takes to put them back; in the
-    order of the ``order_by`` fields (of ``returning``), if any. ``durable`` as there.
+    are after the change, then its ``returning_was`` fields as they were before it, as
+    text, which :func:`apply_each` takes to put them back; in the order of the
+    ``order_by`` fields (of ``returning``), if any. ``durable`` as there.
     """
     quote = connection.ops.quote_name
     table = quote(ScheduledJob._meta.db_table)
@@ -159,11 +159,7 @@ def apply_chosen(
     update += f"WHERE {table}.{quote('id')} = ANY(ARRAY(SELECT chosen_id FROM chosen)) "  # noqa: S608
     update += f"AND {table}.{quote('id')} = chosen.chosen_id "
     update += f"AND {table}.{quote('status')} = ANY(%s) "
-    if was:
-        # One array column, not one per field: each row is then the caller's tuple as
-        # it comes, where slicing it apart cost a dispatcher about a microsecond a job.
-        after.append(f"ARRAY[{', '.join(f'chosen.{column}::text' for column in was)}]")
-    update += f"RETURNING {', '.join(after)}"
+    update += f"RETURNING {', '.join([*after, *(f'chosen.{column}::text' for column in was)])}"
     sql = f"{LAZY_COMMIT}, " if not durable else "WITH "
     sql += f"chosen ({', '.join(['chosen_id', *was])}) AS ({chosen[0]}) "
     if order_by:

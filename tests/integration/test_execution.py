@@ -120,6 +120,38 @@ def commit_answer_lost(*, reached: bool) -> Iterator[list[str]]:
         yield lost
 
 
+@contextlib.contextmanager
+def commit_still_running(*, commits_after: float) -> Iterator[list[str]]:
+    """The connection drops at the next commit while PostgreSQL still commits (slowly):
+    it does ``commits_after`` seconds later. Yields the commits lost."""
+    lost: list[str] = []
+    threads: list[threading.Thread] = []
+    commit = connection._commit  # type: ignore[attr-defined]  # not in django-stubs
+
+    def commit_later(raw) -> None:
+        time.sleep(commits_after)
+        raw.commit()
+        raw.close()
+
+    def lose_the_first_answer() -> None:
+        if lost:
+            commit()
+            return
+        lost.append("COMMIT")
+        # Out of Django's hands, as a dropped connection is: its rollback cannot undo it.
+        raw, connection.connection = connection.connection, None
+        threads.append(threading.Thread(target=commit_later, args=(raw,)))
+        threads[-1].start()
+        raise _connection_dropped()
+
+    try:
+        with mock.patch.object(connection, "_commit", lose_the_first_answer):
+            yield lost
+    finally:
+        for thread in threads:
+            thread.join(30)
+
+
 @pytest.fixture
 def outcome_signals() -> Iterator[list[Signal]]:
     """The job_succeeded and job_failed signals sent during the test, in order."""
@@ -795,6 +827,25 @@ def test_an_atomic_success_whose_commit_reached_postgresql_but_not_its_answer_is
     assert outcome_signals == [signals.job_succeeded]
     assert f"job outcome found committed job_id={job.pk} outcome=succeeded" in caplog.text
     assert Effect.objects.filter(label="atomic").count() == 1  # the body ran once
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (Status.SUCCEEDED, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_atomic_success_still_committing_when_its_connection_drops_is_recorded(
+    caplog, outcome_signals
+):
+    # Read back before that commit ended, the attempt still looked running: the
+    # success was taken for a lost lease, and Celery told the job failed.
+    job = schedule_at("testapp.atomic_effect", timezone.now(), ["atomic"])
+    token = dispatch_one(job, now=timezone.now())
+    with commit_still_running(commits_after=1.0) as answers_lost:
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
+    assert answers_lost
+    assert (handled.outcome, handled.error) == (Outcome.SUCCEEDED, None)
+    assert outcome_signals == [signals.job_succeeded]
+    assert f"job outcome found committed job_id={job.pk} outcome=succeeded" in caplog.text
+    assert Effect.objects.filter(label="atomic").count() == 1
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.SUCCEEDED, 1)
 
