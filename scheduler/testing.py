@@ -19,6 +19,7 @@ from scheduler.models import ScheduledJob
 from scheduler.protocol import JobRef
 from scheduler.registry import get_task
 from scheduler.states import Status
+from scheduler.worker.execution import Handled, Outcome
 from scheduler.worker.task import SchedulerTask
 
 #: The worker name recorded on the attempts that run_due_jobs runs.
@@ -57,8 +58,11 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
     scheduled (not sent ahead, as a dispatcher sends within its lookahead), and
     nothing is purged.
 
-    Returns each job as it was after each run, in the order they ran. Raises
-    RuntimeError after ``max_runs`` runs (a job that keeps scheduling itself).
+    Returns each job as it was after each run, in the order they ran (not one whose
+    message ran nothing, as a job cancelled by a run before it). Raises RuntimeError
+    after ``max_runs`` runs: a job that keeps scheduling itself, or its next run, which
+    counts from the frozen now (``schedule_in(…, timedelta(days=1))``), not from the
+    job's own time, and so is due by ``until`` again and again.
 
     Inside a test's transaction (pytest-django's ``db``, Django's ``TestCase``), which
     never commits, what each tick and each run leaves for ``transaction.on_commit`` (the
@@ -77,7 +81,7 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
     ran: list[ScheduledJob] = []
     tick_at = min(timezone.now(), until)
     while True:
-        with _as_if_committed():
+        with _as_if_committed() as called:
             dispatcher.run_once(now=tick_at)
         due = list(
             ScheduledJob.objects.filter(status=Status.ENQUEUED, run_at__lte=until)
@@ -86,15 +90,27 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
         )
         for job_id, task_name, token, celery_task_id in due:
             if len(ran) >= max_runs:
-                raise RuntimeError(f"run_due_jobs stopped after max_runs={max_runs} runs")
+                raise RuntimeError(
+                    f"run_due_jobs stopped after max_runs={max_runs} runs, before job "
+                    f"{job_id} ({task_name}): a job that a run schedules counts from the "
+                    "frozen now, so a job scheduling its next run is due by until again"
+                )
             # An enqueued job always has a token (a database constraint).
             with _as_if_committed():
-                _deliver(
+                handled = _deliver(
                     task_name,
                     JobRef(job_id=job_id, dispatch_token=cast("UUID", token)),
                     task_id=celery_task_id,
                 )
-            ran.append(ScheduledJob.objects.get(pk=job_id))
+            # A dropped message ran nothing: its job was cancelled, moved, paused or
+            # expired after the tick sent it (by a run or a receiver before it).
+            if handled.outcome is not Outcome.DROPPED:
+                ran.append(ScheduledJob.objects.get(pk=job_id))
+        if not due and called:
+            # The tick's receivers ran after its sends, where a dispatcher's commit runs
+            # them before: what they scheduled due now (a job_expired receiver's job) is
+            # sent by a tick at the same time.
+            continue
         if not due:
             # Nothing was sent at tick_at: on to the next run time by ``until``, if any.
             later = ScheduledJob.objects.filter(
@@ -106,14 +122,16 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
 
 
 @contextmanager
-def _as_if_committed() -> Iterator[None]:
+def _as_if_committed() -> Iterator[list[Callable[[], object]]]:
     """Run the on-commit callbacks registered inside, at its end, and take them off the
     transaction: a test's would wait for a commit that never comes (and Django's
     ``captureOnCommitCallbacks`` around the call would run them a second time).
-    Outside a transaction they run at once anyway."""
+    Outside a transaction they run at once anyway. Yields a list that, at the end,
+    holds the callbacks it ran."""
     start = len(connection.run_on_commit)
     failed: Exception | None = None
-    yield
+    called: list[Callable[[], object]] = []
+    yield called
     # A callback may register more, as it could after a real commit.
     while len(connection.run_on_commit) > start:
         # (savepoints, callback, robust), as Django keeps them (its stubs say a pair).
@@ -122,6 +140,7 @@ def _as_if_committed() -> Iterator[None]:
         )
         del connection.run_on_commit[start:]
         for _savepoints, callback, robust in callbacks:
+            called.append(callback)
             try:
                 _in_a_savepoint(callback)
             except Exception as error:
@@ -152,7 +171,7 @@ def _in_a_savepoint(callback: Callable[[], object]) -> None:
         transaction.savepoint_rollback(savepoint)
 
 
-def _deliver(task_name: str, ref: JobRef, *, task_id: str | None) -> None:
+def _deliver(task_name: str, ref: JobRef, *, task_id: str | None) -> Handled:
     """Hand the job's message to its task, with the task id its message would carry:
     the call's (a job apply_async made), or a new one."""
     task = get_task(task_name)
@@ -162,6 +181,6 @@ def _deliver(task_name: str, ref: JobRef, *, task_id: str | None) -> None:
         id=task_id or str(uuid.uuid4()), hostname=TESTING_WORKER, called_directly=False
     )
     try:
-        task.handle_job_message(ref)
+        return task.handle_job_message(ref)
     finally:
         task.pop_request()

@@ -7,7 +7,7 @@ from django.db import connection
 from freezegun import freeze_time
 
 from payments.services import authorize_payment
-from scheduler import schedule_at, schedule_in, signals
+from scheduler import cancel, schedule_at, schedule_in, signals
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import running
 from scheduler.testing import run_due_jobs
@@ -231,3 +231,40 @@ def test_a_retry_due_after_its_deadline_expires_as_in_production(tmp_path):
     )
     job.refresh_from_db()
     assert (job.status, job.attempts) == (Status.EXPIRED, 1)
+
+
+def test_a_job_a_ticks_receiver_schedules_due_at_once_runs_in_the_same_call():
+    # Workers down past the authorization's expiry: the tick expires the capture, and
+    # the job_expired receiver schedules the missed capture's record, due at once. In a
+    # test's transaction the receiver ran after the tick's sends: nothing was due, the
+    # call returned, and the payment stayed authorized until a second call.
+    with freeze_time(T0) as clock:
+        payment = authorize_payment(amount="10.00", currency="EUR")
+        clock.move_to(T0 + timedelta(days=31))
+        ran = run_due_jobs()
+    assert [(job.task_name, job.status) for job in ran] == [
+        ("payments.record_missed_capture", Status.SUCCEEDED)
+    ]
+    payment.refresh_from_db()
+    assert payment.status == "capture_missed"
+
+
+@freeze_time(T0)
+def test_a_job_whose_message_ran_nothing_is_not_listed_as_run():
+    # Cancelled by a receiver of the job before it, its message was dropped, as a
+    # worker drops it; it was listed among the jobs run all the same.
+    first = schedule_at("testapp.noop", T0 - timedelta(minutes=1))
+    second = schedule_at("testapp.noop", T0)
+
+    def cancel_the_second(sender, job_id, **kwargs):
+        if job_id == first.pk:
+            cancel(second.pk)
+
+    signals.job_succeeded.connect(cancel_the_second)
+    try:
+        ran = run_due_jobs()
+    finally:
+        signals.job_succeeded.disconnect(cancel_the_second)
+    assert [(job.pk, job.status) for job in ran] == [(first.pk, Status.SUCCEEDED)]
+    second.refresh_from_db()
+    assert second.status == Status.CANCELLED
