@@ -9,14 +9,15 @@ import enum
 import logging
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from django.db import Error, InterfaceError, OperationalError, transaction
+from psycopg2.extensions import TRANSACTION_STATUS_INERROR
 
 from scheduler import validation
 from scheduler.backoff import exponential_backoff
@@ -192,7 +193,8 @@ def run_job(
                 if runner.atomic:
                     result, outcome = _run_atomic(runner, run, heartbeat, after_body)
                 else:
-                    result = _call_body(runner, run, after_body)
+                    with _apart_from_the_callers_transaction():
+                        result = _call_body(runner, run, after_body)
                     heartbeat.stop()
                     _refresh_connections()
                     # Given up, the job would stay running until its lease expired,
@@ -346,6 +348,33 @@ def _call_body(runner: JobRunner, run: JobRun, after_body: ExitStack) -> Any:
         raise _AttemptError(error) from error
     finally:
         after_body.enter_context(soft_time_limit_held(job_id=run.job.pk))
+
+
+@contextmanager
+def _apart_from_the_callers_transaction() -> Iterator[None]:
+    """A plain body run in a transaction of the caller's (a test's, with run_due_jobs in
+    it) runs in a savepoint, rolled back to only if the body left that transaction
+    broken (a query PostgreSQL refused): the outcome could not be recorded in it, nor
+    anything after. A worker runs the body outside any transaction, where a refused
+    statement undoes itself alone."""
+    connection = transaction.get_connection()
+    if not connection.in_atomic_block:
+        yield
+        return
+    savepoint = transaction.savepoint()
+    try:
+        yield
+    finally:
+        raw = connection.connection
+        # A connection the body lost took the savepoint with it.
+        if raw is not None and not raw.closed:
+            if connection.needs_rollback or (
+                raw.info.transaction_status == TRANSACTION_STATUS_INERROR
+            ):
+                transaction.savepoint_rollback(savepoint)
+                connection.needs_rollback = False
+            else:
+                transaction.savepoint_commit(savepoint)
 
 
 def _record_return(run: JobRun, result: Any, *, retrying: bool, atomic: bool = False) -> Outcome:

@@ -34,7 +34,11 @@ def test_sqs_outage_while_jobs_are_dispatched(cluster, sqs_server, outage):
 def test_sqs_stopped_during_consumption(cluster, sqs_server):
     workload = Workload("sqs-consume")
     count = scale(40, 400)
-    workload.schedule_both(count, at=spread(timezone.now() + timedelta(seconds=5), 0.1))
+    # Each job works a while: the workers take seconds to consume them, however late they
+    # start (on a busy machine, every job was overdue and all ran between two looks).
+    workload.schedule_both(
+        count, at=spread(timezone.now() + timedelta(seconds=5), 0.1), seconds=0.2
+    )
     cluster.start_dispatchers(1)
     # Everything is in SQS before the outage; the workers are consuming when it starts.
     assert wait_until(

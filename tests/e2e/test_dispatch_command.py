@@ -35,7 +35,7 @@ def test_the_dispatch_command_sends_jobs_and_stops_cleanly_on_sigterm(
     # The body ran; the outcome is recorded just after it.
     assert wait_until(lambda: ScheduledJob.objects.get(pk=job.pk).status == "succeeded", timeout=5)
     heartbeat = DispatcherHeartbeat.objects.get(
-        dispatcher__endswith=f":{dispatch_command.popen.pid}"
+        dispatcher__contains=f":{dispatch_command.popen.pid}:"
     )
     assert heartbeat.errors == 0
 

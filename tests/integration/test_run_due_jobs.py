@@ -268,3 +268,17 @@ def test_a_job_whose_message_ran_nothing_is_not_listed_as_run():
     assert [(job.pk, job.status) for job in ran] == [(first.pk, Status.SUCCEEDED)]
     second.refresh_from_db()
     assert second.status == Status.CANCELLED
+
+
+@freeze_time(T0)
+def test_a_job_whose_query_fails_is_recorded_and_the_next_job_runs():
+    # The refused query broke the test's transaction: recording the error raised out of
+    # the call, as "current transaction is aborted", and no later job ran.
+    bad = schedule_at("testapp.bad_query", T0 - timedelta(minutes=1), max_attempts=1)
+    good = schedule_at("testapp.echo", T0, ["after"])
+    ran = run_due_jobs()
+    assert [(job.pk, job.status) for job in ran] == [
+        (bad.pk, Status.FAILED),
+        (good.pk, Status.SUCCEEDED),
+    ]
+    assert "division by zero" in ran[0].last_error

@@ -146,6 +146,13 @@ def boom(*args: object, **kwargs: object) -> None:
     raise RuntimeError("boom")
 
 
+@shared_task(name="testapp.bad_query")
+def bad_query() -> None:
+    """A plain task whose query PostgreSQL refuses."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 / 0")
+
+
 @shared_task(name="testapp.echo")
 def echo(value: Any) -> Any:
     """Returns its argument, as the job's result."""
