@@ -1,6 +1,7 @@
 """Worker-side execution against real PostgreSQL: claim, run, record, retry."""
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -759,14 +760,26 @@ def test_a_claim_whose_commit_reached_postgresql_but_not_its_answer_runs_the_job
     ],
     ids=["returned", "raised", "retried"],
 )
-def test_an_outcome_whose_commit_reached_postgresql_but_not_its_answer_is_taken_as_recorded(
-    caplog, outcome_signals, task, args, outcome, status, signal
+@pytest.mark.parametrize(
+    "answer_lost",
+    [
+        statement_answer_lost,
+        # PostgreSQL finishes a statement whose client is gone (here it waits for the
+        # job's row, as behind an operator's transaction). Read back before it ended,
+        # the attempt still looked running: written again, the outcome waited for that
+        # commit, then found the job moved, and took it for a lost lease.
+        functools.partial(statement_still_running, commits_after=1.0),
+    ],
+    ids=["committed", "still running"],
+)
+def test_an_outcome_whose_answer_was_lost_is_taken_as_recorded(
+    caplog, outcome_signals, answer_lost, task, args, outcome, status, signal
 ):
     # Tried again, the compare-and-set found the job moved already and took that for a
     # lost lease: the job's own job_succeeded / job_failed signal was never sent.
     job = schedule_at(task, timezone.now(), args, max_attempts=1 if task == "testapp.fail" else 3)
     token = dispatch_one(job, now=timezone.now())
-    with statement_answer_lost("WITH moved AS (UPDATE") as answers_lost:
+    with answer_lost("WITH moved AS (UPDATE") as answers_lost:
         handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
     assert answers_lost
     assert handled.outcome is outcome
@@ -775,60 +788,6 @@ def test_an_outcome_whose_commit_reached_postgresql_but_not_its_answer_is_taken_
     assert f"job outcome found committed job_id={job.pk}" in caplog.text
     job.refresh_from_db()
     assert (job.status, job.attempts) == (status, 1)
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(
-    ("task", "args", "outcome", "status", "signal"),
-    [
-        (
-            "testapp.record",
-            ["/dev/null", "plain"],
-            Outcome.SUCCEEDED,
-            Status.SUCCEEDED,
-            "job_succeeded",
-        ),
-        ("testapp.fail", ["/dev/null", "error"], Outcome.FAILED, Status.FAILED, "job_failed"),
-    ],
-    ids=["returned", "raised"],
-)
-def test_an_outcome_still_being_written_when_its_connection_drops_is_taken_as_recorded(
-    caplog, outcome_signals, task, args, outcome, status, signal
-):
-    # PostgreSQL finishes a statement whose client is gone (here it waited for the
-    # job's row, as behind an operator's transaction). Read back before it committed,
-    # the attempt still looked running: written again, the outcome waited for that
-    # commit, then found the job moved, and took it for a lost lease, its signal unsent.
-    job = schedule_at(task, timezone.now(), args, max_attempts=1 if task == "testapp.fail" else 3)
-    token = dispatch_one(job, now=timezone.now())
-    with statement_still_running("WITH moved AS (UPDATE", commits_after=1.0) as lost:
-        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
-    assert lost
-    assert handled.outcome is outcome
-    assert outcome_signals == [getattr(signals, signal)]
-    assert "job lease lost" not in caplog.text
-    assert f"job outcome found committed job_id={job.pk}" in caplog.text
-    job.refresh_from_db()
-    assert (job.status, job.attempts) == (status, 1)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_an_atomic_success_whose_commit_reached_postgresql_but_not_its_answer_is_recorded(
-    caplog, outcome_signals
-):
-    # The body's writes and the success commit together, and a commit is not tried
-    # again: the job succeeded, but its job_succeeded signal was never sent.
-    job = schedule_at("testapp.atomic_effect", timezone.now(), ["atomic"])
-    token = dispatch_one(job, now=timezone.now())
-    with commit_answer_lost(reached=True) as answers_lost:
-        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
-    assert answers_lost
-    assert handled.outcome is Outcome.SUCCEEDED
-    assert outcome_signals == [signals.job_succeeded]
-    assert f"job outcome found committed job_id={job.pk} outcome=succeeded" in caplog.text
-    assert Effect.objects.filter(label="atomic").count() == 1  # the body ran once
-    job.refresh_from_db()
-    assert (job.status, job.attempts) == (Status.SUCCEEDED, 1)
 
 
 @pytest.mark.django_db(transaction=True)
