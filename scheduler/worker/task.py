@@ -24,13 +24,14 @@ every task is one:
 import inspect
 import logging
 import os
+import secrets
 import socket
 import threading
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, date, datetime, timedelta
-from functools import partial
+from functools import cache, partial
 from numbers import Real
 from typing import Any
 
@@ -500,12 +501,23 @@ def _aware(task: Task, value: datetime | date | str) -> datetime:  # type: ignor
     return aware.astimezone(UTC)
 
 
+@cache
+def _process_mark(pid: int) -> str:
+    """A random part of the names of this process's deliveries, drawn once per process
+    (by pid: a pool process forked from another draws its own)."""
+    del pid  # the cache's key
+    return secrets.token_hex(2)
+
+
 def _delivering(request: Context) -> str:
     """Who handles a delivery, as its attempt names it: host and process, and the thread
     (or greenlet) when the pool runs several deliveries in one process (threads, gevent,
     eventlet). A claim tried again takes back a running attempt of this name as its
-    own: another copy of the job's message (a re-send) in the process must not."""
-    name = f"{request.hostname or socket.gethostname()}:{os.getpid()}"
+    own: another copy of the job's message (a re-send) in the process must not, nor one
+    in a process with the same host and pid (a pool process of a worker in another
+    container on the host's network), which the process's random part tells apart."""
+    pid = os.getpid()
+    name = f"{request.hostname or socket.gethostname()}:{pid}:{_process_mark(pid)}"
     if threading.current_thread() is not threading.main_thread():
         name = f"{name}/{threading.get_ident()}"
     return name

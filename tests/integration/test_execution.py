@@ -892,7 +892,8 @@ def test_a_claim_tried_again_in_a_pool_of_threads_takes_back_only_its_deliverys_
     assert handled["first"].outcome is Outcome.SUCCEEDED
     assert Effect.objects.filter(label="copy").count() == 1
     [attempt] = job.history.all()
-    assert attempt.worker.startswith(f"worker-host:{os.getpid()}/")
+    assert attempt.worker.startswith(f"worker-host:{os.getpid()}:")
+    assert "/" in attempt.worker  # the thread
 
 
 def test_a_claim_taken_back_after_a_long_wait_renews_its_lease(settings):
