@@ -50,8 +50,10 @@ venv-django6: $(VENV_DJANGO6)/.installed
 test: venv
 	$(BIN)/python -m devtools.test $(ARGS)
 
-## The Django 6.0 leg of CI: the suite on Django 6.0 and Python 3.12 (README "Tests").
+## The Django 6.0 leg of CI: no missing migration on Django 6.0 either, then the suite on
+## Django 6.0 and Python 3.12 (README "Tests").
 test-django6: venv-django6
+	$(BIN_DJANGO6)/python manage.py makemigrations --check --dry-run --settings=tests.settings
 	$(BIN_DJANGO6)/python -m devtools.test --hypothesis-profile=django6 $(TESTS_DJANGO6) $(ARGS)
 
 ## ruff and mypy.
