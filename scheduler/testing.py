@@ -79,8 +79,17 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
         recovery_interval=0,
     )
     ran: list[ScheduledJob] = []
+    # Ticks again at one time, and deliveries that ran nothing: bounded too, as a
+    # receiver that schedules a job the next tick expires again would go on forever.
+    idle = 0
     tick_at = min(timezone.now(), until)
     while True:
+        if idle > max_runs:
+            raise RuntimeError(
+                f"run_due_jobs stopped after {idle} ticks and deliveries that ran no job "
+                f"(max_runs={max_runs}): a signal receiver keeps scheduling a job that "
+                "ends before it runs, as one that a deadline expires"
+            )
         with _as_if_committed() as called:
             dispatcher.run_once(now=tick_at)
         due = list(
@@ -104,12 +113,15 @@ def run_due_jobs(until: datetime | None = None, *, max_runs: int = 1000) -> list
                 )
             # A dropped message ran nothing: its job was cancelled, moved, paused or
             # expired after the tick sent it (by a run or a receiver before it).
-            if handled.outcome is not Outcome.DROPPED:
+            if handled.outcome is Outcome.DROPPED:
+                idle += 1
+            else:
                 ran.append(ScheduledJob.objects.get(pk=job_id))
         if not due and called:
             # The tick's receivers ran after its sends, where a dispatcher's commit runs
             # them before: what they scheduled due now (a job_expired receiver's job) is
             # sent by a tick at the same time.
+            idle += 1
             continue
         if not due:
             # Nothing was sent at tick_at: on to the next run time by ``until``, if any.

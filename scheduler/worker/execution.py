@@ -10,14 +10,14 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
-from django.db import Error, InterfaceError, OperationalError, transaction
-from psycopg2.extensions import TRANSACTION_STATUS_INERROR
+from django.db import DatabaseError, Error, InterfaceError, OperationalError, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from scheduler import validation
 from scheduler.backoff import exponential_backoff
@@ -350,6 +350,11 @@ def _call_body(runner: JobRunner, run: JobRun, after_body: ExitStack) -> Any:
         after_body.enter_context(soft_time_limit_held(job_id=run.job.pk))
 
 
+#: libpq's PQTRANS_INERROR, as psycopg2 and psycopg 3 both report a connection's
+#: transaction status: a statement failed, and the transaction takes none until rolled back.
+_TRANSACTION_FAILED = 3
+
+
 @contextmanager
 def _apart_from_the_callers_transaction() -> Iterator[None]:
     """A plain body run in a transaction of the caller's (a test's, with run_due_jobs in
@@ -362,19 +367,32 @@ def _apart_from_the_callers_transaction() -> Iterator[None]:
         yield
         return
     savepoint = transaction.savepoint()
+    callbacks = len(connection.run_on_commit)
     try:
         yield
-    finally:
-        raw = connection.connection
-        # A connection the body lost took the savepoint with it.
-        if raw is not None and not raw.closed:
-            if connection.needs_rollback or (
-                raw.info.transaction_status == TRANSACTION_STATUS_INERROR
-            ):
-                transaction.savepoint_rollback(savepoint)
-                connection.needs_rollback = False
-            else:
-                transaction.savepoint_commit(savepoint)
+    except BaseException:
+        # The body's error is the one to tell (a connection it lost fails the savepoint).
+        with suppress(DatabaseError):
+            _end_savepoint(connection, savepoint, callbacks)
+        raise
+    _end_savepoint(connection, savepoint, callbacks)
+
+
+def _end_savepoint(connection: BaseDatabaseWrapper, savepoint: str, callbacks: int) -> None:
+    """Release ``savepoint``, or roll back to it if the transaction is broken, with the
+    on-commit callbacks registered since (after the first ``callbacks``): their writes
+    are gone."""
+    raw = connection.connection
+    if raw is None or raw.closed:
+        return  # lost with the connection
+    if connection.needs_rollback or raw.info.transaction_status == _TRANSACTION_FAILED:
+        # Cleared first: while it is set, Django refuses every statement, this rollback's
+        # too (an ORM query that PostgreSQL refused sets it).
+        connection.needs_rollback = False
+        transaction.savepoint_rollback(savepoint)
+        del connection.run_on_commit[callbacks:]
+    else:
+        transaction.savepoint_commit(savepoint)
 
 
 def _record_return(run: JobRun, result: Any, *, retrying: bool, atomic: bool = False) -> Outcome:

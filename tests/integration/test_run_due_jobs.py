@@ -12,6 +12,7 @@ from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.services import running
 from scheduler.testing import run_due_jobs
 from tests.factories import dispatch_one
+from tests.testapp.models import Effect
 from tests.testapp.tasks import observed, read_runs
 
 pytestmark = pytest.mark.django_db
@@ -271,14 +272,51 @@ def test_a_job_whose_message_ran_nothing_is_not_listed_as_run():
 
 
 @freeze_time(T0)
-def test_a_job_whose_query_fails_is_recorded_and_the_next_job_runs():
+@pytest.mark.parametrize(
+    ("task", "args", "error"),
+    [
+        ("testapp.bad_query", [], "division by zero"),
+        # Through the ORM, which also marks the transaction for rollback in Django.
+        ("testapp.duplicate_effect", ["twice"], "duplicate key"),
+    ],
+    ids=["raw", "orm"],
+)
+def test_a_job_whose_query_fails_is_recorded_and_the_next_job_runs(task, args, error):
     # The refused query broke the test's transaction: recording the error raised out of
     # the call, as "current transaction is aborted", and no later job ran.
-    bad = schedule_at("testapp.bad_query", T0 - timedelta(minutes=1), max_attempts=1)
+    bad = schedule_at(task, T0 - timedelta(minutes=1), args, max_attempts=1)
     good = schedule_at("testapp.echo", T0, ["after"])
     ran = run_due_jobs()
     assert [(job.pk, job.status) for job in ran] == [
         (bad.pk, Status.FAILED),
         (good.pk, Status.SUCCEEDED),
     ]
-    assert "division by zero" in ran[0].last_error
+    assert error in ran[0].last_error
+    assert not Effect.objects.exists()  # its writes went with the refusal
+
+
+def test_a_receiver_that_keeps_scheduling_what_the_next_tick_expires_is_stopped(tmp_path):
+    # Each tick at the retry's time expires the follow-up that the job_expired receiver
+    # scheduled (its deadline counts from the frozen now), and the receiver schedules
+    # another: the ticks at that time went on forever, max_runs never reached.
+    expiries: list[int] = []
+
+    def follow_up(sender, job_id, **kwargs):
+        expiries.append(job_id)
+        if len(expiries) < 50:  # the test's own bound, should the call not stop
+            schedule_in("testapp.noop", timedelta(minutes=1), deadline=T0 + timedelta(minutes=2))
+
+    with freeze_time(T0):
+        schedule_at(
+            "testapp.observed",
+            T0,
+            [str(tmp_path / "runs"), "x", 600],
+            deadline=T0 + timedelta(minutes=5),
+        )
+        signals.job_expired.connect(follow_up)
+        try:
+            with pytest.raises(RuntimeError, match="ran no job"):
+                run_due_jobs(until=T0 + timedelta(hours=1), max_runs=5)
+        finally:
+            signals.job_expired.disconnect(follow_up)
+    assert len(expiries) < 10

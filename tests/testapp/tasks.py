@@ -153,6 +153,13 @@ def bad_query() -> None:
         cursor.execute("SELECT 1 / 0")
 
 
+@shared_task(name="testapp.duplicate_effect")
+def duplicate_effect(label: str) -> None:
+    """A plain task whose second row PostgreSQL refuses through the ORM (a duplicate key)."""
+    first = Effect.objects.create(label=label, atomic=False, at=timezone.now(), pid=os.getpid())
+    Effect.objects.create(pk=first.pk, label=label, atomic=False, at=timezone.now(), pid=0)
+
+
 @shared_task(name="testapp.echo")
 def echo(value: Any) -> Any:
     """Returns its argument, as the job's result."""
