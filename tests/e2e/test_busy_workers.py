@@ -226,4 +226,4 @@ def test_a_pool_without_the_event_loop_keeps_celerys_prefetch_and_says_so(
         assert wait_until(lambda: _status(job) == "succeeded", timeout=15), worker.output()[-3000:]
     # Several deliveries share the process: its attempt names the thread too.
     [attempt] = JobAttempt.objects.filter(job_id=job.pk)
-    assert re.fullmatch(r"threads@\S+:\d+/\d+", attempt.worker), attempt.worker
+    assert re.fullmatch(r"threads@\S+:\d+:[0-9a-f]{4}/\d+", attempt.worker), attempt.worker
