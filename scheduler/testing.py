@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import cast
 from uuid import UUID
 
-from django.db import DatabaseError, connection, transaction
+from django.db import connection
 from django.db.models import Min
 from django.utils import timezone
 
@@ -19,7 +19,7 @@ from scheduler.models import ScheduledJob
 from scheduler.protocol import JobRef
 from scheduler.registry import get_task
 from scheduler.states import Status
-from scheduler.worker.execution import Handled, Outcome
+from scheduler.worker.execution import Handled, Outcome, apart_from_the_callers_transaction
 from scheduler.worker.task import SchedulerTask
 
 #: The worker name recorded on the attempts that run_due_jobs runs.
@@ -154,7 +154,11 @@ def _as_if_committed() -> Iterator[list[Callable[[], object]]]:
         for _savepoints, callback, robust in callbacks:
             called.append(callback)
             try:
-                _in_a_savepoint(callback)
+                # Whatever PostgreSQL refused in it undone, as a commit would have ended
+                # the transaction before it ran: a receiver's failed query (logged by
+                # send_robust) broke the test's transaction, and every job after it.
+                with apart_from_the_callers_transaction():
+                    callback()
             except Exception as error:
                 if robust:
                     logger.exception("on-commit callback failed callback=%r", callback)
@@ -165,22 +169,6 @@ def _as_if_committed() -> Iterator[list[Callable[[], object]]]:
                 failed = failed or error
     if failed is not None:
         raise failed
-
-
-def _in_a_savepoint(callback: Callable[[], object]) -> None:
-    """``callback()``; whatever PostgreSQL refused in it undone, as a commit would have
-    ended the transaction before it ran: a receiver's failed query (logged by
-    ``send_robust``) broke the test's transaction, and every job after it."""
-    savepoint = transaction.savepoint()
-    try:
-        callback()
-    except Exception:
-        transaction.savepoint_rollback(savepoint)
-        raise
-    try:
-        transaction.savepoint_commit(savepoint)
-    except DatabaseError:
-        transaction.savepoint_rollback(savepoint)
 
 
 def _deliver(task_name: str, ref: JobRef, *, task_id: str | None) -> Handled:

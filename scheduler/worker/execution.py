@@ -193,7 +193,7 @@ def run_job(
                 if runner.atomic:
                     result, outcome = _run_atomic(runner, run, heartbeat, after_body)
                 else:
-                    with _apart_from_the_callers_transaction():
+                    with apart_from_the_callers_transaction():
                         result = _call_body(runner, run, after_body)
                     heartbeat.stop()
                     _refresh_connections()
@@ -356,12 +356,14 @@ _TRANSACTION_FAILED = 3
 
 
 @contextmanager
-def _apart_from_the_callers_transaction() -> Iterator[None]:
-    """A plain body run in a transaction of the caller's (a test's, with run_due_jobs in
-    it) runs in a savepoint, rolled back to only if the body left that transaction
-    broken (a query PostgreSQL refused): the outcome could not be recorded in it, nor
-    anything after. A worker runs the body outside any transaction, where a refused
-    statement undoes itself alone."""
+def apart_from_the_callers_transaction() -> Iterator[None]:
+    """What runs inside, in a transaction of the caller's (a test's, with run_due_jobs
+    in it), runs in a savepoint, rolled back to only if it left that transaction broken
+    (a query PostgreSQL refused): nothing after it could run in the transaction. Outside
+    a transaction, where a refused statement undoes itself alone (a worker runs a plain
+    body so, and on-commit callbacks run after the commit), it just runs.
+
+    For a plain body, and for each on-commit callback that run_due_jobs runs."""
     connection = transaction.get_connection()
     if not connection.in_atomic_block:
         yield

@@ -98,10 +98,14 @@ def test_a_body_callback_that_fails_after_the_commit_leaves_the_success_signalle
 
 
 @freeze_time(T0)
-def test_a_receiver_whose_query_fails_leaves_the_other_jobs_running(succeeded):
+@pytest.mark.parametrize("through", ["raw", "orm"])
+def test_a_receiver_whose_query_fails_leaves_the_other_jobs_running(succeeded, through):
     # Logged, as after a worker's commit; but in the test's transaction it broke the
     # transaction, and every later job failed "current transaction is aborted".
     def failing(sender, **kwargs):
+        if through == "orm":  # which also marks Django's transaction for rollback
+            first = Effect.objects.create(label="receiver", atomic=False, at=T0, pid=0)
+            Effect.objects.create(pk=first.pk, label="again", atomic=False, at=T0, pid=0)
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1/0")
 
