@@ -15,7 +15,7 @@ from unittest import mock
 import pytest
 from billiard.pool import soft_timeout_sighandler
 from celery.app.task import Context
-from django.db import OperationalError, connection, connections, transaction
+from django.db import OperationalError, connection, transaction
 from django.dispatch import Signal
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -32,7 +32,7 @@ from scheduler.services import running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker import execution
 from scheduler.worker.execution import Outcome
-from tests.conftest import connection_to_a_reader, postgresql_out_of_reach
+from tests.conftest import connection_to_a_reader, held_elsewhere, postgresql_out_of_reach
 from tests.factories import deliver, dispatch_one, mark_enqueued
 from tests.processes import wait_until
 from tests.testapp.models import Effect
@@ -71,34 +71,23 @@ def statement_still_running(statement: str, *, commits_after: float) -> Iterator
     ``statement`` (waiting for a row's lock, or committing slowly), which commits
     ``commits_after`` seconds later. Yields the statements lost."""
     lost: list[str] = []
-    running_elsewhere = threading.Event()
-    threads: list[threading.Thread] = []
 
-    def run_on_its_own_connection(sql, params):
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                running_elsewhere.set()
-                time.sleep(commits_after)
-        finally:
-            connections.close_all()
+    with contextlib.ExitStack() as elsewhere:
 
-    def drop_while_it_runs(execute, sql, params, many, context):
-        if statement in sql and not lost:
-            lost.append(sql)
-            thread = threading.Thread(target=run_on_its_own_connection, args=(sql, params))
-            threads.append(thread)
-            thread.start()
-            assert running_elsewhere.wait(10)
-            raise _connection_dropped()
-        return execute(sql, params, many, context)
+        def drop_while_it_runs(execute, sql, params, many, context):
+            if statement in sql and not lost:
+                lost.append(sql)
 
-    try:
+                def run() -> None:
+                    with connection.cursor() as cursor:  # the other thread's connection
+                        cursor.execute(sql, params)
+
+                elsewhere.enter_context(held_elsewhere(run, commit_after=commits_after))
+                raise _connection_dropped()
+            return execute(sql, params, many, context)
+
         with connection.execute_wrapper(drop_while_it_runs):
             yield lost
-    finally:
-        for thread in threads:
-            thread.join(30)
 
 
 @contextlib.contextmanager
