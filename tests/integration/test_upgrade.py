@@ -164,6 +164,7 @@ def test_migrating_back_to_0_1_keeps_every_job(new_database_url: str) -> None:
     _manage(new_database_url, "migrate")  # and forward again
 
 
+@pytest.mark.one_django
 def test_migrating_the_demo_back_to_0_1_keeps_a_missed_capture_as_authorized(
     new_database_url: str,
 ) -> None:
@@ -192,6 +193,7 @@ def test_migrating_the_demo_back_to_0_1_keeps_a_missed_capture_as_authorized(
         assert cursor.fetchall() == [("authorized",), ("captured",), ("authorized",)]
 
 
+@pytest.mark.one_django
 def test_migrating_back_again_after_an_interrupted_index_build_completes(
     new_database_url: str,
 ) -> None:
@@ -241,6 +243,7 @@ def _create_database(database_url: str) -> None:
         ("0015", "0014", "scheduler_job_due_idx", "_new", "(run_at, id)"),
     ],
 )
+@pytest.mark.one_django
 def test_a_migration_run_again_after_an_interrupted_index_build_builds_a_valid_index(
     new_database_url: str, migration: str, before: str, index: str, leftover: str, columns: str
 ) -> None:
@@ -287,6 +290,7 @@ def test_a_migration_run_again_after_an_interrupted_index_build_builds_a_valid_i
         ),
     ],
 )
+@pytest.mark.one_django
 def test_a_migration_run_again_keeps_the_valid_index_a_run_built(
     new_database_url: str, migration: str, before: str, index: str, built: str, definition: str
 ) -> None:
@@ -309,6 +313,7 @@ def test_a_migration_run_again_keeps_the_valid_index_a_run_built(
         assert cursor.fetchall() == [(oid, True)]  # the same index, under its own name
 
 
+@pytest.mark.one_django
 def test_attempts_recorded_before_the_task_name_column_get_their_jobs(
     new_database_url: str,
 ) -> None:
@@ -367,6 +372,7 @@ def _target(sql: str) -> str | None:
     return match and match.group(1)
 
 
+@pytest.mark.one_django
 def test_no_migration_reads_a_big_table_while_it_blocks_its_writes(new_database_url: str):
     # 0.1.0's web servers and workers go on writing while the migrations apply. On a
     # table of 100 million jobs, one statement that scans it behind a lock stops every
@@ -389,6 +395,7 @@ def test_no_migration_reads_a_big_table_while_it_blocks_its_writes(new_database_
     assert not found, "\n".join(found)
 
 
+@pytest.mark.one_django
 def test_a_migration_behind_a_long_transaction_gives_up_rather_than_stop_every_query(
     new_database_url: str,
 ):
@@ -416,6 +423,7 @@ def test_a_migration_behind_a_long_transaction_gives_up_rather_than_stop_every_q
         ("0006", "0005"),  # not atomic: its check constraint dropped
     ],
 )
+@pytest.mark.one_django
 def test_migrating_back_behind_a_long_transaction_gives_up_rather_than_stop_every_query(
     new_database_url: str, migration: str, back_to: str
 ):
@@ -437,6 +445,7 @@ def test_migrating_back_behind_a_long_transaction_gives_up_rather_than_stop_ever
     _manage(new_database_url, "migrate", "scheduler", back_to)  # again, once it has ended
 
 
+@pytest.mark.one_django
 def test_rows_that_break_0_13_s_checks_get_an_end_and_an_attempt(new_database_url: str) -> None:
     # 0.1.0's code wrote no such row (see the next test), but a database edited by hand
     # could hold one: 0013 gives each what it lacks, then validates its checks.
@@ -530,6 +539,7 @@ def test_0_1_s_changes_of_status_pass_0_13_s_checks(update: str) -> None:
         assert cursor.rowcount == 1
 
 
+@pytest.mark.one_django
 def test_the_demo_from_0_1_gets_deadlines_on_pending_captures_and_checks_of_ended_ones(
     new_database_url: str,
 ) -> None:

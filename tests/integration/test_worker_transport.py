@@ -21,7 +21,7 @@ from scheduler.worker.transport import TRANSPORT, Channel, Room
 from tests.chaos.harness import SqsServer
 from tests.conftest import sqs_client
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.one_django]
 
 
 class Polling:
