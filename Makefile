@@ -13,8 +13,10 @@ BIN_DJANGO6 := $(VENV_DJANGO6)/bin
 # a real worker), with Hypothesis trying fewer examples (the `django6` profile,
 # tests/conftest.py), to keep CI under 20 minutes, this leg being its longest. What
 # Django's version does not touch runs once, on 5.2: the e2e and chaos suites, and the
-# tests marked `one_django` (the SQS transport's, kombu alone; upgrade tests that repeat,
-# migration by migration, the path to 0.1.0 and back that one test here takes).
+# tests marked `one_django`: the SQS transport's (kombu alone), and the upgrade tests of
+# one migration's own SQL (its data fixes, locks and index builds, the same SQL on both
+# versions), while the path to 0.1.0 and back and the DDL each migration runs are
+# tested here too.
 TESTS_DJANGO6 ?= tests/unit tests/integration tests/e2e/test_django_tasks.py \
 	-m "not one_django"
 

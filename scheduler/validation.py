@@ -22,6 +22,8 @@ from scheduler.exceptions import InvalidArgumentsError
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 QUEUE_NAME_RULE = "A queue name is 1-80 letters, digits, '-' or '_'."
 UNIQUE_KEY_MAX_LENGTH = 255
+#: What a job's task_name and celery_task_id columns hold (Celery itself sets no limit).
+TASK_NAME_MAX_LENGTH = TASK_ID_MAX_LENGTH = 255
 #: The largest value of the PositiveIntegerField that stores max_attempts.
 MAX_ATTEMPTS_LIMIT = 2**31 - 1
 #: Room for any username: Django's are 150 characters, a custom user model's email
@@ -161,6 +163,21 @@ def unique_key(value: object) -> str | None:
     return _optional_name(value, "unique_key", UNIQUE_KEY_MAX_LENGTH)
 
 
+def task_name(value: str) -> str:
+    """A registered task's name, if a job can hold it."""
+    return _name(value, "task", TASK_NAME_MAX_LENGTH)
+
+
+def task_id(value: str) -> str:
+    """A Celery call's task id, if a job can hold it (Celery takes any text)."""
+    if len(value) > TASK_ID_MAX_LENGTH:
+        raise InvalidArgumentsError(
+            "task_id", f"must be at most {TASK_ID_MAX_LENGTH} characters, got {len(value):,}"
+        )
+    _require_storable_text(value, "task_id")
+    return value
+
+
 def actor(value: object) -> str | None:
     """Who acts (a username, for the audit trail), or None for code that records nothing."""
     return _optional_name(value, "actor", ACTOR_MAX_LENGTH)
@@ -168,8 +185,11 @@ def actor(value: object) -> str | None:
 
 def _optional_name(value: object, field: str, max_length: int) -> str | None:
     """None, or a string that is not blank and at most ``max_length`` long."""
-    if value is None:
-        return None
+    return None if value is None else _name(value, field, max_length)
+
+
+def _name(value: object, field: str, max_length: int) -> str:
+    """A string that is not blank, at most ``max_length`` long, that PostgreSQL stores."""
     if not isinstance(value, str) or not value.strip() or len(value) > max_length:
         raise InvalidArgumentsError(
             field,

@@ -300,6 +300,7 @@ class ScheduleJobForm(WhenForm):
 
     #: The form field (and its label) showing each of ``schedule_at``'s arguments.
     SERVICE_FIELDS = {
+        "task": ("task_name", "Task"),
         "args": ("args_json", "Arguments"),
         "kwargs": ("kwargs_json", "Keyword arguments"),
         "queue": ("queue_name", "Queue"),

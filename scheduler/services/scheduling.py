@@ -9,7 +9,7 @@ from dataclasses import KW_ONLY, dataclass
 from datetime import datetime, timedelta
 from functools import cache, partial
 from operator import attrgetter
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar, cast
 
 from celery import Task
 from django.db import IntegrityError, connections, router, transaction
@@ -150,7 +150,12 @@ def schedule_call(
         deadline=deadline,
     )
     return _save(
-        _new_job(spec, attempts=retries, retry_on_error=False, celery_task_id=celery_task_id)
+        _new_job(
+            spec,
+            attempts=retries,
+            retry_on_error=False,
+            celery_task_id=validation.task_id(celery_task_id),
+        )
     )
 
 
@@ -175,7 +180,7 @@ def schedule_many(jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[Scheduled
     # Keys taken in one order by every batch: two batches sharing keys in opposite orders
     # each waited for the other's key, and PostgreSQL failed one with "deadlock detected"
     # instead of a held key.
-    _write(lambda: _insert(sorted(new_jobs, key=_key_order)), *keys)
+    _write(lambda: _insert(sorted(new_jobs, key=_key_order)), *keys, batch=True)
     ids = [job.pk for job in new_jobs]
     logger.info(
         "jobs scheduled count=%s first_job_id=%s last_job_id=%s",
@@ -202,11 +207,11 @@ def schedule_in(
 
 
 @contextmanager
-def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
+def unique_key_guard(*unique_keys: str | None, batch: bool = False) -> Iterator[None]:
     """A savepoint that turns the active-unique-key violation into DuplicateJobError.
 
-    ``unique_keys`` are those of the jobs written inside; among several, the error's
-    ``index`` says whose key is held.
+    ``unique_keys`` are those of the jobs written inside; for a ``batch`` (its items'
+    keys, in order), the error's ``index`` says whose key is held.
     """
     try:
         with transaction.atomic():
@@ -214,21 +219,27 @@ def unique_key_guard(*unique_keys: str | None) -> Iterator[None]:
     except IntegrityError as error:
         if not any(unique_keys) or UNIQUE_KEY_CONSTRAINT not in str(error):
             raise
-        key = _conflicting_key(error) or next(key for key in unique_keys if key)
-        holder = ScheduledJob.objects.active().filter(unique_key=key)
-        duplicate = DuplicateJobError(key, holder.values_list("pk", flat=True).first())
-        if len(unique_keys) > 1 and key in unique_keys:
+        # PostgreSQL names the key; on a server whose lc_messages translates the detail,
+        # which of the keys is held is asked instead.
+        named = _conflicting_key(error)
+        keys = [named] if named else [key for key in unique_keys if key]
+        held = ScheduledJob.objects.active().filter(unique_key__in=keys).order_by("unique_key")
+        found = held.values_list("unique_key", "pk").first()
+        # The filter keeps non-NULL keys only; none found: the holder has ended since.
+        key, holder_id = cast(tuple[str, int], found) if found else (keys[0], None)
+        duplicate = DuplicateJobError(key, holder_id)
+        if batch and key in unique_keys:
             raise _at_index(duplicate, unique_keys.index(key)) from error
         raise duplicate from error
 
 
-def _write(write: Callable[[], None], *unique_keys: str | None) -> None:
+def _write(write: Callable[[], None], *unique_keys: str | None, batch: bool = False) -> None:
     """``write()`` new jobs in :func:`unique_key_guard`; arguments past PostgreSQL's limits
     that validation cannot tell (a jsonb form over 256 MB, such as tens of millions of
     numbers, or JSON nested deeper than its stack) raise InvalidArgumentsError."""
 
     def guarded() -> None:
-        with unique_key_guard(*unique_keys):
+        with unique_key_guard(*unique_keys, batch=batch):
             write()
 
     refusals.refusing(guarded, refusals.arguments_too_large)
@@ -259,7 +270,7 @@ def _new_job(
         field = "kwargs" if "keyword" in str(error) else "args"
         raise InvalidArgumentsError(field, f"do not fit {name}: {error}") from None
     return ScheduledJob(
-        task_name=name,
+        task_name=validation.task_name(name),
         args=args,
         kwargs=kwargs,
         queue=validation.queue_name(routed_queue(task, args, kwargs, spec.queue))

@@ -335,7 +335,8 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                 f"must be after the call's eta: {deadline.isoformat()} is not after "
                 f"{eta.isoformat()}, so the task could never run",
             )
-        celery_task_id = task_id or uuid()
+        # As its message would carry it: a UUID object, say, as its text.
+        celery_task_id = str(task_id or uuid())
         if canvas:
             # Celery's retry carries the task's canvas on. Refused, the retry would be
             # lost (Celery rejects the message when its send fails): the task runs again,

@@ -2,8 +2,8 @@
 
 It runs the project's own :class:`~scheduler.dispatch.dispatcher.Dispatcher` loop with
 the real SQS publisher wrapped in :class:`FaultyPublisher`, which also writes every
-message it handed to SQS to a journal (``job_id token returned_at`` per line) for the
-test to count. Faults:
+message it handed to SQS to a journal (``job_id token called_at returned_at`` per line)
+for the test to count. Faults:
 
 - ``none``: none (the journal only);
 - ``triple``: every message is sent three times, as SQS's at-least-once delivery may;
@@ -44,6 +44,7 @@ class FaultyPublisher:
         self.journal = journal
 
     def publish(self, messages: "Sequence[OutgoingMessage]") -> "PublishResult":
+        called_at = time.time()
         if self.fault == "slow-sqs":
             time.sleep(SLOW_SQS_SECONDS)
         result = self.inner.publish(messages)
@@ -54,7 +55,7 @@ class FaultyPublisher:
         sent = set(result.sent)
         with self.journal.open("a") as journal:
             journal.writelines(
-                f"{m.job_id} {m.dispatch_token} {time.time():.6f}\n"
+                f"{m.job_id} {m.dispatch_token} {called_at:.6f} {time.time():.6f}\n"
                 for m in messages
                 if m.job_id in sent
             )

@@ -308,6 +308,8 @@ class Send:
     dispatcher: str
     job_id: int
     token: str
+    #: When the dispatcher called the publisher: its transaction had claimed the job.
+    called_at: float
     #: When the publisher returned: the dispatch commits after this.
     returned_at: float
 
@@ -448,8 +450,10 @@ class Cluster:
         for journal in self._journals:
             if journal.exists():
                 for line in journal.read_text().splitlines():
-                    job_id, token, returned_at = line.split()
-                    sends.append(Send(journal.stem, int(job_id), token, float(returned_at)))
+                    job_id, token, called_at, returned_at = line.split()
+                    sends.append(
+                        Send(journal.stem, int(job_id), token, float(called_at), float(returned_at))
+                    )
         return sends
 
     def worker_output(self) -> str:

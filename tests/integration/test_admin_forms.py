@@ -195,6 +195,17 @@ def test_a_unique_key_of_a_finished_job_can_be_reused(admin_client):
     assert ScheduledJob.objects.filter(unique_key="k1", status=Status.SCHEDULED).exists()
 
 
+def test_a_task_whose_name_a_job_cannot_hold_is_reported_on_its_field(
+    admin_client, settings, long_named_task
+):
+    settings.SCHEDULER_ADMIN_TASKS = [long_named_task.name]
+    data = form_data(task_name=long_named_task.name, args_json="[]", kwargs_json="{}")
+    errors = errors_of(admin_client.post(ADD, data))
+    assert list(errors) == ["task_name"]
+    assert "Task must be a non-empty string of at most 255 characters" in errors["task_name"][0]
+    assert not ScheduledJob.objects.exists()
+
+
 def test_a_task_removed_from_the_allow_list_cannot_be_posted(admin_client, settings):
     settings.SCHEDULER_ADMIN_TASKS = []
     errors = errors_of(admin_client.post(ADD, form_data()))

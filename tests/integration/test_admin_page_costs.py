@@ -26,7 +26,7 @@ from tests.integration.admin_helpers import (
     long_history,
 )
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("emptied_afterwards")]
 
 PAYMENTS = reverse("admin:payments_payment_changelist")
 

@@ -14,7 +14,7 @@ from scheduler.admin import monitoring
 from scheduler.integrations import metrics
 from tests.integration.admin_helpers import MONITORING, T0, Status
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("emptied_afterwards")]
 
 PAGES = {"/metrics": metrics, MONITORING: monitoring}
 

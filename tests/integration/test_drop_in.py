@@ -2,6 +2,7 @@
 time frozen. Within SCHEDULER_MAX_DELAY_SECONDS a message goes to SQS with its own
 DelaySeconds; beyond it the call becomes a job in the caller's transaction."""
 
+import uuid
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -56,6 +57,14 @@ def test_an_eta_beyond_the_max_delay_becomes_a_job_at_that_exact_time(settings):
     result = record.apply_async(("/dev/null", "x"), eta=eta, task_id="my-own-id")
     assert result.id == "my-own-id"
     assert ScheduledJob.objects.get(celery_task_id="my-own-id").run_at == eta
+
+
+@freeze_time(T0)
+def test_a_task_id_given_as_a_uuid_is_kept_as_its_text():
+    task_id = uuid.UUID(int=7)
+    result = record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS, task_id=task_id)
+    assert result.id == str(task_id)
+    assert ScheduledJob.objects.filter(celery_task_id=str(task_id)).exists()
 
 
 @freeze_time(T0)
@@ -114,6 +123,9 @@ def test_an_eta_given_as_a_date_is_read_as_celery_reads_it(monkeypatch):
         (("/dev/null", "x"), {"expires": 60}, "expires"),
         # The job's messages carry none: result.get() waited for a result never stored.
         (("/dev/null", "x"), {"ignore_result": not record.ignore_result}, "ignore_result"),
+        # Celery sends any id; a job keeps one as long as its column takes.
+        (("/dev/null", "x"), {"task_id": "x" * 256}, "task_id"),
+        (("/dev/null", "x"), {"task_id": "a\x00b"}, "task_id"),
     ],
 )
 def test_what_a_job_cannot_keep_is_refused_and_nothing_is_written(args, options, field):

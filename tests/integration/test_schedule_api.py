@@ -217,6 +217,16 @@ def test_bad_input_raises_and_writes_nothing(call, error, message):
     assert existing.pk == before[0]["id"]
 
 
+def test_a_task_whose_name_a_job_cannot_hold_is_refused_and_nothing_is_written(long_named_task):
+    with pytest.raises(InvalidArgumentsError, match="at most 255 characters") as raised:
+        schedule_at(long_named_task, T0)
+    assert raised.value.field == "task"
+    with pytest.raises(InvalidArgumentsError, match=r"^jobs\[1\]: task") as raised:
+        schedule_many([JobSpec(noop, T0), JobSpec(long_named_task.name, T0)])
+    assert raised.value.index == 1
+    assert not ScheduledJob.objects.exists()
+
+
 def test_unique_key_held_by_an_active_job_raises_and_writes_nothing():
     first = schedule_at(noop, T0, unique_key="payment:1")
     with transaction.atomic():

@@ -1,5 +1,6 @@
 """schedule_many: many jobs in one statement, all-or-nothing, the same validation as schedule_at."""
 
+import re
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -180,6 +181,27 @@ def test_a_key_held_by_an_active_job_raises_and_keeps_the_callers_transaction_us
     # Without the holder's key the same batch goes in whole (a cancelled job frees its key).
     jobs = schedule_many([spec for spec in specs if spec.unique_key != "payment:7"])
     assert len(jobs) == 9
+
+
+def test_a_held_key_is_named_on_a_server_that_speaks_another_language(monkeypatch):
+    # lc_messages translates "Key (unique_key)=(…) already exists.": the detail says
+    # nothing this code can read, and the held key is looked up instead.
+    monkeypatch.setattr(scheduling, "_CONFLICT_DETAIL", re.compile(r"Schlüssel \((.*)\)"))
+    holder = schedule_at(noop, T0, unique_key="payment:7")
+    with pytest.raises(DuplicateJobError, match=r"^jobs\[2\]: .*payment:7") as raised:
+        schedule_many([JobSpec(noop, T0, unique_key=f"payment:{i}") for i in (5, 6, 7, 8)])
+    assert (raised.value.unique_key, raised.value.holder_id, raised.value.index) == (
+        "payment:7",
+        holder.pk,
+        2,
+    )
+
+
+def test_a_batch_of_one_whose_key_is_held_names_its_item_too():
+    holder = schedule_at(noop, T0, unique_key="payment:7")
+    with pytest.raises(DuplicateJobError, match=r"^jobs\[0\]: ") as raised:
+        schedule_many([JobSpec(noop, T0, unique_key="payment:7")])
+    assert (raised.value.holder_id, raised.value.index) == (holder.pk, 0)
 
 
 def test_a_rolled_back_transaction_leaves_no_job():

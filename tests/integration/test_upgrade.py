@@ -372,7 +372,6 @@ def _target(sql: str) -> str | None:
     return match and match.group(1)
 
 
-@pytest.mark.one_django
 def test_no_migration_reads_a_big_table_while_it_blocks_its_writes(new_database_url: str):
     # 0.1.0's web servers and workers go on writing while the migrations apply. On a
     # table of 100 million jobs, one statement that scans it behind a lock stops every
