@@ -286,7 +286,7 @@ def long_named_task() -> Iterator[Task[Any, Any]]:
     """A registered task whose name is past the 255 characters a job's task_name holds."""
     name = "testapp." + "long" * 62
 
-    @current_app.task(name=name)
+    @current_app.task(name=name, shared=False)  # no other app gets it
     def long_named() -> None:
         """Does nothing."""
 
