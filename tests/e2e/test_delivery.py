@@ -65,8 +65,13 @@ def test_a_job_cancelled_after_dispatch_does_not_run(worker, tmp_path):
 
 def test_a_job_rescheduled_after_dispatch_runs_only_at_its_new_time(worker, beat, tmp_path):
     path = str(tmp_path / "runs")
-    job = _job(path, "moved", 2)
-    assert wait_until(lambda: ScheduledJob.objects.get(pk=job.pk).status == "enqueued", timeout=10)
+    # Due in 5 s, sent 3 s early (lookahead): enqueued for 2 s even if beat's first tick
+    # comes late. Due in 2 s, it was once never seen enqueued on a loaded CI machine:
+    # most likely sent late, it ran at once.
+    job = _job(path, "moved", 5)
+    assert wait_until(
+        lambda: ScheduledJob.objects.get(pk=job.pk).status == "enqueued", timeout=10
+    ), ScheduledJob.objects.get(pk=job.pk).status
     new_run_at = timezone.now() + timedelta(seconds=8)
     reschedule(job, new_run_at)
     worker.wait_for_output("message dropped", timeout=20)
