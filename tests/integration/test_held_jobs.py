@@ -25,7 +25,6 @@ from scheduler.worker.execution import Outcome
 from tests.factories import deliver, dispatch_one
 from tests.testapp.tasks import read_runs
 
-#: Their bulk inserts, rolled back, would slow every later test down.
 pytestmark = pytest.mark.usefixtures("emptied_afterwards")
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

@@ -21,7 +21,6 @@ from scheduler.testing import InMemoryPublisher
 from tests.conftest import held_elsewhere, query_plan
 from tests.factories import make_jobs
 
-#: Their bulk inserts, rolled back, would slow every later test down.
 pytestmark = pytest.mark.usefixtures("emptied_afterwards")
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
