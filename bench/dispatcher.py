@@ -411,7 +411,7 @@ def _encoded_messages(count: int) -> list[dict[str, Any]]:
             "MessageBody": encode_message(
                 OutgoingMessage(
                     job_id=i,
-                    dispatch_token=uuid.uuid4(),
+                    dispatch_token=str(uuid.uuid4()),
                     task_name="testapp.noop",
                     queue="bench",
                     eta=now,

@@ -58,7 +58,8 @@ class OutgoingMessage(NamedTuple):
     """
 
     job_id: int
-    dispatch_token: uuid.UUID
+    #: As text, as the job's row returns it to the claim.
+    dispatch_token: str
     task_name: str
     queue: str
     eta: datetime

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
-from uuid import UUID
 
 from django.db import connection, transaction
 from django.db.models import BooleanField, QuerySet
@@ -63,8 +62,9 @@ class Pending(NamedTuple):
     task_name: str
     queue: str
     run_at: datetime
-    #: The token its message carries: a fresh one to dispatch, the current one to re-send.
-    dispatch_token: UUID
+    #: The token its message carries (as text): a fresh one to dispatch, the current one
+    #: to re-send.
+    dispatch_token: str
     #: Messages sent so far with the current token.
     sends: int
     #: The task id of the Celery call that made the job, if one did: its messages carry it.

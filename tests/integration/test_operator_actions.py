@@ -223,7 +223,9 @@ def test_resend_asks_the_dispatcher_to_send_an_enqueued_job_again_with_its_token
     # The dispatcher's next tick sends it again, with the same token.
     publisher = InMemoryPublisher()
     Dispatcher(publisher=publisher).run_once()
-    assert [(m.job_id, m.dispatch_token) for m in publisher.published] == [(enqueued.pk, token)]
+    assert [(m.job_id, m.dispatch_token) for m in publisher.published] == [
+        (enqueued.pk, str(token))
+    ]
 
 
 @pytest.mark.parametrize("status", [Status.SCHEDULED, Status.RUNNING, Status.SUCCEEDED])

@@ -22,7 +22,7 @@ from scheduler.protocol import (
 def _message(**fields):
     values = {
         "job_id": 42,
-        "dispatch_token": uuid.uuid4(),
+        "dispatch_token": str(uuid.uuid4()),
         "task_name": "shop.capture",
         "queue": "jobs",
         "eta": datetime(2026, 12, 8, 12, 0, 0, 250000, tzinfo=UTC),
@@ -43,7 +43,7 @@ def test_the_sqs_body_is_a_celery_protocol_2_message_for_the_jobs_own_task():
     assert envelope["headers"][JOB_ID_HEADER] == "42"
     assert envelope["headers"][DISPATCH_TOKEN_HEADER] == str(message.dispatch_token)
     assert envelope["headers"][PROTOCOL_HEADER] == "1"
-    assert job_ref(envelope["headers"]).dispatch_token == message.dispatch_token
+    assert str(job_ref(envelope["headers"]).dispatch_token) == message.dispatch_token
     assert envelope["headers"]["eta"] == "2026-12-08T12:00:00.250000+00:00"
     assert envelope["headers"]["id"] == envelope["properties"]["correlation_id"]
     assert envelope["properties"]["body_encoding"] == "base64"
@@ -97,7 +97,7 @@ def celery_envelope(message, *, task_id, delivery_tag):
 def test_the_template_encodes_exactly_what_celery_encodes(fields):
     encoder = MessageEncoder()
     for _ in range(3):  # the first builds the template, the others reuse it
-        message = _message(dispatch_token=uuid.uuid4(), **fields)
+        message = _message(dispatch_token=str(uuid.uuid4()), **fields)
         ours = _decode(encoder.encode(message))
         expected = celery_envelope(
             message,

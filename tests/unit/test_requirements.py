@@ -71,6 +71,17 @@ def test_docker_image_installs_the_runtime_requirements_only() -> None:
     assert {".data", ".venv", "tests", "requirements-dev.txt"} <= set(ignored)
 
 
+def test_what_git_ignores_stays_out_of_the_image_too() -> None:
+    # A working copy's leftovers (Hypothesis's example database, a soak run's logs) were
+    # copied into the image by its `COPY . .`.
+    def entries(name: str) -> set[str]:
+        lines = (ROOT / name).read_text().splitlines()
+        kept = (line.strip() for line in lines if line.strip() and not line.startswith("#"))
+        return {entry.removeprefix("**/").strip("/") for entry in kept}
+
+    assert entries(".gitignore") <= entries(".dockerignore")
+
+
 def test_django6_leg_pins_the_same_versions_but_django() -> None:
     django6 = pins(ROOT / "requirements-django6.txt")
     development = pins(ROOT / "requirements-dev.txt")

@@ -109,7 +109,7 @@ class StandInClient:
 def _batch(first_id: int) -> list[OutgoingMessage]:
     now = datetime.now(UTC)
     return [
-        OutgoingMessage(job_id, uuid.uuid4(), "testapp.noop", "jobs", now, 0)
+        OutgoingMessage(job_id, str(uuid.uuid4()), "testapp.noop", "jobs", now, 0)
         for job_id in range(first_id, first_id + 100)
     ]
 

@@ -34,7 +34,7 @@ class SlowFirstCallClient:
 def _messages(count: int, delay_seconds: int) -> list[OutgoingMessage]:
     eta = datetime.now(UTC) + timedelta(seconds=delay_seconds + 2)
     return [
-        OutgoingMessage(job_id, uuid.uuid4(), "testapp.noop", "jobs", eta, delay_seconds)
+        OutgoingMessage(job_id, str(uuid.uuid4()), "testapp.noop", "jobs", eta, delay_seconds)
         for job_id in range(1, count + 1)
     ]
 

@@ -33,7 +33,7 @@ def _worker_request(envelope):
 def test_a_jobs_message_is_due_in_the_worker_ahead_of_its_eta_and_the_task_sees_the_eta():
     outgoing = OutgoingMessage(
         job_id=42,
-        dispatch_token=uuid.uuid4(),
+        dispatch_token=str(uuid.uuid4()),
         task_name=noop.name,
         queue="jobs",
         eta=ETA,
@@ -68,7 +68,7 @@ def test_a_job_due_at_the_start_of_year_1_reaches_the_pool():
         task_name=noop.name,
         queue="jobs",
         run_at=earliest,
-        dispatch_token=uuid.uuid4(),
+        dispatch_token=str(uuid.uuid4()),
         sends=0,
         celery_task_id=None,
     )
