@@ -181,7 +181,8 @@ def put_back() -> None:
 #: condition), as the dispatcher claims: without them PostgreSQL may read the plain
 #: run_at index, stepping over every row already marked, a handicap the dispatcher does
 #: not have (the loop had it until 2026-12-05, and again, without ``NOT held``, from
-#: migration 0015 to 2026-12-06). ``due_index_plan`` checks it each run.
+#: migration 0015 to 2026-12-06). ``due_index_plan`` checks it each run. The token comes
+#: back as text, as the dispatcher's does since 2026-12-07.
 SQL_CLAIM = """
 UPDATE scheduler_scheduledjob
 SET status = 'enqueued', dispatch_token = gen_random_uuid(), enqueued_at = now(),
@@ -192,7 +193,7 @@ WHERE id IN (
       AND (run_at, id) <= (%(cutoff)s, 9223372036854775807)
     ORDER BY run_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED
 )
-RETURNING id, task_name, queue, run_at, dispatch_token
+RETURNING id, task_name, queue, run_at, dispatch_token::text
 """
 
 

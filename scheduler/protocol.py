@@ -96,6 +96,12 @@ def read_job_ref(raw_id: object, raw_token: object) -> JobRef:
     return JobRef(job_id=job_id, dispatch_token=token)
 
 
+def as_token(token: uuid.UUID | str) -> uuid.UUID:
+    """A dispatch token given as a UUID or as its text, as a message (and
+    ``OutgoingMessage``) carries it; ValueError if it is neither."""
+    return token if isinstance(token, uuid.UUID) else uuid.UUID(token)
+
+
 def delivery_delay_seconds(eta: datetime, *, now: datetime, max_delay: int, lead: float) -> int:
     """Whole seconds SQS should hold back a message due at ``eta``: ``eta - now - lead``.
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import django
@@ -176,6 +176,14 @@ class SchedulerBackend(BaseTaskBackend):
                 f"{task.module_path} must be declared with the {self.alias!r} backend "
                 f"(@task(backend={self.alias!r})) for the Celery workers to know it"
             )
+        # QUEUES may be empty (any name) or list a bad one (scheduler.E032): said here, as
+        # the framework's error, not at enqueue() as the scheduler's.
+        if self._queue(task.queue_name) is not None and not validation.is_valid_queue_name(
+            task.queue_name
+        ):
+            raise InvalidTask(
+                f"Queue {task.queue_name!r} is no SQS queue's name (1-80 letters, digits, - or _)."
+            )
 
     @override
     def enqueue(
@@ -192,8 +200,8 @@ class SchedulerBackend(BaseTaskBackend):
         job = services.schedule_at(
             task.module_path,
             task.run_after or timezone.now(),
-            normalize_json(args),
-            normalize_json(kwargs),
+            _plain(normalize_json(args)),
+            _plain(normalize_json(kwargs)),
             queue=self._queue(task.queue_name),
             max_attempts=self.options.get("MAX_ATTEMPTS"),
         )
@@ -215,6 +223,13 @@ class SchedulerBackend(BaseTaskBackend):
 
     @override
     def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+        if not isinstance(self.options, Mapping):
+            yield checks.Error(
+                f"TASKS[{self.alias!r}]['OPTIONS'] must be a dict, got {self.options!r}.",
+                hint=f"{type(self).__name__} accepts {sorted(_OPTIONS)}.",
+                id="scheduler.E030",
+            )
+            return
         unknown = set(self.options) - _OPTIONS
         if unknown:
             yield checks.Error(
@@ -234,9 +249,12 @@ class SchedulerBackend(BaseTaskBackend):
                 id="scheduler.E031",
             )
         invalid = sorted(
-            name
-            for name in self.queues
-            if name != DEFAULT_TASK_QUEUE_NAME and not validation.is_valid_queue_name(name)
+            (
+                name
+                for name in self.queues
+                if name != DEFAULT_TASK_QUEUE_NAME and not validation.is_valid_queue_name(name)
+            ),
+            key=repr,
         )
         if invalid:
             yield checks.Error(
@@ -259,7 +277,7 @@ class SchedulerBackend(BaseTaskBackend):
         run_after = job.run_at if job.run_at > job.created_at else None
         if (queue_name, run_after) == (task.queue_name, task.run_after):
             return task
-        return task.using(queue_name=queue_name, run_after=run_after)
+        return task.using(queue_name=queue_name, run_after=run_after, backend=self.alias)
 
     @staticmethod
     def _queue(queue_name: str) -> str | None:
@@ -300,13 +318,37 @@ class SchedulerBackend(BaseTaskBackend):
 _not_importable: set[str] = set()
 
 
+def _plain(value: Any) -> Any:
+    """``value``, normalised by ``normalize_json``, with its str, int and float subclasses
+    (a template's ``SafeString``, a choices member) as the plain values JSON keeps, as a
+    database backend of ``django.tasks`` would store them: the scheduler refuses a value
+    that would not come back as it went in."""
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    # Each base type's own conversion gives the plain value, whatever the subclass's
+    # __str__ says (a choices member's label).
+    for plain, convert in _PLAIN:
+        if isinstance(value, plain) and not isinstance(value, bool):
+            return convert(value)
+    return value
+
+
+_PLAIN: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (str, str.__str__),
+    (int, int.__int__),
+    (float, float.__float__),
+)
+
+
 def _task_named(name: str) -> SchedulerBackendTask | None:
     """The task of this backend whose module path is ``name``, importing it if need be:
     a process may not have imported it (Celery's autodiscovery runs in workers and beat)."""
     if name not in _declared and name not in _not_importable:
         try:
             import_string(name)
-        except ImportError:
+        except (ImportError, ValueError):  # ValueError: no module path (".x")
             _not_importable.add(name)
             return None
     return _declared.get(name)

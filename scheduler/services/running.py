@@ -20,6 +20,7 @@ from scheduler import signals, states, tracebacks, validation
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import ResultRefusedError
 from scheduler.models import JobAttempt, Pause, ScheduledJob, paused_sql
+from scheduler.protocol import as_token
 from scheduler.services import refusals
 from scheduler.services.transitions import (
     LAZY_COMMIT,
@@ -69,7 +70,7 @@ class Claim:
 def claim(
     *,
     job_id: int,
-    token: UUID,
+    token: UUID | str,
     task_name: str,
     worker: str,
     not_before: datetime | None = None,
@@ -94,14 +95,17 @@ def claim(
     ``retrying`` says this delivery's previous call lost its connection, maybe after
     PostgreSQL committed the claim (a failover): a claim of this token by this worker
     that is still running is then this delivery's own, and is returned.
+
+    ``token`` may be given as its text, as a published message carries it.
     """
+    current = as_token(token)
 
     def claim_as_of(now: datetime) -> Claim | Refusal:
         return _claim_at_once(
-            job_id=job_id, token=token, task_name=task_name, worker=worker, now=now
+            job_id=job_id, token=current, task_name=task_name, worker=worker, now=now
         ) or _claim_locked(
             job_id=job_id,
-            token=token,
+            token=current,
             task_name=task_name,
             worker=worker,
             now=now,
@@ -118,7 +122,7 @@ def claim(
         if (
             isinstance(claimed, Claim)
             and timezone.now() - now >= interval
-            and not heartbeat(job_id=job_id, token=token)
+            and not heartbeat(job_id=job_id, token=current)
         ):
             return Refusal.NOT_CURRENT
         return claimed

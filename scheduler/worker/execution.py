@@ -24,6 +24,7 @@ from scheduler.backoff import exponential_backoff
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.protocol import as_token
 from scheduler.services import refusals, running
 from scheduler.states import Status
 from scheduler.tracebacks import exception_summary
@@ -149,7 +150,7 @@ class _AttemptError(Exception):
 def run_job(
     *,
     job_id: int,
-    token: UUID,
+    token: UUID | str,
     task_name: str,
     worker: str,
     runner: JobRunner,
@@ -166,8 +167,10 @@ def run_job(
     not committed again, and one that did not commit (PostgreSQL refused it, or the
     connection dropped before) is recorded as an error. An exception of the body is
     recorded (a retry through PostgreSQL, or failed) and returned in
-    :attr:`Handled.error` for the caller to re-raise.
+    :attr:`Handled.error` for the caller to re-raise. ``token`` may be given as its text,
+    as a published message carries it.
     """
+    token = as_token(token)
     claimed = _claim(
         job_id=job_id, token=token, task_name=task_name, worker=worker, not_before=not_before
     )

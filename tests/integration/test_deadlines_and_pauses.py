@@ -146,6 +146,21 @@ def test_a_message_that_arrives_after_the_deadline_expires_its_job_at_the_worker
     assert [name for name, _ in received] == ["job_expired"]
 
 
+@freeze_time(T0)
+def test_a_published_messages_token_text_claims_as_its_uuid_would():
+    # InMemoryPublisher keeps each token as the text a message carries: a claim given it
+    # told an expired job apart from a stale message only when given a UUID.
+    job = schedule_at("testapp.noop", T0, deadline=T0 + timedelta(seconds=5))
+    publisher = InMemoryPublisher()
+    Dispatcher(publisher=publisher).run_once()
+    [message] = publisher.published
+    with freeze_time(T0 + timedelta(seconds=5)):
+        claimed = running.claim(
+            job_id=job.pk, task_name=job.task_name, token=message.dispatch_token, worker="w"
+        )
+    assert claimed == running.Refusal.EXPIRED
+
+
 def test_an_expired_job_is_revived_only_with_a_new_deadline():
     with freeze_time(T0):
         job = schedule_at("testapp.noop", T0, deadline=T0 + timedelta(seconds=5))

@@ -15,12 +15,13 @@ import django
 import pytest
 from django.core.management import call_command
 from django.db import transaction
+from django.db.models import IntegerChoices, TextChoices
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 from freezegun import freeze_time
 
 from scheduler import services
 from scheduler.backends import SchedulerBackend
-from scheduler.exceptions import InvalidArgumentsError
 from scheduler.integrations import django_tasks
 from scheduler.integrations.django_tasks import WorkerLost
 from scheduler.models import JobAttempt, ScheduledJob
@@ -90,6 +91,22 @@ def test_tuples_become_lists_as_in_django_tasks():
     assert ScheduledJob.objects.get().args == [[1, 2]]
 
 
+def test_strings_and_choices_are_stored_as_their_plain_values():
+    # normalize_json keeps str and int subclasses, which the scheduler refused: a
+    # template's output (SafeString), a model's choices, as in any Django project.
+    class Colour(TextChoices):
+        RED = "red"
+
+    class Size(IntegerChoices):
+        BIG = 3
+
+    tasks.add.enqueue(
+        mark_safe("<p>x"), b={"colour": Colour.RED, "size": Size.BIG, mark_safe("k"): [1.5]}
+    )
+    job = ScheduledJob.objects.get()
+    assert (job.args, job.kwargs) == (["<p>x"], {"b": {"colour": "red", "size": 3, "k": [1.5]}})
+
+
 @pytest.mark.parametrize("bad", [timezone.now, object, {1, 2}])
 def test_arguments_that_are_not_json_are_refused(bad):
     with pytest.raises((TypeError, ValueError)):
@@ -119,9 +136,39 @@ def test_queues(settings):
     }
     tasks.add.using(queue_name="reports").enqueue(1, 2)
     assert ScheduledJob.objects.get().queue == "reports"
-    with pytest.raises(InvalidArgumentsError, match="queue"):
-        tasks.add.using(queue_name="bad.name").enqueue(1, 2)
+    with pytest.raises(InvalidTask, match=r"'bad\.name' is no SQS queue's name"):
+        tasks.add.using(queue_name="bad.name")
     assert ScheduledJob.objects.count() == 1
+
+
+def test_a_queue_name_no_sqs_queue_can_have_is_an_invalid_task(settings):
+    # With QUEUES empty, django.tasks takes any name: enqueue() then raised the
+    # scheduler's own error, and code catching InvalidTask missed it.
+    settings.TASKS = {"default": {"BACKEND": "scheduler.backends.SchedulerBackend", "QUEUES": []}}
+    with pytest.raises(InvalidTask, match="'bad name' is no SQS queue's name"):
+        tasks.add.using(queue_name="bad name")
+    tasks.add.using(queue_name="reports").enqueue(1, 2)
+    assert ScheduledJob.objects.get().queue == "reports"
+
+
+def test_a_result_read_through_a_second_backend_keeps_its_queue(settings):
+    # The copy read back was validated by the task's own backend, whose QUEUES lack the
+    # second one's: reading the result raised InvalidTask.
+    settings.TASKS = {
+        "default": {"BACKEND": "scheduler.backends.SchedulerBackend"},
+        "critical": {
+            "BACKEND": "scheduler.backends.SchedulerBackend",
+            "QUEUES": ["default", "urgent"],
+        },
+    }
+    result = tasks.add.using(backend="critical", queue_name="urgent").enqueue(1, 2)
+    result.refresh()
+    read = task_backends["critical"].get_result(result.id)
+    assert (read.task.queue_name, read.task.backend, read.backend) == (
+        "urgent",
+        "critical",
+        "critical",
+    )
 
 
 def test_a_result_read_back_names_the_queue_and_time_it_was_enqueued_with(settings):
@@ -165,6 +212,9 @@ def test_max_attempts_option(settings):
         ({"OPTIONS": {"RETRIES": 3}}, "scheduler.E030"),
         # No SQS queue's name: every enqueue() on it failed, the checks passed.
         ({"QUEUES": ["default", "my queue"]}, "scheduler.E032"),
+        # Not a dict, and a name that is no text: the checks crashed.
+        ({"OPTIONS": ["MAX_ATTEMPTS"]}, "scheduler.E030"),
+        ({"QUEUES": ["default", None, "my queue"]}, "scheduler.E032"),
     ],
 )
 def test_bad_options_fail_the_system_checks(settings, options, expected):
@@ -329,6 +379,12 @@ def test_an_id_in_other_digits_is_not_the_job_with_that_number():
     assert task_backends["default"].get_result(str(row.pk)).id == str(row.pk)
     with pytest.raises(TaskResultDoesNotExist):
         task_backends["default"].get_result(arabic_indic)
+
+
+def test_a_job_of_a_task_name_no_module_can_have_is_not_a_django_task_result():
+    row = job(Status.SCHEDULED, task_name=".x")
+    with pytest.raises(TaskResultDoesNotExist):
+        task_backends["default"].get_result(str(row.pk))
 
 
 def test_a_celery_job_is_not_a_django_task_result():
