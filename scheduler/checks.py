@@ -21,6 +21,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.registry import schedulable_task_names
+from scheduler.sqs import dead_letter_queue
+from scheduler.validation import is_valid_queue_name
 
 # Each relation between settings: its check id, when it is broken, and why that matters.
 _RELATIONS: tuple[
@@ -141,6 +143,26 @@ def check_metrics_token(
             hint="Set SCHEDULER_METRICS_TOKEN and give Prometheus it as its bearer token; "
             "or silence scheduler.W005 where only Prometheus reaches /metrics.",
             id="scheduler.W005",
+        )
+    ]
+
+
+@register()
+def check_dead_letter_room(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Warn when ``SCHEDULER_QUEUE_NAME`` leaves no room for its dead-letter queue's name."""
+    name = scheduler_settings.QUEUE_NAME
+    if not is_valid_queue_name(name) or is_valid_queue_name(dead_letter_queue(name)):
+        return []  # a name that is no queue's is scheduler.E006
+    return [
+        Warning(
+            f"SCHEDULER_QUEUE_NAME is {len(name)} characters: its dead-letter queue, "
+            f"{dead_letter_queue(name)!r}, would be over SQS's 80. scheduler_create_queue "
+            "refuses it, and the dead-letter metric and alert watch that queue.",
+            hint="Use a name of at most 76 characters.",
+            id="scheduler.W006",
         )
     ]
 

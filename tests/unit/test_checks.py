@@ -1,4 +1,5 @@
 import pytest
+from django.core.checks import run_checks
 from django.test import override_settings
 
 from scheduler.checks import check_settings
@@ -134,3 +135,14 @@ def test_a_secret_setting_refused_is_not_quoted(token):
     said = f"{error.msg} {error.hint}"
     assert "t0ken" not in said
     assert f"a str of {len(token)} characters, not shown" in said
+
+
+def test_a_queue_name_with_no_room_for_its_dead_letter_queue_warns():
+    # 77-80 characters passed every check; scheduler_create_queue then refused it, and
+    # the dead-letter alert and metric watch a <name>-dlq that cannot exist.
+    def warned(name):
+        with override_settings(SCHEDULER_QUEUE_NAME=name):
+            return [message.id for message in run_checks() if message.id == "scheduler.W006"]
+
+    assert warned("q" * 77) == ["scheduler.W006"]
+    assert warned("q" * 76) == []
