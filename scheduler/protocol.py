@@ -98,7 +98,7 @@ def read_job_ref(raw_id: object, raw_token: object) -> JobRef:
 
 def as_token(token: uuid.UUID | str) -> uuid.UUID:
     """A dispatch token given as a UUID or as its text, as a message (and
-    ``OutgoingMessage``) carries it; ValueError if it is neither."""
+    ``OutgoingMessage``) carries it; ValueError for text that is no UUID."""
     return token if isinstance(token, uuid.UUID) else uuid.UUID(token)
 
 

@@ -286,7 +286,9 @@ class RunAtFilter(admin.SimpleListFilter):
 
 
 def overdue_ids(*, now: datetime) -> RawSQL:
-    """The ids of the overdue jobs (at most COUNT_LIMIT + 1 per pending status), latest first.
+    """The ids of the overdue jobs (at most COUNT_LIMIT + 1 per pending status), those
+    overdue longest first: beyond the cap, the jobs the monitoring page and the alerts
+    name as the oldest overdue are the ones to find.
 
     One branch per status, each matching its own partial index (scheduled: due_idx;
     enqueued: status_idx): with ``status IN (…)`` and the list's ORDER BY run_at, the
@@ -295,7 +297,7 @@ def overdue_ids(*, now: datetime) -> RawSQL:
     parts = status_parts(states.PENDING)  # scheduled: held or not, each its own index
     branch = (
         f"(SELECT id FROM {ScheduledJob._meta.db_table} WHERE status = %s{{held}} "  # noqa: S608
-        "AND run_at < %s ORDER BY run_at DESC LIMIT %s)"
+        "AND run_at < %s ORDER BY run_at LIMIT %s)"
     )
     cutoff = now - OVERDUE_AFTER
     return RawSQL(  # noqa: S611 - the model's table name; values are parameters

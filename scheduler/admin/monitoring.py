@@ -40,7 +40,7 @@ from django.utils import timezone
 from typing_extensions import override
 
 from scheduler import sqs, states
-from scheduler.conf import scheduler_settings
+from scheduler.conf import OUTAGE_BACKOFF_INTERVALS, scheduler_settings
 from scheduler.models import (
     OVERDUE_AFTER,
     DispatcherHeartbeat,
@@ -56,8 +56,10 @@ from scheduler.models import (
 from scheduler.services.pausing import describe
 from scheduler.states import Status
 
-#: The dispatcher is presumed down when its last tick is this many intervals old.
-HEARTBEAT_STALE_INTERVALS = 3
+#: The dispatcher is presumed down when its last tick is this many intervals old: more
+#: than it waits between ticks while PostgreSQL or SQS fails, or an outage it rides out
+#: made it look silent.
+HEARTBEAT_STALE_INTERVALS = OUTAGE_BACKOFF_INTERVALS + 1
 #: Counts are exact up to this many rows; an estimate beyond.
 EXACT_COUNT_LIMIT = 10_000
 #: Jobs due are counted up to this many per hour and per day; an estimate beyond.

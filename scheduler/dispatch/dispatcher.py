@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from scheduler.backoff import exponential_backoff
 from scheduler.clock import check_clock
-from scheduler.conf import scheduler_settings
+from scheduler.conf import OUTAGE_BACKOFF_INTERVALS, scheduler_settings
 from scheduler.dispatch.publisher import OutgoingMessage, Publisher, PublishResult, SQSPublisher
 from scheduler.protocol import release_in, whole_delay
 from scheduler.services import dispatching, refusals
@@ -48,16 +48,6 @@ _PURGE_EVERY_SECONDS = 3600.0
 #: again. Taken in every batch, a batch or more of them, oldest first, would hold back
 #: every other due job, and each batch would write their rows twice (taken, put back).
 REFUSED_QUEUE_RECHECK_SECONDS = 5.0
-#: The longest pause of ``run()`` while PostgreSQL or SQS keeps failing, in dispatch
-#: intervals (30 s by default), and never more than half the lookahead. The back-off is
-#: there so that an outage is not met with a failing batch every interval; but the loop
-#: sleeps through the end of the outage, so its cap is also how late a job due as soon
-#: as possible (a retry, "run now", one scheduled for now) can reach SQS once the outage
-#: is over. Six intervals cut the attempts to one in six (two a minute by default) and
-#: keep that lateness within half the default lease: jobs due just after a failover run
-#: less than a lease late (RELIABILITY.md). Half the lookahead (150 s), the cap before,
-#: made a failover of a minute or two cost such jobs up to 150 s more.
-OUTAGE_BACKOFF_INTERVALS = 6
 
 
 @dataclass

@@ -271,13 +271,16 @@ class SchedulerBackend(BaseTaskBackend):
         routed = routed_queue(get_task(job.task_name), job.args, job.kwargs)
         default = routed or scheduler_settings.QUEUE_NAME
         queue_name = DEFAULT_TASK_QUEUE_NAME if job.queue == default else job.queue
+        # As this backend's, whose QUEUES the task's own backend may lack.
+        backend = self.alias
         if self.queues and queue_name not in self.queues:
-            # QUEUES changed since: the task as declared, not an error reading a result.
-            queue_name = task.queue_name
+            # QUEUES changed since, or the job is another alias's: the task as declared,
+            # not an error reading a result.
+            queue_name, backend = task.queue_name, task.backend
         run_after = job.run_at if job.run_at > job.created_at else None
-        if (queue_name, run_after) == (task.queue_name, task.run_after):
+        if (queue_name, run_after, backend) == (task.queue_name, task.run_after, task.backend):
             return task
-        return task.using(queue_name=queue_name, run_after=run_after, backend=self.alias)
+        return task.using(queue_name=queue_name, run_after=run_after, backend=backend)
 
     @staticmethod
     def _queue(queue_name: str) -> str | None:
@@ -348,7 +351,7 @@ def _task_named(name: str) -> SchedulerBackendTask | None:
     if name not in _declared and name not in _not_importable:
         try:
             import_string(name)
-        except (ImportError, ValueError):  # ValueError: no module path (".x")
+        except (ImportError, ValueError, TypeError):  # no module path: ".x", "..x"
             _not_importable.add(name)
             return None
     return _declared.get(name)

@@ -10,8 +10,10 @@ from django.db.models import DurationField, ExpressionWrapper, F, Q
 from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
 
-from scheduler.admin import monitoring
+from scheduler.admin import changelist, monitoring
 from scheduler.admin.monitoring import PercentileCont, Tally, TaskFailures
+from scheduler.conf import scheduler_settings
+from scheduler.dispatch.dispatcher import OUTAGE_BACKOFF_INTERVALS
 from scheduler.models import DispatcherHeartbeat, JobAttempt, Pause, ScheduledJob
 from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, job
 
@@ -170,7 +172,7 @@ def test_snapshot_figures_on_a_known_data_set():
         ("host:1", timedelta(seconds=4), True),
         ("host:0", HOUR, False),
     ]
-    assert beats.stale_after == timedelta(seconds=15)
+    assert beats.stale_after == timedelta(seconds=35)  # 7 intervals: an outage's back-off + 1
     assert beats.healthy
     assert snapshot.paused == []
     [dead_letters] = snapshot.dead_letters
@@ -315,6 +317,18 @@ def test_page_warns_when_the_dispatcher_heartbeat_is_old(admin_client):
     assert 'id="overdue" class="">0</a>' in content
 
 
+def test_a_dispatcher_backing_off_through_an_outage_is_not_called_silent(admin_client):
+    # While SQS (or PostgreSQL) fails, the dispatcher ticks up to OUTAGE_BACKOFF_INTERVALS
+    # apart, by design; the page said "is the dispatcher running?" after three.
+    gap = OUTAGE_BACKOFF_INTERVALS * scheduler_settings.DISPATCH_INTERVAL_SECONDS
+    DispatcherHeartbeat.objects.create(
+        dispatcher="host:0", last_tick_at=T0 - timedelta(seconds=gap - 1)
+    )
+    content = admin_client.get(MONITORING).content.decode()
+    assert "is the dispatcher running?" not in content
+    assert ">ticking</td>" in content
+
+
 def test_page_warns_when_no_dispatcher_ever_ticked(admin_client):
     content = admin_client.get(MONITORING).content.decode()
     assert "No dispatcher has ever ticked" in content
@@ -326,6 +340,19 @@ def test_overdue_link_lists_the_overdue_jobs(admin_client, known_data):
         -5 * MINUTE,
         -2 * MINUTE,
     ]
+
+
+def test_overdue_link_finds_the_oldest_overdue_job_beyond_the_cap(admin_client, monkeypatch):
+    # Beyond the cap the list kept the jobs due last: the one the page names as the
+    # oldest overdue (the one SchedulerJobsVeryLate pages about) was in no order of it.
+    monkeypatch.setattr(changelist, "COUNT_LIMIT", 3)
+    stuck = job(Status.ENQUEUED, run_at=T0 - 3 * HOUR)
+    for minutes in range(6):
+        job(Status.ENQUEUED, run_at=T0 - (10 + minutes) * MINUTE)
+    response = admin_client.get(f"{CHANGELIST}?run_at=overdue")
+    listed = [row.pk for row in response.context["cl"].result_list]
+    assert stuck.pk in listed
+    assert len(listed) == 4  # COUNT_LIMIT + 1: "more than 3"
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.5])

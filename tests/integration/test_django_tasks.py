@@ -156,10 +156,7 @@ def test_a_result_read_through_a_second_backend_keeps_its_queue(settings):
     # second one's: reading the result raised InvalidTask.
     settings.TASKS = {
         "default": {"BACKEND": "scheduler.backends.SchedulerBackend"},
-        "critical": {
-            "BACKEND": "scheduler.backends.SchedulerBackend",
-            "QUEUES": ["default", "urgent"],
-        },
+        "critical": {"BACKEND": "scheduler.backends.SchedulerBackend", "QUEUES": ["urgent"]},
     }
     result = tasks.add.using(backend="critical", queue_name="urgent").enqueue(1, 2)
     result.refresh()
@@ -169,6 +166,10 @@ def test_a_result_read_through_a_second_backend_keeps_its_queue(settings):
         "critical",
         "critical",
     )
+    # A job of a queue the second alias lacks reads back as the task declared it.
+    deferred = tasks.add.using(run_after=T0 + timedelta(days=3)).enqueue(1, 2)
+    read = task_backends["critical"].get_result(deferred.id)
+    assert (read.task.queue_name, read.task.backend) == ("default", "default")
 
 
 def test_a_result_read_back_names_the_queue_and_time_it_was_enqueued_with(settings):
@@ -381,8 +382,9 @@ def test_an_id_in_other_digits_is_not_the_job_with_that_number():
         task_backends["default"].get_result(arabic_indic)
 
 
-def test_a_job_of_a_task_name_no_module_can_have_is_not_a_django_task_result():
-    row = job(Status.SCHEDULED, task_name=".x")
+@pytest.mark.parametrize("task_name", [".x", "..x"])
+def test_a_job_of_a_task_name_no_module_can_have_is_not_a_django_task_result(task_name):
+    row = job(Status.SCHEDULED, task_name=task_name)
     with pytest.raises(TaskResultDoesNotExist):
         task_backends["default"].get_result(str(row.pk))
 
