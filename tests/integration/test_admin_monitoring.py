@@ -12,8 +12,7 @@ from freezegun import freeze_time
 
 from scheduler.admin import changelist, monitoring
 from scheduler.admin.monitoring import PercentileCont, Tally, TaskFailures
-from scheduler.conf import scheduler_settings
-from scheduler.dispatch.dispatcher import OUTAGE_BACKOFF_INTERVALS
+from scheduler.conf import OUTAGE_BACKOFF_INTERVALS, scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, Pause, ScheduledJob
 from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, job
 
