@@ -31,7 +31,7 @@ from typing_extensions import override
 
 from scheduler import states, validation
 from scheduler.conf import scheduler_settings
-from scheduler.models import OVERDUE_AFTER, ScheduledJob, status_parts
+from scheduler.models import OVERDUE_AFTER, ScheduledJob, held_jobs_sql, status_parts
 from scheduler.registry import schedulable_task_names
 
 #: Beyond this many matching rows the list says "more than" instead of counting.
@@ -294,15 +294,23 @@ def overdue_ids(*, now: datetime) -> RawSQL:
     enqueued: status_idx): with ``status IN (…)`` and the list's ORDER BY run_at, the
     planner would walk the run_at index through the whole history to find none.
     """
-    parts = status_parts(states.PENDING)  # scheduled: held or not, each its own index
+    table = ScheduledJob._meta.db_table
+    parts = status_parts(states.PENDING, held=False)  # the held jobs are read by kind
     branch = (
-        f"(SELECT id FROM {ScheduledJob._meta.db_table} WHERE status = %s{{held}} "  # noqa: S608
+        f"(SELECT id FROM {table} WHERE status = %s{{part}} "  # noqa: S608
         "AND run_at < %s ORDER BY run_at LIMIT %s)"
     )
-    cutoff = now - OVERDUE_AFTER
+    held = (
+        f"(SELECT held.id FROM {held_jobs_sql(table, due='job.run_at < %s')} "  # noqa: S608
+        "ORDER BY held.run_at LIMIT %s)"
+    )
+    cutoff, limit = now - OVERDUE_AFTER, COUNT_LIMIT + 1
     return RawSQL(  # noqa: S611 - the model's table name; values are parameters
-        " UNION ALL ".join(branch.format(held=held) for _, held in parts),
-        [value for status, _ in parts for value in (status, cutoff, COUNT_LIMIT + 1)],
+        " UNION ALL ".join([*(branch.format(part=part) for _, part in parts), held]),
+        [
+            *(value for status, _ in parts for value in (status, cutoff, limit)),
+            *(cutoff, limit, limit),
+        ],
     )
 
 

@@ -48,6 +48,7 @@ from scheduler.models import (
     Pause,
     ScheduledJob,
     capped_status_counts,
+    held_jobs_sql,
     pending_figures,
     read_from_indexes,
     status_parts,
@@ -458,12 +459,19 @@ def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram
 
 def _capped_counts(starts: list[datetime], *, now: datetime, cap: int) -> dict[datetime, int]:
     """Pending jobs due in each period [starts[i], starts[i + 1]) from now, up to cap + 1."""
-    parts = status_parts(states.PENDING)
+    table = ScheduledJob._meta.db_table
+    parts = status_parts(states.PENDING, held=False)  # the held jobs are read by kind
+    due = "job.run_at >= greatest(period.start, %s) AND job.run_at < period.stop"
     per_status = " + ".join(
-        f"(SELECT count(*) FROM (SELECT 1 FROM {ScheduledJob._meta.db_table} "  # noqa: S608
-        f"WHERE status = %s{held} AND run_at >= greatest(period.start, %s) "
-        "AND run_at < period.stop LIMIT %s) AS capped)"
-        for _, held in parts
+        [
+            *(
+                f"(SELECT count(*) FROM (SELECT 1 FROM {table} AS job "  # noqa: S608
+                f"WHERE status = %s{part} AND {due} LIMIT %s) AS capped)"
+                for _, part in parts
+            ),
+            f"(SELECT count(*) FROM (SELECT 1 FROM {held_jobs_sql(table, due=due)} "  # noqa: S608
+            "LIMIT %s) AS capped)",
+        ]
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -471,6 +479,7 @@ def _capped_counts(starts: list[datetime], *, now: datetime, cap: int) -> dict[d
             "FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS period(start, stop)",
             [
                 *(v for status, _ in parts for v in (status, now, cap + 1)),
+                *(now, cap + 1, cap + 1),
                 starts[:-1],
                 starts[1:],
             ],
