@@ -31,7 +31,7 @@ from typing_extensions import override
 
 from scheduler import states, validation
 from scheduler.conf import scheduler_settings
-from scheduler.models import OVERDUE_AFTER, ScheduledJob, held_jobs_sql, status_parts
+from scheduler.models import OVERDUE_AFTER, ScheduledJob, status_parts
 from scheduler.registry import schedulable_task_names
 
 #: Beyond this many matching rows the list says "more than" instead of counting.
@@ -286,31 +286,21 @@ class RunAtFilter(admin.SimpleListFilter):
 
 
 def overdue_ids(*, now: datetime) -> RawSQL:
-    """The ids of the overdue jobs (at most COUNT_LIMIT + 1 per pending status), those
-    overdue longest first: beyond the cap, the jobs the monitoring page and the alerts
-    name as the oldest overdue are the ones to find.
+    """The ids of the overdue jobs (at most COUNT_LIMIT + 1 per pending status), latest first.
 
     One branch per status, each matching its own partial index (scheduled: due_idx;
     enqueued: status_idx): with ``status IN (…)`` and the list's ORDER BY run_at, the
     planner would walk the run_at index through the whole history to find none.
     """
-    table = ScheduledJob._meta.db_table
-    parts = status_parts(states.PENDING, held=False)  # the held jobs are read by kind
+    parts = status_parts(states.PENDING)  # scheduled: held or not, each its own index
     branch = (
-        f"(SELECT id FROM {table} WHERE status = %s{{part}} "  # noqa: S608
-        "AND run_at < %s ORDER BY run_at LIMIT %s)"
+        f"(SELECT id FROM {ScheduledJob._meta.db_table} WHERE status = %s{{held}} "  # noqa: S608
+        "AND run_at < %s ORDER BY run_at DESC LIMIT %s)"
     )
-    held = (
-        f"(SELECT held.id FROM {held_jobs_sql(table, due='job.run_at < %s')} "  # noqa: S608
-        "ORDER BY held.run_at LIMIT %s)"
-    )
-    cutoff, limit = now - OVERDUE_AFTER, COUNT_LIMIT + 1
+    cutoff = now - OVERDUE_AFTER
     return RawSQL(  # noqa: S611 - the model's table name; values are parameters
-        " UNION ALL ".join([*(branch.format(part=part) for _, part in parts), held]),
-        [
-            *(value for status, _ in parts for value in (status, cutoff, limit)),
-            *(cutoff, limit, limit),
-        ],
+        " UNION ALL ".join(branch.format(held=held) for _, held in parts),
+        [value for status, _ in parts for value in (status, cutoff, COUNT_LIMIT + 1)],
     )
 
 

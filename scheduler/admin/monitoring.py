@@ -48,7 +48,6 @@ from scheduler.models import (
     Pause,
     ScheduledJob,
     capped_status_counts,
-    held_jobs_sql,
     pending_figures,
     read_from_indexes,
     status_parts,
@@ -57,9 +56,12 @@ from scheduler.models import (
 from scheduler.services.pausing import describe
 from scheduler.states import Status
 
-#: The dispatcher is presumed down when its last tick is this many intervals old: more
-#: than it waits between ticks while PostgreSQL or SQS fails, or an outage it rides out
-#: made it look silent.
+#: The dispatcher is presumed down when its last tick is this old, as the
+#: SchedulerDispatcherDown alert (README) presumes it, or this many intervals if longer:
+#: while PostgreSQL or SQS fails it waits up to OUTAGE_BACKOFF_INTERVALS between ticks,
+#: and a tick failing on SQS's timeouts takes seconds more, so an outage it rode out
+#: made it look silent, and a restart that fixes nothing look called for.
+HEARTBEAT_STALE_SECONDS = 60.0
 HEARTBEAT_STALE_INTERVALS = OUTAGE_BACKOFF_INTERVALS + 1
 #: Counts are exact up to this many rows; an estimate beyond.
 EXACT_COUNT_LIMIT = 10_000
@@ -459,19 +461,12 @@ def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram
 
 def _capped_counts(starts: list[datetime], *, now: datetime, cap: int) -> dict[datetime, int]:
     """Pending jobs due in each period [starts[i], starts[i + 1]) from now, up to cap + 1."""
-    table = ScheduledJob._meta.db_table
-    parts = status_parts(states.PENDING, held=False)  # the held jobs are read by kind
-    due = "job.run_at >= greatest(period.start, %s) AND job.run_at < period.stop"
+    parts = status_parts(states.PENDING)
     per_status = " + ".join(
-        [
-            *(
-                f"(SELECT count(*) FROM (SELECT 1 FROM {table} AS job "  # noqa: S608
-                f"WHERE status = %s{part} AND {due} LIMIT %s) AS capped)"
-                for _, part in parts
-            ),
-            f"(SELECT count(*) FROM (SELECT 1 FROM {held_jobs_sql(table, due=due)} "  # noqa: S608
-            "LIMIT %s) AS capped)",
-        ]
+        f"(SELECT count(*) FROM (SELECT 1 FROM {ScheduledJob._meta.db_table} "  # noqa: S608
+        f"WHERE status = %s{held} AND run_at >= greatest(period.start, %s) "
+        "AND run_at < period.stop LIMIT %s) AS capped)"
+        for _, held in parts
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -479,7 +474,6 @@ def _capped_counts(starts: list[datetime], *, now: datetime, cap: int) -> dict[d
             "FROM unnest(%s::timestamptz[], %s::timestamptz[]) AS period(start, stop)",
             [
                 *(v for status, _ in parts for v in (status, now, cap + 1)),
-                *(now, cap + 1, cap + 1),
                 starts[:-1],
                 starts[1:],
             ],
@@ -650,7 +644,10 @@ def heartbeats(*, now: datetime, limit: int = 10) -> Heartbeats:
     return Heartbeats(
         recent=recent,
         stale_after=timedelta(
-            seconds=HEARTBEAT_STALE_INTERVALS * scheduler_settings.DISPATCH_INTERVAL_SECONDS
+            seconds=max(
+                HEARTBEAT_STALE_SECONDS,
+                HEARTBEAT_STALE_INTERVALS * scheduler_settings.DISPATCH_INTERVAL_SECONDS,
+            )
         ),
         latest_age=now - recent[0].last_tick_at if recent else None,
         now=now,

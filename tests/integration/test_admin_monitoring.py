@@ -10,7 +10,7 @@ from django.db.models import DurationField, ExpressionWrapper, F, Q
 from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
 
-from scheduler.admin import changelist, monitoring
+from scheduler.admin import monitoring
 from scheduler.admin.monitoring import PercentileCont, Tally, TaskFailures
 from scheduler.conf import OUTAGE_BACKOFF_INTERVALS, scheduler_settings
 from scheduler.models import DispatcherHeartbeat, JobAttempt, Pause, ScheduledJob
@@ -171,7 +171,7 @@ def test_snapshot_figures_on_a_known_data_set():
         ("host:1", timedelta(seconds=4), True),
         ("host:0", HOUR, False),
     ]
-    assert beats.stale_after == timedelta(seconds=35)  # 7 intervals: an outage's back-off + 1
+    assert beats.stale_after == timedelta(seconds=60)  # as SchedulerDispatcherDown
     assert beats.healthy
     assert snapshot.paused == []
     [dead_letters] = snapshot.dead_letters
@@ -318,10 +318,12 @@ def test_page_warns_when_the_dispatcher_heartbeat_is_old(admin_client):
 
 def test_a_dispatcher_backing_off_through_an_outage_is_not_called_silent(admin_client):
     # While SQS (or PostgreSQL) fails, the dispatcher ticks up to OUTAGE_BACKOFF_INTERVALS
-    # apart, by design; the page said "is the dispatcher running?" after three.
-    gap = OUTAGE_BACKOFF_INTERVALS * scheduler_settings.DISPATCH_INTERVAL_SECONDS
+    # apart, by design, and a tick failing on SQS's timeouts takes seconds more (a review
+    # measured gaps of 44 s): the page said "is the dispatcher running?" after three.
+    interval = scheduler_settings.DISPATCH_INTERVAL_SECONDS
+    gap = OUTAGE_BACKOFF_INTERVALS * interval + 15
     DispatcherHeartbeat.objects.create(
-        dispatcher="host:0", last_tick_at=T0 - timedelta(seconds=gap - 1)
+        dispatcher="host:0", last_tick_at=T0 - timedelta(seconds=gap)
     )
     content = admin_client.get(MONITORING).content.decode()
     assert "is the dispatcher running?" not in content
@@ -339,19 +341,6 @@ def test_overdue_link_lists_the_overdue_jobs(admin_client, known_data):
         -5 * MINUTE,
         -2 * MINUTE,
     ]
-
-
-def test_overdue_link_finds_the_oldest_overdue_job_beyond_the_cap(admin_client, monkeypatch):
-    # Beyond the cap the list kept the jobs due last: the one the page names as the
-    # oldest overdue (the one SchedulerJobsVeryLate pages about) was in no order of it.
-    monkeypatch.setattr(changelist, "COUNT_LIMIT", 3)
-    stuck = job(Status.ENQUEUED, run_at=T0 - 3 * HOUR)
-    for minutes in range(6):
-        job(Status.ENQUEUED, run_at=T0 - (10 + minutes) * MINUTE)
-    response = admin_client.get(f"{CHANGELIST}?run_at=overdue")
-    listed = [row.pk for row in response.context["cl"].result_list]
-    assert stuck.pk in listed
-    assert len(listed) == 4  # COUNT_LIMIT + 1: "more than 3"
 
 
 @pytest.mark.parametrize("fraction", [-0.1, 1.5])
