@@ -30,14 +30,15 @@ _DAY = 24 * 3600
 MAX_RESEND_WAIT_SECONDS = 12 * 3600
 #: The longest pause of the dispatcher's ``run()`` while PostgreSQL or SQS keeps
 #: failing, in dispatch intervals (30 s by default), and never more than half the
-#: lookahead; the admin calls a dispatcher silent only after one more. The back-off is
-#: there so that an outage is not met with a failing batch every interval; but the loop
-#: sleeps through the end of the outage, so its cap is also how late a job due as soon
-#: as possible (a retry, "run now", one scheduled for now) can reach SQS once the outage
-#: is over. Six intervals cut the attempts to one in six (two a minute by default) and
-#: keep that lateness within half the default lease: jobs due just after a failover run
-#: less than a lease late (RELIABILITY.md). Half the lookahead (150 s), the cap before,
-#: made a failover of a minute or two cost such jobs up to 150 s more.
+#: lookahead; the admin calls a dispatcher silent only after one more (or a minute).
+#: The back-off is there so that an outage is not met with a failing batch every
+#: interval; but the loop sleeps through the end of the outage, so its cap is also how
+#: late a job due as soon as possible (a retry, "run now", one scheduled for now) can
+#: reach SQS once the outage is over. Six intervals cut the attempts to one in six (two
+#: a minute by default) and keep that lateness within half the default lease: jobs due
+#: just after a failover run less than a lease late (RELIABILITY.md). Half the lookahead
+#: (150 s), the cap before, made a failover of a minute or two cost such jobs up to 150
+#: s more.
 OUTAGE_BACKOFF_INTERVALS = 6
 #: The queue jobs go to when neither the job nor ``SCHEDULER_QUEUE_NAME`` names one.
 DEFAULT_QUEUE_NAME = "scheduler-jobs"
