@@ -154,12 +154,13 @@ def check_dead_letter_room(
 ) -> list[CheckMessage]:
     """Warn when ``SCHEDULER_QUEUE_NAME`` leaves no room for its dead-letter queue's name."""
     name = scheduler_settings.QUEUE_NAME
-    if not is_valid_queue_name(name) or is_valid_queue_name(dead_letter_queue(name)):
+    dead_letters = dead_letter_queue(name)
+    if not is_valid_queue_name(name) or is_valid_queue_name(dead_letters):
         return []  # a name that is no queue's is scheduler.E006
     return [
         Warning(
             f"SCHEDULER_QUEUE_NAME is {len(name)} characters: its dead-letter queue, "
-            f"{dead_letter_queue(name)!r}, would be over SQS's 80. scheduler_create_queue "
+            f"{dead_letters!r}, would be over SQS's 80. scheduler_create_queue "
             "refuses it, and the dead-letter metric and alert watch that queue.",
             hint="Use a name of at most 76 characters.",
             id="scheduler.W006",
