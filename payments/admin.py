@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from payments.models import Payment
-from scheduler.admin.changelist import CappedCountPaginator
+from scheduler.admin.changelist import CappedCountPaginator, OfferedListMixin
 from scheduler.admin.display import status_label, timestamp, timestamp_column
 from scheduler.admin.readonly import ReadOnlyAdminMixin
 
@@ -22,7 +22,7 @@ else:
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdminMixin, PaymentAdminBase):
+class PaymentAdmin(OfferedListMixin, ReadOnlyAdminMixin, PaymentAdminBase):
     """Read-only: payments change through payments.services, never by hand."""
 
     list_display = (
@@ -37,6 +37,13 @@ class PaymentAdmin(ReadOnlyAdminMixin, PaymentAdminBase):
         "capture_job_run_at",
     )
     list_filter = ("status",)
+    # The filter's and the date drill-down's; any other lookup reads every payment.
+    offered_lookups = (
+        "status__exact",
+        "authorized_at__year",
+        "authorized_at__month",
+        "authorized_at__day",
+    )
     list_select_related = ("capture_job",)
     search_fields = ("=authorization_id", "=capture_id")
     # Newest first from an index; no count of millions of rows, no other sort.

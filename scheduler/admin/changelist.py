@@ -77,7 +77,8 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
 
 
 class OfferedChangeList(ChangeList):
-    """Django's list, sorted only by the columns it offers to sort by (``sortable_by``).
+    """Django's list, sorted only by the columns it offers to sort by (``sortable_by``),
+    whose date drill-down is a period or nothing.
 
     Django applies any column number in ``?o=`` (``?o=3``: by status), whatever
     ``sortable_by`` says: a hand-edited URL sorted millions of rows. Such numbers are
@@ -87,6 +88,31 @@ class OfferedChangeList(ChangeList):
     #: Whether Django lays the pagination out as a navigation landmark (6.0 does), which
     #: the template of the capped count follows.
     nav_pagination = django.VERSION >= (6, 0)
+
+    @override
+    def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The list's lookups; a drill-down to a period that ends past year 9999 (a job
+        at a "never" time) becomes "from its start": Django's bounds overflow there.
+
+        A drill-down that is no period (a month or day without the year and month above
+        it, which Django filters on as ``EXTRACT`` over every row; a year past Python's,
+        a 500 in Django) raises IncorrectLookupParameters: the list without filters.
+        """
+        lookups: dict[str, Any] = super().get_filters_params(params)
+        if not self.date_hierarchy:
+            return lookups
+        names = [f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")]
+        year, month, day = (lookups[name][-1] if lookups.get(name) else None for name in names)
+        if year is None and month is None and day is None:
+            return lookups
+        start = _drill_down_start(year, month, day)
+        if start is None:
+            raise IncorrectLookupParameters(f"no period: {year}-{month}-{day}")
+        if period_end(start, month=bool(month), day=bool(day)) is None:
+            for name in names:
+                lookups.pop(name, None)
+            lookups[f"{self.date_hierarchy}__gte"] = [start]
+        return lookups
 
     @override
     def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
@@ -124,31 +150,8 @@ class OfferedChangeList(ChangeList):
 
 
 class JobChangeList(OfferedChangeList):
-    """The job list, whose date drill-down also reaches the calendar's last period, and
-    which reads the succeeded jobs of a period still going on from its start."""
-
-    @override
-    def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The list's lookups; a drill-down to a period that ends past year 9999 (a job
-        at a "never" time) becomes "from its start": Django's bounds overflow there.
-
-        A drill-down that is no period (a month or day without the year and month above
-        it, which Django filters on as ``EXTRACT`` over every row; a year past Python's,
-        a 500 in Django) raises IncorrectLookupParameters: the list without filters.
-        """
-        lookups: dict[str, Any] = super().get_filters_params(params)
-        names = [f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")]
-        year, month, day = (lookups[name][-1] if lookups.get(name) else None for name in names)
-        if year is None and month is None and day is None:
-            return lookups
-        start = _drill_down_start(year, month, day)
-        if start is None:
-            raise IncorrectLookupParameters(f"no period: {year}-{month}-{day}")
-        if period_end(start, month=bool(month), day=bool(day)) is None:
-            for name in names:
-                lookups.pop(name, None)
-            lookups[f"{self.date_hierarchy}__gte"] = [start]
-        return lookups
+    """The job list, which reads the succeeded jobs of a period still going on from its
+    start."""
 
     @override
     def get_queryset(
@@ -479,6 +482,10 @@ class OfferedListMixin(ListAdminBase):
 
     @override
     def lookup_allowed(self, lookup: str, value: Any, request: HttpRequest | None = None) -> bool:
+        # A drill-down to the calendar's last year, month or day is "from its start"
+        # (OfferedChangeList): a date-time, never text from the query string.
+        if self.date_hierarchy and lookup == f"{self.date_hierarchy}__gte":
+            return isinstance(value, datetime)
         return lookup in self.offered_lookups and not _holds_nul(value)
 
     @override

@@ -372,14 +372,6 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         return changelist.JobChangeList
 
     @override
-    def lookup_allowed(self, lookup: str, value: Any, request: HttpRequest | None = None) -> bool:
-        # A drill-down to the calendar's last year, month or day is "from its start"
-        # (JobChangeList): a date-time, never text from the query string.
-        if lookup == "run_at__gte":
-            return isinstance(value, datetime)
-        return super().lookup_allowed(lookup, value, request)
-
-    @override
     def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
         if request.GET.get("status__exact") == states.Status.SUCCEEDED:
             # The bulk of the table, in no status index: by run_at, PostgreSQL would

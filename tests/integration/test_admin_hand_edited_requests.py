@@ -27,6 +27,7 @@ pytestmark = pytest.mark.django_db
 
 ATTEMPTS = reverse("admin:scheduler_jobattempt_changelist")
 AUDIT = reverse("admin:scheduler_auditentry_changelist")
+PAYMENTS = reverse("admin:payments_payment_changelist")
 
 
 @pytest.fixture(autouse=True)
@@ -114,6 +115,12 @@ def test_the_columns_the_list_sorts_by_still_sort_it(admin_client, history, url,
             "action__exact=retry",
             "reason__icontains",
         ),
+        (f"{PAYMENTS}?amount__regex=^1", "", "amount__regex"),
+        (
+            f"{PAYMENTS}?capture_job__last_error__icontains=x&status__exact=captured",
+            "status__exact=captured",
+            "capture_job__last_error__icontains",
+        ),
     ],
 )
 def test_a_filter_the_list_does_not_offer_is_refused_with_a_message(
@@ -132,21 +139,31 @@ def test_a_filter_the_list_does_not_offer_is_refused_with_a_message(
 
 
 @pytest.mark.parametrize(
-    "query",
+    ("path", "query"),
     [
-        "run_at__month=2&run_at__day=30",  # no year: EXTRACT over every row
-        "run_at__year=2026&run_at__day=3",  # no month
-        "run_at__year=2147483648",  # past Python's years: a 500
-        "run_at__year=2147483648&status__exact=succeeded",
-        "run_at__year=10000",
-        "run_at__year=2026&run_at__month=13",
-        "run_at__year=x",
+        (CHANGELIST, "run_at__month=2&run_at__day=30"),  # no year: EXTRACT over every row
+        (CHANGELIST, "run_at__year=2026&run_at__day=3"),  # no month
+        (CHANGELIST, "run_at__year=2147483648"),  # past Python's years: a 500
+        (CHANGELIST, "run_at__year=2147483648&status__exact=succeeded"),
+        (CHANGELIST, "run_at__year=10000"),
+        (CHANGELIST, "run_at__year=2026&run_at__month=13"),
+        (CHANGELIST, "run_at__year=x"),
+        (PAYMENTS, "authorized_at__month=2"),
+        (PAYMENTS, "authorized_at__year=2147483648"),
+        (PAYMENTS, "authorized_at__year=2026&authorized_at__month=0"),
     ],
 )
-def test_a_drill_down_that_is_no_period_is_refused(admin_client, history, query):
-    response = admin_client.get(f"{CHANGELIST}?{query}")
+def test_a_drill_down_that_is_no_period_is_refused(admin_client, history, path, query):
+    response = admin_client.get(f"{path}?{query}")
     assert response.status_code == 302
-    assert response["Location"] == f"{CHANGELIST}?e=1"
+    assert response["Location"] == f"{path}?e=1"
+
+
+def test_the_payments_drill_down_reaches_the_calendars_last_year(admin_client):
+    # Django's bounds for year 9999 end in year 10000: a 500.
+    response = admin_client.get(f"{PAYMENTS}?authorized_at__year=9999")
+    assert response.status_code == 200
+    assert list(response.context["cl"].result_list) == []
 
 
 @pytest.mark.parametrize(
