@@ -5,6 +5,7 @@ from functools import cache
 from typing import Any
 
 from celery import Task, current_app
+from celery.canvas import Signature
 from django.utils.module_loading import autodiscover_modules
 from kombu.transport.SQS import CHARS_REPLACE_TABLE
 
@@ -16,6 +17,13 @@ def task_name_of(task: Task[Any, Any] | str) -> str:
     """The registered name of a task object, or the name itself."""
     if isinstance(task, str):
         return task
+    if isinstance(task, Signature):
+        # Its name alone would do, and the job run without the arguments and options it
+        # carries; they are not quoted (a card's token, say).
+        raise TypeError(
+            f"expected a Celery task or a task name, got a signature of {task.name!r}: "
+            "pass the task, and its arguments and options apart"
+        )
     name = getattr(task, "name", None)
     if not isinstance(name, str):
         raise TypeError(f"expected a Celery task or a task name, got {task!r}")

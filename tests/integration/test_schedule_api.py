@@ -113,6 +113,13 @@ BAD_INPUTS = [
     ),
     pytest.param(lambda: schedule_at(noop, date(2026, 12, 1)), TypeError, "datetime", id="date"),
     pytest.param(
+        # Its arguments and options would be dropped: the job would run without them.
+        lambda: schedule_at(noop.s(1, 2).set(queue="payments"), T0),
+        TypeError,
+        "a signature of 'testapp.noop': pass the task, and its arguments",
+        id="signature",
+    ),
+    pytest.param(
         lambda: schedule_at("testapp.nope", T0), UnknownTaskError, "testapp.nope", id="unknown"
     ),
     pytest.param(

@@ -141,6 +141,7 @@ BAD_ITEMS = [
     pytest.param({"task": noop}, TypeError, "run_at", id="dict-without-run_at"),
     pytest.param({"task": noop, "run_at": T0, "when": 1}, TypeError, "when", id="dict-unknown-key"),
     pytest.param(42, TypeError, "JobSpec", id="not-a-spec"),
+    pytest.param(JobSpec(noop.s("card-token"), T0), TypeError, "signature", id="signature"),
     pytest.param(("testapp.noop", T0, ["card-token"]), TypeError, "tuple", id="a-tuple"),
 ]
 
