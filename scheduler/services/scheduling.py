@@ -135,8 +135,10 @@ def schedule_call(
     itself (``self.retry()``, ``autoretry_for``). Without a ``queue``, the task's
     route applies. Invalid input raises and writes nothing.
     """
+    # Celery takes any number (sys.maxsize for "for ever", 3.0): a job has a whole
+    # number of attempts, at most the column's.
     allowed_retries = (
-        task.max_retries
+        int(min(task.max_retries, validation.MAX_ATTEMPTS_LIMIT))
         if task.max_retries is not None
         else retries + scheduler_settings.DEFAULT_MAX_ATTEMPTS - 1
     )
@@ -146,7 +148,7 @@ def schedule_call(
         args,
         kwargs,
         queue=queue,
-        max_attempts=max(retries, allowed_retries) + 1,
+        max_attempts=min(max(retries, allowed_retries) + 1, validation.MAX_ATTEMPTS_LIMIT),
         deadline=deadline,
     )
     return _save(

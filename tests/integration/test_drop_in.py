@@ -2,6 +2,7 @@
 time frozen. Within SCHEDULER_MAX_DELAY_SECONDS a message goes to SQS with its own
 DelaySeconds; beyond it the call becomes a job in the caller's transaction."""
 
+import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 
@@ -48,6 +49,21 @@ def test_a_countdown_beyond_the_max_delay_becomes_a_job_that_records_the_task_id
     # Celery's rules: the task's max_retries bound its retries, an error is not retried.
     assert (job.max_attempts, job.retry_on_error) == (record.max_retries + 1, False)
     assert published == []  # nothing went to the broker
+
+
+@freeze_time(T0)
+@pytest.mark.parametrize(
+    ("max_retries", "max_attempts"), [(sys.maxsize, 2**31 - 1), (2**31, 2**31 - 1), (3.0, 4)]
+)
+def test_a_task_retrying_for_ever_or_counting_in_floats_is_delayed_as_a_job(
+    monkeypatch, max_retries, max_attempts
+):
+    # Celery takes either; the job's attempts were refused, so the call raised, and in a
+    # worker a long self.retry() was lost.
+    monkeypatch.setattr(record, "max_retries", max_retries)
+    result = record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS, retries=2)
+    job = ScheduledJob.objects.get(celery_task_id=result.id)
+    assert (job.max_attempts, job.attempts) == (max_attempts, 2)
 
 
 @freeze_time(T0)
