@@ -25,7 +25,7 @@ from scheduler import signals, states, validation
 from scheduler.exceptions import KeyContentionError
 from scheduler.models import AuditAction, AuditEntry, ScheduledJob
 from scheduler.services import audit
-from scheduler.services.refusals import sqlstate
+from scheduler.services.refusals import deadlocked
 from scheduler.services.scheduling import UNIQUE_KEY_CONSTRAINT
 from scheduler.services.transitions import apply_chosen, array_literal, waiting_until
 from scheduler.states import Transition
@@ -35,9 +35,6 @@ logger = logging.getLogger(__name__)
 #: How many times an action is tried again after a job that another request scheduled
 #: meanwhile took a unique key the action gives back: each try sees that job.
 KEY_RACE_ATTEMPTS = 3
-
-#: PostgreSQL's SQLSTATE for a deadlock it broke by failing this transaction.
-DEADLOCK_DETECTED = "40P01"
 
 #: The operator actions that move a job's run_at: one since the selection was made
 #: would make a shift move the job twice.
@@ -301,7 +298,7 @@ def _key_race(error: DatabaseError) -> bool:
     orders and PostgreSQL broke the deadlock."""
     if isinstance(error, IntegrityError):
         return UNIQUE_KEY_CONSTRAINT in str(error)
-    return sqlstate(error) == DEADLOCK_DETECTED
+    return deadlocked(error)
 
 
 def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter[Skip]]:

@@ -27,10 +27,19 @@ _UNAVAILABLE_CLASSES = frozenset({"08", "53"})
 _READ_ONLY_SQL_TRANSACTION = "25006"
 
 
+#: PostgreSQL's SQLSTATE for a deadlock it broke by failing this transaction.
+_DEADLOCK_DETECTED = "40P01"
+
+
 def sqlstate(error: Error) -> str | None:
     """PostgreSQL's SQLSTATE for Django's ``error``, from psycopg2 or psycopg 3."""
     cause = error.__cause__
     return getattr(cause, "pgcode", None) or getattr(cause, "sqlstate", None)
+
+
+def deadlocked(error: Error) -> bool:
+    """Whether PostgreSQL broke a deadlock by failing this transaction (or savepoint)."""
+    return sqlstate(error) == _DEADLOCK_DETECTED
 
 
 def past_limits(error: Error) -> bool:

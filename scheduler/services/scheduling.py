@@ -12,7 +12,7 @@ from operator import attrgetter
 from typing import Any, TypedDict, TypeVar, cast
 
 from celery import Task
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, OperationalError, connections, router, transaction
 from django.db.models import DateField, DateTimeField, Field
 from django.utils import timezone
 from typing_extensions import Unpack
@@ -238,13 +238,30 @@ def unique_key_guard(*unique_keys: str | None, batch: bool = False) -> Iterator[
 def _write(write: Callable[[], None], *unique_keys: str | None, batch: bool = False) -> None:
     """``write()`` new jobs in :func:`unique_key_guard`; arguments past PostgreSQL's limits
     that validation cannot tell (a jsonb form over 256 MB, such as tens of millions of
-    numbers, or JSON nested deeper than its stack) raise InvalidArgumentsError."""
+    numbers, or JSON nested deeper than its stack) raise InvalidArgumentsError.
+
+    A deadlock over the keys, which PostgreSQL broke by failing this write, is tried
+    once more: a bulk retry gives keys back in the order of its jobs' ids, not of the
+    keys, as a batch takes them. The second try waits for the other to commit, then
+    finds each key held (DuplicateJobError) or free.
+    """
 
     def guarded() -> None:
-        with unique_key_guard(*unique_keys, batch=batch):
-            write()
+        for last in (False, True):
+            try:
+                with unique_key_guard(*unique_keys, batch=batch):
+                    write()
+                return
+            except OperationalError as error:
+                if last or not _deadlocked_on_keys(error, unique_keys):
+                    raise
+                logger.info("jobs written again after a deadlock on their keys error=%s", error)
 
     refusals.refusing(guarded, refusals.arguments_too_large)
+
+
+def _deadlocked_on_keys(error: OperationalError, unique_keys: Sequence[str | None]) -> bool:
+    return any(unique_keys) and refusals.deadlocked(error) and UNIQUE_KEY_CONSTRAINT in str(error)
 
 
 def _find_task(name: str) -> Task[Any, Any]:

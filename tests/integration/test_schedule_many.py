@@ -3,6 +3,7 @@
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -10,10 +11,10 @@ from django.db import connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from freezegun import freeze_time
 
-from scheduler import JobSpec, schedule_at, schedule_many
+from scheduler import JobSpec, cancel, schedule_at, schedule_many
 from scheduler.exceptions import DuplicateJobError, InvalidArgumentsError, UnknownTaskError
 from scheduler.models import ScheduledJob
-from scheduler.services import scheduling
+from scheduler.services import bulk, scheduling
 from tests.testapp.tasks import noop, record
 
 pytestmark = pytest.mark.django_db
@@ -219,13 +220,14 @@ def test_takes_any_iterable_once():
 
 @pytest.fixture
 def slow_inserts():
-    """PostgreSQL takes 0.4 s over each job it inserts, before checking its unique key:
-    two batches' inserts then overlap as they would with thousands of jobs each."""
+    """PostgreSQL takes 0.4 s over each job it inserts or updates, before checking its
+    unique key: two batches' writes then overlap as they would with thousands of jobs
+    each."""
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE FUNCTION test_slow_insert() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN PERFORM pg_sleep(0.4); RETURN NEW; END $$; "
-            "CREATE TRIGGER test_slow_insert BEFORE INSERT ON scheduler_scheduledjob "
+            "CREATE TRIGGER test_slow_insert BEFORE INSERT OR UPDATE ON scheduler_scheduledjob "
             "FOR EACH ROW EXECUTE FUNCTION test_slow_insert()"
         )
     try:
@@ -236,6 +238,49 @@ def slow_inserts():
                 "DROP TRIGGER test_slow_insert ON scheduler_scheduledjob; "
                 "DROP FUNCTION test_slow_insert()"
             )
+
+
+@pytest.fixture
+def keys_given_back():
+    """Two cancelled jobs, whose keys ("b", then "a", in id order) a retry takes back."""
+    jobs = [schedule_at(noop, T0, unique_key=key) for key in ("b", "a")]
+    for job in jobs:
+        cancel(job.pk)
+    return jobs
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_taking_keys_a_bulk_retry_takes_back_raises_the_key_held(
+    keys_given_back, slow_inserts
+):
+    # The batch takes "a" at 0.4 s, then waits for "b", which the retry (started at 0.2
+    # s, in id order) took at 0.6 s; the retry then waits for "a" at 1.0 s. PostgreSQL
+    # failed the batch with "deadlock detected": a key held, reported as a database error.
+    outcomes: dict[str, object] = {}
+
+    def run(name: str, call: Callable[[], object], after: float) -> None:
+        time.sleep(after)
+        try:
+            outcomes[name] = call()
+        except Exception as error:  # reported by the assertions below
+            outcomes[name] = error
+        finally:
+            connections.close_all()
+
+    batch = [JobSpec(noop, T0, unique_key=key) for key in ("a", "b")]
+    retried = ScheduledJob.objects.filter(pk__in=[job.pk for job in keys_given_back])
+    threads = [
+        threading.Thread(target=run, args=("batch", lambda: schedule_many(batch), 0)),
+        threading.Thread(target=run, args=("retry", lambda: bulk.retry_many(retried), 0.2)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert isinstance(outcomes["batch"], DuplicateJobError), outcomes["batch"]
+    assert (outcomes["batch"].unique_key, outcomes["batch"].index) == ("a", 0)
+    assert outcomes["retry"].changed == 2, outcomes["retry"]
+    assert ScheduledJob.objects.count() == 2
 
 
 @pytest.mark.django_db(transaction=True)
