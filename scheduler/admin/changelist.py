@@ -47,14 +47,23 @@ else:
     ListAdminBase = object
 
 
+@dataclass(frozen=True)
+class Truncation:
+    """Why a narrowed list's rows are drawn from a bounded set, so that others may match
+    too: its count says ``among`` after the number, and "select all", refused, says
+    ``refused``."""
+
+    among: str
+    refused: str
+
+
 class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     """A paginator that counts at most ``COUNT_LIMIT + 1`` rows (one bounded query).
 
-    ``truncated`` says the rows are drawn from a bounded set (a search for the start of
-    a unique key reads its first ``COUNT_LIMIT + 1`` keys): others may match too.
+    ``truncated`` says the rows are drawn from a bounded set (:func:`list_truncation`).
     """
 
-    def __init__(self, *args: Any, truncated: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, truncated: Truncation | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.truncated = truncated
 
@@ -68,7 +77,7 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     @property
     def is_capped(self) -> bool:
         """Whether more rows match than the list counts (or than it could draw from)."""
-        return self.truncated or self.count > COUNT_LIMIT
+        return self.truncated is not None or self.count > COUNT_LIMIT
 
     @property
     def limit(self) -> int:
@@ -295,16 +304,62 @@ def overdue_ids(*, now: datetime) -> RawSQL:
     enqueued: status_idx): with ``status IN (…)`` and the list's ORDER BY run_at, the
     planner would walk the run_at index through the whole history to find none.
     """
+    branches, params = _overdue_branches(now=now, limit=COUNT_LIMIT + 1)
+    # The model's table name; values are parameters.
+    return RawSQL(" UNION ALL ".join(branches), params)  # noqa: S611
+
+
+def _overdue_branches(*, now: datetime, limit: int) -> tuple[list[str], list[Any]]:
+    """The SQL of each status's branch of :func:`overdue_ids`, its latest ``limit`` ids,
+    and the parameters of them all."""
     parts = status_parts(states.PENDING)  # scheduled: held or not, each its own index
     branch = (
         f"(SELECT id FROM {ScheduledJob._meta.db_table} WHERE status = %s{{held}} "  # noqa: S608
         "AND run_at < %s ORDER BY run_at DESC LIMIT %s)"
     )
     cutoff = now - OVERDUE_AFTER
-    return RawSQL(  # noqa: S611 - the model's table name; values are parameters
-        " UNION ALL ".join(branch.format(held=held) for _, held in parts),
-        [value for status, _ in parts for value in (status, cutoff, COUNT_LIMIT + 1)],
+    return (
+        [branch.format(held=held) for _, held in parts],
+        [value for status, _ in parts for value in (status, cutoff, limit)],
     )
+
+
+def overdue_truncated(params: Mapping[str, Any], *, now: datetime) -> bool:
+    """Whether other filters or a search narrow an *Overdue* list of which a status has
+    more than its ``COUNT_LIMIT + 1`` latest overdue jobs: those alone then (one bounded
+    read of each status's index). Without them, the capped count says so."""
+    if params.get(RunAtFilter.parameter_name) != RunAtFilter.OVERDUE:
+        return False
+    others = [name for name in params if name not in (*_LIST_PARAMETERS, "run_at")]
+    if not others and not params.get(SEARCH_VAR):
+        return False
+    branches, values = _overdue_branches(now=now, limit=COUNT_LIMIT + 2)
+    # Each branch is ours: the table's name, and parameters.
+    counts = " UNION ALL ".join(f"SELECT count(*) AS n FROM {branch} AS b" for branch in branches)  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT max(n) FROM ({counts}) AS counts", values)  # noqa: S608
+        (most,) = cursor.fetchone() or (0,)
+    return bool(most > COUNT_LIMIT + 1)
+
+
+def list_truncation(params: Mapping[str, Any], *, now: datetime) -> Truncation | None:
+    """Why the job list's rows, as ``params`` narrow them, are drawn from a bounded set,
+    or None when they are not."""
+    if key_search_truncated(params):
+        return Truncation(
+            among=f"the first {COUNT_LIMIT + 1} scheduled jobs whose unique key starts so: "
+            "narrow the search",
+            refused=f"more than {COUNT_LIMIT} unique keys start as the search does: "
+            "narrow the search",
+        )
+    if overdue_truncated(params, now=now):
+        return Truncation(
+            among=f"the latest {COUNT_LIMIT + 1} overdue scheduled jobs of each status: "
+            "filter by status, not by Overdue, to list the older ones too",
+            refused=f"more than {COUNT_LIMIT} jobs of a status are overdue and the list "
+            "shows the latest: filter by status, not by Overdue",
+        )
+    return None
 
 
 def search_filter(term: str) -> Q:

@@ -390,7 +390,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         orphans: int = 0,
         allow_empty_first_page: bool = True,
     ) -> CappedCountPaginator:
-        truncated = changelist.key_search_truncated(request.GET)
+        truncated = changelist.list_truncation(request.GET, now=timezone.now())
         return CappedCountPaginator(
             queryset, per_page, orphans, allow_empty_first_page, truncated=truncated
         )
@@ -685,8 +685,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             # The list said "more than COUNT_LIMIT", or that it drew from the first keys
             # a search found: one request must not act on millions, nor on some of them.
             narrow = (
-                f"more than {changelist.COUNT_LIMIT} unique keys start as the search "
-                "does: narrow the search"
+                paginator.truncated.refused
                 if paginator.truncated
                 else f"more than {changelist.COUNT_LIMIT} jobs match: narrow the list with "
                 "its filters"

@@ -498,6 +498,38 @@ def test_select_all_on_a_list_longer_than_its_count_shows_is_refused(admin_clien
     assert set(ScheduledJob.objects.values_list("status", flat=True)) == {Status.SCHEDULED}
 
 
+def test_an_overdue_list_past_its_latest_jobs_with_a_filter_says_so_and_refuses_select_all(
+    admin_client, monkeypatch
+):
+    # Overdue takes the latest COUNT_LIMIT + 1 overdue jobs of each status, the other
+    # filters then those alone: the list hid the oldest overdue jobs, the most urgent,
+    # without a word ("1 scheduled job"), and "select all" left them out.
+    monkeypatch.setattr(changelist, "COUNT_LIMIT", 5)
+    for minutes in range(2, 9):  # 7 overdue, the two oldest (7 and 8 minutes) recorders
+        job(
+            Status.SCHEDULED,
+            run_at=T0 - timedelta(minutes=minutes),
+            task_name="testapp.record" if minutes >= 7 else "testapp.noop",
+        )
+    url = f"{CHANGELIST}?run_at=overdue&task=testapp.record"
+    page = admin_client.get(url).content.decode()
+    assert (
+        "\n1 among the latest 6 overdue scheduled jobs of each status: filter by status, "
+        "not by Overdue, to list the older ones too.\n"
+    ) in page
+    assert _cancel_all(admin_client, url) == [
+        "More than 5 jobs of a status are overdue and the list shows the latest: filter by "
+        "status, not by Overdue, or select jobs on this page. No job was changed."
+    ]
+    assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 7
+    # More than it counts among them, it says so too.
+    noop = admin_client.get(f"{CHANGELIST}?run_at=overdue&status__exact=scheduled")
+    assert "\nMore than 5 among the latest 6 overdue scheduled jobs" in noop.content.decode()
+    # Whole when no status has more: as before.
+    ScheduledJob.objects.filter(run_at=T0 - timedelta(minutes=2)).delete()
+    assert "\n2 scheduled jobs\n" in admin_client.get(url).content.decode()
+
+
 def test_a_key_search_past_its_first_keys_with_a_filter_says_so_and_refuses_select_all(
     admin_client, monkeypatch
 ):
