@@ -248,6 +248,8 @@ def _claim_locked(
     ``SELECT … FOR UPDATE`` waits for the dispatcher's lock and returns the row as
     committed. The pauses and the clock are read after it.
     """
+    if not retrying and _ran(job_id):
+        return Refusal.NOT_CURRENT
     with transaction.atomic():
         job = ScheduledJob.objects.select_for_update().filter(pk=job_id).first()
         if job is None or job.dispatch_token != token or job.task_name != task_name:
@@ -297,6 +299,17 @@ def _claim_locked(
         attempt = _attempt(job, token=token, worker=worker, now=now)
         attempt.save(force_insert=True)
     return Claim(job=job, attempt=attempt)
+
+
+def _ran(job_id: int) -> bool:
+    """Whether the job, as committed, is running or finished (or does not exist): no
+    dispatch of it can then be on its way to a commit (one takes a job committed as
+    scheduled), so no message can become current, and a copy of a message is dropped
+    without the row's lock, nor its arguments and result (up to 256 MB each) read.
+    Workers back after a while receive most jobs' later copies so."""
+    waiting = (Status.SCHEDULED, *states.CLAIM.sources)
+    status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    return status not in waiting
 
 
 def _own_attempt(job: ScheduledJob, token: UUID, worker: str) -> JobAttempt | None:

@@ -822,6 +822,32 @@ def test_an_atomic_success_whose_commit_did_not_reach_postgresql_is_recorded_as_
     assert [attempt.outcome for attempt in job.history.all()] == ["error"]
 
 
+@freeze_time(T0)
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_copy_of_a_job_that_ran_is_dropped_without_its_rows_lock_or_contents(finished):
+    # Workers back after a while receive a job's later copies once it has run (or
+    # while it runs): each took the row's lock and read it whole, its arguments and
+    # result (up to 256 MB each) included, in three more statements.
+    job = schedule_at("testapp.noop", T0, ["a" * 1000])
+    token = dispatch_one(job, now=T0)
+    claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
+    assert isinstance(claimed, running.Claim)
+    if finished:
+        assert running.record_success(job=claimed.job, attempt=claimed.attempt, result="r")
+    with CaptureQueriesContext(connection) as captured:
+        refused = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
+    assert refused is running.Refusal.NOT_CURRENT
+    first, second = (query["sql"] for query in captured.captured_queries)
+    assert "FOR UPDATE" not in second
+    assert '"args"' not in second
+    assert '"result"' not in second
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (
+        Status.SUCCEEDED if finished else Status.RUNNING,
+        1,
+    )
+
+
 def test_a_claim_tried_again_takes_only_its_own_workers_running_claim():
     job = schedule_at("testapp.noop", T0)
     token = dispatch_one(job, now=T0)

@@ -260,11 +260,18 @@ def test_the_claim_is_a_fixed_small_number_of_queries(django_assert_num_queries)
         assert isinstance(claimed, running.Claim)
         assert (claimed.job.status, claimed.job.attempts) == (Status.RUNNING, 1)
         assert claimed.attempt.pk == JobAttempt.objects.get(job=job).pk
-    # A refused message: that statement, then the row lock (SAVEPOINT, SELECT, RELEASE)
-    # to tell why.
-    with django_assert_num_queries(4):
+    # A refused message of a job that ran: that statement, then the job's status.
+    with django_assert_num_queries(2):
         refused = running.claim(
             job_id=jobs[0].pk, token=uuid.uuid4(), task_name="testapp.noop", worker="w"
+        )
+    assert refused == running.Refusal.NOT_CURRENT
+    # Of a job that waits: then the row lock (SAVEPOINT, SELECT, RELEASE) to tell why.
+    waiting = schedule_at("testapp.noop", T0)
+    dispatch_one(waiting, now=T0)
+    with django_assert_num_queries(5):
+        refused = running.claim(
+            job_id=waiting.pk, token=uuid.uuid4(), task_name="testapp.noop", worker="w"
         )
     assert refused == running.Refusal.NOT_CURRENT
 
