@@ -485,6 +485,14 @@ def _cancel_all(client, url: str) -> list[str]:
     return messages_of(response)
 
 
+def _says_it_draws_from_a_bounded_set(client, url: str, count: str, refused: str) -> None:
+    """The list at ``url`` shows ``count``, and refuses "select all" saying ``refused``."""
+    assert count in client.get(url).content.decode()
+    assert _cancel_all(client, url) == [
+        f"{refused}, or select jobs on this page. No job was changed."
+    ]
+
+
 def test_select_all_on_a_list_longer_than_its_count_shows_is_refused(admin_client, monkeypatch):
     # The list counts up to COUNT_LIMIT and says "10001": acting on every matching row,
     # millions maybe, in one request, is not what the operator was shown.
@@ -512,15 +520,14 @@ def test_an_overdue_list_past_its_latest_jobs_with_a_filter_says_so_and_refuses_
             task_name="testapp.record" if minutes >= 7 else "testapp.noop",
         )
     url = f"{CHANGELIST}?run_at=overdue&task=testapp.record"
-    page = admin_client.get(url).content.decode()
-    assert (
+    _says_it_draws_from_a_bounded_set(
+        admin_client,
+        url,
         "\n1 among the latest 6 overdue scheduled jobs of each status: filter by status, "
-        "not by Overdue, to list the older ones too.\n"
-    ) in page
-    assert _cancel_all(admin_client, url) == [
+        "not by Overdue, to list the older ones too.\n",
         "More than 5 jobs of a status are overdue and the list shows the latest: filter by "
-        "status, not by Overdue, or select jobs on this page. No job was changed."
-    ]
+        "status, not by Overdue",
+    )
     assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 7
     # More than it counts among them, it says so too.
     noop = admin_client.get(f"{CHANGELIST}?run_at=overdue&status__exact=scheduled")
@@ -541,15 +548,12 @@ def test_a_key_search_past_its_first_keys_with_a_filter_says_so_and_refuses_sele
             Status.SUCCEEDED if number <= 6 else Status.SCHEDULED,
             unique_key=f"payment-{number:02}",
         )
-    url = f"{CHANGELIST}?q=payment-&status__exact=scheduled"
-    page = admin_client.get(url).content.decode()
-    assert "0 among the first 6 scheduled jobs whose unique key starts so: narrow the search." in (
-        page
+    _says_it_draws_from_a_bounded_set(
+        admin_client,
+        f"{CHANGELIST}?q=payment-&status__exact=scheduled",
+        "0 among the first 6 scheduled jobs whose unique key starts so: narrow the search.",
+        "More than 5 unique keys start as the search does: narrow the search",
     )
-    assert _cancel_all(admin_client, url) == [
-        "More than 5 unique keys start as the search does: narrow the search, or select "
-        "jobs on this page. No job was changed."
-    ]
     assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 6
     # A search its first keys hold is whole: as before.
     narrow = admin_client.get(f"{CHANGELIST}?q=payment-1&status__exact=scheduled")

@@ -837,7 +837,7 @@ def test_a_copy_of_a_job_that_ran_is_dropped_without_its_rows_lock_or_contents(f
     with CaptureQueriesContext(connection) as captured:
         refused = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w")
     assert refused is running.Refusal.NOT_CURRENT
-    first, second = (query["sql"] for query in captured.captured_queries)
+    _, second = (query["sql"] for query in captured.captured_queries)
     assert "FOR UPDATE" not in second
     assert '"args"' not in second
     assert '"result"' not in second
