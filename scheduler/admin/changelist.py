@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import urlencode
 
 import django
 from django.contrib import admin, messages
@@ -122,6 +123,21 @@ class OfferedChangeList(ChangeList):
                 lookups.pop(name, None)
             lookups[f"{self.date_hierarchy}__gte"] = [start]
         return lookups
+
+    @override
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        rows: QuerySet[Any] = super().get_queryset(request, exclude_parameters)
+        # Django's "Clear all filters" keeps the drill-down as the bounds it filters on
+        # (``__gte``, ``__lt``), which the list does not take from the query string:
+        # as the page's own year, month and day instead, with the search and order.
+        drill_down = [f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")]
+        kept = {
+            name: values
+            for name, values in self.filter_params.items()
+            if name in IGNORED_PARAMS or (self.date_hierarchy and name in drill_down)
+        }
+        self.clear_all_filters_qs = f"?{urlencode(sorted(kept.items()), doseq=True)}"
+        return rows
 
     @override
     def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
@@ -309,10 +325,12 @@ def overdue_ids(*, now: datetime) -> RawSQL:
     return RawSQL(" UNION ALL ".join(branches), params)  # noqa: S611
 
 
-def _overdue_branches(*, now: datetime, limit: int) -> tuple[list[str], list[Any]]:
-    """The SQL of each status's branch of :func:`overdue_ids`, its latest ``limit`` ids,
-    and the parameters of them all."""
-    parts = status_parts(states.PENDING)  # scheduled: held or not, each its own index
+def _overdue_branches(
+    *, now: datetime, limit: int, statuses: tuple[states.Status, ...] = states.PENDING
+) -> tuple[list[str], list[Any]]:
+    """The SQL of each branch of :func:`overdue_ids` (of ``statuses``), its latest
+    ``limit`` ids, and the parameters of them all."""
+    parts = status_parts(statuses)  # scheduled: held or not, each its own index
     branch = (
         f"(SELECT id FROM {ScheduledJob._meta.db_table} WHERE status = %s{{held}} "  # noqa: S608
         "AND run_at < %s ORDER BY run_at DESC LIMIT %s)"
@@ -333,7 +351,12 @@ def overdue_truncated(params: Mapping[str, Any], *, now: datetime) -> bool:
     others = [name for name in params if name not in (*_LIST_PARAMETERS, "run_at")]
     if not others and not params.get(SEARCH_VAR):
         return False
-    branches, values = _overdue_branches(now=now, limit=COUNT_LIMIT + 2)
+    # Filtered by status, only that status's branches are listed.
+    status = params.get("status__exact")
+    statuses = states.PENDING if not status else tuple(s for s in states.PENDING if s == status)
+    if not statuses:
+        return False
+    branches, values = _overdue_branches(now=now, limit=COUNT_LIMIT + 2, statuses=statuses)
     # Each branch is ours: the table's name, and parameters.
     counts = " UNION ALL ".join(f"SELECT count(*) AS n FROM {branch} AS b" for branch in branches)  # noqa: S608
     with connection.cursor() as cursor:

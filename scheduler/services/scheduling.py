@@ -135,12 +135,14 @@ def schedule_call(
     itself (``self.retry()``, ``autoretry_for``). Without a ``queue``, the task's
     route applies. Invalid input raises and writes nothing.
     """
-    # Celery takes any number (sys.maxsize for "for ever", 3.0): a job has a whole
-    # number of attempts, at most the column's.
+    # Celery takes any number (sys.maxsize or NaN for "for ever", 3.0): a job has a
+    # whole number of attempts, at most the column's.
     allowed_retries = (
-        int(min(task.max_retries, validation.MAX_ATTEMPTS_LIMIT))
-        if task.max_retries is not None
-        else retries + scheduler_settings.DEFAULT_MAX_ATTEMPTS - 1
+        retries + scheduler_settings.DEFAULT_MAX_ATTEMPTS - 1
+        if task.max_retries is None
+        else int(task.max_retries)
+        if task.max_retries < validation.MAX_ATTEMPTS_LIMIT
+        else validation.MAX_ATTEMPTS_LIMIT
     )
     spec = JobSpec(
         task,
@@ -255,13 +257,19 @@ def _write(write: Callable[[], None], *unique_keys: str | None, batch: bool = Fa
             except OperationalError as error:
                 if last or not _deadlocked_on_keys(error, unique_keys):
                     raise
-                logger.info("jobs written again after a deadlock on their keys error=%s", error)
+                logger.info(
+                    "jobs written again after a deadlock on their keys error=%s",
+                    refusals.reason(error),
+                )
 
     refusals.refusing(guarded, refusals.arguments_too_large)
 
 
 def _deadlocked_on_keys(error: OperationalError, unique_keys: Sequence[str | None]) -> bool:
-    return any(unique_keys) and refusals.deadlocked(error) and UNIQUE_KEY_CONSTRAINT in str(error)
+    # The index is named in the error's context ("while inserting index tuple … in
+    # relation …"), which psycopg2 also puts in its text and psycopg 3 may not.
+    context = getattr(getattr(error.__cause__, "diag", None), "context", None) or str(error)
+    return any(unique_keys) and refusals.deadlocked(error) and UNIQUE_KEY_CONSTRAINT in context
 
 
 def _find_task(name: str) -> Task[Any, Any]:

@@ -529,6 +529,10 @@ def test_an_overdue_list_past_its_latest_jobs_with_a_filter_says_so_and_refuses_
         "status, not by Overdue",
     )
     assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 7
+    # Filtered by a status no more of which are overdue, the list is whole.
+    job(Status.ENQUEUED, run_at=T0 - timedelta(minutes=3))
+    enqueued = admin_client.get(f"{CHANGELIST}?run_at=overdue&status__exact=enqueued")
+    assert "\n1 scheduled job\n" in enqueued.content.decode()
     # More than it counts among them, it says so too.
     noop = admin_client.get(f"{CHANGELIST}?run_at=overdue&status__exact=scheduled")
     assert "\nMore than 5 among the latest 6 overdue scheduled jobs" in noop.content.decode()

@@ -159,6 +159,30 @@ def test_a_drill_down_that_is_no_period_is_refused(admin_client, history, path, 
     assert response["Location"] == f"{path}?e=1"
 
 
+@pytest.mark.parametrize(
+    ("path", "query", "cleared"),
+    [
+        (PAYMENTS, "authorized_at__year=2026&status__exact=captured", "authorized_at__year=2026"),
+        (PAYMENTS, "authorized_at__year=9999&status__exact=captured", "authorized_at__year=9999"),
+        (
+            CHANGELIST,
+            "run_at__year=2026&run_at__month=11&run_at=overdue&q=pay&o=1",
+            "o=1&q=pay&run_at__month=11&run_at__year=2026",
+        ),
+        (CHANGELIST, "status__exact=failed", ""),
+    ],
+)
+def test_clear_all_filters_keeps_the_drill_down_as_the_list_takes_it(
+    admin_client, history, path, query, cleared
+):
+    # Django's link kept the drill-down as the bounds it filters on (__gte, __lt):
+    # refused, with a message, by lists that take only their own parameters.
+    page = admin_client.get(f"{path}?{query}")
+    assert page.status_code == 200
+    assert page.context["cl"].clear_all_filters_qs == f"?{cleared}"
+    assert admin_client.get(f"{path}?{cleared}").status_code == 200
+
+
 def test_the_payments_drill_down_reaches_the_calendars_last_year(admin_client):
     # Django's bounds for year 9999 end in year 10000: a 500.
     response = admin_client.get(f"{PAYMENTS}?authorized_at__year=9999")

@@ -53,7 +53,8 @@ def test_a_countdown_beyond_the_max_delay_becomes_a_job_that_records_the_task_id
 
 @freeze_time(T0)
 @pytest.mark.parametrize(
-    ("max_retries", "max_attempts"), [(sys.maxsize, 2**31 - 1), (2**31, 2**31 - 1), (3.0, 4)]
+    ("max_retries", "max_attempts"),
+    [(sys.maxsize, 2**31 - 1), (2**31, 2**31 - 1), (float("nan"), 2**31 - 1), (3.0, 4)],
 )
 def test_a_task_retrying_for_ever_or_counting_in_floats_is_delayed_as_a_job(
     monkeypatch, max_retries, max_attempts
