@@ -469,21 +469,27 @@ def record_retry(
     reason: str,
     args: Sequence[Any] | None = None,
     kwargs: Mapping[str, Any] | None = None,
+    queue: str | None = None,
+    deadline: datetime | None = None,
     retrying: bool = False,
 ) -> Status | None:
     """Run a claimed job again at ``run_at``, as its task asked (``self.retry()``).
 
     New ``args``/``kwargs``, when given, replace the stored ones (they must survive a
     JSON round trip and PostgreSQL must take them: InvalidArgumentsError, and nothing
-    written, otherwise). A job with no attempt left fails instead. Returns the job's new
-    status, or None if its lease was taken away meanwhile. ``retrying`` as for
-    :func:`record_success`.
+    written, otherwise); so do a ``queue`` and a ``deadline`` (after ``run_at``). A job
+    with no attempt left fails instead. Returns the job's new status, or None if its
+    lease was taken away meanwhile. ``retrying`` as for :func:`record_success`.
     """
     changes: dict[str, Any] = {}
     if args is not None:
         changes["args"] = validation.job_args(args)
     if kwargs is not None:
         changes["kwargs"] = validation.job_kwargs(kwargs)
+    if queue is not None:
+        changes["queue"] = validation.queue_name(queue)
+    if deadline is not None:
+        changes["deadline"] = validation.deadline(deadline, run_at=run_at)
     return refusals.refusing(
         lambda: _retry_or_fail(
             job,

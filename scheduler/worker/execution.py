@@ -63,12 +63,15 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True)
 class PendingRetry:
-    """The body asked to run again at ``run_at``, with new arguments if given."""
+    """The body asked to run again at ``run_at``, with new arguments, queue or deadline
+    if given."""
 
     run_at: datetime
     reason: str
     args: list[Any] | None = None
     kwargs: dict[str, Any] | None = None
+    queue: str | None = None
+    deadline: datetime | None = None
 
 
 @dataclass
@@ -103,14 +106,21 @@ class JobRun:
         reason: str,
         args: Any = None,
         kwargs: Any = None,
+        queue: Any = None,
+        deadline: Any = None,
     ) -> None:
-        """Run the job again at ``run_at`` once the body ends (raises on arguments
-        that JSON cannot store, so that the body fails rather than the recording)."""
+        """Run the job again at ``run_at`` once the body ends, on ``queue`` and with
+        ``deadline`` if given (raises on arguments that JSON cannot store, a queue SQS
+        cannot have or a deadline not after ``run_at``, so that the body fails rather
+        than the recording)."""
+        when = validation.aware_datetime(run_at, "run_at")
         self.retry = PendingRetry(
-            run_at=validation.aware_datetime(run_at, "run_at"),
+            run_at=when,
             reason=reason,
             args=None if args is None else validation.job_args(args),
             kwargs=None if kwargs is None else validation.job_kwargs(kwargs),
+            queue=validation.queue_name(queue),
+            deadline=validation.deadline(deadline, run_at=when),
         )
 
 
@@ -459,6 +469,8 @@ def _record_retry(
                 reason=retry.reason,
                 args=retry.args,
                 kwargs=retry.kwargs,
+                queue=retry.queue,
+                deadline=retry.deadline,
                 retrying=retrying,
             )
     except InvalidArgumentsError as refused:

@@ -210,10 +210,11 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         """Celery's retry; inside a job, a retry through PostgreSQL (no new message).
 
         The job goes back to scheduled for ``eta`` or ``countdown`` (the task's
-        ``default_retry_delay`` by default), with new ``args``/``kwargs`` if given,
-        while both the job's ``max_attempts`` and Celery's ``max_retries`` allow it;
-        otherwise, as Celery does, ``exc`` (or MaxRetriesExceededError) is raised and
-        the job fails.
+        ``default_retry_delay`` by default), with new ``args``/``kwargs``, ``queue``
+        and ``expires`` (its deadline) if given, while both the job's ``max_attempts``
+        and Celery's ``max_retries`` allow it; otherwise, as Celery does, ``exc`` (or
+        MaxRetriesExceededError) is raised and the job fails. Other options of a
+        message (``priority``, ``headers``…) are not kept, with a warning.
         """
         run = job_run(self)
         if run is None:
@@ -242,11 +243,25 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             args, kwargs = _retry_arguments(self, run.job.args, run.job.kwargs, args, kwargs)
             # Refused now, failing this attempt: stored, they failed every later one.
             check_arguments(self, args, kwargs)
+        now = timezone.now()
+        expires = options.pop("expires", None)
+        queue = options.pop("queue", None)
+        kept_none = sorted(name for name, value in options.items() if value is not None)
+        if kept_none:
+            # As a call delayed beyond SQS's reach: a job has no message to carry them.
+            logger.warning(
+                "job retry kept no %s job_id=%s task=%s",
+                ",".join(kept_none),
+                run.job.pk,
+                self.name,
+            )
         run.request_retry(
-            run_at=_eta(self, {"countdown": countdown, "eta": eta}) or timezone.now(),
+            run_at=_eta(self, {"countdown": countdown, "eta": eta}) or now,
             reason=str(signal),
             args=args,
             kwargs=kwargs,
+            queue=None if queue is None else sqs_queue_of(queue),
+            deadline=None if expires is None else _point_in_time(self, expires, now=now),
         )
         if throw:
             raise signal

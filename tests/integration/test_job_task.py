@@ -51,6 +51,38 @@ def test_self_retry_with_a_countdown_and_an_eta_waits_the_countdown_as_celery_do
     assert job.run_at == T0 + timedelta(seconds=60)
 
 
+@freeze_time(T0)
+def test_self_retry_keeps_its_queue_and_expiry_and_says_what_it_cannot_keep(caplog):
+    # As Celery sends a retry: on that queue, expiring then. Both were dropped without a
+    # word: the retry ran on the job's old workers, and after its expiry.
+    options = {"queue": "reports.slow", "expires": 120, "priority": 9, "headers": None}
+    job = schedule_at("testapp.retry_with_options", T0, [options])
+    with caplog.at_level(logging.WARNING, logger="scheduler"):
+        assert dispatch_and_deliver(job).outcome == Outcome.RETRYING
+    job.refresh_from_db()
+    assert (job.status, job.queue, job.run_at, job.deadline) == (
+        Status.SCHEDULED,
+        "reports-slow",  # the SQS queue kombu makes of that Celery queue
+        T0 + timedelta(seconds=60),
+        T0 + timedelta(seconds=120),
+    )
+    assert f"job retry kept no priority job_id={job.pk}" in caplog.text
+
+
+@freeze_time(T0)
+@pytest.mark.parametrize(
+    ("options", "field"), [({"expires": 30}, "deadline"), ({"queue": "bad name"}, "queue")]
+)
+def test_a_self_retry_with_options_no_job_can_keep_fails_that_attempt(options, field):
+    # An expiry before the retry's time: Celery would drop the retry, expired, unrun.
+    job = schedule_at("testapp.retry_with_options", T0, [options])
+    handled = dispatch_and_deliver(job)
+    assert isinstance(handled.error, InvalidArgumentsError)
+    assert handled.error.field == field
+    job.refresh_from_db()
+    assert (job.queue, job.deadline) == ("scheduler-jobs", None)
+
+
 @pytest.mark.parametrize(("args", "kwargs"), [(["acct-1", 0], {}), (["acct-1"], {"page": 0})])
 def test_self_retry_with_new_arguments_merges_them_as_celery_does(args, kwargs):
     # Stored as given: a retry with kwargs={"page": 1} of a job called with page

@@ -119,6 +119,12 @@ def retry_countdown_and_eta(self: SchedulerTask, countdown: float, eta: str) -> 
     raise self.retry(countdown=countdown, eta=datetime.fromisoformat(eta))
 
 
+@shared_task(name="testapp.retry_with_options", base=SchedulerTask, bind=True)
+def retry_with_options(self: SchedulerTask, options: dict[str, Any]) -> None:
+    """Asks to run again in a minute with a message's ``options`` (queue, expires…)."""
+    raise self.retry(countdown=60, **options)
+
+
 @shared_task(name="testapp.paginate", base=SchedulerTask, bind=True)
 def paginate(self: SchedulerTask, account: str, page: int = 0, *, last: int = 2) -> int:
     """Goes through pages by retrying itself with the next one, as keyword or positional
