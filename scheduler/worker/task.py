@@ -240,7 +240,9 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         when: Any = countdown or eta  # Celery shows seconds or a time; a countdown wins
         signal = Retry(exc=exc, when=when)
         if args is not None or kwargs is not None:
-            args, kwargs = _retry_arguments(self, run.job.args, run.job.kwargs, args, kwargs)
+            args, kwargs = _tuples_as_lists(
+                _retry_arguments(self, run.job.args, run.job.kwargs, args, kwargs)
+            )
             # Refused now, failing this attempt: stored, they failed every later one.
             check_arguments(self, args, kwargs)
         now = timezone.now()
@@ -317,9 +319,12 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         *,
         now: datetime,
     ) -> AsyncResult[Any]:
+        # As Celery's JSON serializer sends them: a chain's step gets the step before's
+        # result first among its arguments, in the worker, once that step has run.
+        args, kwargs = _tuples_as_lists(list(args or ())), _tuples_as_lists(kwargs or {})
         # As Celery's apply_async checks them before it sends: a job would fail only
         # at its time.
-        check_arguments(self, args or (), kwargs or {})
+        check_arguments(self, args, kwargs)
         canvas = [name for name in _CANVAS_OPTIONS if options.get(name)]
         if canvas and not _in_celery_retry.get():
             raise InvalidArgumentsError(
@@ -366,7 +371,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             schedule_call,
             self,
             eta,
-            args or (),
+            args,
             kwargs,
             celery_task_id=celery_task_id,
             queue=sqs_queue_of(queue),  # Celery's: a name or a kombu Queue
@@ -382,6 +387,16 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _tuples_as_lists(value: Any) -> Any:
+    """``value`` with every tuple (and list and dict) in it a plain list (and dict), as
+    JSON carries it; what JSON cannot carry is left to the job's validation to refuse."""
+    if isinstance(value, tuple | list):
+        return [_tuples_as_lists(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _tuples_as_lists(item) for key, item in value.items()}
+    return value
 
 
 def _retry_arguments(

@@ -21,6 +21,7 @@ from tests.factories import deliver, dispatch_one
 from tests.testapp.models import Effect
 from tests.testapp.tasks import (
     atomic_retry_later,
+    echo,
     fail,
     observed,
     read_runs,
@@ -128,6 +129,20 @@ def test_an_eta_given_as_a_date_is_read_as_celery_reads_it(monkeypatch):
         record.app.__dict__.pop("timezone", None)
     job = ScheduledJob.objects.get(celery_task_id=result.id)
     assert job.run_at == datetime(2026, 12, 24, tzinfo=UTC)
+
+
+@freeze_time(T0)
+def test_tuples_in_the_arguments_are_kept_as_lists_as_celerys_json_sends_them():
+    # A chain's delayed last step gets the step before's result first among its
+    # arguments, in the worker: a tuple returned was refused there, after that step ran,
+    # and the last never did. Celery's JSON serializer sends a tuple as a list.
+    result = echo.apply_async(((1, (2, "b")),), {}, countdown=TWO_WEEKS)
+    keyword = echo.apply_async((), {"value": {"pair": (1, 2)}}, countdown=TWO_WEEKS)
+    jobs = ScheduledJob.objects.filter(celery_task_id__in=[result.id, keyword.id])
+    assert sorted((job.args, job.kwargs) for job in jobs) == [
+        ([], {"value": {"pair": [1, 2]}}),
+        ([[1, [2, "b"]]], {}),
+    ]
 
 
 @freeze_time(T0)
