@@ -301,6 +301,27 @@ def _claim_locked(
     return Claim(job=job, attempt=attempt)
 
 
+def goes_on_after_lost_delivery(*, job_id: int, token: UUID) -> bool:
+    """Whether the job that a delivery with ``token`` ran goes on once that delivery's
+    process is lost (killed, out of memory, a hard time limit): its lease retries it,
+    having attempts left, or it had recorded its outcome. False when its lease will fail
+    it, its last attempt gone, and when PostgreSQL cannot tell: the call failed then.
+    One read, no lock."""
+    try:
+        row = (
+            ScheduledJob.objects.filter(pk=job_id)
+            .values_list("status", "dispatch_token", "attempts", "max_attempts")
+            .first()
+        )
+    except DatabaseError as error:
+        logger.warning("job lost delivery not judged job_id=%s error=%s", job_id, error)
+        return False
+    if row is None:
+        return False
+    status, current, attempts, max_attempts = row
+    return status != Status.RUNNING or current != token or attempts < max_attempts
+
+
 def _ran(job_id: int) -> bool:
     """Whether the job, as committed, is running or finished (or does not exist): no
     dispatch of it can then be on its way to a commit (one takes a job committed as

@@ -1,4 +1,5 @@
-"""The worker's Request: a job's message reaches the pool a moment before its eta.
+"""The worker's Request: a job's message reaches the pool a moment before its eta, and
+the loss of its pool process is no failure of the call while the job goes on.
 
 Celery's worker holds a message with an eta in its timer and hands it to the pool at
 the eta; the claim then costs round trips to PostgreSQL after the instant. A job's
@@ -9,15 +10,31 @@ The message's own eta, which the task sees, is unchanged; the worker's view of t
 request (``celery inspect scheduled``, the ``task-received`` event) shows the hand-over
 time. Other messages keep Celery's eta.
 
+When a job's pool process is lost (killed, out of memory, a hard ``time_limit``),
+Celery's worker stores ``FAILURE`` for the call and sends ``task_failure``; the job's
+lease then retries it, and it may succeed. While the job goes on
+(:func:`scheduler.services.running.goes_on_after_lost_delivery`), the loss is handled
+as a retry instead: the message is settled as Celery settles a retry, and nothing is
+stored or sent that says the call failed.
+
 :class:`~scheduler.worker.task.SchedulerTask` names this class as its ``Request``.
 """
 
+import logging
 from datetime import datetime, timedelta
+from typing import Any
 
+from billiard.einfo import ExceptionInfo
+from celery.exceptions import Retry, TimeLimitExceeded, WorkerLostError
+from celery.worker import state
 from celery.worker.request import Request as CeleryRequest
+from celery.worker.state import task_ready
 from typing_extensions import override
 
 from scheduler import protocol
+from scheduler.services import running
+
+logger = logging.getLogger(__name__)
 
 #: How long before a job's eta the worker hands its message to the pool. It covers
 #: the pool's hand-over and the claim's round trips; a process holds the job's row for
@@ -26,7 +43,8 @@ HANDOFF_AHEAD = timedelta(milliseconds=50)
 
 
 class Request(CeleryRequest):
-    """Celery's request; a job's message is due in the worker ``HANDOFF_AHEAD`` early."""
+    """Celery's request; a job's message is due in the worker ``HANDOFF_AHEAD`` early,
+    and the loss of its process fails the call only when it fails the job."""
 
     @property
     @override
@@ -35,3 +53,57 @@ class Request(CeleryRequest):
         if eta is None or protocol.JOB_ID_HEADER not in self.request_dict:
             return eta
         return eta - HANDOFF_AHEAD
+
+    @override
+    def on_failure(
+        self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
+    ) -> Any:
+        lost = getattr(exc_info.exception, "exc", exc_info.exception)
+        if isinstance(lost, WorkerLostError | TimeLimitExceeded):
+            reason = (
+                f"hard time limit ({lost.args[0]}s) exceeded"
+                if isinstance(lost, TimeLimitExceeded)
+                else str(lost)
+            )
+            job_id = self._job_going_on()
+            if job_id is not None:
+                logger.warning(
+                    "job process lost job_id=%s task=%s reason=%s: no failure of the "
+                    "call, the job's lease retries it",
+                    job_id,
+                    self.task_name,
+                    reason,
+                )
+                exc_info = _as_retry(reason)
+        return super().on_failure(exc_info, send_failed_event, return_ok)
+
+    @override
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        # A hard limit: the pool gave on_failure the TimeLimitExceeded just before,
+        # which told the job's loss. Cold shutdown: Celery's own handling.
+        if soft or state.should_terminate or self._job_going_on() is None:
+            super().on_timeout(soft, timeout)
+        else:
+            task_ready(self)
+
+    def _job_going_on(self) -> int | None:
+        """The id of this message's job if the job goes on after the message's process
+        was lost (its lease retries it, or its outcome is recorded); None for any other
+        message, and when the loss fails the job."""
+        try:
+            ref = protocol.job_ref(self.request_dict)
+        except protocol.MalformedMessageError:
+            return None
+        if ref is None or not running.goes_on_after_lost_delivery(
+            job_id=ref.job_id, token=ref.dispatch_token
+        ):
+            return None
+        return ref.job_id
+
+
+def _as_retry(reason: str) -> ExceptionInfo:
+    """A ``Retry`` for ``reason``, as the worker's failure handler receives exceptions."""
+    try:
+        raise Retry(reason)
+    except Retry:
+        return ExceptionInfo()

@@ -87,7 +87,15 @@ def test_a_hard_time_limit_kills_the_attempt_and_the_lease_retries_the_job(
     assert wait_until(lambda: _job(job.pk).status == "succeeded", timeout=30), worker.output()[
         -4000:
     ]
-    assert "Hard time limit (1s) exceeded for testapp.time_limited" in worker.output()
+    [lost] = [line for line in worker.output().splitlines() if "job process lost" in line]
+    assert lost.endswith(
+        f"job process lost job_id={job.pk} task=testapp.time_limited reason=hard time limit "
+        "(1s) exceeded: no failure of the call, the job's lease retries it"
+    )
+    # No failure of the call: Celery sent task_failure (a payment marked failed, an
+    # alert), and the job then ran again and succeeded.
+    assert not Effect.objects.filter(label="task_failure testapp.time_limited").exists()
+    assert Effect.objects.filter(label="task_success testapp.time_limited").exists()
     job = _job(job.pk)
     assert [a.outcome for a in job.history.order_by("number")] == ["lease_expired", "succeeded"]
     assert [label for label, _ in read_runs(path)] == ["limited:0", "limited:1"]

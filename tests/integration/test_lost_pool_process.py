@@ -1,0 +1,114 @@
+"""A job whose pool process was lost (killed, out of memory, a hard time limit): Celery's
+worker tells the failure of the call only when the job's lease will fail it too."""
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from billiard.einfo import ExceptionInfo
+from celery import current_app, signals
+from celery.backends.cache import CacheBackend
+from celery.exceptions import TimeLimitExceeded, WorkerLostError
+from celery.utils.imports import symbol_by_name
+from kombu import Message
+
+from scheduler import schedule_at
+from scheduler.dispatch.publisher import OutgoingMessage, encode_message
+from scheduler.models import ScheduledJob
+from scheduler.services import running
+from scheduler.worker.request import Request
+from tests.factories import dispatch_one
+from tests.testapp.tasks import noop
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def failures(monkeypatch) -> Iterator[list[str]]:
+    """The task ids task_failure is sent for; the task's results kept, in memory."""
+    monkeypatch.setattr(noop, "_backend", CacheBackend(app=current_app, url="memory://"))
+    monkeypatch.setattr(noop, "ignore_result", False)
+    sent: list[str] = []
+
+    def receive(sender=None, task_id=None, **kwargs):
+        sent.append(task_id)
+
+    signals.task_failure.connect(receive)
+    yield sent
+    signals.task_failure.disconnect(receive)
+
+
+def _running_job(max_attempts: int) -> tuple[ScheduledJob, Request]:
+    """A job running on a worker, and the worker's request for its message."""
+    job = schedule_at(noop, T0, max_attempts=max_attempts)
+    token = dispatch_one(job, now=T0)
+    claimed = running.claim(job_id=job.pk, token=token, task_name=noop.name, worker="w")
+    assert isinstance(claimed, running.Claim)
+    outgoing = OutgoingMessage(job.pk, str(token), noop.name, "jobs", T0, 0)
+    envelope = json.loads(base64.b64decode(encode_message(outgoing)))
+    message = Message(
+        body=base64.b64decode(envelope["body"]),
+        headers=envelope["headers"],
+        content_type=envelope["content-type"],
+        content_encoding=envelope["content-encoding"],
+    )
+    request = symbol_by_name(noop.Request)(message, app=current_app, task=noop)
+    assert isinstance(request, Request)
+    return job, request
+
+
+def _failed_with(error: Exception) -> ExceptionInfo:
+    try:
+        raise error
+    except type(error):
+        return ExceptionInfo()
+
+
+def _lose(request: Request, how: str) -> None:
+    """Lose ``request``'s process ``how``, as billiard's pool tells the worker."""
+    if how == "killed":
+        request.on_failure(
+            _failed_with(WorkerLostError("Worker exited prematurely: signal 9 (SIGKILL).")),
+        )
+    else:  # the error first, then the timeout
+        request.on_failure(_failed_with(TimeLimitExceeded(60)))
+        request.on_timeout(soft=False, timeout=60)
+
+
+@pytest.mark.parametrize("how", ["killed", "hard time limit"])
+def test_a_lost_process_of_a_job_its_lease_retries_is_no_failure_of_the_call(failures, how):
+    # Celery stored FAILURE for the call's id and sent task_failure (a payment marked
+    # failed, an alert), then the lease ran the job again, which succeeded.
+    job, request = _running_job(max_attempts=3)
+    _lose(request, how)
+    assert failures == []
+    assert noop.backend.get_state(request.id) == "PENDING"
+    job.refresh_from_db()
+    assert job.status == ScheduledJob.Status.RUNNING  # for its lease to retry
+
+
+@pytest.mark.parametrize("how", ["killed", "hard time limit"])
+def test_a_lost_process_of_a_jobs_last_attempt_is_the_calls_failure(failures, how):
+    # The lease fails the job: Celery's own word stands.
+    _, request = _running_job(max_attempts=1)
+    _lose(request, how)
+    assert set(failures) == {request.id}
+    assert noop.backend.get_state(request.id) == "FAILURE"
+
+
+def test_a_lost_process_of_an_ordinary_message_is_its_failure(failures):
+    plain = current_app.amqp.as_task_v2(str(uuid.uuid4()), noop.name)
+    message = Message(
+        body=json.dumps(plain.body).encode(),
+        headers=plain.headers,
+        content_type="application/json",
+        content_encoding="utf-8",
+    )
+    request = symbol_by_name(noop.Request)(message, app=current_app, task=noop)
+    _lose(request, "killed")
+    assert failures == [request.id]
