@@ -272,7 +272,9 @@ def rate_limited(path: str, label: str) -> None:
     record_run(path, label)
 
 
-@shared_task(name="testapp.time_limited", bind=True, time_limit=1, record_signals=True)
+@shared_task(
+    name="testapp.time_limited", bind=True, base=SchedulerTask, time_limit=1, record_signals=True
+)
 def time_limited(self: Any, path: str, label: str) -> None:
     """Runs past its one-second hard time limit on its first attempt."""
     record_run(path, f"{label}:{self.request.retries}")
