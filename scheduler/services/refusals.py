@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import DatabaseError, Error, InterfaceError, OperationalError
+from django.db import Error, InterfaceError, OperationalError
 
 from scheduler.exceptions import InvalidArgumentsError, ResultRefusedError
 
@@ -80,7 +80,7 @@ def out_of_reach(error: Error) -> bool:
     return isinstance(error, InterfaceError) or on_a_reader(error)
 
 
-def reason(error: DatabaseError) -> str:
+def reason(error: Error) -> str:
     """PostgreSQL's own words for ``error``, without the detail or context that may quote
     the statement's values."""
     return (

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 from uuid import UUID
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, Error, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -304,22 +304,27 @@ def _claim_locked(
 def goes_on_after_lost_delivery(*, job_id: int, token: UUID) -> bool:
     """Whether the job that a delivery with ``token`` ran goes on once that delivery's
     process is lost (killed, out of memory, a hard time limit): its lease retries it,
-    having attempts left, or it had recorded its outcome. False when its lease will fail
-    it, its last attempt gone, and when PostgreSQL cannot tell: the call failed then.
-    One read, no lock."""
+    having attempts left; another delivery has it; it waits to run again; or it
+    succeeded. False when it has failed, expired or been cancelled, or its lease will
+    fail it (its last attempt gone), and when PostgreSQL cannot tell: the call failed
+    then. One read, no lock."""
     try:
         row = (
             ScheduledJob.objects.filter(pk=job_id)
             .values_list("status", "dispatch_token", "attempts", "max_attempts")
             .first()
         )
-    except DatabaseError as error:
-        logger.warning("job lost delivery not judged job_id=%s error=%s", job_id, error)
+    except Error as error:  # a connection the server dropped: InterfaceError after
+        logger.warning(
+            "job lost delivery not judged job_id=%s error=%s", job_id, refusals.reason(error)
+        )
         return False
     if row is None:
         return False
     status, current, attempts, max_attempts = row
-    return status != Status.RUNNING or current != token or attempts < max_attempts
+    if status == Status.RUNNING:
+        return current != token or attempts < max_attempts
+    return status in (*states.PENDING, Status.SUCCEEDED)
 
 
 def _ran(job_id: int) -> bool:

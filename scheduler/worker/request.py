@@ -29,6 +29,7 @@ from celery.exceptions import Retry, TimeLimitExceeded, WorkerLostError
 from celery.worker import state
 from celery.worker.request import Request as CeleryRequest
 from celery.worker.state import task_ready
+from django.db import connection
 from typing_extensions import override
 
 from scheduler import protocol
@@ -58,15 +59,17 @@ class Request(CeleryRequest):
     def on_failure(
         self, exc_info: ExceptionInfo, send_failed_event: bool = True, return_ok: bool = False
     ) -> Any:
-        lost = getattr(exc_info.exception, "exc", exc_info.exception)
-        if isinstance(lost, WorkerLostError | TimeLimitExceeded):
-            reason = (
-                f"hard time limit ({lost.args[0]}s) exceeded"
-                if isinstance(lost, TimeLimitExceeded)
-                else str(lost)
-            )
+        failure = getattr(exc_info.exception, "exc", exc_info.exception)
+        # The pool's word that the process is gone: the body's own exceptions come with
+        # return_ok, and a process Celery stopped (revoked, cancelled) is Celery's.
+        if not return_ok and isinstance(failure, _LOST) and not self._stopped_by_celery():
             job_id = self._job_going_on()
             if job_id is not None:
+                reason = (
+                    f"hard time limit ({failure.args[0]}s) exceeded"
+                    if isinstance(failure, TimeLimitExceeded)
+                    else str(failure) or type(failure).__name__
+                )
                 logger.warning(
                     "job process lost job_id=%s task=%s reason=%s: no failure of the "
                     "call, the job's lease retries it",
@@ -80,25 +83,50 @@ class Request(CeleryRequest):
     @override
     def on_timeout(self, soft: bool, timeout: float) -> None:
         # A hard limit: the pool gave on_failure the TimeLimitExceeded just before,
-        # which told the job's loss. Cold shutdown: Celery's own handling.
-        if soft or state.should_terminate or self._job_going_on() is None:
+        # which told the job's loss.
+        if soft or self._job_going_on() is None:
             super().on_timeout(soft, timeout)
         else:
             task_ready(self)
 
+    def _stopped_by_celery(self) -> bool:
+        # Celery's own marks, which its stubs do not declare.
+        return bool(
+            getattr(self, "_already_cancelled", False) or getattr(self, "_already_revoked", False)
+        )
+
     def _job_going_on(self) -> int | None:
         """The id of this message's job if the job goes on after the message's process
         was lost (its lease retries it, or its outcome is recorded); None for any other
-        message, and when the loss fails the job."""
+        message, when the loss fails the job, and in a cold shutdown (Celery's own
+        handling then). Asked once per request (on_failure, then on_timeout)."""
+        if not hasattr(self, "_scheduler_going_on"):
+            self._scheduler_going_on = None if state.should_terminate else self._ask_job()
+        going_on: int | None = self._scheduler_going_on
+        return going_on
+
+    def _ask_job(self) -> int | None:
         try:
             ref = protocol.job_ref(self.request_dict)
         except protocol.MalformedMessageError:
             return None
-        if ref is None or not running.goes_on_after_lost_delivery(
-            job_id=ref.job_id, token=ref.dispatch_token
-        ):
+        if ref is None:
             return None
-        return ref.job_id
+        try:
+            goes_on = running.goes_on_after_lost_delivery(
+                job_id=ref.job_id, token=ref.dispatch_token
+            )
+        finally:
+            # This is the worker's main process: a pool process forked from it would
+            # inherit an open connection, and one the server dropped would fail every
+            # later read.
+            connection.close()
+        return ref.job_id if goes_on else None
+
+
+#: What the pool says of a process lost under a job: killed (or exited), or past its
+#: hard time limit.
+_LOST = (WorkerLostError, TimeLimitExceeded, SystemExit, KeyboardInterrupt)
 
 
 def _as_retry(reason: str) -> ExceptionInfo:

@@ -46,7 +46,7 @@ from django.utils import timezone
 from kombu.utils.uuid import uuid
 from typing_extensions import override
 
-from scheduler import protocol
+from scheduler import protocol, validation
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.registry import check_arguments, routed_queue, sqs_queue_of
@@ -321,7 +321,9 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
     ) -> AsyncResult[Any]:
         # As Celery's JSON serializer sends them: a chain's step gets the step before's
         # result first among its arguments, in the worker, once that step has run.
-        args, kwargs = _tuples_as_lists(list(args or ())), _tuples_as_lists(kwargs or {})
+        if not isinstance(args, list | tuple):
+            args = validation.job_args(args or ())  # refuses what is no list: a string
+        args, kwargs = _tuples_as_lists(args), _tuples_as_lists(kwargs or {})
         # As Celery's apply_async checks them before it sends: a job would fail only
         # at its time.
         check_arguments(self, args, kwargs)
@@ -391,7 +393,8 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 
 def _tuples_as_lists(value: Any) -> Any:
     """``value`` with every tuple (and list and dict) in it a plain list (and dict), as
-    JSON carries it; what JSON cannot carry is left to the job's validation to refuse."""
+    JSON carries it; anything else as it is, for the job's validation to refuse (args
+    that are a string, say, are no list)."""
     if isinstance(value, tuple | list):
         return [_tuples_as_lists(item) for item in value]
     if isinstance(value, dict):
@@ -511,7 +514,12 @@ def _eta(task: Task, options: dict[str, Any]) -> datetime | None:  # type: ignor
 def _point_in_time(task: Task, value: Any, *, now: datetime) -> datetime:  # type: ignore[type-arg]
     """Celery's ``expires``: seconds from now, a datetime or an ISO 8601 string."""
     if isinstance(value, Real) and not isinstance(value, bool):
-        return now + timedelta(seconds=float(value))
+        try:
+            return now + timedelta(seconds=float(value))
+        except (ValueError, OverflowError):  # NaN, infinite, past year 9999
+            raise InvalidArgumentsError(
+                "expires", f"must be a point in time, got {value!r} seconds"
+            ) from None
     return _aware(task, value)
 
 

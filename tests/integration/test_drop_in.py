@@ -150,6 +150,8 @@ def test_tuples_in_the_arguments_are_kept_as_lists_as_celerys_json_sends_them():
     ("args", "options", "field"),
     [
         ((datetime.now(UTC), "x"), {}, "args"),  # JSON cannot store it
+        ("/dev/null", {}, "args"),  # no list: Celery refuses it too, at any delay
+        (("/dev/null", "x"), {"expires": float("nan")}, "expires"),
         (("/dev/null", "x"), {"link": record.s("/dev/null", "next")}, "link"),
         # Expires before its eta: the error names what the caller passed.
         (("/dev/null", "x"), {"expires": 60}, "expires"),

@@ -5,7 +5,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from billiard.einfo import ExceptionInfo
@@ -13,17 +13,20 @@ from celery import current_app, signals
 from celery.backends.cache import CacheBackend
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.utils.imports import symbol_by_name
+from django.db import connection
+from django.utils import timezone
 from kombu import Message
 
 from scheduler import schedule_at
 from scheduler.dispatch.publisher import OutgoingMessage, encode_message
 from scheduler.models import ScheduledJob
-from scheduler.services import running
+from scheduler.services import dispatching, running
 from scheduler.worker.request import Request
 from tests.factories import dispatch_one
 from tests.testapp.tasks import noop
 
-pytestmark = pytest.mark.django_db
+# The worker's main process closes its connection after it asks about the job.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -99,6 +102,49 @@ def test_a_lost_process_of_a_jobs_last_attempt_is_the_calls_failure(failures, ho
     _lose(request, how)
     assert set(failures) == {request.id}
     assert noop.backend.get_state(request.id) == "FAILURE"
+
+
+def test_a_lost_process_of_a_job_its_lease_already_failed_is_the_calls_failure(failures):
+    # Its body held the GIL past a lease: the lease failed its last attempt (storing no
+    # result), then the hard time limit killed it. Told as going on, the call stayed
+    # PENDING for ever.
+    _, request = _running_job(max_attempts=1)
+    assert dispatching.expire_leases(now=timezone.now() + timedelta(hours=1)) == 1
+    _lose(request, "hard time limit")
+    assert set(failures) == {request.id}
+    assert noop.backend.get_state(request.id) == "FAILURE"
+
+
+@pytest.mark.parametrize(
+    "failure", [TimeLimitExceeded(60), WorkerLostError("lost"), SystemExit(1)], ids=repr
+)
+def test_what_the_body_raised_is_no_lost_process(failures, failure, caplog):
+    # The body's own exception (a subtask's, re-raised) comes with return_ok: it is no
+    # word of the pool's that the process is gone, and Celery's handling stands.
+    _, request = _running_job(max_attempts=3)
+    request.on_failure(_failed_with(failure), return_ok=True)
+    assert "job process lost" not in caplog.text
+
+
+def test_a_child_that_exited_under_a_job_its_lease_retries_is_no_failure(failures):
+    # billiard reports a pool process that exited on its own as SystemExit.
+    _, request = _running_job(max_attempts=3)
+    request.on_failure(_failed_with(SystemExit(1)))
+    assert failures == []
+
+
+def test_without_postgresql_a_lost_process_is_the_calls_failure_as_celery_has_it(failures):
+    # The worker's main process kept the connection it opened: once the server dropped
+    # it, every later loss raised out of the handler, which left the request reserved
+    # (a pool slot lost for good) and the message unsettled.
+    _, request = _running_job(max_attempts=3)
+    connection.ensure_connection()
+    connection.connection.close()  # as the server's end does: the next query fails
+    _lose(request, "killed")
+    assert failures == [request.id]
+    _, again = _running_job(max_attempts=3)  # and the next is judged again
+    _lose(again, "killed")
+    assert failures == [request.id]
 
 
 def test_a_lost_process_of_an_ordinary_message_is_its_failure(failures):
