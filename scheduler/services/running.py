@@ -301,13 +301,23 @@ def _claim_locked(
     return Claim(job=job, attempt=attempt)
 
 
-def goes_on_after_lost_delivery(*, job_id: int, token: UUID) -> bool:
-    """Whether the job that a delivery with ``token`` ran goes on once that delivery's
-    process is lost (killed, out of memory, a hard time limit): its lease retries it,
-    having attempts left; another delivery has it; it waits to run again; or it
-    succeeded. False when it has failed, expired or been cancelled, or its lease will
-    fail it (its last attempt gone), and when PostgreSQL cannot tell: the call failed
-    then. One read, no lock."""
+class AfterLoss(enum.StrEnum):
+    """What becomes of a job once the process of the delivery running it is lost."""
+
+    #: It fails: its last attempt gone, or it failed, expired or was cancelled; or
+    #: PostgreSQL cannot tell. The call failed, as Celery has it.
+    FAILS = "fails"
+    #: Its lease retries it: it has attempts left.
+    RETRIED = "retried by its lease"
+    #: It runs again, or runs already: it waits to, or another delivery has it.
+    RUNS_AGAIN = "runs again"
+    #: It had succeeded, its outcome recorded before the loss.
+    SUCCEEDED = "succeeded"
+
+
+def after_lost_delivery(*, job_id: int, token: UUID) -> AfterLoss:
+    """What becomes of the job that a delivery with ``token`` ran, once that delivery's
+    process is lost (killed, out of memory, a hard time limit). One read, no lock."""
     try:
         row = (
             ScheduledJob.objects.filter(pk=job_id)
@@ -318,13 +328,15 @@ def goes_on_after_lost_delivery(*, job_id: int, token: UUID) -> bool:
         logger.warning(
             "job lost delivery not judged job_id=%s error=%s", job_id, refusals.reason(error)
         )
-        return False
+        return AfterLoss.FAILS
     if row is None:
-        return False
+        return AfterLoss.FAILS
     status, current, attempts, max_attempts = row
-    if status == Status.RUNNING:
-        return current != token or attempts < max_attempts
-    return status in (*states.PENDING, Status.SUCCEEDED)
+    if status == Status.RUNNING and current == token:
+        return AfterLoss.RETRIED if attempts < max_attempts else AfterLoss.FAILS
+    if status == Status.RUNNING or status in states.PENDING:
+        return AfterLoss.RUNS_AGAIN
+    return AfterLoss.SUCCEEDED if status == Status.SUCCEEDED else AfterLoss.FAILS
 
 
 def _ran(job_id: int) -> bool:

@@ -21,6 +21,7 @@ stored or sent that says the call failed.
 """
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,32 +63,54 @@ class Request(CeleryRequest):
         failure = getattr(exc_info.exception, "exc", exc_info.exception)
         # The pool's word that the process is gone: the body's own exceptions come with
         # return_ok, and a process Celery stopped (revoked, cancelled) is Celery's.
-        if not return_ok and isinstance(failure, _LOST) and not self._stopped_by_celery():
-            job_id = self._job_going_on()
-            if job_id is not None:
-                reason = (
-                    f"hard time limit ({failure.args[0]}s) exceeded"
-                    if isinstance(failure, TimeLimitExceeded)
-                    else str(failure) or type(failure).__name__
-                )
-                logger.warning(
-                    "job process lost job_id=%s task=%s reason=%s: no failure of the "
-                    "call, the job's lease retries it",
-                    job_id,
-                    self.task_name,
-                    reason,
-                )
-                exc_info = _as_retry(reason)
-        return super().on_failure(exc_info, send_failed_event, return_ok)
+        if return_ok or not isinstance(failure, _LOST) or self._stopped_by_celery():
+            return super().on_failure(exc_info, send_failed_event, return_ok)
+        reason = (
+            f"hard time limit ({failure.args[0]}s) exceeded"
+            if isinstance(failure, TimeLimitExceeded)
+            else str(failure) or type(failure).__name__
+        )
+        return self._lost(
+            reason, lambda: super(Request, self).on_failure(exc_info, send_failed_event, return_ok)
+        )
 
     @override
     def on_timeout(self, soft: bool, timeout: float) -> None:
-        # A hard limit: the pool gave on_failure the TimeLimitExceeded just before,
-        # which told the job's loss.
-        if soft or self._job_going_on() is None:
+        if soft:
             super().on_timeout(soft, timeout)
-        else:
+        elif getattr(self, "_scheduler_settled", False):
+            # billiard's pool gave on_failure the TimeLimitExceeded just before.
             task_ready(self)
+        else:  # gevent's pool tells only this
+            self._lost(
+                f"hard time limit ({timeout}s) exceeded",
+                lambda: super(Request, self).on_timeout(soft, timeout),
+            )
+
+    def _lost(self, reason: str, as_celery_has_it: Callable[[], Any]) -> Any:
+        """Settle the loss of this message's process (``reason``) as its job's fate says:
+        ``as_celery_has_it()`` when the loss fails the job (and for any other message),
+        else without a failure of the call."""
+        ref, fate = self._job_fate()
+        if ref is None or fate is running.AfterLoss.FAILS:
+            return as_celery_has_it()
+        self._scheduler_settled = True
+        logger.warning(
+            "job process lost job_id=%s task=%s reason=%s: no failure of the call, the job %s",
+            ref.job_id,
+            self.task_name,
+            reason,
+            fate,
+        )
+        if fate is not running.AfterLoss.SUCCEEDED:
+            # As Celery settles a retry: acknowledged (if late), task-retried.
+            return super().on_failure(_as_retry(reason))
+        # As Celery settles a success its process stored before it was lost.
+        task_ready(self, successful=True)
+        if self.task.acks_late:
+            self.acknowledge()
+        self.send_event("task-succeeded", result=None, runtime=None)
+        return None
 
     def _stopped_by_celery(self) -> bool:
         # Celery's own marks, which its stubs do not declare.
@@ -95,33 +118,29 @@ class Request(CeleryRequest):
             getattr(self, "_already_cancelled", False) or getattr(self, "_already_revoked", False)
         )
 
-    def _job_going_on(self) -> int | None:
-        """The id of this message's job if the job goes on after the message's process
-        was lost (its lease retries it, or its outcome is recorded); None for any other
-        message, when the loss fails the job, and in a cold shutdown (Celery's own
-        handling then). Asked once per request (on_failure, then on_timeout)."""
-        if not hasattr(self, "_scheduler_going_on"):
-            self._scheduler_going_on = None if state.should_terminate else self._ask_job()
-        going_on: int | None = self._scheduler_going_on
-        return going_on
+    def _job_fate(self) -> tuple[protocol.JobRef | None, running.AfterLoss]:
+        """This message's job, and what becomes of it now that its process is lost;
+        no job for any other message, and in a cold shutdown (Celery's own handling).
+        Asked once: billiard's pool tells a hard time limit twice."""
+        if not hasattr(self, "_scheduler_fate"):
+            self._scheduler_fate = self._ask_fate()
+        fate: tuple[protocol.JobRef | None, running.AfterLoss] = self._scheduler_fate
+        return fate
 
-    def _ask_job(self) -> int | None:
+    def _ask_fate(self) -> tuple[protocol.JobRef | None, running.AfterLoss]:
         try:
             ref = protocol.job_ref(self.request_dict)
         except protocol.MalformedMessageError:
-            return None
-        if ref is None:
-            return None
+            return None, running.AfterLoss.FAILS
+        if ref is None or state.should_terminate:
+            return None, running.AfterLoss.FAILS
         try:
-            goes_on = running.goes_on_after_lost_delivery(
-                job_id=ref.job_id, token=ref.dispatch_token
-            )
+            return ref, running.after_lost_delivery(job_id=ref.job_id, token=ref.dispatch_token)
         finally:
             # This is the worker's main process: a pool process forked from it would
             # inherit an open connection, and one the server dropped would fail every
             # later read.
             connection.close()
-        return ref.job_id if goes_on else None
 
 
 #: What the pool says of a process lost under a job: killed (or exited), or past its

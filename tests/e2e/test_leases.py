@@ -90,7 +90,7 @@ def test_a_hard_time_limit_kills_the_attempt_and_the_lease_retries_the_job(
     [lost] = [line for line in worker.output().splitlines() if "job process lost" in line]
     assert lost.endswith(
         f"job process lost job_id={job.pk} task=testapp.time_limited reason=hard time limit "
-        "(1s) exceeded: no failure of the call, the job's lease retries it"
+        "(1s) exceeded: no failure of the call, the job retried by its lease"
     )
     # No failure of the call: Celery sent task_failure (a payment marked failed, an
     # alert), and the job then ran again and succeeded.

@@ -46,8 +46,8 @@ def failures(monkeypatch) -> Iterator[list[str]]:
     signals.task_failure.disconnect(receive)
 
 
-def _running_job(max_attempts: int) -> tuple[ScheduledJob, Request]:
-    """A job running on a worker, and the worker's request for its message."""
+def _running_job(max_attempts: int) -> tuple[running.Claim, Request]:
+    """A job's claim by a worker, and the worker's request for the job's message."""
     job = schedule_at(noop, T0, max_attempts=max_attempts)
     token = dispatch_one(job, now=T0)
     claimed = running.claim(job_id=job.pk, token=token, task_name=noop.name, worker="w")
@@ -62,7 +62,7 @@ def _running_job(max_attempts: int) -> tuple[ScheduledJob, Request]:
     )
     request = symbol_by_name(noop.Request)(message, app=current_app, task=noop)
     assert isinstance(request, Request)
-    return job, request
+    return claimed, request
 
 
 def _failed_with(error: Exception) -> ExceptionInfo:
@@ -87,12 +87,12 @@ def _lose(request: Request, how: str) -> None:
 def test_a_lost_process_of_a_job_its_lease_retries_is_no_failure_of_the_call(failures, how):
     # Celery stored FAILURE for the call's id and sent task_failure (a payment marked
     # failed, an alert), then the lease ran the job again, which succeeded.
-    job, request = _running_job(max_attempts=3)
+    claimed, request = _running_job(max_attempts=3)
     _lose(request, how)
     assert failures == []
     assert noop.backend.get_state(request.id) == "PENDING"
-    job.refresh_from_db()
-    assert job.status == ScheduledJob.Status.RUNNING  # for its lease to retry
+    claimed.job.refresh_from_db()
+    assert claimed.job.status == ScheduledJob.Status.RUNNING  # for its lease to retry
 
 
 @pytest.mark.parametrize("how", ["killed", "hard time limit"])
@@ -102,6 +102,26 @@ def test_a_lost_process_of_a_jobs_last_attempt_is_the_calls_failure(failures, ho
     _lose(request, how)
     assert set(failures) == {request.id}
     assert noop.backend.get_state(request.id) == "FAILURE"
+
+
+def test_a_hard_time_limit_told_alone_settles_a_late_acknowledged_message(failures, monkeypatch):
+    # gevent's pool tells on_timeout only, with no failure first: the message of an
+    # acks_late task was left unsettled (SQS delivered it again after its visibility
+    # timeout), and nothing said so.
+    monkeypatch.setattr(noop, "acks_late", True)
+    _, request = _running_job(max_attempts=3)
+    acknowledged = []
+    monkeypatch.setattr(request, "_on_ack", lambda *args: acknowledged.append(request.id))
+    request.on_timeout(soft=False, timeout=60)
+    assert (failures, acknowledged) == ([], [request.id])
+
+
+def test_a_lost_process_of_a_job_that_had_succeeded_tells_its_success(failures, caplog):
+    claimed, request = _running_job(max_attempts=3)
+    assert running.record_success(job=claimed.job, attempt=claimed.attempt)
+    _lose(request, "killed")
+    assert failures == []
+    assert "no failure of the call, the job succeeded" in caplog.text
 
 
 def test_a_lost_process_of_a_job_its_lease_already_failed_is_the_calls_failure(failures):
