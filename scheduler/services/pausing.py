@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from celery import Task
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from scheduler import validation
@@ -32,6 +32,20 @@ _PAUSE_ONCE_CONSTRAINT = "scheduler_pause_once"
 RELEASED_ON_RESUME = 1000
 
 
+#: The advisory lock every pause takes, and that a claim made ahead of its job's time
+#: shares until that time (:func:`hold_off_pauses`).
+_PAUSES_LOCK = "scheduler.pause"
+
+
+def hold_off_pauses() -> None:
+    """Make no pause until the caller's transaction ends, nor let one made since it
+    began go unseen by its next statement: a claim made ahead of its job's time, held
+    until that time (:func:`scheduler.services.running.claim`). A pause waits for such
+    claims (a moment, ``HANDOFF_AHEAD``): their jobs start before it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", [_PAUSES_LOCK])
+
+
 def pause(
     task: Task[Any, Any] | str | None = None,
     queue: str | None = None,
@@ -43,7 +57,8 @@ def pause(
 
     Raises UnknownTaskError for a task that jobs cannot run, InvalidArgumentsError for
     an invalid queue name or when neither is given, and PauseError when that kind is
-    already paused; nothing is written then.
+    already paused; nothing is written then. Waits for the claims that hold their jobs
+    until their time (:func:`hold_off_pauses`): those jobs start before the pause.
     """
     task_name, queue_name = _kind(task, queue)
     if task_name:
@@ -54,6 +69,8 @@ def pause(
     reason, actor = validation.reason(reason), validation.actor(actor)
     try:
         with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_PAUSES_LOCK])
             paused = Pause.objects.create(
                 task_name=task_name, queue=queue_name, reason=reason, paused_by=actor or ""
             )

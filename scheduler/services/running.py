@@ -21,7 +21,7 @@ from scheduler.conf import scheduler_settings
 from scheduler.exceptions import ResultRefusedError
 from scheduler.models import JobAttempt, Pause, ScheduledJob, paused_sql
 from scheduler.protocol import as_token
-from scheduler.services import refusals
+from scheduler.services import pausing, refusals
 from scheduler.services.transitions import (
     LAZY_COMMIT,
     apply,
@@ -90,7 +90,8 @@ def claim(
     message over a moment before its eta (:mod:`scheduler.worker.request`). While it is
     ahead, the claim is made at once in a transaction that holds the job's row until
     then and commits at that instant: the job is never running before its time, and
-    only the commit stands between the instant and the body.
+    only the commit stands between the instant and the body. A pause made meanwhile
+    waits for that instant (:func:`~scheduler.services.pausing.hold_off_pauses`).
 
     ``retrying`` says this delivery's previous call lost its connection, maybe after
     PostgreSQL committed the claim (a failover): a claim of this token by this worker
@@ -132,6 +133,9 @@ def claim(
         return claim_renewed(now)
     durable = connection.in_atomic_block
     with transaction.atomic():
+        # Before the claim reads the pauses: one made until the claim commits, at
+        # not_before, would not stop the job, which would start after it.
+        pausing.hold_off_pauses()
         claimed = claim_renewed(not_before)
         if isinstance(claimed, Claim):
             _hold_until(not_before, lazy=not durable)

@@ -1,6 +1,7 @@
 """Deadlines and pauses, enforced at the dispatcher and at the worker's claim; signals."""
 
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -19,6 +20,7 @@ from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
 from tests.conftest import job_row_held_elsewhere
 from tests.factories import deliver, dispatch_one, mark_enqueued
+from tests.processes import wait_until
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -323,6 +325,44 @@ def test_a_pause_made_while_the_claim_waits_for_the_row_puts_the_job_back(tmp_pa
     job.refresh_from_db()
     assert (handled.outcome, job.status, job.attempts) == (Outcome.DROPPED, Status.SCHEDULED, 0)
     assert read_runs(path) == []
+
+
+@pytest.mark.django_db(transaction=True)  # the claim and the pause are two connections
+def test_a_pause_made_while_a_claim_holds_its_job_until_its_time_waits_for_that_time(
+    tmp_path,
+):
+    # A worker claims a job a moment before its time, and its claim commits at that
+    # time: a pause committed in between did not stop the job, which started after it.
+    # The pause now waits for the instant, and the job counts as started before it.
+    path = str(tmp_path / "runs")
+    run_at = timezone.now() + timedelta(milliseconds=400)
+    job = schedule_at("testapp.record", run_at, [path, "ahead"])
+    token = dispatch_one(job, now=timezone.now())
+    outcomes: list[Outcome] = []
+
+    def worker() -> None:
+        try:
+            handled = deliver(
+                job_id=job.pk, task_name=job.task_name, token=token, not_before=run_at
+            )
+            outcomes.append(handled.outcome)
+        finally:
+            connection.close()  # this thread's
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+
+    def held() -> bool:
+        with transaction.atomic():
+            return not ScheduledJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk)
+
+    assert wait_until(held, timeout=5, interval=0.005)
+    assert time.time() < run_at.timestamp()
+    pause("testapp.record", reason="incident")
+    assert time.time() >= run_at.timestamp()
+    thread.join(10)
+    assert outcomes == [Outcome.SUCCEEDED]
+    assert [label for label, _ in read_runs(path)] == ["ahead"]
 
 
 @freeze_time(T0)
