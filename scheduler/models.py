@@ -334,7 +334,7 @@ def job_counts_by_status(*, exact_up_to: int = EXACT_COUNT_LIMIT) -> dict[Status
     count (``pg_class.reltuples``), both kept fresh by autovacuum's ANALYZE.
     """
     counted = capped_status_counts(up_to=exact_up_to)
-    over = [status for status, count in counted.items() if count > exact_up_to]
+    over = [status for status, count in counted.items() if not count.exact]
     with connection.cursor() as cursor:
         shares = (
             _status_shares(
@@ -346,8 +346,8 @@ def job_counts_by_status(*, exact_up_to: int = EXACT_COUNT_LIMIT) -> dict[Status
             else {}
         )
     return {
-        status: JobCount(count, exact=True)
-        if status not in over
+        status: count
+        if count.exact
         else JobCount(max(exact_up_to + 1, round(shares.get(status, 0.0))), exact=False)
         for status, count in counted.items()
     }
@@ -472,9 +472,11 @@ def read_from_indexes(*, timeout: timedelta | None = None) -> Iterator[None]:
         yield
 
 
-def capped_status_counts(*, up_to: int) -> dict[Status, int]:
-    """Jobs in each status, each counted up to ``up_to + 1`` at most: one statement, an
-    index-only scan per status (per part of it, :func:`status_parts`) that stops there."""
+def capped_status_counts(*, up_to: int) -> dict[Status, JobCount]:
+    """Jobs in each status, each part of it (:func:`status_parts`) counted up to
+    ``up_to + 1`` at most: one statement, an index-only scan per part that stops there.
+    A count is exact unless a part reached its cap (more than ``up_to`` then); the
+    parts of one status (scheduled: held or not) may add up to more, exactly."""
     table = connection.ops.quote_name(ScheduledJob._meta.db_table)
     column = connection.ops.quote_name(ScheduledJob._meta.get_field("status").column)
     parts = status_parts(states.ALL)
@@ -488,9 +490,10 @@ def capped_status_counts(*, up_to: int) -> dict[Status, int]:
         cursor.execute(
             f"SELECT {capped}", [value for status, _ in parts for value in (status, up_to + 1)]
         )
-        counted = dict.fromkeys(Status, 0)
+        counted = {status: JobCount(0, exact=True) for status in Status}
         for (status, _), count in zip(parts, cursor.fetchone(), strict=True):
-            counted[status] += count
+            so_far = counted[status]
+            counted[status] = JobCount(so_far.value + count, so_far.exact and count <= up_to)
     return counted
 
 

@@ -405,8 +405,8 @@ def status_counts(statistics: TableStatistics) -> list[StatusCount]:
 
     def count(status: str) -> Tally:
         counted = capped_counts[Status(status)]
-        if counted <= EXACT_COUNT_LIMIT:
-            return Tally(counted)
+        if counted.exact:
+            return Tally(counted.value)
         estimate = round(statistics.rows * statistics.status_frequencies.get(status, 0))
         return Tally(max(EXACT_COUNT_LIMIT + 1, estimate), exact=False)
 
