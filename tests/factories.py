@@ -1,10 +1,13 @@
 """Helpers to make jobs for tests."""
 
+import threading
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from scheduler import states
 from scheduler.conf import scheduler_settings
@@ -12,7 +15,8 @@ from scheduler.models import ScheduledJob
 from scheduler.registry import get_task
 from scheduler.services.dispatching import enqueued_changes
 from scheduler.services.transitions import apply
-from scheduler.worker.execution import Handled, run_job
+from scheduler.worker.execution import Handled, Outcome, run_job
+from tests.processes import wait_until
 
 
 def make_jobs(run_ats: list[datetime], **fields: Any) -> list[ScheduledJob]:
@@ -60,3 +64,39 @@ def deliver(
         runner=get_task(task_name),
         not_before=not_before,
     )
+
+
+@dataclass
+class DeliveryAhead:
+    """A delivery handed over before its job's time, in a thread of its own: its
+    outcome and its statements once the thread is joined."""
+
+    thread: threading.Thread
+    outcomes: list[Outcome] = field(default_factory=list)
+    statements: list[str] = field(default_factory=list)
+
+
+def deliver_ahead(job: ScheduledJob, *, token: uuid.UUID, not_before: datetime) -> DeliveryAhead:
+    """Deliver ``job``'s message in a thread of its own, handed over before
+    ``not_before`` (its eta) as a worker does; return once its claim holds the job's
+    row, which it does until ``not_before``. The test must be transactional."""
+
+    def worker() -> None:
+        try:
+            with CaptureQueriesContext(connection) as captured:
+                handled = deliver(
+                    job_id=job.pk, task_name=job.task_name, token=token, not_before=not_before
+                )
+            delivery.outcomes.append(handled.outcome)
+            delivery.statements.extend(query["sql"] for query in captured.captured_queries)
+        finally:
+            connection.close()  # this thread's
+
+    def held() -> bool:
+        with transaction.atomic():
+            return not ScheduledJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk)
+
+    delivery = DeliveryAhead(threading.Thread(target=worker))
+    delivery.thread.start()
+    assert wait_until(held, timeout=5, interval=0.005)
+    return delivery

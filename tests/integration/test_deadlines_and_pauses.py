@@ -19,8 +19,7 @@ from scheduler.services import cancel, pause, reschedule, resume, retry, run_now
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
 from tests.conftest import job_row_held_elsewhere
-from tests.factories import deliver, dispatch_one, mark_enqueued
-from tests.processes import wait_until
+from tests.factories import deliver, deliver_ahead, dispatch_one, mark_enqueued
 from tests.testapp.tasks import read_runs
 
 pytestmark = pytest.mark.django_db
@@ -338,30 +337,12 @@ def test_a_pause_made_while_a_claim_holds_its_job_until_its_time_waits_for_that_
     run_at = timezone.now() + timedelta(milliseconds=400)
     job = schedule_at("testapp.record", run_at, [path, "ahead"])
     token = dispatch_one(job, now=timezone.now())
-    outcomes: list[Outcome] = []
-
-    def worker() -> None:
-        try:
-            handled = deliver(
-                job_id=job.pk, task_name=job.task_name, token=token, not_before=run_at
-            )
-            outcomes.append(handled.outcome)
-        finally:
-            connection.close()  # this thread's
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-
-    def held() -> bool:
-        with transaction.atomic():
-            return not ScheduledJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk)
-
-    assert wait_until(held, timeout=5, interval=0.005)
+    delivery = deliver_ahead(job, token=token, not_before=run_at)
     assert time.time() < run_at.timestamp()
     pause("testapp.record", reason="incident")
     assert time.time() >= run_at.timestamp()
-    thread.join(10)
-    assert outcomes == [Outcome.SUCCEEDED]
+    delivery.thread.join(10)
+    assert delivery.outcomes == [Outcome.SUCCEEDED]
     assert [label for label, _ in read_runs(path)] == ["ahead"]
 
 

@@ -33,7 +33,7 @@ from scheduler.testing import InMemoryPublisher
 from scheduler.worker import execution
 from scheduler.worker.execution import Outcome
 from tests.conftest import connection_to_a_reader, held_elsewhere, postgresql_out_of_reach
-from tests.factories import deliver, dispatch_one, mark_enqueued
+from tests.factories import deliver, deliver_ahead, dispatch_one, mark_enqueued
 from tests.processes import wait_until
 from tests.testapp.models import Effect
 from tests.testapp.tasks import read_runs
@@ -568,29 +568,7 @@ def test_a_job_claimed_before_its_time_stays_enqueued_until_then_and_starts_at_i
     run_at = timezone.now() + timedelta(milliseconds=400)
     job = schedule_at("testapp.record", run_at, [path, "held"])
     token = dispatch_one(job, now=timezone.now())
-    statements: list[str] = []
-    outcomes: list[str] = []
-
-    def worker():
-        try:
-            with CaptureQueriesContext(connection) as captured:
-                # As a worker hands it over: a moment before its eta, which is run_at.
-                handled = deliver(
-                    job_id=job.pk, task_name=job.task_name, token=token, not_before=run_at
-                )
-            outcomes.append(handled.outcome)
-            statements.extend(query["sql"] for query in captured.captured_queries)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-
-    def held() -> bool:
-        with transaction.atomic():
-            return not ScheduledJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk)
-
-    assert wait_until(held, timeout=5, interval=0.005)
+    delivery = deliver_ahead(job, token=token, not_before=run_at)
     status_while_held = ScheduledJob.objects.get(pk=job.pk).status
     assert time.time() < run_at.timestamp()
     # A cancel now waits for the instant, and finds the job started (running, or, the
@@ -598,10 +576,10 @@ def test_a_job_claimed_before_its_time_stays_enqueued_until_then_and_starts_at_i
     with pytest.raises(InvalidTransitionError, match=r"it is (running|succeeded)"):
         cancel(job)
     assert time.time() >= run_at.timestamp()
-    thread.join(10)
+    delivery.thread.join(10)
 
     assert status_while_held == Status.ENQUEUED  # as every reader sees it until run_at
-    assert outcomes == [Outcome.SUCCEEDED]
+    assert delivery.outcomes == [Outcome.SUCCEEDED]
     [(_label, ran_at)] = read_runs(path)
     assert ran_at >= run_at.timestamp()
     [attempt] = JobAttempt.objects.filter(job=job)
@@ -609,7 +587,7 @@ def test_a_job_claimed_before_its_time_stays_enqueued_until_then_and_starts_at_i
     job.refresh_from_db()
     assert job.started_at == run_at
     # Its commit does not wait for the disk, as a claim alone does not.
-    assert "SET LOCAL synchronous_commit TO off" in statements
+    assert "SET LOCAL synchronous_commit TO off" in delivery.statements
 
 
 @pytest.mark.django_db(
