@@ -521,22 +521,6 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         self._report(
             request, "Set to run now", result, "running or succeeded", _RETRY_OR_RESCHEDULE_THEM
         )
-        held = (
-            # Those it moved: not the queryset, whose filter (failed, say) they left.
-            ScheduledJob.objects.filter(
-                covered_by_pause(), pk__in=result.changed_ids, status=states.Status.SCHEDULED
-            ).count()
-            if result.changed and Pause.objects.exists()
-            else 0
-        )
-        if held:
-            # "Now" is not now for them: say so, not only "set to run now".
-            self.message_user(
-                request,
-                f"{held} of them {'is' if held == 1 else 'are'} of a paused kind and "
-                "start once the pause is lifted (see Monitoring).",
-                messages.WARNING,
-            )
 
     @admin.action(
         description="Retry selected failed, cancelled or expired jobs", permissions=["change"]
@@ -732,6 +716,24 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             message += f"; skipped {result.skipped.total()}: {listed}"
         level = messages.SUCCESS if result.changed else messages.WARNING
         self.message_user(request, f"{message}.", level)
+        held = (
+            # Those it moved: not the queryset, whose filter (failed, say) they left.
+            ScheduledJob.objects.filter(
+                covered_by_pause(), pk__in=result.changed_ids, status=states.Status.SCHEDULED
+            ).count()
+            if result.changed and Pause.objects.exists()
+            else 0
+        )
+        if held:
+            # Run now, retried, rescheduled: not while the pause lasts. Say so, not only
+            # what was done.
+            self.message_user(
+                request,
+                f"{held} of them {'is' if held == 1 else 'are'} of a paused kind and "
+                f"{'starts' if held == 1 else 'start'} only once the pause is lifted "
+                "(see Monitoring).",
+                messages.WARNING,
+            )
 
     # --- monitoring and operations -----------------------------------------------------
 

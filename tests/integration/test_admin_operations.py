@@ -240,7 +240,7 @@ def test_running_now_a_job_of_a_paused_kind_says_it_waits_for_the_resume(admin_c
     response = act(admin_client, "run_selected_now", [paused, free])
     assert messages_of(response) == [
         "Set to run now 2 jobs.",
-        "1 of them is of a paused kind and start once the pause is lifted (see Monitoring).",
+        "1 of them is of a paused kind and starts only once the pause is lifted (see Monitoring).",
     ]
 
 
@@ -262,13 +262,37 @@ def test_running_now_counts_the_held_jobs_it_moved_not_the_list_filter(admin_cli
     )
     assert messages_of(response) == [
         "Set to run now 60 jobs.",
-        "60 of them are of a paused kind and start once the pause is lifted (see Monitoring).",
+        "60 of them are of a paused kind and start only once the pause is lifted (see Monitoring).",
     ]
     retried = job(Status.FAILED, run_at=T0 - timedelta(hours=1))
     skipped = job(run_at=T0 - timedelta(minutes=2), deadline=T0 - timedelta(minutes=1))
     response = act(admin_client, "run_selected_now", [retried, skipped])
     assert messages_of(response)[1] == (
-        "1 of them is of a paused kind and start once the pause is lifted (see Monitoring)."
+        "1 of them is of a paused kind and starts only once the pause is lifted (see Monitoring)."
+    )
+
+
+@pytest.mark.parametrize("action", ["retry_selected", "reschedule_selected"])
+def test_retrying_or_rescheduling_a_job_of_a_paused_kind_says_it_waits_for_the_resume(
+    admin_client, action
+):
+    # Only "Run now" said so: retried or rescheduled, the job then waited unexplained.
+    services.pause("testapp.noop", None, reason="gateway down", actor="ops")
+    if action == "retry_selected":
+        response = act(admin_client, action, [job(Status.FAILED)])
+    else:
+        response = act(
+            admin_client,
+            action,
+            [job(Status.SCHEDULED, run_at=T0 + timedelta(days=1))],
+            apply="Reschedule",
+            mode="to",
+            run_at_local="2026-12-24T18:00",
+            time_zone="UTC",
+            offset_unit="minutes",
+        )
+    assert messages_of(response)[-1] == (
+        "1 of them is of a paused kind and starts only once the pause is lifted (see Monitoring)."
     )
 
 
