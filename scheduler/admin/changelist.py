@@ -109,9 +109,9 @@ class OfferedChangeList(ChangeList):
         a 500 in Django) raises IncorrectLookupParameters: the list without filters.
         """
         lookups: dict[str, Any] = super().get_filters_params(params)
-        if not self.date_hierarchy:
+        names = self._drill_down_names()
+        if not names:
             return lookups
-        names = [f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")]
         year, month, day = (lookups[name][-1] if lookups.get(name) else None for name in names)
         if year is None and month is None and day is None:
             return lookups
@@ -130,14 +130,20 @@ class OfferedChangeList(ChangeList):
         # Django's "Clear all filters" keeps the drill-down as the bounds it filters on
         # (``__gte``, ``__lt``), which the list does not take from the query string:
         # as the page's own year, month and day instead, with the search and order.
-        drill_down = [f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")]
+        drill_down = self._drill_down_names()
         kept = {
             name: values
             for name, values in self.filter_params.items()
-            if name in IGNORED_PARAMS or (self.date_hierarchy and name in drill_down)
+            if name in IGNORED_PARAMS or name in drill_down
         }
         self.clear_all_filters_qs = f"?{urlencode(sorted(kept.items()), doseq=True)}"
         return rows
+
+    def _drill_down_names(self) -> list[str]:
+        """The query parameters of the date drill-down's year, month and day, if any."""
+        if not self.date_hierarchy:
+            return []
+        return [f"{self.date_hierarchy}__{part}" for part in ("year", "month", "day")]
 
     @override
     def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
@@ -348,7 +354,8 @@ def overdue_truncated(params: Mapping[str, Any], *, now: datetime) -> bool:
     read of each status's index). Without them, the capped count says so."""
     if params.get(RunAtFilter.parameter_name) != RunAtFilter.OVERDUE:
         return False
-    others = [name for name in params if name not in (*_LIST_PARAMETERS, "run_at")]
+    filtered = RunAtFilter.parameter_name
+    others = [name for name in params if name not in (*_LIST_PARAMETERS, filtered)]
     if not others and not params.get(SEARCH_VAR):
         return False
     # Filtered by status, only that status's branches are listed.

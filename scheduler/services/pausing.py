@@ -42,8 +42,15 @@ def hold_off_pauses() -> None:
     began go unseen by its next statement: a claim made ahead of its job's time, held
     until that time (:func:`scheduler.services.running.claim`). A pause waits for such
     claims (a moment, ``HANDOFF_AHEAD``): their jobs start before it."""
+    _lock_pauses(shared=True)
+
+
+def _lock_pauses(*, shared: bool) -> None:
+    """Take the pauses' advisory lock until the caller's transaction ends: shared by
+    claims, alone by a pause."""
+    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", [_PAUSES_LOCK])
+        cursor.execute(f"SELECT {function}(hashtext(%s))", [_PAUSES_LOCK])
 
 
 def pause(
@@ -69,8 +76,7 @@ def pause(
     reason, actor = validation.reason(reason), validation.actor(actor)
     try:
         with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_PAUSES_LOCK])
+            _lock_pauses(shared=False)
             paused = Pause.objects.create(
                 task_name=task_name, queue=queue_name, reason=reason, paused_by=actor or ""
             )

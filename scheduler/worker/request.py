@@ -13,9 +13,9 @@ time. Other messages keep Celery's eta.
 When a job's pool process is lost (killed, out of memory, a hard ``time_limit``),
 Celery's worker stores ``FAILURE`` for the call and sends ``task_failure``; the job's
 lease then retries it, and it may succeed. While the job goes on
-(:func:`scheduler.services.running.goes_on_after_lost_delivery`), the loss is handled
-as a retry instead: the message is settled as Celery settles a retry, and nothing is
-stored or sent that says the call failed.
+(:func:`scheduler.services.running.after_lost_delivery`), the loss is handled as a
+retry (or, for a job that had succeeded, a success) instead: the message is settled as
+Celery settles those, and nothing is stored or sent that says the call failed.
 
 :class:`~scheduler.worker.task.SchedulerTask` names this class as its ``Request``.
 """
