@@ -23,30 +23,40 @@ _CHAINED = re.compile(
 
 def bounded(traceback: str, *, length: int) -> str:
     """``traceback`` within ``length`` characters: its start (the call stack) and its end
-    (the exception), and how much of its middle was left out."""
+    (the exception, from its line on when its message is long), with a note of how much
+    was left out in each place."""
     if len(traceback) <= length:
         return traceback
     kept = length - _LEFT_OUT_ROOM
     start = kept // 2
-    end = len(traceback) - (kept - start)
-    return f"{traceback[:start]}\n[{end - start:,} characters left out]\n{traceback[end:]}"
+    end = _end_at(traceback, length=kept - start)
+    if end < start:  # the start holds the exception's line
+        end = len(traceback) - (kept - start)
+    tail = bounded(traceback[end:], length=kept - start)
+    return f"{traceback[:start]}\n[{end - start:,} characters left out]\n{tail}"
 
 
 def ending(traceback: str, *, length: int) -> str:
     """The end of ``traceback`` within ``length`` characters, for a list to name its
     exception from: its last characters, or, when they miss that line (a long message),
     from the last exception's last frame (or an exception group's start) on, bounded."""
-    tail = traceback[-length:]
-    if len(traceback) <= length or exception_line(tail) == exception_line(traceback):
+    return bounded(traceback[_end_at(traceback, length=length) :], length=length)
+
+
+def _end_at(traceback: str, *, length: int) -> int:
+    """Where :func:`ending` starts: ``length`` characters from the end, or earlier, where
+    the last exception's line is among the characters that follow."""
+    tail = max(len(traceback) - length, 0)
+    if not tail or exception_line(traceback[tail:]) == exception_line(traceback):
         return tail
     last = _last_exception_at(traceback)
     frame = traceback.rfind("\n  File ", last)
     if frame >= 0:
-        return bounded(traceback[frame + 1 :], length=length)
-    section = traceback[last:].lstrip("\n")
+        return frame + 1
+    section = len(traceback) - len(traceback[last:].lstrip("\n"))
     # A group's frames carry its margin: from its start, whose own lines name it. A
     # text without frames (a lease that expired) keeps its end.
-    return bounded(section, length=length) if section.startswith(_GROUP_START) else tail
+    return section if traceback.startswith(_GROUP_START, section) else tail
 
 
 def _last_exception_at(traceback: str) -> int:

@@ -111,11 +111,22 @@ def _declare(task: SchedulerBackendTask) -> None:
     if declared is not None:
         return
 
-    def run(celery_task: CeleryTask[Any, Any], *args: Any, **kwargs: Any) -> Any:
-        return _execute(celery_task, _declared[name], args, kwargs)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # Bound, it is given its Celery task first, under no name: any name could be one
+        # of the function's parameters (Celery's signature check ignores a "/").
+        return _execute(args[0], _declared[name], args[1:], kwargs)
 
     run.__doc__ = task.func.__doc__
     shared_task(name=name, bind=True)(run)
+
+
+def _same_function(declared: Callable[..., Any], function: Callable[..., Any]) -> bool:
+    """Whether ``function`` is ``declared``, or its module's code run again (a reload)."""
+    code, again = declared.__code__, function.__code__
+    return declared is function or (code.co_filename, code.co_firstlineno) == (
+        again.co_filename,
+        again.co_firstlineno,
+    )
 
 
 def _execute(
@@ -171,6 +182,13 @@ class SchedulerBackend(BaseTaskBackend):
     @override
     def validate_task(self, task: Task[Any, Any]) -> None:
         super().validate_task(task)
+        declared = _declared.get(task.module_path)
+        if declared is not None and not _same_function(declared.func, task.func):
+            # Two module-level lambdas, say: the jobs of one would run the other.
+            raise InvalidTask(
+                f"{task.module_path} already names another task's function: each task "
+                "needs a module path of its own (jobs name their task by it)"
+            )
         if not isinstance(task, SchedulerBackendTask):
             raise InvalidTask(
                 f"{task.module_path} must be declared with the {self.alias!r} backend "
@@ -352,8 +370,9 @@ def _task_named(name: str) -> SchedulerBackendTask | None:
         try:
             import_string(name)
         except (ImportError, ValueError, TypeError):  # no module path: ".x", "..x"
+            # A task of a class body is no module's attribute: importing its module, on
+            # the way, declared it all the same.
             _not_importable.add(name)
-            return None
     return _declared.get(name)
 
 

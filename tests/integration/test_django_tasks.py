@@ -7,6 +7,7 @@ Runs on Django 5.2 with the django-tasks backport and on Django 6.0's django.tas
 import os
 import subprocess
 import sys
+import types
 import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -547,3 +548,67 @@ def test_arguments_the_function_cannot_take_are_refused_at_enqueue(args, kwargs)
     with pytest.raises(TypeError):
         tasks.add.using(run_after=T0 + timedelta(days=14)).enqueue(*args, **kwargs)
     assert not ScheduledJob.objects.exists()
+
+
+def test_a_parameter_named_as_the_celery_wrappers_is_the_functions():
+    result = tasks.takes_the_wrappers_name.enqueue(celery_task=2, args=3)
+    run_due_jobs()
+    result.refresh()
+    assert result.return_value == [2, 3]
+
+
+NESTED = "tests.tasksapp.tasks.Namespace.nested"
+
+
+def test_a_task_of_a_class_body_is_found_in_a_process_that_never_imported_it(monkeypatch):
+    # Its path is no module's attribute: importing it fails, though the import of its
+    # module, on the way, declared it.
+    def first_import(path):
+        django_tasks._declared[NESTED] = tasks.Namespace.nested
+        raise ImportError(f"No module named {path.rpartition('.')[0]!r}")
+
+    result = tasks.Namespace.nested.enqueue(7)
+    monkeypatch.delitem(django_tasks._declared, NESTED)
+    monkeypatch.setattr(django_tasks, "import_string", first_import)
+    assert task_backends["default"].get_result(result.id).task == tasks.Namespace.nested
+
+
+@pytest.fixture
+def declared_paths(monkeypatch):
+    # Paths a test declares are forgotten after it, by this backend and by Celery.
+    from celery import current_app
+
+    monkeypatch.setattr(django_tasks, "_declared", dict(django_tasks._declared))
+    before = set(current_app.tasks)
+    yield
+    for name in set(current_app.tasks) - before:
+        current_app.tasks.pop(name)
+
+
+def _one() -> int:
+    return 1
+
+
+def _two() -> int:
+    return 2
+
+
+def _at(path: str, function):
+    """A copy of ``function`` whose module path is ``path``."""
+    copy = types.FunctionType(function.__code__, function.__globals__)
+    copy.__module__, _, copy.__qualname__ = path.rpartition(".")
+    return copy
+
+
+def test_two_functions_of_one_path_are_refused(declared_paths):
+    # Two module-level lambdas, say: the jobs of the first would run the second.
+    path = "tests.tasksapp.tasks.<lambda>"
+    first = task(_at(path, _one))
+    with pytest.raises(InvalidTask, match="already names"):
+        task(_at(path, _two))
+    # The same function's module run again (a reload) declares it again.
+    assert task(_at(path, _one)).func is not first.func
+    result = first.enqueue()
+    run_due_jobs()
+    result.refresh()
+    assert result.return_value == 1

@@ -66,3 +66,16 @@ def whoami(context: TaskContext, label: str) -> dict[str, Any]:
 @task
 async def add_later(a: int, b: int) -> int:
     return a + b
+
+
+@task
+def takes_the_wrappers_name(celery_task: int = 0, args: int = 0) -> list[int]:
+    return [celery_task, args]
+
+
+class Namespace:
+    """Tasks declared in a class body: their path is no module's attribute."""
+
+    @task
+    def nested(value: int) -> int:  # noqa: N805 - a function, not a method
+        return value

@@ -3,6 +3,7 @@
 import re
 import traceback
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -49,12 +50,24 @@ def test_the_summary_is_the_line_naming_the_exception_cut_to_the_length():
     assert exception_summary(kept, length=20) == "ValueError: yyyyyyyy…"
 
 
-def test_a_bounded_traceback_whose_middle_held_the_exceptions_line_is_not_summed_up_by_its_note():
+@pytest.mark.parametrize(
+    "message",
+    ["z" * 50_000, "a reply of many lines\n" + "line\n" * 10_000],
+    ids=["long", "many lines"],
+)
+def test_a_traceback_long_in_its_stack_and_its_message_keeps_the_exceptions_line(message):
+    # Cut in its middle, it lost that line: Django's tasks read the exception's class
+    # from it.
     frames = "".join(f'  File "app.py", line {n}, in step\n    step()\n' for n in range(2000))
-    error = "Traceback (most recent call last):\n" + frames + "ValueError: " + "z" * 50_000
+    error = "Traceback (most recent call last):\n" + frames + "LookupError: " + message
     kept = bounded(error, length=ERROR_LENGTH)
-    assert "characters left out]" in kept
-    assert exception_summary(kept, length=20) == "zzzzzzzzzzzzzzzzzzzz…"  # its end
+    assert len(kept) <= ERROR_LENGTH
+    assert kept.startswith(error[:1000])
+    assert kept.endswith(error[-1000:])
+    assert exception_summary(kept, length=20) == "LookupError: " + message[:7] + "…"
+    # Each note counts exactly what it stands for.
+    left_out = sum(int(n.replace(",", "")) for n in re.findall(r"\[([\d,]+) characters left", kept))
+    assert len(re.sub(r"\n\[[\d,]+ characters left out\]\n", "", kept)) + left_out == len(error)
 
 
 def test_a_jobs_last_error_is_its_end_from_which_lists_name_the_exception():
