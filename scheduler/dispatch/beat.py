@@ -248,7 +248,8 @@ def check_beat_scheduler(
     app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
     **kwargs: Any,
 ) -> list[CheckMessage]:
-    """Warn when Celery beat would send dispatcher ticks through the job queue."""
+    """Warn when Celery beat would not run dispatcher ticks itself: it sends them through
+    the job queue, or, reading no django-celery-beat schedule, runs none."""
     configured = current_app.conf.beat_scheduler
     if names_subclass(configured, DispatchingScheduler):
         if scheduler_settings.beat_times_aware():
@@ -263,11 +264,20 @@ def check_beat_scheduler(
                 id="scheduler.E042",
             )
         ]
+    hint = f'Set CELERY_BEAT_SCHEDULER = "{DISPATCHING_SCHEDULER}" to run them in beat.'
+    if names_subclass(configured, DatabaseScheduler):
+        said = (
+            "beat will send dispatcher ticks as tasks on the job queue, where they wait "
+            "behind running jobs."
+        )
+    else:
+        # The dispatch entry is a django-celery-beat row, which such a scheduler never reads.
+        said = (
+            "it reads no django-celery-beat schedule, so beat runs no dispatcher tick: jobs "
+            "are sent to SQS only while `manage.py scheduler_dispatch` runs."
+        )
     return [
         Warning(
-            f"Celery's beat scheduler is {configured!r}: beat will send dispatcher ticks as "
-            "tasks on the job queue, where they wait behind running jobs.",
-            hint=f'Set CELERY_BEAT_SCHEDULER = "{DISPATCHING_SCHEDULER}" to run them in beat.',
-            id="scheduler.W001",
+            f"Celery's beat scheduler is {configured!r}: {said}", hint=hint, id="scheduler.W001"
         )
     ]

@@ -26,7 +26,13 @@ from scheduler.exceptions import (
     UnknownTaskError,
 )
 from scheduler.models import ScheduledJob
-from scheduler.registry import check_arguments, get_task, routed_queue, task_name_of
+from scheduler.registry import (
+    check_arguments,
+    get_task,
+    routed_queue,
+    sqs_queue_of,
+    task_name_of,
+)
 from scheduler.services import audit, refusals
 
 logger = logging.getLogger(__name__)
@@ -132,9 +138,14 @@ def schedule_call(
     the caller's transaction. The job keeps Celery's rules: it records the call's
     ``celery_task_id``, it has the attempts the task's ``max_retries`` leaves after
     ``retries`` (Celery's count so far), and an error fails it unless the task retries
-    itself (``self.retry()``, ``autoretry_for``). Without a ``queue``, the task's
-    route applies. Invalid input raises and writes nothing.
+    itself (``self.retry()``, ``autoretry_for``). Without a ``queue``, the job goes
+    where Celery sends the call's message: its task's route, else the app's
+    ``task_default_queue``. Invalid input raises and writes nothing.
     """
+    if not queue and not routed_queue(task, args, kwargs or {}):
+        # The workers of a project that only gave its app this task class consume that
+        # queue, not SCHEDULER_QUEUE_NAME.
+        queue = sqs_queue_of(task.app.conf.task_default_queue)
     # Celery takes any number (sys.maxsize or NaN for "for ever", 3.0): a job has a
     # whole number of attempts, at most the column's.
     allowed_retries = (

@@ -267,6 +267,18 @@ def test_a_celery_queue_with_dots_is_the_sqs_queue_kombu_makes_of_it(monkeypatch
 
 
 @freeze_time(T0)
+def test_a_long_countdown_without_a_route_goes_where_celery_sends_the_short_ones(monkeypatch):
+    # An existing project's workers consume Celery's default queue, "celery": a long
+    # countdown's job went to SCHEDULER_QUEUE_NAME, which no worker of theirs read.
+    monkeypatch.setitem(record.app.conf, "task_default_queue", "legacy.default")
+    result = record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS)
+    assert ScheduledJob.objects.get(celery_task_id=result.id).queue == "legacy-default"
+    # The scheduler's own API keeps its documented default.
+    scheduled = schedule_at("testapp.record", T0 + timedelta(days=1), ["/dev/null", "x"])
+    assert scheduled.queue == "scheduler-jobs"
+
+
+@freeze_time(T0)
 def test_a_delayed_call_to_a_fifo_queue_is_refused_and_sends_nothing(
     published, broker, monkeypatch
 ):

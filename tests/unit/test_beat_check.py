@@ -34,6 +34,25 @@ def test_another_beat_scheduler_is_a_warning(monkeypatch, scheduler):
     assert "scheduler.dispatch.beat:DispatchingScheduler" in warning.hint
 
 
+def test_a_database_scheduler_sends_ticks_through_the_job_queue(monkeypatch):
+    monkeypatch.setitem(
+        current_app.conf, "beat_scheduler", "django_celery_beat.schedulers:DatabaseScheduler"
+    )
+    [warning] = check_beat_scheduler()
+    assert "dispatcher ticks as tasks on the job queue" in warning.msg
+
+
+@pytest.mark.parametrize("scheduler", ["celery.beat:PersistentScheduler", "no.such.module:S"])
+def test_a_scheduler_that_reads_no_periodic_task_row_runs_no_tick(monkeypatch, scheduler):
+    # Celery's own keeps beat_schedule only: the dispatch entry is a django-celery-beat
+    # row, so beat ran no tick and no job was ever sent, while the warning said ticks
+    # would wait in the job queue.
+    monkeypatch.setitem(current_app.conf, "beat_scheduler", scheduler)
+    [warning] = check_beat_scheduler()
+    assert "beat runs no dispatcher tick" in warning.msg
+    assert "scheduler_dispatch" in warning.msg
+
+
 def test_the_project_uses_it():
     assert check_beat_scheduler() == []
 
