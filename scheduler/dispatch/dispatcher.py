@@ -443,6 +443,14 @@ class Dispatcher:
             result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
             result.outage = self._failed("dispatcher batch failed", error) or result.outage
             return sent, failed
+        except Exception as error:
+            # A publisher that raised (a bug, or one of your own): the batch rolled back
+            # or gave its copies back. The tick goes on to its heartbeat, which shows it,
+            # and the loop backs off as for an outage.
+            logger.exception("dispatcher batch crashed dispatcher=%s", self.name)
+            result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
+            result.outage = True
+            return sent, failed
 
     def _dispatch_batch(self, *, now: datetime, as_of: float) -> BatchResult:
         """Mark, send and (for what SQS refuses) put back one batch of due jobs, in one
@@ -484,7 +492,12 @@ class Dispatcher:
         )
         if not jobs:
             return BatchResult(taken=0, sent=0, failed=0)
-        published = self.publisher.publish(_messages(jobs, now=now, as_of=as_of))
+        try:
+            published = self.publisher.publish(_messages(jobs, now=now, as_of=as_of))
+        except Exception:
+            # Counted, never sent: each crash would double the wait for the next copy.
+            dispatching.untake_resends(jobs, now=now)
+            raise
         if published.failed:
             dispatching.untake_resends(
                 [job for job in jobs if job.job_id in published.failed], now=now

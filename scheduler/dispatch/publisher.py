@@ -213,9 +213,41 @@ def _refuses_queue(code: str) -> bool:
     return code in _QUEUE_REFUSALS or kms
 
 
-def _queue_refused(error: BotoCoreError | ClientError) -> bool:
-    """Whether a call's ``error`` is SQS refusing its queue for good (:func:`_refuses_queue`)."""
-    return _refuses_queue(error_code(error))
+#: The error codes of SQS refusing the dispatcher's credentials: every queue's calls
+#: fail alike, an outage until they are renewed.
+_CREDENTIALS_REFUSED = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "IncompleteSignature",
+        "InvalidClientTokenId",
+        "MissingAuthenticationToken",
+        "RequestExpired",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+    }
+)
+
+
+def _queue_refused(error: Exception) -> bool:
+    """Whether a call's ``error`` is SQS refusing its queue for good: one of
+    :func:`_refuses_queue`'s codes, or its messages (:func:`_refuses_messages`)."""
+    return _refuses_queue(error_code(error)) or _refuses_messages(error)
+
+
+def _refuses_messages(error: Exception) -> bool:
+    """Whether a call's ``error`` is a client error (4xx) other than throttling, refused
+    credentials and :func:`_refuses_queue`'s: SQS refusing the call's messages
+    (``InvalidParameterValue`` for one longer than the queue's ``MaximumMessageSize``).
+    Made again, the call fails again, and it says nothing of the other queues."""
+    code = error_code(error)
+    return (
+        isinstance(error, ClientError)
+        and 400 <= _status(error) < 500
+        and not _transient(error)
+        and code not in _CREDENTIALS_REFUSED
+        and not _refuses_queue(code)
+    )
 
 
 class _Sent(NamedTuple):
@@ -228,8 +260,10 @@ class _Sent(NamedTuple):
     refusal: str | None
 
 
-#: What one SendMessageBatch call gave: its entries' outcomes, or its error.
-_Outcome = _Sent | BotoCoreError | ClientError
+#: What one SendMessageBatch call gave: its entries' outcomes, or its error (a
+#: ClientError, or whatever else the call raised: botocore refreshing credentials that
+#: are still expired raises a RuntimeError).
+_Outcome = _Sent | Exception
 
 
 class SQSPublisher:
@@ -266,7 +300,7 @@ class SQSPublisher:
             try:
                 # Looked up before the threads start, so they share one cached URL.
                 url = self._queue_url(queue)
-            except (BotoCoreError, ClientError) as error:
+            except Exception as error:  # whatever the lookup raised fails its jobs alone
                 # Only this queue's jobs fail: a job on a queue SQS refuses must not
                 # hold back the others.
                 self._fail(result, batch, error)
@@ -314,7 +348,7 @@ class SQSPublisher:
         # After a call to a queue fails outright, its share's other chunks for that queue
         # fail with it unsent: the batch holds its row locks, and must not wait out one
         # timeout per call of an outage.
-        outages: dict[str, BotoCoreError | ClientError] = {}
+        outages: dict[str, Exception] = {}
         for queue_url, chunk in share:
             outcome = outages.get(queue_url) or self._send_chunk(
                 queue_url, chunk, started=started, handed_over=handed_over
@@ -356,7 +390,13 @@ class SQSPublisher:
             try:
                 response = self.client.send_message_batch(QueueUrl=queue_url, Entries=entries)
                 break
-            except (BotoCoreError, ClientError) as error:
+            except Exception as error:  # the call's outcome, whatever it is
+                if len(chunk) > 1 and _refuses_messages(error):
+                    # One message the queue takes for none (too long) fails its whole
+                    # call: each goes alone, and only the ones SQS refuses fail.
+                    return self._send_alone(
+                        queue_url, chunk, started=started, handed_over=handed_over
+                    )
                 if attempt == SEND_ATTEMPTS or not _transient(error):
                     return error
                 pause = exponential_backoff(attempt, base=0.05, cap=1.0)
@@ -372,22 +412,67 @@ class SQSPublisher:
                 attempt += 1
         failed = {}
         refusal = None
+        for_good = 0
         for entry in response.get("Failed", []):
             code = entry.get("Code") or ""
             reason = f"{code}: {entry.get('Message', '')}"
             failed[int(entry["Id"])] = reason
             if _refuses_queue(code):
                 refusal = reason
-            else:
-                logger.warning("sqs entry rejected job_id=%s reason=%s", entry["Id"], reason)
+                continue
+            logger.warning(
+                "sqs entry rejected queue=%s job_id=%s reason=%s",
+                chunk[0].queue,
+                entry["Id"],
+                reason,
+            )
+            if entry.get("SenderFault") and not _throttled(code):
+                for_good += 1
+        if for_good == len(chunk):
+            # Every message refused for good (a queue whose MaximumMessageSize is below
+            # them): that queue refuses them, and its jobs hold back no other queue's.
+            refusal = reason
         sent = [int(entry["Id"]) for entry in response.get("Successful", [])]
+        return _Sent(sent, failed, refusal)
+
+    def _send_alone(
+        self,
+        queue_url: str,
+        chunk: Sequence[OutgoingMessage],
+        *,
+        started: float,
+        handed_over: float,
+    ) -> _Outcome:
+        """Send each of ``chunk``'s messages in a call of its own: their outcomes as one
+        call's. SQS refusing all of them alike is its refusal of their queue."""
+        outcomes = [
+            self._send_chunk(queue_url, [message], started=started, handed_over=handed_over)
+            for message in chunk
+        ]
+        errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+        if len(errors) == len(outcomes):
+            return errors[0]
+        sent, failed, refusal = [], {}, None
+        for message, outcome in zip(chunk, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                failed[message.job_id] = f"{type(outcome).__name__}: {outcome}"
+                logger.warning(
+                    "sqs message refused queue=%s job_id=%s error=%s",
+                    message.queue,
+                    message.job_id,
+                    failed[message.job_id],
+                )
+            else:
+                sent.extend(outcome.sent)
+                failed.update(outcome.failed)
+                refusal = refusal or outcome.refusal
         return _Sent(sent, failed, refusal)
 
     def _fail(
         self,
         result: PublishResult,
         unsent: Sequence[OutgoingMessage],
-        error: BotoCoreError | ClientError,
+        error: Exception,
     ) -> bool:
         """Fail the ``unsent`` messages, all for one queue, as an outage (returns True) or
         a refused queue."""
@@ -400,7 +485,15 @@ class SQSPublisher:
             _refuse(result, queue, reason, len(unsent))
             return False
         result.error = reason
-        logger.error("sqs publish failed queue=%s unsent=%s error=%s", queue, len(unsent), reason)
+        # What is not botocore's is no answer of SQS's: its traceback says where it arose.
+        unexpected = None if isinstance(error, BotoCoreError | ClientError) else error
+        logger.error(
+            "sqs publish failed queue=%s unsent=%s error=%s",
+            queue,
+            len(unsent),
+            reason,
+            exc_info=unexpected,
+        )
         return True
 
     def _queue_url(self, queue: str) -> str:
@@ -427,12 +520,21 @@ _THROTTLED = frozenset(
 )
 
 
-def _transient(error: BotoCoreError | ClientError) -> bool:
+def _throttled(code: str) -> bool:
+    """Whether an error code is SQS's (or its KMS key's) throttling."""
+    return code.rpartition(".")[2] in _THROTTLED or "Throttl" in code
+
+
+def _status(error: ClientError) -> int:
+    status: int = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return status
+
+
+def _transient(error: Exception) -> bool:
     """Whether a failed SendMessageBatch call may succeed when made again."""
     if isinstance(error, ClientError):
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = error_code(error)
-        return status >= 500 or status == 429 or code.rpartition(".")[2] in _THROTTLED
+        status = _status(error)
+        return status >= 500 or status == 429 or _throttled(error_code(error))
     return isinstance(error, ConnectionError | HTTPClientError)
 
 

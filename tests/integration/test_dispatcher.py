@@ -610,13 +610,15 @@ def _pauses(dispatcher, ticks):
 
 
 @pytest.mark.django_db(transaction=True)  # run() closes the connection it finds unusable
-def test_the_loop_backs_off_while_sqs_fails_but_not_for_a_missing_queue(sqs_queue, settings):
+def test_the_loop_backs_off_while_sqs_fails_but_not_for_a_refused_queue(sqs_queue, settings):
     settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 1
     make_jobs([datetime.now(UTC)], queue="no-such-queue")
     assert max(_pauses(Dispatcher(publisher=SQSPublisher()), 4)) <= 1
+    # Messages SQS refuses for good (a delay beyond its 900 s) refuse their queue.
     make_jobs([datetime.now(UTC)])
     rejecting = RejectingPublisher(set(ScheduledJob.objects.values_list("pk", flat=True)))
-    assert _pauses(Dispatcher(publisher=rejecting), 4)[-1] > 1
+    assert max(_pauses(Dispatcher(publisher=rejecting), 4)) <= 1
+    assert _pauses(Dispatcher(publisher=DownPublisher()), 4)[-1] > 1
 
 
 class FirstEntryFailingClient:
@@ -770,3 +772,122 @@ def test_the_loop_backs_off_at_most_six_intervals_however_long_the_outage(settin
     assert max(pauses) <= 30
     assert min(pauses[-4:]) >= 15
     assert pauses[0] <= 5
+
+
+def test_a_queue_that_takes_no_message_of_the_jobs_holds_back_no_other(sqs_queue, settings):
+    # A queue made elsewhere with a MaximumMessageSize below the jobs' messages: SQS
+    # refuses each call (400 InvalidParameterValue). Taken for an outage, its jobs, the
+    # oldest, ended every tick at their batch, and no other queue's job was ever sent.
+    settings.SCHEDULER_BATCH_SIZE = 10
+    small = f"small-{uuid.uuid4().hex}"
+    sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL).create_queue(
+        QueueName=small, Attributes={"MaximumMessageSize": "1024"}
+    )
+    with freeze_time(T0):
+        held = make_jobs([T0 - timedelta(minutes=1)] * 10, queue=small)
+        make_jobs([T0] * 15)
+        result = Dispatcher(publisher=SQSPublisher()).run_once()
+    _assert_held_back(result, sent=15, held=held, said="InvalidParameterValue")
+
+
+def test_every_message_of_a_queue_refused_entry_by_entry_holds_back_no_other(sqs_queue, settings):
+    settings.SCHEDULER_BATCH_SIZE = 10
+    bad = f"bad-{uuid.uuid4().hex}"
+    sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL).create_queue(QueueName=bad)
+    client = _refusing_entries(
+        sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL), bad, "InvalidParameterValue"
+    )
+    with freeze_time(T0):
+        held = make_jobs([T0 - timedelta(minutes=1)] * 10, queue=bad)
+        make_jobs([T0] * 15)
+        result = Dispatcher(publisher=SQSPublisher(client=client)).run_once()
+    _assert_held_back(result, sent=15, held=held, said="InvalidParameterValue")
+
+
+def _refusing_calls_with(client, job_id):
+    """``client``, whose SendMessageBatch calls holding ``job_id``'s message SQS refuses
+    as a whole (400), as it does for one message too long for the queue."""
+
+    def refuse(params, **_):
+        if f'"Id": "{job_id}"' not in params["body"].decode():
+            return None
+        error = {"Code": "InvalidParameterValue", "Message": "Message must be shorter"}
+        return AWSResponse(params["url"], 400, {}, None), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
+
+    client.meta.events.register("before-call.sqs.SendMessageBatch", refuse)
+    return client
+
+
+def test_one_message_sqs_refuses_with_its_whole_call_fails_alone(sqs_queue, settings):
+    # Its call's nine others go, each alone; the queue is not refused for one job.
+    settings.SCHEDULER_BATCH_SIZE = 10
+    with freeze_time(T0):
+        [oversized] = make_jobs([T0 - timedelta(minutes=1)])
+        make_jobs([T0] * 14)
+        client = _refusing_calls_with(sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL), oversized.pk)
+        result = Dispatcher(publisher=SQSPublisher(client=client)).run_once()
+    assert (result.sent, result.failed, result.outage) == (14, 2, False)
+    assert result.errors == ["sqs rejected 1 message(s)"]
+    assert set(ScheduledJob.objects.filter(status=Status.SCHEDULED)) == {oversized}
+
+
+class _RaisingClient:
+    """SQS whose SendMessageBatch raises what botocore raises when credentials it just
+    refreshed are still expired (no ClientError: a RuntimeError)."""
+
+    def __init__(self, endpoint):
+        self.client = sqs_client(endpoint)
+
+    def get_queue_url(self, **kwargs):
+        return self.client.get_queue_url(**kwargs)
+
+    def send_message_batch(self, **_):
+        raise RuntimeError(
+            "Credentials were refreshed, but the refreshed credentials are still expired."
+        )
+
+
+def test_a_send_that_raises_is_an_outage_the_heartbeat_shows(sqs_queue, settings):
+    # It crashed the tick after the probe had recorded a clean one: monitoring saw a
+    # healthy dispatcher that sent nothing.
+    client = _RaisingClient(settings.SCHEDULER_SQS_ENDPOINT_URL)
+    with freeze_time(T0):
+        make_jobs([T0] * 12)
+        result = Dispatcher(publisher=SQSPublisher(client=client), name="raising").run_once()
+    assert (result.sent, result.failed, result.outage) == (0, 12, True)
+    [error] = result.errors
+    assert "RuntimeError: Credentials were refreshed" in error
+    heartbeat = DispatcherHeartbeat.objects.get(dispatcher="raising")
+    assert (heartbeat.errors, heartbeat.errors_total) == (1, 1)
+    assert "RuntimeError" in heartbeat.last_error
+    assert ScheduledJob.objects.filter(status=Status.SCHEDULED).count() == 12
+
+
+class _CrashingPublisher(InMemoryPublisher):
+    """A publisher of one's own that raises."""
+
+    def publish(self, messages):
+        raise RuntimeError("publisher bug")
+
+
+def test_copies_taken_for_a_publisher_that_raises_are_given_back(settings):
+    # Counted before they go, they were never sent, and each crash doubled the wait for
+    # the next copy; the tick's other recovery steps and due jobs were skipped.
+    settings.SCHEDULER_STALE_AFTER_SECONDS = 60
+    with freeze_time(T0) as clock:
+        unclaimed = make_jobs([T0] * 3)
+        Dispatcher(publisher=InMemoryPublisher()).run_once()
+        make_jobs([T0 + timedelta(minutes=30)])
+        clock.tick(scheduler_settings.RECOVERY_INTERVAL_SECONDS + 120)
+        result = Dispatcher(publisher=_CrashingPublisher(), name="crashing").run_once()
+        now = datetime.now(UTC)
+    assert result.outage
+    assert any("RuntimeError: publisher bug" in error for error in result.errors)
+    for job in unclaimed:
+        job.refresh_from_db()
+        # Due again at the next recovery, as a copy SQS refused is.
+        assert (job.sends, job.resend_at) == (1, now)
+    assert DispatcherHeartbeat.objects.get(dispatcher="crashing").errors == 1

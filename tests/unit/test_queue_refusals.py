@@ -1,13 +1,17 @@
 """Which SQS errors refuse one queue for good, and which are an outage to back off from."""
 
+from typing import Any
+
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from scheduler.dispatch.publisher import _queue_refused
 
 
-def _client_error(code: str) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "..."}}, "SendMessageBatch")
+def _client_error(code: str, status: int = 0) -> ClientError:
+    response: Any = {"Error": {"Code": code, "Message": "..."}}
+    response["ResponseMetadata"] = {"HTTPStatusCode": status}
+    return ClientError(response, "SendMessageBatch")
 
 
 @pytest.mark.parametrize(
@@ -47,3 +51,28 @@ def test_throttling_failures_and_credentials_are_an_outage(code):
 
 def test_an_unreachable_endpoint_is_an_outage():
     assert not _queue_refused(EndpointConnectionError(endpoint_url="https://sqs.example"))
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["InvalidParameterValue", "BatchRequestTooLong", "InvalidSecurity", "UnsupportedOperation"],
+)
+def test_any_other_client_error_refuses_the_queue(code):
+    # Made again, the call fails again: taken for an outage, the queue's jobs, the
+    # oldest, ended every tick at their batch, holding back every other queue's.
+    assert _queue_refused(_client_error(code, 400))
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [
+        ("ExpiredToken", 400),
+        ("InvalidClientTokenId", 403),
+        ("SignatureDoesNotMatch", 403),
+        ("RequestThrottled", 403),
+        ("ThrottlingException", 400),
+        ("TooManyRequests", 429),
+    ],
+)
+def test_refused_credentials_and_throttling_are_no_refusal_of_a_queue(code, status):
+    assert not _queue_refused(_client_error(code, status))
