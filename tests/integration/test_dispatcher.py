@@ -19,7 +19,7 @@ from scheduler.dispatch.dispatcher import REFUSED_QUEUE_RECHECK_SECONDS, Dispatc
 from scheduler.dispatch.publisher import PublishResult, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, FormSubmission, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
-from scheduler.services import dispatching
+from scheduler.services import dispatching, transitions
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import (
     RecordingPublisher,
@@ -891,3 +891,52 @@ def test_copies_taken_for_a_publisher_that_raises_are_given_back(settings):
         # Due again at the next recovery, as a copy SQS refused is.
         assert (job.sends, job.resend_at) == (1, now)
     assert DispatcherHeartbeat.objects.get(dispatcher="crashing").errors == 1
+
+
+class _FreezingPublisher(InMemoryPublisher):
+    """Stops in its first publish until ``thaw`` is set, as a dispatcher frozen (or cut
+    off from PostgreSQL, its host gone) between its claim and its commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frozen, self.thaw = threading.Event(), threading.Event()
+
+    def publish(self, messages):
+        self.frozen.set()
+        self.thaw.wait(30)
+        return super().publish(messages)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dispatcher_frozen_between_its_claim_and_commit_holds_its_jobs_a_while_only(
+    monkeypatch,
+):
+    # Its rows stayed locked, skipped by every other dispatcher, for as long as it was
+    # frozen; cut off, until the server's TCP keepalive gave up: two hours by default.
+    monkeypatch.setattr(transitions, "CLAIM_IDLE_TIMEOUT", timedelta(seconds=1))
+    jobs = make_jobs([datetime.now(UTC) - timedelta(seconds=1)] * 5)
+    freezing = _FreezingPublisher()
+
+    def tick():
+        try:
+            Dispatcher(publisher=freezing).run_once()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=tick)
+    thread.start()
+    try:
+        assert freezing.frozen.wait(10)
+        healthy = InMemoryPublisher()
+        assert Dispatcher(publisher=healthy).run_once().sent == 0  # its rows are locked
+        time.sleep(1.5)
+        assert Dispatcher(publisher=healthy).run_once().sent == 5
+    finally:
+        freezing.thaw.set()
+        thread.join(30)
+    tokens = dict(ScheduledJob.objects.values_list("pk", "dispatch_token"))
+    # The healthy one's messages are the jobs' (the frozen one's, sent on thawing, carry
+    # tokens that never committed: workers drop them).
+    assert {m.job_id: m.dispatch_token for m in healthy.published} == {
+        job.pk: str(tokens[job.pk]) for job in jobs
+    }
