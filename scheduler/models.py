@@ -314,7 +314,8 @@ class ScheduledJob(models.Model):
 
 @dataclass(frozen=True)
 class JobCount:
-    """How many jobs are in one status; ``exact`` False for a planner estimate."""
+    """How many jobs are in one status; ``exact`` False for a planner estimate (never
+    below the jobs counted for certain: :func:`job_counts_by_status`)."""
 
     value: int
     exact: bool
@@ -325,30 +326,36 @@ EXACT_COUNT_LIMIT = 10_000
 
 
 def job_counts_by_status(*, exact_up_to: int = EXACT_COUNT_LIMIT) -> dict[Status, JobCount]:
-    """Jobs in each status, at a small cost however many rows the table holds.
+    """Jobs in each status, at a small cost however many rows the table holds: the
+    figures of both the monitoring page and ``/metrics``.
 
-    Each status is counted exactly up to ``exact_up_to`` rows (an index-only scan that
-    stops there; the active statuses stay well under it). A status with more rows — the
-    history of succeeded jobs, typically — gets PostgreSQL's own estimate instead: its
-    share among the table's sampled rows (``pg_stats``) times the table's estimated row
-    count (``pg_class.reltuples``), both kept fresh by autovacuum's ANALYZE.
+    Each part of a status (:func:`status_parts`) is counted exactly up to ``exact_up_to``
+    rows (an index-only scan that stops there; the active statuses stay well under it).
+    A status with a part over it — the history of succeeded jobs, typically — gets
+    PostgreSQL's own estimate instead: its share among the table's sampled rows
+    (``pg_stats``) times the table's estimated row count (``pg_class.reltuples``), both
+    kept fresh by autovacuum's ANALYZE; but never less than was counted.
     """
     counted = capped_status_counts(up_to=exact_up_to)
-    over = [status for status, count in counted.items() if not count.exact]
+    if all(count.exact for count in counted.values()):
+        return counted
     with connection.cursor() as cursor:
-        shares = (
-            _status_shares(
-                cursor,
-                table=ScheduledJob._meta.db_table,
-                column=ScheduledJob._meta.get_field("status").column,
-            )
-            if over
-            else {}
+        shares = _status_shares(
+            cursor,
+            table=ScheduledJob._meta.db_table,
+            column=ScheduledJob._meta.get_field("status").column,
         )
+    # A capped count's value is what is known for certain: its exact parts, plus
+    # ``exact_up_to + 1`` for each part that reached its cap. The planner estimates the
+    # status as a whole, those exact parts included, so adding its estimate to them would
+    # count them twice. The capped parts' own estimate (the status's less the exact
+    # parts, but ``exact_up_to + 1`` each at least) added to the exact parts comes to
+    # max(certain, estimate): a stale estimate (no ANALYZE since a pause held thousands)
+    # never hides jobs counted.
     return {
         status: count
         if count.exact
-        else JobCount(max(exact_up_to + 1, round(shares.get(status, 0.0))), exact=False)
+        else JobCount(max(count.value, round(shares.get(status, 0.0))), exact=False)
         for status, count in counted.items()
     }
 
@@ -475,7 +482,8 @@ def read_from_indexes(*, timeout: timedelta | None = None) -> Iterator[None]:
 def capped_status_counts(*, up_to: int) -> dict[Status, JobCount]:
     """Jobs in each status, each part of it (:func:`status_parts`) counted up to
     ``up_to + 1`` at most: one statement, an index-only scan per part that stops there.
-    A count is exact unless a part reached its cap (more than ``up_to`` then); the
+    A count is exact unless a part reached its cap (more than ``up_to`` then: its
+    value adds ``up_to + 1`` for that part, which holds at least as many); the
     parts of one status (scheduled: held or not) may add up to more, exactly."""
     table = connection.ops.quote_name(ScheduledJob._meta.db_table)
     column = connection.ops.quote_name(ScheduledJob._meta.get_field("status").column)

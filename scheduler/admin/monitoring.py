@@ -7,7 +7,8 @@ estimate, marked "≈":
 
 - jobs per status are counted up to ``EXACT_COUNT_LIMIT`` each (an index scan that
   stops there); beyond, PostgreSQL's statistics estimate them (pg_class.reltuples
-  times the status's frequency in pg_stats, as of the table's last ANALYZE);
+  times the status's frequency in pg_stats, as of the table's last ANALYZE), never
+  below what was counted (as ``/metrics`` does: ``job_counts_by_status``);
 - jobs due are counted per hour (next 48 hours) and per day (next 30 days) up to a
   cap per period; a period over its cap is estimated from a block sample of the table
   (``TABLESAMPLE SYSTEM``, about ``SAMPLE_PAGES`` pages);
@@ -47,7 +48,7 @@ from scheduler.models import (
     JobAttempt,
     Pause,
     ScheduledJob,
-    capped_status_counts,
+    job_counts_by_status,
     pending_figures,
     read_from_indexes,
     status_parts,
@@ -353,7 +354,7 @@ def snapshot(now: datetime | None = None) -> Snapshot:
     statistics = table_statistics()
     with read_from_indexes():
         overdue, oldest = overdue_jobs(now=now)
-        by_status = status_counts(statistics)
+        by_status = status_counts()
     due_hourly, due_daily = due_charts(now=now, statistics=statistics)
     lateness = lateness_windows(now=now)
     return Snapshot(
@@ -375,42 +376,27 @@ def snapshot(now: datetime | None = None) -> Snapshot:
 class TableStatistics:
     """What PostgreSQL's statistics say of the job table (as of its last ANALYZE)."""
 
-    rows: int
     pages: int
-    #: The share of rows in each of the status column's most common values.
-    status_frequencies: dict[str, float]
 
 
 def table_statistics() -> TableStatistics:
-    """The job table's estimated rows and pages, and its statuses' frequencies (no scan)."""
+    """The job table's estimated pages (no scan)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            SELECT greatest(class.reltuples, 0)::bigint, class.relpages,
-                   stats.most_common_vals::text::text[], stats.most_common_freqs
-            FROM pg_class AS class
-            LEFT JOIN pg_stats AS stats ON stats.schemaname = current_schema()
-                AND stats.tablename = class.relname AND stats.attname = 'status'
-            WHERE class.oid = %s::regclass
-            """,
+            "SELECT class.relpages FROM pg_class AS class WHERE class.oid = %s::regclass",
             [ScheduledJob._meta.db_table],
         )
-        rows, pages, values, frequencies = cursor.fetchone()
-    return TableStatistics(rows, pages, dict(zip(values or [], frequencies or [], strict=True)))
+        (pages,) = cursor.fetchone()
+    return TableStatistics(pages)
 
 
-def status_counts(statistics: TableStatistics) -> list[StatusCount]:
-    """Jobs per status: exact up to EXACT_COUNT_LIMIT, else PostgreSQL's estimate."""
-    capped_counts = capped_status_counts(up_to=EXACT_COUNT_LIMIT)
-
-    def count(status: str) -> Tally:
-        counted = capped_counts[Status(status)]
-        if counted.exact:
-            return Tally(counted.value)
-        estimate = round(statistics.rows * statistics.status_frequencies.get(status, 0))
-        return Tally(max(EXACT_COUNT_LIMIT + 1, estimate), exact=False)
-
-    return [StatusCount(status, label, count(status)) for status, label in Status.choices]
+def status_counts() -> list[StatusCount]:
+    """Jobs per status: exact up to EXACT_COUNT_LIMIT, else PostgreSQL's estimate but
+    never less than was counted; the figures ``/metrics`` gives (one function)."""
+    return [
+        StatusCount(status.value, status.label, Tally(count.value, count.exact))
+        for status, count in job_counts_by_status(exact_up_to=EXACT_COUNT_LIMIT).items()
+    ]
 
 
 def overdue_jobs(*, now: datetime) -> tuple[Tally, datetime | None]:

@@ -74,7 +74,8 @@ class SchedulerCollector:
         jobs = GaugeMetricFamily(
             "scheduler_jobs",
             f"Jobs by status. Exact up to {EXACT_COUNT_LIMIT} per status; beyond (the "
-            "history), PostgreSQL's estimate from its table statistics.",
+            "history), PostgreSQL's estimate from its table statistics, never below the "
+            "jobs counted.",
             labels=["status"],
         )
         for status, count in job_counts_by_status(exact_up_to=EXACT_COUNT_LIMIT).items():
