@@ -31,6 +31,17 @@ def test_defaults_pass():
             {"SCHEDULER_LOOKAHEAD_SECONDS": 5, "SCHEDULER_DISPATCH_INTERVAL_SECONDS": 5},
             "scheduler.E004",
         ),
+        # A job coming into the lookahead just after a tick is sent a tick later, 0.1 s
+        # before its time where SQS should release it 2 s before: it reached workers late.
+        (
+            {
+                "SCHEDULER_LOOKAHEAD_SECONDS": 10,
+                "SCHEDULER_DISPATCH_INTERVAL_SECONDS": 9.9,
+                "SCHEDULER_DELIVERY_LEAD_SECONDS": 2,
+                "SCHEDULER_MAX_DELAY_SECONDS": 10,
+            },
+            "scheduler.E004",
+        ),
         ({"SCHEDULER_RETRY_BACKOFF_MAX_SECONDS": 10}, "scheduler.E005"),
         ({"SCHEDULER_QUEUE_NAME": "has.dots"}, "scheduler.E006"),
         ({"SCHEDULER_METRICS_TOKEN": ""}, "scheduler.E001"),
