@@ -20,7 +20,7 @@ from celery.beat import ScheduleEntry
 from celery.utils.time import maybe_make_aware
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, InterfaceError, connection, transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 from typing_extensions import override
@@ -192,6 +192,32 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
 
     @override
     def all_as_schedule(self) -> dict[str, ScheduleEntry]:
+        # Beat reloads its schedule at least every 5 minutes: an error raised here comes
+        # out of tick(), which Celery takes as fatal, so PostgreSQL out of reach at that
+        # mark ended beat for good. The schedule it runs is kept until the next reload.
+        # Starting, beat has none to keep, and fails as on any database error then.
+        try:
+            return self._read_schedule()
+        except (DatabaseError, InterfaceError) as error:
+            if self._schedule is None:
+                raise
+            said = str(error).strip().splitlines() or [""]
+            logger.warning(
+                "beat schedule reload failed entries_kept=%s error=%s: %s",
+                len(self._schedule),
+                type(error).__name__,
+                said[0],
+            )
+            # Rebuilt from their models, which each run updates: an entry as loaded keeps
+            # the last run it was read with, and one that ran since would be sent again.
+            return {
+                name: self.Entry(entry.model, app=self.app)
+                for name, entry in self._schedule.items()
+            }
+
+    def _read_schedule(self) -> dict[str, ScheduleEntry]:
+        """django-celery-beat's schedule, the dispatch entry written back first if an
+        operator changed it."""
         # Beat reloads its schedule as the entries change (and every 5 minutes): a
         # dispatch entry an operator disabled, deleted or rescheduled meanwhile would
         # dispatch nothing until beat's next start. It is written back.

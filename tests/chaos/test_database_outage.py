@@ -85,6 +85,24 @@ def test_an_outage_longer_than_a_lease_retries_no_live_job(cluster, postgres_pro
     assert all(process.popen.poll() is None for process in alive)
 
 
+def test_beat_outlives_an_outage_over_its_schedule_reload(cluster, postgres_proxy):
+    # Beat reloads its schedule every 5 minutes (every 2 s here): PostgreSQL out of reach
+    # at that mark, the reload's error ended beat ("beat raised exception
+    # OperationalError"), for good. It keeps the schedule it had, and ticks once it is back.
+    cluster.env = {**cluster.env, "DJANGO_SETTINGS_MODULE": "tests.settings_beat_reload"}
+    beat = cluster.start_beat()
+    postgres_proxy.cut()
+    beat.wait_for_output("beat schedule reload failed", timeout=15)
+    restored_at = timezone.now()
+    postgres_proxy.restore()
+    assert wait_until(
+        lambda: DispatcherHeartbeat.objects.filter(last_tick_at__gt=restored_at).exists(),
+        timeout=15,
+        interval=0.2,
+    )
+    assert beat.popen.poll() is None
+
+
 def test_a_failover_from_a_primary_that_drops_packets_stalls_no_process(cluster, postgres_proxy):
     # The primary is lost with its host: nothing answers, nothing is refused, and the
     # connections to it stay unanswered after the failover. Without timeouts on them,

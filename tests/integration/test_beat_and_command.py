@@ -12,9 +12,10 @@ import pytest
 from celery import current_app
 from django.apps import apps
 from django.core.management import CommandError, call_command
-from django.db import DEFAULT_DB_ALIAS, InternalError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, InternalError, connection, transaction
 from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.schedulers import DatabaseScheduler
 
 from scheduler import schedule_at
 from scheduler.apps import after_migrate
@@ -30,6 +31,7 @@ from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import JOB_ID_HEADER
 from scheduler.services import running
 from scheduler.testing import InMemoryPublisher
+from tests.conftest import postgresql_out_of_reach
 from tests.factories import dispatch_one
 
 pytestmark = pytest.mark.django_db
@@ -254,6 +256,54 @@ def test_a_dispatch_entry_as_the_settings_say_is_not_written_at_each_reload(beat
     assert DISPATCH_PERIODIC_TASK_NAME in beat_scheduler.schedule
     assert PeriodicTask.objects.get(name=DISPATCH_PERIODIC_TASK_NAME).date_changed == written
     assert not beat_scheduler.schedule_changed()
+
+
+def test_a_schedule_reload_postgresql_cannot_answer_leaves_beat_running(beat_scheduler, caplog):
+    # Beat reloads its schedule every 5 minutes: PostgreSQL out of reach at that mark, the
+    # reload's OperationalError came out of tick(), which Celery takes as fatal ("beat
+    # raised exception"), and beat exited for good.
+    PeriodicTask.objects.filter(name=DISPATCH_PERIODIC_TASK_NAME).update(
+        last_run_at=timezone.now() - timedelta(hours=1)
+    )
+    beat_scheduler._last_full_sync -= timedelta(minutes=5)  # a reload is due
+    beat_scheduler.__dict__["producer"] = None  # no broker: the tick sends nothing through it
+    beat_scheduler._dispatcher = Dispatcher(publisher=InMemoryPublisher())
+    assert beat_scheduler.tick() == 0  # the dispatch tick, due an hour ago, ran
+    loaded = beat_scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME].model
+    beat_scheduler._last_full_sync -= timedelta(minutes=5)
+    with postgresql_out_of_reach():
+        # The next tick an interval away: the schedule kept is as it is now, not as it
+        # was loaded (its dispatch entry last run an hour ago, due at once).
+        assert beat_scheduler.tick() > 1
+        assert beat_scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME].model is loaded
+    [failed] = [r for r in caplog.records if r.name == beat.logger.name]
+    kept = len(beat_scheduler.schedule)
+    assert failed.getMessage().startswith(
+        f"beat schedule reload failed entries_kept={kept} error=OperationalError: connection "
+    )
+    assert failed.getMessage().endswith("Connection refused")  # its first line only
+    beat_scheduler._last_full_sync -= timedelta(minutes=5)  # PostgreSQL back: reloaded
+    assert beat_scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME].model is not loaded
+
+
+def test_a_reload_keeps_the_schedule_on_an_interface_error_not_on_a_bug(
+    beat_scheduler, monkeypatch
+):
+    # InterfaceError ("connection already closed") is no DatabaseError.
+    beat_scheduler.schedule  # noqa: B018 - the first read
+
+    def failing(error: Exception) -> None:
+        def all_as_schedule(self: DatabaseScheduler) -> None:
+            raise error
+
+        monkeypatch.setattr(DatabaseScheduler, "all_as_schedule", all_as_schedule)
+        beat_scheduler._last_full_sync -= timedelta(minutes=5)
+
+    failing(InterfaceError("connection already closed"))
+    assert DISPATCH_PERIODIC_TASK_NAME in beat_scheduler.schedule
+    failing(RuntimeError("a bug"))
+    with pytest.raises(RuntimeError, match="a bug"):
+        beat_scheduler.schedule  # noqa: B018 - the reload
 
 
 def test_beat_runs_a_dispatcher_tick_in_its_own_process(sqs_queue, beat_scheduler):

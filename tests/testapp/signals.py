@@ -12,6 +12,7 @@ from botocore.exceptions import EndpointConnectionError
 from celery import signals
 from django.conf import settings
 from django.utils import timezone
+from django_celery_beat import schedulers
 
 from tests.testapp.models import Effect
 
@@ -46,3 +47,12 @@ def _break_the_event_loop(sender: Any = None, **kwargs: Any) -> None:
 
 def _raise_broker_error() -> None:
     raise EndpointConnectionError(endpoint_url="https://sqs.test.invalid")
+
+
+@signals.beat_init.connect(weak=False)
+def _reload_the_schedule_sooner(sender: Any = None, **kwargs: Any) -> None:
+    """With ``TESTAPP_BEAT_RELOAD_SECONDS``, beat reloads its schedule that often, not
+    every 5 minutes: an outage of seconds spans a reload."""
+    seconds = getattr(settings, "TESTAPP_BEAT_RELOAD_SECONDS", None)
+    if seconds is not None:
+        schedulers.SCHEDULE_SYNC_MAX_INTERVAL = seconds
