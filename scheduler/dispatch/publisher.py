@@ -428,9 +428,10 @@ class SQSPublisher:
             )
             if entry.get("SenderFault") and not _throttled(code):
                 for_good += 1
-        if for_good == len(chunk):
+        if for_good == len(chunk) > 1:
             # Every message refused for good (a queue whose MaximumMessageSize is below
             # them): that queue refuses them, and its jobs hold back no other queue's.
+            # Not one message alone: its queue may take the others.
             refusal = reason
         sent = [int(entry["Id"]) for entry in response.get("Successful", [])]
         return _Sent(sent, failed, refusal)

@@ -615,7 +615,7 @@ def test_the_loop_backs_off_while_sqs_fails_but_not_for_a_refused_queue(sqs_queu
     make_jobs([datetime.now(UTC)], queue="no-such-queue")
     assert max(_pauses(Dispatcher(publisher=SQSPublisher()), 4)) <= 1
     # Messages SQS refuses for good (a delay beyond its 900 s) refuse their queue.
-    make_jobs([datetime.now(UTC)])
+    make_jobs([datetime.now(UTC)] * 2)
     rejecting = RejectingPublisher(set(ScheduledJob.objects.values_list("pk", flat=True)))
     assert max(_pauses(Dispatcher(publisher=rejecting), 4)) <= 1
     assert _pauses(Dispatcher(publisher=DownPublisher()), 4)[-1] > 1
