@@ -48,6 +48,14 @@ _PURGE_EVERY_SECONDS = 3600.0
 #: again. Taken in every batch, a batch or more of them, oldest first, would hold back
 #: every other due job, and each batch would write their rows twice (taken, put back).
 REFUSED_QUEUE_RECHECK_SECONDS = 5.0
+#: How long a batch's transaction may sit idle, sending its jobs, before PostgreSQL ends
+#: its session. A dispatcher frozen or cut off (its host gone) between its claim and its
+#: commit held the rows until the server's TCP keepalive gave up, two hours by default,
+#: every other dispatcher skipping them; ended, the claim rolls back, the messages it
+#: sent carry tokens that never were (the workers drop them), and the jobs go again.
+#: Above the publisher's own limit (:data:`~scheduler.dispatch.publisher.PUBLISH_SECONDS`)
+#: and the try of a call it may have started just before (15 s at most).
+CLAIM_IDLE_TIMEOUT = timedelta(minutes=2)
 
 
 @dataclass
@@ -469,6 +477,7 @@ class Dispatcher:
                 limit=scheduler_settings.BATCH_SIZE,
                 skip_queues=self._skipped(),
                 within=self.lookahead,
+                idle_limit=CLAIM_IDLE_TIMEOUT,
             )
             if not jobs:
                 return BatchResult(taken=0, sent=0, failed=0)

@@ -49,6 +49,13 @@ SQS_BATCH_LIMIT = 10
 SEND_THREADS = 10
 #: Tries of one SendMessageBatch call; each asks for the delays less the time gone.
 SEND_ATTEMPTS = 3
+#: A publish starts no call (nor try) after this long: the messages left fail unsent, as
+#: in an outage, and their jobs wait for the next batch. The batch's rows stay locked
+#: while it sends, and the claim's transaction is ended by PostgreSQL once idle longer
+#: (:data:`scheduler.dispatch.dispatcher.CLAIM_IDLE_TIMEOUT`): against an SQS that
+#: answers slowly, a batch's calls one after another (a chunk sent one message to a
+#: call, a batch of more than a hundred jobs) would take minutes.
+PUBLISH_SECONDS = 90.0
 
 
 class OutgoingMessage(NamedTuple):
@@ -213,41 +220,26 @@ def _refuses_queue(code: str) -> bool:
     return code in _QUEUE_REFUSALS or kms
 
 
-#: The error codes of SQS refusing the dispatcher's credentials: every queue's calls
-#: fail alike, an outage until they are renewed.
-_CREDENTIALS_REFUSED = frozenset(
-    {
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "IncompleteSignature",
-        "InvalidClientTokenId",
-        "MissingAuthenticationToken",
-        "RequestExpired",
-        "SignatureDoesNotMatch",
-        "UnrecognizedClientException",
-    }
+#: The error codes (without a query-protocol prefix) of SQS refusing a call's messages
+#: themselves: one longer than the queue's ``MaximumMessageSize``, a batch too long.
+_MESSAGE_REFUSALS = frozenset(
+    {"InvalidParameterValue", "BatchRequestTooLong", "InvalidMessageContents"}
 )
 
 
 def _queue_refused(error: Exception) -> bool:
     """Whether a call's ``error`` is SQS refusing its queue for good: one of
-    :func:`_refuses_queue`'s codes, or its messages (:func:`_refuses_messages`)."""
+    :func:`_refuses_queue`'s codes, or its messages (:func:`_refuses_messages`). Any
+    other error (refused credentials, a bad signature, throttling, a code unknown here)
+    is said of every queue alike: an outage."""
     return _refuses_queue(error_code(error)) or _refuses_messages(error)
 
 
 def _refuses_messages(error: Exception) -> bool:
-    """Whether a call's ``error`` is a client error (4xx) other than throttling, refused
-    credentials and :func:`_refuses_queue`'s: SQS refusing the call's messages
-    (``InvalidParameterValue`` for one longer than the queue's ``MaximumMessageSize``).
-    Made again, the call fails again, and it says nothing of the other queues."""
-    code = error_code(error)
-    return (
-        isinstance(error, ClientError)
-        and 400 <= _status(error) < 500
-        and not _transient(error)
-        and code not in _CREDENTIALS_REFUSED
-        and not _refuses_queue(code)
-    )
+    """Whether a call's ``error`` is SQS refusing the call's messages
+    (:data:`_MESSAGE_REFUSALS`): made again, the call fails again, and it says nothing
+    of the other queues."""
+    return error_code(error).rpartition(".")[2] in _MESSAGE_REFUSALS
 
 
 class _Sent(NamedTuple):
@@ -258,6 +250,9 @@ class _Sent(NamedTuple):
     #: What SQS said of an entry when it refused the queue itself (its KMS key, say):
     #: it may say so entry by entry rather than as the call's error.
     refusal: str | None
+    #: A chunk sent one message to a call (:meth:`SQSPublisher._send_alone`) that SQS
+    #: failed part way: its error, an outage for the messages in ``failed`` it left.
+    error: Exception | None = None
 
 
 #: What one SendMessageBatch call gave: its entries' outcomes, or its error (a
@@ -330,6 +325,9 @@ class SQSPublisher:
                     result.failed.update(outcome.failed)
                     if outcome.refusal:
                         _refuse(result, chunk[0].queue, outcome.refusal, len(outcome.failed))
+                    if outcome.error is not None:
+                        left = [message for message in chunk if message.job_id in outcome.failed]
+                        outage = self._fail(result, left, outcome.error) or outage
         if not outage:
             # A failed call's time says nothing of the round trip.
             self.concurrency.observe(in_flight=in_flight, wall=wall, cpu=cpu)
@@ -353,8 +351,9 @@ class SQSPublisher:
             outcome = outages.get(queue_url) or self._send_chunk(
                 queue_url, chunk, started=started, handed_over=handed_over
             )
-            if isinstance(outcome, Exception):
-                outages[queue_url] = outcome
+            failure = outcome.error if isinstance(outcome, _Sent) else outcome
+            if failure is not None:
+                outages[queue_url] = failure
             outcomes.append(outcome)
         return outcomes
 
@@ -377,6 +376,11 @@ class SQSPublisher:
         attempt = 1
         while True:
             gone = time.monotonic() - started
+            if gone >= PUBLISH_SECONDS:
+                return TimeoutError(
+                    f"sends took longer than {PUBLISH_SECONDS:.0f} s: the rest wait for the "
+                    "next batch"
+                )
             # On the calling thread's clock, that of the messages' delay_from.
             now = handed_over + gone
             entries: list[Any] = [
@@ -444,18 +448,24 @@ class SQSPublisher:
         started: float,
         handed_over: float,
     ) -> _Outcome:
-        """Send each of ``chunk``'s messages in a call of its own: their outcomes as one
-        call's. SQS refusing all of them alike is its refusal of their queue."""
-        outcomes = [
-            self._send_chunk(queue_url, [message], started=started, handed_over=handed_over)
-            for message in chunk
-        ]
-        errors = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
-        if len(errors) == len(outcomes):
-            return errors[0]
-        sent, failed, refusal = [], {}, None
-        for message, outcome in zip(chunk, outcomes, strict=True):
-            if isinstance(outcome, Exception):
+        """Send each of ``chunk``'s messages in a call of its own, after SQS refused the
+        call of them all: only the messages SQS refuses fail. SQS failing otherwise (out
+        of reach, slow) stops the sends there, the messages left failing with it; SQS
+        refusing all of them is its refusal of their queue."""
+        sent: list[int] = []
+        failed: dict[int, str] = {}
+        refusal = None
+        refused: Exception | None = None
+        for index, message in enumerate(chunk):
+            outcome = self._send_chunk(
+                queue_url, [message], started=started, handed_over=handed_over
+            )
+            if isinstance(outcome, _Sent):
+                sent.extend(outcome.sent)
+                failed.update(outcome.failed)
+                refusal = refusal or outcome.refusal
+            elif _refuses_messages(outcome):
+                refused = refused or outcome
                 failed[message.job_id] = f"{type(outcome).__name__}: {outcome}"
                 logger.warning(
                     "sqs message refused queue=%s job_id=%s error=%s",
@@ -464,9 +474,11 @@ class SQSPublisher:
                     failed[message.job_id],
                 )
             else:
-                sent.extend(outcome.sent)
-                failed.update(outcome.failed)
-                refusal = refusal or outcome.refusal
+                reason = f"{type(outcome).__name__}: {outcome}"
+                failed.update((left.job_id, reason) for left in chunk[index:])
+                return _Sent(sent, failed, refusal, error=outcome)
+        if refused is not None and not sent and len(failed) == len(chunk):
+            return refused
         return _Sent(sent, failed, refusal)
 
     def _fail(
@@ -517,8 +529,18 @@ def _delay_seconds(message: OutgoingMessage, *, now: float, gone: float) -> int:
 #: SQS's throttling error codes (without a query-protocol prefix such as
 #: ``AWS.SimpleQueueService.``): a call refused with one may be taken if sent again.
 _THROTTLED = frozenset(
-    {"Throttling", "ThrottlingException", "RequestThrottled", "RequestThrottledException"}
+    {
+        "Throttling",
+        "ThrottlingException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "SlowDown",
+    }
 )
+#: Other codes of a call botocore would make again: it may succeed then.
+_TRANSIENT = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
 
 
 def _throttled(code: str) -> bool:
@@ -535,7 +557,8 @@ def _transient(error: Exception) -> bool:
     """Whether a failed SendMessageBatch call may succeed when made again."""
     if isinstance(error, ClientError):
         status = _status(error)
-        return status >= 500 or status == 429 or _throttled(error_code(error))
+        code = error_code(error)
+        return status >= 500 or status == 429 or _throttled(code) or code in _TRANSIENT
     return isinstance(error, ConnectionError | HTTPClientError)
 
 

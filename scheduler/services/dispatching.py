@@ -115,6 +115,7 @@ def dispatch_due(
     limit: int,
     skip_queues: Collection[str] = (),
     within: timedelta | None = None,
+    idle_limit: timedelta | None = None,
 ) -> list[Pending]:
     """Mark up to ``limit`` jobs due within the lookahead (``within``, by default
     ``SCHEDULER_LOOKAHEAD_SECONDS``) enqueued, oldest first, each with a fresh token,
@@ -123,7 +124,8 @@ def dispatch_due(
     Jobs another dispatcher holds, and jobs on ``skip_queues``, are skipped. The caller
     sends them before its transaction commits, and puts back with :func:`undispatch`
     those SQS refuses; until then the rows stay locked, and a worker whose message
-    arrives first waits for the commit. Each is sent again if still unclaimed
+    arrives first waits for the commit; ``idle_limit`` bounds how long the transaction
+    may then sit idle before PostgreSQL ends it. Each is sent again if still unclaimed
     ``SCHEDULER_STALE_AFTER_SECONDS`` after it was due, or after now for a job sent late.
 
     The commit need not wait for the disk: should a database crash undo it, the jobs
@@ -138,6 +140,7 @@ def dispatch_due(
         returning_was=_UNDONE,
         order_by=("run_at", "id"),
         durable=False,
+        idle_limit=idle_limit,
         dispatch_token=RawSQL("gen_random_uuid()", []),
         **enqueued_changes(now=now),
     )

@@ -26,20 +26,12 @@ JobOrId = ScheduledJob | int
 #: within the statement that joins it: its commit returns without waiting for the disk.
 LAZY_COMMIT = "WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) "
 
-#: How long the transaction of a ``durable=False`` change (the dispatcher's claim) may sit
-#: idle, sending its jobs, before PostgreSQL ends its session. A dispatcher frozen or cut
-#: off (its host gone) between its claim and its commit held the rows until the server's
-#: TCP keepalive gave up, two hours by default, every other dispatcher skipping them;
-#: ended, the claim rolls back, the messages it sent carry tokens that never were (the
-#: workers drop them), and the jobs go again. Above the longest sends of a batch (three
-#: tries of 15 s at most each, against an SQS that does not answer).
-CLAIM_IDLE_TIMEOUT = timedelta(minutes=2)
 
-
-def _lazy_claim() -> str:
-    """:data:`LAZY_COMMIT`, which also sets the transaction's idle limit
-    (:data:`CLAIM_IDLE_TIMEOUT`)."""
-    idle = round(CLAIM_IDLE_TIMEOUT.total_seconds() * 1000)
+def _lazy(idle_limit: timedelta | None) -> str:
+    """:data:`LAZY_COMMIT`, which also sets the transaction's ``idle_limit``, if any."""
+    if idle_limit is None:
+        return LAZY_COMMIT
+    idle = round(idle_limit.total_seconds() * 1000)
     return LAZY_COMMIT.replace(
         "true))", f"true), set_config('idle_in_transaction_session_timeout', '{idle}', true))"
     )
@@ -82,8 +74,7 @@ def apply_each(
 
     ``durable=False`` lets the transaction's commit return before its record reaches
     the disk (``synchronous_commit`` off for this transaction only), for changes a
-    database crash may undo without harm, and ends its session should it then sit idle
-    for :data:`CLAIM_IDLE_TIMEOUT`.
+    database crash may undo without harm.
     """
     if not job_ids:
         return 0
@@ -103,7 +94,7 @@ def apply_each(
     arrays = ", ".join(f"%s::{field.db_type(connection)}[]" for field in [*fields, *matched])
     columns = ", ".join([*(quote(field.column) for field in fields), *match_columns])
     # Every name comes from the model's meta and every value is a parameter.
-    sql = _lazy_claim() if not durable else ""
+    sql = LAZY_COMMIT if not durable else ""
     sql += f"UPDATE {table} SET {', '.join([*per_job_set, changed])} "  # noqa: S608
     sql += f"FROM unnest({arrays}) AS v({columns}) "
     sql += "" if durable else "CROSS JOIN lazy "
@@ -155,6 +146,7 @@ def apply_chosen(
     returning_was: Sequence[str] = (),
     order_by: Sequence[str] = (),
     durable: bool = True,
+    idle_limit: timedelta | None = None,
     **changes: Any,
 ) -> list[tuple[Any, ...]]:
     """The compare-and-set of ``transition`` for the jobs a locking SELECT chooses.
@@ -165,6 +157,9 @@ def apply_chosen(
     are after the change (a UUID as its text), then its ``returning_was`` fields as they
     were before it, as text, which :func:`apply_each` takes to put them back; in the
     order of the ``order_by`` fields (of ``returning``), if any. ``durable`` as there.
+    ``idle_limit`` (with ``durable=False``) has PostgreSQL end the session should the
+    transaction sit idle that long, for one that holds the rows while it waits on the
+    network.
     """
     quote = connection.ops.quote_name
     table = quote(ScheduledJob._meta.db_table)
@@ -180,7 +175,7 @@ def apply_chosen(
     update += f"AND {table}.{quote('id')} = chosen.chosen_id "
     update += f"AND {table}.{quote('status')} = ANY(%s) "
     update += f"RETURNING {', '.join([*after, *(f'chosen.{column}::text' for column in was)])}"
-    sql = f"{_lazy_claim()}, " if not durable else "WITH "
+    sql = f"{_lazy(idle_limit)}, " if not durable else "WITH "
     sql += f"chosen ({', '.join(['chosen_id', *was])}) AS ({chosen[0]}) "
     if order_by:
         # An UPDATE returns its rows in the order its plan met them.

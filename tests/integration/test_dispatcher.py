@@ -10,16 +10,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError, EndpointConnectionError
 from django.db import connection
 from freezegun import freeze_time
 
 from payments.services import authorize_payment
 from scheduler.conf import scheduler_settings
+from scheduler.dispatch import dispatcher as dispatcher_module
+from scheduler.dispatch import publisher as publisher_module
+from scheduler.dispatch.concurrency import SendConcurrency
 from scheduler.dispatch.dispatcher import REFUSED_QUEUE_RECHECK_SECONDS, Dispatcher
 from scheduler.dispatch.publisher import PublishResult, SQSPublisher
 from scheduler.models import DispatcherHeartbeat, FormSubmission, ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
-from scheduler.services import dispatching, transitions
+from scheduler.services import dispatching
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import (
     RecordingPublisher,
@@ -913,7 +917,7 @@ def test_a_dispatcher_frozen_between_its_claim_and_commit_holds_its_jobs_a_while
 ):
     # Its rows stayed locked, skipped by every other dispatcher, for as long as it was
     # frozen; cut off, until the server's TCP keepalive gave up: two hours by default.
-    monkeypatch.setattr(transitions, "CLAIM_IDLE_TIMEOUT", timedelta(seconds=1))
+    monkeypatch.setattr(dispatcher_module, "CLAIM_IDLE_TIMEOUT", timedelta(seconds=1))
     jobs = make_jobs([datetime.now(UTC) - timedelta(seconds=1)] * 5)
     freezing = _FreezingPublisher()
 
@@ -940,3 +944,87 @@ def test_a_dispatcher_frozen_between_its_claim_and_commit_holds_its_jobs_a_while
     assert {m.job_id: m.dispatch_token for m in healthy.published} == {
         job.pk: str(tokens[job.pk]) for job in jobs
     }
+
+
+def _bad_request(operation):
+    error = {"Code": "InvalidParameterValue", "Message": "Message must be shorter"}
+    return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}}, operation)
+
+
+class _OneTooLongThenDownClient:
+    """SQS refusing every call that holds ``too_long``'s message, and out of reach for
+    ``down``'s."""
+
+    def __init__(self, endpoint, *, too_long, down):
+        self.client = sqs_client(endpoint)
+        self.too_long, self.down = str(too_long), str(down)
+        self.calls = 0
+
+    def get_queue_url(self, **kwargs):
+        return self.client.get_queue_url(**kwargs)
+
+    def send_message_batch(self, *, QueueUrl, Entries):  # noqa: N803 - boto3's argument names
+        self.calls += 1
+        ids = {entry["Id"] for entry in Entries}
+        if self.too_long in ids:
+            raise _bad_request("SendMessageBatch")
+        if self.down in ids:
+            raise EndpointConnectionError(endpoint_url=QueueUrl)
+        return self.client.send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
+
+
+def test_sqs_failing_while_a_refused_call_is_sent_one_by_one_is_an_outage(sqs_queue, settings):
+    # The rest of the call's messages went one by one, each tried three times, and the
+    # first error decided: SQS out of reach was taken for a refused queue.
+    settings.SCHEDULER_BATCH_SIZE = 10
+    with freeze_time(T0):
+        too_long, sent, down = make_jobs([T0 - timedelta(minutes=m) for m in (3, 2, 1)])
+        make_jobs([T0] * 7)
+        client = _OneTooLongThenDownClient(
+            settings.SCHEDULER_SQS_ENDPOINT_URL, too_long=too_long.pk, down=down.pk
+        )
+        result = Dispatcher(publisher=SQSPublisher(client=client)).run_once()
+    assert (result.sent, result.failed, result.outage) == (1, 9, True)
+    assert any("EndpointConnectionError" in error for error in result.errors)
+    assert set(ScheduledJob.objects.filter(status=Status.ENQUEUED)) == {sent}
+    # The call, then one each for the first three, three tries for the one out of reach.
+    assert client.calls == 1 + 2 + 3
+
+
+class _SlowClient:
+    """SQS taking ``seconds`` to answer each call."""
+
+    def __init__(self, endpoint, seconds):
+        self.client = sqs_client(endpoint)
+        self.seconds = seconds
+
+    def get_queue_url(self, **kwargs):
+        return self.client.get_queue_url(**kwargs)
+
+    def send_message_batch(self, **kwargs):
+        time.sleep(self.seconds)
+        return self.client.send_message_batch(**kwargs)
+
+
+def test_a_publish_starts_no_call_past_its_time(sqs_queue, settings, monkeypatch):
+    # Its calls one after another, a slow SQS held the batch's rows (and the claim's
+    # transaction, which PostgreSQL ends once idle too long) for as long as they took.
+    monkeypatch.setattr(publisher_module, "PUBLISH_SECONDS", 0.3)
+    settings.SCHEDULER_BATCH_SIZE = 30
+    make_jobs([datetime.now(UTC) - timedelta(seconds=1)] * 30)
+    publisher = SQSPublisher(client=_SlowClient(settings.SCHEDULER_SQS_ENDPOINT_URL, 0.2))
+    publisher.concurrency = SendConcurrency(1)
+    result = Dispatcher(publisher=publisher).run_once()
+    assert (result.sent, result.failed, result.outage) == (20, 10, True)
+    assert any("TimeoutError" in error for error in result.errors)
+    assert ScheduledJob.objects.filter(status=Status.ENQUEUED).count() == 20
+
+
+def test_the_claims_idle_limit_is_the_dispatchers_alone():
+    # run_due_jobs() claims in a test's transaction: a test stopped in a debugger for
+    # two minutes lost its connection.
+    make_jobs([datetime.now(UTC)] * 2)
+    with connection.cursor() as cursor:
+        assert dispatching.dispatch_due(now=datetime.now(UTC), limit=10)
+        cursor.execute("SHOW idle_in_transaction_session_timeout")
+        assert cursor.fetchone() == ("0",)
