@@ -548,15 +548,10 @@ def _throttled(code: str) -> bool:
     return code.rpartition(".")[2] in _THROTTLED or "Throttl" in code
 
 
-def _status(error: ClientError) -> int:
-    status: int = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return status
-
-
 def _transient(error: Exception) -> bool:
     """Whether a failed SendMessageBatch call may succeed when made again."""
     if isinstance(error, ClientError):
-        status = _status(error)
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error_code(error)
         return status >= 500 or status == 429 or _throttled(code) or code in _TRANSIENT
     return isinstance(error, ConnectionError | HTTPClientError)
