@@ -15,7 +15,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -250,7 +250,7 @@ class _Sent(NamedTuple):
     #: What SQS said of an entry when it refused the queue itself (its KMS key, say):
     #: it may say so entry by entry rather than as the call's error.
     refusal: str | None
-    #: A chunk sent one message to a call (:meth:`SQSPublisher._send_alone`) that SQS
+    #: A chunk sent one message to a call (:func:`_send_alone`) that SQS
     #: failed part way: its error, an outage for the messages in ``failed`` it left.
     error: Exception | None = None
 
@@ -398,8 +398,11 @@ class SQSPublisher:
                 if len(chunk) > 1 and _refuses_messages(error):
                     # One message the queue takes for none (too long) fails its whole
                     # call: each goes alone, and only the ones SQS refuses fail.
-                    return self._send_alone(
-                        queue_url, chunk, started=started, handed_over=handed_over
+                    return _send_alone(
+                        chunk,
+                        partial(
+                            self._send_chunk, queue_url, started=started, handed_over=handed_over
+                        ),
                     )
                 if attempt == SEND_ATTEMPTS or not _transient(error):
                     return error
@@ -440,47 +443,6 @@ class SQSPublisher:
         sent = [int(entry["Id"]) for entry in response.get("Successful", [])]
         return _Sent(sent, failed, refusal)
 
-    def _send_alone(
-        self,
-        queue_url: str,
-        chunk: Sequence[OutgoingMessage],
-        *,
-        started: float,
-        handed_over: float,
-    ) -> _Outcome:
-        """Send each of ``chunk``'s messages in a call of its own, after SQS refused the
-        call of them all: only the messages SQS refuses fail. SQS failing otherwise (out
-        of reach, slow) stops the sends there, the messages left failing with it; SQS
-        refusing all of them is its refusal of their queue."""
-        sent: list[int] = []
-        failed: dict[int, str] = {}
-        refusal = None
-        refused: Exception | None = None
-        for index, message in enumerate(chunk):
-            outcome = self._send_chunk(
-                queue_url, [message], started=started, handed_over=handed_over
-            )
-            if isinstance(outcome, _Sent):
-                sent.extend(outcome.sent)
-                failed.update(outcome.failed)
-                refusal = refusal or outcome.refusal
-            elif _refuses_messages(outcome):
-                refused = refused or outcome
-                failed[message.job_id] = f"{type(outcome).__name__}: {outcome}"
-                logger.warning(
-                    "sqs message refused queue=%s job_id=%s error=%s",
-                    message.queue,
-                    message.job_id,
-                    failed[message.job_id],
-                )
-            else:
-                reason = f"{type(outcome).__name__}: {outcome}"
-                failed.update((left.job_id, reason) for left in chunk[index:])
-                return _Sent(sent, failed, refusal, error=outcome)
-        if refused is not None and not sent and len(failed) == len(chunk):
-            return refused
-        return _Sent(sent, failed, refusal)
-
     def _fail(
         self,
         result: PublishResult,
@@ -513,6 +475,41 @@ class SQSPublisher:
         if queue not in self._queue_urls:
             self._queue_urls[queue] = self.client.get_queue_url(QueueName=queue)["QueueUrl"]
         return self._queue_urls[queue]
+
+
+def _send_alone(
+    chunk: Sequence[OutgoingMessage], send: Callable[[Sequence[OutgoingMessage]], _Outcome]
+) -> _Outcome:
+    """Send each of ``chunk``'s messages in a call of its own (``send``), after SQS
+    refused the call of them all: only the messages SQS refuses fail. SQS failing
+    otherwise (out of reach, slow) stops the sends there, the messages left failing with
+    it; SQS refusing all of them is its refusal of their queue."""
+    sent: list[int] = []
+    failed: dict[int, str] = {}
+    refusal = None
+    refused: Exception | None = None
+    for index, message in enumerate(chunk):
+        outcome = send([message])
+        if isinstance(outcome, _Sent):
+            sent.extend(outcome.sent)
+            failed.update(outcome.failed)
+            refusal = refusal or outcome.refusal
+        elif _refuses_messages(outcome):
+            refused = refused or outcome
+            failed[message.job_id] = f"{type(outcome).__name__}: {outcome}"
+            logger.warning(
+                "sqs message refused queue=%s job_id=%s error=%s",
+                message.queue,
+                message.job_id,
+                failed[message.job_id],
+            )
+        else:
+            reason = f"{type(outcome).__name__}: {outcome}"
+            failed.update((left.job_id, reason) for left in chunk[index:])
+            return _Sent(sent, failed, refusal, error=outcome)
+    if refused is not None and not sent and len(failed) == len(chunk):
+        return refused
+    return _Sent(sent, failed, refusal)
 
 
 def _delay_seconds(message: OutgoingMessage, *, now: float, gone: float) -> int:

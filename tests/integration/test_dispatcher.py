@@ -808,30 +808,15 @@ def test_every_message_of_a_queue_refused_entry_by_entry_holds_back_no_other(sqs
     _assert_held_back(result, sent=15, held=held, said="InvalidParameterValue")
 
 
-def _refusing_calls_with(client, job_id):
-    """``client``, whose SendMessageBatch calls holding ``job_id``'s message SQS refuses
-    as a whole (400), as it does for one message too long for the queue."""
-
-    def refuse(params, **_):
-        if f'"Id": "{job_id}"' not in params["body"].decode():
-            return None
-        error = {"Code": "InvalidParameterValue", "Message": "Message must be shorter"}
-        return AWSResponse(params["url"], 400, {}, None), {
-            "Error": error,
-            "ResponseMetadata": {"HTTPStatusCode": 400},
-        }
-
-    client.meta.events.register("before-call.sqs.SendMessageBatch", refuse)
-    return client
-
-
 def test_one_message_sqs_refuses_with_its_whole_call_fails_alone(sqs_queue, settings):
     # Its call's nine others go, each alone; the queue is not refused for one job.
     settings.SCHEDULER_BATCH_SIZE = 10
     with freeze_time(T0):
         [oversized] = make_jobs([T0 - timedelta(minutes=1)])
         make_jobs([T0] * 14)
-        client = _refusing_calls_with(sqs_client(settings.SCHEDULER_SQS_ENDPOINT_URL), oversized.pk)
+        client = _OneTooLongThenDownClient(
+            settings.SCHEDULER_SQS_ENDPOINT_URL, too_long=oversized.pk
+        )
         result = Dispatcher(publisher=SQSPublisher(client=client)).run_once()
     assert (result.sent, result.failed, result.outage) == (14, 2, False)
     assert result.errors == ["sqs rejected 1 message(s)"]
@@ -952,10 +937,10 @@ def _bad_request(operation):
 
 
 class _OneTooLongThenDownClient:
-    """SQS refusing every call that holds ``too_long``'s message, and out of reach for
-    ``down``'s."""
+    """SQS refusing every call that holds ``too_long``'s message (400), as it does for
+    one message too long for the queue, and out of reach for ``down``'s, if any."""
 
-    def __init__(self, endpoint, *, too_long, down):
+    def __init__(self, endpoint, *, too_long, down=None):
         self.client = sqs_client(endpoint)
         self.too_long, self.down = str(too_long), str(down)
         self.calls = 0
