@@ -95,12 +95,9 @@ PENDING: tuple[Status, ...] = (Status.SCHEDULED, Status.ENQUEUED)
 ACTIVE: tuple[Status, ...] = (*PENDING, Status.RUNNING)
 #: Carrying a dispatch token: only the message with that token may claim or finish it.
 IN_FLIGHT: tuple[Status, ...] = (Status.ENQUEUED, Status.RUNNING)
+#: Ended without the task's success: each may be retried.
+ENDED_BADLY: tuple[Status, ...] = (Status.FAILED, Status.CANCELLED, Status.EXPIRED)
 #: Ended: kept as history until the retention period purges it.
-FINISHED: tuple[Status, ...] = (
-    Status.SUCCEEDED,
-    Status.FAILED,
-    Status.CANCELLED,
-    Status.EXPIRED,
-)
+FINISHED: tuple[Status, ...] = (Status.SUCCEEDED, *ENDED_BADLY)
 #: "Run now" reschedules a pending job and retries an ended one.
 RUNNABLE: tuple[Status, ...] = (*RESCHEDULE.sources, *RETRY.sources)

@@ -530,14 +530,15 @@ class SucceededListing:
 
 
 def succeeded_listing(params: Mapping[str, Any], *, now: datetime) -> SucceededListing:
-    """How to list succeeded jobs, the bulk of the table, which no status index has.
+    """How to list succeeded jobs, the bulk of the table, which the (status, run_at)
+    index leaves out.
 
-    Latest finished first, from the finished index; but for a period over (a month
-    long past, the past 24 hours), latest run time first, from the run_at index: by when
-    they finished, PostgreSQL read every job that finished since (760,000 rows for a
-    month at a million jobs), and a period over holds no pending job to step over but the
-    overdue. A period still going on, or to come, is read from the finished index from
-    its start on (its jobs, if any, finished after it began).
+    Latest finished first, from their own index on finished_at (succeeded_idx); but for
+    a period over (a month long past, the past 24 hours), latest run time first, from the
+    run_at index: by when they finished, PostgreSQL read every job that finished since
+    (760,000 rows for a month at a million jobs), and a period over holds no pending job
+    to step over but the overdue. A period still going on, or to come, is read from
+    succeeded_idx from its start on (its jobs, if any, finished after it began).
     """
     if params.get("status__exact") != states.Status.SUCCEEDED:
         return SucceededListing(())

@@ -488,32 +488,45 @@ PURGE_BATCH_SIZE = 1000
 #: long transaction holding such a row) before it gives up until its next turn: it runs
 #: in the dispatcher's tick, which would wait as long, sending nothing.
 PURGE_LOCK_TIMEOUT = "1s"
+#: The purge's parts, in order: the statuses of one partial index of finished jobs on
+#: finished_at each (succeeded_idx, ended_badly_idx), whose predicate ``status IN …``
+#: matches.
+PURGED: tuple[tuple[states.Status, ...], ...] = ((states.Status.SUCCEEDED,), states.ENDED_BADLY)
 
 
 def purge_finished(*, now: datetime, limit: int = PURGE_BATCH_SIZE) -> int:
     """Delete up to ``limit`` jobs that finished more than the retention period ago,
-    those that finished first first, and return how many.
+    succeeded jobs first, then those that ended badly (failed, cancelled, expired), in
+    each part those that finished first first, and return how many.
 
     The rows are chosen and locked in the transaction that deletes them: a job an
     operator retries meanwhile is either retried first and kept, or waits for the
     purge and is not found. Also deletes the heartbeats of dispatchers silent for a day,
     and admin form submissions a day old. A lock it waits for longer than
     ``PURGE_LOCK_TIMEOUT`` fails it (``canceling statement due to lock timeout``).
+
+    Each part is read from its own partial index on finished_at (:data:`PURGED`), in
+    order: a batch reads as many entries as it locks. Oldest first over all four
+    statuses, which no one index holds in that order, PostgreSQL read and sorted every
+    job past the retention for each batch (0.56 s a batch with a million of them).
     """
     cutoff = now - timedelta(days=scheduler_settings.RETENTION_DAYS)
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = '{PURGE_LOCK_TIMEOUT}'")
-        old = (
-            ScheduledJob.objects.finished()
-            .filter(finished_at__lt=cutoff)
-            .order_by("finished_at")
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:limit]
-        )
+        old: list[int] = []
+        for statuses in PURGED:
+            if len(old) >= limit:
+                break
+            old += (
+                ScheduledJob.objects.filter(status__in=statuses, finished_at__lt=cutoff)
+                .order_by("finished_at")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", flat=True)[: limit - len(old)]
+            )
         # Django reads the jobs it deletes (their attempts cascade): their ids only, not
         # arguments and results of up to 256 MB each.
-        _, deleted = ScheduledJob.objects.filter(pk__in=list(old)).only("pk").delete()
+        _, deleted = ScheduledJob.objects.filter(pk__in=old).only("pk").delete()
         # Every dispatcher process leaves a heartbeat row, and every one-time admin form
         # a submission: forget those a day old.
         forgotten = now - DispatcherHeartbeat.FORGOTTEN_AFTER

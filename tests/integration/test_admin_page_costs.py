@@ -140,7 +140,7 @@ def test_a_task_name_search_matches_known_task_names_not_a_scan(admin_client):
     assert {j.task_name for j in response.context["cl"].result_list} == {"testapp.fail"}
 
 
-def test_the_succeeded_filter_reads_the_finished_index_not_every_pending_job(admin_client):
+def test_the_succeeded_filter_reads_the_succeeded_index_not_every_pending_job(admin_client):
     # Succeeded jobs, the bulk of the table, are in no status index: listed by run_at,
     # newest first, PostgreSQL walked the run_at index down from the farthest pending
     # job, reading every pending job to reach the first succeeded one.
@@ -167,7 +167,7 @@ def test_the_succeeded_filter_reads_the_finished_index_not_every_pending_job(adm
     assert page.status_code == 200
     [rows] = [q["sql"] for q in queries.captured_queries if "LIMIT 50" in q["sql"]]
     plan = query_plan(rows)
-    assert "scheduler_job_finished_idx" in plan, plan
+    assert "scheduler_job_succeeded_idx" in plan, plan
     assert "scheduler_job_run_at_idx" not in plan, plan
 
 

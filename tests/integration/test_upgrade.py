@@ -241,6 +241,8 @@ def _create_database(database_url: str) -> None:
         ("0006", "0005", "scheduler_job_due_idx", "_new", "(run_at, id)"),
         ("0010", "0009", "scheduler_job_failed_idx", "", "(finished_at)"),
         ("0015", "0014", "scheduler_job_due_idx", "_new", "(run_at, id)"),
+        ("0017", "0016", "scheduler_job_succeeded_idx", "", "(finished_at)"),
+        ("0017", "0016", "scheduler_job_ended_badly_idx", "", "(finished_at)"),
     ],
 )
 @pytest.mark.one_django
@@ -287,6 +289,20 @@ def test_a_migration_run_again_after_an_interrupted_index_build_builds_a_valid_i
             "scheduler_job_failed_idx",
             "scheduler_job_failed_idx",
             "(finished_at) WHERE status = 'failed'",
+        ),
+        (
+            "0017",
+            "0016",
+            "scheduler_job_succeeded_idx",
+            "scheduler_job_succeeded_idx",
+            "(finished_at) WHERE status = 'succeeded'",
+        ),
+        (
+            "0017",
+            "0016",
+            "scheduler_job_ended_badly_idx",
+            "scheduler_job_ended_badly_idx",
+            "(finished_at) WHERE status IN ('failed', 'cancelled', 'expired')",
         ),
     ],
 )
