@@ -260,11 +260,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # SQS, recovers a dead worker), so this only has to cover the eta wait (about the
     # delivery lead, 2 s) and the time to claim.
     "visibility_timeout": SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS,
-    # The client of every call but the event loop's receives (acks, hand-backs, plain
+    # The client of every call but the event loop's receives, acks and hand-backs (plain
     # tasks' sends from web and workers): on botocore's defaults (60 s to connect, 60 s
     # to read, three tries) an SQS that took the connection and never answered held up a
-    # worker's event loop, and the jobs it had received, for minutes. Longer than a long
-    # poll, which a worker without the event loop (--pool=solo) makes through it.
+    # caller for minutes. Longer than a long poll, which a worker without the event loop
+    # (--pool=solo) makes through it. Acks and hand-backs, which the event loop waits
+    # for, give up after 2 s on a client of the app's transport's own.
     "client-config": {
         "connect_timeout": 5,
         "read_timeout": SCHEDULER_SQS_WAIT_TIME_SECONDS + 5,

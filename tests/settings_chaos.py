@@ -25,14 +25,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     **CELERY_BROKER_TRANSPORT_OPTIONS,
     "visibility_timeout": SCHEDULER_SQS_VISIBILITY_TIMEOUT_SECONDS,
     "wait_time_seconds": SCHEDULER_SQS_WAIT_TIME_SECONDS,
-    # A worker's ack gives up within a few seconds: an SQS stopped for longer than that
-    # fails acks (as in production one stopped for longer than 20 s would), where it
-    # only slowed them down.
-    "client-config": {
-        "connect_timeout": 1,
-        "read_timeout": SCHEDULER_SQS_WAIT_TIME_SECONDS + 1,
-        "retries": {"total_max_attempts": 1},
-    },
+    # The project's client-config (2 tries of 15 s to read): a worker's acks and
+    # hand-backs give up after 2 s on a client of their own (the app's transport), so an
+    # SQS stopped for longer than that fails them, as in production.
 }
 
 # A connection to a primary that went silent is given up within about 3 s. (A new dict:

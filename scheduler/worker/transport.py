@@ -32,6 +32,16 @@ which stopped the worker (and each one started after it, at its first ack), logg
 lost answer as a CRITICAL with three tracebacks and the receipt handle, and said nothing
 of a 5xx.
 
+Acks and hand-backs are made on the event loop, which waits for them: they go through a
+client of their own that gives up after 2 s (:attr:`Channel.bounded_client_config`), built
+once per channel from the channel's client and signed with its credentials (refreshed
+with them). Through the broker's client (``client-config``: longer than a long poll, which
+a worker without the event loop makes through it) an SQS that took the connection and
+never answered held the loop 2 x 15 s per call: jobs due with the acked one started that
+late, and a warm shutdown holding four messages took two minutes. A restore (a warm
+shutdown's hand-backs) stops at the first that gets no answer, with one line: the rest
+come back after their visibility timeout.
+
 Configure it as Celery's broker transport, with the usual ``sqs://`` broker URL:
 ``CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"`` (``manage.py
 check`` warns, ``scheduler.W020``, when an SQS broker uses another transport).
@@ -39,10 +49,12 @@ check`` warns, ``scheduler.W020``, when an SQS broker uses another transport).
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from kombu.transport import SQS, virtual
 from typing_extensions import override
@@ -79,8 +91,43 @@ class Room(NamedTuple):
     long_poll: bool
 
 
-#: kombu's SQS channel, untyped: its stubs leave out the polling internals overridden here.
+#: kombu's SQS channel and QoS, untyped: its stubs leave out the internals overridden here.
 _SQSChannel: Any = SQS.Channel
+_SQSQoS: Any = SQS.QoS
+
+
+@dataclass
+class _Restore:
+    """A restore's hand-backs, once one got no answer: the rest are not tried."""
+
+    #: The queue and error of the first hand-back that got no answer.
+    queue: str | None = None
+    error: BaseException | None = None
+    #: Messages not handed back from that one on, that one included; 0: none so far.
+    given_up: int = 0
+
+
+class QoS(_SQSQoS):  # type: ignore[misc]
+    """kombu's SQS QoS, whose restore gives up once SQS does not answer a hand-back."""
+
+    @override
+    def restore_unacked(self) -> list[tuple[BaseException, Any]]:
+        # A warm shutdown's (kombu's restore_unacked_once), for every message the worker
+        # holds; each got no answer in 2 s at most, one after the other.
+        channel = self.channel
+        channel._restoring = restore = _Restore()
+        try:
+            errors: list[tuple[BaseException, Any]] = super().restore_unacked()
+        finally:
+            channel._restoring = None
+        if restore.given_up:
+            logger.warning(
+                "sqs hand backs given up queue=%s messages=%s error=%.200s",
+                restore.queue,
+                restore.given_up,
+                _one_line(restore.error) if restore.error is not None else None,
+            )
+        return errors
 
 
 class Channel(_SQSChannel):  # type: ignore[misc]
@@ -90,6 +137,13 @@ class Channel(_SQSChannel):  # type: ignore[misc]
     receive_retry_seconds = 0.5
     #: The longest wait between receives while they keep failing.
     receive_retry_max_seconds = 10.0
+    #: The client of the calls the event loop waits for (acks, hand-backs), over the
+    #: broker's ``client-config``: a stalled SQS holds the loop about 2 s per call.
+    bounded_client_config = Config(
+        connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1}
+    )
+
+    QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -102,6 +156,48 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         #: What the worker's pool can take now, when it receives only that (set by
         #: :mod:`scheduler.worker.consumer`); None: no bound but the prefetch count.
         self.room: Callable[[], Room] | None = None
+        #: :meth:`bounded_sqs`'s clients, by the client each was built from.
+        self._bounded_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        #: The restore under way (:class:`QoS`), if any.
+        self._restoring: _Restore | None = None
+
+    def bounded_sqs(self, queue: str | None = None) -> Any:
+        """The SQS client for ``queue`` of the calls the event loop waits for.
+
+        :meth:`sqs`'s client with :attr:`bounded_client_config`, built once (and again
+        should :meth:`sqs` give another client, as kombu does when an assumed role's
+        credentials expire).
+        """
+        return self._bounded(self.sqs(queue=queue))
+
+    @override
+    def _new_release_client(self, client: Any) -> Any:
+        # kombu's, for what a receive brings once the consumer is gone: a new client per
+        # call (5 s to read), on credentials frozen then.
+        return self._bounded(client)
+
+    def _bounded(self, client: Any) -> Any:
+        """``client`` with :attr:`bounded_client_config`, built once per client.
+
+        It signs with ``client``'s credentials object, not a copy of them as kombu's
+        ``_new_release_client`` does: those of a provider (an ECS task role, an instance
+        profile) are refreshed as they expire, for both clients.
+        """
+        bounded = self._bounded_clients.get(client)
+        if bounded is None:
+            credentials = client._request_signer._credentials
+            frozen = credentials.get_frozen_credentials() if credentials is not None else None
+            bounded = self._new_boto_client(
+                service="sqs",
+                region=client.meta.region_name,
+                access_key_id=frozen.access_key if frozen is not None else None,
+                secret_access_key=frozen.secret_key if frozen is not None else None,
+                session_token=frozen.token if frozen is not None else None,
+                config=self.bounded_client_config,
+            )
+            bounded._request_signer._credentials = credentials
+            self._bounded_clients[client] = bounded
+        return bounded
 
     @override
     def _get_from_sqs(
@@ -195,8 +291,12 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         # ahead of their eta, or a job's due behind long tasks. kombu makes it visible
         # again only wait_time_seconds later (10 s here), so a deploy ran such jobs that
         # late; another worker takes it now.
+        restore = self._restoring
+        if restore is not None and restore.given_up:
+            restore.given_up += 1
+            return
         try:
-            self.sqs(queue=self.canonical_queue_name(queue)).change_message_visibility(
+            self.bounded_sqs(self.canonical_queue_name(queue)).change_message_visibility(
                 QueueUrl=self._new_queue(queue),
                 ReceiptHandle=message["properties"]["delivery_tag"],
                 VisibilityTimeout=0,
@@ -205,6 +305,10 @@ class Channel(_SQSChannel):  # type: ignore[misc]
             # Raised out of the reject, it kept the delivery's prefetch slot for good (a
             # worker of one process received nothing more), or stopped the worker. The
             # message comes back when its visibility timeout ends.
+            if restore is not None and not isinstance(error, ClientError):
+                # No answer (a timeout, a lost connection): nor would the rest get one.
+                restore.queue, restore.error, restore.given_up = queue, error, 1
+                return
             logger.warning("sqs hand back failed queue=%s error=%.200s", queue, _one_line(error))
 
     @override
@@ -218,7 +322,7 @@ class Channel(_SQSChannel):  # type: ignore[misc]
             return
         queue = self.canonical_queue_name(info["routing_key"]) if "routing_key" in info else None
         try:
-            self.sqs(queue=queue).delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
+            self.bounded_sqs(queue).delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
         except (BotoCoreError, ClientError) as error:
             # The message comes back after its visibility timeout. A job's is dropped as
             # not current (its outcome is in PostgreSQL); a plain task's runs again. A

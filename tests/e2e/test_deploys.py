@@ -17,7 +17,8 @@ from kombu import Connection
 
 from scheduler import schedule_at
 from scheduler.models import JobAttempt, ScheduledJob
-from tests.conftest import SqsQueue
+from tests.chaos.harness import SqsServer
+from tests.conftest import SqsQueue, sqs_client
 from tests.e2e.conftest import celery_worker
 from tests.processes import Process, wait_until
 from tests.testapp.models import Effect
@@ -88,3 +89,47 @@ def test_a_worker_stopped_while_it_waits_for_messages_hands_back_what_the_wait_b
     messages = sqs_queue.receive(wait=5)
     assert [message["headers"]["task"] for message in messages] == ["testapp.noop"]
     assert time.monotonic() - sent < 10
+
+
+def test_a_worker_stopped_while_sqs_stalls_exits_within_a_stop_timeout(
+    e2e_env: dict[str, str], sqs_queue: SqsQueue
+) -> None:
+    # On the project's SQS client (2 tries of 15 s), each message the worker held was
+    # handed back in 30 s: four took two minutes, past ECS's stop timeout (30 s), whose
+    # SIGKILL would then have cut the rest of the shutdown short.
+    server = SqsServer()  # of this test's own, to stop (SIGSTOP)
+    server.start()
+    try:
+        sqs_client(server.endpoint).create_queue(QueueName=sqs_queue.name)
+        env = {**e2e_env, "SQS_ENDPOINT_URL": server.endpoint}
+        host = server.endpoint.removeprefix("http://")
+        with (
+            celery_worker(env, "leaves", concurrency=1) as leaves,
+            Connection(
+                f"sqs://local:local@{host}",
+                transport_options={"region": "us-east-1", "is_secure": False},
+            ) as broker,
+        ):
+            for _ in range(4):  # held until their eta by the worker
+                current_app.send_task(
+                    "testapp.noop",
+                    eta=timezone.now() + timedelta(hours=1),
+                    queue=sqs_queue.name,
+                    connection=broker,
+                )
+            assert wait_until(lambda: leaves.output().count("] received") == 4, timeout=20), (
+                leaves.output()[-3000:]
+            )
+            server.pause()
+            stopped = time.monotonic()
+            leaves.popen.send_signal(signal.SIGTERM)
+            # Its long poll in flight, awaited (10 s and a margin of 2), then the restore.
+            assert leaves.popen.wait(30) == 0, leaves.output()[-3000:]
+            elapsed = time.monotonic() - stopped
+            output = leaves.output()
+    finally:
+        server.stop()
+    assert elapsed < 20, output[-3000:]
+    assert "Restoring 4 unacknowledged message(s)" in output, output[-3000:]
+    assert output.count("sqs hand back") == 1, output[-3000:]
+    assert f"sqs hand backs given up queue={sqs_queue.name} messages=4 " in output, output[-3000:]

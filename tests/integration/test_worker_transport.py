@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ConnectionClosedError
+from django.conf import settings
 from kombu import Connection, Consumer, Queue
 from kombu.asynchronous import Hub, set_event_loop
 
@@ -36,6 +37,7 @@ class Polling:
         prefetch_count: int | None = None,
         ack_after: float = 0.0,
         wait_time_seconds: int = 1,
+        client_config: dict[str, Any] | None = None,
     ) -> None:
         self.endpoint, self.queue = endpoint, queue
         self.ack_after = ack_after
@@ -50,6 +52,7 @@ class Polling:
                 "is_secure": False,
                 "wait_time_seconds": wait_time_seconds,
                 "polling_interval": polling_interval,
+                **({"client-config": client_config} if client_config else {}),
             },
         )
         self.consumer = Consumer(
@@ -397,7 +400,7 @@ def _ack_failing(
         assert consumer.run_until(lambda: len(held) == 1, timeout=10)
         channel = consumer.consumer.channel
         assert isinstance(channel, Channel)
-        channel.sqs(queue=queue).meta.events.register("before-call.sqs.DeleteMessage", fault)
+        channel.bounded_sqs(queue).meta.events.register("before-call.sqs.DeleteMessage", fault)
         with caplog.at_level(logging.WARNING):
             held[0].ack()
         assert channel.qos.can_consume()  # the delivery's prefetch slot is free
@@ -407,3 +410,105 @@ def _ack_failing(
     lines = _log_lines(caplog, "sqs ack failed")
     assert all(f"queue={queue} " in line for line in lines), lines
     return lines
+
+
+#: The longest an ack or a hand-back may hold the event loop while SQS does not answer
+#: (the bounded client's 2 s read timeout, and a margin for a loaded machine).
+STALL_BOUND_SECONDS = 4.0
+
+
+@contextmanager
+def holding_while_sqs_stalls(
+    count: int, *, headers: dict[str, str] | None = None
+) -> Iterator[tuple[SqsServer, Polling, Channel, list[Any]]]:
+    """A consumer holding ``count`` messages unacknowledged, on the project's SQS client
+    (2 tries of 15 s to read), its SQS server then stopped (SIGSTOP): connections are
+    taken, and nothing answers."""
+    server = SqsServer()
+    server.start()
+    held: list[Any] = []
+    queue = f"transport-{uuid.uuid4().hex[:10]}"
+    client_config = settings.CELERY_BROKER_TRANSPORT_OPTIONS["client-config"]
+    try:
+        with polling(
+            server.endpoint, queue, prefetch_count=count, client_config=client_config
+        ) as consumer:
+            consumer.consumer.callbacks = [lambda body, message: held.append(message)]
+            with consumer.connection.Producer() as producer:
+                for n in range(count):
+                    producer.publish({"n": n}, routing_key=queue, headers=headers or {})
+            assert consumer.run_until(lambda: len(held) == count, timeout=10)
+            channel = consumer.consumer.channel
+            assert isinstance(channel, Channel)
+            server.pause()
+            try:
+                yield server, consumer, channel, held
+            finally:
+                server.resume()
+    finally:
+        server.stop()
+
+
+def test_an_ack_sqs_does_not_answer_holds_the_event_loop_seconds_not_half_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The project's client, which must outwait a long poll (--pool=solo receives through
+    # it), held the event loop 2 x 15 s per ack: a worker's jobs due with the first waited
+    # that long to start, no eta timer firing meanwhile.
+    job = JobRef(job_id=42, dispatch_token=uuid.uuid4())
+    with holding_while_sqs_stalls(2, headers=job.headers()) as (server, consumer, channel, held):
+        for message in held:
+            started = time.monotonic()
+            with caplog.at_level(logging.WARNING):
+                message.ack()
+            elapsed = time.monotonic() - started
+            assert elapsed < STALL_BOUND_SECONDS, elapsed
+        assert channel.qos.can_consume()
+        server.resume()
+        consumer.send({"n": "after"})  # and the consumer goes on receiving
+        assert consumer.run_until(lambda: len(held) == 3, timeout=10)
+    lines = _log_lines(caplog, "sqs ack failed")
+    assert len(lines) == 2, lines
+    assert all(
+        line.startswith(f"WARNING sqs ack failed queue={consumer.queue} job_id=42 ")
+        and "error=ReadTimeoutError: " in line
+        for line in lines
+    ), lines
+
+
+def test_a_restore_sqs_does_not_answer_gives_up_after_the_first_hand_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # As a warm shutdown restores what the worker holds (messages it waits to run until
+    # their eta): 2 x 15 s each, so a worker holding four took two minutes to exit, and
+    # ECS's stop timeout (30 s) would have killed it. Those not handed back come back
+    # after their visibility timeout.
+    with holding_while_sqs_stalls(3) as (_, consumer, channel, _held):
+        started = time.monotonic()
+        with caplog.at_level(logging.INFO):
+            unrestored = channel.qos.restore_unacked()
+        elapsed = time.monotonic() - started
+    assert elapsed < STALL_BOUND_SECONDS, elapsed
+    assert unrestored == []
+    lines = _log_lines(caplog, "sqs hand back")
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"WARNING sqs hand backs given up queue={consumer.queue} messages=3 "
+        "error=ReadTimeoutError: "
+    ), lines
+
+
+def test_acks_and_hand_backs_share_the_channels_credentials_and_client(sqs_endpoint: str) -> None:
+    # One client, built once: a client per call costs a session and a connection. Signed
+    # with the channel's own credentials, not a frozen copy: a provider that refreshes
+    # them (an ECS task role's, an assumed role's) does so for both.
+    with polling(sqs_endpoint, f"transport-{uuid.uuid4().hex[:10]}") as consumer:
+        channel = consumer.consumer.channel
+        assert isinstance(channel, Channel)
+        bounded = channel.bounded_sqs(consumer.queue)
+        assert channel.bounded_sqs(consumer.queue) is bounded
+        assert channel.bounded_sqs(None) is bounded  # the channel's one client
+        credentials = channel.sqs(queue=consumer.queue)._request_signer._credentials
+        assert bounded._request_signer._credentials is credentials
+        assert bounded.meta.config.read_timeout == 2
+        assert bounded.meta.config.retries["total_max_attempts"] == 1
