@@ -20,7 +20,7 @@ from scheduler.models import ScheduledJob
 from scheduler.services import dispatching, retry
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import held_elsewhere, query_plan
-from tests.factories import make_jobs
+from tests.factories import insert_many, make_jobs
 
 pytestmark = pytest.mark.usefixtures("emptied_afterwards")
 
@@ -222,25 +222,15 @@ def test_the_purge_reads_the_finished_index_not_every_pending_row(settings):
     # run_at too: walked from the newest run_at (the job list's order), as PostgreSQL
     # chose to, the purge stepped over every pending and recent job to reach them.
     settings.SCHEDULER_RETENTION_DAYS = 30
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO scheduler_scheduledjob
-                (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
-                 sends, last_error, created_at, updated_at, retry_on_error, finished_at)
-            SELECT 'testapp.noop', '[]', '{}', 'scheduler-jobs',
-                   %(now)s + CASE WHEN i <= 50000 THEN interval '1 day' * (i %% 30)
-                                  WHEN i <= 80000 THEN -interval '1 day'
-                                  ELSE -interval '60 days' END,
-                   CASE WHEN i <= 50000 THEN 'scheduled' ELSE 'succeeded' END,
-                   0, 5, 0, '', %(now)s, %(now)s, true,
-                   CASE WHEN i <= 50000 THEN NULL
-                        WHEN i <= 80000 THEN %(now)s - interval '1 day'
-                        ELSE %(now)s - interval '40 days' END
-            FROM generate_series(1, 100000) AS i
-            """,
-            {"now": T0},
-        )
+    insert_many(
+        100_000,
+        now=T0,
+        run_at="%(now)s + CASE WHEN i <= 50000 THEN interval '1 day' * (i %% 30) "
+        "WHEN i <= 80000 THEN -interval '1 day' ELSE -interval '60 days' END",
+        status="CASE WHEN i <= 50000 THEN 'scheduled' ELSE 'succeeded' END",
+        finished_at="CASE WHEN i <= 50000 THEN NULL WHEN i <= 80000 THEN "
+        "%(now)s - interval '1 day' ELSE %(now)s - interval '40 days' END",
+    )
     plan = _plan_of_the_lock(
         lambda: dispatching.purge_finished(now=T0), batch=dispatching.PURGE_BATCH_SIZE
     )
@@ -255,22 +245,15 @@ def test_each_batch_of_the_purge_reads_one_batch_of_each_finished_index(settings
     # neither index holds in that order, each batch read and sorted every job past the
     # retention: the whole backlog per batch (0.56 s at a million).
     settings.SCHEDULER_RETENTION_DAYS = 30
+    insert_many(
+        60_000,
+        now=T0,
+        run_at="%(now)s - interval '1 minute' * i",
+        status="CASE WHEN i %% 200 = 0 THEN 'succeeded' "
+        "ELSE (ARRAY['failed', 'cancelled', 'expired'])[i %% 3 + 1] END",
+        finished_at="%(now)s - interval '31 days' - interval '1 minute' * i",
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO scheduler_scheduledjob
-                (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
-                 sends, last_error, created_at, updated_at, retry_on_error, finished_at)
-            SELECT 'testapp.noop', '[]', '{}', 'scheduler-jobs',
-                   %(now)s - interval '1 minute' * i,
-                   CASE WHEN i %% 200 = 0 THEN 'succeeded'
-                        ELSE (ARRAY['failed', 'cancelled', 'expired'])[i %% 3 + 1] END,
-                   0, 5, 0, '', %(now)s, %(now)s, true,
-                   %(now)s - interval '31 days' - interval '1 minute' * i
-            FROM generate_series(1, 60000) AS i
-            """,
-            {"now": T0},
-        )
         cursor.execute("ANALYZE scheduler_scheduledjob")
     with CaptureQueriesContext(connection) as captured:
         assert dispatching.purge_finished(now=T0) == dispatching.PURGE_BATCH_SIZE
@@ -306,20 +289,13 @@ def test_each_batch_of_expiries_reads_one_batch_of_the_deadline_index(settings):
     # batch read and sorted all of them: the whole backlog per batch, its square over
     # the recovery.
     settings.SCHEDULER_BATCH_SIZE = 100
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO scheduler_scheduledjob
-                (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
-                 sends, last_error, created_at, updated_at, retry_on_error, deadline)
-            SELECT 'testapp.noop', '[]', '{}', 'scheduler-jobs',
-                   %(now)s + interval '1 second' * (i - 20000), 'scheduled', 0, 5, 0, '',
-                   %(now)s, %(now)s, true,
-                   CASE WHEN i <= 20000 THEN %(now)s - interval '1 second' * (i %% 1000) END
-            FROM generate_series(1, 100000) AS i
-            """,
-            {"now": T0},
-        )
+    insert_many(
+        100_000,
+        now=T0,
+        run_at="%(now)s + interval '1 second' * (i - 20000)",
+        status="'scheduled'",
+        deadline="CASE WHEN i <= 20000 THEN %(now)s - interval '1 second' * (i %% 1000) END",
+    )
     plan = _plan_of_the_lock(lambda: dispatching.expire_missed(now=T0), batch=100)
     assert "scheduler_job_deadline_idx" in plan, plan
     assert "Sort" not in plan, plan
