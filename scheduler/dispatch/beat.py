@@ -20,7 +20,8 @@ from celery.beat import ScheduleEntry
 from celery.utils.time import maybe_make_aware
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
-from django.db import DatabaseError, InterfaceError, connection, transaction
+from django.core.exceptions import ObjectDoesNotExist
+from django.db import DatabaseError, InterfaceError, close_old_connections, connection, transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 from typing_extensions import override
@@ -178,6 +179,9 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         self._dispatcher: Dispatcher | None = None
         #: How long the tick just run took, for the next one's time (:meth:`_when`).
         self._tick_took = 0.0
+        #: The last change of the schedule read before the latest check for one: a
+        #: reload that fails takes it back, so that change is read again.
+        self._timestamp_before: datetime | None = None
         super().__init__(*args, **kwargs)
 
     @override
@@ -208,12 +212,47 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
                 type(error).__name__,
                 said[0],
             )
+            # A change schedule_changed() read just before is read again at the next
+            # tick, not 5 minutes later (a task an operator disabled would run meanwhile).
+            self._last_timestamp = self._timestamp_before
             # Rebuilt from their models, which each run updates: an entry as loaded keeps
             # the last run it was read with, and one that ran since would be sent again.
             return {
                 name: self.Entry(entry.model, app=self.app)
                 for name, entry in self._schedule.items()
             }
+
+    @override
+    def schedule_changed(self) -> bool:
+        self._timestamp_before = self._last_timestamp
+        changed: bool = super().schedule_changed()
+        return changed
+
+    @override
+    def sync(self) -> None:
+        """django-celery-beat's, but an entry whose save a database error stopped stays
+        to be saved: theirs took it off the list first and lost it, so its last run was
+        never saved, the next reload read the run before, and the task was sent again."""
+        unsavable: set[str] = set()
+        try:
+            close_old_connections()
+            while self._dirty:
+                name = next(iter(self._dirty))
+                try:
+                    self._schedule[name].save()
+                except (KeyError, TypeError, ObjectDoesNotExist):
+                    unsavable.add(name)  # tried again at the next sync, as theirs does
+                self._dirty.discard(name)
+        except (DatabaseError, InterfaceError) as error:
+            said = str(error).strip().splitlines() or [""]
+            logger.warning(
+                "beat schedule save failed unsaved=%s error=%s: %s",
+                len(self._dirty),
+                type(error).__name__,
+                said[0],
+            )
+        finally:
+            self._dirty |= unsavable
 
     def _read_schedule(self) -> dict[str, ScheduleEntry]:
         """django-celery-beat's schedule, the dispatch entry written back first if an

@@ -138,9 +138,10 @@ class Channel(_SQSChannel):  # type: ignore[misc]
     #: The longest wait between receives while they keep failing.
     receive_retry_max_seconds = 10.0
     #: The client of the calls the event loop waits for (acks, hand-backs), over the
-    #: broker's ``client-config``: a stalled SQS holds the loop about 2 s per call.
+    #: broker's ``client-config``: a stalled SQS holds the loop about 2 s per call. Two
+    #: tries: one 500 or dropped connection lost a plain task's ack (it ran again).
     bounded_client_config = Config(
-        connect_timeout=1, read_timeout=2, retries={"total_max_attempts": 1}
+        connect_timeout=1, read_timeout=1, retries={"total_max_attempts": 2}
     )
 
     QoS = QoS

@@ -276,7 +276,9 @@ def test_a_schedule_reload_postgresql_cannot_answer_leaves_beat_running(beat_sch
         # was loaded (its dispatch entry last run an hour ago, due at once).
         assert beat_scheduler.tick() > 1
         assert beat_scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME].model is loaded
-    [failed] = [r for r in caplog.records if r.name == beat.logger.name]
+    [failed] = [
+        r for r in caplog.records if r.name == beat.logger.name and "reload" in r.getMessage()
+    ]
     kept = len(beat_scheduler.schedule)
     assert failed.getMessage().startswith(
         f"beat schedule reload failed entries_kept={kept} error=OperationalError: connection "
@@ -304,6 +306,49 @@ def test_a_reload_keeps_the_schedule_on_an_interface_error_not_on_a_bug(
     failing(RuntimeError("a bug"))
     with pytest.raises(RuntimeError, match="a bug"):
         beat_scheduler.schedule  # noqa: B018 - the reload
+
+
+def _hourly_task() -> PeriodicTask:
+    """A periodic task of an operator's, every hour, last run an hour ago: due."""
+    every, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.HOURS)
+    return PeriodicTask.objects.create(
+        name="hourly report",
+        task="testapp.noop",
+        interval=every,
+        last_run_at=timezone.now() - timedelta(hours=1, minutes=1),
+    )
+
+
+def test_a_run_whose_save_postgresql_refused_is_saved_once_it_is_back(beat_scheduler):
+    # django-celery-beat's sync() took the entry off its list to save, then lost it to
+    # the database error: the next reload read the run before, and sent the task again.
+    _hourly_task()
+    entry = beat_scheduler.schedule["hourly report"]
+    ran_at = beat_scheduler.reserve(entry).last_run_at  # sent, as tick() does: now
+    beat_scheduler._last_full_sync -= timedelta(minutes=5)
+    with postgresql_out_of_reach():
+        beat_scheduler.schedule  # noqa: B018 - a reload: its save and read fail
+    beat_scheduler._last_full_sync -= timedelta(minutes=5)  # PostgreSQL back: reloaded
+    assert beat_scheduler.schedule["hourly report"].last_run_at == ran_at
+    assert not beat_scheduler.schedule["hourly report"].is_due().is_due
+
+
+def test_a_change_read_as_the_reload_failed_is_read_again(beat_scheduler, monkeypatch):
+    # The change was taken as read: the schedule kept ran a task an operator had
+    # disabled until the forced reload, 5 minutes later.
+    task = _hourly_task()
+    assert "hourly report" in beat_scheduler.schedule
+    task.enabled = False
+    task.save()
+    read = beat.DispatchingScheduler._read_schedule
+
+    def failing_once(self: beat.DispatchingScheduler) -> dict:
+        monkeypatch.setattr(beat.DispatchingScheduler, "_read_schedule", read)
+        raise InterfaceError("connection already closed")
+
+    monkeypatch.setattr(beat.DispatchingScheduler, "_read_schedule", failing_once)
+    assert "hourly report" in beat_scheduler.schedule  # kept
+    assert "hourly report" not in beat_scheduler.schedule
 
 
 def test_beat_runs_a_dispatcher_tick_in_its_own_process(sqs_queue, beat_scheduler):

@@ -388,9 +388,11 @@ def _ack_failing(
     fault: Callable[..., Any],
     *,
     headers: dict[str, str],
+    event: str = "before-call",
 ) -> list[str]:
-    """Receive a message with ``headers``, ack it with ``fault`` answering the delete, and
-    check that the worker goes on; the transport's ``sqs ack failed`` lines."""
+    """Receive a message with ``headers``, ack it with ``fault`` answering the delete (at
+    botocore's ``event``), and check that the worker goes on; the transport's ``sqs ack
+    failed`` lines."""
     queue = f"transport-{uuid.uuid4().hex[:10]}"
     held: list[Any] = []
     with polling(endpoint, queue, prefetch_count=1) as consumer:
@@ -400,7 +402,7 @@ def _ack_failing(
         assert consumer.run_until(lambda: len(held) == 1, timeout=10)
         channel = consumer.consumer.channel
         assert isinstance(channel, Channel)
-        channel.bounded_sqs(queue).meta.events.register("before-call.sqs.DeleteMessage", fault)
+        channel.bounded_sqs(queue).meta.events.register(f"{event}.sqs.DeleteMessage", fault)
         with caplog.at_level(logging.WARNING):
             held[0].ack()
         assert channel.qos.can_consume()  # the delivery's prefetch slot is free
@@ -498,6 +500,22 @@ def test_a_restore_sqs_does_not_answer_gives_up_after_the_first_hand_back(
     ), lines
 
 
+def test_an_ack_whose_connection_drops_once_is_made_again(
+    sqs_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Tried once, a plain task's ack lost to one dropped connection ran the task again.
+    dropped: list[str] = []
+
+    def drop_once(request: Any, **_: Any) -> None:
+        if not dropped:
+            dropped.append(request.url)
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    headers = {"task": "testapp.noop", "id": str(uuid.uuid4())}
+    assert _ack_failing(sqs_endpoint, caplog, drop_once, headers=headers, event="before-send") == []
+    assert len(dropped) == 1
+
+
 def test_acks_and_hand_backs_share_the_channels_credentials_and_client(sqs_endpoint: str) -> None:
     # One client, built once: a client per call costs a session and a connection. Signed
     # with the channel's own credentials, not a frozen copy: a provider that refreshes
@@ -510,5 +528,5 @@ def test_acks_and_hand_backs_share_the_channels_credentials_and_client(sqs_endpo
         assert channel.bounded_sqs(None) is bounded  # the channel's one client
         credentials = channel.sqs(queue=consumer.queue)._request_signer._credentials
         assert bounded._request_signer._credentials is credentials
-        assert bounded.meta.config.read_timeout == 2
-        assert bounded.meta.config.retries["total_max_attempts"] == 1
+        assert bounded.meta.config.read_timeout == 1
+        assert bounded.meta.config.retries["total_max_attempts"] == 2
