@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_init
 from django.db import close_old_connections, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 
 #: A connection that answered a query this recently is trusted without a check.
 RECENTLY_USED_SECONDS = 0.5
@@ -76,5 +77,41 @@ def close_obsolete_connections(sender: Any = None, **kwargs: Any) -> None:
         close_old_connections()
 
 
+#: PostgreSQL's own keepalives on a worker's sessions (seconds idle, between probes,
+#: probes). An atomic job's body holds its row locks in its transaction: with its
+#: worker's host lost, PostgreSQL kept the session and the locks until its TCP keepalive
+#: gave up, two hours by default (``tcp_keepalives_idle`` 7200), and the job's retry by
+#: its lease waited on them as long. Now within about 25 s. The worker's own side of the
+#: connection has libpq's keepalives (``project/settings.py``).
+SERVER_KEEPALIVES = {
+    "tcp_keepalives_idle": 10,
+    "tcp_keepalives_interval": 5,
+    "tcp_keepalives_count": 3,
+}
+
+
+def _keep_alive(*, connection: BaseDatabaseWrapper, **_: Any) -> None:
+    """On each new PostgreSQL connection: :data:`SERVER_KEEPALIVES`, for the session."""
+    if connection.vendor != "postgresql":
+        return
+    settings = ", ".join("set_config(%s, %s, false)" for _ in SERVER_KEEPALIVES)
+    values = [part for name, seconds in SERVER_KEEPALIVES.items() for part in (name, str(seconds))]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {settings}", values)
+
+
+def keep_sessions_alive(on: bool = True) -> None:
+    """Give this process's new connections :data:`SERVER_KEEPALIVES` (off: no more).
+
+    A worker's, from ``worker_init`` on: one statement per connection, which a worker
+    keeps from task to task; not the web's, which may open one per request.
+    """
+    if on:
+        connection_created.connect(_keep_alive, weak=False, dispatch_uid=__name__)
+    else:
+        connection_created.disconnect(dispatch_uid=__name__)
+
+
 task_prerun.connect(prepare_connections, weak=False)
 task_postrun.connect(close_obsolete_connections, weak=False)
+worker_init.connect(lambda **_: keep_sessions_alive(), weak=False)

@@ -19,15 +19,13 @@ from tests.testapp.tasks import read_runs
 pytestmark = pytest.mark.timeout(120)
 
 
-def _run(path, labels):
-    """Schedule and dispatch one ``testapp.backend_pid`` job per label; wait for them.
+def _run(path, labels, task="testapp.backend_pid"):
+    """Schedule and dispatch one ``task`` job per label; wait for them.
 
-    Returns each label's backend pid.
+    Returns what each label's job recorded (``testapp.backend_pid``: its backend pid).
     """
     run_at = timezone.now() + timedelta(seconds=1)
-    schedule_many(
-        {"task": "testapp.backend_pid", "run_at": run_at, "args": [path, label]} for label in labels
-    )
+    schedule_many({"task": task, "run_at": run_at, "args": [path, label]} for label in labels)
     assert Dispatcher().run_once().sent == len(labels)
     assert wait_until(
         lambda: {run.split(":")[0] for run, _ in read_runs(path)} >= set(labels), timeout=30
@@ -40,6 +38,13 @@ def test_jobs_of_one_worker_process_share_its_connection(e2e_env, tmp_path):
     with celery_worker(e2e_env, concurrency=1):
         pids = _run(str(tmp_path / "runs"), ["a", "b", "c"])
     assert len(set(pids.values())) == 1, pids
+
+
+def test_postgresql_keeps_a_workers_sessions_alive_on_its_own_side(e2e_env, tmp_path):
+    # A worker's host lost mid atomic job: PostgreSQL ended its session (and the row
+    # locks the body held, which the job's retry waits on) two hours later by default.
+    with celery_worker(e2e_env, concurrency=1):
+        assert _run(str(tmp_path / "runs"), ["a"], task="testapp.keepalive_idle") == {"a": 10}
 
 
 def test_a_connection_terminated_between_jobs_is_replaced_before_the_next_claim(e2e_env, tmp_path):

@@ -83,3 +83,23 @@ def test_a_claim_that_finds_its_connection_terminated_tries_again_on_a_new_one(h
     terminate_backend()
     task_prerun.send(sender=None)
     assert deliver(job_id=job.pk, task_name=job.task_name, token=token).outcome is Outcome.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_workers_connections_ask_postgresql_to_notice_a_lost_host_within_seconds():
+    # An atomic job's body holds its row locks in its transaction. Its worker's host
+    # lost, PostgreSQL kept the session (and the locks) until its own TCP keepalive gave
+    # up, two hours by default: the job's retry, by its lease, waited on them as long.
+    worker_connections.keep_sessions_alive()
+    try:
+        connection.close()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT current_setting('tcp_keepalives_idle'), "
+                "current_setting('tcp_keepalives_interval'), "
+                "current_setting('tcp_keepalives_count')"
+            )
+            assert cursor.fetchone() == ("10", "5", "3")
+    finally:
+        worker_connections.keep_sessions_alive(False)
+        connection.close()

@@ -46,6 +46,15 @@ def backend_pid(path: str, label: str) -> None:
     record_run(path, f"{label}:{pid}")
 
 
+@shared_task(name="testapp.keepalive_idle")
+def keepalive_idle(path: str, label: str) -> None:
+    """Records ``label:<seconds>``, PostgreSQL's keepalive idle time on its session."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('tcp_keepalives_idle')")
+        (seconds,) = cursor.fetchone()
+    record_run(path, f"{label}:{seconds}")
+
+
 def terminate_backend() -> int:
     """Has PostgreSQL drop this thread's connection, as a failover does, from another
     connection; returns the pid of the backend it ended."""
