@@ -11,6 +11,7 @@ embedded PostgreSQL, if any, are stopped.
 """
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from typing import Any
 
 import botocore.session
 import django
+import honcho.compat
 import honcho.manager
 import psycopg2
 from botocore.exceptions import BotoCoreError, ClientError
@@ -334,8 +336,22 @@ def _ensure_demo_admin() -> bool:
     return False
 
 
+class _MainProcessFirst(honcho.compat.ProcessManager):  # type: ignore[misc]
+    """Signals a process's main process to stop, and its whole group to die.
+
+    honcho sent SIGTERM to each process's group: a Celery worker's pool processes, which
+    take SIGTERM's default, died at once with their jobs (each retried by its lease,
+    its effects done twice), where the worker's warm shutdown lets them finish.
+    """
+
+    def terminate(self, pid: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+
+
 class ProcessManager(Manager):  # type: ignore[misc]  # honcho has no types
-    """honcho's manager, stopped by SIGHUP as by SIGTERM, and safely while it starts.
+    """honcho's manager, stopped by SIGHUP as by SIGTERM, and safely while it starts;
+    its stop asks each process's main process alone (:class:`_MainProcessFirst`).
 
     honcho signals each process by the pid its start message brings, and a stop
     requested before it had read them all (Ctrl-C in the first few ms) failed on a
@@ -345,6 +361,7 @@ class ProcessManager(Manager):  # type: ignore[misc]  # honcho has no types
 
     def __init__(self) -> None:
         super().__init__()
+        self._procmgr = _MainProcessFirst()
         self._owner = os.getpid()
         #: Whether a stop waits for the pids (True: a kill), None when none does.
         self._pending_stop: bool | None = None
