@@ -22,6 +22,7 @@ from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import DatabaseError, InterfaceError, close_old_connections, connection, transaction
+from django_celery_beat import schedulers
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 from typing_extensions import override
@@ -37,6 +38,8 @@ DISPATCH_PERIODIC_TASK_NAME = "scheduler: dispatch due jobs"
 DISPATCH_TASK_NAME = "scheduler.dispatch"
 #: The value of ``CELERY_BEAT_SCHEDULER`` that makes beat the dispatcher.
 DISPATCHING_SCHEDULER = "scheduler.dispatch.beat:DispatchingScheduler"
+#: How long after a reload of the schedule that PostgreSQL failed beat tries again.
+RELOAD_RETRY_SECONDS = 10
 
 
 def ensure_dispatch_schedule() -> PeriodicTask:
@@ -179,9 +182,6 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         self._dispatcher: Dispatcher | None = None
         #: How long the tick just run took, for the next one's time (:meth:`_when`).
         self._tick_took = 0.0
-        #: The last change of the schedule read before the latest check for one: a
-        #: reload that fails takes it back, so that change is read again.
-        self._timestamp_before: datetime | None = None
         super().__init__(*args, **kwargs)
 
     @override
@@ -201,7 +201,7 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         # mark ended beat for good. The schedule it runs is kept until the next reload.
         # Starting, beat has none to keep, and fails as on any database error then.
         try:
-            return self._read_schedule()
+            schedule = self._read_schedule()
         except (DatabaseError, InterfaceError) as error:
             if self._schedule is None:
                 raise
@@ -212,21 +212,27 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
                 type(error).__name__,
                 said[0],
             )
-            # A change schedule_changed() read just before is read again at the next
-            # tick, not 5 minutes later (a task an operator disabled would run meanwhile).
-            self._last_timestamp = self._timestamp_before
+            # Tried again RELOAD_RETRY_SECONDS later, not at the next forced reload 5
+            # minutes away: a change read just before (a task an operator disabled)
+            # would wait as long. Not at every tick: three reads of the schedule each.
+            self._last_full_sync = datetime.now() - timedelta(  # noqa: DTZ005 - theirs, naive
+                seconds=schedulers.SCHEDULE_SYNC_MAX_INTERVAL - RELOAD_RETRY_SECONDS
+            )
             # Rebuilt from their models, which each run updates: an entry as loaded keeps
             # the last run it was read with, and one that ran since would be sent again.
             return {
                 name: self.Entry(entry.model, app=self.app)
                 for name, entry in self._schedule.items()
             }
-
-    @override
-    def schedule_changed(self) -> bool:
-        self._timestamp_before = self._last_timestamp
-        changed: bool = super().schedule_changed()
-        return changed
+        # Runs sync() could not save (PostgreSQL taking reads, not writes: a failover's
+        # old primary) are read back older: kept as they ran, or sent again.
+        loaded: dict[str, Any] = self._schedule or {}
+        fresh: dict[str, Any] = schedule
+        for name in self._dirty & fresh.keys() & loaded.keys():
+            ran, read = loaded[name].model, fresh[name].model
+            read.last_run_at, read.total_run_count = ran.last_run_at, ran.total_run_count
+            fresh[name] = self.Entry(read, app=self.app)
+        return schedule
 
     @override
     def sync(self) -> None:

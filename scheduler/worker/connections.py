@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from celery.signals import task_postrun, task_prerun, worker_init
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init
 from django.db import close_old_connections, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
@@ -103,8 +103,9 @@ def _keep_alive(*, connection: BaseDatabaseWrapper, **_: Any) -> None:
 def keep_sessions_alive(on: bool = True) -> None:
     """Give this process's new connections :data:`SERVER_KEEPALIVES` (off: no more).
 
-    A worker's, from ``worker_init`` on: one statement per connection, which a worker
-    keeps from task to task; not the web's, which may open one per request.
+    A worker's, from ``worker_init`` (or a spawned pool process's ``worker_process_init``)
+    on: one statement per connection, which a worker keeps from task to task; not the
+    web's, which may open one per request.
     """
     if on:
         connection_created.connect(_keep_alive, weak=False, dispatch_uid=__name__)
@@ -114,4 +115,7 @@ def keep_sessions_alive(on: bool = True) -> None:
 
 task_prerun.connect(prepare_connections, weak=False)
 task_postrun.connect(close_obsolete_connections, weak=False)
+# worker_init reaches the pool processes a worker forks; one it spawns (macOS's default,
+# worker_pool_start_method="spawn") is a new interpreter, which gets worker_process_init.
 worker_init.connect(lambda **_: keep_sessions_alive(), weak=False)
+worker_process_init.connect(lambda **_: keep_sessions_alive(), weak=False)

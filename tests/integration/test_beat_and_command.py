@@ -31,7 +31,7 @@ from scheduler.models import DispatcherHeartbeat, ScheduledJob
 from scheduler.protocol import JOB_ID_HEADER
 from scheduler.services import running
 from scheduler.testing import InMemoryPublisher
-from tests.conftest import postgresql_out_of_reach
+from tests.conftest import connection_to_a_reader, postgresql_out_of_reach
 from tests.factories import dispatch_one
 
 pytestmark = pytest.mark.django_db
@@ -319,36 +319,51 @@ def _hourly_task() -> PeriodicTask:
     )
 
 
-def test_a_run_whose_save_postgresql_refused_is_saved_once_it_is_back(beat_scheduler):
-    # django-celery-beat's sync() took the entry off its list to save, then lost it to
-    # the database error: the next reload read the run before, and sent the task again.
-    _hourly_task()
-    entry = beat_scheduler.schedule["hourly report"]
-    ran_at = beat_scheduler.reserve(entry).last_run_at  # sent, as tick() does: now
-    beat_scheduler._last_full_sync -= timedelta(minutes=5)
-    with postgresql_out_of_reach():
-        beat_scheduler.schedule  # noqa: B018 - a reload: its save and read fail
-    beat_scheduler._last_full_sync -= timedelta(minutes=5)  # PostgreSQL back: reloaded
-    assert beat_scheduler.schedule["hourly report"].last_run_at == ran_at
-    assert not beat_scheduler.schedule["hourly report"].is_due().is_due
-
-
-def test_a_change_read_as_the_reload_failed_is_read_again(beat_scheduler, monkeypatch):
+def test_a_change_read_as_the_reload_failed_is_read_again_seconds_later(
+    beat_scheduler, monkeypatch
+):
     # The change was taken as read: the schedule kept ran a task an operator had
-    # disabled until the forced reload, 5 minutes later.
+    # disabled until the forced reload, 5 minutes later. Nor is the reload tried again
+    # at each read of the schedule (three a tick) while PostgreSQL keeps failing it.
     task = _hourly_task()
     assert "hourly report" in beat_scheduler.schedule
     task.enabled = False
     task.save()
     read = beat.DispatchingScheduler._read_schedule
+    reads: list[bool] = []
 
     def failing_once(self: beat.DispatchingScheduler) -> dict:
+        reads.append(True)
         monkeypatch.setattr(beat.DispatchingScheduler, "_read_schedule", read)
         raise InterfaceError("connection already closed")
 
     monkeypatch.setattr(beat.DispatchingScheduler, "_read_schedule", failing_once)
     assert "hourly report" in beat_scheduler.schedule  # kept
+    monkeypatch.setattr(beat.DispatchingScheduler, "_read_schedule", failing_once)
+    for _ in range(3):
+        assert "hourly report" in beat_scheduler.schedule
+    assert reads == [True]
+    monkeypatch.setattr(beat.DispatchingScheduler, "_read_schedule", read)
+    beat_scheduler._last_full_sync -= timedelta(seconds=beat.RELOAD_RETRY_SECONDS)
     assert "hourly report" not in beat_scheduler.schedule
+
+
+@pytest.mark.parametrize("refused", ["reads and writes", "writes"])
+def test_a_run_whose_save_postgresql_refused_is_kept_through_a_reload(beat_scheduler, refused):
+    # django-celery-beat's sync() took the entry off its list to save, then lost it to
+    # the database error; and a reload that read the run before (PostgreSQL taking
+    # reads, not writes: a failover's old primary) replaced it. The task was sent again.
+    _hourly_task()
+    entry = beat_scheduler.schedule["hourly report"]
+    ran_at = beat_scheduler.reserve(entry).last_run_at  # sent, as tick() does: now
+    beat_scheduler._last_full_sync -= timedelta(minutes=5)
+    out = postgresql_out_of_reach if refused == "reads and writes" else connection_to_a_reader
+    with out():
+        assert beat_scheduler.schedule["hourly report"].last_run_at == ran_at
+    beat_scheduler._last_full_sync -= timedelta(minutes=5)  # PostgreSQL back: reloaded
+    assert beat_scheduler.schedule["hourly report"].last_run_at == ran_at
+    assert not beat_scheduler.schedule["hourly report"].is_due().is_due
+    assert PeriodicTask.objects.get(name="hourly report").last_run_at == ran_at
 
 
 def test_beat_runs_a_dispatcher_tick_in_its_own_process(sqs_queue, beat_scheduler):

@@ -4,7 +4,7 @@ connection has been idle: not between jobs that run back to back."""
 from weakref import WeakKeyDictionary
 
 import pytest
-from celery.signals import task_postrun, task_prerun
+from celery.signals import task_postrun, task_prerun, worker_process_init
 from django.db import OperationalError, connection, connections
 from django.utils import timezone
 
@@ -90,7 +90,8 @@ def test_a_workers_connections_ask_postgresql_to_notice_a_lost_host_within_secon
     # An atomic job's body holds its row locks in its transaction. Its worker's host
     # lost, PostgreSQL kept the session (and the locks) until its own TCP keepalive gave
     # up, two hours by default: the job's retry, by its lease, waited on them as long.
-    worker_connections.keep_sessions_alive()
+    # A pool process a worker spawns (not forks) gets worker_process_init alone.
+    worker_process_init.send(sender=None)
     try:
         connection.close()
         with connection.cursor() as cursor:
