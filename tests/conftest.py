@@ -161,6 +161,9 @@ def sqs_queue(sqs_endpoint: str, settings: Any, monkeypatch: pytest.MonkeyPatch)
     name = f"test-{uuid.uuid4().hex[:12]}"
     _sqs_at(sqs_endpoint, settings, monkeypatch)
     settings.SCHEDULER_QUEUE_NAME = name
+    # As project/settings.py ties Celery's default queue to it: a long Celery call's job
+    # goes there (the queue its message would), which the test's workers consume.
+    monkeypatch.setitem(current_app.conf, "task_default_queue", name)
     client = sqs_client(sqs_endpoint)
     url = client.create_queue(QueueName=name)["QueueUrl"]
     return SqsQueue(name=name, url=url, client=client)
