@@ -37,22 +37,24 @@ def record(path: str, label: str) -> None:
     record_run(path, label)
 
 
+def _record_query(path: str, label: str, query: str) -> None:
+    """Records ``label:<value>``, what ``query`` gives on its process's connection."""
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+        (value,) = cursor.fetchone()
+    record_run(path, f"{label}:{value}")
+
+
 @shared_task(name="testapp.backend_pid")
 def backend_pid(path: str, label: str) -> None:
     """Records ``label:<pid>``, the PostgreSQL backend of its process's connection."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
-    record_run(path, f"{label}:{pid}")
+    _record_query(path, label, "SELECT pg_backend_pid()")
 
 
 @shared_task(name="testapp.keepalive_idle")
 def keepalive_idle(path: str, label: str) -> None:
     """Records ``label:<seconds>``, PostgreSQL's keepalive idle time on its session."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('tcp_keepalives_idle')")
-        (seconds,) = cursor.fetchone()
-    record_run(path, f"{label}:{seconds}")
+    _record_query(path, label, "SELECT current_setting('tcp_keepalives_idle')")
 
 
 def terminate_backend() -> int:
