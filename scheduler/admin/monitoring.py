@@ -351,11 +351,11 @@ def snapshot(now: datetime | None = None) -> Snapshot:
     now = now or timezone.now()
     # SQS answers while PostgreSQL does: the page waits for the slower, not for both.
     letters = sqs.DeadLetterPeeks(watched_queues(default=scheduler_settings.QUEUE_NAME))
-    statistics = table_statistics()
+    pages = table_pages()
     with read_from_indexes():
         overdue, oldest = overdue_jobs(now=now)
         by_status = status_counts()
-    due_hourly, due_daily = due_charts(now=now, statistics=statistics)
+    due_hourly, due_daily = due_charts(now=now, pages=pages)
     lateness = lateness_windows(now=now)
     return Snapshot(
         now=now,
@@ -372,22 +372,15 @@ def snapshot(now: datetime | None = None) -> Snapshot:
     )
 
 
-@dataclass(frozen=True)
-class TableStatistics:
-    """What PostgreSQL's statistics say of the job table (as of its last ANALYZE)."""
-
-    pages: int
-
-
-def table_statistics() -> TableStatistics:
-    """The job table's estimated pages (no scan)."""
+def table_pages() -> int:
+    """The job table's pages, as PostgreSQL's statistics have them (no scan)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT class.relpages FROM pg_class AS class WHERE class.oid = %s::regclass",
             [ScheduledJob._meta.db_table],
         )
         (pages,) = cursor.fetchone()
-    return TableStatistics(pages)
+    return int(pages)
 
 
 def status_counts() -> list[StatusCount]:
@@ -407,7 +400,7 @@ def overdue_jobs(*, now: datetime) -> tuple[Tally, datetime | None]:
     return Tally(figures.overdue), figures.oldest_overdue
 
 
-def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram, Histogram]:
+def due_charts(*, now: datetime, pages: int) -> tuple[Histogram, Histogram]:
     """Pending jobs due per hour for the next 48 hours and per day for the next 30 days.
 
     Periods are in the current time zone. Each is counted up to its cap (HOUR_CAP,
@@ -424,9 +417,7 @@ def due_charts(*, now: datetime, statistics: TableStatistics) -> tuple[Histogram
     hourly = _capped_counts(hours, now=now, cap=HOUR_CAP)
     daily = _capped_counts(days, now=now, cap=DAY_CAP)
     over = any(n > HOUR_CAP for n in hourly.values()) or any(n > DAY_CAP for n in daily.values())
-    sampled = _sampled_per_hour(
-        now=now, end=days[-1], zone=zone, pages=statistics.pages, wanted=over
-    )
+    sampled = _sampled_per_hour(now=now, end=days[-1], zone=zone, pages=pages, wanted=over)
 
     def histogram(
         starts: list[datetime], counted: dict[datetime, int], cap: int, label: str

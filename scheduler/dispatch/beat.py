@@ -31,6 +31,7 @@ from scheduler.checks import check_before_start, names_subclass
 from scheduler.clock import check_clock
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.services import refusals
 
 logger = logging.getLogger(__name__)
 
@@ -205,12 +206,11 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         except (DatabaseError, InterfaceError) as error:
             if self._schedule is None:
                 raise
-            said = str(error).strip().splitlines() or [""]
             logger.warning(
                 "beat schedule reload failed entries_kept=%s error=%s: %s",
                 len(self._schedule),
                 type(error).__name__,
-                said[0],
+                refusals.first_line(error),
             )
             # Tried again RELOAD_RETRY_SECONDS later, not at the next forced reload 5
             # minutes away: a change read just before (a task an operator disabled)
@@ -250,12 +250,11 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
                     unsavable.add(name)  # tried again at the next sync, as theirs does
                 self._dirty.discard(name)
         except (DatabaseError, InterfaceError) as error:
-            said = str(error).strip().splitlines() or [""]
             logger.warning(
                 "beat schedule save failed unsaved=%s error=%s: %s",
                 len(self._dirty),
                 type(error).__name__,
-                said[0],
+                refusals.first_line(error),
             )
         finally:
             self._dirty |= unsavable

@@ -310,8 +310,8 @@ class Dispatcher:
         if not self._lost_database(error):
             logger.exception("%s dispatcher=%s", event, self.name)
             return False
-        said = str(error).strip().splitlines() or [type(error).__name__]
-        logger.warning("%s dispatcher=%s database_unavailable=%r", event, self.name, said[0])
+        said = refusals.first_line(error) or type(error).__name__
+        logger.warning("%s dispatcher=%s database_unavailable=%r", event, self.name, said)
         return True
 
     def _reached_database(self) -> None:
@@ -447,17 +447,14 @@ class Dispatcher:
                 # A short batch means nothing more is waiting.
                 if batch.taken < batch_size or batch.outage or time.monotonic() >= until:
                     return sent, failed
-        except (DatabaseError, InterfaceError) as error:
-            result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
-            result.outage = self._failed("dispatcher batch failed", error) or result.outage
-            return sent, failed
         except Exception as error:
-            # A publisher that raised (a bug, or one of your own): the batch rolled back
-            # or gave its copies back. The tick goes on to its heartbeat, which shows it,
-            # and the loop backs off as for an outage.
-            logger.exception("dispatcher batch crashed dispatcher=%s", self.name)
+            # PostgreSQL out of reach, or a publisher that raised (a bug, or one of your
+            # own): the batch rolled back or gave its copies back. The tick goes on to
+            # its heartbeat, which shows it, and the loop backs off from either.
             result.errors.append(f"{waiting.__name__}: {type(error).__name__}: {error}")
-            result.outage = True
+            lost = self._failed("dispatcher batch failed", error)
+            elsewhere = not isinstance(error, DatabaseError | InterfaceError)
+            result.outage = result.outage or lost or elsewhere
             return sent, failed
 
     def _dispatch_batch(self, *, now: datetime, as_of: float) -> BatchResult:

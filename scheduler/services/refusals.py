@@ -80,6 +80,12 @@ def out_of_reach(error: Error) -> bool:
     return isinstance(error, InterfaceError) or on_a_reader(error)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of what ``error`` says (empty if nothing), for a log line: not the
+    DETAIL, HINT or CONTEXT lines PostgreSQL adds."""
+    return next(iter(str(error).strip().splitlines()), "")
+
+
 def reason(error: Error) -> str:
     """PostgreSQL's own words for ``error``, without the detail or context that may quote
     the statement's values."""

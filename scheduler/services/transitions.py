@@ -22,19 +22,20 @@ from scheduler.states import Transition
 
 JobOrId = ScheduledJob | int
 
-#: A CTE ``lazy`` that turns ``synchronous_commit`` off for the current transaction, from
-#: within the statement that joins it: its commit returns without waiting for the disk.
-LAZY_COMMIT = "WITH lazy AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true)) "
+
+def _lazy(idle_limit: timedelta | None = None) -> str:
+    """A CTE ``lazy`` that turns ``synchronous_commit`` off for the current transaction,
+    from within the statement that joins it (its commit returns without waiting for the
+    disk), and sets the transaction's ``idle_limit``, if any."""
+    settings = ["set_config('synchronous_commit', 'off', true)"]
+    if idle_limit is not None:
+        idle = round(idle_limit.total_seconds() * 1000)
+        settings.append(f"set_config('idle_in_transaction_session_timeout', '{idle}', true)")
+    return f"WITH lazy AS MATERIALIZED (SELECT {', '.join(settings)}) "
 
 
-def _lazy(idle_limit: timedelta | None) -> str:
-    """:data:`LAZY_COMMIT`, which also sets the transaction's ``idle_limit``, if any."""
-    if idle_limit is None:
-        return LAZY_COMMIT
-    idle = round(idle_limit.total_seconds() * 1000)
-    return LAZY_COMMIT.replace(
-        "true))", f"true), set_config('idle_in_transaction_session_timeout', '{idle}', true))"
-    )
+#: :func:`_lazy` without an idle limit: for the statements that join it themselves.
+LAZY_COMMIT = _lazy()
 
 
 #: What every change of status sets besides: a job held back by a pause (see
