@@ -443,42 +443,51 @@ def expire_leases(*, now: datetime) -> int:
         )
         if not expired:
             return 0
-        message = f"lease expired: no heartbeat for {lease}"
-        # Due at once, without the error back-off: the lease already waited, and a
-        # killed worker is no error of the task's (max_attempts still bounds a job that
-        # kills its workers, a lease apart).
-        retried = [pk for pk, attempts, limit, _ in expired if attempts < limit]
-        failed = {pk: task for pk, attempts, limit, task in expired if attempts >= limit}
-        if retried:
-            apply(
-                states.LEASE_RETRY,
-                ScheduledJob.objects.filter(pk__in=retried),
-                last_error=message,
-                updated_at=now,
-                **waiting_until(now),
-            )
-        if failed:
-            apply(
-                states.LEASE_FAIL,
-                ScheduledJob.objects.filter(pk__in=list(failed)),
-                finished_at=now,
-                last_error=message,
-                updated_at=now,
-            )
-            for pk, task_name in failed.items():
-                signals.send_on_commit(
-                    signals.job_failed, job_id=pk, task_name=task_name, error=message
-                )
-        JobAttempt.objects.filter(
-            job_id__in=[pk for pk, *_ in expired], outcome=JobAttempt.Outcome.RUNNING
-        ).update(outcome=JobAttempt.Outcome.LEASE_EXPIRED, finished_at=now, error=message)
+        retried = end_lost_attempts(
+            expired, error=f"lease expired: no heartbeat for {lease}", now=now
+        )
     logger.warning(
         "job leases expired retried=%s failed=%s job_ids=%s",
-        len(retried),
-        len(failed),
+        retried,
+        len(expired) - retried,
         [pk for pk, *_ in expired],
     )
     return len(expired)
+
+
+def end_lost_attempts(
+    lost: Sequence[tuple[int, int, int, str]], *, error: str, now: datetime
+) -> int:
+    """End the running attempts of ``lost`` jobs (``(pk, attempts, max_attempts,
+    task_name)``, locked, running) whose worker is gone: each job is retried at once,
+    or fails when out of attempts. Returns how many are retried."""
+    # Due at once, without the error back-off: the lease already waited, and a killed
+    # worker is no error of the task's (max_attempts still bounds a job that kills its
+    # workers, a lease apart).
+    retried = [pk for pk, attempts, limit, _ in lost if attempts < limit]
+    failed = {pk: task for pk, attempts, limit, task in lost if attempts >= limit}
+    if retried:
+        apply(
+            states.LEASE_RETRY,
+            ScheduledJob.objects.filter(pk__in=retried),
+            last_error=error,
+            updated_at=now,
+            **waiting_until(now),
+        )
+    if failed:
+        apply(
+            states.LEASE_FAIL,
+            ScheduledJob.objects.filter(pk__in=list(failed)),
+            finished_at=now,
+            last_error=error,
+            updated_at=now,
+        )
+        for pk, task_name in failed.items():
+            signals.send_on_commit(signals.job_failed, job_id=pk, task_name=task_name, error=error)
+    JobAttempt.objects.filter(
+        job_id__in=[pk for pk, *_ in lost], outcome=JobAttempt.Outcome.RUNNING
+    ).update(outcome=JobAttempt.Outcome.LEASE_EXPIRED, finished_at=now, error=error)
+    return len(retried)
 
 
 #: Jobs one purge deletes at most. A purge that deletes as many leaves more behind: the

@@ -21,7 +21,7 @@ from scheduler.conf import scheduler_settings
 from scheduler.exceptions import ResultRefusedError
 from scheduler.models import JobAttempt, Pause, ScheduledJob, paused_sql
 from scheduler.protocol import as_token
-from scheduler.services import pausing, refusals
+from scheduler.services import dispatching, pausing, refusals
 from scheduler.services.transitions import (
     LAZY_COMMIT,
     apply,
@@ -311,33 +311,40 @@ class AfterLoss(enum.StrEnum):
     #: It fails: its last attempt gone, or it failed, expired or was cancelled; or
     #: PostgreSQL cannot tell. The call failed, as Celery has it.
     FAILS = "fails"
-    #: Its lease retries it: it has attempts left.
-    RETRIED = "retried by its lease"
+    #: It is retried at once: it had attempts left.
+    RETRIED = "retried"
     #: It runs again, or runs already: it waits to, or another delivery has it.
     RUNS_AGAIN = "runs again"
     #: It had succeeded, its outcome recorded before the loss.
     SUCCEEDED = "succeeded"
 
 
-def after_lost_delivery(*, job_id: int, token: UUID) -> AfterLoss:
-    """What becomes of the job that a delivery with ``token`` ran, once that delivery's
-    process is lost (killed, out of memory, a hard time limit). One read, no lock."""
+def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
+    """End the attempt of the delivery with ``token``, whose process is gone (killed, out
+    of memory, past its hard time limit: ``reason``), and say what becomes of its job.
+
+    The worker saw the process go: the job is retried at once (or fails, out of
+    attempts), as its lease would have done a lease later. An outcome the process
+    recorded before it went stands (the row's lock is waited for).
+    """
     try:
-        row = (
-            ScheduledJob.objects.filter(pk=job_id)
-            .values_list("status", "dispatch_token", "attempts", "max_attempts")
-            .first()
-        )
+        with transaction.atomic():
+            lost = (
+                ScheduledJob.objects.select_for_update()
+                .filter(pk=job_id, status=Status.RUNNING, dispatch_token=token)
+                .values_list("pk", "attempts", "max_attempts", "task_name")
+                .first()
+            )
+            if lost is not None:
+                error = f"worker process lost: {reason}"
+                retried = dispatching.end_lost_attempts([lost], error=error, now=timezone.now())
+                return AfterLoss.RETRIED if retried else AfterLoss.FAILS
+            status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
     except Error as error:  # a connection the server dropped: InterfaceError after
         logger.warning(
             "job lost delivery not judged job_id=%s error=%s", job_id, refusals.reason(error)
         )
         return AfterLoss.FAILS
-    if row is None:
-        return AfterLoss.FAILS
-    status, current, attempts, max_attempts = row
-    if status == Status.RUNNING and current == token:
-        return AfterLoss.RETRIED if attempts < max_attempts else AfterLoss.FAILS
     if status == Status.RUNNING or status in states.PENDING:
         return AfterLoss.RUNS_AGAIN
     return AfterLoss.SUCCEEDED if status == Status.SUCCEEDED else AfterLoss.FAILS

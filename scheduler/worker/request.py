@@ -11,16 +11,20 @@ request (``celery inspect scheduled``, the ``task-received`` event) shows the ha
 time. Other messages keep Celery's eta.
 
 When a job's pool process is lost (killed, out of memory, a hard ``time_limit``),
-Celery's worker stores ``FAILURE`` for the call and sends ``task_failure``; the job's
-lease then retries it, and it may succeed. While the job goes on
-(:func:`scheduler.services.running.after_lost_delivery`), the loss is handled as a
-retry (or, for a job that had succeeded, a success) instead: the message is settled as
-Celery settles those, and nothing is stored or sent that says the call failed.
+the worker ends its attempt at once (:func:`scheduler.services.running.end_lost_delivery`):
+the job is retried, or fails out of attempts, without waiting out its lease. Celery's
+worker stores ``FAILURE`` for the call and sends ``task_failure``; while the job goes
+on, the loss is handled as a retry (or, for a job that had succeeded, a success)
+instead: the message is settled as Celery settles those, and nothing is stored or sent
+that says the call failed.
 
 :class:`~scheduler.worker.task.SchedulerTask` names this class as its ``Request``.
 """
 
+import contextlib
 import logging
+import os
+import signal
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,11 +69,13 @@ class Request(CeleryRequest):
         # return_ok, and a process Celery stopped (revoked, cancelled) is Celery's.
         if return_ok or not isinstance(failure, _LOST) or self._stopped_by_celery():
             return super().on_failure(exc_info, send_failed_event, return_ok)
-        reason = (
-            f"hard time limit ({failure.args[0]}s) exceeded"
-            if isinstance(failure, TimeLimitExceeded)
-            else str(failure) or type(failure).__name__
-        )
+        if isinstance(failure, TimeLimitExceeded):
+            # billiard kills the process only after this returns: its body must not
+            # record an outcome once the job is retried.
+            self._kill_pool_process()
+            reason = f"hard time limit ({failure.args[0]}s) exceeded"
+        else:
+            reason = str(failure) or type(failure).__name__
         return self._lost(
             reason, lambda: super(Request, self).on_failure(exc_info, send_failed_event, return_ok)
         )
@@ -91,7 +97,7 @@ class Request(CeleryRequest):
         """Settle the loss of this message's process (``reason``) as its job's fate says:
         ``as_celery_has_it()`` when the loss fails the job (and for any other message),
         else without a failure of the call."""
-        ref, fate = self._job_fate()
+        ref, fate = self._job_fate(reason)
         if ref is None or fate is running.AfterLoss.FAILS:
             return as_celery_has_it()
         self._scheduler_settled = True
@@ -118,16 +124,25 @@ class Request(CeleryRequest):
             getattr(self, "_already_cancelled", False) or getattr(self, "_already_revoked", False)
         )
 
-    def _job_fate(self) -> tuple[protocol.JobRef | None, running.AfterLoss]:
-        """This message's job, and what becomes of it now that its process is lost;
-        no job for any other message, and in a cold shutdown (Celery's own handling).
-        Asked once: billiard's pool tells a hard time limit twice."""
+    def _kill_pool_process(self) -> None:
+        if self.worker_pid is None:  # not accepted yet
+            return
+        pid = int(self.worker_pid)  # an int, as the pool tells it; typed str
+        if pid != os.getpid():  # not the solo or threads pool's
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _job_fate(self, reason: str) -> tuple[protocol.JobRef | None, running.AfterLoss]:
+        """This message's job, its attempt ended for ``reason``, and what becomes of it
+        now that its process is lost; no job for any other message, and in a cold
+        shutdown (Celery's own handling). Once: billiard's pool tells a hard time limit
+        twice."""
         if not hasattr(self, "_scheduler_fate"):
-            self._scheduler_fate = self._ask_fate()
+            self._scheduler_fate = self._end_attempt(reason)
         fate: tuple[protocol.JobRef | None, running.AfterLoss] = self._scheduler_fate
         return fate
 
-    def _ask_fate(self) -> tuple[protocol.JobRef | None, running.AfterLoss]:
+    def _end_attempt(self, reason: str) -> tuple[protocol.JobRef | None, running.AfterLoss]:
         try:
             ref = protocol.job_ref(self.request_dict)
         except protocol.MalformedMessageError:
@@ -135,7 +150,9 @@ class Request(CeleryRequest):
         if ref is None or state.should_terminate:
             return None, running.AfterLoss.FAILS
         try:
-            return ref, running.after_lost_delivery(job_id=ref.job_id, token=ref.dispatch_token)
+            return ref, running.end_lost_delivery(
+                job_id=ref.job_id, token=ref.dispatch_token, reason=reason
+            )
         finally:
             # This is the worker's main process: a pool process forked from it would
             # inherit an open connection, and one the server dropped would fail every

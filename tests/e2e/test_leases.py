@@ -78,29 +78,6 @@ def test_a_killed_workers_job_is_retried_within_the_lease_and_a_tick(
     assert [label for label, _ in read_runs(path)] == ["killed:0", "killed:1"]
 
 
-def test_a_hard_time_limit_kills_the_attempt_and_the_lease_retries_the_job(
-    worker, dispatch_command, tmp_path
-):
-    path = str(tmp_path / "runs")
-    job = schedule_at("testapp.time_limited", timezone.now(), [path, "limited"])
-
-    assert wait_until(lambda: _job(job.pk).status == "succeeded", timeout=30), worker.output()[
-        -4000:
-    ]
-    [lost] = [line for line in worker.output().splitlines() if "job process lost" in line]
-    assert lost.endswith(
-        f"job process lost job_id={job.pk} task=testapp.time_limited reason=hard time limit "
-        "(1s) exceeded: no failure of the call, the job retried by its lease"
-    )
-    # No failure of the call: Celery sent task_failure (a payment marked failed, an
-    # alert), and the job then ran again and succeeded.
-    assert not Effect.objects.filter(label="task_failure testapp.time_limited").exists()
-    assert Effect.objects.filter(label="task_success testapp.time_limited").exists()
-    job = _job(job.pk)
-    assert [a.outcome for a in job.history.order_by("number")] == ["lease_expired", "succeeded"]
-    assert [label for label, _ in read_runs(path)] == ["limited:0", "limited:1"]
-
-
 def test_an_atomic_job_killed_before_its_commit_leaves_nothing_and_its_retry_runs_once(
     e2e_env, worker, dispatch_command, tmp_path
 ):

@@ -3,6 +3,9 @@ worker tells the failure of the call only when the job's lease will fail it too.
 
 import base64
 import json
+import signal
+import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,11 +16,12 @@ from celery import current_app, signals
 from celery.backends.cache import CacheBackend
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.utils.imports import symbol_by_name
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from kombu import Message
 
 from scheduler import schedule_at
+from scheduler import signals as job_signals
 from scheduler.dispatch.publisher import OutgoingMessage, encode_message
 from scheduler.models import ScheduledJob
 from scheduler.services import dispatching, running
@@ -91,17 +95,38 @@ def test_a_lost_process_of_a_job_its_lease_retries_is_no_failure_of_the_call(fai
     _lose(request, how)
     assert failures == []
     assert noop.backend.get_state(request.id) == "PENDING"
-    claimed.job.refresh_from_db()
-    assert claimed.job.status == ScheduledJob.Status.RUNNING  # for its lease to retry
+    job = ScheduledJob.objects.get(pk=claimed.job.pk)
+    # Retried at once: it waited out its lease, a minute by default.
+    assert (job.status, job.run_at <= timezone.now()) == (ScheduledJob.Status.SCHEDULED, True)
+    [attempt] = job.history.all()
+    assert attempt.outcome == "lease_expired"
+    assert (
+        attempt.error
+        == {
+            "killed": "worker process lost: Worker exited prematurely: signal 9 (SIGKILL).",
+            "hard time limit": "worker process lost: hard time limit (60s) exceeded",
+        }[how]
+    )
 
 
 @pytest.mark.parametrize("how", ["killed", "hard time limit"])
 def test_a_lost_process_of_a_jobs_last_attempt_is_the_calls_failure(failures, how):
-    # The lease fails the job: Celery's own word stands.
-    _, request = _running_job(max_attempts=1)
-    _lose(request, how)
+    # The job fails at once: Celery's own word stands.
+    claimed, request = _running_job(max_attempts=1)
+    failed: list[int] = []
+
+    def receive(sender, job_id, **kwargs):
+        failed.append(job_id)
+
+    job_signals.job_failed.connect(receive)
+    try:
+        _lose(request, how)
+    finally:
+        job_signals.job_failed.disconnect(receive)
     assert set(failures) == {request.id}
     assert noop.backend.get_state(request.id) == "FAILURE"
+    assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.FAILED
+    assert failed == [claimed.job.pk]
 
 
 def test_a_hard_time_limit_told_alone_settles_a_late_acknowledged_message(failures, monkeypatch):
@@ -133,6 +158,49 @@ def test_a_lost_process_of_a_job_its_lease_already_failed_is_the_calls_failure(f
     _lose(request, "hard time limit")
     assert set(failures) == {request.id}
     assert noop.backend.get_state(request.id) == "FAILURE"
+
+
+def test_a_process_past_its_hard_time_limit_is_killed_before_its_job_is_retried(failures):
+    # billiard kills it after telling the worker: meanwhile the body ran on, and could
+    # record its outcome over the retry's.
+    _, request = _running_job(max_attempts=3)
+    body = subprocess.Popen(["sleep", "60"])
+    try:
+        request.worker_pid = body.pid
+        _lose(request, "hard time limit")
+        assert body.wait(5) == -signal.SIGKILL
+    finally:
+        body.kill()
+        body.wait()
+
+
+def test_a_success_its_process_was_committing_when_lost_stands(failures, caplog):
+    # Killed as its success's commit reached PostgreSQL: the row's lock is waited for,
+    # and the success read, not retried over.
+    claimed, request = _running_job(max_attempts=3)
+    recorded, commit = threading.Event(), threading.Event()
+
+    def succeed() -> None:
+        try:
+            with transaction.atomic():
+                assert running.record_success(job=claimed.job, attempt=claimed.attempt)
+                recorded.set()
+                commit.wait(10)
+        finally:
+            connection.close()
+
+    committing = threading.Thread(target=succeed)
+    committing.start()
+    try:
+        assert recorded.wait(10)
+        threading.Timer(0.5, commit.set).start()
+        _lose(request, "killed")
+    finally:
+        commit.set()
+        committing.join(10)
+    assert failures == []
+    assert "no failure of the call, the job succeeded" in caplog.text
+    assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.SUCCEEDED
 
 
 @pytest.mark.parametrize(
