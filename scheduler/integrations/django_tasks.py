@@ -40,6 +40,7 @@ from typing_extensions import override
 
 from scheduler import services, signals, validation
 from scheduler.conf import scheduler_settings
+from scheduler.integrations.coroutines import call_coroutine_function
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.registry import get_task, routed_queue
 from scheduler.states import Status
@@ -147,7 +148,9 @@ def _execute(
     if task.takes_context:
         if result is None:
             raise InvalidTask(f"{task.module_path} takes a context, so it runs only as a job")
-        value = task.call(TaskContext(task_result=result), *args, **kwargs)
+        args = (TaskContext(task_result=result), *args)
+    if inspect.iscoroutinefunction(task.func):
+        value = call_coroutine_function(task.func, *args, **kwargs)
     else:
         value = task.call(*args, **kwargs)
     try:

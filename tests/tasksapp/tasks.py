@@ -3,13 +3,16 @@
 In an installed app's tasks.py, so that a Celery worker imports them (autodiscovery).
 """
 
+import asyncio
 import functools
+import threading
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import django
+from asgiref.sync import sync_to_async
 
 from tests.testapp.tasks import record_run
 
@@ -66,6 +69,23 @@ def whoami(context: TaskContext, label: str) -> dict[str, Any]:
 @task
 async def add_later(a: int, b: int) -> int:
     return a + b
+
+
+def _record_thread(path: str, label: str) -> None:
+    record_run(path, f"{label}:{threading.get_ident()}")
+
+
+@task
+async def record_slowly(path: str, seconds: float) -> None:
+    """Records its start, and its end ``seconds`` later; cancelled, records so through
+    a thread-sensitive sync call, with the thread that ran it."""
+    record_run(path, "start")
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await sync_to_async(_record_thread)(path, "cancelled")
+        raise
+    record_run(path, "end")
 
 
 @task

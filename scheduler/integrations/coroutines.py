@@ -1,0 +1,64 @@
+"""A coroutine function called from a worker's thread, as ``django.tasks`` calls one, that
+ends with the call.
+
+``async_to_sync`` runs the coroutine on an event loop of another thread while the
+calling thread waits, running the coroutine's thread-sensitive sync calls. An exception
+raised into the waiting thread (Celery's soft time limit) ended the call but not the
+coroutine: it ran on, its effects done after its attempt was recorded, and its retry
+overlapped it. Here the coroutine is cancelled, and waited for, before the exception
+goes on.
+"""
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any
+
+from asgiref.current_thread_executor import CurrentThreadExecutor
+from asgiref.sync import AsyncToSync, async_to_sync
+
+
+class _Running:
+    """The coroutine's task, once started, and what the calling thread must run for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.interrupted = False
+        self.task: asyncio.Task[Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.executor: CurrentThreadExecutor | None = None
+        self.ended: Future[None] = Future()
+
+
+def call_coroutine_function(
+    function: Callable[..., Coroutine[Any, Any, Any]], *args: Any, **kwargs: Any
+) -> Any:
+    """``async_to_sync(function)(*args, **kwargs)``; when the calling thread is
+    interrupted, the coroutine is cancelled and ended before the exception is raised."""
+    running = _Running()
+
+    async def run() -> Any:
+        loop = asyncio.get_running_loop()
+        with running.lock:
+            if running.interrupted:  # before it started: it does not
+                raise asyncio.CancelledError
+            running.task, running.loop = asyncio.current_task(), loop
+            running.executor = AsyncToSync.loop_thread_executors.get(loop)
+        try:
+            return await function(*args, **kwargs)
+        finally:
+            running.ended.set_result(None)
+
+    try:
+        return async_to_sync(run)()
+    except BaseException:
+        with running.lock:
+            running.interrupted = True
+        if running.task is not None and running.loop is not None and not running.ended.done():
+            running.loop.call_soon_threadsafe(running.task.cancel)
+            if running.executor is not None:
+                # Its sync calls run in this thread, as while it was waited for.
+                running.executor.run_until_future(running.ended)
+            running.ended.result()
+        raise
