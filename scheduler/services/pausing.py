@@ -66,6 +66,7 @@ def pause(
     an invalid queue name or when neither is given, and PauseError when that kind is
     already paused; nothing is written then. Waits for the claims that hold their jobs
     until their time (:func:`hold_off_pauses`): those jobs start before the pause.
+    Inside a transaction of the caller's, every job's start then waits for its end.
     """
     task_name, queue_name = _kind(task, queue)
     if task_name:

@@ -136,7 +136,9 @@ def claim(
         # Before the claim reads the pauses: one made until the claim commits, at
         # not_before, would not stop the job, which would start after it.
         pausing.hold_off_pauses()
-        claimed = claim_renewed(not_before)
+        # As of the eta, or of the end of a wait for a pause (in a caller's longer
+        # transaction) past it: its deadline judged, and its start stamped, as they are.
+        claimed = claim_renewed(max(not_before, timezone.now()))
         if isinstance(claimed, Claim):
             _hold_until(not_before, lazy=not durable)
     return claimed

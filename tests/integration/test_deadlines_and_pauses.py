@@ -346,6 +346,45 @@ def test_a_pause_made_while_a_claim_holds_its_job_until_its_time_waits_for_that_
     assert [label for label, _ in read_runs(path)] == ["ahead"]
 
 
+@pytest.mark.django_db(transaction=True)  # the claim and the pause are two connections
+def test_a_claim_that_waited_for_a_pause_of_another_kind_judges_the_deadline_as_it_ends(
+    tmp_path,
+):
+    # A pause made in a caller's longer transaction holds off every claim until it
+    # commits. The claim then judged the job's deadline, and stamped its start, as of
+    # the eta it had waited past: a job whose deadline had gone by ran, its start
+    # recorded seconds before the body's.
+    path = str(tmp_path / "runs")
+    run_at = timezone.now() + timedelta(milliseconds=200)
+    job = schedule_at(
+        "testapp.record", run_at, [path, "late"], deadline=run_at + timedelta(milliseconds=300)
+    )
+    token = dispatch_one(job, now=timezone.now())
+    paused, release = threading.Event(), threading.Event()
+
+    def pause_in_a_longer_transaction() -> None:
+        try:
+            with transaction.atomic():
+                pause("testapp.noop", reason="circuit breaker")
+                paused.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    pausing = threading.Thread(target=pause_in_a_longer_transaction)
+    pausing.start()
+    try:
+        assert paused.wait(10)
+        threading.Timer(1, release.set).start()
+        handled = deliver(job_id=job.pk, task_name=job.task_name, token=token, not_before=run_at)
+    finally:
+        release.set()
+        pausing.join(10)
+    job.refresh_from_db()
+    assert (handled.outcome, job.status) == (Outcome.DROPPED, Status.EXPIRED)
+    assert read_runs(path) == []
+
+
 @freeze_time(T0)
 def test_outcome_signals_are_sent_after_commit_and_never_on_rollback(
     received, django_capture_on_commit_callbacks, tmp_path
