@@ -469,6 +469,7 @@ def record_success(
         logger.warning("job result not stored job_id=%s reason=%s", job.pk, refused)
         updated = succeed(None)
     if updated:
+        job.result = stored if refused is None else None  # as PostgreSQL holds it
         _send_succeeded(job, result)
     return updated
 

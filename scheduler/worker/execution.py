@@ -229,6 +229,10 @@ def run_job(
         if outcome is Outcome.SUCCEEDED:
             # Only now: an atomic success is one once committed.
             logger.info("job succeeded job_id=%s task=%s", job.pk, job.task_name)
+            # As the job holds it: a value it could not keep is None for the caller too
+            # (Celery's JSON result backend could not encode it either, and told the
+            # call failed).
+            result = job.result
         return Handled(outcome, result=result, error=run.refused or run.reraise)
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from celery import states
 from celery.app.trace import trace_task
+from celery.backends.cache import CacheBackend
 from celery.canvas import Signature
 from celery.exceptions import Ignore, MaxRetriesExceededError, Reject, Retry
 from django.db import connection, connections, transaction
@@ -197,10 +198,29 @@ def test_a_return_value_json_cannot_store_is_dropped_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         handled = dispatch_and_deliver(job)
 
-    assert (handled.outcome, handled.result) == (Outcome.SUCCEEDED, {1, 2})
+    assert (handled.outcome, handled.result) == (Outcome.SUCCEEDED, None)
     job.refresh_from_db()
     assert (job.status, job.result) == (Status.SUCCEEDED, None)
     assert f"job result not stored job_id={job.pk}" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)  # Celery's tracer checks the connections
+@freeze_time(T0)
+def test_a_return_value_json_cannot_store_is_a_success_of_the_call(monkeypatch):
+    # Handed to Celery as it was, a JSON result backend could not encode it: Celery
+    # stored FAILURE for the call and sent task_failure, for a job that had succeeded
+    # and would not run again.
+    runner = get_task("testapp.returns_a_set")
+    monkeypatch.setattr(runner, "_backend", CacheBackend(app=runner.app, url="memory://"))
+    monkeypatch.setattr(runner, "ignore_result", False)
+    job = schedule_at(runner, T0)
+    token = dispatch_one(job, now=T0)
+    request = {"id": str(uuid.uuid4()), "hostname": "w", **JobRef(job.pk, token).headers()}
+
+    traced = trace_task(runner, request["id"], [], {}, request=request, app=runner.app)
+
+    assert (traced.info, runner.backend.get_state(request["id"])) == (None, states.SUCCESS)
+    assert runner.backend.get_result(request["id"]) is None
 
 
 UNSTORABLE_TEXTS = pytest.mark.parametrize(
