@@ -758,14 +758,24 @@ def test_an_outcome_whose_answer_was_lost_is_taken_as_recorded(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_atomic_success_still_committing_when_its_connection_drops_is_recorded(
-    caplog, outcome_signals
+@pytest.mark.parametrize(
+    "answer_lost",
+    [
+        # The body's writes and the success commit together, and a commit is not tried
+        # again: the job succeeded, but its job_succeeded signal was never sent.
+        functools.partial(commit_answer_lost, reached=True),
+        # Read back before that commit ended, the attempt still looked running: the
+        # success was taken for a lost lease, and Celery told the job failed.
+        functools.partial(commit_still_running, commits_after=1.0),
+    ],
+    ids=["committed", "still committing"],
+)
+def test_an_atomic_success_whose_commit_answer_was_lost_is_recorded(
+    caplog, outcome_signals, answer_lost
 ):
-    # Read back before that commit ended, the attempt still looked running: the
-    # success was taken for a lost lease, and Celery told the job failed.
     job = schedule_at("testapp.atomic_effect", timezone.now(), ["atomic"])
     token = dispatch_one(job, now=timezone.now())
-    with commit_still_running(commits_after=1.0) as answers_lost:
+    with answer_lost() as answers_lost:
         handled = deliver(job_id=job.pk, task_name=job.task_name, token=token)
     assert answers_lost
     assert (handled.outcome, handled.error) == (Outcome.SUCCEEDED, None)
