@@ -18,7 +18,7 @@ from scheduler.models import Pause, ScheduledJob
 from scheduler.services import cancel, pause, reschedule, resume, retry, run_now, running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.execution import Outcome
-from tests.conftest import job_row_held_elsewhere
+from tests.conftest import held_elsewhere, job_row_held_elsewhere
 from tests.factories import deliver, deliver_ahead, dispatch_one, mark_enqueued
 from tests.testapp.tasks import read_runs
 
@@ -360,26 +360,8 @@ def test_a_claim_that_waited_for_a_pause_of_another_kind_judges_the_deadline_as_
         "testapp.record", run_at, [path, "late"], deadline=run_at + timedelta(milliseconds=300)
     )
     token = dispatch_one(job, now=timezone.now())
-    paused, release = threading.Event(), threading.Event()
-
-    def pause_in_a_longer_transaction() -> None:
-        try:
-            with transaction.atomic():
-                pause("testapp.noop", reason="circuit breaker")
-                paused.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    pausing = threading.Thread(target=pause_in_a_longer_transaction)
-    pausing.start()
-    try:
-        assert paused.wait(10)
-        threading.Timer(1, release.set).start()
+    with held_elsewhere(lambda: pause("testapp.noop", reason="breaker"), commit_after=1):
         handled = deliver(job_id=job.pk, task_name=job.task_name, token=token, not_before=run_at)
-    finally:
-        release.set()
-        pausing.join(10)
     job.refresh_from_db()
     assert (handled.outcome, job.status) == (Outcome.DROPPED, Status.EXPIRED)
     assert read_runs(path) == []

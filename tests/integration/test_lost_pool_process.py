@@ -5,10 +5,10 @@ import base64
 import json
 import signal
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import pytest
 from billiard.einfo import ExceptionInfo
@@ -16,7 +16,7 @@ from celery import current_app, signals
 from celery.backends.cache import CacheBackend
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.utils.imports import symbol_by_name
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 from kombu import Message
 
@@ -26,6 +26,7 @@ from scheduler.dispatch.publisher import OutgoingMessage, encode_message
 from scheduler.models import ScheduledJob
 from scheduler.services import dispatching, running
 from scheduler.worker.request import Request
+from tests.conftest import held_elsewhere
 from tests.factories import dispatch_one
 from tests.testapp.tasks import noop
 
@@ -178,26 +179,9 @@ def test_a_success_its_process_was_committing_when_lost_stands(failures, caplog)
     # Killed as its success's commit reached PostgreSQL: the row's lock is waited for,
     # and the success read, not retried over.
     claimed, request = _running_job(max_attempts=3)
-    recorded, commit = threading.Event(), threading.Event()
-
-    def succeed() -> None:
-        try:
-            with transaction.atomic():
-                assert running.record_success(job=claimed.job, attempt=claimed.attempt)
-                recorded.set()
-                commit.wait(10)
-        finally:
-            connection.close()
-
-    committing = threading.Thread(target=succeed)
-    committing.start()
-    try:
-        assert recorded.wait(10)
-        threading.Timer(0.5, commit.set).start()
+    succeed = partial(running.record_success, job=claimed.job, attempt=claimed.attempt)
+    with held_elsewhere(succeed, commit_after=0.5):
         _lose(request, "killed")
-    finally:
-        commit.set()
-        committing.join(10)
     assert failures == []
     assert "no failure of the call, the job succeeded" in caplog.text
     assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.SUCCEEDED
