@@ -2,10 +2,12 @@
 
 from collections.abc import Mapping, Sequence
 from functools import cache
+from importlib import import_module
 from typing import Any
 
 from celery import Task, current_app
 from celery.canvas import Signature
+from celery.utils.functional import maybe_list
 from django.utils.module_loading import autodiscover_modules
 from kombu.transport.SQS import CHARS_REPLACE_TABLE
 
@@ -14,7 +16,8 @@ _RESERVED_PREFIXES = ("celery.", "scheduler.")
 
 
 def task_name_of(task: Task[Any, Any] | str) -> str:
-    """The registered name of a task object, or the name itself."""
+    """The registered name of a task object, or the name itself: a ``django.tasks``
+    task's is its module path, the name the scheduler's backend registers it under."""
     if isinstance(task, str):
         return task
     if isinstance(task, Signature):
@@ -24,6 +27,10 @@ def task_name_of(task: Task[Any, Any] | str) -> str:
             f"expected a Celery task or a task name, got a signature of {task.name!r}: "
             "pass the task, and its arguments and options apart"
         )
+    module_path = getattr(task, "module_path", None)
+    if isinstance(module_path, str) and callable(getattr(task, "func", None)):
+        # Its name is its function's bare name ("add"): another task's, or none at all.
+        return module_path
     name = getattr(task, "name", None)
     if not isinstance(name, str):
         raise TypeError(f"expected a Celery task or a task name, got {task!r}")
@@ -103,7 +110,12 @@ def _registered_tasks() -> Mapping[str, Task[Any, Any]]:
 
 @cache
 def _import_task_modules() -> None:
-    # Outside a worker, installed apps' tasks modules are imported only on demand.
-    # Django's own discovery, not Celery's loader: that one runs the system checks
-    # inside a worker, and a check may ask for the task names.
+    # Outside a worker, the task modules a worker imports are imported only on demand:
+    # installed apps' tasks modules, and those Celery's imports and include name.
+    # Django's own discovery and plain imports, not Celery's loader: that one runs the
+    # system checks inside a worker (its import_modules signal), and a check may ask for
+    # the task names.
     autodiscover_modules("tasks")
+    conf = current_app.conf
+    for module in (*(maybe_list(conf.imports) or ()), *(maybe_list(conf.include) or ())):
+        import_module(module)

@@ -27,6 +27,7 @@ import inspect
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import django
@@ -118,7 +119,25 @@ def _declare(task: SchedulerBackendTask) -> None:
         return _execute(args[0], _declared[name], args[1:], kwargs)
 
     run.__doc__ = task.func.__doc__
-    shared_task(name=name, bind=True)(run)
+    # The header Celery and the scheduler (a job scheduled by the task's path, the
+    # admin's form) check a call's arguments with: run's takes anything, and such a job
+    # failed at its time, on every attempt. A partial, as a bound task's header is
+    # (Celery's errbacks tell them apart by it).
+    header = staticmethod(partial(_check_declared, name))
+    # Celery's own option (a task class attribute), which its stubs do not list.
+    shared_task(name=name, bind=True, typing=True, __header__=header)(run)  # type: ignore[call-overload]
+
+
+def _check_declared(name: str, /, *args: Any, **kwargs: Any) -> None:
+    # The function declared last under that path: a reload's.
+    _check_arguments(_declared[name], args, kwargs)
+
+
+def _check_arguments(task: Task[Any, Any], args: Iterable[Any], kwargs: Mapping[str, Any]) -> None:
+    """TypeError if ``task``'s function cannot take ``args`` and ``kwargs`` (after its
+    context, when it takes one)."""
+    context = (None,) if task.takes_context else ()
+    inspect.signature(task.func).bind(*context, *args, **kwargs)
 
 
 def _same_function(declared: Callable[..., Any], function: Callable[..., Any]) -> bool:
@@ -216,8 +235,7 @@ class SchedulerBackend(BaseTaskBackend):
         self.validate_task(task)
         # The Celery task that runs it takes anything: check the function's own signature
         # now, or a misspelt keyword fails only at its time, on every attempt.
-        context = (None,) if task.takes_context else ()
-        inspect.signature(task.func).bind(*context, *args, **kwargs)
+        _check_arguments(task, args, kwargs)
         job = services.schedule_at(
             task.module_path,
             task.run_after or timezone.now(),

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import types
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import django
 import pytest
+from celery import Task, current_app
 from django.core.management import call_command
 from django.db import transaction
 from django.db.models import IntegerChoices, TextChoices
@@ -21,8 +23,9 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from freezegun import freeze_time
 
-from scheduler import services
+from scheduler import JobSpec, services
 from scheduler.backends import SchedulerBackend
+from scheduler.exceptions import InvalidArgumentsError
 from scheduler.integrations import django_tasks
 from scheduler.integrations.django_tasks import WorkerLost
 from scheduler.models import JobAttempt, ScheduledJob
@@ -44,6 +47,7 @@ else:
 pytestmark = pytest.mark.django_db
 
 ADD = "tests.tasksapp.tasks.add"
+WHOAMI = "tests.tasksapp.tasks.whoami"
 
 
 @pytest.fixture(autouse=True)
@@ -550,6 +554,59 @@ def test_arguments_the_function_cannot_take_are_refused_at_enqueue(args, kwargs)
     assert not ScheduledJob.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("schedule", "field"),
+    [
+        (lambda: services.schedule_at(ADD, T0, [1, 2, 3]), "args"),
+        (lambda: services.schedule_at(ADD, T0, [1, 2], {"zzz": 1}), "kwargs"),
+        (lambda: services.schedule_many([JobSpec(ADD, T0, [1, 2]), JobSpec(ADD, T0, [1])]), "args"),
+        (lambda: services.schedule_at(WHOAMI, T0), "args"),
+    ],
+    ids=["many", "unknown-keyword", "batch", "context-only"],
+)
+def test_arguments_the_function_cannot_take_are_refused_when_scheduled_by_its_path(schedule, field):
+    # The Celery task that runs it takes anything: the job was stored, and failed at its
+    # time with a TypeError on every attempt.
+    with pytest.raises(InvalidArgumentsError) as raised:
+        schedule()
+    assert raised.value.field == field
+    assert not ScheduledJob.objects.exists()
+
+
+def test_arguments_the_function_takes_are_scheduled_by_its_path():
+    services.schedule_at(WHOAMI, T0, ["by path"])
+    services.schedule_at(
+        "tests.tasksapp.tasks.takes_the_wrappers_name", T0, kwargs={"celery_task": 2, "args": 3}
+    )
+    assert [job.status for job in run_due_jobs()] == [Status.SUCCEEDED] * 2
+
+
+@pytest.fixture
+def celery_add() -> Iterator[Task[Any, Any]]:
+    """A Celery task named as tasks.add's function."""
+
+    @current_app.task(name="add", shared=False)  # no other app gets it
+    def add(a: int, b: int) -> int:
+        return a - b
+
+    yield add
+    current_app.tasks.pop("add")
+
+
+def test_a_django_task_given_to_schedule_at_or_pause_is_named_by_its_module_path(
+    frozen, celery_add
+):
+    # Named by its function's name ("add"), it was refused as no Celery task, or, as
+    # here, the Celery task of that name was scheduled and paused instead.
+    job = services.schedule_at(tasks.add, T0 + timedelta(days=14), [2, 3])
+    assert job.task_name == ADD
+    assert services.pause(tasks.add).task_name == ADD
+    services.resume(tasks.add)
+    frozen.move_to(T0 + timedelta(days=14))
+    run_due_jobs()
+    assert tasks.add.get_result(str(job.pk)).return_value == 5
+
+
 def test_a_parameter_named_as_the_celery_wrappers_is_the_functions():
     result = tasks.takes_the_wrappers_name.enqueue(celery_task=2, args=3)
     run_due_jobs()
@@ -576,8 +633,6 @@ def test_a_task_of_a_class_body_is_found_in_a_process_that_never_imported_it(mon
 @pytest.fixture
 def declared_paths(monkeypatch):
     # Paths a test declares are forgotten after it, by this backend and by Celery.
-    from celery import current_app
-
     monkeypatch.setattr(django_tasks, "_declared", dict(django_tasks._declared))
     before = set(current_app.tasks)
     yield

@@ -1,6 +1,7 @@
 """The public API: schedule_at, schedule_in, cancel, reschedule (and retry, run_now)."""
 
 import math
+import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from datetime import timezone as timezone_of
@@ -21,7 +22,8 @@ from scheduler.exceptions import (
     UnknownTaskError,
 )
 from scheduler.models import JobAttempt, ScheduledJob
-from scheduler.services import retry, run_now
+from scheduler.registry import schedulable_task_names
+from scheduler.services import pause, retry, run_now
 from tests.testapp.tasks import noop
 
 pytestmark = pytest.mark.django_db
@@ -232,6 +234,40 @@ def test_a_task_whose_name_a_job_cannot_hold_is_refused_and_nothing_is_written(l
         schedule_many([JobSpec(noop, T0), JobSpec(long_named_task.name, T0)])
     assert raised.value.index == 1
     assert not ScheduledJob.objects.exists()
+
+
+IMPORTED = "tests.imported_jobs"
+
+
+@pytest.fixture
+def celery_imports(monkeypatch):
+    """Sets one of Celery's settings that name task modules to the test's module, which
+    no process imported yet; forgotten after the test."""
+    from celery import current_app
+
+    from scheduler import registry
+
+    def setting(name: str) -> None:
+        assert IMPORTED not in sys.modules
+        monkeypatch.setitem(current_app.conf, name, [IMPORTED])
+        registry._import_task_modules.cache_clear()
+
+    yield setting
+    registry._import_task_modules.cache_clear()
+    sys.modules.pop(IMPORTED, None)
+    current_app.tasks.pop("imported.tally", None)
+
+
+@pytest.mark.parametrize("setting", ["imports", "include"])
+def test_a_task_of_a_module_celery_is_told_to_import_can_be_scheduled_and_paused(
+    celery_imports, setting
+):
+    # Only installed apps' tasks.py were imported outside a worker: a task the workers
+    # ran was unknown to schedule_at, pause and the admin's list of tasks.
+    celery_imports(setting)
+    assert "imported.tally" in schedulable_task_names()
+    assert schedule_at("imported.tally", T0, [3]).task_name == "imported.tally"
+    assert pause("imported.tally").task_name == "imported.tally"
 
 
 def test_unique_key_held_by_an_active_job_raises_and_writes_nothing():
