@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from scheduler.admin.changelist import CappedCountPaginator, OfferedListMixin
+from scheduler.admin.changelist import CappedCountPaginator, OfferedListMixin, OlderThanFilter
 from scheduler.admin.display import duration, error_line, link_to_job, timestamp_column
 from scheduler.admin.readonly import ONE_JOB, JobHistoryAdminMixin, NewestFirstAdminMixin
 from scheduler.models import JobAttempt
@@ -63,8 +63,12 @@ class JobAttemptAdmin(
     list_display_links = ("number",)
     fields = readonly_fields = list_display
     sortable_by = ()
-    # A job's attempts (its page's link), and no other filter.
-    offered_lookups = (ONE_JOB,)
+    # Older than an attempt: the footer's way past the attempts the capped count reaches.
+    list_filter = (OlderThanFilter,)
+    # That filter's, and a job's attempts (its page's link).
+    offered_lookups = (OlderThanFilter.parameter_name, ONE_JOB)
+    # "Show counts" would count every attempt older than the one chosen, uncapped.
+    show_facets = admin.ShowFacets.NEVER
     paginator = CappedCountPaginator
     show_full_result_count = False
 

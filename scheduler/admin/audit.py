@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.safestring import SafeString
 from typing_extensions import override
 
-from scheduler.admin.changelist import CappedCountPaginator, OfferedListMixin
+from scheduler.admin.changelist import CappedCountPaginator, OfferedListMixin, OlderThanFilter
 from scheduler.admin.display import audit_details, link_to_job, timestamp_column
 from scheduler.admin.readonly import ONE_JOB, NewestFirstAdminMixin, ReadOnlyAdminMixin
 from scheduler.models import AuditEntry
@@ -25,15 +25,16 @@ class AuditEntryAdmin(OfferedListMixin, NewestFirstAdminMixin, ReadOnlyAdminMixi
     """Read-only: entries are written by the services, with the actions they record."""
 
     list_display = ("when", "action", "actor", "reason", "job_link", "what")
-    # By action, newest first: the (action, id) index serves it.
-    list_filter = ("action",)
+    # By action, newest first: the (action, id) index serves it. Older than an entry:
+    # the footer's way past the entries the capped count reaches.
+    list_filter = ("action", OlderThanFilter)
     # One COUNT per action over the whole trail, uncapped, on every page after it.
     show_facets = admin.ShowFacets.NEVER
     # Searched as one name (get_search_results), not word by word.
     search_fields = ("=actor",)
     sortable_by = ()
-    # The action filter's, and a job's entries (its page's link).
-    offered_lookups = ("action__exact", ONE_JOB)
+    # The filters', and a job's entries (its page's link).
+    offered_lookups = ("action__exact", OlderThanFilter.parameter_name, ONE_JOB)
     paginator = CappedCountPaginator
     show_full_result_count = False
     fields = readonly_fields = ("when", "action", "actor", "reason", "job_link", "what")

@@ -95,9 +95,21 @@ class OfferedChangeList(ChangeList):
     dropped, from the order and from the page's links.
     """
 
-    #: Whether Django lays the pagination out as a navigation landmark (6.0 does), which
-    #: the template of the capped count follows.
-    nav_pagination = django.VERSION >= (6, 0)
+    #: Whether Django lays the pagination and the search bar out as landmarks (6.0
+    #: does), which the templates of the capped count follow.
+    landmarks = django.VERSION >= (6, 0)
+
+    @cached_property
+    def older_rows_url(self) -> str | None:
+        """The list of the rows older than this page's, for a list that offers
+        :class:`OlderThanFilter` and counts more rows than its pages reach; else None."""
+        if OlderThanFilter not in self.list_filter or not self.paginator.is_capped:
+            return None
+        # The page's rows, read already for the page: no query.
+        oldest = min((row.pk for row in self.result_list), default=None)
+        if oldest is None:
+            return None
+        return str(self.get_query_string({OlderThanFilter.parameter_name: str(oldest)}))
 
     @override
     def get_filters_params(self, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -241,6 +253,35 @@ class _FieldEqualsFilter(admin.SimpleListFilter):
     ) -> QuerySet[ScheduledJob]:
         value = self.value()
         return queryset.filter(**{self.field: value}) if value else queryset
+
+
+class OlderThanFilter(admin.SimpleListFilter):
+    """The rows older than a row (a lower id), in a list newest first: the way past the
+    rows its capped count pages through, at any depth, which its footer links to.
+
+    A bound on the id, which ends each index such a list is read from (the primary key;
+    the action or the actor, then the id): a page starts where the bound is, however
+    deep. A job's rows are read by the job and sorted, as without it.
+    """
+
+    title = "older than"
+    parameter_name = "older_than"
+
+    @override
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        # Offered only as chosen, by the footer's link: the sidebar shows it and clears it.
+        chosen = self.value()
+        return [(chosen, f"{model_admin.model._meta.verbose_name} #{chosen}")] if chosen else []
+
+    @override
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if not value:
+            return queryset
+        below = validation.job_id_in(value)  # any bigint id, not a job's alone
+        if below is None:
+            raise IncorrectLookupParameters(f"no id: {value!r}")
+        return queryset.filter(pk__lt=below)
 
 
 class TaskFilter(_FieldEqualsFilter):

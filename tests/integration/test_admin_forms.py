@@ -1,5 +1,6 @@
 """Scheduling and rescheduling one job from the admin's forms."""
 
+import html
 import re
 import uuid
 import zoneinfo
@@ -7,10 +8,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.contrib.admin.views.main import PAGE_VAR
 from django.urls import reverse
 from freezegun import freeze_time
 
 from scheduler import services, states
+from scheduler.admin import changelist
+from scheduler.admin.attempts import JobAttemptAdmin
+from scheduler.admin.audit import AuditEntryAdmin
 from scheduler.admin.forms import RescheduleJobForm
 from scheduler.models import AuditEntry, JobAttempt, ScheduledJob
 from tests.integration.admin_helpers import (
@@ -330,6 +335,53 @@ def test_a_job_page_shows_the_latest_history_and_links_to_all_of_it(admin_client
         assert listed.context["cl"].result_count == 120
     # A history the page shows whole needs no link.
     assert "see them all" not in admin_client.get(change_url(short)).content.decode()
+
+
+def older_link(content):
+    """The footer's link to the rows older than the page's, if it has one."""
+    found = re.findall(r'<a href="([^"]+)">those older than this page</a>', content)
+    return html.unescape(found[0]) if found else None
+
+
+@pytest.mark.parametrize(
+    ("history", "query"),
+    [
+        ("jobattempt", "job__id__exact={job}"),
+        ("auditentry", "job__id__exact={job}"),
+        ("auditentry", "action__exact=retry"),
+        ("auditentry", ""),
+    ],
+)
+def test_a_history_longer_than_its_list_counts_is_listed_to_its_oldest_row(
+    admin_client, monkeypatch, history, query
+):
+    # The list paged through its newest 21 rows (COUNT_LIMIT 20) and no further: a page
+    # past them went back to ?e=1, and nothing else listed the older ones, which the job
+    # page's "see them all" and the README promised.
+    monkeypatch.setattr(changelist, "COUNT_LIMIT", 20)
+    for admin_class in (JobAttemptAdmin, AuditEntryAdmin):
+        monkeypatch.setattr(admin_class, "list_per_page", 10)
+    scheduled = job(run_at=T0 + timedelta(days=1))
+    long_history(scheduled, 75)
+    model = {"jobattempt": JobAttempt, "auditentry": AuditEntry}[history]
+    newest_first = list(model.objects.order_by("-pk").values_list("pk", flat=True))
+    url = f"{reverse(f'admin:scheduler_{history}_changelist')}?{query.format(job=scheduled.pk)}"
+    path = url.split("?")[0]
+    listed: list[int] = []
+    while url:
+        page = admin_client.get(url)
+        assert page.status_code == 200, url
+        listed += [row.pk for row in page.context["cl"].result_list]
+        assert "Show counts" not in page.content.decode()  # uncapped counts
+        older = older_link(page.content.decode())
+        url = f"{path}{older}" if older else ""
+    # Only a list that counts no more rows than its limit has no link: its pages list them.
+    cl = page.context["cl"]
+    assert not cl.paginator.is_capped
+    for number in range(2, cl.paginator.num_pages + 1):
+        later = admin_client.get(f"{path}{cl.get_query_string({PAGE_VAR: number})}")
+        listed += [row.pk for row in later.context["cl"].result_list]
+    assert listed == newest_first
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,14 @@ def test_a_filter_the_list_does_not_offer_is_refused_with_a_message(
     assert "is not a filter of this list" in message
 
 
+@pytest.mark.parametrize("path", [ATTEMPTS, AUDIT])
+@pytest.mark.parametrize("value", ["x", "-1", "1.5", "²", "9" * 30])
+def test_an_older_than_that_is_no_id_is_refused(admin_client, history, path, value):
+    response = admin_client.get(path, {"older_than": value})
+    assert response.status_code == 302
+    assert response["Location"] == f"{path}?e=1"
+
+
 @pytest.mark.parametrize(
     ("path", "query"),
     [

@@ -11,10 +11,12 @@ from freezegun import freeze_time
 
 from payments.services import authorize_payment
 from scheduler.admin import changelist
-from scheduler.models import ScheduledJob
+from scheduler.models import AuditEntry, ScheduledJob
 from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, job, job_fields
 
 pytestmark = pytest.mark.django_db
+
+AUDIT = reverse("admin:scheduler_auditentry_changelist")
 
 
 @pytest.fixture(autouse=True)
@@ -64,6 +66,40 @@ def test_list_never_counts_past_the_limit(admin_client, monkeypatch):
     assert "More than 20 scheduled jobs: narrow the list with filters or search." in content
     _, response = list_queries(admin_client, "?status__exact=failed")
     assert "4 scheduled jobs" in response.content.decode()
+
+
+def search_bar_count(content):
+    """The count the search bar shows next to the box, as text."""
+    [form] = re.findall(r'<form id="changelist-search".*?</form>', content, re.S)
+    [count] = re.findall(r'<span class="small quiet">(.*?)</span>', form, re.S)
+    return " ".join(re.sub(r"<[^>]+>", "", count).split())
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (f"{CHANGELIST}?q=bulk", "More than 20 scheduled jobs: narrow the list"),
+        (f"{CHANGELIST}?run_at=next_week", "More than 20 scheduled jobs: narrow the list"),
+        (
+            f"{CHANGELIST}?q=bulk&status__exact=failed",
+            "3 among the first 21 scheduled jobs whose unique key starts so: narrow the search.",
+        ),
+        (f"{AUDIT}?q=ops", "More than 20 audit entries: narrow the list"),
+    ],
+)
+def test_the_search_bar_counts_a_list_as_its_footer_does(admin_client, monkeypatch, url, said):
+    # Django's search bar showed the capped count as a number ("21 results", for more
+    # than 20), and a count among a bounded set of keys without saying so.
+    monkeypatch.setattr(changelist, "COUNT_LIMIT", 20)
+    many_jobs(30)
+    AuditEntry.objects.bulk_create(
+        AuditEntry(action=AuditEntry.Action.CANCEL, actor="ops", at=T0) for _ in range(30)
+    )
+    content = admin_client.get(url).content.decode()
+    bar = search_bar_count(content)
+    assert bar.startswith(said), bar
+    assert "result" not in bar
+    assert bar.endswith("(Show all)")
 
 
 def test_list_shows_status_label_lateness_attempts_and_short_error(admin_client):

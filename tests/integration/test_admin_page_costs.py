@@ -404,6 +404,56 @@ def test_the_audit_list_filtered_by_action_reads_that_actions_entries_only(admin
         assert "Seq Scan" not in plan, plan
 
 
+@pytest.mark.parametrize(
+    ("history", "query"),
+    [
+        ("auditentry", ""),
+        ("auditentry", "&action__exact=cancel"),
+        ("auditentry", "&q=ops"),
+        ("jobattempt", ""),
+    ],
+)
+def test_a_history_list_older_than_a_row_reads_from_that_row_on(admin_client, history, query):
+    # The way past the newest 10,001 rows a capped list pages through: a page of the
+    # oldest rows of 200,000 must not walk down past the newer ones.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduler_auditentry (action, actor, reason, job_id, details, at)
+            SELECT 'cancel', 'ops', '', i, '{}', %(now)s - interval '1 second' * i
+            FROM generate_series(1, 200000) AS i;
+            INSERT INTO scheduler_jobattempt (job_id, task_name, number, dispatch_token,
+                scheduled_for, started_at, finished_at, outcome, error, worker)
+            SELECT %(job)s, 'testapp.noop', 1, gen_random_uuid(), %(now)s, %(now)s, %(now)s,
+                   'succeeded', '', 'w1'
+            FROM generate_series(1, 200000) AS i;
+            ANALYZE scheduler_auditentry;
+            ANALYZE scheduler_jobattempt;
+            """,
+            {"now": T0, "job": job(Status.FAILED).pk},
+        )
+        cursor.execute(f"SELECT min(id) + 150 FROM scheduler_{history}")
+        (older_than,) = cursor.fetchone()
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(
+            f"{reverse(f'admin:scheduler_{history}_changelist')}?older_than={older_than}{query}"
+        )
+    assert page.status_code == 200
+    assert len(page.context["cl"].result_list) == 100
+    listed = [
+        q["sql"]
+        for q in queries.captured_queries
+        if f'"scheduler_{history}"."id" < {older_than}' in q["sql"]
+    ]
+    assert len(listed) == 2  # the rows and the capped count
+    for query_sql in listed:
+        plan = query_plan(query_sql)
+        assert not _whole_table_reads(plan), plan
+        bounds = [line for line in plan.splitlines() if "Index Cond:" in line]
+        assert bounds, plan
+        assert all(f"id < {older_than}" in line for line in bounds), plan
+
+
 #: The bulk actions that ask for a time on a page of their own.
 ASKING_ACTIONS = ("reschedule_selected", "retry_selected_with_deadline")
 
