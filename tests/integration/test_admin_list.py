@@ -17,6 +17,7 @@ from tests.integration.admin_helpers import CHANGELIST, MONITORING, T0, Status, 
 pytestmark = pytest.mark.django_db
 
 AUDIT = reverse("admin:scheduler_auditentry_changelist")
+PAYMENTS = reverse("admin:payments_payment_changelist")
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +86,8 @@ def search_bar_count(content):
             "3 among the first 21 scheduled jobs whose unique key starts so: narrow the search.",
         ),
         (f"{AUDIT}?q=ops", "More than 20 audit entries: narrow the list"),
+        # The demo's payments, on the same paginator: their footer said "21 payments".
+        (f"{PAYMENTS}?status__exact=authorized", "More than 20 payments: narrow the list"),
     ],
 )
 def test_the_search_bar_counts_a_list_as_its_footer_does(admin_client, monkeypatch, url, said):
@@ -95,11 +98,15 @@ def test_the_search_bar_counts_a_list_as_its_footer_does(admin_client, monkeypat
     AuditEntry.objects.bulk_create(
         AuditEntry(action=AuditEntry.Action.CANCEL, actor="ops", at=T0) for _ in range(30)
     )
+    if url.startswith(PAYMENTS):
+        for _ in range(21):
+            authorize_payment(amount="10.00", currency="EUR")
     content = admin_client.get(url).content.decode()
     bar = search_bar_count(content)
     assert bar.startswith(said), bar
     assert "result" not in bar
     assert bar.endswith("(Show all)")
+    assert said in content.split('id="changelist-search"')[1].split("</form>")[1]  # footer
 
 
 def test_list_shows_status_label_lateness_attempts_and_short_error(admin_client):
