@@ -543,6 +543,14 @@ class BulkRescheduleForm(BrowserTimeZoneMixin, forms.Form):
         return cleaned
 
 
+class BulkConfirmForm(forms.Form):
+    """The answer of an action that only asks to be sure (cancel, run now, retry): the
+    reason, and the page's token."""
+
+    reason = reason_field()
+    submission = submission_field()
+
+
 class BulkRetryForm(BrowserTimeZoneMixin, forms.Form):
     """The deadline every selected ended job gets as it is retried: what jobs that
     expired while workers were down need."""

@@ -51,6 +51,7 @@ from scheduler.admin.display import (
     timestamp_column,
 )
 from scheduler.admin.forms import (
+    BulkConfirmForm,
     BulkRescheduleForm,
     BulkRetryForm,
     PauseForm,
@@ -88,6 +89,8 @@ logger = logging.getLogger(__name__)
 _SHOWN_JSON_LENGTH = 65_536
 #: Seconds between reloads of the monitoring page.
 MONITORING_REFRESH_SECONDS = 30
+#: How jobs past their deadline get a new one, unless the action says otherwise.
+_NEW_DEADLINE_ON_ITS_PAGE = "give each a new one on its page"
 #: How ended jobs past their deadline get a new one.
 _RETRY_THEM = "retry them with a new one"
 #: Run now finds ended and pending jobs past their deadline; the new action takes the
@@ -511,23 +514,75 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
     # --- actions ----------------------------------------------------------------------
 
     @admin.action(description="Cancel selected jobs", permissions=["change"])
-    def cancel_selected(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
-        result = bulk.cancel_jobs(queryset, by=_operator(request))
-        self._report(request, "Cancelled", result, "not scheduled or enqueued")
+    def cancel_selected(
+        self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
+    ) -> TemplateResponse | None:
+        """Ask to be sure, then cancel the jobs."""
+        page = _AskedFirst(
+            "cancel_selected",
+            "Cancel jobs",
+            "Cancel {}. Only scheduled and enqueued jobs are cancelled",
+            "Cancel jobs",
+            "Cancelled",
+            "not scheduled or enqueued",
+            states.CANCEL.sources,
+        )
+        return self._ask_then_act(
+            request,
+            queryset,
+            BulkConfirmForm,
+            lambda _data, by: bulk.cancel_jobs(queryset, by=by),
+            page,
+        )
 
     @admin.action(description="Run selected jobs now", permissions=["change"])
-    def run_selected_now(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
-        result = bulk.run_jobs_now(queryset, by=_operator(request))
-        self._report(
-            request, "Set to run now", result, "running or succeeded", _RETRY_OR_RESCHEDULE_THEM
+    def run_selected_now(
+        self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
+    ) -> TemplateResponse | None:
+        """Ask to be sure, then run the jobs now: ended ones are retried too."""
+        page = _AskedFirst(
+            "run_selected_now",
+            "Run jobs now",
+            "Run {} now: scheduled and enqueued jobs are moved to now, and failed, cancelled "
+            "and expired ones retried",
+            "Run now",
+            "Set to run now",
+            "running or succeeded",
+            (*states.RESCHEDULE.sources, *states.RETRY.sources),
+            _RETRY_OR_RESCHEDULE_THEM,
+        )
+        return self._ask_then_act(
+            request,
+            queryset,
+            BulkConfirmForm,
+            lambda _data, by: bulk.run_jobs_now(queryset, by=by),
+            page,
         )
 
     @admin.action(
         description="Retry selected failed, cancelled or expired jobs", permissions=["change"]
     )
-    def retry_selected(self, request: HttpRequest, queryset: QuerySet[ScheduledJob]) -> None:
-        result = bulk.retry_jobs(queryset, by=_operator(request))
-        self._report(request, "Retried", result, "not failed, cancelled or expired", _RETRY_THEM)
+    def retry_selected(
+        self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
+    ) -> TemplateResponse | None:
+        """Ask to be sure, then retry the ended jobs now."""
+        page = _AskedFirst(
+            "retry_selected",
+            "Retry jobs",
+            "Retry {} now. Only failed, cancelled and expired jobs are retried",
+            "Retry",
+            "Retried",
+            "not failed, cancelled or expired",
+            states.RETRY.sources,
+            _RETRY_THEM,
+        )
+        return self._ask_then_act(
+            request,
+            queryset,
+            BulkConfirmForm,
+            lambda _data, by: bulk.retry_jobs(queryset, by=by),
+            page,
+        )
 
     @admin.action(description="Reschedule selected jobs…", permissions=["change"])
     def reschedule_selected(
@@ -549,6 +604,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             "Reschedule",
             "Rescheduled",
             "not scheduled or enqueued",
+            states.RESCHEDULE.sources,
         )
         return self._ask_then_act(request, queryset, BulkRescheduleForm, move, page)
 
@@ -570,6 +626,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
             "Retry",
             "Retried",
             "not failed, cancelled or expired",
+            states.RETRY.sources,
         )
         return self._ask_then_act(request, queryset, BulkRetryForm, retry, page)
 
@@ -581,7 +638,11 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         act: Callable[[dict[str, Any], bulk.Operator], bulk.BulkResult],
         page: "_AskedFirst",
     ) -> TemplateResponse | None:
-        """An action that asks on an intermediate page first, then acts and reports."""
+        """An action that asks on an intermediate page first, then acts and reports.
+
+        The page says how many of the selected jobs are in each status, and which the
+        action takes.
+        """
         form = form_class(
             request.POST if "apply" in request.POST else None,
             initial={
@@ -609,13 +670,16 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
                 else:
                     form.add_error(None, str(error))
             else:
-                self._report(request, page.verb, result, page.not_applicable)
+                self._report(request, page.verb, result, page.not_applicable, page.new_deadline)
                 return None
-        count = queryset.count()
+        selected = _selected_by_status(queryset, page.takes)
+        count = sum(row.count for row in selected)
         context = {
             **self.admin_site.each_context(request),
             "title": page.title,
             "intro": page.intro.format(f"{count} selected job{'s' if count != 1 else ''}"),
+            "selected": selected,
+            "ended_warning": _ended_warning(selected),
             "button": page.button,
             "opts": self.opts,
             "form": form,
@@ -698,7 +762,7 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         verb: str,
         result: bulk.BulkResult,
         not_applicable: str,
-        new_deadline: str = "give each a new one on its page",
+        new_deadline: str,
     ) -> None:
         """``verb`` N jobs; skipped M, by reason (``not_applicable``: the state's;
         ``new_deadline``: how jobs past their deadline get one)."""
@@ -959,11 +1023,48 @@ class _AskedFirst:
     #: The report's verb, and what a job it skipped for its state was not.
     verb: str
     not_applicable: str
+    #: The statuses of the jobs it acts on.
+    takes: tuple[str, ...]
+    #: How jobs it skipped past their deadline get a new one, in the report.
+    new_deadline: str = _NEW_DEADLINE_ON_ITS_PAGE
 
 
-def _operator(request: HttpRequest) -> bulk.Operator:
-    """The user behind an action, with the reason typed in the action bar."""
-    return bulk.Operator(_actor(request), request.POST.get("reason", ""))
+@dataclass(frozen=True)
+class _SelectedStatus:
+    """How many of the selected jobs are in a status, and whether the action takes them."""
+
+    status: str
+    label: str
+    count: int
+    taken: bool
+
+
+def _selected_by_status(
+    jobs: QuerySet[ScheduledJob], takes: tuple[str, ...]
+) -> list[_SelectedStatus]:
+    """How many of ``jobs`` are in each status, in the statuses' order (one GROUP BY)."""
+    counts = dict(jobs.order_by().values_list("status").annotate(Count("pk")))
+    return [
+        _SelectedStatus(status.value, status.label, counts[status.value], status in takes)
+        for status in states.Status
+        if counts.get(status.value)
+    ]
+
+
+def _ended_warning(selected: list[_SelectedStatus]) -> str:
+    """The warning of an action that runs ended jobs again, if any are selected: run now
+    takes them as well as the pending ones."""
+    ended = [row for row in selected if row.taken and row.status in states.RETRY.sources]
+    count = sum(row.count for row in ended)
+    if not count:
+        return ""
+    kinds = ", ".join(f"{row.count} {row.label.lower()}" for row in ended)
+    if count == 1:
+        return f"1 of the selected jobs has ended ({kinds}): it runs again, from its first attempt."
+    return (
+        f"{count} of the selected jobs have ended ({kinds}): they run again, from their "
+        "first attempt."
+    )
 
 
 def _monitoring_url() -> str:

@@ -29,9 +29,14 @@ def record(
     )
 
 
-def times(run_at: datetime, deadline: datetime | None) -> dict[str, str]:
-    """An entry's details for the run time (and deadline, if any) a job was given."""
+def times(
+    run_at: datetime, deadline: datetime | None, *, previous_run_at: datetime | None = None
+) -> dict[str, str]:
+    """An entry's details for the run time (and deadline, if any) a job was given, and
+    the run time it had before, for a job moved (a retry or run now overwrites it)."""
     details = {"run_at": run_at.isoformat()}
+    if previous_run_at is not None:
+        details["previous_run_at"] = previous_run_at.isoformat()
     if deadline is not None:
         details["deadline"] = deadline.isoformat()
     return details

@@ -228,11 +228,12 @@ def _ended_to(
 
 
 class _Moved(NamedTuple):
-    """A job moved: its id, task name, run_at after the move, and the move."""
+    """A job moved: its id, task name, run_at after the move and before it, and the move."""
 
     job_id: int
     task_name: str
     run_at: datetime
+    previous_run_at: datetime
     move: _Move
 
 
@@ -305,12 +306,15 @@ def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter
     """Lock the selected jobs in ``move``'s sources (by id, as every bulk action does:
     two never deadlock on the rows, only on unique keys, see :func:`_key_race`), then
     move those that no refusal holds for."""
-    locked = list(
+    # Their run_at as the move finds it: a row another transaction changed while this
+    # one waited for its lock is read again, as it is now.
+    previous_run_at = dict(
         ScheduledJob.objects.filter(pk__in=selection, status__in=move.transition.sources)
         .order_by("pk")
         .select_for_update(of=("self",))
-        .values_list("pk", flat=True)
+        .values_list("pk", "run_at")
     )
+    locked = list(previous_run_at)
     if not locked:
         return [], Counter()
     movable, skipped = _judged(move, locked) if move.refusals else (locked, Counter[Skip]())
@@ -324,7 +328,10 @@ def _apply(move: _Move, selection: QuerySet[Any]) -> tuple[list[_Moved], Counter
         updated_at=timezone.now(),
         **move.changes,
     )
-    return [_Moved(job_id, task_name, run_at, move) for job_id, task_name, run_at in moved], skipped
+    return [
+        _Moved(job_id, task_name, run_at, previous_run_at[job_id], move)
+        for job_id, task_name, run_at in moved
+    ], skipped
 
 
 def _judged(move: _Move, locked: list[int]) -> tuple[list[int], Counter[Skip]]:
@@ -358,8 +365,12 @@ def _judged(move: _Move, locked: list[int]) -> tuple[list[int], Counter[Skip]]:
 def _details(job: _Moved) -> dict[str, Any]:
     """The audit details the single-job service writes."""
     if job.move.transition == states.CANCEL:
-        return {}
-    return {"run_at": job.run_at.isoformat(), **job.move.details}
+        return {}  # its run_at stays as it was
+    return {
+        "run_at": job.run_at.isoformat(),
+        "previous_run_at": job.previous_run_at.isoformat(),
+        **job.move.details,
+    }
 
 
 def _announce(job: _Moved, action: AuditAction, actor: str | None) -> None:

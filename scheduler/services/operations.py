@@ -2,7 +2,7 @@
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import transaction
 from django.utils import timezone
@@ -139,9 +139,10 @@ def _reschedule(
     reason, actor = validation.reason(reason), validation.actor(actor)
     job_id = job_id_of(job_or_id)
     with transaction.atomic():
-        changes = _deadline_changes(job_id, run_at, deadline, states.RESCHEDULE)
+        was = _locked(job_id)
+        changes = _deadline_changes(was, run_at, deadline, states.RESCHEDULE)
         apply_one(job_id, states.RESCHEDULE, **waiting_until(run_at), **changes)
-        _record(action, job_id, run_at, changes, reason=reason, actor=actor)
+        _record(action, job_id, run_at, changes, was, reason=reason, actor=actor)
     logger.info(
         "job rescheduled job_id=%s run_at=%s action=%s actor=%s",
         job_id,
@@ -172,7 +173,8 @@ def _retry(
         else ScheduledJob.objects.filter(pk=job_id).values_list("unique_key", flat=True).first()
     )
     with transaction.atomic(), unique_key_guard(unique_key):
-        changes = _deadline_changes(job_id, run_at, deadline, states.RETRY)
+        was = _locked(job_id)
+        changes = _deadline_changes(was, run_at, deadline, states.RETRY)
         apply_one(
             job_id,
             states.RETRY,
@@ -181,7 +183,7 @@ def _retry(
             **waiting_until(run_at),
             **changes,
         )
-        _record(action, job_id, run_at, changes, reason=reason, actor=actor)
+        _record(action, job_id, run_at, changes, was, reason=reason, actor=actor)
     logger.info("job retried job_id=%s action=%s actor=%s", job_id, action, actor)
     return ScheduledJob.objects.get(pk=job_id)
 
@@ -191,34 +193,52 @@ def _record(
     job_id: int,
     run_at: datetime,
     changes: dict[str, Any],
+    was: "_Locked",
     *,
     reason: str,
     actor: str | None,
 ) -> None:
-    details = audit.times(run_at, changes.get("deadline"))
+    details = audit.times(run_at, changes.get("deadline"), previous_run_at=was.run_at)
     audit.record(action, actor=actor, reason=reason, job_id=job_id, **details)
 
 
-def _deadline_changes(
-    job_id: int, run_at: datetime, deadline: datetime | None, move: states.Transition
-) -> dict[str, Any]:
-    """The deadline to store when a job moves to ``run_at``: a new one, or a check of its own.
+class _Locked(NamedTuple):
+    """A job as it is before a move, read with its row locked until the move (all None
+    for a job that is not there, which the move refuses)."""
 
-    In the transaction of the move: the job's row stays locked from the check to the
-    move, so a deadline another transaction sets meanwhile is the one checked (read
-    before, unlocked, it was not, and a job moved past its new deadline expired unrun).
-    A job the ``move`` cannot take (running, say) is left to it to refuse, whatever its
-    deadline: "give a new deadline" would only lead to that refusal.
+    status: str | None
+    deadline: datetime | None
+    run_at: datetime | None
+
+
+def _locked(job_id: int) -> _Locked:
+    """The job's status, deadline and run_at, its row locked for the transaction's move:
+    a deadline or run time another transaction sets meanwhile is the one read."""
+    row = (
+        ScheduledJob.objects.select_for_update()
+        .filter(pk=job_id)
+        .values_list("status", "deadline", "run_at")
+        .first()
+    )
+    return _Locked(*row) if row else _Locked(None, None, None)
+
+
+def _deadline_changes(
+    was: _Locked, run_at: datetime, deadline: datetime | None, move: states.Transition
+) -> dict[str, Any]:
+    """The deadline to store when a job (as it ``was``, locked) moves to ``run_at``: a new
+    one, or a check of its own.
+
+    The job's row stays locked from the check to the move, so a deadline another
+    transaction sets meanwhile is the one checked (read before, unlocked, it was not,
+    and a job moved past its new deadline expired unrun). A job the ``move`` cannot take
+    (running, say) is left to it to refuse, whatever its deadline: "give a new deadline"
+    would only lead to that refusal.
     """
     if deadline is not None:
         return {"deadline": validation.deadline(deadline, run_at=run_at)}
-    status, current = (
-        ScheduledJob.objects.select_for_update()
-        .filter(pk=job_id)
-        .values_list("status", "deadline")
-        .first()
-    ) or (None, None)
-    if status not in move.sources:
+    current = was.deadline
+    if was.status not in move.sources:
         return {}
     if current is not None and current <= run_at:
         raise InvalidArgumentsError(

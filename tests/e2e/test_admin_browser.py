@@ -92,6 +92,11 @@ def test_operator_schedules_finds_cancels_and_monitors_a_job(
     rows.first.locator("input.action-select").check()
     page.select_option("select[name=action]", "cancel_selected")
     page.click("button[name=index]")
+    # Asked first, as Django's own delete action asks.
+    expect(page.locator("#content")).to_contain_text("Cancel 1 selected job.")
+    job.refresh_from_db()
+    assert job.status == ScheduledJob.Status.SCHEDULED
+    page.click("input[name=apply]")
     expect(page.locator(".messagelist")).to_contain_text("Cancelled 1 job.")
     expect(page.locator("#result_list tbody tr .job-status")).to_have_text("Cancelled")
     page.screenshot(path=str(ARTIFACTS / "admin-job-list.png"), full_page=True)

@@ -95,6 +95,31 @@ def messages_of(response: Any) -> list[str]:
     return [str(message) for message in response.context["messages"]]
 
 
+ASKED_FIRST = "admin/scheduler/scheduledjob/asked_first.html"
+
+
+def confirmed(
+    client: Client, action: str, jobs: Any, *, url: str = CHANGELIST, **posted: Any
+) -> Any:
+    """``action`` on ``jobs`` as an operator takes it: chosen in the list at ``url`` (with
+    the ``posted`` fields: the reason, "select all"…), then confirmed on its intermediate
+    page. The list after it."""
+    answer = confirmation(client, action, jobs, url=url, **posted)
+    return client.post(url, answer, follow=True)
+
+
+def confirmation(
+    client: Client, action: str, jobs: Any, *, url: str = CHANGELIST, **posted: Any
+) -> dict[str, list[str]]:
+    """What confirming ``action`` on ``jobs`` posts: its intermediate page's form, left as
+    it was rendered, with its button."""
+    chosen = {"action": action, "index": "0", "_selected_action": [j.pk for j in jobs], **posted}
+    page = client.post(url, chosen)
+    assert page.status_code == 200
+    assert page.templates[0].name == ASKED_FIRST
+    return {**form_as_posted(page.content.decode(), "asked-first"), "apply": ["Yes"]}
+
+
 def form_as_posted(html: str, form_id: str) -> dict[str, list[str]]:
     """What a browser posts from the form ``form_id`` of a page, left as it was rendered:
     every named input, checked box, selected option and text area (no submit button)."""

@@ -13,7 +13,16 @@ from freezegun import freeze_time
 from scheduler.admin import bulk, changelist
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import AuditEntry, ScheduledJob
-from tests.integration.admin_helpers import CHANGELIST, T0, Status, job, job_fields, messages_of
+from tests.integration.admin_helpers import (
+    ASKED_FIRST,
+    CHANGELIST,
+    T0,
+    Status,
+    confirmed,
+    job,
+    job_fields,
+    messages_of,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +56,7 @@ def statuses(jobs):
 
 
 def test_cancel_changes_scheduled_and_enqueued_and_skips_the_rest(admin_client, one_of_each):
-    response = act(admin_client, "cancel_selected", one_of_each.values())
+    response = confirmed(admin_client, "cancel_selected", one_of_each.values())
     assert messages_of(response) == ["Cancelled 2 jobs; skipped 5 not scheduled or enqueued."]
     assert statuses(one_of_each) == {
         Status.SCHEDULED: Status.CANCELLED,
@@ -61,7 +70,7 @@ def test_cancel_changes_scheduled_and_enqueued_and_skips_the_rest(admin_client, 
 
 
 def test_run_now_moves_pending_and_ended_jobs_to_now(admin_client, one_of_each):
-    response = act(admin_client, "run_selected_now", one_of_each.values())
+    response = confirmed(admin_client, "run_selected_now", one_of_each.values())
     assert messages_of(response) == ["Set to run now 5 jobs; skipped 2 running or succeeded."]
     for status in (
         Status.SCHEDULED,
@@ -76,7 +85,7 @@ def test_run_now_moves_pending_and_ended_jobs_to_now(admin_client, one_of_each):
 
 
 def test_retry_reschedules_failed_and_cancelled_jobs_with_fresh_attempts(admin_client, one_of_each):
-    response = act(admin_client, "retry_selected", one_of_each.values())
+    response = confirmed(admin_client, "retry_selected", one_of_each.values())
     assert messages_of(response) == ["Retried 3 jobs; skipped 4 not failed, cancelled or expired."]
     retried = ScheduledJob.objects.get(pk=one_of_each[Status.FAILED].pk)
     assert (retried.status, retried.attempts, retried.run_at) == (Status.SCHEDULED, 0, T0)
@@ -85,7 +94,7 @@ def test_retry_reschedules_failed_and_cancelled_jobs_with_fresh_attempts(admin_c
 def test_retry_skips_a_job_whose_unique_key_an_active_job_holds(admin_client):
     failed = job(Status.FAILED, unique_key="k1")
     job(Status.SCHEDULED, unique_key="k1")
-    response = act(admin_client, "retry_selected", [failed])
+    response = confirmed(admin_client, "retry_selected", [failed])
     assert messages_of(response) == [
         "Retried 0 jobs; skipped 1 whose unique key an active job holds."
     ]
@@ -105,7 +114,7 @@ def test_jobs_that_expired_at_their_deadline_are_skipped_for_that_reason(
     held = job(Status.FAILED, unique_key="k1")
     job(Status.SCHEDULED, unique_key="k1")
     running = job(Status.RUNNING)
-    response = act(admin_client, action, [*expired, failed, held, running])
+    response = confirmed(admin_client, action, [*expired, failed, held, running])
     state, new_deadline = (
         ("not failed, cancelled or expired", "retry them with a new one")
         if action == "retry_selected"
@@ -179,7 +188,7 @@ def test_run_now_says_how_pending_and_ended_jobs_past_their_deadline_get_a_new_o
         job(status, deadline=T0 - timedelta(minutes=5))
         for status in (Status.SCHEDULED, Status.EXPIRED)
     ]
-    response = act(admin_client, "run_selected_now", past)
+    response = confirmed(admin_client, "run_selected_now", past)
     assert messages_of(response) == [
         "Set to run now 0 jobs; skipped 2 past their deadline (retry ended ones with a new "
         "one; give pending ones one on their page)."
@@ -269,12 +278,103 @@ def test_a_reason_that_cannot_be_kept_refuses_the_action_saying_why(
 
 def test_reschedule_asks_for_the_time_on_an_intermediate_page(admin_client, one_of_each):
     response = act(admin_client, "reschedule_selected", one_of_each.values())
-    assert response.templates[0].name == "admin/scheduler/scheduledjob/asked_first.html"
+    assert response.templates[0].name == ASKED_FIRST
     content = response.content.decode()
     assert "Move 7 selected jobs." in content
     for selected in one_of_each.values():
         assert f'name="_selected_action" value="{selected.pk}"' in content
     assert ScheduledJob.objects.filter(run_at=T0 + timedelta(days=1)).count() == 7
+
+
+def selected_by_status(page) -> dict[str, tuple[int, str]]:
+    """The intermediate page's breakdown: each status, how many of the selected jobs are
+    in it, and what the action does to them."""
+    rows = re.findall(
+        r'<tr id="selected-(\w+)"><td>[^<]*</td><td>(\d+)</td><td>([^<]*)</td></tr>',
+        page.content.decode(),
+    )
+    return {status: (int(count), outcome) for status, count, outcome in rows}
+
+
+ASKING = {
+    "cancel_selected": "Cancel 7 selected jobs.",
+    "run_selected_now": "Run 7 selected jobs now:",
+    "retry_selected": "Retry 7 selected jobs now.",
+}
+
+
+@pytest.mark.parametrize("action", ASKING)
+def test_cancel_run_now_and_retry_ask_first_and_change_nothing_until_confirmed(
+    admin_client, one_of_each, action
+):
+    # They acted at once, on up to 10,000 jobs of a "select all": a mistaken cancel or
+    # run now cannot be undone, and nothing said how many jobs, or which, it would take.
+    page = act(admin_client, action, one_of_each.values(), reason="incident 12")
+    assert page.status_code == 200
+    assert page.templates[0].name == ASKED_FIRST
+    content = page.content.decode()
+    assert ASKING[action] in content
+    assert 'value="incident 12"' in content
+    for selected in one_of_each.values():
+        assert f'name="_selected_action" value="{selected.pk}"' in content
+    assert statuses(one_of_each) == {status: status for status in Status}
+    assert not AuditEntry.objects.exists()
+
+
+def test_the_page_says_how_many_jobs_of_each_status_the_action_takes_or_skips(admin_client):
+    # "Select all" and Cancel answered "Cancelled 4704 jobs." with nothing before it to
+    # say how many jobs the list's filters matched, or in which states.
+    for status, count in ((Status.SCHEDULED, 3), (Status.ENQUEUED, 2), (Status.FAILED, 4)):
+        for _ in range(count):
+            job(status)
+    job(Status.SCHEDULED, queue="other")
+    chosen = {"index": "0", "select_across": "1", "_selected_action": "0"}
+    url = f"{CHANGELIST}?queue=scheduler-jobs"
+    cancel = admin_client.post(url, {**chosen, "action": "cancel_selected"})
+    assert "Cancel 9 selected jobs." in cancel.content.decode()
+    assert selected_by_status(cancel) == {
+        "scheduled": (3, "acts on them"),
+        "enqueued": (2, "acts on them"),
+        "failed": (4, "skips them"),
+    }
+    run_now = admin_client.post(url, {**chosen, "action": "run_selected_now"})
+    assert {status: outcome for status, (_, outcome) in selected_by_status(run_now).items()} == {
+        "scheduled": "acts on them",
+        "enqueued": "acts on them",
+        "failed": "acts on them",
+    }
+    assert set(ScheduledJob.objects.values_list("status", flat=True)) == {
+        Status.SCHEDULED,
+        Status.ENQUEUED,
+        Status.FAILED,
+    }
+    response = confirmed(
+        admin_client, "cancel_selected", [], url=url, select_across="1", _selected_action="0"
+    )
+    assert messages_of(response) == ["Cancelled 5 jobs; skipped 4 not scheduled or enqueued."]
+    assert ScheduledJob.objects.get(queue="other").status == Status.SCHEDULED
+
+
+@pytest.mark.parametrize("action", ["run_selected_now", "retry_selected"])
+def test_run_now_and_retry_warn_that_ended_jobs_among_them_run_again(admin_client, action):
+    # Run now retried the failed, cancelled and expired jobs of a selection too, without
+    # a word before it did.
+    pending = [job(Status.SCHEDULED), job(Status.ENQUEUED)]
+    ended = [job(Status.FAILED), job(Status.FAILED), job(Status.CANCELLED)]
+    page = act(admin_client, action, [*pending, *ended]).content.decode()
+    assert (
+        "3 of the selected jobs have ended (2 failed, 1 cancelled): they run again, "
+        "from their first attempt."
+    ) in page
+    quiet = act(admin_client, action, pending).content.decode()
+    assert "have ended" not in quiet
+    assert "has ended" not in quiet
+
+
+def test_cancel_does_not_warn_of_ended_jobs_it_skips(admin_client):
+    # The failed job stays failed: nothing runs again, so nothing to warn of.
+    page = act(admin_client, "cancel_selected", [job(Status.SCHEDULED), job(Status.FAILED)])
+    assert "run again" not in page.content.decode()
 
 
 def test_reschedule_to_a_time_in_the_operators_zone(admin_client, one_of_each):
@@ -466,10 +566,13 @@ def test_select_all_acts_on_every_job_matching_the_filters(admin_client):
         job(Status.SCHEDULED)
     job(Status.SUCCEEDED)
     noop_in_other_queue = job(Status.SCHEDULED, queue="other")
-    response = admin_client.post(
-        f"{CHANGELIST}?queue=scheduler-jobs",
-        {"action": "cancel_selected", "index": "0", "select_across": "1", "_selected_action": "0"},
-        follow=True,
+    response = confirmed(
+        admin_client,
+        "cancel_selected",
+        [],
+        url=f"{CHANGELIST}?queue=scheduler-jobs",
+        select_across="1",
+        _selected_action="0",
     )
     assert messages_of(response) == ["Cancelled 3 jobs; skipped 1 not scheduled or enqueued."]
     assert ScheduledJob.objects.get(pk=noop_in_other_queue.pk).status == Status.SCHEDULED
@@ -579,15 +682,12 @@ def test_a_ticked_job_that_left_the_lists_filter_meanwhile_is_still_acted_on(
             if field in ("status", "dispatch_token", "enqueued_at", "resend_at")
         }
     )
-    response = admin_client.post(
-        f"{CHANGELIST}?status__exact=scheduled",
-        {
-            "action": "cancel_selected",
-            "index": "0",
-            "select_across": select_across,
-            "_selected_action": [ticked.pk],
-        },
-        follow=True,
+    response = confirmed(
+        admin_client,
+        "cancel_selected",
+        [ticked],
+        url=f"{CHANGELIST}?status__exact=scheduled",
+        select_across=select_across,
     )
     assert messages_of(response) == ["Cancelled 1 job."]
     assert ScheduledJob.objects.get(pk=ticked.pk).status == Status.CANCELLED
@@ -622,9 +722,9 @@ def test_select_all_reschedules_every_job_matching_the_filters(admin_client):
 @pytest.mark.parametrize(
     ("action", "status", "extra", "verb"),
     [
-        ("cancel_selected", Status.SCHEDULED, {}, "Cancelled"),
-        ("run_selected_now", Status.EXPIRED, {}, "Set to run now"),
-        ("retry_selected", Status.FAILED, {}, "Retried"),
+        ("cancel_selected", Status.SCHEDULED, {"apply": "Cancel jobs"}, "Cancelled"),
+        ("run_selected_now", Status.EXPIRED, {"apply": "Run now"}, "Set to run now"),
+        ("retry_selected", Status.FAILED, {"apply": "Retry"}, "Retried"),
         (
             "reschedule_selected",
             Status.ENQUEUED,

@@ -18,6 +18,7 @@ from tests.integration.admin_helpers import (
     T0,
     Status,
     change_url,
+    confirmed,
     job,
     long_history,
     messages_of,
@@ -256,13 +257,14 @@ def test_an_action_on_ids_that_are_not_job_ids_changes_nothing_and_says_so(
 def test_select_all_with_ids_that_are_not_job_ids_acts_on_the_filters_alone(admin_client, history):
     # The filters name the jobs; the ids posted beside them only add the page's own.
     scheduled = ScheduledJob.objects.get(status=Status.SCHEDULED)
-    data = {
-        "action": "cancel_selected",
-        "index": "0",
-        "select_across": "1",
-        "_selected_action": ["abc", "9" * 30],
-    }
-    response = admin_client.post(f"{CHANGELIST}?status__exact=scheduled", data, follow=True)
+    response = confirmed(
+        admin_client,
+        "cancel_selected",
+        [],
+        url=f"{CHANGELIST}?status__exact=scheduled",
+        select_across="1",
+        _selected_action=["abc", "9" * 30],
+    )
     assert response.status_code == 200
     assert messages_of(response) == ["Cancelled 1 job."]
     assert ScheduledJob.objects.get(pk=scheduled.pk).status == Status.CANCELLED
@@ -274,13 +276,13 @@ def test_select_all_said_otherwise_still_acts_on_the_filters_alone(admin_client,
     # action went to every job of the table, past the list's filters and its cap.
     scheduled = ScheduledJob.objects.get(status=Status.SCHEDULED)
     elsewhere = job(Status.SCHEDULED, queue="other")
-    data = {
-        "action": "cancel_selected",
-        "index": "0",
-        "select_across": across,
-        "_selected_action": [scheduled.pk],
-    }
-    response = admin_client.post(f"{CHANGELIST}?queue=scheduler-jobs", data, follow=True)
+    response = confirmed(
+        admin_client,
+        "cancel_selected",
+        [scheduled],
+        url=f"{CHANGELIST}?queue=scheduler-jobs",
+        select_across=across,
+    )
     assert response.status_code == 200
     # The filter's other job failed: skipped. Not the other queue's.
     assert messages_of(response) == ["Cancelled 1 job; skipped 1 not scheduled or enqueued."]

@@ -23,6 +23,7 @@ from tests.integration.admin_helpers import (
     T0,
     Status,
     change_url,
+    confirmed,
     job,
     long_history,
     messages_of,
@@ -99,7 +100,7 @@ def test_actions_ask_for_a_reason_and_record_one_entry_per_changed_job(admin_cli
     jobs = [job(), job(Status.ENQUEUED), job(Status.SUCCEEDED)]
     page = admin_client.get(CHANGELIST).content.decode()
     assert 'name="reason"' in page
-    response = act(admin_client, "cancel_selected", jobs, reason="customer cancelled")
+    response = confirmed(admin_client, "cancel_selected", jobs, reason="customer cancelled")
     assert messages_of(response) == ["Cancelled 2 jobs; skipped 1 not scheduled or enqueued."]
     assert trail() == [
         (Action.CANCEL, "admin", "customer cancelled", jobs[0].pk),
@@ -237,7 +238,7 @@ def test_running_now_a_job_of_a_paused_kind_says_it_waits_for_the_resume(admin_c
     # "Set to run now 1 job." while the job stayed held: the operator waited for it.
     services.pause("testapp.noop", None, reason="gateway down", actor="ops")
     paused, free = job(Status.FAILED), job(Status.FAILED, task_name="testapp.fail")
-    response = act(admin_client, "run_selected_now", [paused, free])
+    response = confirmed(admin_client, "run_selected_now", [paused, free])
     assert messages_of(response) == [
         "Set to run now 2 jobs.",
         "1 of them is of a paused kind and starts only once the pause is lifted (see Monitoring).",
@@ -250,15 +251,12 @@ def test_running_now_counts_the_held_jobs_it_moved_not_the_list_filter(admin_cli
     # skipped (past its deadline) was counted as waiting for the pause.
     services.pause("testapp.noop", None, reason="gateway down", actor="ops")
     failed = [job(Status.FAILED, run_at=T0 - timedelta(hours=1)) for _ in range(60)]
-    response = admin_client.post(
-        f"{CHANGELIST}?status__exact=failed",
-        {
-            "action": "run_selected_now",
-            "index": "0",
-            "select_across": "1",
-            "_selected_action": [j.pk for j in failed[:50]],
-        },
-        follow=True,
+    response = confirmed(
+        admin_client,
+        "run_selected_now",
+        failed[:50],
+        url=f"{CHANGELIST}?status__exact=failed",
+        select_across="1",
     )
     assert messages_of(response) == [
         "Set to run now 60 jobs.",
@@ -266,7 +264,7 @@ def test_running_now_counts_the_held_jobs_it_moved_not_the_list_filter(admin_cli
     ]
     retried = job(Status.FAILED, run_at=T0 - timedelta(hours=1))
     skipped = job(run_at=T0 - timedelta(minutes=2), deadline=T0 - timedelta(minutes=1))
-    response = act(admin_client, "run_selected_now", [retried, skipped])
+    response = confirmed(admin_client, "run_selected_now", [retried, skipped])
     assert messages_of(response)[1] == (
         "1 of them is of a paused kind and starts only once the pause is lifted (see Monitoring)."
     )
@@ -279,7 +277,7 @@ def test_retrying_or_rescheduling_a_job_of_a_paused_kind_says_it_waits_for_the_r
     # Only "Run now" said so: retried or rescheduled, the job then waited unexplained.
     services.pause("testapp.noop", None, reason="gateway down", actor="ops")
     if action == "retry_selected":
-        response = act(admin_client, action, [job(Status.FAILED)])
+        response = confirmed(admin_client, action, [job(Status.FAILED)])
     else:
         response = act(
             admin_client,
@@ -397,7 +395,7 @@ def test_the_payments_admin_shows_the_authorization_expiry_and_a_missed_capture(
 
 def test_the_audit_trail_lists_every_action_with_or_without_a_job(admin_client):
     scheduled = job()
-    act(admin_client, "cancel_selected", [scheduled], reason="duplicate")
+    confirmed(admin_client, "cancel_selected", [scheduled], reason="duplicate")
     admin_client.post(PAUSE, {"task": "testapp.noop", "queue": "", "reason": "incident"})
     content = admin_client.get(reverse("admin:scheduler_auditentry_changelist")).content.decode()
     assert f'<a href="{change_url(scheduled)}">#{scheduled.pk}</a>' in content

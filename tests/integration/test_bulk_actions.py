@@ -19,7 +19,7 @@ from scheduler.exceptions import InvalidArgumentsError, InvalidTransitionError, 
 from scheduler.models import AuditEntry, ScheduledJob
 from scheduler.services import bulk
 from scheduler.services.bulk import Skip
-from tests.integration.admin_helpers import CHANGELIST, T0, Status, job, messages_of
+from tests.integration.admin_helpers import CHANGELIST, T0, Status, confirmation, job, messages_of
 
 ALICE = {"actor": "alice", "reason": "gateway back"}
 LATER = T0 + timedelta(hours=2)
@@ -248,6 +248,28 @@ def test_two_shifts_at_once_of_jobs_listed_before_either_move_them_once():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_each_moved_jobs_entry_keeps_the_run_at_it_had_also_one_moved_meanwhile():
+    # The entries of a run now or retry kept the new run_at alone: where each job had
+    # been due was lost.
+    pending, ended = job(run_at=T0 + timedelta(days=1)), job(Status.FAILED, run_at=T0)
+    moved_meanwhile = T0 + timedelta(days=3)
+    with (
+        freeze_time(LATER),
+        # Another operator moves the pending job while the action waits for its row.
+        meanwhile(
+            lambda: ScheduledJob.objects.filter(pk=pending.pk).update(run_at=moved_meanwhile)
+        ),
+    ):
+        result = bulk.run_many_now(ScheduledJob.objects.all(), **ALICE)
+    assert result.changed == 2
+    details = dict(AuditEntry.objects.values_list("job_id", "details"))
+    assert details == {
+        pending.pk: {"run_at": LATER.isoformat(), "previous_run_at": moved_meanwhile.isoformat()},
+        ended.pk: {"run_at": LATER.isoformat(), "previous_run_at": T0.isoformat()},
+    }
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_resend_since_the_list_was_loaded_does_not_stop_a_shift():
     # It sends the job's message again, and leaves its time as it was.
     listed_at = timezone.now()
@@ -293,9 +315,9 @@ def test_the_admin_says_no_job_was_changed_when_keys_were_taken_on_every_try(
 ):
     monkeypatch.setattr(bulk, "KEY_RACE_ATTEMPTS", 1)
     failed, other = job(Status.FAILED, unique_key="capture-7"), job(Status.FAILED)
-    posted = {"action": "retry_selected", "index": "0", "_selected_action": [failed.pk, other.pk]}
+    answer = confirmation(admin_client, "retry_selected", [failed, other])
     with meanwhile(lambda: job(unique_key="capture-7")):
-        response = admin_client.post(CHANGELIST, posted, follow=True)
+        response = admin_client.post(CHANGELIST, answer, follow=True)
     assert response.status_code == 200
     assert messages_of(response) == [
         "No job was changed: other requests took the unique keys of selected jobs while "

@@ -37,6 +37,8 @@ def trail(of=None):
 
 
 def test_every_job_action_by_an_operator_is_recorded_with_who_when_and_why():
+    # A move recorded the new run_at alone: where a job retried or run now had been
+    # due was lost with it.
     scheduled = services.schedule_at(
         "testapp.noop", T0 + timedelta(hours=1), actor="alice", reason="customer asked"
     )
@@ -62,15 +64,31 @@ def test_every_job_action_by_an_operator_is_recorded_with_who_when_and_why():
             Action.RESCHEDULE,
             "bob",
             "later",
-            {"run_at": "2026-11-24T14:00:00+00:00", "deadline": "2026-11-25T12:00:00+00:00"},
+            {
+                "run_at": "2026-11-24T14:00:00+00:00",
+                "previous_run_at": "2026-11-24T13:00:00+00:00",
+                "deadline": "2026-11-25T12:00:00+00:00",
+            },
         ),
-        (Action.RUN_NOW, "bob", "now, please", {"run_at": "2026-11-24T12:00:00+00:00"}),
+        (
+            Action.RUN_NOW,
+            "bob",
+            "now, please",
+            {
+                "run_at": "2026-11-24T12:00:00+00:00",
+                "previous_run_at": "2026-11-24T14:00:00+00:00",
+            },
+        ),
+        # Cancelling leaves run_at as it was: the retry's entry keeps it.
         (Action.CANCEL, "carol", "duplicate order", {}),
         (
             Action.RETRY,
             "carol",
             "not a duplicate after all",
-            {"run_at": "2026-11-24T12:00:00+00:00"},
+            {
+                "run_at": "2026-11-24T12:00:00+00:00",
+                "previous_run_at": "2026-11-24T12:00:00+00:00",
+            },
         ),
         (Action.RESEND, "dave", "dead-lettered", {}),
     ]
