@@ -11,6 +11,8 @@ def on_job_ended(*, job_id: int, task_name: str, **kwargs: Any) -> None:
 
     A job, not a call to the gateway here: this runs in the process that decided the
     outcome, the dispatcher's recovery among them, and a gateway out of reach would
-    stall it, then leave the payment authorized for good."""
+    stall it, then leave the payment authorized for good. What a lost receiver missed
+    (its request killed mid-way through a bulk cancel's receivers, a signal not sent)
+    the sweep finds: :func:`payments.services.record_missed_captures`."""
     if task_name == services.CAPTURE_TASK_NAME:
         services.check_missed_capture(capture_job_id=job_id)

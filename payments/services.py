@@ -2,16 +2,18 @@
 
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import CharField, Exists, OuterRef, QuerySet, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 
 from payments.gateway import Capture, gateway
 from payments.models import Payment
-from scheduler import cancel, schedule_at, states
-from scheduler.exceptions import InvalidTransitionError
+from scheduler import JobSpec, cancel, schedule_at, schedule_many, states
+from scheduler.exceptions import DuplicateJobError, InvalidTransitionError
 from scheduler.models import ScheduledJob
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,16 @@ MISSED_CAPTURE_TASK_NAME = "payments.record_missed_capture"
 #: default) a thousand attempts outlast any authorization, so a gateway outage on the
 #: capture day delays the capture and does not lose it.
 CAPTURE_MAX_ATTEMPTS = 1000
+SWEEP_TASK_NAME = "payments.record_missed_captures"
+#: The start of the unique key of a capture job's missed-capture job: one at a time.
+MISSED_CAPTURE_KEY_PREFIX = "payments:missed-capture:"
+#: How far back the sweep looks for capture jobs that ended badly: run every 5 minutes,
+#: it finds what a day's stop of beat or the workers left; further by hand.
+MISSED_CAPTURE_SWEEP_LOOKBACK = timedelta(days=1)
+#: Ends this recent are left to their receivers' jobs, on their way.
+MISSED_CAPTURE_SWEEP_GRACE = timedelta(minutes=1)
+#: Missed-capture jobs a sweep schedules at most, in one INSERT; the next sweep goes on.
+MISSED_CAPTURE_SWEEP_BATCH = 1000
 
 
 def authorize_payment(
@@ -174,24 +186,113 @@ def cancel_payment(*, payment_id: int, reason: str = "", actor: str | None = Non
 def check_missed_capture(*, capture_job_id: int) -> ScheduledJob | None:
     """Schedule, to run at once, the job that records that a payment's capture job ended
     without capturing (see :func:`mark_capture_missed`); returns it, or None when no
-    authorized payment has this capture job.
+    authorized payment has this capture job or its job is pending already.
 
     The receivers of the capture job's end call this, in the process that decided it
-    (a worker, the dispatcher expiring jobs by the hundred, a web request): it only
-    writes a row. The gateway is asked in the job, on a worker, retried with back-off
-    while the gateway is out of reach. No unique key: the job reads the payment and the
-    capture job as they are when it runs, so a second one changes nothing, where a key
-    held by one that ran early would leave a later end unrecorded.
+    (a worker, the dispatcher expiring jobs by the hundred, a web request cancelling
+    jobs by the thousand): it only writes a row. The gateway is asked in the job, on a
+    worker, retried with back-off while the gateway is out of reach. One job per
+    capture job at a time (its unique key), whoever scheduled it, a receiver or
+    :func:`record_missed_captures`: the job reads the payment and the capture job as
+    they are when it runs, so a second would change nothing. An end that comes while
+    the job runs (an operator retried the capture job, which ended again) is left to
+    the sweep.
     """
     if not Payment.objects.filter(
         capture_job_id=capture_job_id, status=Payment.Status.AUTHORIZED
     ).exists():
         return None
-    return schedule_at(
-        MISSED_CAPTURE_TASK_NAME,
-        timezone.now(),
-        kwargs={"capture_job_id": capture_job_id},
-        max_attempts=CAPTURE_MAX_ATTEMPTS,
+    on_its_own = not connection.in_atomic_block
+    try:
+        with transaction.atomic():
+            if on_its_own:
+                # Its commit does not wait for the disk: that wait was most of the
+                # receiver's time, paid per job in a bulk cancel's request. A job lost in a
+                # database crash is found by the sweep.
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL synchronous_commit TO off")
+            return _schedule_missed_capture_jobs([capture_job_id])[0]
+    except DuplicateJobError:
+        return None
+
+
+def record_missed_captures(
+    *,
+    lookback: timedelta = MISSED_CAPTURE_SWEEP_LOOKBACK,
+    limit: int = MISSED_CAPTURE_SWEEP_BATCH,
+) -> int:
+    """The sweep: schedule the missed-capture job of each authorized payment whose capture
+    job ended badly (failed, cancelled, expired) in the last ``lookback`` and has none
+    pending; returns how many, ``limit`` at most.
+
+    It finds what the receivers missed: a signal not sent (an end decided in a commit
+    whose answer was lost), a receiver's job lost in a crash, the receivers of a bulk
+    cancel cut short with the request that ran them. Ends of the last minute are left to
+    their receivers. Reads the index of jobs that ended badly, from ``lookback`` ago,
+    and a payment and a unique key per job found there. Two sweeps at once schedule a
+    payment's job once: the second finds its key held, schedules nothing, and the next
+    sweep goes on.
+    """
+    now = timezone.now()
+    capture_job_ids = list(
+        _captures_ended_unrecorded(since=now - lookback, until=now - MISSED_CAPTURE_SWEEP_GRACE)[
+            :limit
+        ]
+    )
+    if not capture_job_ids:
+        return 0
+    try:
+        _schedule_missed_capture_jobs(capture_job_ids)
+    except DuplicateJobError as error:
+        logger.info(
+            "missed capture sweep left to the next one: a job was scheduled meanwhile "
+            "unique_key=%s",
+            error.unique_key,
+        )
+        return 0
+    logger.warning(
+        "missed captures found by the sweep count=%s capture_job_ids=%s..%s",
+        len(capture_job_ids),
+        capture_job_ids[0],
+        capture_job_ids[-1],
+    )
+    return len(capture_job_ids)
+
+
+def _captures_ended_unrecorded(*, since: datetime, until: datetime) -> QuerySet[ScheduledJob, int]:
+    """The ids of the capture jobs that ended badly between ``since`` and ``until``, of
+    authorized payments, with no missed-capture job pending; first ended first."""
+    pending = ScheduledJob.objects.active().filter(
+        unique_key=Concat(Value(MISSED_CAPTURE_KEY_PREFIX), Cast(OuterRef("pk"), CharField()))
+    )
+    return (
+        ScheduledJob.objects.filter(
+            # As the index of jobs that ended badly is written, so that it is read.
+            status__in=list(states.ENDED_BADLY),
+            finished_at__gte=since,
+            finished_at__lt=until,
+            task_name=CAPTURE_TASK_NAME,
+            payment__status=Payment.Status.AUTHORIZED,
+        )
+        .filter(~Exists(pending))
+        .order_by("finished_at")
+        .values_list("pk", flat=True)
+    )
+
+
+def _schedule_missed_capture_jobs(capture_job_ids: list[int]) -> list[ScheduledJob]:
+    """The missed-capture jobs of ``capture_job_ids``, due now, in one INSERT;
+    DuplicateJobError if one is pending already."""
+    now = timezone.now()
+    return schedule_many(
+        JobSpec(
+            MISSED_CAPTURE_TASK_NAME,
+            now,
+            kwargs={"capture_job_id": capture_job_id},
+            max_attempts=CAPTURE_MAX_ATTEMPTS,
+            unique_key=f"{MISSED_CAPTURE_KEY_PREFIX}{capture_job_id}",
+        )
+        for capture_job_id in capture_job_ids
     )
 
 

@@ -24,3 +24,10 @@ def record_missed_capture(capture_job_id: int) -> str | None:
     """
     payment = services.mark_capture_missed(capture_job_id=capture_job_id)
     return None if payment is None else payment.status
+
+
+@shared_task(name=services.SWEEP_TASK_NAME, base=SchedulerTask)
+def record_missed_captures() -> int:
+    """The sweep (beat sends it every 5 minutes): schedule the missed-capture job of the
+    payments whose capture job ended badly with none recorded; returns how many."""
+    return services.record_missed_captures()

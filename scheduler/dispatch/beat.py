@@ -60,10 +60,35 @@ def ensure_dispatch_schedule() -> PeriodicTask:
     return task
 
 
+def ensure_periodic_task(
+    name: str, *, task: str, interval: float, description: str
+) -> tuple[PeriodicTask, bool]:
+    """The PeriodicTask ``name``, created if missing to send ``task`` every ``interval``
+    seconds, and whether it was created; one that exists is kept as an operator left it.
+
+    For a project's own periodic tasks (the payments demo's sweep): written one writer
+    at a time, as the dispatch entry is, and a send not started within ``interval``
+    expires, so sends queued while workers were busy do not all run.
+    """
+    with _one_writer():
+        entry = PeriodicTask.objects.filter(name=name).first()
+        if entry is not None:
+            return entry, False
+        entry = PeriodicTask.objects.create(
+            name=name,
+            task=task,
+            interval=_interval_schedule(interval),
+            expire_seconds=math.ceil(interval),
+            description=description,
+        )
+    logger.info("periodic task created name=%r every_seconds=%s", name, interval)
+    return entry, True
+
+
 @contextmanager
 def _one_writer() -> Iterator[None]:
-    """One writer of the dispatch entry at a time (several replicas' migrate, a beat
-    starting beside one): both would create it (one failing on its unique name) and
+    """One writer of beat's entries at a time (several replicas' migrate, a beat
+    starting beside one): both would create one (one failing on its unique name) and
     its interval.
 
     The lock is the transaction's, taken in the writes' own transaction: a session's,
@@ -107,22 +132,25 @@ def _entry_fields(interval: float) -> dict[str, Any]:
     }
 
 
+def _interval_schedule(interval: float) -> IntervalSchedule:
+    """The IntervalSchedule of ``interval`` seconds, created if there is none."""
+    every, period = _interval_of(interval)
+    # Not get_or_create: the table has no unique key, and an operator may have added the
+    # same interval.
+    schedule = IntervalSchedule.objects.filter(every=every, period=period).order_by("pk").first()
+    if schedule is None:
+        schedule = IntervalSchedule.objects.create(every=every, period=period)
+    return schedule
+
+
 def _write_dispatch_schedule(interval: float) -> tuple[PeriodicTask, bool]:
     """The dispatch entry written for ``interval``, and whether it was created."""
-    every, period = _interval_of(interval)
     with transaction.atomic():
-        # Not get_or_create: the table has no unique key, and an operator may have added
-        # the same interval.
-        schedule = (
-            IntervalSchedule.objects.filter(every=every, period=period).order_by("pk").first()
-        )
-        if schedule is None:
-            schedule = IntervalSchedule.objects.create(every=every, period=period)
         task, created = PeriodicTask.objects.update_or_create(
             name=DISPATCH_PERIODIC_TASK_NAME,
             defaults={
                 **_entry_fields(interval),
-                "interval": schedule,
+                "interval": _interval_schedule(interval),
                 "description": "Sends jobs that are nearly due from PostgreSQL to SQS "
                 "(written by the scheduler app after migrate and as beat starts; run by "
                 "beat itself).",
