@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from scheduler import validation
 from scheduler.exceptions import InvalidArgumentsError, PauseError, UnknownTaskError
-from scheduler.models import Pause
+from scheduler.models import Pause, ScheduledJob
 from scheduler.registry import get_task, task_name_of
 from scheduler.services import audit, dispatching
 
@@ -37,20 +37,30 @@ RELEASED_ON_RESUME = 1000
 _PAUSES_LOCK = "scheduler.pause"
 
 
-def hold_off_pauses() -> None:
+def hold_off_pauses(*, job_id: int) -> None:
     """Make no pause until the caller's transaction ends, nor let one made since it
-    began go unseen by its next statement: a claim made ahead of its job's time, held
-    until that time (:func:`scheduler.services.running.claim`). A pause waits for such
-    claims (a moment, ``HANDOFF_AHEAD``): their jobs start before it."""
-    _lock_pauses(shared=True)
+    began go unseen by its next statement: a claim of job ``job_id`` made ahead of its
+    time, held until that time (:func:`scheduler.services.running.claim`). A pause waits
+    for such claims (a moment, ``HANDOFF_AHEAD``): their jobs start before it.
 
-
-def _lock_pauses(*, shared: bool) -> None:
-    """Take the pauses' advisory lock until the caller's transaction ends: shared by
-    claims, alone by a pause."""
-    function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    The job's row is locked first, in the same statement: a claim that waits for it (a
+    dispatcher's send, a caller's transaction holding it) then holds no pause back, nor
+    every later claim, which would queue behind that pause.
+    """
+    table = connection.ops.quote_name(ScheduledJob._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {function}(hashtext(%s))", [_PAUSES_LOCK])
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock_shared(hashtext(%s)) "  # noqa: S608 - a name
+            f"FROM (SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE) AS its_row",
+            [_PAUSES_LOCK, job_id],
+        )
+
+
+def _lock_pauses() -> None:
+    """Take the pauses' advisory lock alone until the caller's transaction ends, as a
+    pause does (claims share it: :func:`hold_off_pauses`)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [_PAUSES_LOCK])
 
 
 def pause(
@@ -77,7 +87,7 @@ def pause(
     reason, actor = validation.reason(reason), validation.actor(actor)
     try:
         with transaction.atomic():
-            _lock_pauses(shared=False)
+            _lock_pauses()
             paused = Pause.objects.create(
                 task_name=task_name, queue=queue_name, reason=reason, paused_by=actor or ""
             )

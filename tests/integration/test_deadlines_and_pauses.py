@@ -367,6 +367,50 @@ def test_a_claim_that_waited_for_a_pause_of_another_kind_judges_the_deadline_as_
     assert read_runs(path) == []
 
 
+@pytest.mark.django_db(transaction=True)  # the claims, the pause and the row's holder
+def test_a_claim_waiting_for_its_jobs_row_holds_no_pause_and_so_no_other_claim_back(tmp_path):
+    # The claim took the pauses' shared lock, then waited for its job's row (held by a
+    # dispatcher's send, a user's transaction): a pause meanwhile queued behind it, and
+    # every later claim, of any job of any kind, queued behind the pause.
+    path = str(tmp_path / "runs")
+    now = timezone.now()
+    held = schedule_at("testapp.record", now + timedelta(seconds=0.6), [path, "held"])
+    free = schedule_at("testapp.record", now + timedelta(seconds=1.5), [path, "free"])
+    held_token, free_token = (dispatch_one(job, now=timezone.now()) for job in (held, free))
+    with job_row_held_elsewhere(held.pk, commit_after=3):
+        waiting = threading.Thread(
+            target=partial(deliver_in_thread, job=held, token=held_token, not_before=held.run_at)
+        )
+        waiting.start()
+        time.sleep(0.2)  # its claim waits for the row
+        pausing = threading.Thread(target=partial(pause_in_thread, "testapp.noop"))
+        pausing.start()
+        time.sleep(0.2)  # the pause waits for what the claim holds, if anything
+        handled = deliver(
+            job_id=free.pk, task_name=free.task_name, token=free_token, not_before=free.run_at
+        )
+        started = time.time()
+    pausing.join(10)
+    waiting.join(10)
+    assert handled.outcome == Outcome.SUCCEEDED
+    assert started - free.run_at.timestamp() < 1  # not once the row was let go, 3 s on
+    assert sorted(label for label, _ in read_runs(path)) == ["free", "held"]
+
+
+def deliver_in_thread(*, job: ScheduledJob, token: uuid.UUID, not_before: datetime) -> None:
+    try:
+        deliver(job_id=job.pk, task_name=job.task_name, token=token, not_before=not_before)
+    finally:
+        connection.close()
+
+
+def pause_in_thread(task_name: str) -> None:
+    try:
+        pause(task_name, reason="incident")
+    finally:
+        connection.close()
+
+
 @freeze_time(T0)
 def test_outcome_signals_are_sent_after_commit_and_never_on_rollback(
     received, django_capture_on_commit_callbacks, tmp_path
