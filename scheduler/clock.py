@@ -27,8 +27,11 @@ CLOCK_TOLERANCE_SECONDS = 0.1
 def clock_offset(*, using: str = DEFAULT_DB_ALIAS) -> float:
     """How many seconds this host's clock is ahead of PostgreSQL's (behind: negative),
     to within half a round trip."""
+    connection = connections[using]
+    # Connected first: half a connection's set-up would count as an offset, "behind".
+    connection.ensure_connection()
     before = timezone.now()
-    with connections[using].cursor() as cursor:
+    with connection.cursor() as cursor:
         cursor.execute("SELECT clock_timestamp()")
         server: datetime = cursor.fetchone()[0]
     after = timezone.now()

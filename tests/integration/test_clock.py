@@ -5,9 +5,11 @@ freezegun moves this process's clock and not PostgreSQL's: a host whose clock is
 
 import logging
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection, connections
 from freezegun import freeze_time
 
 from scheduler.clock import CLOCK_TOLERANCE_SECONDS, check_clock
@@ -45,3 +47,22 @@ def test_a_database_out_of_reach_is_told_and_not_raised(caplog):
         assert check_clock(process="beat") is None
     [record] = caplog.records
     assert record.getMessage() == "clock not checked process=beat error=OperationalError"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_connection_set_up_is_not_counted_as_the_clock_s(monkeypatch):
+    # The clock was read before the cursor opened the connection (a worker's, closed
+    # just before): half the set-up counted as an offset, always "behind", which hid a
+    # clock ahead by as much.
+    wrapper = type(connections["default"])
+    connect = wrapper.get_new_connection
+
+    def slow(self, params):
+        time.sleep(0.4)
+        return connect(self, params)
+
+    connection.close()
+    monkeypatch.setattr(wrapper, "get_new_connection", slow)
+    offset = check_clock(process="worker")
+    assert offset is not None
+    assert abs(offset) <= CLOCK_TOLERANCE_SECONDS
