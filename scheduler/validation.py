@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from scheduler.exceptions import InvalidArgumentsError
@@ -47,6 +48,11 @@ def aware_datetime(value: object, field: str = "run_at") -> datetime:
     if not isinstance(value, datetime):
         raise TypeError(f"{field} must be a datetime, got {value!r}")
     if timezone.is_naive(value):
+        if timezone.is_naive(timezone.now()):
+            # USE_TZ is off: the fault is the project's, not the call's.
+            raise ImproperlyConfigured(
+                f"{field} is naive: the scheduler needs USE_TZ = True (scheduler.E040)"
+            )
         raise InvalidArgumentsError(
             field,
             "must be timezone-aware (e.g. django.utils.timezone.now() + delta), "
