@@ -300,7 +300,7 @@ def _prepare(endpoint: str | None, *, demo: bool) -> bool:
                 setup = ensure_queue()
             except (BotoCoreError, ClientError) as error:
                 raise RunError(refusal(error)) from None
-        say(f"queue ready: {setup.url} (dead-letter queue {setup.dlq_url})")
+        say(f"queue ready: {setup.url} (dead-letter queue {setup.dlq_arn})")
     else:
         say("Amazon SQS: create the queue once with `python manage.py scheduler_create_queue`")
     call_command("migrate", interactive=False, verbosity=0)

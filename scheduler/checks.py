@@ -21,7 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from scheduler.conf import SQS_MAX_DELAY_SECONDS, SchedulerSettings, scheduler_settings
 from scheduler.models import JobAttempt, ScheduledJob
 from scheduler.registry import schedulable_task_names
-from scheduler.sqs import dead_letter_queue
+from scheduler.sqs import dead_letter_queue, region
 from scheduler.validation import is_valid_queue_name
 
 # Each relation between settings: its check id, when it is broken, and why that matters.
@@ -168,6 +168,29 @@ def check_dead_letter_room(
             "refuses it, and the dead-letter metric and alert watch that queue.",
             hint="Use a name of at most 76 characters.",
             id="scheduler.W006",
+        )
+    ]
+
+
+@register()
+def check_sqs_region(
+    app_configs: Sequence[AppConfig] | None = None,  # noqa: ARG001 - Django passes it
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """The app's SQS client needs a region, even for an SQS-compatible server's endpoint:
+    botocore refuses to build one without."""
+    # One set but not a region's name is scheduler.E001's.
+    if scheduler_settings.SQS_REGION is not None or region() is not None:
+        return []
+    return [
+        Error(
+            "SCHEDULER_SQS_REGION is None and boto3 finds no AWS region (AWS_DEFAULT_REGION, "
+            "the AWS config file): the dispatcher could send no job (NoRegionError at "
+            "every tick), nor scheduler_create_queue make a queue, while Celery's workers "
+            "poll kombu's default, us-east-1, unless its region transport option names one.",
+            hint="Set SCHEDULER_SQS_REGION to the queues' region, and Celery's region "
+            "transport option to the same.",
+            id="scheduler.E013",
         )
     ]
 

@@ -36,6 +36,12 @@ def client_kwargs() -> dict[str, Any]:
     return kwargs
 
 
+def region() -> str | None:
+    """The region the app's SQS client signs for: ``SCHEDULER_SQS_REGION``, else boto3's
+    (``AWS_DEFAULT_REGION``, the AWS config file); None when neither names one."""
+    return scheduler_settings.SQS_REGION or boto3.Session().region_name
+
+
 logger = logging.getLogger(__name__)
 #: The most dead-letter queues one page or scrape peeks at side by side, one thread and
 #: one kept connection each (botocore keeps ten, and dropped the others after each call).
@@ -43,6 +49,16 @@ PEEKS_AT_ONCE = 25
 
 #: A queue's dead-letter queue is named after it with this suffix.
 DLQ_SUFFIX = "-dlq"
+
+#: A job's message received more often than this stays in the worker that has it, busy
+#: or not: each receive counts toward the dead-letter queue's five (``maxReceiveCount``),
+#: and every worker may be as busy. A second one covers a hand-back by a worker's warm
+#: shutdown, or one that the same worker's long poll, started while a process was free,
+#: received again; three receives are left for the worker it lands on and for crashes.
+HAND_BACK_RECEIVES = 2
+
+#: The error codes (SQS's JSON and query protocols) of a queue that does not exist.
+MISSING_QUEUE_CODES = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
 
 
 #: The User-Agent of every request, fixed: botocore otherwise builds its own twice for

@@ -34,7 +34,7 @@ from scheduler.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
 )
-from scheduler.sqs import error_code, get_client
+from scheduler.sqs import MISSING_QUEUE_CODES, error_code, get_client
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -200,16 +200,9 @@ def _send_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(SEND_THREADS, thread_name_prefix="sqs-send")
 
 
-#: The error codes (SQS's JSON and query protocols) of a queue that does not exist, and
-#: of one the dispatcher may not send to (IAM).
-_QUEUE_REFUSALS = frozenset(
-    {
-        "QueueDoesNotExist",
-        "AWS.SimpleQueueService.NonExistentQueue",
-        "AccessDenied",
-        "AccessDeniedException",
-    }
-)
+#: The error codes of a queue that does not exist, and of one the dispatcher may not send
+#: to (IAM).
+_QUEUE_REFUSALS = MISSING_QUEUE_CODES | {"AccessDenied", "AccessDeniedException"}
 
 
 def _refuses_queue(code: str) -> bool:

@@ -1,18 +1,31 @@
 """Creating the scheduler's SQS queue and its dead-letter queue, idempotently.
 
-CreateQueue fails when the queue exists with other attributes, so each queue is
-created by name alone (which returns the existing queue's URL) and its attributes are
-then set with SetQueueAttributes: a second run converges instead of failing.
+A missing queue is created with the attributes below. An existing one may carry other
+work than jobs (Celery's default queue, for a drop-in user), so it keeps whatever
+serves jobs as well: a longer visibility timeout or retention, its own dead-letter
+queue, its default delay. Only what falls short of what jobs need is raised, and a
+dead-letter queue is added to a queue without one: a second run changes nothing.
 """
 
 import json
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
 
 from scheduler.conf import scheduler_settings
-from scheduler.sqs import dead_letter_queue, get_client
-from scheduler.validation import is_valid_queue_name
+from scheduler.registry import sqs_queue_name
+from scheduler.sqs import (
+    DLQ_SUFFIX,
+    HAND_BACK_RECEIVES,
+    MISSING_QUEUE_CODES,
+    dead_letter_queue,
+    error_code,
+    get_client,
+    region,
+)
+from scheduler.validation import QUEUE_NAME_RULE, is_valid_queue_name
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -29,17 +42,21 @@ DLQ_RETENTION_SECONDS = 14 * 24 * 3600
 #: died holding it or waited past the visibility timeout; five such receives make it
 #: poison. Its job is not lost: the dispatcher sends a job that stays enqueued again.
 MAX_RECEIVE_COUNT = 5
+#: SQS's longest queue name; a dead-letter queue's name adds ``DLQ_SUFFIX`` to its queue's.
+_LONGEST_NAME = 80
 
 
 @dataclass(frozen=True)
 class QueueSetup:
-    """The queue and dead-letter queue as they are after :func:`ensure_queue`."""
+    """The queue and its dead-letter queue after :func:`ensure_queue`, and what it did."""
 
     url: str
     arn: str
-    dlq_url: str
     dlq_arn: str
-    attributes: dict[str, str]
+    #: A line for each queue created and each attribute set, changed or kept.
+    done: list[str] = field(default_factory=list)
+    #: What about the queue as it was kept may fail jobs or their monitoring.
+    warnings: list[str] = field(default_factory=list)
 
 
 def queue_attributes(dlq_arn: str) -> dict[str, str]:
@@ -54,7 +71,8 @@ def queue_attributes(dlq_arn: str) -> dict[str, str]:
         "VisibilityTimeout": str(scheduler_settings.SQS_VISIBILITY_TIMEOUT_SECONDS),
         "ReceiveMessageWaitTimeSeconds": str(scheduler_settings.SQS_WAIT_TIME_SECONDS),
         "MessageRetentionPeriod": str(MESSAGE_RETENTION_SECONDS),
-        # Each message carries its own DelaySeconds; a queue default would add to it.
+        # A job's message carries its own DelaySeconds, which overrides the queue's; 0
+        # leaves any other sender's message undelayed.
         "DelaySeconds": "0",
         "RedrivePolicy": json.dumps(
             {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
@@ -62,36 +80,169 @@ def queue_attributes(dlq_arn: str) -> dict[str, str]:
     }
 
 
+#: The attributes of an existing queue raised to the value jobs need when below it, and
+#: kept when above: a longer visibility timeout only delays a message whose worker died
+#: before its job started (the dispatcher sends a stale job again anyway), and a longer
+#: retention keeps copies the worker drops on arrival.
+_AT_LEAST = ("VisibilityTimeout", "MessageRetentionPeriod")
+
+
 def ensure_queue(name: str | None = None) -> QueueSetup:
-    """Create or update the queue ``name`` (default ``SCHEDULER_QUEUE_NAME``) and its DLQ."""
-    name = name or scheduler_settings.QUEUE_NAME
-    # The DLQ name adds four characters, and must be valid too.
-    if not is_valid_queue_name(dead_letter_queue(name)):
-        raise ValueError(f"{name!r} is not a valid SQS queue name (1-76 letters, digits, - or _)")
+    """Create the queue of the Celery queue ``name`` (default ``SCHEDULER_QUEUE_NAME``)
+    and its dead-letter queue, or bring an existing one up to what jobs need.
+
+    ``name`` is translated to the SQS queue kombu polls for it (``reports.slow`` is
+    ``reports-slow``). Raises ValueError for a name that gives no usable queue.
+    """
+    given = name or scheduler_settings.QUEUE_NAME
+    queue = _queue_name(given)
+    done = [] if queue == given else [f"the Celery queue {given!r} is the SQS queue {queue!r}"]
+    warnings: list[str] = []
     client = get_client()
-    dlq_url, dlq_arn = _ensure(
-        client, dead_letter_queue(name), {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
-    )
-    attributes = queue_attributes(dlq_arn)
-    url, arn = _ensure(client, name, attributes)
-    logger.info("sqs queue ready queue=%s url=%s dlq_url=%s", name, url, dlq_url)
-    return QueueSetup(url=url, arn=arn, dlq_url=dlq_url, dlq_arn=dlq_arn, attributes=attributes)
+    url, current = _existing(client, queue)
+    kept = _redrive_policy(current)
+    own_dlq = dead_letter_queue(queue)
+    if kept is None or _name_in_arn(kept.get("deadLetterTargetArn")) == own_dlq:
+        dlq_arn = _ensure_dead_letter_queue(client, own_dlq, done)
+    else:
+        dlq_arn = str(kept.get("deadLetterTargetArn"))
+        warnings.append(
+            f"{queue}'s dead letters go to {_name_in_arn(dlq_arn)} (its RedrivePolicy, kept): "
+            f"the scheduler's monitoring (scheduler_dlq_messages, the admin's monitoring "
+            f"page) watches {own_dlq}, and does not count them."
+        )
+    if kept is not None:
+        warnings.extend(_too_few_receives(queue, kept))
+    wanted = queue_attributes(dlq_arn)
+    if url is None:
+        url = client.create_queue(QueueName=queue, Attributes=wanted)["QueueUrl"]  # type: ignore[arg-type]
+        done.append(f"created {queue}: " + ", ".join(f"{k}={v}" for k, v in wanted.items()))
+    else:
+        changes = _changes(queue, current, wanted, done)
+        if changes:
+            client.set_queue_attributes(QueueUrl=url, Attributes=changes)  # type: ignore[arg-type]
+    logger.info("sqs queue ready queue=%s url=%s dlq_arn=%s", queue, url, dlq_arn)
+    return QueueSetup(url=url, arn=_arn(client, url), dlq_arn=dlq_arn, done=done, warnings=warnings)
 
 
 def refusal(error: Exception) -> str:
     """One line on an SQS error while creating the queues: where, and what to check."""
-    where = scheduler_settings.SQS_ENDPOINT_URL or f"Amazon SQS in {scheduler_settings.SQS_REGION}"
+    where = scheduler_settings.SQS_ENDPOINT_URL or (
+        f"Amazon SQS in {found}"
+        if (found := region())
+        else "Amazon SQS, no region set: SCHEDULER_SQS_REGION or AWS_DEFAULT_REGION"
+    )
     return (
         f"SQS refused or could not be reached ({where}): {error}. Check the "
-        "credentials, the region and the IAM policy (sqs:CreateQueue, "
+        "credentials, the region and the IAM policy (sqs:GetQueueUrl, sqs:CreateQueue, "
         "sqs:SetQueueAttributes, sqs:GetQueueAttributes; README, Deploying to AWS)."
     )
 
 
-def _ensure(client: "SQSClient", name: str, attributes: dict[str, str]) -> tuple[str, str]:
-    url = client.create_queue(QueueName=name)["QueueUrl"]
-    client.set_queue_attributes(QueueUrl=url, Attributes=attributes)  # type: ignore[arg-type]
-    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+def _queue_name(given: str) -> str:
+    """The SQS queue of the Celery queue ``given``, if the command may make it."""
+    queue = sqs_queue_name(given)
+    called = repr(given) if queue == given else f"{given!r} (the SQS queue {queue!r})"
+    if not is_valid_queue_name(queue):
+        raise ValueError(f"{called} is not a valid SQS queue name. {QUEUE_NAME_RULE}")
+    if queue.endswith(DLQ_SUFFIX):
+        source = queue.removesuffix(DLQ_SUFFIX)
+        raise ValueError(
+            f"{called} is the name of {source!r}'s dead-letter queue, made with it: as a "
+            "queue of jobs it would keep messages a day, not 14, and get a dead-letter "
+            f"queue of its own. Run scheduler_create_queue --name {source}"
+        )
+    dlq = dead_letter_queue(queue)
+    if not is_valid_queue_name(dlq):
+        longest = _LONGEST_NAME - len(DLQ_SUFFIX)
+        raise ValueError(
+            f"{called} leaves no room for its dead-letter queue: {dlq!r} would be "
+            f"{len(dlq)} characters, over SQS's {_LONGEST_NAME}. Use a queue name of at "
+            f"most {longest}."
+        )
+    return queue
+
+
+def _existing(client: "SQSClient", name: str) -> tuple[str | None, dict[str, str]]:
+    """The URL and attributes of the queue ``name``; None and none when it does not exist."""
+    try:
+        url = client.get_queue_url(QueueName=name)["QueueUrl"]
+    except ClientError as error:
+        if error_code(error) in MISSING_QUEUE_CODES:
+            return None, {}
+        raise
+    attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return url, {str(key): value for key, value in attributes.items()}
+
+
+def _ensure_dead_letter_queue(client: "SQSClient", name: str, done: list[str]) -> str:
+    """The ARN of the dead-letter queue ``name``, created or its retention raised."""
+    url, current = _existing(client, name)
+    wanted = {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)}
+    if url is None:
+        url = client.create_queue(QueueName=name, Attributes=wanted)["QueueUrl"]  # type: ignore[arg-type]
+        done.append(f"created {name}: MessageRetentionPeriod={DLQ_RETENTION_SECONDS}")
+    elif changes := _changes(name, current, wanted, done):
+        client.set_queue_attributes(QueueUrl=url, Attributes=changes)  # type: ignore[arg-type]
+    return _arn(client, url)
+
+
+def _changes(
+    name: str, current: dict[str, str], wanted: dict[str, str], done: list[str]
+) -> dict[str, str]:
+    """The attributes of the existing queue ``name`` to set, each said in ``done``."""
+    changes: dict[str, str] = {}
+    for key, value in wanted.items():
+        now = current.get(key)
+        if key == "RedrivePolicy" and now:
+            policy = _redrive_policy(current) or {}
+            done.append(
+                f"{name}: RedrivePolicy kept (dead letters to "
+                f"{_name_in_arn(policy.get('deadLetterTargetArn'))} after "
+                f"{policy.get('maxReceiveCount')} receives)"
+            )
+        elif key == "DelaySeconds" and now is not None:
+            # Each job's message carries its own delay; other senders' keep the queue's.
+            done.append(f"{name}: DelaySeconds={now} kept")
+        elif now == value:
+            done.append(f"{name}: {key}={now} kept")
+        elif key in _AT_LEAST and now is not None and int(now) > int(value):
+            done.append(f"{name}: {key}={now} kept (longer than {value})")
+        else:
+            changes[key] = value
+            done.append(f"{name}: {key} {now if now is not None else 'unset'} changed to {value}")
+    return changes
+
+
+def _redrive_policy(attributes: dict[str, str]) -> dict[str, Any] | None:
+    """A queue's RedrivePolicy, or None when it has none (or none that can be read)."""
+    try:
+        policy = json.loads(attributes.get("RedrivePolicy") or "null")
+    except ValueError:
+        return None
+    return policy if isinstance(policy, dict) else None
+
+
+def _too_few_receives(name: str, policy: dict[str, Any]) -> list[str]:
+    """A warning when a kept RedrivePolicy dead-letters a message a worker handed back."""
+    receives = str(policy.get("maxReceiveCount"))
+    if not receives.isdigit() or int(receives) > HAND_BACK_RECEIVES:
+        return []
+    return [
+        f"{name}'s RedrivePolicy (kept) has maxReceiveCount {receives}: a job's message "
+        f"that a busy or stopping worker handed back (received up to {HAND_BACK_RECEIVES} "
+        "times) goes to the dead-letter queue before a worker runs it, and its job waits "
+        "to be sent again (SCHEDULER_STALE_AFTER_SECONDS). Raise it to "
+        f"{MAX_RECEIVE_COUNT}."
+    ]
+
+
+def _name_in_arn(arn: object) -> str:
+    """The queue an SQS ARN names (``arn:aws:sqs:region:account:name``)."""
+    return str(arn).rsplit(":", 1)[-1]
+
+
+def _arn(client: "SQSClient", url: str) -> str:
+    return client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
-    return url, arn

@@ -203,7 +203,8 @@ def check_broker_sqs_location(
     polled, sent_to = (broker.hostname, broker.port), (endpoint.hostname, endpoint.port)
     # Every AWS endpoint of a region (regional, FIPS, a VPC endpoint) reaches its queues.
     aws = (_aws_region(polled[0], workers), _aws_region(sent_to[0], dispatcher or workers))
-    if polled != sent_to and (None in aws or aws[0] != aws[1]):
+    same_server = (_loopback(polled[0]), polled[1]) == (_loopback(sent_to[0]), sent_to[1])
+    if not same_server and (None in aws or aws[0] != aws[1]):
         found.append(
             _elsewhere(
                 f"at {_where(*polled)} (the broker URL's host)",
@@ -212,6 +213,15 @@ def check_broker_sqs_location(
             )
         )
     return found
+
+
+#: The names of this host's loopback interface: one SQS server on it, whichever names it.
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _loopback(host: str | None) -> str | None:
+    """``host``, with each name of the loopback interface made one (no DNS lookup)."""
+    return "localhost" if host in _LOOPBACK else host
 
 
 def _aws_region(host: str | None, region: str) -> str | None:

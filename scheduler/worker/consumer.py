@@ -39,6 +39,7 @@ from typing_extensions import override
 from vine import promise
 
 from scheduler import protocol
+from scheduler.sqs import HAND_BACK_RECEIVES
 from scheduler.worker import transport
 
 logger = logging.getLogger(__name__)
@@ -58,13 +59,6 @@ BUSY_SECONDS = 1.0
 
 #: How often a worker looks for job messages waiting for a process that it hands back.
 HAND_BACK_CHECK_SECONDS = 0.25
-
-#: A job's message received more often than this stays in the worker that has it, busy
-#: or not: each receive counts toward the dead-letter queue's five (``maxReceiveCount``),
-#: and every worker may be as busy. A second one covers a hand-back by a worker's warm
-#: shutdown, or one that the same worker's long poll, started while a process was free,
-#: received again; three receives are left for the worker it lands on and for crashes.
-HAND_BACK_RECEIVES = 2
 
 #: Celery's consumer steps, untyped: its stubs leave the blueprint out.
 _ConsumerBlueprint: Any = CeleryConsumer.Blueprint

@@ -84,3 +84,125 @@ def test_an_empty_name_is_refused_not_read_as_the_default(queue_name: str, clien
     with pytest.raises(CommandError, match="--name"):
         call_command("scheduler_create_queue", "--name", "")
     assert not client.list_queues(QueueNamePrefix=queue_name).get("QueueUrls")
+
+
+def create(client: Any, name: str, **attributes: str) -> str:
+    url: str = client.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    return url
+
+
+def arn(client: Any, name: str) -> str:
+    return attributes(client, name)["QueueArn"]
+
+
+def test_an_existing_queue_keeps_its_longer_timings_and_its_own_dead_letter_queue(
+    queue_name: str, client: Any
+) -> None:
+    # Run on Celery's default queue (as README told drop-in users), the command cut its
+    # retention to a day and its visibility timeout to 300 s (a late-acknowledged task
+    # then ran twice) and replaced its dead-letter queue and maxReceiveCount, silently.
+    create(client, f"{queue_name}-own")
+    policy = json.dumps(
+        {"deadLetterTargetArn": arn(client, f"{queue_name}-own"), "maxReceiveCount": "20"}
+    )
+    create(
+        client,
+        queue_name,
+        MessageRetentionPeriod="1209600",
+        VisibilityTimeout="3600",
+        DelaySeconds="5",
+        RedrivePolicy=policy,
+    )
+    before = attributes(client, queue_name)
+
+    out, err = io.StringIO(), io.StringIO()
+    call_command("scheduler_create_queue", stdout=out, stderr=err)
+
+    after = attributes(client, queue_name)
+    for key in ("MessageRetentionPeriod", "VisibilityTimeout", "DelaySeconds", "RedrivePolicy"):
+        assert after[key] == before[key]
+    # Its dead letters go to its own queue: no <name>-dlq, which nothing would fill.
+    names = client.list_queues(QueueNamePrefix=queue_name)["QueueUrls"]
+    assert sorted(url.rsplit("/", 1)[-1] for url in names) == [queue_name, f"{queue_name}-own"]
+    said = out.getvalue()
+    assert "VisibilityTimeout=3600 kept (longer than 300)" in said
+    assert "MessageRetentionPeriod=1209600 kept" in said
+    assert f"{queue_name}-own" in said
+    assert f"{queue_name}-dlq" in err.getvalue()  # monitoring watches that one
+
+    # Idempotent: a second run changes nothing.
+    out = io.StringIO()
+    call_command("scheduler_create_queue", stdout=out, stderr=io.StringIO())
+    assert attributes(client, queue_name) == after
+    assert "changed" not in out.getvalue()
+
+
+def test_an_existing_queue_below_what_jobs_need_is_raised_and_given_a_dead_letter_queue(
+    queue_name: str, client: Any
+) -> None:
+    create(client, queue_name, MessageRetentionPeriod="3600", VisibilityTimeout="30")
+    out = io.StringIO()
+    call_command("scheduler_create_queue", stdout=out)
+
+    main, dlq = attributes(client, queue_name), attributes(client, f"{queue_name}-dlq")
+    assert main["VisibilityTimeout"] == "300"
+    assert main["MessageRetentionPeriod"] == str(MESSAGE_RETENTION_SECONDS)
+    assert json.loads(main["RedrivePolicy"]) == {
+        "deadLetterTargetArn": dlq["QueueArn"],
+        "maxReceiveCount": MAX_RECEIVE_COUNT,
+    }
+    said = out.getvalue()
+    assert "VisibilityTimeout 30 changed to 300" in said
+    assert f"MessageRetentionPeriod 3600 changed to {MESSAGE_RETENTION_SECONDS}" in said
+    assert f"created {queue_name}-dlq" in said
+
+
+def test_a_kept_dead_letter_policy_that_leaves_no_receive_for_a_handed_back_job_warns(
+    queue_name: str, client: Any
+) -> None:
+    create(client, f"{queue_name}-dlq")
+    policy = json.dumps(
+        {"deadLetterTargetArn": arn(client, f"{queue_name}-dlq"), "maxReceiveCount": "2"}
+    )
+    create(client, queue_name, RedrivePolicy=policy)
+    err = io.StringIO()
+    call_command("scheduler_create_queue", stdout=io.StringIO(), stderr=err)
+
+    assert json.loads(attributes(client, queue_name)["RedrivePolicy"])["maxReceiveCount"] == 2
+    assert "maxReceiveCount 2" in err.getvalue()
+    assert "handed back" in err.getvalue()
+
+
+def test_a_dead_letter_queue_name_is_refused(queue_name: str, client: Any) -> None:
+    # Run on <name>-dlq, it cut that dead-letter queue's retention to a day and gave it
+    # a <name>-dlq-dlq.
+    create(client, f"{queue_name}-dlq", MessageRetentionPeriod="1209600")
+    with pytest.raises(CommandError, match=rf"dead-letter queue.*--name {queue_name}\b"):
+        call_command("scheduler_create_queue", "--name", f"{queue_name}-dlq")
+    assert attributes(client, f"{queue_name}-dlq")["MessageRetentionPeriod"] == "1209600"
+    assert len(client.list_queues(QueueNamePrefix=queue_name)["QueueUrls"]) == 1
+
+
+def test_a_celery_queue_name_with_a_dot_creates_the_sqs_queue_kombu_polls(
+    queue_name: str, client: Any
+) -> None:
+    # "reports.slow" was refused as no SQS queue name, without a word of reports-slow,
+    # the queue its workers poll and its jobs go to.
+    out = io.StringIO()
+    call_command("scheduler_create_queue", "--name", f"{queue_name}.slow", stdout=out)
+
+    names = client.list_queues(QueueNamePrefix=queue_name)["QueueUrls"]
+    assert sorted(url.rsplit("/", 1)[-1] for url in names) == [
+        f"{queue_name}-slow",
+        f"{queue_name}-slow-dlq",
+    ]
+    assert (
+        f"Celery queue '{queue_name}.slow' is the SQS queue '{queue_name}-slow'" in out.getvalue()
+    )
+
+
+def test_a_name_with_no_room_for_its_dead_letter_queue_says_so(queue_name: str) -> None:
+    # A 77-80 character name, a valid SQS name, was called not one.
+    name = "q" * 78
+    with pytest.raises(CommandError, match=rf"'{name}-dlq'.* 82 characters.*at most 76"):
+        call_command("scheduler_create_queue", "--name", name)

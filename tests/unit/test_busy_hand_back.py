@@ -13,7 +13,8 @@ from celery.worker import state
 from kombu.asynchronous.semaphore import LaxBoundedSemaphore
 
 from scheduler import protocol
-from scheduler.worker.consumer import BUSY_SECONDS, HAND_BACK_RECEIVES, _hand_back_waiting
+from scheduler.sqs import HAND_BACK_RECEIVES
+from scheduler.worker.consumer import BUSY_SECONDS, _hand_back_waiting
 
 
 @dataclass(eq=False)

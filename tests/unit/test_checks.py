@@ -3,6 +3,7 @@ from django.core.checks import run_checks
 from django.test import override_settings
 
 from scheduler.checks import check_settings
+from scheduler.dispatch.queues import refusal
 
 
 def ids(**overrides):
@@ -157,3 +158,32 @@ def test_a_queue_name_with_no_room_for_its_dead_letter_queue_warns():
 
     assert warned("q" * 77) == ["scheduler.W006"]
     assert warned("q" * 76) == []
+
+
+@pytest.mark.parametrize("endpoint", [None, "http://127.0.0.1:9324"])
+def test_no_sqs_region_anywhere_is_an_error(endpoint, settings, monkeypatch):
+    # The dispatcher's client raised NoRegionError at every tick (an endpoint URL does
+    # not spare it one) while the workers polled kombu's us-east-1, and no check said so;
+    # scheduler_create_queue said "Amazon SQS in None".
+    settings.SCHEDULER_SQS_REGION = None
+    settings.SCHEDULER_SQS_ENDPOINT_URL = endpoint
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    [error] = [message for message in run_checks() if message.id == "scheduler.E013"]
+    assert "no AWS region" in error.msg
+    assert "SCHEDULER_SQS_REGION" in error.hint
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    assert not [message for message in run_checks() if message.id == "scheduler.E013"]
+
+
+def test_sqs_out_of_reach_without_a_region_says_no_region_not_none(settings, monkeypatch):
+    settings.SCHEDULER_SQS_REGION = None
+    settings.SCHEDULER_SQS_ENDPOINT_URL = None
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    said = refusal(ValueError("You must specify a region."))
+    assert "None" not in said
+    assert "no region" in said

@@ -182,3 +182,35 @@ def test_an_aws_endpoint_of_another_region_than_the_workers_is_an_error(settings
         conf.broker_transport_options, conf.broker_url = options, url
     assert error.id == "scheduler.E025"
     assert "sqs.eu-west-1.amazonaws.com" in error.msg
+
+
+@pytest.mark.parametrize(
+    ("broker_host", "endpoint_host"),
+    [("localhost", "127.0.0.1"), ("127.0.0.1", "localhost"), ("[::1]", "localhost")],
+)
+def test_the_loopback_server_under_another_name_is_where_the_workers_poll(
+    broker_host, endpoint_host, settings
+):
+    # localhost and 127.0.0.1 were two servers: "no job would run", and the worker
+    # refused to start against the one SQS server it shared with the dispatcher.
+    settings.SCHEDULER_SQS_ENDPOINT_URL = f"http://{endpoint_host}:9324"
+    conf = current_app.conf
+    url = conf.broker_url
+    conf.broker_url = f"sqs://local:local@{broker_host}:9324"
+    try:
+        assert check_broker_sqs_location() == []
+    finally:
+        conf.broker_url = url
+
+
+def test_loopback_at_another_port_is_another_server(settings):
+    settings.SCHEDULER_SQS_ENDPOINT_URL = "http://127.0.0.1:9324"
+    conf = current_app.conf
+    url = conf.broker_url
+    conf.broker_url = "sqs://local:local@localhost:9325"
+    try:
+        [error] = check_broker_sqs_location()
+    finally:
+        conf.broker_url = url
+    assert error.id == "scheduler.E025"
+    assert "localhost:9325" in error.msg

@@ -11,11 +11,16 @@ from scheduler.dispatch.queues import ensure_queue, refusal
 class Command(BaseCommand):
     help = (
         "Create the scheduler's SQS queue (SCHEDULER_QUEUE_NAME) and its dead-letter queue "
-        "<name>-dlq, or bring their attributes up to date. Safe to run again."
+        "<name>-dlq, or raise an existing queue's attributes to what jobs need, keeping "
+        "longer ones and its own dead-letter queue. Says what it did; safe to run again."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--name", help="Queue name (default: SCHEDULER_QUEUE_NAME).")
+        parser.add_argument(
+            "--name",
+            help="Celery queue name, as kombu names its SQS queue (reports.slow is "
+            "reports-slow; default: SCHEDULER_QUEUE_NAME).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["name"] == "":
@@ -26,7 +31,9 @@ class Command(BaseCommand):
             raise CommandError(str(error)) from None
         except (BotoCoreError, ClientError) as error:
             raise CommandError(refusal(error)) from None
+        for line in setup.done:
+            self.stdout.write(line)
         self.stdout.write(f"queue url={setup.url} arn={setup.arn}")
-        self.stdout.write(f"dead-letter queue url={setup.dlq_url} arn={setup.dlq_arn}")
-        for key, value in sorted(setup.attributes.items()):
-            self.stdout.write(f"  {key}={value}")
+        self.stdout.write(f"dead-letter queue arn={setup.dlq_arn}")
+        for warning in setup.warnings:
+            self.stderr.write(self.style.WARNING(f"Warning: {warning}"))
