@@ -58,12 +58,18 @@ def local(value: datetime) -> datetime:
 
 def timestamp(value: datetime | None) -> str:
     """A date and time to the second, in the current time zone: "2026-11-24 12:00:05"
-    (its zone named when it is UTC in its stead, see :func:`local`)."""
+    (its zone named when it is UTC in its stead, see :func:`local`; its offset in an hour
+    the zone lives twice)."""
     if value is None:
         return "-"
     shown = local(value)
     said = shown.strftime("%Y-%m-%d %H:%M:%S")
-    return said if shown.tzinfo == timezone.get_current_timezone() else f"{said} UTC"
+    if shown.tzinfo != timezone.get_current_timezone():
+        return f"{said} UTC"
+    if shown.replace(fold=1 - shown.fold).utcoffset() != shown.utcoffset():
+        # An hour the zone lives twice (its clocks going back): which of the two.
+        return f"{said} {shown.isoformat()[-6:]}"
+    return said
 
 
 #: The time zone the admin shows times in, named when a page is rendered.
