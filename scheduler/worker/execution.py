@@ -144,6 +144,9 @@ class Handled:
     outcome: Outcome
     result: Any = None
     error: Exception | None = None
+    #: False when the job succeeded without keeping ``result``, which its JSON could not
+    #: hold (it keeps None).
+    result_kept: bool = True
 
 
 class _AttemptError(Exception):
@@ -229,11 +232,14 @@ def run_job(
         if outcome is Outcome.SUCCEEDED:
             # Only now: an atomic success is one once committed.
             logger.info("job succeeded job_id=%s task=%s", job.pk, job.task_name)
-            # As the job holds it: a value it could not keep is None for the caller too
-            # (Celery's JSON result backend could not encode it either, and told the
-            # call failed).
-            result = job.result
-        return Handled(outcome, result=result, error=run.refused or run.reraise)
+        return Handled(
+            outcome,
+            result=result,
+            error=run.refused or run.reraise,
+            result_kept=outcome is not Outcome.SUCCEEDED
+            or job.result is not None
+            or result is None,
+        )
 
 
 def _run_atomic(

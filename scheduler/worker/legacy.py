@@ -60,4 +60,4 @@ def run_message(
             task_name,
         )
         raise Ignore()
-    return celery_return(task.handle_job_message(ref, request=message_task.request))
+    return celery_return(task.handle_job_message(ref, request=message_task.request), message_task)

@@ -105,7 +105,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                         self.name,
                     )
                     raise Ignore()
-                return celery_return(self.handle_job_message(ref))
+                return celery_return(self.handle_job_message(ref), self)
         after_body: list[Callable[[], object]] = []
         scope = _after_body.set(after_body)
         try:
@@ -429,18 +429,28 @@ def _retry_arguments(
     return new_args, new_kwargs
 
 
-def celery_return(handled: Handled) -> Any:
-    """A job delivery's outcome, as Celery's tracer understands it: the body's return
-    value, its exception re-raised (already recorded: raising tells Celery, for
-    task_failure / task_retry and the log; a Reject or Ignore as
+def celery_return(handled: Handled, task: Task) -> Any:  # type: ignore[type-arg]
+    """A job delivery's outcome, as Celery's tracer for ``task`` understands it: the
+    body's return value, its exception re-raised (already recorded: raising tells
+    Celery, for task_failure / task_retry and the log; a Reject or Ignore as
     :meth:`SchedulerTask.run_job_body` made it), or Ignore for a dropped message and for
     a success whose lease was lost (not recorded, an atomic body's writes rolled back:
     the job runs again, and Celery's success, its ``on_success`` and ``task_success``,
-    would be told twice)."""
+    would be told twice).
+
+    A value the job could not keep is handed over as the None it keeps when the task's
+    result backend cannot encode it either: the backend then stored FAILURE for the
+    call and Celery sent task_failure, for a job that had succeeded.
+    """
     if handled.error is not None:
         raise handled.error
     if handled.outcome in (Outcome.DROPPED, Outcome.LEASE_LOST):
         raise Ignore()
+    if not handled.result_kept:
+        try:
+            task.backend.encode(handled.result)
+        except Exception:  # whatever its serializer raises: it could not store it
+            return None
     return handled.result
 
 

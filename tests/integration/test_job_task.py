@@ -8,6 +8,7 @@ import logging
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from celery import states
@@ -198,19 +199,31 @@ def test_a_return_value_json_cannot_store_is_dropped_with_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         handled = dispatch_and_deliver(job)
 
-    assert (handled.outcome, handled.result) == (Outcome.SUCCEEDED, None)
+    assert (handled.outcome, handled.result, handled.result_kept) == (
+        Outcome.SUCCEEDED,
+        {1, 2},
+        False,
+    )
     job.refresh_from_db()
     assert (job.status, job.result) == (Status.SUCCEEDED, None)
     assert f"job result not stored job_id={job.pk}" in caplog.text
 
 
 @pytest.mark.django_db(transaction=True)  # Celery's tracer checks the connections
+@pytest.mark.parametrize(
+    ("task", "told"),
+    [
+        # Handed to Celery as it was, a JSON result backend could not encode it: Celery
+        # stored FAILURE for the call and sent task_failure, for a job that had
+        # succeeded and would not run again.
+        ("testapp.returns_a_set", None),
+        # kombu's JSON encodes what the job's cannot: Celery keeps it as it was.
+        ("testapp.returns_decimal", {"amount": Decimal("1.50"), "id": uuid.UUID(int=1)}),
+    ],
+)
 @freeze_time(T0)
-def test_a_return_value_json_cannot_store_is_a_success_of_the_call(monkeypatch):
-    # Handed to Celery as it was, a JSON result backend could not encode it: Celery
-    # stored FAILURE for the call and sent task_failure, for a job that had succeeded
-    # and would not run again.
-    runner = get_task("testapp.returns_a_set")
+def test_a_return_value_json_cannot_store_is_a_success_of_the_call(monkeypatch, task, told):
+    runner = get_task(task)
     monkeypatch.setattr(runner, "_backend", CacheBackend(app=runner.app, url="memory://"))
     monkeypatch.setattr(runner, "ignore_result", False)
     job = schedule_at(runner, T0)
@@ -220,7 +233,7 @@ def test_a_return_value_json_cannot_store_is_a_success_of_the_call(monkeypatch):
     traced = trace_task(runner, request["id"], [], {}, request=request, app=runner.app)
 
     assert (traced.info, runner.backend.get_state(request["id"])) == (None, states.SUCCESS)
-    assert runner.backend.get_result(request["id"]) is None
+    assert runner.backend.get_result(request["id"]) == told
 
 
 UNSTORABLE_TEXTS = pytest.mark.parametrize(

@@ -5,6 +5,7 @@ import os
 import time
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -262,6 +263,12 @@ def routed() -> None:
 def returns_a_set() -> set[int]:
     """Returns what JSON cannot store."""
     return {1, 2}
+
+
+@shared_task(name="testapp.returns_decimal")
+def returns_decimal() -> dict[str, Any]:
+    """Returns what the job's JSON cannot keep, and Celery's JSON can."""
+    return {"amount": Decimal("1.50"), "id": uuid.UUID(int=1)}
 
 
 @shared_task(name="testapp.returns_text")
