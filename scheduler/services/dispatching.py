@@ -443,8 +443,11 @@ def expire_leases(*, now: datetime) -> int:
         )
         if not expired:
             return 0
+        # Due at once, without the error back-off: the lease already waited, and a
+        # killed worker is no error of the task's (max_attempts still bounds a job that
+        # kills its workers, a lease apart).
         retried = end_lost_attempts(
-            expired, error=f"lease expired: no heartbeat for {lease}", now=now
+            expired, error=f"lease expired: no heartbeat for {lease}", now=now, retry_at=now
         )
     logger.warning(
         "job leases expired retried=%s failed=%s job_ids=%s",
@@ -456,14 +459,11 @@ def expire_leases(*, now: datetime) -> int:
 
 
 def end_lost_attempts(
-    lost: Sequence[tuple[int, int, int, str]], *, error: str, now: datetime
+    lost: Sequence[tuple[int, int, int, str]], *, error: str, now: datetime, retry_at: datetime
 ) -> int:
     """End the running attempts of ``lost`` jobs (``(pk, attempts, max_attempts,
-    task_name)``, locked, running) whose worker is gone: each job is retried at once,
-    or fails when out of attempts. Returns how many are retried."""
-    # Due at once, without the error back-off: the lease already waited, and a killed
-    # worker is no error of the task's (max_attempts still bounds a job that kills its
-    # workers, a lease apart).
+    task_name)``, locked, running) whose worker is gone: each job is retried at
+    ``retry_at``, or fails when out of attempts. Returns how many are retried."""
     retried = [pk for pk, attempts, limit, _ in lost if attempts < limit]
     failed = {pk: task for pk, attempts, limit, task in lost if attempts >= limit}
     if retried:
@@ -472,7 +472,7 @@ def end_lost_attempts(
             ScheduledJob.objects.filter(pk__in=retried),
             last_error=error,
             updated_at=now,
-            **waiting_until(now),
+            **waiting_until(retry_at),
         )
     if failed:
         apply(

@@ -30,6 +30,9 @@ _READ_ONLY_SQL_TRANSACTION = "25006"
 #: PostgreSQL's SQLSTATE for a deadlock it broke by failing this transaction.
 _DEADLOCK_DETECTED = "40P01"
 
+#: PostgreSQL's SQLSTATE for a lock not taken within ``lock_timeout``.
+_LOCK_NOT_AVAILABLE = "55P03"
+
 
 def sqlstate(error: Error) -> str | None:
     """PostgreSQL's SQLSTATE for Django's ``error``, from psycopg2 or psycopg 3."""
@@ -40,6 +43,11 @@ def sqlstate(error: Error) -> str | None:
 def deadlocked(error: Error) -> bool:
     """Whether PostgreSQL broke a deadlock by failing this transaction (or savepoint)."""
     return sqlstate(error) == _DEADLOCK_DETECTED
+
+
+def lock_timed_out(error: Error) -> bool:
+    """Whether the statement waited for a lock longer than its ``lock_timeout``."""
+    return sqlstate(error) == _LOCK_NOT_AVAILABLE
 
 
 def past_limits(error: Error) -> bool:

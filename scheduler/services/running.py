@@ -307,13 +307,17 @@ def _claim_locked(
     return Claim(job=job, attempt=attempt)
 
 
+#: How long the worker's main process waits for a lost job's row (PostgreSQL's syntax).
+LOST_LOCK_WAIT = "1s"
+
+
 class AfterLoss(enum.StrEnum):
     """What becomes of a job once the process of the delivery running it is lost."""
 
     #: It fails: its last attempt gone, or it failed, expired or was cancelled; or
     #: PostgreSQL cannot tell. The call failed, as Celery has it.
     FAILS = "fails"
-    #: It is retried at once: it had attempts left.
+    #: It is retried: it had attempts left.
     RETRIED = "retried"
     #: It runs again, or runs already: it waits to, or another delivery has it.
     RUNS_AGAIN = "runs again"
@@ -325,12 +329,16 @@ def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
     """End the attempt of the delivery with ``token``, whose process is gone (killed, out
     of memory, past its hard time limit: ``reason``), and say what becomes of its job.
 
-    The worker saw the process go: the job is retried at once (or fails, out of
-    attempts), as its lease would have done a lease later. An outcome the process
-    recorded before it went stands (the row's lock is waited for).
+    The worker saw the process go: the job is retried after the error back-off (or
+    fails, out of attempts), not a lease later. An outcome the process
+    recorded before it went stands (the row's lock is waited for, for
+    :data:`LOST_LOCK_WAIT` at most: this is the worker's main process, whose event loop
+    waits meanwhile; held longer, the job is left to its lease).
     """
     try:
         with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET LOCAL lock_timeout = '{LOST_LOCK_WAIT}'")
             lost = (
                 ScheduledJob.objects.select_for_update()
                 .filter(pk=job_id, status=Status.RUNNING, dispatch_token=token)
@@ -338,15 +346,47 @@ def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
                 .first()
             )
             if lost is not None:
-                error = f"worker process lost: {reason}"
-                retried = dispatching.end_lost_attempts([lost], error=error, now=timezone.now())
+                now, attempts = timezone.now(), lost[1]
+                retried = dispatching.end_lost_attempts(
+                    [lost],
+                    error=f"worker process lost: {reason}",
+                    now=now,
+                    # The error back-off: a job whose process keeps dying (out of memory)
+                    # must not spend its attempts within seconds.
+                    retry_at=now + retry_delay(attempts),
+                )
                 return AfterLoss.RETRIED if retried else AfterLoss.FAILS
-            status = ScheduledJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
     except Error as error:  # a connection the server dropped: InterfaceError after
-        logger.warning(
-            "job lost delivery not judged job_id=%s error=%s", job_id, refusals.reason(error)
-        )
+        if not refusals.lock_timed_out(error):
+            return _not_judged(job_id, error)
+        logger.warning("job lost delivery left to its lease job_id=%s", job_id)
+    try:
+        return _fate(job_id, token)
+    except Error as error:
+        return _not_judged(job_id, error)
+
+
+def _not_judged(job_id: int, error: Error) -> AfterLoss:
+    """The fate of a lost delivery's job PostgreSQL could not tell: Celery's own."""
+    logger.warning(
+        "job lost delivery not judged job_id=%s error=%s", job_id, refusals.reason(error)
+    )
+    return AfterLoss.FAILS
+
+
+def _fate(job_id: int, token: UUID) -> AfterLoss:
+    """What becomes of the job whose delivery with ``token`` was lost, as committed: a
+    job still running that delivery is its lease's to retry or fail."""
+    row = (
+        ScheduledJob.objects.filter(pk=job_id)
+        .values_list("status", "dispatch_token", "attempts", "max_attempts")
+        .first()
+    )
+    if row is None:
         return AfterLoss.FAILS
+    status, current, attempts, max_attempts = row
+    if status == Status.RUNNING and current == token:
+        return AfterLoss.RETRIED if attempts < max_attempts else AfterLoss.FAILS
     if status == Status.RUNNING or status in states.PENDING:
         return AfterLoss.RUNS_AGAIN
     return AfterLoss.SUCCEEDED if status == Status.SUCCEEDED else AfterLoss.FAILS

@@ -1,6 +1,6 @@
 """End to end with the default lease of 60 s: a job whose pool process is lost (killed,
-out of memory, past its hard time limit) under a live worker is retried at once, not a
-lease later; the worker saw the process go."""
+out of memory, past its hard time limit) under a live worker is retried after the error
+back-off (a second here), not a lease later; the worker saw the process go."""
 
 import os
 import signal

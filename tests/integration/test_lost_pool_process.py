@@ -5,6 +5,7 @@ import base64
 import json
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,11 +23,12 @@ from kombu import Message
 
 from scheduler import schedule_at
 from scheduler import signals as job_signals
+from scheduler.conf import scheduler_settings
 from scheduler.dispatch.publisher import OutgoingMessage, encode_message
 from scheduler.models import ScheduledJob
 from scheduler.services import dispatching, running
 from scheduler.worker.request import Request
-from tests.conftest import held_elsewhere
+from tests.conftest import held_elsewhere, job_row_held_elsewhere
 from tests.factories import dispatch_one
 from tests.testapp.tasks import noop
 
@@ -97,8 +99,11 @@ def test_a_lost_process_of_a_job_its_lease_retries_is_no_failure_of_the_call(fai
     assert failures == []
     assert noop.backend.get_state(request.id) == "PENDING"
     job = ScheduledJob.objects.get(pk=claimed.job.pk)
-    # Retried at once: it waited out its lease, a minute by default.
-    assert (job.status, job.run_at <= timezone.now()) == (ScheduledJob.Status.SCHEDULED, True)
+    # Retried after the error back-off: it waited out its lease, a minute by default.
+    assert job.status == ScheduledJob.Status.SCHEDULED
+    back_off = timedelta(seconds=scheduler_settings.RETRY_BACKOFF_SECONDS)
+    assert timezone.now() + back_off / 2 - timedelta(seconds=5) <= job.run_at
+    assert job.run_at <= timezone.now() + back_off
     [attempt] = job.history.all()
     assert attempt.outcome == "lease_expired"
     assert (
@@ -185,6 +190,20 @@ def test_a_success_its_process_was_committing_when_lost_stands(failures, caplog)
     assert failures == []
     assert "no failure of the call, the job succeeded" in caplog.text
     assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.SUCCEEDED
+
+
+def test_a_lost_jobs_row_held_elsewhere_is_left_to_its_lease(failures, caplog):
+    # The worker's main process waited for the row's lock as long as another session
+    # held it: its event loop stood still, no message received, acknowledged or started.
+    claimed, request = _running_job(max_attempts=3)
+    with job_row_held_elsewhere(claimed.job.pk, commit_after=4):
+        started = time.monotonic()
+        _lose(request, "killed")
+        waited = time.monotonic() - started
+    assert waited < 2
+    assert failures == []
+    assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.RUNNING
+    assert f"job lost delivery left to its lease job_id={claimed.job.pk}" in caplog.text
 
 
 @pytest.mark.parametrize(
