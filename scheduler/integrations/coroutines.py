@@ -6,7 +6,8 @@ calling thread waits, running the coroutine's thread-sensitive sync calls. An ex
 raised into the waiting thread (Celery's soft time limit) ended the call but not the
 coroutine: it ran on, its effects done after its attempt was recorded, and its retry
 overlapped it. Here the coroutine is cancelled, and waited for, before the exception
-goes on.
+goes on: one that ignores its cancellation holds the thread until it ends, or until the
+hard time limit ends its process.
 """
 
 import asyncio
@@ -44,7 +45,8 @@ def call_coroutine_function(
             if running.interrupted:  # before it started: it does not
                 raise asyncio.CancelledError
             running.task, running.loop = asyncio.current_task(), loop
-            running.executor = AsyncToSync.loop_thread_executors.get(loop)
+            # This call's own (the loop's may be an outer call's, whose loop it runs on).
+            running.executor = getattr(AsyncToSync.executors, "current", None)
         try:
             return await function(*args, **kwargs)
         finally:

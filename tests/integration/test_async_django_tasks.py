@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from asgiref.sync import async_to_sync, sync_to_async
 from celery.exceptions import SoftTimeLimitExceeded
 
 from scheduler.registry import get_task
@@ -18,8 +19,23 @@ def _soft_time_limit(signum, frame):
     raise SoftTimeLimitExceeded()
 
 
+def _direct(call):
+    return call()
+
+
+def _under_an_event_loop(call):
+    """``call()`` from a thread an outer ``async_to_sync`` lent to ``sync_to_async``:
+    the coroutine then runs on that outer loop."""
+
+    async def outer():
+        return await sync_to_async(call)()
+
+    return async_to_sync(outer)()
+
+
+@pytest.mark.parametrize("called", [_direct, _under_an_event_loop], ids=["direct", "nested"])
 def test_an_async_task_interrupted_by_a_soft_time_limit_ends_before_the_limit_is_raised(
-    tmp_path,
+    tmp_path, called
 ):
     # The coroutine went on after the limit interrupted the worker's thread waiting for
     # it: its retry overlapped it, and its effects were done after the job was
@@ -29,7 +45,7 @@ def test_an_async_task_interrupted_by_a_soft_time_limit_ends_before_the_limit_is
     signal.setitimer(signal.ITIMER_REAL, 0.3)
     try:
         with pytest.raises(SoftTimeLimitExceeded):
-            get_task(tasks.record_slowly.module_path)(str(path), 1)
+            called(lambda: get_task(tasks.record_slowly.module_path)(str(path), 1))
         ended = [label for label, _ in read_runs(path)]
         time.sleep(1.2)
     finally:
