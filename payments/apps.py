@@ -7,14 +7,18 @@ from django.db import DEFAULT_DB_ALIAS, router
 from django.db.models.signals import post_migrate
 
 
-def after_migrate(*, using: str = DEFAULT_DB_ALIAS, **kwargs: Any) -> None:
+def after_migrate(
+    *, using: str = DEFAULT_DB_ALIAS, plan: list[tuple[Any, bool]] | None = None, **kwargs: Any
+) -> None:
     """``post_migrate``: create the beat entry of the sweep of missed captures, once its
-    database is migrated (``migrate --database=<another>`` leaves it alone)."""
+    database is migrated (``migrate --database=<another>`` leaves it alone, and so does
+    a migration back: to 0.1.0, whose workers have no such task)."""
     from django_celery_beat.models import PeriodicTask
 
     from payments.periodic import ensure_missed_capture_sweep
 
-    if router.db_for_write(PeriodicTask) == using:
+    backwards = bool(plan) and all(backward for _, backward in plan or ())
+    if router.db_for_write(PeriodicTask) == using and not backwards:
         ensure_missed_capture_sweep()
 
 

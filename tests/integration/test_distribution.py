@@ -93,6 +93,7 @@ def test_installed_wheel_works_in_another_project(wheel: Path, tmp_path: Path) -
     (project / "other_settings.py").write_text(
         'SECRET_KEY = "test"\n'
         "USE_TZ = True\n"
+        'SCHEDULER_SQS_REGION = "eu-west-1"\n'
         'INSTALLED_APPS = ["django.contrib.contenttypes", "django_celery_beat", "scheduler"]\n'
         'DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "x",\n'
         '    "OPTIONS": {"connect_timeout": 5, "keepalives_idle": 10,\n'
@@ -110,7 +111,9 @@ def test_installed_wheel_works_in_another_project(wheel: Path, tmp_path: Path) -
         app.conf.beat_scheduler = "scheduler.dispatch.beat:DispatchingScheduler"
         app.conf.broker_url = "sqs://"
         app.conf.broker_transport = "scheduler.worker.transport:Transport"
-        app.conf.broker_transport_options = {"visibility_timeout": 300, "wait_time_seconds": 10}
+        app.conf.broker_transport_options = {
+            "visibility_timeout": 300, "wait_time_seconds": 10, "region": "eu-west-1"
+        }
         app.conf.worker_consumer = "scheduler.worker.consumer:Consumer"
         app.conf.worker_disable_prefetch = True
         app.conf.db_reuse_max = 1000

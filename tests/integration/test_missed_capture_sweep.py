@@ -8,6 +8,7 @@ import pytest
 from celery import current_app
 from django.apps import apps
 from django.db import DEFAULT_DB_ALIAS, connection, transaction
+from django.db.migrations.loader import MigrationLoader
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -224,6 +225,17 @@ def test_the_beat_entry_is_written_once_and_kept_as_an_operator_left_it():
     assert not PeriodicTask.objects.filter(task=SWEEP_TASK_NAME).exists()
     after_migrate(app_config=apps.get_app_config("payments"), using=DEFAULT_DB_ALIAS)
     assert PeriodicTask.objects.get(task=SWEEP_TASK_NAME).enabled
+
+
+def test_migrating_back_writes_no_beat_entry():
+    # Rolling back to 0.1.0 (migrate payments 0001): the entry came back, and 0.1.0's
+    # beat sent its workers a task they do not have every 5 minutes.
+    PeriodicTask.objects.filter(name=SWEEP_PERIODIC_TASK_NAME).delete()
+    backwards = [(MigrationLoader(None).get_migration("payments", "0001_initial"), True)]
+    after_migrate(
+        app_config=apps.get_app_config("payments"), using=DEFAULT_DB_ALIAS, plan=backwards
+    )
+    assert not PeriodicTask.objects.filter(task=SWEEP_TASK_NAME).exists()
 
 
 @freeze_time(T0)
