@@ -518,46 +518,14 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> TemplateResponse | None:
         """Ask to be sure, then cancel the jobs."""
-        page = _AskedFirst(
-            "cancel_selected",
-            "Cancel jobs",
-            "Cancel {}. Only scheduled and enqueued jobs are cancelled",
-            "Cancel jobs",
-            "Cancelled",
-            "not scheduled or enqueued",
-            states.CANCEL.sources,
-        )
-        return self._ask_then_act(
-            request,
-            queryset,
-            BulkConfirmForm,
-            lambda _data, by: bulk.cancel_jobs(queryset, by=by),
-            page,
-        )
+        return self._confirm_then(request, queryset, _CANCEL, bulk.cancel_jobs)
 
     @admin.action(description="Run selected jobs now", permissions=["change"])
     def run_selected_now(
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> TemplateResponse | None:
         """Ask to be sure, then run the jobs now: ended ones are retried too."""
-        page = _AskedFirst(
-            "run_selected_now",
-            "Run jobs now",
-            "Run {} now: scheduled and enqueued jobs are moved to now, and failed, cancelled "
-            "and expired ones retried",
-            "Run now",
-            "Set to run now",
-            "running or succeeded",
-            (*states.RESCHEDULE.sources, *states.RETRY.sources),
-            _RETRY_OR_RESCHEDULE_THEM,
-        )
-        return self._ask_then_act(
-            request,
-            queryset,
-            BulkConfirmForm,
-            lambda _data, by: bulk.run_jobs_now(queryset, by=by),
-            page,
-        )
+        return self._confirm_then(request, queryset, _RUN_NOW, bulk.run_jobs_now)
 
     @admin.action(
         description="Retry selected failed, cancelled or expired jobs", permissions=["change"]
@@ -566,22 +534,18 @@ class ScheduledJobAdmin(OfferedListMixin, JobAdminBase):
         self, request: HttpRequest, queryset: QuerySet[ScheduledJob]
     ) -> TemplateResponse | None:
         """Ask to be sure, then retry the ended jobs now."""
-        page = _AskedFirst(
-            "retry_selected",
-            "Retry jobs",
-            "Retry {} now. Only failed, cancelled and expired jobs are retried",
-            "Retry",
-            "Retried",
-            "not failed, cancelled or expired",
-            states.RETRY.sources,
-            _RETRY_THEM,
-        )
+        return self._confirm_then(request, queryset, _RETRY, bulk.retry_jobs)
+
+    def _confirm_then(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[ScheduledJob],
+        page: "_AskedFirst",
+        act: Callable[..., bulk.BulkResult],
+    ) -> TemplateResponse | None:
+        """An action that asks only to be sure, on ``page``, then calls ``act``."""
         return self._ask_then_act(
-            request,
-            queryset,
-            BulkConfirmForm,
-            lambda _data, by: bulk.retry_jobs(queryset, by=by),
-            page,
+            request, queryset, BulkConfirmForm, lambda _data, by: act(queryset, by=by), page
         )
 
     @admin.action(description="Reschedule selected jobs…", permissions=["change"])
@@ -1027,6 +991,38 @@ class _AskedFirst:
     takes: tuple[str, ...]
     #: How jobs it skipped past their deadline get a new one, in the report.
     new_deadline: str = _NEW_DEADLINE_ON_ITS_PAGE
+
+
+_CANCEL = _AskedFirst(
+    "cancel_selected",
+    "Cancel jobs",
+    "Cancel {}. Only scheduled and enqueued jobs are cancelled",
+    "Cancel jobs",
+    "Cancelled",
+    "not scheduled or enqueued",
+    states.CANCEL.sources,
+)
+_RUN_NOW = _AskedFirst(
+    "run_selected_now",
+    "Run jobs now",
+    "Run {} now: scheduled and enqueued jobs are moved to now, and failed, cancelled "
+    "and expired ones retried",
+    "Run now",
+    "Set to run now",
+    "running or succeeded",
+    (*states.RESCHEDULE.sources, *states.RETRY.sources),
+    _RETRY_OR_RESCHEDULE_THEM,
+)
+_RETRY = _AskedFirst(
+    "retry_selected",
+    "Retry jobs",
+    "Retry {} now. Only failed, cancelled and expired jobs are retried",
+    "Retry",
+    "Retried",
+    "not failed, cancelled or expired",
+    states.RETRY.sources,
+    _RETRY_THEM,
+)
 
 
 @dataclass(frozen=True)

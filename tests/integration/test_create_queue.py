@@ -95,6 +95,12 @@ def arn(client: Any, name: str) -> str:
     return attributes(client, name)["QueueArn"]
 
 
+def redrive_policy(client: Any, dead_letters: str, receives: int) -> str:
+    """A RedrivePolicy sending to the queue ``dead_letters`` after ``receives``."""
+    target = arn(client, dead_letters)
+    return json.dumps({"deadLetterTargetArn": target, "maxReceiveCount": str(receives)})
+
+
 def test_an_existing_queue_keeps_its_longer_timings_and_its_own_dead_letter_queue(
     queue_name: str, client: Any
 ) -> None:
@@ -102,9 +108,7 @@ def test_an_existing_queue_keeps_its_longer_timings_and_its_own_dead_letter_queu
     # retention to a day and its visibility timeout to 300 s (a late-acknowledged task
     # then ran twice) and replaced its dead-letter queue and maxReceiveCount, silently.
     create(client, f"{queue_name}-own")
-    policy = json.dumps(
-        {"deadLetterTargetArn": arn(client, f"{queue_name}-own"), "maxReceiveCount": "20"}
-    )
+    policy = redrive_policy(client, f"{queue_name}-own", 20)
     create(
         client,
         queue_name,
@@ -161,9 +165,7 @@ def test_a_kept_dead_letter_policy_that_leaves_no_receive_for_a_handed_back_job_
     queue_name: str, client: Any
 ) -> None:
     create(client, f"{queue_name}-dlq")
-    policy = json.dumps(
-        {"deadLetterTargetArn": arn(client, f"{queue_name}-dlq"), "maxReceiveCount": "2"}
-    )
+    policy = redrive_policy(client, f"{queue_name}-dlq", 2)
     create(client, queue_name, RedrivePolicy=policy)
     err = io.StringIO()
     call_command("scheduler_create_queue", stdout=io.StringIO(), stderr=err)
