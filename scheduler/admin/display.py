@@ -68,8 +68,17 @@ def timestamp(value: datetime | None) -> str:
         return f"{said} UTC"
     if shown.replace(fold=1 - shown.fold).utcoffset() != shown.utcoffset():
         # An hour the zone lives twice (its clocks going back): which of the two.
-        return f"{said} {shown.isoformat()[-6:]}"
+        return f"{said} {_offset(shown)}"
     return said
+
+
+def _offset(moment: datetime) -> str:
+    """``moment``'s offset from UTC, "+01:00" (and its seconds, if any: "-00:25:21")."""
+    offset = moment.utcoffset() or timedelta()
+    sign, seconds = ("-", -offset) if offset < timedelta() else ("+", offset)
+    hours, rest = divmod(int(seconds.total_seconds()), 3600)
+    minutes, seconds_left = divmod(rest, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}" + (f":{seconds_left:02d}" if seconds_left else "")
 
 
 #: The time zone the admin shows times in, named when a page is rendered.

@@ -37,6 +37,7 @@ from typing import Any
 
 from celery import Task
 from celery.app.task import Context
+from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore, Reject, Retry
 from celery.result import AsyncResult
 from celery.utils.serialization import raise_with_context
@@ -446,7 +447,9 @@ def celery_return(handled: Handled, task: Task) -> Any:  # type: ignore[type-arg
         raise handled.error
     if handled.outcome in (Outcome.DROPPED, Outcome.LEASE_LOST):
         raise Ignore()
-    if not handled.result_kept:
+    stores = not task.ignore_result and not isinstance(task.backend, DisabledBackend)
+    if not handled.result_kept and stores:
+        # A task that stores no result (DisabledBackend, ignore_result) encodes none.
         try:
             task.backend.encode(handled.result)
         except Exception:  # whatever its serializer raises: it could not store it

@@ -20,6 +20,7 @@ from scheduler import schedule_at, signals
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.models import JobAttempt, ScheduledJob
+from scheduler.registry import get_task
 from scheduler.services import dispatching, running
 from scheduler.testing import InMemoryPublisher
 from scheduler.worker.checks import check_atomic_isolation
@@ -280,7 +281,7 @@ def test_an_atomic_body_is_rolled_back_when_its_success_cannot_be_recorded():
     # Celery is told nothing ran: its success (on_success, task_success, the result
     # backend) was told for writes rolled back, and again when the job ran again.
     with pytest.raises(Ignore):
-        celery_return(handled)
+        celery_return(handled, get_task(job.task_name))
 
     job.refresh_from_db()
     assert dispatch_and_deliver(job).outcome == Outcome.SUCCEEDED

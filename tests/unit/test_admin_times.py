@@ -23,3 +23,11 @@ def test_a_time_of_an_hour_lived_twice_says_which(at, shown):
     # Both showed "2026-10-25 02:30:00", on the job list, its page and the audit trail.
     with timezone.override("Europe/Paris"):
         assert timestamp(at) == shown
+
+
+def test_an_offset_in_seconds_is_said_whole():
+    # Dublin's clocks went back from its summer time (+00:34:39) to GMT in 1916: the
+    # offset was cut from the time's ISO text, ":34:39".
+    with timezone.override("Europe/Dublin"):
+        shown = timestamp(datetime(1916, 10, 1, 2, 10, tzinfo=UTC))
+    assert shown == "1916-10-01 02:44:39 +00:34:39"
