@@ -37,22 +37,46 @@ RELEASED_ON_RESUME = 1000
 _PAUSES_LOCK = "scheduler.pause"
 
 
+class PauseUnderWay(Exception):  # noqa: N818 - a state, not an error
+    """A pause is being made: :func:`hold_off_pauses` took no lock, and the claim's
+    transaction must let go of its job's row and :func:`wait_for_pauses`."""
+
+
 def hold_off_pauses(*, job_id: int) -> None:
     """Make no pause until the caller's transaction ends, nor let one made since it
     began go unseen by its next statement: a claim of job ``job_id`` made ahead of its
     time, held until that time (:func:`scheduler.services.running.claim`). A pause waits
     for such claims (a moment, ``HANDOFF_AHEAD``): their jobs start before it.
 
-    The job's row is locked first, in the same statement: a claim that waits for it (a
-    dispatcher's send, a caller's transaction holding it) then holds no pause back, nor
-    every later claim, which would queue behind that pause.
+    A claim never waits while it holds a lock, so it closes no cycle: one statement
+    waits for the job's row (a dispatcher's send, a caller's transaction holding it),
+    holding nothing else, then only tries the pauses' lock. Raises
+    :class:`PauseUnderWay` when a pause holds that lock or waits for it: waiting for
+    it while holding the row deadlocked with a transaction that pauses, then cancels
+    the job, and holding the pauses' lock while waiting for the row held pauses, and
+    every later claim queued behind them, back.
     """
     table = connection.ops.quote_name(ScheduledJob._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_advisory_xact_lock_shared(hashtext(%s)) "  # noqa: S608 - a name
+            "SELECT pg_try_advisory_xact_lock_shared(hashtext(%s)) "  # noqa: S608 - a name
             f"FROM (SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE) AS its_row",
             [_PAUSES_LOCK, job_id],
+        )
+        taken = cursor.fetchone()
+    if taken is not None and not taken[0]:  # no row: no such job, the claim refuses it
+        raise PauseUnderWay
+
+
+def wait_for_pauses() -> None:
+    """Wait, holding nothing, until no pause is being made: the lock taken shared and
+    let go at once, in one statement (a pooler in transaction mode keeps it on one
+    server connection)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH waited AS MATERIALIZED (SELECT pg_advisory_lock_shared(hashtext(%s))) "
+            "SELECT pg_advisory_unlock_shared(hashtext(%s)) FROM waited",
+            [_PAUSES_LOCK, _PAUSES_LOCK],
         )
 
 

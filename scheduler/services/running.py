@@ -132,16 +132,22 @@ def claim(
     if not_before is None or not_before <= now:
         return claim_renewed(now)
     durable = connection.in_atomic_block
-    with transaction.atomic():
-        # Before the claim reads the pauses: one made until the claim commits, at
-        # not_before, would not stop the job, which would start after it.
-        pausing.hold_off_pauses(job_id=job_id)
-        # As of the eta, or of the end of a wait for a pause (in a caller's longer
-        # transaction) past it: its deadline judged, and its start stamped, as they are.
-        claimed = claim_renewed(max(not_before, timezone.now()))
-        if isinstance(claimed, Claim):
-            _hold_until(not_before, lazy=not durable)
-    return claimed
+    while True:
+        try:
+            with transaction.atomic():
+                # Before the claim reads the pauses: one made until the claim commits,
+                # at not_before, would not stop the job, which would start after it.
+                pausing.hold_off_pauses(job_id=job_id)
+                # As of the eta, or of the end of a wait for a pause (in a caller's
+                # longer transaction) past it: its deadline judged, and its start
+                # stamped, as they are.
+                claimed = claim_renewed(max(not_before, timezone.now()))
+                if isinstance(claimed, Claim):
+                    _hold_until(not_before, lazy=not durable)
+            return claimed
+        except pausing.PauseUnderWay:
+            # Rolled back: the job's row let go, for whoever pauses to take it.
+            pausing.wait_for_pauses()
 
 
 def _hold_until(moment: datetime, *, lazy: bool) -> None:

@@ -397,6 +397,44 @@ def test_a_claim_waiting_for_its_jobs_row_holds_no_pause_and_so_no_other_claim_b
     assert sorted(label for label, _ in read_runs(path)) == ["free", "held"]
 
 
+@pytest.mark.django_db(transaction=True)  # the claim and the operator's transaction
+@pytest.mark.parametrize("gap", [0.3, 1.6])
+def test_a_pause_then_a_cancel_in_one_transaction_never_deadlocks_with_a_held_claim(tmp_path, gap):
+    # The claim held its job's row while it waited for the pauses' lock, which the
+    # operator's transaction held and then asked for the row (an incident's script: pause
+    # the task, cancel its job): PostgreSQL broke the deadlock by failing one side, the
+    # operator's after a second's wait, and the job the operator cancelled ran.
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", timezone.now() + timedelta(seconds=3), [path, "x"])
+    token = dispatch_one(job, now=timezone.now())
+    paused, errors = threading.Event(), []
+
+    def operator() -> None:
+        try:
+            with transaction.atomic():
+                pause("testapp.record", reason="incident")
+                paused.set()
+                time.sleep(gap)  # the claim arrives meanwhile
+                cancel(job.pk, reason="stop it")
+        except Exception as error:  # what the operator would see
+            errors.append(error)
+        finally:
+            connection.close()
+
+    operating = threading.Thread(target=operator)
+    operating.start()
+    assert paused.wait(5)
+    time.sleep(0.1)
+    handled = deliver(job_id=job.pk, task_name=job.task_name, token=token, not_before=job.run_at)
+    operating.join(20)
+    assert errors == []
+    assert (handled.outcome, ScheduledJob.objects.get(pk=job.pk).status) == (
+        Outcome.DROPPED,
+        Status.CANCELLED,
+    )
+    assert read_runs(path) == []
+
+
 def deliver_in_thread(*, job: ScheduledJob, token: uuid.UUID, not_before: datetime) -> None:
     try:
         deliver(job_id=job.pk, task_name=job.task_name, token=token, not_before=not_before)
