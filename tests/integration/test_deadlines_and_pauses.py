@@ -3,6 +3,7 @@
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
@@ -399,11 +400,16 @@ def test_a_claim_waiting_for_its_jobs_row_holds_no_pause_and_so_no_other_claim_b
 
 @pytest.mark.django_db(transaction=True)  # the claim and the operator's transaction
 @pytest.mark.parametrize("gap", [0.3, 1.6])
-def test_a_pause_then_a_cancel_in_one_transaction_never_deadlocks_with_a_held_claim(tmp_path, gap):
+@pytest.mark.parametrize("pause_first", [True, False], ids=["pause-cancel", "cancel-pause"])
+def test_a_pause_and_a_cancel_in_one_transaction_never_deadlock_with_a_held_claim(
+    tmp_path, gap, pause_first
+):
     # The claim held its job's row while it waited for the pauses' lock, which the
-    # operator's transaction held and then asked for the row (an incident's script: pause
-    # the task, cancel its job): PostgreSQL broke the deadlock by failing one side, the
-    # operator's after a second's wait, and the job the operator cancelled ran.
+    # operator's transaction held and then asked for the row (an incident's script:
+    # pause the task, cancel its job); before that, the claim held the pauses' lock while
+    # it waited for the row, and cancel-then-pause closed the cycle. PostgreSQL broke
+    # the deadlock by failing one side, the operator's after a second's wait, and the
+    # job the operator cancelled ran.
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", timezone.now() + timedelta(seconds=3), [path, "x"])
     token = dispatch_one(job, now=timezone.now())
@@ -412,10 +418,15 @@ def test_a_pause_then_a_cancel_in_one_transaction_never_deadlocks_with_a_held_cl
     def operator() -> None:
         try:
             with transaction.atomic():
-                pause("testapp.record", reason="incident")
+                steps: list[Callable[[], object]] = [
+                    partial(pause, "testapp.record", reason="incident"),
+                    partial(cancel, job.pk, reason="stop it"),
+                ]
+                first, then = steps if pause_first else steps[::-1]
+                first()
                 paused.set()
                 time.sleep(gap)  # the claim arrives meanwhile
-                cancel(job.pk, reason="stop it")
+                then()
         except Exception as error:  # what the operator would see
             errors.append(error)
         finally:
