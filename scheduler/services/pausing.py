@@ -42,24 +42,32 @@ class PauseUnderWay(Exception):  # noqa: N818 - a state, not an error
     transaction must let go of its job's row and :func:`wait_for_pauses`."""
 
 
-def hold_off_pauses(*, job_id: int) -> None:
+def hold_off_pauses(*, job_id: int, wait: bool) -> None:
     """Make no pause until the caller's transaction ends, nor let one made since it
     began go unseen by its next statement: a claim of job ``job_id`` made ahead of its
     time, held until that time (:func:`scheduler.services.running.claim`). A pause waits
     for such claims (a moment, ``HANDOFF_AHEAD``): their jobs start before it.
 
-    A claim never waits while it holds a lock, so it closes no cycle: one statement
-    waits for the job's row (a dispatcher's send, a caller's transaction holding it),
-    holding nothing else, then only tries the pauses' lock. Raises
-    :class:`PauseUnderWay` when a pause holds that lock or waits for it: waiting for
-    it while holding the row deadlocked with a transaction that pauses, then cancels
-    the job, and holding the pauses' lock while waiting for the row held pauses, and
-    every later claim queued behind them, back.
+    A claim in a transaction of its own never waits while it holds a lock, so it closes
+    no cycle: one statement waits for the job's row (a dispatcher's send, a caller's
+    transaction holding it), holding nothing else, then only tries the pauses' lock.
+    Raises :class:`PauseUnderWay` when a pause holds that lock or waits for it: waiting
+    for it while holding the row deadlocked with a transaction that pauses, then
+    cancels the job, and holding the pauses' lock while waiting for the row held
+    pauses, and every later claim queued behind them, back. With ``wait`` (a claim in a
+    caller's transaction, which may hold the pauses' lock itself: a try would fail for
+    good behind another pause waiting for it), it waits for the lock instead.
     """
     table = connection.ops.quote_name(ScheduledJob._meta.db_table)
+    # Either way true once the lock is held (waiting for it returns void).
+    taking = (
+        "pg_advisory_xact_lock_shared(hashtext(%s)) IS NOT NULL"
+        if wait
+        else "pg_try_advisory_xact_lock_shared(hashtext(%s))"
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pg_try_advisory_xact_lock_shared(hashtext(%s)) "  # noqa: S608 - a name
+            f"SELECT {taking} "  # noqa: S608 - names
             f"FROM (SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE) AS its_row",
             [_PAUSES_LOCK, job_id],
         )
@@ -69,15 +77,11 @@ def hold_off_pauses(*, job_id: int) -> None:
 
 
 def wait_for_pauses() -> None:
-    """Wait, holding nothing, until no pause is being made: the lock taken shared and
-    let go at once, in one statement (a pooler in transaction mode keeps it on one
-    server connection)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "WITH waited AS MATERIALIZED (SELECT pg_advisory_lock_shared(hashtext(%s))) "
-            "SELECT pg_advisory_unlock_shared(hashtext(%s)) FROM waited",
-            [_PAUSES_LOCK, _PAUSES_LOCK],
-        )
+    """Wait, in a transaction of its own and holding nothing else, until no pause is
+    being made: the lock is taken shared, and let go as the transaction ends (a
+    statement cancelled meanwhile leaves none held, as a session's lock would be)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", [_PAUSES_LOCK])
 
 
 def _lock_pauses() -> None:

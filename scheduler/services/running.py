@@ -137,7 +137,7 @@ def claim(
             with transaction.atomic():
                 # Before the claim reads the pauses: one made until the claim commits,
                 # at not_before, would not stop the job, which would start after it.
-                pausing.hold_off_pauses(job_id=job_id)
+                pausing.hold_off_pauses(job_id=job_id, wait=durable)
                 # As of the eta, or of the end of a wait for a pause (in a caller's
                 # longer transaction) past it: its deadline judged, and its start
                 # stamped, as they are.

@@ -446,6 +446,41 @@ def test_a_pause_and_a_cancel_in_one_transaction_never_deadlock_with_a_held_clai
     assert read_runs(path) == []
 
 
+@pytest.mark.django_db(transaction=True)  # the caller's transaction and another pause
+def test_a_claim_in_a_transaction_that_paused_waits_for_no_other_pause(tmp_path):
+    # Tried, the pauses' lock failed for good behind another pause waiting for it (the
+    # caller's transaction held it alone): the claim looped without end, and the other
+    # pause, and every claim behind it, waited for ever.
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", timezone.now() + timedelta(seconds=1.5), [path, "x"])
+    token = dispatch_one(job, now=timezone.now())
+    outcomes: list[Outcome] = []
+
+    def pause_then_deliver() -> None:
+        try:
+            with transaction.atomic():
+                pause("testapp.noop", reason="first")
+                time.sleep(0.5)  # the other pause waits for this one meanwhile
+                outcomes.append(
+                    deliver(
+                        job_id=job.pk, task_name=job.task_name, token=token, not_before=job.run_at
+                    ).outcome
+                )
+        finally:
+            connection.close()
+
+    caller = threading.Thread(target=pause_then_deliver)
+    caller.start()
+    time.sleep(0.2)
+    other = threading.Thread(target=partial(pause_in_thread, "testapp.fail"))
+    other.start()
+    caller.join(10)
+    other.join(10)
+    assert not caller.is_alive()
+    assert outcomes == [Outcome.SUCCEEDED]
+    assert Pause.objects.count() == 2
+
+
 def deliver_in_thread(*, job: ScheduledJob, token: uuid.UUID, not_before: datetime) -> None:
     try:
         deliver(job_id=job.pk, task_name=job.task_name, token=token, not_before=not_before)
