@@ -122,7 +122,8 @@ def ensure_queue(name: str | None = None) -> QueueSetup:
         if changes:
             client.set_queue_attributes(QueueUrl=url, Attributes=changes)  # type: ignore[arg-type]
     logger.info("sqs queue ready queue=%s url=%s dlq_arn=%s", queue, url, dlq_arn)
-    return QueueSetup(url=url, arn=_arn(client, url), dlq_arn=dlq_arn, done=done, warnings=warnings)
+    arn = _arn(client, url, current)
+    return QueueSetup(url=url, arn=arn, dlq_arn=dlq_arn, done=done, warnings=warnings)
 
 
 def refusal(error: Exception) -> str:
@@ -184,7 +185,7 @@ def _ensure_dead_letter_queue(client: "SQSClient", name: str, done: list[str]) -
         done.append(f"created {name}: MessageRetentionPeriod={DLQ_RETENTION_SECONDS}")
     elif changes := _changes(name, current, wanted, done):
         client.set_queue_attributes(QueueUrl=url, Attributes=changes)  # type: ignore[arg-type]
-    return _arn(client, url)
+    return _arn(client, url, current)
 
 
 def _changes(
@@ -242,7 +243,10 @@ def _name_in_arn(arn: object) -> str:
     return str(arn).rsplit(":", 1)[-1]
 
 
-def _arn(client: "SQSClient", url: str) -> str:
+def _arn(client: "SQSClient", url: str, current: dict[str, str]) -> str:
+    """The queue's ARN: among its ``current`` attributes if it existed, else asked."""
+    if "QueueArn" in current:
+        return current["QueueArn"]
     return client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]

@@ -27,7 +27,6 @@ class _Running:
         self.lock = threading.Lock()
         self.interrupted = False
         self.task: asyncio.Task[Any] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.executor: CurrentThreadExecutor | None = None
         self.ended: Future[None] = Future()
 
@@ -40,11 +39,10 @@ def call_coroutine_function(
     running = _Running()
 
     async def run() -> Any:
-        loop = asyncio.get_running_loop()
         with running.lock:
             if running.interrupted:  # before it started: it does not
                 raise asyncio.CancelledError
-            running.task, running.loop = asyncio.current_task(), loop
+            running.task = asyncio.current_task()
             # This call's own (the loop's may be an outer call's, whose loop it runs on).
             running.executor = getattr(AsyncToSync.executors, "current", None)
         try:
@@ -57,8 +55,8 @@ def call_coroutine_function(
     except BaseException:
         with running.lock:
             running.interrupted = True
-        if running.task is not None and running.loop is not None and not running.ended.done():
-            running.loop.call_soon_threadsafe(running.task.cancel)
+        if running.task is not None and not running.ended.done():
+            running.task.get_loop().call_soon_threadsafe(running.task.cancel)
             if running.executor is not None:
                 # Its sync calls run in this thread, as while it was waited for.
                 running.executor.run_until_future(running.ended)
