@@ -39,37 +39,43 @@ _PAUSES_LOCK = "scheduler.pause"
 
 class PauseUnderWay(Exception):  # noqa: N818 - a state, not an error
     """A pause is being made: :func:`hold_off_pauses` took no lock, and the claim's
-    transaction must let go of its job's row and :func:`wait_for_pauses`."""
+    transaction (or savepoint) must let go of its job's row and :func:`wait_for_pauses`."""
 
 
-def hold_off_pauses(*, job_id: int, wait: bool) -> None:
+def hold_off_pauses(*, job_id: int, nested: bool) -> None:
     """Make no pause until the caller's transaction ends, nor let one made since it
     began go unseen by its next statement: a claim of job ``job_id`` made ahead of its
     time, held until that time (:func:`scheduler.services.running.claim`). A pause waits
     for such claims (a moment, ``HANDOFF_AHEAD``): their jobs start before it.
 
-    A claim in a transaction of its own never waits while it holds a lock, so it closes
-    no cycle: one statement waits for the job's row (a dispatcher's send, a caller's
-    transaction holding it), holding nothing else, then only tries the pauses' lock.
-    Raises :class:`PauseUnderWay` when a pause holds that lock or waits for it: waiting
-    for it while holding the row deadlocked with a transaction that pauses, then
-    cancels the job, and holding the pauses' lock while waiting for the row held
-    pauses, and every later claim queued behind them, back. With ``wait`` (a claim in a
-    caller's transaction, which may hold the pauses' lock itself: a try would fail for
-    good behind another pause waiting for it), it waits for the lock instead.
+    A claim never waits while it holds a lock, so it closes no cycle: one statement waits
+    for the job's row (a dispatcher's send, a caller's transaction holding it), holding
+    nothing else, then only tries the pauses' lock. Raises :class:`PauseUnderWay` when a
+    pause holds that lock or waits for it: waiting for it while holding the row
+    deadlocked with a transaction that pauses, then cancels the job, and holding the
+    pauses' lock while waiting for the row held pauses, and every later claim queued
+    behind them, back. ``nested`` (a claim in a caller's transaction, in a savepoint):
+    that transaction may hold the pauses' lock itself, and a try fails for good while
+    another pause waits for it; the claim then goes on under the lock already held.
     """
     table = connection.ops.quote_name(ScheduledJob._meta.db_table)
-    # Either way true once the lock is held (waiting for it returns void).
-    taking = (
-        "pg_advisory_xact_lock_shared(hashtext(%s)) IS NOT NULL"
-        if wait
-        else "pg_try_advisory_xact_lock_shared(hashtext(%s))"
-    )
+    taking = "pg_try_advisory_xact_lock_shared(hashtext(%s))"
+    params = [_PAUSES_LOCK]
+    if nested:
+        # Either side may be evaluated first: a try made while the lock is held takes it
+        # again or fails, and changes nothing either way. pg_locks shows a bigint key
+        # as its high and low halves.
+        taking = (
+            "(EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' "
+            "AND pid = pg_backend_pid() AND granted AND objsubid = 1 "
+            f"AND (classid::bigint << 32 | objid::bigint) = hashtext(%s)) OR {taking})"
+        )
+        params.append(_PAUSES_LOCK)
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT {taking} "  # noqa: S608 - names
             f"FROM (SELECT 1 FROM {table} WHERE id = %s FOR NO KEY UPDATE) AS its_row",
-            [_PAUSES_LOCK, job_id],
+            [*params, job_id],
         )
         taken = cursor.fetchone()
     if taken is not None and not taken[0]:  # no row: no such job, the claim refuses it
@@ -77,11 +83,14 @@ def hold_off_pauses(*, job_id: int, wait: bool) -> None:
 
 
 def wait_for_pauses() -> None:
-    """Wait, in a transaction of its own and holding nothing else, until no pause is
-    being made: the lock is taken shared, and let go as the transaction ends (a
-    statement cancelled meanwhile leaves none held, as a session's lock would be)."""
+    """Wait, holding nothing else of the claim's, until no pause is being made: the lock
+    is taken shared in a transaction (or, in a caller's, a savepoint) that is then rolled
+    back, letting it go (a statement cancelled meanwhile leaves none held, as a session's
+    lock would be; kept by the caller's transaction, it would be held while the claim
+    waits for its job's row next)."""
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", [_PAUSES_LOCK])
+        transaction.set_rollback(True)
 
 
 def _lock_pauses() -> None:

@@ -137,7 +137,7 @@ def claim(
             with transaction.atomic():
                 # Before the claim reads the pauses: one made until the claim commits,
                 # at not_before, would not stop the job, which would start after it.
-                pausing.hold_off_pauses(job_id=job_id, wait=durable)
+                pausing.hold_off_pauses(job_id=job_id, nested=durable)
                 # As of the eta, or of the end of a wait for a pause (in a caller's
                 # longer transaction) past it: its deadline judged, and its start
                 # stamped, as they are.
@@ -146,7 +146,8 @@ def claim(
                     _hold_until(not_before, lazy=not durable)
             return claimed
         except pausing.PauseUnderWay:
-            # Rolled back: the job's row let go, for whoever pauses to take it.
+            # Rolled back (in a caller's transaction, to the savepoint): the job's row
+            # let go, for whoever pauses to take it.
             pausing.wait_for_pauses()
 
 

@@ -1,5 +1,6 @@
 """Deadlines and pauses, enforced at the dispatcher and at the worker's claim; signals."""
 
+import contextlib
 import threading
 import time
 import uuid
@@ -401,42 +402,39 @@ def test_a_claim_waiting_for_its_jobs_row_holds_no_pause_and_so_no_other_claim_b
 @pytest.mark.django_db(transaction=True)  # the claim and the operator's transaction
 @pytest.mark.parametrize("gap", [0.3, 1.6])
 @pytest.mark.parametrize("pause_first", [True, False], ids=["pause-cancel", "cancel-pause"])
+@pytest.mark.parametrize("nested", [False, True], ids=["worker", "in-a-transaction"])
 def test_a_pause_and_a_cancel_in_one_transaction_never_deadlock_with_a_held_claim(
-    tmp_path, gap, pause_first
+    tmp_path, gap, pause_first, nested
 ):
     # The claim held its job's row while it waited for the pauses' lock, which the
     # operator's transaction held and then asked for the row (an incident's script:
     # pause the task, cancel its job); before that, the claim held the pauses' lock while
     # it waited for the row, and cancel-then-pause closed the cycle. PostgreSQL broke
     # the deadlock by failing one side, the operator's after a second's wait, and the
-    # job the operator cancelled ran.
+    # job the operator cancelled ran. A claim in a caller's transaction (a test's
+    # run_job, an eager call) still waited for the pauses' lock holding the row.
     path = str(tmp_path / "runs")
     job = schedule_at("testapp.record", timezone.now() + timedelta(seconds=3), [path, "x"])
     token = dispatch_one(job, now=timezone.now())
     paused, errors = threading.Event(), []
+    steps: list[Callable[[], object]] = [
+        partial(pause, "testapp.record", reason="incident"),
+        partial(cancel, job.pk, reason="stop it"),
+    ]
+    first, then = steps if pause_first else steps[::-1]
 
-    def operator() -> None:
-        try:
-            with transaction.atomic():
-                steps: list[Callable[[], object]] = [
-                    partial(pause, "testapp.record", reason="incident"),
-                    partial(cancel, job.pk, reason="stop it"),
-                ]
-                first, then = steps if pause_first else steps[::-1]
-                first()
-                paused.set()
-                time.sleep(gap)  # the claim arrives meanwhile
-                then()
-        except Exception as error:  # what the operator would see
-            errors.append(error)
-        finally:
-            connection.close()
+    def meanwhile() -> None:
+        paused.set()
+        time.sleep(gap)  # the claim arrives meanwhile
 
-    operating = threading.Thread(target=operator)
+    operating = threading.Thread(target=partial(operate, first, meanwhile, then, errors=errors))
     operating.start()
     assert paused.wait(5)
     time.sleep(0.1)
-    handled = deliver(job_id=job.pk, task_name=job.task_name, token=token, not_before=job.run_at)
+    with transaction.atomic() if nested else contextlib.nullcontext():
+        handled = deliver(
+            job_id=job.pk, task_name=job.task_name, token=token, not_before=job.run_at
+        )
     operating.join(20)
     assert errors == []
     assert (handled.outcome, ScheduledJob.objects.get(pk=job.pk).status) == (
@@ -479,6 +477,50 @@ def test_a_claim_in_a_transaction_that_paused_waits_for_no_other_pause(tmp_path)
     assert not caller.is_alive()
     assert outcomes == [Outcome.SUCCEEDED]
     assert Pause.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the caller's, a pause's and an operator's
+def test_a_claim_in_a_transaction_lets_go_of_the_pauses_lock_it_waited_for(tmp_path):
+    # Kept by the caller's transaction once the pause it waited for committed, the
+    # pauses' lock was held while the claim waited for its job's row, which an
+    # operator's transaction (cancel the job, then pause) held: a deadlock.
+    path = str(tmp_path / "runs")
+    job = schedule_at("testapp.record", timezone.now() + timedelta(seconds=3), [path, "x"])
+    token = dispatch_one(job, now=timezone.now())
+    errors: list[Exception] = []
+    # Starts while the claim waits for the pause.
+    operating = threading.Timer(
+        0.3,
+        partial(
+            operate,
+            partial(cancel, job.pk, reason="stop it"),
+            partial(pause, "testapp.fail", reason="incident"),
+            errors=errors,
+        ),
+    )
+    with held_elsewhere(lambda: pause("testapp.noop", reason="breaker"), commit_after=1):
+        operating.start()
+        with transaction.atomic():
+            handled = deliver(
+                job_id=job.pk, task_name=job.task_name, token=token, not_before=job.run_at
+            )
+    operating.join(10)
+    job.refresh_from_db()
+    assert (errors, handled.outcome, job.status) == ([], Outcome.DROPPED, Status.CANCELLED)
+    assert (Pause.objects.count(), read_runs(path)) == (2, [])
+
+
+def operate(*steps: Callable[[], object], errors: list[Exception]) -> None:
+    """An operator's script, ``steps`` in one transaction, in a thread of its own: what
+    fails is put in ``errors``, as the operator would see it."""
+    try:
+        with transaction.atomic():
+            for step in steps:
+                step()
+    except Exception as error:
+        errors.append(error)
+    finally:
+        connection.close()
 
 
 def deliver_in_thread(*, job: ScheduledJob, token: uuid.UUID, not_before: datetime) -> None:
