@@ -28,9 +28,8 @@ from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 from typing_extensions import override
 
 from scheduler.checks import check_before_start, names_subclass
-from scheduler.clock import check_clock
 from scheduler.conf import scheduler_settings
-from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.dispatch.dispatcher import Dispatcher, check_at_start
 from scheduler.services import refusals
 
 logger = logging.getLogger(__name__)
@@ -319,7 +318,7 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         if self._dispatcher is None:
             # One per process: it keeps its SQS queue URLs and its recovery cadence.
             self._dispatcher = Dispatcher()
-            check_clock(process="beat")
+            check_at_start(process="beat")
         started = time.monotonic()
         try:
             self._dispatcher.run_once()

@@ -36,7 +36,9 @@ from scheduler.backoff import exponential_backoff
 from scheduler.clock import check_clock
 from scheduler.conf import OUTAGE_BACKOFF_INTERVALS, scheduler_settings
 from scheduler.dispatch.publisher import OutgoingMessage, Publisher, PublishResult, SQSPublisher
+from scheduler.models import watched_queues
 from scheduler.protocol import release_in, whole_delay
+from scheduler.queue_needs import check_queues
 from scheduler.services import dispatching, refusals
 from scheduler.services.dispatching import Pending
 
@@ -123,6 +125,18 @@ class BatchResult:
 #: a zone west of UTC): from the first day of year 1 that overflowed, and a job due
 #: then ("as soon as possible") was dropped at every send.
 EARLIEST_ETA = datetime(1, 1, 2, tzinfo=UTC)
+
+
+def check_at_start(*, process: str) -> None:
+    """What a dispatcher checks once, as it starts: its host's clock, and the queues it
+    sends to (the default, and those jobs in the table name) against what jobs need."""
+    check_clock(process=process)
+    try:
+        queues = watched_queues(default=scheduler_settings.QUEUE_NAME)
+    except DatabaseError:
+        # PostgreSQL out of reach: the clock's line and the ticks say so.
+        queues = [scheduler_settings.QUEUE_NAME]
+    check_queues(queues, process=process)
 
 
 def _messages(
@@ -368,7 +382,7 @@ class Dispatcher:
         Errors are logged and the loop goes on, backing off while PostgreSQL or SQS
         keeps failing.
         """
-        check_clock(process="dispatcher")
+        check_at_start(process="dispatcher")
         ticks = 0
         consecutive_failures = 0
         while not self._stopping and (max_ticks is None or ticks < max_ticks):

@@ -7,18 +7,24 @@ queue, its default delay. Only what falls short of what jobs need is raised, and
 dead-letter queue is added to a queue without one: a second run changes nothing.
 """
 
-import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from scheduler.conf import scheduler_settings
+from scheduler.queue_needs import (
+    Shortfall,
+    minimums,
+    name_in_arn,
+    queue_attributes,
+    redrive_policy,
+    shortfalls,
+)
 from scheduler.registry import sqs_queue_name
 from scheduler.sqs import (
     DLQ_SUFFIX,
-    HAND_BACK_RECEIVES,
     MISSING_QUEUE_CODES,
     dead_letter_queue,
     error_code,
@@ -32,16 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: An unclaimed job is sent again with the same token, each copy waiting twice as long
-#: as the last but at most half a day (``services.dispatching.MAX_RESEND_WAIT``), so a
-#: copy always outlives the gap to the next; a day keeps few copies after a long outage.
-MESSAGE_RETENTION_SECONDS = 24 * 3600
 #: SQS's maximum: a message in the dead-letter queue is kept long enough to be examined.
 DLQ_RETENTION_SECONDS = 14 * 24 * 3600
-#: A message is deleted when its job starts, so it is received again only when a worker
-#: died holding it or waited past the visibility timeout; five such receives make it
-#: poison. Its job is not lost: the dispatcher sends a job that stays enqueued again.
-MAX_RECEIVE_COUNT = 5
 #: SQS's longest queue name; a dead-letter queue's name adds ``DLQ_SUFFIX`` to its queue's.
 _LONGEST_NAME = 80
 
@@ -59,34 +57,6 @@ class QueueSetup:
     warnings: list[str] = field(default_factory=list)
 
 
-def queue_attributes(dlq_arn: str) -> dict[str, str]:
-    """The main queue's attributes, from the ``SCHEDULER_SQS_*`` settings.
-
-    kombu passes the visibility timeout only when it creates a missing queue and never
-    on ReceiveMessage, so the queue attribute is what the worker gets: Celery's
-    ``visibility_timeout`` transport option should equal it. Long polling is passed on
-    every receive by kombu and set here too for any other consumer.
-    """
-    return {
-        "VisibilityTimeout": str(scheduler_settings.SQS_VISIBILITY_TIMEOUT_SECONDS),
-        "ReceiveMessageWaitTimeSeconds": str(scheduler_settings.SQS_WAIT_TIME_SECONDS),
-        "MessageRetentionPeriod": str(MESSAGE_RETENTION_SECONDS),
-        # A job's message carries its own DelaySeconds, which overrides the queue's; 0
-        # leaves any other sender's message undelayed.
-        "DelaySeconds": "0",
-        "RedrivePolicy": json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(MAX_RECEIVE_COUNT)}
-        ),
-    }
-
-
-#: The attributes of an existing queue raised to the value jobs need when below it, and
-#: kept when above: a longer visibility timeout only delays a message whose worker died
-#: before its job started (the dispatcher sends a stale job again anyway), and a longer
-#: retention keeps copies the worker drops on arrival.
-_AT_LEAST = ("VisibilityTimeout", "MessageRetentionPeriod")
-
-
 def ensure_queue(name: str | None = None) -> QueueSetup:
     """Create the queue of the Celery queue ``name`` (default ``SCHEDULER_QUEUE_NAME``)
     and its dead-letter queue, or bring an existing one up to what jobs need.
@@ -97,32 +67,29 @@ def ensure_queue(name: str | None = None) -> QueueSetup:
     given = name or scheduler_settings.QUEUE_NAME
     queue = _queue_name(given)
     done = [] if queue == given else [f"the Celery queue {given!r} is the SQS queue {queue!r}"]
-    warnings: list[str] = []
     client = get_client()
     url, current = _existing(client, queue)
-    kept = _redrive_policy(current)
+    kept = redrive_policy(current)
     own_dlq = dead_letter_queue(queue)
-    if kept is None or _name_in_arn(kept.get("deadLetterTargetArn")) == own_dlq:
+    if kept is None or name_in_arn(kept.get("deadLetterTargetArn")) == own_dlq:
         dlq_arn = _ensure_dead_letter_queue(client, own_dlq, done)
     else:
         dlq_arn = str(kept.get("deadLetterTargetArn"))
-        warnings.append(
-            f"{queue}'s dead letters go to {_name_in_arn(dlq_arn)} (its RedrivePolicy, kept): "
-            f"the scheduler's monitoring (scheduler_dlq_messages, the admin's monitoring "
-            f"page) watches {own_dlq}, and does not count them."
-        )
-    if kept is not None:
-        warnings.extend(_too_few_receives(queue, kept))
     wanted = queue_attributes(dlq_arn)
     if url is None:
         url = client.create_queue(QueueName=queue, Attributes=wanted)["QueueUrl"]  # type: ignore[arg-type]
         done.append(f"created {queue}: " + ", ".join(f"{k}={v}" for k, v in wanted.items()))
+        made = wanted
     else:
         changes = _changes(queue, current, wanted, done)
         if changes:
             client.set_queue_attributes(QueueUrl=url, Attributes=changes)  # type: ignore[arg-type]
+        made = {**current, **changes}
     logger.info("sqs queue ready queue=%s url=%s dlq_arn=%s", queue, url, dlq_arn)
     arn = _arn(client, url, current)
+    # What it kept short of what jobs need: a queue's own RedrivePolicy, as workers and
+    # dispatchers tell of it as they start.
+    warnings = [_warning(queue, shortfall) for shortfall in shortfalls(queue, made)]
     return QueueSetup(url=url, arn=arn, dlq_arn=dlq_arn, done=done, warnings=warnings)
 
 
@@ -196,10 +163,10 @@ def _changes(
     for key, value in wanted.items():
         now = current.get(key)
         if key == "RedrivePolicy" and now:
-            policy = _redrive_policy(current) or {}
+            policy = redrive_policy(current) or {}
             done.append(
                 f"{name}: RedrivePolicy kept (dead letters to "
-                f"{_name_in_arn(policy.get('deadLetterTargetArn'))} after "
+                f"{name_in_arn(policy.get('deadLetterTargetArn'))} after "
                 f"{policy.get('maxReceiveCount')} receives)"
             )
         elif key == "DelaySeconds" and now is not None:
@@ -207,7 +174,7 @@ def _changes(
             done.append(f"{name}: DelaySeconds={now} kept")
         elif now == value:
             done.append(f"{name}: {key}={now} kept")
-        elif key in _AT_LEAST and now is not None and int(now) > int(value):
+        elif key in minimums() and now is not None and int(now) > int(value):
             done.append(f"{name}: {key}={now} kept (longer than {value})")
         else:
             changes[key] = value
@@ -215,32 +182,12 @@ def _changes(
     return changes
 
 
-def _redrive_policy(attributes: dict[str, str]) -> dict[str, Any] | None:
-    """A queue's RedrivePolicy, or None when it has none (or none that can be read)."""
-    try:
-        policy = json.loads(attributes.get("RedrivePolicy") or "null")
-    except ValueError:
-        return None
-    return policy if isinstance(policy, dict) else None
-
-
-def _too_few_receives(name: str, policy: dict[str, Any]) -> list[str]:
-    """A warning when a kept RedrivePolicy dead-letters a message a worker handed back."""
-    receives = str(policy.get("maxReceiveCount"))
-    if not receives.isdigit() or int(receives) > HAND_BACK_RECEIVES:
-        return []
-    return [
-        f"{name}'s RedrivePolicy (kept) has maxReceiveCount {receives}: a job's message "
-        f"that a busy or stopping worker handed back (received up to {HAND_BACK_RECEIVES} "
-        "times) goes to the dead-letter queue before a worker runs it, and its job waits "
-        "to be sent again (SCHEDULER_STALE_AFTER_SECONDS). Raise it to "
-        f"{MAX_RECEIVE_COUNT}."
-    ]
-
-
-def _name_in_arn(arn: object) -> str:
-    """The queue an SQS ARN names (``arn:aws:sqs:region:account:name``)."""
-    return str(arn).rsplit(":", 1)[-1]
+def _warning(name: str, shortfall: Shortfall) -> str:
+    """What the command says of an attribute of the queue ``name`` it kept short."""
+    return (
+        f"{name}: {shortfall.attribute}={shortfall.value}, jobs need {shortfall.needs}: "
+        f"{shortfall.effect}. Hint: {shortfall.hint}."
+    )
 
 
 def _arn(client: "SQSClient", url: str, current: dict[str, str]) -> str:

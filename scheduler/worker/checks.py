@@ -1,6 +1,6 @@
 """System checks of the worker side: jobs run only through the scheduler's Task class,
 and the worker survives SQS failures and bad messages, on database connections kept
-from task to task."""
+from task to task; and, as it starts consuming, its queues' attributes."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from celery import current_app
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_ready
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DatabaseError, connections, router
@@ -20,7 +20,9 @@ from kombu.transport import SQS
 from scheduler.checks import check_before_start, names_subclass
 from scheduler.conf import scheduler_settings
 from scheduler.models import ScheduledJob
-from scheduler.registry import get_task, schedulable_task_names
+from scheduler.queue_needs import check_queues
+from scheduler.registry import get_task, schedulable_task_names, sqs_queue_of
+from scheduler.validation import is_valid_queue_name
 from scheduler.worker import consumer, transport
 from scheduler.worker.task import SchedulerTask
 
@@ -121,6 +123,20 @@ def _check_database_before_worker_starts(**_: Any) -> None:
     check_before_start(tags=[Tags.database], databases=[alias])
     # The pool forks next: no child may inherit this connection.
     connections[alias].close()
+
+
+@worker_ready.connect(weak=False)
+def _check_queues_as_worker_consumes(sender: Any, **_: Any) -> None:
+    """As the worker starts consuming: each SQS queue it polls that may carry jobs (not a
+    FIFO queue, which takes no per-message delay) against what jobs need, read once.
+
+    Warned of, not refused, as the W checks are: jobs still run on such a queue, a few
+    late or dead-lettered early, and the worker's own IAM policy may not let it look.
+    """
+    if _sqs_transport() is None:
+        return
+    polled = [sqs_queue_of(queue) for queue in sender.task_consumer.queues]
+    check_queues([queue for queue in polled if is_valid_queue_name(queue)], process="worker")
 
 
 def _sqs_transport() -> type[SQS.Transport] | None:

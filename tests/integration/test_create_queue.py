@@ -8,11 +8,8 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from scheduler.dispatch.queues import (
-    DLQ_RETENTION_SECONDS,
-    MAX_RECEIVE_COUNT,
-    MESSAGE_RETENTION_SECONDS,
-)
+from scheduler.dispatch.queues import DLQ_RETENTION_SECONDS
+from scheduler.queue_needs import MAX_RECEIVE_COUNT, MESSAGE_RETENTION_SECONDS
 from tests.conftest import sqs_client
 
 
@@ -171,7 +168,7 @@ def test_a_kept_dead_letter_policy_that_leaves_no_receive_for_a_handed_back_job_
     call_command("scheduler_create_queue", stdout=io.StringIO(), stderr=err)
 
     assert json.loads(attributes(client, queue_name)["RedrivePolicy"])["maxReceiveCount"] == 2
-    assert "maxReceiveCount 2" in err.getvalue()
+    assert "RedrivePolicy.maxReceiveCount=2, jobs need >=3" in err.getvalue()
     assert "handed back" in err.getvalue()
 
 

@@ -1,6 +1,6 @@
 """The app needs no setting of the project's own: every one has a SCHEDULER_* default."""
 
-from scheduler.dispatch.queues import queue_attributes
+from scheduler.queue_needs import queue_attributes
 from scheduler.sqs import client_kwargs
 
 

@@ -10,8 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 
-from scheduler.clock import check_clock
-from scheduler.dispatch.dispatcher import Dispatcher
+from scheduler.dispatch.dispatcher import Dispatcher, check_at_start
 from scheduler.models import ScheduledJob
 
 
@@ -40,7 +39,7 @@ class Command(BaseCommand):
         # A single tick judges leases only when told: it cannot know of a recent outage.
         dispatcher = Dispatcher(judge_leases_at_once=options["judge_leases"])
         if options["once"]:
-            check_clock(process="dispatcher")  # as the loop does as it starts
+            check_at_start(process="dispatcher")  # as the loop does as it starts
             result = dispatcher.run_once()
             self.stdout.write(json.dumps(asdict(result)))
             if result.errors:
