@@ -321,8 +321,8 @@ LOST_LOCK_WAIT = "1s"
 class AfterLoss(enum.StrEnum):
     """What becomes of a job once the process of the delivery running it is lost."""
 
-    #: It fails: its last attempt gone, or it failed, expired or was cancelled; or
-    #: PostgreSQL cannot tell. The call failed, as Celery has it.
+    #: It fails: its last attempt gone, or it failed, expired or was cancelled. The
+    #: call failed, as Celery has it.
     FAILS = "fails"
     #: It is retried: it had attempts left.
     RETRIED = "retried"
@@ -330,6 +330,10 @@ class AfterLoss(enum.StrEnum):
     RUNS_AGAIN = "runs again"
     #: It had succeeded, its outcome recorded before the loss.
     SUCCEEDED = "succeeded"
+    #: Unknown: PostgreSQL could not tell, and nothing was changed. Its lease retries it
+    #: (or fails it, out of attempts), as a job whose whole worker died; no failure of
+    #: the call is told meanwhile, which could be told of a job that then succeeds.
+    LEFT_TO_LEASE = "left to its lease"
 
 
 def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
@@ -354,9 +358,15 @@ def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
             )
             if lost is not None:
                 now, attempts = timezone.now(), lost[1]
+                # The body's text (a ``sys.exit()`` message) may hold what PostgreSQL
+                # cannot store: refused, the job would stay running for its lease. The
+                # job's last_error too, so bounded as that is.
+                error = validation.storable_text(
+                    tracebacks.bounded(f"worker process lost: {reason}", length=_LAST_ERROR_LENGTH)
+                )
                 retried = dispatching.end_lost_attempts(
                     [lost],
-                    error=f"worker process lost: {reason}",
+                    error=error,
                     now=now,
                     # The error back-off: a job whose process keeps dying (out of memory)
                     # must not spend its attempts within seconds.
@@ -374,11 +384,11 @@ def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
 
 
 def _not_judged(job_id: int, error: Error) -> AfterLoss:
-    """The fate of a lost delivery's job PostgreSQL could not tell: Celery's own."""
+    """The fate of a lost delivery's job PostgreSQL could not tell: its lease's."""
     logger.warning(
         "job lost delivery not judged job_id=%s error=%s", job_id, refusals.reason(error)
     )
-    return AfterLoss.FAILS
+    return AfterLoss.LEFT_TO_LEASE
 
 
 def _fate(job_id: int, token: UUID) -> AfterLoss:

@@ -14,9 +14,9 @@ When a job's pool process is lost (killed, out of memory, a hard ``time_limit``)
 the worker ends its attempt at once (:func:`scheduler.services.running.end_lost_delivery`):
 the job is retried, or fails out of attempts, without waiting out its lease. Celery's
 worker stores ``FAILURE`` for the call and sends ``task_failure``; while the job goes
-on, the loss is handled as a retry (or, for a job that had succeeded, a success)
-instead: the message is settled as Celery settles those, and nothing is stored or sent
-that says the call failed.
+on (or may: left to its lease when PostgreSQL cannot tell), the loss is handled as a
+retry (or, for a job that had succeeded, a success) instead: the message is settled as
+Celery settles those, and nothing is stored or sent that says the call failed.
 
 :class:`~scheduler.worker.task.SchedulerTask` names this class as its ``Request``.
 """
@@ -150,14 +150,23 @@ class Request(CeleryRequest):
         if ref is None or state.should_terminate:
             return None, running.AfterLoss.FAILS
         try:
-            return ref, running.end_lost_delivery(
+            fate = running.end_lost_delivery(
                 job_id=ref.job_id, token=ref.dispatch_token, reason=reason
             )
+        except Exception as error:
+            # Raised out of the pool's callback, it would skip Celery's handling: the
+            # worker would count the process busy for ever, and take no job in its place.
+            # The job's row is as it was (the transaction rolled back): its lease's.
+            logger.exception(
+                "job lost delivery not judged job_id=%s error=%s", ref.job_id, type(error).__name__
+            )
+            fate = running.AfterLoss.LEFT_TO_LEASE
         finally:
             # This is the worker's main process: a pool process forked from it would
             # inherit an open connection, and one the server dropped would fail every
             # later read.
             connection.close()
+        return ref, fate
 
 
 #: What the pool says of a process lost under a job: killed (or exited), or past its

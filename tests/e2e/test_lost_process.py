@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from scheduler import schedule_at
 from scheduler.models import ScheduledJob
+from tests.e2e.conftest import celery_worker
 from tests.processes import wait_until
 from tests.testapp.models import Effect
 from tests.testapp.tasks import read_runs
@@ -75,3 +76,32 @@ def test_a_hard_time_limit_kills_the_attempt_and_the_job_is_retried_at_once(
     assert (first.outcome, second.outcome) == ("lease_expired", "succeeded")
     assert first.error == "worker process lost: hard time limit (1s) exceeded"
     assert [label for label, _ in read_runs(path)] == ["limited:0", "limited:1"]
+
+
+@pytest.mark.parametrize(
+    "text", ["exit: \x00 in the output", "cannot open /data/\udcff.csv"], ids=["nul", "surrogate"]
+)
+def test_a_body_that_exits_with_text_postgresql_cannot_store_frees_its_process(
+    e2e_env, dispatch_command, tmp_path, text
+):
+    # sys.exit() with a message PostgreSQL cannot take (a file name's undecodable byte):
+    # storing it as the attempt's error raised out of the worker's failure handler before
+    # Celery's own, so the worker counted the process busy for ever: with one process it
+    # took no job again, and the job stayed running until its lease.
+    path = str(tmp_path / "runs")
+    with celery_worker(e2e_env, concurrency=1) as worker:
+        exiting = schedule_at(
+            "testapp.exits_with_text", timezone.now(), [path, "exits", [ord(c) for c in text]]
+        )
+        assert wait_until(lambda: _job(exiting.pk).status == "succeeded", timeout=AT_ONCE), (
+            worker.output()[-4000:]
+        )
+        later = schedule_at("testapp.record", timezone.now(), [path, "later"])
+        assert wait_until(lambda: _job(later.pk).status == "succeeded", timeout=AT_ONCE), (
+            worker.output()[-4000:]
+        )
+    first, second = _job(exiting.pk).history.order_by("number")
+    assert (first.outcome, second.outcome) == ("lease_expired", "succeeded")
+    stored = text.replace("\x00", "\ufffd").replace("\udcff", "\ufffd")
+    assert first.error == f"worker process lost: {stored}"
+    assert [label for label, _ in read_runs(path)] == ["exits:0", "exits:1", "later"]

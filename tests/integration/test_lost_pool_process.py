@@ -17,6 +17,7 @@ from celery import current_app, signals
 from celery.backends.cache import CacheBackend
 from celery.exceptions import TimeLimitExceeded, WorkerLostError
 from celery.utils.imports import symbol_by_name
+from celery.worker import state
 from django.db import connection
 from django.utils import timezone
 from kombu import Message
@@ -224,18 +225,74 @@ def test_a_child_that_exited_under_a_job_its_lease_retries_is_no_failure(failure
     assert failures == []
 
 
-def test_without_postgresql_a_lost_process_is_the_calls_failure_as_celery_has_it(failures):
+@pytest.mark.parametrize(
+    ("failure", "stored"),
+    [
+        (SystemExit("exit: \x00 in the output"), "exit: \ufffd in the output"),
+        (KeyboardInterrupt("cannot open /data/\udcff.csv"), "cannot open /data/\ufffd.csv"),
+    ],
+    ids=["nul", "surrogate"],
+)
+def test_a_body_that_exits_with_text_postgresql_cannot_store_is_retried(failures, failure, stored):
+    # The text became the attempt's error as it was: PostgreSQL's refusal (a ValueError,
+    # a UnicodeEncodeError: no error of Django's) raised out of the handler before
+    # Celery's, which never ran: the worker counted the process busy for ever, and the
+    # job stayed running until its lease.
+    claimed, request = _running_job(max_attempts=3)
+    state.task_accepted(request)
+    try:
+        request.on_failure(_failed_with(failure))
+        assert request not in state.active_requests
+    finally:
+        state.task_ready(request)
+    assert failures == []
+    job = ScheduledJob.objects.get(pk=claimed.job.pk)
+    assert job.status == ScheduledJob.Status.SCHEDULED
+    assert job.last_error == f"worker process lost: {stored}"
+    [attempt] = job.history.all()
+    assert (attempt.outcome, attempt.error) == ("lease_expired", job.last_error)
+
+
+def test_a_lost_process_whose_job_could_not_be_judged_is_left_to_its_lease(
+    failures, monkeypatch, caplog
+):
+    # Whatever went wrong asking PostgreSQL, Celery's handling runs: the process is
+    # free again, and the call is no failure while the job may still succeed.
+    claimed, request = _running_job(max_attempts=3)
+
+    def broken(**kwargs):
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(running, "end_lost_delivery", broken)
+    state.task_accepted(request)
+    try:
+        _lose(request, "killed")
+        assert request not in state.active_requests
+    finally:
+        state.task_ready(request)
+    assert failures == []
+    assert noop.backend.get_state(request.id) == "PENDING"
+    assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.RUNNING
+    assert f"job lost delivery not judged job_id={claimed.job.pk} error=RuntimeError" in caplog.text
+    assert "no failure of the call, the job left to its lease" in caplog.text
+
+
+def test_without_postgresql_a_lost_process_is_left_to_its_lease(failures, caplog):
     # The worker's main process kept the connection it opened: once the server dropped
     # it, every later loss raised out of the handler, which left the request reserved
-    # (a pool slot lost for good) and the message unsettled.
-    _, request = _running_job(max_attempts=3)
+    # (a pool slot lost for good) and the message unsettled. Told as the call's failure
+    # then, it was one of a job its lease could retry, and that could succeed.
+    claimed, request = _running_job(max_attempts=3)
     connection.ensure_connection()
     connection.connection.close()  # as the server's end does: the next query fails
     _lose(request, "killed")
-    assert failures == [request.id]
-    _, again = _running_job(max_attempts=3)  # and the next is judged again
-    _lose(again, "killed")
-    assert failures == [request.id]
+    assert failures == []
+    assert noop.backend.get_state(request.id) == "PENDING"
+    assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.RUNNING
+    assert f"job lost delivery not judged job_id={claimed.job.pk} error=" in caplog.text
+    again, request = _running_job(max_attempts=3)  # and the next is judged again
+    _lose(request, "killed")
+    assert ScheduledJob.objects.get(pk=again.job.pk).status == ScheduledJob.Status.SCHEDULED
 
 
 def test_a_lost_process_of_an_ordinary_message_is_its_failure(failures):

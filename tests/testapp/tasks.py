@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import sys
 import time
 import uuid
 from datetime import datetime
@@ -283,6 +284,15 @@ def returns_text(code_points: list[int]) -> dict[str, str]:
 def fails_with_text(code_points: list[int]) -> None:
     """Raises an error whose message is the text of ``code_points``."""
     raise RuntimeError("".join(map(chr, code_points)))
+
+
+@shared_task(name="testapp.exits_with_text", bind=True)
+def exits_with_text(self: Any, path: str, label: str, code_points: list[int]) -> None:
+    """Records its start; the first attempt then ends its process as a script would, with
+    ``sys.exit()`` and the text of ``code_points`` (what PostgreSQL cannot store, say)."""
+    record_run(path, f"{label}:{self.request.retries}")
+    if self.request.retries == 0:
+        sys.exit("".join(map(chr, code_points)))
 
 
 @shared_task(name="testapp.rate_limited", rate_limit="30/m")
