@@ -459,11 +459,17 @@ def expire_leases(*, now: datetime) -> int:
 
 
 def end_lost_attempts(
-    lost: Sequence[tuple[int, int, int, str]], *, error: str, now: datetime, retry_at: datetime
+    lost: Sequence[tuple[int, int, int, str]],
+    *,
+    error: str,
+    now: datetime,
+    retry_at: datetime,
+    attempt_id: int | None = None,
 ) -> int:
     """End the running attempts of ``lost`` jobs (``(pk, attempts, max_attempts,
-    task_name)``, locked, running) whose worker is gone: each job is retried at
-    ``retry_at``, or fails when out of attempts. Returns how many are retried."""
+    task_name)``, locked, running) whose worker is gone, or only ``attempt_id`` when the
+    one that is lost is known: each job is retried at ``retry_at``, or fails when out of
+    attempts. Returns how many are retried."""
     retried = [pk for pk, attempts, limit, _ in lost if attempts < limit]
     failed = {pk: task for pk, attempts, limit, task in lost if attempts >= limit}
     if retried:
@@ -484,9 +490,12 @@ def end_lost_attempts(
         )
         for pk, task_name in failed.items():
             signals.send_on_commit(signals.job_failed, job_id=pk, task_name=task_name, error=error)
-    JobAttempt.objects.filter(
+    ended = JobAttempt.objects.filter(
         job_id__in=[pk for pk, *_ in lost], outcome=JobAttempt.Outcome.RUNNING
-    ).update(outcome=JobAttempt.Outcome.LEASE_EXPIRED, finished_at=now, error=error)
+    )
+    if attempt_id is not None:
+        ended = ended.filter(pk=attempt_id)
+    ended.update(outcome=JobAttempt.Outcome.LEASE_EXPIRED, finished_at=now, error=error)
     return len(retried)
 
 

@@ -336,7 +336,7 @@ class AfterLoss(enum.StrEnum):
     LEFT_TO_LEASE = "left to its lease"
 
 
-def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
+def end_lost_delivery(*, job_id: int, token: UUID, process: str | None, reason: str) -> AfterLoss:
     """End the attempt of the delivery with ``token``, whose process is gone (killed, out
     of memory, past its hard time limit: ``reason``), and say what becomes of its job.
 
@@ -345,6 +345,12 @@ def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
     recorded before it went stands (the row's lock is waited for, for
     :data:`LOST_LOCK_WAIT` at most: this is the worker's main process, whose event loop
     waits meanwhile; held longer, the job is left to its lease).
+
+    ``process`` is the lost process as the names of its deliveries' attempts begin
+    (:func:`scheduler.worker.task.delivery_process`; None if the worker cannot tell): a
+    copy of the job's message (a re-send, or SQS's second delivery) has the same token,
+    and the loss of a process that held one is no loss of the job, which another
+    delivery runs.
     """
     try:
         with transaction.atomic():
@@ -357,6 +363,9 @@ def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
                 .first()
             )
             if lost is not None:
+                attempt = _attempt_of(process, job_id=job_id, token=token)
+                if attempt is None:  # a copy's process: the delivery running the job goes on
+                    return AfterLoss.RUNS_AGAIN
                 now, attempts = timezone.now(), lost[1]
                 # The body's text (a ``sys.exit()`` message) may hold what PostgreSQL
                 # cannot store: refused, the job would stay running for its lease. The
@@ -371,6 +380,7 @@ def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
                     # The error back-off: a job whose process keeps dying (out of memory)
                     # must not spend its attempts within seconds.
                     retry_at=now + retry_delay(attempts),
+                    attempt_id=attempt,
                 )
                 return AfterLoss.RETRIED if retried else AfterLoss.FAILS
     except Error as error:  # a connection the server dropped: InterfaceError after
@@ -378,9 +388,25 @@ def end_lost_delivery(*, job_id: int, token: UUID, reason: str) -> AfterLoss:
             return _not_judged(job_id, error)
         logger.warning("job lost delivery left to its lease job_id=%s", job_id)
     try:
-        return _fate(job_id, token)
+        return _fate(job_id, token, process)
     except Error as error:
         return _not_judged(job_id, error)
+
+
+def _attempt_of(process: str | None, *, job_id: int, token: UUID) -> int | None:
+    """The id of the running attempt of the job with ``token`` that ``process`` started."""
+    if process is None:
+        return None
+    return (
+        JobAttempt.objects.filter(
+            job_id=job_id,
+            dispatch_token=token,
+            outcome=JobAttempt.Outcome.RUNNING,
+            worker__startswith=f"{process}:",
+        )
+        .values_list("pk", flat=True)
+        .first()
+    )
 
 
 def _not_judged(job_id: int, error: Error) -> AfterLoss:
@@ -391,9 +417,9 @@ def _not_judged(job_id: int, error: Error) -> AfterLoss:
     return AfterLoss.LEFT_TO_LEASE
 
 
-def _fate(job_id: int, token: UUID) -> AfterLoss:
-    """What becomes of the job whose delivery with ``token`` was lost, as committed: a
-    job still running that delivery is its lease's to retry or fail."""
+def _fate(job_id: int, token: UUID, process: str | None) -> AfterLoss:
+    """What becomes of the job whose delivery with ``token`` in ``process`` was lost, as
+    committed: a job still running that delivery is its lease's to retry or fail."""
     row = (
         ScheduledJob.objects.filter(pk=job_id)
         .values_list("status", "dispatch_token", "attempts", "max_attempts")
@@ -402,7 +428,11 @@ def _fate(job_id: int, token: UUID) -> AfterLoss:
     if row is None:
         return AfterLoss.FAILS
     status, current, attempts, max_attempts = row
-    if status == Status.RUNNING and current == token:
+    if (
+        status == Status.RUNNING
+        and current == token
+        and _attempt_of(process, job_id=job_id, token=token) is not None
+    ):
         return AfterLoss.RETRIED if attempts < max_attempts else AfterLoss.FAILS
     if status == Status.RUNNING or status in states.PENDING:
         return AfterLoss.RUNS_AGAIN

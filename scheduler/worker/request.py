@@ -11,8 +11,10 @@ request (``celery inspect scheduled``, the ``task-received`` event) shows the ha
 time. Other messages keep Celery's eta.
 
 When a job's pool process is lost (killed, out of memory, a hard ``time_limit``),
-the worker ends its attempt at once (:func:`scheduler.services.running.end_lost_delivery`):
-the job is retried, or fails out of attempts, without waiting out its lease. Celery's
+the worker ends the attempt it started at once
+(:func:`scheduler.services.running.end_lost_delivery`): the job is retried, or fails out
+of attempts, without waiting out its lease; a process that held a copy of the job's
+message ends nothing. Celery's
 worker stores ``FAILURE`` for the call and sends ``task_failure``; while the job goes
 on (or may: left to its lease when PostgreSQL cannot tell), the loss is handled as a
 retry (or, for a job that had succeeded, a success) instead: the message is settled as
@@ -39,6 +41,7 @@ from typing_extensions import override
 
 from scheduler import protocol
 from scheduler.services import running
+from scheduler.worker.task import delivery_process
 
 logger = logging.getLogger(__name__)
 
@@ -125,12 +128,14 @@ class Request(CeleryRequest):
         )
 
     def _kill_pool_process(self) -> None:
-        if self.worker_pid is None:  # not accepted yet
-            return
-        pid = int(self.worker_pid)  # an int, as the pool tells it; typed str
-        if pid != os.getpid():  # not the solo or threads pool's
+        pid = self._pool_pid()
+        if pid is not None and pid != os.getpid():  # not the solo or threads pool's
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+    def _pool_pid(self) -> int | None:
+        """The pool process running this request; None while it is not accepted yet."""
+        return None if self.worker_pid is None else int(self.worker_pid)  # typed str
 
     def _job_fate(self, reason: str) -> tuple[protocol.JobRef | None, running.AfterLoss]:
         """This message's job, its attempt ended for ``reason``, and what becomes of it
@@ -149,9 +154,13 @@ class Request(CeleryRequest):
             return None, running.AfterLoss.FAILS
         if ref is None or state.should_terminate:
             return None, running.AfterLoss.FAILS
+        # Which process was lost: the job's own delivery's, or one a copy of its message
+        # (a re-send, SQS's second delivery) reached.
+        pid = self._pool_pid()
+        process = None if pid is None else delivery_process(self.hostname, pid)
         try:
             fate = running.end_lost_delivery(
-                job_id=ref.job_id, token=ref.dispatch_token, reason=reason
+                job_id=ref.job_id, token=ref.dispatch_token, process=process, reason=reason
             )
         except Exception as error:
             # Raised out of the pool's callback, it would skip Celery's handling: the

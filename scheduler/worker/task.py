@@ -569,7 +569,14 @@ def _delivering(request: Context) -> str:
     in a process with the same host and pid (a pool process of a worker in another
     container on the host's network), which the process's random part tells apart."""
     pid = os.getpid()
-    name = f"{request.hostname or socket.gethostname()}:{pid}:{_process_mark(pid)}"
+    name = f"{delivery_process(request.hostname, pid)}:{_process_mark(pid)}"
     if threading.current_thread() is not threading.main_thread():
         name = f"{name}/{threading.get_ident()}"
     return name
+
+
+def delivery_process(hostname: str | None, pid: int) -> str:
+    """How the names of the deliveries that the process ``pid`` of worker ``hostname``
+    runs begin (then ``:`` and its random part): all that the worker's main process can
+    tell of one of its pool processes."""
+    return f"{hostname or socket.gethostname()}:{pid}"

@@ -3,6 +3,7 @@ worker tells the failure of the call only when the job's lease will fail it too.
 
 import base64
 import json
+import os
 import signal
 import subprocess
 import time
@@ -54,13 +55,24 @@ def failures(monkeypatch) -> Iterator[list[str]]:
     signals.task_failure.disconnect(receive)
 
 
-def _running_job(max_attempts: int) -> tuple[running.Claim, Request]:
-    """A job's claim by a worker, and the worker's request for the job's message."""
+def _running_job(max_attempts: int, *, pid: int | None = None) -> tuple[running.Claim, Request]:
+    """A job's claim by a worker's pool process ``pid`` (this one by default, which the
+    worker never kills), and the worker's request for the job's message, run by it."""
+    pid = pid or os.getpid()
     job = schedule_at(noop, T0, max_attempts=max_attempts)
     token = dispatch_one(job, now=T0)
-    claimed = running.claim(job_id=job.pk, token=token, task_name=noop.name, worker="w")
+    request = _request(job.pk, token, pid=pid)
+    # As the process names its deliveries: host, pid and a random part of its own.
+    worker = f"{request.hostname}:{pid}:0a1b"
+    claimed = running.claim(job_id=job.pk, token=token, task_name=noop.name, worker=worker)
     assert isinstance(claimed, running.Claim)
-    outgoing = OutgoingMessage(job.pk, str(token), noop.name, "jobs", T0, 0)
+    return claimed, request
+
+
+def _request(job_id: int, token: uuid.UUID, *, pid: int) -> Request:
+    """The worker's request for a message of the job with ``token``, handed to the pool
+    process ``pid``."""
+    outgoing = OutgoingMessage(job_id, str(token), noop.name, "jobs", T0, 0)
     envelope = json.loads(base64.b64decode(encode_message(outgoing)))
     message = Message(
         body=base64.b64decode(envelope["body"]),
@@ -70,7 +82,8 @@ def _running_job(max_attempts: int) -> tuple[running.Claim, Request]:
     )
     request = symbol_by_name(noop.Request)(message, app=current_app, task=noop)
     assert isinstance(request, Request)
-    return claimed, request
+    request.worker_pid = pid  # type: ignore[assignment]  # an int, as the pool tells it
+    return request
 
 
 def _failed_with(error: Exception) -> ExceptionInfo:
@@ -170,12 +183,12 @@ def test_a_lost_process_of_a_job_its_lease_already_failed_is_the_calls_failure(f
 def test_a_process_past_its_hard_time_limit_is_killed_before_its_job_is_retried(failures):
     # billiard kills it after telling the worker: meanwhile the body ran on, and could
     # record its outcome over the retry's.
-    _, request = _running_job(max_attempts=3)
     body = subprocess.Popen(["sleep", "60"])
     try:
-        request.worker_pid = body.pid
+        claimed, request = _running_job(max_attempts=3, pid=body.pid)
         _lose(request, "hard time limit")
         assert body.wait(5) == -signal.SIGKILL
+        assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.SCHEDULED
     finally:
         body.kill()
         body.wait()
@@ -205,6 +218,37 @@ def test_a_lost_jobs_row_held_elsewhere_is_left_to_its_lease(failures, caplog):
     assert failures == []
     assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.RUNNING
     assert f"job lost delivery left to its lease job_id={claimed.job.pk}" in caplog.text
+
+
+@pytest.mark.parametrize("max_attempts", [3, 1], ids=["attempts left", "last attempt"])
+def test_the_lost_process_of_a_copy_of_a_jobs_message_is_no_loss_of_the_job(failures, max_attempts):
+    # A re-send of a job's message carries its token, and SQS may deliver a message
+    # twice: the process that received the copy was lost (killed as it dropped it),
+    # and the attempt of the delivery running the job was ended, and the job retried
+    # (or failed), while its body ran on: run twice.
+    claimed, request = _running_job(max_attempts=max_attempts)
+    copy = _request(claimed.job.pk, claimed.job.dispatch_token, pid=os.getpid() + 1)
+    _lose(copy, "killed")
+    assert failures == []
+    job = ScheduledJob.objects.get(pk=claimed.job.pk)
+    assert job.status == ScheduledJob.Status.RUNNING
+    [attempt] = job.history.all()
+    assert attempt.outcome == "running"
+    assert running.heartbeat(job_id=job.pk, token=job.dispatch_token)
+    _lose(request, "killed")  # the loss of the delivery's own process ends it
+    assert ScheduledJob.objects.get(pk=job.pk).status == {3: "scheduled", 1: "failed"}[max_attempts]
+
+
+def test_the_lost_process_of_a_copy_of_a_message_whose_job_is_held_is_no_failure(failures):
+    # Told when the job's row was held past the wait, the loss of the copy of a last
+    # attempt's message was the call's failure (FAILURE for the call's task id, which the
+    # copy shares, and task_failure), though its job ran on, to succeed.
+    claimed, _ = _running_job(max_attempts=1)
+    copy = _request(claimed.job.pk, claimed.job.dispatch_token, pid=os.getpid() + 1)
+    with job_row_held_elsewhere(claimed.job.pk):
+        _lose(copy, "killed")
+    assert failures == []
+    assert noop.backend.get_state(copy.id) == "PENDING"
 
 
 @pytest.mark.parametrize(
