@@ -330,9 +330,10 @@ class AfterLoss(enum.StrEnum):
     RUNS_AGAIN = "runs again"
     #: It had succeeded, its outcome recorded before the loss.
     SUCCEEDED = "succeeded"
-    #: Unknown: PostgreSQL could not tell, and nothing was changed. Its lease retries it
-    #: (or fails it, out of attempts), as a job whose whole worker died; no failure of
-    #: the call is told meanwhile, which could be told of a job that then succeeds.
+    #: Unknown: PostgreSQL could not tell (out of reach, or the job's row held past
+    #: :data:`LOST_LOCK_WAIT`), and nothing was changed. Its lease retries it (or fails
+    #: it, out of attempts), as a job whose whole worker died; no failure of the call is
+    #: told meanwhile, which could be told of a job that then succeeds.
     LEFT_TO_LEASE = "left to its lease"
 
 
@@ -420,20 +421,19 @@ def _not_judged(job_id: int, error: Error) -> AfterLoss:
 def _fate(job_id: int, token: UUID, process: str | None) -> AfterLoss:
     """What becomes of the job whose delivery with ``token`` in ``process`` was lost, as
     committed: a job still running that delivery is its lease's to retry or fail."""
-    row = (
-        ScheduledJob.objects.filter(pk=job_id)
-        .values_list("status", "dispatch_token", "attempts", "max_attempts")
-        .first()
-    )
+    row = ScheduledJob.objects.filter(pk=job_id).values_list("status", "dispatch_token").first()
     if row is None:
         return AfterLoss.FAILS
-    status, current, attempts, max_attempts = row
+    status, current = row
     if (
         status == Status.RUNNING
         and current == token
         and _attempt_of(process, job_id=job_id, token=token) is not None
     ):
-        return AfterLoss.RETRIED if attempts < max_attempts else AfterLoss.FAILS
+        # Its row held past the wait: the holder may be its success committing, slowly.
+        # Judged as it reads now, a last attempt's loss was the call's failure, and the
+        # job then succeeded.
+        return AfterLoss.LEFT_TO_LEASE
     if status == Status.RUNNING or status in states.PENDING:
         return AfterLoss.RUNS_AGAIN
     return AfterLoss.SUCCEEDED if status == Status.SUCCEEDED else AfterLoss.FAILS

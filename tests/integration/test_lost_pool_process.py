@@ -218,6 +218,20 @@ def test_a_lost_jobs_row_held_elsewhere_is_left_to_its_lease(failures, caplog):
     assert failures == []
     assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.RUNNING
     assert f"job lost delivery left to its lease job_id={claimed.job.pk}" in caplog.text
+    # Not "retried": nothing was.
+    assert "no failure of the call, the job left to its lease" in caplog.text
+
+
+def test_a_last_attempt_whose_success_commits_past_the_wait_is_no_failure(failures):
+    # The row read as committed, still running, its last attempt's loss was the call's
+    # failure (FAILURE, task_failure), and then its success committed.
+    claimed, request = _running_job(max_attempts=1)
+    succeed = partial(running.record_success, job=claimed.job, attempt=claimed.attempt)
+    with held_elsewhere(succeed, commit_after=2):
+        _lose(request, "killed")
+    assert ScheduledJob.objects.get(pk=claimed.job.pk).status == ScheduledJob.Status.SUCCEEDED
+    assert failures == []
+    assert noop.backend.get_state(request.id) == "PENDING"
 
 
 @pytest.mark.parametrize("max_attempts", [3, 1], ids=["attempts left", "last attempt"])
