@@ -116,13 +116,20 @@ class SqsQueue:
     url: str
     client: Any
 
-    def receive(self, *, wait: int = 0, max_messages: int = 10) -> list[dict[str, Any]]:
-        """Receive and delete visible messages; each decoded to its Celery envelope."""
+    def receive(
+        self, *, wait: int = 0, max_messages: int = 10, keep: bool = False
+    ) -> list[dict[str, Any]]:
+        """Receive and delete visible messages; each decoded to its Celery envelope.
+
+        With ``keep``, they are hidden for a minute instead of deleted: a call for ten,
+        to read a thousand.
+        """
+        hidden = {"VisibilityTimeout": 60} if keep else {}
         response = self.client.receive_message(
-            QueueUrl=self.url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=wait
+            QueueUrl=self.url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=wait, **hidden
         )
         messages = response.get("Messages", [])
-        for message in messages:
+        for message in [] if keep else messages:
             self.client.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
         return [decode(message["Body"]) for message in messages]
 

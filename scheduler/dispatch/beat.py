@@ -9,6 +9,7 @@ other periodic task is sent as django-celery-beat's ``DatabaseScheduler`` sends 
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ from typing import Any
 
 from celery import current_app
 from celery.beat import ScheduleEntry
+from celery.signals import beat_init
 from celery.utils.time import maybe_make_aware
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
@@ -30,6 +32,7 @@ from typing_extensions import override
 from scheduler.checks import check_before_start, names_subclass
 from scheduler.conf import scheduler_settings
 from scheduler.dispatch.dispatcher import Dispatcher, check_at_start
+from scheduler.dispatch.stopping import StopSignals
 from scheduler.services import refusals
 
 logger = logging.getLogger(__name__)
@@ -202,6 +205,7 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
     A tick blocks beat while it runs: milliseconds when little is due, and at most
     about one dispatch interval with a backlog (the next tick, due at once, goes on);
     other periodic tasks wait for it. An error in a tick is logged and beat goes on.
+    SIGTERM or SIGINT stops beat once the tick in progress is done.
     """
 
     Entry = _Entry
@@ -210,7 +214,65 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         self._dispatcher: Dispatcher | None = None
         #: How long the tick just run took, for the next one's time (:meth:`_when`).
         self._tick_took = 0.0
+        self._stop_signals = StopSignals(self._stop)
+        #: Whether beat is in a tick or a save of its schedule, which a stop lets finish.
+        self._busy = False
+        #: Whether beat is on its way out: a stop signal then has nothing to stop.
+        self._exiting = False
         super().__init__(*args, **kwargs)
+
+    def install_stop_signals(self) -> None:
+        """Make SIGTERM and SIGINT stop beat after the tick in progress, in place of
+        Celery's handler (from the main thread, once Celery has installed its own).
+
+        Celery's saved the schedule and raised SystemExit wherever beat was: in a
+        dispatch batch's transaction, the save closed the batch's connection ("beat
+        schedule save failed … connection already closed") and the batch rolled back,
+        its messages, already in SQS, sent for nothing, the tick's log line lost.
+        """
+        self._stop_signals.install()
+
+    def _stop(self) -> None:
+        """A stop signal: beat exits now between ticks, else at the end of the tick."""
+        if not self._busy:
+            self._exit()
+
+    def _exit(self) -> None:
+        # Celery's loop takes SystemExit as its stop: it saves the schedule (close())
+        # and returns.
+        if not self._exiting:
+            self._exiting = True
+            raise SystemExit
+
+    @contextmanager
+    def _finished_before_a_stop(self) -> Iterator[None]:
+        """Run the block to its end whatever stop signal comes meanwhile; beat exits after
+        it if one came."""
+        outermost = not self._busy
+        self._busy = True
+        try:
+            yield
+        finally:
+            if outermost:
+                self._busy = False
+        if outermost and self._stop_signals.received is not None:
+            self._exit()
+
+    @override
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        with self._finished_before_a_stop():
+            interval: float = super().tick(*args, **kwargs)
+        return interval
+
+    @override
+    def close(self) -> None:
+        # Beat's last save of its schedule, as it exits: a stop signal now waits for it.
+        self._exiting = True
+        if self._stop_signals.received is not None:
+            logger.info(
+                "beat stopping signal=%s after the current tick", self._stop_signals.received
+            )
+        super().close()
 
     @override
     def setup_schedule(self) -> None:
@@ -267,24 +329,25 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         to be saved: theirs took it off the list first and lost it, so its last run was
         never saved, the next reload read the run before, and the task was sent again."""
         unsavable: set[str] = set()
-        try:
-            close_old_connections()
-            while self._dirty:
-                name = next(iter(self._dirty))
-                try:
-                    self._schedule[name].save()
-                except (KeyError, TypeError, ObjectDoesNotExist):
-                    unsavable.add(name)  # tried again at the next sync, as theirs does
-                self._dirty.discard(name)
-        except (DatabaseError, InterfaceError) as error:
-            logger.warning(
-                "beat schedule save failed unsaved=%s error=%s: %s",
-                len(self._dirty),
-                type(error).__name__,
-                refusals.first_line(error),
-            )
-        finally:
-            self._dirty |= unsavable
+        with self._finished_before_a_stop():
+            try:
+                close_old_connections()
+                while self._dirty:
+                    name = next(iter(self._dirty))
+                    try:
+                        self._schedule[name].save()
+                    except (KeyError, TypeError, ObjectDoesNotExist):
+                        unsavable.add(name)  # tried again at the next sync, as theirs does
+                    self._dirty.discard(name)
+            except (DatabaseError, InterfaceError) as error:
+                logger.warning(
+                    "beat schedule save failed unsaved=%s error=%s: %s",
+                    len(self._dirty),
+                    type(error).__name__,
+                    refusals.first_line(error),
+                )
+            finally:
+                self._dirty |= unsavable
 
     def _read_schedule(self) -> dict[str, ScheduleEntry]:
         """django-celery-beat's schedule, the dispatch entry written back first if an
@@ -338,6 +401,22 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
             next_time_to_run = max(0.0, next_time_to_run - took)
         when: float = super()._when(entry, next_time_to_run, *args, **kwargs)
         return when
+
+
+@beat_init.connect(weak=False)
+def _stop_after_the_tick(sender: Any = None, **_: Any) -> None:
+    """Beat's stop signals wait for the tick in progress, as ``scheduler_dispatch``'s do.
+
+    ``beat_init`` comes after Celery installed its handler. A worker's embedded beat run
+    as a thread (no multiprocessing) sends it from that thread, where no handler can be
+    set: the worker stops that beat itself.
+    """
+    scheduler = getattr(sender, "scheduler", None)
+    if (
+        isinstance(scheduler, DispatchingScheduler)
+        and threading.current_thread() is threading.main_thread()
+    ):
+        scheduler.install_stop_signals()
 
 
 @register()

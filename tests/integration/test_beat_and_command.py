@@ -2,6 +2,7 @@
 
 import json
 import logging
+import signal
 import threading
 import time
 from datetime import timedelta
@@ -363,6 +364,37 @@ def test_a_run_whose_save_postgresql_refused_is_kept_through_a_reload(beat_sched
     beat_scheduler._last_full_sync -= timedelta(minutes=5)  # PostgreSQL back: reloaded
     assert beat_scheduler.schedule["hourly report"].last_run_at == ran_at
     assert not beat_scheduler.schedule["hourly report"].is_due().is_due
+    assert PeriodicTask.objects.get(name="hourly report").last_run_at == ran_at
+
+
+def _stop_signal_in_saves(scheduler: DispatchingScheduler, monkeypatch) -> None:
+    """SIGTERM lands in each save of an entry of ``scheduler``'s (its handler called as
+    Python calls it, between two statements)."""
+    save = beat._Entry.save
+
+    def stopped_while_saving(entry: beat._Entry) -> None:
+        scheduler._stop_signals._handle(signal.SIGTERM, None)
+        save(entry)
+
+    monkeypatch.setattr(beat._Entry, "save", stopped_while_saving)
+
+
+def test_a_stop_during_a_save_between_ticks_exits_once_it_is_saved(beat_scheduler, monkeypatch):
+    _hourly_task()
+    ran_at = beat_scheduler.reserve(beat_scheduler.schedule["hourly report"]).last_run_at
+    _stop_signal_in_saves(beat_scheduler, monkeypatch)
+    with pytest.raises(SystemExit):
+        beat_scheduler.sync()
+    assert PeriodicTask.objects.get(name="hourly report").last_run_at == ran_at
+
+
+def test_a_stop_during_the_save_as_beat_exits_lets_it_exit(beat_scheduler, monkeypatch):
+    # Beat saves its schedule as it exits, whatever ended it: a stop signal then raises
+    # nothing (it would replace the error that ended beat), and the save goes on.
+    _hourly_task()
+    ran_at = beat_scheduler.reserve(beat_scheduler.schedule["hourly report"]).last_run_at
+    _stop_signal_in_saves(beat_scheduler, monkeypatch)
+    beat_scheduler.close()
     assert PeriodicTask.objects.get(name="hourly report").last_run_at == ran_at
 
 

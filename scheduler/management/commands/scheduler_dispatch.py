@@ -2,15 +2,14 @@
 in this process."""
 
 import json
-import signal
 from dataclasses import asdict
-from types import FrameType
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 
 from scheduler.dispatch.dispatcher import Dispatcher, check_at_start
+from scheduler.dispatch.stopping import StopSignals
 from scheduler.models import ScheduledJob
 
 
@@ -46,20 +45,11 @@ class Command(BaseCommand):
                 raise SystemExit(1)
             return
 
-        stopped_by: list[int] = []
-
-        def stop(signum: int, _frame: FrameType | None) -> None:
-            # Nothing written here: a signal that lands during a write to stderr (a log
-            # line stuck behind a slow reader) made a write here raise "reentrant call",
-            # and the stop was lost.
-            dispatcher.stop()
-            stopped_by.append(signum)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        stop = StopSignals(dispatcher.stop)
+        stop.install()
         dispatcher.run()
-        if stopped_by:
-            self.stderr.write(f"signal {stopped_by[0]}: stopped after the current tick")
+        if stop.received is not None:
+            self.stderr.write(f"signal {stop.received}: stopped after the current tick")
 
 
 def _refuse_a_database_never_migrated() -> None:

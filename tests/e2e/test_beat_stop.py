@@ -1,0 +1,79 @@
+"""Celery beat, the dispatcher, stopped for a deploy (SIGTERM) or with Ctrl-C (SIGINT)."""
+
+import re
+import signal
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from scheduler.models import ScheduledJob
+from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
+from tests.conftest import SqsQueue
+from tests.e2e.conftest import celery_beat
+from tests.processes import wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+#: Overdue jobs: more than a tick sends in its first batches, so the stop lands while it
+#: sends more.
+JOBS = 2000
+
+
+def test_beat_stopped_during_a_tick_commits_what_it_sent_then_exits(
+    e2e_env: dict[str, str], sqs_queue: SqsQueue, tmp_path: Any
+) -> None:
+    # Celery's handler saved the schedule and raised SystemExit wherever beat was: in a
+    # batch's transaction, the save closed its connection ("beat schedule save failed …
+    # connection already closed") and the batch rolled back, its messages sent for
+    # nothing and the tick's log line lost.
+    overdue = timezone.now() - timedelta(minutes=1)
+    ScheduledJob.objects.bulk_create(
+        ScheduledJob(task_name="testapp.noop", queue=sqs_queue.name, run_at=overdue, max_attempts=1)
+        for _ in range(JOBS)
+    )
+    with celery_beat(e2e_env, pidfile=tmp_path / "beat.pid") as beat:
+        # The first batch committed: the tick is sending the next ones.
+        assert wait_until(
+            lambda: ScheduledJob.objects.filter(status="enqueued").exists(), timeout=60
+        ), beat.output()
+        before = ScheduledJob.objects.filter(status="enqueued").count()
+        beat.popen.send_signal(signal.SIGTERM)
+        assert beat.popen.wait(30) == 0, beat.output()
+        output = beat.output()
+    enqueued = dict(
+        ScheduledJob.objects.filter(status="enqueued").values_list("pk", "dispatch_token")
+    )
+    in_sqs = {
+        int(message["headers"][JOB_ID_HEADER]): message["headers"][DISPATCH_TOKEN_HEADER]
+        for message in _every_message(sqs_queue)
+    }
+    assert in_sqs == {pk: str(token) for pk, token in enqueued.items()}
+    assert "save failed" not in output, output
+    ticks = [int(sent) for sent in re.findall(r"dispatch tick dispatcher=\S+ sent=(\d+)", output)]
+    assert sum(ticks) == len(enqueued), output
+    assert "beat stopping signal=15 after the current tick" in output
+    assert len(enqueued) > before, "the tick did not go on after the stop"
+
+
+def test_beat_stopped_between_ticks_exits_at_once(e2e_env: dict[str, str], tmp_path: Any) -> None:
+    with celery_beat(e2e_env, pidfile=tmp_path / "beat.pid") as beat:
+        beat.wait_for_output("dispatch tick", timeout=60)
+        stopped = time.monotonic()
+        beat.popen.send_signal(signal.SIGINT)  # Ctrl-C
+        assert beat.popen.wait(30) == 0, beat.output()
+        # Not after the sleep until the next tick: beat sleeps up to 5 s between ticks.
+        assert time.monotonic() - stopped < 3, beat.output()
+        output = beat.output()
+    assert "beat stopping signal=2 after the current tick" in output
+    assert "Traceback" not in output, output
+
+
+def _every_message(queue: SqsQueue) -> list[dict[str, Any]]:
+    """Every message in ``queue``, each kept hidden once received (no delete: fewer calls)."""
+    messages = []
+    while batch := queue.receive(keep=True):
+        messages.extend(batch)
+    return messages
