@@ -59,8 +59,14 @@ logger = logging.getLogger(__name__)
 
 #: The request attribute that holds the job a task body runs for.
 _JOB_RUN = "scheduler_job_run"
-#: apply_async options that a job cannot keep: it runs no callbacks and joins no canvas.
-_CANVAS_OPTIONS = ("link", "link_error", "chain", "chord", "group_id")
+#: apply_async options that a job cannot keep: it runs no callbacks and joins no chord.
+#: A group's id is not among them: without a chord nothing waits for the group's members
+#: together, and the job keeps the member's own task id, which the GroupResult holds
+#: (Celery sends a task's several callbacks, and its error callbacks, as a group).
+_CANVAS_OPTIONS = ("link", "link_error", "chain", "chord")
+#: apply_async options of the call's message that a job cannot keep: the task's own
+#: settings apply when it runs.
+_MESSAGE_OPTIONS = ("headers", "shadow", "soft_time_limit", "time_limit")
 
 #: While a task's ordinary call runs: what its ``self.retry()`` made a job, to schedule
 #: once the body has ended. Celery's retry sends the call again before it raises Retry,
@@ -249,15 +255,7 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         now = timezone.now()
         expires = options.pop("expires", None)
         queue = options.pop("queue", None)
-        kept_none = sorted(name for name, value in options.items() if value is not None)
-        if kept_none:
-            # As a call delayed beyond SQS's reach: a job has no message to carry them.
-            logger.warning(
-                "job retry kept no %s job_id=%s task=%s",
-                ",".join(kept_none),
-                run.job.pk,
-                self.name,
-            )
+        _warn_unkept("job retry", options, job_id=run.job.pk, task=self.name)
         run.request_retry(
             run_at=_eta(self, {"countdown": countdown, "eta": eta}) or now,
             reason=str(signal),
@@ -288,14 +286,15 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
         message carries its own SQS ``DelaySeconds`` (up to the delivery lead before
         its eta), so no worker holds it for long. Beyond that the call becomes a job in
         the caller's transaction (arguments must be JSON; ``expires`` becomes its
-        deadline) and the AsyncResult's id is the job's ``celery_task_id``.
+        deadline) and the AsyncResult's id is the job's ``celery_task_id``. Options of
+        the message (``headers``, ``shadow``, time limits) are not kept, with a warning.
         """
         _refuse_long_steps_with_followers(self, options.get("chain"))
         eta = _eta(self, options)
         if eta is not None and not self.app.conf.task_always_eager:
             now = timezone.now()
             if (eta - now).total_seconds() > scheduler_settings.MAX_DELAY_SECONDS:
-                options.update(link=link, link_error=link_error)
+                options.update(link=link, link_error=link_error, shadow=shadow)
                 return self._schedule_as_job(eta, args, kwargs, task_id, options, now=now)
             delay = protocol.delivery_delay_seconds(
                 eta,
@@ -370,6 +369,15 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                 celery_task_id,
                 ",".join(canvas),
             )
+        if not _in_celery_retry.get():
+            # Not for a retry: Celery carries on those its message had, which were kept
+            # for its first run.
+            _warn_unkept(
+                "call",
+                {name: options.get(name) for name in _MESSAGE_OPTIONS},
+                celery_task_id=celery_task_id,
+                task=self.name,
+            )
         schedule = partial(
             schedule_call,
             self,
@@ -386,7 +394,10 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
             after_body.append(schedule)
         else:
             schedule()
-        return self.AsyncResult(celery_task_id)
+        result = self.AsyncResult(celery_task_id)
+        # As Celery's send_task: get() then returns None at once, waiting for no result.
+        result.ignored = self.ignore_result
+        return result
 
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -401,6 +412,19 @@ def _tuples_as_lists(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _tuples_as_lists(item) for key, item in value.items()}
     return value
+
+
+def _warn_unkept(event: str, options: dict[str, Any], **names: object) -> None:
+    """Warn that the job ``event`` made keeps none of ``options`` that are set: a job has
+    no message of the call's own to carry them."""
+    unkept = sorted(name for name, value in options.items() if value is not None)
+    if unkept:
+        logger.warning(
+            "%s kept no %s %s",
+            event,
+            ",".join(unkept),
+            " ".join(f"{key}={value}" for key, value in names.items()),
+        )
 
 
 def _retry_arguments(
@@ -484,8 +508,8 @@ def _refuse_fifo_delay(task: Task, args: Any, kwargs: Any, queue: Any) -> None: 
 def _refuse_long_steps_with_followers(task: Task, chain: Any) -> None:  # type: ignore[type-arg]
     """InvalidArgumentsError when a later step of the chain this call starts is delayed
     beyond ``SCHEDULER_MAX_DELAY_SECONDS`` and is not its last, or carries a callback or
-    a group (a chain's ``link_error`` is on every step; its ``link``, and the id of a
-    group it is in, on the last).
+    a chord (a chain's ``link_error`` is on every step; its ``link``, and the chord it is
+    in, on the last).
 
     The worker that ran the step before it would make it a job, which carries no chain
     or callback on: it refused, after that step had run (failing it, and running the

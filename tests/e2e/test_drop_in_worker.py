@@ -9,7 +9,7 @@ from django.utils import timezone
 from scheduler import reschedule
 from scheduler.models import ScheduledJob
 from tests.processes import wait_until
-from tests.testapp.tasks import observed, read_runs, record
+from tests.testapp.tasks import echo, fail, observed, read_runs, record
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,3 +79,39 @@ def test_self_retry_of_a_plain_message_beyond_the_max_delay_becomes_a_job(
     # The job continued Celery's count: the plain run was retry 0, the job's run retry 1.
     assert [label.split(":")[:2] for label, _ in read_runs(path)] == [["far", "0"], ["far", "1"]]
     assert read_runs(path)[0][0].split(":")[2] == result.id
+
+
+def test_long_callbacks_of_a_task_become_jobs_and_the_task_succeeds(
+    worker, broker, sqs_queue, tmp_path
+):
+    # Celery sends a task's several callbacks, and an error callback that takes the task
+    # id, as a group: a long member was refused in the worker, which reported the task
+    # that had succeeded failed and lost its callbacks.
+    links, errors = str(tmp_path / "links"), str(tmp_path / "errors")
+    later = record.si(links, "in two weeks").set(countdown=TWO_WEEKS)
+    parent = record.apply_async(
+        (links, "parent"),
+        link=[later, record.si(links, "now")],
+        queue=sqs_queue.name,
+        connection=broker,
+    )
+    failing = fail.apply_async(
+        (errors, "failing"),
+        link_error=echo.s().set(countdown=TWO_WEEKS),
+        queue=sqs_queue.name,
+        connection=broker,
+    )
+
+    def done() -> bool:
+        return len(read_runs(links)) == 2 and ScheduledJob.objects.count() == 2
+
+    assert wait_until(done, timeout=30), worker.output()[-4000:]
+    assert sorted(label for label, _ in read_runs(links)) == ["now", "parent"]
+    callbacks = ScheduledJob.objects.order_by("task_name")
+    assert [(job.task_name, job.args) for job in callbacks] == [
+        ("testapp.echo", [failing.id]),
+        ("testapp.record", [links, "in two weeks"]),
+    ]
+    output = worker.output()
+    assert f"Task testapp.record[{parent.id}] succeeded" in output
+    assert "InvalidArgumentsError" not in output

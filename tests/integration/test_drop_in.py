@@ -195,7 +195,7 @@ def test_a_chain_with_a_long_delay_before_its_last_step_is_refused_at_the_call(
 
 
 @freeze_time(T0)
-@pytest.mark.parametrize("callback", ["on_error", "link_error", "link", "group"])
+@pytest.mark.parametrize("callback", ["on_error", "link_error", "link"])
 def test_a_chain_whose_long_last_step_has_a_callback_is_refused_at_the_call(
     published, broker, sqs_queue, callback
 ):
@@ -210,9 +210,6 @@ def test_a_chain_whose_long_last_step_has_a_callback_is_refused_at_the_call(
     options = {"queue": sqs_queue.name, "connection": broker}
     if callback == "on_error":
         steps = steps.on_error(handler)
-    elif callback == "group":
-        # In a group, the chain's last step carries the group's id: a job joins none.
-        steps = group(steps, record.si("/dev/null", "beside"))
     else:
         options[callback] = handler
     with pytest.raises(InvalidArgumentsError, match="chain") as raised:
@@ -220,6 +217,60 @@ def test_a_chain_whose_long_last_step_has_a_callback_is_refused_at_the_call(
     assert raised.value.field == "chain"
     assert published == []
     assert ScheduledJob.objects.count() == 0
+
+
+@freeze_time(T0)
+def test_a_long_member_of_a_group_becomes_a_job_that_keeps_its_own_id(published, broker, sqs_queue):
+    # Celery sends a task's callbacks, when it has several, and its error callbacks
+    # that take the task id as a group, whose members carry the group's id: a long one
+    # was refused in the worker, after the task had run (reported failed, its other
+    # callbacks lost). Without a chord nothing waits for a group's members together.
+    later = record.si("/dev/null", "in two weeks").set(countdown=TWO_WEEKS)
+    sent = group(later, record.si("/dev/null", "now")).apply_async(
+        queue=sqs_queue.name, connection=broker
+    )
+    job = ScheduledJob.objects.get()
+    assert (job.celery_task_id, job.args) == (sent.results[0].id, ["/dev/null", "in two weeks"])
+    [message] = published
+    assert message["headers"]["id"] == sent.results[1].id
+    # A chain in a group: its long last step carries the group's id, kept as a job too.
+    chain(record.si("/dev/null", "first"), later).apply_async(
+        group_id="a-group", queue=sqs_queue.name, connection=broker
+    )
+    assert len(published) == 2
+
+
+@freeze_time(T0)
+def test_a_long_call_of_a_task_that_ignores_its_result_has_none_to_wait_for(monkeypatch):
+    # As Celery's send_task: result.get() returns None at once, instead of waiting for a
+    # result never stored (or raising, without a result backend).
+    monkeypatch.setattr(record, "ignore_result", True)
+    result = record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS)
+    assert result.ignored is True
+    assert result.get(timeout=1) is None
+    monkeypatch.setattr(record, "ignore_result", False)
+    assert record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS).ignored is False
+
+
+@freeze_time(T0)
+def test_message_options_a_long_call_cannot_keep_are_named_in_a_warning(caplog):
+    # A job has no message of the call's own to carry them: the task's settings apply.
+    result = record.apply_async(
+        ("/dev/null", "x"),
+        countdown=TWO_WEEKS,
+        headers={"tenant": "acme"},
+        time_limit=5,
+        soft_time_limit=3,
+        shadow="billing.charge",
+    )
+    [line] = [r.getMessage() for r in caplog.records if "kept no" in r.getMessage()]
+    assert line == (
+        "call kept no headers,shadow,soft_time_limit,time_limit "
+        f"celery_task_id={result.id} task=testapp.record"
+    )
+    caplog.clear()
+    record.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS, priority=None)
+    assert "kept no" not in caplog.text
 
 
 @freeze_time(T0)
@@ -392,9 +443,9 @@ def test_the_jobs_message_carries_the_task_id_its_async_result_has(sqs_queue, pu
         {"callbacks": [record.s("/dev/null", "next")]},
         {"errbacks": [record.s("/dev/null", "on-error")]},
         {"chain": [record.s("/dev/null", "then")]},
-        {"group": "a-group-id"},
+        {"chord": record.s("/dev/null", "after-all"), "group": "a-group-id"},
     ],
-    ids=["link", "link_error", "chain", "group"],
+    ids=["link", "link_error", "chain", "chord"],
 )
 def test_a_long_retry_of_a_task_in_a_canvas_becomes_a_job_without_the_canvas(
     tmp_path, caplog, canvas
