@@ -51,8 +51,9 @@ PEEKS_AT_ONCE = 25
 DLQ_SUFFIX = "-dlq"
 
 #: A job's message received more often than this stays in the worker that has it, busy
-#: or not: each receive counts toward the dead-letter queue's five (``maxReceiveCount``),
-#: and every worker may be as busy. A second one covers a hand-back by a worker's warm
+#: or not (a stopping worker hands it back only after its own receive in flight): each
+#: receive counts toward the dead-letter queue's five (``maxReceiveCount``), and every
+#: worker may be as busy. A second one covers a hand-back by a worker's warm
 #: shutdown, or one that the same worker's long poll, started while a process was free,
 #: received again; three receives are left for the worker it lands on and for crashes.
 HAND_BACK_RECEIVES = 2

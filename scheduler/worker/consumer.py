@@ -14,6 +14,12 @@ a worker that can start them, and hands back to SQS a job's message it holds (un
 delivered it more than ``HAND_BACK_RECEIVES`` times): one received ahead of its eta that
 comes due then, or one waiting for a process.
 
+Stopped for a deploy (SIGTERM, Celery's warm shutdown), a worker hands back every job's
+message it holds and has not given to its pool (held until its eta, or due and waiting
+for a process) without waiting for its running jobs: those due soon at once, the others
+once its receive in flight is answered. Celery hands them back only once the pool has
+ended its running jobs: they started as late as the longest of those had left to run.
+
 Configure it with Celery's ``worker_consumer`` setting:
 ``CELERY_WORKER_CONSUMER = "scheduler.worker.consumer:Consumer"`` (``manage.py check``
 warns, ``scheduler.W021``, when it is another). Messages that Celery can read but that
@@ -23,9 +29,9 @@ name a job wrongly (forged, stale, replayed) are dropped by the Task class
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import bootsteps, signals
 from celery.concurrency.prefork import TaskPool as PreforkPool
@@ -59,6 +65,10 @@ BUSY_SECONDS = 1.0
 
 #: How often a worker looks for job messages waiting for a process that it hands back.
 HAND_BACK_CHECK_SECONDS = 0.25
+
+#: Why a job's message went back to SQS, as its log line says: every process long busy,
+#: or the worker stopping.
+_BUSY, _STOPPING = "processes-busy", "worker-stopping"
 
 #: Celery's consumer steps, untyped: its stubs leave the blueprint out.
 _ConsumerBlueprint: Any = CeleryConsumer.Blueprint
@@ -135,14 +145,21 @@ def _busy_for_long(consumer: Any) -> bool:
     )
 
 
-def _hand_back(request: Any) -> None:
+def _hand_back(request: Any, *, reason: str) -> None:
     """Give a job's message back to SQS at once, for a worker with a free process."""
     logger.info(
-        "job message handed back job_id=%s reason=processes-busy",
+        "job message handed back job_id=%s reason=%s",
         request.request_dict.get(protocol.JOB_ID_HEADER),
+        reason,
     )
     state.task_ready(request)
     request.reject(requeue=True)
+
+
+def _hand_back_from_eta(consumer: Any, request: Any, *, reason: str) -> None:
+    """Hand back a message held until its eta, and the prefetch slot Celery added for it."""
+    _hand_back(request, reason=reason)
+    consumer.qos.decrement_eventually()
 
 
 def _hand_back_waiting(consumer: Any) -> None:
@@ -152,16 +169,87 @@ def _hand_back_waiting(consumer: Any) -> None:
     (in the pool's semaphore, Celery's queue before the pool): nothing told yet that
     the task would be long.
     """
+    if _waiting(consumer) and _busy_for_long(consumer):
+        for request in _leaving_waiters(consumer, _may_go_back):
+            _hand_back(request, reason=_BUSY)
+
+
+class _Held(NamedTuple):
+    """A job's message a stopping worker took from its timer or its pool's queue."""
+
+    request: Any
+    #: When its eta comes, on the timer's clock (``time.monotonic``); None: due already.
+    eta: float | None
+
+
+def _take_held_jobs(consumer: Any) -> list[_Held]:
+    """At a warm shutdown, take every job's message no process has started out of the
+    worker, to hand back (:func:`_hand_back_taken`): nothing starts them any more.
+
+    Celery hands them back only once the pool has ended its running jobs: held until
+    its eta, or due and waiting for a process, a job ran as late as the longest of
+    those had left to run, or, the worker killed at its stop timeout, once the
+    visibility timeout ended. A plain task's message stays, as in Celery.
+    """
+    if consumer.hub is None:
+        # Celery's timer runs in a thread of its own, firing until the worker exits.
+        return []
+    etas = {id(item.entry): item.eta for item in consumer.timer.queue if not item.entry.canceled}
+    held = []
+    for request in list(state.scheduled_requests):  # type: ignore[attr-defined]  # not in its stubs
+        entry = request._eta_timer_entry
+        # One whose eta has passed is in Celery's rate limiter, out of the timer.
+        if id(entry) in etas and _is_job(request):
+            consumer.timer.cancel(entry)
+            held.append(_Held(request, etas[id(entry)]))
+    held.extend(_Held(request, None) for request in _leaving_waiters(consumer, _is_job))
+    return held
+
+
+def _split_at_answers(held: list[_Held], answered_by: float) -> tuple[list[_Held], list[_Held]]:
+    """The held jobs to hand back before the worker's receive in flight is answered (by
+    ``answered_by`` at the latest), and after.
+
+    Before, SQS may hand a message to that receive, which hands it back at once: one
+    receive more, toward the dead-letter queue. So only a job due by then (later, it
+    would start late) whose message SQS delivered at most ``HAND_BACK_RECEIVES`` times.
+    The others go after, however often SQS delivered them: they would go back anyway as
+    the worker exits, one receive more, and sooner is no more.
+    """
+    first: list[_Held] = []
+    then: list[_Held] = []
+    for item in held:
+        due = item.eta is None or item.eta < answered_by
+        (first if due and _may_go_back(item.request) else then).append(item)
+    return first, then
+
+
+def _hand_back_taken(consumer: Any, held: list[_Held]) -> None:
+    """Hand back the job messages :func:`_take_held_jobs` took."""
+    for item in held:
+        if item.eta is None:
+            _hand_back(item.request, reason=_STOPPING)
+        else:
+            _hand_back_from_eta(consumer, item.request, reason=_STOPPING)
+
+
+def _waiting(consumer: Any) -> Any:
+    """The waiters of the pool's semaphore, (callback, args, kwargs); None without it."""
     semaphore = getattr(consumer.controller, "semaphore", None)
-    # kombu's LaxBoundedSemaphore keeps its waiters, (callback, args, kwargs), there.
-    waiting = semaphore._waiting if semaphore is not None else None
-    if not waiting or not _busy_for_long(consumer):
-        return
+    # kombu's LaxBoundedSemaphore keeps its waiters there.
+    return semaphore._waiting if semaphore is not None else None
+
+
+def _leaving_waiters(consumer: Any, picks: Callable[[Any], bool]) -> Iterator[Any]:
+    """The requests waiting for a process that ``picks`` picks, each taken out of the
+    semaphore once the caller is done with it (should the caller raise, it still waits):
+    the end of a running task, which starts the next waiter, then never starts it."""
+    waiting = _waiting(consumer) or []
     for waiter in list(waiting):
         request = _waiter_request(waiter)
-        if _may_go_back(request):
-            _hand_back(request)
-            waiting.remove(waiter)  # once handed back: should that raise, the rest still wait
+        if picks(request):
+            yield request
+            waiting.remove(waiter)
 
 
 def _waiter_request(waiter: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
@@ -170,9 +258,14 @@ def _waiter_request(waiter: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> Any:
     return args[0] if args else None
 
 
+def _is_job(request: Any) -> bool:
+    """Whether a request is a job's message (not a plain task's, which Celery handles)."""
+    return protocol.JOB_ID_HEADER in getattr(request, "request_dict", {})
+
+
 def _may_go_back(request: Any) -> bool:
     """Whether a request is a job's message received at most ``HAND_BACK_RECEIVES`` times."""
-    if protocol.JOB_ID_HEADER not in getattr(request, "request_dict", {}):
+    if not _is_job(request):
         return False
     sqs_message = request.message.delivery_info.get("sqs_message") or {}
     receives = str(sqs_message.get("Attributes", {}).get("ApproximateReceiveCount"))
@@ -204,7 +297,8 @@ class Consumer(CeleryConsumer):
     or with a redrive policy receives it again until it reaches the dead-letter queue.
     So is a message Celery's handler fails on in any other way (``reason=error``). At a
     warm shutdown it waits for the SQS receive in flight and hands back what it brings
-    (:meth:`scheduler.worker.transport.Channel.await_answers`).
+    (:meth:`scheduler.worker.transport.Channel.await_answers`), then the job messages it
+    holds, without waiting for the running jobs.
     """
 
     #: The broker's connection errors, set by Celery (its stubs leave it out).
@@ -234,14 +328,26 @@ class Consumer(CeleryConsumer):
 
     @override
     def stop(self) -> None:
-        # A warm shutdown. Celery's steps stop (the task consumer is cancelled), and its
-        # event loop no longer runs: SQS would answer a long poll in flight to no one,
-        # and what it brought would stay hidden for the visibility timeout.
+        # A warm shutdown. Celery's steps stop: the task consumer is cancelled, and what
+        # the worker holds is forgotten, its messages handed back once the pool has ended
+        # its running jobs; the job messages among them go back sooner. Its event loop no
+        # longer runs: SQS would answer a long poll in flight to no one, and what it
+        # brought would stay hidden for the visibility timeout.
+        held = _take_held_jobs(self)
         super().stop()
         channel = getattr(self.task_consumer, "channel", None)
-        if isinstance(channel, transport.Channel):
+        if not isinstance(channel, transport.Channel):
+            _hand_back_taken(self, held)
+            return
+        first, then = _split_at_answers(
+            held,
+            time.monotonic() + channel.wait_time_seconds + transport.ANSWER_MARGIN_SECONDS,
+        )
+        with channel.stopping_hand_backs():
+            _hand_back_taken(self, first)
             # Until a cold shutdown is asked for meanwhile (SIGQUIT, a second Ctrl-C).
             channel.await_answers(interrupted=lambda: state.should_terminate is not None)
+            _hand_back_taken(self, then)
 
     def terminate(self) -> None:
         """A cold shutdown: Celery's stop, without waiting for receives in flight."""
@@ -254,8 +360,7 @@ class Consumer(CeleryConsumer):
             return
         # A job's message, due now, that would wait here behind long tasks: visible in
         # SQS again at once (the transport's requeue) for a worker with a free process.
-        _hand_back(task)
-        self.qos.decrement_eventually()
+        _hand_back_from_eta(self, task, reason=_BUSY)
 
     def _goes_back(self, task: Any) -> bool:
         """Whether a message due now is a job's that no process will start soon."""

@@ -38,19 +38,21 @@ once per channel from the channel's client and signed with its credentials (refr
 with them). Through the broker's client (``client-config``: longer than a long poll, which
 a worker without the event loop makes through it) an SQS that took the connection and
 never answered held the loop 2 x 15 s per call: jobs due with the acked one started that
-late, and a warm shutdown holding four messages took two minutes. A restore (a warm
-shutdown's hand-backs) stops at the first that gets no answer, with one line: the rest
-come back after their visibility timeout.
+late, and a warm shutdown holding four messages took two minutes. A warm shutdown's
+hand-backs (the consumer's of job messages, then kombu's restore of the rest) stop at the
+first that gets no answer, with one line: the rest come back after their visibility
+timeout.
 
 Configure it as Celery's broker transport, with the usual ``sqs://`` broker URL:
 ``CELERY_BROKER_TRANSPORT = "scheduler.worker.transport:Transport"`` (``manage.py
 check`` warns, ``scheduler.W020``, when an SQS broker uses another transport).
 """
 
+import contextlib
 import logging
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -98,7 +100,7 @@ _SQSQoS: Any = SQS.QoS
 
 @dataclass
 class _Restore:
-    """A restore's hand-backs, once one got no answer: the rest are not tried."""
+    """A stopping worker's hand-backs, once one got no answer: the rest are not tried."""
 
     #: The queue and error of the first hand-back that got no answer.
     queue: str | None = None
@@ -114,19 +116,8 @@ class QoS(_SQSQoS):  # type: ignore[misc]
     def restore_unacked(self) -> list[tuple[BaseException, Any]]:
         # A warm shutdown's (kombu's restore_unacked_once), for every message the worker
         # holds; each got no answer in 2 s at most, one after the other.
-        channel = self.channel
-        channel._restoring = restore = _Restore()
-        try:
+        with self.channel.stopping_hand_backs():
             errors: list[tuple[BaseException, Any]] = super().restore_unacked()
-        finally:
-            channel._restoring = None
-        if restore.given_up:
-            logger.warning(
-                "sqs hand backs given up queue=%s messages=%s error=%.200s",
-                restore.queue,
-                restore.given_up,
-                _one_line(restore.error) if restore.error is not None else None,
-            )
         return errors
 
 
@@ -159,8 +150,25 @@ class Channel(_SQSChannel):  # type: ignore[misc]
         self.room: Callable[[], Room] | None = None
         #: :meth:`bounded_sqs`'s clients, by the client each was built from.
         self._bounded_clients: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-        #: The restore under way (:class:`QoS`), if any.
+        #: The stopping worker's hand-backs under way (:meth:`stopping_hand_backs`), if any.
         self._restoring: _Restore | None = None
+
+    @contextlib.contextmanager
+    def stopping_hand_backs(self) -> Iterator[None]:
+        """A stopping worker's hand-backs: from the first that gets no answer on, none is
+        tried (each would hold the worker 2 s), and one line says how many were not."""
+        self._restoring = restore = _Restore()
+        try:
+            yield
+        finally:
+            self._restoring = None
+        if restore.given_up:
+            logger.warning(
+                "sqs hand backs given up queue=%s messages=%s error=%.200s",
+                restore.queue,
+                restore.given_up,
+                _one_line(restore.error) if restore.error is not None else None,
+            )
 
     def bounded_sqs(self, queue: str | None = None) -> Any:
         """The SQS client for ``queue`` of the calls the event loop waits for.
