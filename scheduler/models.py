@@ -542,16 +542,40 @@ def _status_shares(cursor: Any, *, table: str, column: str) -> dict[Status, floa
 WATCHED_QUEUES = PEEKS_AT_ONCE
 
 
-def watched_queues(*, default: str, limit: int = WATCHED_QUEUES) -> list[str]:
+#: How many of a queue's latest jobs (by run_at) :func:`watched_queues` reads, with
+#: ``live``, for one not yet ended: a job due after an ended one normally has not ended,
+#: so one is read for a queue in use; all of a retired queue's, kept for the retention
+#: period, were read at every dispatcher's start.
+LIVE_QUEUE_PROBE = 1000
+
+
+def watched_queues(*, default: str, limit: int = WATCHED_QUEUES, live: bool = False) -> list[str]:
     """``default``, then the other queues jobs in the table name, by name: ``limit`` in all.
 
     A loose scan of the queue index (which holds the jobs of every queue but the built-in
     default's): one probe per queue, however many jobs each holds. So the built-in
     ``scheduler-jobs`` is missing when ``default`` is another queue, even if jobs are on
     it; and a queue stays in the list as long as jobs on it do (the retention period).
+    With ``live``, only the queues of jobs not yet ended (scheduled, held, enqueued,
+    running), those a dispatcher sends to: one whose :data:`LIVE_QUEUE_PROBE` latest
+    jobs by run_at have all ended (a long-running or paused job's queue with more
+    ended since, none due later) is left out.
     """
     table = connection.ops.quote_name(ScheduledJob._meta.db_table)
     column = connection.ops.quote_name(ScheduledJob._meta.get_field("queue").column)
+    run_at = connection.ops.quote_name(ScheduledJob._meta.get_field("run_at").column)
+    status = connection.ops.quote_name(ScheduledJob._meta.get_field("status").column)
+    # A queue's latest jobs, backwards along the same index (ordered by its columns: by
+    # run_at alone, the planner walks the run_at index, every queue's jobs, down to this
+    # queue's); a few rows read for a queue in use, LIVE_QUEUE_PROBE for a retired one.
+    live_only = f"""
+        AND EXISTS (
+            SELECT 1 FROM (SELECT {status} FROM {table}
+                           WHERE {column} <> %(built_in)s AND {column} = queues.name
+                           ORDER BY {column} DESC, {run_at} DESC LIMIT %(probe)s) AS latest
+            WHERE latest.{status} = ANY(%(live)s)
+        )
+    """  # noqa: S608  (identifiers quoted from the model's own names; values are parameters)
     # The literal DEFAULT_QUEUE_NAME, as psycopg2 writes it in, lets the planner use the
     # partial index; jobs of a configured default queue of another name are in it too.
     sql = f"""
@@ -564,11 +588,20 @@ def watched_queues(*, default: str, limit: int = WATCHED_QUEUES) -> list[str]:
                     ORDER BY {column} LIMIT 1)
             FROM queues WHERE queues.name IS NOT NULL
         )
-        SELECT name FROM queues WHERE name IS NOT NULL AND name <> %(default)s LIMIT %(others)s
+        SELECT name FROM queues WHERE name IS NOT NULL AND name <> %(default)s
+        {live_only if live else ""}
+        LIMIT %(others)s
     """  # noqa: S608  (identifiers quoted from the model's own names; values are parameters)
     with connection.cursor() as cursor:
         cursor.execute(
-            sql, {"built_in": DEFAULT_QUEUE_NAME, "default": default, "others": max(0, limit - 1)}
+            sql,
+            {
+                "built_in": DEFAULT_QUEUE_NAME,
+                "default": default,
+                "others": max(0, limit - 1),
+                "probe": LIVE_QUEUE_PROBE,
+                "live": [str(live_status) for live_status in states.ACTIVE],
+            },
         )
         return [default, *(name for (name,) in cursor.fetchall())]
 

@@ -7,16 +7,23 @@ by hand, or one kombu made without a dead-letter queue, would otherwise fail job
 silently.
 """
 
+import functools
 import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from scheduler.conf import MAX_RESEND_WAIT_SECONDS, scheduler_settings
-from scheduler.sqs import HAND_BACK_RECEIVES, dead_letter_queue, error_code, get_client, queue_url
+from scheduler.sqs import (
+    HAND_BACK_RECEIVES,
+    NOT_ANSWERED,
+    SideBySide,
+    dead_letter_queue,
+    error_code,
+    get_client,
+    queue_url,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -150,37 +157,64 @@ def shortfalls(queue: str, attributes: dict[str, str]) -> list[Shortfall]:
 def check_queues(queues: Sequence[str], *, process: str) -> None:
     """Read each of ``queues``' attributes once and log a warning for each shortfall.
 
-    For a process as it starts, never on a path a job waits on. A queue SQS will not
-    describe (missing, not allowed) is one line and the next is read; SQS out of reach
-    is one line for the queues left. Nothing is raised: the process goes on.
+    For a process as it starts, never on a path a job waits on: the queues are read side
+    by side, and waited for :data:`~scheduler.sqs.PEEK_DEADLINE_SECONDS` at most. A queue
+    SQS does not describe by then (missing, not allowed, out of reach, late) is named in
+    one line per reason. Nothing is raised: the process goes on.
     """
-    client: SQSClient | None = None
+    if not queues:
+        return
     try:
-        for index, queue in enumerate(queues):
-            try:
-                # Built in the try: without a region boto3 refuses to build it.
-                client = client or get_client(quick=True)
-                attributes = client.get_queue_attributes(
-                    QueueUrl=queue_url(queue), AttributeNames=["All"]
-                )["Attributes"]
-            except ClientError as error:
-                _not_checked(process, [queue], error_code(error))
-                continue
-            except BotoCoreError as error:
-                _not_checked(process, queues[index:], type(error).__name__)
-                return
-            _tell(process, queue, shortfalls(queue, {str(k): v for k, v in attributes.items()}))
-    finally:
-        if client is not None:
-            # A worker's pool forks again (a child replaced): no two children may share
-            # the connection this kept.
-            client.close()
-
-
-def _not_checked(process: str, queues: Sequence[str], reason: str) -> None:
-    logger.warning(
-        "sqs queue not checked process=%s queue=%s reason=%s", process, ",".join(queues), reason
+        # Built here, before the threads (boto3's session is not thread-safe); without a
+        # region boto3 refuses to build it.
+        client = get_client(quick=True)
+    except Exception as error:  # whatever it is, the process goes on
+        _not_checked(process, {_reason(error): list(queues)})
+        return
+    # Closed once every read has ended, a late one too: a worker's pool forks again (a
+    # child replaced), and no two children may share the connections this kept.
+    reads = SideBySide(
+        [functools.partial(_attributes, client, queue) for queue in queues], then=client.close
     )
+    failed: dict[tuple[str, str], list[str]] = {}
+    for queue, read in zip(queues, reads.results(), strict=True):
+        if isinstance(read, dict):
+            _tell(process, queue, shortfalls(queue, read))
+        else:
+            failed.setdefault(_reason(read), []).append(queue)
+    _not_checked(process, failed)
+
+
+def _attributes(client: "SQSClient", queue: str) -> dict[str, str] | Exception:
+    """The queue's attributes, or what reading them raised (botocore's, or another: a
+    refresh of credentials still expired raises a RuntimeError)."""
+    try:
+        attributes = client.get_queue_attributes(QueueUrl=queue_url(queue), AttributeNames=["All"])
+    except Exception as error:  # told for the queue; the process goes on
+        return error
+    return {str(key): value for key, value in attributes["Attributes"].items()}
+
+
+def _reason(read: Exception | None) -> tuple[str, str]:
+    """Why a queue was not checked: SQS's error code, else what was raised and the first
+    line it says, or ``deadline`` (``read`` None)."""
+    if read is None:
+        return "deadline", NOT_ANSWERED
+    if code := error_code(read):
+        return code, ""
+    return type(read).__name__, next(iter(str(read).splitlines()), "")
+
+
+def _not_checked(process: str, failed: dict[tuple[str, str], list[str]]) -> None:
+    """One line for each reason (with what was said) of the queues it kept unchecked."""
+    for (reason, error), queues in failed.items():
+        logger.warning(
+            "sqs queue not checked process=%s queue=%s reason=%s%s",
+            process,
+            ",".join(queues),
+            reason,
+            f" error={error!r}" if error else "",
+        )
 
 
 def _tell(process: str, queue: str, found: list[Shortfall]) -> None:

@@ -1,14 +1,16 @@
 """The SQS client, configured from the ``SCHEDULER_SQS_*`` settings, and a look at a DLQ."""
 
 import contextlib
+import functools
 import logging
 import platform
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import boto3
 import botocore
@@ -174,38 +176,75 @@ def peek_dead_letters(queue: str, *, limit: int = 10) -> DeadLetters:
     )
 
 
-#: How long a page or a scrape waits for its peeks in all: each SQS call of the quick
-#: client gives up after about 3 s, and a peek makes up to three.
+#: How long a page, a scrape or a process's start waits for its reads of SQS side by
+#: side in all: each SQS call of the quick client gives up after about 3 s, and a read
+#: makes up to three (a peek) or two (a queue's check).
 PEEK_DEADLINE_SECONDS = 4.0
+#: What a read not ended by then is reported with.
+NOT_ANSWERED = f"SQS did not answer within {PEEK_DEADLINE_SECONDS:g} s"
+
+_T = TypeVar("_T")
+
+
+class SideBySide(Generic[_T]):
+    """Calls to SQS under way side by side (one thread each, so the wait is the slowest
+    call's, not their sum) while the caller goes on, waited for at most
+    :data:`PEEK_DEADLINE_SECONDS` from their start.
+
+    Threads of this object's own: nothing outlives a fork or a request. Build the quick
+    client first: boto3's default session, which builds clients, is not thread-safe.
+    """
+
+    def __init__(
+        self, calls: Sequence[Callable[[], _T]], *, then: Callable[[], None] | None = None
+    ) -> None:
+        """Start each of ``calls``; ``then`` runs once the last has ended (a late one
+        with its own timeout, in its thread)."""
+        self._started = time.monotonic()
+        self._threads = ThreadPoolExecutor(
+            max_workers=max(1, len(calls)), thread_name_prefix="scheduler-sqs"
+        )
+        self._calls = [self._threads.submit(call) for call in calls]
+        self._left = len(calls)
+        self._lock = threading.Lock()
+        self._then = then
+        for call in self._calls:
+            call.add_done_callback(self._ended)
+
+    def results(self) -> list[_T | None]:
+        """Each call's result, in order, None for one not ended by the deadline; a
+        call's exception is raised here."""
+        left = PEEK_DEADLINE_SECONDS - (time.monotonic() - self._started)
+        wait(self._calls, timeout=max(0.0, left))
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        return [call.result() if call.done() else None for call in self._calls]
+
+    def _ended(self, _: "Future[_T]") -> None:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last and self._then is not None:
+            self._then()
 
 
 class DeadLetterPeeks:
-    """Peeks at several dead-letter queues, under way side by side (one thread each, so
-    the wait is the slowest call's, not their sum) while the caller runs its queries."""
+    """Peeks at several dead-letter queues, side by side while the caller runs its
+    queries (:class:`SideBySide`)."""
 
     def __init__(self, queues: Sequence[str], *, limit: int = 10) -> None:
         """Start ``peek_dead_letters`` of each queue; :meth:`results` waits for them."""
-        # Built here, once: boto3's default session, which builds clients, is not
-        # thread-safe. Threads of this call's own: nothing outlives a fork or a request.
         with contextlib.suppress(BotoCoreError):
             # No region: each peek reports it.
             get_client(quick=True)
-        self._started = time.monotonic()
-        self._threads = ThreadPoolExecutor(
-            max_workers=max(1, len(queues)), thread_name_prefix="scheduler-sqs-peek"
+        self._queues = list(queues)
+        self._peeks = SideBySide(
+            [functools.partial(peek_dead_letters, queue, limit=limit) for queue in queues]
         )
-        self._peeks = [
-            (queue, self._threads.submit(peek_dead_letters, queue, limit=limit)) for queue in queues
-        ]
 
     def results(self) -> list[DeadLetters]:
         """Each queue's peek, in order; a queue SQS has not answered for by the deadline
         is reported unreadable (its thread ends with its call's own timeout)."""
-        left = PEEK_DEADLINE_SECONDS - (time.monotonic() - self._started)
-        wait([peek for _, peek in self._peeks], timeout=max(0.0, left))
-        self._threads.shutdown(wait=False, cancel_futures=True)
-        late = f"SQS did not answer within {PEEK_DEADLINE_SECONDS:g} s"
         return [
-            peek.result() if peek.done() else DeadLetters(dead_letter_queue(queue), error=late)
-            for queue, peek in self._peeks
+            DeadLetters(dead_letter_queue(queue), error=NOT_ANSWERED) if peek is None else peek
+            for queue, peek in zip(self._queues, self._peeks.results(), strict=True)
         ]

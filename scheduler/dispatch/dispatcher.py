@@ -129,11 +129,12 @@ EARLIEST_ETA = datetime(1, 1, 2, tzinfo=UTC)
 
 def check_at_start(*, process: str) -> None:
     """What a dispatcher checks once, as it starts: its host's clock, and the queues it
-    sends to (the default, and those jobs in the table name) against what jobs need."""
+    sends to (the default, and those of jobs not yet ended) against what jobs need, for
+    :data:`~scheduler.sqs.PEEK_DEADLINE_SECONDS` at most."""
     check_clock(process=process)
     try:
-        queues = watched_queues(default=scheduler_settings.QUEUE_NAME)
-    except DatabaseError:
+        queues = watched_queues(default=scheduler_settings.QUEUE_NAME, live=True)
+    except Error:
         # PostgreSQL out of reach: the clock's line and the ticks say so.
         queues = [scheduler_settings.QUEUE_NAME]
     check_queues(queues, process=process)

@@ -6,6 +6,9 @@ process goes on. Against the SQS server (moto, over HTTP)."""
 import io
 import json
 import logging
+import time
+import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +19,8 @@ from botocore.exceptions import ClientError
 from celery import current_app
 from celery.signals import worker_ready
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from kombu import Queue
 
@@ -24,10 +29,11 @@ from scheduler.dispatch.beat import (
     DispatchingScheduler,
     ensure_dispatch_schedule,
 )
-from scheduler.dispatch.dispatcher import check_at_start
+from scheduler.dispatch.dispatcher import Dispatcher, check_at_start
 from scheduler.dispatch.queues import ensure_queue
-from scheduler.sqs import MISSING_QUEUE_CODES
-from tests.conftest import SqsQueue, postgresql_out_of_reach
+from scheduler.models import DispatcherHeartbeat, watched_queues
+from scheduler.sqs import MISSING_QUEUE_CODES, PEEK_DEADLINE_SECONDS
+from tests.conftest import SqsQueue, postgresql_out_of_reach, query_plan
 from tests.factories import make_jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)  # a worker's start closes connections
@@ -177,7 +183,8 @@ def test_sqs_out_of_reach_is_one_line_for_every_queue(caplog):
     consuming("first", "second")
     [skipped] = said(caplog, "sqs queue not checked")
     assert skipped.getMessage() == (
-        "sqs queue not checked process=worker queue=first,second reason=EndpointConnectionError"
+        "sqs queue not checked process=worker queue=first,second reason=EndpointConnectionError "
+        """error='Could not connect to the endpoint URL: "http://127.0.0.1:9/"'"""
     )
 
 
@@ -213,3 +220,232 @@ def test_beat_checks_its_queues_at_its_first_tick_only(sqs_queue, caplog):
     assert told
     assert len(told) == len({*told})  # once, not at every tick
     assert all(f"process=beat queue={sqs_queue.name} " in line for line in told)
+
+
+#: What botocore raises when credentials it just refreshed are still expired: no
+#: ClientError nor BotoCoreError (RELIABILITY.md: a send raising it is an outage).
+EXPIRED = "Credentials were refreshed, but the refreshed credentials are still expired."
+
+
+def _start_scheduler_dispatch() -> None:
+    Dispatcher(name="started").run(max_ticks=1)
+
+
+def _run_scheduler_dispatch_once() -> None:
+    with pytest.raises(SystemExit) as exited:  # the tick's error, as with any outage
+        call_command("scheduler_dispatch", "--once", stdout=io.StringIO())
+    assert exited.value.code == 1
+
+
+def _start_beat() -> None:
+    ensure_dispatch_schedule()
+    scheduler = DispatchingScheduler(app=current_app)
+    try:
+        scheduler.apply_entry(scheduler.schedule[DISPATCH_PERIODIC_TASK_NAME], producer=None)
+    finally:
+        scheduler._finalize.cancel()
+
+
+@pytest.mark.parametrize(
+    ("start", "process"),
+    [
+        (_start_scheduler_dispatch, "dispatcher"),
+        (_run_scheduler_dispatch_once, "dispatcher"),
+        (_start_beat, "beat"),
+    ],
+)
+def test_an_error_that_is_no_answer_of_sqs_is_one_line_and_the_first_tick_runs(
+    sqs_queue, settings, monkeypatch, caplog, start: Callable[[], None], process: str
+):
+    # It went through the check: scheduler_dispatch exited before its first tick (a
+    # crash loop, no heartbeat), beat at its first tick (every periodic task stopped).
+    # The tick is where this outage shows: in the dispatcher's heartbeat.
+    settings.SCHEDULER_DISPATCH_INTERVAL_SECONDS = 0.1
+    make_jobs([timezone.now()])
+
+    def expired(self: Any, operation: str, params: Any) -> Any:
+        raise RuntimeError(EXPIRED)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", expired)
+    start()
+    [skipped] = said(caplog, "sqs queue not checked")
+    assert skipped.levelno == logging.WARNING
+    assert skipped.getMessage() == (
+        f"sqs queue not checked process={process} queue={sqs_queue.name} "
+        f"reason=RuntimeError error={EXPIRED!r}"
+    )
+    assert skipped.exc_info is None  # one line, no traceback
+    [heartbeat] = DispatcherHeartbeat.objects.all()
+    assert heartbeat.errors == 1
+    assert "RuntimeError" in heartbeat.last_error
+
+
+def test_an_error_that_is_no_answer_of_sqs_is_one_line_as_the_worker_starts(
+    sqs_queue, monkeypatch, caplog
+):
+    # Celery logs a receiver's exception with its traceback, and the worker goes on.
+    def expired(self: Any, operation: str, params: Any) -> Any:
+        raise RuntimeError(EXPIRED)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", expired)
+    consuming(sqs_queue.name, f"{sqs_queue.name}-other")
+    assert [r.getMessage() for r in said(caplog, "sqs queue ")] == [
+        f"sqs queue not checked process=worker queue={sqs_queue.name},{sqs_queue.name}-other "
+        f"reason=RuntimeError error={EXPIRED!r}"
+    ]
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def slow_sqs(monkeypatch: pytest.MonkeyPatch, seconds: Callable[[dict[str, Any]], float]) -> None:
+    """Each call the app makes to SQS answers ``seconds(its parameters)`` late."""
+    call = BaseClient._make_api_call  # type: ignore[attr-defined]  # not in the stubs
+
+    def slow(self: Any, operation: str, params: Any) -> Any:
+        time.sleep(seconds(params))
+        return call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", slow)
+
+
+def told_of(caplog: pytest.LogCaptureFixture) -> dict[str, list[str]]:
+    """Each queue a check told of, with how: checked, falls short, not checked's reason."""
+    told: dict[str, list[str]] = {}
+    lines = ("sqs queue checked ", "sqs queue falls short ", "sqs queue not checked ")
+    for record in [r for r in caplog.records if r.getMessage().startswith(lines)]:
+        fields = dict(
+            field.split("=", 1) for field in record.getMessage().split(" ") if "=" in field
+        )
+        how = fields.get("reason") or record.getMessage().split(" process=")[0]
+        for queue in fields["queue"].split(","):
+            told.setdefault(queue, []).append(how)
+    return told
+
+
+def test_a_slow_sqs_holds_a_dispatcher_up_for_its_slowest_queue_not_their_sum(
+    sqs_queue, monkeypatch, caplog
+):
+    # 25 queues jobs are on, each answered within the quick client's timeouts: read one
+    # after the other, their check held the first tick up 75 s (in beat, the beat loop).
+    caplog.set_level(logging.INFO)
+    queues = [sqs_queue.name, *(f"{sqs_queue.name}-{n:02}" for n in range(24))]
+    for queue in queues[1:]:
+        sqs_queue.client.create_queue(QueueName=queue)
+        make_jobs([timezone.now() + timedelta(days=1)], queue=queue)
+    slow_sqs(monkeypatch, lambda _: 0.5)
+    started = time.monotonic()
+    check_at_start(process="dispatcher")
+    assert time.monotonic() - started < PEEK_DEADLINE_SECONDS + 1
+    told = told_of(caplog)
+    assert sorted(told) == sorted(queues)
+    assert all(len(hows) >= 1 and "deadline" not in hows for hows in told.values()), told
+
+
+def test_a_queue_sqs_answers_for_too_slowly_is_not_checked_past_the_deadline(
+    sqs_queue, monkeypatch, caplog
+):
+    # Every call within the quick client's timeouts (1 s to connect, 2 s to read), but
+    # the queue's two together past the deadline. A worker receives nothing meanwhile.
+    caplog.set_level(logging.INFO)
+    slow = f"{sqs_queue.name}-slow"
+    sqs_queue.client.create_queue(QueueName=slow)
+    ensure_queue()
+    slow_sqs(
+        monkeypatch,
+        lambda params: (
+            2.5
+            if slow in (params.get("QueueName"), params.get("QueueUrl", "").split("/")[-1])
+            else 0
+        ),
+    )
+    started = time.monotonic()
+    consuming(slow, sqs_queue.name)
+    assert time.monotonic() - started < PEEK_DEADLINE_SECONDS + 1
+    assert told_of(caplog) == {sqs_queue.name: ["sqs queue checked"], slow: ["deadline"]}
+    [late] = said(caplog, "sqs queue not checked")
+    assert late.levelno == logging.WARNING
+    assert late.getMessage() == (
+        f"sqs queue not checked process=worker queue={slow} reason=deadline "
+        f"error='SQS did not answer within {PEEK_DEADLINE_SECONDS:g} s'"
+    )
+
+
+def _jobs_on(queue: str, status: str, **fields: Any) -> None:
+    now = timezone.now()
+    in_flight = {"dispatch_token": uuid.uuid4(), "attempts": 1}
+    by_status: dict[str, dict[str, Any]] = {
+        "scheduled": {},
+        "enqueued": {**in_flight, "resend_at": now},
+        "running": {**in_flight, "started_at": now},
+    }
+    make_jobs(
+        [now - timedelta(hours=1)],
+        queue=queue,
+        status=status,
+        **by_status.get(status, {"finished_at": now}),
+        **fields,
+    )
+
+
+def test_a_dispatcher_checks_the_queues_of_jobs_not_yet_ended_only(sqs_queue, caplog):
+    # A queue retired after its last job ended (deleted from SQS): its jobs are kept
+    # SCHEDULER_RETENTION_DAYS, and every dispatcher's start warned of it meanwhile;
+    # among 25, such queues could leave out one that jobs are sent to.
+    caplog.set_level(logging.INFO)
+    for status in ("succeeded", "failed", "cancelled", "expired"):
+        _jobs_on("retired", status)
+    live = []
+    for status, fields in [
+        ("scheduled", {}),
+        ("scheduled", {"held": True}),
+        ("enqueued", {}),
+        ("running", {}),
+    ]:
+        name = f"{sqs_queue.name}-{status}{'-held' if fields else ''}"
+        live.append(name)
+        _jobs_on(name, status, **fields)
+        _jobs_on(name, "succeeded")  # ended jobs beside them change nothing
+    check_at_start(process="dispatcher")
+    assert sorted(told_of(caplog)) == sorted([sqs_queue.name, *live])
+    assert watched_queues(default="reports", live=True) == ["reports", *sorted(live)]
+    # Monitoring still watches the dead letters of every queue jobs were sent to.
+    assert "retired" in watched_queues(default="reports")
+
+
+def test_the_queues_of_jobs_not_yet_ended_are_read_from_the_queue_index():
+    # Each dispatcher's start asks. A DISTINCT over the pending jobs would read them all;
+    # a retired queue's ended jobs (kept 30 days, older than any other) are read a
+    # bounded few, backwards along the queue index, not reached through the newer jobs
+    # of every other queue along the run_at index.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO scheduler_scheduledjob
+                (task_name, args, kwargs, queue, run_at, status, attempts, max_attempts,
+                 sends, last_error, created_at, updated_at, retry_on_error, finished_at)
+            SELECT 'testapp.noop', '[]', '{}',
+                   CASE WHEN i % 4 = 0 THEN 'scheduler-jobs'
+                        WHEN i % 4 = 1 THEN 'retired' ELSE 'queue-' || i % 2 END,
+                   now() - interval '1 second' * i
+                         - CASE WHEN i % 4 = 1 THEN interval '30 days' ELSE interval '0' END,
+                   CASE WHEN i % 4 = 1 OR i > 1000 THEN 'succeeded' ELSE 'scheduled' END,
+                   0, 5, 0, '', now(), now(), true,
+                   CASE WHEN i % 4 = 1 OR i > 1000 THEN now() END
+            FROM generate_series(1, 200000) AS i
+            """
+        )
+        cursor.execute("ANALYZE scheduler_scheduledjob")
+    with CaptureQueriesContext(connection) as queries:
+        queues = watched_queues(default="scheduler-jobs", live=True)
+    assert queues == ["scheduler-jobs", "queue-0", "queue-1"]
+    [query] = [q["sql"] for q in queries.captured_queries]
+    plan = query_plan(query)
+    assert "Index Scan Backward using scheduler_job_queue_idx" in plan, plan
+    assert "Seq Scan" not in plan, plan
+    assert "scheduler_job_run_at_idx" not in plan, plan
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {query}")
+        [[[explained]]] = cursor.fetchall()
+        cursor.execute("SELECT pg_relation_size('scheduler_scheduledjob') / 8192")
+        [[pages]] = cursor.fetchall()
+    touched = explained["Plan"]["Shared Hit Blocks"] + explained["Plan"]["Shared Read Blocks"]
+    assert touched < pages / 20, (touched, pages)
