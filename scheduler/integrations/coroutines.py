@@ -8,16 +8,24 @@ coroutine: it ran on, its effects done after its attempt was recorded, and its r
 overlapped it. Here the coroutine is cancelled, and waited for, before the exception
 goes on: one that ignores its cancellation holds the thread until it ends, or until the
 hard time limit ends its process.
+
+And the reverse: a database write that sync code must make when called from a thread
+running an event loop (an async view calling ``apply_async``), where Django refuses it.
 """
 
 import asyncio
+import contextvars
+import os
 import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, async_to_sync
+from django.db import connections
+
+T = TypeVar("T")
 
 
 class _Running:
@@ -62,3 +70,29 @@ def call_coroutine_function(
                 running.executor.run_until_future(running.ended)
             running.ended.result()
         raise
+
+
+def outside_event_loop(function: Callable[[], T]) -> T:
+    """``function()``; from a thread running an event loop, where Django refuses database
+    queries (SynchronousOnlyOperation), in a short-lived thread the caller waits for,
+    whose database connections are closed after.
+
+    The caller's event loop waits as long as the call takes, as for a message Celery
+    sends. With ``DJANGO_ALLOW_ASYNC_UNSAFE`` Django queries in the loop's thread, whose
+    transaction the call then joins, so it runs there.
+    """
+    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
+        return function()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return function()
+
+    def call() -> T:
+        try:
+            return function()
+        finally:
+            connections.close_all()  # this thread's only, at once rather than when collected
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scheduler-sync") as thread:
+        return thread.submit(contextvars.copy_context().run, call).result()

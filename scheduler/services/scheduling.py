@@ -136,7 +136,8 @@ def schedule_call(
 
     ``apply_async`` of a :class:`~scheduler.worker.task.SchedulerTask` calls this, in
     the caller's transaction. The job keeps Celery's rules: it records the call's
-    ``celery_task_id``, it has the attempts the task's ``max_retries`` leaves after
+    ``celery_task_id``, it has the attempts the task's ``max_retries`` (or, when larger,
+    the one its ``autoretry_for`` retries with: ``retry_kwargs``') leaves after
     ``retries`` (Celery's count so far), and an error fails it unless the task retries
     itself (``self.retry()``, ``autoretry_for``). Without a ``queue``, the job goes
     where Celery sends the call's message: its task's route, else the app's
@@ -146,14 +147,9 @@ def schedule_call(
         # The workers of a project that only gave its app this task class consume that
         # queue, not SCHEDULER_QUEUE_NAME.
         queue = sqs_queue_of(task.app.conf.task_default_queue)
-    # Celery takes any number (sys.maxsize or NaN for "for ever", 3.0): a job has a
-    # whole number of attempts, at most the column's.
-    allowed_retries = (
-        retries + scheduler_settings.DEFAULT_MAX_ATTEMPTS - 1
-        if task.max_retries is None
-        else int(task.max_retries)
-        if task.max_retries < validation.MAX_ATTEMPTS_LIMIT
-        else validation.MAX_ATTEMPTS_LIMIT
+    allowed_retries = max(
+        _allowed_retries(task.max_retries, retries=retries),
+        _allowed_retries(_autoretry_max_retries(task), retries=0),
     )
     spec = JobSpec(
         task,
@@ -281,6 +277,28 @@ def _deadlocked_on_keys(error: OperationalError, unique_keys: Sequence[str | Non
     # relation …"), which psycopg2 also puts in its text and psycopg 3 may not.
     context = getattr(getattr(error.__cause__, "diag", None), "context", None) or str(error)
     return any(unique_keys) and refusals.deadlocked(error) and UNIQUE_KEY_CONSTRAINT in context
+
+
+def _allowed_retries(max_retries: float | None, *, retries: int) -> int:
+    """The retries a job with Celery's ``max_retries`` may make (``None``, no limit: those
+    that ``SCHEDULER_DEFAULT_MAX_ATTEMPTS`` leaves after ``retries``)."""
+    if max_retries is None:
+        return retries + scheduler_settings.DEFAULT_MAX_ATTEMPTS - 1
+    # Celery takes any number (sys.maxsize or NaN for "for ever", 3.0): a job has a
+    # whole number of attempts, at most the column's.
+    if max_retries < validation.MAX_ATTEMPTS_LIMIT:
+        return int(max_retries)
+    return validation.MAX_ATTEMPTS_LIMIT
+
+
+def _autoretry_max_retries(task: Task[Any, Any]) -> float:
+    """The ``max_retries`` Celery's ``autoretry_for`` passes to every retry of ``task``
+    (its ``retry_kwargs``'), or 0; ``None`` there means the task's own."""
+    if not getattr(task, "autoretry_for", ()):
+        return 0
+    retry_kwargs = getattr(task, "retry_kwargs", None) or {}
+    limit: float | None = retry_kwargs.get("max_retries")
+    return 0 if limit is None else limit
 
 
 def _find_task(name: str) -> Task[Any, Any]:

@@ -50,6 +50,7 @@ from typing_extensions import override
 from scheduler import protocol, validation
 from scheduler.conf import scheduler_settings
 from scheduler.exceptions import InvalidArgumentsError
+from scheduler.integrations.coroutines import outside_event_loop
 from scheduler.registry import check_arguments, routed_queue, sqs_queue_of
 from scheduler.services.scheduling import schedule_call
 from scheduler.services.transitions import retry_delay
@@ -378,16 +379,21 @@ class SchedulerTask(Task):  # type: ignore[type-arg]
                 celery_task_id=celery_task_id,
                 task=self.name,
             )
+        # From async code (an async view) Django refuses the INSERT in this thread;
+        # Celery's apply_async works there.
         schedule = partial(
-            schedule_call,
-            self,
-            eta,
-            args,
-            kwargs,
-            celery_task_id=celery_task_id,
-            queue=sqs_queue_of(queue),  # Celery's: a name or a kombu Queue
-            deadline=deadline,
-            retries=options.get("retries") or 0,
+            outside_event_loop,
+            partial(
+                schedule_call,
+                self,
+                eta,
+                args,
+                kwargs,
+                celery_task_id=celery_task_id,
+                queue=sqs_queue_of(queue),  # Celery's: a name or a kombu Queue
+                deadline=deadline,
+                retries=options.get("retries") or 0,
+            ),
         )
         after_body = _after_body.get()
         if after_body is not None and _in_celery_retry.get():

@@ -2,9 +2,11 @@
 time frozen. Within SCHEDULER_MAX_DELAY_SECONDS a message goes to SQS with its own
 DelaySeconds; beyond it the call becomes a job in the caller's transaction."""
 
+import asyncio
 import sys
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import pytest
 from celery import chain, group
@@ -16,11 +18,13 @@ from scheduler import schedule_at
 from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.exceptions import InvalidArgumentsError
 from scheduler.models import ScheduledJob
+from scheduler.testing import run_due_jobs
 from scheduler.worker.execution import Outcome
 from tests.factories import deliver, dispatch_one
 from tests.testapp.models import Effect
 from tests.testapp.tasks import (
     atomic_retry_later,
+    autoretry_always,
     echo,
     fail,
     observed,
@@ -474,3 +478,49 @@ def test_a_countdown_that_is_no_number_is_refused_as_celery_refuses_it():
         with pytest.raises(TypeError):
             record.apply_async(("/dev/null", "x"), countdown=countdown)
     assert ScheduledJob.objects.count() == 0
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+def test_autoretry_with_max_retries_in_retry_kwargs_keeps_every_retry_celery_makes(
+    tmp_path, retries
+):
+    # Celery's autoretry passes retry_kwargs' max_retries to every retry: the job had the
+    # attempts the task's own max_retries (3) left, and failed after 4 runs, not 6.
+    path = str(tmp_path / "runs")
+    assert (autoretry_always.max_retries, autoretry_always.retry_kwargs["max_retries"]) == (3, 5)
+    with freeze_time(T0):
+        result = autoretry_always.apply_async((path, "call"), countdown=TWO_WEEKS, retries=retries)
+        run_due_jobs(until=T0 + timedelta(days=15))
+    job = ScheduledJob.objects.get(celery_task_id=result.id)
+    assert (job.status, job.attempts, job.max_attempts) == (Status.FAILED, 6, 6)
+    assert [label for label, _ in read_runs(path)] == [f"call:{n}" for n in range(retries, 6)]
+
+
+@pytest.mark.parametrize(
+    ("task_max_retries", "max_attempts"),
+    [(None, 6), (7, 8)],  # None: SCHEDULER_DEFAULT_MAX_ATTEMPTS (4), below 5 + 1
+    ids=["task-unlimited", "task-higher"],
+)
+def test_a_task_allowing_more_retries_than_its_retry_kwargs_keeps_its_own(
+    monkeypatch, settings, task_max_retries, max_attempts
+):
+    settings.SCHEDULER_DEFAULT_MAX_ATTEMPTS = 4
+    monkeypatch.setattr(autoretry_always, "max_retries", task_max_retries)
+    with freeze_time(T0):
+        result = autoretry_always.apply_async(("/dev/null", "x"), countdown=TWO_WEEKS)
+    assert ScheduledJob.objects.get(celery_task_id=result.id).max_attempts == max_attempts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_countdown_from_async_code_becomes_a_job_as_from_sync_code():
+    # An async view, an ASGI app, a Channels consumer: Celery's apply_async works there,
+    # and the job's INSERT raised SynchronousOnlyOperation.
+    async def view() -> Any:
+        with pytest.raises(InvalidArgumentsError):  # refused to the caller, as from sync code
+            record.apply_async(("/dev/null", {"at": date(2026, 1, 1)}), countdown=TWO_WEEKS)
+        return record.apply_async(("/dev/null", "later"), countdown=TWO_WEEKS)
+
+    result = asyncio.run(view())
+    job = ScheduledJob.objects.get(celery_task_id=result.id)
+    assert (job.args, job.status) == (["/dev/null", "later"], Status.SCHEDULED)
+    assert ScheduledJob.objects.count() == 1

@@ -226,6 +226,19 @@ def autoretry(self: Any, path: str, label: str) -> str:
     return label
 
 
+@shared_task(
+    name="testapp.autoretry_always",
+    bind=True,
+    autoretry_for=(ValueError,),
+    retry_kwargs={"max_retries": 5, "countdown": 60},
+)
+def autoretry_always(self: Any, path: str, label: str) -> None:
+    """Always raises ValueError: retried up to its ``retry_kwargs``' ``max_retries`` (5),
+    above the task's own (Celery's default, 3)."""
+    record_run(path, f"{label}:{self.request.retries}")
+    raise ValueError(f"{label} failed")
+
+
 @shared_task(name="testapp.sleep_first", bind=True)
 def sleep_first(self: Any, path: str, label: str, seconds: float) -> None:
     """Records its start; the first attempt then runs for ``seconds``."""
