@@ -1,5 +1,6 @@
 """A job is a row in PostgreSQL first and an SQS message only in its last minutes."""
 
+import math
 import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ from typing import Any
 
 from django.db import connection, models, transaction
 from django.db.models import Exists, F, OuterRef, Q
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Upper
 from django.utils import timezone
 
@@ -473,9 +475,12 @@ def held_jobs_sql(table: str, *, due: str) -> str:
 
 
 @contextmanager
-def read_from_indexes(*, timeout: timedelta | None = None) -> Iterator[None]:
+def read_from_indexes(*, timeout: timedelta | None = None) -> Iterator[datetime]:
     """A transaction whose counts the planner serves from indexes, whatever the table's
     layout, and whose statements each end within ``timeout`` (or raise a DatabaseError).
+    It yields PostgreSQL's clock as the transaction starts, the instant to judge its
+    figures at: the web host's own clock is checked by nothing, and one ahead by a
+    minute and a half called jobs due 20 s ago overdue.
 
     Counting a status up to a cap, the planner assumes the rows it wants are spread
     evenly and reads the table from its first page for them; with the history at the
@@ -484,12 +489,99 @@ def read_from_indexes(*, timeout: timedelta | None = None) -> Iterator[None]:
     read of a few index entries, misled by status and run_at being correlated. Inside a
     transaction of the caller's (ATOMIC_REQUESTS), the settings last until it ends.
     """
-    settings = ["SET LOCAL enable_seqscan = off", "SET LOCAL max_parallel_workers_per_gather = 0"]
+    settings = {"enable_seqscan": "off", "max_parallel_workers_per_gather": "0"}
     if timeout is not None:
-        settings.append(f"SET LOCAL statement_timeout = {round(timeout.total_seconds() * 1000)}")
+        settings["statement_timeout"] = str(round(timeout.total_seconds() * 1000))
+    # set_config(…, true) is SET LOCAL: the settings and the clock in one round trip.
+    configs = ", ".join("set_config(%s, %s, true)" for _ in settings)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("; ".join(settings))
-        yield
+        cursor.execute(
+            f"SELECT statement_timestamp(), {configs}",
+            [value for pair in settings.items() for value in pair],
+        )
+        now: datetime = cursor.fetchone()[0]
+        yield now
+
+
+#: How many consecutive attempt ids a sample reads together (the same few pages).
+SAMPLE_RUN_LENGTH = 50
+#: How far back from a window's start its first attempt id is looked for, and among how
+#: many of its first attempts (more than ever start at one instant).
+ID_ORDER_SLACK = timedelta(minutes=1)
+ID_ORDER_ROWS = 1_000
+
+
+@dataclass(frozen=True)
+class AttemptSample:
+    """Attempt ids to read for a window, and how many attempts each one read stands
+    for: 1 when the window is read whole.
+
+    ``attempts`` is a condition for ``filter()``: ``id = ANY`` of an array, which the
+    planner looks up in the primary key id by id; of ``IN (subquery)`` it may rather
+    hash the whole table.
+    """
+
+    attempts: RawSQL
+    scale: float
+
+
+def attempt_samples(
+    *, starts: list[datetime], size: int, run_length: int = SAMPLE_RUN_LENGTH
+) -> list[AttemptSample]:
+    """For the windows from each of ``starts`` to now, at most ``size`` attempt ids each,
+    between the window's first attempt id and the last one (attempt ids grow with their
+    start): one statement of a few index probes, whatever the window holds.
+
+    The window is to be a filter of each figure read from them, not of the rows: with it
+    in the WHERE clause the planner would rather scan the start-time index than look up
+    the sampled ids. The ids read may lie a little outside the window.
+    """
+    attempts = JobAttempt._meta.db_table
+    # The lowest id among the window's first ID_ORDER_ROWS attempts, not the first one's:
+    # jobs due at one instant start together, their attempts' ids in the order their
+    # claims ran, and the first by start time was not the lowest id (after a quiet
+    # minute, the burst's lower ids were left out of the window, failures among them).
+    firsts = ", ".join(
+        f"(SELECT min(id) FROM (SELECT id FROM {attempts} WHERE started_at >= %s "  # noqa: S608
+        "ORDER BY started_at LIMIT %s) AS earliest)"
+        for _ in starts
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT (SELECT max(id) FROM {attempts}), {firsts}",  # noqa: S608
+            # Ids follow start times only roughly (clocks of workers, commit order).
+            [value for start in starts for value in (start - ID_ORDER_SLACK, ID_ORDER_ROWS)],
+        )
+        last, *firsts_found = cursor.fetchone()
+    last = last or 0
+    return [
+        _attempt_runs(last + 1 if first is None else first, last, size, run_length)
+        for first in firsts_found
+    ]
+
+
+def _attempt_runs(lowest: int, highest: int, size: int, run_length: int) -> AttemptSample:
+    """Attempt ids to read between ``lowest`` and ``highest``, and what each one stands for.
+
+    Every id when there are at most ``size``; otherwise ``size`` ids in runs of
+    ``run_length`` consecutive ids spread evenly over the range: consecutive attempts lie
+    in the same pages, so the sample reads few pages, and the runs cover the whole
+    window (an incident at any moment shows).
+    """
+    span = highest - lowest + 1
+    if span <= size:
+        spacing, length = max(span, 1), max(span, 1)
+    else:
+        spacing, length = math.ceil(span / (size // run_length)), run_length
+    # The column's name quoted from the model's; every value is a parameter.
+    column = ".".join(map(connection.ops.quote_name, (JobAttempt._meta.db_table, "id")))
+    attempts = RawSQL(  # noqa: S611
+        f"{column} = ANY(ARRAY(SELECT start + offset_in_run FROM generate_series(%s::bigint, "  # noqa: S608
+        "%s::bigint, %s::bigint) AS start, generate_series(0, %s - 1) AS offset_in_run))",
+        (lowest, highest, spacing, length),
+        output_field=models.BooleanField(),
+    )
+    return AttemptSample(attempts, spacing / length)
 
 
 def capped_status_counts(*, up_to: int) -> dict[Status, JobCount]:

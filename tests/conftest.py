@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from celery import Task, current_app
 from celery import signals as celery_signals
 from django.db import connections, transaction
+from django.utils import timezone
 from hypothesis import settings as hypothesis_settings
 from kombu import Connection
 from psycopg2 import sql
@@ -265,6 +267,23 @@ def held_elsewhere(
     finally:
         release.set()
         thread.join(30)
+
+
+@pytest.fixture
+def database_clock_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/metrics`` and the monitoring page judge at the host's clock, not PostgreSQL's,
+    which freezegun cannot stop: figures of a data set laid out at a frozen instant."""
+    from scheduler.admin import monitoring
+    from scheduler.integrations import metrics
+    from scheduler.models import read_from_indexes
+
+    @contextlib.contextmanager
+    def _read_at_the_host_clock(**settings: Any) -> Iterator[datetime]:
+        with read_from_indexes(**settings):
+            yield timezone.now()
+
+    for module in (metrics, monitoring):
+        monkeypatch.setattr(module, "read_from_indexes", _read_at_the_host_clock)
 
 
 def query_plan(sql: str) -> str:

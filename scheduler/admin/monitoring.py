@@ -36,7 +36,6 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from typing_extensions import override
 
@@ -44,10 +43,13 @@ from scheduler import sqs, states
 from scheduler.conf import OUTAGE_BACKOFF_INTERVALS, scheduler_settings
 from scheduler.models import (
     OVERDUE_AFTER,
+    SAMPLE_RUN_LENGTH,
+    AttemptSample,
     DispatcherHeartbeat,
     JobAttempt,
     Pause,
     ScheduledJob,
+    attempt_samples,
     job_counts_by_status,
     pending_figures,
     read_from_indexes,
@@ -73,11 +75,7 @@ DAY_CAP = 2_000
 SAMPLE_PAGES = 500
 #: A lateness window reads at most this many attempts, in runs of consecutive ids.
 SAMPLE_SIZE = 2_000
-RUN_LENGTH = 50
-#: How far back from a window's start its first attempt id is looked for, and among how
-#: many of its first attempts (more than ever start at one instant).
-ID_ORDER_SLACK = timedelta(minutes=1)
-ID_ORDER_ROWS = 1_000
+RUN_LENGTH = SAMPLE_RUN_LENGTH
 LATENESS_WINDOWS = (("last hour", timedelta(hours=1)), ("last day", timedelta(days=1)))
 PERCENTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 #: Upper bounds of the lateness histogram's buckets; the last one is open.
@@ -347,12 +345,13 @@ class Snapshot:
 
 
 def snapshot(now: datetime | None = None) -> Snapshot:
-    """All the monitoring figures, computed at ``now``."""
-    now = now or timezone.now()
+    """All the monitoring figures, computed at ``now``, by default PostgreSQL's clock
+    (the web host's is checked by nothing)."""
     # SQS answers while PostgreSQL does: the page waits for the slower, not for both.
     letters = sqs.DeadLetterPeeks(watched_queues(default=scheduler_settings.QUEUE_NAME))
     pages = table_pages()
-    with read_from_indexes():
+    with read_from_indexes() as database_now:
+        now = now or database_now
         overdue, oldest = overdue_jobs(now=now)
         by_status = status_counts()
     due_hourly, due_daily = due_charts(now=now, pages=pages)
@@ -485,46 +484,20 @@ def _sampled_per_hour(
 
 
 def lateness_windows(*, now: datetime) -> list[LatenessWindow]:
-    """Lateness and failed attempts per task over each of LATENESS_WINDOWS.
-
-    Each window reads at most SAMPLE_SIZE attempts between the window's first attempt
-    id and the last one (attempt ids grow with their start): see _attempt_runs.
-    """
-    attempts = JobAttempt._meta.db_table
-    # The lowest id among the window's first ID_ORDER_ROWS attempts, not the first one's:
-    # jobs due at one instant start together, their attempts' ids in the order their
-    # claims ran, and the first by start time was not the lowest id (after a quiet
-    # minute, the burst's lower ids were left out of the window, failures among them).
-    firsts = ", ".join(
-        f"(SELECT min(id) FROM (SELECT id FROM {attempts} WHERE started_at >= %s "  # noqa: S608
-        "ORDER BY started_at LIMIT %s) AS earliest)"
-        for _ in LATENESS_WINDOWS
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT (SELECT max(id) FROM {attempts}), {firsts}",  # noqa: S608
-            # Ids follow start times only roughly (clocks of workers, commit order).
-            [
-                value
-                for _, window in LATENESS_WINDOWS
-                for value in (now - window - ID_ORDER_SLACK, ID_ORDER_ROWS)
-            ],
-        )
-        last, *firsts_found = cursor.fetchone()
-    last = last or 0
+    """Lateness and failed attempts per task over each of LATENESS_WINDOWS, each read
+    from at most SAMPLE_SIZE attempts (:func:`attempt_samples`)."""
+    starts = [now - window for _, window in LATENESS_WINDOWS]
+    samples = attempt_samples(starts=starts, size=SAMPLE_SIZE, run_length=RUN_LENGTH)
     return [
-        _lateness_window(label, now - window, now, last + 1 if first is None else first, last)
-        for (label, window), first in zip(LATENESS_WINDOWS, firsts_found, strict=True)
+        _lateness_window(label, start, now, sample)
+        for (label, _), start, sample in zip(LATENESS_WINDOWS, starts, samples, strict=True)
     ]
 
 
 def _lateness_window(
-    label: str, since: datetime, until: datetime, lowest: int, highest: int
+    label: str, since: datetime, until: datetime, sample: AttemptSample
 ) -> LatenessWindow:
-    ids, scale = _attempt_runs(lowest, highest)
-    # The window is a filter of each figure, not of the rows: with it in the WHERE
-    # clause the planner would rather scan the window's start-time index than look up
-    # the sampled ids.
+    # A filter of each figure, not of the rows (attempt_samples says why).
     window = Q(started_at__gte=since, started_at__lt=until)
     late = ExpressionWrapper(F("started_at") - F("scheduled_for"), output_field=DurationField())
     figures: dict[str, Any] = {
@@ -541,13 +514,15 @@ def _lateness_window(
         figures[f"bucket_{index}"] = Count("pk", filter=in_bucket)
         lower = upper
     rows = (
-        JobAttempt.objects.filter(pk__in=ids)
+        JobAttempt.objects.filter(sample.attempts)
         .alias(late=late)
         .order_by("task_name")
         .values("task_name")
         .annotate(**figures)
     )
-    return LatenessWindow(label, [_lateness(row, scale) for row in rows if row["attempts"]], scale)
+    return LatenessWindow(
+        label, [_lateness(row, sample.scale) for row in rows if row["attempts"]], sample.scale
+    )
 
 
 def _lateness(row: dict[str, Any], scale: float) -> Lateness:
@@ -563,27 +538,6 @@ def _lateness(row: dict[str, Any], scale: float) -> Lateness:
         p99=seconds(row["p99"]),
         histogram=[round(row[f"bucket_{index}"] * scale) for index in range(len(LATENESS_BUCKETS))],
     )
-
-
-def _attempt_runs(lowest: int, highest: int) -> tuple[RawSQL, float]:
-    """Attempt ids to read between ``lowest`` and ``highest``, and what each one stands for.
-
-    Every id when there are at most SAMPLE_SIZE; otherwise SAMPLE_SIZE ids in runs of
-    RUN_LENGTH consecutive ids spread evenly over the range: consecutive attempts lie
-    in the same pages, so the sample reads few pages, and the runs cover the whole
-    window (an incident at any hour shows).
-    """
-    span = highest - lowest + 1
-    if span <= SAMPLE_SIZE:
-        spacing, length = max(span, 1), max(span, 1)
-    else:
-        spacing, length = math.ceil(span / (SAMPLE_SIZE // RUN_LENGTH)), RUN_LENGTH
-    ids = RawSQL(
-        "SELECT start + offset_in_run FROM generate_series(%s::bigint, %s::bigint, %s::bigint)"
-        " AS start, generate_series(0, %s - 1) AS offset_in_run",
-        (lowest, highest, spacing, length),
-    )
-    return ids, spacing / length
 
 
 def failures_by_task(*, now: datetime, day: LatenessWindow) -> list[TaskFailures]:

@@ -22,7 +22,7 @@ MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
 
 
 @pytest.fixture(autouse=True)
-def frozen():
+def frozen(database_clock_frozen):
     with freeze_time(T0) as frozen_time:
         yield frozen_time
 

@@ -66,3 +66,36 @@ def test_a_slow_connection_set_up_is_not_counted_as_the_clock_s(monkeypatch):
     offset = check_clock(process="worker")
     assert offset is not None
     assert abs(offset) <= CLOCK_TOLERANCE_SECONDS
+
+
+@pytest.mark.parametrize("off", [90, -90])
+def test_metrics_and_the_monitoring_page_judge_overdue_jobs_by_postgresql_s_clock(db, off):
+    """A web host's clock is checked by no start-up test: jobs handed to SQS 20 s ago,
+    about to be claimed, are not overdue for a clock 90 s ahead; jobs due 5 minutes ago
+    are for one 90 s behind."""
+    from django.test import Client, override_settings
+
+    from scheduler.admin import monitoring
+    from scheduler.models import DispatcherHeartbeat, ScheduledJob
+    from tests.integration.admin_helpers import Status, job
+    from tests.integration.test_metrics import parse
+
+    now = datetime.now(UTC)
+    for _ in range(3):
+        job(Status.ENQUEUED, run_at=now - timedelta(seconds=20))
+    late = job(Status.SCHEDULED, run_at=now - timedelta(minutes=5))
+    DispatcherHeartbeat.objects.create(dispatcher="host-a:1", last_tick_at=now)
+    with (
+        freeze_time(now + timedelta(seconds=off), tick=True),
+        override_settings(SCHEDULER_SQS_ENDPOINT_URL="http://127.0.0.1:9"),
+    ):
+        response = Client().get("/metrics")
+        page = monitoring.snapshot()
+    samples = parse(response.content.decode())
+    oldest = samples[("scheduler_jobs_oldest_overdue_seconds", frozenset())]
+    assert samples[("scheduler_jobs_overdue", frozenset())] == 1
+    assert oldest == pytest.approx(300, abs=5)
+    assert page.overdue.value == 1
+    assert page.oldest_overdue == ScheduledJob.objects.get(pk=late.pk).run_at
+    assert abs((page.now - now).total_seconds()) < 5
+    assert page.heartbeats.healthy

@@ -27,6 +27,7 @@ from scheduler.testing import InMemoryPublisher
 from tests.conftest import SqsQueue, postgresql_out_of_reach
 from tests.factories import make_jobs, mark_enqueued
 from tests.integration.admin_helpers import T0, Status, job
+from tests.integration.test_admin_monitoring import attempt
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +57,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 @pytest.fixture(autouse=True)
-def frozen():
+def frozen(database_clock_frozen):
     with freeze_time(T0) as frozen_time:
         yield frozen_time
 
@@ -332,12 +333,12 @@ def _dispatch(job_id: int) -> None:
 
 
 def test_a_scrape_costs_a_fixed_number_of_queries(known_data, django_assert_max_num_queries):
-    # Seven at most (which queues' dead letters to read among them), and the savepoint
+    # Eight at most (which queues' dead letters to read among them), and the savepoint
     # of its transaction inside the test's.
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(10):
         scrape()
     make_jobs([T0 + s * SECOND for s in range(200)])
-    with django_assert_max_num_queries(9):
+    with django_assert_max_num_queries(10):
         scrape()
 
 
@@ -513,5 +514,85 @@ def test_attempts_are_grouped_by_their_own_task_name_without_a_join(known_data):
     with CaptureQueriesContext(connection) as queries:
         scrape()
     attempts = [q["sql"] for q in queries.captured_queries if "scheduler_jobattempt" in q["sql"]]
-    assert len(attempts) == 2
+    # The window's sample of ids, its figures, its failed attempts.
+    assert len(attempts) == 3
     assert not [sql for sql in attempts if "JOIN" in sql], attempts
+
+
+def attempts_in_window(count: int) -> None:
+    """``count`` attempts started over 250 s of the window, 1 s late; one in four an
+    error, every other a success."""
+    of = job(Status.SUCCEEDED, run_at=T0 - HOUR)
+    error, ok = JobAttempt.Outcome.ERROR, JobAttempt.Outcome.SUCCEEDED
+    JobAttempt.objects.bulk_create(
+        attempt(
+            of,
+            late=SECOND,
+            started=T0 - 280 * SECOND + index * 250 * SECOND / count,
+            outcome=error if index % 4 == 0 else ok,
+        )
+        for index in range(count)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE scheduler_jobattempt")
+
+
+def attempt_rows_read(sql: str) -> int:
+    """Rows of the attempts table the statement reads (filtered out ones included)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+        [[plan]] = cursor.fetchone()
+
+    def read(node: dict[str, Any]) -> float:
+        own = 0.0
+        if node.get("Relation Name") == "scheduler_jobattempt":
+            rows = sum(node.get(key, 0) for key in ("Actual Rows", "Rows Removed by Filter"))
+            own = rows * node["Actual Loops"]
+        return own + sum(read(child) for child in node.get("Plans", []))
+
+    return round(read(plan["Plan"]))
+
+
+def test_a_busy_window_is_read_from_a_sample_of_bounded_size(monkeypatch):
+    """Millions of attempts in the window made a scrape read each of them (seconds, then
+    the statement timeout's 503): above SAMPLE_SIZE, the figures are estimated from a
+    sample, whose size bounds the rows read."""
+    monkeypatch.setattr(metrics, "SAMPLE_SIZE", 200)
+    attempts_in_window(6_000)
+    with CaptureQueriesContext(connection) as queries:
+        samples = scrape()
+    read = {
+        q["sql"]: attempt_rows_read(q["sql"])
+        for q in queries.captured_queries
+        if "scheduler_jobattempt" in q["sql"]
+    }
+    # The sample and its failed attempts, and the first 1,000 of the window to find its
+    # lowest id (as the monitoring page does).
+    assert sum(read.values()) <= 2 * 200 + 1_000 + 10, read
+    noop = {"task": "testapp.noop"}
+    assert value(samples, "scheduler_job_attempts", **noop, outcome="succeeded") == (
+        pytest.approx(4_500, rel=0.1)
+    )
+    assert value(samples, "scheduler_job_attempts", **noop, outcome="error") == (
+        pytest.approx(1_500, rel=0.1)
+    )
+    assert value(samples, "scheduler_job_attempts_failed", **noop, outcome="error") == (
+        pytest.approx(1_500, rel=0.1)
+    )
+    assert value(samples, "scheduler_job_lateness_seconds_gcount", **noop) == (
+        pytest.approx(6_000, rel=0.1)
+    )
+    assert value(samples, "scheduler_job_lateness_seconds_gsum", **noop) == (
+        pytest.approx(6_000, rel=0.1)
+    )
+    assert value(samples, "scheduler_job_lateness_seconds_bucket", **noop, le="0.5") == 0
+
+
+def test_a_quiet_window_is_read_whole(monkeypatch):
+    monkeypatch.setattr(metrics, "SAMPLE_SIZE", 200)
+    attempts_in_window(200)
+    samples = scrape()
+    noop = {"task": "testapp.noop"}
+    assert value(samples, "scheduler_job_attempts", **noop, outcome="succeeded") == 150
+    assert value(samples, "scheduler_job_attempts", **noop, outcome="error") == 50
+    assert value(samples, "scheduler_job_attempts_failed", **noop, outcome="error") == 50
