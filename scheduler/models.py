@@ -513,50 +513,64 @@ ID_ORDER_ROWS = 1_000
 
 @dataclass(frozen=True)
 class AttemptSample:
-    """Attempt ids to read for a window, and how many attempts each one read stands
+    """Attempts to read for a window, and how many attempts each one read stands
     for: 1 when the window is read whole.
 
-    ``attempts`` is a condition for ``filter()``: ``id = ANY`` of an array, which the
-    planner looks up in the primary key id by id; of ``IN (subquery)`` it may rather
-    hash the whole table.
+    ``attempts`` is a condition for ``filter()``: for a window read whole, its start on
+    the start-time index; for a sample, ``id = ANY`` of an array, which the planner
+    looks up in the primary key id by id (of ``IN (subquery)`` it may rather hash the
+    whole table).
     """
 
-    attempts: RawSQL
+    attempts: Q | RawSQL
     scale: float
 
 
 def attempt_samples(
     *, starts: list[datetime], size: int, run_length: int = SAMPLE_RUN_LENGTH
 ) -> list[AttemptSample]:
-    """For the windows from each of ``starts`` to now, at most ``size`` attempt ids each,
-    between the window's first attempt id and the last one (attempt ids grow with their
-    start): one statement of a few index probes, whatever the window holds.
+    """For the windows from each of ``starts`` to now, the window's attempts when it
+    holds at most ``size``, else ``size`` attempt ids between its first attempt id and the
+    last one (attempt ids grow with their start): one statement of a few index probes,
+    whatever the window holds.
 
     The window is to be a filter of each figure read from them, not of the rows: with it
     in the WHERE clause the planner would rather scan the start-time index than look up
-    the sampled ids. The ids read may lie a little outside the window.
+    the sampled ids. The attempts read may lie a little outside the window.
     """
     attempts = JobAttempt._meta.db_table
     # The lowest id among the window's first ID_ORDER_ROWS attempts, not the first one's:
     # jobs due at one instant start together, their attempts' ids in the order their
     # claims ran, and the first by start time was not the lowest id (after a quiet
     # minute, the burst's lower ids were left out of the window, failures among them).
-    firsts = ", ".join(
+    # Then the window's attempts counted up to size + 1 on the start-time index: the ids
+    # from that lowest one span the minute before the window too, and a quiet window
+    # after a busy minute was sampled.
+    probes = ", ".join(
         f"(SELECT min(id) FROM (SELECT id FROM {attempts} WHERE started_at >= %s "  # noqa: S608
-        "ORDER BY started_at LIMIT %s) AS earliest)"
+        "ORDER BY started_at LIMIT %s) AS earliest), "
+        f"(SELECT count(*) FROM (SELECT FROM {attempts} WHERE started_at >= %s "
+        "LIMIT %s) AS capped)"
         for _ in starts
     )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT (SELECT max(id) FROM {attempts}), {firsts}",  # noqa: S608
+            f"SELECT (SELECT max(id) FROM {attempts}), {probes}",  # noqa: S608
             # Ids follow start times only roughly (clocks of workers, commit order).
-            [value for start in starts for value in (start - ID_ORDER_SLACK, ID_ORDER_ROWS)],
+            [
+                value
+                for start in starts
+                for value in (start - ID_ORDER_SLACK, ID_ORDER_ROWS, start, size + 1)
+            ],
         )
-        last, *firsts_found = cursor.fetchone()
+        last, *found = cursor.fetchone()
     last = last or 0
     return [
-        _attempt_runs(last + 1 if first is None else first, last, size, run_length)
-        for first in firsts_found
+        # At most size attempts, those the start-time index finds: every one.
+        AttemptSample(Q(started_at__gte=start), 1.0)
+        if count <= size
+        else _attempt_runs(first, last, size, run_length)
+        for start, first, count in zip(starts, found[::2], found[1::2], strict=True)
     ]
 
 

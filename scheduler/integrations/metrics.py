@@ -5,7 +5,8 @@ it is the same whichever web process Prometheus reaches, however many workers an
 dispatchers run, and it survives their restarts: no multiprocess directory, nothing to
 aggregate. A scrape costs at most eight index-served queries, each reading a bounded
 number of rows whatever the number of jobs and attempts (above ``SAMPLE_SIZE`` attempts
-in the window, their figures are estimated from a sample), and one SQS call per
+in the window, their figures are estimated from a sample, and failed ones counted up to
+it), and one SQS call per
 dead-letter queue (the default queue's and those of other queues jobs were sent to),
 made side by side. Figures are judged at PostgreSQL's clock, not the web host's.
 
@@ -53,9 +54,10 @@ LATENESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0
 DUE_SOON = timedelta(minutes=1)
 #: How long each of a scrape's statements may take; past it, the scrape answers 503.
 SCRAPE_TIMEOUT = timedelta(seconds=5)
-#: The window's attempts read at most, and its failed attempts: above, the figures are
-#: estimated from them (10,000 jobs a second start 3 million attempts in five minutes,
-#: seconds of reading each, then the statement timeout's 503).
+#: The window's attempts read at most, and its failed attempts: above, the attempts'
+#: figures are estimated from a sample of that many, and the failed ones counted up to
+#: it (10,000 jobs a second start 3 million attempts in five minutes, seconds of reading
+#: each, then the statement timeout's 503).
 SAMPLE_SIZE = 20_000
 
 
@@ -185,14 +187,15 @@ class SchedulerCollector:
         job's lease expires a lease after its last heartbeat, maybe an hour after it
         started, when the attempts started in the window no longer show it.
 
-        The latest SAMPLE_SIZE + 1 at most: when there are more, they stand for the
-        window at the rate they ended at (ids do not follow end times: no id sample).
+        The latest SAMPLE_SIZE at most, counted: past it, a lower bound. Not scaled up to
+        the window: failures come in bursts (a recovery ends every lost attempt at one
+        instant), so the rate of the latest ones says nothing of the window's.
         """
         failed = GaugeMetricFamily(
             "scheduler_job_attempts_failed",
             f"Attempts that ended in error or lease_expired in the last {seconds}, by task "
-            f"and outcome, however long ago they started; above {SAMPLE_SIZE}, estimated "
-            "from the latest that many at the rate they ended at.",
+            f"and outcome, however long ago they started; counted among the latest "
+            f"{SAMPLE_SIZE} of them: when the window has more, a lower bound.",
             labels=["task", "outcome"],
         )
         # On the partial index of exactly these outcomes, by finished_at, newest first.
@@ -203,24 +206,18 @@ class SchedulerCollector:
                 finished_at__lte=now,
             )
             .order_by("-finished_at")
-            .values("task_name", "outcome", "finished_at")[: SAMPLE_SIZE + 1]
+            .values("task_name", "outcome")[:SAMPLE_SIZE]
         )
         sql, params = latest.query.sql_with_params()
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT task_name, outcome, count(*), min(finished_at), max(finished_at), "  # noqa: S608 - Django's SQL
-                f"sum(count(*)) OVER () FROM ({sql}) AS latest GROUP BY 1, 2 ORDER BY 1, 2",
+                "SELECT task_name, outcome, count(*) "  # noqa: S608 - Django's SQL
+                f"FROM ({sql}) AS latest GROUP BY 1, 2 ORDER BY 1, 2",
                 params,
             )
             rows = cursor.fetchall()
-        scale = 1.0
-        if rows and rows[0][5] > SAMPLE_SIZE:
-            # From the window's start to the latest end, at the rate of the latest ones.
-            latest_end = max(row[4] for row in rows)
-            covered = latest_end - min(row[3] for row in rows)
-            scale = (latest_end - (now - window)) / max(covered, timedelta(milliseconds=1))
-        for task_name, outcome, count, *_ in rows:
-            failed.add_metric([task_name, outcome], round(count * scale))
+        for task_name, outcome, count in rows:
+            failed.add_metric([task_name, outcome], count)
         return failed
 
     def _dispatchers(self, now: datetime) -> Iterator[Metric]:

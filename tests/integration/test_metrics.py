@@ -6,7 +6,7 @@ A known data set at a frozen instant; each figure is compared with what the rows
 import logging
 import threading
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -556,7 +556,7 @@ def attempt_rows_read(sql: str) -> int:
 def test_a_busy_window_is_read_from_a_sample_of_bounded_size(monkeypatch):
     """Millions of attempts in the window made a scrape read each of them (seconds, then
     the statement timeout's 503): above SAMPLE_SIZE, the figures are estimated from a
-    sample, whose size bounds the rows read."""
+    sample and failed attempts counted up to it, which bounds the rows read."""
     monkeypatch.setattr(metrics, "SAMPLE_SIZE", 200)
     attempts_in_window(6_000)
     with CaptureQueriesContext(connection) as queries:
@@ -566,9 +566,9 @@ def test_a_busy_window_is_read_from_a_sample_of_bounded_size(monkeypatch):
         for q in queries.captured_queries
         if "scheduler_jobattempt" in q["sql"]
     }
-    # The sample and its failed attempts, and the first 1,000 of the window to find its
-    # lowest id (as the monitoring page does).
-    assert sum(read.values()) <= 2 * 200 + 1_000 + 10, read
+    # The sample, its failed attempts and the window's count up to 201, and the first
+    # 1,000 of the window to find its lowest id (as the monitoring page does).
+    assert sum(read.values()) <= 3 * 200 + 1_000 + 10, read
     noop = {"task": "testapp.noop"}
     assert value(samples, "scheduler_job_attempts", **noop, outcome="succeeded") == (
         pytest.approx(4_500, rel=0.1)
@@ -576,9 +576,8 @@ def test_a_busy_window_is_read_from_a_sample_of_bounded_size(monkeypatch):
     assert value(samples, "scheduler_job_attempts", **noop, outcome="error") == (
         pytest.approx(1_500, rel=0.1)
     )
-    assert value(samples, "scheduler_job_attempts_failed", **noop, outcome="error") == (
-        pytest.approx(1_500, rel=0.1)
-    )
+    # 1,500: more than the cap, which is a lower bound.
+    assert value(samples, "scheduler_job_attempts_failed", **noop, outcome="error") == 200
     assert value(samples, "scheduler_job_lateness_seconds_gcount", **noop) == (
         pytest.approx(6_000, rel=0.1)
     )
@@ -596,3 +595,50 @@ def test_a_quiet_window_is_read_whole(monkeypatch):
     assert value(samples, "scheduler_job_attempts", **noop, outcome="succeeded") == 150
     assert value(samples, "scheduler_job_attempts", **noop, outcome="error") == 50
     assert value(samples, "scheduler_job_attempts_failed", **noop, outcome="error") == 50
+
+
+def failed_attempts(outcome: str, finished: list[datetime]) -> None:
+    """Attempts of ``outcome`` that started 200 s ago and ended at each of ``finished``."""
+    of = job(Status.SUCCEEDED, run_at=T0 - HOUR)
+    JobAttempt.objects.bulk_create(
+        attempt(of, late=SECOND, started=T0 - 200 * SECOND, finished=end, outcome=outcome)
+        for end in finished
+    )
+
+
+def test_failed_attempts_ended_at_one_instant_are_not_multiplied(monkeypatch):
+    """A recovery tick ends the attempts of every lost job with one finished_at: read
+    as a rate, the latest ones stood for the window 300,000 times over (59,898,000)."""
+    monkeypatch.setattr(metrics, "SAMPLE_SIZE", 200)
+    failed_attempts(JobAttempt.Outcome.LEASE_EXPIRED, [T0 - 2 * SECOND] * 300)
+    failed = value(
+        scrape(), "scheduler_job_attempts_failed", task="testapp.noop", outcome="lease_expired"
+    )
+    # More than the cap: the cap, a lower bound.
+    assert failed == 200
+
+
+def test_failed_attempts_ended_in_a_burst_are_counted_up_to_the_cap(monkeypatch):
+    monkeypatch.setattr(metrics, "SAMPLE_SIZE", 200)
+    failed_attempts(
+        JobAttempt.Outcome.ERROR, [T0 - 12 * SECOND + i * 10 * SECOND / 300 for i in range(300)]
+    )
+    error = {"task": "testapp.noop", "outcome": "error"}
+    assert value(scrape(), "scheduler_job_attempts_failed", **error) == 200
+    monkeypatch.setattr(metrics, "SAMPLE_SIZE", 300)
+    assert value(scrape(), "scheduler_job_attempts_failed", **error) == 300
+
+
+def test_a_window_below_the_sample_size_is_read_whole_after_a_busy_minute(monkeypatch):
+    """Attempts of the minute before the window (where its lowest id is looked for) made
+    a window of fewer than SAMPLE_SIZE attempts sampled: 142 of 150 reported."""
+    monkeypatch.setattr(metrics, "SAMPLE_SIZE", 200)
+    of = job(Status.SUCCEEDED, run_at=T0 - HOUR)
+    before = [T0 - 355 * SECOND + i * 50 * SECOND / 100 for i in range(100)]
+    inside = [T0 - 290 * SECOND + i * 280 * SECOND / 150 for i in range(150)]
+    JobAttempt.objects.bulk_create(
+        attempt(of, late=SECOND, started=started) for started in before + inside
+    )
+    samples = scrape()
+    assert value(samples, "scheduler_job_attempts", task="testapp.noop", outcome="succeeded") == 150
+    assert value(samples, "scheduler_job_lateness_seconds_gcount", task="testapp.noop") == 150
