@@ -40,6 +40,7 @@ from celery.app.task import Context
 from celery.backends.base import DisabledBackend
 from celery.exceptions import Ignore, Reject, Retry
 from celery.result import AsyncResult
+from celery.signals import worker_process_init
 from celery.utils.serialization import raise_with_context
 from celery.utils.time import maybe_iso8601, maybe_make_aware
 from django.db import transaction
@@ -591,6 +592,20 @@ def _process_mark(pid: int) -> str:
     return secrets.token_hex(2)
 
 
+#: The node name of the worker this pool process serves, as its main process knows it
+#: (``worker_process_init``'s sender); None outside a prefork pool process.
+_pool_node_name: str | None = None
+
+
+@worker_process_init.connect(weak=False)
+def _remember_node_name(sender: str | None = None, **_: Any) -> None:
+    # Celery's slow trace path (a prefork WorkController built in code, not `celery
+    # worker`) gives requests the bare host name: the main process, which ends the
+    # attempt of a lost pool process by its name (delivery_process), would not find it.
+    global _pool_node_name
+    _pool_node_name = sender
+
+
 def _delivering(request: Context) -> str:
     """Who handles a delivery, as its attempt names it: host and process, and the thread
     (or greenlet) when the pool runs several deliveries in one process (threads, gevent,
@@ -599,7 +614,7 @@ def _delivering(request: Context) -> str:
     in a process with the same host and pid (a pool process of a worker in another
     container on the host's network), which the process's random part tells apart."""
     pid = os.getpid()
-    name = f"{delivery_process(request.hostname, pid)}:{_process_mark(pid)}"
+    name = f"{delivery_process(_pool_node_name or request.hostname, pid)}:{_process_mark(pid)}"
     if threading.current_thread() is not threading.main_thread():
         name = f"{name}/{threading.get_ident()}"
     return name
