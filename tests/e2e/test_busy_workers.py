@@ -97,7 +97,7 @@ def test_a_job_due_while_its_worker_runs_a_long_task_goes_back_to_sqs(
     with celery_worker(e2e_env, "busy", concurrency=1) as busy:
         due = schedule_at("testapp.effect", timezone.now() + timedelta(seconds=4), ["due"])
         call_command("scheduler_dispatch", "--once", stdout=StringIO())
-        assert wait_until(lambda: busy.output().count(" received") == 1, timeout=5)
+        assert wait_until(lambda: busy.output().count("] received") == 1, timeout=5)
         # Then a long plain task takes the process, well before the job is due.
         options: dict[str, Any] = {"queue": sqs_queue.name, "connection": broker}
         effect.apply_async(("long", LONG_JOB_SECONDS), **options)
@@ -138,7 +138,7 @@ def test_a_job_due_with_a_long_one_on_a_busy_worker_goes_back_once_that_one_is_l
             for label in ("a", "b")
         )
         call_command("scheduler_dispatch", "--once", stdout=StringIO())
-        assert wait_until(lambda: busy.output().count(" received") == 2, timeout=5)
+        assert wait_until(lambda: busy.output().count("] received") == 2, timeout=5)
         assert timezone.now() < run_at - timedelta(seconds=1)
 
         assert wait_until(lambda: "job message handed back" in busy.output(), timeout=10), (
