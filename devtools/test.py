@@ -37,12 +37,14 @@ PARTS = {
         "tests/e2e/test_busy_workers.py",
         "tests/e2e/test_delivery.py",
         "tests/e2e/test_leases.py",
+        "tests/e2e/test_deploys.py",
     ],
     "e2e": [
         "tests/e2e",
         "--ignore=tests/e2e/test_busy_workers.py",
         "--ignore=tests/e2e/test_delivery.py",
         "--ignore=tests/e2e/test_leases.py",
+        "--ignore=tests/e2e/test_deploys.py",
         "tests/integration/test_upgrade.py",
     ],
     # The rest, so that a new folder of tests runs too.
