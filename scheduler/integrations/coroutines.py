@@ -15,7 +15,6 @@ running an event loop (an async view calling ``apply_async``), where Django refu
 
 import asyncio
 import contextvars
-import os
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 
 from asgiref.current_thread_executor import CurrentThreadExecutor
 from asgiref.sync import AsyncToSync, async_to_sync
+from django.core.exceptions import SynchronousOnlyOperation
 from django.db import connections
 
 T = TypeVar("T")
@@ -73,20 +73,18 @@ def call_coroutine_function(
 
 
 def outside_event_loop(function: Callable[[], T]) -> T:
-    """``function()``; from a thread running an event loop, where Django refuses database
-    queries (SynchronousOnlyOperation), in a short-lived thread the caller waits for,
-    whose database connections are closed after.
+    """``function()``; where Django refuses its database queries (a thread running an
+    event loop: SynchronousOnlyOperation, raised before any query), in a short-lived
+    thread the caller waits for, whose database connections are closed after.
 
     The caller's event loop waits as long as the call takes, as for a message Celery
-    sends. With ``DJANGO_ALLOW_ASYNC_UNSAFE`` Django queries in the loop's thread, whose
-    transaction the call then joins, so it runs there.
+    sends. Where Django allows them (``DJANGO_ALLOW_ASYNC_UNSAFE``), the queries run in
+    the caller's thread, and join its transaction.
     """
-    if os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE"):
-        return function()
     try:
-        asyncio.get_running_loop()
-    except RuntimeError:
         return function()
+    except SynchronousOnlyOperation:
+        pass
 
     def call() -> T:
         try:
