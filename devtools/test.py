@@ -38,6 +38,7 @@ PARTS = {
         "tests/e2e/test_delivery.py",
         "tests/e2e/test_leases.py",
         "tests/e2e/test_deploys.py",
+        "tests/e2e/test_beat_stop.py",
     ],
     "e2e": [
         "tests/e2e",
@@ -45,6 +46,7 @@ PARTS = {
         "--ignore=tests/e2e/test_delivery.py",
         "--ignore=tests/e2e/test_leases.py",
         "--ignore=tests/e2e/test_deploys.py",
+        "--ignore=tests/e2e/test_beat_stop.py",
         "tests/integration/test_upgrade.py",
     ],
     # The rest, so that a new folder of tests runs too.
