@@ -336,7 +336,7 @@ def test_a_pause_made_while_a_claim_holds_its_job_until_its_time_waits_for_that_
     # time: a pause committed in between did not stop the job, which started after it.
     # The pause now waits for the instant, and the job counts as started before it.
     path = str(tmp_path / "runs")
-    run_at = timezone.now() + timedelta(milliseconds=400)
+    run_at = timezone.now() + timedelta(seconds=1)  # ahead, however slow the set-up
     job = schedule_at("testapp.record", run_at, [path, "ahead"])
     token = dispatch_one(job, now=timezone.now())
     delivery = deliver_ahead(job, token=token, not_before=run_at)
@@ -357,12 +357,15 @@ def test_a_claim_that_waited_for_a_pause_of_another_kind_judges_the_deadline_as_
     # the eta it had waited past: a job whose deadline had gone by ran, its start
     # recorded seconds before the body's.
     path = str(tmp_path / "runs")
-    run_at = timezone.now() + timedelta(milliseconds=200)
-    job = schedule_at(
-        "testapp.record", run_at, [path, "late"], deadline=run_at + timedelta(milliseconds=300)
-    )
+    # The claim must start ahead of the eta, however slow the set-up on a busy machine:
+    # made after it, a claim takes no pause's lock and waits for none.
+    run_at = timezone.now() + timedelta(seconds=1.5)
+    deadline = run_at + timedelta(milliseconds=300)
+    job = schedule_at("testapp.record", run_at, [path, "late"], deadline=deadline)
     token = dispatch_one(job, now=timezone.now())
-    with held_elsewhere(lambda: pause("testapp.noop", reason="breaker"), commit_after=1):
+    commit_after = (deadline - timezone.now()).total_seconds() + 0.5
+    with held_elsewhere(lambda: pause("testapp.noop", reason="breaker"), commit_after=commit_after):
+        assert time.time() < run_at.timestamp()
         handled = deliver(job_id=job.pk, task_name=job.task_name, token=token, not_before=run_at)
     job.refresh_from_db()
     assert (handled.outcome, job.status) == (Outcome.DROPPED, Status.EXPIRED)

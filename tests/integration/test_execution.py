@@ -565,7 +565,7 @@ def test_a_message_whose_dispatch_rolled_back_is_dropped(tmp_path):
 def test_a_job_claimed_before_its_time_stays_enqueued_until_then_and_starts_at_it(tmp_path):
     """A message handed over a moment early: the claim holds the row and commits at run_at."""
     path = str(tmp_path / "runs")
-    run_at = timezone.now() + timedelta(milliseconds=400)
+    run_at = timezone.now() + timedelta(seconds=1)  # ahead, however slow the set-up
     job = schedule_at("testapp.record", run_at, [path, "held"])
     token = dispatch_one(job, now=timezone.now())
     delivery = deliver_ahead(job, token=token, not_before=run_at)
