@@ -205,7 +205,9 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
     A tick blocks beat while it runs: milliseconds when little is due, and at most
     about one dispatch interval with a backlog (the next tick, due at once, goes on);
     other periodic tasks wait for it. An error in a tick is logged and beat goes on.
-    SIGTERM or SIGINT stops beat once the tick in progress is done.
+    SIGTERM or SIGINT stops beat once the tick in progress is done; Ctrl-C again during
+    a dispatcher tick stops it at once, that tick rolled back and the schedule unsaved
+    (a periodic task sent since the last save may be sent again as beat starts).
     """
 
     Entry = _Entry
@@ -268,6 +270,8 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
     def close(self) -> None:
         # Beat's last save of its schedule, as it exits: a stop signal now waits for it.
         self._exiting = True
+        if self._stop_signals.forced is not None:
+            self._stop_signals.stop_now(process="beat")
         if self._stop_signals.received is not None:
             logger.info(
                 "beat stopping signal=%s after the current tick", self._stop_signals.received
@@ -384,7 +388,8 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
             check_at_start(process="beat")
         started = time.monotonic()
         try:
-            self._dispatcher.run_once()
+            with self._stop_signals.cut_short_here():
+                self._dispatcher.run_once()
         except Exception:
             logger.exception("dispatch tick crashed in beat dispatcher=%s", self._dispatcher.name)
         self._tick_took = time.monotonic() - started

@@ -1,13 +1,40 @@
-"""SIGTERM and SIGINT stop a dispatcher process after its current tick."""
+"""SIGTERM and SIGINT stop a dispatcher process after its current tick; Ctrl-C again
+stops it at once."""
 
+import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType
+from typing import NoReturn
+
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+#: The exit code of a process a second Ctrl-C stopped: a shell's for one SIGINT ended.
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
+
+
+class StopNowError(KeyboardInterrupt):
+    """A second Ctrl-C: the process stops at once, its tick cut short."""
 
 
 class StopSignals:
     """The handler of SIGTERM (a deploy) and SIGINT (Ctrl-C): it records the first one
     received and calls ``on_stop``, in the main thread, between two of its statements.
+
+    A SIGINT after that, within :meth:`cut_short_here` (a tick stuck on PostgreSQL or
+    SQS), raises :class:`StopNowError` there, once: as Celery's worker does, Ctrl-C again is
+    a cold shutdown. The code it lands in is in a transaction that rolls back (jobs
+    stay as they were; a message already sent carries a token never committed, which
+    the worker drops, and the next tick sends the job again), and the caller closes
+    the connections. A statement PostgreSQL is still answering cannot be interrupted
+    (its client library waits in C): the stop comes when it returns, within the
+    connection's timeouts (``tcp_user_timeout``) when PostgreSQL is out of reach.
+
+    A second SIGTERM does not: an orchestrator sends SIGTERM once, then SIGKILL after
+    its grace period, and a supervisor that sends it again means the same stop.
 
     It writes nothing: a signal that lands during a write to stderr (a log line stuck
     behind a slow reader) made a write there raise "reentrant call", and the stop was
@@ -18,13 +45,42 @@ class StopSignals:
         self._on_stop = on_stop
         #: The first stop signal received, if any.
         self.received: int | None = None
+        #: The signal that cut the tick short (:class:`StopNowError`), if one did.
+        self.forced: int | None = None
+        self._cuttable = False
 
     def install(self) -> None:
         """Handle both signals from now on (from the main thread only)."""
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
 
+    @contextmanager
+    def cut_short_here(self) -> Iterator[None]:
+        """Let a second SIGINT raise :class:`StopNowError` within the block."""
+        self._cuttable = True
+        try:
+            yield
+        finally:
+            self._cuttable = False
+
+    def stop_now(self, *, process: str) -> NoReturn:
+        """After :class:`StopNowError`: close the connections (PostgreSQL rolls back what the
+        tick had not committed), say so, and exit with :data:`INTERRUPTED_EXIT_CODE`."""
+        connections.close_all()
+        logger.warning(
+            "%s stopping now signal=%s tick=rolled back: its jobs not committed stay as "
+            "they were; messages it sent carry tokens never committed, which workers "
+            "drop, and the next tick sends those jobs again",
+            process,
+            self.forced,
+        )
+        raise SystemExit(INTERRUPTED_EXIT_CODE)
+
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is None:
             self.received = signum
-        self._on_stop()
+            self._on_stop()
+        elif signum == signal.SIGINT and self._cuttable and self.forced is None:
+            self.forced = signum
+            self._cuttable = False
+            raise StopNowError

@@ -5,9 +5,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from scheduler.dispatch.beat import ensure_dispatch_schedule
+from scheduler.models import ScheduledJob
 from tests import settings as base_settings
 from tests import settings_fast
 from tests.conftest import SqsQueue
@@ -83,3 +84,16 @@ def dispatch_command(e2e_env: dict[str, str]) -> Iterator[Process]:
     with running("scheduler_dispatch", args, e2e_env) as process:
         process.wait_for_output("dispatch tick", timeout=60)
         yield process
+
+
+@pytest.fixture
+def sqs_not_answering(e2e_env: dict[str, str]) -> dict[str, str]:
+    """``e2e_env`` with a dispatcher's sends to SQS never answered (tests.settings_sqs_silent)."""
+    return {**e2e_env, "DJANGO_SETTINGS_MODULE": "tests.settings_sqs_silent"}
+
+
+def held_by_a_tick(job: ScheduledJob) -> bool:
+    """Whether a dispatcher's open transaction holds ``job``'s row."""
+    with transaction.atomic():
+        free = ScheduledJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk)
+        return not free.exists()

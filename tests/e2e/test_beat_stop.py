@@ -12,7 +12,7 @@ from django.utils import timezone
 from scheduler.models import ScheduledJob
 from scheduler.protocol import DISPATCH_TOKEN_HEADER, JOB_ID_HEADER
 from tests.conftest import SqsQueue
-from tests.e2e.conftest import celery_beat
+from tests.e2e.conftest import celery_beat, held_by_a_tick
 from tests.processes import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -69,6 +69,32 @@ def test_beat_stopped_between_ticks_exits_at_once(e2e_env: dict[str, str], tmp_p
         output = beat.output()
     assert "beat stopping signal=2 after the current tick" in output
     assert "Traceback" not in output, output
+
+
+def test_ctrl_c_again_stops_beat_at_once_its_tick_rolled_back(
+    sqs_not_answering: dict[str, str], tmp_path: Any
+) -> None:
+    job = ScheduledJob.objects.create(
+        task_name="testapp.noop",
+        queue=sqs_not_answering["SCHEDULER_QUEUE_NAME"],
+        run_at=timezone.now(),
+        max_attempts=1,
+    )
+    with celery_beat(sqs_not_answering, pidfile=tmp_path / "beat.pid") as beat:
+        assert wait_until(lambda: held_by_a_tick(job), timeout=30), beat.output()
+        beat.popen.send_signal(signal.SIGINT)
+        time.sleep(1)
+        assert beat.popen.poll() is None, "the first Ctrl-C waits for the tick"
+        stopped = time.monotonic()
+        beat.popen.send_signal(signal.SIGINT)
+        assert beat.popen.wait(30) == 130, beat.output()
+        assert time.monotonic() - stopped < 3, beat.output()
+        output = beat.output()
+    assert "beat stopping now signal=2 tick=rolled back" in output
+    assert "Traceback" not in output, output
+    assert not (tmp_path / "beat.pid").exists()
+    job.refresh_from_db()
+    assert (job.status, job.dispatch_token) == ("scheduled", None)
 
 
 def _every_message(queue: SqsQueue) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection
 
 from scheduler.dispatch.dispatcher import Dispatcher, check_at_start
-from scheduler.dispatch.stopping import StopSignals
+from scheduler.dispatch.stopping import StopNowError, StopSignals
 from scheduler.models import ScheduledJob
 
 
@@ -47,7 +47,11 @@ class Command(BaseCommand):
 
         stop = StopSignals(dispatcher.stop)
         stop.install()
-        dispatcher.run()
+        try:
+            with stop.cut_short_here():
+                dispatcher.run()
+        except StopNowError:
+            stop.stop_now(process="dispatcher")
         if stop.received is not None:
             self.stderr.write(f"signal {stop.received}: stopped after the current tick")
 

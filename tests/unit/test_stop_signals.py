@@ -1,0 +1,49 @@
+"""A dispatcher's stop signals: the first lets the tick finish, Ctrl-C again cuts it short."""
+
+import signal
+
+import pytest
+
+from scheduler.dispatch import stopping
+from scheduler.dispatch.stopping import StopSignals
+
+
+def test_the_first_stop_signal_lets_the_tick_finish_and_a_second_sigint_cuts_it_short():
+    # Ctrl-C again did nothing: a tick stuck on PostgreSQL or SQS could only be killed.
+    stops: list[bool] = []
+    stop = StopSignals(lambda: stops.append(True))
+    with stop.cut_short_here():
+        stop._handle(signal.SIGINT, None)
+        assert (stop.received, stops) == (signal.SIGINT, [True])
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)
+        stop._handle(signal.SIGINT, None)  # once: the clean-up it lands in goes on
+    assert stop.forced == signal.SIGINT
+    assert stops == [True]
+
+
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGINT])
+def test_a_second_sigterm_or_one_out_of_the_tick_waits_for_the_tick(first):
+    # An orchestrator's SIGTERM (sent again by a supervisor) means the same stop; out of
+    # the tick (the schedule's save as beat exits), nothing is there to cut short.
+    stop = StopSignals(lambda: None)
+    stop._handle(first, None)
+    stop._handle(signal.SIGINT, None)
+    with stop.cut_short_here():
+        stop._handle(signal.SIGTERM, None)
+    assert stop.forced is None
+
+
+def test_a_tick_cut_short_exits_130_with_its_connections_closed(monkeypatch, caplog):
+    closed: list[bool] = []
+    monkeypatch.setattr(stopping.connections, "close_all", lambda: closed.append(True))
+    stop = StopSignals(lambda: None)
+    with stop.cut_short_here():
+        stop._handle(signal.SIGINT, None)
+        with pytest.raises(stopping.StopNowError):
+            stop._handle(signal.SIGINT, None)
+    with pytest.raises(SystemExit) as exited:
+        stop.stop_now(process="dispatcher")
+    assert exited.value.code == 130
+    assert closed == [True]
+    assert "dispatcher stopping now signal=2 tick=rolled back" in caplog.text
