@@ -515,8 +515,9 @@ class Dispatcher:
             return BatchResult(taken=0, sent=0, failed=0)
         try:
             published = self.publisher.publish(_messages(jobs, now=now, as_of=as_of))
-        except Exception:
-            # Counted, never sent: each crash would double the wait for the next copy.
+        except BaseException:
+            # Counted, never sent: each crash would double the wait for the next copy. So
+            # would Ctrl-C again (a KeyboardInterrupt), which lands between statements.
             dispatching.untake_resends(jobs, now=now)
             raise
         if published.failed:

@@ -1,7 +1,9 @@
 """SIGTERM and SIGINT stop a dispatcher process after its current tick; Ctrl-C again
 stops it at once."""
 
+import atexit
 import logging
+import os
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,14 +26,14 @@ class StopSignals:
     """The handler of SIGTERM (a deploy) and SIGINT (Ctrl-C): it records the first one
     received and calls ``on_stop``, in the main thread, between two of its statements.
 
-    A SIGINT after that, within :meth:`cut_short_here` (a tick stuck on PostgreSQL or
-    SQS), raises :class:`StopNowError` there, once: as Celery's worker does, Ctrl-C again is
-    a cold shutdown. The code it lands in is in a transaction that rolls back (jobs
-    stay as they were; a message already sent carries a token never committed, which
-    the worker drops, and the next tick sends the job again), and the caller closes
-    the connections. A statement PostgreSQL is still answering cannot be interrupted
-    (its client library waits in C): the stop comes when it returns, within the
-    connection's timeouts (``tcp_user_timeout``) when PostgreSQL is out of reach.
+    A SIGINT after that, within :meth:`cut_short_here` (a tick stuck on SQS), raises
+    :class:`StopNowError` there, once: as Celery's worker does, Ctrl-C again is a cold
+    shutdown. What the tick had not committed rolls back (a batch's jobs stay as they
+    were; a message already sent carries a token never committed, which the worker
+    drops, and the next tick sends the job again; a re-send batch gives its copies
+    back), and the caller calls :meth:`stop_now`. A statement waiting on PostgreSQL
+    cannot be interrupted (its client library waits in C), and the signals received
+    meanwhile reach Python as one: the stop comes after it returns.
 
     A second SIGTERM does not: an orchestrator sends SIGTERM once, then SIGKILL after
     its grace period, and a supervisor that sends it again means the same stop.
@@ -65,16 +67,20 @@ class StopSignals:
 
     def stop_now(self, *, process: str) -> NoReturn:
         """After :class:`StopNowError`: close the connections (PostgreSQL rolls back what the
-        tick had not committed), say so, and exit with :data:`INTERRUPTED_EXIT_CODE`."""
+        tick had not committed), say so, and exit with :data:`INTERRUPTED_EXIT_CODE` at
+        once, after the exit handlers (logging's flush, beat's pidfile)."""
         connections.close_all()
         logger.warning(
-            "%s stopping now signal=%s tick=rolled back: its jobs not committed stay as "
-            "they were; messages it sent carry tokens never committed, which workers "
-            "drop, and the next tick sends those jobs again",
+            "%s stopping now signal=%s tick=cut short: what it had not committed rolls "
+            "back; messages it sent carry tokens never committed, which workers drop, "
+            "and the next tick sends those jobs again",
             process,
             self.forced,
         )
-        raise SystemExit(INTERRUPTED_EXIT_CODE)
+        atexit._run_exitfuncs()
+        # Not SystemExit: Python's exit waits for the SQS send threads, which retry a
+        # batch SQS does not answer for up to half a minute, deaf to Ctrl-C.
+        os._exit(INTERRUPTED_EXIT_CODE)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.received is None:

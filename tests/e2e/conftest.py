@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
 from scheduler.dispatch.beat import ensure_dispatch_schedule
 from scheduler.models import ScheduledJob
@@ -87,9 +88,18 @@ def dispatch_command(e2e_env: dict[str, str]) -> Iterator[Process]:
 
 
 @pytest.fixture
-def sqs_not_answering(e2e_env: dict[str, str]) -> dict[str, str]:
-    """``e2e_env`` with a dispatcher's sends to SQS never answered (tests.settings_sqs_silent)."""
-    return {**e2e_env, "DJANGO_SETTINGS_MODULE": "tests.settings_sqs_silent"}
+def sqs_sends_stuck(e2e_env: dict[str, str]) -> dict[str, str]:
+    """``e2e_env`` with a dispatcher's sends to SQS never answered
+    (tests.settings_sqs_sends_stuck)."""
+    return {**e2e_env, "DJANGO_SETTINGS_MODULE": "tests.settings_sqs_sends_stuck"}
+
+
+def a_burst_due_now(queue: str) -> list[ScheduledJob]:
+    """More due jobs than one SendMessageBatch takes: the dispatcher's send threads go."""
+    return ScheduledJob.objects.bulk_create(
+        ScheduledJob(task_name="testapp.noop", queue=queue, run_at=timezone.now(), max_attempts=1)
+        for _ in range(30)
+    )
 
 
 def held_by_a_tick(job: ScheduledJob) -> bool:

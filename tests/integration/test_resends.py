@@ -167,6 +167,27 @@ def test_a_resend_that_fails_is_tried_again_at_the_next_recovery(clock, dispatch
     assert [m.dispatch_token for m in publisher.published] == [str(job.dispatch_token)] * 2
 
 
+class InterruptedPublisher:
+    """Ctrl-C again lands while the copies are on their way (SQS not answering)."""
+
+    def publish(self, messages):
+        raise KeyboardInterrupt
+
+
+def test_a_resend_cut_short_by_ctrl_c_is_given_back_for_the_next_recovery(
+    clock, dispatcher, publisher
+):
+    # The copy was counted, and the next one put off twice as long, before it went out:
+    # a tick cut short there (a KeyboardInterrupt, not an Exception) kept the count, and
+    # the job, its message lost, waited a whole extra stale period for a copy.
+    [job] = _dispatched(dispatcher, T0)
+    clock.tick(STALE + 1)
+    with pytest.raises(KeyboardInterrupt):
+        Dispatcher(publisher=InterruptedPublisher()).run_once()
+    job.refresh_from_db()
+    assert (job.sends, job.resend_at) == (1, T0 + timedelta(seconds=STALE + 1))
+
+
 def test_claimed_cancelled_and_rescheduled_jobs_are_never_resent(
     clock, dispatcher, publisher, settings
 ):
