@@ -292,18 +292,29 @@ def untake_resends(jobs: Sequence[Pending], *, now: datetime) -> int:
 
     Only to jobs still as :func:`take_resends` left them: one sent anew meanwhile (an
     operator's "run now", then another dispatcher) keeps its new token's count.
+
+    Their rows are locked first, in id order, as an operator's bulk action locks them:
+    the update alone took them in its plan's order, and the two deadlocked.
     """
-    return apply_each(
-        states.RESEND,
-        [job.job_id for job in jobs],
-        {"sends": [job.sends - 1 for job in jobs]},
-        matching={
-            "dispatch_token": [job.dispatch_token for job in jobs],
-            "sends": [job.sends for job in jobs],
-        },
-        resend_at=now,
-        updated_at=now,
-    )
+    ids = [job.job_id for job in jobs]
+    with transaction.atomic():
+        list(
+            ScheduledJob.objects.filter(pk__in=ids)
+            .order_by("pk")
+            .select_for_update(no_key=True)
+            .values_list("pk", flat=True)
+        )
+        return apply_each(
+            states.RESEND,
+            ids,
+            {"sends": [job.sends - 1 for job in jobs]},
+            matching={
+                "dispatch_token": [job.dispatch_token for job in jobs],
+                "sends": [job.sends for job in jobs],
+            },
+            resend_at=now,
+            updated_at=now,
+        )
 
 
 def expire_missed(*, now: datetime) -> int:
