@@ -1,6 +1,8 @@
 """Real `celery worker` and `celery beat` processes against the test database and SQS."""
 
 import contextlib
+import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,7 @@ from tests.processes import (
     celery_beat_args,
     celery_worker_args,
     running,
+    wait_until,
 )
 
 # The scheduler settings that settings_fast lowers, for this process to agree with the
@@ -107,3 +110,24 @@ def held_by_a_tick(job: ScheduledJob) -> bool:
     with transaction.atomic():
         free = ScheduledJob.objects.select_for_update(skip_locked=True).filter(pk=job.pk)
         return not free.exists()
+
+
+def ctrl_c_twice_in_a_stuck_tick(process: Process, jobs: list[ScheduledJob]) -> str:
+    """Ctrl-C, then Ctrl-C again, while ``process``'s tick holds ``jobs`` (its sends
+    stuck on SQS); its output, once it has exited as a cut-short tick must."""
+    held = wait_until(lambda: all(held_by_a_tick(job) for job in jobs), timeout=30)
+    assert held, process.output()
+    process.popen.send_signal(signal.SIGINT)
+    time.sleep(1)
+    assert process.popen.poll() is None, "the first Ctrl-C waits for the tick"
+    stopped = time.monotonic()
+    process.popen.send_signal(signal.SIGINT)
+    assert process.popen.wait(30) == 130, process.output()
+    assert time.monotonic() - stopped < 3, process.output()
+    output = process.output()
+    assert "Traceback" not in output, output
+    # Rolled back: the jobs stay as they were.
+    assert {(job.status, job.dispatch_token) for job in ScheduledJob.objects.all()} == {
+        ("scheduled", None)
+    }
+    return output

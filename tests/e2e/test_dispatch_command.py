@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from scheduler import schedule_at
 from scheduler.models import DispatcherHeartbeat, ScheduledJob
-from tests.e2e.conftest import a_burst_due_now, held_by_a_tick
+from tests.e2e.conftest import a_burst_due_now, ctrl_c_twice_in_a_stuck_tick
 from tests.processes import BIN, ROOT, free_port, running, wait_until
 from tests.testapp.tasks import read_runs
 
@@ -50,21 +50,8 @@ def test_ctrl_c_again_stops_the_dispatch_command_at_once_its_tick_rolled_back(sq
     jobs = a_burst_due_now(sqs_sends_stuck["SCHEDULER_QUEUE_NAME"])
     args = [str(BIN / "python"), "manage.py", "scheduler_dispatch"]
     with running("scheduler_dispatch", args, sqs_sends_stuck) as command:
-        held = wait_until(lambda: all(held_by_a_tick(job) for job in jobs), timeout=30)
-        assert held, command.output()
-        command.popen.send_signal(signal.SIGINT)
-        time.sleep(1)
-        assert command.popen.poll() is None, "the first Ctrl-C waits for the tick"
-        stopped = time.monotonic()
-        command.popen.send_signal(signal.SIGINT)
-        assert command.popen.wait(30) == 130, command.output()
-        assert time.monotonic() - stopped < 3, command.output()
-        output = command.output()
+        output = ctrl_c_twice_in_a_stuck_tick(command, jobs)
     assert "dispatcher stopping now signal=2 tick=cut short" in output
-    assert "Traceback" not in output, output
-    assert {(job.status, job.dispatch_token) for job in ScheduledJob.objects.all()} == {
-        ("scheduled", None)
-    }
 
 
 def test_sigterm_stops_the_dispatch_command_while_its_log_is_stuck_behind_a_slow_reader():
