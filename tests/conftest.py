@@ -50,6 +50,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
+def own_signal_handlers() -> Iterator[None]:
+    """The test process's handlers of its stop signals, as they were, after each test:
+    honcho's (``make run``'s tests) and a ``DispatchingScheduler``'s (built in the main
+    thread, it handles them as beat's) would keep Ctrl-C and a cancelled CI job's SIGTERM."""
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    handlers = {signum: signal.getsignal(signum) for signum in stop_signals}
+    yield
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
+
+
+@pytest.fixture(autouse=True)
 def offline_sqs(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reaches Amazon SQS: unless it asks for the local server, nothing answers.
 

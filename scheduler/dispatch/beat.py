@@ -18,7 +18,6 @@ from typing import Any
 
 from celery import current_app
 from celery.beat import ScheduleEntry
-from celery.signals import beat_init
 from celery.utils.time import maybe_make_aware
 from django.apps import AppConfig
 from django.core.checks import CheckMessage, Error, Warning, register
@@ -207,12 +206,17 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
     other periodic tasks wait for it. An error in a tick is logged and beat goes on.
     SIGTERM or SIGINT stops beat once the tick in progress is done; Ctrl-C again during
     a dispatcher tick stops it at once, that tick rolled back and the schedule unsaved
-    (a periodic task sent since the last save may be sent again as beat starts).
+    (a periodic task sent since the last save may be sent again as beat starts). One
+    as beat starts lets it set up its schedule (milliseconds; Ctrl-C again changes
+    nothing), then beat exits before its first tick.
+
+    Built in the main thread, not lazy (beat's own, not its banner's), it handles both
+    signals of the process from then on.
     """
 
     Entry = _Entry
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, lazy: bool = False, **kwargs: Any) -> None:
         self._dispatcher: Dispatcher | None = None
         #: How long the tick just run took, for the next one's time (:meth:`_when`).
         self._tick_took = 0.0
@@ -221,18 +225,19 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
         self._busy = False
         #: Whether beat is on its way out: a stop signal then has nothing to stop.
         self._exiting = False
-        super().__init__(*args, **kwargs)
-
-    def install_stop_signals(self) -> None:
-        """Make SIGTERM and SIGINT stop beat after the tick in progress, in place of
-        Celery's handler (from the main thread, once Celery has installed its own).
-
-        Celery's saved the schedule and raised SystemExit wherever beat was: in a
-        dispatch batch's transaction, the save closed the batch's connection ("beat
-        schedule save failed … connection already closed") and the batch rolled back,
-        its messages, already in SQS, sent for nothing, the tick's log line lost.
-        """
-        self._stop_signals.install()
+        if not lazy and threading.current_thread() is threading.main_thread():
+            # From the start: beat builds its scheduler, which sets up its schedule, after
+            # it has installed Celery's handler. That handler saved the schedule and raised
+            # SystemExit wherever beat was: in a dispatch batch's transaction, the save
+            # closed the batch's connection ("beat schedule save failed … connection
+            # already closed") and the batch rolled back, its messages sent for nothing;
+            # during the set-up, it built another scheduler, which wrote the schedule on
+            # the connection the first was writing with, and beat exited 1 with a
+            # traceback. A worker's embedded beat run as a thread (no multiprocessing)
+            # builds it in that thread, where no handler can be set: the worker stops
+            # that beat itself.
+            self._stop_signals.install()
+        super().__init__(*args, lazy=lazy, **kwargs)
 
     def _stop(self) -> None:
         """A stop signal: beat exits now between ticks, else at the end of the tick."""
@@ -247,9 +252,9 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
             raise SystemExit
 
     @contextmanager
-    def _finished_before_a_stop(self) -> Iterator[None]:
+    def _finished_before_a_stop(self, *, stopping: str | None = None) -> Iterator[None]:
         """Run the block to its end whatever stop signal comes meanwhile; beat exits after
-        it if one came."""
+        it if one came, logging ``stopping`` (what beat stops after) if given."""
         outermost = not self._busy
         self._busy = True
         try:
@@ -258,6 +263,8 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
             if outermost:
                 self._busy = False
         if outermost and self._stop_signals.received is not None:
+            if stopping is not None:
+                logger.info("beat stopping signal=%s %s", self._stop_signals.received, stopping)
             self._exit()
 
     @override
@@ -280,13 +287,16 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
 
     @override
     def setup_schedule(self) -> None:
-        # Beat builds its scheduler before it sends beat_init: the settings are checked
-        # before they are written into the schedule (or break it with a TypeError).
-        check_before_start()
-        # The dispatch entry as the settings say now: written only after migrate, a
-        # changed interval (or queue) would wait for the next migrate.
-        ensure_dispatch_schedule()
-        super().setup_schedule()
+        # A stop as beat starts: beat exits once the schedule is set up, before its first
+        # tick, out of Celery's loop (nothing to save yet).
+        with self._finished_before_a_stop(stopping="as it starts: its schedule set up"):
+            # Beat builds its scheduler before it sends beat_init: the settings are checked
+            # before they are written into the schedule (or break it with a TypeError).
+            check_before_start()
+            # The dispatch entry as the settings say now: written only after migrate, a
+            # changed interval (or queue) would wait for the next migrate.
+            ensure_dispatch_schedule()
+            super().setup_schedule()
 
     @override
     def all_as_schedule(self) -> dict[str, ScheduleEntry]:
@@ -406,22 +416,6 @@ class DispatchingScheduler(DatabaseScheduler):  # type: ignore[misc]
             next_time_to_run = max(0.0, next_time_to_run - took)
         when: float = super()._when(entry, next_time_to_run, *args, **kwargs)
         return when
-
-
-@beat_init.connect(weak=False)
-def _stop_after_the_tick(sender: Any = None, **_: Any) -> None:
-    """Beat's stop signals wait for the tick in progress, as ``scheduler_dispatch``'s do.
-
-    ``beat_init`` comes after Celery installed its handler. A worker's embedded beat run
-    as a thread (no multiprocessing) sends it from that thread, where no handler can be
-    set: the worker stops that beat itself.
-    """
-    scheduler = getattr(sender, "scheduler", None)
-    if (
-        isinstance(scheduler, DispatchingScheduler)
-        and threading.current_thread() is threading.main_thread()
-    ):
-        scheduler.install_stop_signals()
 
 
 @register()

@@ -52,9 +52,14 @@ class StopSignals:
         self._cuttable = False
 
     def install(self) -> None:
-        """Handle both signals from now on (from the main thread only)."""
+        """Handle both signals from now on (from the main thread only), and ignore them
+        once the process exits."""
         signal.signal(signal.SIGTERM, self._handle)
         signal.signal(signal.SIGINT, self._handle)
+        # Python puts the default handlers back as it finalizes, after the exit functions:
+        # Ctrl-C pressed on killed the process as it exited (status -2, not its own).
+        atexit.unregister(_ignore_stop_signals)
+        atexit.register(_ignore_stop_signals)
 
     @contextmanager
     def cut_short_here(self) -> Iterator[None]:
@@ -90,3 +95,9 @@ class StopSignals:
             self.forced = signum
             self._cuttable = False
             raise StopNowError
+
+
+def _ignore_stop_signals() -> None:
+    """As the process exits: it is stopping already."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import honcho.manager
@@ -30,9 +29,6 @@ import devtools.run
 from payments.models import Payment
 from scheduler.models import ScheduledJob
 from tests.processes import ROOT, free_port, wait_until
-
-#: What stops the runner (Ctrl-C, SIGTERM, a closed terminal).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -319,17 +315,8 @@ def test_a_port_in_use_names_the_run_that_may_hold_it() -> None:
         assert advice in line, line
 
 
-@pytest.fixture
-def own_signal_handlers() -> Iterator[None]:
-    """The test process's signal handlers, as they were, after a test that runs honcho."""
-    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    yield
-    for signum, handler in handlers.items():
-        signal.signal(signum, handler)
-
-
 def test_ctrl_c_while_the_processes_start_stops_them(
-    own_signal_handlers: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A Ctrl-C before honcho had read every process's pid failed in its handler
     # (KeyError: 'pid') and left the processes started so far running.
