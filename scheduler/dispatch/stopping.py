@@ -17,6 +17,18 @@ logger = logging.getLogger(__name__)
 #: The exit code of a process a second Ctrl-C stopped: a shell's for one SIGINT ended.
 INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
 
+#: Whether this process was forked from the one that imported this module (a worker's
+#: embedded beat): its exit functions are then the parent's copies.
+_forked = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class StopNowError(KeyboardInterrupt):
     """A second Ctrl-C: the process stops at once, its tick cut short."""
@@ -73,7 +85,8 @@ class StopSignals:
     def stop_now(self, *, process: str) -> NoReturn:
         """After :class:`StopNowError`: close the connections (PostgreSQL rolls back what the
         tick had not committed), say so, and exit with :data:`INTERRUPTED_EXIT_CODE` at
-        once, after the exit handlers (logging's flush, beat's pidfile)."""
+        once, after the exit functions (logging's flush, beat's pidfile) unless they are
+        a parent's that this process was forked from."""
         connections.close_all()
         logger.warning(
             "%s stopping now signal=%s tick=cut short: what it had not committed rolls "
@@ -82,7 +95,12 @@ class StopSignals:
             process,
             self.forced,
         )
-        atexit._run_exitfuncs()
+        if _forked:
+            # The parent's (a worker's pidfile, its state file): as billiard ends a
+            # child, only the log is flushed.
+            logging.shutdown()
+        else:
+            atexit._run_exitfuncs()
         # Not SystemExit: Python's exit waits for the SQS send threads, which retry a
         # batch SQS does not answer for up to half a minute, deaf to Ctrl-C.
         os._exit(INTERRUPTED_EXIT_CODE)

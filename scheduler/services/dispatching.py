@@ -294,12 +294,18 @@ def untake_resends(jobs: Sequence[Pending], *, now: datetime) -> int:
     operator's "run now", then another dispatcher) keeps its new token's count.
 
     Their rows are locked first, in id order, as an operator's bulk action locks them:
-    the update alone took them in its plan's order, and the two deadlocked.
+    the update alone took them in its plan's order, and the two deadlocked. Only those
+    still enqueued with a token of theirs: one that moved on meanwhile (rescheduled, then
+    held by another dispatcher's batch while it sends) is not waited for.
     """
     ids = [job.job_id for job in jobs]
     with transaction.atomic():
         list(
-            ScheduledJob.objects.filter(pk__in=ids)
+            ScheduledJob.objects.filter(
+                pk__in=ids,
+                status__in=states.RESEND.sources,
+                dispatch_token__in={job.dispatch_token for job in jobs},
+            )
             .order_by("pk")
             .select_for_update(no_key=True)
             .values_list("pk", flat=True)

@@ -2,6 +2,7 @@
 actions do: two in opposite orders deadlock, and PostgreSQL fails one of them."""
 
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -102,3 +103,40 @@ def test_copies_given_back_wait_in_id_order_behind_an_operators_bulk_action() ->
     assert set(ScheduledJob.objects.filter(pk__in=[a.pk, b.pk]).values_list("status")) == {
         ("cancelled",)
     }
+
+
+@pytest.mark.django_db(transaction=True)  # the dispatcher and another batch
+def test_copies_given_back_wait_for_no_row_that_moved_on_meanwhile() -> None:
+    # Rescheduled by an operator after its copy was taken, the job's row went to another
+    # dispatcher's batch, held while its sends went on (SQS slow): the give-back, which
+    # had nothing to give back to it, waited for that batch, and its tick with it.
+    now = timezone.now()
+    [job] = make_jobs([now - timedelta(minutes=10)])
+    ScheduledJob.objects.filter(pk=job.pk).update(
+        status="enqueued",
+        dispatch_token=uuid.uuid4(),
+        sends=1,
+        enqueued_at=now,
+        resend_at=now - timedelta(seconds=1),
+    )
+    publisher = StallingPublisher()
+    ended: dict[str, float] = {}
+
+    def dispatch() -> None:
+        try:
+            Dispatcher(publisher, purge=False).run_once(now=timezone.now())
+            ended["tick"] = time.monotonic()
+        finally:
+            connections.close_all()
+
+    dispatching = threading.Thread(target=dispatch)
+    dispatching.start()
+    assert publisher.called.wait(10)  # its copy is counted, on its way
+    ScheduledJob.objects.filter(pk=job.pk).update(
+        status="scheduled", dispatch_token=None, enqueued_at=None, resend_at=None, sends=0
+    )
+    with job_row_held_elsewhere(job.pk, commit_after=5):
+        refused = time.monotonic()
+        publisher.go_on.set()  # SQS refused the copy
+        dispatching.join(10)
+    assert ended["tick"] - refused < 2

@@ -52,3 +52,18 @@ def test_a_tick_cut_short_exits_130_at_once_its_connections_closed(monkeypatch, 
     # Its exit handlers (logging's flush, beat's pidfile) run; the send threads are left.
     assert ended == ["atexit", "exit 130"]
     assert "dispatcher stopping now signal=2 tick=cut short" in caplog.text
+
+
+def test_a_forked_beat_cut_short_runs_not_its_parents_exit_functions(monkeypatch):
+    # A worker's embedded beat (`worker -B`) is a forked child, whose exit functions are
+    # the worker's copies: running them removed the running worker's pidfile.
+    ended: list[str] = []
+    monkeypatch.setattr(stopping.connections, "close_all", lambda: None)
+    monkeypatch.setattr(stopping.atexit, "_run_exitfuncs", lambda: ended.append("atexit"))
+    monkeypatch.setattr(stopping.logging, "shutdown", lambda: ended.append("logging"))
+    monkeypatch.setattr(stopping.os, "_exit", lambda code: ended.append(f"exit {code}"))
+    monkeypatch.setattr(stopping, "_forked", True)  # as os.register_at_fork sets it
+    stop = StopSignals(lambda: None)
+    stop.forced = signal.SIGINT
+    stop.stop_now(process="beat")
+    assert ended == ["logging", "exit 130"]
