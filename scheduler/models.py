@@ -470,7 +470,10 @@ def held_jobs_sql(table: str, *, due: str) -> str:
         f"({held_kinds_sql(table)} SELECT first.id, first.run_at FROM kinds "  # noqa: S608
         f"CROSS JOIN LATERAL (SELECT job.id, job.run_at FROM {table} AS job WHERE job.held "
         f"AND job.task_name = kinds.task_name AND job.queue = kinds.queue AND {due} "
-        "ORDER BY job.run_at LIMIT %s) AS first) AS held"
+        # By kind, then run_at: the same order for one kind, but one only the held
+        # index serves. With run_at alone, the run_at index served it too, and the
+        # planner sometimes walked it through the history, filtering for the kind.
+        "ORDER BY job.task_name, job.queue, job.run_at LIMIT %s) AS first) AS held"
     )
 
 
