@@ -468,12 +468,22 @@ def held_jobs_sql(table: str, *, due: str) -> str:
     # The table's name from the model; every value is a parameter.
     return (
         f"({held_kinds_sql(table)} SELECT first.id, first.run_at FROM kinds "  # noqa: S608
-        f"CROSS JOIN LATERAL (SELECT job.id, job.run_at FROM {table} AS job WHERE job.held "
+        f"CROSS JOIN LATERAL ({oldest_held_of_kind_sql(table, due=due)}) AS first) AS held"
+    )
+
+
+def oldest_held_of_kind_sql(table: str, *, due: str = "TRUE") -> str:
+    """``SELECT job.id, job.run_at …``: the oldest held jobs of the kind of ``kinds``
+    (:func:`held_kinds_sql`) that ``due`` (SQL on ``job.run_at``) keeps, for a lateral
+    join. Parameters: ``due``'s, then how many at most."""
+    # The table's name from the model; every value is a parameter.
+    return (
+        f"SELECT job.id, job.run_at FROM {table} AS job WHERE job.held "  # noqa: S608
         f"AND job.task_name = kinds.task_name AND job.queue = kinds.queue AND {due} "
         # By kind, then run_at: the same order for one kind, but one only the held
         # index serves. With run_at alone, the run_at index served it too, and the
         # planner sometimes walked it through the history, filtering for the kind.
-        "ORDER BY job.task_name, job.queue, job.run_at LIMIT %s) AS first) AS held"
+        "ORDER BY job.task_name, job.queue, job.run_at, job.id LIMIT %s"
     )
 
 

@@ -24,6 +24,7 @@ from scheduler.models import (
     Pause,
     ScheduledJob,
     held_kinds_sql,
+    oldest_held_of_kind_sql,
     paused_sql,
 )
 from scheduler.services.transitions import (
@@ -421,10 +422,7 @@ def release_unpaused(*, now: datetime, limit: int = HOLD_BATCH_SIZE) -> int:
     sql = (
         f"{held_kinds_sql(table)}, "  # noqa: S608
         "candidates AS (SELECT oldest.id FROM kinds CROSS JOIN LATERAL ("
-        f"SELECT job.id, job.run_at FROM {table} AS job WHERE job.held "
-        "AND job.task_name = kinds.task_name AND job.queue = kinds.queue "
-        # The kind's order, which only the held index serves (see held_jobs_sql).
-        "ORDER BY job.task_name, job.queue, job.run_at, job.id LIMIT %s) AS oldest "
+        f"{oldest_held_of_kind_sql(table)}) AS oldest "
         f"WHERE NOT {paused_sql(task_name='kinds.task_name', queue='kinds.queue')} "
         "ORDER BY oldest.run_at, oldest.id LIMIT %s), "
         # Locked by id alone, as in hold_paused: with ``AND held`` the planner read the
