@@ -3,7 +3,9 @@
 A known data set at a frozen instant; each figure is compared with what the rows say.
 """
 
+import json
 import logging
+import re
 import threading
 import uuid
 from datetime import datetime, timedelta
@@ -22,12 +24,14 @@ from scheduler.dispatch.dispatcher import Dispatcher
 from scheduler.dispatch.publisher import PublishResult
 from scheduler.integrations import metrics
 from scheduler.models import WATCHED_QUEUES, DispatcherHeartbeat, JobAttempt, ScheduledJob
+from scheduler.registry import schedulable_task_names
 from scheduler.sqs import DeadLetterPeeks, get_client
 from scheduler.testing import InMemoryPublisher
 from tests.conftest import SqsQueue, postgresql_out_of_reach
 from tests.factories import make_jobs, mark_enqueued
 from tests.integration.admin_helpers import T0, Status, job
 from tests.integration.test_admin_monitoring import attempt
+from tests.readme_alerts import alerts, selectors
 
 pytestmark = pytest.mark.django_db
 
@@ -424,6 +428,35 @@ def test_dlq_depth_left_out_when_boto3_finds_no_region(settings, monkeypatch):
     samples = scrape()
     assert value(samples, "scheduler_dlq_readable", queue="scheduler-jobs-dlq") == 0
     assert value(samples, "scheduler_jobs_overdue") == 0
+
+
+def test_the_readme_alerts_read_metrics_labels_and_values_it_exports(known_data, sqs_queue):
+    # A metric or label the rules name and /metrics does not export (renamed on either
+    # side) leaves its alert silent: promtool's scenarios (tests/readme_alerts_test.yml)
+    # are written with the rules' names and cannot see it.
+    dlq_url = sqs_queue.client.create_queue(QueueName=f"{sqs_queue.name}-dlq")["QueueUrl"]
+    sqs_queue.client.send_message(QueueUrl=dlq_url, MessageBody="poison")
+    exported: dict[str, set[str]] = {}
+    for name, labels in scrape():
+        exported.setdefault(name, set()).update(label for label, _ in labels)
+    values = {"outcome": set(JobAttempt.Outcome.values), "task": set(schedulable_task_names())}
+    for alert, expr in alerts().items():
+        assert selectors(expr) or "scheduler_" not in expr, f"{alert}: its metrics not found"
+        for read in selectors(expr):
+            assert read.metric in exported, f"{alert} reads {read.metric}: /metrics has not"
+            assert read.labels <= exported[read.metric], (
+                f"{alert} reads {read.metric} by {sorted(read.labels)}: /metrics labels it "
+                f"{sorted(exported[read.metric])}"
+            )
+            for label, operator, quoted in read.matchers:
+                if label not in values:
+                    continue  # a deployment's own, as its queues' names
+                written = json.loads(f'"{quoted}"')  # PromQL's escapes, as JSON's here
+                # Each of a regex's alternatives must match a value the label takes.
+                for wanted in written.split("|") if "~" in operator else [re.escape(written)]:
+                    assert any(re.fullmatch(wanted, value) for value in values[label]), (
+                        f"{alert}: no {label} is {wanted!r} (it takes {sorted(values[label])})"
+                    )
 
 
 def test_openmetrics_on_request(known_data):
