@@ -18,6 +18,7 @@ DEVELOPMENT_ONLY = {
     "hypothesis",
     "matplotlib",
     "requests",
+    "pyyaml",
     "ruff",
     "mypy",
     "django-stubs",
