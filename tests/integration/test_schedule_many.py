@@ -125,6 +125,41 @@ def test_reads_the_fields_defaults_once_a_batch_not_once_a_job(monkeypatch):
     assert jobs[1].args == [1]
 
 
+def test_sends_once_what_every_job_of_the_batch_has_in_common():
+    specs = [JobSpec(noop, T0 + timedelta(seconds=i), [i], queue="payments") for i in range(50)]
+    with CaptureQueriesContext(connection) as queries:
+        jobs = schedule_many(specs)
+    (insert,) = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
+    # The rows carry each job's own values; the status, task and queue go once.
+    rows = insert[insert.index("json_to_recordset") : insert.index("json_to_record(")]
+    assert rows.count('"2026-11-24T12:00:') == 50
+    assert "scheduled" not in rows and "payments" not in rows and "testapp.noop" not in rows
+    stored = {job.pk: job for job in ScheduledJob.objects.filter(pk__in=[job.pk for job in jobs])}
+    for i, job in enumerate(jobs):
+        row = stored[job.pk]
+        assert (row.task_name, row.queue, row.status, row.args) == (
+            "testapp.noop",
+            "payments",
+            Status.SCHEDULED,
+            [i],
+        )
+        assert (row.created_at, row.updated_at) == (job.created_at, job.updated_at)
+
+
+def test_keeps_arguments_python_finds_equal_but_json_does_not():
+    # [1] == [True] == [1.0] in Python: judged the same in every job, one job's
+    # arguments would have been stored for all.
+    values = [[1], [True], [1.0], [1]]
+    jobs = schedule_many(JobSpec(noop, T0, args, {"n": args[0]}) for args in values)
+    stored = [ScheduledJob.objects.get(pk=job.pk) for job in jobs]
+    assert [(type(job.args[0]), type(job.kwargs["n"])) for job in stored] == [
+        (int, int),
+        (bool, bool),
+        (float, float),
+        (int, int),
+    ]
+
+
 def test_a_batch_too_large_for_one_insert_goes_in_several_all_or_none(monkeypatch):
     # One INSERT of the whole batch's JSON: 6,000 jobs with 100 KB of arguments each
     # failed in PostgreSQL ("invalid memory alloc request size"), and 11,000 lost the
