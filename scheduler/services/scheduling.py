@@ -465,9 +465,8 @@ def _insert(jobs: list[ScheduledJob]) -> None:
         column, db_type = quote(field.column), field.db_type(connection)
         # Not JSON values, which Python finds equal across types ([1] == [True] == [1.0]):
         # one job's arguments would be stored for another's.
-        same = values.count(values[0]) == len(values) and (
-            values[0] is None or field.get_internal_type() != "JSONField"
-        )
+        comparable = values[0] is None or field.get_internal_type() != "JSONField"
+        same = comparable and values.count(values[0]) == len(values)
         # One column at least in the rows, which say how many jobs there are.
         if same and (varying or position < len(fields) - 1):
             if values[0] is not None:
