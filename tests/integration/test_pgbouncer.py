@@ -32,6 +32,11 @@ PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 def pgbouncer(tmp_path: Path) -> Iterator[str]:
     """The test database's URL through a PgBouncer in transaction mode, with a pool of
     three server sessions."""
+    if not os.access(PGBOUNCER, os.X_OK):
+        pytest.fail(
+            "no pgbouncer to put in front of the test database: install Debian's "
+            "pgbouncer package (`apt-get install pgbouncer`, as .ci/run does)"
+        )
     db = connection.settings_dict
     tmp_path.chmod(0o755)  # PgBouncer, as root, runs as postgres: it reads its file here
 
