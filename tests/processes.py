@@ -136,14 +136,20 @@ class Process:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix=f"{name}-", suffix=".log", delete=False
         )
-        self.popen = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stop() reaches its children
-        )
+        try:
+            self.popen = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env={**os.environ, **(env or {})},
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: stop() reaches its children
+            )
+        except BaseException:
+            # Not started: no stop() will remove its log.
+            self.log.close()
+            Path(self.log.name).unlink()
+            raise
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")

@@ -232,3 +232,10 @@ def test_stop_reaches_the_children_left_in_the_group():
     process.stop(timeout=5)
     assert processes.wait_until(lambda: not processes._group_members(pgid), timeout=5)
     assert process.popen.returncode == -signal.SIGTERM
+
+
+def test_a_program_that_cannot_start_leaves_no_log_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(processes.tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        Process("missing", [str(tmp_path / "no-such-program")])
+    assert list(tmp_path.iterdir()) == []
