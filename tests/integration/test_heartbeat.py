@@ -1,8 +1,12 @@
 """The heartbeat thread of a running job: it beats until stopped, whatever a beat hits."""
 
 import logging
+import operator
+import os
 import threading
 import time
+import uuid
+from datetime import datetime
 
 import pytest
 from django.db import InterfaceError, connections
@@ -112,3 +116,74 @@ def test_an_atomic_jobs_success_commits_while_its_last_beat_still_waits(monkeypa
         runner.join(10)
     assert [handled.outcome for handled in outcome] == [Outcome.SUCCEEDED]
     assert committed == ["succeeded"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_short_jobs_starts_no_thread_per_job(monkeypatch):
+    # A thread started for each job, waited for as it started and joined as the job
+    # ended, cost a prefork child a fifth of its time in a burst of 500 short jobs.
+    started: list[str] = []
+    start_thread = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        if thread.name.startswith("scheduler-heartbeat"):
+            started.append(thread.name)
+        start_thread(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    jobs = [schedule_at("testapp.noop", timezone.now()) for _ in range(10)]
+    outcomes = [
+        deliver(job_id=job.pk, task_name=job.task_name, token=dispatch_one(job, now=timezone.now()))
+        for job in jobs
+    ]
+    assert [handled.outcome for handled in outcomes] == [Outcome.SUCCEEDED] * 10
+    assert len(started) <= 1  # the process's one, unless an earlier test started it
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_thread_beats_for_every_running_job_and_a_lost_lease_ends_only_its_own(caplog):
+    # A worker running jobs on threads (--pool=threads) runs several at once.
+    jobs = [schedule_at("testapp.noop", timezone.now()) for _ in range(2)]
+    kept, lost = (dispatch_one(job, now=timezone.now()) for job in jobs)
+    for job, token in zip(jobs, (kept, lost), strict=True):
+        running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w:1")
+
+    def beats(job: ScheduledJob) -> datetime:
+        return ScheduledJob.objects.get(pk=job.pk).heartbeat_at
+
+    with (
+        caplog.at_level(logging.WARNING),
+        Heartbeat(job_id=jobs[0].pk, token=kept, interval=0.05),
+        Heartbeat(job_id=jobs[1].pk, token=lost, interval=0.05),
+    ):
+        first = [beats(job) for job in jobs]
+        assert wait_until(lambda: all(map(operator.gt, map(beats, jobs), first)), timeout=5)
+        # Another delivery took the second job over: its beats find it no longer theirs.
+        ScheduledJob.objects.filter(pk=jobs[1].pk).update(dispatch_token=uuid.uuid4())
+        assert wait_until(lambda: f"job lease lost job_id={jobs[1].pk}" in caplog.text, timeout=5)
+        since = beats(jobs[0])
+        assert wait_until(lambda: beats(jobs[0]) > since, timeout=5)
+    assert caplog.text.count("job lease lost") == 1
+
+
+def test_a_forked_child_beats_from_a_thread_of_its_own(monkeypatch):
+    # A worker's pool processes are forked: the parent's thread is not in the child.
+    read_end, write_end = os.pipe()
+
+    def beat(**kwargs: object) -> bool:
+        os.write(write_end, b"%8d\n" % os.getpid())
+        return True
+
+    monkeypatch.setattr(running, "heartbeat", beat)
+    with Heartbeat(job_id=1, token=uuid.uuid4(), interval=0.01):
+        assert int(os.read(read_end, 9)) == os.getpid()  # the parent's thread beats
+        child = os.fork()
+        if child == 0:
+            with Heartbeat(job_id=2, token=uuid.uuid4(), interval=0.01):
+                time.sleep(0.5)
+            os._exit(0)
+    _, status = os.waitpid(child, 0)
+    os.close(write_end)
+    with os.fdopen(read_end) as beats:
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert beats.read().split().count(str(child)) >= 10  # about 50

@@ -28,6 +28,7 @@ from scheduler.worker.execution import Outcome
 from scheduler.worker.task import celery_return
 from tests.conftest import job_row_held_elsewhere, postgresql_out_of_reach
 from tests.factories import deliver, dispatch_one
+from tests.processes import wait_until
 from tests.testapp.models import Effect
 from tests.testapp.tasks import read_runs
 
@@ -213,8 +214,21 @@ def test_a_live_job_is_never_retried_however_long_it_runs(settings, tmp_path):
     assert (job.status, job.attempts) == (Status.SUCCEEDED, 1)
     assert job.heartbeat_at - job.started_at >= timedelta(seconds=2.5)
     assert len(read_runs(path)) == 1
-    # The heartbeat stopped with the job.
-    assert not [t for t in threading.enumerate() if t.name.startswith("scheduler-heartbeat")]
+    # The heartbeat stopped with the job, and the thread that beat let go of its
+    # database connection (it stays, for the process's next job).
+    time.sleep(0.5)
+    assert ScheduledJob.objects.get(pk=job.pk).heartbeat_at == job.heartbeat_at
+    assert wait_until(lambda: other_connections() == 0, timeout=5)
+
+
+def other_connections() -> int:
+    """Connections to the test database but this thread's."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
 
 
 @pytest.mark.django_db
