@@ -148,7 +148,7 @@ def test_one_thread_beats_for_every_running_job_and_a_lost_lease_ends_only_its_o
     for job, token in zip(jobs, (kept, lost), strict=True):
         running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w:1")
 
-    def beats(job: ScheduledJob) -> datetime:
+    def beats(job: ScheduledJob) -> datetime | None:
         return ScheduledJob.objects.get(pk=job.pk).heartbeat_at
 
     with (
