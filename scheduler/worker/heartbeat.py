@@ -1,4 +1,4 @@
-"""The lease of a running job, renewed from one thread per worker process while the body runs."""
+"""The lease of a running job, renewed from a thread apart from its body while it runs."""
 
 import logging
 import math
@@ -23,18 +23,20 @@ class Heartbeat:
     A failed beat is logged and the next one tried: the lease tolerates a missed beat or
     two (``SCHEDULER_HEARTBEAT_INTERVAL_SECONDS`` is at most a third of the lease).
 
-    One thread of the process beats for every running job: a thread started for each
-    job cost more than the claim of a short one (it also waited for that thread to run),
-    and most jobs end long before their first beat.
+    Each running job has a thread of its own (a beat waiting for a row lock holds up no
+    other job's), taken from those of the process's earlier jobs: a thread started for
+    each job cost more than the claim of a short one, which ends long before its first
+    beat.
     """
 
     def __init__(self, *, job_id: int, token: UUID, interval: float) -> None:
         self.job_id = job_id
         self.token = token
         self.interval = interval
+        self._beater: _Beater | None = None
 
     def __enter__(self) -> "Heartbeat":
-        _BEATER.add(self)
+        self._beater = _BEATERS.take(self)
         return self
 
     def __exit__(
@@ -51,46 +53,46 @@ class Heartbeat:
         still running). Without, at once: an atomic body's transaction must not wait for
         a beat that waits for a connection (behind a pooler, one only such transactions
         can free) or for the job's row it holds."""
-        _BEATER.remove(self, wait=wait)
+        if self._beater is not None:
+            self._beater.release(self, wait=wait)
 
 
 class _Beater:
-    """The thread that beats for the running jobs of one process, started with its
-    first job. It wakes for the earliest beat due, not for each job that starts: in a
-    prefork child, which runs one job at a time, a burst of short jobs wakes it about
-    once a heartbeat interval."""
+    """A thread that beats for one running job at a time, then waits for its process's
+    next job. It wakes for the job's beats, not when a job starts: in a burst of short
+    jobs it wakes about once a heartbeat interval."""
 
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """No job, no thread: a forked child has neither its parent's thread nor jobs."""
+    def __init__(self, pool: "_Beaters", heartbeat: Heartbeat) -> None:
+        self._pool = pool
         self._changed = threading.Condition()
-        #: Each running job's heartbeat, and when its next beat is due (monotonic).
-        self._due: dict[Heartbeat, float] = {}
-        #: The heartbeat whose beat is under way, if any.
+        #: The job it beats for (None: back in the pool), and when its next beat is due
+        #: (monotonic).
+        self._job: Heartbeat | None = heartbeat
+        self._due = time.monotonic() + heartbeat.interval
+        #: The job whose beat is under way, if any.
         self._beating: Heartbeat | None = None
-        self._thread: threading.Thread | None = None
-        #: Whether the thread may hold a database connection, closed once no job runs.
+        #: Whether the thread may hold a database connection, closed between jobs.
         self._connected = False
         #: When the thread wakes of itself (monotonic): a job due sooner wakes it.
         self._wakes_at = math.inf
+        threading.Thread(target=self._run, name="scheduler-heartbeat", daemon=True).start()
 
-    def add(self, heartbeat: Heartbeat) -> None:
+    def assign(self, heartbeat: Heartbeat) -> None:
+        """Beat for ``heartbeat``'s job (the beater is idle, out of the pool)."""
         with self._changed:
-            due = self._due[heartbeat] = time.monotonic() + heartbeat.interval
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="scheduler-heartbeat", daemon=True
-                )
-                self._thread.start()
-            elif due < self._wakes_at:
+            self._job, self._due = heartbeat, time.monotonic() + heartbeat.interval
+            if self._due < self._wakes_at:
                 self._changed.notify_all()
 
-    def remove(self, heartbeat: Heartbeat, *, wait: bool) -> None:
+    def release(self, heartbeat: Heartbeat, *, wait: bool) -> None:
+        """Stop beating for ``heartbeat``'s job; back in the pool once no beat is under way."""
         with self._changed:
-            if self._due.pop(heartbeat, None) is not None and not self._due and self._connected:
-                self._changed.notify_all()  # to close the thread's connection
+            if self._job is heartbeat:
+                self._job = None
+                if self._beating is None:
+                    self._pool.give_back(self)
+                if self._connected:
+                    self._changed.notify_all()  # to close the thread's connection
             if wait:
                 self._changed.wait_for(
                     lambda: self._beating is not heartbeat, timeout=max(1.0, heartbeat.interval)
@@ -102,51 +104,80 @@ class _Beater:
             if heartbeat is None:
                 connections.close_all()  # this thread's connection only
                 continue
-            alive = self._beat(heartbeat)
+            alive = _beat(heartbeat)
             with self._changed:
                 self._beating = None
-                if heartbeat in self._due:
-                    if alive:
-                        self._due[heartbeat] = time.monotonic() + heartbeat.interval
-                    else:
-                        del self._due[heartbeat]
-                        logger.warning("job lease lost job_id=%s at=heartbeat", heartbeat.job_id)
-                # Once stopped meanwhile, the job's outcome came first (a beat that
-                # waited for it): the outcome's record says whether the lease was lost.
+                if self._job is not heartbeat:
+                    # Stopped meanwhile: the job's outcome came first (a beat that waited
+                    # for it), and its record says whether the lease was lost.
+                    if self._job is None:
+                        self._pool.give_back(self)
+                elif alive:
+                    self._due = time.monotonic() + heartbeat.interval
+                else:
+                    logger.warning("job lease lost job_id=%s at=heartbeat", heartbeat.job_id)
+                    self._job = None
+                    self._pool.give_back(self)
                 self._changed.notify_all()
 
     def _next_due(self) -> Heartbeat | None:
-        """Wait for the next beat due and take it; None: no job runs any more and the
+        """Wait for the job's next beat and take it; None: the job ended and the
         thread's connection is to be closed."""
         with self._changed:
             while True:
-                if not self._due and self._connected:
+                job = self._job
+                if job is None and self._connected:
                     self._connected = False
                     return None
-                heartbeat = min(self._due, key=self._due.__getitem__, default=None)
-                self._wakes_at = math.inf if heartbeat is None else self._due[heartbeat]
+                self._wakes_at = math.inf if job is None else self._due
                 now = time.monotonic()
-                if self._wakes_at <= now:
-                    self._beating, self._connected = heartbeat, True
-                    return heartbeat
-                self._changed.wait(None if heartbeat is None else self._wakes_at - now)
-
-    def _beat(self, heartbeat: Heartbeat) -> bool:
-        """One beat; False once the job is no longer running under this delivery."""
-        try:
-            return running.heartbeat(job_id=heartbeat.job_id, token=heartbeat.token)
-        except Exception as error:
-            # Not only DatabaseError (InterfaceError is none): a beater that ended would
-            # leave the bodies running without a lease, to be run again.
-            logger.warning(
-                "job heartbeat failed job_id=%s error=%s: %s",
-                heartbeat.job_id,
-                type(error).__name__,
-                error,
-            )
-            connections.close_all()  # reconnect on the next beat
-            return True
+                if job is not None and self._due <= now:
+                    self._beating, self._connected = job, True
+                    return job
+                self._changed.wait(None if job is None else self._due - now)
 
 
-_BEATER = _Beater()
-os.register_at_fork(after_in_child=_BEATER.reset)
+def _beat(heartbeat: Heartbeat) -> bool:
+    """One beat; False once the job is no longer running under this delivery."""
+    try:
+        return running.heartbeat(job_id=heartbeat.job_id, token=heartbeat.token)
+    except Exception as error:
+        # Not only DatabaseError (InterfaceError is none): a beater that gave up would
+        # leave the body running without a lease, to be run again.
+        logger.warning(
+            "job heartbeat failed job_id=%s error=%s: %s",
+            heartbeat.job_id,
+            type(error).__name__,
+            error,
+        )
+        connections.close_all()  # reconnect on the next beat
+        return True
+
+
+class _Beaters:
+    """The idle beaters of a process: as many threads as it ran jobs at once."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """None: a forked child has none of its parent's threads."""
+        self._lock = threading.Lock()
+        self._idle: list[_Beater] = []
+
+    def take(self, heartbeat: Heartbeat) -> _Beater:
+        """An idle beater, or a new one, beating for ``heartbeat``'s job."""
+        with self._lock:
+            beater = self._idle.pop() if self._idle else None
+        if beater is None:
+            return _Beater(self, heartbeat)
+        beater.assign(heartbeat)
+        return beater
+
+    def give_back(self, beater: _Beater) -> None:
+        with self._lock:
+            self._idle.append(beater)
+
+
+_BEATERS = _Beaters()
+os.register_at_fork(after_in_child=_BEATERS.reset)

@@ -14,9 +14,10 @@ from django.utils import timezone
 
 from scheduler import schedule_at
 from scheduler.models import ScheduledJob
-from scheduler.services import running
+from scheduler.services import dispatching, running
 from scheduler.worker.execution import Handled, Outcome
 from scheduler.worker.heartbeat import Heartbeat
+from tests.conftest import job_row_held_elsewhere
 from tests.factories import deliver, dispatch_one
 from tests.processes import wait_until
 
@@ -141,7 +142,7 @@ def test_a_burst_of_short_jobs_starts_no_thread_per_job(monkeypatch):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_one_thread_beats_for_every_running_job_and_a_lost_lease_ends_only_its_own(caplog):
+def test_every_running_job_is_beaten_and_a_lost_lease_ends_only_its_own(caplog):
     # A worker running jobs on threads (--pool=threads) runs several at once.
     jobs = [schedule_at("testapp.noop", timezone.now()) for _ in range(2)]
     kept, lost = (dispatch_one(job, now=timezone.now()) for job in jobs)
@@ -187,3 +188,40 @@ def test_a_forked_child_beats_from_a_thread_of_its_own(monkeypatch):
     with os.fdopen(read_end) as beats:
         assert os.waitstatus_to_exitcode(status) == 0
         assert beats.read().split().count(str(child)) >= 10  # about 50
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_beat_waiting_for_one_jobs_row_holds_up_no_other_jobs_lease(settings):
+    # One thread beating for every job of a process waited, with the beat of a job whose
+    # row another transaction held, and the other jobs' leases expired: recovery retried
+    # them while they ran.
+    settings.SCHEDULER_LEASE_SECONDS = 1
+    jobs = [schedule_at("testapp.noop", timezone.now()) for _ in range(2)]
+    tokens = [dispatch_one(job, now=timezone.now()) for job in jobs]
+    for job, token in zip(jobs, tokens, strict=True):
+        running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w:1")
+    with (
+        Heartbeat(job_id=jobs[0].pk, token=tokens[0], interval=0.2),
+        Heartbeat(job_id=jobs[1].pk, token=tokens[1], interval=0.2),
+        job_row_held_elsewhere(jobs[0].pk),
+    ):
+        time.sleep(2)  # two leases
+        assert dispatching.expire_leases(now=timezone.now()) == 0
+    assert ScheduledJob.objects.get(pk=jobs[1].pk).status == "running"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_due_before_the_thread_would_wake_is_beaten_on_time():
+    # The thread that beat for a job with a long interval sleeps until that job's next
+    # beat: the process's next job, with a shorter one, must wake it.
+    job = schedule_at("testapp.noop", timezone.now())
+    token = dispatch_one(job, now=timezone.now())
+    claimed = running.claim(job_id=job.pk, token=token, task_name=job.task_name, worker="w:1")
+    assert isinstance(claimed, running.Claim)
+    with Heartbeat(job_id=job.pk, token=token, interval=60):
+        time.sleep(0.1)  # its thread now sleeps until that beat
+    with Heartbeat(job_id=job.pk, token=token, interval=0.05):
+        assert wait_until(
+            lambda: ScheduledJob.objects.get(pk=job.pk).heartbeat_at > claimed.job.started_at,
+            timeout=3,
+        )
