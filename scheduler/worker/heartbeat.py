@@ -107,18 +107,18 @@ class _Beater:
             alive = _beat(heartbeat)
             with self._changed:
                 self._beating = None
-                if self._job is not heartbeat:
-                    # Stopped meanwhile: the job's outcome came first (a beat that waited
-                    # for it), and its record says whether the lease was lost.
-                    if self._job is None:
-                        self._pool.give_back(self)
-                elif alive:
+                # Stopped meanwhile, the job's outcome came first (a beat that waited for
+                # it), and its record says whether the lease was lost.
+                lost = not alive and self._job is heartbeat
+                if self._job is heartbeat and alive:
                     self._due = time.monotonic() + heartbeat.interval
-                else:
-                    logger.warning("job lease lost job_id=%s at=heartbeat", heartbeat.job_id)
+                elif self._job is heartbeat or self._job is None:
                     self._job = None
                     self._pool.give_back(self)
                 self._changed.notify_all()
+            if lost:
+                # Not under the lock: a stop must not wait for a logging handler.
+                logger.warning("job lease lost job_id=%s at=heartbeat", heartbeat.job_id)
 
     def _next_due(self) -> Heartbeat | None:
         """Wait for the job's next beat and take it; None: the job ended and the

@@ -225,3 +225,30 @@ def test_a_job_due_before_the_thread_would_wake_is_beaten_on_time():
             lambda: ScheduledJob.objects.get(pk=job.pk).heartbeat_at > claimed.job.started_at,
             timeout=3,
         )
+
+
+def test_a_stop_waits_for_no_logging_handler(monkeypatch):
+    # The beat that finds the lease lost logs it: under the beater's lock, a slow
+    # handler held up a stop(wait=False), which an atomic body's transaction makes.
+    in_handler, freed = threading.Event(), threading.Event()
+
+    class SlowHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            in_handler.set()
+            freed.wait(5)
+
+    monkeypatch.setattr(running, "heartbeat", lambda **kwargs: False)
+    handler = SlowHandler(logging.WARNING)
+    logger = logging.getLogger("scheduler.worker.heartbeat")
+    logger.addHandler(handler)
+    try:
+        heartbeat = Heartbeat(job_id=1, token=uuid.uuid4(), interval=0.01)
+        with heartbeat:
+            assert in_handler.wait(5)
+            started = time.monotonic()
+            heartbeat.stop(wait=False)
+            assert time.monotonic() - started < 0.5
+            freed.set()
+    finally:
+        freed.set()
+        logger.removeHandler(handler)
