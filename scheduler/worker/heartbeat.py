@@ -107,12 +107,13 @@ class _Beater:
             alive = _beat(heartbeat)
             with self._changed:
                 self._beating = None
-                # Stopped meanwhile, the job's outcome came first (a beat that waited for
-                # it), and its record says whether the lease was lost.
+                # Stopped meanwhile (its job None: a beat under way is not given back),
+                # the job's outcome came first (a beat that waited for it), and its
+                # record says whether the lease was lost.
                 lost = not alive and self._job is heartbeat
                 if self._job is heartbeat and alive:
                     self._due = time.monotonic() + heartbeat.interval
-                elif self._job is heartbeat or self._job is None:
+                else:
                     self._job = None
                     self._pool.give_back(self)
                 self._changed.notify_all()
@@ -161,7 +162,7 @@ class _Beaters:
         self.reset()
 
     def reset(self) -> None:
-        """None: a forked child has none of its parent's threads."""
+        """No idle beater: a forked child has none of its parent's threads."""
         self._lock = threading.Lock()
         self._idle: list[_Beater] = []
 
