@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import BooleanField, QuerySet
+from django.db.models import BooleanField, DateTimeField, QuerySet, UUIDField
 from django.db.models.expressions import RawSQL
 
 from scheduler import signals, states
@@ -85,6 +85,10 @@ _PENDING_COLUMNS = (
 )
 #: What a dispatch changes besides the status, put back as it was should SQS refuse.
 _UNDONE = ("dispatch_token", "sends", "enqueued_at", "resend_at", "updated_at")
+#: A dispatch's token, made by PostgreSQL in the claim. The output fields given, as
+#: :func:`enqueued_changes` gives its own: left out, Django makes one per expression.
+_FRESH_TOKEN = RawSQL("gen_random_uuid()", [], output_field=UUIDField())
+_RESEND_AT_FIELD: "DateTimeField[Any, Any]" = DateTimeField()
 
 
 def any_due(
@@ -142,7 +146,7 @@ def dispatch_due(
         order_by=("run_at", "id"),
         durable=False,
         idle_limit=idle_limit,
-        dispatch_token=RawSQL("gen_random_uuid()", []),
+        dispatch_token=_FRESH_TOKEN,
         **enqueued_changes(now=now),
     )
     split = len(_PENDING_COLUMNS)
@@ -158,6 +162,7 @@ def enqueued_changes(*, now: datetime) -> dict[str, Any]:
         "resend_at": RawSQL(
             "GREATEST(run_at, %s) + %s",
             [now, min(timedelta(seconds=scheduler_settings.STALE_AFTER_SECONDS), MAX_RESEND_WAIT)],
+            output_field=_RESEND_AT_FIELD,
         ),
     }
 
